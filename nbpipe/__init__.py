@@ -1,0 +1,1 @@
+"""nbpipe: make for images. Render only the frames whose request changed; never pay twice."""

@@ -1,0 +1,3 @@
+from nbpipe.cli import entry
+
+entry()

@@ -1,0 +1,27 @@
+"""The outside world: one module per backend, behind one interface (see base.py)."""
+
+from __future__ import annotations
+
+from nbpipe.backends import gemini, hiapi, preview
+from nbpipe.backends.base import describe_image
+from nbpipe.plan.frame import Frame
+
+_BUILDERS = {
+    "hiapi": (hiapi.create_body, hiapi.PAYLOAD_STYLE),
+    "gemini": (gemini.generate_body, gemini.PAYLOAD_STYLE),
+    "preview": (preview.render_request, preview.PAYLOAD_STYLE),
+}
+
+
+def describe_request(frame: Frame) -> dict:
+    """The exact body the frame's backend would send, image payloads described in place."""
+    build, style = _BUILDERS[frame.backend]
+    return build(frame, [describe_image(image, style) for image in frame.inputs])
+
+
+def endpoint(frame: Frame) -> str:
+    if frame.backend == "hiapi":
+        return "POST /v1/tasks"
+    if frame.backend == "gemini":
+        return f"POST /v1beta/models/{frame.model}:generateContent"
+    return "local preview renderer (offline)"

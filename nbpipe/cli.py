@@ -1,0 +1,152 @@
+"""The command line: argument parsing, the one error handler, exit codes (see errors.py).
+
+Heavy modules are imported inside the commands that need them, so `nbpipe --help` and the
+no-op build path start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from nbpipe.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NbpipeError,
+                           UsageError)
+
+BACKEND_CHOICE = click.Choice(["hiapi", "gemini", "preview"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=".",
+              help="Run as if nbpipe was started in DIR.", metavar="DIR")
+@click.version_option(package_name="nbpipe")
+@click.pass_context
+def cli(ctx: click.Context, directory: Path) -> None:
+    """make for images: render only what changed, never pay twice."""
+    ctx.obj = directory
+
+
+def _project(ctx: click.Context, backend: str | None = None):
+    from nbpipe.plan.planner import open_project
+
+    root: Path = ctx.obj
+    if not root.is_dir():
+        raise UsageError(f"no such directory: {root}")
+    return open_project(root, backend)
+
+
+@cli.command()
+@click.pass_context
+def validate(ctx: click.Context) -> int:
+    """Check the manifest; print every problem with its line."""
+    project = _project(ctx)
+    targets, frames = len(project.targets()), len(project.frames)
+    click.echo(f"{_manifest_label(ctx)}: ok · {targets} target{'s' * (targets != 1)}, "
+               f"{frames} frame{'s' * (frames != 1)}")
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("frames", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--backend", type=BACKEND_CHOICE, help="Plan every frame on this backend.")
+@click.pass_context
+def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: str | None) -> int:
+    """What a build would do, why, and what it would cost. FRAMES take globs: 'shoe/*'."""
+    from nbpipe import present
+    from nbpipe.plan.planner import make_plan
+
+    project = _project(ctx, backend)
+    result = make_plan(project.select(frames))
+    click.echo(present.plan_json(result) if as_json else present.plan_table(result))
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("frame")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--backend", type=BACKEND_CHOICE, help="Show the request for this backend.")
+@click.pass_context
+def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None) -> int:
+    """The exact request FRAME would send, and its frame key."""
+    from nbpipe import present
+    from nbpipe.backends import describe_request, endpoint
+
+    project = _project(ctx, backend)
+    found = project.frames.get(frame)
+    if found is None:
+        from nbpipe.manifest.source import did_you_mean
+
+        raise UsageError(f"no frame named '{frame}'", did_you_mean(frame, project.frames)
+                         or "`nbpipe plan` lists the frames")
+    request = describe_request(found)
+    render = present.show_json if as_json else present.show_text
+    click.echo(render(found, endpoint(found), request))
+    return EXIT_OK
+
+
+@cli.command()
+def schema() -> int:
+    """Print the JSON Schema of nbpipe.yaml (for editors)."""
+    from nbpipe.manifest.schema import schema_text
+
+    click.echo(schema_text(), nl=False)
+    return EXIT_OK
+
+
+@cli.command()
+@click.pass_context
+def init(ctx: click.Context) -> int:
+    """Start a project here: a commented nbpipe.yaml and a .gitignore for .nbpipe/."""
+    from importlib.resources import files
+
+    root: Path = ctx.obj
+    manifest = root / "nbpipe.yaml"
+    if manifest.exists():
+        raise UsageError(f"{manifest} already exists", "edit it, or run init in another directory")
+    root.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(files("nbpipe").joinpath("data/starter.yaml").read_text("utf-8"), "utf-8")
+    ignore = root / ".gitignore"
+    lines = ignore.read_text("utf-8").splitlines() if ignore.exists() else []
+    if ".nbpipe/" not in lines:
+        with ignore.open("a", encoding="utf-8") as handle:
+            handle.write(("\n" if lines and lines[-1] else "") + ".nbpipe/\n")
+    click.echo(f"wrote {manifest} and {ignore}; next: nbpipe -C {root} plan")
+    return EXIT_OK
+
+
+def _manifest_label(ctx: click.Context) -> str:
+    root: Path = ctx.obj
+    return "nbpipe.yaml" if root == Path(".") else os.path.join(root, "nbpipe.yaml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; the one place errors become messages and exit codes."""
+    try:
+        code = cli.main(args=argv, prog_name="nbpipe", standalone_mode=False)
+        return code if isinstance(code, int) else EXIT_OK
+    except NbpipeError as exc:
+        click.echo(exc.render(), err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK  # `nbpipe plan | head` is not an error
+    except Exception:  # noqa: BLE001 - a bug: show it, but with the documented exit code
+        import traceback
+
+        traceback.print_exc()
+        click.echo("internal error: this is a bug in nbpipe; please report it", err=True)
+        return EXIT_INTERNAL
+
+
+def entry() -> None:
+    sys.exit(main())

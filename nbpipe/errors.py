@@ -1,0 +1,98 @@
+"""The error tree, and how a located manifest error is printed.
+
+    NbpipeError                 exit 1 unless a subclass says otherwise
+    ├── UsageError              exit 2: bad command line (unknown frame, bad flag value)
+    └── ManifestError           exit 2: one or more located Diagnostics in nbpipe.yaml
+
+Exit codes (the CLI's contract, also in README):
+    0    success
+    1    a frame failed, or `build --check` found stale frames
+    2    manifest or usage error, before anything ran
+    3    internal error (a bug in nbpipe: please report it)
+    130  interrupted (Ctrl-C)
+
+Foreign errors (YAML parser, pydantic, jinja2, httpx) never cross a layer boundary: each layer
+translates them into these classes where they arise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class NbpipeError(Exception):
+    """Base of every error nbpipe reports to a user (never with a traceback)."""
+
+    exit_code = EXIT_FAILED
+
+    def render(self) -> str:
+        return f"error: {self}"
+
+
+class UsageError(NbpipeError):
+    """The command line asks for something that cannot be done (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+    def render(self) -> str:
+        text = f"error: {self}"
+        return f"{text}\nhint: {self.hint}" if self.hint else text
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One located problem: `FILE:LINE:COL: error: message`, the source line, a caret, a hint.
+
+    `line` and `col` are 1-based; `line == 0` means the problem has no position in the file.
+    """
+
+    file: str
+    line: int
+    col: int
+    message: str
+    hint: str | None = None
+    source_line: str | None = None
+
+    def render(self) -> str:
+        if self.line <= 0:
+            out = [f"{self.file}: error: {self.message}"]
+        else:
+            out = [f"{self.file}:{self.line}:{self.col}: error: {self.message}"]
+            if self.source_line is not None:
+                gutter = f"{self.line:>5} | "
+                out.append(gutter + self.source_line.rstrip("\n"))
+                out.append(" " * (len(gutter) - 2) + "| " + " " * (self.col - 1) + "^")
+        if self.hint:
+            out.append(f"hint: {self.hint}")
+        return "\n".join(out)
+
+
+class ManifestError(NbpipeError):
+    """The manifest is wrong; carries every Diagnostic found in one pass (exit 2)."""
+
+    exit_code = EXIT_USAGE
+    MAX_SHOWN = 50
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = sorted(diagnostics, key=lambda d: (d.line, d.col, d.message))
+        super().__init__(f"{len(self.diagnostics)} error(s) in the manifest")
+
+    def render(self) -> str:
+        shown = self.diagnostics[: self.MAX_SHOWN]
+        parts = [d.render() for d in shown]
+        hidden = len(self.diagnostics) - len(shown)
+        if hidden:
+            parts.append(f"... and {hidden} more error(s)")
+        count = len(self.diagnostics)
+        parts.append(f"{count} error{'s' if count != 1 else ''}")
+        return "\n".join(parts)

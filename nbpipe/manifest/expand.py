@@ -1,0 +1,307 @@
+"""Declared targets → resolved targets (extends folded in) → frame specs (matrix and variants).
+
+Still the declared tense: nothing here knows backends, prices or files. Every problem becomes a
+located Diagnostic; all of them are collected before `ManifestError` is raised.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbpipe.errors import Diagnostic, ManifestError
+from nbpipe.manifest.load import Loaded
+from nbpipe.manifest.models import Bible, Target
+from nbpipe.manifest.source import Path, did_you_mean
+from nbpipe.manifest.templates import Template, TemplateFault
+
+PARAMS = ("backend", "model", "aspect_ratio", "resolution", "output_format", "output")
+DEFAULT_OUTPUT = "out/{frame}.{ext}"
+RESERVED_VARS = ("bible", "bibles", "target", "frame")
+_TARGET_NAME = re.compile(r"^\w[\w.-]*$")
+_BAD_PART = re.compile(r"[/\\\x00-\x1f]")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A resolved value and the manifest path it came from (for locating errors)."""
+
+    value: Any
+    path: Path
+
+
+@dataclass
+class ResolvedTarget:
+    """A target with its `extends` chain and `defaults` folded in."""
+
+    name: str
+    template: Template | None
+    template_path: Path  # where the template's source sits: ("templates", x) or a target's prompt
+    template_name: str | None
+    bible: str | None
+    vars: dict[str, Any]
+    params: dict[str, Setting]
+    inputs: list[Setting]
+    matrix: dict[str, list] | None = None
+    variants: dict[str, Any] | None = None
+    variants_path: Path = ()
+    path: Path = ()
+    output_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """One declared frame: a target plus the matrix values or variant that make it concrete."""
+
+    name: str
+    target: ResolvedTarget
+    variant: str  # the part of the name after "target/" ("" for a single-frame target)
+    vars: dict[str, Any]
+    bindings: dict[str, str] = field(default_factory=dict)
+    patch: dict | None = None
+    patch_path: Path = ()
+
+
+@dataclass
+class Declared:
+    """The manifest, resolved and expanded: what `nbpipe.plan` turns into frames."""
+
+    loaded: Loaded
+    bibles: dict[str, Bible]
+    targets: dict[str, ResolvedTarget]
+    frames: list[FrameSpec]
+
+
+def expand(loaded: Loaded) -> Declared:
+    diags: list[Diagnostic] = []
+    manifest = loaded.manifest
+    bibles = {name: Bible(text=b) if isinstance(b, str) else b for name, b in manifest.bibles.items()}
+    templates = _compile_templates(loaded, diags)
+    resolver = _Resolver(loaded, templates, bibles, diags)
+    targets = {name: t for name in manifest.targets if (t := resolver.resolve(name))}
+    if not diags:
+        _check_size(loaded, targets, diags)
+    if diags:
+        raise ManifestError(diags)
+    frames = [spec for target in targets.values() for spec in _frames(target)]
+    return Declared(loaded, bibles, targets, frames)
+
+
+def _compile_templates(loaded: Loaded, diags: list) -> dict[str, Template]:
+    compiled = {}
+    for name, source in loaded.manifest.templates.items():
+        template = compile_template(source, ("templates", name), loaded, diags)
+        if template is not None:
+            compiled[name] = template
+    return compiled
+
+
+def compile_template(source: Any, path: Path, loaded: Loaded, diags: list) -> Template | None:
+    try:
+        return Template(source)
+    except TemplateFault as fault:
+        diags.append(loaded.source.diagnostic((*path, *fault.subpath), str(fault), fault.hint))
+        return None
+
+
+class _Resolver:
+    def __init__(self, loaded: Loaded, templates: dict, bibles: dict, diags: list):
+        self.loaded = loaded
+        self.targets: dict[str, Target] = loaded.manifest.targets
+        self.templates = templates
+        self.bibles = bibles
+        self.diags = diags
+
+    def error(self, path: Path, message: str, hint: str | None = None, at_key: bool = False):
+        self.diags.append(self.loaded.source.diagnostic(path, message, hint, at_key))
+
+    def resolve(self, name: str) -> ResolvedTarget | None:
+        path = ("targets", name)
+        if not _TARGET_NAME.match(name):
+            self.error(path, f"target name '{name}' is not usable in frame names",
+                       "use letters, digits, '_', '.' and '-' (no '/' or spaces)", at_key=True)
+            return None
+        chain = self._chain(name)
+        if chain is None:
+            return None
+        merged = self._merge(chain)
+        return self._check(name, merged)
+
+    def _chain(self, name: str) -> list[str] | None:
+        """The extends chain from `name` up to its root ancestor, or None on a cycle or typo."""
+        chain = [name]
+        while (parent := self.targets[chain[-1]].extends) is not None:
+            at = ("targets", chain[-1], "extends")
+            if parent not in self.targets:
+                self.error(at, f"target '{chain[-1]}' extends unknown target '{parent}'",
+                           did_you_mean(parent, self.targets))
+                return None
+            if parent in chain:
+                if parent == name:  # report a cycle once, at its first member
+                    loop = " -> ".join([*chain, parent])
+                    self.error(at, f"extends cycle: {loop}", "a target cannot inherit from itself")
+                return None
+            chain.append(parent)
+        return chain
+
+    def _merge(self, chain: list[str]) -> dict[str, Setting]:
+        """Fold the chain, root first: later targets override fields; `vars` merge by key."""
+        merged: dict[str, Setting] = {}
+        defaults = self.loaded.manifest.defaults
+        for key in PARAMS:
+            if getattr(defaults, key) is not None:
+                merged[key] = Setting(getattr(defaults, key), ("defaults", key))
+        variables: dict[str, Any] = {}
+        for name in reversed(chain):
+            target = self.targets[name]
+            for key in target.model_fields_set - {"extends"}:
+                value = getattr(target, key)
+                if key == "vars" and value:
+                    variables.update(value)
+                elif value is not None:
+                    merged[key] = Setting(value, ("targets", name, key))
+        merged["vars"] = Setting(variables, ("targets", chain[0], "vars"))
+        return merged
+
+    def _check(self, name: str, m: dict[str, Setting]) -> ResolvedTarget | None:
+        before = len(self.diags)
+        path = ("targets", name)
+        template, template_path, template_name = self._template(name, m)
+        bible = m.get("bible")
+        if bible and bible.value not in self.bibles:
+            self.error(bible.path, f"unknown bible '{bible.value}'",
+                       did_you_mean(bible.value, self.bibles) or _available("bibles", self.bibles))
+        for var in m["vars"].value:
+            if var in RESERVED_VARS:
+                self.error((*m["vars"].path, var), f"var '{var}' is reserved for nbpipe's own use",
+                           f"rename it; templates already see {', '.join(RESERVED_VARS)}", at_key=True)
+        matrix, variants = m.get("matrix"), m.get("variants")
+        if matrix and variants:
+            self.error(variants.path, f"target '{name}' has both a matrix and variants",
+                       "use one of them per target (a variant can become a matrix axis)", at_key=True)
+        self._check_names(matrix, variants)
+        if variants and template is not None and not template.is_json:
+            for vname, variant in variants.value.items():
+                if variant.patch is not None:
+                    self.error((*variants.path, vname, "patch"),
+                               "a patch needs a JSON-structured (mapping) prompt",
+                               "use vars to vary a text prompt")
+        inputs = m.get("inputs")
+        input_settings = [Setting(v, (*inputs.path, i)) for i, v in enumerate(inputs.value)] \
+            if inputs else []
+        output = m.get("output") or Setting(DEFAULT_OUTPUT, ("defaults", "output"))
+        fields = self._output_fields(output, matrix)
+        params = {k: m[k] for k in PARAMS if k in m}
+        params["output"] = output
+        if len(self.diags) > before:
+            return None
+        return ResolvedTarget(
+            name=name, template=template, template_path=template_path, template_name=template_name,
+            bible=bible.value if bible else None, vars=m["vars"].value, params=params,
+            inputs=input_settings, matrix=matrix.value if matrix else None,
+            variants=variants.value if variants else None,
+            variants_path=variants.path if variants else (), path=path, output_fields=fields)
+
+    def _template(self, name: str, m: dict[str, Setting]):
+        tpl, prompt = m.get("template"), m.get("prompt")
+        if tpl and prompt:
+            self.error(prompt.path, f"target '{name}' has both a template and a prompt",
+                       f"keep one: `template: {tpl.value}` or the inline prompt", at_key=True)
+            return None, (), None
+        if prompt:
+            return compile_template(prompt.value, prompt.path, self.loaded, self.diags), \
+                prompt.path, None
+        if tpl:
+            if tpl.value not in self.loaded.manifest.templates:
+                templates = self.loaded.manifest.templates
+                self.error(tpl.path, f"unknown template '{tpl.value}'",
+                           did_you_mean(tpl.value, templates) or _available("templates", templates))
+                return None, (), None
+            return self.templates.get(tpl.value), ("templates", tpl.value), tpl.value
+        self.error(("targets", name), f"target '{name}' has neither a template nor a prompt",
+                   "add `template: NAME` or `prompt: \"...\"`", at_key=True)
+        return None, (), None
+
+    def _check_names(self, matrix: Setting | None, variants: Setting | None) -> None:
+        if matrix:
+            for axis, values in matrix.value.items():
+                for i, value in enumerate(values):
+                    if not _name_part_ok(_part(value)):
+                        self.error((*matrix.path, axis, i),
+                                   f"matrix value {value!r} cannot be part of a frame name",
+                                   "avoid '/', '\\', control characters, and '.' or '..' alone")
+        if variants:
+            for vname in variants.value:
+                if not _name_part_ok(vname):
+                    self.error((*variants.path, vname), f"variant name '{vname}' cannot be part "
+                               "of a frame name", "avoid '/', '\\' and control characters",
+                               at_key=True)
+
+    def _output_fields(self, output: Setting, matrix: Setting | None) -> tuple[str, ...]:
+        allowed = ["frame", "target", "variant", "ext", *(matrix.value if matrix else ())]
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(output.value) if f is not None]
+        except ValueError as exc:
+            self.error(output.path, f"output pattern is malformed: {exc}",
+                       "placeholders look like {frame}; write {{ or }} for a literal brace")
+            return ()
+        for name in fields:
+            if name not in allowed:
+                self.error(output.path, f"unknown placeholder {{{name}}} in output pattern",
+                           did_you_mean(name, allowed) or f"use one of {{{'}, {'.join(allowed)}}}")
+        return tuple(fields)
+
+
+def _available(kind: str, names: Any) -> str:
+    return f"the manifest defines no {kind}" if not names else \
+        f"defined {kind}: {', '.join(sorted(names))}"
+
+
+def _part(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _name_part_ok(part: str) -> bool:
+    return bool(part) and part not in (".", "..") and not _BAD_PART.search(part)
+
+
+def _count(target: ResolvedTarget) -> int:
+    if target.matrix:
+        return math.prod(len(values) for values in target.matrix.values())
+    return len(target.variants) if target.variants else 1
+
+
+def _check_size(loaded: Loaded, targets: dict[str, ResolvedTarget], diags: list) -> None:
+    cap = loaded.manifest.max_frames
+    total = sum(_count(t) for t in targets.values())
+    if total > cap:
+        biggest = max(targets.values(), key=_count)
+        path = ("targets", biggest.name, "matrix") if biggest.matrix else biggest.path
+        diags.append(loaded.source.diagnostic(
+            path, f"the manifest expands to {total:,} frames, more than max_frames ({cap:,})",
+            f"target '{biggest.name}' alone makes {_count(biggest):,}; "
+            "raise `max_frames` if you mean it", at_key=True))
+
+
+def _frames(target: ResolvedTarget) -> list[FrameSpec]:
+    name = target.name
+    if target.matrix:
+        axes = list(target.matrix)
+        specs = []
+        for combo in itertools.product(*target.matrix.values()):
+            binding = dict(zip(axes, combo))
+            suffix = "-".join(_part(v) for v in combo)
+            specs.append(FrameSpec(f"{name}/{suffix}", target, suffix, {**target.vars, **binding},
+                                   {a: _part(v) for a, v in binding.items()}))
+        return specs
+    if target.variants:
+        return [FrameSpec(f"{name}/{vname}", target, vname, {**target.vars, **v.vars},
+                          patch=v.patch, patch_path=(*target.variants_path, vname, "patch"))
+                for vname, v in target.variants.items()]
+    return [FrameSpec(name, target, "", dict(target.vars))]

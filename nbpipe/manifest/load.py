@@ -1,0 +1,276 @@
+"""Read nbpipe.yaml: YAML 1.2 with positions, bounded expansion, then the pydantic models.
+
+YAML 1.2 matters: under YAML 1.1 an unquoted `16:9` is the sexagesimal integer 969.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from nbpipe.errors import Diagnostic, ManifestError
+from nbpipe.manifest.models import ALLOWED_KEYS, Manifest
+from nbpipe.manifest.source import Path, SourceMap, describe, did_you_mean
+
+MANIFEST_NAME = "nbpipe.yaml"
+MAX_VALUES = 1_000_000  # alias bombs expand to billions of values; real manifests hold thousands
+MAX_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A validated manifest, the plain data it came from, and where everything was written."""
+
+    manifest: Manifest
+    data: dict
+    source: SourceMap
+    root: FsPath  # the project directory
+    text: str
+
+
+def load_manifest(root: FsPath, name: str = MANIFEST_NAME) -> Loaded:
+    """Read and validate `root/name`; errors name the file as the user would type it."""
+    path = root / name
+    label = name if str(root) in (".", "") else str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError([Diagnostic(label, 0, 0, f"no {name} in {root}",
+                                        "run `nbpipe init` to start a project")]) from None
+    except OSError as exc:
+        raise ManifestError([Diagnostic(label, 0, 0, f"cannot read it: {exc.strerror}")]) from None
+    return parse_manifest(_decode(raw, label), root, label)
+
+
+def parse_manifest(text: str, root: FsPath, name: str = MANIFEST_NAME) -> Loaded:
+    source = SourceMap(name, text)
+    doc = _parse_yaml(text, source)
+    data = _Plain(source).convert(doc)
+    if not isinstance(data, dict):
+        raise ManifestError([source.at(1, 1, "the manifest must be a mapping of keys",
+                                       "start with `version: 1`")])
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(_translate(exc, data, source)) from None
+    return Loaded(manifest, data, source, root, text)
+
+
+def _decode(raw: bytes, name: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ManifestError([Diagnostic(name, line, col, "the manifest is not valid UTF-8 text",
+                                        f"byte 0x{raw[exc.start]:02x} cannot start a character")]) from None
+
+
+_DUPLICATE = re.compile(r'found duplicate key "(.*)" with value')
+
+
+def _parse_yaml(text: str, source: SourceMap) -> Any:
+    try:
+        return YAML(typ="rt", pure=True).load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        dup = _DUPLICATE.search(exc.problem or "")
+        if dup:
+            first = exc.context_mark.line + 1 if exc.context_mark else None
+            hint = f"the mapping starts at line {first}" if first else None
+            raise ManifestError([source.at(line, col, f"duplicate key '{dup.group(1)}'", hint)]) from None
+        problem = (exc.problem or "invalid YAML").strip()
+        hint = None
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            hint = f"{exc.context.strip()} (line {exc.context_mark.line + 1})"
+        raise ManifestError([source.at(line, col, f"YAML syntax: {problem}", hint)]) from None
+    except YAMLError as exc:
+        raise ManifestError([source.at(0, 0, f"YAML syntax: {exc}")]) from None
+    except RecursionError:
+        raise ManifestError([source.at(0, 0, "the manifest is nested too deeply")]) from None
+
+
+class _Plain:
+    """ruamel's round-trip nodes → plain dicts/lists/scalars, recording positions on the way.
+
+    Aliases are expanded here, with a budget, so an alias bomb is refused instead of eating memory.
+    """
+
+    def __init__(self, source: SourceMap):
+        self.source = source
+        self.count = 0
+
+    def convert(self, node: Any, path: Path = (), depth: int = 0) -> Any:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise ManifestError([self.source.diagnostic(
+                path, f"the manifest expands to more than {MAX_VALUES:,} values",
+                "YAML anchors and aliases multiply; write the values out or use a matrix")])
+        if depth > MAX_DEPTH:
+            raise ManifestError([self.source.diagnostic(
+                path, f"the manifest is nested more than {MAX_DEPTH} levels deep")])
+        if isinstance(node, dict):
+            return self._mapping(node, path, depth)
+        if isinstance(node, list):
+            return self._sequence(node, path, depth)
+        return self._scalar(node, path)
+
+    def _mapping(self, node: Any, path: Path, depth: int) -> dict:
+        out: dict[str, Any] = {}
+        lc = getattr(node, "lc", None)
+        for key, value in node.items():
+            name = _key_text(key)
+            child = (*path, name)
+            if lc is not None:
+                kl, kc = lc.key(key)
+                vl, vc = lc.value(key)
+                self.source.keys.setdefault(child, (kl + 1, kc + 1))
+                self.source.values.setdefault(child, (vl + 1, vc + 1))
+            out[name] = self.convert(value, child, depth + 1)
+        return out
+
+    def _sequence(self, node: Any, path: Path, depth: int) -> list:
+        out = []
+        lc = getattr(node, "lc", None)
+        for index, value in enumerate(node):
+            child = (*path, index)
+            if lc is not None:
+                line, col = lc.item(index)
+                self.source.values.setdefault(child, (line + 1, col + 1))
+            out.append(self.convert(value, child, depth + 1))
+        return out
+
+    def _scalar(self, node: Any, path: Path) -> Any:
+        if node is None or isinstance(node, bool):
+            return node
+        if isinstance(node, int):
+            return int(node)
+        if isinstance(node, float):
+            return float(node)
+        if isinstance(node, str):
+            return str(node)
+        if isinstance(node, (dt.date, dt.datetime)):
+            return node.isoformat()
+        raise ManifestError([self.source.diagnostic(
+            path, f"unsupported YAML value of type {type(node).__name__}",
+            "use plain strings, numbers, booleans, lists and mappings")])
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return "null" if key is None else str(key)
+
+
+# --- pydantic errors → located diagnostics --------------------------------------------------
+
+_TYPE_NAMES = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+               int: "a number", float: "a number", type(None): "nothing (null)"}
+_EXPECTED = {
+    "string_type": "a string", "dict_type": "a mapping", "list_type": "a list",
+    "int_type": "a whole number", "int_parsing": "a whole number", "float_type": "a number",
+    "float_parsing": "a number", "bool_type": "true or false", "model_type": "a mapping",
+    "model_attributes_type": "a mapping", "greater_than_equal": "a number ≥ 0",
+    "greater_than": "a number > 0",
+}
+
+
+_SCALAR_TAGS = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _branch_fits(tag: str, node: Any) -> bool:
+    """Does the union member named `tag` (pydantic's loc entry) match the value's shape?"""
+    if tag in _SCALAR_TAGS:
+        return isinstance(node, _SCALAR_TAGS[tag]) and not (tag != "bool" and isinstance(node, bool))
+    if tag.startswith("list["):
+        return isinstance(node, list)
+    return isinstance(node, dict)  # dict[...] or a model name
+
+
+def _is_tag(part: Any, node: Any) -> bool:
+    if not isinstance(part, str) or (isinstance(node, dict) and part in node):
+        return False
+    return part in _SCALAR_TAGS or "[" in part or part[:1].isupper()
+
+
+def _walk(data: Any, loc: tuple) -> tuple[Path, Path | None, bool]:
+    """Follow a pydantic loc through the data.
+
+    Returns the path it names, the path of the union it went through (if any), and whether
+    the union member it took fits the value's shape (pydantic reports every member's failure).
+    """
+    path: list = []
+    node: Any = data
+    union_at, fits = None, True
+    for part in loc:
+        if _is_tag(part, node):
+            if union_at is None:
+                union_at, fits = tuple(path), _branch_fits(part, node)
+            continue
+        path.append(part)
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            break  # a missing or an extra key: the path ends here
+    return tuple(path), union_at, fits
+
+
+def _kind(path: Path) -> str:
+    if not path:
+        return "manifest"
+    if path == ("defaults",):
+        return "defaults"
+    if path[0] == "targets":
+        return "variant" if len(path) == 4 and path[2] == "variants" else "target"
+    if path[0] == "bibles":
+        return "bible"
+    return ""
+
+
+def _translate(exc: ValidationError, data: dict, source: SourceMap) -> list[Diagnostic]:
+    walked = [(error, *_walk(data, error["loc"])) for error in exc.errors(include_url=False)]
+    # Where some union member fits the value, the other members' complaints are noise.
+    fitting = {union for _, _, union, fits in walked if union is not None and fits}
+    by_path: dict[Path, list[dict]] = {}
+    for error, path, union, fits in walked:
+        if union in fitting and not fits:
+            continue
+        by_path.setdefault(path, []).append(error)
+    return [_one(path, errors, source) for path, errors in by_path.items()]
+
+
+def _one(path: Path, errors: list[dict], source: SourceMap) -> Diagnostic:
+    error = errors[0]
+    kind = error["type"]
+    parent, key = path[:-1], path[-1] if path else None
+    if kind == "extra_forbidden":
+        allowed = ALLOWED_KEYS.get(_kind(parent), ())
+        return source.diagnostic(path, f"unknown key '{key}' in {describe(parent)}",
+                                 did_you_mean(key, allowed), at_key=True)
+    if kind == "missing":
+        return source.diagnostic(parent, f"{describe(parent)} is missing the required key '{key}'",
+                                 at_key=True)
+    if kind == "literal_error" and path == ("version",):
+        return source.diagnostic(path, f"unsupported manifest version {error['input']!r}",
+                                 "this nbpipe reads `version: 1`")
+    if kind == "too_short" and len(path) >= 2 and path[-2] == "matrix":
+        return source.diagnostic(path, f"matrix axis '{key}' has no values",
+                                 "give at least one value, or remove the axis")
+    if kind == "greater_than" and path == ("max_frames",):
+        return source.diagnostic(path, "max_frames must be a positive whole number")
+    expected = sorted({_EXPECTED.get(e["type"], "") for e in errors} - {""})
+    got = _TYPE_NAMES.get(type(error["input"]), type(error["input"]).__name__)
+    if expected:
+        want = " or ".join(expected)
+        return source.diagnostic(path, f"'{key}' in {describe(parent)} must be {want}, not {got}")
+    return source.diagnostic(path, f"'{key}' in {describe(parent)}: {error['msg']}")

@@ -1,0 +1,104 @@
+"""The manifest as declared: pydantic models of nbpipe.yaml (the JSON Schema is generated from them).
+
+These types describe what the user wrote, nothing more: a `Target` may lack a model (it inherits
+one), name a template that does not exist, or expand to ten thousand frames. Resolution happens
+in `expand.py` (declared → per-frame specs) and in `nbpipe.plan` (specs → priced, keyed frames).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator
+
+Scalar = str | int | float | bool
+Axis = Annotated[list[Scalar], Field(min_length=1)]
+JsonPrompt = dict[str, Any]
+
+DEFAULT_MAX_FRAMES = 100_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Params(_Strict):
+    """Render settings a target inherits from `defaults` (and from the target it `extends`)."""
+
+    backend: str | None = Field(None, description="hiapi | gemini | preview (offline, free)")
+    model: str | None = Field(None, description="e.g. Nano-Banana, Nano-Banana-Pro, gemini-2.5-flash-image")
+    aspect_ratio: str | None = Field(None, description='e.g. "3:2", "16:9"; quote it in YAML')
+    resolution: str | None = Field(None, description="1K | 2K | 4K (512 on some Gemini models)")
+    output_format: str | None = Field(None, description="png | jpeg (jpg is the same)")
+    output: str | None = Field(
+        None, description="output path pattern: {frame} {target} {variant} {ext} and matrix variables")
+
+    @field_validator("resolution", "aspect_ratio", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        # `resolution: 512` arrives from YAML as an int; the catalogue speaks strings.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+
+class Defaults(Params):
+    """Settings every target inherits unless it overrides them."""
+
+
+class Bible(_Strict):
+    """A character bible: a dense paragraph reused verbatim as a prompt prefix."""
+
+    text: str = Field(description="the paragraph; `{{ bible }}` in a template")
+    markers: list[str] = Field(default_factory=list, description="identity markers to check by eye")
+    references: list[str] = Field(
+        default_factory=list,
+        description="identity-anchor images (project files), sent where the model takes input images")
+
+
+class Variant(_Strict):
+    """A named minimal-diff variant: extra vars and/or an RFC 7386 merge patch on the JSON prompt."""
+
+    vars: dict[str, Any] = Field(default_factory=dict)
+    patch: JsonPrompt | None = None
+
+
+class Target(Params):
+    """A render target as declared; `extends`, `matrix` and `variants` make it one or more frames."""
+
+    template: str | None = Field(None, description="name of a template in `templates`")
+    prompt: str | JsonPrompt | None = Field(None, description="an inline template instead of `template`")
+    bible: str | None = Field(None, description="name of a bible; its text is `{{ bible }}`")
+    vars: dict[str, Any] | None = None
+    extends: str | None = Field(None, description="inherit everything from another target")
+    matrix: dict[str, Axis] | None = Field(
+        None, description="cartesian product of values; frame names join the values with '-'")
+    variants: dict[str, Variant] | None = None
+    inputs: list[str] | None = Field(
+        None, description="input images: other targets or frames (an edit), or project files")
+
+
+class Manifest(_Strict):
+    """The whole of nbpipe.yaml."""
+
+    version: Literal[1] = Field(description="manifest format version; this nbpipe reads 1")
+    name: str | None = None
+    defaults: Defaults = Field(default_factory=Defaults)
+    bibles: dict[str, Bible | str] = Field(default_factory=dict)
+    templates: dict[str, str | JsonPrompt] = Field(default_factory=dict)
+    targets: dict[str, Target] = Field(default_factory=dict)
+    pricing: dict[str, dict[str, NonNegativeFloat | dict[str, NonNegativeFloat]]] = Field(
+        default_factory=dict,
+        description="USD per image overrides: {backend: {model: price | {resolution: price}}}")
+    max_frames: PositiveInt = Field(
+        DEFAULT_MAX_FRAMES, description="refuse manifests that expand past this many frames")
+
+
+# The keys each kind of mapping accepts, for "unknown key ... did you mean" hints.
+ALLOWED_KEYS: dict[str, tuple[str, ...]] = {
+    "manifest": tuple(Manifest.model_fields),
+    "defaults": tuple(Defaults.model_fields),
+    "target": tuple(Target.model_fields),
+    "bible": tuple(Bible.model_fields),
+    "variant": tuple(Variant.model_fields),
+}

@@ -1,0 +1,68 @@
+"""Where each value of the manifest was written, so every error can point at its line."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from nbpipe.errors import Diagnostic
+
+Path = tuple  # a path into the manifest data: ("targets", "hero", "model"), ("x", 0)
+
+
+def did_you_mean(word: object, choices: Iterable[str]) -> str | None:
+    """The 'did you mean' hint for a misspelt name, or None when nothing is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+class SourceMap:
+    """Positions (1-based line, col) of keys and values in one manifest file."""
+
+    def __init__(self, file: str, text: str):
+        self.file = file
+        self.lines = text.splitlines()
+        self.keys: dict[Path, tuple[int, int]] = {}
+        self.values: dict[Path, tuple[int, int]] = {}
+
+    def position(self, path: Path, at_key: bool = False) -> tuple[int, int]:
+        """The nearest known position for `path`, walking up to its parents if needed."""
+        table = self.keys if at_key else self.values
+        for cut in range(len(path), -1, -1):
+            prefix = path[:cut]
+            if prefix in table:
+                return table[prefix]
+            if prefix in self.keys:
+                return self.keys[prefix]
+            if prefix in self.values:
+                return self.values[prefix]
+        return (1, 1) if self.lines else (0, 0)
+
+    def diagnostic(self, path: Path, message: str, hint: str | None = None,
+                   at_key: bool = False) -> Diagnostic:
+        line, col = self.position(path, at_key)
+        source = self.lines[line - 1] if 0 < line <= len(self.lines) else None
+        return Diagnostic(self.file, line, col, message, hint, source)
+
+    def at(self, line: int, col: int, message: str, hint: str | None = None) -> Diagnostic:
+        source = self.lines[line - 1] if 0 < line <= len(self.lines) else None
+        return Diagnostic(self.file, line, col, message, hint, source)
+
+
+def describe(path: Path) -> str:
+    """A human name for the place a path points to: "target 'hero'", "bible 'mira'"."""
+    if not path:
+        return "the manifest"
+    head = path[0]
+    if head == "targets" and len(path) >= 2:
+        where = f"target '{path[1]}'"
+        if len(path) >= 4 and path[2] == "variants":
+            where = f"variant '{path[3]}' of {where}"
+        return where
+    if head == "bibles" and len(path) >= 2:
+        return f"bible '{path[1]}'"
+    if head == "templates" and len(path) >= 2:
+        return f"template '{path[1]}'"
+    if head == "pricing" and len(path) >= 2:
+        return f"pricing for backend '{path[1]}'"
+    return str(head)

@@ -1,0 +1,126 @@
+"""Prompt templates: Jinja2 in a sandbox, inside string leaves only, undefined variables an error.
+
+A template is a string (a text prompt) or a mapping (a JSON-structured prompt). Each string leaf
+that contains Jinja syntax is compiled once; constant leaves are copied as they are. A mapping
+renders to JSON text in the declared key order, after any variant's RFC 7386 merge patch.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+MAX_RENDERED = 200_000  # characters any one expression may build ("x" * 10**9 is refused)
+_JINJA_MARK = re.compile(r"\{[{%#]")
+_UNDEFINED = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
+
+
+class TemplateFault(Exception):
+    """A template that cannot compile or render; `subpath` locates the leaf inside it."""
+
+    def __init__(self, subpath: tuple, message: str, hint: str | None = None,
+                 missing: str | None = None):
+        super().__init__(message)
+        self.subpath = subpath
+        self.hint = hint
+        self.missing = missing  # the undefined variable's name, when that is the fault
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, plus a cap on what `*` and `**` may build."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name == "**":
+            if isinstance(right, (int, float)) and abs(right) > 64:
+                raise SecurityError("exponent too large")
+            return operator.pow(left, right)
+        for seq, count in ((left, right), (right, left)):
+            if isinstance(seq, (str, list, tuple)) and isinstance(count, int) \
+                    and len(seq) * count > MAX_RENDERED:
+                raise SecurityError("repetition builds a value too large for a prompt")
+        return operator.mul(left, right)
+
+
+ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def _compile_leaf(text: str, subpath: tuple) -> Any:
+    if not _JINJA_MARK.search(text):
+        return text
+    try:
+        return ENV.from_string(text)
+    except TemplateSyntaxError as exc:
+        raise TemplateFault(subpath, f"template syntax: {exc.message}") from None
+
+
+def _compile(node: Any, subpath: tuple) -> Any:
+    if isinstance(node, str):
+        return _compile_leaf(node, subpath)
+    if isinstance(node, dict):
+        return {key: _compile(value, (*subpath, key)) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_compile(value, (*subpath, i)) for i, value in enumerate(node)]
+    return node
+
+
+class Template:
+    """A compiled prompt template (string or JSON-structured); `render` is called per frame."""
+
+    def __init__(self, source: str | dict):
+        self.is_json = isinstance(source, dict)
+        self._tree = _compile(source, ())
+
+    def render(self, context: dict[str, Any]) -> Any:
+        """The rendered string, or the rendered mapping for a JSON-structured template."""
+        return _render(self._tree, context, ())
+
+
+def _render(node: Any, context: dict, subpath: tuple) -> Any:
+    if isinstance(node, dict):
+        return {key: _render(value, context, (*subpath, key)) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_render(value, context, (*subpath, i)) for i, value in enumerate(node)]
+    if isinstance(node, str) or not hasattr(node, "render"):
+        return node
+    try:
+        text = node.render(context)
+    except UndefinedError as exc:
+        match = _UNDEFINED.search(str(exc))
+        name = next((g for g in match.groups() if g), None) if match else None
+        message = f"undefined variable '{name}'" if name else f"undefined value: {exc}"
+        raise TemplateFault(subpath, message, missing=name) from None
+    except SecurityError as exc:
+        raise TemplateFault(subpath, f"the template sandbox refused: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - user code: every failure becomes a located error
+        raise TemplateFault(subpath, f"template failed: {type(exc).__name__}: {exc}") from None
+    if len(text) > MAX_RENDERED:
+        raise TemplateFault(subpath, f"the template renders to {len(text):,} characters")
+    return text
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON Merge Patch: mappings merge, `null` deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def prompt_text(rendered: Any) -> str:
+    """The prompt as sent: a string as it is, a mapping as JSON text in declared key order."""
+    if isinstance(rendered, str):
+        return rendered
+    return json.dumps(rendered, ensure_ascii=False)

@@ -1,0 +1,89 @@
+"""A Frame is one concrete render, fully resolved; its key is what decides the image.
+
+The frame key policy (KEY_SCHEMA 1):
+
+    key = sha256(canonical_json({
+        "v": KEY_SCHEMA, "backend", "model",
+        "prompt":  the prompt text exactly as sent,
+        "params":  the request parameters exactly as sent (wire values; absent ones omitted),
+        "inputs":  [sha256 of each input image's bytes, in the order sent],
+    }))
+
+canonical_json = UTF-8, sorted keys, no insignificant white space. Never in the key: the output
+path, the target or frame name (renaming is free), credentials, callback or base URLs, times.
+An edit is keyed on the bytes of the upstream image actually pinned, not on the upstream's
+prompt, so an upstream that re-renders to identical bytes leaves its dependants fresh.
+Bump KEY_SCHEMA whenever the meaning of any field changes; old cache entries then just miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Literal
+
+KEY_SCHEMA = 1
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def frame_key(backend: str, model: str, prompt: str, params: dict[str, str],
+              input_digests: list[str]) -> str:
+    """The frame key: the only function that computes one (see the module docstring)."""
+    document = {"v": KEY_SCHEMA, "backend": backend, "model": model, "prompt": prompt,
+                "params": params, "inputs": input_digests}
+    return hashlib.sha256(canonical_json(document)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class InputImage:
+    """An input image of a frame: an upstream frame's pinned output, or a project file.
+
+    `digest` is the SHA-256 of the image bytes; None while an upstream has not rendered yet.
+    `role` is "input" for the target's own inputs, "reference" for its bible's identity anchors.
+    """
+
+    kind: Literal["frame", "file"]
+    ref: str  # frame name, or project-relative file path
+    digest: str | None
+    role: Literal["input", "reference"] = "input"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One concrete render: everything the request holds, where it goes, what it costs."""
+
+    name: str
+    target: str
+    backend: str
+    model: str
+    prompt: str
+    params: dict[str, str]
+    inputs: tuple[InputImage, ...]
+    output: str  # project-relative POSIX path
+    cost: Decimal
+    prompt_json: dict | None = None  # the rendered mapping of a JSON-structured prompt
+    bible: str | None = None
+    template: str | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
+
+    @property
+    def upstreams(self) -> tuple[str, ...]:
+        return tuple(i.ref for i in self.inputs if i.kind == "frame")
+
+    def keyed(self, upstream_digests: dict[str, str] | None = None) -> "Frame":
+        """This frame with its key, once every input's digest is known (else key stays None)."""
+        inputs = self.inputs
+        if upstream_digests:
+            inputs = tuple(replace(i, digest=upstream_digests.get(i.ref, i.digest))
+                           if i.kind == "frame" else i for i in inputs)
+        if any(i.digest is None for i in inputs):
+            return replace(self, inputs=inputs, key=None)
+        key = frame_key(self.backend, self.model, self.prompt, self.params,
+                        [i.digest for i in inputs])  # type: ignore[misc]
+        return replace(self, inputs=inputs, key=key)

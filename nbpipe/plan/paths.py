@@ -1,0 +1,74 @@
+"""Project paths: everything a manifest names must stay inside the project directory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+
+class PathRefused(Exception):
+    """A manifest path that leaves the project, or names something that is not a plain file."""
+
+
+def relative_path(text: str) -> str:
+    """The normalised project-relative POSIX path, or PathRefused if it could leave the project."""
+    if not text or "\x00" in text:
+        raise PathRefused("an empty path")
+    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or \
+            PureWindowsPath(text).drive:
+        raise PathRefused(f"'{text}' is an absolute path")
+    parts = [p for p in PurePosixPath(text.replace("\\", "/")).parts if p not in ("", ".")]
+    if ".." in parts:
+        raise PathRefused(f"'{text}' climbs out with '..'")
+    if not parts:
+        raise PathRefused(f"'{text}' names the project directory itself")
+    return "/".join(parts)
+
+
+class ProjectDir:
+    """The project directory, with cached symlink resolution and file digests."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.real_root = Path(os.path.realpath(root))
+        self._dirs: dict[str, bool] = {}
+        self._digests: dict[str, str] = {}
+
+    def _inside(self, real: str) -> bool:
+        return real == str(self.real_root) or real.startswith(str(self.real_root) + os.sep)
+
+    def check_output(self, text: str) -> str:
+        """A safe output path: relative, no '..', and no symlinked folder that leads out."""
+        rel = relative_path(text)
+        parent = rel.rpartition("/")[0]
+        ok = self._dirs.get(parent)
+        if ok is None:
+            ok = self._dirs[parent] = self._inside(os.path.realpath(self.root / parent))
+        if not ok:
+            raise PathRefused(f"'{rel}' leads out of the project through a symbolic link")
+        if os.path.islink(self.root / rel) and \
+                not self._inside(os.path.realpath(self.root / rel)):
+            raise PathRefused(f"'{rel}' is a symbolic link out of the project")
+        return rel
+
+    def file_digest(self, text: str) -> tuple[str, str]:
+        """(relative path, SHA-256 of its bytes) of an existing regular file inside the project."""
+        rel = relative_path(text)
+        if rel in self._digests:
+            return rel, self._digests[rel]
+        full = self.root / rel
+        real = os.path.realpath(full)
+        if not self._inside(real):
+            raise PathRefused(f"'{rel}' is a symbolic link out of the project")
+        try:
+            mode = os.stat(real).st_mode
+        except FileNotFoundError:
+            raise FileNotFoundError(rel) from None
+        if not stat.S_ISREG(mode):
+            raise PathRefused(f"'{rel}' is not a regular file")
+        with open(real, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        self._digests[rel] = digest
+        return rel, digest

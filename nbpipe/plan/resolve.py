@@ -1,0 +1,286 @@
+"""Frame specs (declared) → Frames (resolved): backend, model, prompt as sent, params, inputs,
+output path and price, each checked against the catalogue before anything is sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from nbpipe.catalog import (BACKENDS, DEFAULT_BACKEND, DEFAULT_MODELS, EXTENSIONS, FORMAT_ALIASES,
+                            FORMATS, Catalog, ModelSpec)
+from nbpipe.errors import Diagnostic, ManifestError
+from nbpipe.manifest.expand import Declared, FrameSpec, ResolvedTarget, Setting
+from nbpipe.manifest.source import Path, did_you_mean
+from nbpipe.manifest.templates import TemplateFault, merge_patch, prompt_text
+from nbpipe.plan import graph
+from nbpipe.plan.frame import Frame, InputImage
+from nbpipe.plan.paths import PathRefused, ProjectDir
+
+
+@dataclass
+class _TargetPlan:
+    """What every frame of one target shares, resolved once."""
+
+    backend: str
+    spec: ModelSpec
+    params: dict[str, str]
+    ext: str
+    cost: Decimal
+    inputs: list[tuple[InputImage, Path]]
+
+
+class Resolver:
+    """Turns a Declared manifest into Frames, collecting every located error on the way."""
+
+    def __init__(self, declared: Declared, catalog: Catalog, backend: str | None = None):
+        self.declared = declared
+        self.source = declared.loaded.source
+        self.catalog = catalog
+        self.backend_override = backend
+        self.project = ProjectDir(declared.loaded.root)
+        self.diags: dict[Diagnostic, None] = {}  # ordered and de-duplicated
+        self.frame_names = {spec.name for spec in declared.frames}
+        self.frames_of: dict[str, list[str]] = {}
+        for spec in declared.frames:
+            self.frames_of.setdefault(spec.target.name, []).append(spec.name)
+        self.bible_texts = {name: b.text for name, b in declared.bibles.items()}
+
+    def error(self, path: Path, message: str, hint: str | None = None, at_key: bool = False):
+        self.diags[self.source.diagnostic(path, message, hint, at_key)] = None
+
+    def resolve(self) -> list[Frame]:
+        plans = {name: self._target(t) for name, t in self.declared.targets.items()}
+        frames: list[Frame] = []
+        failed_targets: set[str] = set()
+        for spec in self.declared.frames:
+            plan = plans[spec.target.name]
+            if plan is None or spec.target.name in failed_targets:
+                continue
+            frame = self._frame(spec, plan)
+            if frame is None:
+                failed_targets.add(spec.target.name)  # one error per target, not per frame
+            else:
+                frames.append(frame)
+        self._check_graph(plans)
+        self._check_unique(frames)
+        if self.diags:
+            raise ManifestError(list(self.diags))
+        return frames
+
+    # --- per target --------------------------------------------------------------------------
+
+    def _target(self, target: ResolvedTarget) -> _TargetPlan | None:
+        before = len(self.diags)
+        backend = self._backend(target)
+        spec = self._model(target, backend) if backend else None
+        if spec is None:
+            return None
+        params, ext = self._params(target, spec)
+        inputs = self._inputs(target, spec)
+        if len(self.diags) > before:
+            return None
+        return _TargetPlan(backend, spec, params, ext, spec.price(params.get("resolution")), inputs)
+
+    def _backend(self, target: ResolvedTarget) -> str | None:
+        if self.backend_override:
+            return self.backend_override
+        setting = target.params.get("backend")
+        if setting is None:
+            return DEFAULT_BACKEND
+        if setting.value not in BACKENDS:
+            self.error(setting.path, f"unknown backend '{setting.value}'",
+                       did_you_mean(setting.value, BACKENDS) or f"use one of {', '.join(BACKENDS)}")
+            return None
+        return setting.value
+
+    def _model(self, target: ResolvedTarget, backend: str) -> ModelSpec | None:
+        setting = target.params.get("model")
+        name = setting.value if setting else DEFAULT_MODELS[backend]
+        spec = self.catalog.get(backend, name)
+        if spec is None:
+            owners = [b for b in BACKENDS if self.catalog.get(b, name)]
+            models = self.catalog.models[backend]
+            hint = did_you_mean(name, models) or (
+                f"'{name}' is a {owners[0]} model; set `backend: {owners[0]}`" if owners
+                else f"{backend} models: {', '.join(models)}")
+            self.error(setting.path if setting else target.path,
+                       f"unknown model '{name}' for backend '{backend}'", hint)
+        return spec
+
+    def _params(self, target: ResolvedTarget, spec: ModelSpec) -> tuple[dict[str, str], str]:
+        params: dict[str, str] = {}
+        ratio = target.params.get("aspect_ratio")
+        if ratio is not None:
+            if ratio.value in spec.aspect_ratios:
+                params["aspect_ratio"] = ratio.value
+            else:
+                self.error(ratio.path, f"{spec.name} does not take aspect ratio '{ratio.value}'",
+                           did_you_mean(ratio.value, spec.aspect_ratios)
+                           or f"it takes {', '.join(spec.aspect_ratios)}")
+        resolution = target.params.get("resolution")
+        if resolution is not None and not spec.resolutions:
+            self.error(resolution.path, f"{spec.name} takes no resolution (sending one is a 400)",
+                       "remove `resolution`, or pick a model with resolution tiers")
+        elif resolution is not None and resolution.value not in spec.resolutions:
+            self.error(resolution.path, f"{spec.name} does not take resolution '{resolution.value}'",
+                       did_you_mean(resolution.value, spec.resolutions)
+                       or f"it takes {', '.join(spec.resolutions)}")
+        elif spec.resolutions:
+            # Always send the tier explicitly: the request (and so the key) says what is paid for.
+            params["resolution"] = resolution.value if resolution else spec.default_resolution
+        return params, self._format(target.params.get("output_format"), spec, params)
+
+    def _format(self, setting: Setting | None, spec: ModelSpec, params: dict) -> str:
+        wanted = setting.value if setting else "png"
+        canonical = FORMAT_ALIASES.get(wanted, wanted)
+        if canonical not in FORMATS:
+            self.error(setting.path, f"unknown output format '{wanted}'",
+                       did_you_mean(wanted, [*FORMATS, *FORMAT_ALIASES]) or "use png or jpeg")
+            return "png"
+        if spec.formats is not None:
+            params["output_format"] = spec.formats[canonical]
+        return EXTENSIONS[canonical]
+
+    def _inputs(self, target: ResolvedTarget, spec: ModelSpec) -> list[tuple[InputImage, Path]]:
+        images = [(img, s.path) for s in target.inputs if (img := self._input(s, target))]
+        if images and spec.max_inputs == 0:
+            self.error(target.inputs[0].path, f"{spec.name} takes no input images "
+                       "(text-to-image only)", self._edit_models_hint(spec.backend))
+            return []
+        if spec.max_inputs and target.bible:
+            bible = self.declared.bibles.get(target.bible)
+            for i, ref in enumerate(bible.references if bible else ()):
+                path = ("bibles", target.bible, "references", i)
+                if (found := self._file(ref, path)) is not None:
+                    images.append((InputImage("file", found[0], found[1], "reference"), path))
+        if len(images) > spec.max_inputs > 0:
+            self.error(target.inputs[0].path if target.inputs else target.path,
+                       f"target '{target.name}' sends {len(images)} input images; "
+                       f"{spec.name} takes at most {spec.max_inputs}",
+                       "bible references count too")
+        return images
+
+    def _edit_models_hint(self, backend: str) -> str:
+        takers = [m for m, s in self.catalog.models[backend].items() if s.max_inputs]
+        return f"use {' or '.join(takers)} for edits" if takers else "pick a model that takes images"
+
+    def _input(self, setting: Setting, target: ResolvedTarget) -> InputImage | None:
+        ref = setting.value
+        if ref in self.frame_names:
+            return InputImage("frame", ref, None)
+        if ref in self.frames_of:
+            frames = self.frames_of[ref]
+            if len(frames) == 1:
+                return InputImage("frame", frames[0], None)
+            self.error(setting.path, f"input '{ref}' makes {len(frames)} frames; name one",
+                       f"for example '{frames[0]}'")
+            return None
+        if "/" not in ref and "." not in ref:
+            names = [*self.frames_of, *self.frame_names]
+            self.error(setting.path, f"unknown input '{ref}': no such target, frame or file",
+                       did_you_mean(ref, names))
+            return None
+        found = self._file(ref, setting.path)
+        return InputImage("file", found[0], found[1]) if found else None
+
+    def _file(self, ref: str, path: Path) -> tuple[str, str] | None:
+        try:
+            return self.project.file_digest(ref)
+        except FileNotFoundError:
+            names = [*self.frames_of, *self.frame_names]
+            self.error(path, f"file '{ref}' not found in the project", did_you_mean(ref, names))
+        except PathRefused as exc:
+            self.error(path, f"input refused: {exc}", "inputs must be files inside the project")
+        except OSError as exc:
+            self.error(path, f"cannot read '{ref}': {exc.strerror}")
+        return None
+
+    # --- per frame ---------------------------------------------------------------------------
+
+    def _frame(self, spec: FrameSpec, plan: _TargetPlan) -> Frame | None:
+        target = spec.target
+        rendered = self._render(spec)
+        if rendered is None:
+            return None
+        prompt = prompt_text(rendered)
+        if plan.spec.prompt_max is not None and len(prompt) > plan.spec.prompt_max:
+            self.error(target.template_path, f"the prompt of frame '{spec.name}' has "
+                       f"{len(prompt):,} characters; {plan.spec.name} takes at most "
+                       f"{plan.spec.prompt_max:,}", "shorten the template, vars or bible")
+            return None
+        output = self._output(spec, plan)
+        if output is None:
+            return None
+        return Frame(
+            name=spec.name, target=target.name, backend=plan.backend, model=plan.spec.name,
+            prompt=prompt, params=plan.params, inputs=tuple(i for i, _ in plan.inputs),
+            output=output, cost=plan.cost, prompt_json=rendered if isinstance(rendered, dict) else None,
+            bible=target.bible, template=target.template_name, vars=spec.vars,
+        ).keyed()
+
+    def _render(self, spec: FrameSpec) -> Any:
+        target = spec.target
+        context = {**spec.vars, "bibles": self.bible_texts, "target": target.name,
+                   "frame": spec.name}
+        if target.bible:
+            context["bible"] = self.bible_texts.get(target.bible, "")
+        try:
+            rendered = target.template.render(context)  # type: ignore[union-attr]
+        except TemplateFault as fault:
+            hint = fault.hint
+            if fault.missing:
+                hint = did_you_mean(fault.missing, context) or (
+                    f"target '{target.name}' has no bible" if fault.missing == "bible"
+                    else f"add `{fault.missing}` to the vars of target '{target.name}'")
+            where = f"template '{target.template_name}'" if target.template_name else "prompt"
+            self.error((*target.template_path, *fault.subpath),
+                       f"{fault} in {where} (frame '{spec.name}')", hint)
+            return None
+        if spec.patch is not None:
+            rendered = merge_patch(rendered, spec.patch)
+        return rendered
+
+    def _output(self, spec: FrameSpec, plan: _TargetPlan) -> str | None:
+        setting = spec.target.params["output"]
+        fields = {"frame": spec.name, "target": spec.target.name, "variant": spec.variant,
+                  "ext": plan.ext, **spec.bindings}
+        try:
+            return self.project.check_output(setting.value.format_map(fields))
+        except PathRefused as exc:
+            self.error(setting.path, f"output of frame '{spec.name}' refused: {exc}",
+                       "outputs must stay inside the project, e.g. out/{frame}.{ext}")
+        except (KeyError, ValueError, IndexError) as exc:
+            self.error(setting.path, f"output pattern cannot be filled: {exc}")
+        return None
+
+    # --- across frames -----------------------------------------------------------------------
+
+    def _check_graph(self, plans: dict[str, _TargetPlan | None]) -> None:
+        needs: dict[tuple[str, str], Path] = {}  # (dependant, upstream) → where it is declared
+        for name, plan in plans.items():
+            for image, path in plan.inputs if plan else ():
+                if image.kind == "frame":
+                    needs.setdefault((name, image.ref.split("/")[0]), path)
+        cycle = graph.find_cycle(list(needs))
+        if cycle:
+            self.error(needs[(cycle[0], cycle[1])], f"input cycle: {' -> '.join(cycle)}",
+                       "an edit cannot depend on its own output")
+
+    def _check_unique(self, frames: list[Frame]) -> None:
+        names: set[str] = set()
+        for spec in self.declared.frames:
+            if spec.name in names:
+                self.error(spec.target.path, f"two frames are named '{spec.name}'",
+                           "matrix values joined with '-' collide; make them distinct",
+                           at_key=True)
+                return
+            names.add(spec.name)
+        seen: dict[str, str] = {}
+        for frame in frames:
+            other = seen.setdefault(frame.output, frame.name)
+            if other != frame.name:
+                setting = self.declared.targets[frame.target].params["output"]
+                self.error(setting.path, f"frames '{other}' and '{frame.name}' both write "
+                           f"'{frame.output}'", "put {frame} (or a matrix variable) in `output`")
+                return
