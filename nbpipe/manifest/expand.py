@@ -72,23 +72,22 @@ class Declared:
 
     loaded: Loaded
     bibles: dict[str, Bible]
-    targets: dict[str, ResolvedTarget]
+    targets: dict[str, ResolvedTarget]  # only those that resolved without error
     frames: list[FrameSpec]
+    diags: list[Diagnostic]  # problems found so far; the planner adds its own, then raises
 
 
 def expand(loaded: Loaded) -> Declared:
+    """Resolve and expand every target; a manifest past `max_frames` is refused at once."""
     diags: list[Diagnostic] = []
     manifest = loaded.manifest
     bibles = {name: Bible(text=b) if isinstance(b, str) else b for name, b in manifest.bibles.items()}
     templates = _compile_templates(loaded, diags)
     resolver = _Resolver(loaded, templates, bibles, diags)
     targets = {name: t for name in manifest.targets if (t := resolver.resolve(name))}
-    if not diags:
-        _check_size(loaded, targets, diags)
-    if diags:
-        raise ManifestError(diags)
+    _check_size(loaded, targets, diags)
     frames = [spec for target in targets.values() for spec in _frames(target)]
-    return Declared(loaded, bibles, targets, frames)
+    return Declared(loaded, bibles, targets, frames, diags)
 
 
 def _compile_templates(loaded: Loaded, diags: list) -> dict[str, Template]:
@@ -141,7 +140,8 @@ class _Resolver:
                            did_you_mean(parent, self.targets))
                 return None
             if parent in chain:
-                if parent == name:  # report a cycle once, at its first member
+                members = chain[chain.index(parent):]
+                if name == min(members, key=list(self.targets).index):  # report a cycle once
                     loop = " -> ".join([*chain, parent])
                     self.error(at, f"extends cycle: {loop}", "a target cannot inherit from itself")
                 return None
@@ -197,7 +197,7 @@ class _Resolver:
         fields = self._output_fields(output, matrix)
         params = {k: m[k] for k in PARAMS if k in m}
         params["output"] = output
-        if len(self.diags) > before:
+        if len(self.diags) > before or template is None:  # None: its template did not compile
             return None
         return ResolvedTarget(
             name=name, template=template, template_path=template_path, template_name=template_name,
@@ -287,6 +287,7 @@ def _check_size(loaded: Loaded, targets: dict[str, ResolvedTarget], diags: list)
             path, f"the manifest expands to {total:,} frames, more than max_frames ({cap:,})",
             f"target '{biggest.name}' alone makes {_count(biggest):,}; "
             "raise `max_frames` if you mean it", at_key=True))
+        raise ManifestError(diags)
 
 
 def _frames(target: ResolvedTarget) -> list[FrameSpec]:

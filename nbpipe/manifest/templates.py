@@ -98,7 +98,7 @@ def _render(node: Any, context: dict, subpath: tuple) -> Any:
         message = f"undefined variable '{name}'" if name else f"undefined value: {exc}"
         raise TemplateFault(subpath, message, missing=name) from None
     except SecurityError as exc:
-        raise TemplateFault(subpath, f"the template sandbox refused: {exc}") from None
+        raise TemplateFault(subpath, f"the sandbox refused: {str(exc).rstrip('.')}") from None
     except Exception as exc:  # noqa: BLE001 - user code: every failure becomes a located error
         raise TemplateFault(subpath, f"template failed: {type(exc).__name__}: {exc}") from None
     if len(text) > MAX_RENDERED:

@@ -10,7 +10,7 @@ from pathlib import Path as FsPath
 from typing import Literal
 
 from nbpipe.catalog import BACKENDS, BUILTIN, FLAT, Catalog
-from nbpipe.errors import ManifestError, UsageError
+from nbpipe.errors import Diagnostic, UsageError
 from nbpipe.manifest.expand import Declared, expand
 from nbpipe.manifest.load import Loaded, load_manifest
 from nbpipe.manifest.source import did_you_mean
@@ -62,16 +62,16 @@ def open_project(root: FsPath, backend: str | None = None) -> Project:
         raise UsageError(f"unknown backend '{backend}'",
                          did_you_mean(backend, BACKENDS) or f"use one of {', '.join(BACKENDS)}")
     loaded = load_manifest(root)
-    _check_pricing(loaded)
-    catalog = BUILTIN.with_prices(loaded.manifest.pricing)
     declared = expand(loaded)
+    declared.diags[:0] = _check_pricing(loaded)
+    catalog = BUILTIN.with_prices(loaded.manifest.pricing)
     frames = Resolver(declared, catalog, backend).resolve()
     by_name = {f.name: f for f in frames}
     order = graph.build_order({f.name: f.upstreams for f in frames})
     return Project(declared, catalog, {name: by_name[name] for name in order})
 
 
-def _check_pricing(loaded: Loaded) -> None:
+def _check_pricing(loaded: Loaded) -> list[Diagnostic]:
     diags = []
     source = loaded.source
     for backend, models in loaded.manifest.pricing.items():
@@ -93,8 +93,7 @@ def _check_pricing(loaded: Loaded) -> None:
                             (*path, resolution), f"{model} has no resolution '{resolution}'",
                             f"its tiers: {', '.join(spec.resolutions)}" if spec.resolutions
                             else "it has one flat price: give a number", at_key=True))
-    if diags:
-        raise ManifestError(diags)
+    return diags
 
 
 @dataclass(frozen=True)

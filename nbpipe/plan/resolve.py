@@ -39,7 +39,8 @@ class Resolver:
         self.catalog = catalog
         self.backend_override = backend
         self.project = ProjectDir(declared.loaded.root)
-        self.diags: dict[Diagnostic, None] = {}  # ordered and de-duplicated
+        self.diags: dict[Diagnostic, None] = dict.fromkeys(declared.diags)  # ordered, unique
+        self.declared_targets = set(declared.loaded.manifest.targets)
         self.frame_names = {spec.name for spec in declared.frames}
         self.frames_of: dict[str, list[str]] = {}
         for spec in declared.frames:
@@ -116,16 +117,14 @@ class Resolver:
                 params["aspect_ratio"] = ratio.value
             else:
                 self.error(ratio.path, f"{spec.name} does not take aspect ratio '{ratio.value}'",
-                           did_you_mean(ratio.value, spec.aspect_ratios)
-                           or f"it takes {', '.join(spec.aspect_ratios)}")
+                           f"it takes {', '.join(spec.aspect_ratios)}")
         resolution = target.params.get("resolution")
         if resolution is not None and not spec.resolutions:
             self.error(resolution.path, f"{spec.name} takes no resolution (sending one is a 400)",
                        "remove `resolution`, or pick a model with resolution tiers")
         elif resolution is not None and resolution.value not in spec.resolutions:
             self.error(resolution.path, f"{spec.name} does not take resolution '{resolution.value}'",
-                       did_you_mean(resolution.value, spec.resolutions)
-                       or f"it takes {', '.join(spec.resolutions)}")
+                       f"it takes {', '.join(spec.resolutions)}")
         elif spec.resolutions:
             # Always send the tier explicitly: the request (and so the key) says what is paid for.
             params["resolution"] = resolution.value if resolution else spec.default_resolution
@@ -176,6 +175,8 @@ class Resolver:
             self.error(setting.path, f"input '{ref}' makes {len(frames)} frames; name one",
                        f"for example '{frames[0]}'")
             return None
+        if ref in self.declared_targets:
+            return None  # a target with its own error, already reported
         if "/" not in ref and "." not in ref:
             names = [*self.frames_of, *self.frame_names]
             self.error(setting.path, f"unknown input '{ref}': no such target, frame or file",
@@ -189,7 +190,8 @@ class Resolver:
             return self.project.file_digest(ref)
         except FileNotFoundError:
             names = [*self.frames_of, *self.frame_names]
-            self.error(path, f"file '{ref}' not found in the project", did_you_mean(ref, names))
+            self.error(path, f"file '{ref}' not found in the project", did_you_mean(ref, names)
+                       or "file paths are relative to the project directory")
         except PathRefused as exc:
             self.error(path, f"input refused: {exc}", "inputs must be files inside the project")
         except OSError as exc:
@@ -228,14 +230,16 @@ class Resolver:
         try:
             rendered = target.template.render(context)  # type: ignore[union-attr]
         except TemplateFault as fault:
-            hint = fault.hint
-            if fault.missing:
-                hint = did_you_mean(fault.missing, context) or (
-                    f"target '{target.name}' has no bible" if fault.missing == "bible"
-                    else f"add `{fault.missing}` to the vars of target '{target.name}'")
             where = f"template '{target.template_name}'" if target.template_name else "prompt"
-            self.error((*target.template_path, *fault.subpath),
-                       f"{fault} in {where} (frame '{spec.name}')", hint)
+            message = f"{where} of frame '{spec.name}': {fault}"
+            hint = fault.hint
+            if fault.missing == "bible" and not target.bible:
+                hint = f"target '{target.name}' names no bible: add `bible: NAME`"
+            elif fault.missing:
+                message = f"undefined variable '{fault.missing}' in {where} (frame '{spec.name}')"
+                hint = did_you_mean(fault.missing, context) or \
+                    f"add `{fault.missing}` to the vars of target '{target.name}'"
+            self.error((*target.template_path, *fault.subpath), message, hint)
             return None
         if spec.patch is not None:
             rendered = merge_patch(rendered, spec.patch)

@@ -1,0 +1,64 @@
+"""Shared helpers: temp projects and an in-process runner of the real CLI."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from nbpipe.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+PROJECTS = REPO / "projects"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run(capsys, monkeypatch):
+    """Run `nbpipe ARGS` in-process in directory `cwd`; returns exit code, stdout, stderr."""
+
+    def _run(*args: str, cwd: Path | None = None) -> Result:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return _run
+
+
+@pytest.fixture
+def make_project(tmp_path):
+    """Write nbpipe.yaml (and any extra files) into a fresh project directory."""
+
+    def _make(manifest: str, files: dict[str, bytes] | None = None) -> Path:
+        root = tmp_path / "project"
+        root.mkdir(exist_ok=True)
+        (root / "nbpipe.yaml").write_text(manifest, "utf-8")
+        for name, data in (files or {}).items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        return root
+
+    return _make
+
+
+def tiny_png() -> bytes:
+    """A valid 1×1 PNG, for input and reference files."""
+    import base64
+
+    return base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+
+
+os.environ.pop("NBPIPE_CACHE_DIR", None)
