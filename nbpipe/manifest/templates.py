@@ -39,8 +39,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
         if operator_name == "**":
-            if isinstance(right, (int, float)) and abs(right) > 64:
-                raise SecurityError("exponent too large")
+            if isinstance(right, (int, float)) and isinstance(left, (int, float)) and \
+                    abs(right) * max(abs(int(left)).bit_length(), 1) > 4096:
+                raise SecurityError("the power is too large")
             return operator.pow(left, right)
         for seq, count in ((left, right), (right, left)):
             if isinstance(seq, (str, list, tuple)) and isinstance(count, int) \

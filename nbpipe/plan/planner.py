@@ -46,11 +46,18 @@ class Project:
             hits = [n for n, f in self.frames.items()
                     if fnmatch.fnmatchcase(n, pattern) or f.target == pattern]
             if not hits:
-                raise UsageError(f"no frame matches '{pattern}'",
-                                 did_you_mean(pattern, [*self.frames, *self.targets()]))
+                raise UsageError(f"no frame matches '{pattern}'", self._miss_hint(pattern))
             chosen.update(hits)
         wanted = graph.closure(self.dependencies(), chosen)
         return [f for n, f in self.frames.items() if n in wanted]
+
+    def _miss_hint(self, pattern: str) -> str | None:
+        target = pattern.partition("/")[0]
+        own = [n for n, f in self.frames.items() if f.target == target]
+        if "/" in pattern and own:
+            more = f", ... ({len(own)} in all)" if len(own) > 6 else ""
+            return f"frames of '{target}': {', '.join(own[:6])}{more}"
+        return did_you_mean(pattern, [*self.frames, *self.targets()])
 
     def targets(self) -> list[str]:
         return list(dict.fromkeys(f.target for f in self.frames.values()))

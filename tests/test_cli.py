@@ -1,0 +1,179 @@
+"""End-to-end: the real CLI on the example projects and on temp projects."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PROJECTS, REPO
+
+EXAMPLES = ["mira-storyboard", "aria-lookbook", "sneaker-colorways", "golden-hour-edit"]
+EXPECTED_COST = {"mira-storyboard": 0.37, "aria-lookbook": 0.15, "sneaker-colorways": 0.424,
+                 "golden-hour-edit": 0.228}
+
+
+def test_mira_plan_table_is_exact(run):
+    result = run("-C", str(PROJECTS / "mira-storyboard"), "plan")
+    assert result.code == 0, result.err
+    assert result.out == """\
+FRAME         ACTION  REASON     BACKEND  MODEL               COST
+cover         render  new frame  hiapi    Nano-Banana         0.05
+model-sheet   render  new frame  hiapi    Nano-Banana         0.05
+workshop      render  new frame  hiapi    Nano-Banana         0.05
+rooftop       render  new frame  hiapi    Nano-Banana         0.05
+rooftop-hero  render  new frame  hiapi    Nano-Banana-Pro 1K  0.17
+5 frames: 5 render · USD 0.37 to spend
+"""
+
+
+@pytest.mark.parametrize("project", EXAMPLES)
+def test_example_plan_json(project, run):
+    result = run("-C", str(PROJECTS / project), "plan", "--json")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    assert doc["summary"]["cost_usd"] == EXPECTED_COST[project]
+    assert doc["summary"]["frames"] == len(doc["frames"])
+    for frame in doc["frames"]:
+        assert set(frame) == {"frame", "target", "action", "reason", "backend", "model",
+                              "cost_usd", "key", "output"}
+        assert frame["action"] in ("render", "blocked")
+        assert (frame["key"] is None) == (frame["action"] == "blocked")
+
+
+@pytest.mark.parametrize("project", EXAMPLES)
+def test_example_show_every_frame(project, run):
+    doc = json.loads(run("-C", str(PROJECTS / project), "plan", "--json").out)
+    for frame in doc["frames"]:
+        shown = json.loads(run("-C", str(PROJECTS / project), "show", frame["frame"],
+                               "--json").out)
+        assert shown["key"] == frame["key"]
+        assert shown["request"]
+
+
+def test_show_hiapi_body_is_exact(run):
+    result = run("-C", str(PROJECTS / "golden-hour-edit"), "show", "golden-hour", "--json")
+    doc = json.loads(result.out)
+    assert doc["request"] == {"model": "Nano-Banana-2", "input": {
+        "prompt": "Same scene; adjust the lighting to golden hour.", "aspect_ratio": "3:2",
+        "resolution": "2K", "output_format": "png",
+        "image_input": ["<https URL of frame 'base' (not rendered yet)>"]}}
+    assert doc["key"] is None
+
+
+def test_nano_banana_never_gets_resolution(run):
+    doc = json.loads(run("-C", str(PROJECTS / "mira-storyboard"), "show", "cover", "--json").out)
+    body = doc["request"]["input"]
+    assert set(body) == {"prompt", "aspect_ratio", "output_format"}
+    assert (body["aspect_ratio"], body["output_format"]) == ("16:9", "png")
+    assert body["prompt"].startswith("Mira, a 28-year-old") and " | Scene: Mira walking" in body["prompt"]
+
+
+def test_matrix_and_variants_frames(run):
+    doc = json.loads(run("-C", str(PROJECTS / "sneaker-colorways"), "plan", "--json").out)
+    names = [f["frame"] for f in doc["frames"]]
+    assert names == ["shoe/red", "shoe/blue", "shoe/green", "shoe/yellow",
+                     "shoe-finish/matte", "shoe-finish/night"]
+    shown = json.loads(run("-C", str(PROJECTS / "sneaker-colorways"), "show",
+                           "shoe-finish/night", "--json").out)
+    prompt = json.loads(shown["request"]["contents"][0]["parts"][0]["text"])
+    assert prompt["subject"]["color"] == "black"
+    assert prompt["environment"] == {"background": "dark studio"}
+    assert list(prompt) == ["task", "subject", "style", "environment", "camera", "negative_prompt"]
+
+
+def test_plan_globs_select_frames_and_their_upstreams(run):
+    doc = json.loads(run("-C", str(PROJECTS / "sneaker-colorways"), "plan", "shoe/*",
+                         "--json").out)
+    assert [f["frame"] for f in doc["frames"]] == ["shoe/red", "shoe/blue", "shoe/green",
+                                                   "shoe/yellow"]
+    doc = json.loads(run("-C", str(PROJECTS / "golden-hour-edit"), "plan", "evening-mist",
+                         "--json").out)
+    assert [f["frame"] for f in doc["frames"]] == ["base", "golden-hour", "evening-mist"]
+
+
+def test_unknown_frame_is_a_usage_error(run):
+    result = run("-C", str(PROJECTS / "sneaker-colorways"), "plan", "shoe/purpel")
+    assert result.code == 2
+    assert result.err == (
+        "error: no frame matches 'shoe/purpel'\n"
+        "hint: frames of 'shoe': shoe/red, shoe/blue, shoe/green, shoe/yellow\n")
+    result = run("-C", str(PROJECTS / "mira-storyboard"), "show", "workshp")
+    assert result.code == 2
+    assert result.err == "error: no frame named 'workshp'\nhint: did you mean 'workshop'?\n"
+
+
+def test_backend_override_prices_at_zero(run):
+    doc = json.loads(run("-C", str(PROJECTS / "mira-storyboard"), "plan", "--backend",
+                         "preview", "--json").out)
+    assert doc["summary"]["cost_usd"] == 0
+    assert {f["backend"] for f in doc["frames"]} == {"preview"}
+
+
+def test_pricing_override(make_project, run):
+    root = make_project("""\
+version: 1
+defaults: {backend: hiapi}
+pricing:
+  hiapi:
+    Nano-Banana: 0.04
+    Nano-Banana-2: {2K: 0.07}
+targets:
+  a: {prompt: x}
+  b: {prompt: y, model: Nano-Banana-2, resolution: 2K}
+""")
+    doc = json.loads(run("-C", str(root), "plan", "--json").out)
+    assert [f["cost_usd"] for f in doc["frames"]] == [0.04, 0.07]
+
+
+def test_validate_ok_and_manifest_path_label(make_project, run):
+    root = make_project("version: 1\ntargets:\n  a: {prompt: x}\n")
+    result = run("-C", str(root), "validate")
+    assert (result.code, result.out) == (0, f"{root}/nbpipe.yaml: ok · 1 target, 1 frame\n")
+    (root / "nbpipe.yaml").write_text("version: 1\ntargets:\n  a: {prompt: x, modle: y}\n")
+    result = run("-C", str(root), "validate")
+    assert result.code == 2
+    assert result.err.startswith(f"{root}/nbpipe.yaml:3:18: error: unknown key 'modle'")
+
+
+def test_init_creates_a_working_project(tmp_path, run):
+    result = run("-C", str(tmp_path / "new"), "init")
+    assert result.code == 0
+    assert (tmp_path / "new" / ".gitignore").read_text() == ".nbpipe/\n"
+    assert run("-C", str(tmp_path / "new"), "validate").code == 0
+    again = run("-C", str(tmp_path / "new"), "init")
+    assert again.code == 2 and "already exists" in again.err
+
+
+def test_schema_file_is_current(run):
+    result = run("schema")
+    assert result.code == 0
+    committed = (REPO / "schemas" / "nbpipe.schema.json").read_text("utf-8")
+    assert result.out == committed, "run: nbpipe schema > schemas/nbpipe.schema.json"
+
+
+@pytest.mark.parametrize("project", EXAMPLES)
+def test_examples_match_the_schema_and_point_at_it(project):
+    import jsonschema
+    from ruamel.yaml import YAML
+
+    text = (PROJECTS / project / "nbpipe.yaml").read_text("utf-8")
+    assert text.startswith("# yaml-language-server: $schema=../../schemas/nbpipe.schema.json\n")
+    schema = json.loads((REPO / "schemas" / "nbpipe.schema.json").read_text("utf-8"))
+    data = json.loads(json.dumps(YAML(typ="safe").load(text)))
+    jsonschema.validate(data, schema)
+
+
+def test_python_dash_m_and_exit_codes(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(PROJECTS / "aria-lookbook"),
+                         "validate"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(tmp_path), "plan"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr
+    usage = subprocess.run([sys.executable, "-m", "nbpipe", "plan", "--nope"],
+                           capture_output=True, text=True)
+    assert usage.returncode == 2
