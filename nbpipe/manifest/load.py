@@ -127,7 +127,7 @@ class _Plain:
         out: dict[str, Any] = {}
         lc = getattr(node, "lc", None)
         for key, value in node.items():
-            name = _key_text(key)
+            name = self._text(_key_text(key), path)
             child = (*path, name)
             if lc is not None:
                 kl, kc = lc.key(key)
@@ -156,12 +156,22 @@ class _Plain:
         if isinstance(node, float):
             return float(node)
         if isinstance(node, str):
-            return str(node)
+            return self._text(str(node), path)
         if isinstance(node, (dt.date, dt.datetime)):
             return node.isoformat()
         raise ManifestError([self.source.diagnostic(
             path, f"unsupported YAML value of type {type(node).__name__}",
             "use plain strings, numbers, booleans, lists and mappings")])
+
+
+    def _text(self, text: str, path: Path) -> str:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ManifestError([self.source.diagnostic(
+                path, "a string holds an unpaired surrogate escape (like \\ud800)",
+                "write the character itself, or a valid \\U0001F600-style escape")]) from None
+        return text
 
 
 def _key_text(key: Any) -> str:

@@ -18,6 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 MAX_RENDERED = 200_000  # characters any one expression may build ("x" * 10**9 is refused)
 _JINJA_MARK = re.compile(r"\{[{%#]")
+_BARE_VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _UNDEFINED = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
 
 
@@ -53,23 +54,58 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
+class _Fill:
+    """A leaf of literal text and bare `{{ name }}` placeholders, filled without Jinja.
+
+    Most prompt leaves look like this; rendering them through Jinja costs a context object per
+    leaf per frame. The result is the same as Jinja's: str() of each value, undefined an error.
+    """
+
+    def __init__(self, parts: list[str]):
+        self.parts = parts  # even indexes: literal text; odd: variable names
+
+    def render(self, context: dict) -> str:
+        out = []
+        for i, part in enumerate(self.parts):
+            if i % 2 == 0:
+                out.append(part)
+            elif part in context:
+                out.append(str(context[part]))
+            else:
+                raise UndefinedError(f"'{part}' is undefined")
+        return "".join(out)
+
+
 def _compile_leaf(text: str, subpath: tuple) -> Any:
     if not _JINJA_MARK.search(text):
         return text
+    parts = _BARE_VAR.split(text)
+    if not any(_JINJA_MARK.search(literal) or "}}" in literal for literal in parts[::2]):
+        return _Fill(parts)
     try:
         return ENV.from_string(text)
     except TemplateSyntaxError as exc:
         raise TemplateFault(subpath, f"template syntax: {exc.message}") from None
 
 
+class _Const:
+    """A subtree with no template in it: rendered by returning it as it is (never mutated)."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
 def _compile(node: Any, subpath: tuple) -> Any:
     if isinstance(node, str):
-        return _compile_leaf(node, subpath)
-    if isinstance(node, dict):
-        return {key: _compile(value, (*subpath, key)) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_compile(value, (*subpath, i)) for i, value in enumerate(node)]
-    return node
+        leaf = _compile_leaf(node, subpath)
+        return _Const(node) if isinstance(leaf, str) else leaf
+    if isinstance(node, (dict, list)):
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        compiled = {key: _compile(value, (*subpath, key)) for key, value in items}
+        if all(isinstance(c, _Const) for c in compiled.values()):
+            return _Const(node)
+        return compiled if isinstance(node, dict) else list(compiled.values())
+    return _Const(node)
 
 
 class Template:
@@ -85,12 +121,12 @@ class Template:
 
 
 def _render(node: Any, context: dict, subpath: tuple) -> Any:
+    if isinstance(node, _Const):
+        return node.value
     if isinstance(node, dict):
         return {key: _render(value, context, (*subpath, key)) for key, value in node.items()}
     if isinstance(node, list):
         return [_render(value, context, (*subpath, i)) for i, value in enumerate(node)]
-    if isinstance(node, str) or not hasattr(node, "render"):
-        return node
     try:
         text = node.render(context)
     except UndefinedError as exc:

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 
 class PathRefused(Exception):
     """A manifest path that leaves the project, or names something that is not a plain file."""
 
 
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
 def relative_path(text: str) -> str:
     """The normalised project-relative POSIX path, or PathRefused if it could leave the project."""
     if not text or "\x00" in text:
         raise PathRefused("an empty path")
-    if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or \
-            PureWindowsPath(text).drive:
+    slashed = text.replace("\\", "/")
+    if slashed.startswith("/") or _DRIVE.match(slashed):
         raise PathRefused(f"'{text}' is an absolute path")
-    parts = [p for p in PurePosixPath(text.replace("\\", "/")).parts if p not in ("", ".")]
+    parts = [p for p in slashed.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise PathRefused(f"'{text}' climbs out with '..'")
     if not parts:
@@ -45,11 +49,11 @@ class ProjectDir:
         parent = rel.rpartition("/")[0]
         ok = self._dirs.get(parent)
         if ok is None:
-            ok = self._dirs[parent] = self._inside(os.path.realpath(self.root / parent))
+            ok = self._dirs[parent] = self._inside(os.path.realpath(os.path.join(self.root, parent)))
         if not ok:
             raise PathRefused(f"'{rel}' leads out of the project through a symbolic link")
-        if os.path.islink(self.root / rel) and \
-                not self._inside(os.path.realpath(self.root / rel)):
+        full = os.path.join(self.root, rel)
+        if os.path.islink(full) and not self._inside(os.path.realpath(full)):
             raise PathRefused(f"'{rel}' is a symbolic link out of the project")
         return rel
 
