@@ -87,6 +87,53 @@ def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None) -> 
     return EXIT_OK
 
 
+def _cache_dir(root: Path) -> Path:
+    shared = os.environ.get("NBPIPE_CACHE_DIR")
+    return Path(shared) if shared else root / ".nbpipe"
+
+
+@cli.command()
+@click.argument("frames", nargs=-1)
+@click.option("--backend", type=BACKEND_CHOICE, help="Render every frame on this backend.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=4, show_default=True,
+              help="Frames rendered at once.")
+@click.option("--check", is_flag=True, help="Render nothing; exit 1 if any frame is not fresh.")
+@click.option("--force", is_flag=True, help="Render a new take even when fresh; overwrite "
+              "outputs modified outside nbpipe.")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines events; the last is the summary.")
+@click.pass_context
+def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, jobs: int,
+          check: bool, force: bool, as_json: bool) -> int:
+    """Restore or render what changed, in dependency order, and update nbpipe.lock."""
+    root: Path = ctx.obj
+    if not frames and not force:
+        from nbpipe.run.noop import still_fresh
+
+        fresh = still_fresh(root, {"backend": backend})
+        if fresh is not None:
+            return _report_noop(fresh, check, as_json)
+    from nbpipe.run.session import run_build, run_check
+
+    project = _project(ctx, backend)
+    if check:
+        return run_check(project, _cache_dir(root), frames, as_json)
+    return run_build(project, _cache_dir(root), frames, backend, jobs, force, as_json)
+
+
+def _report_noop(fresh: int, check: bool, as_json: bool) -> int:
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"event": "summary", "rendered": 0, "restored": 0, "fresh": fresh,
+                               "failed": 0, "skipped": 0, "left": 0, "spent_usd": 0.0,
+                               "saved_usd": 0.0}))
+    elif check:
+        click.echo(f"all {fresh} frames fresh")
+    else:
+        click.echo(f"nothing to do: {fresh} frame{'s' * (fresh != 1)} fresh")
+    return EXIT_OK
+
+
 @cli.command()
 def schema() -> int:
     """Print the JSON Schema of nbpipe.yaml (for editors)."""

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import ACTIONS, Plan, Step, usd
-
-
-def fmt_usd(amount: Decimal) -> str:
-    """Dollars with at least two decimals and no trailing noise: 0.37, 0.039, 0.076."""
-    text = f"{amount:.6f}".rstrip("0")
-    whole, _, cents = text.partition(".")
-    return f"{whole}.{cents.ljust(2, '0')}"
+from nbpipe.run.events import fmt_usd
 
 
 def plan_table(plan: Plan) -> str:

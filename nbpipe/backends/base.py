@@ -1,18 +1,45 @@
-"""The interface every backend implements, and the registry of backends by name.
+"""The interface every backend implements, and the pieces all of them share.
 
 A request body is built by a pure function of the Frame and its input images, so `nbpipe show`
 prints exactly what a build would send. Image payloads (URLs for HiAPI, base64 for Gemini) are
 known only when sending; `show` passes descriptions in their place.
+
+A backend renders one frame at a time: `render(frame, input image bytes, sink)` streams the
+image into the sink (a temp file in the cache that the caller commits) and says what it was.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
 
 from nbpipe.plan.frame import Frame, InputImage
 
 # frame, one payload string per input image (a URL or base64 data, or a description) → body
 BodyBuilder = Callable[[Frame, list[str]], dict]
+
+
+class Sink(Protocol):
+    def write(self, chunk: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What a backend reports about an image it wrote into the sink."""
+
+    format: str  # png | jpeg
+    task_id: str | None
+    cost: Decimal
+
+
+class Backend(Protocol):
+    name: str
+
+    async def render(self, frame: Frame, inputs: list[bytes], sink: Sink) -> Rendered: ...
+
+    async def aclose(self) -> None: ...
 
 
 def describe_image(image: InputImage, style: str) -> str:

@@ -1,13 +1,105 @@
-"""The offline, free preview backend: draws a deterministic placeholder image locally."""
+"""The offline, free preview backend: a deterministic placeholder image drawn locally.
+
+The image has the frame's aspect ratio and resolution tier (1K = 1024 px on the long side) and
+its output format, shows the frame name, model, the start of the prompt, the bible's markers and
+thumbnails of the input images, on a colour derived from the frame key. Same key, same bytes.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import colorsys
+import io
+import textwrap
+from decimal import Decimal
+
+from nbpipe.backends.base import Rendered, Sink
 from nbpipe.plan.frame import Frame
 
 PAYLOAD_STYLE = "thumbnail"
+TIERS = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
+_ASCII_DASHES = str.maketrans({"\u2013": "-", "\u2014": "-"})
 
 
 def render_request(frame: Frame, images: list[str]) -> dict:
     """What the preview renderer draws from: nothing leaves the machine."""
     return {"model": frame.model, "prompt": frame.prompt, "params": frame.params,
             "images": list(images)}
+
+
+def image_size(params: dict[str, str]) -> tuple[int, int]:
+    long_side = TIERS.get(params.get("resolution", "1K"), 1024)
+    ratio = params.get("aspect_ratio", "1:1")
+    w, _, h = ("1:1" if ratio == "auto" else ratio).partition(":")
+    rw, rh = int(w), int(h)
+    if rw >= rh:
+        return long_side, max(1, round(long_side * rh / rw))
+    return max(1, round(long_side * rw / rh)), long_side
+
+
+def output_format(frame: Frame) -> str:
+    return "jpeg" if frame.output.lower().endswith((".jpg", ".jpeg")) else "png"
+
+
+def draw(frame: Frame, inputs: list[bytes]) -> bytes:
+    """The preview image's bytes (pure and deterministic)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = image_size(frame.params)
+    hue = int((frame.key or "0" * 8)[:8], 16) / 0xFFFFFFFF
+    background = tuple(round(c * 255) for c in colorsys.hsv_to_rgb(hue, 0.35, 0.85))
+    image = Image.new("RGB", (width, height), background)
+    pen = ImageDraw.Draw(image)
+    unit = max(8, min(width, height) // 24)
+    big, small = ImageFont.load_default(size=unit * 2), ImageFont.load_default(size=unit)
+    x, y = unit, unit
+    pen.text((x, y), frame.name, fill="black", font=big)
+    y += unit * 3
+    resolution = frame.params.get("resolution", "")
+    pen.text((x, y), f"PREVIEW · {frame.model} {resolution}".rstrip(), fill="black", font=small)
+    y += unit * 2
+    columns = max(10, int(width / (unit * 0.55)))
+    prompt = frame.prompt.translate(_ASCII_DASHES)  # the embedded font has no en/em dash
+    for line in textwrap.wrap(prompt, columns)[:6]:
+        pen.text((x, y), line, fill=(40, 40, 40), font=small)
+        y += int(unit * 1.3)
+    y += unit
+    for marker in frame.markers:
+        pen.text((x, y), f"[ ] {marker}", fill=(20, 20, 60), font=small)
+        y += int(unit * 1.3)
+    _thumbnails(image, inputs, unit)
+    out = io.BytesIO()
+    if output_format(frame) == "jpeg":
+        image.save(out, "JPEG", quality=85)
+    else:
+        image.save(out, "PNG", compress_level=6)
+    return out.getvalue()
+
+
+def _thumbnails(image, inputs: list[bytes], unit: int) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    side = unit * 5
+    x = unit
+    for data in inputs:
+        try:
+            thumb = Image.open(io.BytesIO(data)).convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError):
+            continue
+        thumb.thumbnail((side, side))
+        image.paste(thumb, (x, image.height - thumb.height - unit))
+        x += thumb.width + unit
+
+
+class PreviewBackend:
+    """Renders in a worker thread (Pillow releases the GIL while encoding)."""
+
+    name = "preview"
+
+    async def render(self, frame: Frame, inputs: list[bytes], sink: Sink) -> Rendered:
+        data = await asyncio.to_thread(draw, frame, inputs)
+        sink.write(data)
+        return Rendered(format=output_format(frame), task_id=None, cost=Decimal(0))
+
+    async def aclose(self) -> None:
+        return None

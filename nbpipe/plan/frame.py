@@ -70,7 +70,18 @@ class Frame:
     bible: str | None = None
     template: str | None = None
     vars: dict[str, Any] = field(default_factory=dict)
+    markers: tuple[str, ...] = ()
+    sources: dict[str, str] = field(default_factory=dict)  # "bible"/"template" → SHA-256 of text
     key: str | None = None
+
+    def record(self) -> dict:
+        """The request as stored beside its takes, so `explain` can diff a later request."""
+        return {"backend": self.backend, "model": self.model, "prompt": self.prompt,
+                "prompt_json": self.prompt_json, "params": self.params,
+                "inputs": [{"kind": i.kind, "ref": i.ref, "role": i.role, "digest": i.digest}
+                           for i in self.inputs],
+                "bible": self.bible, "template": self.template, "vars": self.vars,
+                "sources": self.sources}
 
     @property
     def upstreams(self) -> tuple[str, ...]:

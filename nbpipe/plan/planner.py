@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path as FsPath
-from typing import Literal
+from typing import Literal, Protocol
 
 from nbpipe.catalog import BACKENDS, BUILTIN, FLAT, Catalog
 from nbpipe.errors import Diagnostic, UsageError
@@ -16,6 +16,7 @@ from nbpipe.manifest.load import Loaded, load_manifest
 from nbpipe.manifest.source import did_you_mean
 from nbpipe.plan import graph
 from nbpipe.plan.frame import Frame
+from nbpipe.plan.reasons import Change, changes, short_reason
 from nbpipe.plan.resolve import Resolver
 
 Action = Literal["fresh", "restore", "render", "blocked"]
@@ -103,18 +104,61 @@ def _check_pricing(loaded: Loaded) -> list[Diagnostic]:
     return diags
 
 
+class Locked(Protocol):
+    key: str
+    digest: str
+    output: str
+
+
+class Known(Protocol):
+    """What happened before, as the planner needs it (implemented over store/ by run/)."""
+
+    def locked(self, frame: str) -> Locked | None: ...
+    def output_digest(self, output: str) -> str | None: ...
+    def has_blob(self, digest: str) -> bool: ...
+    def best_take(self, key: str) -> str | None: ...
+    def take_digests(self, key: str) -> set[str]: ...
+    def previous_request(self, key: str) -> dict | None: ...
+
+
+class NothingKnown:
+    """No cache, no lock, no outputs: every frame renders."""
+
+    def locked(self, frame: str) -> None:
+        return None
+
+    def output_digest(self, output: str) -> None:
+        return None
+
+    def has_blob(self, digest: str) -> bool:
+        return False
+
+    def best_take(self, key: str) -> None:
+        return None
+
+    def take_digests(self, key: str) -> set[str]:
+        return set()
+
+    def previous_request(self, key: str) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class Step:
-    """One frame of a plan: what will happen to it and why."""
+    """One frame of a plan: what will happen to it, why, and the image it will then hold."""
 
     frame: Frame
     action: Action
     reason: str
+    digest: str | None = None  # the image a fresh or restored frame holds
+    changes: tuple[Change, ...] = ()
 
     @property
     def cost(self) -> Decimal:
-        """What this step spends: a render pays; a blocked frame will pay once unblocked."""
-        return self.frame.cost if self.action in ("render", "blocked") else Decimal(0)
+        """What this step spends: a render pays; a blocked frame may pay once unblocked."""
+        if self.action == "render" or (self.action == "blocked" and self.frame.key is None):
+            return self.frame.cost
+        return Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -133,24 +177,63 @@ class Plan:
                 "cost_usd": usd(self.cost)}
 
 
-def make_plan(frames: Iterable[Frame]) -> Plan:
-    """With no cache or lock yet, every keyed frame renders; an edit waits for its upstream."""
+def decide(frame: Frame, known: Known, force: bool = False) -> Step:
+    """The action for one keyed or unkeyed frame: the single place freshness is defined."""
+    if frame.key is None:
+        waits = ", ".join(i.ref for i in frame.inputs if i.digest is None)
+        return Step(frame, "blocked", f"waits on {waits}")
+    locked = known.locked(frame.name)
+    current = known.output_digest(frame.output)
+    same_key = locked is not None and locked.key == frame.key
+    ours = current is None or (locked is not None and current == locked.digest) \
+        or current in known.take_digests(frame.key)
+    if not ours and not force:
+        why = "output modified outside nbpipe" if locked else "a file not made by nbpipe is in the way"
+        return Step(frame, "blocked", f"{why} (--force overwrites)")
+    if force:
+        return Step(frame, "render", "forced (a new take)")
+    if same_key:
+        if current == locked.digest:
+            return Step(frame, "fresh", "up to date", locked.digest)
+        if known.has_blob(locked.digest):
+            return Step(frame, "restore", "output missing", locked.digest)
+        return Step(frame, "render", "output missing and not in the cache")
+    found = _changes(frame, locked, known)
+    reason = "new frame" if locked is None else short_reason(found)
+    take = known.best_take(frame.key)
+    if take is not None:
+        if take == current:
+            return Step(frame, "fresh", "output already holds a take of this key", take)
+        return Step(frame, "restore", reason, take, tuple(found))
+    return Step(frame, "render", reason, None, tuple(found))
+
+
+def _changes(frame: Frame, locked: Locked | None, known: Known) -> list[Change]:
+    if locked is None:
+        return []
+    previous = known.previous_request(locked.key)
+    if previous is None:
+        return [Change("request changed", ("the previous request is not in the cache; "
+                                           "the frame key differs from nbpipe.lock",))]
+    return changes(frame, previous)
+
+
+def make_plan(frames: Iterable[Frame], known: Known | None = None,
+              force: Callable[[Frame], bool] = lambda f: False) -> Plan:
+    """Decide every frame in build order; an edit's key uses its upstream's planned image."""
+    known = known or NothingKnown()
+    digests: dict[str, str] = {}
     steps = []
     for frame in frames:
-        if frame.key is None:
-            waits = ", ".join(i.ref for i in frame.inputs if i.digest is None)
-            steps.append(Step(frame, "blocked", f"waits on {waits}"))
-        else:
-            steps.append(Step(frame, "render", "new frame"))
+        if frame.upstreams:
+            frame = frame.keyed(digests)
+        step = decide(frame, known, force(frame))
+        if step.digest is not None:
+            digests[frame.name] = step.digest
+        steps.append(step)
     return Plan(steps)
 
 
 def usd(amount: Decimal) -> float:
     """A JSON-friendly dollar figure (Decimal sums stay exact until here)."""
     return float(round(amount, 6))
-
-
-def price_label(catalog: Catalog, frame: Frame) -> str:
-    spec = catalog.get(frame.backend, frame.model)
-    flat = spec is not None and FLAT in spec.prices
-    return frame.model if flat else f"{frame.model} {frame.params.get('resolution', '')}".strip()

@@ -3,6 +3,7 @@ output path and price, each checked against the catalogue before anything is sen
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -14,8 +15,12 @@ from nbpipe.manifest.expand import Declared, FrameSpec, ResolvedTarget, Setting
 from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.manifest.templates import TemplateFault, merge_patch, prompt_text
 from nbpipe.plan import graph
-from nbpipe.plan.frame import Frame, InputImage
+from nbpipe.plan.frame import Frame, InputImage, canonical_json
 from nbpipe.plan.paths import PathRefused, ProjectDir
+
+
+def _sha(data: str | bytes) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
 @dataclass
@@ -46,6 +51,9 @@ class Resolver:
         for spec in declared.frames:
             self.frames_of.setdefault(spec.target.name, []).append(spec.name)
         self.bible_texts = {name: b.text for name, b in declared.bibles.items()}
+        self.bible_sha = {name: _sha(text) for name, text in self.bible_texts.items()}
+        self.template_sha = {name: _sha(canonical_json(source)) for name, source
+                             in declared.loaded.manifest.templates.items()}
 
     def error(self, path: Path, message: str, hint: str | None = None, at_key: bool = False):
         self.diags[self.source.diagnostic(path, message, hint, at_key)] = None
@@ -219,7 +227,17 @@ class Resolver:
             prompt=prompt, params=plan.params, inputs=tuple(i for i, _ in plan.inputs),
             output=output, cost=plan.cost, prompt_json=rendered if isinstance(rendered, dict) else None,
             bible=target.bible, template=target.template_name, vars=spec.vars,
+            markers=tuple(self.declared.bibles[target.bible].markers) if target.bible else (),
+            sources=self._sources(target),
         ).keyed()
+
+    def _sources(self, target: ResolvedTarget) -> dict[str, str]:
+        sources = {}
+        if target.bible:
+            sources["bible"] = self.bible_sha[target.bible]
+        if target.template_name:
+            sources["template"] = self.template_sha[target.template_name]
+        return sources
 
     def _render(self, spec: FrameSpec) -> Any:
         target = spec.target

@@ -1,0 +1,141 @@
+"""Why a frame is stale: the current request against the one recorded with the locked take.
+
+Root causes come first (bible 'mira' changed, template 'product' changed, var 'scene' changed),
+then what they did to the request: backend, model, each parameter, the prompt (JSON path by JSON
+path, or a word diff for text), and each input image (through which upstream frame).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from nbpipe.plan.frame import Frame
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference; `short` fits the plan table, `lines` are what explain prints."""
+
+    short: str
+    lines: tuple[str, ...]
+
+
+def _show(value: Any) -> str:
+    return "(absent)" if value is _MISSING else json.dumps(value, ensure_ascii=False)
+
+
+def changes(frame: Frame, old: dict) -> list[Change]:
+    out = _root_causes(frame, old)
+    if old.get("backend") != frame.backend:
+        out.append(Change("backend changed", (f"backend: {old.get('backend')} → {frame.backend}",)))
+    if old.get("model") != frame.model:
+        out.append(Change("model changed", (f"model: {old.get('model')} → {frame.model}",)))
+    params = _param_changes(old.get("params") or {}, frame.params)
+    if params:
+        names = ", ".join(p for p, _ in params)
+        out.append(Change(f"params changed ({names})", tuple(line for _, line in params)))
+    if old.get("prompt") != frame.prompt:
+        out.append(Change("prompt changed", tuple(_prompt_lines(old, frame))))
+    out.extend(_input_changes(old.get("inputs") or [], frame))
+    return out
+
+
+def short_reason(found: list[Change]) -> str:
+    if not found:
+        return "request changed"
+    return found[0].short if len(found) == 1 else f"{found[0].short} (+{len(found) - 1} more)"
+
+
+def _root_causes(frame: Frame, old: dict) -> list[Change]:
+    out = []
+    old_sources = old.get("sources") or {}
+    if frame.bible and old.get("bible") == frame.bible and \
+            old_sources.get("bible") != frame.sources.get("bible"):
+        out.append(Change(f"bible '{frame.bible}' changed", (f"bible '{frame.bible}' changed",)))
+    elif old.get("bible") != frame.bible:
+        out.append(Change("bible changed", (f"bible: {old.get('bible')} → {frame.bible}",)))
+    if frame.template and old.get("template") == frame.template and \
+            old_sources.get("template") != frame.sources.get("template"):
+        out.append(Change(f"template '{frame.template}' changed",
+                          (f"template '{frame.template}' changed",)))
+    old_vars = old.get("vars") or {}
+    for name in sorted(set(old_vars) | set(frame.vars)):
+        before, after = old_vars.get(name, _MISSING), frame.vars.get(name, _MISSING)
+        if before != after:
+            out.append(Change(f"var '{name}' changed",
+                              (f"var '{name}': {_show(before)} → {_show(after)}",)))
+    return out
+
+
+def _param_changes(old: dict, new: dict) -> list[tuple[str, str]]:
+    return [(name, f"{name}: {_show(old.get(name, _MISSING))} → {_show(new.get(name, _MISSING))}")
+            for name in sorted(set(old) | set(new)) if old.get(name, _MISSING) != new.get(name, _MISSING)]
+
+
+def _prompt_lines(old: dict, frame: Frame) -> list[str]:
+    before, after = old.get("prompt_json"), frame.prompt_json
+    if isinstance(before, dict) and isinstance(after, dict):
+        lines = [f"prompt {path}: {_show(a)} → {_show(b)}" for path, a, b in json_diff(before, after)]
+        if lines:
+            return lines
+        return ["prompt: same fields, different JSON text (key order?)"]
+    return [f"prompt: {word_diff(str(old.get('prompt', '')), frame.prompt)}"]
+
+
+def json_diff(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted path, old, new) for every leaf that differs; lists compare by index."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in [*old, *[k for k in new if k not in old]]:
+            child = f"{path}.{key}" if path else str(key)
+            out += json_diff(old.get(key, _MISSING), new.get(key, _MISSING), child)
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in json_diff(a, b, f"{path}[{i}]")]
+    return [] if old == new else [(path or "(root)", old, new)]
+
+
+def word_diff(old: str, new: str, context: int = 3) -> str:
+    """A compact word diff: unchanged runs shortened to `context` words, [-old-] {+new+}."""
+    a, b = old.split(), new.split()
+    parts: list[str] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            words = a[i1:i2]
+            if len(words) > 2 * context:
+                lead = words[:context] if parts else []
+                tail = words[-context:] if i2 < len(a) else []
+                words = [*lead, "…", *tail]
+            parts.extend(words)
+        else:
+            if i2 > i1:
+                parts.append("[-" + " ".join(a[i1:i2]) + "-]")
+            if j2 > j1:
+                parts.append("{+" + " ".join(b[j1:j2]) + "+}")
+    return " ".join(p for p in parts if p)
+
+
+def _input_changes(old_inputs: list, frame: Frame) -> list[Change]:
+    out = []
+    old_by_ref = {i.get("ref"): i.get("digest") for i in old_inputs if isinstance(i, dict)}
+    for image in frame.inputs:
+        before = old_by_ref.get(image.ref, _MISSING)
+        if before == image.digest:
+            continue
+        what = f"upstream frame '{image.ref}'" if image.kind == "frame" else f"file '{image.ref}'"
+        if before is _MISSING:
+            out.append(Change(f"input '{image.ref}' added", (f"input added: {what}",)))
+            continue
+        why = " (the upstream re-rendered)" if image.kind == "frame" else ""
+        out.append(Change(f"input '{image.ref}' changed", (
+            f"input {what}: sha256 {str(before)[:12]} → {str(image.digest)[:12]}{why}",)))
+    current = {i.ref for i in frame.inputs}
+    for ref in old_by_ref:
+        if ref not in current:
+            out.append(Change(f"input '{ref}' removed", (f"input removed: '{ref}'",)))
+    return out

@@ -1,0 +1,228 @@
+"""Doing it: restore or render each selected frame in DAG order, then pin the results.
+
+Every frame goes through `plan.planner.decide` — the same function `nbpipe plan` uses — at the
+moment its upstreams are done, so an edit is keyed on the bytes its upstream actually holds
+(early cutoff: an upstream that re-renders to identical bytes leaves its dependants fresh).
+
+What is paid for is safe before anything else happens: the image is committed to the cache and
+indexed under its key before the output file is written or the lock is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from nbpipe.backends import open_backend
+from nbpipe.backends.base import Backend
+from nbpipe.errors import NbpipeError
+from nbpipe.plan.frame import Frame
+from nbpipe.plan.planner import Project, Step, decide
+from nbpipe.run.events import Summary
+from nbpipe.run.noop import fingerprint
+from nbpipe.store.cache import Cache, Take
+from nbpipe.store.lock import Lock, LockEntry
+from nbpipe.store.state import State
+
+
+class StoreKnown:
+    """The planner's view of what happened before, over the lock, cache and stat cache."""
+
+    def __init__(self, lock: Lock, cache: Cache, state: State):
+        self.lock, self.cache, self.state = lock, cache, state
+
+    def locked(self, frame: str) -> LockEntry | None:
+        return self.lock.entries.get(frame)
+
+    def output_digest(self, output: str) -> str | None:
+        return self.state.output_digest(output)
+
+    def has_blob(self, digest: str) -> bool:
+        return self.cache.has_blob(digest)
+
+    def best_take(self, key: str) -> str | None:
+        takes = self.cache.takes(key)
+        return takes[-1].digest if takes else None
+
+    def take_digests(self, key: str) -> set[str]:
+        return {t.digest for t in self.cache.takes(key)}
+
+    def previous_request(self, key: str) -> dict | None:
+        return self.cache.request(key)
+
+
+@dataclass
+class BuildOptions:
+    patterns: tuple[str, ...] = ()
+    force: bool = False
+    backend: str | None = None
+    jobs: int = 4
+
+    def fingerprint_options(self) -> dict:
+        return {"backend": self.backend}
+
+
+@dataclass
+class Build:
+    project: Project
+    cache: Cache
+    lock: Lock
+    state: State
+    events: object
+    options: BuildOptions
+    summary: Summary = field(default_factory=Summary)
+    backends: dict[str, Backend] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return self.project.loaded.root
+
+    def run(self) -> Summary:
+        frames = self.project.select(self.options.patterns)
+        for name in {f.backend for f in frames}:
+            self.backends[name] = open_backend(name)
+        try:
+            asyncio.run(self._all(frames))
+        finally:
+            self._finish(frames)
+        self.events.summary(self.summary)
+        return self.summary
+
+    async def _all(self, frames: list[Frame]) -> None:
+        known = StoreKnown(self.lock, self.cache, self.state)
+        loop = asyncio.get_running_loop()
+        done: dict[str, asyncio.Future] = {f.name: loop.create_future() for f in frames}
+        slots = asyncio.Semaphore(max(1, self.options.jobs))
+        forced = set(f.name for f in self.project.select(self.options.patterns)) \
+            if self.options.force and self.options.patterns else None
+        try:
+            await asyncio.gather(*(self._one(f, known, done, slots, forced) for f in frames))
+        finally:
+            for backend in self.backends.values():
+                await backend.aclose()
+
+    async def _one(self, frame: Frame, known: StoreKnown, done: dict, slots, forced) -> None:
+        digests = {}
+        for upstream in frame.upstreams:
+            digest = await done[upstream]
+            if digest is None:
+                self._skip(frame, upstream)
+                done[frame.name].set_result(None)
+                return
+            digests[upstream] = digest
+        if digests:
+            frame = frame.keyed(digests)
+        force = self.options.force and (forced is None or frame.name in forced)
+        step = decide(frame, known, force)
+        try:
+            digest = await self._act(step, slots)
+        except NbpipeError as exc:
+            digest = self._fail(step, str(exc))
+        except OSError as exc:
+            digest = self._fail(step, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        done[frame.name].set_result(digest)
+
+    async def _act(self, step: Step, slots: asyncio.Semaphore) -> str | None:
+        frame = step.frame
+        if step.action == "fresh":
+            self.summary.fresh += 1
+            self._pin(frame, step.digest, self._locked_cost(frame))
+            self.events.frame("fresh", step, step.reason)
+            return step.digest
+        if step.action == "blocked":
+            self.summary.left += 1
+            self.events.frame("left", step, f"{frame.output}: {step.reason}")
+            return None
+        if step.action == "restore" and self._materialize(frame, step.digest):
+            self.summary.restored += 1
+            self.summary.saved += frame.cost
+            self._pin(frame, step.digest, self._take_cost(frame, step.digest))
+            self.events.frame("restored", step, f"{step.reason} · from the cache, free")
+            return step.digest
+        async with slots:
+            return await self._render(step)
+
+    async def _render(self, step: Step) -> str:
+        frame = step.frame
+        inputs = [self._input_bytes(i.ref if i.kind == "file" else None, i.digest)
+                  for i in frame.inputs]
+        started = time.time()
+        with self.cache.writer() as sink:
+            rendered = await self.backends[frame.backend].render(frame, inputs, sink)
+            digest = sink.commit()
+        take = Take(digest=digest, backend=frame.backend, model=frame.model,
+                    format=rendered.format, cost_usd=str(rendered.cost), created=started,
+                    task_id=rendered.task_id)
+        self.cache.add_take(frame.key, frame.record(), take)  # paid for: safe before anything else
+        self.summary.rendered += 1
+        self.summary.spent += rendered.cost
+        if not self._materialize(frame, digest):
+            raise NbpipeError(f"the image of {frame.name} vanished from the cache while writing")
+        self._pin(frame, digest, rendered.cost)
+        reason = step.reason
+        self.events.frame("rendered", step, f"{reason} · {frame.backend} {frame.model}")
+        return digest
+
+    def _input_bytes(self, file: str | None, digest: str | None) -> bytes:
+        if file is not None:
+            return (self.root / file).read_bytes()
+        data = self.cache.read_verified(digest) if digest else None
+        if data is None:
+            raise NbpipeError(f"input image sha256:{str(digest)[:12]} is not in the cache")
+        return data
+
+    def _materialize(self, frame: Frame, digest: str) -> bool:
+        if not self.cache.copy_verified(digest, self.root / frame.output):
+            return False
+        self.state.note_output(frame.output, digest)
+        return True
+
+    def _pin(self, frame: Frame, digest: str, cost: Decimal) -> None:
+        self.lock.entries[frame.name] = LockEntry(
+            key=frame.key, output=frame.output, digest=digest, backend=frame.backend,
+            model=frame.model, cost_usd=float(cost))
+
+    def _locked_cost(self, frame: Frame) -> Decimal:
+        entry = self.lock.entries.get(frame.name)
+        return Decimal(str(entry.cost_usd)) if entry and entry.key == frame.key else frame.cost
+
+    def _take_cost(self, frame: Frame, digest: str) -> Decimal:
+        for take in self.cache.takes(frame.key):
+            if take.digest == digest:
+                return Decimal(take.cost_usd)
+        return self._locked_cost(frame)
+
+    def _fail(self, step: Step, message: str) -> None:
+        self.summary.failed += 1
+        self.summary.failures.append(step.frame.name)
+        self.events.frame("failed", step, message)
+        return None
+
+    def _skip(self, frame: Frame, upstream: str) -> None:
+        self.summary.skipped += 1
+        self.events.frame("skipped", Step(frame, "blocked", f"upstream {upstream} not built"),
+                          f"upstream {upstream} was not built")
+
+    def _finish(self, frames: list[Frame]) -> None:
+        """Pin what was built, drop frames no longer declared, and remember file stats."""
+        for name in [n for n in self.lock.entries if n not in self.project.frames]:
+            entry = self.lock.entries.pop(name)
+            self.state.orphans[entry.output] = entry.digest
+            self.state.changed = True
+            self.events.note(f"orphan    {entry.output}  (frame {name} is no longer declared; "
+                             "`nbpipe clean --orphans` removes it)")
+        for frame in self.project.frames.values():
+            self.state.orphans.pop(frame.output, None)
+        self.lock.save(self.root)
+        self.cache.record_pins(self.root, self.lock.pinned())
+        complete = not self.options.patterns and not self.options.force and \
+            self.summary.failed == self.summary.skipped == self.summary.left == 0 and \
+            len(frames) == len(self.project.frames)
+        files = sorted({i.ref for f in frames for i in f.inputs if i.kind == "file"})
+        self.state.set_fingerprint(fingerprint(
+            self.root, self.options.fingerprint_options(), files,
+            {f.output: 1 for f in frames}, len(frames)) if complete else None)
+        self.state.save()

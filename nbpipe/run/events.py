@@ -1,0 +1,90 @@
+"""What a build tells the user: one line per event as text, or JSON Lines with --json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TextIO
+
+from nbpipe.plan.planner import Step, usd
+
+
+def fmt_usd(amount: Decimal) -> str:
+    """Dollars with at least two decimals and no trailing noise: 0.37, 0.039, 0.076."""
+    text = f"{amount:.6f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"{whole}.{cents.ljust(2, '0')}"
+
+
+@dataclass
+class Summary:
+    """Counts of a build; `saved` is what cache hits would have cost to render."""
+
+    rendered: int = 0
+    restored: int = 0
+    fresh: int = 0
+    failed: int = 0
+    skipped: int = 0
+    left: int = 0  # outputs modified outside nbpipe, left alone
+    spent: Decimal = Decimal(0)
+    saved: Decimal = Decimal(0)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def noop(self) -> bool:
+        return not (self.rendered or self.restored or self.failed or self.skipped or self.left)
+
+    def as_json(self) -> dict:
+        return {"event": "summary", "rendered": self.rendered, "restored": self.restored,
+                "fresh": self.fresh, "failed": self.failed, "skipped": self.skipped,
+                "left": self.left, "spent_usd": usd(self.spent), "saved_usd": usd(self.saved)}
+
+    def line(self) -> str:
+        if self.noop:
+            return f"nothing to do: {self.fresh} frame{'s' * (self.fresh != 1)} fresh"
+        counts = [f"{self.rendered} rendered", f"{self.restored} restored", f"{self.fresh} fresh"]
+        counts += [f"{n} {what}" for n, what in ((self.failed, "failed"), (self.skipped, "skipped"),
+                                                 (self.left, "left alone")) if n]
+        return " · ".join(counts) + f" · spent USD {fmt_usd(self.spent)} · " \
+            f"saved USD {fmt_usd(self.saved)}"
+
+
+class TextEvents:
+    """Plain lines, one per frame that changed: good for terminals and CI logs alike."""
+
+    def __init__(self, out: TextIO | None = None):
+        self.out = out or sys.stdout
+
+    def frame(self, status: str, step: Step, detail: str) -> None:
+        if status != "fresh":
+            print(f"{status:<9}{step.frame.name}  {detail}", file=self.out, flush=True)
+
+    def note(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def summary(self, summary: Summary) -> None:
+        print(summary.line(), file=self.out, flush=True)
+
+
+class JsonEvents:
+    """JSON Lines: one object per event, the last one the summary."""
+
+    def __init__(self, out: TextIO | None = None):
+        self.out = out or sys.stdout
+
+    def _emit(self, doc: dict) -> None:
+        print(json.dumps(doc, ensure_ascii=False), file=self.out, flush=True)
+
+    def frame(self, status: str, step: Step, detail: str) -> None:
+        self._emit({"event": "frame", "frame": step.frame.name, "status": status,
+                    "action": step.action, "reason": step.reason, "detail": detail,
+                    "key": step.frame.key, "output": step.frame.output,
+                    "cost_usd": usd(step.frame.cost if status == "rendered" else Decimal(0))})
+
+    def note(self, text: str) -> None:
+        self._emit({"event": "note", "message": text})
+
+    def summary(self, summary: Summary) -> None:
+        self._emit(summary.as_json())

@@ -1,0 +1,53 @@
+"""The no-op fast path: prove nothing changed since a fully fresh build, without planning.
+
+When the manifest and lock bytes, the build options, the nbpipe version and the stat of every
+input and output file are what the last all-fresh build recorded, every frame is still fresh.
+That needs only reading two small files and one stat per file: no YAML, no templates, no graph.
+Anything else (a changed byte, a missing file, no state yet) falls through to the full plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from nbpipe import __version__
+from nbpipe.store.state import State, stat_of
+
+MANIFEST = "nbpipe.yaml"
+LOCK = "nbpipe.lock"
+
+
+def _sha(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def fingerprint(root: Path, options: dict, inputs: list[str], outputs: dict[str, list],
+                frames: int) -> dict:
+    """What the next build compares; `outputs` is the stat cache (path → stat + digest)."""
+    return {"nbpipe": __version__, "options": options, "frames": frames,
+            "manifest": _sha(root / MANIFEST), "lock": _sha(root / LOCK),
+            "inputs": {rel: list(stat_of(os.path.join(root, rel)) or ()) for rel in inputs},
+            "outputs": sorted(outputs)}
+
+
+def still_fresh(root: Path, options: dict) -> int | None:
+    """The number of frames if provably nothing changed since the last all-fresh build."""
+    state = State(root)
+    fp = state.data.get("fingerprint")
+    if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or fp.get("options") != options:
+        return None
+    if fp.get("manifest") != _sha(root / MANIFEST) or fp.get("lock") != _sha(root / LOCK):
+        return None
+    for rel, recorded in fp.get("inputs", {}).items():
+        if list(stat_of(os.path.join(root, rel)) or ()) != recorded:
+            return None
+    for rel in fp.get("outputs", []):
+        known = state.outputs.get(rel)
+        if not known or list(stat_of(os.path.join(root, rel)) or ()) != known[:3]:
+            return None
+    return fp.get("frames")

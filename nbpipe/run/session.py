@@ -1,0 +1,56 @@
+"""Wiring a build or a check: open the store, run, and turn the outcome into an exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nbpipe.errors import EXIT_FAILED, EXIT_OK
+from nbpipe.plan.planner import Project, make_plan
+from nbpipe.run.build import Build, BuildOptions, StoreKnown
+from nbpipe.run.events import JsonEvents, TextEvents, fmt_usd
+from nbpipe.store.cache import Cache
+from nbpipe.store.lock import Lock
+from nbpipe.store.state import State
+
+
+def open_store(project: Project, cache_dir: Path) -> tuple[Cache, Lock, State]:
+    root = project.loaded.root
+    return Cache(cache_dir), Lock.load(root), State(root)
+
+
+def run_build(project: Project, cache_dir: Path, patterns: tuple[str, ...], backend: str | None,
+              jobs: int, force: bool, as_json: bool) -> int:
+    cache, lock, state = open_store(project, cache_dir)
+    events = JsonEvents() if as_json else TextEvents()
+    options = BuildOptions(patterns=patterns, force=force, backend=backend, jobs=jobs)
+    try:
+        summary = Build(project, cache, lock, state, events, options).run()
+    finally:
+        cache.close()
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def run_check(project: Project, cache_dir: Path, patterns: tuple[str, ...], as_json: bool) -> int:
+    """The CI gate: plan against the lock and outputs, render nothing, exit 1 if anything is stale."""
+    cache, lock, state = open_store(project, cache_dir)
+    try:
+        plan = make_plan(project.select(patterns), StoreKnown(lock, cache, state))
+        state.save()
+    finally:
+        cache.close()
+    stale = [s for s in plan.steps if s.action != "fresh"]
+    if as_json:
+        import json
+
+        print(json.dumps({"event": "check", "fresh": len(plan.steps) - len(stale),
+                          "stale": [{"frame": s.frame.name, "action": s.action,
+                                     "reason": s.reason} for s in stale]}))
+    elif stale:
+        print(f"{len(stale)} of {len(plan.steps)} frames not fresh "
+              f"(a build would spend USD {fmt_usd(plan.cost)}):")
+        width = max(len(s.frame.name) for s in stale)
+        for s in stale:
+            print(f"  {s.action:<8} {s.frame.name:<{width}}  {s.reason}")
+    else:
+        print(f"all {len(plan.steps)} frames fresh")
+    return EXIT_FAILED if stale else EXIT_OK

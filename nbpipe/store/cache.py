@@ -1,0 +1,264 @@
+"""The cache: every image ever paid for, by content, and an index from frame key to its takes.
+
+Layout of the cache directory (`<project>/.nbpipe/` or $NBPIPE_CACHE_DIR):
+
+    blobs/ab/abcdef…   image bytes, named by their SHA-256 (content-addressed, immutable)
+    index/             diskcache (SQLite, JSON values — never pickle, the cache may be shared):
+                         "key:<frame key>" → {"request": {...}, "takes": [take, ...]}
+    pins/<project>.json  digests each project's lock pins, so gc on a shared cache keeps them
+    tmp/               partial writes; renamed into blobs/ only when complete and verified
+
+Writes are atomic (temp file + os.replace). A blob whose bytes no longer match its name, a
+missing blob, or an unreadable index entry is a miss, never a crash: the build renders again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import diskcache
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Take:
+    """One image rendered for a frame key (the APIs take no seed: a key may have several)."""
+
+    digest: str
+    backend: str
+    model: str
+    format: str  # png | jpeg
+    cost_usd: str  # Decimal as text
+    created: float  # Unix seconds
+    task_id: str | None = None
+
+    @staticmethod
+    def from_json(doc: dict) -> "Take":
+        return Take(**{k: doc.get(k) for k in Take.__dataclass_fields__})
+
+
+class BlobWriter:
+    """Streams bytes into a temp file in the cache while hashing them; `commit` names it."""
+
+    def __init__(self, cache: "Cache"):
+        self._cache = cache
+        fd, name = tempfile.mkstemp(dir=cache.tmp_dir, prefix="blob-")
+        self._file = os.fdopen(fd, "wb")
+        self.path = Path(name)
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    def commit(self) -> str:
+        """Make the blob durable under its digest; returns the digest."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        digest = self._hash.hexdigest()
+        target = self._cache.blob_path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path, target)
+        _fsync_dir(target.parent)
+        return digest
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class Cache:
+    """Blob store plus take index; safe to share between projects and processes."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.tmp_dir = root / "tmp"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._index: diskcache.Cache | None = None
+
+    # --- blobs -------------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.root / "blobs" / digest[:2] / digest
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    @contextmanager
+    def writer(self) -> Iterator[BlobWriter]:
+        """A BlobWriter whose temp file is removed unless committed (crash, error, Ctrl-C)."""
+        writer = BlobWriter(self)
+        try:
+            yield writer
+        finally:
+            writer.discard()
+
+    def put_bytes(self, data: bytes) -> str:
+        with self.writer() as writer:
+            writer.write(data)
+            return writer.commit()
+
+    def read_verified(self, digest: str) -> bytes | None:
+        """The blob's bytes if present and intact; a corrupt blob is removed and is a miss."""
+        try:
+            data = self.blob_path(digest).read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(data).hexdigest() != digest:
+            self.blob_path(digest).unlink(missing_ok=True)
+            return None
+        return data
+
+    def copy_verified(self, digest: str, dest: Path) -> bool:
+        """Atomically write the blob to `dest`, checking its digest on the way; False on a miss."""
+        try:
+            source = open(self.blob_path(digest), "rb")
+        except OSError:
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        try:
+            hasher = hashlib.sha256()
+            with source, os.fdopen(fd, "wb") as out:
+                while chunk := source.read(CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+            if hasher.hexdigest() != digest:
+                self.blob_path(digest).unlink(missing_ok=True)
+                return False
+            os.replace(temp, dest)
+            return True
+        finally:
+            Path(temp).unlink(missing_ok=True)
+
+    # --- index -------------------------------------------------------------------------------
+
+    @property
+    def index(self) -> diskcache.Cache:
+        if self._index is None:
+            self._index = self._open_index()
+        return self._index
+
+    def _open_index(self) -> diskcache.Cache:
+        path = self.root / "index"
+        try:
+            return diskcache.Cache(str(path), disk=diskcache.JSONDisk)
+        except (sqlite3.DatabaseError, OSError):
+            # A truncated or foreign index: set it aside and start a new one. Pinned images
+            # are still found through the lock's digests; other takes are re-found as rendered.
+            shutil.move(str(path), str(path.with_name(f"index.corrupt-{int(time.time())}")))
+            return diskcache.Cache(str(path), disk=diskcache.JSONDisk)
+
+    def _record(self, key: str) -> dict:
+        try:
+            record = self.index.get(f"key:{key}")
+        except (sqlite3.DatabaseError, json.JSONDecodeError, OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def takes(self, key: str) -> list[Take]:
+        """Takes of a key whose blob is still present, oldest first."""
+        out = []
+        for doc in self._record(key).get("takes", []):
+            try:
+                take = Take.from_json(doc)
+            except TypeError:
+                continue
+            if isinstance(take.digest, str) and self.has_blob(take.digest):
+                out.append(take)
+        return out
+
+    def request(self, key: str) -> dict | None:
+        """The request document that produced the key's takes (for explain), if known."""
+        request = self._record(key).get("request")
+        return request if isinstance(request, dict) else None
+
+    def add_take(self, key: str, request: dict, take: Take) -> None:
+        with self.index.transact():
+            record = self._record(key)
+            takes = [t for t in record.get("takes", []) if t.get("digest") != take.digest]
+            self.index.set(f"key:{key}", {"request": request, "takes": [*takes, asdict(take)]})
+
+    def remember_request(self, key: str, request: dict) -> None:
+        """Record a request without a take (a restored frame whose record was lost)."""
+        with self.index.transact():
+            record = self._record(key)
+            if "request" not in record:
+                self.index.set(f"key:{key}", {**record, "request": request})
+
+    def all_keys(self) -> list[str]:
+        try:
+            return [k[4:] for k in self.index.iterkeys() if isinstance(k, str) and k.startswith("key:")]
+        except sqlite3.DatabaseError:
+            return []
+
+    def drop_take(self, key: str, digest: str) -> None:
+        with self.index.transact():
+            record = self._record(key)
+            takes = [t for t in record.get("takes", []) if t.get("digest") != digest]
+            if takes:
+                self.index.set(f"key:{key}", {**record, "takes": takes})
+            else:
+                self.index.delete(f"key:{key}")
+
+    # --- pins (for gc on a shared cache) -----------------------------------------------------
+
+    def record_pins(self, project: Path, digests: set[str]) -> None:
+        pins = self.root / "pins"
+        pins.mkdir(exist_ok=True)
+        name = hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:16] + ".json"
+        atomic_write(pins / name, json.dumps({"project": str(project.resolve()),
+                                              "digests": sorted(digests)}).encode())
+
+    def all_pins(self) -> set[str]:
+        pinned: set[str] = set()
+        for path in (self.root / "pins").glob("*.json"):
+            try:
+                pinned.update(json.loads(path.read_text("utf-8")).get("digests", []))
+            except (OSError, ValueError, AttributeError):
+                continue
+        return pinned
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,73 @@
+"""nbpipe.lock: what each frame is pinned to. Committed; stable sorted JSON, one entry a frame.
+
+A frame is up to date when its current key equals the locked key and its output file's digest
+equals the locked digest. The lock's JSON Schema is schemas/nbpipe.lock.schema.json.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from nbpipe.errors import UsageError
+from nbpipe.store.cache import atomic_write
+
+LOCK_NAME = "nbpipe.lock"
+LOCK_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LockEntry:
+    """A frame's pinned take: the key it was rendered for and the digest of its image."""
+
+    key: str
+    output: str
+    digest: str
+    backend: str
+    model: str
+    cost_usd: float
+
+
+class Lock:
+    def __init__(self, entries: dict[str, LockEntry] | None = None):
+        self.entries: dict[str, LockEntry] = dict(entries or {})
+
+    @staticmethod
+    def load(root: Path) -> "Lock":
+        path = root / LOCK_NAME
+        try:
+            text = path.read_text("utf-8")
+        except FileNotFoundError:
+            return Lock()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {path}: {exc}") from None
+        try:
+            doc = json.loads(text)
+            if doc.get("version") != LOCK_VERSION:
+                raise ValueError(f"unsupported lock version {doc.get('version')!r}")
+            return Lock({name: LockEntry(**entry) for name, entry in doc["frames"].items()})
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UsageError(f"{path} is not a valid lock file ({exc})",
+                             "a merge conflict? resolve it, or delete the file and rebuild "
+                             "(cached images are restored for free)") from None
+
+    def text(self) -> str:
+        frames = {name: asdict(entry) for name, entry in sorted(self.entries.items())}
+        return json.dumps({"version": LOCK_VERSION, "frames": frames}, indent=2,
+                          sort_keys=True, ensure_ascii=False) + "\n"
+
+    def save(self, root: Path) -> bool:
+        """Write the lock if its text changed; True if it was written."""
+        path = root / LOCK_NAME
+        text = self.text()
+        try:
+            if path.read_text("utf-8") == text:
+                return False
+        except (OSError, UnicodeDecodeError):
+            pass
+        atomic_write(path, text.encode("utf-8"))
+        return True
+
+    def pinned(self) -> set[str]:
+        return {e.digest for e in self.entries.values()}
