@@ -56,10 +56,10 @@ def validate(ctx: click.Context) -> int:
 def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: str | None) -> int:
     """What a build would do, why, and what it would cost. FRAMES take globs: 'shoe/*'."""
     from nbpipe import present
-    from nbpipe.plan.planner import make_plan
+    from nbpipe.run.session import plan_project
 
     project = _project(ctx, backend)
-    result = make_plan(project.select(frames))
+    result = plan_project(project, _cache_dir(ctx.obj), frames)
     click.echo(present.plan_json(result) if as_json else present.plan_table(result))
     return EXIT_OK
 
@@ -131,6 +131,95 @@ def _report_noop(fresh: int, check: bool, as_json: bool) -> int:
         click.echo(f"all {fresh} frames fresh")
     else:
         click.echo(f"nothing to do: {fresh} frame{'s' * (fresh != 1)} fresh")
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("frame")
+@click.option("--backend", type=BACKEND_CHOICE, help="Explain as if built on this backend.")
+@click.pass_context
+def explain(ctx: click.Context, frame: str, backend: str | None) -> int:
+    """Why FRAME is fresh, or will be restored, rendered or blocked: field by field."""
+    from nbpipe.run.inspect import explain as explain_frame
+
+    click.echo(explain_frame(_project(ctx, backend), _cache_dir(ctx.obj), frame))
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("frame")
+@click.option("--backend", type=BACKEND_CHOICE)
+@click.pass_context
+def takes(ctx: click.Context, frame: str, backend: str | None) -> int:
+    """List the takes of FRAME's current request (the pinned one is marked)."""
+    from nbpipe.run.inspect import list_takes
+
+    click.echo(list_takes(_project(ctx, backend), _cache_dir(ctx.obj), frame))
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("frame")
+@click.argument("take")
+@click.option("--backend", type=BACKEND_CHOICE)
+@click.option("--force", is_flag=True, help="Overwrite an output modified outside nbpipe.")
+@click.pass_context
+def pin(ctx: click.Context, frame: str, take: str, backend: str | None, force: bool) -> int:
+    """Pin TAKE (a number from `takes`, or a digest prefix) of FRAME; free, from the cache."""
+    from nbpipe.run.inspect import pin as pin_take
+
+    click.echo(pin_take(_project(ctx, backend), _cache_dir(ctx.obj), frame, take, force))
+    return EXIT_OK
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid",
+              show_default=True)
+@click.pass_context
+def graph(ctx: click.Context, fmt: str) -> int:
+    """The frame graph (edits depend on their inputs) as Mermaid or Graphviz DOT."""
+    from nbpipe.plan.graph import render_graph
+
+    click.echo(render_graph(_project(ctx).frames, fmt))
+    return EXIT_OK
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")
+@click.option("--max-size", help="Remove oldest unpinned takes until the cache fits, e.g. 2G.")
+@click.option("--older-than", help="Remove unpinned takes older than this, e.g. 30d.")
+@click.pass_context
+def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str | None) -> int:
+    """Free cache space; never removes a take pinned by a lock."""
+    from nbpipe.run.maintain import gc as collect, parse_age, parse_size
+    from nbpipe.store.cache import Cache
+    from nbpipe.store.lock import Lock
+
+    root: Path = ctx.obj
+    cache = Cache(_cache_dir(root), create=False)
+    try:
+        lines = collect(cache, Lock.load(root), parse_size(max_size) if max_size else None,
+                        parse_age(older_than) if older_than else None, dry_run)
+    finally:
+        cache.close()
+    click.echo("\n".join(lines))
+    return EXIT_OK
+
+
+@cli.command()
+@click.option("--orphans", is_flag=True, help="Outputs of frames no longer declared.")
+@click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")
+@click.pass_context
+def clean(ctx: click.Context, orphans: bool, dry_run: bool) -> int:
+    """Remove files nbpipe made that nothing declares any more."""
+    from nbpipe.run.maintain import clean_orphans
+    from nbpipe.store.state import State
+
+    if not orphans:
+        raise UsageError("say what to clean", "nbpipe clean --orphans")
+    state = State(ctx.obj)
+    click.echo("\n".join(clean_orphans(ctx.obj, state, dry_run)))
+    state.save()
     return EXIT_OK
 
 

@@ -41,3 +41,31 @@ def dependants(dependencies: dict[str, tuple[str, ...]], name: str) -> set[str]:
     """Everything downstream of `name` (what a failure of `name` blocks)."""
     g = nx.DiGraph((up, node) for node, ups in dependencies.items() for up in ups)
     return nx.descendants(g, name) if name in g else set()
+
+
+def render_graph(frames: dict, fmt: str) -> str:
+    """The frame graph as Mermaid or Graphviz DOT: frames, input files, and edit edges."""
+    ids: dict[str, str] = {}
+
+    def node(name: str) -> str:
+        return ids.setdefault(name, f"n{len(ids)}")
+
+    lines = ["flowchart LR"] if fmt == "mermaid" else ["digraph nbpipe {", "  rankdir=LR;"]
+    def quote(text: str) -> str:
+        return text.replace('"', "#quot;") if fmt == "mermaid" else text.replace('"', '\\"')
+
+    for name, frame in frames.items():
+        label = quote(f"{name}<br/>{frame.model}" if fmt == "mermaid" else f"{name}\\n{frame.model}")
+        lines.append(f'  {node(name)}["{label}"]' if fmt == "mermaid"
+                     else f'  {node(name)} [label="{label}", shape=box];')
+        for image in frame.inputs:
+            source = image.ref if image.kind == "frame" else f"file:{image.ref}"
+            if image.kind == "file" and source not in ids:
+                lines.append(f'  {node(source)}[("{quote(image.ref)}")]' if fmt == "mermaid"
+                             else f'  {node(source)} [label="{quote(image.ref)}", shape=note];')
+            arrow = "-->" if fmt == "mermaid" else "->"
+            end = "" if fmt == "mermaid" else ";"
+            lines.append(f"  {node(source)} {arrow} {node(name)}{end}")
+    if fmt == "dot":
+        lines.append("}")
+    return "\n".join(lines)

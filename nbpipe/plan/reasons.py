@@ -46,9 +46,8 @@ def changes(frame: Frame, old: dict) -> list[Change]:
 
 
 def short_reason(found: list[Change]) -> str:
-    if not found:
-        return "request changed"
-    return found[0].short if len(found) == 1 else f"{found[0].short} (+{len(found) - 1} more)"
+    """The first change: root causes come first, and the rest usually follow from it."""
+    return found[0].short if found else "request changed"
 
 
 def _root_causes(frame: Frame, old: dict) -> list[Change]:
@@ -67,9 +66,14 @@ def _root_causes(frame: Frame, old: dict) -> list[Change]:
     for name in sorted(set(old_vars) | set(frame.vars)):
         before, after = old_vars.get(name, _MISSING), frame.vars.get(name, _MISSING)
         if before != after:
-            out.append(Change(f"var '{name}' changed",
-                              (f"var '{name}': {_show(before)} → {_show(after)}",)))
+            out.append(Change(f"var '{name}' changed", (f"var '{name}': {_value_diff(before, after)}",)))
     return out
+
+
+def _value_diff(before: Any, after: Any) -> str:
+    if isinstance(before, str) and isinstance(after, str) and max(len(before), len(after)) > 60:
+        return word_diff(before, after)
+    return f"{_show(before)} → {_show(after)}"
 
 
 def _param_changes(old: dict, new: dict) -> list[tuple[str, str]]:

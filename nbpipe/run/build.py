@@ -82,7 +82,7 @@ class Build:
 
     def run(self) -> Summary:
         frames = self.project.select(self.options.patterns)
-        for name in {f.backend for f in frames}:
+        for name in sorted({f.backend for f in frames} - set(self.backends)):
             self.backends[name] = open_backend(name)
         try:
             asyncio.run(self._all(frames))

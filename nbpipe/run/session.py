@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nbpipe.errors import EXIT_FAILED, EXIT_OK
-from nbpipe.plan.planner import Project, make_plan
+from nbpipe.plan.planner import Plan, Project, make_plan
 from nbpipe.run.build import Build, BuildOptions, StoreKnown
 from nbpipe.run.events import JsonEvents, TextEvents, fmt_usd
 from nbpipe.store.cache import Cache
@@ -13,9 +13,18 @@ from nbpipe.store.lock import Lock
 from nbpipe.store.state import State
 
 
-def open_store(project: Project, cache_dir: Path) -> tuple[Cache, Lock, State]:
+def open_store(project: Project, cache_dir: Path, create: bool = True) -> tuple[Cache, Lock, State]:
     root = project.loaded.root
-    return Cache(cache_dir), Lock.load(root), State(root)
+    return Cache(cache_dir, create), Lock.load(root), State(root)
+
+
+def plan_project(project: Project, cache_dir: Path, patterns: tuple[str, ...]) -> Plan:
+    """The plan against what happened before (the lock, the cache, the outputs); writes nothing."""
+    cache, lock, state = open_store(project, cache_dir, create=False)
+    try:
+        return make_plan(project.select(patterns), StoreKnown(lock, cache, state))
+    finally:
+        cache.close()
 
 
 def run_build(project: Project, cache_dir: Path, patterns: tuple[str, ...], backend: str | None,

@@ -85,10 +85,13 @@ class BlobWriter:
 class Cache:
     """Blob store plus take index; safe to share between projects and processes."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, create: bool = True):
         self.root = root
         self.tmp_dir = root / "tmp"
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        # A read-only look (plan, explain) at a cache that does not exist must not create it.
+        self.readable = create or (root / "index").is_dir()
         self._index: diskcache.Cache | None = None
 
     # --- blobs -------------------------------------------------------------------------------
@@ -165,6 +168,8 @@ class Cache:
             return diskcache.Cache(str(path), disk=diskcache.JSONDisk)
 
     def _record(self, key: str) -> dict:
+        if not self.readable:
+            return {}
         try:
             record = self.index.get(f"key:{key}")
         except (sqlite3.DatabaseError, json.JSONDecodeError, OSError, ValueError):
@@ -202,6 +207,8 @@ class Cache:
                 self.index.set(f"key:{key}", {**record, "request": request})
 
     def all_keys(self) -> list[str]:
+        if not self.readable:
+            return []
         try:
             return [k[4:] for k in self.index.iterkeys() if isinstance(k, str) and k.startswith("key:")]
         except sqlite3.DatabaseError:

@@ -1,0 +1,128 @@
+"""Keeping the cache and the output folder tidy: gc (never a pinned take) and clean --orphans."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbpipe.errors import UsageError
+from nbpipe.store.cache import Cache
+from nbpipe.store.lock import Lock
+from nbpipe.store.state import State, file_sha256
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_size(text: str) -> int:
+    match = _SIZE.match(text)
+    if not match:
+        raise UsageError(f"cannot read size '{text}'", "use e.g. 500MB, 2G, 800K")
+    return int(float(match.group(1)) * 1024 ** " KMGT".index(match.group(2).upper() or " "))
+
+
+def parse_age(text: str) -> float:
+    match = _AGE.match(text)
+    if not match:
+        raise UsageError(f"cannot read age '{text}'", "use e.g. 30d, 12h, 2w")
+    return float(match.group(1)) * _SECONDS[match.group(2).lower()]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    key: str
+    digest: str
+    created: float
+    size: int
+
+
+def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
+       dry_run: bool) -> list[str]:
+    """Remove unpinned takes by age and/or until the blobs fit `max_size`; report lines.
+
+    Pinned means pinned by this project's lock or by any project that recorded its pins in
+    this (possibly shared) cache. With neither criterion, only unreferenced blobs and stale
+    temp files go: takes are images someone paid for.
+    """
+    pinned = lock.pinned() | cache.all_pins()
+    referenced: set[str] = set()
+    candidates = []
+    for key in cache.all_keys():
+        for take in cache.takes(key):
+            referenced.add(take.digest)
+            if take.digest not in pinned:
+                candidates.append(Candidate(key, take.digest, take.created,
+                                            _size(cache.blob_path(take.digest))))
+    doomed = _choose(candidates, cache, max_size, older_than)
+    lines = []
+    for c in doomed:
+        lines.append(f"{'would remove' if dry_run else 'removed'} take sha256:{c.digest[:12]} "
+                     f"of key {c.key[:12]} ({c.size:,} bytes)")
+        if not dry_run:
+            cache.drop_take(c.key, c.digest)
+    still = {t.digest for key in cache.all_keys() for t in cache.takes(key)} if doomed else referenced
+    for blob in _blobs(cache):
+        if blob.name not in still and blob.name not in pinned:
+            lines.append(f"{'would remove' if dry_run else 'removed'} unreferenced blob {blob.name[:12]}")
+            if not dry_run:
+                blob.unlink(missing_ok=True)
+    for temp in (cache.tmp_dir.glob("*") if cache.tmp_dir.is_dir() else ()):
+        if time.time() - temp.stat().st_mtime > 3600 and not dry_run:
+            temp.unlink(missing_ok=True)
+    freed = sum(c.size for c in doomed)
+    lines.append(f"gc: {len(doomed)} take(s), {freed:,} bytes {'to free' if dry_run else 'freed'}; "
+                 f"{len(pinned)} pinned image(s) kept")
+    return lines
+
+
+def _choose(candidates: list[Candidate], cache: Cache, max_size: int | None,
+            older_than: float | None) -> list[Candidate]:
+    doomed: list[Candidate] = []
+    if older_than is not None:
+        cutoff = time.time() - older_than
+        doomed = [c for c in candidates if c.created < cutoff]
+    if max_size is not None:
+        total = sum(_size(b) for b in _blobs(cache)) - sum(c.size for c in doomed)
+        for c in sorted(candidates, key=lambda c: c.created):
+            if total <= max_size:
+                break
+            if c not in doomed:
+                doomed.append(c)
+                total -= c.size
+    return doomed
+
+
+def _blobs(cache: Cache) -> list[Path]:
+    root = cache.root / "blobs"
+    return [p for p in root.glob("*/*") if p.is_file()] if root.is_dir() else []
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def clean_orphans(root: Path, state: State, dry_run: bool) -> list[str]:
+    """Remove outputs of frames no longer declared, if nbpipe's bytes are still what they hold."""
+    lines = []
+    for rel, digest in sorted(state.orphans.items()):
+        path = root / rel
+        current = file_sha256(path)
+        if current is None:
+            state.orphans.pop(rel)
+        elif current != digest:
+            lines.append(f"kept     {rel}  (modified since nbpipe wrote it)")
+            continue
+        else:
+            lines.append(f"{'would remove' if dry_run else 'removed'}  {rel}")
+            if not dry_run:
+                path.unlink()
+                state.orphans.pop(rel)
+                state.forget_output(rel)
+        state.changed = True
+    return lines or ["no orphaned outputs"]
