@@ -1,0 +1,180 @@
+"""Builds with substitute backends (same interface as the real ones): early cutoff, takes, gc."""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+from pathlib import Path
+
+from PIL import Image
+
+from nbpipe.backends.base import Rendered
+from nbpipe.plan.planner import open_project
+from nbpipe.run.build import Build, BuildOptions
+from nbpipe.run.events import Summary
+from nbpipe.run.inspect import explain, list_takes, pin
+from nbpipe.run.maintain import gc
+from nbpipe.store.cache import Cache
+from nbpipe.store.lock import Lock
+from nbpipe.store.state import State
+
+
+def png(seed: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (seed % 256, 0, 0)).save(out, "PNG")
+    return out.getvalue()
+
+
+class CountingBackend:
+    """Renders `bytes_for(frame, call number)`; counts renders per frame."""
+
+    name = "preview"
+
+    def __init__(self, bytes_for):
+        self.bytes_for = bytes_for
+        self.calls: list[str] = []
+
+    async def render(self, frame, inputs, sink):
+        self.calls.append(frame.name)
+        sink.write(self.bytes_for(frame, len(self.calls)))
+        return Rendered("png", f"task-{len(self.calls)}", Decimal("0.05"))
+
+    async def aclose(self):
+        pass
+
+
+class Quiet:
+    def frame(self, *a):
+        pass
+
+    def note(self, *a):
+        pass
+
+    def summary(self, *a):
+        pass
+
+
+def build(root: Path, backend, **options) -> Summary:
+    project = open_project(root, "preview")
+    cache = Cache(root / ".nbpipe")
+    try:
+        b = Build(project, cache, Lock.load(root), State(root), Quiet(),
+                  BuildOptions(**options), backends={"preview": backend})
+        return b.run()
+    finally:
+        cache.close()
+
+
+CHAIN = """\
+version: 1
+defaults: {{model: Nano-Banana-2}}
+targets:
+  base: {{prompt: "{base}"}}
+  golden: {{prompt: golden hour, inputs: [base]}}
+"""
+
+
+def test_early_cutoff_when_upstream_rerenders_to_identical_bytes(make_project):
+    root = make_project(CHAIN.format(base="a cabin"))
+    same_bytes = CountingBackend(lambda frame, n: png(1 if frame.name == "base" else n + 10))
+    assert build(root, same_bytes).rendered == 2
+    (root / "nbpipe.yaml").write_text(CHAIN.format(base="a cabin, again"))
+    summary = build(root, same_bytes)
+    assert same_bytes.calls == ["base", "golden", "base"]  # golden was not rendered again
+    assert (summary.rendered, summary.fresh) == (1, 1)
+
+
+def test_spend_and_savings_are_counted(make_project):
+    root = make_project(CHAIN.format(base="a cabin"))
+    backend = CountingBackend(lambda frame, n: png(n))
+    first = build(root, backend)
+    assert (first.spent, first.saved) == (Decimal("0.10"), Decimal(0))
+    (root / "out" / "golden.png").unlink()
+    second = build(root, backend)
+    assert (second.rendered, second.restored, second.saved) == (0, 1, Decimal(0))  # preview price
+
+
+def test_force_adds_a_take_and_pin_goes_back_for_free(make_project):
+    root = make_project(CHAIN.format(base="a cabin"))
+    backend = CountingBackend(lambda frame, n: png(n))
+    build(root, backend)
+    first = (root / "out" / "base.png").read_bytes()
+    build(root, backend, force=True, patterns=("base",))
+    assert (root / "out" / "base.png").read_bytes() != first
+    assert build(root, backend).rendered == 1  # golden, from take 2 of base
+    project = open_project(root, "preview")
+    listing = list_takes(project, root / ".nbpipe", "base")
+    assert listing.splitlines()[1].startswith("  1  sha256:")
+    assert listing.splitlines()[2].startswith("* 2  sha256:")
+    calls = len(backend.calls)
+    assert pin(project, root / ".nbpipe", "base", "1", force=False).startswith("pinned base")
+    assert (root / "out" / "base.png").read_bytes() == first
+    assert len(backend.calls) == calls
+    # golden was made from take 2; with take 1 pinned again its old take is restored, free
+    summary = build(root, backend)
+    assert (summary.rendered, summary.restored) == (0, 1)
+
+
+def test_gc_never_removes_pinned_takes(make_project):
+    root = make_project(CHAIN.format(base="a cabin"))
+    backend = CountingBackend(lambda frame, n: png(n))
+    build(root, backend)
+    build(root, backend, force=True, patterns=("base",))
+    cache, lock = Cache(root / ".nbpipe"), Lock.load(root)
+    try:
+        lines = gc(cache, lock, max_size=0, older_than=None, dry_run=False)
+        remaining = {t.digest for k in cache.all_keys() for t in cache.takes(k)}
+    finally:
+        cache.close()
+    assert lock.pinned() <= remaining
+    assert any(line.startswith("removed take") for line in lines)
+    after = build(root, backend)  # base is still pinned and present; golden follows the new take
+    assert (after.fresh, after.rendered, backend.calls[-1]) == (1, 1, "golden")
+
+
+def test_explain_json_prompt_field_diff(make_project):
+    manifest = """\
+version: 1
+templates:
+  product:
+    subject: {name: shoe, color: "{{ color }}"}
+    camera: {angle: eye-level}
+targets:
+  shoe:
+    template: product
+    vars: {color: red}
+"""
+    root = make_project(manifest)
+    build(root, CountingBackend(lambda frame, n: png(n)))
+    (root / "nbpipe.yaml").write_text(manifest.replace("color: red", "color: blue"))
+    text = explain(open_project(root, "preview"), root / ".nbpipe", "shoe")
+    lines = text.splitlines()
+    assert lines[:3] == ["shoe: render · var 'color' changed",
+                         "  var 'color': \"red\" → \"blue\"",
+                         "  prompt subject.color: \"red\" → \"blue\""]
+    assert lines[3].startswith("  key: ") and "(locked) →" in lines[3]
+    assert lines[4] == "  no take of this key in the cache: renders on preview Nano-Banana " \
+                       "for USD 0.00"
+
+
+def test_explain_names_bible_template_and_upstream(make_project):
+    manifest = """\
+version: 1
+defaults: {model: Nano-Banana-2}
+bibles: {mira: "Mira, a field engineer."}
+templates: {scene: "{{ bible }} | Scene: {{ scene }}"}
+targets:
+  shot: {template: scene, bible: mira, vars: {scene: a workshop}}
+  edit: {prompt: golden hour, inputs: [shot]}
+"""
+    root = make_project(manifest)
+    build(root, CountingBackend(lambda frame, n: png(n)))
+    (root / "nbpipe.yaml").write_text(manifest.replace("a field engineer", "an engineer"))
+    text = explain(open_project(root, "preview"), root / ".nbpipe", "shot")
+    assert text.splitlines()[:3] == [
+        "shot: render · bible 'mira' changed",
+        "  bible 'mira' changed",
+        "  prompt: Mira, [-a field-] {+an+} engineer. | Scene: a workshop"]
+    edit = explain(open_project(root, "preview"), root / ".nbpipe", "edit")
+    assert edit.splitlines()[:2] == ["edit: blocked · waits on shot",
+                                     "  because upstream shot: render · bible 'mira' changed"]
