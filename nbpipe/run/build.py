@@ -20,7 +20,7 @@ from nbpipe.backends import open_backend
 from nbpipe.backends.base import Backend
 from nbpipe.errors import NbpipeError
 from nbpipe.plan.frame import Frame
-from nbpipe.plan.planner import Project, Step, decide
+from nbpipe.plan.planner import Project, Step, decide, make_plan
 from nbpipe.run.events import Summary
 from nbpipe.run.noop import fingerprint
 from nbpipe.store.cache import Cache, Take
@@ -82,14 +82,27 @@ class Build:
 
     def run(self) -> Summary:
         frames = self.project.select(self.options.patterns)
-        for name in sorted({f.backend for f in frames} - set(self.backends)):
-            self.backends[name] = open_backend(name)
+        self._preflight(frames)
         try:
             asyncio.run(self._all(frames))
         finally:
             self._finish(frames)
         self.events.summary(self.summary)
         return self.summary
+
+    def _preflight(self, frames: list[Frame]) -> None:
+        """Open the backends the plan will render on, so a missing one stops the build early."""
+        forced = self.options.force
+        plan = make_plan(frames, StoreKnown(self.lock, self.cache, self.state), lambda f: forced)
+        needed = {s.frame.backend for s in plan.steps
+                  if s.action == "render" or (s.action == "blocked" and s.frame.key is None)}
+        for name in sorted(needed):
+            self._backend(name)
+
+    def _backend(self, name: str) -> Backend:
+        if name not in self.backends:
+            self.backends[name] = open_backend(name)
+        return self.backends[name]
 
     async def _all(self, frames: list[Frame]) -> None:
         known = StoreKnown(self.lock, self.cache, self.state)
@@ -120,7 +133,7 @@ class Build:
         try:
             digest = await self._act(step, slots)
         except NbpipeError as exc:
-            digest = self._fail(step, str(exc))
+            digest = self._fail(step, exc.render().removeprefix("error: "))
         except OSError as exc:
             digest = self._fail(step, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         done[frame.name].set_result(digest)
@@ -151,7 +164,7 @@ class Build:
                   for i in frame.inputs]
         started = time.time()
         with self.cache.writer() as sink:
-            rendered = await self.backends[frame.backend].render(frame, inputs, sink)
+            rendered = await self._backend(frame.backend).render(frame, inputs, sink)
             digest = sink.commit()
         take = Take(digest=digest, backend=frame.backend, model=frame.model,
                     format=rendered.format, cost_usd=str(rendered.cost), created=started,

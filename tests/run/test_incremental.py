@@ -272,3 +272,11 @@ def test_shared_cache_dir(project, build, monkeypatch, tmp_path):
     second = build(two)
     assert (second["rendered"], second["restored"]) == (0, 3)
     assert not (one / ".nbpipe" / "index").exists()
+
+
+def test_unbuilt_real_backend_stops_before_anything_but_fresh_projects_still_pass(project, run):
+    root = project("aria-lookbook")
+    result = run("-C", str(root), "build")
+    assert result.code == 2
+    assert result.err.startswith("error: rendering on 'hiapi' is not built yet")
+    assert not (root / "out").exists() and not (root / "nbpipe.lock").exists()
