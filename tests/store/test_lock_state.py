@@ -1,0 +1,58 @@
+"""The lock (stable text, helpful errors) and the state's stat cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from nbpipe.errors import UsageError
+from nbpipe.store.lock import Lock, LockEntry
+from nbpipe.store.state import State
+
+
+def entry(key="a" * 64) -> LockEntry:
+    return LockEntry(key=key, output="out/x.png", digest="b" * 64, backend="preview",
+                     model="m", cost_usd=0.05)
+
+
+def test_lock_text_is_sorted_and_only_written_when_changed(tmp_path):
+    lock = Lock({"z": entry(), "a": entry()})
+    assert lock.save(tmp_path) is True
+    text = (tmp_path / "nbpipe.lock").read_text()
+    assert text.index('"a"') < text.index('"z"') and text.endswith("}\n")
+    mtime = (tmp_path / "nbpipe.lock").stat().st_mtime_ns
+    assert Lock.load(tmp_path).save(tmp_path) is False
+    assert (tmp_path / "nbpipe.lock").stat().st_mtime_ns == mtime
+
+
+def test_merge_conflict_in_lock_is_a_clear_error(tmp_path):
+    (tmp_path / "nbpipe.lock").write_text('{\n<<<<<<< HEAD\n  "version": 1\n=======\n')
+    with pytest.raises(UsageError) as info:
+        Lock.load(tmp_path)
+    assert "is not a valid lock file" in str(info.value)
+    assert "merge conflict" in info.value.hint
+
+
+def test_stat_cache_rehashes_only_changed_files(tmp_path, monkeypatch):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x.png").write_bytes(b"one")
+    state = State(tmp_path)
+    first = state.output_digest("out/x.png")
+    state.save()
+    calls = []
+    import nbpipe.store.state as module
+    real = module.file_sha256
+    monkeypatch.setattr(module, "file_sha256", lambda p: calls.append(p) or real(p))
+    again = State(tmp_path)
+    assert again.output_digest("out/x.png") == first and calls == []
+    (tmp_path / "out" / "x.png").write_bytes(b"two!")
+    assert again.output_digest("out/x.png") != first and len(calls) == 1
+    os.remove(tmp_path / "out" / "x.png")
+    assert again.output_digest("out/x.png") is None
+
+
+def test_corrupt_state_is_ignored(tmp_path):
+    (tmp_path / ".nbpipe").mkdir()
+    (tmp_path / ".nbpipe" / "state.json").write_text("{not json")
+    assert State(tmp_path).data == {"outputs": {}}
