@@ -89,6 +89,12 @@ class Frame:
 
     def keyed(self, upstream_digests: dict[str, str] | None = None) -> "Frame":
         """This frame with its key, once every input's digest is known (else key stays None)."""
+        if not upstream_digests and self.key is None and \
+                all(i.digest is not None for i in self.inputs):
+            key = frame_key(self.backend, self.model, self.prompt, self.params,
+                            [i.digest for i in self.inputs])  # type: ignore[misc]
+            object.__setattr__(self, "key", key)  # set once, while the frame is being made
+            return self
         inputs = self.inputs
         if upstream_digests:
             inputs = tuple(replace(i, digest=upstream_digests.get(i.ref, i.digest))

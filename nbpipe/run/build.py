@@ -91,13 +91,26 @@ class Build:
         return self.summary
 
     def _preflight(self, frames: list[Frame]) -> None:
-        """Open the backends the plan will render on, so a missing one stops the build early."""
-        forced = self.options.force
-        plan = make_plan(frames, StoreKnown(self.lock, self.cache, self.state), lambda f: forced)
+        """Plan once up front: open the backends it will render on, so a missing one stops the
+        build before anything happens; frames with no upstream keep this decision."""
+        known = StoreKnown(self.lock, self.cache, self.state)
+        plan = make_plan(frames, known, self._forced)
+        self.decided = {s.frame.name: s for s in plan.steps if not s.frame.upstreams}
         needed = {s.frame.backend for s in plan.steps
                   if s.action == "render" or (s.action == "blocked" and s.frame.key is None)}
         for name in sorted(needed):
             self._backend(name)
+
+    def _forced(self, frame: Frame) -> bool:
+        if not self.options.force:
+            return False
+        return not self.options.patterns or frame.name in self._forced_names
+
+    @property
+    def _forced_names(self) -> set[str]:
+        if not hasattr(self, "_forced_cache"):
+            self._forced_cache = {f.name for f in self.project.select(self.options.patterns)}
+        return self._forced_cache
 
     def _backend(self, name: str) -> Backend:
         if name not in self.backends:
@@ -109,15 +122,13 @@ class Build:
         loop = asyncio.get_running_loop()
         done: dict[str, asyncio.Future] = {f.name: loop.create_future() for f in frames}
         slots = asyncio.Semaphore(max(1, self.options.jobs))
-        forced = set(f.name for f in self.project.select(self.options.patterns)) \
-            if self.options.force and self.options.patterns else None
         try:
-            await asyncio.gather(*(self._one(f, known, done, slots, forced) for f in frames))
+            await asyncio.gather(*(self._one(f, known, done, slots) for f in frames))
         finally:
             for backend in self.backends.values():
                 await backend.aclose()
 
-    async def _one(self, frame: Frame, known: StoreKnown, done: dict, slots, forced) -> None:
+    async def _one(self, frame: Frame, known: StoreKnown, done: dict, slots) -> None:
         digests = {}
         for upstream in frame.upstreams:
             digest = await done[upstream]
@@ -128,8 +139,7 @@ class Build:
             digests[upstream] = digest
         if digests:
             frame = frame.keyed(digests)
-        force = self.options.force and (forced is None or frame.name in forced)
-        step = decide(frame, known, force)
+        step = self.decided.get(frame.name) or decide(frame, known, self._forced(frame))
         try:
             digest = await self._act(step, slots)
         except NbpipeError as exc:

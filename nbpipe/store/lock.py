@@ -7,7 +7,7 @@ equals the locked digest. The lock's JSON Schema is schemas/nbpipe.lock.schema.j
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from nbpipe.errors import UsageError
@@ -53,9 +53,13 @@ class Lock:
                              "(cached images are restored for free)") from None
 
     def text(self) -> str:
-        frames = {name: asdict(entry) for name, entry in sorted(self.entries.items())}
-        return json.dumps({"version": LOCK_VERSION, "frames": frames}, indent=2,
-                          sort_keys=True, ensure_ascii=False) + "\n"
+        """Sorted JSON with one line per frame: a re-rendered frame is one changed line in git."""
+        lines = [f"    {json.dumps(name, ensure_ascii=False)}: "
+                 f"{json.dumps(vars(entry), sort_keys=True, ensure_ascii=False)}"
+                 for name, entry in sorted(self.entries.items())]
+        body = ",\n".join(lines)
+        frames = "{\n" + body + "\n  }" if lines else "{}"
+        return f'{{\n  "frames": {frames},\n  "version": {LOCK_VERSION}\n}}\n'
 
     def save(self, root: Path) -> bool:
         """Write the lock if its text changed; True if it was written."""
