@@ -2,7 +2,11 @@
 
     NbpipeError                 exit 1 unless a subclass says otherwise
     ├── UsageError              exit 2: bad command line (unknown frame, bad flag value)
-    └── ManifestError           exit 2: one or more located Diagnostics in nbpipe.yaml
+    ├── ManifestError           exit 2: one or more located Diagnostics in nbpipe.yaml
+    ├── FrameFailed             one frame failed (bad request, task failed, blocked, timeout);
+    │                           the build goes on with frames that do not depend on it
+    └── BuildStopped            exit 1: nothing more may be sent (bad key, no balance);
+                                what was already rendered is kept
 
 Exit codes (the CLI's contract, also in README):
     0    success
@@ -47,6 +51,19 @@ class UsageError(NbpipeError):
     def render(self) -> str:
         text = f"error: {self}"
         return f"{text}\nhint: {self.hint}" if self.hint else text
+
+
+class FrameFailed(NbpipeError):
+    """A frame could not be rendered; `retry_later` when a later build may still succeed
+    (a task that outlived its timeout keeps its task id and is resumed, not paid again)."""
+
+    def __init__(self, message: str, retry_later: bool = False):
+        super().__init__(message)
+        self.retry_later = retry_later
+
+
+class BuildStopped(NbpipeError):
+    """The whole build must stop at once: credentials refused, or the balance is spent."""
 
 
 @dataclass(frozen=True)

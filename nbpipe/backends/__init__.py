@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from nbpipe.backends import gemini, hiapi, preview
 from nbpipe.backends.base import Backend, describe_image
-from nbpipe.errors import UsageError
 from nbpipe.plan.frame import Frame
-
-class BackendUnavailable(UsageError):
-    """A frame's backend cannot render on this machine (exit 2, before anything is spent)."""
-
 
 _BUILDERS = {
     "hiapi": (hiapi.create_body, hiapi.PAYLOAD_STYLE),
@@ -24,13 +19,21 @@ def describe_request(frame: Frame) -> dict:
     return build(frame, [describe_image(image, style) for image in frame.inputs])
 
 
-def open_backend(name: str) -> Backend:
-    """A ready backend by name; BackendUnavailable when it cannot render here."""
+def open_backend(name: str, jobs: int = 4) -> Backend:
+    """A ready backend by name, with one pooled HTTP client; UsageError if it has no key."""
     if name == "preview":
         return preview.PreviewBackend()
-    raise BackendUnavailable(
-        f"rendering on '{name}' is not built yet: plan and show work, and "
-        "`--backend preview` renders any project offline")
+    import httpx
+
+    settings = hiapi.HiApiSettings.from_env() if name == "hiapi" else \
+        gemini.GeminiSettings.from_env()
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=15.0, read=120.0, write=60.0, pool=None),
+        limits=httpx.Limits(max_connections=max(4, jobs * 2)),
+        follow_redirects=True, max_redirects=5)
+    if name == "hiapi":
+        return hiapi.HiApiBackend(settings, client)
+    return gemini.GeminiBackend(settings, client)
 
 
 def endpoint(frame: Frame) -> str:

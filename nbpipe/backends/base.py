@@ -26,18 +26,41 @@ class Sink(Protocol):
 
 
 @dataclass(frozen=True)
+class InputData:
+    """An input image as a backend may send it: its bytes, and a URL where one is known."""
+
+    image: InputImage
+    data: bytes | None
+    mime: str = "image/png"
+    url: str | None = None  # an https reference, or an upstream HiAPI output URL
+    url_expires: float | None = None  # Unix seconds
+
+
+@dataclass(frozen=True)
+class Job:
+    """One render attempt: which take it is (for the Idempotency-Key), a task to re-attach to
+    instead of creating one, and where to report a task id the moment it is known."""
+
+    take: int = 1
+    resume_task: str | None = None
+    on_task: Callable[[str], None] = lambda task_id: None
+
+
+@dataclass(frozen=True)
 class Rendered:
     """What a backend reports about an image it wrote into the sink."""
 
-    format: str  # png | jpeg
     task_id: str | None
     cost: Decimal
+    url: str | None = None  # where the output can be fetched again (HiAPI), until url_expires
+    url_expires: float | None = None
 
 
 class Backend(Protocol):
     name: str
 
-    async def render(self, frame: Frame, inputs: list[bytes], sink: Sink) -> Rendered: ...
+    async def render(self, frame: Frame, inputs: list[InputData], sink: Sink,
+                     job: Job) -> Rendered: ...
 
     async def aclose(self) -> None: ...
 

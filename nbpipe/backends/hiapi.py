@@ -1,10 +1,31 @@
-"""HiAPI's async task API: POST /v1/tasks, poll GET /v1/tasks/{id}, download output[0].url."""
+"""HiAPI's async task API: POST /v1/tasks, poll GET /v1/tasks/{id}, download output[0].url.
+
+Never pay twice: every create carries an Idempotency-Key derived from the frame key and the take
+number, so a retried create, or a create replayed after a crash, returns the original task. The
+task id is reported the moment it is known, and a task that outlives its timeout is resumed by
+the next build, never created again.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from nbpipe.backends.base import InputData, Job, Rendered, Sink
+from nbpipe.backends.http import (DownloadGone, Retryable, RetryPolicy, download, json_body,
+                                  network_error, redact, retry_after, short)
+from nbpipe.errors import BuildStopped, FrameFailed, UsageError
 from nbpipe.plan.frame import Frame
 
 PAYLOAD_STYLE = "https URL"
+DEFAULT_BASE_URL = "https://api.hiapi.ai"
+KEY_VARS = ("HIAPI_API_KEY", "HIAPI_TOKEN")
+RETRYABLE_CODES = {"MODEL_UNAVAILABLE", "STORAGE_UNAVAILABLE", "TASK_TIMEOUT",
+                   "IDEMPOTENCY_KEY_PROCESSING"}
 
 
 def create_body(frame: Frame, image_urls: list[str]) -> dict:
@@ -14,3 +35,175 @@ def create_body(frame: Frame, image_urls: list[str]) -> dict:
     if image_urls:
         task_input["image_input"] = list(image_urls)
     return {"model": frame.model, "input": task_input}
+
+
+def idempotency_key(frame: Frame, take: int) -> str:
+    return f"nbpipe-{frame.key}-{take}"
+
+
+@dataclass(frozen=True)
+class HiApiSettings:
+    """Where and how to talk to HiAPI; from the environment, tests shrink the times."""
+
+    api_key: str
+    base_url: str = DEFAULT_BASE_URL
+    poll_delay: float = 5.0  # first poll after this; Nano-Banana takes 10-60 s
+    poll_interval: float = 3.0
+    task_timeout: float = 600.0  # then the frame fails and its task is resumed next build
+    max_bytes: int = 64 << 20
+    download_timeout: float = 300.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @staticmethod
+    def from_env(env: dict[str, str] | None = None) -> "HiApiSettings":
+        env = dict(os.environ if env is None else env)
+        key = next((env[v] for v in KEY_VARS if env.get(v)), None)
+        if not key:
+            raise UsageError("HIAPI_API_KEY is not set, so nothing can be rendered on hiapi",
+                             "set HIAPI_API_KEY (or HIAPI_TOKEN), or build offline with "
+                             "--backend preview")
+        base = env.get("HIAPI_BASE_URL", DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
+        number = _numbers(env)
+        return HiApiSettings(
+            api_key=key, base_url=base,
+            poll_delay=number("NBPIPE_HIAPI_POLL_DELAY", 5.0),
+            poll_interval=number("NBPIPE_HIAPI_POLL_INTERVAL", 3.0),
+            task_timeout=number("NBPIPE_HIAPI_TIMEOUT", 600.0),
+            retry=RetryPolicy(base=number("NBPIPE_RETRY_BASE", 1.0)))
+
+
+def _numbers(env: dict[str, str]):
+    def number(name: str, default: float) -> float:
+        try:
+            return float(env[name]) if env.get(name) else default
+        except ValueError:
+            raise UsageError(f"{name} must be a number of seconds, not {env[name]!r}") from None
+    return number
+
+
+class HiApiBackend:
+    name = "hiapi"
+
+    def __init__(self, settings: HiApiSettings, client: httpx.AsyncClient):
+        self.settings = settings
+        self.client = client
+        self.polls = 0
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.api_key}", "Accept": "application/json"}
+
+    async def render(self, frame: Frame, inputs: list[InputData], sink: Sink, job: Job) -> Rendered:
+        task_id = job.resume_task
+        if task_id is None:
+            body = create_body(frame, [_url_of(i) for i in inputs])
+            task_id = await self.settings.retry.run(
+                lambda: self._create(body, idempotency_key(frame, job.take)))
+            job.on_task(task_id)
+        task = await self._wait(task_id)
+        url, expires = _output(task, task_id)
+        try:
+            await self.settings.retry.run(lambda: self._download(url, sink))
+        except DownloadGone:
+            url, expires = _output(await self.settings.retry.run(lambda: self._task(task_id)),
+                                   task_id)  # the URL may have been renewed
+            try:
+                await self.settings.retry.run(lambda: self._download(url, sink))
+            except DownloadGone as exc:
+                raise FrameFailed(f"task {task_id} succeeded but its output URL is gone ({exc}); "
+                                  "HiAPI keeps outputs about 7 days") from None
+        return Rendered(task_id=task_id, cost=frame.cost, url=url, url_expires=expires)
+
+    async def _download(self, url: str, sink: Sink) -> None:
+        truncate = getattr(sink, "truncate", None)
+        if truncate is not None:
+            truncate()  # a retried download starts again from the first byte
+        await download(self.client, url, sink, self.settings.max_bytes,
+                       self.settings.download_timeout)
+
+    async def _create(self, body: dict, key: str) -> str:
+        try:
+            response = await self.client.post(f"{self.settings.base_url}/v1/tasks", json=body,
+                                               headers={**self._headers(), "Idempotency-Key": key})
+        except httpx.TransportError as exc:
+            raise network_error(exc, request_sent_safe=True) from None  # the key makes it safe
+        data = self._data(response)
+        task_id = data.get("taskId") if isinstance(data, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            raise FrameFailed("HiAPI accepted the task but sent no taskId")
+        return task_id
+
+    async def _task(self, task_id: str) -> dict:
+        self.polls += 1
+        try:
+            response = await self.client.get(f"{self.settings.base_url}/v1/tasks/{task_id}",
+                                              headers=self._headers())
+        except httpx.TransportError as exc:
+            raise network_error(exc, request_sent_safe=True) from None
+        data = self._data(response)
+        if not isinstance(data, dict):
+            raise FrameFailed(f"task {task_id}: the reply holds no task")
+        return data
+
+    async def _wait(self, task_id: str) -> dict:
+        deadline = time.monotonic() + self.settings.task_timeout
+        await asyncio.sleep(self.settings.poll_delay)
+        while True:
+            task = await self.settings.retry.run(lambda: self._task(task_id))
+            status = task.get("status")
+            if status == "success":
+                return task
+            if status == "fail":
+                error = task.get("error") if isinstance(task.get("error"), dict) else {}
+                raise FrameFailed(f"task {task_id} failed: {error.get('code', 'unknown')}: "
+                                  f"{short(redact(str(error.get('message', '')), self.settings.api_key))}")
+            if time.monotonic() >= deadline:  # queued, handling, archiving, or one we don't know
+                raise FrameFailed(f"task {task_id} is still {status!s} after "
+                                  f"{self.settings.task_timeout:.0f} s; the next build resumes "
+                                  "it without paying again", retry_later=True)
+            await asyncio.sleep(self.settings.poll_interval)
+
+    def _data(self, response: httpx.Response):
+        status = response.status_code
+        if status == 200:
+            return json_body(response).get("data")
+        body = {}
+        try:
+            body = json_body(response)
+        except FrameFailed:
+            pass
+        code = body.get("error_code")
+        message = short(redact(str(body.get("message") or response.reason_phrase),
+                               self.settings.api_key))
+        if status in (401, 403):
+            raise BuildStopped(f"HiAPI refused the key (HTTP {status}: {message}); "
+                               "check HIAPI_API_KEY")
+        if status == 402:
+            raise BuildStopped(f"HiAPI says the balance is insufficient (HTTP 402: {message}); "
+                               "what was rendered so far is kept")
+        if status in (409, 429) or code in RETRYABLE_CODES or status >= 500:
+            raise Retryable(f"HiAPI answered HTTP {status} {code or ''}: {message}".strip(),
+                            retry_after(response.headers))
+        raise FrameFailed(f"HiAPI rejected the request (HTTP {status} {code or ''}): "
+                          f"{message}".replace("  ", " "))
+
+
+def _url_of(image: InputData) -> str:
+    if image.url and (image.url_expires is None or image.url_expires > time.time() + 60):
+        return image.url
+    if image.url:
+        raise FrameFailed(f"the output URL of '{image.image.ref}' expired; re-render it "
+                          f"(nbpipe build --force {image.image.ref}) to get a fresh one")
+    raise FrameFailed(f"HiAPI takes input images as URLs, and '{image.image.ref}' has none")
+
+
+def _output(task: dict, task_id: str) -> tuple[str, float | None]:
+    output = task.get("output")
+    first = output[0] if isinstance(output, list) and output and isinstance(output[0], dict) else {}
+    url = first.get("url")
+    if not isinstance(url, str) or not url:
+        raise FrameFailed(f"task {task_id} succeeded without an output URL")
+    expires = first.get("expireAt")
+    return url, float(expires) if isinstance(expires, (int, float)) else None

@@ -13,7 +13,7 @@ import io
 import textwrap
 from decimal import Decimal
 
-from nbpipe.backends.base import Rendered, Sink
+from nbpipe.backends.base import InputData, Job, Rendered, Sink
 from nbpipe.plan.frame import Frame
 
 PAYLOAD_STYLE = "thumbnail"
@@ -96,10 +96,11 @@ class PreviewBackend:
 
     name = "preview"
 
-    async def render(self, frame: Frame, inputs: list[bytes], sink: Sink) -> Rendered:
-        data = await asyncio.to_thread(draw, frame, inputs)
-        sink.write(data)
-        return Rendered(format=output_format(frame), task_id=None, cost=Decimal(0))
+    async def render(self, frame: Frame, inputs: list[InputData], sink: Sink,
+                     job: Job) -> Rendered:
+        images = [i.data for i in inputs if i.data is not None]
+        sink.write(await asyncio.to_thread(draw, frame, images))
+        return Rendered(task_id=None, cost=Decimal(0))
 
     async def aclose(self) -> None:
         return None

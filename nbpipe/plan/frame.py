@@ -25,6 +25,12 @@ from decimal import Decimal
 from typing import Any, Literal
 
 KEY_SCHEMA = 1
+IMAGE_EXTENSIONS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
+FORMAT_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+
+def format_of_path(path: str) -> str | None:
+    return IMAGE_EXTENSIONS.get(path.rpartition(".")[2].lower())
 
 
 def canonical_json(value: Any) -> bytes:
@@ -82,6 +88,15 @@ class Frame:
                            for i in self.inputs],
                 "bible": self.bible, "template": self.template, "vars": self.vars,
                 "sources": self.sources}
+
+    def output_for(self, fmt: str) -> str:
+        """The output path for an image of format `fmt`: the extension follows the bytes
+        (Gemini chooses its own format; a JPEG is never written under a .png name)."""
+        stem, dot, ext = self.output.rpartition(".")
+        known = IMAGE_EXTENSIONS.get(ext.lower())
+        if not dot or known is None or known == fmt:
+            return self.output
+        return f"{stem}.{FORMAT_EXTENSIONS.get(fmt, fmt)}"
 
     @property
     def upstreams(self) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from nbpipe.manifest.expand import Declared, expand
 from nbpipe.manifest.load import Loaded, load_manifest
 from nbpipe.manifest.source import did_you_mean
 from nbpipe.plan import graph
-from nbpipe.plan.frame import Frame
+from nbpipe.plan.frame import Frame, format_of_path
 from nbpipe.plan.reasons import Change, changes, short_reason
 from nbpipe.plan.resolve import Resolver
 
@@ -110,13 +110,18 @@ class Locked(Protocol):
     output: str
 
 
+class TakeRef(Protocol):
+    digest: str
+    format: str
+
+
 class Known(Protocol):
     """What happened before, as the planner needs it (implemented over store/ by run/)."""
 
     def locked(self, frame: str) -> Locked | None: ...
     def output_digest(self, output: str) -> str | None: ...
     def has_blob(self, digest: str) -> bool: ...
-    def best_take(self, key: str) -> str | None: ...
+    def best_take(self, key: str) -> TakeRef | None: ...
     def take_digests(self, key: str) -> set[str]: ...
     def previous_request(self, key: str) -> dict | None: ...
 
@@ -152,6 +157,7 @@ class Step:
     reason: str
     digest: str | None = None  # the image a fresh or restored frame holds
     changes: tuple[Change, ...] = ()
+    output: str | None = None  # where that image is (its extension follows its format)
 
     @property
     def cost(self) -> Decimal:
@@ -183,28 +189,33 @@ def decide(frame: Frame, known: Known, force: bool = False) -> Step:
         waits = ", ".join(i.ref for i in frame.inputs if i.digest is None)
         return Step(frame, "blocked", f"waits on {waits}")
     locked = known.locked(frame.name)
-    current = known.output_digest(frame.output)
     same_key = locked is not None and locked.key == frame.key
+    take = None if same_key else known.best_take(frame.key)
+    if same_key:
+        path = frame.output_for(format_of_path(locked.output) or "")
+    else:
+        path = frame.output_for(take.format) if take else frame.output
+    current = known.output_digest(path)
     ours = current is None or (locked is not None and current == locked.digest) \
         or current in known.take_digests(frame.key)
     if not ours and not force:
         why = "output modified outside nbpipe" if locked else "a file not made by nbpipe is in the way"
-        return Step(frame, "blocked", f"{why} (--force overwrites)")
+        return Step(frame, "blocked", f"{why} (--force overwrites)", output=path)
     if force:
         return Step(frame, "render", "forced (a new take)")
     if same_key:
         if current == locked.digest:
-            return Step(frame, "fresh", "up to date", locked.digest)
+            return Step(frame, "fresh", "up to date", locked.digest, output=path)
         if known.has_blob(locked.digest):
-            return Step(frame, "restore", "output missing", locked.digest)
+            return Step(frame, "restore", "output missing", locked.digest, output=path)
         return Step(frame, "render", "output missing and not in the cache")
     found = _changes(frame, locked, known)
     reason = "new frame" if locked is None else short_reason(found)
-    take = known.best_take(frame.key)
     if take is not None:
-        if take == current:
-            return Step(frame, "fresh", "output already holds a take of this key", take)
-        return Step(frame, "restore", reason, take, tuple(found))
+        if take.digest == current:
+            return Step(frame, "fresh", "output already holds a take of this key", take.digest,
+                        output=path)
+        return Step(frame, "restore", reason, take.digest, tuple(found), output=path)
     return Step(frame, "render", reason, None, tuple(found))
 
 

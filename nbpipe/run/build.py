@@ -17,9 +17,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from nbpipe.backends import open_backend
-from nbpipe.backends.base import Backend
-from nbpipe.errors import NbpipeError
-from nbpipe.plan.frame import Frame
+from nbpipe.backends.base import Backend, InputData, Job
+from nbpipe.backends.images import MIME, sniff, verify_image
+from nbpipe.errors import BuildStopped, FrameFailed, NbpipeError
+from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Project, Step, decide, make_plan
 from nbpipe.run.events import Summary
 from nbpipe.run.noop import fingerprint
@@ -43,9 +44,9 @@ class StoreKnown:
     def has_blob(self, digest: str) -> bool:
         return self.cache.has_blob(digest)
 
-    def best_take(self, key: str) -> str | None:
+    def best_take(self, key: str) -> Take | None:
         takes = self.cache.takes(key)
-        return takes[-1].digest if takes else None
+        return takes[-1] if takes else None
 
     def take_digests(self, key: str) -> set[str]:
         return {t.digest for t in self.cache.takes(key)}
@@ -75,6 +76,7 @@ class Build:
     options: BuildOptions
     summary: Summary = field(default_factory=Summary)
     backends: dict[str, Backend] = field(default_factory=dict)
+    stopped: str | None = None  # why no more requests may be sent (bad key, no balance)
 
     @property
     def root(self) -> Path:
@@ -114,7 +116,7 @@ class Build:
 
     def _backend(self, name: str) -> Backend:
         if name not in self.backends:
-            self.backends[name] = open_backend(name)
+            self.backends[name] = open_backend(name, self.options.jobs)
         return self.backends[name]
 
     async def _all(self, frames: list[Frame]) -> None:
@@ -142,6 +144,9 @@ class Build:
         step = self.decided.get(frame.name) or decide(frame, known, self._forced(frame))
         try:
             digest = await self._act(step, slots)
+        except BuildStopped as exc:
+            self.stopped = self.stopped or str(exc)
+            digest = self._fail(step, str(exc))
         except NbpipeError as exc:
             digest = self._fail(step, exc.render().removeprefix("error: "))
         except OSError as exc:
@@ -152,60 +157,70 @@ class Build:
         frame = step.frame
         if step.action == "fresh":
             self.summary.fresh += 1
-            self._pin(frame, step.digest, self._locked_cost(frame))
+            self._pin(frame, step.digest, self._locked_cost(frame), step.output)
             self.events.frame("fresh", step, step.reason)
             return step.digest
         if step.action == "blocked":
             self.summary.left += 1
             self.events.frame("left", step, f"{frame.output}: {step.reason}")
             return None
-        if step.action == "restore" and self._materialize(frame, step.digest):
+        if step.action == "restore" and self._materialize(step.output, step.digest):
             self.summary.restored += 1
             self.summary.saved += frame.cost
-            self._pin(frame, step.digest, self._take_cost(frame, step.digest))
+            self._pin(frame, step.digest, self._take_cost(frame, step.digest), step.output)
             self.events.frame("restored", step, f"{step.reason} · from the cache, free")
             return step.digest
         async with slots:
+            if self.stopped:
+                raise FrameFailed(f"not sent: the build stopped ({self.stopped})")
             return await self._render(step)
 
     async def _render(self, step: Step) -> str:
         frame = step.frame
-        inputs = [self._input_bytes(i.ref if i.kind == "file" else None, i.digest)
-                  for i in frame.inputs]
+        inputs = [self._input(image) for image in frame.inputs]
+        take_no = len(self.cache.takes(frame.key)) + 1
+        job = Job(take=take_no, resume_task=self.cache.pending_task(frame.key, take_no),
+                  on_task=lambda task_id: self.cache.set_pending_task(frame.key, take_no, task_id))
         started = time.time()
         with self.cache.writer() as sink:
-            rendered = await self._backend(frame.backend).render(frame, inputs, sink)
+            rendered = await self._backend(frame.backend).render(frame, inputs, sink, job)
+            sink.flush()
+            fmt = verify_image(sink.path)  # nothing that is not an image enters the cache
             digest = sink.commit()
-        take = Take(digest=digest, backend=frame.backend, model=frame.model,
-                    format=rendered.format, cost_usd=str(rendered.cost), created=started,
-                    task_id=rendered.task_id)
+        take = Take(digest=digest, backend=frame.backend, model=frame.model, format=fmt,
+                    cost_usd=str(rendered.cost), created=started, task_id=rendered.task_id,
+                    url=rendered.url, url_expires=rendered.url_expires)
         self.cache.add_take(frame.key, frame.record(), take)  # paid for: safe before anything else
+        self.cache.set_pending_task(frame.key, take_no, None)
         self.summary.rendered += 1
         self.summary.spent += rendered.cost
-        if not self._materialize(frame, digest):
-            raise NbpipeError(f"the image of {frame.name} vanished from the cache while writing")
-        self._pin(frame, digest, rendered.cost)
-        reason = step.reason
-        self.events.frame("rendered", step, f"{reason} · {frame.backend} {frame.model}")
+        output = frame.output_for(fmt)
+        if not self._materialize(output, digest):
+            raise FrameFailed(f"the image of {frame.name} vanished from the cache while writing")
+        self._pin(frame, digest, rendered.cost, output)
+        where = f" as {output}" if output != frame.output else ""
+        self.events.frame("rendered", step, f"{step.reason} · {frame.backend} {frame.model}{where}")
         return digest
 
-    def _input_bytes(self, file: str | None, digest: str | None) -> bytes:
-        if file is not None:
-            return (self.root / file).read_bytes()
-        data = self.cache.read_verified(digest) if digest else None
+    def _input(self, image: InputImage) -> InputData:
+        if image.kind == "file":
+            data = (self.root / image.ref).read_bytes()
+            return InputData(image, data, MIME.get(sniff(data[:16]) or "", "image/png"))
+        data = self.cache.read_verified(image.digest) if image.digest else None
         if data is None:
-            raise NbpipeError(f"input image sha256:{str(digest)[:12]} is not in the cache")
-        return data
+            raise FrameFailed(f"the image of '{image.ref}' is not in the cache")
+        url, expires = self.cache.served_at(image.digest)
+        return InputData(image, data, MIME.get(sniff(data[:16]) or "", "image/png"), url, expires)
 
-    def _materialize(self, frame: Frame, digest: str) -> bool:
-        if not self.cache.copy_verified(digest, self.root / frame.output):
+    def _materialize(self, output: str, digest: str) -> bool:
+        if not self.cache.copy_verified(digest, self.root / output):
             return False
-        self.state.note_output(frame.output, digest)
+        self.state.note_output(output, digest)
         return True
 
-    def _pin(self, frame: Frame, digest: str, cost: Decimal) -> None:
+    def _pin(self, frame: Frame, digest: str, cost: Decimal, output: str | None) -> None:
         self.lock.entries[frame.name] = LockEntry(
-            key=frame.key, output=frame.output, digest=digest, backend=frame.backend,
+            key=frame.key, output=output or frame.output, digest=digest, backend=frame.backend,
             model=frame.model, cost_usd=float(cost))
 
     def _locked_cost(self, frame: Frame) -> Decimal:

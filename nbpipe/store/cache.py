@@ -42,6 +42,8 @@ class Take:
     cost_usd: str  # Decimal as text
     created: float  # Unix seconds
     task_id: str | None = None
+    url: str | None = None  # where the backend serves it (HiAPI), usable as an edit's input
+    url_expires: float | None = None
 
     @staticmethod
     def from_json(doc: dict) -> "Take":
@@ -63,6 +65,16 @@ class BlobWriter:
         self._file.write(chunk)
         self._hash.update(chunk)
         self.size += len(chunk)
+
+    def truncate(self) -> None:
+        """Start again from the first byte (a retried download)."""
+        self._file.seek(0)
+        self._file.truncate()
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def flush(self) -> None:
+        self._file.flush()
 
     def commit(self) -> str:
         """Make the blob durable under its digest; returns the digest."""
@@ -198,6 +210,18 @@ class Cache:
             record = self._record(key)
             takes = [t for t in record.get("takes", []) if t.get("digest") != take.digest]
             self.index.set(f"key:{key}", {"request": request, "takes": [*takes, asdict(take)]})
+            if take.url:
+                self.index.set(f"url:{take.digest}", [take.url, take.url_expires])
+
+    def served_at(self, digest: str) -> tuple[str | None, float | None]:
+        """Where a backend serves these bytes (an upstream HiAPI output), and until when."""
+        try:
+            found = self.index.get(f"url:{digest}") if self.readable else None
+        except (sqlite3.DatabaseError, ValueError):
+            return None, None
+        if isinstance(found, list) and len(found) == 2 and isinstance(found[0], str):
+            return found[0], found[1] if isinstance(found[1], (int, float)) else None
+        return None, None
 
     def remember_request(self, key: str, request: dict) -> None:
         """Record a request without a take (a restored frame whose record was lost)."""
@@ -210,9 +234,24 @@ class Cache:
         if not self.readable:
             return []
         try:
-            return [k[4:] for k in self.index.iterkeys() if isinstance(k, str) and k.startswith("key:")]
+            return [k[4:] for k in self.index.iterkeys()
+                    if isinstance(k, str) and k.startswith("key:")]
         except sqlite3.DatabaseError:
             return []
+
+    def pending_task(self, key: str, take: int) -> str | None:
+        """A task created for this key and take that has not delivered its image yet."""
+        try:
+            task = self.index.get(f"task:{key}:{take}") if self.readable else None
+        except (sqlite3.DatabaseError, ValueError):
+            return None
+        return task if isinstance(task, str) else None
+
+    def set_pending_task(self, key: str, take: int, task_id: str | None) -> None:
+        if task_id is None:
+            self.index.delete(f"task:{key}:{take}")
+        else:
+            self.index.set(f"task:{key}:{take}", task_id)
 
     def drop_take(self, key: str, digest: str) -> None:
         with self.index.transact():

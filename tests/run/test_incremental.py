@@ -278,9 +278,13 @@ def test_shared_cache_dir(project, build, monkeypatch, tmp_path):
     assert not (one / ".nbpipe" / "index").exists()
 
 
-def test_unbuilt_real_backend_stops_before_anything_but_fresh_projects_still_pass(project, run):
+def test_missing_key_stops_before_anything_and_suggests_preview(project, run, monkeypatch):
+    for var in ("HIAPI_API_KEY", "HIAPI_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
     root = project("aria-lookbook")
     result = run("-C", str(root), "build")
-    assert result.code == 2
-    assert result.err.startswith("error: rendering on 'hiapi' is not built yet")
+    assert (result.code, result.out) == (2, "")
+    assert result.err == ("error: HIAPI_API_KEY is not set, so nothing can be rendered on hiapi\n"
+                          "hint: set HIAPI_API_KEY (or HIAPI_TOKEN), or build offline with "
+                          "--backend preview\n")
     assert not (root / "out").exists() and not (root / "nbpipe.lock").exists()

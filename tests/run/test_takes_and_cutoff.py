@@ -34,10 +34,10 @@ class CountingBackend:
         self.bytes_for = bytes_for
         self.calls: list[str] = []
 
-    async def render(self, frame, inputs, sink):
+    async def render(self, frame, inputs, sink, job):
         self.calls.append(frame.name)
         sink.write(self.bytes_for(frame, len(self.calls)))
-        return Rendered("png", f"task-{len(self.calls)}", Decimal("0.05"))
+        return Rendered(f"task-{len(self.calls)}", Decimal("0.05"))
 
     async def aclose(self):
         pass
