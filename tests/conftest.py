@@ -62,3 +62,29 @@ def tiny_png() -> bytes:
 
 
 os.environ.pop("NBPIPE_CACHE_DIR", None)
+
+
+@pytest.fixture
+def fake_hiapi(monkeypatch):
+    """A running fake HiAPI, with the environment pointing nbpipe at it and fast polling."""
+    from tests.fakes.hiapi import FakeHiApi
+
+    with FakeHiApi() as fake:
+        monkeypatch.setenv("HIAPI_API_KEY", fake.key)
+        monkeypatch.setenv("HIAPI_BASE_URL", fake.url)
+        monkeypatch.setenv("NBPIPE_HIAPI_POLL_DELAY", "0")
+        monkeypatch.setenv("NBPIPE_HIAPI_POLL_INTERVAL", "0.01")
+        monkeypatch.setenv("NBPIPE_RETRY_BASE", "0.01")
+        yield fake
+
+
+@pytest.fixture
+def fake_gemini(monkeypatch):
+    from tests.fakes.gemini import FakeGemini
+
+    with FakeGemini() as fake:
+        monkeypatch.setenv("GEMINI_API_KEY", fake.key)
+        monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)
+        monkeypatch.setenv("NBPIPE_RETRY_BASE", "0.01")
+        yield fake

@@ -1,0 +1,127 @@
+"""A fake of Gemini's generateContent (both /v1beta and /v1), as documented in api-facts.md.
+
+Replies carry a thought part and a text part before the image, as real ones may; the Pro model
+answers JPEG (real Pro often does). Key by `x-goog-api-key` or `?key=`. Faults, scripted:
+
+    generate: 429 500 503 drop badkey 403 safety prompt-blocked no-image
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+
+from tests.fakes.server import FakeServer, Handler, image_bytes
+
+RATIOS = ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"]
+MODELS = {
+    "gemini-2.5-flash-image": {"sizes": None, "ratios": RATIOS, "max_images": 3, "mime": "png"},
+    "gemini-3-pro-image-preview": {"sizes": ["1K", "2K", "4K"], "ratios": RATIOS,
+                                   "max_images": 14, "mime": "jpeg"},
+    "gemini-3.1-flash-image-preview": {"sizes": ["512", "1K", "2K", "4K"],
+                                       "ratios": RATIOS + ["1:4", "4:1", "1:8", "8:1"],
+                                       "max_images": 14, "mime": "png"},
+}
+IMAGE_MIMES = {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}
+ROUTE = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")
+
+
+class FakeGemini(FakeServer):
+    def __init__(self, key: str = "fake-gemini-key"):
+        super().__init__()
+        self.key = key
+        self.bodies: list[dict] = []
+
+    def dispatch(self, request: Handler, method: str) -> None:
+        self.count("requests")
+        match = ROUTE.match(request.route())
+        if method != "POST" or not match:
+            return self._error(request, 404, "NOT_FOUND", "no such method")
+        key = request.headers.get("x-goog-api-key") or request.query().get("key")
+        raw = request.body()
+        fault = self.faults.next("generate")
+        if key != self.key or fault == "badkey":
+            return self._error(request, 400, "INVALID_ARGUMENT",
+                               "API key not valid. Please pass a valid API key.")
+        if fault == "403":
+            return self._error(request, 403, "PERMISSION_DENIED", "permission denied")
+        if fault in ("429", "500", "503"):
+            details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0s"}] \
+                if fault == "429" else []
+            status = {"429": "RESOURCE_EXHAUSTED", "500": "INTERNAL", "503": "UNAVAILABLE"}[fault]
+            return self._error(request, int(fault), status, "try again later", details=details)
+        model = match.group(2)
+        spec = MODELS.get(model)
+        if spec is None:
+            return self._error(request, 404, "NOT_FOUND", f"models/{model} is not found")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._error(request, 400, "INVALID_ARGUMENT", "Invalid JSON payload")
+        problem = validate(body, spec)
+        if problem:
+            return self._error(request, 400, "INVALID_ARGUMENT", problem)
+        self.bodies.append(body)
+        self.count("generates")
+        if fault == "drop":
+            return request.drop()
+        request.send(200, self._reply(body, spec, fault))
+
+    def _reply(self, body: dict, spec: dict, fault: str | None) -> dict:
+        if fault == "prompt-blocked":
+            return {"promptFeedback": {"blockReason": "SAFETY"}}
+        if fault == "safety":
+            return {"candidates": [{"finishReason": "IMAGE_SAFETY", "index": 0}]}
+        parts = [{"text": "Planning the composition.", "thought": True},
+                 {"text": "Here is the image."}]
+        if fault != "no-image":
+            seed = str(len(self.bodies)) + json.dumps(body)[:40]
+            data = base64.b64encode(image_bytes(spec["mime"], seed)).decode()
+            parts.append({"inlineData": {"mimeType": f"image/{spec['mime']}", "data": data}})
+        return {"candidates": [{"content": {"role": "model", "parts": parts},
+                                "finishReason": "STOP", "index": 0}],
+                "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 1290}}
+
+    def _error(self, request: Handler, status: int, kind: str, message: str,
+               details: list | None = None) -> None:
+        request.send(status, {"error": {"code": status, "message": message, "status": kind,
+                                        **({"details": details} if details else {})}})
+
+
+def validate(body: dict, spec: dict) -> str | None:
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        return "contents is required"
+    parts = contents[0].get("parts") if isinstance(contents[0], dict) else None
+    if not isinstance(parts, list) or not parts:
+        return "contents[0].parts is required"
+    images = 0
+    for part in parts:
+        inline = part.get("inlineData") or part.get("inline_data") if isinstance(part, dict) else None
+        if inline is not None:
+            images += 1
+            mime = inline.get("mimeType") or inline.get("mime_type")
+            if mime not in IMAGE_MIMES:
+                return f"unsupported mimeType {mime!r}"
+            data = str(inline.get("data", "")).replace("-", "+").replace("_", "/")
+            try:
+                base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                return "inlineData.data is not base64"
+        elif not isinstance(part, dict) or not isinstance(part.get("text"), str):
+            return "a part must hold text or inlineData"
+    if images > spec["max_images"]:
+        return f"too many input images ({images})"
+    config = body.get("generationConfig") or {}
+    image_config = config.get("imageConfig") or {}
+    ratio, size = image_config.get("aspectRatio"), image_config.get("imageSize")
+    if ratio is not None and ratio not in spec["ratios"]:
+        return f"unsupported aspectRatio {ratio!r}"
+    if size is not None and (spec["sizes"] is None or size not in spec["sizes"]):
+        return f"unsupported imageSize {size!r}"
+    modalities = config.get("responseModalities") or ["TEXT", "IMAGE"]
+    if "IMAGE" not in modalities:
+        return "responseModalities must include IMAGE for an image model"
+    return None

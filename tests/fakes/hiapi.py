@@ -1,0 +1,250 @@
+"""A fake of HiAPI's /v1/tasks API as documented in ../shared/api-facts.md.
+
+Envelopes `{code, message, data}` (errors add `error_code`), ids `tk-hiapi-` + 26 characters,
+the status walk queued → handling → archiving → success | fail (one step per poll),
+`completed: 0` until terminal, output URLs with `expireAt`, idempotent replay, and per-model
+validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
+
+    create:   429 503 drop(after creating) 400 401 402 409
+    poll:     429 503 drop garbage
+    task:     fail stuck weird(an unknown status first)       (applied to the next task created)
+    download: truncate notimage gone slow huge
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import string
+import threading
+import time
+from dataclasses import dataclass
+
+from tests.fakes.server import FakeServer, Handler, image_bytes
+
+ASPECTS = ["auto", "1:1", "16:9", "9:16", "3:4", "4:3", "3:2", "2:3", "5:4", "4:5", "21:9"]
+MODELS = {
+    "Nano-Banana": {"prompt_max": 5000, "aspects": ASPECTS, "resolutions": None,
+                    "formats": ["png", "jpeg"], "max_images": 0},
+    "Nano-Banana-2": {"prompt_max": 20000, "aspects": ASPECTS + ["1:4", "4:1", "1:8", "8:1"],
+                      "resolutions": ["1K", "2K", "4K"], "formats": ["png", "jpg"],
+                      "max_images": 8},
+    "Nano-Banana-Pro": {"prompt_max": 10000, "aspects": ASPECTS,
+                        "resolutions": ["1K", "2K", "4K"], "formats": ["png", "jpg"],
+                        "max_images": 8},
+}
+WALK = ["queued", "handling", "archiving"]
+
+
+@dataclass
+class Task:
+    task_id: str
+    model: str
+    input: dict
+    created: int
+    outcome: str = "success"  # success | fail | stuck
+    weird: bool = False
+    polls: int = 0
+    status: str = "queued"
+    completed: int = 0
+    image: bytes = b""
+    creates: int = 1
+
+
+class FakeHiApi(FakeServer):
+    def __init__(self, key: str = "sk-fake-hiapi-key"):
+        super().__init__()
+        self.key = key
+        self.tasks: dict[str, Task] = {}
+        self.idempotency: dict[str, tuple[str, str]] = {}  # key → (body digest, task id)
+        self.created_keys: list[str] = []  # the Idempotency-Key of every task really created
+        self._lock = threading.Lock()
+
+    # --- routing ------------------------------------------------------------------------------
+
+    def dispatch(self, request: Handler, method: str) -> None:
+        path = request.route()
+        self.count("requests")
+        if path.startswith("/files/"):
+            return self._file(request, path.removeprefix("/files/"))
+        if request.headers.get("Authorization") != f"Bearer {self.key}":
+            return self._error(request, 401, "UNAUTHORIZED", "invalid API key")
+        if method == "POST" and path == "/v1/tasks":
+            return self._create(request)
+        if method == "GET" and path == "/v1/tasks":
+            return self._list(request)
+        if method == "GET" and path.startswith("/v1/tasks/"):
+            return self._poll(request, path.removeprefix("/v1/tasks/"))
+        self._error(request, 404, "NOT_FOUND", "no such route")
+
+    def _error(self, request: Handler, status: int, error_code: str, message: str,
+               headers: dict | None = None) -> None:
+        request.send(status, {"code": status, "message": message, "data": None,
+                              "error_code": error_code}, headers)
+
+    # --- create -------------------------------------------------------------------------------
+
+    def _create(self, request: Handler) -> None:
+        raw = request.body()
+        fault = self.faults.next("create")
+        if fault in ("429", "503"):
+            return self._error(request, int(fault), "RATE_LIMITED" if fault == "429"
+                               else "SERVICE_UNAVAILABLE", "try again", {"Retry-After": "0"})
+        if fault in ("401", "402"):
+            return self._error(request, int(fault), "UNAUTHORIZED" if fault == "401"
+                               else "INSUFFICIENT_BALANCE", f"refused ({self.key})")
+        if fault == "400":
+            return self._error(request, 400, "INVALID_REQUEST", "prompt rejected by policy")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._error(request, 400, "INVALID_REQUEST", "body is not JSON")
+        problem = validate(body)
+        if problem:
+            return self._error(request, 400, "INVALID_REQUEST", problem)
+        key = request.headers.get("Idempotency-Key")
+        digest = hashlib.sha256(raw).hexdigest()
+        with self._lock:
+            if key and key in self.idempotency:
+                known_digest, task_id = self.idempotency[key]
+                if known_digest != digest:
+                    return self._error(request, 422, "IDEMPOTENCY_KEY_MISMATCH",
+                                       "Idempotency-Key reused with another body")
+                if fault == "409":
+                    return self._error(request, 409, "IDEMPOTENCY_KEY_PROCESSING", "in flight",
+                                       {"Retry-After": "0"})
+                self.count("replays")
+                return request.send(200, envelope({"taskId": task_id}),
+                                    {"Idempotent-Replay": "true"})
+            task = self._new_task(body)
+            if key:
+                self.idempotency[key] = (digest, task.task_id)
+            self.created_keys.append(key or "")
+        self.count("creates")
+        if fault == "drop":  # the task exists and is billed; the reply is lost
+            return request.drop()
+        request.send(200, envelope({"taskId": task.task_id}))
+
+    def _new_task(self, body: dict) -> Task:
+        task_id = "tk-hiapi-" + "".join(random.choices(string.ascii_uppercase + string.digits,
+                                                       k=26))
+        task = Task(task_id, body["model"], body["input"], int(time.time()))
+        outcome = self.faults.next("task")
+        if outcome == "weird":
+            task.weird = True
+        elif outcome in ("fail", "stuck"):
+            task.outcome = outcome
+        fmt = body["input"].get("output_format", "png")
+        task.image = image_bytes(fmt, task_id)
+        self.tasks[task_id] = task
+        return task
+
+    # --- poll ---------------------------------------------------------------------------------
+
+    def _poll(self, request: Handler, task_id: str) -> None:
+        self.count("polls")
+        fault = self.faults.next("poll")
+        if fault in ("429", "503"):
+            return self._error(request, int(fault), "RATE_LIMITED", "slow down",
+                               {"Retry-After": "0"})
+        if fault == "drop":
+            return request.drop()
+        if fault == "garbage":
+            return request.send(200, raw=b"<html>gateway</html>", content_type="text/html")
+        task = self.tasks.get(task_id)
+        if task is None:
+            return self._error(request, 404, "NOT_FOUND", "task not found")
+        with self._lock:
+            self._advance(task)
+        request.send(200, envelope(self.task_json(task, request)))
+
+    def _advance(self, task: Task) -> None:
+        task.polls += 1
+        if task.status in ("success", "fail") or task.outcome == "stuck":
+            return
+        if task.weird and task.polls == 1:
+            task.status = "pending_review"  # a status this client has never heard of
+            return
+        step = task.polls - 1 - (1 if task.weird else 0)
+        if step < len(WALK):
+            task.status = WALK[step]
+            return
+        task.status = "fail" if task.outcome == "fail" else "success"
+        task.completed = int(time.time())
+
+    def task_json(self, task: Task, request: Handler) -> dict:
+        doc = {"taskId": task.task_id, "model": task.model, "status": task.status,
+               "created": task.created, "completed": task.completed}
+        if task.status == "success":
+            ext = "jpg" if task.input.get("output_format") in ("jpeg", "jpg") else "png"
+            host = request.headers.get("Host")
+            doc["output"] = [{"url": f"http://{host}/files/{task.task_id}.{ext}", "type": "image",
+                              "expireAt": int(time.time()) + 7 * 86400}]
+        if task.status == "fail":
+            doc["error"] = {"code": "CONTENT_POLICY", "message": "the output was flagged"}
+        return doc
+
+    def _list(self, request: Handler) -> None:
+        query = request.query()
+        page, size = int(query.get("page", 1)), int(query.get("size", 20))
+        items = sorted(self.tasks.values(), key=lambda t: t.created, reverse=True)
+        chunk = items[(page - 1) * size: page * size]
+        request.send(200, envelope({"items": [self.task_json(t, request) for t in chunk],
+                                    "page": page, "size": size, "total": len(items)}))
+
+    # --- files --------------------------------------------------------------------------------
+
+    def _file(self, request: Handler, name: str) -> None:
+        self.count("downloads")
+        task = self.tasks.get(name.rpartition(".")[0])
+        fault = self.faults.next("download")
+        if task is None or task.status != "success" or fault == "gone":
+            return request.send(410, raw=b"expired", content_type="text/plain")
+        data = task.image
+        if fault == "truncate":
+            data = data[: len(data) // 2]
+        elif fault == "notimage":
+            data = b"<html>not an image</html>" * 10
+        elif fault == "huge":
+            data = b"\x89PNG\r\n\x1a\n" + b"\0" * (80 << 20)
+        elif fault == "slow":
+            return request.drip(data, 30)
+        request.send(200, raw=data, content_type="image/png")
+
+
+def envelope(data: dict) -> dict:
+    return {"code": 200, "message": "success", "data": data}
+
+
+def validate(body: dict) -> str | None:
+    """The server's per-model checks: what a real server answers 400 to."""
+    if not isinstance(body, dict) or set(body) - {"model", "input", "callback", "route", "storage"}:
+        return "unknown top-level fields"
+    spec = MODELS.get(body.get("model"))
+    if spec is None:
+        return f"unknown model {body.get('model')!r}"
+    task_input = body.get("input")
+    if not isinstance(task_input, dict) or not isinstance(task_input.get("prompt"), str):
+        return "input.prompt is required"
+    allowed = {"prompt", "aspect_ratio", "output_format"}
+    if spec["resolutions"]:
+        allowed.add("resolution")
+    if spec["max_images"]:
+        allowed.add("image_input")
+    extra = set(task_input) - allowed
+    if extra:
+        return f"unsupported input fields for {body['model']}: {sorted(extra)}"
+    if len(task_input["prompt"]) > spec["prompt_max"]:
+        return "prompt too long"
+    if "aspect_ratio" in task_input and task_input["aspect_ratio"] not in spec["aspects"]:
+        return "invalid aspect_ratio"
+    if "resolution" in task_input and task_input["resolution"] not in spec["resolutions"]:
+        return "invalid resolution"
+    if "output_format" in task_input and task_input["output_format"] not in spec["formats"]:
+        return "invalid output_format"
+    images = task_input.get("image_input", [])
+    if not isinstance(images, list) or len(images) > spec["max_images"] or \
+            not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in images):
+        return "image_input must be a list of URLs"
+    return None

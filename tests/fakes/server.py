@@ -1,0 +1,134 @@
+"""A loopback HTTP server on a thread, and the scripted faults both fakes understand."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections import Counter, defaultdict, deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+def image_bytes(fmt: str, seed: str, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small real image in `fmt` (png | jpeg), different for each seed."""
+    from PIL import Image
+
+    colour = tuple(int(seed.encode().hex()[i: i + 2] or "0", 16) for i in (0, 2, 4))
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "JPEG" if fmt in ("jpeg", "jpg") else "PNG")
+    return out.getvalue()
+
+
+class Faults:
+    """Scripted faults per endpoint, consumed in order: faults.add("create", "429", "503")."""
+
+    def __init__(self):
+        self._queues: dict[str, deque] = defaultdict(deque)
+        self.lock = threading.Lock()
+
+    def add(self, endpoint: str, *faults: str) -> None:
+        with self.lock:
+            self._queues[endpoint].extend(faults)
+
+    def next(self, endpoint: str) -> str | None:
+        with self.lock:
+            queue = self._queues[endpoint]
+            return queue.popleft() if queue else None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    fake: "FakeServer"
+
+    def log_message(self, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:
+        self.fake.dispatch(self, "GET")
+
+    def do_POST(self) -> None:
+        self.fake.dispatch(self, "POST")
+
+    # helpers for the fakes
+    def body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def query(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+
+    def route(self) -> str:
+        return urlsplit(self.path).path
+
+    def send(self, status: int, payload: Any = None, headers: dict | None = None,
+             raw: bytes | None = None, content_type: str = "application/json") -> None:
+        data = raw if raw is not None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def drop(self) -> None:
+        """Close the connection without any reply (a lost response)."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(2)
+        except OSError:
+            pass
+
+    def drip(self, data: bytes, seconds: float) -> None:
+        """Send headers, then the body a byte at a time, slowly (a slow-drip server)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        deadline = time.monotonic() + seconds
+        for byte in data:
+            if time.monotonic() > deadline:
+                break
+            try:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.05)
+        self.drop()
+
+
+class FakeServer:
+    """Runs `dispatch` for every request on a loopback port; counts what it saw."""
+
+    def __init__(self):
+        self.faults = Faults()
+        self.counts: Counter = Counter()
+        self.lock = threading.Lock()
+        handler = type("BoundHandler", (Handler,), {"fake": self})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def count(self, what: str) -> None:
+        with self.lock:
+            self.counts[what] += 1
+
+    def __enter__(self) -> "FakeServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def dispatch(self, request: Handler, method: str) -> None:
+        raise NotImplementedError
