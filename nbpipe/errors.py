@@ -3,8 +3,9 @@
     NbpipeError                 exit 1 unless a subclass says otherwise
     ├── UsageError              exit 2: bad command line (unknown frame, bad flag value)
     ├── ManifestError           exit 2: one or more located Diagnostics in nbpipe.yaml
-    ├── FrameFailed             one frame failed (bad request, task failed, blocked, timeout);
-    │                           the build goes on with frames that do not depend on it
+    ├── FrameFailed             one frame failed (bad request, blocked, timeout, bad bytes);
+    │   │                       the build goes on with frames that do not depend on it
+    │   └── TaskFailed          the remote task itself ended in failure: nothing to resume
     └── BuildStopped            exit 1: nothing more may be sent (bad key, no balance);
                                 what was already rendered is kept
 
@@ -60,6 +61,10 @@ class FrameFailed(NbpipeError):
     def __init__(self, message: str, retry_later: bool = False):
         super().__init__(message)
         self.retry_later = retry_later
+
+
+class TaskFailed(FrameFailed):
+    """The backend's task reached a terminal failure; its id need not be kept for resuming."""
 
 
 class BuildStopped(NbpipeError):

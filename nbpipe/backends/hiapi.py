@@ -18,7 +18,7 @@ import httpx
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
 from nbpipe.backends.http import (DownloadGone, Retryable, RetryPolicy, download, json_body,
                                   network_error, redact, retry_after, short)
-from nbpipe.errors import BuildStopped, FrameFailed, UsageError
+from nbpipe.errors import BuildStopped, FrameFailed, TaskFailed, UsageError
 from nbpipe.plan.frame import Frame
 
 PAYLOAD_STYLE = "https URL"
@@ -51,7 +51,7 @@ class HiApiSettings:
     poll_interval: float = 3.0
     task_timeout: float = 600.0  # then the frame fails and its task is resumed next build
     max_bytes: int = 64 << 20
-    download_timeout: float = 300.0
+    download_timeout: float = 300.0  # for the whole body: a slow drip cannot hang a build
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @staticmethod
@@ -69,6 +69,8 @@ class HiApiSettings:
             poll_delay=number("NBPIPE_HIAPI_POLL_DELAY", 5.0),
             poll_interval=number("NBPIPE_HIAPI_POLL_INTERVAL", 3.0),
             task_timeout=number("NBPIPE_HIAPI_TIMEOUT", 600.0),
+            max_bytes=int(number("NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
+            download_timeout=number("NBPIPE_DOWNLOAD_TIMEOUT", 300.0),
             retry=RetryPolicy(base=number("NBPIPE_RETRY_BASE", 1.0)))
 
 
@@ -157,7 +159,7 @@ class HiApiBackend:
                 return task
             if status == "fail":
                 error = task.get("error") if isinstance(task.get("error"), dict) else {}
-                raise FrameFailed(f"task {task_id} failed: {error.get('code', 'unknown')}: "
+                raise TaskFailed(f"task {task_id} failed: {error.get('code', 'unknown')}: "
                                   f"{short(redact(str(error.get('message', '')), self.settings.api_key))}")
             if time.monotonic() >= deadline:  # queued, handling, archiving, or one we don't know
                 raise FrameFailed(f"task {task_id} is still {status!s} after "
@@ -168,7 +170,10 @@ class HiApiBackend:
     def _data(self, response: httpx.Response):
         status = response.status_code
         if status == 200:
-            return json_body(response).get("data")
+            try:
+                return json_body(response).get("data")
+            except FrameFailed as exc:  # a proxy's error page: ask again (GETs and keyed POSTs)
+                raise Retryable(str(exc)) from None
         body = {}
         try:
             body = json_body(response)

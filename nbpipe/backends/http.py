@@ -57,7 +57,8 @@ class RetryPolicy:
                 with tried:
                     return await attempt()
         except Retryable as exc:
-            raise FrameFailed(f"gave up after {self.attempts} attempts: {exc}") from None
+            raise FrameFailed(f"gave up after {self.attempts} attempts: {exc}",
+                              retry_later=True) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from nbpipe.backends import open_backend
 from nbpipe.backends.base import Backend, InputData, Job
 from nbpipe.backends.images import MIME, sniff, verify_image
-from nbpipe.errors import BuildStopped, FrameFailed, NbpipeError
+from nbpipe.errors import BuildStopped, FrameFailed, NbpipeError, TaskFailed
 from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Project, Step, decide, make_plan
 from nbpipe.run.events import Summary
@@ -147,6 +147,9 @@ class Build:
         except BuildStopped as exc:
             self.stopped = self.stopped or str(exc)
             digest = self._fail(step, str(exc))
+        except TaskFailed as exc:
+            self._forget_task(step.frame)  # a failed task is over; a new take may be tried
+            digest = self._fail(step, str(exc))
         except NbpipeError as exc:
             digest = self._fail(step, exc.render().removeprefix("error: "))
         except OSError as exc:
@@ -178,7 +181,7 @@ class Build:
     async def _render(self, step: Step) -> str:
         frame = step.frame
         inputs = [self._input(image) for image in frame.inputs]
-        take_no = len(self.cache.takes(frame.key)) + 1
+        take_no = self.cache.next_take(frame.key)
         job = Job(take=take_no, resume_task=self.cache.pending_task(frame.key, take_no),
                   on_task=lambda task_id: self.cache.set_pending_task(frame.key, take_no, task_id))
         started = time.time()
@@ -201,6 +204,10 @@ class Build:
         where = f" as {output}" if output != frame.output else ""
         self.events.frame("rendered", step, f"{step.reason} · {frame.backend} {frame.model}{where}")
         return digest
+
+    def _forget_task(self, frame: Frame) -> None:
+        if frame.key is not None:
+            self.cache.note_failed_task(frame.key, self.cache.next_take(frame.key))
 
     def _input(self, image: InputImage) -> InputData:
         if image.kind == "file":

@@ -247,6 +247,20 @@ class Cache:
             return None
         return task if isinstance(task, str) else None
 
+    def next_take(self, key: str) -> int:
+        """The number of the next take of a key: takes made plus tasks that failed, plus one
+        (a failed task's Idempotency-Key must not be reused: it would replay the failure)."""
+        try:
+            failed = self.index.get(f"failed:{key}", 0) if self.readable else 0
+        except (sqlite3.DatabaseError, ValueError):
+            failed = 0
+        return len(self._record(key).get("takes", [])) + (failed if isinstance(failed, int) else 0) + 1
+
+    def note_failed_task(self, key: str, take: int) -> None:
+        with self.index.transact():
+            self.index.delete(f"task:{key}:{take}")
+            self.index.incr(f"failed:{key}", default=0)
+
     def set_pending_task(self, key: str, take: int, task_id: str | None) -> None:
         if task_id is None:
             self.index.delete(f"task:{key}:{take}")
