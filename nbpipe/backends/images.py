@@ -5,17 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from nbpipe.errors import FrameFailed
+from nbpipe.imagefmt import MIME, sniff
 
-_MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"RIFF", "webp"))
-MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-FORMAT_OF_MIME = {v: k for k, v in MIME.items()} | {"image/jpg": "jpeg"}
-
-
-def sniff(head: bytes) -> str | None:
-    for magic, fmt in _MAGIC:
-        if head.startswith(magic) and (fmt != "webp" or head[8:12] == b"WEBP"):
-            return fmt
-    return None
+__all__ = ["MIME", "sniff", "verify_image"]
 
 
 def verify_image(path: Path) -> str:

@@ -9,7 +9,9 @@ The frame key policy (KEY_SCHEMA 1):
         "inputs":  [sha256 of each input image's bytes, in the order sent],
     }))
 
-canonical_json = UTF-8, sorted keys, no insignificant white space. Never in the key: the output
+canonical_json = UTF-8, sorted keys, no insignificant white space. An input given as an https://
+URL is keyed on the SHA-256 of "url:" + the URL (its bytes are fetched by the backend, not by
+nbpipe), so such an input is assumed immutable: change the URL to change the image. Never in the key: the output
 path, the target or frame name (renaming is free), credentials, callback or base URLs, times.
 An edit is keyed on the bytes of the upstream image actually pinned, not on the upstream's
 prompt, so an upstream that re-renders to identical bytes leaves its dependants fresh.
@@ -37,6 +39,10 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def url_digest(url: str) -> str:
+    return hashlib.sha256(f"url:{url}".encode()).hexdigest()
+
+
 def frame_key(backend: str, model: str, prompt: str, params: dict[str, str],
               input_digests: list[str]) -> str:
     """The frame key: the only function that computes one (see the module docstring)."""
@@ -53,8 +59,8 @@ class InputImage:
     `role` is "input" for the target's own inputs, "reference" for its bible's identity anchors.
     """
 
-    kind: Literal["frame", "file"]
-    ref: str  # frame name, or project-relative file path
+    kind: Literal["frame", "file", "url"]
+    ref: str  # frame name, project-relative file path, or https URL
     digest: str | None
     role: Literal["input", "reference"] = "input"
 

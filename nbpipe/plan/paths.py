@@ -8,6 +8,8 @@ import re
 import stat
 from pathlib import Path
 
+from nbpipe.imagefmt import sniff
+
 
 class PathRefused(Exception):
     """A manifest path that leaves the project, or names something that is not a plain file."""
@@ -73,6 +75,9 @@ class ProjectDir:
         if not stat.S_ISREG(mode):
             raise PathRefused(f"'{rel}' is not a regular file")
         with open(real, "rb") as handle:
+            if sniff(handle.read(16)) is None:
+                raise PathRefused(f"'{rel}' is not an image file (png, jpeg or webp)")
+            handle.seek(0)
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
         self._digests[rel] = digest
         return rel, digest

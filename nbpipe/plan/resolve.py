@@ -15,7 +15,7 @@ from nbpipe.manifest.expand import Declared, FrameSpec, ResolvedTarget, Setting
 from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.manifest.templates import TemplateFault, merge_patch, prompt_text
 from nbpipe.plan import graph
-from nbpipe.plan.frame import Frame, InputImage, canonical_json
+from nbpipe.plan.frame import Frame, InputImage, canonical_json, url_digest
 from nbpipe.plan.paths import PathRefused, ProjectDir
 
 
@@ -159,8 +159,11 @@ class Resolver:
             bible = self.declared.bibles.get(target.bible)
             for i, ref in enumerate(bible.references if bible else ()):
                 path = ("bibles", target.bible, "references", i)
-                if (found := self._file(ref, path)) is not None:
+                if ref.startswith(("https://", "http://")):
+                    images.append((InputImage("url", ref, url_digest(ref), "reference"), path))
+                elif (found := self._file(ref, path)) is not None:
                     images.append((InputImage("file", found[0], found[1], "reference"), path))
+        self._check_transport(spec, images)
         if len(images) > spec.max_inputs > 0:
             self.error(target.inputs[0].path if target.inputs else target.path,
                        f"target '{target.name}' sends {len(images)} input images; "
@@ -168,12 +171,25 @@ class Resolver:
                        "bible references count too")
         return images
 
+    def _check_transport(self, spec: ModelSpec, images: list[tuple[InputImage, Path]]) -> None:
+        """HiAPI fetches input images by URL; Gemini takes them inline as bytes."""
+        for image, path in images:
+            if spec.backend == "hiapi" and image.kind == "file":
+                self.error(path, f"HiAPI takes input images as URLs, and '{image.ref}' is a "
+                           "local file", "give an https:// URL, or render this target on gemini "
+                           "(it takes images inline), or --backend preview to try it offline")
+            elif spec.backend == "gemini" and image.kind == "url":
+                self.error(path, f"Gemini takes input images inline, and '{image.ref}' is a URL",
+                           "save the image into the project and name the file instead")
+
     def _edit_models_hint(self, backend: str) -> str:
         takers = [m for m, s in self.catalog.models[backend].items() if s.max_inputs]
         return f"use {' or '.join(takers)} for edits" if takers else "pick a model that takes images"
 
     def _input(self, setting: Setting, target: ResolvedTarget) -> InputImage | None:
         ref = setting.value
+        if ref.startswith(("https://", "http://")):
+            return InputImage("url", ref, url_digest(ref))
         if ref in self.frame_names:
             return InputImage("frame", ref, None)
         if ref in self.frames_of:
@@ -201,7 +217,8 @@ class Resolver:
             self.error(path, f"file '{ref}' not found in the project", did_you_mean(ref, names)
                        or "file paths are relative to the project directory")
         except PathRefused as exc:
-            self.error(path, f"input refused: {exc}", "inputs must be files inside the project")
+            self.error(path, f"input refused: {exc}",
+                       "inputs must be image files inside the project")
         except OSError as exc:
             self.error(path, f"cannot read '{ref}': {exc.strerror}")
         return None
@@ -284,6 +301,12 @@ class Resolver:
             for image, path in plan.inputs if plan else ():
                 if image.kind == "frame":
                     needs.setdefault((name, image.ref.split("/")[0]), path)
+        for (name, upstream), path in needs.items():
+            mine, theirs = plans.get(name), plans.get(upstream)
+            if mine and theirs and mine.backend == "hiapi" and theirs.backend != "hiapi":
+                self.error(path, f"'{name}' renders on hiapi, which fetches its input '{upstream}' "
+                           f"by URL, but '{upstream}' renders on {theirs.backend}",
+                           "render both on the same backend")
         cycle = graph.find_cycle(list(needs))
         if cycle:
             self.error(needs[(cycle[0], cycle[1])], f"input cycle: {' -> '.join(cycle)}",

@@ -210,6 +210,8 @@ class Build:
             self.cache.note_failed_task(frame.key, self.cache.next_take(frame.key))
 
     def _input(self, image: InputImage) -> InputData:
+        if image.kind == "url":
+            return InputData(image, None, url=image.ref)
         if image.kind == "file":
             data = (self.root / image.ref).read_bytes()
             return InputData(image, data, MIME.get(sniff(data[:16]) or "", "image/png"))

@@ -1,0 +1,216 @@
+"""nbpipe against the fake HiAPI, end to end through the CLI: counts at the server, faults."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import PROJECTS
+
+HIAPI_PROJECTS = {"mira-storyboard": 5, "aria-lookbook": 3, "golden-hour-edit": 3}
+ONE = """\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana}
+targets:
+  a: {prompt: a lighthouse}
+  b: {prompt: a harbour}
+"""
+
+
+@pytest.fixture
+def build(run):
+    def _build(root: Path, *args: str) -> dict:
+        result = run("-C", str(root), "build", "--json", *args)
+        assert result.code in (0, 1), result.err
+        events = [json.loads(line) for line in result.out.splitlines()]
+        return {**events[-1], "events": events[:-1], "code": result.code, "err": result.err,
+                "out": result.out}
+    return _build
+
+
+def copy(name: str, tmp_path: Path) -> Path:
+    root = tmp_path / name
+    shutil.copytree(PROJECTS / name, root, ignore=shutil.ignore_patterns("out", ".nbpipe",
+                                                                         "nbpipe.lock"))
+    return root
+
+
+def failures(summary: dict) -> dict[str, str]:
+    return {e["frame"]: e["detail"] for e in summary["events"] if e.get("status") == "failed"}
+
+
+@pytest.mark.parametrize("name, frames", HIAPI_PROJECTS.items())
+def test_example_projects_render_once_and_never_again(name, frames, fake_hiapi, build, tmp_path):
+    root = copy(name, tmp_path)
+    first = build(root)
+    assert (first["rendered"], first["failed"]) == (frames, 0)
+    assert fake_hiapi.counts["creates"] == frames
+    assert len(set(fake_hiapi.created_keys)) == frames  # one Idempotency-Key per frame
+    requests = fake_hiapi.counts["requests"]
+    second = build(root)
+    assert (second["rendered"], second["fresh"]) == (0, frames)
+    assert fake_hiapi.counts["requests"] == requests  # a second build sends nothing at all
+    lock = json.loads((root / "nbpipe.lock").read_text())
+    for entry in lock["frames"].values():
+        assert Image.open(root / entry["output"]).format == "PNG"
+
+
+def test_edit_chain_sends_the_upstream_output_url(fake_hiapi, build, tmp_path):
+    root = copy("golden-hour-edit", tmp_path)
+    build(root)
+    edits = [t for t in fake_hiapi.tasks.values() if "image_input" in t.input]
+    assert len(edits) == 2
+    base = next(t for t in fake_hiapi.tasks.values() if "image_input" not in t.input)
+    assert edits[0].input["image_input"] == [f"{fake_hiapi.url}/files/{base.task_id}.png"]
+
+
+def test_spend_is_counted_at_catalogue_prices(fake_hiapi, build, tmp_path):
+    summary = build(copy("mira-storyboard", tmp_path))
+    assert summary["spent_usd"] == 0.37
+
+
+@pytest.mark.parametrize("faults", [("429",), ("503", "503"), ("drop",), ("409",)])
+def test_create_faults_are_retried_without_a_second_task(faults, fake_hiapi, build,
+                                                         make_project):
+    fake_hiapi.faults.add("create", *faults)
+    summary = build(make_project(ONE))
+    assert (summary["rendered"], summary["failed"]) == (2, 0)
+    assert fake_hiapi.counts["creates"] == 2
+    if faults == ("drop",):
+        assert fake_hiapi.counts["replays"] == 1  # the lost reply came back as a replay
+
+
+@pytest.mark.parametrize("fault", ["429", "503", "drop", "garbage"])
+def test_poll_faults_are_retried(fault, fake_hiapi, build, make_project):
+    fake_hiapi.faults.add("poll", fault)
+    summary = build(make_project(ONE))
+    assert (summary["rendered"], fake_hiapi.counts["creates"]) == (2, 2)
+
+
+def test_bad_request_fails_the_frame_once_and_others_go_on(fake_hiapi, build, make_project):
+    fake_hiapi.faults.add("create", "400")
+    summary = build(make_project(ONE))
+    assert (summary["rendered"], summary["failed"], summary["code"]) == (1, 1, 1)
+    assert list(failures(summary).values()) == [
+        "HiAPI rejected the request (HTTP 400 INVALID_REQUEST): prompt rejected by policy"]
+    assert fake_hiapi.counts["requests"] - fake_hiapi.counts["polls"] \
+        - fake_hiapi.counts["downloads"] == 2  # the 400 was not retried
+
+
+@pytest.mark.parametrize("fault, words", [
+    ("401", "HiAPI refused the key (HTTP 401: refused ([redacted])); check HIAPI_API_KEY"),
+    ("402", "HiAPI says the balance is insufficient (HTTP 402: refused ([redacted])); "
+            "what was rendered so far is kept"),
+])
+def test_auth_and_balance_stop_the_build(fault, words, fake_hiapi, build, make_project):
+    root = make_project(ONE.replace("  b: {prompt: a harbour}",
+                                    "  b: {prompt: a harbour, inputs: [a], model: Nano-Banana-2}"))
+    fake_hiapi.faults.add("create", fault)
+    summary = build(root)
+    assert summary["code"] == 1 and summary["rendered"] == 0
+    assert failures(summary)["a"] == words
+    assert fake_hiapi.counts["creates"] == 0
+    assert fake_hiapi.key not in summary["out"] + summary["err"]
+
+
+def test_failed_task_fails_the_frame_and_a_rerun_makes_a_new_task(fake_hiapi, build,
+                                                                   make_project):
+    root = make_project(ONE)
+    fake_hiapi.faults.add("task", "fail")
+    summary = build(root)
+    assert summary["failed"] == 1
+    assert list(failures(summary).values())[0].endswith(
+        "failed: CONTENT_POLICY: the output was flagged")
+    again = build(root)
+    assert (again["rendered"], again["fresh"]) == (1, 1)
+    assert len(set(fake_hiapi.created_keys)) == 3  # a new Idempotency-Key, not a replay
+
+
+def test_stuck_task_times_out_and_the_next_build_resumes_it(fake_hiapi, build, make_project,
+                                                             monkeypatch):
+    monkeypatch.setenv("NBPIPE_HIAPI_TIMEOUT", "0.2")
+    root = make_project(ONE)
+    fake_hiapi.faults.add("task", "stuck")
+    summary = build(root)
+    assert summary["failed"] == 1
+    assert "the next build resumes it without paying again" in list(failures(summary).values())[0]
+    for task in fake_hiapi.tasks.values():
+        task.outcome = "success"  # the platform catches up
+    again = build(root)
+    assert (again["rendered"], again["failed"]) == (1, 0)
+    assert fake_hiapi.counts["creates"] == 2  # resumed, not created again
+
+
+def test_unknown_status_stays_pollable(fake_hiapi, build, make_project):
+    fake_hiapi.faults.add("task", "weird")
+    assert build(make_project(ONE))["rendered"] == 2
+
+
+def test_expired_output_url_is_read_again(fake_hiapi, build, make_project):
+    fake_hiapi.faults.add("download", "gone")
+    summary = build(make_project(ONE))
+    assert (summary["rendered"], summary["failed"]) == (2, 0)
+    fake_hiapi.faults.add("download", "gone", "gone")
+    root = make_project(ONE.replace("a lighthouse", "a windmill"))
+    summary = build(root)
+    assert "output URL is gone" in list(failures(summary).values())[0]
+
+
+@pytest.mark.parametrize("fault, words", [("truncate", "does not decode"),
+                                          ("notimage", "not an image"),
+                                          ("huge", "cap")])
+def test_bad_bytes_fail_the_frame_and_never_enter_the_cache(fault, words, fake_hiapi, build,
+                                                           make_project, monkeypatch):
+    monkeypatch.setenv("NBPIPE_MAX_IMAGE_BYTES", str(1 << 20))
+    root = make_project(ONE)
+    fake_hiapi.faults.add("download", fault)
+    summary = build(root)
+    assert summary["failed"] == 1 and words in list(failures(summary).values())[0]
+    blobs = list((root / ".nbpipe" / "blobs").glob("*/*"))
+    assert len(blobs) == 1 and all(Image.open(b).format == "PNG" for b in blobs)
+    assert list((root / ".nbpipe" / "tmp").iterdir()) == []
+    again = build(root)  # the paid task is downloaded again, not created again
+    assert (again["rendered"], fake_hiapi.counts["creates"]) == (1, 2)
+
+
+def test_slow_drip_download_times_out(fake_hiapi, build, make_project, monkeypatch):
+    monkeypatch.setenv("NBPIPE_DOWNLOAD_TIMEOUT", "0.3")
+    fake_hiapi.faults.add("download", "slow", "slow", "slow", "slow", "slow")
+    summary = build(make_project(ONE.replace("  b: {prompt: a harbour}\n", "")))
+    assert summary["failed"] == 1
+    assert "longer than" in list(failures(summary).values())[0]
+
+
+def test_local_file_inputs_on_hiapi_are_a_plan_time_error(fake_hiapi, run, make_project):
+    from tests.conftest import tiny_png
+
+    root = make_project("""\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana-2}
+targets:
+  a: {prompt: restyle it, inputs: [refs/photo.png]}
+""", {"refs/photo.png": tiny_png()})
+    result = run("-C", str(root), "build")
+    assert result.code == 2
+    assert result.err.splitlines()[0].endswith(
+        "error: HiAPI takes input images as URLs, and 'refs/photo.png' is a local file")
+    assert fake_hiapi.counts["requests"] == 0
+    assert run("-C", str(root), "build", "--backend", "preview").code == 0
+
+
+def test_https_references_go_as_urls(fake_hiapi, build, make_project):
+    root = make_project("""\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana-Pro}
+bibles:
+  mira: {text: "Mira.", references: ["https://example.com/mira-face.png"]}
+targets:
+  a: {prompt: "{{ bible }} at work", bible: mira}
+""")
+    assert build(root)["rendered"] == 1
+    (task,) = fake_hiapi.tasks.values()
+    assert task.input["image_input"] == ["https://example.com/mira-face.png"]
