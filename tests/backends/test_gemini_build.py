@@ -1,0 +1,117 @@
+"""nbpipe against the fake Gemini API, end to end through the CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.backends.test_hiapi_build import failures
+from tests.conftest import PROJECTS, tiny_png
+
+ONE = """\
+version: 1
+defaults: {backend: gemini, model: gemini-2.5-flash-image, aspect_ratio: "16:9"}
+targets:
+  a: {prompt: a red shoe}
+  b: {prompt: a blue shoe}
+"""
+
+
+@pytest.fixture
+def build(run):
+    def _build(root: Path, *args: str) -> dict:
+        result = run("-C", str(root), "build", "--json", *args)
+        assert result.code in (0, 1), result.err
+        events = [json.loads(line) for line in result.out.splitlines()]
+        return {**events[-1], "events": events[:-1], "code": result.code,
+                "text": result.out + result.err}
+    return _build
+
+
+def test_sneaker_project_renders_once_with_real_formats(fake_gemini, build, tmp_path, run):
+    root = tmp_path / "sneaker"
+    shutil.copytree(PROJECTS / "sneaker-colorways", root)
+    first = build(root)
+    assert (first["rendered"], fake_gemini.counts["generates"]) == (6, 6)
+    assert first["spent_usd"] == 0.424
+    lock = json.loads((root / "nbpipe.lock").read_text())["frames"]
+    assert lock["shoe/red"]["output"] == "out/shoe/red.png"
+    assert lock["shoe-finish/matte"]["output"] == "out/shoe-finish/matte.jpg"  # Pro answers JPEG
+    assert Image.open(root / "out/shoe-finish/matte.jpg").format == "JPEG"
+    requests = fake_gemini.counts["requests"]
+    second = build(root)
+    assert (second["rendered"], second["fresh"]) == (0, 6)
+    assert fake_gemini.counts["requests"] == requests
+    (root / "out/shoe-finish/matte.jpg").unlink()
+    assert build(root)["restored"] == 1
+    assert run("-C", str(root), "build", "--check").code == 0
+
+
+def test_request_body_is_exactly_the_documented_shape(fake_gemini, build, make_project):
+    root = make_project(ONE.replace("  b: {prompt: a blue shoe}\n", "")
+                        .replace("{prompt: a red shoe}", "{prompt: restyle, inputs: [refs/a.png]}"),
+                        {"refs/a.png": tiny_png()})
+    build(root)
+    (body,) = fake_gemini.bodies
+    assert body == {
+        "contents": [{"role": "user", "parts": [
+            {"text": "restyle"},
+            {"inlineData": {"mimeType": "image/png",
+                            "data": base64.b64encode(tiny_png()).decode()}}]}],
+        "generationConfig": {"responseModalities": ["IMAGE"],
+                             "imageConfig": {"aspectRatio": "16:9"}}}
+
+
+def test_v1_base_path(fake_gemini, build, make_project, monkeypatch):
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.url + "/v1")
+    assert build(make_project(ONE))["rendered"] == 2
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "503"])
+def test_refusals_are_retried(fault, fake_gemini, build, make_project):
+    fake_gemini.faults.add("generate", fault)
+    summary = build(make_project(ONE))
+    assert (summary["rendered"], fake_gemini.counts["generates"]) == (2, 2)
+
+
+def test_a_lost_reply_is_not_retried(fake_gemini, build, make_project):
+    fake_gemini.faults.add("generate", "drop")
+    summary = build(make_project(ONE))
+    assert (summary["rendered"], summary["failed"]) == (1, 1)
+    assert "not retried" in list(failures(summary).values())[0]
+    assert fake_gemini.counts["generates"] == 2
+
+
+@pytest.mark.parametrize("fault, words", [
+    ("safety", "Gemini made no image: the image was blocked by safety filters (IMAGE_SAFETY)"),
+    ("prompt-blocked", "Gemini blocked the prompt (SAFETY)"),
+    ("no-image", "Gemini's reply holds no image; the model said: Here is the image."),
+])
+def test_blocks_fail_the_frame_in_words(fault, words, fake_gemini, build, make_project):
+    fake_gemini.faults.add("generate", fault)
+    summary = build(make_project(ONE))
+    assert summary["failed"] == 1
+    assert list(failures(summary).values()) == [words]
+
+
+@pytest.mark.parametrize("fault", ["badkey", "403"])
+def test_bad_key_stops_the_build(fault, fake_gemini, build, make_project):
+    fake_gemini.faults.add("generate", fault)
+    summary = build(make_project(ONE.replace("  b: {prompt: a blue shoe}",
+                                             "  b: {prompt: a blue shoe, inputs: [a]}")))
+    assert summary["code"] == 1 and summary["rendered"] == 0
+    assert "check GEMINI_API_KEY" in list(failures(summary).values())[0]
+    assert fake_gemini.key not in summary["text"]
+
+
+def test_model_limits_are_checked_before_sending(fake_gemini, run, make_project):
+    root = make_project(ONE.replace("gemini-2.5-flash-image,", "gemini-2.5-flash-image, "
+                                    "resolution: 2K,"))
+    result = run("-C", str(root), "build")
+    assert result.code == 2 and "takes no resolution" in result.err
+    assert fake_gemini.counts["requests"] == 0
