@@ -25,6 +25,7 @@ from nbpipe.plan.planner import Project, Step, decide, make_plan
 from nbpipe.run.events import Summary
 from nbpipe.run.noop import fingerprint
 from nbpipe.store.cache import Cache, Take
+from nbpipe.store.journal import Journal
 from nbpipe.store.lock import Lock, LockEntry
 from nbpipe.store.state import State
 
@@ -72,6 +73,7 @@ class Build:
     cache: Cache
     lock: Lock
     state: State
+    journal: Journal
     events: object
     options: BuildOptions
     summary: Summary = field(default_factory=Summary)
@@ -126,9 +128,33 @@ class Build:
         slots = asyncio.Semaphore(max(1, self.options.jobs))
         try:
             await asyncio.gather(*(self._one(f, known, done, slots) for f in frames))
+            await self._recover()
         finally:
             for backend in self.backends.values():
                 await backend.aclose()
+
+    async def _recover(self) -> None:
+        """Fetch every task an earlier build created but never collected (a crash, a changed
+        manifest): it is paid for, so its image belongs in the cache."""
+        for entry in [e for e in self.journal.open.values() if e.task_id and not self.stopped]:
+            request = entry.request
+            spec = self.project.catalog.get(entry.backend, str(request.get("model")))
+            params = request.get("params") or {}
+            frame = Frame(name=entry.frame, target=entry.frame, backend=entry.backend,
+                          model=str(request.get("model")), prompt=str(request.get("prompt")),
+                          params=params, inputs=(), output="", key=entry.key,
+                          cost=spec.price(params.get("resolution")) if spec else Decimal(0))
+            job = Job(take=entry.take, resume_task=entry.task_id)
+            try:
+                await self._fetch(frame, [], job)
+            except TaskFailed:
+                self.journal.failed(entry.key, entry.take)
+            except (NbpipeError, OSError) as exc:
+                self.events.note(f"task {entry.task_id} of an earlier build of {entry.frame} "
+                                 f"is still out: {exc}")
+                continue
+            self.events.note(f"recovered {entry.frame}: the image of task {entry.task_id}, "
+                             "paid for by an earlier build, is in the cache")
 
     async def _one(self, frame: Frame, known: StoreKnown, done: dict, slots) -> None:
         digests = {}
@@ -146,9 +172,6 @@ class Build:
             digest = await self._act(step, slots)
         except BuildStopped as exc:
             self.stopped = self.stopped or str(exc)
-            digest = self._fail(step, str(exc))
-        except TaskFailed as exc:
-            self._forget_task(step.frame)  # a failed task is over; a new take may be tried
             digest = self._fail(step, str(exc))
         except NbpipeError as exc:
             digest = self._fail(step, exc.render().removeprefix("error: "))
@@ -182,32 +205,39 @@ class Build:
         frame = step.frame
         inputs = [self._input(image) for image in frame.inputs]
         take_no = self.cache.next_take(frame.key)
-        job = Job(take=take_no, resume_task=self.cache.pending_task(frame.key, take_no),
-                  on_task=lambda task_id: self.cache.set_pending_task(frame.key, take_no, task_id))
+        self.journal.intent(frame.key, take_no, frame.name, frame.backend, frame.record())
+        job = Job(take=take_no, resume_task=self.journal.pending_task(frame.key, take_no),
+                  on_task=lambda task_id: self.journal.task(frame.key, take_no, task_id))
+        try:
+            take = await self._fetch(frame, inputs, job)
+        except TaskFailed:
+            self.journal.failed(frame.key, take_no)
+            self.cache.note_failed_task(frame.key)  # the next try needs a new Idempotency-Key
+            raise
+        self.summary.rendered += 1
+        self.summary.spent += Decimal(take.cost_usd)
+        output = frame.output_for(take.format)
+        if not self._materialize(output, take.digest):
+            raise FrameFailed(f"the image of {frame.name} vanished from the cache while writing")
+        self._pin(frame, take.digest, Decimal(take.cost_usd), output)
+        where = f" as {output}" if output != frame.output else ""
+        self.events.frame("rendered", step, f"{step.reason} · {frame.backend} {frame.model}{where}")
+        return take.digest
+
+    async def _fetch(self, frame: Frame, inputs: list[InputData], job: Job) -> Take:
+        """Render (or re-attach) into the cache: verified, committed, indexed, journalled."""
         started = time.time()
         with self.cache.writer() as sink:
             rendered = await self._backend(frame.backend).render(frame, inputs, sink, job)
             sink.flush()
-            fmt = verify_image(sink.path)  # nothing that is not an image enters the cache
+            fmt = await asyncio.to_thread(verify_image, sink.path)  # only images enter the cache
             digest = sink.commit()
         take = Take(digest=digest, backend=frame.backend, model=frame.model, format=fmt,
                     cost_usd=str(rendered.cost), created=started, task_id=rendered.task_id,
                     url=rendered.url, url_expires=rendered.url_expires)
         self.cache.add_take(frame.key, frame.record(), take)  # paid for: safe before anything else
-        self.cache.set_pending_task(frame.key, take_no, None)
-        self.summary.rendered += 1
-        self.summary.spent += rendered.cost
-        output = frame.output_for(fmt)
-        if not self._materialize(output, digest):
-            raise FrameFailed(f"the image of {frame.name} vanished from the cache while writing")
-        self._pin(frame, digest, rendered.cost, output)
-        where = f" as {output}" if output != frame.output else ""
-        self.events.frame("rendered", step, f"{step.reason} · {frame.backend} {frame.model}{where}")
-        return digest
-
-    def _forget_task(self, frame: Frame) -> None:
-        if frame.key is not None:
-            self.cache.note_failed_task(frame.key, self.cache.next_take(frame.key))
+        self.journal.done(frame.key, job.take, digest)
+        return take
 
     def _input(self, image: InputImage) -> InputData:
         if image.kind == "url":

@@ -9,6 +9,7 @@ from nbpipe.plan.planner import Plan, Project, make_plan
 from nbpipe.run.build import Build, BuildOptions, StoreKnown
 from nbpipe.run.events import JsonEvents, TextEvents, fmt_usd
 from nbpipe.store.cache import Cache
+from nbpipe.store.journal import Journal
 from nbpipe.store.lock import Lock
 from nbpipe.store.state import State
 
@@ -30,11 +31,13 @@ def plan_project(project: Project, cache_dir: Path, patterns: tuple[str, ...]) -
 def run_build(project: Project, cache_dir: Path, patterns: tuple[str, ...], backend: str | None,
               jobs: int, force: bool, as_json: bool) -> int:
     cache, lock, state = open_store(project, cache_dir)
+    journal = Journal(cache_dir / "journal.jsonl")
     events = JsonEvents() if as_json else TextEvents()
     options = BuildOptions(patterns=patterns, force=force, backend=backend, jobs=jobs)
     try:
-        summary = Build(project, cache, lock, state, events, options).run()
+        summary = Build(project, cache, lock, state, journal, events, options).run()
     finally:
+        journal.close()
         cache.close()
     return EXIT_FAILED if summary.failed else EXIT_OK
 

@@ -239,14 +239,6 @@ class Cache:
         except sqlite3.DatabaseError:
             return []
 
-    def pending_task(self, key: str, take: int) -> str | None:
-        """A task created for this key and take that has not delivered its image yet."""
-        try:
-            task = self.index.get(f"task:{key}:{take}") if self.readable else None
-        except (sqlite3.DatabaseError, ValueError):
-            return None
-        return task if isinstance(task, str) else None
-
     def next_take(self, key: str) -> int:
         """The number of the next take of a key: takes made plus tasks that failed, plus one
         (a failed task's Idempotency-Key must not be reused: it would replay the failure)."""
@@ -256,16 +248,8 @@ class Cache:
             failed = 0
         return len(self._record(key).get("takes", [])) + (failed if isinstance(failed, int) else 0) + 1
 
-    def note_failed_task(self, key: str, take: int) -> None:
-        with self.index.transact():
-            self.index.delete(f"task:{key}:{take}")
-            self.index.incr(f"failed:{key}", default=0)
-
-    def set_pending_task(self, key: str, take: int, task_id: str | None) -> None:
-        if task_id is None:
-            self.index.delete(f"task:{key}:{take}")
-        else:
-            self.index.set(f"task:{key}:{take}", task_id)
+    def note_failed_task(self, key: str) -> None:
+        self.index.incr(f"failed:{key}", default=0)
 
     def drop_take(self, key: str, digest: str) -> None:
         with self.index.transact():

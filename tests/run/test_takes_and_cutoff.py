@@ -15,6 +15,7 @@ from nbpipe.run.events import Summary
 from nbpipe.run.inspect import explain, list_takes, pin
 from nbpipe.run.maintain import gc
 from nbpipe.store.cache import Cache
+from nbpipe.store.journal import Journal
 from nbpipe.store.lock import Lock
 from nbpipe.store.state import State
 
@@ -58,10 +59,12 @@ def build(root: Path, backend, **options) -> Summary:
     project = open_project(root, "preview")
     cache = Cache(root / ".nbpipe")
     try:
-        b = Build(project, cache, Lock.load(root), State(root), Quiet(),
+        journal = Journal(root / ".nbpipe" / "journal.jsonl")
+        b = Build(project, cache, Lock.load(root), State(root), journal, Quiet(),
                   BuildOptions(**options), backends={"preview": backend})
         return b.run()
     finally:
+        journal.close()
         cache.close()
 
 
