@@ -171,10 +171,12 @@ def test_bad_bytes_fail_the_frame_and_never_enter_the_cache(fault, words, fake_h
     summary = build(root)
     assert summary["failed"] == 1 and words in list(failures(summary).values())[0]
     blobs = list((root / ".nbpipe" / "blobs").glob("*/*"))
-    assert len(blobs) == 1 and all(Image.open(b).format == "PNG" for b in blobs)
+    assert all(Image.open(b).format == "PNG" for b in blobs)  # only images entered the cache
     assert list((root / ".nbpipe" / "tmp").iterdir()) == []
-    again = build(root)  # the paid task is downloaded again, not created again
-    assert (again["rendered"], fake_hiapi.counts["creates"]) == (1, 2)
+    notes = [e["message"] for e in summary["events"] if e["event"] == "note"]
+    assert len(notes) == 1 and notes[0].startswith("recovered ")  # the paid task, re-attached
+    again = build(root)  # restored from the cache: not created, not even downloaded again
+    assert (again["rendered"], again["restored"], fake_hiapi.counts["creates"]) == (0, 1, 2)
 
 
 def test_slow_drip_download_times_out(fake_hiapi, build, make_project, monkeypatch):
