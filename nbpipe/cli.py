@@ -95,14 +95,22 @@ def _cache_dir(root: Path) -> Path:
 @cli.command()
 @click.argument("frames", nargs=-1)
 @click.option("--backend", type=BACKEND_CHOICE, help="Render every frame on this backend.")
-@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=4, show_default=True,
-              help="Frames rendered at once.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256),
+              help="Frames in flight per backend (default: the manifest's limits, else "
+              "hiapi 10, gemini 4, preview 4).")
+@click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD",
+              help="Spend at most this much; frames that do not fit are skipped and listed.")
+@click.option("--fail-fast", is_flag=True, help="Send nothing new after the first failure.")
+@click.option("--keep-going", is_flag=True, help="Build what does not depend on a failure "
+              "(the default).")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another build holds the project.")
 @click.option("--check", is_flag=True, help="Render nothing; exit 1 if any frame is not fresh.")
 @click.option("--force", is_flag=True, help="Render a new take even when fresh; overwrite "
               "outputs modified outside nbpipe.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines events; the last is the summary.")
 @click.pass_context
-def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, jobs: int,
+def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, jobs: int | None,
+          max_cost: float | None, fail_fast: bool, keep_going: bool, no_wait: bool,
           check: bool, force: bool, as_json: bool) -> int:
     """Restore or render what changed, in dependency order, and update nbpipe.lock."""
     root: Path = ctx.obj
@@ -112,12 +120,20 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, jobs
         fresh = still_fresh(root, {"backend": backend})
         if fresh is not None:
             return _report_noop(fresh, check, as_json)
+    from decimal import Decimal
+
+    from nbpipe.run.build import BuildOptions
     from nbpipe.run.session import run_build, run_check
 
+    if fail_fast and keep_going:
+        raise UsageError("--fail-fast and --keep-going contradict each other")
     project = _project(ctx, backend)
     if check:
         return run_check(project, _cache_dir(root), frames, as_json)
-    return run_build(project, _cache_dir(root), frames, backend, jobs, force, as_json)
+    options = BuildOptions(patterns=frames, force=force, backend=backend, jobs=jobs,
+                           max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
+                           fail_fast=fail_fast)
+    return run_build(project, _cache_dir(root), options, as_json, wait=not no_wait)
 
 
 def _report_noop(fresh: int, check: bool, as_json: bool) -> int:

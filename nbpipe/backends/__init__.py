@@ -19,7 +19,10 @@ def describe_request(frame: Frame) -> dict:
     return build(frame, [describe_image(image, style) for image in frame.inputs])
 
 
-def open_backend(name: str, jobs: int = 4) -> Backend:
+DEFAULT_JOBS = {"hiapi": 10, "gemini": 4, "preview": 4}  # HiAPI documents 10 concurrent tasks
+
+
+def open_backend(name: str, jobs: int = 4, rpm: int | None = None) -> Backend:
     """A ready backend by name, with one pooled HTTP client; UsageError if it has no key."""
     if name == "preview":
         return preview.PreviewBackend()
@@ -31,9 +34,11 @@ def open_backend(name: str, jobs: int = 4) -> Backend:
         timeout=httpx.Timeout(connect=15.0, read=120.0, write=60.0, pool=None),
         limits=httpx.Limits(max_connections=max(4, jobs * 2)),
         follow_redirects=True, max_redirects=5)
+    from nbpipe.backends.http import RateLimiter
+
     if name == "hiapi":
-        return hiapi.HiApiBackend(settings, client)
-    return gemini.GeminiBackend(settings, client)
+        return hiapi.HiApiBackend(settings, client, RateLimiter(rpm))
+    return gemini.GeminiBackend(settings, client, RateLimiter(rpm))
 
 
 def endpoint(frame: Frame) -> str:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (Retryable, RetryPolicy, json_body, network_error, redact,
-                                  retry_after, short)
+from nbpipe.backends.http import (RateLimiter, Retryable, RetryPolicy, json_body, network_error,
+                                  redact, retry_after, short)
 from nbpipe.errors import BuildStopped, FrameFailed, UsageError
 from nbpipe.plan.frame import Frame
 
@@ -88,9 +88,11 @@ class GeminiSettings:
 class GeminiBackend:
     name = "gemini"
 
-    def __init__(self, settings: GeminiSettings, client: httpx.AsyncClient):
+    def __init__(self, settings: GeminiSettings, client: httpx.AsyncClient,
+                 limiter: RateLimiter | None = None):
         self.settings = settings
         self.client = client
+        self.limiter = limiter or RateLimiter(None)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -107,6 +109,7 @@ class GeminiBackend:
 
     async def _generate(self, model: str, body: dict) -> dict:
         url = f"{self.settings.base_url}/{self.settings.api_version}/models/{model}:generateContent"
+        await self.limiter.wait()
         try:
             response = await self.client.post(url, json=body,
                                               headers={"x-goog-api-key": self.settings.api_key})

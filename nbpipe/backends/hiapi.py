@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (DownloadGone, Retryable, RetryPolicy, download, json_body,
-                                  network_error, redact, retry_after, short)
+from nbpipe.backends.http import (DownloadGone, RateLimiter, Retryable, RetryPolicy, download,
+                                  json_body, network_error, redact, retry_after, short)
 from nbpipe.errors import BuildStopped, FrameFailed, TaskFailed, UsageError
 from nbpipe.plan.frame import Frame
 
@@ -86,9 +86,11 @@ def _numbers(env: dict[str, str]):
 class HiApiBackend:
     name = "hiapi"
 
-    def __init__(self, settings: HiApiSettings, client: httpx.AsyncClient):
+    def __init__(self, settings: HiApiSettings, client: httpx.AsyncClient,
+                 limiter: RateLimiter | None = None):
         self.settings = settings
         self.client = client
+        self.limiter = limiter or RateLimiter(None)
         self.polls = 0
 
     async def aclose(self) -> None:
@@ -126,6 +128,7 @@ class HiApiBackend:
                        self.settings.download_timeout)
 
     async def _create(self, body: dict, key: str) -> str:
+        await self.limiter.wait()
         try:
             response = await self.client.post(f"{self.settings.base_url}/v1/tasks", json=body,
                                                headers={**self._headers(), "Idempotency-Key": key})
@@ -139,6 +142,7 @@ class HiApiBackend:
 
     async def _task(self, task_id: str) -> dict:
         self.polls += 1
+        await self.limiter.wait()
         try:
             response = await self.client.get(f"{self.settings.base_url}/v1/tasks/{task_id}",
                                               headers=self._headers())

@@ -25,6 +25,23 @@ T = TypeVar("T")
 MAX_SERVER_DELAY = 120.0  # never sleep longer than this on a server's Retry-After
 
 
+class RateLimiter:
+    """At most `rpm` requests a minute, spaced evenly (no burst at each minute's start)."""
+
+    def __init__(self, rpm: int | None):
+        self.interval = 60.0 / rpm if rpm else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = asyncio.get_running_loop().time()
+        at = max(now, self._next)
+        self._next = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
 class Retryable(Exception):
     """An attempt that may succeed if repeated; `delay` is the server's wish, if it said one."""
 

@@ -244,6 +244,8 @@ def _kind(path: Path) -> str:
         return "variant" if len(path) == 4 and path[2] == "variants" else "target"
     if path[0] == "bibles":
         return "bible"
+    if path[0] == "limits" and len(path) == 2:
+        return "limits"
     return ""
 
 
@@ -278,6 +280,9 @@ def _one(path: Path, errors: list[dict], source: SourceMap) -> Diagnostic:
                                  "give at least one value, or remove the axis")
     if kind == "greater_than" and path == ("max_frames",):
         return source.diagnostic(path, "max_frames must be a positive whole number")
+    if kind == "less_than_equal" and path == ("max_frames",):
+        return source.diagnostic(path, "max_frames may be at most 10,000,000",
+                                 "a build that large needs splitting into projects")
     expected = sorted({_EXPECTED.get(e["type"], "") for e in errors} - {""})
     got = _TYPE_NAMES.get(type(error["input"]), type(error["input"]).__name__)
     if expected:

@@ -78,6 +78,13 @@ class Target(Params):
         None, description="input images: other targets or frames (an edit), or project files")
 
 
+class BackendLimits(_Strict):
+    """How hard a build may press one backend."""
+
+    jobs: PositiveInt | None = Field(None, description="frames in flight at once")
+    rpm: PositiveInt | None = Field(None, description="requests per minute, all kinds")
+
+
 class Manifest(_Strict):
     """The whole of nbpipe.yaml."""
 
@@ -91,7 +98,12 @@ class Manifest(_Strict):
         default_factory=dict,
         description="USD per image overrides: {backend: {model: price | {resolution: price}}}")
     max_frames: PositiveInt = Field(
-        DEFAULT_MAX_FRAMES, description="refuse manifests that expand past this many frames")
+        DEFAULT_MAX_FRAMES, le=10_000_000,
+        description="refuse manifests that expand past this many frames")
+    max_cost: NonNegativeFloat | None = Field(
+        None, description="USD a build may spend at most (--max-cost overrides)")
+    limits: dict[str, BackendLimits] = Field(
+        default_factory=dict, description="per backend: {jobs, rpm}")
 
 
 # The keys each kind of mapping accepts, for "unknown key ... did you mean" hints.
@@ -101,4 +113,5 @@ ALLOWED_KEYS: dict[str, tuple[str, ...]] = {
     "target": tuple(Target.model_fields),
     "bible": tuple(Bible.model_fields),
     "variant": tuple(Variant.model_fields),
+    "limits": tuple(BackendLimits.model_fields),
 }

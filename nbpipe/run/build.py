@@ -11,23 +11,40 @@ indexed under its key before the output file is written or the lock is touched.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from nbpipe.backends import open_backend
+from nbpipe.backends import DEFAULT_JOBS, open_backend
 from nbpipe.backends.base import Backend, InputData, Job
 from nbpipe.backends.images import MIME, sniff, verify_image
 from nbpipe.errors import BuildStopped, FrameFailed, NbpipeError, TaskFailed
 from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Project, Step, decide, make_plan
-from nbpipe.run.events import Summary
+from nbpipe.run.events import Summary, fmt_usd
 from nbpipe.run.noop import fingerprint
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.journal import Journal
 from nbpipe.store.lock import Lock, LockEntry
 from nbpipe.store.state import State
+
+
+class Budget:
+    """Reserves each render's price before it is sent; spend never passes the cap."""
+
+    def __init__(self, cap: Decimal | None):
+        self.cap = cap
+        self.reserved = Decimal(0)
+        self.refused: list[str] = []
+
+    def reserve(self, frame: str, price: Decimal) -> bool:
+        if self.cap is not None and self.reserved + price > self.cap:
+            self.refused.append(frame)
+            return False
+        self.reserved += price
+        return True
 
 
 class StoreKnown:
@@ -61,7 +78,10 @@ class BuildOptions:
     patterns: tuple[str, ...] = ()
     force: bool = False
     backend: str | None = None
-    jobs: int = 4
+    jobs: int | None = None  # frames in flight per backend; None: the manifest's or the default
+    max_cost: Decimal | None = None  # None: the manifest's max_cost, if any
+    fail_fast: bool = False
+    grace: float = 10.0  # seconds to keep collecting in-flight renders after Ctrl-C
 
     def fingerprint_options(self) -> dict:
         return {"backend": self.backend}
@@ -78,7 +98,10 @@ class Build:
     options: BuildOptions
     summary: Summary = field(default_factory=Summary)
     backends: dict[str, Backend] = field(default_factory=dict)
-    stopped: str | None = None  # why no more requests may be sent (bad key, no balance)
+    stopped: str | None = None  # why no more requests may be sent (bad key, no balance, ^C)
+    interrupted: bool = False
+    budget: "Budget | None" = None
+    slots: dict = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -87,12 +110,40 @@ class Build:
     def run(self) -> Summary:
         frames = self.project.select(self.options.patterns)
         self._preflight(frames)
+        manifest = self.project.loaded.manifest
+        cap = self.options.max_cost if self.options.max_cost is not None else (
+            Decimal(str(manifest.max_cost)) if manifest.max_cost is not None else None)
+        self.budget = Budget(cap)
         try:
-            asyncio.run(self._all(frames))
+            with asyncio.Runner() as runner:
+                runner.run(self._all(frames))
+        except asyncio.CancelledError:
+            self.interrupted = True
         finally:
             self._finish(frames)
+        if self.budget.refused:
+            names = ", ".join(self.budget.refused[:8]) + (" …" if len(self.budget.refused) > 8 else "")
+            self.events.note(f"over budget: {len(self.budget.refused)} frame(s) not rendered to "
+                             f"stay within USD {fmt_usd(cap)}: {names}")
+        self.summary.interrupted = self.interrupted
         self.events.summary(self.summary)
         return self.summary
+
+    def _jobs(self, backend: str) -> int:
+        limits = self.project.loaded.manifest.limits.get(backend)
+        declared = limits.jobs if limits and limits.jobs else DEFAULT_JOBS[backend]
+        return min(declared, self.options.jobs) if self.options.jobs else declared
+
+    def _interrupt(self, main: asyncio.Task) -> None:
+        loop = asyncio.get_running_loop()
+        if self.interrupted:
+            main.cancel()  # a second Ctrl-C: stop now
+            return
+        self.interrupted = True
+        self.stopped = "interrupted"
+        self.events.note(f"interrupted: nothing new is sent; collecting what is in flight for up "
+                         f"to {self.options.grace:.0f} s (Ctrl-C again to stop now)")
+        loop.call_later(self.options.grace, main.cancel)
 
     def _preflight(self, frames: list[Frame]) -> None:
         """Plan once up front: open the backends it will render on, so a missing one stops the
@@ -118,18 +169,28 @@ class Build:
 
     def _backend(self, name: str) -> Backend:
         if name not in self.backends:
-            self.backends[name] = open_backend(name, self.options.jobs)
+            limits = self.project.loaded.manifest.limits.get(name)
+            self.backends[name] = open_backend(name, self._jobs(name), limits.rpm if limits else None)
         return self.backends[name]
 
     async def _all(self, frames: list[Frame]) -> None:
         known = StoreKnown(self.lock, self.cache, self.state)
         loop = asyncio.get_running_loop()
         done: dict[str, asyncio.Future] = {f.name: loop.create_future() for f in frames}
-        slots = asyncio.Semaphore(max(1, self.options.jobs))
+        self.slots = {b: asyncio.Semaphore(self._jobs(b)) for b in DEFAULT_JOBS}
+        main = asyncio.current_task()
         try:
-            await asyncio.gather(*(self._one(f, known, done, slots) for f in frames))
+            loop.add_signal_handler(signal.SIGINT, self._interrupt, main)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread, or no signals here: Ctrl-C then stops at once
+        try:
+            await asyncio.gather(*(self._one(f, known, done) for f in frames))
             await self._recover()
         finally:
+            try:
+                loop.remove_signal_handler(signal.SIGINT)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
             for backend in self.backends.values():
                 await backend.aclose()
 
@@ -156,7 +217,7 @@ class Build:
             self.events.note(f"recovered {entry.frame}: the image of task {entry.task_id}, "
                              "paid for by an earlier build, is in the cache")
 
-    async def _one(self, frame: Frame, known: StoreKnown, done: dict, slots) -> None:
+    async def _one(self, frame: Frame, known: StoreKnown, done: dict) -> None:
         digests = {}
         for upstream in frame.upstreams:
             digest = await done[upstream]
@@ -169,7 +230,7 @@ class Build:
             frame = frame.keyed(digests)
         step = self.decided.get(frame.name) or decide(frame, known, self._forced(frame))
         try:
-            digest = await self._act(step, slots)
+            digest = await self._act(step)
         except BuildStopped as exc:
             self.stopped = self.stopped or str(exc)
             digest = self._fail(step, str(exc))
@@ -179,7 +240,7 @@ class Build:
             digest = self._fail(step, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         done[frame.name].set_result(digest)
 
-    async def _act(self, step: Step, slots: asyncio.Semaphore) -> str | None:
+    async def _act(self, step: Step) -> str | None:
         frame = step.frame
         if step.action == "fresh":
             self.summary.fresh += 1
@@ -196,9 +257,13 @@ class Build:
             self._pin(frame, step.digest, self._take_cost(frame, step.digest), step.output)
             self.events.frame("restored", step, f"{step.reason} · from the cache, free")
             return step.digest
-        async with slots:
+        async with self.slots[frame.backend]:
             if self.stopped:
-                raise FrameFailed(f"not sent: the build stopped ({self.stopped})")
+                return self._skip_stopped(step)
+            if not self.budget.reserve(frame.name, frame.cost):
+                self.summary.skipped += 1
+                self.events.frame("skipped", step, f"over budget (USD {fmt_usd(frame.cost)})")
+                return None
             return await self._render(step)
 
     async def _render(self, step: Step) -> str:
@@ -276,6 +341,13 @@ class Build:
         self.summary.failed += 1
         self.summary.failures.append(step.frame.name)
         self.events.frame("failed", step, message)
+        if self.options.fail_fast and not self.stopped:
+            self.stopped = f"{step.frame.name} failed and --fail-fast is on"
+        return None
+
+    def _skip_stopped(self, step: Step) -> None:
+        self.summary.skipped += 1
+        self.events.frame("skipped", step, f"not sent: {self.stopped}")
         return None
 
     def _skip(self, frame: Frame, upstream: str) -> None:

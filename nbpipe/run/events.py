@@ -31,6 +31,7 @@ class Summary:
     spent: Decimal = Decimal(0)
     saved: Decimal = Decimal(0)
     failures: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
     @property
     def noop(self) -> bool:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from nbpipe.errors import EXIT_FAILED, EXIT_OK
+from filelock import FileLock, Timeout
+
+from nbpipe.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, NbpipeError
 from nbpipe.plan.planner import Plan, Project, make_plan
 from nbpipe.run.build import Build, BuildOptions, StoreKnown
 from nbpipe.run.events import JsonEvents, TextEvents, fmt_usd
@@ -28,18 +32,39 @@ def plan_project(project: Project, cache_dir: Path, patterns: tuple[str, ...]) -
         cache.close()
 
 
-def run_build(project: Project, cache_dir: Path, patterns: tuple[str, ...], backend: str | None,
-              jobs: int, force: bool, as_json: bool) -> int:
-    cache, lock, state = open_store(project, cache_dir)
-    journal = Journal(cache_dir / "journal.jsonl")
+def run_build(project: Project, cache_dir: Path, options: BuildOptions, as_json: bool,
+              wait: bool = True) -> int:
     events = JsonEvents() if as_json else TextEvents()
-    options = BuildOptions(patterns=patterns, force=force, backend=backend, jobs=jobs)
-    try:
-        summary = Build(project, cache, lock, state, journal, events, options).run()
-    finally:
-        journal.close()
-        cache.close()
+    with exclusive(project.loaded.root / ".nbpipe", cache_dir, wait, events):
+        cache, lock, state = open_store(project, cache_dir)
+        journal = Journal(cache_dir / "journal.jsonl")
+        try:
+            summary = Build(project, cache, lock, state, journal, events, options).run()
+        finally:
+            journal.close()
+            cache.close()
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+@contextmanager
+def exclusive(project_dir: Path, cache_dir: Path, wait: bool, events) -> Iterator[None]:
+    """One build at a time per project and per cache: a second one waits (or fails at once)."""
+    paths = sorted({project_dir / "build.lock", cache_dir / "build.lock"})
+    with ExitStack() as stack:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(path))
+            try:
+                stack.enter_context(lock.acquire(timeout=0))
+            except Timeout:
+                if not wait:
+                    raise NbpipeError(f"another nbpipe build holds {path.parent}; "
+                                      "try again when it ends (or drop --no-wait to wait)") from None
+                events.note(f"waiting for another nbpipe build to finish ({path.parent}) …")
+                stack.enter_context(lock.acquire())
+        yield
 
 
 def run_check(project: Project, cache_dir: Path, patterns: tuple[str, ...], as_json: bool) -> int:

@@ -44,6 +44,7 @@ class Task:
     input: dict
     created: int
     outcome: str = "success"  # success | fail | stuck
+    started: float = 0.0
     weird: bool = False
     polls: int = 0
     status: str = "queued"
@@ -53,9 +54,14 @@ class Task:
 
 
 class FakeHiApi(FakeServer):
-    def __init__(self, key: str = "sk-fake-hiapi-key"):
+    """`latency`: None walks one status per poll; a number of seconds walks by the clock."""
+
+    def __init__(self, key: str = "sk-fake-hiapi-key", latency: float | None = None,
+                 image_size: tuple[int, int] = (64, 48)):
         super().__init__()
         self.key = key
+        self.latency = latency
+        self.image_size = image_size
         self.tasks: dict[str, Task] = {}
         self.idempotency: dict[str, tuple[str, str]] = {}  # key → (body digest, task id)
         self.created_keys: list[str] = []  # the Idempotency-Key of every task really created
@@ -129,14 +135,15 @@ class FakeHiApi(FakeServer):
     def _new_task(self, body: dict) -> Task:
         task_id = "tk-hiapi-" + "".join(random.choices(string.ascii_uppercase + string.digits,
                                                        k=26))
-        task = Task(task_id, body["model"], body["input"], int(time.time()))
+        task = Task(task_id, body["model"], body["input"], int(time.time()),
+                    started=time.monotonic())
         outcome = self.faults.next("task")
         if outcome == "weird":
             task.weird = True
         elif outcome in ("fail", "stuck"):
             task.outcome = outcome
         fmt = body["input"].get("output_format", "png")
-        task.image = image_bytes(fmt, task_id)
+        task.image = image_bytes(fmt, task_id, self.image_size)
         self.tasks[task_id] = task
         return task
 
@@ -162,6 +169,14 @@ class FakeHiApi(FakeServer):
     def _advance(self, task: Task) -> None:
         task.polls += 1
         if task.status in ("success", "fail") or task.outcome == "stuck":
+            return
+        if self.latency is not None:
+            progress = (time.monotonic() - task.started) / self.latency if self.latency else 1
+            if progress < 1:
+                task.status = WALK[min(int(progress * len(WALK)), len(WALK) - 1)]
+                return
+            task.status = "fail" if task.outcome == "fail" else "success"
+            task.completed = int(time.time())
             return
         if task.weird and task.polls == 1:
             task.status = "pending_review"  # a status this client has never heard of
