@@ -109,6 +109,7 @@ class Build:
 
     def run(self) -> Summary:
         frames = self.project.select(self.options.patterns)
+        self._sweep(frames)
         self._preflight(frames)
         manifest = self.project.loaded.manifest
         cap = self.options.max_cost if self.options.max_cost is not None else (
@@ -128,6 +129,13 @@ class Build:
         self.summary.interrupted = self.interrupted
         self.events.summary(self.summary)
         return self.summary
+
+    def _sweep(self, frames: list[Frame]) -> None:
+        """Partial files of a killed build (we hold the build locks: nothing else writes)."""
+        self.cache.sweep()
+        for folder in {(self.root / f.output).parent for f in frames}:
+            for partial in folder.glob(".*.part") if folder.is_dir() else ():
+                partial.unlink(missing_ok=True)
 
     def _jobs(self, backend: str) -> int:
         limits = self.project.loaded.manifest.limits.get(backend)

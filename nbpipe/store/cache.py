@@ -123,6 +123,15 @@ class Cache:
         finally:
             writer.discard()
 
+    def sweep(self) -> int:
+        """Remove partial writes left by a killed build. Call only while holding the cache's
+        build lock: then no temp file can belong to a live writer."""
+        removed = 0
+        for temp in self.tmp_dir.glob("*") if self.tmp_dir.is_dir() else ():
+            temp.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     def put_bytes(self, data: bytes) -> str:
         with self.writer() as writer:
             writer.write(data)

@@ -101,6 +101,11 @@ class Handler(BaseHTTPRequestHandler):
         self.drop()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that hang up (timeouts, kill -9) are part of the tests
+
+
 class FakeServer:
     """Runs `dispatch` for every request on a loopback port; counts what it saw."""
 
@@ -109,7 +114,7 @@ class FakeServer:
         self.counts: Counter = Counter()
         self.lock = threading.Lock()
         handler = type("BoundHandler", (Handler,), {"fake": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
