@@ -272,6 +272,7 @@ class Build:
                 self.summary.skipped += 1
                 self.events.frame("skipped", step, f"over budget (USD {fmt_usd(frame.cost)})")
                 return None
+            self.events.start(step)
             return await self._render(step)
 
     async def _render(self, step: Step) -> str:

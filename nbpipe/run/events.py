@@ -53,10 +53,13 @@ class Summary:
 
 
 class TextEvents:
-    """Plain lines, one per frame that changed: good for terminals and CI logs alike."""
+    """Plain lines, one per frame that changed: good for CI logs and pipes."""
 
     def __init__(self, out: TextIO | None = None):
         self.out = out or sys.stdout
+
+    def start(self, step: Step) -> None:
+        pass
 
     def frame(self, status: str, step: Step, detail: str) -> None:
         if status != "fresh":
@@ -77,6 +80,9 @@ class JsonEvents:
 
     def _emit(self, doc: dict) -> None:
         print(json.dumps(doc, ensure_ascii=False), file=self.out, flush=True)
+
+    def start(self, step: Step) -> None:
+        self._emit({"event": "start", "frame": step.frame.name, "action": step.action})
 
     def frame(self, status: str, step: Step, detail: str) -> None:
         self._emit({"event": "frame", "frame": step.frame.name, "status": status,

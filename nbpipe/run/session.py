@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -34,7 +36,7 @@ def plan_project(project: Project, cache_dir: Path, patterns: tuple[str, ...]) -
 
 def run_build(project: Project, cache_dir: Path, options: BuildOptions, as_json: bool,
               wait: bool = True) -> int:
-    events = JsonEvents() if as_json else TextEvents()
+    events = _events(as_json, len(project.select(options.patterns)))
     with exclusive(project.loaded.root / ".nbpipe", cache_dir, wait, events):
         cache, lock, state = open_store(project, cache_dir)
         journal = Journal(cache_dir / "journal.jsonl")
@@ -46,6 +48,16 @@ def run_build(project: Project, cache_dir: Path, options: BuildOptions, as_json:
     if summary.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def _events(as_json: bool, total: int):
+    if as_json:
+        return JsonEvents()
+    if sys.stdout.isatty() and os.environ.get("TERM") != "dumb":
+        from nbpipe.run.progress import LiveEvents
+
+        return LiveEvents(total)
+    return TextEvents()
 
 
 @contextmanager
