@@ -44,6 +44,7 @@ class Job:
     take: int = 1
     resume_task: str | None = None
     on_task: Callable[[str], None] = lambda task_id: None
+    on_finished: Callable[[], None] = lambda: None  # the remote work is done: only fetching is left
 
 
 @dataclass(frozen=True)

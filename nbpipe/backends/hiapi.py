@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import httpx
@@ -92,6 +94,21 @@ class HiApiBackend:
         self.client = client
         self.limiter = limiter or RateLimiter(None)
         self.polls = 0
+        self._latency: dict[str, deque[float]] = {}  # model → recent completed - created
+
+    def first_poll(self, model: str) -> float:
+        """When to look first: the typical latency HiAPI reported for this model's recent
+        tasks (its own `created`/`completed` stamps), else the configured delay."""
+        seen = self._latency.get(model)
+        if not seen or len(seen) < 3:
+            return self.settings.poll_delay
+        return statistics.median(seen) * 1.05
+
+    def _learn(self, model: str, task: dict) -> None:
+        created, completed = task.get("created"), task.get("completed")
+        if isinstance(created, (int, float)) and isinstance(completed, (int, float)) \
+                and completed >= created > 0:
+            self._latency.setdefault(model, deque(maxlen=25)).append(float(completed - created))
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -106,7 +123,9 @@ class HiApiBackend:
             task_id = await self.settings.retry.run(
                 lambda: self._create(body, idempotency_key(frame, job.take)))
             job.on_task(task_id)
-        task = await self._wait(task_id)
+        task = await self._wait(task_id, self.first_poll(frame.model))
+        job.on_finished()  # the task's slot can go to the next frame while this one downloads
+        self._learn(frame.model, task)
         url, expires = _output(task, task_id)
         try:
             await self.settings.retry.run(lambda: self._download(url, sink))
@@ -153,9 +172,9 @@ class HiApiBackend:
             raise FrameFailed(f"task {task_id}: the reply holds no task")
         return data
 
-    async def _wait(self, task_id: str) -> dict:
+    async def _wait(self, task_id: str, first_poll: float) -> dict:
         deadline = time.monotonic() + self.settings.task_timeout
-        await asyncio.sleep(self.settings.poll_delay)
+        await asyncio.sleep(first_poll)
         while True:
             task = await self.settings.retry.run(lambda: self._task(task_id))
             status = task.get("status")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from nbpipe.errors import FrameFailed
@@ -10,8 +11,16 @@ from nbpipe.imagefmt import MIME, sniff
 __all__ = ["MIME", "sniff", "verify_image"]
 
 
+_DECODING = threading.BoundedSemaphore(1)  # one full decode at a time: bounded memory
+
+
 def verify_image(path: Path) -> str:
     """The image format of the file (png | jpeg | webp), or FrameFailed if it is not one."""
+    with _DECODING:
+        return _verify(path)
+
+
+def _verify(path: Path) -> str:
     from PIL import Image, UnidentifiedImageError
 
     with open(path, "rb") as handle:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -140,7 +141,7 @@ class Build:
     def _jobs(self, backend: str) -> int:
         limits = self.project.loaded.manifest.limits.get(backend)
         declared = limits.jobs if limits and limits.jobs else DEFAULT_JOBS[backend]
-        return min(declared, self.options.jobs) if self.options.jobs else declared
+        return self.options.jobs or declared  # -j says it outright; the manifest is the default
 
     def _interrupt(self, main: asyncio.Task) -> None:
         loop = asyncio.get_running_loop()
@@ -265,7 +266,15 @@ class Build:
             self._pin(frame, step.digest, self._take_cost(frame, step.digest), step.output)
             self.events.frame("restored", step, f"{step.reason} · from the cache, free")
             return step.digest
-        async with self.slots[frame.backend]:
+        slot = self.slots[frame.backend]
+        await slot.acquire()
+        held = [True]
+
+        def release() -> None:  # once the remote work is done, or when this frame ends
+            if held[0]:
+                held[0] = False
+                slot.release()
+        try:
             if self.stopped:
                 return self._skip_stopped(step)
             if not self.budget.reserve(frame.name, frame.cost):
@@ -273,15 +282,18 @@ class Build:
                 self.events.frame("skipped", step, f"over budget (USD {fmt_usd(frame.cost)})")
                 return None
             self.events.start(step)
-            return await self._render(step)
+            return await self._render(step, release)
+        finally:
+            release()
 
-    async def _render(self, step: Step) -> str:
+    async def _render(self, step: Step, release: Callable[[], None]) -> str:
         frame = step.frame
         inputs = [self._input(image) for image in frame.inputs]
         take_no = self.cache.next_take(frame.key)
         self.journal.intent(frame.key, take_no, frame.name, frame.backend, frame.record())
         job = Job(take=take_no, resume_task=self.journal.pending_task(frame.key, take_no),
-                  on_task=lambda task_id: self.journal.task(frame.key, take_no, task_id))
+                  on_task=lambda task_id: self.journal.task(frame.key, take_no, task_id),
+                  on_finished=release)
         try:
             take = await self._fetch(frame, inputs, job)
         except TaskFailed:

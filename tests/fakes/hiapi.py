@@ -176,7 +176,7 @@ class FakeHiApi(FakeServer):
                 task.status = WALK[min(int(progress * len(WALK)), len(WALK) - 1)]
                 return
             task.status = "fail" if task.outcome == "fail" else "success"
-            task.completed = int(time.time())
+            task.completed = int(time.time() - (time.monotonic() - task.started) + self.latency)
             return
         if task.weird and task.polls == 1:
             task.status = "pending_review"  # a status this client has never heard of
