@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import threading
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from nbpipe.errors import FrameFailed
 from nbpipe.imagefmt import MIME, sniff
 
-__all__ = ["MIME", "sniff", "verify_image"]
+__all__ = ["MIME", "sniff", "verify_image", "verify_image_async"]
 
 
-_DECODING = threading.BoundedSemaphore(1)  # one full decode at a time: bounded memory
+# One thread decodes, one image at a time: memory stays bounded by one decoded image, and
+# glibc keeps one malloc arena for it instead of one per pool thread.
+_DECODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbpipe-verify")
+
+
+async def verify_image_async(path: Path) -> str:
+    return await asyncio.get_running_loop().run_in_executor(_DECODER, verify_image, path)
 
 
 def verify_image(path: Path) -> str:
     """The image format of the file (png | jpeg | webp), or FrameFailed if it is not one."""
-    with _DECODING:
-        return _verify(path)
-
-
-def _verify(path: Path) -> str:
     from PIL import Image, UnidentifiedImageError
 
     with open(path, "rb") as handle:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nbpipe.backends import DEFAULT_JOBS, open_backend
 from nbpipe.backends.base import Backend, InputData, Job
-from nbpipe.backends.images import MIME, sniff, verify_image
+from nbpipe.backends.images import MIME, sniff, verify_image_async
 from nbpipe.errors import BuildStopped, FrameFailed, NbpipeError, TaskFailed
 from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Project, Step, decide, make_plan
@@ -316,7 +316,7 @@ class Build:
         with self.cache.writer() as sink:
             rendered = await self._backend(frame.backend).render(frame, inputs, sink, job)
             sink.flush()
-            fmt = await asyncio.to_thread(verify_image, sink.path)  # only images enter the cache
+            fmt = await verify_image_async(sink.path)  # only images enter the cache
             digest = sink.commit()
         take = Take(digest=digest, backend=frame.backend, model=frame.model, format=fmt,
                     cost_usd=str(rendered.cost), created=started, task_id=rendered.task_id,

@@ -57,11 +57,11 @@ class FakeHiApi(FakeServer):
     """`latency`: None walks one status per poll; a number of seconds walks by the clock."""
 
     def __init__(self, key: str = "sk-fake-hiapi-key", latency: float | None = None,
-                 image_size: tuple[int, int] = (64, 48)):
+                 image_size: tuple[int, int] = (64, 48), make_image=None):
         super().__init__()
         self.key = key
         self.latency = latency
-        self.image_size = image_size
+        self.make_image = make_image or (lambda fmt, task_id: image_bytes(fmt, task_id, image_size))
         self.tasks: dict[str, Task] = {}
         self.idempotency: dict[str, tuple[str, str]] = {}  # key → (body digest, task id)
         self.created_keys: list[str] = []  # the Idempotency-Key of every task really created
@@ -143,7 +143,7 @@ class FakeHiApi(FakeServer):
         elif outcome in ("fail", "stuck"):
             task.outcome = outcome
         fmt = body["input"].get("output_format", "png")
-        task.image = image_bytes(fmt, task_id, self.image_size)
+        task.image = self.make_image(fmt, task_id)
         self.tasks[task_id] = task
         return task
 
