@@ -71,12 +71,18 @@ def open_project(root: FsPath, backend: str | None = None) -> Project:
                          did_you_mean(backend, BACKENDS) or f"use one of {', '.join(BACKENDS)}")
     loaded = load_manifest(root)
     declared = expand(loaded)
-    declared.diags[:0] = _check_pricing(loaded)
+    declared.diags[:0] = _check_pricing(loaded) + _check_limits(loaded)
     catalog = BUILTIN.with_prices(loaded.manifest.pricing)
     frames = Resolver(declared, catalog, backend).resolve()
     by_name = {f.name: f for f in frames}
     order = graph.build_order({f.name: f.upstreams for f in frames})
     return Project(declared, catalog, {name: by_name[name] for name in order})
+
+
+def _check_limits(loaded: Loaded) -> list[Diagnostic]:
+    return [loaded.source.diagnostic(("limits", backend), f"unknown backend '{backend}'",
+                                     did_you_mean(backend, BACKENDS), at_key=True)
+            for backend in loaded.manifest.limits if backend not in BACKENDS]
 
 
 def _check_pricing(loaded: Loaded) -> list[Diagnostic]:
