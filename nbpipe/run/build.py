@@ -11,6 +11,7 @@ indexed under its key before the output file is written or the lock is touched.
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import time
 from collections.abc import Callable
@@ -30,6 +31,14 @@ from nbpipe.store.cache import Cache, Take
 from nbpipe.store.journal import Journal
 from nbpipe.store.lock import Lock, LockEntry
 from nbpipe.store.state import State
+
+
+DISK_STOPS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def disk_message(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"cannot write{where}: {exc.strerror or exc}"
 
 
 class Budget:
@@ -246,7 +255,9 @@ class Build:
         except NbpipeError as exc:
             digest = self._fail(step, exc.render().removeprefix("error: "))
         except OSError as exc:
-            digest = self._fail(step, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+            if exc.errno in DISK_STOPS:  # every later write would fail the same way
+                self.stopped = self.stopped or disk_message(exc)
+            digest = self._fail(step, disk_message(exc))
         done[frame.name].set_result(digest)
 
     async def _act(self, step: Step) -> str | None:
@@ -386,8 +397,16 @@ class Build:
                              "`nbpipe clean --orphans` removes it)")
         for frame in self.project.frames.values():
             self.state.orphans.pop(frame.output, None)
-        self.lock.save(self.root)
-        self.cache.record_pins(self.root, self.lock.pinned())
+        try:
+            self.lock.save(self.root)
+        except OSError as exc:  # atomic: the previous lock is still whole
+            raise NbpipeError(f"{disk_message(exc)}; nbpipe.lock was left as it was, and every "
+                              "image made is in the cache: the next build pins it for free") from None
+        try:
+            self.cache.record_pins(self.root, self.lock.pinned())
+        except OSError as exc:
+            self.events.note(f"{disk_message(exc)}: gc in other projects sharing this cache may "
+                             "not see this project's pins until the next build")
         complete = not self.options.patterns and not self.options.force and \
             self.summary.failed == self.summary.skipped == self.summary.left == 0 and \
             len(frames) == len(self.project.frames)
@@ -395,4 +414,7 @@ class Build:
         self.state.set_fingerprint(fingerprint(
             self.root, self.options.fingerprint_options(), files,
             {f.output: 1 for f in frames}, len(frames)) if complete else None)
-        self.state.save()
+        try:
+            self.state.save()
+        except OSError:
+            pass  # only a cache of file stats: the next build re-reads the files

@@ -43,7 +43,10 @@ def run_build(project: Project, cache_dir: Path, options: BuildOptions, as_json:
         try:
             summary = Build(project, cache, lock, state, journal, events, options).run()
         finally:
-            journal.close()
+            try:
+                journal.close()
+            except OSError:
+                pass  # compaction only: the uncompacted journal is still valid
             cache.close()
     if summary.interrupted:
         return EXIT_INTERRUPTED
