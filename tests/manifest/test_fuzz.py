@@ -6,6 +6,7 @@ Derandomized (a fixed seed), so CI is deterministic; benchmarks can run longer s
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -25,8 +26,10 @@ FRAGMENTS = ["", ":", "- ", "  ", "\n", "{", "}", "[", "]", "&a ", "*a", "!!str 
              "model: Nano-Banana-Pro", "resolution: 9K", "output: /etc/x", "\t", "\x00", "é",
              "aspect_ratio: 16:9", "variants: {v: {patch: {a: null}}}", "bible: mira"]
 
-SETTINGS = settings(max_examples=1000, derandomize=True, deadline=None,
-                    suppress_health_check=list(HealthCheck))
+# CI: 1,000 examples per property with a fixed seed; benchmarks/fuzz.py runs many more.
+EXAMPLES = int(os.environ.get("NBPIPE_FUZZ_EXAMPLES", "1000"))
+SETTINGS = settings(max_examples=EXAMPLES, derandomize="NBPIPE_FUZZ_EXAMPLES" not in os.environ,
+                    deadline=None, suppress_health_check=list(HealthCheck))
 
 
 def outcome(text: str) -> str:

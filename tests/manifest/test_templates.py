@@ -51,3 +51,28 @@ def test_merge_patch_rfc7386():
     assert merge_patch(target, patch) == {"a": "z", "c": {"d": "e"}, "n": [1]}
     assert merge_patch({"a": [1, 2]}, {"a": [3]}) == {"a": [3]}
     assert merge_patch({"a": "b"}, ["c"]) == ["c"]
+
+
+# --- property: any template text ends in a string or a TemplateFault, quickly ---------------
+
+import os  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PIECES = ["{{", "}}", "{%", "%}", "{#", "#}", " x ", " y ", "|", "upper", "range(", ")", "(",
+          "10**9", "*", "''", "'a'", ".__class__", ".__mro__", "[0]", "for i in", "endfor",
+          "if", "endif", "include", "import", "macro", "set z =", "cycler", "lipsum", "self",
+          "loop", "namespace()", "dict", "joiner", ".__globals__", "~", "\n", "bible"]
+
+
+@settings(max_examples=int(os.environ.get("NBPIPE_FUZZ_EXAMPLES", "1000")), deadline=None,
+          derandomize="NBPIPE_FUZZ_EXAMPLES" not in os.environ)
+@given(st.lists(st.sampled_from(PIECES) | st.text(max_size=4), max_size=14))
+def test_any_template_renders_or_faults(pieces):
+    source = "".join(pieces)
+    try:
+        result = Template(source).render({"x": "a", "y": 3, "bible": "b"})
+    except TemplateFault:
+        return
+    assert isinstance(result, str) and len(result) <= 200_000

@@ -1,0 +1,56 @@
+"""Hostile sizes are refused early: a 10^9-frame matrix, a raised cap past the ceiling."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from nbpipe.errors import ManifestError
+from nbpipe.manifest.expand import expand
+from nbpipe.manifest.load import parse_manifest
+
+
+def test_billion_frame_matrix_is_refused_before_expanding(tmp_path):
+    axes = "\n".join(f"      a{i}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]" for i in range(9))
+    text = f"version: 1\ntargets:\n  t:\n    prompt: x\n    matrix:\n{axes}\n"
+    start = time.perf_counter()
+    with pytest.raises(ManifestError) as info:
+        expand(parse_manifest(text, tmp_path))
+    assert time.perf_counter() - start < 1.0
+    assert "expands to 1,000,000,000 frames" in info.value.diagnostics[0].message
+
+
+def test_max_frames_has_a_ceiling(tmp_path):
+    with pytest.raises(ManifestError) as info:
+        parse_manifest("version: 1\nmax_frames: 1000000000\n", tmp_path)
+    assert info.value.diagnostics[0].message == "max_frames may be at most 10,000,000"
+
+
+def test_fifo_input_is_refused(tmp_path, run):
+    import os
+
+    (tmp_path / "refs").mkdir()
+    os.mkfifo(tmp_path / "refs" / "pipe.png")
+    (tmp_path / "nbpipe.yaml").write_text(
+        "version: 1\ndefaults: {backend: gemini, model: gemini-2.5-flash-image}\n"
+        "targets:\n  a: {prompt: x, inputs: [refs/pipe.png]}\n")
+    result = run("-C", str(tmp_path), "validate")
+    assert result.code == 2 and "'refs/pipe.png' is not a regular file" in result.err
+
+
+def test_symlinked_input_leading_out_is_refused(tmp_path, run):
+    import os
+
+    outside = tmp_path / "outside.png"
+    from tests.conftest import tiny_png
+
+    outside.write_bytes(tiny_png())
+    project = tmp_path / "p"
+    (project / "refs").mkdir(parents=True)
+    os.symlink(outside, project / "refs" / "face.png")
+    (project / "nbpipe.yaml").write_text(
+        "version: 1\ndefaults: {backend: gemini, model: gemini-2.5-flash-image}\n"
+        "targets:\n  a: {prompt: x, inputs: [refs/face.png]}\n")
+    result = run("-C", str(project), "validate")
+    assert result.code == 2 and "is a symbolic link out of the project" in result.err
