@@ -28,13 +28,18 @@ def cli(ctx: click.Context, directory: Path) -> None:
     ctx.obj = directory
 
 
-def _project(ctx: click.Context, backend: str | None = None):
+PROFILE = click.option("--profile", metavar="NAME",
+                       help="Apply a profile of the manifest (or the built-in 'draft').")
+
+
+def _project(ctx: click.Context, backend: str | None = None, profile: str | None = None):
     from nbpipe.plan.planner import open_project
+    from nbpipe.run.prices import current_catalog
 
     root: Path = ctx.obj
     if not root.is_dir():
         raise UsageError(f"no such directory: {root}")
-    return open_project(root, backend)
+    return open_project(root, backend, profile, current_catalog(_cache_dir(root)))
 
 
 @cli.command()
@@ -52,15 +57,32 @@ def validate(ctx: click.Context) -> int:
 @click.argument("frames", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--backend", type=BACKEND_CHOICE, help="Plan every frame on this backend.")
+@PROFILE
+@click.option("--compare", metavar="A,B,...", help="Cost per frame under several profiles "
+              "('default' is the manifest without one).")
 @click.pass_context
-def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: str | None) -> int:
+def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: str | None,
+         profile: str | None, compare: str | None) -> int:
     """What a build would do, why, and what it would cost. FRAMES take globs: 'shoe/*'."""
     from nbpipe import present
+    from nbpipe.run.prices import price_source
     from nbpipe.run.session import plan_project
 
-    project = _project(ctx, backend)
+    if compare:
+        names = [n.strip() for n in compare.split(",") if n.strip()]
+        plans = {n: plan_project(_project(ctx, backend, None if n == "default" else n),
+                                 _cache_dir(ctx.obj), frames) for n in names}
+        click.echo(present.compare_json(plans) if as_json else present.compare_table(plans))
+        return EXIT_OK
+    project = _project(ctx, backend, profile)
     result = plan_project(project, _cache_dir(ctx.obj), frames)
-    click.echo(present.plan_json(result) if as_json else present.plan_table(result))
+    if as_json:
+        click.echo(present.plan_json(result))
+    else:
+        click.echo(present.plan_table(result))
+        for hint in present.price_hints(project.catalog, result):
+            click.echo(f"hint: {hint}")
+        click.echo(f"prices: {price_source(_cache_dir(ctx.obj), project)}")
     return EXIT_OK
 
 
@@ -68,13 +90,15 @@ def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: st
 @click.argument("frame")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--backend", type=BACKEND_CHOICE, help="Show the request for this backend.")
+@PROFILE
 @click.pass_context
-def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None) -> int:
+def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None,
+         profile: str | None) -> int:
     """The exact request FRAME would send, and its frame key."""
     from nbpipe import present
     from nbpipe.backends import describe_request, endpoint
 
-    project = _project(ctx, backend)
+    project = _project(ctx, backend, profile)
     found = project.frames.get(frame)
     if found is None:
         from nbpipe.manifest.source import did_you_mean
@@ -95,6 +119,7 @@ def _cache_dir(root: Path) -> Path:
 @cli.command()
 @click.argument("frames", nargs=-1)
 @click.option("--backend", type=BACKEND_CHOICE, help="Render every frame on this backend.")
+@PROFILE
 @click.option("-j", "--jobs", type=click.IntRange(1, 256),
               help="Frames in flight per backend (default: the manifest's limits, else "
               "hiapi 10, gemini 4, preview 4).")
@@ -109,7 +134,8 @@ def _cache_dir(root: Path) -> Path:
               "outputs modified outside nbpipe.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines events; the last is the summary.")
 @click.pass_context
-def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, jobs: int | None,
+def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, profile: str | None,
+          jobs: int | None,
           max_cost: float | None, fail_fast: bool, keep_going: bool, no_wait: bool,
           check: bool, force: bool, as_json: bool) -> int:
     """Restore or render what changed, in dependency order, and update nbpipe.lock."""
@@ -117,7 +143,7 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, jobs
     if not frames and not force:
         from nbpipe.run.noop import still_fresh
 
-        fresh = still_fresh(root, {"backend": backend})
+        fresh = still_fresh(root, {"backend": backend, "profile": profile})
         if fresh is not None:
             return _report_noop(fresh, check, as_json)
     from decimal import Decimal
@@ -127,12 +153,12 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, jobs
 
     if fail_fast and keep_going:
         raise UsageError("--fail-fast and --keep-going contradict each other")
-    project = _project(ctx, backend)
+    project = _project(ctx, backend, profile)
     if check:
         return run_check(project, _cache_dir(root), frames, as_json)
     options = BuildOptions(patterns=frames, force=force, backend=backend, jobs=jobs,
                            max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
-                           fail_fast=fail_fast)
+                           fail_fast=fail_fast, profile=profile)
     return run_build(project, _cache_dir(root), options, as_json, wait=not no_wait)
 
 
@@ -153,24 +179,26 @@ def _report_noop(fresh: int, check: bool, as_json: bool) -> int:
 @cli.command()
 @click.argument("frame")
 @click.option("--backend", type=BACKEND_CHOICE, help="Explain as if built on this backend.")
+@PROFILE
 @click.pass_context
-def explain(ctx: click.Context, frame: str, backend: str | None) -> int:
+def explain(ctx: click.Context, frame: str, backend: str | None, profile: str | None) -> int:
     """Why FRAME is fresh, or will be restored, rendered or blocked: field by field."""
     from nbpipe.run.inspect import explain as explain_frame
 
-    click.echo(explain_frame(_project(ctx, backend), _cache_dir(ctx.obj), frame))
+    click.echo(explain_frame(_project(ctx, backend, profile), _cache_dir(ctx.obj), frame))
     return EXIT_OK
 
 
 @cli.command()
 @click.argument("frame")
 @click.option("--backend", type=BACKEND_CHOICE)
+@PROFILE
 @click.pass_context
-def takes(ctx: click.Context, frame: str, backend: str | None) -> int:
+def takes(ctx: click.Context, frame: str, backend: str | None, profile: str | None) -> int:
     """List the takes of FRAME's current request (the pinned one is marked)."""
     from nbpipe.run.inspect import list_takes
 
-    click.echo(list_takes(_project(ctx, backend), _cache_dir(ctx.obj), frame))
+    click.echo(list_takes(_project(ctx, backend, profile), _cache_dir(ctx.obj), frame))
     return EXIT_OK
 
 
@@ -178,13 +206,15 @@ def takes(ctx: click.Context, frame: str, backend: str | None) -> int:
 @click.argument("frame")
 @click.argument("take")
 @click.option("--backend", type=BACKEND_CHOICE)
+@PROFILE
 @click.option("--force", is_flag=True, help="Overwrite an output modified outside nbpipe.")
 @click.pass_context
-def pin(ctx: click.Context, frame: str, take: str, backend: str | None, force: bool) -> int:
+def pin(ctx: click.Context, frame: str, take: str, backend: str | None, profile: str | None,
+        force: bool) -> int:
     """Pin TAKE (a number from `takes`, or a digest prefix) of FRAME; free, from the cache."""
     from nbpipe.run.inspect import pin as pin_take
 
-    click.echo(pin_take(_project(ctx, backend), _cache_dir(ctx.obj), frame, take, force))
+    click.echo(pin_take(_project(ctx, backend, profile), _cache_dir(ctx.obj), frame, take, force))
     return EXIT_OK
 
 
@@ -236,6 +266,29 @@ def clean(ctx: click.Context, orphans: bool, dry_run: bool) -> int:
     state = State(ctx.obj)
     click.echo("\n".join(clean_orphans(ctx.obj, state, dry_run)))
     state.save()
+    return EXIT_OK
+
+
+@cli.command()
+@click.option("--refresh", is_flag=True, help="Fetch HiAPI's public price list into the cache.")
+@click.pass_context
+def prices(ctx: click.Context, refresh: bool) -> int:
+    """The price table in use (USD per image), and where it comes from."""
+    from nbpipe.run.prices import price_source, price_table
+    from nbpipe.run.prices import refresh as refresh_prices
+
+    root: Path = ctx.obj
+    if refresh:
+        click.echo(refresh_prices(_cache_dir(root)))
+    if (root / "nbpipe.yaml").exists():
+        project = _project(ctx)
+        click.echo(price_table(project.catalog))
+        click.echo(f"prices: {price_source(_cache_dir(root), project)}")
+    else:
+        from nbpipe.run.prices import current_catalog
+        from nbpipe.catalog import BUILTIN
+
+        click.echo(price_table(current_catalog(_cache_dir(root)) or BUILTIN))
     return EXIT_OK
 
 

@@ -67,3 +67,44 @@ def show_text(frame: Frame, endpoint: str, request: dict) -> str:
     lines.append("request body:")
     lines.append(json.dumps(request, indent=2, ensure_ascii=False))
     return "\n".join(lines)
+
+
+def compare_table(plans: dict[str, Plan]) -> str:
+    """Per-frame cost under each profile, and the totals: `plan --compare draft,production`."""
+    names = list(plans)
+    frames = [s.frame.name for s in next(iter(plans.values())).steps]
+    cost = {n: {s.frame.name: s.cost for s in p.steps} for n, p in plans.items()}
+    rows = [("FRAME", *names)]
+    rows += [(f, *(fmt_usd(cost[n].get(f, 0)) for n in names)) for f in frames]
+    rows.append(("TOTAL", *(fmt_usd(plans[n].cost) for n in names)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))) for row in rows)
+
+
+def compare_json(plans: dict[str, Plan]) -> str:
+    return json.dumps({name: {"frames": [_step_json(s) for s in p.steps], "summary": p.summary()}
+                       for name, p in plans.items()}, indent=2, ensure_ascii=False)
+
+
+def price_hints(catalog, plan: Plan) -> list[str]:
+    """Where the same model costs less at an equal or higher tier (Nano-Banana-2: 2K < 1K)."""
+    hints = []
+    paying: dict[tuple[str, str, str], int] = {}
+    for step in plan.steps:
+        resolution = step.frame.params.get("resolution")
+        if resolution and step.cost > 0:
+            slot = (step.frame.backend, step.frame.model, resolution)
+            paying[slot] = paying.get(slot, 0) + 1
+    for (backend, model, resolution), count in paying.items():
+        spec = catalog.get(backend, model)
+        now = spec.price(resolution)
+        higher = spec.resolutions[spec.resolutions.index(resolution) + 1:]
+        cheaper = [r for r in higher if spec.price(r) < now]
+        if cheaper:
+            best = min(cheaper, key=spec.price)
+            saving = (now - spec.price(best)) * count
+            hints.append(f"{model} at {best} costs USD {fmt_usd(spec.price(best))}, less than at "
+                         f"{resolution} (USD {fmt_usd(now)}): `resolution: {best}` would save "
+                         f"USD {fmt_usd(saving)} on {count} frame{'s' * (count != 1)}")
+    return hints

@@ -6,6 +6,7 @@ located Diagnostic; all of them are collected before `ManifestError` is raised.
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import math
 import re
@@ -75,19 +76,23 @@ class Declared:
     targets: dict[str, ResolvedTarget]  # only those that resolved without error
     frames: list[FrameSpec]
     diags: list[Diagnostic]  # problems found so far; the planner adds its own, then raises
+    profile: str | None = None
+    builtin_draft: bool = False  # `--profile draft` with no profiles declared: cheapest models
 
 
-def expand(loaded: Loaded) -> Declared:
-    """Resolve and expand every target; a manifest past `max_frames` is refused at once."""
+def expand(loaded: Loaded, profile: str | None = None) -> Declared:
+    """Resolve and expand every target under a profile (None: the default);
+    a manifest past `max_frames` is refused at once."""
     diags: list[Diagnostic] = []
     manifest = loaded.manifest
     bibles = {name: Bible(text=b) if isinstance(b, str) else b for name, b in manifest.bibles.items()}
     templates = _compile_templates(loaded, diags)
-    resolver = _Resolver(loaded, templates, bibles, diags)
+    resolver = _Resolver(loaded, templates, bibles, diags, profile)
     targets = {name: t for name in manifest.targets if (t := resolver.resolve(name))}
     _check_size(loaded, targets, diags)
     frames = [spec for target in targets.values() for spec in _frames(target)]
-    return Declared(loaded, bibles, targets, frames, diags)
+    builtin = profile is not None and profile not in manifest.profiles
+    return Declared(loaded, bibles, targets, frames, diags, profile, builtin)
 
 
 def _compile_templates(loaded: Loaded, diags: list) -> dict[str, Template]:
@@ -108,8 +113,11 @@ def compile_template(source: Any, path: Path, loaded: Loaded, diags: list) -> Te
 
 
 class _Resolver:
-    def __init__(self, loaded: Loaded, templates: dict, bibles: dict, diags: list):
+    def __init__(self, loaded: Loaded, templates: dict, bibles: dict, diags: list,
+                 profile: str | None = None):
         self.loaded = loaded
+        self.profile_name = profile
+        self.profile = loaded.manifest.profiles.get(profile) if profile else None
         self.targets: dict[str, Target] = loaded.manifest.targets
         self.templates = templates
         self.bibles = bibles
@@ -155,6 +163,9 @@ class _Resolver:
         for key in PARAMS:
             if getattr(defaults, key) is not None:
                 merged[key] = Setting(getattr(defaults, key), ("defaults", key))
+        overrides = self._profile_settings(chain[0])
+        if not (self.profile and self.profile.wins):
+            merged.update(overrides)
         variables: dict[str, Any] = {}
         for name in reversed(chain):
             target = self.targets[name]
@@ -164,8 +175,34 @@ class _Resolver:
                     variables.update(value)
                 elif value is not None:
                     merged[key] = Setting(value, ("targets", name, key))
+        if self.profile and self.profile.wins:
+            merged.update(overrides)
         merged["vars"] = Setting(variables, ("targets", chain[0], "vars"))
+        if self.profile_name:
+            merged["output"] = self._profile_output(merged.get("output"))
         return merged
+
+    def _profile_settings(self, target: str) -> dict[str, Setting]:
+        profile = self.profile
+        if profile is None or (profile.targets is not None and
+                               not any(fnmatch.fnmatchcase(target, g) for g in profile.targets)):
+            return {}
+        return {key: Setting(getattr(profile, key), ("profiles", self.profile_name, key))
+                for key in ("backend", "model", "resolution", "aspect_ratio")
+                if getattr(profile, key) is not None}
+
+    def _profile_output(self, output: Setting | None) -> Setting:
+        """Each profile's outputs in their own folder, unless the profile names a pattern."""
+        if self.profile is not None and self.profile.output is not None:
+            return Setting(self.profile.output, ("profiles", self.profile_name, "output"))
+        base = output or Setting(DEFAULT_OUTPUT, ("defaults", "output"))
+        folder = self.profile_name.replace("{", "{{").replace("}", "}}")
+        pattern = base.value
+        if "{profile}" in pattern:
+            return base
+        value = pattern.replace("{frame}", folder + "/{frame}", 1) if "{frame}" in pattern \
+            else f"{folder}/{pattern}"
+        return Setting(value, base.path)
 
     def _check(self, name: str, m: dict[str, Setting]) -> ResolvedTarget | None:
         before = len(self.diags)
@@ -242,7 +279,8 @@ class _Resolver:
                                at_key=True)
 
     def _output_fields(self, output: Setting, matrix: Setting | None) -> tuple[str, ...]:
-        allowed = ["frame", "target", "variant", "ext", *(matrix.value if matrix else ())]
+        allowed = ["frame", "target", "variant", "ext", "profile",
+                   *(matrix.value if matrix else ())]
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(output.value) if f is not None]
         except ValueError as exc:

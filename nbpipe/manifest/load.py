@@ -246,6 +246,8 @@ def _kind(path: Path) -> str:
         return "bible"
     if path[0] == "limits" and len(path) == 2:
         return "limits"
+    if path[0] == "profiles" and len(path) == 2:
+        return "profile"
     return ""
 
 

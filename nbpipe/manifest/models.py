@@ -78,6 +78,24 @@ class Target(Params):
         None, description="input images: other targets or frames (an edit), or project files")
 
 
+class Profile(_Strict):
+    """A named set of overrides, chosen with `--profile NAME` (draft, production, hero...)."""
+
+    backend: str | None = None
+    model: str | None = None
+    resolution: str | None = None
+    aspect_ratio: str | None = None
+    output: str | None = Field(None, description="output pattern while this profile is active "
+                               "(default: the usual one with the profile name as a folder)")
+    targets: list[str] | None = Field(None, description="globs of target names it applies to")
+    wins: bool = Field(False, description="override what targets set explicitly too")
+
+    @field_validator("resolution", "aspect_ratio", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class BackendLimits(_Strict):
     """How hard a build may press one backend."""
 
@@ -104,6 +122,8 @@ class Manifest(_Strict):
         None, description="USD a build may spend at most (--max-cost overrides)")
     limits: dict[str, BackendLimits] = Field(
         default_factory=dict, description="per backend: {jobs, rpm}")
+    profiles: dict[str, Profile] = Field(
+        default_factory=dict, description="named overrides: nbpipe build --profile NAME")
 
 
 # The keys each kind of mapping accepts, for "unknown key ... did you mean" hints.
@@ -114,4 +134,5 @@ ALLOWED_KEYS: dict[str, tuple[str, ...]] = {
     "bible": tuple(Bible.model_fields),
     "variant": tuple(Variant.model_fields),
     "limits": tuple(BackendLimits.model_fields),
+    "profile": tuple(Profile.model_fields),
 }

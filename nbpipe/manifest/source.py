@@ -63,6 +63,8 @@ def describe(path: Path) -> str:
         return f"bible '{path[1]}'"
     if head == "templates" and len(path) >= 2:
         return f"template '{path[1]}'"
+    if head == "profiles" and len(path) >= 2:
+        return f"profile '{path[1]}'"
     if head in ("pricing", "limits") and len(path) >= 2:
         return f"{head} for backend '{path[1]}'"
     return str(head)

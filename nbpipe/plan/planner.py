@@ -64,19 +64,33 @@ class Project:
         return list(dict.fromkeys(f.target for f in self.frames.values()))
 
 
-def open_project(root: FsPath, backend: str | None = None) -> Project:
-    """Load, expand and resolve the manifest in `root`; ManifestError lists every problem."""
+def open_project(root: FsPath, backend: str | None = None, profile: str | None = None,
+                 catalog: Catalog | None = None) -> Project:
+    """Load, expand and resolve the manifest in `root` under a profile (None: the default);
+    ManifestError lists every problem. `catalog` replaces the built-in prices (a refreshed
+    catalogue); the manifest's `pricing:` still overrides it."""
     if backend is not None and backend not in BACKENDS:
         raise UsageError(f"unknown backend '{backend}'",
                          did_you_mean(backend, BACKENDS) or f"use one of {', '.join(BACKENDS)}")
     loaded = load_manifest(root)
-    declared = expand(loaded)
+    _check_profile(loaded, profile)
+    declared = expand(loaded, profile)
     declared.diags[:0] = _check_pricing(loaded) + _check_limits(loaded)
-    catalog = BUILTIN.with_prices(loaded.manifest.pricing)
+    catalog = (catalog or BUILTIN).with_prices(loaded.manifest.pricing)
     frames = Resolver(declared, catalog, backend).resolve()
     by_name = {f.name: f for f in frames}
     order = graph.build_order({f.name: f.upstreams for f in frames})
     return Project(declared, catalog, {name: by_name[name] for name in order})
+
+
+def _check_profile(loaded: Loaded, profile: str | None) -> None:
+    declared = loaded.manifest.profiles
+    if profile is None or profile in declared or (profile == "draft" and not declared):
+        return
+    hint = did_you_mean(profile, declared) if declared else \
+        "the manifest declares no profiles: the built-in one is 'draft'"
+    raise UsageError(f"unknown profile '{profile}'", hint or
+                     f"declared profiles: {', '.join(declared)}")
 
 
 def _check_limits(loaded: Loaded) -> list[Diagnostic]:

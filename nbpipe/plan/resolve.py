@@ -104,6 +104,8 @@ class Resolver:
         return setting.value
 
     def _model(self, target: ResolvedTarget, backend: str) -> ModelSpec | None:
+        if self.declared.builtin_draft:
+            return self._cheapest(backend, needs_inputs=bool(target.inputs))
         setting = target.params.get("model")
         name = setting.value if setting else DEFAULT_MODELS[backend]
         spec = self.catalog.get(backend, name)
@@ -117,8 +119,24 @@ class Resolver:
                        f"unknown model '{name}' for backend '{backend}'", hint)
         return spec
 
+    def _cheapest(self, backend: str, needs_inputs: bool) -> ModelSpec:
+        """The built-in draft profile's model: the cheapest one that still takes the inputs."""
+        fits = [s for s in self.catalog.models[backend].values()
+                if s.max_inputs or not needs_inputs]
+        return min(fits, key=lambda s: (min(s.prices.values(), default=0), s.name))
+
+    def _profile_moved(self, target: ResolvedTarget) -> bool:
+        """Did a profile pick the model? Then the tier follows the model, not the target."""
+        model = target.params.get("model")
+        return self.declared.builtin_draft or bool(model and model.path[0] == "profiles")
+
     def _params(self, target: ResolvedTarget, spec: ModelSpec) -> tuple[dict[str, str], str]:
         params: dict[str, str] = {}
+        resolution = target.params.get("resolution")
+        if resolution is not None and self._profile_moved(target) and \
+                resolution.path[0] != "profiles" and resolution.value not in spec.resolutions:
+            # e.g. draft moves a 2K Pro frame to Nano-Banana, which takes no resolution at all
+            target.params.pop("resolution")
         ratio = target.params.get("aspect_ratio")
         if ratio is not None:
             if ratio.value in spec.aspect_ratios:
@@ -283,7 +301,7 @@ class Resolver:
     def _output(self, spec: FrameSpec, plan: _TargetPlan) -> str | None:
         setting = spec.target.params["output"]
         fields = {"frame": spec.name, "target": spec.target.name, "variant": spec.variant,
-                  "ext": plan.ext, **spec.bindings}
+                  "ext": plan.ext, "profile": self.declared.profile or "", **spec.bindings}
         try:
             return self.project.check_output(setting.value.format_map(fields))
         except PathRefused as exc:

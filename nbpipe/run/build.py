@@ -93,8 +93,10 @@ class BuildOptions:
     fail_fast: bool = False
     grace: float = 10.0  # seconds to keep collecting in-flight renders after Ctrl-C
 
+    profile: str | None = None
+
     def fingerprint_options(self) -> dict:
-        return {"backend": self.backend}
+        return {"backend": self.backend, "profile": self.profile}
 
 
 @dataclass

@@ -22,7 +22,7 @@ from nbpipe.store.state import State
 
 def open_store(project: Project, cache_dir: Path, create: bool = True) -> tuple[Cache, Lock, State]:
     root = project.loaded.root
-    return Cache(cache_dir, create), Lock.load(root), State(root)
+    return Cache(cache_dir, create), Lock.load(root, project.declared.profile), State(root)
 
 
 def plan_project(project: Project, cache_dir: Path, patterns: tuple[str, ...]) -> Plan:

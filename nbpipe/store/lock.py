@@ -30,23 +30,33 @@ class LockEntry:
 
 
 class Lock:
-    def __init__(self, entries: dict[str, LockEntry] | None = None):
+    """The pins of one profile (`frames` for the default, `profiles.NAME` for the others);
+    the other profiles' sections are carried through untouched."""
+
+    def __init__(self, entries: dict[str, LockEntry] | None = None, profile: str | None = None,
+                 others: dict[str | None, dict[str, LockEntry]] | None = None):
         self.entries: dict[str, LockEntry] = dict(entries or {})
+        self.profile = profile
+        self.others = dict(others or {})
 
     @staticmethod
-    def load(root: Path) -> "Lock":
+    def load(root: Path, profile: str | None = None) -> "Lock":
         path = root / LOCK_NAME
         try:
             text = path.read_text("utf-8")
         except FileNotFoundError:
-            return Lock()
+            return Lock(profile=profile)
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
         try:
             doc = json.loads(text)
             if doc.get("version") != LOCK_VERSION:
                 raise ValueError(f"unsupported lock version {doc.get('version')!r}")
-            return Lock({name: LockEntry(**entry) for name, entry in doc["frames"].items()})
+            sections = {None: doc["frames"], **doc.get("profiles", {})}
+            parsed = {name: {frame: LockEntry(**entry) for frame, entry in frames.items()}
+                      for name, frames in sections.items()}
+            mine = parsed.pop(profile, {})
+            return Lock(mine, profile, parsed)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"{path} is not a valid lock file ({exc})",
                              "a merge conflict? resolve it, or delete the file and rebuild "
@@ -54,12 +64,15 @@ class Lock:
 
     def text(self) -> str:
         """Sorted JSON with one line per frame: a re-rendered frame is one changed line in git."""
-        lines = [f"    {json.dumps(name, ensure_ascii=False)}: "
-                 f"{json.dumps(vars(entry), sort_keys=True, ensure_ascii=False)}"
-                 for name, entry in sorted(self.entries.items())]
-        body = ",\n".join(lines)
-        frames = "{\n" + body + "\n  }" if lines else "{}"
-        return f'{{\n  "frames": {frames},\n  "version": {LOCK_VERSION}\n}}\n'
+        sections = {**self.others, self.profile: self.entries}
+        parts = [f'  "frames": {_section(sections.get(None, {}), "  ")}']
+        profiles = {name: entries for name, entries in sections.items() if name and entries}
+        if profiles:
+            inner = ",\n".join(f"    {json.dumps(name)}: {_section(entries, '    ')}"
+                                for name, entries in sorted(profiles.items()))
+            parts.append(f'  "profiles": {{\n{inner}\n  }}')
+        parts.append(f'  "version": {LOCK_VERSION}')
+        return "{\n" + ",\n".join(parts) + "\n}\n"
 
     def save(self, root: Path) -> bool:
         """Write the lock if its text changed; True if it was written."""
@@ -74,4 +87,15 @@ class Lock:
         return True
 
     def pinned(self) -> set[str]:
-        return {e.digest for e in self.entries.values()}
+        """Digests pinned by any profile's section (gc keeps them all)."""
+        every = [self.entries, *self.others.values()]
+        return {e.digest for entries in every for e in entries.values()}
+
+
+def _section(entries: dict[str, LockEntry], indent: str) -> str:
+    if not entries:
+        return "{}"
+    lines = [f"{indent}  {json.dumps(name, ensure_ascii=False)}: "
+             f"{json.dumps(vars(entry), sort_keys=True, ensure_ascii=False)}"
+             for name, entry in sorted(entries.items())]
+    return "{\n" + ",\n".join(lines) + f"\n{indent}}}"
