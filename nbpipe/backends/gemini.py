@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (RateLimiter, Retryable, RetryPolicy, json_body, network_error,
-                                  redact, retry_after, short)
-from nbpipe.errors import BuildStopped, FrameFailed, UsageError
+from nbpipe.backends.http import (RateLimiter, Retryable, RetryPolicy, api_key, env_number,
+                                  json_body, network_error, redact, retry_after, short)
+from nbpipe.errors import BuildStopped, FrameFailed
 from nbpipe.plan.frame import Frame
 
 PAYLOAD_STYLE = "base64 data"
@@ -66,23 +66,17 @@ class GeminiSettings:
     @staticmethod
     def from_env(env: dict[str, str] | None = None) -> "GeminiSettings":
         env = dict(os.environ if env is None else env)
-        key = next((env[v] for v in KEY_VARS if env.get(v)), None)
-        if not key:
-            raise UsageError("GEMINI_API_KEY is not set, so nothing can be rendered on gemini",
-                             "set GEMINI_API_KEY (or GOOGLE_API_KEY), or build offline with "
-                             "--backend preview")
+        key = api_key(env, KEY_VARS, "gemini")
         base = env.get("GOOGLE_GEMINI_BASE_URL", DEFAULT_BASE_URL).rstrip("/")
         version = "v1beta"
         for suffix in ("/v1beta", "/v1"):
             if base.endswith(suffix):
                 base, version = base.removesuffix(suffix), suffix[1:]
         version = env.get("NBPIPE_GEMINI_API_VERSION", version)
-        try:
-            retry_base = float(env.get("NBPIPE_RETRY_BASE") or 1.0)
-        except ValueError:
-            raise UsageError("NBPIPE_RETRY_BASE must be a number of seconds") from None
-        return GeminiSettings(api_key=key, base_url=base, api_version=version,
-                              retry=RetryPolicy(base=retry_base))
+        return GeminiSettings(
+            api_key=key, base_url=base, api_version=version,
+            max_bytes=int(env_number(env, "NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
+            retry=RetryPolicy(base=env_number(env, "NBPIPE_RETRY_BASE", 1.0)))
 
 
 class GeminiBackend:
@@ -104,7 +98,11 @@ class GeminiBackend:
         body = generate_body(frame, [base64.b64encode(i.data).decode() for i in inputs],
                              [i.mime for i in inputs])
         reply = await self.settings.retry.run(lambda: self._generate(frame.model, body))
-        sink.write(_image(reply))
+        image = _image(reply)
+        if len(image) > self.settings.max_bytes:
+            raise FrameFailed(f"the image is {len(image):,} bytes, over the "
+                              f"{self.settings.max_bytes:,}-byte cap")
+        sink.write(image)
         return Rendered(task_id=None, cost=frame.cost)
 
     async def _generate(self, model: str, body: dict) -> dict:

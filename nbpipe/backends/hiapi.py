@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (DownloadGone, RateLimiter, Retryable, RetryPolicy, download,
-                                  json_body, network_error, redact, retry_after, short)
-from nbpipe.errors import BuildStopped, FrameFailed, TaskFailed, UsageError
+from nbpipe.backends.http import (DownloadGone, RateLimiter, Retryable, RetryPolicy, api_key,
+                                  download, env_number, json_body, network_error, redact,
+                                  retry_after, short)
+from nbpipe.errors import BuildStopped, FrameFailed, TaskFailed
 from nbpipe.plan.frame import Frame
 
 PAYLOAD_STYLE = "https URL"
@@ -59,13 +60,12 @@ class HiApiSettings:
     @staticmethod
     def from_env(env: dict[str, str] | None = None) -> "HiApiSettings":
         env = dict(os.environ if env is None else env)
-        key = next((env[v] for v in KEY_VARS if env.get(v)), None)
-        if not key:
-            raise UsageError("HIAPI_API_KEY is not set, so nothing can be rendered on hiapi",
-                             "set HIAPI_API_KEY (or HIAPI_TOKEN), or build offline with "
-                             "--backend preview")
+        key = api_key(env, KEY_VARS, "hiapi")
         base = env.get("HIAPI_BASE_URL", DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
-        number = _numbers(env)
+
+        def number(name: str, default: float) -> float:
+            return env_number(env, name, default)
+
         return HiApiSettings(
             api_key=key, base_url=base,
             poll_delay=number("NBPIPE_HIAPI_POLL_DELAY", 5.0),
@@ -74,15 +74,6 @@ class HiApiSettings:
             max_bytes=int(number("NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
             download_timeout=number("NBPIPE_DOWNLOAD_TIMEOUT", 300.0),
             retry=RetryPolicy(base=number("NBPIPE_RETRY_BASE", 1.0)))
-
-
-def _numbers(env: dict[str, str]):
-    def number(name: str, default: float) -> float:
-        try:
-            return float(env[name]) if env.get(name) else default
-        except ValueError:
-            raise UsageError(f"{name} must be a number of seconds, not {env[name]!r}") from None
-    return number
 
 
 class HiApiBackend:

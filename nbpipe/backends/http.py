@@ -19,10 +19,27 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
 from nbpipe.backends.base import Sink
-from nbpipe.errors import FrameFailed
+from nbpipe.errors import FrameFailed, UsageError
 
 T = TypeVar("T")
 MAX_SERVER_DELAY = 120.0  # never sleep longer than this on a server's Retry-After
+
+
+def api_key(env: dict[str, str], names: tuple[str, ...], backend: str) -> str:
+    """The first key set among `names`, or a usage error that says how to go on without one."""
+    key = next((env[v] for v in names if env.get(v)), None)
+    if not key:
+        raise UsageError(f"{names[0]} is not set, so nothing can be rendered on {backend}",
+                         f"set {names[0]} (or {names[1]}), or build offline with "
+                         "--backend preview")
+    return key
+
+
+def env_number(env: dict[str, str], name: str, default: float) -> float:
+    try:
+        return float(env[name]) if env.get(name) else default
+    except ValueError:
+        raise UsageError(f"{name} must be a number, not {env[name]!r}") from None
 
 
 class RateLimiter:

@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path as FsPath
 from typing import Literal, Protocol
 
-from nbpipe.catalog import BACKENDS, BUILTIN, FLAT, Catalog
+from nbpipe.catalog import BACKENDS, BUILTIN, Catalog
 from nbpipe.errors import Diagnostic, UsageError
 from nbpipe.manifest.expand import Declared, expand
 from nbpipe.manifest.load import Loaded, load_manifest

@@ -6,7 +6,6 @@ Renders are counted from the build's own JSON summary; file writes from mtimes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
