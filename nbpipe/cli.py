@@ -133,14 +133,15 @@ def _cache_dir(root: Path) -> Path:
 @click.option("--force", is_flag=True, help="Render a new take even when fresh; overwrite "
               "outputs modified outside nbpipe.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines events; the last is the summary.")
+@click.option("--report", "with_report", is_flag=True, help="Refresh out/index.html afterwards.")
 @click.pass_context
 def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, profile: str | None,
           jobs: int | None,
           max_cost: float | None, fail_fast: bool, keep_going: bool, no_wait: bool,
-          check: bool, force: bool, as_json: bool) -> int:
+          check: bool, force: bool, as_json: bool, with_report: bool) -> int:
     """Restore or render what changed, in dependency order, and update nbpipe.lock."""
     root: Path = ctx.obj
-    if not frames and not force:
+    if not frames and not force and not with_report:
         from nbpipe.run.noop import still_fresh
 
         fresh = still_fresh(root, {"backend": backend, "profile": profile})
@@ -159,7 +160,13 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
     options = BuildOptions(patterns=frames, force=force, backend=backend, jobs=jobs,
                            max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
                            fail_fast=fail_fast, profile=profile)
-    return run_build(project, _cache_dir(root), options, as_json, wait=not no_wait)
+    code = run_build(project, _cache_dir(root), options, as_json, wait=not no_wait)
+    if with_report:
+        from nbpipe.run.report import write_report
+
+        page = write_report(project, _cache_dir(root), Path("out/index.html"))
+        click.echo(f"wrote {page}", err=as_json)
+    return code
 
 
 def _report_noop(fresh: int, check: bool, as_json: bool) -> int:
@@ -289,6 +296,21 @@ def prices(ctx: click.Context, refresh: bool) -> int:
         from nbpipe.catalog import BUILTIN
 
         click.echo(price_table(current_catalog(_cache_dir(root)) or BUILTIN))
+    return EXIT_OK
+
+
+@cli.command()
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("out/index.html"), show_default=True, help="Where to write the page.")
+@click.option("--backend", type=BACKEND_CHOICE, help="Report as built on this backend.")
+@PROFILE
+@click.pass_context
+def report(ctx: click.Context, out: Path, backend: str | None, profile: str | None) -> int:
+    """A static HTML contact sheet of every frame (thumbnails beside it, relative links)."""
+    from nbpipe.run.report import write_report
+
+    page = write_report(_project(ctx, backend, profile), _cache_dir(ctx.obj), out)
+    click.echo(f"wrote {page}")
     return EXIT_OK
 
 

@@ -267,7 +267,7 @@ class _Resolver:
         if matrix:
             for axis, values in matrix.value.items():
                 for i, value in enumerate(values):
-                    if not _name_part_ok(_part(value)):
+                    if not _name_part_ok(name_part(value)):
                         self.error((*matrix.path, axis, i),
                                    f"matrix value {value!r} cannot be part of a frame name",
                                    "avoid '/', '\\', control characters, and '.' or '..' alone")
@@ -299,7 +299,8 @@ def _available(kind: str, names: Any) -> str:
         f"defined {kind}: {', '.join(sorted(names))}"
 
 
-def _part(value: Any) -> str:
+def name_part(value: Any) -> str:
+    """A matrix value as it appears in frame names (booleans as true/false)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -335,9 +336,9 @@ def _frames(target: ResolvedTarget) -> list[FrameSpec]:
         specs = []
         for combo in itertools.product(*target.matrix.values()):
             binding = dict(zip(axes, combo))
-            suffix = "-".join(_part(v) for v in combo)
+            suffix = "-".join(name_part(v) for v in combo)
             specs.append(FrameSpec(f"{name}/{suffix}", target, suffix, {**target.vars, **binding},
-                                   {a: _part(v) for a, v in binding.items()}))
+                                   {a: name_part(v) for a, v in binding.items()}))
         return specs
     if target.variants:
         return [FrameSpec(f"{name}/{vname}", target, vname, {**target.vars, **v.vars},

@@ -112,6 +112,7 @@ class Build:
     backends: dict[str, Backend] = field(default_factory=dict)
     stopped: str | None = None  # why no more requests may be sent (bad key, no balance, ^C)
     interrupted: bool = False
+    failed: dict[str, str] = field(default_factory=dict)  # frame → why, for the report
     budget: "Budget | None" = None
     slots: dict = field(default_factory=dict)
 
@@ -141,6 +142,16 @@ class Build:
         self.summary.interrupted = self.interrupted
         self.events.summary(self.summary)
         return self.summary
+
+    def _remember_outcomes(self, frames: list[Frame]) -> None:
+        """What the report shows later: the last failures, and running totals."""
+        failed = {k: v for k, v in self.state.data.get("failed", {}).items()
+                  if k not in {f.name for f in frames}}
+        self.state.data["failed"] = {**failed, **self.failed}
+        totals = self.state.data.setdefault("totals", {"spent_usd": "0", "saved_usd": "0"})
+        totals["spent_usd"] = str(Decimal(totals["spent_usd"]) + self.summary.spent)
+        totals["saved_usd"] = str(Decimal(totals["saved_usd"]) + self.summary.saved)
+        self.state.changed = True
 
     def _sweep(self, frames: list[Frame]) -> None:
         """Partial files of a killed build (we hold the build locks: nothing else writes)."""
@@ -374,6 +385,7 @@ class Build:
     def _fail(self, step: Step, message: str) -> None:
         self.summary.failed += 1
         self.summary.failures.append(step.frame.name)
+        self.failed[step.frame.name] = message
         self.events.frame("failed", step, message)
         if self.options.fail_fast and not self.stopped:
             self.stopped = f"{step.frame.name} failed and --fail-fast is on"
@@ -399,6 +411,7 @@ class Build:
                              "`nbpipe clean --orphans` removes it)")
         for frame in self.project.frames.values():
             self.state.orphans.pop(frame.output, None)
+        self._remember_outcomes(frames)
         try:
             self.lock.save(self.root)
         except OSError as exc:  # atomic: the previous lock is still whole
