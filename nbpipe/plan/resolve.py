@@ -136,7 +136,7 @@ class Resolver:
         if resolution is not None and self._profile_moved(target) and \
                 resolution.path[0] != "profiles" and resolution.value not in spec.resolutions:
             # e.g. draft moves a 2K Pro frame to Nano-Banana, which takes no resolution at all
-            target.params.pop("resolution")
+            resolution = None
         ratio = target.params.get("aspect_ratio")
         if ratio is not None:
             if ratio.value in spec.aspect_ratios:
@@ -144,7 +144,6 @@ class Resolver:
             else:
                 self.error(ratio.path, f"{spec.name} does not take aspect ratio '{ratio.value}'",
                            f"it takes {', '.join(spec.aspect_ratios)}")
-        resolution = target.params.get("resolution")
         if resolution is not None and not spec.resolutions:
             self.error(resolution.path, f"{spec.name} takes no resolution (sending one is a 400)",
                        "remove `resolution`, or pick a model with resolution tiers")
