@@ -12,8 +12,14 @@ from pathlib import Path
 
 import click
 
-from nbpipe.errors import (EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NbpipeError,
-                           UsageError)
+from nbpipe.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    NbpipeError,
+    UsageError,
+)
 
 BACKEND_CHOICE = click.Choice(["hiapi", "gemini", "preview"])
 
@@ -244,7 +250,8 @@ def graph(ctx: click.Context, fmt: str) -> int:
 @click.pass_context
 def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str | None) -> int:
     """Free cache space; never removes a take pinned by a lock."""
-    from nbpipe.run.maintain import gc as collect, parse_age, parse_size
+    from nbpipe.run.maintain import gc as collect
+    from nbpipe.run.maintain import parse_age, parse_size
     from nbpipe.store.cache import Cache
     from nbpipe.store.lock import Lock
 
@@ -292,8 +299,8 @@ def prices(ctx: click.Context, refresh: bool) -> int:
         click.echo(price_table(project.catalog))
         click.echo(f"prices: {price_source(_cache_dir(root), project)}")
     else:
-        from nbpipe.run.prices import current_catalog
         from nbpipe.catalog import BUILTIN
+        from nbpipe.run.prices import current_catalog
 
         click.echo(price_table(current_catalog(_cache_dir(root)) or BUILTIN))
     return EXIT_OK

@@ -14,8 +14,18 @@ from dataclasses import dataclass, field
 import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (RateLimiter, Retryable, RetryPolicy, api_key, env_number,
-                                  json_body, network_error, redact, retry_after, short)
+from nbpipe.backends.http import (
+    RateLimiter,
+    Retryable,
+    RetryPolicy,
+    api_key,
+    env_number,
+    json_body,
+    network_error,
+    redact,
+    retry_after,
+    short,
+)
 from nbpipe.errors import BuildStopped, FrameFailed
 from nbpipe.plan.frame import Frame
 

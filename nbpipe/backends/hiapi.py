@@ -18,9 +18,20 @@ from dataclasses import dataclass, field
 import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (DownloadGone, RateLimiter, Retryable, RetryPolicy, api_key,
-                                  download, env_number, json_body, network_error, redact,
-                                  retry_after, short)
+from nbpipe.backends.http import (
+    DownloadGone,
+    RateLimiter,
+    Retryable,
+    RetryPolicy,
+    api_key,
+    download,
+    env_number,
+    json_body,
+    network_error,
+    redact,
+    retry_after,
+    short,
+)
 from nbpipe.errors import BuildStopped, FrameFailed, TaskFailed
 from nbpipe.plan.frame import Frame
 

@@ -8,8 +8,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from nbpipe.catalog import (BACKENDS, DEFAULT_BACKEND, DEFAULT_MODELS, EXTENSIONS, FORMAT_ALIASES,
-                            FORMATS, Catalog, ModelSpec)
+from nbpipe.catalog import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DEFAULT_MODELS,
+    EXTENSIONS,
+    FORMAT_ALIASES,
+    FORMATS,
+    Catalog,
+    ModelSpec,
+)
 from nbpipe.errors import Diagnostic, ManifestError
 from nbpipe.manifest.expand import Declared, FrameSpec, ResolvedTarget, Setting
 from nbpipe.manifest.source import Path, did_you_mean

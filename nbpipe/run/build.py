@@ -25,13 +25,14 @@ from nbpipe.backends.images import MIME, sniff, verify_image_async
 from nbpipe.errors import BuildStopped, FrameFailed, NbpipeError, TaskFailed
 from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Project, Step, decide, make_plan
+from nbpipe.run.budget import Budget
 from nbpipe.run.events import Summary, fmt_usd
+from nbpipe.run.known import StoreKnown
 from nbpipe.run.noop import fingerprint
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.journal import Journal
 from nbpipe.store.lock import Lock, LockEntry
 from nbpipe.store.state import State
-
 
 DISK_STOPS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
@@ -39,48 +40,6 @@ DISK_STOPS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM
 def disk_message(exc: OSError) -> str:
     where = f" ({exc.filename})" if exc.filename else ""
     return f"cannot write{where}: {exc.strerror or exc}"
-
-
-class Budget:
-    """Reserves each render's price before it is sent; spend never passes the cap."""
-
-    def __init__(self, cap: Decimal | None):
-        self.cap = cap
-        self.reserved = Decimal(0)
-        self.refused: list[str] = []
-
-    def reserve(self, frame: str, price: Decimal) -> bool:
-        if self.cap is not None and self.reserved + price > self.cap:
-            self.refused.append(frame)
-            return False
-        self.reserved += price
-        return True
-
-
-class StoreKnown:
-    """The planner's view of what happened before, over the lock, cache and stat cache."""
-
-    def __init__(self, lock: Lock, cache: Cache, state: State):
-        self.lock, self.cache, self.state = lock, cache, state
-
-    def locked(self, frame: str) -> LockEntry | None:
-        return self.lock.entries.get(frame)
-
-    def output_digest(self, output: str) -> str | None:
-        return self.state.output_digest(output)
-
-    def has_blob(self, digest: str) -> bool:
-        return self.cache.has_blob(digest)
-
-    def best_take(self, key: str) -> Take | None:
-        takes = self.cache.takes(key)
-        return takes[-1] if takes else None
-
-    def take_digests(self, key: str) -> set[str]:
-        return {t.digest for t in self.cache.takes(key)}
-
-    def previous_request(self, key: str) -> dict | None:
-        return self.cache.request(key)
 
 
 @dataclass

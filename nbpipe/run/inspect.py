@@ -9,8 +9,8 @@ from pathlib import Path
 from nbpipe.errors import UsageError
 from nbpipe.manifest.source import did_you_mean
 from nbpipe.plan.planner import Plan, Project, Step
-from nbpipe.run.build import StoreKnown
 from nbpipe.run.events import fmt_usd
+from nbpipe.run.known import StoreKnown
 from nbpipe.run.session import open_store, plan_project
 from nbpipe.store.lock import LockEntry
 

@@ -12,8 +12,9 @@ from filelock import FileLock, Timeout
 
 from nbpipe.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, NbpipeError
 from nbpipe.plan.planner import Plan, Project, make_plan
-from nbpipe.run.build import Build, BuildOptions, StoreKnown
+from nbpipe.run.build import Build, BuildOptions
 from nbpipe.run.events import JsonEvents, TextEvents, fmt_usd
+from nbpipe.run.known import StoreKnown
 from nbpipe.store.cache import Cache
 from nbpipe.store.journal import Journal
 from nbpipe.store.lock import Lock
