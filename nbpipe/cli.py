@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from nbpipe.errors import (
+    EXIT_FAILED,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -66,9 +67,10 @@ def validate(ctx: click.Context) -> int:
 @PROFILE
 @click.option("--compare", metavar="A,B,...", help="Cost per frame under several profiles "
               "('default' is the manifest without one).")
+@click.option("--offline", is_flag=True, help="Do not look at the remote cache.")
 @click.pass_context
 def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: str | None,
-         profile: str | None, compare: str | None) -> int:
+         profile: str | None, compare: str | None, offline: bool) -> int:
     """What a build would do, why, and what it would cost. FRAMES take globs: 'shoe/*'."""
     from nbpipe import present
     from nbpipe.run.prices import price_source
@@ -77,11 +79,11 @@ def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: st
     if compare:
         names = [n.strip() for n in compare.split(",") if n.strip()]
         plans = {n: plan_project(_project(ctx, backend, None if n == "default" else n),
-                                 _cache_dir(ctx.obj), frames) for n in names}
+                                 _cache_dir(ctx.obj), frames, offline) for n in names}
         click.echo(present.compare_json(plans) if as_json else present.compare_table(plans))
         return EXIT_OK
     project = _project(ctx, backend, profile)
-    result = plan_project(project, _cache_dir(ctx.obj), frames)
+    result = plan_project(project, _cache_dir(ctx.obj), frames, offline)
     if as_json:
         click.echo(present.plan_json(result))
     else:
@@ -135,6 +137,7 @@ def _cache_dir(root: Path) -> Path:
 @click.option("--keep-going", is_flag=True, help="Build what does not depend on a failure "
               "(the default).")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another build holds the project.")
+@click.option("--offline", is_flag=True, help="Never touch the remote cache.")
 @click.option("--check", is_flag=True, help="Render nothing; exit 1 if any frame is not fresh.")
 @click.option("--force", is_flag=True, help="Render a new take even when fresh; overwrite "
               "outputs modified outside nbpipe.")
@@ -143,7 +146,7 @@ def _cache_dir(root: Path) -> Path:
 @click.pass_context
 def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, profile: str | None,
           jobs: int | None,
-          max_cost: float | None, fail_fast: bool, keep_going: bool, no_wait: bool,
+          max_cost: float | None, fail_fast: bool, keep_going: bool, no_wait: bool, offline: bool,
           check: bool, force: bool, as_json: bool, with_report: bool) -> int:
     """Restore or render what changed, in dependency order, and update nbpipe.lock."""
     root: Path = ctx.obj
@@ -165,7 +168,7 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
         return run_check(project, _cache_dir(root), frames, as_json)
     options = BuildOptions(patterns=frames, force=force, backend=backend, jobs=jobs,
                            max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
-                           fail_fast=fail_fast, profile=profile)
+                           fail_fast=fail_fast, profile=profile, offline=offline)
     code = run_build(project, _cache_dir(root), options, as_json, wait=not no_wait)
     if with_report:
         from nbpipe.run.report import write_report
@@ -319,6 +322,53 @@ def report(ctx: click.Context, out: Path, backend: str | None, profile: str | No
     page = write_report(_project(ctx, backend, profile), _cache_dir(ctx.obj), out)
     click.echo(f"wrote {page}")
     return EXIT_OK
+
+
+@cli.command()
+@click.option("--backend", type=BACKEND_CHOICE)
+@PROFILE
+@click.pass_context
+def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
+    """Send this project's images to the remote cache (`cache.remote`, $NBPIPE_REMOTE)."""
+    from nbpipe.run.push import push_all
+    from nbpipe.run.session import open_remote
+    from nbpipe.store.cache import Cache
+
+    project = _project(ctx, backend, profile)
+    remote = open_remote(project)
+    if remote is None:
+        raise UsageError("no remote cache is configured",
+                         "set `cache: {remote: s3://bucket/prefix}` or NBPIPE_REMOTE")
+    cache = Cache(_cache_dir(ctx.obj), create=False)
+    try:
+        sent, present = push_all(project, cache, remote)
+    finally:
+        cache.close()
+    click.echo(f"pushed {sent} image(s) to {remote.url}; {present} were there already")
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("frames", nargs=-1)
+@click.option("--backend", type=BACKEND_CHOICE)
+@PROFILE
+@click.pass_context
+def pull(ctx: click.Context, frames: tuple[str, ...], backend: str | None,
+         profile: str | None) -> int:
+    """Write the pinned image of every frame (FRAMES: globs) from the local or remote cache."""
+    from nbpipe.run.push import pull as pull_images
+    from nbpipe.run.session import open_remote, open_store
+
+    project = _project(ctx, backend, profile)
+    cache, lock, state = open_store(project, _cache_dir(ctx.obj))
+    try:
+        lines = pull_images(project, cache, open_remote(project), lock, state,
+                            project.select(frames))
+        state.save()
+    finally:
+        cache.close()
+    click.echo("\n".join(lines) if lines else "every pinned image is in place")
+    return EXIT_FAILED if any(line.startswith("missing") for line in lines) else EXIT_OK
 
 
 @cli.command()

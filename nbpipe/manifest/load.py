@@ -248,6 +248,8 @@ def _kind(path: Path) -> str:
         return "limits"
     if path[0] == "profiles" and len(path) == 2:
         return "profile"
+    if path == ("cache",):
+        return "cache"
     return ""
 
 

@@ -96,6 +96,14 @@ class Profile(_Strict):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+class CacheConfig(_Strict):
+    """Where images are shared beyond this machine."""
+
+    remote: str | None = Field(None, description="an fsspec URL, e.g. s3://bucket/prefix "
+                               "($NBPIPE_REMOTE overrides)")
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (R2, MinIO)")
+
+
 class BackendLimits(_Strict):
     """How hard a build may press one backend."""
 
@@ -124,6 +132,7 @@ class Manifest(_Strict):
         default_factory=dict, description="per backend: {jobs, rpm}")
     profiles: dict[str, Profile] = Field(
         default_factory=dict, description="named overrides: nbpipe build --profile NAME")
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
 
 # The keys each kind of mapping accepts, for "unknown key ... did you mean" hints.
@@ -135,4 +144,5 @@ ALLOWED_KEYS: dict[str, tuple[str, ...]] = {
     "variant": tuple(Variant.model_fields),
     "limits": tuple(BackendLimits.model_fields),
     "profile": tuple(Profile.model_fields),
+    "cache": tuple(CacheConfig.model_fields),
 }

@@ -30,7 +30,9 @@ from nbpipe.run.events import Summary, fmt_usd
 from nbpipe.run.known import StoreKnown
 from nbpipe.run.noop import fingerprint
 from nbpipe.store.cache import Cache, Take
+from nbpipe.run.push import Pusher
 from nbpipe.store.journal import Journal
+from nbpipe.store.remote import Remote
 from nbpipe.store.lock import Lock, LockEntry
 from nbpipe.store.state import State
 
@@ -51,6 +53,7 @@ class BuildOptions:
     max_cost: Decimal | None = None  # None: the manifest's max_cost, if any
     fail_fast: bool = False
     grace: float = 10.0  # seconds to keep collecting in-flight renders after Ctrl-C
+    offline: bool = False  # never touch the remote cache
 
     profile: str | None = None
 
@@ -72,6 +75,8 @@ class Build:
     stopped: str | None = None  # why no more requests may be sent (bad key, no balance, ^C)
     interrupted: bool = False
     failed: dict[str, str] = field(default_factory=dict)  # frame → why, for the report
+    remote: Remote | None = None
+    pusher: Pusher | None = None
     budget: "Budget | None" = None
     slots: dict = field(default_factory=dict)
 
@@ -83,6 +88,11 @@ class Build:
         frames = self.project.select(self.options.patterns)
         self._sweep(frames)
         self._preflight(frames)
+        if self.remote is not None and self.remote.unreachable:
+            self.events.note(f"remote: unreachable ({self.remote.unreachable}); building from "
+                             "the local cache, new images are pushed next time")
+        if self.remote is not None:
+            self.pusher = Pusher(self.remote, self.cache, self.state)
         manifest = self.project.loaded.manifest
         cap = self.options.max_cost if self.options.max_cost is not None else (
             Decimal(str(manifest.max_cost)) if manifest.max_cost is not None else None)
@@ -138,7 +148,7 @@ class Build:
     def _preflight(self, frames: list[Frame]) -> None:
         """Plan once up front: open the backends it will render on, so a missing one stops the
         build before anything happens; frames with no upstream keep this decision."""
-        known = StoreKnown(self.lock, self.cache, self.state)
+        known = StoreKnown(self.lock, self.cache, self.state, self.remote)
         plan = make_plan(frames, known, self._forced)
         self.decided = {s.frame.name: s for s in plan.steps if not s.frame.upstreams}
         needed = {s.frame.backend for s in plan.steps
@@ -164,7 +174,7 @@ class Build:
         return self.backends[name]
 
     async def _all(self, frames: list[Frame]) -> None:
-        known = StoreKnown(self.lock, self.cache, self.state)
+        known = StoreKnown(self.lock, self.cache, self.state, self.remote)
         loop = asyncio.get_running_loop()
         done: dict[str, asyncio.Future] = {f.name: loop.create_future() for f in frames}
         self.slots = {b: asyncio.Semaphore(self._jobs(b)) for b in DEFAULT_JOBS}
@@ -243,12 +253,15 @@ class Build:
             self.summary.left += 1
             self.events.frame("left", step, f"{frame.output}: {step.reason}")
             return None
-        if step.action == "restore" and self._materialize(step.output, step.digest):
-            self.summary.restored += 1
-            self.summary.saved += frame.cost
-            self._pin(frame, step.digest, self._take_cost(frame, step.digest), step.output)
-            self.events.frame("restored", step, f"{step.reason} · from the cache, free")
-            return step.digest
+        if step.action == "restore":
+            source = "the cache" if self.cache.has_blob(step.digest) else "the remote cache"
+            if await self._fetch_remote(frame, step.digest) and \
+                    self._materialize(step.output, step.digest):
+                self.summary.restored += 1
+                self.summary.saved += frame.cost
+                self._pin(frame, step.digest, self._take_cost(frame, step.digest), step.output)
+                self.events.frame("restored", step, f"{step.reason} · from {source}, free")
+                return step.digest
         slot = self.slots[frame.backend]
         await slot.acquire()
         held = [True]
@@ -306,7 +319,22 @@ class Build:
                     url=rendered.url, url_expires=rendered.url_expires)
         self.cache.add_take(frame.key, frame.record(), take)  # paid for: safe before anything else
         self.journal.done(frame.key, job.take, digest)
+        if self.pusher is not None and frame.output:
+            self.pusher.push(frame.key, take, frame.record())  # in the background
         return take
+
+    async def _fetch_remote(self, frame: Frame, digest: str) -> bool:
+        """A restore whose image is only on the remote: download it (verified) and index it."""
+        if self.cache.has_blob(digest):
+            return True
+        if self.remote is None:
+            return False
+        found = await asyncio.to_thread(self.remote.fetch, digest, self.cache)
+        if found:
+            for take, request in await asyncio.to_thread(self.remote.takes, frame.key):
+                if take.digest == digest:
+                    self.cache.add_take(frame.key, request, take)
+        return found
 
     def _input(self, image: InputImage) -> InputData:
         if image.kind == "url":
@@ -376,6 +404,8 @@ class Build:
         except OSError as exc:  # atomic: the previous lock is still whole
             raise NbpipeError(f"{disk_message(exc)}; nbpipe.lock was left as it was, and every "
                               "image made is in the cache: the next build pins it for free") from None
+        if self.pusher is not None:
+            self.pusher.finish(self.events)
         try:
             self.cache.record_pins(self.root, self.lock.pinned())
         except OSError as exc:

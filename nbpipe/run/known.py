@@ -1,17 +1,17 @@
-"""The planner's view of what happened before (plan.planner.Known), over the store."""
+"""The planner's view of what happened before (plan.planner.Known), over the store: the lock,
+the local cache and stat cache, and the shared remote cache when one is configured."""
 
 from __future__ import annotations
 
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.lock import Lock, LockEntry
+from nbpipe.store.remote import Remote
 from nbpipe.store.state import State
 
 
 class StoreKnown:
-    """The planner's view of what happened before, over the lock, cache and stat cache."""
-
-    def __init__(self, lock: Lock, cache: Cache, state: State):
-        self.lock, self.cache, self.state = lock, cache, state
+    def __init__(self, lock: Lock, cache: Cache, state: State, remote: Remote | None = None):
+        self.lock, self.cache, self.state, self.remote = lock, cache, state, remote
 
     def locked(self, frame: str) -> LockEntry | None:
         return self.lock.entries.get(frame)
@@ -20,14 +20,25 @@ class StoreKnown:
         return self.state.output_digest(output)
 
     def has_blob(self, digest: str) -> bool:
-        return self.cache.has_blob(digest)
+        return self.cache.has_blob(digest) or bool(self.remote and self.remote.has(digest))
 
     def best_take(self, key: str) -> Take | None:
         takes = self.cache.takes(key)
-        return takes[-1] if takes else None
+        if takes:
+            return takes[-1]
+        remote = self.remote.takes(key) if self.remote and self.remote.digests(key) else []
+        return remote[-1][0] if remote else None
 
     def take_digests(self, key: str) -> set[str]:
-        return {t.digest for t in self.cache.takes(key)}
+        local = {t.digest for t in self.cache.takes(key)}
+        return local | (self.remote.digests(key) if self.remote else set())
 
     def previous_request(self, key: str) -> dict | None:
-        return self.cache.request(key)
+        request = self.cache.request(key)
+        if request is None and self.remote and self.remote.digests(key):
+            remote = self.remote.takes(key)
+            request = remote[-1][1] if remote else None
+        return request
+
+    def remote_only(self, digest: str) -> bool:
+        return not self.cache.has_blob(digest) and bool(self.remote and self.remote.has(digest))

@@ -38,6 +38,8 @@ def fingerprint(root: Path, options: dict, inputs: list[str], outputs: dict[str,
 def still_fresh(root: Path, options: dict) -> int | None:
     """The number of frames if provably nothing changed since the last all-fresh build."""
     state = State(root)
+    if state.data.get("unpushed"):
+        return None  # images still to send to the remote cache: the full path sends them
     fp = state.data.get("fingerprint")
     if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or fp.get("options") != options:
         return None

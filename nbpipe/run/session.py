@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -17,6 +18,7 @@ from nbpipe.run.events import JsonEvents, TextEvents, fmt_usd
 from nbpipe.run.known import StoreKnown
 from nbpipe.store.cache import Cache
 from nbpipe.store.journal import Journal
+from nbpipe.store.remote import Remote, configured
 from nbpipe.store.lock import Lock
 from nbpipe.store.state import State
 
@@ -26,11 +28,22 @@ def open_store(project: Project, cache_dir: Path, create: bool = True) -> tuple[
     return Cache(cache_dir, create), Lock.load(root, project.declared.profile), State(root)
 
 
-def plan_project(project: Project, cache_dir: Path, patterns: tuple[str, ...]) -> Plan:
-    """The plan against what happened before (the lock, the cache, the outputs); writes nothing."""
+def open_remote(project: Project, offline: bool = False) -> Remote | None:
+    config = project.loaded.manifest.cache
+    return configured(project.loaded.root, config.remote, config.endpoint_url, offline)
+
+
+def plan_project(project: Project, cache_dir: Path, patterns: tuple[str, ...],
+                 offline: bool = False) -> Plan:
+    """The plan against what happened before (the lock, the caches, the outputs); writes
+    nothing. Restores the shared remote cache would serve say so."""
     cache, lock, state = open_store(project, cache_dir, create=False)
     try:
-        return make_plan(project.select(patterns), StoreKnown(lock, cache, state))
+        known = StoreKnown(lock, cache, state, open_remote(project, offline))
+        plan = make_plan(project.select(patterns), known)
+        return Plan([replace(s, reason=f"{s.reason} (from the remote cache)")
+                      if s.action == "restore" and known.remote_only(s.digest) else s
+                      for s in plan.steps])
     finally:
         cache.close()
 
@@ -42,7 +55,9 @@ def run_build(project: Project, cache_dir: Path, options: BuildOptions, as_json:
         cache, lock, state = open_store(project, cache_dir)
         journal = Journal(cache_dir / "journal.jsonl")
         try:
-            summary = Build(project, cache, lock, state, journal, events, options).run()
+            build = Build(project, cache, lock, state, journal, events, options,
+                          remote=open_remote(project, options.offline))
+            summary = build.run()
         finally:
             try:
                 journal.close()

@@ -76,6 +76,11 @@ class BlobWriter:
     def flush(self) -> None:
         self._file.flush()
 
+    @property
+    def digest(self) -> str:
+        """The SHA-256 of what was written so far (check it before committing)."""
+        return self._hash.hexdigest()
+
     def commit(self) -> str:
         """Make the blob durable under its digest; returns the digest."""
         self._file.flush()

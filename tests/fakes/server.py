@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import threading
@@ -16,7 +17,7 @@ def image_bytes(fmt: str, seed: str, size: tuple[int, int] = (64, 48)) -> bytes:
     """A small real image in `fmt` (png | jpeg), different for each seed."""
     from PIL import Image
 
-    colour = tuple(int(seed.encode().hex()[i: i + 2] or "0", 16) for i in (0, 2, 4))
+    colour = tuple(hashlib.sha256(seed.encode()).digest()[:3])
     out = io.BytesIO()
     Image.new("RGB", size, colour).save(out, "JPEG" if fmt in ("jpeg", "jpg") else "PNG")
     return out.getvalue()

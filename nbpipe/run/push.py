@@ -1,0 +1,75 @@
+"""Pushing new images to the remote cache in the background: never delays a frame, never
+fails a build. What could not be pushed is remembered and retried by the next build or by
+`nbpipe push`."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from nbpipe.store.cache import Cache, Take
+from nbpipe.store.remote import Remote
+from nbpipe.store.state import State
+
+
+class Pusher:
+    def __init__(self, remote: Remote, cache: Cache, state: State, workers: int = 4):
+        self.remote, self.cache, self.state = remote, cache, state
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nbpipe-push")
+        self.jobs: list[tuple[str, str, Future]] = []
+        for key, digest in list(state.data.get("unpushed", [])):  # left over from before
+            for take in cache.takes(key):
+                if take.digest == digest:
+                    self.push(key, take, cache.request(key) or {})
+
+    def push(self, key: str, take: Take, request: dict) -> None:
+        self.jobs.append((key, take.digest,
+                          self.pool.submit(self.remote.push, key, take, request, self.cache)))
+
+    def finish(self, events) -> int:
+        """Wait for the pushes; remember and report the ones that failed."""
+        self.pool.shutdown(wait=True)
+        failed = []
+        for key, digest, job in self.jobs:
+            if job.exception() is not None:
+                failed.append((key, digest, job.exception()))
+        self.state.data["unpushed"] = [[k, d] for k, d, _ in failed]
+        self.state.changed = True
+        if failed:
+            reason = type(failed[0][2]).__name__
+            events.note(f"remote: {len(failed)} image(s) not pushed ({reason}); the next build "
+                        "or `nbpipe push` sends them")
+        return len(self.jobs) - len(failed)
+
+
+def push_all(project, cache: Cache, remote: Remote) -> tuple[int, int]:
+    """Send every local take of the project's frames that the remote lacks: (sent, present)."""
+    sent = present = 0
+    for frame in project.frames.values():
+        if frame.key is None:
+            continue
+        for take in cache.takes(frame.key):
+            if take.digest in remote.digests(frame.key):
+                present += 1
+                continue
+            remote.push(frame.key, take, cache.request(frame.key) or frame.record(), cache)
+            sent += 1
+    return sent, present
+
+
+def pull(project, cache: Cache, remote: Remote | None, lock, state, frames) -> list[str]:
+    """Write every selected frame's pinned image, from the local cache or the remote."""
+    lines = []
+    for frame in frames:
+        entry = lock.entries.get(frame.name)
+        if entry is None:
+            lines.append(f"skipped  {frame.name}  (not in nbpipe.lock: build it)")
+            continue
+        if state.output_digest(entry.output) == entry.digest:
+            continue
+        if not cache.has_blob(entry.digest) and not (remote and remote.fetch(entry.digest, cache)):
+            lines.append(f"missing  {frame.name}  (sha256 {entry.digest[:12]} is in no cache)")
+            continue
+        if cache.copy_verified(entry.digest, project.loaded.root / entry.output):
+            state.note_output(entry.output, entry.digest)
+            lines.append(f"pulled   {frame.name}  → {entry.output}")
+    return lines

@@ -1,0 +1,111 @@
+"""A shared cache on object storage (S3, R2, MinIO, GCS... any fsspec URL).
+
+Layout under the remote prefix:
+
+    blobs/<sha256>                   image bytes, content-addressed, written first
+    takes/<frame key>/<sha256>.json  one immutable record per take: the take and its request
+
+Concurrent writers never corrupt each other: a blob is named by its content, so two writers
+write the same bytes; a take record is written after its blob and never rewritten. Reads trust
+nothing: a downloaded blob must hash to its name, or it is a miss. The remote is listed once per
+build, so planning a thousand frames costs one listing, not a thousand requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from nbpipe.store.cache import Cache, Take
+
+CHUNK = 1 << 20
+
+
+class Remote:
+    def __init__(self, url: str, endpoint_url: str | None = None):
+        import fsspec
+
+        options = {}
+        if endpoint_url and url.startswith(("s3://", "s3a://")):
+            options["client_kwargs"] = {"endpoint_url": endpoint_url}
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url, skip_instance_cache=True, **options)
+        self.root = self.root.rstrip("/")
+        self._index: dict[str, set[str]] | None = None
+        self.unreachable: str | None = None  # why the remote could not be read, if it could not
+
+    # --- what is there -------------------------------------------------------------------------
+
+    def index(self) -> dict[str, set[str]]:
+        """frame key → digests of its takes on the remote (one listing, then remembered)."""
+        if self._index is None:
+            found: dict[str, set[str]] = {}
+            try:
+                paths = self.fs.find(f"{self.root}/takes")
+            except FileNotFoundError:
+                paths = []
+            except Exception as exc:  # noqa: BLE001 - s3fs, botocore, aiohttp: all mean "not now"
+                self.unreachable = f"{type(exc).__name__}: {str(exc)[:120]}"
+                paths = []
+            for path in paths:
+                key, _, name = path.rpartition("/takes/")[2].partition("/")
+                if name.endswith(".json"):
+                    found.setdefault(key, set()).add(name.removesuffix(".json"))
+            self._index = found
+        return self._index
+
+    def digests(self, key: str) -> set[str]:
+        return self.index().get(key, set())
+
+    def has(self, digest: str) -> bool:
+        return any(digest in digests for digests in self.index().values())
+
+    def takes(self, key: str) -> list[tuple[Take, dict]]:
+        """The key's takes with their requests, oldest first; unreadable records are skipped."""
+        out = []
+        for digest in self.digests(key):
+            try:
+                doc = json.loads(self.fs.cat_file(f"{self.root}/takes/{key}/{digest}.json"))
+                out.append((Take.from_json(doc["take"]), doc.get("request") or {}))
+            except Exception:  # noqa: BLE001 - an unreadable record is a miss
+                continue
+        return sorted(out, key=lambda pair: pair[0].created)
+
+    # --- moving bytes ----------------------------------------------------------------------------
+
+    def fetch(self, digest: str, cache: Cache) -> bool:
+        """Download a blob into the local cache, verified by digest; False on any miss."""
+        try:
+            with self.fs.open(f"{self.root}/blobs/{digest}", "rb") as source, \
+                    cache.writer() as sink:
+                while chunk := source.read(CHUNK):
+                    sink.write(chunk)
+                if sink.digest != digest:  # named by its content: a mismatch is corruption
+                    return False
+                sink.commit()
+        except Exception:  # noqa: BLE001 - a blob that cannot be fetched is a miss
+            return False
+        return True
+
+    def push(self, key: str, take: Take, request: dict, cache: Cache) -> None:
+        """Blob first, then the record: a record never points at a missing blob."""
+        blob = f"{self.root}/blobs/{take.digest}"
+        if not self.fs.exists(blob):
+            self.fs.put_file(str(cache.blob_path(take.digest)), blob)
+        record = f"{self.root}/takes/{key}/{take.digest}.json"
+        if not self.fs.exists(record):
+            doc = {"take": {**asdict(take), "url": None, "url_expires": None}, "request": request}
+            self.fs.pipe_file(record, json.dumps(doc, sort_keys=True).encode())
+        self.index().setdefault(key, set()).add(take.digest)
+
+
+def configured(root: Path, manifest_remote: str | None, manifest_endpoint: str | None,
+               offline: bool) -> Remote | None:
+    """The remote in force: $NBPIPE_REMOTE over the manifest's `cache.remote`; none offline."""
+    url = os.environ.get("NBPIPE_REMOTE") or manifest_remote
+    if offline or not url:
+        return None
+    endpoint = os.environ.get("NBPIPE_REMOTE_ENDPOINT") or manifest_endpoint
+    return Remote(url, endpoint)

@@ -1,0 +1,128 @@
+"""The shared remote cache against a real S3 API on loopback (moto's server mode)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECTS
+
+
+class Bucket:
+    def __init__(self, fs, name: str):
+        self.fs, self.name = fs, name
+
+    def find(self, path: str) -> list[str]:
+        return self.fs.find(f"{self.name}/{path}")
+
+    def pipe_file(self, path: str, data: bytes) -> None:
+        self.fs.pipe_file(f"{self.name}/{path}", data)
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    import uuid
+
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    name = f"team-{uuid.uuid4().hex[:8]}"  # moto keeps buckets per process: one per test
+    for var, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                       "AWS_DEFAULT_REGION": "us-east-1", "NBPIPE_REMOTE": f"s3://{name}/cache",
+                       "NBPIPE_REMOTE_ENDPOINT": endpoint}.items():
+        monkeypatch.setenv(var, value)
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+    fs.mkdir(name)
+    yield Bucket(fs, name)
+    server.stop()
+
+
+def clone(tmp_path: Path, name: str, files=("nbpipe.yaml",)) -> Path:
+    root = tmp_path / name
+    root.mkdir()
+    for f in files:
+        shutil.copy(PROJECTS / "mira-storyboard" / f, root / f)
+    return root
+
+
+def build(run, root: Path, *args: str) -> dict:
+    result = run("-C", str(root), "build", "--json", *args)
+    assert result.code == 0, result.err
+    lines = [json.loads(line) for line in result.out.splitlines()]
+    return {**lines[-1], "events": lines[:-1]}
+
+
+def test_second_clone_renders_nothing(bucket, fake_hiapi, run, tmp_path):
+    first = build(run, clone(tmp_path, "a"))
+    assert (first["rendered"], fake_hiapi.counts["creates"]) == (5, 5)
+    assert len(bucket.find("cache/blobs")) == 5
+    assert len(bucket.find("cache/takes")) == 5
+    b = clone(tmp_path, "b")
+    plan = run("-C", str(b), "plan").out
+    assert plan.count("(from the remote cache)") == 5 and "USD 0.00 to spend" in plan
+    second = build(run, b)
+    assert (second["rendered"], second["restored"]) == (0, 5)
+    assert fake_hiapi.counts["creates"] == 5  # counted at the API: the second clone paid nothing
+    assert run("-C", str(b), "build", "--check").code == 0
+    offline = run("-C", str(clone(tmp_path, "c")), "plan", "--offline", "--json").out
+    assert json.loads(offline)["summary"]["render"] == 5
+
+
+def test_a_failed_push_never_fails_the_build_and_the_next_build_sends_it(
+        bucket, fake_hiapi, run, tmp_path, monkeypatch):
+    import os
+
+    a = clone(tmp_path, "a")
+    endpoint = os.environ["NBPIPE_REMOTE_ENDPOINT"]
+    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")  # the network is down
+    down = build(run, a)
+    assert down["rendered"] == 5
+    notes = [e["message"] for e in down["events"] if e["event"] == "note"]
+    assert notes[0].startswith("remote: unreachable (EndpointConnectionError")
+    assert notes[1].startswith("remote: 5 image(s) not pushed (EndpointConnectionError)")
+    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", endpoint)
+    build(run, a)  # nothing to render; it sends what is left
+    assert len(bucket.find("cache/blobs")) == 5
+    assert build(run, clone(tmp_path, "b"))["rendered"] == 0
+    assert fake_hiapi.counts["creates"] == 5
+
+
+def test_push_command(bucket, fake_hiapi, run, tmp_path, monkeypatch):
+    a = clone(tmp_path, "a")
+    build(run, a, "--offline")
+    assert bucket.find("cache/blobs") == []
+    assert run("-C", str(a), "push").out == f"pushed 5 image(s) to s3://{bucket.name}/cache; " \
+                                            "0 were there already\n"
+    assert run("-C", str(a), "push").out.endswith("5 were there already\n")
+
+
+def test_corrupted_remote_blob_is_detected_and_ignored(bucket, fake_hiapi, run, tmp_path):
+    build(run, clone(tmp_path, "a"))
+    lock = json.loads((tmp_path / "a" / "nbpipe.lock").read_text())["frames"]
+    bucket.pipe_file(f"cache/blobs/{lock['workshop']['digest']}", b"not the image")
+    second = build(run, clone(tmp_path, "b"))
+    assert (second["rendered"], second["restored"]) == (1, 4)  # the bad blob was not used
+    # Same key, same take number: the same Idempotency-Key, so HiAPI replays the task of the
+    # first clone instead of billing a new one.
+    assert (fake_hiapi.counts["creates"], fake_hiapi.counts["replays"]) == (5, 1)
+
+
+def test_fresh_clone_with_only_the_lock_pulls_every_pinned_image(bucket, fake_hiapi, run,
+                                                                 tmp_path):
+    build(run, clone(tmp_path, "a"))
+    b = clone(tmp_path, "b")
+    shutil.copy(tmp_path / "a" / "nbpipe.lock", b / "nbpipe.lock")
+    result = run("-C", str(b), "pull")
+    assert result.code == 0 and result.out.count("pulled ") == 5
+    assert run("-C", str(b), "build", "--check").code == 0
+    assert fake_hiapi.counts["creates"] == 5
+    for entry in json.loads((b / "nbpipe.lock").read_text())["frames"].values():
+        assert (b / entry["output"]).is_file()
