@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+from concurrent.futures import ThreadPoolExecutor
 import signal
 import time
 from collections.abc import Callable
@@ -77,6 +78,9 @@ class Build:
     failed: dict[str, str] = field(default_factory=dict)  # frame → why, for the report
     remote: Remote | None = None
     pusher: Pusher | None = None
+    pulled: set[str] = field(default_factory=set)  # digests the remote served this build
+    _remote_io: ThreadPoolExecutor = field(  # parallel downloads from the remote cache
+        default_factory=lambda: ThreadPoolExecutor(16, thread_name_prefix="nbpipe-pull"))
     budget: "Budget | None" = None
     slots: dict = field(default_factory=dict)
 
@@ -149,7 +153,14 @@ class Build:
         """Plan once up front: open the backends it will render on, so a missing one stops the
         build before anything happens; frames with no upstream keep this decision."""
         known = StoreKnown(self.lock, self.cache, self.state, self.remote)
+        if self.remote is not None:
+            self.remote.prefetch_takes([f.key for f in frames
+                                        if f.key and not self.cache.takes(f.key)])
         plan = make_plan(frames, known, self._forced)
+        if self.remote is not None:  # the images only the remote has, in one concurrent batch
+            self.pulled = {s.digest for s in plan.steps
+                           if s.action == "restore" and known.remote_only(s.digest)}
+            self.remote.fetch_many(sorted(self.pulled), self.cache)
         self.decided = {s.frame.name: s for s in plan.steps if not s.frame.upstreams}
         needed = {s.frame.backend for s in plan.steps
                   if s.action == "render" or (s.action == "blocked" and s.frame.key is None)}
@@ -254,7 +265,8 @@ class Build:
             self.events.frame("left", step, f"{frame.output}: {step.reason}")
             return None
         if step.action == "restore":
-            source = "the cache" if self.cache.has_blob(step.digest) else "the remote cache"
+            remote = step.digest in self.pulled or not self.cache.has_blob(step.digest)
+            source = "the remote cache" if remote else "the cache"
             if await self._fetch_remote(frame, step.digest) and \
                     self._materialize(step.output, step.digest):
                 self.summary.restored += 1
@@ -324,17 +336,20 @@ class Build:
         return take
 
     async def _fetch_remote(self, frame: Frame, digest: str) -> bool:
-        """A restore whose image is only on the remote: download it (verified) and index it."""
-        if self.cache.has_blob(digest):
-            return True
+        """A restore whose image came from the remote: download it if the batch before the build
+        did not (verified), and index its take here so later builds know it even offline."""
         if self.remote is None:
+            return self.cache.has_blob(digest)
+        loop = asyncio.get_running_loop()
+        if not self.cache.has_blob(digest) and not await loop.run_in_executor(
+                self._remote_io, self.remote.fetch, digest, self.cache):
             return False
-        found = await asyncio.to_thread(self.remote.fetch, digest, self.cache)
-        if found:
-            for take, request in await asyncio.to_thread(self.remote.takes, frame.key):
+        if digest not in {t.digest for t in self.cache.takes(frame.key)}:
+            for take, request in await loop.run_in_executor(self._remote_io, self.remote.takes,
+                                                            frame.key):
                 if take.digest == digest:
                     self.cache.add_take(frame.key, request, take)
-        return found
+        return True
 
     def _input(self, image: InputImage) -> InputData:
         if image.kind == "url":

@@ -40,7 +40,10 @@ def plan_project(project: Project, cache_dir: Path, patterns: tuple[str, ...],
     cache, lock, state = open_store(project, cache_dir, create=False)
     try:
         known = StoreKnown(lock, cache, state, open_remote(project, offline))
-        plan = make_plan(project.select(patterns), known)
+        frames = project.select(patterns)
+        if known.remote is not None:
+            known.remote.prefetch_takes([f.key for f in frames if f.key and not cache.takes(f.key)])
+        plan = make_plan(frames, known)
         return Plan([replace(s, reason=f"{s.reason} (from the remote cache)")
                       if s.action == "restore" and known.remote_only(s.digest) else s
                       for s in plan.steps])

@@ -137,6 +137,22 @@ class Cache:
             removed += 1
         return removed
 
+    def adopt(self, temp: Path, digest: str) -> bool:
+        """Move a downloaded temp file into the store if it hashes to `digest`; else drop it."""
+        try:
+            with open(temp, "rb") as handle:
+                actual = hashlib.file_digest(handle, "sha256").hexdigest()
+            if actual != digest:
+                return False
+            target = self.blob_path(digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, target)
+            return True
+        except OSError:
+            return False
+        finally:
+            temp.unlink(missing_ok=True)
+
     def put_bytes(self, data: bytes) -> str:
         with self.writer() as writer:
             writer.write(data)

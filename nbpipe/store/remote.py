@@ -35,6 +35,7 @@ class Remote:
         self.root = self.root.rstrip("/")
         self._index: dict[str, set[str]] | None = None
         self.unreachable: str | None = None  # why the remote could not be read, if it could not
+        self._takes: dict[str, list[tuple[Take, dict]]] = {}
 
     # --- what is there -------------------------------------------------------------------------
 
@@ -64,6 +65,46 @@ class Remote:
 
     def takes(self, key: str) -> list[tuple[Take, dict]]:
         """The key's takes with their requests, oldest first; unreadable records are skipped."""
+        if key not in self._takes:
+            self._takes[key] = self._read_takes(key)
+        return self._takes[key]
+
+    def prefetch_takes(self, keys: list[str]) -> None:
+        """Read the take records of many keys in one concurrent batch (planning needs them)."""
+        wanted = {f"{self.root}/takes/{k}/{d}.json": k for k in set(keys) if k not in self._takes
+                  for d in self.digests(k)}
+        if not wanted:
+            return
+        try:
+            found = self.fs.cat(list(wanted), on_error="omit")
+        except Exception:  # noqa: BLE001 - fall back to reading them one by one
+            return
+        for path, key in wanted.items():
+            self._takes.setdefault(key, [])
+            try:
+                doc = json.loads(found[path])
+                self._takes[key].append((Take.from_json(doc["take"]), doc.get("request") or {}))
+            except Exception:  # noqa: BLE001 - a missing or unreadable record is a miss
+                continue
+        for key in set(wanted.values()):
+            self._takes[key].sort(key=lambda pair: pair[0].created)
+
+    def fetch_many(self, digests: list[str], cache: Cache) -> None:
+        """Download many blobs concurrently into the cache; each is verified like `fetch`."""
+        digests = [d for d in dict.fromkeys(digests) if not cache.has_blob(d)]
+        if not digests:
+            return
+        cache.tmp_dir.mkdir(parents=True, exist_ok=True)
+        temps = [cache.tmp_dir / f"pull-{d}" for d in digests]
+        try:
+            self.fs.get([f"{self.root}/blobs/{d}" for d in digests], [str(t) for t in temps],
+                        on_error="omit")
+        except Exception:  # noqa: BLE001 - whatever did not arrive is fetched one by one later
+            pass
+        for digest, temp in zip(digests, temps):
+            cache.adopt(temp, digest)
+
+    def _read_takes(self, key: str) -> list[tuple[Take, dict]]:
         out = []
         for digest in self.digests(key):
             try:
@@ -99,6 +140,7 @@ class Remote:
             doc = {"take": {**asdict(take), "url": None, "url_expires": None}, "request": request}
             self.fs.pipe_file(record, json.dumps(doc, sort_keys=True).encode())
         self.index().setdefault(key, set()).add(take.digest)
+        self._takes.pop(key, None)
 
 
 def configured(root: Path, manifest_remote: str | None, manifest_endpoint: str | None,

@@ -126,3 +126,15 @@ def test_fresh_clone_with_only_the_lock_pulls_every_pinned_image(bucket, fake_hi
     assert fake_hiapi.counts["creates"] == 5
     for entry in json.loads((b / "nbpipe.lock").read_text())["frames"].values():
         assert (b / entry["output"]).is_file()
+
+
+def test_restored_takes_are_known_locally_afterwards(bucket, fake_hiapi, run, tmp_path):
+    build(run, clone(tmp_path, "a"))
+    b = clone(tmp_path, "b")
+    second = build(run, b)
+    assert all(e["detail"].endswith("from the remote cache, free")
+               for e in second["events"] if e.get("status") == "restored")
+    for output in (b / "out").iterdir():
+        output.unlink()
+    offline = build(run, b, "--offline")
+    assert (offline["rendered"], offline["restored"]) == (0, 5)
