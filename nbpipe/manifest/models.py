@@ -102,6 +102,8 @@ class CacheConfig(_Strict):
     remote: str | None = Field(None, description="an fsspec URL, e.g. s3://bucket/prefix "
                                "($NBPIPE_REMOTE overrides)")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (R2, MinIO)")
+    url_lifetime: PositiveInt = Field(
+        3600, description="seconds a presigned input-image URL stays valid (HiAPI inputs)")
 
 
 class BackendLimits(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -77,7 +78,8 @@ def open_project(root: FsPath, backend: str | None = None, profile: str | None =
     declared = expand(loaded, profile)
     declared.diags[:0] = _check_pricing(loaded) + _check_limits(loaded)
     catalog = (catalog or BUILTIN).with_prices(loaded.manifest.pricing)
-    frames = Resolver(declared, catalog, backend).resolve()
+    uploads = bool(os.environ.get("NBPIPE_REMOTE") or loaded.manifest.cache.remote)
+    frames = Resolver(declared, catalog, backend, uploads).resolve()
     by_name = {f.name: f for f in frames}
     order = graph.build_order({f.name: f.upstreams for f in frames})
     return Project(declared, catalog, {name: by_name[name] for name in order})

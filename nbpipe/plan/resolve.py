@@ -46,8 +46,10 @@ class _TargetPlan:
 class Resolver:
     """Turns a Declared manifest into Frames, collecting every located error on the way."""
 
-    def __init__(self, declared: Declared, catalog: Catalog, backend: str | None = None):
+    def __init__(self, declared: Declared, catalog: Catalog, backend: str | None = None,
+                 uploads: bool = False):
         self.declared = declared
+        self.uploads = uploads  # a remote cache can turn local images into https URLs
         self.source = declared.loaded.source
         self.catalog = catalog
         self.backend_override = backend
@@ -199,10 +201,11 @@ class Resolver:
     def _check_transport(self, spec: ModelSpec, images: list[tuple[InputImage, Path]]) -> None:
         """HiAPI fetches input images by URL; Gemini takes them inline as bytes."""
         for image, path in images:
-            if spec.backend == "hiapi" and image.kind == "file":
+            if spec.backend == "hiapi" and image.kind == "file" and not self.uploads:
                 self.error(path, f"HiAPI takes input images as URLs, and '{image.ref}' is a "
-                           "local file", "give an https:// URL, or render this target on gemini "
-                           "(it takes images inline), or --backend preview to try it offline")
+                           "local file", "give an https:// URL, configure a remote cache "
+                           "(`cache: {remote: s3://...}`) to upload it, or render this target "
+                           "on gemini (it takes images inline)")
             elif spec.backend == "gemini" and image.kind == "url":
                 self.error(path, f"Gemini takes input images inline, and '{image.ref}' is a URL",
                            "save the image into the project and name the file instead")
@@ -328,7 +331,8 @@ class Resolver:
                     needs.setdefault((name, image.ref.split("/")[0]), path)
         for (name, upstream), path in needs.items():
             mine, theirs = plans.get(name), plans.get(upstream)
-            if mine and theirs and mine.backend == "hiapi" and theirs.backend != "hiapi":
+            if mine and theirs and mine.backend == "hiapi" and theirs.backend != "hiapi" \
+                    and not self.uploads:
                 self.error(path, f"'{name}' renders on hiapi, which fetches its input '{upstream}' "
                            f"by URL, but '{upstream}' renders on {theirs.backend}",
                            "render both on the same backend")

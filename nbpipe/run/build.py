@@ -296,7 +296,7 @@ class Build:
 
     async def _render(self, step: Step, release: Callable[[], None]) -> str:
         frame = step.frame
-        inputs = [self._input(image) for image in frame.inputs]
+        inputs = [self._input(image, frame.backend) for image in frame.inputs]
         take_no = self.cache.next_take(frame.key)
         self.journal.intent(frame.key, take_no, frame.name, frame.backend, frame.record())
         job = Job(take=take_no, resume_task=self.journal.pending_task(frame.key, take_no),
@@ -351,16 +351,22 @@ class Build:
                     self.cache.add_take(frame.key, request, take)
         return True
 
-    def _input(self, image: InputImage) -> InputData:
+    def _input(self, image: InputImage, backend: str) -> InputData:
         if image.kind == "url":
             return InputData(image, None, url=image.ref)
         if image.kind == "file":
             data = (self.root / image.ref).read_bytes()
-            return InputData(image, data, MIME.get(sniff(data[:16]) or "", "image/png"))
-        data = self.cache.read_verified(image.digest) if image.digest else None
-        if data is None:
-            raise FrameFailed(f"the image of '{image.ref}' is not in the cache")
-        url, expires = self.cache.served_at(image.digest)
+            url, expires = None, None
+        else:
+            data = self.cache.read_verified(image.digest) if image.digest else None
+            if data is None:
+                raise FrameFailed(f"the image of '{image.ref}' is not in the cache")
+            url, expires = self.cache.served_at(image.digest)
+        if backend == "hiapi" and self.remote is not None and \
+                (url is None or (expires or 0) < time.time() + 300):
+            lifetime = self.project.loaded.manifest.cache.url_lifetime
+            url = self.remote.share(image.digest, data, lifetime)  # presigned, on our bucket
+            expires = time.time() + lifetime
         return InputData(image, data, MIME.get(sniff(data[:16]) or "", "image/png"), url, expires)
 
     def _materialize(self, output: str, digest: str) -> bool:

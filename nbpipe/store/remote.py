@@ -130,6 +130,14 @@ class Remote:
             return False
         return True
 
+    def share(self, digest: str, data: bytes, lifetime: int) -> str:
+        """An https URL a backend can fetch these bytes from for `lifetime` seconds (uploaded
+        under its digest first, if the remote does not have it)."""
+        blob = f"{self.root}/blobs/{digest}"
+        if not self.fs.exists(blob):
+            self.fs.pipe_file(blob, data)
+        return self.fs.sign(blob, expiration=lifetime)
+
     def push(self, key: str, take: Take, request: dict, cache: Cache) -> None:
         """Blob first, then the record: a record never points at a missing blob."""
         blob = f"{self.root}/blobs/{take.digest}"

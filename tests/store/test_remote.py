@@ -138,3 +138,25 @@ def test_restored_takes_are_known_locally_afterwards(bucket, fake_hiapi, run, tm
         output.unlink()
     offline = build(run, b, "--offline")
     assert (offline["rendered"], offline["restored"]) == (0, 5)
+
+
+def test_hiapi_inputs_are_uploaded_and_sent_as_presigned_urls(bucket, fake_hiapi, run,
+                                                              make_project):
+    from tests.conftest import tiny_png
+
+    root = make_project("""\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana-Pro}
+bibles:
+  mira: {text: "Mira.", references: [refs/mira-face.png]}
+targets:
+  shot: {prompt: "{{ bible }} at work", bible: mira}
+""", {"refs/mira-face.png": tiny_png()})
+    assert build(run, root)["rendered"] == 1
+    (task,) = fake_hiapi.tasks.values()
+    (url,) = task.input["image_input"]
+    import hashlib
+
+    digest = hashlib.sha256(tiny_png()).hexdigest()
+    assert f"/{bucket.name}/cache/blobs/{digest}?" in url and "Signature=" in url
+    assert bucket.find(f"cache/blobs/{digest}") == [f"{bucket.name}/cache/blobs/{digest}"]
