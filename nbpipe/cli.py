@@ -250,9 +250,15 @@ def graph(ctx: click.Context, fmt: str) -> int:
 @click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")
 @click.option("--max-size", help="Remove oldest unpinned takes until the cache fits, e.g. 2G.")
 @click.option("--older-than", help="Remove unpinned takes older than this, e.g. 30d.")
+@click.option("--remote", "on_remote", is_flag=True, help="Collect the remote cache instead.")
+@click.option("--refs", multiple=True, metavar="REF",
+              help="With --remote: git refs whose nbpipe.lock pins images (default: all branches).")
 @click.pass_context
-def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str | None) -> int:
+def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str | None,
+       on_remote: bool, refs: tuple[str, ...]) -> int:
     """Free cache space; never removes a take pinned by a lock."""
+    if on_remote:
+        return _gc_remote(ctx, dry_run, max_size, older_than, refs)
     from nbpipe.run.maintain import gc as collect
     from nbpipe.run.maintain import parse_age, parse_size
     from nbpipe.store.cache import Cache
@@ -266,6 +272,26 @@ def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str 
     finally:
         cache.close()
     click.echo("\n".join(lines))
+    return EXIT_OK
+
+
+def _gc_remote(ctx: click.Context, dry_run: bool, max_size: str | None,
+               older_than: str | None, refs: tuple[str, ...]) -> int:
+    from nbpipe.run.maintain import gc_remote, parse_age, pins_in_git
+    from nbpipe.run.session import open_remote
+    from nbpipe.store.lock import Lock
+
+    if max_size:
+        raise UsageError("--max-size applies to the local cache", "use --older-than with --remote")
+    project = _project(ctx)
+    remote = open_remote(project)
+    if remote is None:
+        raise UsageError("no remote cache is configured",
+                         "set `cache: {remote: s3://bucket/prefix}` or NBPIPE_REMOTE")
+    pinned, read = pins_in_git(ctx.obj, refs)
+    pinned |= Lock.load(ctx.obj).pinned()  # and the working tree's lock
+    lines = gc_remote(remote, pinned, parse_age(older_than) if older_than else None, dry_run)
+    click.echo("\n".join([f"pins read from {len(read)} git ref(s) and the working tree", *lines]))
     return EXIT_OK
 
 

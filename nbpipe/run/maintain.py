@@ -126,3 +126,62 @@ def clean_orphans(root: Path, state: State, dry_run: bool) -> list[str]:
                 state.forget_output(rel)
         state.changed = True
     return lines or ["no orphaned outputs"]
+
+
+def pins_in_git(root: Path, refs: tuple[str, ...]) -> tuple[set[str], list[str]]:
+    """Digests pinned by nbpipe.lock in each git ref (default: every branch), and the refs read."""
+    import json
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              check=True).stdout
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel").strip())
+        names = list(refs) or git("for-each-ref", "--format=%(refname)", "refs/heads",
+                                  "refs/remotes").split()
+    except (OSError, subprocess.CalledProcessError):
+        raise UsageError(f"{root} is not in a git repository",
+                         "gc --remote reads the locks of git refs to know what is pinned") from None
+    lock_path = (root.resolve() / "nbpipe.lock").relative_to(top.resolve()).as_posix()
+    pinned: set[str] = set()
+    for ref in names:
+        try:
+            doc = json.loads(git("show", f"{ref}:{lock_path}"))
+        except (subprocess.CalledProcessError, ValueError):
+            continue  # no lock on that ref
+        sections = [doc.get("frames", {}), *doc.get("profiles", {}).values()]
+        pinned |= {e["digest"] for s in sections for e in s.values() if isinstance(e, dict)}
+    return pinned, names
+
+
+def gc_remote(remote, pinned: set[str], older_than: float | None, dry_run: bool) -> list[str]:
+    """Remove unpinned take records (by age) and blobs no record or lock points at."""
+    verb = "would remove" if dry_run else "removed"
+    lines, kept = [], set()
+    index = remote.index()
+    remote.prefetch_takes(list(index))
+    cutoff = time.time() - older_than if older_than is not None else None
+    for key, digests in index.items():
+        created = {t.digest: t.created for t, _ in remote.takes(key)}
+        for digest in digests:
+            old = cutoff is not None and created.get(digest, 0) < cutoff
+            if digest in pinned or not old:
+                kept.add(digest)
+                continue
+            lines.append(f"{verb} take sha256:{digest[:12]} of key {key[:12]}")
+            if not dry_run:
+                remote.fs.rm_file(f"{remote.root}/takes/{key}/{digest}.json")
+    try:
+        blobs = remote.fs.find(f"{remote.root}/blobs")
+    except FileNotFoundError:
+        blobs = []
+    for blob in blobs:
+        digest = blob.rpartition("/")[2]
+        if digest not in kept and digest not in pinned:
+            lines.append(f"{verb} blob sha256:{digest[:12]}")
+            if not dry_run:
+                remote.fs.rm_file(blob)
+    lines.append(f"gc --remote: {len(pinned)} pinned image(s) kept")
+    return lines

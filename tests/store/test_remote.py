@@ -160,3 +160,36 @@ targets:
     digest = hashlib.sha256(tiny_png()).hexdigest()
     assert f"/{bucket.name}/cache/blobs/{digest}?" in url and "Signature=" in url
     assert bucket.find(f"cache/blobs/{digest}") == [f"{bucket.name}/cache/blobs/{digest}"]
+
+
+def test_gc_remote_keeps_every_take_pinned_by_a_lock_in_any_branch(bucket, fake_hiapi, run,
+                                                                   tmp_path):
+    import subprocess
+
+    repo = clone(tmp_path, "repo")
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    build(run, repo)
+    git("add", "nbpipe.yaml", "nbpipe.lock")
+    git("commit", "-q", "-m", "main")
+    main_pins = {e["digest"] for e in json.loads((repo / "nbpipe.lock").read_text())["frames"].values()}
+    git("checkout", "-q", "-b", "feature")
+    text = (repo / "nbpipe.yaml").read_text()
+    (repo / "nbpipe.yaml").write_text(text.replace("kneeling to bolt", "kneeling to weld"))
+    build(run, repo)
+    git("commit", "-q", "-am", "feature")
+    feature_pins = {e["digest"] for e in json.loads((repo / "nbpipe.lock").read_text())["frames"].values()}
+    (repo / "nbpipe.yaml").write_text(text.replace("kneeling to bolt", "kneeling to paint"))
+    build(run, repo)  # an experiment, pushed but never committed
+    git("checkout", "-q", "--", "nbpipe.yaml", "nbpipe.lock")
+    assert len(bucket.find("cache/blobs")) == 9
+    result = run("-C", str(repo), "gc", "--remote", "--older-than", "0s")
+    assert result.code == 0, result.err
+    assert result.out.startswith("pins read from 2 git ref(s) and the working tree")
+    left = {p.rpartition("/")[2] for p in bucket.find("cache/blobs")}
+    assert left == main_pins | feature_pins and len(left) == 7
