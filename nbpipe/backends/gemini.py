@@ -14,18 +14,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (
-    RateLimiter,
-    Retryable,
-    RetryPolicy,
-    api_key,
-    env_number,
-    json_body,
-    network_error,
-    redact,
-    retry_after,
-    short,
-)
+from nbpipe.backends.http import (HttpBackend, RetryPolicy, Retryable, api_key, env_number,
+                                  json_body, network_error, redact, retry_after, short)
 from nbpipe.errors import BuildStopped, FrameFailed
 from nbpipe.plan.frame import Frame
 
@@ -89,17 +79,8 @@ class GeminiSettings:
             retry=RetryPolicy(base=env_number(env, "NBPIPE_RETRY_BASE", 1.0)))
 
 
-class GeminiBackend:
+class GeminiBackend(HttpBackend):
     name = "gemini"
-
-    def __init__(self, settings: GeminiSettings, client: httpx.AsyncClient,
-                 limiter: RateLimiter | None = None):
-        self.settings = settings
-        self.client = client
-        self.limiter = limiter or RateLimiter(None)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     async def render(self, frame: Frame, inputs: list[InputData], sink: Sink, job: Job) -> Rendered:
         missing = [i.image.ref for i in inputs if i.data is None]

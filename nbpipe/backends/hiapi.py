@@ -18,20 +18,9 @@ from dataclasses import dataclass, field
 import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (
-    DownloadGone,
-    RateLimiter,
-    Retryable,
-    RetryPolicy,
-    api_key,
-    download,
-    env_number,
-    json_body,
-    network_error,
-    redact,
-    retry_after,
-    short,
-)
+from nbpipe.backends.http import (DownloadGone, HttpBackend, RateLimiter, RetryPolicy, Retryable,
+                                  api_key, download, env_number, json_body, network_error, redact,
+                                  retry_after, short)
 from nbpipe.errors import BuildStopped, FrameFailed, TaskFailed
 from nbpipe.plan.frame import Frame
 
@@ -87,14 +76,12 @@ class HiApiSettings:
             retry=RetryPolicy(base=number("NBPIPE_RETRY_BASE", 1.0)))
 
 
-class HiApiBackend:
+class HiApiBackend(HttpBackend):
     name = "hiapi"
 
     def __init__(self, settings: HiApiSettings, client: httpx.AsyncClient,
                  limiter: RateLimiter | None = None):
-        self.settings = settings
-        self.client = client
-        self.limiter = limiter or RateLimiter(None)
+        super().__init__(settings, client, limiter)
         self.polls = 0
         self._latency: dict[str, deque[float]] = {}  # model → recent completed - created
 
@@ -111,9 +98,6 @@ class HiApiBackend:
         if isinstance(created, (int, float)) and isinstance(completed, (int, float)) \
                 and completed >= created > 0:
             self._latency.setdefault(model, deque(maxlen=25)).append(float(completed - created))
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key}", "Accept": "application/json"}

@@ -59,6 +59,21 @@ class RateLimiter:
             await asyncio.sleep(at - now)
 
 
+class HttpBackend:
+    """What both HTTP backends hold: their settings, one pooled client, a rate limiter."""
+
+    name = ""
+
+    def __init__(self, settings: Any, client: httpx.AsyncClient,
+                 limiter: RateLimiter | None = None):
+        self.settings = settings
+        self.client = client
+        self.limiter = limiter or RateLimiter(None)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
 class Retryable(Exception):
     """An attempt that may succeed if repeated; `delay` is the server's wish, if it said one."""
 
