@@ -216,3 +216,18 @@ targets:
     assert build(root)["rendered"] == 1
     (task,) = fake_hiapi.tasks.values()
     assert task.input["image_input"] == ["https://example.com/mira-face.png"]
+
+
+def test_output_urls_must_be_http(fake_hiapi, build, make_project):
+    fake_hiapi.faults.add("task", "fileurl")
+    summary = build(make_project(ONE.replace("  b: {prompt: a harbour}\n", "")))
+    assert list(failures(summary).values()) == [
+        "refused to download from a non-http(s) URL (file:///etc/passwd)"]
+    assert fake_hiapi.counts["downloads"] == 0
+
+
+def test_redirect_loops_are_bounded(fake_hiapi, build, make_project):
+    fake_hiapi.faults.add("download", "loop")
+    summary = build(make_project(ONE.replace("  b: {prompt: a harbour}\n", "")))
+    assert list(failures(summary).values()) == ["the download URL redirected too many times"]
+    assert fake_hiapi.counts["downloads"] <= 12  # 5 redirects, and the recovery pass once more

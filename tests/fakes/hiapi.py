@@ -7,8 +7,8 @@ validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
 
     create:   429 503 drop(after creating) 400 401 402 409
     poll:     429 503 drop garbage
-    task:     fail stuck weird(an unknown status first)       (applied to the next task created)
-    download: truncate notimage gone slow huge
+    task:     fail stuck weird(an unknown status first) fileurl (applied to the next task created)
+    download: truncate notimage gone slow huge loop(redirects to itself)
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Task:
     outcome: str = "success"  # success | fail | stuck
     started: float = 0.0
     weird: bool = False
+    fileurl: bool = False
     polls: int = 0
     status: str = "queued"
     completed: int = 0
@@ -140,6 +141,8 @@ class FakeHiApi(FakeServer):
         outcome = self.faults.next("task")
         if outcome == "weird":
             task.weird = True
+        elif outcome == "fileurl":
+            task.fileurl = True
         elif outcome in ("fail", "stuck"):
             task.outcome = outcome
         fmt = body["input"].get("output_format", "png")
@@ -194,7 +197,9 @@ class FakeHiApi(FakeServer):
         if task.status == "success":
             ext = "jpg" if task.input.get("output_format") in ("jpeg", "jpg") else "png"
             host = request.headers.get("Host")
-            doc["output"] = [{"url": f"http://{host}/files/{task.task_id}.{ext}", "type": "image",
+            url = "file:///etc/passwd" if task.fileurl else \
+                f"http://{host}/files/{task.task_id}.{ext}"
+            doc["output"] = [{"url": url, "type": "image",
                               "expireAt": int(time.time()) + 7 * 86400}]
         if task.status == "fail":
             doc["error"] = {"code": "CONTENT_POLICY", "message": "the output was flagged"}
@@ -225,6 +230,9 @@ class FakeHiApi(FakeServer):
             data = b"\x89PNG\r\n\x1a\n" + b"\0" * (80 << 20)
         elif fault == "slow":
             return request.drip(data, 30)
+        elif fault == "loop":
+            self.faults.add("download", "loop")  # every hop redirects again
+            return request.send(302, raw=b"", headers={"Location": request.path})
         request.send(200, raw=data, content_type="image/png")
 
 
