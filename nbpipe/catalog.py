@@ -40,7 +40,6 @@ class ModelSpec:
     formats: Mapping[str, str] | None = None  # canonical → wire value; None = the model chooses
     prices: Mapping[str, Decimal] = field(default_factory=dict)  # resolution (or FLAT) → USD
     prompt_max: int | None = None
-    tier: str = "production"  # draft | production | hero: how the seed workflow uses it
 
     def price(self, resolution: str | None) -> Decimal:
         if FLAT in self.prices:
@@ -58,22 +57,22 @@ _PNG_JPG = MappingProxyType({"png": "png", "jpeg": "jpg"})
 
 _REAL_MODELS = (
     ModelSpec("hiapi", "Nano-Banana", max_inputs=0, aspect_ratios=_HIAPI_RATIOS,
-              formats=_PNG_JPEG, prices=_usd(flat="0.05"), prompt_max=5000, tier="draft"),
+              formats=_PNG_JPEG, prices=_usd(flat="0.05"), prompt_max=5000),
     ModelSpec("hiapi", "Nano-Banana-2", max_inputs=8, aspect_ratios=_HIAPI_RATIOS + _EXTREME_RATIOS,
               resolutions=("1K", "2K", "4K"), default_resolution="1K", formats=_PNG_JPG,
-              prices=_usd(r1K="0.085", r2K="0.076", r4K="0.114"), tier="production"),
+              prices=_usd(r1K="0.085", r2K="0.076", r4K="0.114")),
     ModelSpec("hiapi", "Nano-Banana-Pro", max_inputs=8, aspect_ratios=_HIAPI_RATIOS,
               resolutions=("1K", "2K", "4K"), default_resolution="1K", formats=_PNG_JPG,
-              prices=_usd(r1K="0.17", r2K="0.17", r4K="0.30"), prompt_max=10000, tier="hero"),
+              prices=_usd(r1K="0.17", r2K="0.17", r4K="0.30"), prompt_max=10000),
     ModelSpec("gemini", "gemini-2.5-flash-image", max_inputs=3, aspect_ratios=_GEMINI_RATIOS,
-              prices=_usd(flat="0.039"), tier="draft"),
+              prices=_usd(flat="0.039")),
     ModelSpec("gemini", "gemini-3-pro-image-preview", max_inputs=14, aspect_ratios=_GEMINI_RATIOS,
               resolutions=("1K", "2K", "4K"), default_resolution="1K",
-              prices=_usd(r1K="0.134", r2K="0.134", r4K="0.24"), tier="hero"),
+              prices=_usd(r1K="0.134", r2K="0.134", r4K="0.24")),
     ModelSpec("gemini", "gemini-3.1-flash-image-preview", max_inputs=14,
               aspect_ratios=_GEMINI_RATIOS + _EXTREME_RATIOS,
               resolutions=("512", "1K", "2K", "4K"), default_resolution="1K",
-              prices=_usd(r512="0.045", r1K="0.067", r2K="0.101", r4K="0.151"), tier="production"),
+              prices=_usd(r512="0.045", r1K="0.067", r2K="0.101", r4K="0.151")),
 )
 
 BACKENDS = ("hiapi", "gemini", "preview")

@@ -17,10 +17,6 @@ from typing import Protocol
 
 from nbpipe.plan.frame import Frame, InputImage
 
-# frame, one payload string per input image (a URL or base64 data, or a description) → body
-BodyBuilder = Callable[[Frame, list[str]], dict]
-
-
 class Sink(Protocol):
     def write(self, chunk: bytes) -> None: ...
 

@@ -82,7 +82,6 @@ class HiApiBackend(HttpBackend):
     def __init__(self, settings: HiApiSettings, client: httpx.AsyncClient,
                  limiter: RateLimiter | None = None):
         super().__init__(settings, client, limiter)
-        self.polls = 0
         self._latency: dict[str, deque[float]] = {}  # model → recent completed - created
 
     def first_poll(self, model: str) -> float:
@@ -146,7 +145,6 @@ class HiApiBackend(HttpBackend):
         return task_id
 
     async def _task(self, task_id: str) -> dict:
-        self.polls += 1
         await self.limiter.wait()
         try:
             response = await self.client.get(f"{self.settings.base_url}/v1/tasks/{task_id}",

@@ -51,7 +51,6 @@ class ResolvedTarget:
     variants: dict[str, Any] | None = None
     variants_path: Path = ()
     path: Path = ()
-    output_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,6 @@ class FrameSpec:
     vars: dict[str, Any]
     bindings: dict[str, str] = field(default_factory=dict)
     patch: dict | None = None
-    patch_path: Path = ()
 
 
 @dataclass
@@ -231,7 +229,7 @@ class _Resolver:
         input_settings = [Setting(v, (*inputs.path, i)) for i, v in enumerate(inputs.value)] \
             if inputs else []
         output = m.get("output") or Setting(DEFAULT_OUTPUT, ("defaults", "output"))
-        fields = self._output_fields(output, matrix)
+        self._check_output(output, matrix)
         params = {k: m[k] for k in PARAMS if k in m}
         params["output"] = output
         if len(self.diags) > before or template is None:  # None: its template did not compile
@@ -241,7 +239,7 @@ class _Resolver:
             bible=bible.value if bible else None, vars=m["vars"].value, params=params,
             inputs=input_settings, matrix=matrix.value if matrix else None,
             variants=variants.value if variants else None,
-            variants_path=variants.path if variants else (), path=path, output_fields=fields)
+            variants_path=variants.path if variants else (), path=path)
 
     def _template(self, name: str, m: dict[str, Setting]):
         tpl, prompt = m.get("template"), m.get("prompt")
@@ -278,7 +276,7 @@ class _Resolver:
                                "of a frame name", "avoid '/', '\\' and control characters",
                                at_key=True)
 
-    def _output_fields(self, output: Setting, matrix: Setting | None) -> tuple[str, ...]:
+    def _check_output(self, output: Setting, matrix: Setting | None) -> None:
         allowed = ["frame", "target", "variant", "ext", "profile",
                    *(matrix.value if matrix else ())]
         try:
@@ -286,12 +284,11 @@ class _Resolver:
         except ValueError as exc:
             self.error(output.path, f"output pattern is malformed: {exc}",
                        "placeholders look like {frame}; write {{ or }} for a literal brace")
-            return ()
+            return
         for name in fields:
             if name not in allowed:
                 self.error(output.path, f"unknown placeholder {{{name}}} in output pattern",
                            did_you_mean(name, allowed) or f"use one of {{{'}, {'.join(allowed)}}}")
-        return tuple(fields)
 
 
 def _available(kind: str, names: Any) -> str:
@@ -342,6 +339,6 @@ def _frames(target: ResolvedTarget) -> list[FrameSpec]:
         return specs
     if target.variants:
         return [FrameSpec(f"{name}/{vname}", target, vname, {**target.vars, **v.vars},
-                          patch=v.patch, patch_path=(*target.variants_path, vname, "patch"))
+                          patch=v.patch)
                 for vname, v in target.variants.items()]
     return [FrameSpec(name, target, "", dict(target.vars))]

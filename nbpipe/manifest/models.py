@@ -22,7 +22,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Params(_Strict):
+class _TiersAsText(_Strict):
+    @field_validator("resolution", "aspect_ratio", mode="before", check_fields=False)
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        # `resolution: 512` arrives from YAML as an int; the catalogue speaks strings.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class Params(_TiersAsText):
     """Render settings a target inherits from `defaults` (and from the target it `extends`)."""
 
     backend: str | None = Field(None, description="hiapi | gemini | preview (offline, free)")
@@ -33,13 +41,6 @@ class Params(_Strict):
     output: str | None = Field(
         None, description="output path pattern: {frame} {target} {variant} {ext} and matrix variables")
 
-    @field_validator("resolution", "aspect_ratio", mode="before")
-    @classmethod
-    def _numbers_as_text(cls, value: Any) -> Any:
-        # `resolution: 512` arrives from YAML as an int; the catalogue speaks strings.
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
 
 
 class Defaults(Params):
@@ -78,7 +79,7 @@ class Target(Params):
         None, description="input images: other targets or frames (an edit), or project files")
 
 
-class Profile(_Strict):
+class Profile(_TiersAsText):
     """A named set of overrides, chosen with `--profile NAME` (draft, production, hero...)."""
 
     backend: str | None = None
@@ -90,10 +91,6 @@ class Profile(_Strict):
     targets: list[str] | None = Field(None, description="globs of target names it applies to")
     wins: bool = Field(False, description="override what targets set explicitly too")
 
-    @field_validator("resolution", "aspect_ratio", mode="before")
-    @classmethod
-    def _numbers_as_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class CacheConfig(_Strict):

@@ -37,12 +37,6 @@ def closure(dependencies: dict[str, tuple[str, ...]], selected: Iterable[str]) -
     return out
 
 
-def dependants(dependencies: dict[str, tuple[str, ...]], name: str) -> set[str]:
-    """Everything downstream of `name` (what a failure of `name` blocks)."""
-    g = nx.DiGraph((up, node) for node, ups in dependencies.items() for up in ups)
-    return nx.descendants(g, name) if name in g else set()
-
-
 def render_graph(frames: dict, fmt: str) -> str:
     """The frame graph as Mermaid or Graphviz DOT: frames, input files, and edit edges."""
     ids: dict[str, str] = {}

@@ -392,7 +392,6 @@ class Build:
 
     def _fail(self, step: Step, message: str) -> None:
         self.summary.failed += 1
-        self.summary.failures.append(step.frame.name)
         self.failed[step.frame.name] = message
         self.events.frame("failed", step, message)
         if self.options.fail_fast and not self.stopped:
@@ -436,9 +435,12 @@ class Build:
             self.summary.failed == self.summary.skipped == self.summary.left == 0 and \
             len(frames) == len(self.project.frames)
         files = sorted({i.ref for f in frames for i in f.inputs if i.kind == "file"})
-        self.state.set_fingerprint(fingerprint(
-            self.root, self.options.fingerprint_options(), files,
-            {f.output: 1 for f in frames}, len(frames)) if complete else None)
+        fresh = None
+        if complete:  # every frame is pinned: fingerprint the real paths (.jpg too)
+            outputs = [self.lock.entries[f.name].output for f in frames]
+            fresh = fingerprint(self.root, self.options.fingerprint_options(), files, outputs,
+                                len(frames))
+        self.state.set_fingerprint(fresh)
         try:
             self.state.save()
         except OSError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TextIO
 
@@ -30,7 +30,6 @@ class Summary:
     left: int = 0  # outputs modified outside nbpipe, left alone
     spent: Decimal = Decimal(0)
     saved: Decimal = Decimal(0)
-    failures: list[str] = field(default_factory=list)
     interrupted: bool = False
 
     @property

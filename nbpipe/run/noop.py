@@ -26,9 +26,10 @@ def _sha(path: Path) -> str | None:
         return None
 
 
-def fingerprint(root: Path, options: dict, inputs: list[str], outputs: dict[str, list],
+def fingerprint(root: Path, options: dict, inputs: list[str], outputs: list[str],
                 frames: int) -> dict:
-    """What the next build compares; `outputs` is the stat cache (path → stat + digest)."""
+    """What the next build compares: `outputs` are the paths the lock pins (their stats are in
+    the stat cache), `inputs` the project files frames read."""
     return {"nbpipe": __version__, "options": options, "frames": frames,
             "manifest": _sha(root / MANIFEST), "lock": _sha(root / LOCK),
             "inputs": {rel: list(stat_of(os.path.join(root, rel)) or ()) for rel in inputs},

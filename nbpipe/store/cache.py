@@ -253,13 +253,6 @@ class Cache:
             return found[0], found[1] if isinstance(found[1], (int, float)) else None
         return None, None
 
-    def remember_request(self, key: str, request: dict) -> None:
-        """Record a request without a take (a restored frame whose record was lost)."""
-        with self.index.transact():
-            record = self._record(key)
-            if "request" not in record:
-                self.index.set(f"key:{key}", {**record, "request": request})
-
     def all_keys(self) -> list[str]:
         if not self.readable:
             return []
