@@ -43,6 +43,16 @@ def url_digest(url: str) -> str:
     return hashlib.sha256(f"url:{url}".encode()).hexdigest()
 
 
+def key_of(backend: str, model: str, prompt: str, params: dict[str, str],
+           inputs: tuple[InputImage, ...]) -> str | None:
+    """The frame key once every input's digest is known, else None (an edit waiting on its
+    upstream)."""
+    digests = [i.digest for i in inputs]
+    if any(d is None for d in digests):
+        return None
+    return frame_key(backend, model, prompt, params, digests)  # type: ignore[arg-type]
+
+
 def frame_key(backend: str, model: str, prompt: str, params: dict[str, str],
               input_digests: list[str]) -> str:
     """The frame key: the only function that computes one (see the module docstring)."""
@@ -110,18 +120,7 @@ class Frame:
 
     def keyed(self, upstream_digests: dict[str, str] | None = None) -> "Frame":
         """This frame with its key, once every input's digest is known (else key stays None)."""
-        if not upstream_digests and self.key is None and \
-                all(i.digest is not None for i in self.inputs):
-            key = frame_key(self.backend, self.model, self.prompt, self.params,
-                            [i.digest for i in self.inputs])  # type: ignore[misc]
-            object.__setattr__(self, "key", key)  # set once, while the frame is being made
-            return self
-        inputs = self.inputs
-        if upstream_digests:
-            inputs = tuple(replace(i, digest=upstream_digests.get(i.ref, i.digest))
-                           if i.kind == "frame" else i for i in inputs)
-        if any(i.digest is None for i in inputs):
-            return replace(self, inputs=inputs, key=None)
-        key = frame_key(self.backend, self.model, self.prompt, self.params,
-                        [i.digest for i in inputs])  # type: ignore[misc]
-        return replace(self, inputs=inputs, key=key)
+        inputs = tuple(replace(i, digest=upstream_digests.get(i.ref, i.digest))
+                       if i.kind == "frame" and upstream_digests else i for i in self.inputs)
+        return replace(self, inputs=inputs,
+                       key=key_of(self.backend, self.model, self.prompt, self.params, inputs))

@@ -23,7 +23,7 @@ from nbpipe.manifest.expand import Declared, FrameSpec, ResolvedTarget, Setting
 from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.manifest.templates import TemplateFault, merge_patch, prompt_text
 from nbpipe.plan import graph
-from nbpipe.plan.frame import Frame, InputImage, canonical_json, url_digest
+from nbpipe.plan.frame import Frame, InputImage, canonical_json, key_of, url_digest
 from nbpipe.plan.paths import PathRefused, ProjectDir
 
 
@@ -267,14 +267,15 @@ class Resolver:
         output = self._output(spec, plan)
         if output is None:
             return None
+        inputs = tuple(i for i, _ in plan.inputs)
         return Frame(
             name=spec.name, target=target.name, backend=plan.backend, model=plan.spec.name,
-            prompt=prompt, params=plan.params, inputs=tuple(i for i, _ in plan.inputs),
+            prompt=prompt, params=plan.params, inputs=inputs,
             output=output, cost=plan.cost, prompt_json=rendered if isinstance(rendered, dict) else None,
             bible=target.bible, template=target.template_name, vars=spec.vars,
             markers=tuple(self.declared.bibles[target.bible].markers) if target.bible else (),
             sources=self._sources(target),
-        ).keyed()
+            key=key_of(plan.backend, plan.spec.name, prompt, plan.params, inputs))
 
     def _sources(self, target: ResolvedTarget) -> dict[str, str]:
         sources = {}
