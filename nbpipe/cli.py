@@ -74,7 +74,7 @@ def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: st
     """What a build would do, why, and what it would cost. FRAMES take globs: 'shoe/*'."""
     from nbpipe import present
     from nbpipe.run.prices import price_source
-    from nbpipe.run.session import plan_project
+    from nbpipe.run.view import plan_project
 
     if compare:
         names = [n.strip() for n in compare.split(",") if n.strip()]
@@ -278,7 +278,7 @@ def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str 
 def _gc_remote(ctx: click.Context, dry_run: bool, max_size: str | None,
                older_than: str | None, refs: tuple[str, ...]) -> int:
     from nbpipe.run.maintain import gc_remote, parse_age, pins_in_git
-    from nbpipe.run.session import open_remote
+    from nbpipe.run.view import open_remote
     from nbpipe.store.lock import Lock
 
     if max_size:
@@ -357,7 +357,7 @@ def report(ctx: click.Context, out: Path, backend: str | None, profile: str | No
 def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
     """Send this project's images to the remote cache (`cache.remote`, $NBPIPE_REMOTE)."""
     from nbpipe.run.push import push_all
-    from nbpipe.run.session import open_remote
+    from nbpipe.run.view import open_remote
     from nbpipe.store.cache import Cache
 
     project = _project(ctx, backend, profile)
@@ -383,7 +383,7 @@ def pull(ctx: click.Context, frames: tuple[str, ...], backend: str | None,
          profile: str | None) -> int:
     """Write the pinned image of every frame (FRAMES: globs) from the local or remote cache."""
     from nbpipe.run.push import pull as pull_images
-    from nbpipe.run.session import open_remote, open_store
+    from nbpipe.run.view import open_remote, open_store
 
     project = _project(ctx, backend, profile)
     cache, lock, state = open_store(project, _cache_dir(ctx.obj))

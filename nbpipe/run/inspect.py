@@ -11,7 +11,7 @@ from nbpipe.manifest.source import did_you_mean
 from nbpipe.plan.planner import Plan, Project, Step
 from nbpipe.run.events import fmt_usd
 from nbpipe.run.known import StoreKnown
-from nbpipe.run.session import open_store, plan_project
+from nbpipe.run.view import open_store, plan_project
 from nbpipe.store.lock import LockEntry
 
 

@@ -21,7 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from nbpipe.manifest.expand import name_part
 from nbpipe.plan.planner import Project, Step
 from nbpipe.run.events import fmt_usd
-from nbpipe.run.session import open_store, plan_project
+from nbpipe.run.view import open_store, plan_project
 from nbpipe.store.cache import Cache
 
 THUMB_PX = 360

@@ -6,49 +6,17 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from nbpipe.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, NbpipeError
-from nbpipe.plan.planner import Plan, Project, make_plan
+from nbpipe.plan.planner import Project, make_plan
 from nbpipe.run.build import Build, BuildOptions
 from nbpipe.run.events import JsonEvents, TextEvents, fmt_usd
 from nbpipe.run.known import StoreKnown
-from nbpipe.store.cache import Cache
+from nbpipe.run.view import open_remote, open_store
 from nbpipe.store.journal import Journal
-from nbpipe.store.remote import Remote, configured
-from nbpipe.store.lock import Lock
-from nbpipe.store.state import State
-
-
-def open_store(project: Project, cache_dir: Path, create: bool = True) -> tuple[Cache, Lock, State]:
-    root = project.loaded.root
-    return Cache(cache_dir, create), Lock.load(root, project.declared.profile), State(root)
-
-
-def open_remote(project: Project, offline: bool = False) -> Remote | None:
-    config = project.loaded.manifest.cache
-    return configured(project.loaded.root, config.remote, config.endpoint_url, offline)
-
-
-def plan_project(project: Project, cache_dir: Path, patterns: tuple[str, ...],
-                 offline: bool = False) -> Plan:
-    """The plan against what happened before (the lock, the caches, the outputs); writes
-    nothing. Restores the shared remote cache would serve say so."""
-    cache, lock, state = open_store(project, cache_dir, create=False)
-    try:
-        known = StoreKnown(lock, cache, state, open_remote(project, offline))
-        frames = project.select(patterns)
-        if known.remote is not None:
-            known.remote.prefetch_takes([f.key for f in frames if f.key and not cache.takes(f.key)])
-        plan = make_plan(frames, known)
-        return Plan([replace(s, reason=f"{s.reason} (from the remote cache)")
-                      if s.action == "restore" and known.remote_only(s.digest) else s
-                      for s in plan.steps])
-    finally:
-        cache.close()
 
 
 def run_build(project: Project, cache_dir: Path, options: BuildOptions, as_json: bool,
