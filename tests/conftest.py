@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,18 @@ def run(capsys, monkeypatch):
         return Result(code, captured.out, captured.err)
 
     return _run
+
+
+@pytest.fixture
+def build(run):
+    """`nbpipe build --json`: the summary, with the events, exit code and output beside it."""
+    def _build(root: Path, *args: str) -> dict:
+        result = run("-C", str(root), "build", "--json", *args)
+        assert result.code in (0, 1), result.err
+        events = [json.loads(line) for line in result.out.splitlines()]
+        return {**events[-1], "events": events[:-1], "code": result.code, "err": result.err,
+                "out": result.out}
+    return _build
 
 
 @pytest.fixture

@@ -21,17 +21,6 @@ targets:
 """
 
 
-@pytest.fixture
-def build(run):
-    def _build(root: Path, *args: str) -> dict:
-        result = run("-C", str(root), "build", "--json", *args)
-        assert result.code in (0, 1), result.err
-        events = [json.loads(line) for line in result.out.splitlines()]
-        return {**events[-1], "events": events[:-1], "code": result.code, "err": result.err,
-                "out": result.out}
-    return _build
-
-
 def copy(name: str, tmp_path: Path) -> Path:
     root = tmp_path / name
     shutil.copytree(PROJECTS / name, root, ignore=shutil.ignore_patterns("out", ".nbpipe",
