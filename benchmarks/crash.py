@@ -26,6 +26,8 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tiles import tiles  # noqa: E402
 from tests.fakes.hiapi import FakeHiApi  # noqa: E402
 
 
@@ -39,10 +41,7 @@ def build(root: Path, fake: FakeHiApi) -> subprocess.Popen:
 def trial(seed: int, frames: int) -> dict:
     rng = random.Random(seed)
     root = Path(tempfile.mkdtemp(prefix="nbpipe-crash-"))
-    values = ", ".join(f"v{i}" for i in range(frames))
-    (root / "nbpipe.yaml").write_text(
-        "version: 1\ndefaults: {backend: hiapi, model: Nano-Banana}\n"
-        f"targets:\n  tile:\n    prompt: \"tile {{{{ v }}}}\"\n    matrix: {{v: [{values}]}}\n")
+    (root / "nbpipe.yaml").write_text(tiles(frames))
     kills = rng.randint(1, 4)
     try:
         with FakeHiApi(latency=0.5) as fake:

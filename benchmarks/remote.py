@@ -19,6 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tiles import PREVIEW_SMALL, tiles  # noqa: E402
+
 
 def main() -> None:
     from moto.server import ThreadedMotoServer
@@ -38,10 +41,7 @@ def main() -> None:
     s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}).mkdir("bench")
     base = Path(tempfile.mkdtemp(prefix="nbpipe-remote-"))
     try:
-        values = ", ".join(f"v{i}" for i in range(args.frames))
-        manifest = ("version: 1\ndefaults: {backend: preview, model: gemini-3.1-flash-image-preview,"
-                    " resolution: \"512\", aspect_ratio: \"1:1\"}\ntargets:\n  tile:\n"
-                    f"    prompt: \"tile {{{{ v }}}}\"\n    matrix: {{v: [{values}]}}\n")
+        manifest = tiles(args.frames, PREVIEW_SMALL)
         for name in ("first", "second"):
             (base / name).mkdir()
             (base / name / "nbpipe.yaml").write_text(manifest)

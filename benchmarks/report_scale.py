@@ -13,6 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tiles import PREVIEW_SMALL, tiles  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -20,10 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="nbpipe-report-"))
     try:
-        values = ", ".join(f"v{i}" for i in range(args.frames))
-        manifest = ("version: 1\ndefaults: {backend: preview, model: gemini-3.1-flash-image-preview,"
-                    " resolution: \"512\", aspect_ratio: \"1:1\"}\ntargets:\n  tile:\n"
-                    f"    prompt: \"tile {{{{ v }}}}\"\n    matrix: {{v: [{values}]}}\n")
+        manifest = tiles(args.frames, PREVIEW_SMALL)
         (root / "nbpipe.yaml").write_text(manifest)
         nbpipe = [sys.executable, "-m", "nbpipe", "-C", str(root)]
         subprocess.run([*nbpipe, "build", "-j", "4"], check=True, stdout=subprocess.DEVNULL)

@@ -21,6 +21,8 @@ import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tiles import tiles  # noqa: E402
 from tests.fakes.hiapi import FakeHiApi  # noqa: E402
 
 
@@ -49,12 +51,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=16)
     args = parser.parse_args()
     base = noise_png(args.megabytes)
-    values = ", ".join(f"v{i}" for i in range(args.frames))
     root = Path(tempfile.mkdtemp(prefix="nbpipe-rss-"))
     try:
-        (root / "nbpipe.yaml").write_text(
-            "version: 1\ndefaults: {backend: hiapi, model: Nano-Banana}\n"
-            f"targets:\n  tile:\n    prompt: \"tile {{{{ v }}}}\"\n    matrix: {{v: [{values}]}}\n")
+        (root / "nbpipe.yaml").write_text(tiles(args.frames))
         with FakeHiApi(latency=0.2, make_image=lambda fmt, task_id: with_text(base, task_id)) as fake:
             env = {**os.environ, "HIAPI_API_KEY": fake.key, "HIAPI_BASE_URL": fake.url,
                    "NBPIPE_HIAPI_POLL_DELAY": "0.2", "NBPIPE_HIAPI_POLL_INTERVAL": "0.2"}

@@ -22,19 +22,15 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tiles import tiles  # noqa: E402
 from tests.fakes.hiapi import FakeHiApi  # noqa: E402
-
-
-def manifest(frames: int) -> str:
-    values = ", ".join(f"v{i}" for i in range(frames))
-    return ("version: 1\ndefaults: {backend: hiapi, model: Nano-Banana}\n"
-            f"targets:\n  tile:\n    prompt: \"tile {{{{ v }}}}\"\n    matrix: {{v: [{values}]}}\n")
 
 
 def run_nbpipe(fake: FakeHiApi, frames: int, jobs: int, poll: float) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "nbpipe.yaml").write_text(manifest(frames))
+        (root / "nbpipe.yaml").write_text(tiles(frames))
         env = {**os.environ, "HIAPI_API_KEY": fake.key, "HIAPI_BASE_URL": fake.url,
                "NBPIPE_HIAPI_POLL_DELAY": str(poll), "NBPIPE_HIAPI_POLL_INTERVAL": str(poll)}
         start = time.perf_counter()
