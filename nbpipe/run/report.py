@@ -116,12 +116,13 @@ def _card(step: Step, project: Project, cache: Cache, lock, failed: dict, thumbs
           page_dir: Path) -> Card:
     frame = step.frame
     entry = lock.entries.get(frame.name)
-    state, detail = _state(step, failed)
+    output = project.loaded.root / (entry.output if entry else frame.output)
+    on_disk = entry is not None and output.is_file()
+    state, detail = _state(step, failed, on_disk)
     resolution = frame.params.get("resolution", "")
     card = Card(frame.name, f"{frame.model} {resolution}".strip(), fmt_usd(frame.cost), state,
                 detail, frame.prompt, frame.bible or "")
-    output = project.loaded.root / (entry.output if entry else frame.output)
-    if entry and output.is_file():
+    if on_disk:
         card.thumb = thumbs.of(entry.digest, output)
         card.full = os.path.relpath(output, page_dir)
     for i, take in enumerate(cache.takes(frame.key) if frame.key else [], 1):
@@ -132,16 +133,14 @@ def _card(step: Step, project: Project, cache: Cache, lock, failed: dict, thumbs
     return card
 
 
-def _state(step: Step, failed: dict) -> tuple[str, str]:
+def _state(step: Step, failed: dict, on_disk: bool) -> tuple[str, str]:
     if step.action == "fresh":
         return "fresh", "up to date"
     if step.frame.name in failed:
         return "failed", failed[step.frame.name]
     if step.action == "blocked":
         return "blocked", step.reason
-    if step.reason in ("new frame", "output missing", "output missing and not in the cache"):
-        return "missing", step.reason
-    return "stale", step.reason
+    return ("stale" if on_disk else "missing"), step.reason
 
 
 def _section(target: str, project: Project, cards: dict[str, Card]) -> Section:
