@@ -16,7 +16,7 @@ _BUILDERS = {
 def describe_request(frame: Frame) -> dict:
     """The exact body the frame's backend would send, image payloads described in place."""
     build, style = _BUILDERS[frame.backend]
-    return build(frame, [describe_image(image, style) for image in frame.inputs])
+    return build(frame.request, [describe_image(image, style) for image in frame.inputs])
 
 
 DEFAULT_JOBS = {"hiapi": 10, "gemini": 4, "preview": 4}  # HiAPI documents 10 concurrent tasks

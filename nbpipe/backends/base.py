@@ -1,11 +1,13 @@
 """The interface every backend implements, and the pieces all of them share.
 
-A request body is built by a pure function of the Frame and its input images, so `nbpipe show`
+A request body is built by a pure function of the Request and its input images, so `nbpipe show`
 prints exactly what a build would send. Image payloads (URLs for HiAPI, base64 for Gemini) are
 known only when sending; `show` passes descriptions in their place.
 
-A backend renders one frame at a time: `render(frame, input image bytes, sink)` streams the
+A backend renders one request at a time: `render(request, input images, sink, job)` streams the
 image into the sink (a temp file in the cache that the caller commits) and says what it was.
+It sees only the Request (what the frame key hashes), never the Frame (names, paths, bible
+markers), so nothing outside the key can change an image.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
-from nbpipe.plan.frame import Frame, InputImage
+from nbpipe.plan.frame import InputImage, Request
+
 
 class Sink(Protocol):
     def write(self, chunk: bytes) -> None: ...
@@ -34,10 +37,12 @@ class InputData:
 
 @dataclass(frozen=True)
 class Job:
-    """One render attempt: which take it is (for the Idempotency-Key), a task to re-attach to
-    instead of creating one, and where to report a task id the moment it is known."""
+    """One render attempt: which take it is (for the Idempotency-Key), what it is priced at, a
+    task to re-attach to instead of creating one, and where to report a task id the moment it
+    is known."""
 
     take: int = 1
+    cost: Decimal = Decimal(0)  # the catalogue's price of the request
     resume_task: str | None = None
     on_task: Callable[[str], None] = lambda task_id: None
     on_finished: Callable[[], None] = lambda: None  # the remote work is done: only fetching is left
@@ -56,7 +61,7 @@ class Rendered:
 class Backend(Protocol):
     name: str
 
-    async def render(self, frame: Frame, inputs: list[InputData], sink: Sink,
+    async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered: ...
 
     async def aclose(self) -> None: ...

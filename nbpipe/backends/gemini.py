@@ -17,7 +17,7 @@ from nbpipe.backends.base import InputData, Job, Rendered, Sink
 from nbpipe.backends.http import (HttpBackend, RetryPolicy, Retryable, api_key, env_number,
                                   json_body, network_error, redact, retry_after, short)
 from nbpipe.errors import BuildStopped, FrameFailed
-from nbpipe.plan.frame import Frame
+from nbpipe.plan.frame import Request
 
 PAYLOAD_STYLE = "base64 data"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -38,17 +38,18 @@ FINISH_REASONS = {
 }
 
 
-def generate_body(frame: Frame, image_data: list[str], mimes: list[str] | None = None) -> dict:
+def generate_body(request: Request, image_data: list[str],
+                  mimes: list[str] | None = None) -> dict:
     """The POST /v1beta/models/{model}:generateContent body (the model is in the URL)."""
-    parts: list[dict] = [{"text": frame.prompt}]
+    parts: list[dict] = [{"text": request.prompt}]
     for i, data in enumerate(image_data):
         mime = mimes[i] if mimes else "image/png"
         parts.append({"inlineData": {"mimeType": mime, "data": data}})
     image_config = {}
-    if "aspect_ratio" in frame.params:
-        image_config["aspectRatio"] = frame.params["aspect_ratio"]
-    if "resolution" in frame.params:
-        image_config["imageSize"] = frame.params["resolution"]
+    if "aspect_ratio" in request.params:
+        image_config["aspectRatio"] = request.params["aspect_ratio"]
+    if "resolution" in request.params:
+        image_config["imageSize"] = request.params["resolution"]
     config: dict = {"responseModalities": ["IMAGE"]}
     if image_config:
         config["imageConfig"] = image_config
@@ -82,19 +83,20 @@ class GeminiSettings:
 class GeminiBackend(HttpBackend):
     name = "gemini"
 
-    async def render(self, frame: Frame, inputs: list[InputData], sink: Sink, job: Job) -> Rendered:
+    async def render(self, request: Request, inputs: list[InputData], sink: Sink,
+                     job: Job) -> Rendered:
         missing = [i.image.ref for i in inputs if i.data is None]
         if missing:
             raise FrameFailed(f"Gemini takes input images inline; no bytes for {', '.join(missing)}")
-        body = generate_body(frame, [base64.b64encode(i.data).decode() for i in inputs],
+        body = generate_body(request, [base64.b64encode(i.data).decode() for i in inputs],
                              [i.mime for i in inputs])
-        reply = await self.settings.retry.run(lambda: self._generate(frame.model, body))
+        reply = await self.settings.retry.run(lambda: self._generate(request.model, body))
         image = _image(reply)
         if len(image) > self.settings.max_bytes:
             raise FrameFailed(f"the image is {len(image):,} bytes, over the "
                               f"{self.settings.max_bytes:,}-byte cap")
         sink.write(image)
-        return Rendered(task_id=None, cost=frame.cost)
+        return Rendered(task_id=None, cost=job.cost)
 
     async def _generate(self, model: str, body: dict) -> dict:
         url = f"{self.settings.base_url}/{self.settings.api_version}/models/{model}:generateContent"

@@ -22,7 +22,7 @@ from nbpipe.backends.http import (DownloadGone, HttpBackend, RateLimiter, RetryP
                                   api_key, download, env_number, json_body, network_error, redact,
                                   retry_after, short)
 from nbpipe.errors import BuildStopped, FrameFailed, TaskFailed
-from nbpipe.plan.frame import Frame
+from nbpipe.plan.frame import Request
 
 PAYLOAD_STYLE = "https URL"
 DEFAULT_BASE_URL = "https://api.hiapi.ai"
@@ -31,17 +31,17 @@ RETRYABLE_CODES = {"MODEL_UNAVAILABLE", "STORAGE_UNAVAILABLE", "TASK_TIMEOUT",
                    "IDEMPOTENCY_KEY_PROCESSING"}
 
 
-def create_body(frame: Frame, image_urls: list[str]) -> dict:
+def create_body(request: Request, image_urls: list[str]) -> dict:
     """The POST /v1/tasks body. `resolution` and `image_input` go only to models that take them
     (the resolver has already dropped them elsewhere: Nano-Banana answers 400 to `resolution`)."""
-    task_input: dict = {"prompt": frame.prompt, **frame.params}
+    task_input: dict = {"prompt": request.prompt, **request.params}
     if image_urls:
         task_input["image_input"] = list(image_urls)
-    return {"model": frame.model, "input": task_input}
+    return {"model": request.model, "input": task_input}
 
 
-def idempotency_key(frame: Frame, take: int) -> str:
-    return f"nbpipe-{frame.key}-{take}"
+def idempotency_key(request: Request, take: int) -> str:
+    return f"nbpipe-{request.key}-{take}"
 
 
 @dataclass(frozen=True)
@@ -101,16 +101,17 @@ class HiApiBackend(HttpBackend):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key}", "Accept": "application/json"}
 
-    async def render(self, frame: Frame, inputs: list[InputData], sink: Sink, job: Job) -> Rendered:
+    async def render(self, request: Request, inputs: list[InputData], sink: Sink,
+                     job: Job) -> Rendered:
         task_id = job.resume_task
         if task_id is None:
-            body = create_body(frame, [_url_of(i) for i in inputs])
+            body = create_body(request, [_url_of(i) for i in inputs])
             task_id = await self.settings.retry.run(
-                lambda: self._create(body, idempotency_key(frame, job.take)))
+                lambda: self._create(body, idempotency_key(request, job.take)))
             job.on_task(task_id)
-        task = await self._wait(task_id, self.first_poll(frame.model))
+        task = await self._wait(task_id, self.first_poll(request.model))
         job.on_finished()  # the task's slot can go to the next frame while this one downloads
-        self._learn(frame.model, task)
+        self._learn(request.model, task)
         url, expires = _output(task, task_id)
         try:
             await self.settings.retry.run(lambda: self._download(url, sink))
@@ -122,7 +123,7 @@ class HiApiBackend(HttpBackend):
             except DownloadGone as exc:
                 raise FrameFailed(f"task {task_id} succeeded but its output URL is gone ({exc}); "
                                   "HiAPI keeps outputs about 7 days") from None
-        return Rendered(task_id=task_id, cost=frame.cost, url=url, url_expires=expires)
+        return Rendered(task_id=task_id, cost=job.cost, url=url, url_expires=expires)
 
     async def _download(self, url: str, sink: Sink) -> None:
         truncate = getattr(sink, "truncate", None)

@@ -1,8 +1,8 @@
 """The offline, free preview backend: a deterministic placeholder image drawn locally.
 
-The image has the frame's aspect ratio and resolution tier (1K = 1024 px on the long side) and
-its output format, shows the frame name, model, the start of the prompt, the bible's markers and
-thumbnails of the input images, on a colour derived from the frame key. Same key, same bytes.
+The image has the request's aspect ratio, resolution tier (1K = 1024 px on the long side) and
+output format, shows the model, the start of the prompt and thumbnails of the input images, on
+a colour derived from the frame key. It is drawn from the Request alone: same key, same bytes.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import textwrap
 from decimal import Decimal
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.plan.frame import Frame
+from nbpipe.plan.frame import Request
 
 PAYLOAD_STYLE = "thumbnail"
 TIERS = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
 _ASCII_DASHES = str.maketrans({"\u2013": "-", "\u2014": "-"})
 
 
-def render_request(frame: Frame, images: list[str]) -> dict:
+def render_request(request: Request, images: list[str]) -> dict:
     """What the preview renderer draws from: nothing leaves the machine."""
-    return {"model": frame.model, "prompt": frame.prompt, "params": frame.params,
+    return {"model": request.model, "prompt": request.prompt, "params": request.params,
             "images": list(images)}
 
 
@@ -37,39 +37,35 @@ def image_size(params: dict[str, str]) -> tuple[int, int]:
     return max(1, round(long_side * rw / rh)), long_side
 
 
-def output_format(frame: Frame) -> str:
-    return "jpeg" if frame.output.lower().endswith((".jpg", ".jpeg")) else "png"
+def output_format(request: Request) -> str:
+    return "jpeg" if request.params.get("output_format") in ("jpeg", "jpg") else "png"
 
 
-def draw(frame: Frame, inputs: list[bytes]) -> bytes:
+def draw(request: Request, inputs: list[bytes]) -> bytes:
     """The preview image's bytes (pure and deterministic)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    width, height = image_size(frame.params)
-    hue = int((frame.key or "0" * 8)[:8], 16) / 0xFFFFFFFF
+    width, height = image_size(request.params)
+    hue = int((request.key or "0" * 8)[:8], 16) / 0xFFFFFFFF
     background = tuple(round(c * 255) for c in colorsys.hsv_to_rgb(hue, 0.35, 0.85))
     image = Image.new("RGB", (width, height), background)
     pen = ImageDraw.Draw(image)
     unit = max(8, min(width, height) // 24)
     big, small = ImageFont.load_default(size=unit * 2), ImageFont.load_default(size=unit)
     x, y = unit, unit
-    pen.text((x, y), frame.name, fill="black", font=big)
+    pen.text((x, y), "PREVIEW", fill="black", font=big)
     y += unit * 3
-    resolution = frame.params.get("resolution", "")
-    pen.text((x, y), f"PREVIEW · {frame.model} {resolution}".rstrip(), fill="black", font=small)
+    resolution = request.params.get("resolution", "")
+    pen.text((x, y), f"{request.model} {resolution}".rstrip(), fill="black", font=small)
     y += unit * 2
     columns = max(10, int(width / (unit * 0.55)))
-    prompt = frame.prompt.translate(_ASCII_DASHES)  # the embedded font has no en/em dash
+    prompt = request.prompt.translate(_ASCII_DASHES)  # the embedded font has no en/em dash
     for line in textwrap.wrap(prompt, columns)[:6]:
         pen.text((x, y), line, fill=(40, 40, 40), font=small)
         y += int(unit * 1.3)
-    y += unit
-    for marker in frame.markers:
-        pen.text((x, y), f"[ ] {marker}", fill=(20, 20, 60), font=small)
-        y += int(unit * 1.3)
     _thumbnails(image, inputs, unit)
     out = io.BytesIO()
-    if output_format(frame) == "jpeg":
+    if output_format(request) == "jpeg":
         image.save(out, "JPEG", quality=85)
     else:
         image.save(out, "PNG", compress_level=6)
@@ -96,10 +92,10 @@ class PreviewBackend:
 
     name = "preview"
 
-    async def render(self, frame: Frame, inputs: list[InputData], sink: Sink,
+    async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered:
         images = [i.data for i in inputs if i.data is not None]
-        sink.write(await asyncio.to_thread(draw, frame, images))
+        sink.write(await asyncio.to_thread(draw, request, images))
         return Rendered(task_id=None, cost=Decimal(0))
 
     async def aclose(self) -> None:

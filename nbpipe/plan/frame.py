@@ -43,21 +43,35 @@ def url_digest(url: str) -> str:
     return hashlib.sha256(f"url:{url}".encode()).hexdigest()
 
 
-def key_of(backend: str, model: str, prompt: str, params: dict[str, str],
-           inputs: tuple[InputImage, ...]) -> str | None:
-    """The frame key once every input's digest is known, else None (an edit waiting on its
-    upstream)."""
-    digests = [i.digest for i in inputs]
-    if any(d is None for d in digests):
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Exactly what is sent for one render, and so exactly what decides its image.
+
+    The frame key is the hash of this value and of nothing else, and a backend receives only a
+    Request (plus the bytes or URLs of the images its `inputs` name by digest), so nothing
+    outside the key can reach an image. `inputs` holds the SHA-256 of each input image in the
+    order sent (`url_digest` for an https URL); None while an upstream has not rendered yet.
+    """
+
+    backend: str
+    model: str
+    prompt: str
+    params: dict[str, str]
+    inputs: tuple[str | None, ...] = ()
+
+    @property
+    def key(self) -> str | None:
+        return frame_key(self)
+
+
+def frame_key(request: Request) -> str | None:
+    """The frame key: the only function that computes one (see the module docstring); None
+    while an input's digest is unknown (an edit waiting on its upstream)."""
+    if any(d is None for d in request.inputs):
         return None
-    return frame_key(backend, model, prompt, params, digests)  # type: ignore[arg-type]
-
-
-def frame_key(backend: str, model: str, prompt: str, params: dict[str, str],
-              input_digests: list[str]) -> str:
-    """The frame key: the only function that computes one (see the module docstring)."""
-    document = {"v": KEY_SCHEMA, "backend": backend, "model": model, "prompt": prompt,
-                "params": params, "inputs": input_digests}
+    document = {"v": KEY_SCHEMA, "backend": request.backend, "model": request.model,
+                "prompt": request.prompt, "params": request.params,
+                "inputs": list(request.inputs)}
     return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
@@ -96,6 +110,12 @@ class Frame:
     sources: dict[str, str] = field(default_factory=dict)  # "bible"/"template" → SHA-256 of text
     key: str | None = None
 
+    @property
+    def request(self) -> Request:
+        """What this frame sends: the one value its key hashes and its backend receives."""
+        return Request(self.backend, self.model, self.prompt, self.params,
+                       tuple(i.digest for i in self.inputs))
+
     def record(self) -> dict:
         """The request as stored beside its takes, so `explain` can diff a later request."""
         return {"backend": self.backend, "model": self.model, "prompt": self.prompt,
@@ -122,5 +142,5 @@ class Frame:
         """This frame with its key, once every input's digest is known (else key stays None)."""
         inputs = tuple(replace(i, digest=upstream_digests.get(i.ref, i.digest))
                        if i.kind == "frame" and upstream_digests else i for i in self.inputs)
-        return replace(self, inputs=inputs,
-                       key=key_of(self.backend, self.model, self.prompt, self.params, inputs))
+        keyed = replace(self, inputs=inputs)
+        return replace(keyed, key=keyed.request.key)

@@ -23,7 +23,7 @@ from nbpipe.manifest.expand import Declared, FrameSpec, ResolvedTarget, Setting
 from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.manifest.templates import TemplateFault, merge_patch, prompt_text
 from nbpipe.plan import graph
-from nbpipe.plan.frame import Frame, InputImage, canonical_json, key_of, url_digest
+from nbpipe.plan.frame import Frame, InputImage, Request, canonical_json, url_digest
 from nbpipe.plan.paths import PathRefused, ProjectDir
 
 
@@ -275,7 +275,8 @@ class Resolver:
             bible=target.bible, template=target.template_name, vars=spec.vars,
             markers=tuple(self.declared.bibles[target.bible].markers) if target.bible else (),
             sources=self._sources(target),
-            key=key_of(plan.backend, plan.spec.name, prompt, plan.params, inputs))
+            key=Request(plan.backend, plan.spec.name, prompt, plan.params,
+                        tuple(i.digest for i in inputs)).key)
 
     def _sources(self, target: ResolvedTarget) -> dict[str, str]:
         sources = {}

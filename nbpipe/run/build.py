@@ -216,7 +216,7 @@ class Build:
                           model=str(request.get("model")), prompt=str(request.get("prompt")),
                           params=params, inputs=(), output="", key=entry.key,
                           cost=spec.price(params.get("resolution")) if spec else Decimal(0))
-            job = Job(take=entry.take, resume_task=entry.task_id)
+            job = Job(take=entry.take, cost=frame.cost, resume_task=entry.task_id)
             try:
                 await self._fetch(frame, [], job)
             except TaskFailed:
@@ -299,7 +299,8 @@ class Build:
         inputs = [self._input(image, frame.backend) for image in frame.inputs]
         take_no = self.cache.next_take(frame.key)
         self.journal.intent(frame.key, take_no, frame.name, frame.backend, frame.record())
-        job = Job(take=take_no, resume_task=self.journal.pending_task(frame.key, take_no),
+        job = Job(take=take_no, cost=frame.cost,
+                  resume_task=self.journal.pending_task(frame.key, take_no),
                   on_task=lambda task_id: self.journal.task(frame.key, take_no, task_id),
                   on_finished=release)
         try:
@@ -322,7 +323,7 @@ class Build:
         """Render (or re-attach) into the cache: verified, committed, indexed, journalled."""
         started = time.time()
         with self.cache.writer() as sink:
-            rendered = await self._backend(frame.backend).render(frame, inputs, sink, job)
+            rendered = await self._backend(frame.backend).render(frame.request, inputs, sink, job)
             sink.flush()
             fmt = await verify_image_async(sink.path)  # only images enter the cache
             digest = sink.commit()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from nbpipe.plan.frame import KEY_SCHEMA, frame_key
+from nbpipe.plan.frame import KEY_SCHEMA, Request, frame_key
 from nbpipe.plan.planner import open_project
 from tests.conftest import tiny_png
 
@@ -42,7 +42,7 @@ def test_key_is_sha256_of_canonical_json():
         {"v": KEY_SCHEMA, "backend": "hiapi", "model": "Nano-Banana", "prompt": "a cat",
          "params": {"aspect_ratio": "1:1"}, "inputs": []},
         sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
-    assert frame_key("hiapi", "Nano-Banana", "a cat", {"aspect_ratio": "1:1"}, []) == expected
+    assert frame_key(Request("hiapi", "Nano-Banana", "a cat", {"aspect_ratio": "1:1"})) == expected
 
 
 @pytest.mark.parametrize("edit", [

@@ -27,7 +27,8 @@ def png(seed: int) -> bytes:
 
 
 class CountingBackend:
-    """Renders `bytes_for(frame, call number)`; counts renders per frame."""
+    """Renders `bytes_for(request, call number)`; records the prompt of each render (a backend
+    sees only the Request, never the frame's name)."""
 
     name = "preview"
 
@@ -35,9 +36,9 @@ class CountingBackend:
         self.bytes_for = bytes_for
         self.calls: list[str] = []
 
-    async def render(self, frame, inputs, sink, job):
-        self.calls.append(frame.name)
-        sink.write(self.bytes_for(frame, len(self.calls)))
+    async def render(self, request, inputs, sink, job):
+        self.calls.append(request.prompt)
+        sink.write(self.bytes_for(request, len(self.calls)))
         return Rendered(f"task-{len(self.calls)}", Decimal("0.05"))
 
     async def aclose(self):
@@ -82,17 +83,18 @@ targets:
 
 def test_early_cutoff_when_upstream_rerenders_to_identical_bytes(make_project):
     root = make_project(CHAIN.format(base="a cabin"))
-    same_bytes = CountingBackend(lambda frame, n: png(1 if frame.name == "base" else n + 10))
+    same_bytes = CountingBackend(lambda request, n: png(1 if "cabin" in request.prompt else n + 10))
     assert build(root, same_bytes).rendered == 2
     (root / "nbpipe.yaml").write_text(CHAIN.format(base="a cabin, again"))
     summary = build(root, same_bytes)
-    assert same_bytes.calls == ["base", "golden", "base"]  # golden was not rendered again
+    # golden was not rendered again
+    assert same_bytes.calls == ["a cabin", "golden hour", "a cabin, again"]
     assert (summary.rendered, summary.fresh) == (1, 1)
 
 
 def test_spend_and_savings_are_counted(make_project):
     root = make_project(CHAIN.format(base="a cabin"))
-    backend = CountingBackend(lambda frame, n: png(n))
+    backend = CountingBackend(lambda request, n: png(n))
     first = build(root, backend)
     assert (first.spent, first.saved) == (Decimal("0.10"), Decimal(0))
     (root / "out" / "golden.png").unlink()
@@ -102,7 +104,7 @@ def test_spend_and_savings_are_counted(make_project):
 
 def test_force_adds_a_take_and_pin_goes_back_for_free(make_project):
     root = make_project(CHAIN.format(base="a cabin"))
-    backend = CountingBackend(lambda frame, n: png(n))
+    backend = CountingBackend(lambda request, n: png(n))
     build(root, backend)
     first = (root / "out" / "base.png").read_bytes()
     build(root, backend, force=True, patterns=("base",))
@@ -123,7 +125,7 @@ def test_force_adds_a_take_and_pin_goes_back_for_free(make_project):
 
 def test_gc_never_removes_pinned_takes(make_project):
     root = make_project(CHAIN.format(base="a cabin"))
-    backend = CountingBackend(lambda frame, n: png(n))
+    backend = CountingBackend(lambda request, n: png(n))
     build(root, backend)
     build(root, backend, force=True, patterns=("base",))
     cache, lock = Cache(root / ".nbpipe"), Lock.load(root)
@@ -135,7 +137,7 @@ def test_gc_never_removes_pinned_takes(make_project):
     assert lock.pinned() <= remaining
     assert any(line.startswith("removed take") for line in lines)
     after = build(root, backend)  # base is still pinned and present; golden follows the new take
-    assert (after.fresh, after.rendered, backend.calls[-1]) == (1, 1, "golden")
+    assert (after.fresh, after.rendered, backend.calls[-1]) == (1, 1, "golden hour")
 
 
 def test_explain_json_prompt_field_diff(make_project):
@@ -151,7 +153,7 @@ targets:
     vars: {color: red}
 """
     root = make_project(manifest)
-    build(root, CountingBackend(lambda frame, n: png(n)))
+    build(root, CountingBackend(lambda request, n: png(n)))
     (root / "nbpipe.yaml").write_text(manifest.replace("color: red", "color: blue"))
     text = explain(open_project(root, "preview"), root / ".nbpipe", "shoe")
     lines = text.splitlines()
@@ -174,7 +176,7 @@ targets:
   edit: {prompt: golden hour, inputs: [shot]}
 """
     root = make_project(manifest)
-    build(root, CountingBackend(lambda frame, n: png(n)))
+    build(root, CountingBackend(lambda request, n: png(n)))
     (root / "nbpipe.yaml").write_text(manifest.replace("a field engineer", "an engineer"))
     text = explain(open_project(root, "preview"), root / ".nbpipe", "shot")
     assert text.splitlines()[:3] == [
