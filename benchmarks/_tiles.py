@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 HIAPI = "{backend: hiapi, model: Nano-Banana}"
-PREVIEW_SMALL = ('{backend: preview, model: gemini-3.1-flash-image-preview, resolution: "512", '
+PREVIEW_SMALL = ('{backend: preview, model: gemini-3.1-flash-image, resolution: "512", '
                  'aspect_ratio: "1:1"}')  # 512 px previews: cheap to draw
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 MANIFEST = """\
 version: 1
 max_frames: 1000000
-defaults: {{backend: preview, model: gemini-3.1-flash-image-preview, resolution: "512",
+defaults: {{backend: preview, model: gemini-3.1-flash-image, resolution: "512",
            aspect_ratio: "1:1"}}
 targets:
   tile:

@@ -1,35 +1,148 @@
-"""What each backend's models accept and cost (from ../shared/api-facts.md, 2026).
+"""The model catalogue: loads and validates nbpipe/data/catalog.json, the one place model facts
+live (what each backend's models accept and cost, their status, dates and replacements).
 
-Pure data, no I/O: the planner checks requests against it and prices frames with it; the
-backends read their wire names from it. Prices are USD per image as Decimal (sums of floats
-print as 0.37000000000000005). A manifest's `pricing:` section overrides prices, never limits.
-
-Where the vendors' docs leave a limit unconfirmed, it is `None` ("not checked here"): the server
+Everything else (resolve, planner, prices, backends, the fakes in tests/) asks this module; no
+other module names a model, a price or a limit, so a retirement is a one-file change. Prices are
+USD per image as Decimal (sums of floats print as 0.37000000000000005). A manifest's `pricing:`
+overrides prices, never limits. A limit the vendors leave unconfirmed may be None: the server
 is then the judge, and nbpipe does not refuse what may be valid.
+
+A model is shut down from its `shutdown` date on; "today" is the UTC date, or NBPIPE_TODAY
+(YYYY-MM-DD) so tests and rehearsals can move the clock.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import json
+import os
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from importlib.resources import files
 from types import MappingProxyType
-from typing import Mapping
+from typing import Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 FLAT = "*"  # the price key of a model without resolution tiers
-
-_HIAPI_RATIOS = ("auto", "1:1", "16:9", "9:16", "3:4", "4:3", "3:2", "2:3", "5:4", "4:5", "21:9")
-_GEMINI_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
-_EXTREME_RATIOS = ("1:4", "4:1", "1:8", "8:1")
+WARN_DAYS = 30  # a shutdown this close is a warning on plan and build
 
 # Canonical output formats the manifest speaks; each model maps them to its own wire enum.
 FORMATS = ("png", "jpeg")
 FORMAT_ALIASES = {"jpg": "jpeg"}
 EXTENSIONS = {"png": "png", "jpeg": "jpg"}
 
+DATA_FILE = "data/catalog.json"
+SCHEMA_FILE = "data/catalog.schema.json"
+
+Fact = Literal["status", "released", "shutdown", "replacement", "prices", "resolutions",
+               "aspect_ratios", "output_formats", "inputs", "prompt"]
+
+
+# --- the file's shape (its JSON Schema is generated from these) ---------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputLimits(_Strict):
+    """Input images a model takes: how many (0 = text-to-image only), how big, which types."""
+
+    max: int = Field(ge=0)
+    max_bytes: int | None = Field(None, gt=0, description="per image; null = not checked")
+    types: list[str] | None = Field(None, description="MIME types; null = not checked")
+
+
+class PromptLimits(_Strict):
+    max_chars: int | None = Field(None, gt=0, description="null = unknown, not checked")
+
+
+class ModelEntry(_Strict):
+    """One model of one backend, as the vendor documents it."""
+
+    title: str | None = Field(None, description="the vendor's name for it")
+    note: str | None = None
+    status: Literal["ga", "preview", "retired"]
+    released: dt.date | None = None
+    shutdown: dt.date | None = Field(None, description="from this date on the API refuses it")
+    replacement: str | None = Field(None, description="the model of the same backend to use instead")
+    prices: Decimal | dict[str, Decimal] = Field(
+        description="USD per image: one flat price, or one per resolution tier")
+    resolutions: list[str] = Field(default_factory=list,
+                                   description="empty: the model takes no resolution at all")
+    default_resolution: str | None = None
+    aspect_ratios: list[str]
+    output_formats: dict[Literal["png", "jpeg"], str] | None = Field(
+        description="canonical format → the wire value; null = the model chooses")
+    inputs: InputLimits
+    prompt: PromptLimits = PromptLimits()
+    confirmed: list[Fact] = Field(default_factory=list,
+                                  description="the facts the vendor's docs state")
+    source: str
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelEntry":
+        tiered = isinstance(self.prices, dict)
+        if tiered and sorted(self.prices) != sorted(self.resolutions):
+            raise ValueError("tiered prices must name exactly the model's resolutions")
+        if not tiered and self.resolutions:
+            raise ValueError("a model with resolutions needs a price per resolution")
+        if (self.default_resolution is None) != (not self.resolutions) or \
+                (self.default_resolution and self.default_resolution not in self.resolutions):
+            raise ValueError("default_resolution must be one of the resolutions (and only then)")
+        if self.status == "retired" and self.shutdown is None:
+            raise ValueError("a retired model needs its shutdown date")
+        return self
+
+
+class BackendEntry(_Strict):
+    title: str
+    note: str | None = None
+    default_model: str
+    jobs: int = Field(gt=0, description="frames in flight by default")
+    input_transport: Literal["url", "inline", "any"]
+    stands_in_for: list[str] = Field(default_factory=list,
+                                     description="backends whose models this one imitates, free")
+    models: dict[str, ModelEntry] = Field(default_factory=dict)
+
+
+class CatalogFile(_Strict):
+    """The whole catalogue file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_ref: str | None = Field(None, alias="$schema")
+    about: str | None = None
+    version: Literal[1]
+    default_backend: str
+    tiers: dict[str, int] = Field(description="resolution tier → long side in pixels")
+    backends: dict[str, BackendEntry]
+
+    @model_validator(mode="after")
+    def _references(self) -> "CatalogFile":
+        if self.default_backend not in self.backends:
+            raise ValueError(f"default_backend '{self.default_backend}' is not a backend")
+        for name, backend in self.backends.items():
+            for other in backend.stands_in_for:
+                if other not in self.backends or other == name:
+                    raise ValueError(f"{name}: stands_in_for names no other backend '{other}'")
+            for model, entry in backend.models.items():
+                unknown = set(entry.resolutions) - set(self.tiers)
+                if unknown:
+                    raise ValueError(f"{name}/{model}: unknown tiers {sorted(unknown)}")
+                if entry.replacement is not None and entry.replacement not in backend.models:
+                    raise ValueError(f"{name}/{model}: replacement '{entry.replacement}' is not "
+                                     f"a {name} model")
+        return self
+
+
+# --- what the rest of nbpipe uses ----------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of one backend: what a request to it may contain, and its price per image."""
+    """One model of one backend: what a request to it may contain, its price per image, and
+    where it is in its life. `price_source` says where the prices in force come from."""
 
     backend: str
     name: str
@@ -40,79 +153,168 @@ class ModelSpec:
     formats: Mapping[str, str] | None = None  # canonical → wire value; None = the model chooses
     prices: Mapping[str, Decimal] = field(default_factory=dict)  # resolution (or FLAT) → USD
     prompt_max: int | None = None
+    status: str = "ga"
+    released: dt.date | None = None
+    shutdown: dt.date | None = None
+    replacement: str | None = None
+    transport: str = "any"  # how input images travel: url | inline | any
+    input_max_bytes: int | None = None
+    input_types: tuple[str, ...] | None = None
+    title: str | None = None
+    confirmed: frozenset[str] = frozenset()
+    price_source: str = "built-in"
 
     def price(self, resolution: str | None) -> Decimal:
         if FLAT in self.prices:
             return self.prices[FLAT]
         return self.prices.get(resolution or self.default_resolution or "", Decimal(0))
 
+    def shut_down(self, today: dt.date) -> bool:
+        """Does the API refuse it by now? The date decides, so a stale status cannot lie."""
+        return self.shutdown is not None and today >= self.shutdown
 
-def _usd(**by_resolution: str) -> Mapping[str, Decimal]:
-    return MappingProxyType({k.removeprefix("r").replace("flat", FLAT): Decimal(v)
-                             for k, v in by_resolution.items()})
+    def days_left(self, today: dt.date) -> int | None:
+        """Days until its shutdown, if that is within WARN_DAYS (and not past)."""
+        if self.shutdown is None or self.shut_down(today):
+            return None
+        left = (self.shutdown - today).days
+        return left if left <= WARN_DAYS else None
+
+    def lifecycle(self, today: dt.date) -> str:
+        return "retired" if self.shut_down(today) else self.status
 
 
-_PNG_JPEG = MappingProxyType({"png": "png", "jpeg": "jpeg"})
-_PNG_JPG = MappingProxyType({"png": "png", "jpeg": "jpg"})
+def today() -> dt.date:
+    """The date lifecycles are judged on: NBPIPE_TODAY (YYYY-MM-DD), else today in UTC."""
+    forced = os.environ.get("NBPIPE_TODAY")
+    if forced:
+        try:
+            return dt.date.fromisoformat(forced)
+        except ValueError:
+            from nbpipe.errors import UsageError
 
-_REAL_MODELS = (
-    ModelSpec("hiapi", "Nano-Banana", max_inputs=0, aspect_ratios=_HIAPI_RATIOS,
-              formats=_PNG_JPEG, prices=_usd(flat="0.05"), prompt_max=5000),
-    ModelSpec("hiapi", "Nano-Banana-2", max_inputs=8, aspect_ratios=_HIAPI_RATIOS + _EXTREME_RATIOS,
-              resolutions=("1K", "2K", "4K"), default_resolution="1K", formats=_PNG_JPG,
-              prices=_usd(r1K="0.085", r2K="0.076", r4K="0.114")),
-    ModelSpec("hiapi", "Nano-Banana-Pro", max_inputs=8, aspect_ratios=_HIAPI_RATIOS,
-              resolutions=("1K", "2K", "4K"), default_resolution="1K", formats=_PNG_JPG,
-              prices=_usd(r1K="0.17", r2K="0.17", r4K="0.30"), prompt_max=10000),
-    ModelSpec("gemini", "gemini-2.5-flash-image", max_inputs=3, aspect_ratios=_GEMINI_RATIOS,
-              prices=_usd(flat="0.039")),
-    ModelSpec("gemini", "gemini-3-pro-image-preview", max_inputs=14, aspect_ratios=_GEMINI_RATIOS,
-              resolutions=("1K", "2K", "4K"), default_resolution="1K",
-              prices=_usd(r1K="0.134", r2K="0.134", r4K="0.24")),
-    ModelSpec("gemini", "gemini-3.1-flash-image-preview", max_inputs=14,
-              aspect_ratios=_GEMINI_RATIOS + _EXTREME_RATIOS,
-              resolutions=("512", "1K", "2K", "4K"), default_resolution="1K",
-              prices=_usd(r512="0.045", r1K="0.067", r2K="0.101", r4K="0.151")),
-)
-
-BACKENDS = ("hiapi", "gemini", "preview")
-DEFAULT_BACKEND = "preview"
-DEFAULT_MODELS = {"hiapi": "Nano-Banana", "gemini": "gemini-2.5-flash-image",
-                  "preview": "Nano-Banana"}
+            raise UsageError(f"NBPIPE_TODAY={forced!r} is not a date", "use YYYY-MM-DD") from None
+    return dt.datetime.now(dt.timezone.utc).date()
 
 
 class Catalog:
-    """backend → model → ModelSpec, with the manifest's price overrides applied."""
+    """backend → model → ModelSpec, with any price overrides applied."""
 
-    def __init__(self, models: tuple[ModelSpec, ...]):
-        self.models: dict[str, dict[str, ModelSpec]] = {b: {} for b in BACKENDS}
+    def __init__(self, models: tuple[ModelSpec, ...], backends: Mapping[str, BackendEntry],
+                 default_backend: str, tiers: Mapping[str, int]):
+        self.backends = backends
+        self.default_backend = default_backend
+        self.tiers = tiers
+        self.models: dict[str, dict[str, ModelSpec]] = {b: {} for b in backends}
         for spec in models:
             self.models[spec.backend][spec.name] = spec
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.backends)
+
+    def default_model(self, backend: str) -> str:
+        return self.backends[backend].default_model
+
+    def jobs(self) -> dict[str, int]:
+        return {name: b.jobs for name, b in self.backends.items()}
 
     def get(self, backend: str, model: str) -> ModelSpec | None:
         return self.models.get(backend, {}).get(model)
 
-    def with_prices(self, pricing: Mapping[str, Mapping[str, object]]) -> "Catalog":
+    def in_service(self, backend: str, when: dt.date) -> dict[str, ModelSpec]:
+        return {n: s for n, s in self.models.get(backend, {}).items() if not s.shut_down(when)}
+
+    def successor(self, spec: ModelSpec, when: dt.date) -> tuple[ModelSpec, ...]:
+        """The replacement chain from `spec` to the first model still in service (may be ())."""
+        chain: list[ModelSpec] = []
+        current = spec
+        while current.replacement and len(chain) < len(self.models[spec.backend]):
+            current = self.models[spec.backend][current.replacement]
+            chain.append(current)
+            if not current.shut_down(when):
+                return tuple(chain)
+        return ()
+
+    def with_prices(self, pricing: Mapping[str, Mapping[str, object]],
+                    source: str = "nbpipe.yaml `pricing:`") -> "Catalog":
         """A copy with `pricing:` applied: {backend: {model: price | {resolution: price}}}."""
         specs = []
-        for backend in BACKENDS:
-            for spec in self.models[backend].values():
+        for backend, models in self.models.items():
+            for spec in models.values():
                 override = pricing.get(backend, {}).get(spec.name)
                 if isinstance(override, Mapping):
                     prices = dict(spec.prices)
                     prices.pop(FLAT, None)
                     prices.update({str(r): Decimal(str(p)) for r, p in override.items()})
-                    spec = replace(spec, prices=MappingProxyType(prices))
+                    spec = replace(spec, prices=MappingProxyType(prices), price_source=source)
                 elif override is not None:
-                    spec = replace(spec, prices=MappingProxyType({FLAT: Decimal(str(override))}))
+                    spec = replace(spec, prices=MappingProxyType({FLAT: Decimal(str(override))}),
+                                   price_source=source)
                 specs.append(spec)
-        return Catalog(tuple(specs))
+        return Catalog(tuple(specs), self.backends, self.default_backend, self.tiers)
 
 
-def _preview_models() -> tuple[ModelSpec, ...]:
-    # The preview backend stands in for any real model: same limits (so a preview build catches
-    # what the real one would refuse), free, and keyed apart because the backend is in the key.
-    return tuple(replace(s, backend="preview", prices=_usd(flat="0")) for s in _REAL_MODELS)
+def _spec(backend: str, name: str, entry: ModelEntry, transport: str) -> ModelSpec:
+    prices = entry.prices if isinstance(entry.prices, dict) else {FLAT: entry.prices}
+    return ModelSpec(
+        backend=backend, name=name, max_inputs=entry.inputs.max,
+        aspect_ratios=tuple(entry.aspect_ratios), resolutions=tuple(entry.resolutions),
+        default_resolution=entry.default_resolution,
+        formats=MappingProxyType(dict(entry.output_formats)) if entry.output_formats else None,
+        prices=MappingProxyType({k: Decimal(str(v)) for k, v in prices.items()}),
+        prompt_max=entry.prompt.max_chars, status=entry.status, released=entry.released,
+        shutdown=entry.shutdown, replacement=entry.replacement, transport=transport,
+        input_max_bytes=entry.inputs.max_bytes,
+        input_types=tuple(entry.inputs.types) if entry.inputs.types else None,
+        title=entry.title, confirmed=frozenset(entry.confirmed))
 
 
-BUILTIN = Catalog(_REAL_MODELS + _preview_models())
+def from_file(doc: CatalogFile) -> Catalog:
+    """The runtime catalogue of a validated file; a stand-in backend gets free copies of the
+    models it imitates (the backend is in the frame key, so its images never pass for real)."""
+    specs: list[ModelSpec] = []
+    for name, backend in doc.backends.items():
+        specs += [_spec(name, model, entry, backend.input_transport)
+                  for model, entry in backend.models.items()]
+        for other in backend.stands_in_for:
+            specs += [replace(_spec(name, model, entry, backend.input_transport),
+                              prices=MappingProxyType({FLAT: Decimal(0)}))
+                      for model, entry in doc.backends[other].models.items()]
+    catalog = Catalog(tuple(specs), MappingProxyType(dict(doc.backends)), doc.default_backend,
+                      MappingProxyType(dict(doc.tiers)))
+    for name in catalog.names:
+        if catalog.get(name, catalog.default_model(name)) is None:
+            raise ValueError(f"{name}: default_model '{catalog.default_model(name)}' is unknown")
+    return catalog
+
+
+class CatalogBroken(Exception):
+    """The packaged catalogue does not validate: a bug in nbpipe's data, never a user error."""
+
+
+def parse(text: str) -> CatalogFile:
+    try:  # JSON, not YAML: parsing it costs well under a millisecond on every plan
+        return CatalogFile.model_validate(json.loads(text, parse_float=Decimal))
+    except (ValueError, ValidationError) as exc:
+        raise CatalogBroken(f"{DATA_FILE}: {exc}") from None
+
+
+def data_text() -> str:
+    return files("nbpipe").joinpath(DATA_FILE).read_text("utf-8")
+
+
+@functools.cache
+def builtin() -> Catalog:
+    """The packaged catalogue (parsed once per process)."""
+    try:
+        return from_file(parse(data_text()))
+    except ValueError as exc:
+        raise CatalogBroken(f"{DATA_FILE}: {exc}") from None
+
+
+def schema_text() -> str:
+    """The JSON Schema of the catalogue file (kept in data/catalog.schema.json by a test)."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              **CatalogFile.model_json_schema(by_alias=True), "title": "nbpipe model catalogue"}
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"

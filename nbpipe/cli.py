@@ -39,21 +39,30 @@ PROFILE = click.option("--profile", metavar="NAME",
                        help="Apply a profile of the manifest (or the built-in 'draft').")
 
 
-def _project(ctx: click.Context, backend: str | None = None, profile: str | None = None):
+def _project(ctx: click.Context, backend: str | None = None, profile: str | None = None,
+             warn: bool = False):
+    """The loaded project; with `warn`, its warnings (a model shutting down soon) go to stderr,
+    each once per command."""
     from nbpipe.plan.planner import open_project
     from nbpipe.run.prices import current_catalog
 
     root: Path = ctx.obj
     if not root.is_dir():
         raise UsageError(f"no such directory: {root}")
-    return open_project(root, backend, profile, current_catalog(_cache_dir(root)))
+    project = open_project(root, backend, profile, current_catalog(_cache_dir(root)))
+    said = ctx.meta.setdefault("nbpipe.warned", set())
+    for warning in project.warnings if warn else ():
+        if warning not in said:
+            said.add(warning)
+            click.echo(warning.render(), err=True)
+    return project
 
 
 @cli.command()
 @click.pass_context
 def validate(ctx: click.Context) -> int:
     """Check the manifest; print every problem with its line."""
-    project = _project(ctx)
+    project = _project(ctx, warn=True)
     targets, frames = len(project.targets()), len(project.frames)
     click.echo(f"{_manifest_label(ctx)}: ok · {targets} target{'s' * (targets != 1)}, "
                f"{frames} frame{'s' * (frames != 1)}")
@@ -78,11 +87,11 @@ def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: st
 
     if compare:
         names = [n.strip() for n in compare.split(",") if n.strip()]
-        plans = {n: plan_project(_project(ctx, backend, None if n == "default" else n),
+        plans = {n: plan_project(_project(ctx, backend, None if n == "default" else n, True),
                                  _cache_dir(ctx.obj), frames, offline) for n in names}
         click.echo(present.compare_json(plans) if as_json else present.compare_table(plans))
         return EXIT_OK
-    project = _project(ctx, backend, profile)
+    project = _project(ctx, backend, profile, warn=True)
     result = plan_project(project, _cache_dir(ctx.obj), frames, offline)
     if as_json:
         click.echo(present.plan_json(result))
@@ -129,8 +138,8 @@ def _cache_dir(root: Path) -> Path:
 @click.option("--backend", type=BACKEND_CHOICE, help="Render every frame on this backend.")
 @PROFILE
 @click.option("-j", "--jobs", type=click.IntRange(1, 256),
-              help="Frames in flight per backend (default: the manifest's limits, else "
-              "hiapi 10, gemini 4, preview 4).")
+              help="Frames in flight per backend (default: the manifest's `limits:`, else "
+              "the catalogue's default for the backend).")
 @click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD",
               help="Spend at most this much; frames that do not fit are skipped and listed.")
 @click.option("--fail-fast", is_flag=True, help="Send nothing new after the first failure.")
@@ -163,7 +172,7 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
 
     if fail_fast and keep_going:
         raise UsageError("--fail-fast and --keep-going contradict each other")
-    project = _project(ctx, backend, profile)
+    project = _project(ctx, backend, profile, warn=True)
     if check:
         return run_check(project, _cache_dir(root), frames, as_json)
     options = BuildOptions(patterns=frames, force=force, backend=backend, jobs=jobs,
@@ -313,26 +322,35 @@ def clean(ctx: click.Context, orphans: bool, dry_run: bool) -> int:
 
 
 @cli.command()
+@click.option("--backend", type=BACKEND_CHOICE, help="Only this backend's models.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--refresh", is_flag=True, help="Fetch HiAPI's public price list into the cache.")
 @click.pass_context
-def prices(ctx: click.Context, refresh: bool) -> int:
-    """The price table in use (USD per image), and where it comes from."""
-    from nbpipe.run.prices import price_source, price_table
+def models(ctx: click.Context, backend: str | None, as_json: bool, refresh: bool) -> int:
+    """Every model: status and dates, prices per tier (and where they come from), limits."""
+    from nbpipe.catalog import builtin, today
+    from nbpipe.errors import ManifestError
+    from nbpipe.manifest.load import load_manifest
+    from nbpipe.run.prices import current_catalog, models_json, models_table
     from nbpipe.run.prices import refresh as refresh_prices
 
     root: Path = ctx.obj
     if refresh:
-        click.echo(refresh_prices(_cache_dir(root)))
+        click.echo(refresh_prices(_cache_dir(root)), err=as_json)
+    catalog = current_catalog(_cache_dir(root)) or builtin()
     if (root / "nbpipe.yaml").exists():
-        project = _project(ctx)
-        click.echo(price_table(project.catalog))
-        click.echo(f"prices: {price_source(_cache_dir(root), project)}")
-    else:
-        from nbpipe.catalog import BUILTIN
-        from nbpipe.run.prices import current_catalog
-
-        click.echo(price_table(current_catalog(_cache_dir(root)) or BUILTIN))
+        try:  # the manifest's `pricing:` applies even while other parts of it are wrong
+            catalog = catalog.with_prices(load_manifest(root).manifest.pricing)
+        except ManifestError:
+            click.echo("note: nbpipe.yaml does not load; its `pricing:` is not applied", err=True)
+    render = models_json if as_json else models_table
+    click.echo(render(catalog, backend, today()))
     return EXIT_OK
+
+
+prices = click.Command("prices", callback=models.callback, params=models.params, hidden=True,
+                       help="Alias of `models`.")
+cli.add_command(prices)
 
 
 @cli.command()

@@ -7,7 +7,8 @@
     │   │                       the build goes on with frames that do not depend on it
     │   └── TaskFailed          the remote task itself ended in failure: nothing to resume
     └── BuildStopped            exit 1: nothing more may be sent (bad key, no balance);
-                                what was already rendered is kept
+        │                       what was already rendered is kept
+        └── ModelUnknown        the API answered 404 for the model itself (retired?)
 
 Exit codes (the CLI's contract, also in README):
     0    success
@@ -71,6 +72,16 @@ class BuildStopped(NbpipeError):
     """The whole build must stop at once: credentials refused, or the balance is spent."""
 
 
+class ModelUnknown(BuildStopped):
+    """The API says the model itself does not exist (404 NOT_FOUND): shut down earlier than the
+    catalogue knows, or never served. Every frame on it would fail alike, so the build stops."""
+
+    def __init__(self, api: str, model: str):
+        super().__init__(f"the {api} API does not know model '{model}': it may have been "
+                         "retired; `nbpipe models` lists the current ones")
+        self.model = model
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     """One located problem: `FILE:LINE:COL: error: message`, the source line, a caret, a hint.
@@ -84,12 +95,13 @@ class Diagnostic:
     message: str
     hint: str | None = None
     source_line: str | None = None
+    severity: str = "error"  # or "warning": printed, but nothing stops
 
     def render(self) -> str:
         if self.line <= 0:
-            out = [f"{self.file}: error: {self.message}"]
+            out = [f"{self.file}: {self.severity}: {self.message}"]
         else:
-            out = [f"{self.file}:{self.line}:{self.col}: error: {self.message}"]
+            out = [f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"]
             if self.source_line is not None:
                 gutter = f"{self.line:>5} | "
                 out.append(gutter + self.source_line.rstrip("\n"))

@@ -88,7 +88,8 @@ def compare_json(plans: dict[str, Plan]) -> str:
 
 
 def price_hints(catalog, plan: Plan) -> list[str]:
-    """Where the same model costs less at an equal or higher tier (Nano-Banana-2: 2K < 1K)."""
+    """Where the same model costs less at an equal or higher tier (HiAPI prices some 2K below
+    1K)."""
     hints = []
     paying: dict[tuple[str, str, str], int] = {}
     for step in plan.steps:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nbpipe.backends import gemini, hiapi, preview
 from nbpipe.backends.base import Backend, describe_image
+from nbpipe.catalog import builtin
 from nbpipe.plan.frame import Frame
 
 _BUILDERS = {
@@ -19,7 +20,7 @@ def describe_request(frame: Frame) -> dict:
     return build(frame.request, [describe_image(image, style) for image in frame.inputs])
 
 
-DEFAULT_JOBS = {"hiapi": 10, "gemini": 4, "preview": 4}  # HiAPI documents 10 concurrent tasks
+DEFAULT_JOBS = builtin().jobs()  # frames in flight per backend, unless the manifest says
 
 
 def open_backend(name: str, jobs: int = 4, rpm: int | None = None) -> Backend:

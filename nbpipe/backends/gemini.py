@@ -16,7 +16,7 @@ import httpx
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
 from nbpipe.backends.http import (HttpBackend, RetryPolicy, Retryable, api_key, env_number,
                                   json_body, network_error, redact, retry_after, short)
-from nbpipe.errors import BuildStopped, FrameFailed
+from nbpipe.errors import BuildStopped, FrameFailed, ModelUnknown
 from nbpipe.plan.frame import Request
 
 PAYLOAD_STYLE = "base64 data"
@@ -108,6 +108,8 @@ class GeminiBackend(HttpBackend):
             raise network_error(exc, request_sent_safe=False) from None
         if response.status_code == 200:
             return json_body(response)
+        if response.status_code == 404:  # the model is the only name in the URL
+            raise ModelUnknown("Gemini", model)
         raise self._error(response)
 
     def _error(self, response: httpx.Response) -> Exception:

@@ -21,7 +21,7 @@ from nbpipe.backends.base import InputData, Job, Rendered, Sink
 from nbpipe.backends.http import (DownloadGone, HttpBackend, RateLimiter, RetryPolicy, Retryable,
                                   api_key, download, env_number, json_body, network_error, redact,
                                   retry_after, short)
-from nbpipe.errors import BuildStopped, FrameFailed, TaskFailed
+from nbpipe.errors import BuildStopped, FrameFailed, ModelUnknown, TaskFailed
 from nbpipe.plan.frame import Request
 
 PAYLOAD_STYLE = "https URL"
@@ -33,7 +33,8 @@ RETRYABLE_CODES = {"MODEL_UNAVAILABLE", "STORAGE_UNAVAILABLE", "TASK_TIMEOUT",
 
 def create_body(request: Request, image_urls: list[str]) -> dict:
     """The POST /v1/tasks body. `resolution` and `image_input` go only to models that take them
-    (the resolver has already dropped them elsewhere: Nano-Banana answers 400 to `resolution`)."""
+    (the resolver has already dropped them elsewhere: a model without tiers answers 400 to
+    `resolution`)."""
     task_input: dict = {"prompt": request.prompt, **request.params}
     if image_urls:
         task_input["image_input"] = list(image_urls)
@@ -50,7 +51,7 @@ class HiApiSettings:
 
     api_key: str
     base_url: str = DEFAULT_BASE_URL
-    poll_delay: float = 5.0  # first poll after this; Nano-Banana takes 10-60 s
+    poll_delay: float = 5.0  # first poll after this; a render takes 10-60 s
     poll_interval: float = 3.0
     task_timeout: float = 600.0  # then the frame fails and its task is resumed next build
     max_bytes: int = 64 << 20
@@ -139,6 +140,8 @@ class HiApiBackend(HttpBackend):
                                                headers={**self._headers(), "Idempotency-Key": key})
         except httpx.TransportError as exc:
             raise network_error(exc, request_sent_safe=True) from None  # the key makes it safe
+        if response.status_code == 404:  # a create names nothing else that could be missing
+            raise ModelUnknown("HiAPI", str(body.get("model")))
         data = self._data(response)
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:

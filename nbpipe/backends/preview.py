@@ -1,6 +1,6 @@
 """The offline, free preview backend: a deterministic placeholder image drawn locally.
 
-The image has the request's aspect ratio, resolution tier (1K = 1024 px on the long side) and
+The image has the request's aspect ratio, resolution tier (its long side from the catalogue) and
 output format, shows the model, the start of the prompt and thumbnails of the input images, on
 a colour derived from the frame key. It is drawn from the Request alone: same key, same bytes.
 """
@@ -14,10 +14,11 @@ import textwrap
 from decimal import Decimal
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
+from nbpipe.catalog import builtin
 from nbpipe.plan.frame import Request
 
 PAYLOAD_STYLE = "thumbnail"
-TIERS = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
+UNTIERED_PX = 1024  # the long side for a model without resolution tiers (about a megapixel)
 _ASCII_DASHES = str.maketrans({"\u2013": "-", "\u2014": "-"})
 
 
@@ -28,7 +29,7 @@ def render_request(request: Request, images: list[str]) -> dict:
 
 
 def image_size(params: dict[str, str]) -> tuple[int, int]:
-    long_side = TIERS.get(params.get("resolution", "1K"), 1024)
+    long_side = builtin().tiers.get(params.get("resolution", ""), UNTIERED_PX)
     ratio = params.get("aspect_ratio", "1:1")
     w, _, h = ("1:1" if ratio == "auto" else ratio).partition(":")
     rw, rh = int(w), int(h)

@@ -34,7 +34,7 @@ class Params(_TiersAsText):
     """Render settings a target inherits from `defaults` (and from the target it `extends`)."""
 
     backend: str | None = Field(None, description="hiapi | gemini | preview (offline, free)")
-    model: str | None = Field(None, description="e.g. Nano-Banana, Nano-Banana-Pro, gemini-2.5-flash-image")
+    model: str | None = Field(None, description="a model of the backend; `nbpipe models` lists them")
     aspect_ratio: str | None = Field(None, description='e.g. "3:2", "16:9"; quote it in YAML')
     resolution: str | None = Field(None, description="1K | 2K | 4K (512 on some Gemini models)")
     output_format: str | None = Field(None, description="png | jpeg (jpg is the same)")

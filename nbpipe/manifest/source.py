@@ -39,10 +39,10 @@ class SourceMap:
         return (1, 1) if self.lines else (0, 0)
 
     def diagnostic(self, path: Path, message: str, hint: str | None = None,
-                   at_key: bool = False) -> Diagnostic:
+                   at_key: bool = False, severity: str = "error") -> Diagnostic:
         line, col = self.position(path, at_key)
         source = self.lines[line - 1] if 0 < line <= len(self.lines) else None
-        return Diagnostic(self.file, line, col, message, hint, source)
+        return Diagnostic(self.file, line, col, message, hint, source, severity)
 
     def at(self, line: int, col: int, message: str, hint: str | None = None) -> Diagnostic:
         source = self.lines[line - 1] if 0 < line <= len(self.lines) else None

@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path as FsPath
 from typing import Literal, Protocol
 
-from nbpipe.catalog import BACKENDS, BUILTIN, Catalog
+from nbpipe.catalog import Catalog, builtin, today
 from nbpipe.errors import Diagnostic, UsageError
 from nbpipe.manifest.expand import Declared, expand
 from nbpipe.manifest.load import Loaded, load_manifest
@@ -26,11 +26,13 @@ ACTIONS: tuple[Action, ...] = ("render", "restore", "blocked", "fresh")
 
 @dataclass(frozen=True)
 class Project:
-    """A loaded project: the declared manifest, the price table in force, the resolved frames."""
+    """A loaded project: the declared manifest, the price table in force, the resolved frames,
+    and warnings for the user (a model whose shutdown is near)."""
 
     declared: Declared
     catalog: Catalog
     frames: dict[str, Frame]  # in build order (upstreams first)
+    warnings: tuple[Diagnostic, ...] = ()
 
     @property
     def loaded(self) -> Loaded:
@@ -70,19 +72,22 @@ def open_project(root: FsPath, backend: str | None = None, profile: str | None =
     """Load, expand and resolve the manifest in `root` under a profile (None: the default);
     ManifestError lists every problem. `catalog` replaces the built-in prices (a refreshed
     catalogue); the manifest's `pricing:` still overrides it."""
-    if backend is not None and backend not in BACKENDS:
+    names = builtin().names
+    if backend is not None and backend not in names:
         raise UsageError(f"unknown backend '{backend}'",
-                         did_you_mean(backend, BACKENDS) or f"use one of {', '.join(BACKENDS)}")
+                         did_you_mean(backend, names) or f"use one of {', '.join(names)}")
     loaded = load_manifest(root)
     _check_profile(loaded, profile)
     declared = expand(loaded, profile)
     declared.diags[:0] = _check_pricing(loaded) + _check_limits(loaded)
-    catalog = (catalog or BUILTIN).with_prices(loaded.manifest.pricing)
+    catalog = (catalog or builtin()).with_prices(loaded.manifest.pricing)
     uploads = bool(os.environ.get("NBPIPE_REMOTE") or loaded.manifest.cache.remote)
-    frames = Resolver(declared, catalog, backend, uploads).resolve()
+    resolver = Resolver(declared, catalog, backend, uploads, today())
+    frames = resolver.resolve()
     by_name = {f.name: f for f in frames}
     order = graph.build_order({f.name: f.upstreams for f in frames})
-    return Project(declared, catalog, {name: by_name[name] for name in order})
+    return Project(declared, catalog, {name: by_name[name] for name in order},
+                   tuple(resolver.warnings))
 
 
 def _check_profile(loaded: Loaded, profile: str | None) -> None:
@@ -96,25 +101,27 @@ def _check_profile(loaded: Loaded, profile: str | None) -> None:
 
 
 def _check_limits(loaded: Loaded) -> list[Diagnostic]:
+    names = builtin().names
     return [loaded.source.diagnostic(("limits", backend), f"unknown backend '{backend}'",
-                                     did_you_mean(backend, BACKENDS), at_key=True)
-            for backend in loaded.manifest.limits if backend not in BACKENDS]
+                                     did_you_mean(backend, names), at_key=True)
+            for backend in loaded.manifest.limits if backend not in names]
 
 
 def _check_pricing(loaded: Loaded) -> list[Diagnostic]:
     diags = []
     source = loaded.source
+    catalog = builtin()
     for backend, models in loaded.manifest.pricing.items():
-        if backend not in BACKENDS:
+        if backend not in catalog.names:
             diags.append(source.diagnostic(("pricing", backend), f"unknown backend '{backend}'",
-                                           did_you_mean(backend, BACKENDS), at_key=True))
+                                           did_you_mean(backend, catalog.names), at_key=True))
             continue
         for model, price in models.items():
-            spec = BUILTIN.get(backend, model)
+            spec = catalog.get(backend, model)
             path = ("pricing", backend, model)
             if spec is None:
                 diags.append(source.diagnostic(path, f"unknown model '{model}' for backend "
-                                               f"'{backend}'", did_you_mean(model, BUILTIN.models[backend]),
+                                               f"'{backend}'", did_you_mean(model, catalog.models[backend]),
                                                at_key=True))
             elif isinstance(price, dict):
                 for resolution in price:

@@ -8,16 +8,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from nbpipe.catalog import (
-    BACKENDS,
-    DEFAULT_BACKEND,
-    DEFAULT_MODELS,
-    EXTENSIONS,
-    FORMAT_ALIASES,
-    FORMATS,
-    Catalog,
-    ModelSpec,
-)
+import datetime as dt
+
+from nbpipe.catalog import EXTENSIONS, FORMAT_ALIASES, FORMATS, Catalog, ModelSpec
+from nbpipe.catalog import today as catalog_today
 from nbpipe.errors import Diagnostic, ManifestError
 from nbpipe.manifest.expand import Declared, FrameSpec, ResolvedTarget, Setting
 from nbpipe.manifest.source import Path, did_you_mean
@@ -47,14 +41,16 @@ class Resolver:
     """Turns a Declared manifest into Frames, collecting every located error on the way."""
 
     def __init__(self, declared: Declared, catalog: Catalog, backend: str | None = None,
-                 uploads: bool = False):
+                 uploads: bool = False, today: dt.date | None = None):
         self.declared = declared
+        self.today = today or catalog_today()  # lifecycles are judged on this date
         self.uploads = uploads  # a remote cache can turn local images into https URLs
         self.source = declared.loaded.source
         self.catalog = catalog
         self.backend_override = backend
         self.project = ProjectDir(declared.loaded.root)
         self.diags: dict[Diagnostic, None] = dict.fromkeys(declared.diags)  # ordered, unique
+        self.warnings: dict[Diagnostic, None] = {}
         self.declared_targets = set(declared.loaded.manifest.targets)
         self.frame_names = {spec.name for spec in declared.frames}
         self.frames_of: dict[str, list[str]] = {}
@@ -106,10 +102,11 @@ class Resolver:
             return self.backend_override
         setting = target.params.get("backend")
         if setting is None:
-            return DEFAULT_BACKEND
-        if setting.value not in BACKENDS:
+            return self.catalog.default_backend
+        if setting.value not in self.catalog.names:
+            names = self.catalog.names
             self.error(setting.path, f"unknown backend '{setting.value}'",
-                       did_you_mean(setting.value, BACKENDS) or f"use one of {', '.join(BACKENDS)}")
+                       did_you_mean(setting.value, names) or f"use one of {', '.join(names)}")
             return None
         return setting.value
 
@@ -117,21 +114,38 @@ class Resolver:
         if self.declared.builtin_draft:
             return self._cheapest(backend, needs_inputs=bool(target.inputs))
         setting = target.params.get("model")
-        name = setting.value if setting else DEFAULT_MODELS[backend]
+        name = setting.value if setting else self.catalog.default_model(backend)
         spec = self.catalog.get(backend, name)
+        where = setting.path if setting else target.path
         if spec is None:
-            owners = [b for b in BACKENDS if self.catalog.get(b, name)]
-            models = self.catalog.models[backend]
+            owners = [b for b in self.catalog.names if self.catalog.get(b, name)]
+            models = self.catalog.in_service(backend, self.today)
             hint = did_you_mean(name, models) or (
                 f"'{name}' is a {owners[0]} model; set `backend: {owners[0]}`" if owners
                 else f"{backend} models: {', '.join(models)}")
-            self.error(setting.path if setting else target.path,
-                       f"unknown model '{name}' for backend '{backend}'", hint)
+            self.error(where, f"unknown model '{name}' for backend '{backend}'", hint)
+        elif spec.shut_down(self.today):
+            self.error(where, f"model '{name}' was shut down on {spec.shutdown}",
+                       self._replacement_hint(spec))
+            return None
+        elif (left := spec.days_left(self.today)) is not None:
+            self.warnings[self.source.diagnostic(
+                where, f"model '{name}' shuts down on {spec.shutdown} (in {left} "
+                f"day{'s' * (left != 1)})", self._replacement_hint(spec),
+                severity="warning")] = None
         return spec
 
+    def _replacement_hint(self, spec: ModelSpec) -> str:
+        chain = self.catalog.successor(spec, self.today)
+        if not chain:
+            return "`nbpipe models` lists the models in service"
+        via = f", via '{chain[0].name}'" if len(chain) > 1 else ""
+        return f"use '{chain[-1].name}' (its replacement{via})"
+
     def _cheapest(self, backend: str, needs_inputs: bool) -> ModelSpec:
-        """The built-in draft profile's model: the cheapest one that still takes the inputs."""
-        fits = [s for s in self.catalog.models[backend].values()
+        """The built-in draft profile's model: the cheapest one in service that still takes
+        the inputs."""
+        fits = [s for s in self.catalog.in_service(backend, self.today).values()
                 if s.max_inputs or not needs_inputs]
         return min(fits, key=lambda s: (min(s.prices.values(), default=0), s.name))
 
@@ -199,19 +213,20 @@ class Resolver:
         return images
 
     def _check_transport(self, spec: ModelSpec, images: list[tuple[InputImage, Path]]) -> None:
-        """HiAPI fetches input images by URL; Gemini takes them inline as bytes."""
+        """Some backends fetch input images by URL (HiAPI), others take them inline as bytes."""
         for image, path in images:
-            if spec.backend == "hiapi" and image.kind == "file" and not self.uploads:
+            if spec.transport == "url" and image.kind == "file" and not self.uploads:
                 self.error(path, f"HiAPI takes input images as URLs, and '{image.ref}' is a "
                            "local file", "give an https:// URL, configure a remote cache "
                            "(`cache: {remote: s3://...}`) to upload it, or render this target "
                            "on gemini (it takes images inline)")
-            elif spec.backend == "gemini" and image.kind == "url":
+            elif spec.transport == "inline" and image.kind == "url":
                 self.error(path, f"Gemini takes input images inline, and '{image.ref}' is a URL",
                            "save the image into the project and name the file instead")
 
     def _edit_models_hint(self, backend: str) -> str:
-        takers = [m for m, s in self.catalog.models[backend].items() if s.max_inputs]
+        takers = [m for m, s in self.catalog.in_service(backend, self.today).items()
+                  if s.max_inputs]
         return f"use {' or '.join(takers)} for edits" if takers else "pick a model that takes images"
 
     def _input(self, setting: Setting, target: ResolvedTarget) -> InputImage | None:
@@ -333,9 +348,10 @@ class Resolver:
                     needs.setdefault((name, image.ref.split("/")[0]), path)
         for (name, upstream), path in needs.items():
             mine, theirs = plans.get(name), plans.get(upstream)
-            if mine and theirs and mine.backend == "hiapi" and theirs.backend != "hiapi" \
-                    and not self.uploads:
-                self.error(path, f"'{name}' renders on hiapi, which fetches its input '{upstream}' "
+            if mine and theirs and mine.spec.transport == "url" and \
+                    theirs.backend != mine.backend and not self.uploads:
+                self.error(path, f"'{name}' renders on {mine.backend}, which fetches its input "
+                           f"'{upstream}' "
                            f"by URL, but '{upstream}' renders on {theirs.backend}",
                            "render both on the same backend")
         cycle = graph.find_cycle(list(needs))

@@ -112,6 +112,8 @@ class Build:
             names = ", ".join(self.budget.refused[:8]) + (" …" if len(self.budget.refused) > 8 else "")
             self.events.note(f"over budget: {len(self.budget.refused)} frame(s) not rendered to "
                              f"stay within USD {fmt_usd(cap)}: {names}")
+        if self.stopped and not self.interrupted:
+            self.events.note(f"build stopped: {self.stopped}")
         self.summary.interrupted = self.interrupted
         self.events.summary(self.summary)
         return self.summary
@@ -243,8 +245,9 @@ class Build:
         try:
             digest = await self._act(step)
         except BuildStopped as exc:
+            said = self.stopped == str(exc)  # frames in flight meet the same stop: say it once
             self.stopped = self.stopped or str(exc)
-            digest = self._fail(step, str(exc))
+            digest = self._fail(step, "the build stopped (see the end)" if said else str(exc))
         except NbpipeError as exc:
             digest = self._fail(step, exc.render().removeprefix("error: "))
         except OSError as exc:
@@ -401,7 +404,8 @@ class Build:
 
     def _skip_stopped(self, step: Step) -> None:
         self.summary.skipped += 1
-        self.events.frame("skipped", step, f"not sent: {self.stopped}")
+        why = "interrupted" if self.interrupted else "the build stopped (see the end)"
+        self.events.frame("skipped", step, f"not sent: {why}")
         return None
 
     def _skip(self, frame: Frame, upstream: str) -> None:

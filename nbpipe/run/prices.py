@@ -1,5 +1,6 @@
-"""Which price table is in force: the built-in one, HiAPI's live catalogue (refreshed into the
-cache with its date), and the manifest's `pricing:` overrides on top of either."""
+"""Which prices are in force, and the `nbpipe models` listing: the built-in catalogue, HiAPI's
+live price list (refreshed into the cache with its date), and the manifest's `pricing:`
+overrides on top of either; each model says where its prices come from."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from nbpipe.catalog import BUILTIN, FLAT, Catalog
+from nbpipe.catalog import FLAT, Catalog, ModelSpec, builtin
 from nbpipe.errors import UsageError
 from nbpipe.plan.planner import Project
 
@@ -28,7 +29,9 @@ def _stored(cache_dir: Path) -> dict | None:
 def current_catalog(cache_dir: Path) -> Catalog | None:
     """The built-in table with a refreshed HiAPI catalogue applied, if one was fetched."""
     doc = _stored(cache_dir)
-    return BUILTIN.with_prices({"hiapi": doc["hiapi"]}) if doc else None
+    return builtin().with_prices({"hiapi": doc["hiapi"]},
+                                 f"HiAPI catalogue fetched {doc.get('fetched', '?')}") \
+        if doc else None
 
 
 def price_source(cache_dir: Path, project: Project) -> str:
@@ -41,7 +44,7 @@ def price_source(cache_dir: Path, project: Project) -> str:
 
 def parse_catalogue(doc: dict) -> dict[str, object]:
     """HiAPI's /api/pricing → {model: price | {resolution: price}} for the models nbpipe knows."""
-    known = BUILTIN.models["hiapi"]
+    known = builtin().models["hiapi"]
     out: dict[str, object] = {}
     for item in doc.get("data") or []:
         if not isinstance(item, dict) or item.get("model_name") not in known:
@@ -74,7 +77,7 @@ def refresh(cache_dir: Path) -> str:
         raise UsageError(f"could not refresh prices from {base}: {type(exc).__name__}",
                          "the table in use stays as it was") from None
     if not prices:
-        raise UsageError(f"{base}/api/pricing lists none of the Nano-Banana models",
+        raise UsageError(f"{base}/api/pricing lists none of the HiAPI models nbpipe knows",
                          "the table in use stays as it was")
     cache_dir.mkdir(parents=True, exist_ok=True)
     fetched = dt.date.today().isoformat()
@@ -83,15 +86,76 @@ def refresh(cache_dir: Path) -> str:
     return f"refreshed {len(prices)} HiAPI model price(s) from {base} ({fetched})"
 
 
-def price_table(catalog: Catalog) -> str:
-    lines = []
-    for backend, models in catalog.models.items():
-        if backend == "preview":
-            continue
-        for name, spec in models.items():
-            if FLAT in spec.prices:
-                cells = f"{spec.prices[FLAT]}"
-            else:
-                cells = " · ".join(f"{r} {spec.prices.get(r, '?')}" for r in spec.resolutions)
-            lines.append(f"{backend:<7} {name:<32} {cells}")
+def _usd(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+def _prices(spec: ModelSpec) -> str:
+    if FLAT in spec.prices:
+        return _usd(spec.prices[FLAT])
+    return " · ".join(f"{r} {_usd(spec.prices[r]) if r in spec.prices else '?'}"
+                      for r in spec.resolutions)
+
+
+def _status(spec: ModelSpec, today: dt.date) -> str:
+    if spec.shut_down(today):
+        return f"retired {spec.shutdown}" + (f" → {spec.replacement}" if spec.replacement else "")
+    since = f" since {spec.released}" if spec.released else ""
+    ends = f", shuts down {spec.shutdown}" if spec.shutdown else ""
+    return f"{spec.status}{since}{ends}"
+
+
+def _limits(spec: ModelSpec) -> str:
+    def mark(fact: str) -> str:
+        return "" if fact in spec.confirmed else "?"
+
+    if spec.max_inputs:
+        kinds = {"url": " (URLs)", "inline": " (inline)"}.get(spec.transport, "")
+        inputs = f"≤{spec.max_inputs}{mark('inputs')} images{kinds}"
+    else:
+        inputs = "text only"
+    prompt = f"; prompt ≤{spec.prompt_max:,}{mark('prompt')} chars" if spec.prompt_max else ""
+    return inputs + prompt
+
+
+def _listed(catalog: Catalog, backend: str | None) -> list[ModelSpec]:
+    """Every model of `backend`, or of every backend that is not a free stand-in."""
+    names = [backend] if backend else [b for b in catalog.names
+                                       if not catalog.backends[b].stands_in_for]
+    return [spec for name in names for spec in catalog.models[name].values()]
+
+
+def models_table(catalog: Catalog, backend: str | None, today: dt.date) -> str:
+    """One row per model: status and dates, prices per tier and their source, input limits."""
+    rows = [("BACKEND", "MODEL", "STATUS", "USD PER IMAGE", "PRICES FROM", "TAKES")]
+    rows += [(s.backend, s.name, _status(s, today), _prices(s), s.price_source, _limits(s))
+             for s in _listed(catalog, backend)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    stand_ins = [b for b in catalog.names if catalog.backends[b].stands_in_for and b != backend]
+    for name in stand_ins:
+        lines.append(f"{name}: every model of {', '.join(catalog.backends[name].stands_in_for)} "
+                     "with the same limits, free (`--backend " + name + "` lists them)")
+    lines.append("? = a limit the vendor's docs do not confirm")
     return "\n".join(lines)
+
+
+def models_json(catalog: Catalog, backend: str | None, today: dt.date) -> str:
+    return json.dumps({"today": today.isoformat(), "models": [{
+        "backend": s.backend, "model": s.name, "title": s.title, "status": s.status,
+        "lifecycle": s.lifecycle(today), "released": _date(s.released),
+        "shutdown": _date(s.shutdown), "replacement": s.replacement,
+        "prices": float(s.prices[FLAT]) if FLAT in s.prices else
+        {k: float(v) for k, v in s.prices.items()}, "price_source": s.price_source,
+        "resolutions": list(s.resolutions), "default_resolution": s.default_resolution,
+        "aspect_ratios": list(s.aspect_ratios),
+        "output_formats": dict(s.formats) if s.formats is not None else None,
+        "inputs": {"max": s.max_inputs, "transport": s.transport,
+                   "max_bytes": s.input_max_bytes,
+                   "types": list(s.input_types) if s.input_types else None},
+        "prompt_max_chars": s.prompt_max, "confirmed": sorted(s.confirmed),
+    } for s in _listed(catalog, backend)]}, indent=2, ensure_ascii=False)
+
+
+def _date(value: dt.date | None) -> str | None:
+    return value.isoformat() if value else None

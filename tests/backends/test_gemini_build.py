@@ -14,7 +14,7 @@ from tests.conftest import PROJECTS, tiny_png
 
 ONE = """\
 version: 1
-defaults: {backend: gemini, model: gemini-2.5-flash-image, aspect_ratio: "16:9"}
+defaults: {backend: gemini, model: gemini-3.1-flash-image, aspect_ratio: "16:9"}
 targets:
   a: {prompt: a red shoe}
   b: {prompt: a blue shoe}
@@ -102,7 +102,7 @@ def test_bad_key_stops_the_build(fault, fake_gemini, build, make_project):
 
 
 def test_model_limits_are_checked_before_sending(fake_gemini, run, make_project):
-    root = make_project(ONE.replace("gemini-2.5-flash-image,", "gemini-2.5-flash-image, "
+    root = make_project(ONE.replace("gemini-3.1-flash-image,", "gemini-3.1-flash-image, "
                                     "resolution: 2K,"))
     result = run("-C", str(root), "build")
     assert result.code == 2 and "takes no resolution" in result.err

@@ -17,10 +17,10 @@ from tests.fakes.server import FakeServer, Handler, image_bytes
 
 RATIOS = ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"]
 MODELS = {
-    "gemini-2.5-flash-image": {"sizes": None, "ratios": RATIOS, "max_images": 3, "mime": "png"},
-    "gemini-3-pro-image-preview": {"sizes": ["1K", "2K", "4K"], "ratios": RATIOS,
+    "gemini-3.1-flash-image": {"sizes": None, "ratios": RATIOS, "max_images": 3, "mime": "png"},
+    "gemini-3-pro-image": {"sizes": ["1K", "2K", "4K"], "ratios": RATIOS,
                                    "max_images": 14, "mime": "jpeg"},
-    "gemini-3.1-flash-image-preview": {"sizes": ["512", "1K", "2K", "4K"],
+    "gemini-3.1-flash-image": {"sizes": ["512", "1K", "2K", "4K"],
                                        "ratios": RATIOS + ["1:4", "4:1", "1:8", "8:1"],
                                        "max_images": 14, "mime": "png"},
 }

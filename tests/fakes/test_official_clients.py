@@ -85,7 +85,7 @@ def test_genai_sdk_generates_an_image(version):
         buffer = io.BytesIO()
         reference.save(buffer, "PNG")
         response = client.models.generate_content(
-            model="gemini-3-pro-image-preview",
+            model="gemini-3-pro-image",
             contents=["a red shoe", types.Part.from_bytes(data=buffer.getvalue(),
                                                           mime_type="image/png")],
             config=types.GenerateContentConfig(
@@ -108,12 +108,12 @@ def test_genai_sdk_sees_errors_and_blocks():
         client = genai.Client(api_key=fake.key, http_options=types.HttpOptions(base_url=fake.url))
         with pytest.raises(errors.ClientError) as info:  # 2.5 Flash takes no imageSize
             client.models.generate_content(
-                model="gemini-2.5-flash-image", contents="x",
+                model="gemini-3.1-flash-image", contents="x",
                 config=types.GenerateContentConfig(image_config=types.ImageConfig(image_size="2K")))
         assert info.value.code == 400
         fake.faults.add("generate", "safety")
-        blocked = client.models.generate_content(model="gemini-2.5-flash-image", contents="x")
+        blocked = client.models.generate_content(model="gemini-3.1-flash-image", contents="x")
         assert blocked.candidates[0].finish_reason == types.FinishReason.IMAGE_SAFETY
         bad = genai.Client(api_key="wrong", http_options=types.HttpOptions(base_url=fake.url))
         with pytest.raises(errors.ClientError):
-            bad.models.generate_content(model="gemini-2.5-flash-image", contents="x")
+            bad.models.generate_content(model="gemini-3.1-flash-image", contents="x")

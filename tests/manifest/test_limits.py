@@ -33,7 +33,7 @@ def test_fifo_input_is_refused(tmp_path, run):
     (tmp_path / "refs").mkdir()
     os.mkfifo(tmp_path / "refs" / "pipe.png")
     (tmp_path / "nbpipe.yaml").write_text(
-        "version: 1\ndefaults: {backend: gemini, model: gemini-2.5-flash-image}\n"
+        "version: 1\ndefaults: {backend: gemini, model: gemini-3.1-flash-image}\n"
         "targets:\n  a: {prompt: x, inputs: [refs/pipe.png]}\n")
     result = run("-C", str(tmp_path), "validate")
     assert result.code == 2 and "'refs/pipe.png' is not a regular file" in result.err
@@ -50,7 +50,7 @@ def test_symlinked_input_leading_out_is_refused(tmp_path, run):
     (project / "refs").mkdir(parents=True)
     os.symlink(outside, project / "refs" / "face.png")
     (project / "nbpipe.yaml").write_text(
-        "version: 1\ndefaults: {backend: gemini, model: gemini-2.5-flash-image}\n"
+        "version: 1\ndefaults: {backend: gemini, model: gemini-3.1-flash-image}\n"
         "targets:\n  a: {prompt: x, inputs: [refs/face.png]}\n")
     result = run("-C", str(project), "validate")
     assert result.code == 2 and "is a symbolic link out of the project" in result.err

@@ -13,7 +13,7 @@ from tests.conftest import tiny_png
 
 BASE = """\
 version: 1
-defaults: {backend: gemini, model: gemini-3-pro-image-preview, aspect_ratio: "3:2"}
+defaults: {backend: gemini, model: gemini-3-pro-image, aspect_ratio: "3:2"}
 bibles:
   mira: "Mira, a field engineer."
 templates:
@@ -73,7 +73,7 @@ def test_credentials_and_base_urls_do_not_change_keys(make_project, monkeypatch)
     ('"a workshop"', '"a  workshop"'),                    # one byte of the prompt
     ("Mira, a field", "Mira, the field"),                 # the bible
     ('aspect_ratio: "3:2"', 'aspect_ratio: "16:9"'),      # a parameter
-    ("model: gemini-3-pro-image-preview", "model: gemini-3.1-flash-image-preview"),
+    ("model: gemini-3-pro-image", "model: gemini-3.1-flash-image"),
     ("backend: gemini", "backend: preview"),
     ("aspect_ratio: \"3:2\"}", "aspect_ratio: \"3:2\", resolution: 2K}"),
 ])

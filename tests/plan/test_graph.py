@@ -21,14 +21,14 @@ flowchart LR
 def test_dot_with_a_file_input(make_project, run):
     root = make_project("""\
 version: 1
-defaults: {backend: gemini, model: gemini-2.5-flash-image}
+defaults: {backend: gemini, model: gemini-3.1-flash-image}
 targets:
   shot: {prompt: 'a "quoted" shot', inputs: [refs/face.png]}
 """, {"refs/face.png": tiny_png()})
     assert run("-C", str(root), "graph", "--format", "dot").out == """\
 digraph nbpipe {
   rankdir=LR;
-  n0 [label="shot\\ngemini-2.5-flash-image", shape=box];
+  n0 [label="shot\\ngemini-3.1-flash-image", shape=box];
   n1 [label="refs/face.png", shape=note];
   n1 -> n0;
 }
