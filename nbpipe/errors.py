@@ -77,8 +77,8 @@ class ModelUnknown(BuildStopped):
     catalogue knows, or never served. Every frame on it would fail alike, so the build stops."""
 
     def __init__(self, api: str, model: str):
-        super().__init__(f"the {api} API does not know model '{model}': it may have been "
-                         "retired; `nbpipe models` lists the current ones")
+        super().__init__(f"{api} does not know model '{model}': it may have been retired; "
+                         "`nbpipe models` lists the current ones")
         self.model = model
 
 

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import PROJECTS, REPO
 
 EXAMPLES = ["mira-storyboard", "aria-lookbook", "sneaker-colorways", "golden-hour-edit"]
-EXPECTED_COST = {"mira-storyboard": 0.37, "aria-lookbook": 0.15, "sneaker-colorways": 0.424,
+EXPECTED_COST = {"mira-storyboard": 0.37, "aria-lookbook": 0.15, "sneaker-colorways": 0.536,
                  "golden-hour-edit": 0.228}
 
 

@@ -109,7 +109,7 @@ class GeminiBackend(HttpBackend):
         if response.status_code == 200:
             return json_body(response)
         if response.status_code == 404:  # the model is the only name in the URL
-            raise ModelUnknown("Gemini", model)
+            raise ModelUnknown("the Gemini API", model)
         raise self._error(response)
 
     def _error(self, response: httpx.Response) -> Exception:

@@ -30,9 +30,9 @@ def render_request(request: Request, images: list[str]) -> dict:
 
 def image_size(params: dict[str, str]) -> tuple[int, int]:
     long_side = builtin().tiers.get(params.get("resolution", ""), UNTIERED_PX)
-    ratio = params.get("aspect_ratio", "1:1")
-    w, _, h = ("1:1" if ratio == "auto" else ratio).partition(":")
-    rw, rh = int(w), int(h)
+    ratio = params.get("aspect_ratio", "auto")
+    w, _, h = ratio.partition(":")
+    rw, rh = (int(w), int(h)) if ratio != "auto" else (1, 1)  # the model's choice: square
     if rw >= rh:
         return long_side, max(1, round(long_side * rh / rw))
     return max(1, round(long_side * rw / rh)), long_side

@@ -35,7 +35,7 @@ class Params(_TiersAsText):
 
     backend: str | None = Field(None, description="hiapi | gemini | preview (offline, free)")
     model: str | None = Field(None, description="a model of the backend; `nbpipe models` lists them")
-    aspect_ratio: str | None = Field(None, description='e.g. "3:2", "16:9"; quote it in YAML')
+    aspect_ratio: str | None = Field(None, description="width:height as the model lists it, e.g. 3:2; quote it in YAML")
     resolution: str | None = Field(None, description="1K | 2K | 4K (512 on some Gemini models)")
     output_format: str | None = Field(None, description="png | jpeg (jpg is the same)")
     output: str | None = Field(

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from nbpipe.catalog import builtin, today
 from nbpipe.plan.frame import Frame
 
 _MISSING = object()
@@ -34,7 +35,7 @@ def changes(frame: Frame, old: dict) -> list[Change]:
     if old.get("backend") != frame.backend:
         out.append(Change("backend changed", (f"backend: {old.get('backend')} → {frame.backend}",)))
     if old.get("model") != frame.model:
-        out.append(Change("model changed", (f"model: {old.get('model')} → {frame.model}",)))
+        out.append(_model_change(str(old.get("model")), frame))
     params = _param_changes(old.get("params") or {}, frame.params)
     if params:
         names = ", ".join(p for p, _ in params)
@@ -43,6 +44,21 @@ def changes(frame: Frame, old: dict) -> list[Change]:
         out.append(Change("prompt changed", tuple(_prompt_lines(old, frame))))
     out.extend(_input_changes(old.get("inputs") or [], frame))
     return out
+
+
+def _model_change(old: str, frame: Frame) -> Change:
+    """A model change; a migration off a shut-down model says so (it is why the frame renders)."""
+    line = f"model changed: {old} → {frame.model}"
+    catalog = builtin()
+    gone = catalog.get(frame.backend, old)
+    when = today()
+    if gone is not None and gone.shut_down(when):
+        chain = [spec.name for spec in catalog.successor(gone, when)]
+        why = f"{old} was shut down on {gone.shutdown}"
+        line += f" ({why}; {frame.model} is its replacement)" if frame.model in chain \
+            else f" ({why})"
+        return Change(f"model changed ({old} retired)", (line,))
+    return Change("model changed", (line,))
 
 
 def short_reason(found: list[Change]) -> str:

@@ -159,7 +159,7 @@ class Resolver:
         resolution = target.params.get("resolution")
         if resolution is not None and self._profile_moved(target) and \
                 resolution.path[0] != "profiles" and resolution.value not in spec.resolutions:
-            # e.g. draft moves a 2K Pro frame to Nano-Banana, which takes no resolution at all
+            # e.g. draft moves a 2K Pro frame to a model that takes no resolution at all
             resolution = None
         ratio = target.params.get("aspect_ratio")
         if ratio is not None:

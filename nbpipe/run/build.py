@@ -74,6 +74,7 @@ class Build:
     summary: Summary = field(default_factory=Summary)
     backends: dict[str, Backend] = field(default_factory=dict)
     stopped: str | None = None  # why no more requests may be sent (bad key, no balance, ^C)
+    stop_told_later: bool = False
     interrupted: bool = False
     failed: dict[str, str] = field(default_factory=dict)  # frame → why, for the report
     remote: Remote | None = None
@@ -112,7 +113,7 @@ class Build:
             names = ", ".join(self.budget.refused[:8]) + (" …" if len(self.budget.refused) > 8 else "")
             self.events.note(f"over budget: {len(self.budget.refused)} frame(s) not rendered to "
                              f"stay within USD {fmt_usd(cap)}: {names}")
-        if self.stopped and not self.interrupted:
+        if self.stop_told_later:
             self.events.note(f"build stopped: {self.stopped}")
         self.summary.interrupted = self.interrupted
         self.events.summary(self.summary)
@@ -247,7 +248,7 @@ class Build:
         except BuildStopped as exc:
             said = self.stopped == str(exc)  # frames in flight meet the same stop: say it once
             self.stopped = self.stopped or str(exc)
-            digest = self._fail(step, "the build stopped (see the end)" if said else str(exc))
+            digest = self._fail(step, self._see_end() if said else str(exc))
         except NbpipeError as exc:
             digest = self._fail(step, exc.render().removeprefix("error: "))
         except OSError as exc:
@@ -404,8 +405,12 @@ class Build:
 
     def _skip_stopped(self, step: Step) -> None:
         self.summary.skipped += 1
-        why = "interrupted" if self.interrupted else "the build stopped (see the end)"
+        why = "interrupted" if self.interrupted else self._see_end()
         self.events.frame("skipped", step, f"not sent: {why}")
+
+    def _see_end(self) -> str:
+        self.stop_told_later = True  # the reason is printed once, before the summary
+        return "the build stopped (see the end)"
         return None
 
     def _skip(self, frame: Frame, upstream: str) -> None:

@@ -12,7 +12,7 @@ from nbpipe.plan.planner import Step, usd
 
 
 def fmt_usd(amount: Decimal) -> str:
-    """Dollars with at least two decimals and no trailing noise: 0.37, 0.039, 0.076."""
+    """Dollars with at least two decimals and no trailing noise: 0.37, 0.125, 0.5."""
     text = f"{amount:.6f}".rstrip("0")
     whole, _, cents = text.partition(".")
     return f"{whole}.{cents.ljust(2, '0')}"

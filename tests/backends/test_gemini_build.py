@@ -26,7 +26,7 @@ def test_sneaker_project_renders_once_with_real_formats(fake_gemini, build, tmp_
     shutil.copytree(PROJECTS / "sneaker-colorways", root)
     first = build(root)
     assert (first["rendered"], fake_gemini.counts["generates"]) == (6, 6)
-    assert first["spent_usd"] == 0.424
+    assert first["spent_usd"] == 0.536  # 4 × 3.1 Flash 1K (0.067) + 2 × 3 Pro 2K (0.134)
     lock = json.loads((root / "nbpipe.lock").read_text())["frames"]
     assert lock["shoe/red"]["output"] == "out/shoe/red.png"
     assert lock["shoe-finish/matte"]["output"] == "out/shoe-finish/matte.jpg"  # Pro answers JPEG
@@ -56,7 +56,7 @@ def test_request_body_is_exactly_the_documented_shape(fake_gemini, build, make_p
             {"inlineData": {"mimeType": "image/png",
                             "data": base64.b64encode(tiny_png()).decode()}}]}],
         "generationConfig": {"responseModalities": ["IMAGE"],
-                             "imageConfig": {"aspectRatio": "16:9"}}}
+                             "imageConfig": {"aspectRatio": "16:9", "imageSize": "1K"}}}
 
 
 def test_v1_base_path(fake_gemini, build, make_project, monkeypatch):
@@ -102,8 +102,50 @@ def test_bad_key_stops_the_build(fault, fake_gemini, build, make_project):
 
 
 def test_model_limits_are_checked_before_sending(fake_gemini, run, make_project):
-    root = make_project(ONE.replace("gemini-3.1-flash-image,", "gemini-3.1-flash-image, "
-                                    "resolution: 2K,"))
+    root = make_project(ONE.replace("gemini-3.1-flash-image,", "gemini-3-pro-image, "
+                                    "resolution: '512',"))
     result = run("-C", str(root), "build")
-    assert result.code == 2 and "takes no resolution" in result.err
+    assert result.code == 2 and "does not take resolution '512'" in result.err
     assert fake_gemini.counts["requests"] == 0
+
+
+def test_current_models_plan_at_catalogue_prices_and_build(fake_gemini, build, run, make_project):
+    from nbpipe.catalog import builtin
+
+    root = make_project("""\
+version: 1
+defaults: {backend: gemini, aspect_ratio: "1:1"}
+targets:
+  hero: {prompt: a red shoe, model: gemini-3-pro-image, resolution: 4K}
+  thumb: {prompt: a red shoe, model: gemini-3.1-flash-image, resolution: "512", aspect_ratio: "8:1"}
+""")
+    gemini = builtin().models["gemini"]
+    expected = gemini["gemini-3-pro-image"].price("4K") + gemini["gemini-3.1-flash-image"].price("512")
+    plan = json.loads(run("-C", str(root), "plan", "--json").out)
+    assert plan["summary"]["cost_usd"] == float(expected) == 0.285
+    summary = build(root)
+    assert (summary["rendered"], summary["spent_usd"]) == (2, 0.285)
+    sizes = sorted(b["generationConfig"]["imageConfig"]["imageSize"] for b in fake_gemini.bodies)
+    assert sizes == ["4K", "512"]
+
+
+def test_a_model_the_api_does_not_know_stops_the_build_once(fake_gemini, run, make_project,
+                                                           monkeypatch):
+    import datetime as dt
+
+    # The catalogue still lists the model (its shutdown is ahead), but Google has shut it down.
+    monkeypatch.setenv("NBPIPE_TODAY", "2026-06-20")
+    fake_gemini.today = dt.date(2026, 6, 25)
+    root = make_project("version: 1\ndefaults: {backend: gemini, model: gemini-3-pro-image-preview}\n"
+                        "targets:\n  shot: {prompt: a shoe, matrix: {n: [1, 2, 3, 4, 5, 6]}}\n")
+    result = run("-C", str(root), "build", "-j", "2")
+    assert result.code == 1 and "Traceback" not in result.err
+    message = ("the Gemini API does not know model 'gemini-3-pro-image-preview': it may have been "
+               "retired; `nbpipe models` lists the current ones")
+    lines = result.out.splitlines()
+    assert lines[-2] == f"build stopped: {message}"  # said once at the end,
+    assert sum(message in line for line in lines[:-2]) == 1  # and by the frame that met it
+    assert fake_gemini.counts["requests"] <= 2  # the frames already in flight, no more
+    others = [line for line in lines[:-2] if message not in line]
+    assert len(others) == 5 and all(line.endswith("the build stopped (see the end)")
+                                    for line in others)

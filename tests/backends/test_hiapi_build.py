@@ -220,3 +220,26 @@ def test_redirect_loops_are_bounded(fake_hiapi, build, make_project):
     summary = build(make_project(ONE.replace("  b: {prompt: a harbour}\n", "")))
     assert list(failures(summary).values()) == ["the download URL redirected too many times"]
     assert fake_hiapi.counts["downloads"] <= 12  # 5 redirects, and the recovery pass once more
+
+
+def test_a_model_hiapi_does_not_know_stops_the_build_once(fake_hiapi, build, make_project):
+    root = make_project("version: 1\ndefaults: {backend: hiapi, model: Nano-Banana}\n"
+                        "targets:\n  shot: {prompt: a shoe, matrix: {n: [1, 2, 3, 4, 5]}}\n")
+    fake_hiapi.faults.add("create", "404")
+    summary = build(root, "-j", "1")
+    message = ("HiAPI does not know model 'Nano-Banana': it may have been retired; "
+               "`nbpipe models` lists the current ones")
+    assert (summary["code"], summary["failed"], summary["skipped"]) == (1, 1, 4)
+    assert list(failures(summary).values()) == [message]
+    assert summary["events"][-1] == {"event": "note", "message": f"build stopped: {message}"}
+    assert fake_hiapi.counts["requests"] == 1 and fake_hiapi.counts.get("creates", 0) == 0
+
+
+def test_a_long_prompt_reaches_a_model_whose_limit_nobody_states(fake_hiapi, build, make_project):
+    # HiAPI documents no prompt maximum for Nano-Banana-2; the catalogue checks none, and the
+    # fake, reading the same catalogue, refuses none (it used to cap at 20,000 on its own).
+    long = "a lighthouse at dusk, " * 1200  # 26,400 characters
+    root = make_project("version: 1\ndefaults: {backend: hiapi, model: Nano-Banana-2}\n"
+                        f"targets:\n  a: {{prompt: '{long}'}}\n")
+    summary = build(root)
+    assert (summary["rendered"], summary["failed"]) == (1, 0)

@@ -1,7 +1,9 @@
 """A fake of Gemini's generateContent (both /v1beta and /v1), as documented in api-facts.md.
 
-Replies carry a thought part and a text part before the image, as real ones may; the Pro model
-answers JPEG (real Pro often does). Key by `x-goog-api-key` or `?key=`. Faults, scripted:
+Which models exist and what each accepts come from nbpipe's catalogue (one source of truth):
+a model shut down by today (NBPIPE_TODAY moves the clock) answers 404 NOT_FOUND, as the real
+API does. Replies carry a thought part and a text part before the image, as real ones may; Pro
+models answer JPEG (real Pro often does). Key by `x-goog-api-key` or `?key=`. Faults, scripted:
 
     generate: 429 500 503 drop badkey 403 safety prompt-blocked no-image
 """
@@ -10,28 +12,30 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 import re
 
+from nbpipe.catalog import builtin, today
 from tests.fakes.server import FakeServer, Handler, image_bytes
 
-RATIOS = ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"]
-MODELS = {
-    "gemini-3.1-flash-image": {"sizes": None, "ratios": RATIOS, "max_images": 3, "mime": "png"},
-    "gemini-3-pro-image": {"sizes": ["1K", "2K", "4K"], "ratios": RATIOS,
-                                   "max_images": 14, "mime": "jpeg"},
-    "gemini-3.1-flash-image": {"sizes": ["512", "1K", "2K", "4K"],
-                                       "ratios": RATIOS + ["1:4", "4:1", "1:8", "8:1"],
-                                       "max_images": 14, "mime": "png"},
-}
-IMAGE_MIMES = {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}
+
+def models(when: dt.date | None = None) -> dict[str, dict]:
+    """The Gemini models in service on `when` (default today), with what the server checks."""
+    return {name: {"sizes": list(spec.resolutions) or None, "ratios": list(spec.aspect_ratios),
+                   "max_images": spec.max_inputs, "max_bytes": spec.input_max_bytes,
+                   "mimes": set(spec.input_types or ()),
+                   "mime": "jpeg" if "-pro-" in name else "png"}
+            for name, spec in builtin().in_service("gemini", when or today()).items()}
+
 ROUTE = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")
 
 
 class FakeGemini(FakeServer):
-    def __init__(self, key: str = "fake-gemini-key"):
+    def __init__(self, key: str = "fake-gemini-key", today: dt.date | None = None):
         super().__init__()
         self.key = key
+        self.today = today  # the server's own clock: Google may shut a model down early
         self.bodies: list[dict] = []
 
     def dispatch(self, request: Handler, method: str) -> None:
@@ -53,7 +57,7 @@ class FakeGemini(FakeServer):
             status = {"429": "RESOURCE_EXHAUSTED", "500": "INTERNAL", "503": "UNAVAILABLE"}[fault]
             return self._error(request, int(fault), status, "try again later", details=details)
         model = match.group(2)
-        spec = MODELS.get(model)
+        spec = models(self.today).get(model)
         if spec is None:
             return self._error(request, 404, "NOT_FOUND", f"models/{model} is not found")
         try:
@@ -103,13 +107,15 @@ def validate(body: dict, spec: dict) -> str | None:
         if inline is not None:
             images += 1
             mime = inline.get("mimeType") or inline.get("mime_type")
-            if mime not in IMAGE_MIMES:
+            if spec["mimes"] and mime not in spec["mimes"]:
                 return f"unsupported mimeType {mime!r}"
             data = str(inline.get("data", "")).replace("-", "+").replace("_", "/")
             try:
-                base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
+                raw = base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
             except (binascii.Error, ValueError):
                 return "inlineData.data is not base64"
+            if spec["max_bytes"] and len(raw) > spec["max_bytes"]:
+                return "an inline image is too large"
         elif not isinstance(part, dict) or not isinstance(part.get("text"), str):
             return "a part must hold text or inlineData"
     if images > spec["max_images"]:

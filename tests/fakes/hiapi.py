@@ -5,7 +5,7 @@ the status walk queued → handling → archiving → success | fail (one step p
 `completed: 0` until terminal, output URLs with `expireAt`, idempotent replay, and per-model
 validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
 
-    create:   429 503 drop(after creating) 400 401 402 409
+    create:   429 503 drop(after creating) 400 401 402 404(no such model) 409
     poll:     429 503 drop garbage
     task:     fail stuck weird(an unknown status first) fileurl (applied to the next task created)
     download: truncate notimage gone slow huge loop(redirects to itself)
@@ -21,19 +21,19 @@ import threading
 import time
 from dataclasses import dataclass
 
+from nbpipe.catalog import builtin, today
 from tests.fakes.server import FakeServer, Handler, image_bytes
 
-ASPECTS = ["auto", "1:1", "16:9", "9:16", "3:4", "4:3", "3:2", "2:3", "5:4", "4:5", "21:9"]
-MODELS = {
-    "Nano-Banana": {"prompt_max": 5000, "aspects": ASPECTS, "resolutions": None,
-                    "formats": ["png", "jpeg"], "max_images": 0},
-    "Nano-Banana-2": {"prompt_max": 20000, "aspects": ASPECTS + ["1:4", "4:1", "1:8", "8:1"],
-                      "resolutions": ["1K", "2K", "4K"], "formats": ["png", "jpg"],
-                      "max_images": 8},
-    "Nano-Banana-Pro": {"prompt_max": 10000, "aspects": ASPECTS,
-                        "resolutions": ["1K", "2K", "4K"], "formats": ["png", "jpg"],
-                        "max_images": 8},
-}
+
+def models() -> dict[str, dict]:
+    """The HiAPI models in service today, with what the server checks of each: the limits of
+    nbpipe's catalogue (a limit it leaves open, like Nano-Banana-2's prompt, is not checked)."""
+    return {name: {"prompt_max": spec.prompt_max, "aspects": list(spec.aspect_ratios),
+                   "resolutions": list(spec.resolutions) or None,
+                   "formats": list((spec.formats or {}).values()), "max_images": spec.max_inputs}
+            for name, spec in builtin().in_service("hiapi", today()).items()}
+
+
 WALK = ["queued", "handling", "archiving"]
 
 
@@ -103,6 +103,8 @@ class FakeHiApi(FakeServer):
                                else "INSUFFICIENT_BALANCE", f"refused ({self.key})")
         if fault == "400":
             return self._error(request, 400, "INVALID_REQUEST", "prompt rejected by policy")
+        if fault == "404":
+            return self._error(request, 404, "NOT_FOUND", "model not found")
         try:
             body = json.loads(raw)
         except ValueError:
@@ -244,7 +246,7 @@ def validate(body: dict) -> str | None:
     """The server's per-model checks: what a real server answers 400 to."""
     if not isinstance(body, dict) or set(body) - {"model", "input", "callback", "route", "storage"}:
         return "unknown top-level fields"
-    spec = MODELS.get(body.get("model"))
+    spec = models().get(body.get("model"))
     if spec is None:
         return f"unknown model {body.get('model')!r}"
     task_input = body.get("input")
@@ -258,7 +260,7 @@ def validate(body: dict) -> str | None:
     extra = set(task_input) - allowed
     if extra:
         return f"unsupported input fields for {body['model']}: {sorted(extra)}"
-    if len(task_input["prompt"]) > spec["prompt_max"]:
+    if spec["prompt_max"] is not None and len(task_input["prompt"]) > spec["prompt_max"]:
         return "prompt too long"
     if "aspect_ratio" in task_input and task_input["aspect_ratio"] not in spec["aspects"]:
         return "invalid aspect_ratio"

@@ -106,14 +106,33 @@ def test_genai_sdk_sees_errors_and_blocks():
 
     with FakeGemini() as fake:
         client = genai.Client(api_key=fake.key, http_options=types.HttpOptions(base_url=fake.url))
-        with pytest.raises(errors.ClientError) as info:  # 2.5 Flash takes no imageSize
+        with pytest.raises(errors.ClientError) as info:  # 3 Pro has no 512 tier
             client.models.generate_content(
-                model="gemini-3.1-flash-image", contents="x",
-                config=types.GenerateContentConfig(image_config=types.ImageConfig(image_size="2K")))
+                model="gemini-3-pro-image", contents="x",
+                config=types.GenerateContentConfig(image_config=types.ImageConfig(image_size="512")))
         assert info.value.code == 400
+        small = client.models.generate_content(  # 3.1 Flash has, and the extreme ratios
+            model="gemini-3.1-flash-image", contents="x",
+            config=types.GenerateContentConfig(image_config=types.ImageConfig(
+                image_size="512", aspect_ratio="8:1")))
+        assert small.candidates[0].content.parts[-1].inline_data.mime_type == "image/png"
         fake.faults.add("generate", "safety")
         blocked = client.models.generate_content(model="gemini-3.1-flash-image", contents="x")
         assert blocked.candidates[0].finish_reason == types.FinishReason.IMAGE_SAFETY
         bad = genai.Client(api_key="wrong", http_options=types.HttpOptions(base_url=fake.url))
         with pytest.raises(errors.ClientError):
             bad.models.generate_content(model="gemini-3.1-flash-image", contents="x")
+
+
+@pytest.mark.parametrize("retired", ["gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview",
+                                     "gemini-2.5-flash-image", "gemini-2.5-flash-image-preview"])
+def test_genai_sdk_gets_404_for_a_retired_model(retired):
+    from google import genai
+    from google.genai import errors, types
+
+    with FakeGemini() as fake:
+        client = genai.Client(api_key=fake.key, http_options=types.HttpOptions(base_url=fake.url))
+        with pytest.raises(errors.ClientError) as info:
+            client.models.generate_content(model=retired, contents="x")
+        assert (info.value.code, info.value.status) == (404, "NOT_FOUND")
+        assert fake.counts.get("generates", 0) == 0

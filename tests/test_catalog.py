@@ -1,0 +1,147 @@
+"""The model catalogue: one data file, validated by one loader, and the only place model facts
+live (so the next retirement is a one-file change)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from nbpipe import catalog
+from nbpipe.catalog import CatalogBroken, builtin, parse
+
+PACKAGE = Path(catalog.__file__).parent
+DATA = PACKAGE / "data"
+
+
+def test_schema_file_is_current_and_the_data_matches_it():
+    import jsonschema
+
+    committed = (DATA / "catalog.schema.json").read_text("utf-8")
+    assert catalog.schema_text() == committed, \
+        "run: python -c 'from nbpipe.catalog import schema_text; print(schema_text(), end=\"\")' " \
+        "> nbpipe/data/catalog.schema.json"
+    jsonschema.validate(json.loads((DATA / "catalog.json").read_text("utf-8")),
+                        json.loads(committed))
+
+
+def _facts() -> dict[str, set[str]]:
+    """Every model id, price, tier, aspect ratio and prompt limit the catalogue states."""
+    facts: dict[str, set[str]] = {"model": set(), "price": set(), "tier": set(), "ratio": set(),
+                                  "limit": set()}
+    for models in builtin().models.values():
+        for spec in models.values():
+            facts["model"].add(spec.name)
+            facts["price"] |= {format(p.normalize(), "f") for p in spec.prices.values() if p}
+            facts["tier"] |= set(spec.resolutions)
+            facts["ratio"] |= set(spec.aspect_ratios) - {"auto"}
+            if spec.prompt_max:
+                facts["limit"].add(str(spec.prompt_max))
+    return facts
+
+
+def _pattern(kind: str, value: str) -> re.Pattern:
+    if kind == "model":
+        return re.compile(rf"(?<![\w.-]){re.escape(value)}(?![\w.-])")
+    if kind in ("price", "limit"):  # 0.134, 10000 or 10_000, as a number
+        digits = re.escape(value) if kind == "price" else "_?".join(re.escape(c) for c in value)
+        return re.compile(rf"(?<![\w.]){digits}(?![\w.])")
+    return re.compile(rf"[\"']{re.escape(value)}[\"']")  # tiers and ratios as string literals
+
+
+def test_no_module_but_the_loader_states_a_model_fact():
+    facts = _facts()
+    assert {"gemini-3-pro-image", "gemini-2.5-flash-image", "Nano-Banana-2"} <= facts["model"]
+    assert {"0.134", "0.24", "0.045"} <= facts["price"] and "5000" in facts["limit"]
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "catalog.py" and path.parent == PACKAGE:
+            continue
+        text = path.read_text("utf-8")
+        for kind, values in facts.items():
+            for value in values:
+                if _pattern(kind, value).search(text):
+                    offenders.append(f"{path.relative_to(PACKAGE.parent)}: {kind} {value}")
+    assert offenders == []
+
+
+def test_the_grep_would_catch_a_restated_fact():
+    facts = _facts()
+    samples = {"model": 'DEFAULT = "gemini-3-pro-image"', "price": "cost = Decimal('0.134')",
+               "tier": 'TIERS = {"512": 512}', "ratio": 'ok = ratio in ("21:9",)',
+               "limit": "PROMPT_MAX = 10_000"}
+    for kind, sample in samples.items():
+        assert any(_pattern(kind, v).search(sample) for v in facts[kind]), kind
+    assert not _pattern("model", "gemini-3-pro-image").search("gemini-3-pro-image-preview")
+
+
+def _doc() -> dict:
+    return json.loads((DATA / "catalog.json").read_text("utf-8"))
+
+
+def _model(doc: dict, name: str) -> dict:
+    return doc["backends"]["gemini"]["models"][name]
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda d: _model(d, "gemini-3-pro-image").update(prices={"1K": 0.1}),
+     "tiered prices must name exactly the model's resolutions"),
+    (lambda d: _model(d, "gemini-3-pro-image").update(replacement="gemini-9"),
+     "replacement 'gemini-9' is not a gemini model"),
+    (lambda d: _model(d, "gemini-3-pro-image").update(status="retired"),
+     "a retired model needs its shutdown date"),
+    (lambda d: _model(d, "gemini-3-pro-image").update(resolutions=["1K", "2K", "8K"],
+                                                     prices={"1K": 1, "2K": 1, "8K": 1}),
+     "unknown tiers ['8K']"),
+    (lambda d: _model(d, "gemini-3-pro-image").update(shutdown="soon"), "shutdown"),
+    (lambda d: d["backends"]["gemini"].update(colour="blue"), "colour"),
+])
+def test_the_loader_refuses_an_inconsistent_catalogue(mutate, words):
+    doc = _doc()
+    mutate(doc)
+    with pytest.raises(CatalogBroken) as info:
+        parse(json.dumps(doc))
+    assert words in str(info.value)
+
+
+def test_lifecycle_follows_the_dates_and_the_replacement_chain():
+    models = builtin().models["gemini"]
+    oldest = models["gemini-2.5-flash-image-preview"]
+    assert [s.name for s in builtin().successor(oldest, dt.date(2026, 11, 1))] == \
+        ["gemini-2.5-flash-image", "gemini-3.1-flash-image"]
+    assert [s.name for s in builtin().successor(oldest, dt.date(2026, 5, 1))] == \
+        ["gemini-2.5-flash-image"]  # then 2.5 Flash was still in service
+    pro = models["gemini-3-pro-image-preview"]
+    assert not pro.shut_down(dt.date(2026, 6, 24)) and pro.shut_down(dt.date(2026, 6, 25))
+    assert (pro.days_left(dt.date(2026, 5, 25)), pro.days_left(dt.date(2026, 5, 26))) == (None, 30)
+    assert pro.lifecycle(dt.date(2026, 6, 1)) == "retired"  # its status already says so
+    assert models["gemini-3-pro-image"].lifecycle(dt.date(2030, 1, 1)) == "ga"
+
+
+def test_the_preview_backend_stands_in_for_every_model_free():
+    real = {n for b in ("hiapi", "gemini") for n in builtin().models[b]}
+    preview = builtin().models["preview"]
+    assert set(preview) == real
+    assert all(spec.price("4K") == 0 for spec in preview.values())
+    assert preview["gemini-3-pro-image"].max_inputs == 14
+
+
+def test_today_can_be_moved_for_rehearsals(monkeypatch):
+    from nbpipe.errors import UsageError
+
+    monkeypatch.setenv("NBPIPE_TODAY", "2026-06-01")
+    assert catalog.today() == dt.date(2026, 6, 1)
+    monkeypatch.setenv("NBPIPE_TODAY", "June")
+    with pytest.raises(UsageError):
+        catalog.today()
+
+
+def test_the_starter_manifest_names_only_models_in_service():
+    starter = (DATA / "starter.yaml").read_text("utf-8")
+    for models in builtin().models.values():
+        for spec in models.values():
+            if spec.shut_down(catalog.today()):
+                assert not _pattern("model", spec.name).search(starter), spec.name
