@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 from pathlib import Path
 
@@ -145,3 +146,36 @@ def test_the_starter_manifest_names_only_models_in_service():
         for spec in models.values():
             if spec.shut_down(catalog.today()):
                 assert not _pattern("model", spec.name).search(starter), spec.name
+
+
+def _readme_table() -> str:
+    """README's model table, made from the catalogue: models in service, then the shut-down."""
+    when = catalog.today()
+    rows = ["| backend | model | status | takes | USD per image |", "|---|---|---|---|---|"]
+    gone = []
+    for backend in ("hiapi", "gemini"):
+        for spec in builtin().models[backend].values():
+            if spec.shut_down(when):
+                gone.append(f"{spec.name} ({spec.shutdown}, use {spec.replacement})")
+                continue
+            since = f" since {spec.released}" if spec.released else ""
+            takes = f"up to {spec.max_inputs} input images" if spec.max_inputs else "text only"
+            takes += "; " + " / ".join(spec.resolutions) if spec.resolutions \
+                else "; no `resolution`"
+            prices = " / ".join(format(spec.prices[r], "f") for r in spec.resolutions) \
+                if spec.resolutions else format(spec.price(None), "f")
+            rows.append(f"| {backend} | {spec.name} | {spec.status}{since} | {takes} | {prices} |")
+    rows.append("| preview | any of the above | | the same limits, offline | 0 |")
+    return "\n".join(rows) + "\n\nShut down (a manifest naming one is an error that names its " \
+        f"replacement): {', '.join(gone)}.\n"
+
+
+def test_readme_model_table_is_made_from_the_catalogue():
+    readme_path = PACKAGE.parent / "README.md"
+    readme = readme_path.read_text("utf-8")
+    begin = "<!-- models:begin (generated from nbpipe/data/catalog.json) -->\n"
+    head, _, rest = readme.partition(begin)
+    table, end, tail = rest.partition("<!-- models:end -->")
+    if os.environ.get("NBPIPE_UPDATE_README"):
+        readme_path.write_text(head + begin + _readme_table() + end + tail, "utf-8")
+    assert table == _readme_table(), "regenerate: NBPIPE_UPDATE_README=1 pytest tests/test_catalog.py"
