@@ -4,6 +4,7 @@ output path and price, each checked against the catalogue before anything is sen
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -223,6 +224,18 @@ class Resolver:
             elif spec.transport == "inline" and image.kind == "url":
                 self.error(path, f"Gemini takes input images inline, and '{image.ref}' is a URL",
                            "save the image into the project and name the file instead")
+            elif spec.input_max_bytes and image.kind == "file":
+                self._check_size(spec, image.ref, path)
+
+    def _check_size(self, spec: ModelSpec, ref: str, path: Path) -> None:
+        try:
+            size = os.stat(os.path.join(self.project.root, ref)).st_size
+        except OSError:
+            return  # already reported by the digest
+        if size > spec.input_max_bytes:
+            self.error(path, f"input '{ref}' has {size:,} bytes; {spec.name} takes at most "
+                       f"{spec.input_max_bytes:,} per image",
+                       "downscale or recompress it")
 
     def _edit_models_hint(self, backend: str) -> str:
         takers = [m for m, s in self.catalog.in_service(backend, self.today).items()

@@ -54,3 +54,22 @@ def test_symlinked_input_leading_out_is_refused(tmp_path, run):
         "targets:\n  a: {prompt: x, inputs: [refs/face.png]}\n")
     result = run("-C", str(project), "validate")
     assert result.code == 2 and "is a symbolic link out of the project" in result.err
+
+
+def test_an_input_over_the_models_size_limit_is_refused_before_sending(tmp_path, run):
+    from nbpipe.catalog import builtin
+    from tests.conftest import tiny_png
+
+    limit = builtin().get("gemini", "gemini-3-pro-image").input_max_bytes
+    (tmp_path / "refs").mkdir()
+    (tmp_path / "refs" / "huge.png").write_bytes(tiny_png() + b"\0" * limit)
+    (tmp_path / "nbpipe.yaml").write_text(
+        "version: 1\ndefaults: {backend: gemini, model: gemini-3-pro-image}\n"
+        "targets:\n  a: {prompt: x, inputs: [refs/huge.png]}\n")
+    result = run("validate", cwd=tmp_path)
+    assert result.code == 2
+    assert result.err.splitlines()[0] == (
+        f"nbpipe.yaml:4:27: error: input 'refs/huge.png' has {limit + len(tiny_png()):,} bytes; "
+        f"gemini-3-pro-image takes at most {limit:,} per image")
+    (tmp_path / "refs" / "huge.png").write_bytes(tiny_png() + b"\0" * (limit - 1000))
+    assert run("validate", cwd=tmp_path).code == 0
