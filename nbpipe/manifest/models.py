@@ -36,7 +36,7 @@ class Params(_TiersAsText):
     backend: str | None = Field(None, description="hiapi | gemini | preview (offline, free)")
     model: str | None = Field(None, description="a model of the backend; `nbpipe models` lists them")
     aspect_ratio: str | None = Field(None, description="width:height as the model lists it, e.g. 3:2; quote it in YAML")
-    resolution: str | None = Field(None, description="1K | 2K | 4K (512 on some Gemini models)")
+    resolution: str | None = Field(None, description="a resolution tier of the model; `nbpipe models` lists them")
     output_format: str | None = Field(None, description="png | jpeg (jpg is the same)")
     output: str | None = Field(
         None, description="output path pattern: {frame} {target} {variant} {ext} and matrix variables")

@@ -407,11 +407,11 @@ class Build:
         self.summary.skipped += 1
         why = "interrupted" if self.interrupted else self._see_end()
         self.events.frame("skipped", step, f"not sent: {why}")
+        return None
 
     def _see_end(self) -> str:
         self.stop_told_later = True  # the reason is printed once, before the summary
         return "the build stopped (see the end)"
-        return None
 
     def _skip(self, frame: Frame, upstream: str) -> None:
         self.summary.skipped += 1
