@@ -441,9 +441,10 @@ class Build:
         except OSError as exc:
             self.events.note(f"{disk_message(exc)}: gc in other projects sharing this cache may "
                              "not see this project's pins until the next build")
+        # A model near its shutdown keeps the build off the no-op path, so each build warns.
         complete = not self.options.patterns and not self.options.force and \
             self.summary.failed == self.summary.skipped == self.summary.left == 0 and \
-            len(frames) == len(self.project.frames)
+            len(frames) == len(self.project.frames) and not self.project.warnings
         files = sorted({i.ref for f in frames for i in f.inputs if i.kind == "file"})
         fresh = None
         if complete:  # every frame is pinned: fingerprint the real paths (.jpg too)

@@ -34,6 +34,8 @@ def test_a_shutdown_within_30_days_warns_on_plan_and_build(make_project, run, mo
     assert "USD 0.134 to spend" in plan.out
     build = run("-C", str(root), "build", "--backend", "preview")
     assert build.code == 0 and "warning: model 'gemini-3-pro-image-preview'" in build.err
+    again = run("-C", str(root), "build", "--backend", "preview")  # not the silent no-op path
+    assert again.code == 0 and "warning: model 'gemini-3-pro-image-preview'" in again.err
     monkeypatch.setenv("NBPIPE_TODAY", "2026-05-20")  # 36 days ahead: quiet
     assert run("-C", str(root), "plan").err == ""
     monkeypatch.setenv("NBPIPE_TODAY", "2026-06-25")  # the day itself: an error
