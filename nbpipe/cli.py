@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from nbpipe import __version__
 from nbpipe.errors import (
     EXIT_FAILED,
     EXIT_INTERNAL,
@@ -28,7 +29,7 @@ BACKEND_CHOICE = click.Choice(["hiapi", "gemini", "preview"])
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=".",
               help="Run as if nbpipe was started in DIR.", metavar="DIR")
-@click.version_option(package_name="nbpipe")
+@click.version_option(version=__version__, prog_name="nbpipe")
 @click.pass_context
 def cli(ctx: click.Context, directory: Path) -> None:
     """make for images: render only what changed, never pay twice."""

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 
 import pytest
 from PIL import Image
 
 from tests.backends.test_hiapi_build import failures
-from tests.conftest import PROJECTS, tiny_png
+from tests.conftest import copy_example, tiny_png
 
 ONE = """\
 version: 1
@@ -23,7 +22,7 @@ targets:
 
 def test_sneaker_project_renders_once_with_real_formats(fake_gemini, build, tmp_path, run):
     root = tmp_path / "sneaker"
-    shutil.copytree(PROJECTS / "sneaker-colorways", root)
+    copy_example("sneaker-colorways", root)
     first = build(root)
     assert (first["rendered"], fake_gemini.counts["generates"]) == (6, 6)
     assert first["spent_usd"] == 0.424

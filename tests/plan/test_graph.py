@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from nbpipe.plan.graph import build_order, closure, find_cycle
-from tests.conftest import PROJECTS, tiny_png
+from tests.conftest import tiny_png
 
 
-def test_mermaid_of_an_edit_chain_is_exact(run):
-    result = run("-C", str(PROJECTS / "golden-hour-edit"), "graph")
+def test_mermaid_of_an_edit_chain_is_exact(run, example):
+    result = run("-C", str(example("golden-hour-edit")), "graph")
     assert result.out == """\
 flowchart LR
   n0["base<br/>Nano-Banana-2"]
