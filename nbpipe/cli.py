@@ -54,7 +54,11 @@ def _project(ctx: click.Context, backend: str | None = None, profile: str | None
 @click.pass_context
 def validate(ctx: click.Context) -> int:
     """Check the manifest; print every problem with its line."""
+    from nbpipe.manifest.lint import warnings
+
     project = _project(ctx)
+    for warning in warnings(project.loaded):
+        click.echo(warning.render(), err=True)
     targets, frames = len(project.targets()), len(project.frames)
     click.echo(f"{_manifest_label(ctx)}: ok · {targets} target{'s' * (targets != 1)}, "
                f"{frames} frame{'s' * (frames != 1)}")

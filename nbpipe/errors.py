@@ -84,12 +84,13 @@ class Diagnostic:
     message: str
     hint: str | None = None
     source_line: str | None = None
+    severity: str = "error"  # or "warning": printed the same way, never fails a command
 
     def render(self) -> str:
         if self.line <= 0:
-            out = [f"{self.file}: error: {self.message}"]
+            out = [f"{self.file}: {self.severity}: {self.message}"]
         else:
-            out = [f"{self.file}:{self.line}:{self.col}: error: {self.message}"]
+            out = [f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"]
             if self.source_line is not None:
                 gutter = f"{self.line:>5} | "
                 out.append(gutter + self.source_line.rstrip("\n"))
