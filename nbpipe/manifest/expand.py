@@ -51,6 +51,7 @@ class ResolvedTarget:
     variants: dict[str, Any] | None = None
     variants_path: Path = ()
     path: Path = ()
+    patches: dict[str, Template] = field(default_factory=dict)  # variant → its compiled patch
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class FrameSpec:
     variant: str  # the part of the name after "target/" ("" for a single-frame target)
     vars: dict[str, Any]
     bindings: dict[str, str] = field(default_factory=dict)
-    patch: dict | None = None
+    patch: Template | None = None  # rendered like the template's own leaves, then merged
 
 
 @dataclass
@@ -219,12 +220,7 @@ class _Resolver:
             self.error(variants.path, f"target '{name}' has both a matrix and variants",
                        "use one of them per target (a variant can become a matrix axis)", at_key=True)
         self._check_names(matrix, variants)
-        if variants and template is not None and not template.is_json:
-            for vname, variant in variants.value.items():
-                if variant.patch is not None:
-                    self.error((*variants.path, vname, "patch"),
-                               "a patch needs a JSON-structured (mapping) prompt",
-                               "use vars to vary a text prompt")
+        patches = self._patches(variants, template)
         inputs = m.get("inputs")
         input_settings = [Setting(v, (*inputs.path, i)) for i, v in enumerate(inputs.value)] \
             if inputs else []
@@ -239,7 +235,21 @@ class _Resolver:
             bible=bible.value if bible else None, vars=m["vars"].value, params=params,
             inputs=input_settings, matrix=matrix.value if matrix else None,
             variants=variants.value if variants else None,
-            variants_path=variants.path if variants else (), path=path)
+            variants_path=variants.path if variants else (), path=path, patches=patches)
+
+    def _patches(self, variants: Setting | None, template: Template | None) -> dict[str, Template]:
+        """Each variant's patch, compiled: Jinja in its string leaves renders per frame."""
+        patches: dict[str, Template] = {}
+        for vname, variant in (variants.value.items() if variants else ()):
+            if variant.patch is None:
+                continue
+            at = (*variants.path, vname, "patch")
+            if template is not None and not template.is_json:
+                self.error(at, "a patch needs a JSON-structured (mapping) prompt",
+                           "use vars to vary a text prompt")
+            elif (compiled := compile_template(variant.patch, at, self.loaded, self.diags)):
+                patches[vname] = compiled
+        return patches
 
     def _template(self, name: str, m: dict[str, Setting]):
         tpl, prompt = m.get("template"), m.get("prompt")
@@ -339,6 +349,6 @@ def _frames(target: ResolvedTarget) -> list[FrameSpec]:
         return specs
     if target.variants:
         return [FrameSpec(f"{name}/{vname}", target, vname, {**target.vars, **v.vars},
-                          patch=v.patch)
+                          patch=target.patches.get(vname))
                 for vname, v in target.variants.items()]
     return [FrameSpec(name, target, "", dict(target.vars))]

@@ -292,23 +292,31 @@ class Resolver:
                    "frame": spec.name}
         if target.bible:
             context["bible"] = self.bible_texts.get(target.bible, "")
+        where = f"template '{target.template_name}'" if target.template_name else "prompt"
+        at = target.template_path
         try:
             rendered = target.template.render(context)  # type: ignore[union-attr]
+            if spec.patch is not None:
+                where = f"the patch of variant '{spec.variant}'"
+                at = (*target.variants_path, spec.variant, "patch")
+                rendered = merge_patch(rendered, spec.patch.render(context))
         except TemplateFault as fault:
-            where = f"template '{target.template_name}'" if target.template_name else "prompt"
-            message = f"{where} of frame '{spec.name}': {fault}"
-            hint = fault.hint
-            if fault.missing == "bible" and not target.bible:
-                hint = f"target '{target.name}' names no bible: add `bible: NAME`"
-            elif fault.missing:
-                message = f"undefined variable '{fault.missing}' in {where} (frame '{spec.name}')"
-                hint = did_you_mean(fault.missing, context) or \
-                    f"add `{fault.missing}` to the vars of target '{target.name}'"
-            self.error((*target.template_path, *fault.subpath), message, hint)
+            self._template_fault(spec, fault, where, at, context)
             return None
-        if spec.patch is not None:
-            rendered = merge_patch(rendered, spec.patch)
         return rendered
+
+    def _template_fault(self, spec: FrameSpec, fault: TemplateFault, where: str, at: Path,
+                        context: dict) -> None:
+        target = spec.target
+        message = f"{where} of frame '{spec.name}': {fault}"
+        hint = fault.hint
+        if fault.missing == "bible" and not target.bible:
+            hint = f"target '{target.name}' names no bible: add `bible: NAME`"
+        elif fault.missing:
+            message = f"undefined variable '{fault.missing}' in {where} (frame '{spec.name}')"
+            hint = did_you_mean(fault.missing, context) or \
+                f"add `{fault.missing}` to the vars of target '{target.name}'"
+        self.error((*at, *fault.subpath), message, hint)
 
     def _output(self, spec: FrameSpec, plan: _TargetPlan) -> str | None:
         setting = spec.target.params["output"]
