@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from nbpipe.errors import Diagnostic, ManifestError
+from nbpipe.manifest import yaml_hints
 from nbpipe.manifest.models import ALLOWED_KEYS, Manifest
 from nbpipe.manifest.source import Path, SourceMap, describe, did_you_mean
 
@@ -88,10 +89,12 @@ def _parse_yaml(text: str, source: SourceMap) -> Any:
             hint = f"the mapping starts at line {first}" if first else None
             raise ManifestError([source.at(line, col, f"duplicate key '{dup.group(1)}'", hint)]) from None
         problem = (exc.problem or "invalid YAML").strip()
-        hint = None
-        if exc.context and exc.context_mark and exc.context_mark is not mark:
-            hint = f"{exc.context.strip()} (line {exc.context_mark.line + 1})"
-        raise ManifestError([source.at(line, col, f"YAML syntax: {problem}", hint)]) from None
+        context = exc.context_mark.line + 1 if exc.context_mark else None
+        said = yaml_hints.explain(problem, line, col, context, source.lines)
+        hint = said.hint
+        if hint is None and exc.context and exc.context_mark and exc.context_mark is not mark:
+            hint = f"{exc.context.strip()} (line {context})"
+        raise ManifestError([source.at(said.line, said.col, said.message, hint)]) from None
     except YAMLError as exc:
         raise ManifestError([source.at(0, 0, f"YAML syntax: {exc}")]) from None
     except RecursionError:
@@ -270,9 +273,13 @@ def _one(path: Path, errors: list[dict], source: SourceMap) -> Diagnostic:
     kind = error["type"]
     parent, key = path[:-1], path[-1] if path else None
     if kind == "extra_forbidden":
-        allowed = ALLOWED_KEYS.get(_kind(parent), ())
-        return source.diagnostic(path, f"unknown key '{key}' in {describe(parent)}",
-                                 did_you_mean(key, allowed), at_key=True)
+        kind = _kind(parent)
+        hint = did_you_mean(key, ALLOWED_KEYS.get(kind, ()))
+        if hint is None and kind in ("target", "variant"):
+            # Most often a template variable that slipped out of the `vars:` block above it.
+            hint = f"if '{key}' is a template variable, indent it under `vars:`"
+        return source.diagnostic(path, f"unknown key '{key}' in {describe(parent)}", hint,
+                                 at_key=True)
     if kind == "missing":
         return source.diagnostic(parent, f"{describe(parent)} is missing the required key '{key}'",
                                  at_key=True)
