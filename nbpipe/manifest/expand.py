@@ -23,7 +23,10 @@ from nbpipe.manifest.templates import Template, TemplateFault
 PARAMS = ("backend", "model", "aspect_ratio", "resolution", "output_format", "output")
 DEFAULT_OUTPUT = "out/{frame}.{ext}"
 RESERVED_VARS = ("bible", "bibles", "target", "frame")
+# Settings a matrix axis or a variant may vary per frame (channel crops: 1:1, 9:16, 21:9).
+FRAME_SETTINGS = ("model", "aspect_ratio", "resolution")
 _TARGET_NAME = re.compile(r"^\w[\w.-]*$")
+_UNSAFE = re.compile(r"[^\w.-]+")  # what a matrix value may not keep in names and paths
 _BAD_PART = re.compile(r"[/\\\x00-\x1f]")
 
 
@@ -51,6 +54,8 @@ class ResolvedTarget:
     variants: dict[str, Any] | None = None
     variants_path: Path = ()
     path: Path = ()
+    matrix_path: Path = ()
+    broken: bool = False  # has errors of its own: its frames are only checked, never planned
     patches: dict[str, Template] = field(default_factory=dict)  # variant → its compiled patch
 
 
@@ -62,7 +67,8 @@ class FrameSpec:
     target: ResolvedTarget
     variant: str  # the part of the name after "target/" ("" for a single-frame target)
     vars: dict[str, Any]
-    bindings: dict[str, str] = field(default_factory=dict)
+    bindings: dict[str, str] = field(default_factory=dict)  # axis → value as in names, paths
+    settings: dict[str, Setting] = field(default_factory=dict)  # FRAME_SETTINGS it overrides
     patch: Template | None = None  # rendered like the template's own leaves, then merged
 
 
@@ -72,7 +78,7 @@ class Declared:
 
     loaded: Loaded
     bibles: dict[str, Bible]
-    targets: dict[str, ResolvedTarget]  # only those that resolved without error
+    targets: dict[str, ResolvedTarget]  # those with a template; `broken` ones have errors
     frames: list[FrameSpec]
     diags: list[Diagnostic]  # problems found so far; the planner adds its own, then raises
     profile: str | None = None
@@ -228,14 +234,15 @@ class _Resolver:
         self._check_output(output, matrix)
         params = {k: m[k] for k in PARAMS if k in m}
         params["output"] = output
-        if len(self.diags) > before or template is None:  # None: its template did not compile
+        if template is None:  # it did not compile, or there is none: nothing to render
             return None
         return ResolvedTarget(
             name=name, template=template, template_path=template_path, template_name=template_name,
             bible=bible.value if bible else None, vars=m["vars"].value, params=params,
             inputs=input_settings, matrix=matrix.value if matrix else None,
             variants=variants.value if variants else None,
-            variants_path=variants.path if variants else (), path=path, patches=patches)
+            variants_path=variants.path if variants else (), path=path, patches=patches,
+            matrix_path=matrix.path if matrix else (), broken=len(self.diags) > before)
 
     def _patches(self, variants: Setting | None, template: Template | None) -> dict[str, Template]:
         """Each variant's patch, compiled: Jinja in its string leaves renders per frame."""
@@ -274,11 +281,18 @@ class _Resolver:
     def _check_names(self, matrix: Setting | None, variants: Setting | None) -> None:
         if matrix:
             for axis, values in matrix.value.items():
+                seen: dict[str, Any] = {}
                 for i, value in enumerate(values):
-                    if not _name_part_ok(name_part(value)):
+                    part = name_part(value)
+                    if not _name_part_ok(part):
                         self.error((*matrix.path, axis, i),
                                    f"matrix value {value!r} cannot be part of a frame name",
-                                   "avoid '/', '\\', control characters, and '.' or '..' alone")
+                                   "give it a letter or digit; '.' or '..' alone cannot be one")
+                    elif (other := seen.setdefault(part, value)) != value:
+                        self.error((*matrix.path, axis, i), f"matrix values {other!r} and "
+                                   f"{value!r} both make the frame-name part '{part}'",
+                                   "names and paths keep only letters, digits, '_', '.' and '-' "
+                                   "(other characters become '-'): make them differ there")
         if variants:
             for vname in variants.value:
                 if not _name_part_ok(vname):
@@ -307,10 +321,12 @@ def _available(kind: str, names: Any) -> str:
 
 
 def name_part(value: Any) -> str:
-    """A matrix value as it appears in frame names (booleans as true/false)."""
+    """A matrix value as it appears in frame names and output paths: booleans as true/false,
+    every run of characters other than letters, digits, '_', '.' and '-' as one '-'
+    (`golden hour` → `golden-hour`, `9:16` → `9-16`). Prompts get the value itself."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return _UNSAFE.sub("-", str(value)).strip("-")
 
 
 def _name_part_ok(part: str) -> bool:
@@ -341,14 +357,19 @@ def _frames(target: ResolvedTarget) -> list[FrameSpec]:
     if target.matrix:
         axes = list(target.matrix)
         specs = []
-        for combo in itertools.product(*target.matrix.values()):
-            binding = dict(zip(axes, combo))
-            suffix = "-".join(name_part(v) for v in combo)
+        indexed = [list(enumerate(values)) for values in target.matrix.values()]
+        for combo in itertools.product(*indexed):
+            binding = {axis: value for axis, (_, value) in zip(axes, combo)}
+            suffix = "-".join(name_part(v) for _, v in combo)
+            settings = {axis: Setting(str(value), (*target.matrix_path, axis, i))
+                        for axis, (i, value) in zip(axes, combo) if axis in FRAME_SETTINGS}
             specs.append(FrameSpec(f"{name}/{suffix}", target, suffix, {**target.vars, **binding},
-                                   {a: name_part(v) for a, v in binding.items()}))
+                                   {a: name_part(v) for a, v in binding.items()}, settings))
         return specs
     if target.variants:
         return [FrameSpec(f"{name}/{vname}", target, vname, {**target.vars, **v.vars},
-                          patch=target.patches.get(vname))
+                          patch=target.patches.get(vname), settings={
+                              key: Setting(getattr(v, key), (*target.variants_path, vname, key))
+                              for key in FRAME_SETTINGS if getattr(v, key) is not None})
                 for vname, v in target.variants.items()]
     return [FrameSpec(name, target, "", dict(target.vars))]
