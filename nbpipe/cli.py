@@ -254,7 +254,8 @@ def graph(ctx: click.Context, fmt: str) -> int:
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")
 @click.option("--max-size", help="Remove oldest unpinned takes until the cache fits, e.g. 2G.")
-@click.option("--older-than", help="Remove unpinned takes older than this, e.g. 30d.")
+@click.option("--older-than", help="Remove unpinned takes older than this, e.g. 30d "
+              "(the default when neither this nor --max-size is given).")
 @click.option("--remote", "on_remote", is_flag=True, help="Collect the remote cache instead.")
 @click.option("--refs", multiple=True, metavar="REF",
               help="With --remote: git refs whose nbpipe.lock pins images (default: all branches).")
@@ -264,19 +265,21 @@ def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str 
     """Free cache space; never removes a take pinned by a lock."""
     if on_remote:
         return _gc_remote(ctx, dry_run, max_size, older_than, refs)
+    from nbpipe.run.maintain import DEFAULT_OLDER_THAN, parse_age, parse_size, policy
     from nbpipe.run.maintain import gc as collect
-    from nbpipe.run.maintain import parse_age, parse_size
     from nbpipe.store.cache import Cache
     from nbpipe.store.lock import Lock
 
     root: Path = ctx.obj
+    default = not (max_size or older_than)
+    older_than = DEFAULT_OLDER_THAN if default else older_than
     cache = Cache(_cache_dir(root), create=False)
     try:
         lines = collect(cache, Lock.load(root), parse_size(max_size) if max_size else None,
                         parse_age(older_than) if older_than else None, dry_run)
     finally:
         cache.close()
-    click.echo("\n".join(lines))
+    click.echo("\n".join([policy(max_size, older_than, default), *lines]))
     return EXIT_OK
 
 
