@@ -178,3 +178,24 @@ def test_python_dash_m_and_exit_codes(tmp_path, example):
     usage = subprocess.run([sys.executable, "-m", "nbpipe", "plan", "--nope"],
                            capture_output=True, text=True)
     assert usage.returncode == 2
+
+
+def test_no_manifest_says_it_once(tmp_path, run):
+    (tmp_path / "emptydir").mkdir()
+    result = run("-C", "emptydir", "plan", cwd=tmp_path)
+    assert (result.code, result.err) == (2, (
+        "emptydir/nbpipe.yaml: error: no such file\n"
+        "hint: run `nbpipe init` to start a project here, or `nbpipe -C DIR` to use one "
+        "elsewhere\n1 error\n"))
+
+
+def test_backend_flag_on_another_backends_model_blames_the_flag(make_project, run):
+    root = make_project("version: 1\ndefaults: {backend: hiapi, model: Nano-Banana}\n"
+                        "targets:\n  a: {prompt: x}\n")
+    result = run("build", "--backend", "gemini", cwd=root)
+    assert result.code == 2
+    assert result.err.splitlines()[0] == (
+        "nbpipe.yaml:2:35: error: --backend gemini: 'Nano-Banana' is a hiapi model, not a "
+        "gemini one")
+    assert result.err.splitlines()[-2].endswith(
+        "drop --backend, or give a profile a gemini model and use --profile")

@@ -43,8 +43,9 @@ def load_manifest(root: FsPath, name: str = MANIFEST_NAME) -> Loaded:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ManifestError([Diagnostic(label, 0, 0, f"no {name} in {root}",
-                                        "run `nbpipe init` to start a project")]) from None
+        raise ManifestError([Diagnostic(label, 0, 0, "no such file",
+                                        "run `nbpipe init` to start a project here, or "
+                                        "`nbpipe -C DIR` to use one elsewhere")]) from None
     except OSError as exc:
         raise ManifestError([Diagnostic(label, 0, 0, f"cannot read it: {exc.strerror}")]) from None
     return parse_manifest(_decode(raw, label), root, label)
@@ -196,6 +197,7 @@ _EXPECTED = {
 }
 
 
+_RANGES = ("greater_than_equal", "greater_than", "less_than_equal", "less_than")
 _SCALAR_TAGS = {"str": str, "int": int, "float": float, "bool": bool}
 
 
@@ -296,6 +298,8 @@ def _one(path: Path, errors: list[dict], source: SourceMap) -> Diagnostic:
                                  "a build that large needs splitting into projects")
     expected = sorted({_EXPECTED.get(e["type"], "") for e in errors} - {""})
     got = _TYPE_NAMES.get(type(error["input"]), type(error["input"]).__name__)
+    if kind in _RANGES and isinstance(error["input"], (int, float)):
+        got = repr(error["input"])  # the right type, out of range: say which value
     if expected:
         want = " or ".join(expected)
         return source.diagnostic(path, f"'{key}' in {describe(parent)} must be {want}, not {got}")

@@ -176,6 +176,12 @@ class Resolver:
         if spec is None:
             owners = [b for b in BACKENDS if self.catalog.get(b, name)]
             models = self.catalog.models[backend]
+            if self.backend_override and owners:  # the flag moved it, not the manifest
+                self.error(setting.path if setting else target.path,
+                           f"--backend {backend}: '{name}' is a {owners[0]} model, not a "
+                           f"{backend} one", f"{backend} models: {', '.join(models)}; drop "
+                           f"--backend, or give a profile a {backend} model and use --profile")
+                return None
             hint = did_you_mean(name, models) or (
                 f"'{name}' is a {owners[0]} model; set `backend: {owners[0]}`" if owners
                 else f"{backend} models: {', '.join(models)}")

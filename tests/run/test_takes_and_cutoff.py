@@ -118,6 +118,9 @@ def test_force_adds_a_take_and_pin_goes_back_for_free(make_project):
     assert pin(project, root / ".nbpipe", "base", "1", force=False).startswith("pinned base")
     assert (root / "out" / "base.png").read_bytes() == first
     assert len(backend.calls) == calls
+    why = explain(open_project(root, "preview"), root / ".nbpipe", "golden")
+    assert "(the upstream's pinned image changed: re-rendered or re-pinned)" in why
+    assert "the upstream re-rendered" not in why
     # golden was made from take 2; with take 1 pinned again its old take is restored, free
     summary = build(root, backend)
     assert (summary.rendered, summary.restored) == (0, 1)
