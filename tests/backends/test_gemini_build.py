@@ -104,5 +104,5 @@ def test_model_limits_are_checked_before_sending(fake_gemini, run, make_project)
     root = make_project(ONE.replace("gemini-2.5-flash-image,", "gemini-2.5-flash-image, "
                                     "resolution: 2K,"))
     result = run("-C", str(root), "build")
-    assert result.code == 2 and "takes no resolution" in result.err
+    assert result.code == 2 and "a resolution is not taken by model" in result.err
     assert fake_gemini.counts["requests"] == 0
