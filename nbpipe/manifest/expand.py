@@ -88,7 +88,7 @@ class Declared:
 def expand(loaded: Loaded, profile: str | None = None) -> Declared:
     """Resolve and expand every target under a profile (None: the default);
     a manifest past `max_frames` is refused at once."""
-    diags: list[Diagnostic] = []
+    diags: list[Diagnostic] = list(loaded.diags)  # from targets the loader had to leave out
     manifest = loaded.manifest
     bibles = {name: Bible(text=b) if isinstance(b, str) else b for name, b in manifest.bibles.items()}
     templates = _compile_templates(loaded, diags)
@@ -148,6 +148,8 @@ class _Resolver:
         chain = [name]
         while (parent := self.targets[chain[-1]].extends) is not None:
             at = ("targets", chain[-1], "extends")
+            if parent in self.loaded.broken_targets:
+                return None  # that target's own error is reported
             if parent not in self.targets:
                 self.error(at, f"target '{chain[-1]}' extends unknown target '{parent}'",
                            did_you_mean(parent, self.targets))

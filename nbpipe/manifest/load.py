@@ -34,9 +34,13 @@ class Loaded:
     source: SourceMap
     root: FsPath  # the project directory
     text: str
+    # With `partial`: errors inside some targets, which were left out so that the rest can
+    # still be checked in the same pass; whoever expands the manifest must report them.
+    diags: tuple[Diagnostic, ...] = ()
+    broken_targets: frozenset[str] = frozenset()
 
 
-def load_manifest(root: FsPath, name: str = MANIFEST_NAME) -> Loaded:
+def load_manifest(root: FsPath, name: str = MANIFEST_NAME, partial: bool = False) -> Loaded:
     """Read and validate `root/name`; errors name the file as the user would type it."""
     path = root / name
     label = name if str(root) in (".", "") else str(path)
@@ -48,10 +52,11 @@ def load_manifest(root: FsPath, name: str = MANIFEST_NAME) -> Loaded:
                                         "`nbpipe -C DIR` to use one elsewhere")]) from None
     except OSError as exc:
         raise ManifestError([Diagnostic(label, 0, 0, f"cannot read it: {exc.strerror}")]) from None
-    return parse_manifest(_decode(raw, label), root, label)
+    return parse_manifest(_decode(raw, label), root, label, partial)
 
 
-def parse_manifest(text: str, root: FsPath, name: str = MANIFEST_NAME) -> Loaded:
+def parse_manifest(text: str, root: FsPath, name: str = MANIFEST_NAME,
+                   partial: bool = False) -> Loaded:
     source = SourceMap(name, text)
     doc = _parse_yaml(text, source)
     data = _Plain(source).convert(doc)
@@ -61,8 +66,29 @@ def parse_manifest(text: str, root: FsPath, name: str = MANIFEST_NAME) -> Loaded
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(_translate(exc, data, source)) from None
+        diags = _translate(exc, data, source)
+        salvaged = _without_broken_targets(exc, data) if partial else None
+        if salvaged is None:
+            raise ManifestError(diags) from None
+        manifest, broken = salvaged
+        return Loaded(manifest, data, source, root, text, tuple(diags), broken)
     return Loaded(manifest, data, source, root, text)
+
+
+def _without_broken_targets(exc: ValidationError, data: dict):
+    """(the manifest without the targets that failed validation, their names), when every
+    error lies inside a target: the other targets can then be checked in the same pass."""
+    broken = set()
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        if len(loc) < 2 or loc[0] != "targets" or not isinstance(data.get("targets"), dict):
+            return None
+        broken.add(str(loc[1]))
+    rest = {**data, "targets": {k: v for k, v in data["targets"].items() if k not in broken}}
+    try:
+        return Manifest.model_validate(rest), frozenset(broken)
+    except ValidationError:
+        return None
 
 
 def _decode(raw: bytes, name: str) -> str:

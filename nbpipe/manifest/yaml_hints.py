@@ -51,6 +51,8 @@ def _quote_value(text: str, col: int) -> str | None:
     if not match or len(match.group(1)) + len(match.group(2)) + 1 >= col:
         return None
     key, value = match.group(2), match.group(3)
+    if value.startswith(("{", "[", "&", "*", "!")):
+        return None  # a flow collection or a tag: quoting it whole is not the fix
     return (f"a value holding ': ' must be quoted: `{key}: {json.dumps(value, ensure_ascii=False)}`"
             " (prompts often need quotes)")
 

@@ -85,7 +85,8 @@ class Resolver:
         self.reported = 0  # error() calls so far: did a step find anything?
         profile = declared.loaded.manifest.profiles.get(declared.profile or "")
         self.profile_wins = bool(profile and profile.wins)
-        self.declared_targets = set(declared.loaded.manifest.targets)
+        self.declared_targets = set(declared.loaded.manifest.targets) | \
+            declared.loaded.broken_targets
         self.frame_names = {spec.name for spec in declared.frames}
         self.frames_of: dict[str, list[str]] = {}
         for spec in declared.frames:
@@ -289,7 +290,7 @@ class Resolver:
             self.error(setting.path, f"input '{ref}' makes {len(frames)} frames; name one",
                        f"for example '{frames[0]}'")
             return None
-        if ref in self.declared_targets:
+        if ref in self.declared_targets or ref.split("/")[0] in self.declared.loaded.broken_targets:
             return None  # a target with its own error, already reported
         if "/" not in ref and "." not in ref:
             names = [*self.frames_of, *self.frame_names]
