@@ -47,8 +47,8 @@ def nbpipe_on_path(clone: Path, tmp: Path) -> dict[str, str]:
     bin_dir = tmp / "bin"
     bin_dir.mkdir(exist_ok=True)
     shim = bin_dir / "nbpipe"
-    shim.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -c "
-                    f"'import sys; from {module} import {function}; sys.exit({function}())' \"$@\"\n")
+    code = f"import sys; from {module} import {function}; sys.exit({function}())"
+    shim.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -c '{code}' \"$@\"\n")
     shim.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBPIPE_")}
     return {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",

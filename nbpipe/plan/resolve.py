@@ -44,8 +44,9 @@ class _Group:
     hints: list[str]
 
     def diagnostic(self, source) -> Diagnostic:
-        return source.diagnostic(self.path, self.message.replace("{who}", _who(self.kind, self.names)),
-                                 "; ".join(self.hints[:3]) or None, self.at_key)
+        message = self.message.replace("{who}", _who(self.kind, self.names))
+        return source.diagnostic(self.path, message, "; ".join(self.hints[:3]) or None,
+                                 self.at_key)
 
 
 def _who(kind: str, names: list[str]) -> str:
@@ -290,7 +291,8 @@ class Resolver:
             self.error(setting.path, f"input '{ref}' makes {len(frames)} frames; name one",
                        f"for example '{frames[0]}'")
             return None
-        if ref in self.declared_targets or ref.split("/")[0] in self.declared.loaded.broken_targets:
+        if ref in self.declared_targets or \
+                ref.split("/")[0] in self.declared.loaded.broken_targets:
             return None  # a target with its own error, already reported
         if "/" not in ref and "." not in ref:
             names = [*self.frames_of, *self.frame_names]
@@ -316,7 +318,8 @@ class Resolver:
 
     # --- per frame ---------------------------------------------------------------------------
 
-    def _frame(self, spec: FrameSpec, plan: _TargetPlan, rendered: Any, output: str) -> Frame | None:
+    def _frame(self, spec: FrameSpec, plan: _TargetPlan, rendered: Any,
+               output: str) -> Frame | None:
         target = spec.target
         prompt = prompt_text(rendered)
         if plan.spec.prompt_max is not None and len(prompt) > plan.spec.prompt_max:
