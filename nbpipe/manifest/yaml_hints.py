@@ -7,8 +7,7 @@ import json
 import re
 from dataclasses import dataclass
 
-_KEY_VALUE = re.compile(r"^(\s*(?:-\s+)?)([^\s:#'\"][^:#]*?):\s+(.*?)\s*$")
-_NO_COLON = re.compile(r"^(\s*)([A-Za-z_][\w.-]*)\s+([^:#]*?)\s*$")
+_KEY = re.compile(r"[A-Za-z_][\w.-]*")  # the keys a manifest has; anchored, no backtracking
 
 
 @dataclass(frozen=True)
@@ -47,21 +46,27 @@ def explain(problem: str, line: int, col: int, context_line: int | None,
 
 def _quote_value(text: str, col: int) -> str | None:
     """`prompt: Scene: Mira` — a second ': ' on a line whose key already had one."""
-    match = _KEY_VALUE.match(text)
-    if not match or len(match.group(1)) + len(match.group(2)) + 1 >= col:
+    body = text.lstrip()
+    body = body[1:].lstrip() if body.startswith("- ") else body
+    start = len(text) - len(body)
+    key = _KEY.match(body)
+    if not key or not body[key.end():].startswith(": ") or start + key.end() + 1 >= col:
         return None
-    key, value = match.group(2), match.group(3)
-    if value.startswith(("{", "[", "&", "*", "!")):
+    key, value = key.group(), body[key.end() + 2:].strip()
+    if value.startswith(("{", "[", "&", "*", "!", "'", '"')):
         return None  # a flow collection or a tag: quoting it whole is not the fix
     return (f"a value holding ': ' must be quoted: `{key}: {json.dumps(value, ensure_ascii=False)}`"
             " (prompts often need quotes)")
 
 
 def _missing_colon(line: int, lines: list[str]) -> SyntaxHint | None:
-    match = _NO_COLON.match(lines[line - 1]) if 0 < line <= len(lines) else None
-    if not match:
+    text = lines[line - 1] if 0 < line <= len(lines) else ""
+    body = text.lstrip()
+    key = _KEY.match(body)
+    rest = body[key.end():] if key else ""
+    if not key or not rest[:1].isspace() or ":" in rest or "#" in rest:
         return None
-    indent, key, value = match.groups()
+    key, value = key.group(), rest.strip()
     fix = f"{key}: {value}" if value else f"{key}:"
-    return SyntaxHint(line, len(indent) + 1, f"YAML syntax: '{key}' has no ':' after it",
+    return SyntaxHint(line, len(text) - len(body) + 1, f"YAML syntax: '{key}' has no ':' after it",
                       f"write `{fix}` (the parser noticed only on the next line)")
