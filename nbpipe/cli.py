@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from nbpipe import __version__
 from nbpipe.errors import (
     EXIT_FAILED,
     EXIT_INTERNAL,
@@ -28,7 +29,7 @@ BACKEND_CHOICE = click.Choice(["hiapi", "gemini", "preview"])
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=".",
               help="Run as if nbpipe was started in DIR.", metavar="DIR")
-@click.version_option(package_name="nbpipe")
+@click.version_option(version=__version__, prog_name="nbpipe")
 @click.pass_context
 def cli(ctx: click.Context, directory: Path) -> None:
     """make for images: render only what changed, never pay twice."""
@@ -62,7 +63,11 @@ def _project(ctx: click.Context, backend: str | None = None, profile: str | None
 @click.pass_context
 def validate(ctx: click.Context) -> int:
     """Check the manifest; print every problem with its line."""
+    from nbpipe.manifest.lint import warnings
+
     project = _project(ctx, warn=True)
+    for warning in warnings(project.loaded):
+        click.echo(warning.render(), err=True)
     targets, frames = len(project.targets()), len(project.frames)
     click.echo(f"{_manifest_label(ctx)}: ok · {targets} target{'s' * (targets != 1)}, "
                f"{frames} frame{'s' * (frames != 1)}")
@@ -258,7 +263,8 @@ def graph(ctx: click.Context, fmt: str) -> int:
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")
 @click.option("--max-size", help="Remove oldest unpinned takes until the cache fits, e.g. 2G.")
-@click.option("--older-than", help="Remove unpinned takes older than this, e.g. 30d.")
+@click.option("--older-than", help="Remove unpinned takes older than this, e.g. 30d "
+              "(the default when neither this nor --max-size is given).")
 @click.option("--remote", "on_remote", is_flag=True, help="Collect the remote cache instead.")
 @click.option("--refs", multiple=True, metavar="REF",
               help="With --remote: git refs whose nbpipe.lock pins images (default: all branches).")
@@ -268,19 +274,21 @@ def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str 
     """Free cache space; never removes a take pinned by a lock."""
     if on_remote:
         return _gc_remote(ctx, dry_run, max_size, older_than, refs)
+    from nbpipe.run.maintain import DEFAULT_OLDER_THAN, parse_age, parse_size, policy
     from nbpipe.run.maintain import gc as collect
-    from nbpipe.run.maintain import parse_age, parse_size
     from nbpipe.store.cache import Cache
     from nbpipe.store.lock import Lock
 
     root: Path = ctx.obj
+    default = not (max_size or older_than)
+    older_than = DEFAULT_OLDER_THAN if default else older_than
     cache = Cache(_cache_dir(root), create=False)
     try:
         lines = collect(cache, Lock.load(root), parse_size(max_size) if max_size else None,
                         parse_age(older_than) if older_than else None, dry_run)
     finally:
         cache.close()
-    click.echo("\n".join(lines))
+    click.echo("\n".join([policy(max_size, older_than, default), *lines]))
     return EXIT_OK
 
 

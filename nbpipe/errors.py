@@ -95,7 +95,7 @@ class Diagnostic:
     message: str
     hint: str | None = None
     source_line: str | None = None
-    severity: str = "error"  # or "warning": printed, but nothing stops
+    severity: str = "error"  # or "warning": printed the same way, never fails a command
 
     def render(self) -> str:
         if self.line <= 0:

@@ -49,8 +49,8 @@ def show_json(frame: Frame, endpoint: str, request: dict) -> str:
         "frame": frame.name, "target": frame.target, "key": frame.key, "backend": frame.backend,
         "endpoint": endpoint, "model": frame.model, "params": frame.params,
         "cost_usd": usd(frame.cost), "output": frame.output,
-        "inputs": [{"kind": i.kind, "ref": i.ref, "role": i.role, "sha256": i.digest}
-                   for i in frame.inputs],
+        "inputs": [{"kind": i.kind, "ref": i.ref, "role": i.role, "sha256": i.digest,
+                    "sha256_of": "url" if i.kind == "url" else "image"} for i in frame.inputs],
         "request": request}, indent=2, ensure_ascii=False)
 
 
@@ -62,8 +62,12 @@ def show_text(frame: Frame, endpoint: str, request: dict) -> str:
              f"model    {_model(frame)}  · USD {fmt_usd(frame.cost)} per image",
              f"output   {frame.output}"]
     for image in frame.inputs:
+        if image.kind == "url":  # its bytes are never fetched: the key follows the URL's text
+            lines.append(f"{image.role:<8} url {image.ref}  (contents not tracked; "
+                         f"the key hashes the URL: sha256:{image.digest[:12]})")
+            continue
         digest = image.digest or "not rendered yet"
-        lines.append(f"{image.role:<8} {image.kind} {image.ref}  sha256:{digest}")
+        lines.append(f"{image.role:<8} {image.kind} {image.ref}  image sha256:{digest}")
     lines.append("request body:")
     lines.append(json.dumps(request, indent=2, ensure_ascii=False))
     return "\n".join(lines)

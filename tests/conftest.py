@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,27 @@ import pytest
 from nbpipe.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-PROJECTS = REPO / "projects"
+EXAMPLES_DIR = REPO / "projects"  # read only: tests work on copies (see copy_example)
+# What a build leaves in a project: never copied, so no test sees the state a user's run left.
+BUILD_STATE = ("out", ".nbpipe", "nbpipe.lock")
+
+
+def copy_example(name: str, root: Path) -> Path:
+    """A fresh copy of example project `name` at `root`: what is declared, no build state."""
+    shutil.copytree(EXAMPLES_DIR / name, root, ignore=shutil.ignore_patterns(*BUILD_STATE))
+    return root
+
+
+@pytest.fixture
+def example(tmp_path):
+    """`example(name)`: this test's own copy of an example project (the same one each call)."""
+    copies: dict[str, Path] = {}
+
+    def _example(name: str) -> Path:
+        if name not in copies:
+            copies[name] = copy_example(name, tmp_path / "examples" / name)
+        return copies[name]
+    return _example
 
 
 @dataclass

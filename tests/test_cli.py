@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECTS, REPO
+from tests.conftest import EXAMPLES_DIR, REPO
 
 EXAMPLES = ["mira-storyboard", "aria-lookbook", "sneaker-colorways", "golden-hour-edit"]
 EXPECTED_COST = {"mira-storyboard": 0.37, "aria-lookbook": 0.15, "sneaker-colorways": 0.536,
                  "golden-hour-edit": 0.228}
 
 
-def test_mira_plan_table_is_exact(run):
-    result = run("-C", str(PROJECTS / "mira-storyboard"), "plan")
+def test_mira_plan_table_is_exact(run, example):
+    result = run("-C", str(example("mira-storyboard")), "plan")
     assert result.code == 0, result.err
     assert result.out == """\
 FRAME         ACTION  REASON     BACKEND  MODEL               COST
@@ -31,8 +31,8 @@ prices: built-in table (HiAPI and Gemini list prices, 2026)
 
 
 @pytest.mark.parametrize("project", EXAMPLES)
-def test_example_plan_json(project, run):
-    result = run("-C", str(PROJECTS / project), "plan", "--json")
+def test_example_plan_json(project, run, example):
+    result = run("-C", str(example(project)), "plan", "--json")
     assert result.code == 0, result.err
     doc = json.loads(result.out)
     assert doc["summary"]["cost_usd"] == EXPECTED_COST[project]
@@ -45,17 +45,17 @@ def test_example_plan_json(project, run):
 
 
 @pytest.mark.parametrize("project", EXAMPLES)
-def test_example_show_every_frame(project, run):
-    doc = json.loads(run("-C", str(PROJECTS / project), "plan", "--json").out)
+def test_example_show_every_frame(project, run, example):
+    doc = json.loads(run("-C", str(example(project)), "plan", "--json").out)
     for frame in doc["frames"]:
-        shown = json.loads(run("-C", str(PROJECTS / project), "show", frame["frame"],
+        shown = json.loads(run("-C", str(example(project)), "show", frame["frame"],
                                "--json").out)
         assert shown["key"] == frame["key"]
         assert shown["request"]
 
 
-def test_show_hiapi_body_is_exact(run):
-    result = run("-C", str(PROJECTS / "golden-hour-edit"), "show", "golden-hour", "--json")
+def test_show_hiapi_body_is_exact(run, example):
+    result = run("-C", str(example("golden-hour-edit")), "show", "golden-hour", "--json")
     doc = json.loads(result.out)
     assert doc["request"] == {"model": "Nano-Banana-2", "input": {
         "prompt": "Same scene; adjust the lighting to golden hour.", "aspect_ratio": "3:2",
@@ -64,20 +64,20 @@ def test_show_hiapi_body_is_exact(run):
     assert doc["key"] is None
 
 
-def test_nano_banana_never_gets_resolution(run):
-    doc = json.loads(run("-C", str(PROJECTS / "mira-storyboard"), "show", "cover", "--json").out)
+def test_nano_banana_never_gets_resolution(run, example):
+    doc = json.loads(run("-C", str(example("mira-storyboard")), "show", "cover", "--json").out)
     body = doc["request"]["input"]
     assert set(body) == {"prompt", "aspect_ratio", "output_format"}
     assert (body["aspect_ratio"], body["output_format"]) == ("16:9", "png")
     assert body["prompt"].startswith("Mira, a 28-year-old") and " | Scene: Mira walking" in body["prompt"]
 
 
-def test_matrix_and_variants_frames(run):
-    doc = json.loads(run("-C", str(PROJECTS / "sneaker-colorways"), "plan", "--json").out)
+def test_matrix_and_variants_frames(run, example):
+    doc = json.loads(run("-C", str(example("sneaker-colorways")), "plan", "--json").out)
     names = [f["frame"] for f in doc["frames"]]
     assert names == ["shoe/red", "shoe/blue", "shoe/green", "shoe/yellow",
                      "shoe-finish/matte", "shoe-finish/night"]
-    shown = json.loads(run("-C", str(PROJECTS / "sneaker-colorways"), "show",
+    shown = json.loads(run("-C", str(example("sneaker-colorways")), "show",
                            "shoe-finish/night", "--json").out)
     prompt = json.loads(shown["request"]["contents"][0]["parts"][0]["text"])
     assert prompt["subject"]["color"] == "black"
@@ -85,29 +85,29 @@ def test_matrix_and_variants_frames(run):
     assert list(prompt) == ["task", "subject", "style", "environment", "camera", "negative_prompt"]
 
 
-def test_plan_globs_select_frames_and_their_upstreams(run):
-    doc = json.loads(run("-C", str(PROJECTS / "sneaker-colorways"), "plan", "shoe/*",
+def test_plan_globs_select_frames_and_their_upstreams(run, example):
+    doc = json.loads(run("-C", str(example("sneaker-colorways")), "plan", "shoe/*",
                          "--json").out)
     assert [f["frame"] for f in doc["frames"]] == ["shoe/red", "shoe/blue", "shoe/green",
                                                    "shoe/yellow"]
-    doc = json.loads(run("-C", str(PROJECTS / "golden-hour-edit"), "plan", "evening-mist",
+    doc = json.loads(run("-C", str(example("golden-hour-edit")), "plan", "evening-mist",
                          "--json").out)
     assert [f["frame"] for f in doc["frames"]] == ["base", "golden-hour", "evening-mist"]
 
 
-def test_unknown_frame_is_a_usage_error(run):
-    result = run("-C", str(PROJECTS / "sneaker-colorways"), "plan", "shoe/purpel")
+def test_unknown_frame_is_a_usage_error(run, example):
+    result = run("-C", str(example("sneaker-colorways")), "plan", "shoe/purpel")
     assert result.code == 2
     assert result.err == (
         "error: no frame matches 'shoe/purpel'\n"
         "hint: frames of 'shoe': shoe/red, shoe/blue, shoe/green, shoe/yellow\n")
-    result = run("-C", str(PROJECTS / "mira-storyboard"), "show", "workshp")
+    result = run("-C", str(example("mira-storyboard")), "show", "workshp")
     assert result.code == 2
     assert result.err == "error: no frame named 'workshp'\nhint: did you mean 'workshop'?\n"
 
 
-def test_backend_override_prices_at_zero(run):
-    doc = json.loads(run("-C", str(PROJECTS / "mira-storyboard"), "plan", "--backend",
+def test_backend_override_prices_at_zero(run, example):
+    doc = json.loads(run("-C", str(example("mira-storyboard")), "plan", "--backend",
                          "preview", "--json").out)
     assert doc["summary"]["cost_usd"] == 0
     assert {f["backend"] for f in doc["frames"]} == {"preview"}
@@ -160,15 +160,15 @@ def test_examples_match_the_schema_and_point_at_it(project):
     import jsonschema
     from ruamel.yaml import YAML
 
-    text = (PROJECTS / project / "nbpipe.yaml").read_text("utf-8")
+    text = (EXAMPLES_DIR / project / "nbpipe.yaml").read_text("utf-8")
     assert text.startswith("# yaml-language-server: $schema=../../schemas/nbpipe.schema.json\n")
     schema = json.loads((REPO / "schemas" / "nbpipe.schema.json").read_text("utf-8"))
     data = json.loads(json.dumps(YAML(typ="safe").load(text)))
     jsonschema.validate(data, schema)
 
 
-def test_python_dash_m_and_exit_codes(tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(PROJECTS / "aria-lookbook"),
+def test_python_dash_m_and_exit_codes(tmp_path, example):
+    ok = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(example("aria-lookbook")),
                          "validate"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     bad = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(tmp_path), "plan"],
@@ -178,3 +178,24 @@ def test_python_dash_m_and_exit_codes(tmp_path):
     usage = subprocess.run([sys.executable, "-m", "nbpipe", "plan", "--nope"],
                            capture_output=True, text=True)
     assert usage.returncode == 2
+
+
+def test_no_manifest_says_it_once(tmp_path, run):
+    (tmp_path / "emptydir").mkdir()
+    result = run("-C", "emptydir", "plan", cwd=tmp_path)
+    assert (result.code, result.err) == (2, (
+        "emptydir/nbpipe.yaml: error: no such file\n"
+        "hint: run `nbpipe init` to start a project here, or `nbpipe -C DIR` to use one "
+        "elsewhere\n1 error\n"))
+
+
+def test_backend_flag_on_another_backends_model_blames_the_flag(make_project, run):
+    root = make_project("version: 1\ndefaults: {backend: hiapi, model: Nano-Banana}\n"
+                        "targets:\n  a: {prompt: x}\n")
+    result = run("build", "--backend", "gemini", cwd=root)
+    assert result.code == 2
+    assert result.err.splitlines()[0] == (
+        "nbpipe.yaml:2:35: error: --backend gemini: 'Nano-Banana' is a hiapi model, not a "
+        "gemini one")
+    assert result.err.splitlines()[-2].endswith(
+        "drop --backend, or give a profile a gemini model and use --profile")

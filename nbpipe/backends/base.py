@@ -68,7 +68,9 @@ class Backend(Protocol):
 
 
 def describe_image(image: InputImage, style: str) -> str:
-    """The stand-in `show` prints where an image payload will go."""
+    """The stand-in `show` prints where an image payload will go (a URL goes as it is)."""
+    if image.kind == "url":
+        return image.ref
     digest = f"sha256:{image.digest[:12]}" if image.digest else "not rendered yet"
     what = f"frame '{image.ref}'" if image.kind == "frame" else f"file '{image.ref}'"
     return f"<{style} of {what} ({digest})>"

@@ -23,7 +23,10 @@ from nbpipe.manifest.templates import Template, TemplateFault
 PARAMS = ("backend", "model", "aspect_ratio", "resolution", "output_format", "output")
 DEFAULT_OUTPUT = "out/{frame}.{ext}"
 RESERVED_VARS = ("bible", "bibles", "target", "frame")
+# Settings a matrix axis or a variant may vary per frame (channel crops: 1:1, 9:16, 21:9).
+FRAME_SETTINGS = ("model", "aspect_ratio", "resolution")
 _TARGET_NAME = re.compile(r"^\w[\w.-]*$")
+_UNSAFE = re.compile(r"[^\w.-]+")  # what a matrix value may not keep in names and paths
 _BAD_PART = re.compile(r"[/\\\x00-\x1f]")
 
 
@@ -51,6 +54,9 @@ class ResolvedTarget:
     variants: dict[str, Any] | None = None
     variants_path: Path = ()
     path: Path = ()
+    matrix_path: Path = ()
+    broken: bool = False  # has errors of its own: its frames are only checked, never planned
+    patches: dict[str, Template] = field(default_factory=dict)  # variant → its compiled patch
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,9 @@ class FrameSpec:
     target: ResolvedTarget
     variant: str  # the part of the name after "target/" ("" for a single-frame target)
     vars: dict[str, Any]
-    bindings: dict[str, str] = field(default_factory=dict)
-    patch: dict | None = None
+    bindings: dict[str, str] = field(default_factory=dict)  # axis → value as in names, paths
+    settings: dict[str, Setting] = field(default_factory=dict)  # FRAME_SETTINGS it overrides
+    patch: Template | None = None  # rendered like the template's own leaves, then merged
 
 
 @dataclass
@@ -71,7 +78,7 @@ class Declared:
 
     loaded: Loaded
     bibles: dict[str, Bible]
-    targets: dict[str, ResolvedTarget]  # only those that resolved without error
+    targets: dict[str, ResolvedTarget]  # those with a template; `broken` ones have errors
     frames: list[FrameSpec]
     diags: list[Diagnostic]  # problems found so far; the planner adds its own, then raises
     profile: str | None = None
@@ -81,7 +88,7 @@ class Declared:
 def expand(loaded: Loaded, profile: str | None = None) -> Declared:
     """Resolve and expand every target under a profile (None: the default);
     a manifest past `max_frames` is refused at once."""
-    diags: list[Diagnostic] = []
+    diags: list[Diagnostic] = list(loaded.diags)  # from targets the loader had to leave out
     manifest = loaded.manifest
     bibles = {name: Bible(text=b) if isinstance(b, str) else b for name, b in manifest.bibles.items()}
     templates = _compile_templates(loaded, diags)
@@ -141,6 +148,8 @@ class _Resolver:
         chain = [name]
         while (parent := self.targets[chain[-1]].extends) is not None:
             at = ("targets", chain[-1], "extends")
+            if parent in self.loaded.broken_targets:
+                return None  # that target's own error is reported
             if parent not in self.targets:
                 self.error(at, f"target '{chain[-1]}' extends unknown target '{parent}'",
                            did_you_mean(parent, self.targets))
@@ -219,12 +228,7 @@ class _Resolver:
             self.error(variants.path, f"target '{name}' has both a matrix and variants",
                        "use one of them per target (a variant can become a matrix axis)", at_key=True)
         self._check_names(matrix, variants)
-        if variants and template is not None and not template.is_json:
-            for vname, variant in variants.value.items():
-                if variant.patch is not None:
-                    self.error((*variants.path, vname, "patch"),
-                               "a patch needs a JSON-structured (mapping) prompt",
-                               "use vars to vary a text prompt")
+        patches = self._patches(variants, template)
         inputs = m.get("inputs")
         input_settings = [Setting(v, (*inputs.path, i)) for i, v in enumerate(inputs.value)] \
             if inputs else []
@@ -232,14 +236,29 @@ class _Resolver:
         self._check_output(output, matrix)
         params = {k: m[k] for k in PARAMS if k in m}
         params["output"] = output
-        if len(self.diags) > before or template is None:  # None: its template did not compile
+        if template is None:  # it did not compile, or there is none: nothing to render
             return None
         return ResolvedTarget(
             name=name, template=template, template_path=template_path, template_name=template_name,
             bible=bible.value if bible else None, vars=m["vars"].value, params=params,
             inputs=input_settings, matrix=matrix.value if matrix else None,
             variants=variants.value if variants else None,
-            variants_path=variants.path if variants else (), path=path)
+            variants_path=variants.path if variants else (), path=path, patches=patches,
+            matrix_path=matrix.path if matrix else (), broken=len(self.diags) > before)
+
+    def _patches(self, variants: Setting | None, template: Template | None) -> dict[str, Template]:
+        """Each variant's patch, compiled: Jinja in its string leaves renders per frame."""
+        patches: dict[str, Template] = {}
+        for vname, variant in (variants.value.items() if variants else ()):
+            if variant.patch is None:
+                continue
+            at = (*variants.path, vname, "patch")
+            if template is not None and not template.is_json:
+                self.error(at, "a patch needs a JSON-structured (mapping) prompt",
+                           "use vars to vary a text prompt")
+            elif (compiled := compile_template(variant.patch, at, self.loaded, self.diags)):
+                patches[vname] = compiled
+        return patches
 
     def _template(self, name: str, m: dict[str, Setting]):
         tpl, prompt = m.get("template"), m.get("prompt")
@@ -264,11 +283,18 @@ class _Resolver:
     def _check_names(self, matrix: Setting | None, variants: Setting | None) -> None:
         if matrix:
             for axis, values in matrix.value.items():
+                seen: dict[str, Any] = {}
                 for i, value in enumerate(values):
-                    if not _name_part_ok(name_part(value)):
+                    part = name_part(value)
+                    if not _name_part_ok(part):
                         self.error((*matrix.path, axis, i),
                                    f"matrix value {value!r} cannot be part of a frame name",
-                                   "avoid '/', '\\', control characters, and '.' or '..' alone")
+                                   "give it a letter or digit; '.' or '..' alone cannot be one")
+                    elif (other := seen.setdefault(part, value)) != value:
+                        self.error((*matrix.path, axis, i), f"matrix values {other!r} and "
+                                   f"{value!r} both make the frame-name part '{part}'",
+                                   "names and paths keep only letters, digits, '_', '.' and '-' "
+                                   "(other characters become '-'): make them differ there")
         if variants:
             for vname in variants.value:
                 if not _name_part_ok(vname):
@@ -297,10 +323,12 @@ def _available(kind: str, names: Any) -> str:
 
 
 def name_part(value: Any) -> str:
-    """A matrix value as it appears in frame names (booleans as true/false)."""
+    """A matrix value as it appears in frame names and output paths: booleans as true/false,
+    every run of characters other than letters, digits, '_', '.' and '-' as one '-'
+    (`golden hour` → `golden-hour`, `9:16` → `9-16`). Prompts get the value itself."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return _UNSAFE.sub("-", str(value)).strip("-")
 
 
 def _name_part_ok(part: str) -> bool:
@@ -331,14 +359,19 @@ def _frames(target: ResolvedTarget) -> list[FrameSpec]:
     if target.matrix:
         axes = list(target.matrix)
         specs = []
-        for combo in itertools.product(*target.matrix.values()):
-            binding = dict(zip(axes, combo))
-            suffix = "-".join(name_part(v) for v in combo)
+        indexed = [list(enumerate(values)) for values in target.matrix.values()]
+        for combo in itertools.product(*indexed):
+            binding = {axis: value for axis, (_, value) in zip(axes, combo)}
+            suffix = "-".join(name_part(v) for _, v in combo)
+            settings = {axis: Setting(str(value), (*target.matrix_path, axis, i))
+                        for axis, (i, value) in zip(axes, combo) if axis in FRAME_SETTINGS}
             specs.append(FrameSpec(f"{name}/{suffix}", target, suffix, {**target.vars, **binding},
-                                   {a: name_part(v) for a, v in binding.items()}))
+                                   {a: name_part(v) for a, v in binding.items()}, settings))
         return specs
     if target.variants:
         return [FrameSpec(f"{name}/{vname}", target, vname, {**target.vars, **v.vars},
-                          patch=v.patch)
+                          patch=target.patches.get(vname), settings={
+                              key: Setting(getattr(v, key), (*target.variants_path, vname, key))
+                              for key in FRAME_SETTINGS if getattr(v, key) is not None})
                 for vname, v in target.variants.items()]
     return [FrameSpec(name, target, "", dict(target.vars))]

@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from nbpipe.errors import Diagnostic, ManifestError
+from nbpipe.manifest import yaml_hints
 from nbpipe.manifest.models import ALLOWED_KEYS, Manifest
 from nbpipe.manifest.source import Path, SourceMap, describe, did_you_mean
 
@@ -33,23 +34,29 @@ class Loaded:
     source: SourceMap
     root: FsPath  # the project directory
     text: str
+    # With `partial`: errors inside some targets, which were left out so that the rest can
+    # still be checked in the same pass; whoever expands the manifest must report them.
+    diags: tuple[Diagnostic, ...] = ()
+    broken_targets: frozenset[str] = frozenset()
 
 
-def load_manifest(root: FsPath, name: str = MANIFEST_NAME) -> Loaded:
+def load_manifest(root: FsPath, name: str = MANIFEST_NAME, partial: bool = False) -> Loaded:
     """Read and validate `root/name`; errors name the file as the user would type it."""
     path = root / name
     label = name if str(root) in (".", "") else str(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ManifestError([Diagnostic(label, 0, 0, f"no {name} in {root}",
-                                        "run `nbpipe init` to start a project")]) from None
+        raise ManifestError([Diagnostic(label, 0, 0, "no such file",
+                                        "run `nbpipe init` to start a project here, or "
+                                        "`nbpipe -C DIR` to use one elsewhere")]) from None
     except OSError as exc:
         raise ManifestError([Diagnostic(label, 0, 0, f"cannot read it: {exc.strerror}")]) from None
-    return parse_manifest(_decode(raw, label), root, label)
+    return parse_manifest(_decode(raw, label), root, label, partial)
 
 
-def parse_manifest(text: str, root: FsPath, name: str = MANIFEST_NAME) -> Loaded:
+def parse_manifest(text: str, root: FsPath, name: str = MANIFEST_NAME,
+                   partial: bool = False) -> Loaded:
     source = SourceMap(name, text)
     doc = _parse_yaml(text, source)
     data = _Plain(source).convert(doc)
@@ -59,8 +66,29 @@ def parse_manifest(text: str, root: FsPath, name: str = MANIFEST_NAME) -> Loaded
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(_translate(exc, data, source)) from None
+        diags = _translate(exc, data, source)
+        salvaged = _without_broken_targets(exc, data) if partial else None
+        if salvaged is None:
+            raise ManifestError(diags) from None
+        manifest, broken = salvaged
+        return Loaded(manifest, data, source, root, text, tuple(diags), broken)
     return Loaded(manifest, data, source, root, text)
+
+
+def _without_broken_targets(exc: ValidationError, data: dict):
+    """(the manifest without the targets that failed validation, their names), when every
+    error lies inside a target: the other targets can then be checked in the same pass."""
+    broken = set()
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        if len(loc) < 2 or loc[0] != "targets" or not isinstance(data.get("targets"), dict):
+            return None
+        broken.add(str(loc[1]))
+    rest = {**data, "targets": {k: v for k, v in data["targets"].items() if k not in broken}}
+    try:
+        return Manifest.model_validate(rest), frozenset(broken)
+    except ValidationError:
+        return None
 
 
 def _decode(raw: bytes, name: str) -> str:
@@ -88,10 +116,12 @@ def _parse_yaml(text: str, source: SourceMap) -> Any:
             hint = f"the mapping starts at line {first}" if first else None
             raise ManifestError([source.at(line, col, f"duplicate key '{dup.group(1)}'", hint)]) from None
         problem = (exc.problem or "invalid YAML").strip()
-        hint = None
-        if exc.context and exc.context_mark and exc.context_mark is not mark:
-            hint = f"{exc.context.strip()} (line {exc.context_mark.line + 1})"
-        raise ManifestError([source.at(line, col, f"YAML syntax: {problem}", hint)]) from None
+        context = exc.context_mark.line + 1 if exc.context_mark else None
+        said = yaml_hints.explain(problem, line, col, context, source.lines)
+        hint = said.hint
+        if hint is None and exc.context and exc.context_mark and exc.context_mark is not mark:
+            hint = f"{exc.context.strip()} (line {context})"
+        raise ManifestError([source.at(said.line, said.col, said.message, hint)]) from None
     except YAMLError as exc:
         raise ManifestError([source.at(0, 0, f"YAML syntax: {exc}")]) from None
     except RecursionError:
@@ -193,6 +223,7 @@ _EXPECTED = {
 }
 
 
+_RANGES = ("greater_than_equal", "greater_than", "less_than_equal", "less_than")
 _SCALAR_TAGS = {"str": str, "int": int, "float": float, "bool": bool}
 
 
@@ -270,9 +301,13 @@ def _one(path: Path, errors: list[dict], source: SourceMap) -> Diagnostic:
     kind = error["type"]
     parent, key = path[:-1], path[-1] if path else None
     if kind == "extra_forbidden":
-        allowed = ALLOWED_KEYS.get(_kind(parent), ())
-        return source.diagnostic(path, f"unknown key '{key}' in {describe(parent)}",
-                                 did_you_mean(key, allowed), at_key=True)
+        kind = _kind(parent)
+        hint = did_you_mean(key, ALLOWED_KEYS.get(kind, ()))
+        if hint is None and kind in ("target", "variant"):
+            # Most often a template variable that slipped out of the `vars:` block above it.
+            hint = f"if '{key}' is a template variable, indent it under `vars:`"
+        return source.diagnostic(path, f"unknown key '{key}' in {describe(parent)}", hint,
+                                 at_key=True)
     if kind == "missing":
         return source.diagnostic(parent, f"{describe(parent)} is missing the required key '{key}'",
                                  at_key=True)
@@ -289,6 +324,8 @@ def _one(path: Path, errors: list[dict], source: SourceMap) -> Diagnostic:
                                  "a build that large needs splitting into projects")
     expected = sorted({_EXPECTED.get(e["type"], "") for e in errors} - {""})
     got = _TYPE_NAMES.get(type(error["input"]), type(error["input"]).__name__)
+    if kind in _RANGES and isinstance(error["input"], (int, float)):
+        got = repr(error["input"])  # the right type, out of range: say which value
     if expected:
         want = " or ".join(expected)
         return source.diagnostic(path, f"'{key}' in {describe(parent)} must be {want}, not {got}")

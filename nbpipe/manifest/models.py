@@ -57,11 +57,15 @@ class Bible(_Strict):
         description="identity-anchor images (project files), sent where the model takes input images")
 
 
-class Variant(_Strict):
-    """A named minimal-diff variant: extra vars and/or an RFC 7386 merge patch on the JSON prompt."""
+class Variant(_TiersAsText):
+    """A named minimal-diff variant: extra vars, an RFC 7386 merge patch on the JSON prompt,
+    and/or its own model, aspect ratio or resolution (a tall story crop beside a square product shot)."""
 
     vars: dict[str, Any] = Field(default_factory=dict)
     patch: JsonPrompt | None = None
+    model: str | None = None
+    aspect_ratio: str | None = Field(None, description='width:height, one the model takes; quote it in YAML')
+    resolution: str | None = None
 
 
 class Target(Params):
@@ -73,7 +77,8 @@ class Target(Params):
     vars: dict[str, Any] | None = None
     extends: str | None = Field(None, description="inherit everything from another target")
     matrix: dict[str, Axis] | None = Field(
-        None, description="cartesian product of values; frame names join the values with '-'")
+        None, description="cartesian product of values; frame names join the values with '-'; "
+        "an axis named model, aspect_ratio or resolution sets that per frame")
     variants: dict[str, Variant] | None = None
     inputs: list[str] | None = Field(
         None, description="input images: other targets or frames (an edit), or project files")

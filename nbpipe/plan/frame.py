@@ -117,9 +117,10 @@ class Frame:
                        tuple(i.digest for i in self.inputs))
 
     def record(self) -> dict:
-        """The request as stored beside its takes, so `explain` can diff a later request."""
-        return {"backend": self.backend, "model": self.model, "prompt": self.prompt,
-                "prompt_json": self.prompt_json, "params": self.params,
+        """The request as stored beside its takes, so `explain` can diff a later request
+        (`frame` only names it, for gc: the key never depends on names)."""
+        return {"frame": self.name, "backend": self.backend, "model": self.model,
+                "prompt": self.prompt, "prompt_json": self.prompt_json, "params": self.params,
                 "inputs": [{"kind": i.kind, "ref": i.ref, "role": i.role, "digest": i.digest}
                            for i in self.inputs],
                 "bible": self.bible, "template": self.template, "vars": self.vars,

@@ -53,8 +53,8 @@ def render_graph(frames: dict, fmt: str) -> str:
         lines.append(f'  {node(name)}["{label}"]' if fmt == "mermaid"
                      else f'  {node(name)} [label="{label}", shape=box];')
         for image in frame.inputs:
-            source = image.ref if image.kind == "frame" else f"file:{image.ref}"
-            if image.kind == "file" and source not in ids:
+            source = image.ref if image.kind == "frame" else f"{image.kind}:{image.ref}"
+            if image.kind != "frame" and source not in ids:  # a file or a URL: a leaf node
                 lines.append(f'  {node(source)}[("{quote(image.ref)}")]' if fmt == "mermaid"
                              else f'  {node(source)} [label="{quote(image.ref)}", shape=note];')
             arrow = "-->" if fmt == "mermaid" else "->"

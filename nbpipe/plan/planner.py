@@ -76,7 +76,7 @@ def open_project(root: FsPath, backend: str | None = None, profile: str | None =
     if backend is not None and backend not in names:
         raise UsageError(f"unknown backend '{backend}'",
                          did_you_mean(backend, names) or f"use one of {', '.join(names)}")
-    loaded = load_manifest(root)
+    loaded = load_manifest(root, partial=True)
     _check_profile(loaded, profile)
     declared = expand(loaded, profile)
     declared.diags[:0] = _check_pricing(loaded) + _check_limits(loaded)

@@ -151,7 +151,8 @@ def _input_changes(old_inputs: list, frame: Frame) -> list[Change]:
         if before is _MISSING:
             out.append(Change(f"input '{image.ref}' added", (f"input added: {what}",)))
             continue
-        why = " (the upstream re-rendered)" if image.kind == "frame" else ""
+        why = " (the upstream's pinned image changed: re-rendered or re-pinned)" \
+            if image.kind == "frame" else ""
         out.append(Change(f"input '{image.ref}' changed", (
             f"input {what}: sha256 {str(before)[:12]} → {str(image.digest)[:12]}{why}",)))
     current = {i.ref for i in frame.inputs}

@@ -27,8 +27,35 @@ def _sha(data: str | bytes) -> str:
 
 
 @dataclass
+class _Group:
+    """Errors of one kind at one place (a shared template, `defaults`): reported once, naming
+    every frame or model they affect."""
+
+    path: Path
+    at_key: bool
+    message: str  # with "{who}" where the affected names go
+    kind: str  # "frame" or "model"
+    names: list[str]
+    hints: list[str]
+
+    def diagnostic(self, source) -> Diagnostic:
+        message = self.message.replace("{who}", _who(self.kind, self.names))
+        return source.diagnostic(self.path, message, "; ".join(self.hints[:3]) or None,
+                                 self.at_key)
+
+
+def _who(kind: str, names: list[str]) -> str:
+    quoted = [f"'{n}'" for n in names[:3]]
+    if len(names) == 1:
+        return f"{kind} {quoted[0]}"
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    listed = ", ".join(quoted) + more if more else ", ".join(quoted[:-1]) + f" and {quoted[-1]}"
+    return f"{kind}s {listed}"
+
+
+@dataclass
 class _TargetPlan:
-    """What every frame of one target shares, resolved once."""
+    """What every frame of one target (with the same per-frame settings) shares, resolved once."""
 
     backend: str
     spec: ModelSpec
@@ -52,7 +79,12 @@ class Resolver:
         self.project = ProjectDir(declared.loaded.root)
         self.diags: dict[Diagnostic, None] = dict.fromkeys(declared.diags)  # ordered, unique
         self.warnings: dict[Diagnostic, None] = {}
-        self.declared_targets = set(declared.loaded.manifest.targets)
+        self.groups: dict[tuple, _Group] = {}
+        self.reported = 0  # error() calls so far: did a step find anything?
+        profile = declared.loaded.manifest.profiles.get(declared.profile or "")
+        self.profile_wins = bool(profile and profile.wins)
+        self.declared_targets = set(declared.loaded.manifest.targets) | \
+            declared.loaded.broken_targets
         self.frame_names = {spec.name for spec in declared.frames}
         self.frames_of: dict[str, list[str]] = {}
         for spec in declared.frames:
@@ -62,39 +94,62 @@ class Resolver:
         self.template_sha = {name: _sha(canonical_json(source)) for name, source
                              in declared.loaded.manifest.templates.items()}
 
-    def error(self, path: Path, message: str, hint: str | None = None, at_key: bool = False):
-        self.diags[self.source.diagnostic(path, message, hint, at_key)] = None
+    def error(self, path: Path, message: str, hint: str | None = None, at_key: bool = False,
+              who: tuple[str, str] | None = None, key: str | None = None):
+        """Record an error. With `who` ("frame", name), `message` holds "{who}": errors with one
+        `key` (default: the message) at one place become one that lists whom they affect."""
+        self.reported += 1
+        if who is None:
+            self.diags[self.source.diagnostic(path, message, hint, at_key)] = None
+            return
+        place = (self.source.position(path, at_key), key or message)
+        group = self.groups.setdefault(place, _Group(path, at_key, message, who[0], [], []))
+        if who[1] not in group.names:
+            group.names.append(who[1])
+        if hint and hint not in group.hints:
+            group.hints.append(hint)
 
     def resolve(self) -> list[Frame]:
-        plans = {name: self._target(t) for name, t in self.declared.targets.items()}
+        plans: dict[tuple, _TargetPlan | None] = {}
         frames: list[Frame] = []
-        failed_targets: set[str] = set()
         for spec in self.declared.frames:
-            plan = plans[spec.target.name]
-            if plan is None or spec.target.name in failed_targets:
-                continue
-            frame = self._frame(spec, plan)
-            if frame is None:
-                failed_targets.add(spec.target.name)  # one error per target, not per frame
-            else:
-                frames.append(frame)
+            # Every check runs on every frame, whatever else failed: one pass finds it all.
+            plan = self._plan(spec, plans)
+            rendered = self._render(spec)
+            output = None if spec.target.broken else self._output(spec, plan.ext if plan else "png")
+            if plan and rendered is not None and output is not None:
+                frame = self._frame(spec, plan, rendered, output)
+                if frame is not None:
+                    frames.append(frame)
         self._check_graph(plans)
         self._check_unique(frames)
-        if self.diags:
-            raise ManifestError(list(self.diags))
+        diags = [*self.diags, *(g.diagnostic(self.source) for g in self.groups.values())]
+        if diags:
+            raise ManifestError(list(dict.fromkeys(diags)))
         return frames
+
+    def _plan(self, spec: FrameSpec, plans: dict) -> _TargetPlan | None:
+        """The plan of a frame's target under the frame's own settings (matrix axes, variants)."""
+        target = spec.target
+        settings = {k: s for k, s in spec.settings.items()
+                    if not (self.profile_wins and k in target.params
+                            and target.params[k].path[0] == "profiles")}
+        key = (target.name, tuple(sorted((k, s.value) for k, s in settings.items())))
+        if key not in plans:
+            plans[key] = self._target(target, {**target.params, **settings})
+        return plans[key]
 
     # --- per target --------------------------------------------------------------------------
 
-    def _target(self, target: ResolvedTarget) -> _TargetPlan | None:
-        before = len(self.diags)
+    def _target(self, target: ResolvedTarget, settings: dict[str, Setting]) -> _TargetPlan | None:
+        before = self.reported
         backend = self._backend(target)
-        spec = self._model(target, backend) if backend else None
+        spec = self._model(target, backend, settings) if backend else None
         if spec is None:
             return None
-        params, ext = self._params(target, spec)
+        params, ext = self._params(target, spec, settings)
         inputs = self._inputs(target, spec)
-        if len(self.diags) > before:
+        if self.reported != before:
             return None
         return _TargetPlan(backend, spec, params, ext, spec.price(params.get("resolution")), inputs)
 
@@ -111,16 +166,23 @@ class Resolver:
             return None
         return setting.value
 
-    def _model(self, target: ResolvedTarget, backend: str) -> ModelSpec | None:
+    def _model(self, target: ResolvedTarget, backend: str,
+               settings: dict[str, Setting]) -> ModelSpec | None:
         if self.declared.builtin_draft:
             return self._cheapest(backend, needs_inputs=bool(target.inputs))
-        setting = target.params.get("model")
+        setting = settings.get("model")
         name = setting.value if setting else self.catalog.default_model(backend)
         spec = self.catalog.get(backend, name)
         where = setting.path if setting else target.path
         if spec is None:
             owners = [b for b in self.catalog.names if self.catalog.get(b, name)]
             models = self.catalog.in_service(backend, self.today)
+            if self.backend_override and owners:  # the flag moved it, not the manifest
+                self.error(setting.path if setting else target.path,
+                           f"--backend {backend}: '{name}' is a {owners[0]} model, not a "
+                           f"{backend} one", f"{backend} models: {', '.join(models)}; drop "
+                           f"--backend, or give a profile a {backend} model and use --profile")
+                return None
             hint = did_you_mean(name, models) or (
                 f"'{name}' is a {owners[0]} model; set `backend: {owners[0]}`" if owners
                 else f"{backend} models: {', '.join(models)}")
@@ -150,35 +212,37 @@ class Resolver:
                 if s.max_inputs or not needs_inputs]
         return min(fits, key=lambda s: (min(s.prices.values(), default=0), s.name))
 
-    def _profile_moved(self, target: ResolvedTarget) -> bool:
+    def _profile_moved(self, settings: dict[str, Setting]) -> bool:
         """Did a profile pick the model? Then the tier follows the model, not the target."""
-        model = target.params.get("model")
+        model = settings.get("model")
         return self.declared.builtin_draft or bool(model and model.path[0] == "profiles")
 
-    def _params(self, target: ResolvedTarget, spec: ModelSpec) -> tuple[dict[str, str], str]:
+    def _params(self, target: ResolvedTarget, spec: ModelSpec,
+                settings: dict[str, Setting]) -> tuple[dict[str, str], str]:
         params: dict[str, str] = {}
-        resolution = target.params.get("resolution")
-        if resolution is not None and self._profile_moved(target) and \
+        who = ("model", spec.name)
+        resolution = settings.get("resolution")
+        if resolution is not None and self._profile_moved(settings) and \
                 resolution.path[0] != "profiles" and resolution.value not in spec.resolutions:
             # e.g. draft moves a 2K Pro frame to a model that takes no resolution at all
             resolution = None
-        ratio = target.params.get("aspect_ratio")
+        ratio = settings.get("aspect_ratio")
         if ratio is not None:
             if ratio.value in spec.aspect_ratios:
                 params["aspect_ratio"] = ratio.value
             else:
-                self.error(ratio.path, f"{spec.name} does not take aspect ratio '{ratio.value}'",
-                           f"it takes {', '.join(spec.aspect_ratios)}")
+                self.error(ratio.path, f"aspect ratio '{ratio.value}' is not taken by {{who}}",
+                           f"{spec.name} takes {', '.join(spec.aspect_ratios)}", who=who)
         if resolution is not None and not spec.resolutions:
-            self.error(resolution.path, f"{spec.name} takes no resolution (sending one is a 400)",
-                       "remove `resolution`, or pick a model with resolution tiers")
+            self.error(resolution.path, "a resolution is not taken by {who} (sending one is a 400)",
+                       "remove `resolution`, or pick a model with resolution tiers", who=who)
         elif resolution is not None and resolution.value not in spec.resolutions:
-            self.error(resolution.path, f"{spec.name} does not take resolution '{resolution.value}'",
-                       f"it takes {', '.join(spec.resolutions)}")
+            self.error(resolution.path, f"resolution '{resolution.value}' is not taken by {{who}}",
+                       f"{spec.name} takes {', '.join(spec.resolutions)}", who=who)
         elif spec.resolutions:
             # Always send the tier explicitly: the request (and so the key) says what is paid for.
             params["resolution"] = resolution.value if resolution else spec.default_resolution
-        return params, self._format(target.params.get("output_format"), spec, params)
+        return params, self._format(settings.get("output_format"), spec, params)
 
     def _format(self, setting: Setting | None, spec: ModelSpec, params: dict) -> str:
         wanted = setting.value if setting else "png"
@@ -255,7 +319,8 @@ class Resolver:
             self.error(setting.path, f"input '{ref}' makes {len(frames)} frames; name one",
                        f"for example '{frames[0]}'")
             return None
-        if ref in self.declared_targets:
+        if ref in self.declared_targets or \
+                ref.split("/")[0] in self.declared.loaded.broken_targets:
             return None  # a target with its own error, already reported
         if "/" not in ref and "." not in ref:
             names = [*self.frames_of, *self.frame_names]
@@ -281,19 +346,15 @@ class Resolver:
 
     # --- per frame ---------------------------------------------------------------------------
 
-    def _frame(self, spec: FrameSpec, plan: _TargetPlan) -> Frame | None:
+    def _frame(self, spec: FrameSpec, plan: _TargetPlan, rendered: Any,
+               output: str) -> Frame | None:
         target = spec.target
-        rendered = self._render(spec)
-        if rendered is None:
-            return None
         prompt = prompt_text(rendered)
         if plan.spec.prompt_max is not None and len(prompt) > plan.spec.prompt_max:
-            self.error(target.template_path, f"the prompt of frame '{spec.name}' has "
-                       f"{len(prompt):,} characters; {plan.spec.name} takes at most "
-                       f"{plan.spec.prompt_max:,}", "shorten the template, vars or bible")
-            return None
-        output = self._output(spec, plan)
-        if output is None:
+            self.error(target.template_path, f"the prompt of {{who}} has {len(prompt):,} "
+                       f"characters; {plan.spec.name} takes at most {plan.spec.prompt_max:,}",
+                       "shorten the template, vars or bible", who=("frame", spec.name),
+                       key=f"prompt too long for {plan.spec.name}")
             return None
         inputs = tuple(i for i, _ in plan.inputs)
         return Frame(
@@ -320,40 +381,53 @@ class Resolver:
                    "frame": spec.name}
         if target.bible:
             context["bible"] = self.bible_texts.get(target.bible, "")
+        where = f"template '{target.template_name}'" if target.template_name else "prompt"
+        at = target.template_path
         try:
             rendered = target.template.render(context)  # type: ignore[union-attr]
+            if spec.patch is not None:
+                where = f"the patch of variant '{spec.variant}'"
+                at = (*target.variants_path, spec.variant, "patch")
+                rendered = merge_patch(rendered, spec.patch.render(context))
         except TemplateFault as fault:
-            where = f"template '{target.template_name}'" if target.template_name else "prompt"
-            message = f"{where} of frame '{spec.name}': {fault}"
-            hint = fault.hint
-            if fault.missing == "bible" and not target.bible:
-                hint = f"target '{target.name}' names no bible: add `bible: NAME`"
-            elif fault.missing:
-                message = f"undefined variable '{fault.missing}' in {where} (frame '{spec.name}')"
-                hint = did_you_mean(fault.missing, context) or \
-                    f"add `{fault.missing}` to the vars of target '{target.name}'"
-            self.error((*target.template_path, *fault.subpath), message, hint)
+            self._template_fault(spec, fault, where, at, context)
             return None
-        if spec.patch is not None:
-            rendered = merge_patch(rendered, spec.patch)
         return rendered
 
-    def _output(self, spec: FrameSpec, plan: _TargetPlan) -> str | None:
+    def _template_fault(self, spec: FrameSpec, fault: TemplateFault, where: str, at: Path,
+                        context: dict) -> None:
+        target = spec.target
+        message = f"{where} of {{who}}: {fault}"
+        hint = fault.hint
+        if fault.missing == "bible" and not target.bible:
+            hint = f"target '{target.name}' names no bible: add `bible: NAME`"
+        elif fault.missing:
+            message = f"undefined variable '{fault.missing}' in {where} ({{who}})"
+            hint = did_you_mean(fault.missing, context) or \
+                f"add `{fault.missing}` to the vars of target '{target.name}'"
+        self.error((*at, *fault.subpath), message, hint, who=("frame", spec.name))
+
+    def _output(self, spec: FrameSpec, ext: str) -> str | None:
         setting = spec.target.params["output"]
         fields = {"frame": spec.name, "target": spec.target.name, "variant": spec.variant,
-                  "ext": plan.ext, "profile": self.declared.profile or "", **spec.bindings}
+                  "ext": ext, "profile": self.declared.profile or "", **spec.bindings}
         try:
             return self.project.check_output(setting.value.format_map(fields))
         except PathRefused as exc:
-            self.error(setting.path, f"output of frame '{spec.name}' refused: {exc}",
-                       "outputs must stay inside the project, e.g. out/{frame}.{ext}")
+            self.error(setting.path, f"output of {{who}} refused: {exc}",
+                       "outputs must stay inside the project, e.g. out/{frame}.{ext}",
+                       who=("frame", spec.name), key="output refused")
         except (KeyError, ValueError, IndexError) as exc:
             self.error(setting.path, f"output pattern cannot be filled: {exc}")
         return None
 
     # --- across frames -----------------------------------------------------------------------
 
-    def _check_graph(self, plans: dict[str, _TargetPlan | None]) -> None:
+    def _check_graph(self, all_plans: dict[tuple, _TargetPlan | None]) -> None:
+        plans: dict[str, _TargetPlan] = {}  # per target: the first of its frames' plans
+        for (name, _), plan in all_plans.items():
+            if plan is not None:
+                plans.setdefault(name, plan)
         needs: dict[tuple[str, str], Path] = {}  # (dependant, upstream) → where it is declared
         for name, plan in plans.items():
             for image, path in plan.inputs if plan else ():
@@ -375,6 +449,8 @@ class Resolver:
     def _check_unique(self, frames: list[Frame]) -> None:
         names: set[str] = set()
         for spec in self.declared.frames:
+            if spec.target.broken:
+                continue  # its names were checked with its own errors
             if spec.name in names:
                 self.error(spec.target.path, f"two frames are named '{spec.name}'",
                            "matrix values joined with '-' collide; make them distinct",

@@ -31,12 +31,25 @@ def parse_age(text: str) -> float:
     return float(match.group(1)) * _SECONDS[match.group(2).lower()]
 
 
+DEFAULT_OLDER_THAN = "30d"
+
+
 @dataclass(frozen=True)
 class Candidate:
     key: str
     digest: str
     created: float
     size: int
+    label: str  # "stairs/wide-dawn, superseded take 2"
+
+
+def policy(max_size: str | None, older_than: str | None, default: bool) -> str:
+    """The policy gc applies, in words: printed before what it removes."""
+    rules = [f"older than {older_than}" if older_than else "",
+             f"oldest first until the cache fits in {max_size}" if max_size else ""]
+    chosen = " (the default: choose with --older-than AGE or --max-size SIZE)" if default else ""
+    return (f"gc: removes takes no lock pins, {' or '.join(r for r in rules if r)}{chosen}; "
+            "pinned takes always stay")
 
 
 def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
@@ -48,25 +61,32 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
     temp files go: takes are images someone paid for.
     """
     pinned = lock.pinned() | cache.all_pins()
+    frame_of = {e.key: name for entries in (*lock.others.values(), lock.entries)
+                for name, e in entries.items()}
     referenced: set[str] = set()
     candidates = []
     for key in cache.all_keys():
-        for take in cache.takes(key):
+        for number, take in enumerate(cache.takes(key), 1):
             referenced.add(take.digest)
             if take.digest not in pinned:
                 candidates.append(Candidate(key, take.digest, take.created,
-                                            _size(cache.blob_path(take.digest))))
+                                            _size(cache.blob_path(take.digest)),
+                                            _label(cache, frame_of, key, number)))
     doomed = _choose(candidates, cache, max_size, older_than)
     lines = []
     for c in doomed:
-        lines.append(f"{'would remove' if dry_run else 'removed'} take sha256:{c.digest[:12]} "
-                     f"of key {c.key[:12]} ({c.size:,} bytes)")
+        age = max(0, int((time.time() - c.created) // 86400))
+        lines.append(f"{'would remove' if dry_run else 'removed'} {c.label} "
+                     f"({c.size:,} bytes, {age} day{'s' * (age != 1)} old)")
         if not dry_run:
             cache.drop_take(c.key, c.digest)
     still = {t.digest for key in cache.all_keys() for t in cache.takes(key)} if doomed else referenced
+    gone = {c.digest for c in doomed}  # their blobs go with them: already said
     for blob in _blobs(cache):
         if blob.name not in still and blob.name not in pinned:
-            lines.append(f"{'would remove' if dry_run else 'removed'} unreferenced blob {blob.name[:12]}")
+            if blob.name not in gone:
+                lines.append(f"{'would remove' if dry_run else 'removed'} an image no take "
+                             f"records (sha256 {blob.name[:12]})")
             if not dry_run:
                 blob.unlink(missing_ok=True)
     for temp in (cache.tmp_dir.glob("*") if cache.tmp_dir.is_dir() else ()):
@@ -76,6 +96,17 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
     lines.append(f"gc: {len(doomed)} take(s), {freed:,} bytes {'to free' if dry_run else 'freed'}; "
                  f"{len(pinned)} pinned image(s) kept")
     return lines
+
+
+def _label(cache: Cache, frame_of: dict[str, str], key: str, number: int) -> str:
+    """Which frame a take belongs to, as `nbpipe takes` numbers it."""
+    if key in frame_of:
+        return f"{frame_of[key]}, superseded take {number}"
+    request = cache.request(key) or {}
+    frame = request.get("frame")
+    if isinstance(frame, str) and frame:
+        return f"{frame}, take {number} of an earlier request"
+    return f"take {number} of an earlier request (key {key[:12]})"
 
 
 def _choose(candidates: list[Candidate], cache: Cache, max_size: int | None,

@@ -178,6 +178,7 @@ class Cache:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         try:
+            os.fchmod(fd, SHAREABLE)
             hasher = hashlib.sha256()
             with source, os.fdopen(fd, "wb") as out:
                 while chunk := source.read(CHUNK):
@@ -306,11 +307,23 @@ class Cache:
             self._index.close()
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; outputs and the lock get the mode a plain open() would give them,
+# so a web server or a teammate on a shared disk can read what the report links to.
+SHAREABLE = 0o666 & ~_umask()
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
+        os.fchmod(fd, SHAREABLE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 
 import pytest
 from PIL import Image
 
 from tests.backends.test_hiapi_build import failures
-from tests.conftest import PROJECTS, tiny_png
+from tests.conftest import copy_example, tiny_png
 
 ONE = """\
 version: 1
@@ -23,7 +22,7 @@ targets:
 
 def test_sneaker_project_renders_once_with_real_formats(fake_gemini, build, tmp_path, run):
     root = tmp_path / "sneaker"
-    shutil.copytree(PROJECTS / "sneaker-colorways", root)
+    copy_example("sneaker-colorways", root)
     first = build(root)
     assert (first["rendered"], fake_gemini.counts["generates"]) == (6, 6)
     assert first["spent_usd"] == 0.536  # 4 × 3.1 Flash 1K (0.067) + 2 × 3 Pro 2K (0.134)
@@ -105,7 +104,7 @@ def test_model_limits_are_checked_before_sending(fake_gemini, run, make_project)
     root = make_project(ONE.replace("gemini-3.1-flash-image,", "gemini-3-pro-image, "
                                     "resolution: '512',"))
     result = run("-C", str(root), "build")
-    assert result.code == 2 and "does not take resolution '512'" in result.err
+    assert result.code == 2 and "resolution '512' is not taken by model" in result.err
     assert fake_gemini.counts["requests"] == 0
 
 

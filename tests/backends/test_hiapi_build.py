@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.conftest import PROJECTS
+from tests.conftest import copy_example
 
 HIAPI_PROJECTS = {"mira-storyboard": 5, "aria-lookbook": 3, "golden-hour-edit": 3}
 ONE = """\
@@ -23,8 +22,7 @@ targets:
 
 def copy(name: str, tmp_path: Path) -> Path:
     root = tmp_path / name
-    shutil.copytree(PROJECTS / name, root, ignore=shutil.ignore_patterns("out", ".nbpipe",
-                                                                         "nbpipe.lock"))
+    copy_example(name, root)
     return root
 
 

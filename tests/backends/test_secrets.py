@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from tests.conftest import PROJECTS
+from tests.conftest import copy_example
 
 
 def scan(root, text: str, *secrets: str) -> None:
@@ -17,9 +17,9 @@ def scan(root, text: str, *secrets: str) -> None:
 
 def test_sentinel_keys_appear_nowhere(fake_hiapi, fake_gemini, run, tmp_path, monkeypatch):
     root = tmp_path / "mira"
-    shutil.copytree(PROJECTS / "mira-storyboard", root)
+    copy_example("mira-storyboard", root)
     gem = tmp_path / "sneaker"
-    shutil.copytree(PROJECTS / "sneaker-colorways", gem)
+    copy_example("sneaker-colorways", gem)
     seen = []
     fake_hiapi.faults.add("create", "429", "400")
     fake_hiapi.faults.add("poll", "garbage", "503")

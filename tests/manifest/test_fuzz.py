@@ -16,9 +16,9 @@ from ruamel.yaml import YAML
 
 from nbpipe.errors import ManifestError
 from nbpipe.plan.planner import open_project
-from tests.conftest import PROJECTS
+from tests.conftest import EXAMPLES_DIR
 
-SEEDS = [(PROJECTS / p / "nbpipe.yaml").read_text("utf-8") for p in
+SEEDS = [(EXAMPLES_DIR / p / "nbpipe.yaml").read_text("utf-8") for p in
          ("mira-storyboard", "aria-lookbook", "sneaker-colorways", "golden-hour-edit")]
 FRAGMENTS = ["", ":", "- ", "  ", "\n", "{", "}", "[", "]", "&a ", "*a", "!!str ", "'", '"',
              "{{", "}}", "{{ x }}", "{% for %}", "null", "1e999", "-1", "0", "true",

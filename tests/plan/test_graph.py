@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from nbpipe.plan.graph import build_order, closure, find_cycle
-from tests.conftest import PROJECTS, tiny_png
+from tests.conftest import tiny_png
 
 
-def test_mermaid_of_an_edit_chain_is_exact(run):
-    result = run("-C", str(PROJECTS / "golden-hour-edit"), "graph")
+def test_mermaid_of_an_edit_chain_is_exact(run, example):
+    result = run("-C", str(example("golden-hour-edit")), "graph")
     assert result.out == """\
 flowchart LR
   n0["base<br/>Nano-Banana-2"]
@@ -41,3 +41,41 @@ def test_build_order_is_stable_and_respects_dependencies():
     assert closure(deps, ["d"]) == {"a", "b", "c", "d"}
     assert find_cycle([("a", "b"), ("b", "a")]) == ["a", "b", "a"]
     assert find_cycle([("a", "b")]) is None
+
+
+URLS = """\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana-2}
+bibles:
+  mira: {text: Mira, references: ["https://example.com/mira.png"]}
+targets:
+  a: {prompt: "{{ bible }} walks", bible: mira, inputs: ["https://example.com/street.png"]}
+"""
+
+
+def test_url_inputs_are_drawn_as_their_own_nodes(make_project, run):
+    result = run("-C", str(make_project(URLS)), "graph")
+    assert result.out == """\
+flowchart LR
+  n0["a<br/>Nano-Banana-2"]
+  n1[("https://example.com/street.png")]
+  n1 --> n0
+  n2[("https://example.com/mira.png")]
+  n2 --> n0
+"""
+
+
+def test_show_prints_the_url_sent_and_labels_its_hash(make_project, run):
+    import json
+
+    root = make_project(URLS)
+    lines = run("-C", str(root), "show", "a").out.splitlines()
+    assert lines[5:7] == [
+        "input    url https://example.com/street.png  (contents not tracked; the key hashes "
+        "the URL: sha256:ab5658359b5c)",
+        "reference url https://example.com/mira.png  (contents not tracked; the key hashes "
+        "the URL: sha256:d70224bd3f48)"]
+    doc = json.loads(run("-C", str(root), "show", "a", "--json").out)
+    assert doc["request"]["input"]["image_input"] == ["https://example.com/street.png",
+                                                      "https://example.com/mira.png"]
+    assert [i["sha256_of"] for i in doc["inputs"]] == ["url", "url"]

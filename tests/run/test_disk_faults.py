@@ -6,18 +6,17 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 
 import pytest
 
-from tests.conftest import PROJECTS
+from tests.conftest import copy_example
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     monkeypatch.delenv("NBPIPE_CACHE_DIR", raising=False)
     root = tmp_path / "aria"
-    shutil.copytree(PROJECTS / "aria-lookbook", root)
+    copy_example("aria-lookbook", root)
     return root
 
 
@@ -115,7 +114,7 @@ def test_two_builds_at_once_on_one_project_and_one_cache(tmp_path, monkeypatch):
     shared = tmp_path / "cache"
     roots = [tmp_path / "a", tmp_path / "b"]
     for root in roots:
-        shutil.copytree(PROJECTS / "sneaker-colorways", root)
+        copy_example("sneaker-colorways", root)
     env = {**os.environ, "NBPIPE_CACHE_DIR": str(shared)}
     cmd = [sys.executable, "-m", "nbpipe", "build", "--backend", "preview", "-j", "2"]
     procs = [subprocess.Popen([*cmd[:3], "-C", str(root), *cmd[3:]], env=env, text=True,

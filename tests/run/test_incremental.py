@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECTS
+from tests.conftest import copy_example
 
 EXAMPLES = ["mira-storyboard", "aria-lookbook", "sneaker-colorways", "golden-hour-edit"]
 
@@ -20,8 +20,7 @@ EXAMPLES = ["mira-storyboard", "aria-lookbook", "sneaker-colorways", "golden-hou
 def project(tmp_path):
     def _copy(name: str) -> Path:
         root = tmp_path / name
-        shutil.copytree(PROJECTS / name, root, ignore=shutil.ignore_patterns("out", ".nbpipe",
-                                                                             "nbpipe.lock"))
+        copy_example(name, root)
         return root
     return _copy
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from nbpipe.plan.planner import open_project
-from tests.conftest import PROJECTS
+from tests.conftest import copy_example
 
 MANIFEST = """\
 version: 1
@@ -72,8 +71,8 @@ def test_unknown_profile_is_a_usage_error(make_project, run):
                           "profiles: the built-in one is 'draft'\n")
 
 
-def test_compare_table_is_exact(run):
-    result = run("-C", str(PROJECTS / "mira-storyboard"), "plan", "--compare",
+def test_compare_table_is_exact(run, example):
+    result = run("-C", str(example("mira-storyboard")), "plan", "--compare",
                  "draft,production,hero")
     assert result.out == """\
 FRAME         draft  production  hero
@@ -96,7 +95,7 @@ def test_cheaper_tier_hint(make_project, run):
 
 def test_draft_default_draft_renders_nothing_the_second_time(fake_hiapi, run, tmp_path):
     root = tmp_path / "mira"
-    shutil.copytree(PROJECTS / "mira-storyboard", root)
+    copy_example("mira-storyboard", root)
 
     def build(*args):
         result = run("-C", str(root), "build", "--json", *args)

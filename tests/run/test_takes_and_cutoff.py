@@ -118,6 +118,9 @@ def test_force_adds_a_take_and_pin_goes_back_for_free(make_project):
     assert pin(project, root / ".nbpipe", "base", "1", force=False).startswith("pinned base")
     assert (root / "out" / "base.png").read_bytes() == first
     assert len(backend.calls) == calls
+    why = explain(open_project(root, "preview"), root / ".nbpipe", "golden")
+    assert "(the upstream's pinned image changed: re-rendered or re-pinned)" in why
+    assert "the upstream re-rendered" not in why
     # golden was made from take 2; with take 1 pinned again its old take is restored, free
     summary = build(root, backend)
     assert (summary.rendered, summary.restored) == (0, 1)
@@ -135,7 +138,7 @@ def test_gc_never_removes_pinned_takes(make_project):
     finally:
         cache.close()
     assert lock.pinned() <= remaining
-    assert any(line.startswith("removed take") for line in lines)
+    assert "removed base, superseded take 1 (" in "\n".join(lines)
     after = build(root, backend)  # base is still pinned and present; golden follows the new take
     assert (after.fresh, after.rendered, backend.calls[-1]) == (1, 1, "golden hour")
 
@@ -186,3 +189,27 @@ targets:
     edit = explain(open_project(root, "preview"), root / ".nbpipe", "edit")
     assert edit.splitlines()[:2] == ["edit: blocked · waits on shot",
                                      "  because upstream shot: render · bible 'mira' changed"]
+
+
+def test_gc_says_its_policy_names_frames_and_has_a_default(make_project, run):
+    root = make_project(CHAIN.format(base="a cabin"))
+    backend = CountingBackend(lambda request, n: png(n))
+    build(root, backend)
+    build(root, backend, force=True, patterns=("base",))  # base: take 1 superseded by take 2
+    (root / "nbpipe.yaml").write_text(CHAIN.format(base="a barn"))
+    build(root, backend)  # base's cabin request is now an earlier request
+    build(root, backend, force=True, patterns=("golden",))  # with base: its take 1 superseded
+    default = run("-C", str(root), "gc", "--dry-run")
+    assert default.out.splitlines() == [
+        "gc: removes takes no lock pins, older than 30d (the default: choose with --older-than "
+        "AGE or --max-size SIZE); pinned takes always stay",
+        "gc: 0 take(s), 0 bytes to free; 2 pinned image(s) kept"]
+    lines = run("-C", str(root), "gc", "--older-than", "0s").out.splitlines()
+    assert lines[0] == "gc: removes takes no lock pins, older than 0s; pinned takes always stay"
+    removed = sorted(line.split(" (")[0] for line in lines[1:-1])
+    assert removed == ["removed base, superseded take 1",
+                       "removed base, take 1 of an earlier request",
+                       "removed base, take 2 of an earlier request",
+                       "removed golden, take 1 of an earlier request",
+                       "removed golden, take 1 of an earlier request"]
+    assert lines[-1].startswith("gc: 5 take(s), ")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
+
+import pytest
 
 from nbpipe.store.cache import Cache, Take
 
@@ -93,3 +96,21 @@ def test_pins_are_shared_through_the_cache(tmp_path):
     cache.record_pins(tmp_path / "a", {"d1"})
     cache.record_pins(tmp_path / "b", {"d2"})
     assert cache.all_pins() == {"d1", "d2"}
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_outputs_and_the_lock_respect_the_umask(umask, mode, make_project):
+    import stat
+    import subprocess
+    import sys
+
+    root = make_project("version: 1\ndefaults: {backend: preview}\ntargets:\n  a: {prompt: x}\n")
+    done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "build"],
+                          capture_output=True, text=True, preexec_fn=lambda: os.umask(umask))
+    assert done.returncode == 0, done.stderr
+    for path in (root / "out" / "a.png", root / "nbpipe.lock"):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+    (root / "out" / "a.png").unlink()  # a restore from the cache writes it again
+    done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "build"],
+                          capture_output=True, text=True, preexec_fn=lambda: os.umask(umask))
+    assert stat.S_IMODE((root / "out" / "a.png").stat().st_mode) == mode

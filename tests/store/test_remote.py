@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECTS
+from tests.conftest import EXAMPLES_DIR
 
 
 class Bucket:
@@ -49,7 +49,7 @@ def clone(tmp_path: Path, name: str, files=("nbpipe.yaml",)) -> Path:
     root = tmp_path / name
     root.mkdir()
     for f in files:
-        shutil.copy(PROJECTS / "mira-storyboard" / f, root / f)
+        shutil.copy(EXAMPLES_DIR / "mira-storyboard" / f, root / f)
     return root
 
 

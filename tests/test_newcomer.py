@@ -1,0 +1,113 @@
+"""The first hour of a new user, scripted: a fresh clone, README's commands as written, then a
+project of their own from `nbpipe init`, built on the offline preview backend."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text("utf-8")
+FIRST_BLOCK = re.search(r"^```sh\n(.*?)^```", README, re.S | re.M).group(1).splitlines()
+
+
+def readme_command(label: str) -> str:
+    """The command on README's first code block's line commented `# LABEL`."""
+    line = next(line for line in FIRST_BLOCK if line.rstrip().endswith(f"# {label}"))
+    return line.rsplit("#", 1)[0].strip()
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A fresh clone of this repository's HEAD: only what is committed, no build state."""
+    if not (REPO / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout: nothing to clone")
+    target = tmp_path_factory.mktemp("newcomer") / "nbpipe"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(target)], check=True)
+    return target
+
+
+def nbpipe_on_path(clone: Path, tmp: Path) -> dict[str, str]:
+    """The environment after README's install step: an `nbpipe` command made from the
+    clone's own console-script declaration, running the clone's code.
+
+    The install itself (`pip install -e .`) needs the network for its build backend; CI's
+    `bash scripts/test` does a real one from the same pyproject.toml."""
+    project = tomllib.loads((clone / "pyproject.toml").read_text("utf-8"))["project"]
+    module, _, function = project["scripts"]["nbpipe"].partition(":")
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    shim = bin_dir / "nbpipe"
+    code = f"import sys; from {module} import {function}; sys.exit({function}())"
+    shim.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -c '{code}' \"$@\"\n")
+    shim.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBPIPE_")}
+    return {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONPATH": str(clone), "CI": ""}
+
+
+def sh(command: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_readme_main_job_then_a_starter_project_of_ones_own(clone, tmp_path):
+    main = readme_command("the main job")
+    install, _, job = main.partition(" && ")
+    assert install == "python3 -m pip install -e ."
+    assert job.startswith("nbpipe ")
+    env = nbpipe_on_path(clone, tmp_path)
+
+    first = sh(job, clone, env)  # verbatim, from the clone's top, as README says
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert len(list((clone / "projects/mira-storyboard/out").glob("*.png"))) == 5
+    again = sh(job, clone, env)
+    assert again.returncode == 0
+    assert "nothing to do: 5 frames fresh" in again.stdout + again.stderr
+
+    # The main job left its lock, cache and outputs in the example; the tests still pass.
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "tests/test_cli.py", "-k", "mira_plan_table or example_plan_json"],
+                           cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert re.search(r"^5 passed", tests.stdout, re.M), tests.stdout
+
+    mine = tmp_path / "my-project"
+    mine.mkdir()
+    for command in ("nbpipe init", "nbpipe validate", "nbpipe build --backend preview"):
+        done = sh(command, mine, env)
+        assert done.returncode == 0, f"{command}:\n{done.stdout}{done.stderr}"
+        assert "warning" not in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.relative_to(mine / "out").as_posix() for p in (mine / "out").rglob("*.png")) \
+        == ["mug/blue.png", "mug/red.png", "mug/sage.png", "studio.png"]
+
+
+def test_ci_runs_exactly_readmes_test_command(clone):
+    command = readme_command("the tests")
+    assert command == "bash scripts/test"
+    steps = [line for line in (clone / ".ci/run").read_text("utf-8").splitlines()
+             if line and not line.startswith("#")]
+    assert steps[-1] == f"exec {command}"
+    script = (clone / "scripts/test").read_text("utf-8")
+    assert "pip install" in script and "'.[test]'" in script and "apt-get update" in script
+
+
+def test_without_chromium_each_browser_test_skips_with_its_reason(clone, tmp_path):
+    """No module-level skip: the report test that needs no browser still runs."""
+    env = {**nbpipe_on_path(clone, tmp_path), "PATH": str(tmp_path / "bin")}  # no chromium
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                           "tests/run/test_report.py"], cwd=clone, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"=+ 1 passed, 7 skipped in [\d.]+s =+$", done.stdout, re.M), done.stdout
+    assert "SKIPPED [4] tests/run/test_report.py:" in done.stdout
+    assert done.stdout.count("chromium is not installed (scripts/test installs it)") == 4
