@@ -377,6 +377,53 @@ def report(ctx: click.Context, out: Path, backend: str | None, profile: str | No
 
 
 @cli.command()
+@click.argument("base", required=False)
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
+              show_default=True, help="markdown fits a GitHub job summary; json is for tools.")
+@click.option("--review-url", metavar="URL", help="Link the Markdown to this review page.")
+@click.option("--backend", type=BACKEND_CHOICE, help="Compare as built on this backend.")
+@PROFILE
+@click.option("--offline", is_flag=True, help="Do not look at the remote cache.")
+@click.pass_context
+def diff(ctx: click.Context, base: str | None, fmt: str, review_url: str | None,
+         backend: str | None, profile: str | None, offline: bool) -> int:
+    """Frames that differ from the lock at git ref BASE, why, and what is left to pay.
+
+    BASE defaults to the merge-base with the upstream branch, else HEAD."""
+    from nbpipe.run import diff_format
+    from nbpipe.run.diff import diff_project
+
+    found = diff_project(_project(ctx, backend, profile), _cache_dir(ctx.obj), base, offline)
+    if fmt == "json":
+        click.echo(diff_format.diff_json(found))
+    elif fmt == "markdown":
+        click.echo(diff_format.diff_markdown(found, review_url))
+    else:
+        click.echo(diff_format.diff_text(found))
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("base", required=False)
+@click.option("-o", "--output", "out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("out/review"), show_default=True, help="Folder of the page.")
+@click.option("--self-contained", is_flag=True, help="One HTML file, thumbnails inline.")
+@click.option("--backend", type=BACKEND_CHOICE, help="Compare as built on this backend.")
+@PROFILE
+@click.option("--offline", is_flag=True, help="Do not look at the remote cache.")
+@click.pass_context
+def review(ctx: click.Context, base: str | None, out: Path, self_contained: bool,
+           backend: str | None, profile: str | None, offline: bool) -> int:
+    """A before/after page of the frames that differ from the lock at git ref BASE."""
+    from nbpipe.run.review import write_review
+
+    project = _project(ctx, backend, profile)
+    page, count = write_review(project, _cache_dir(ctx.obj), base, out, self_contained, offline)
+    click.echo(f"wrote {page} ({count} changed frame{'s' * (count != 1)})")
+    return EXIT_OK
+
+
+@cli.command()
 @click.option("--backend", type=BACKEND_CHOICE)
 @PROFILE
 @click.pass_context

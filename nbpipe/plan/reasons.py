@@ -20,10 +20,13 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class Change:
-    """One difference; `short` fits the plan table, `lines` are what explain prints."""
+    """One difference; `short` fits the plan table, `lines` are what explain prints. A `cause`
+    is a root cause (a bible, template or var that changed, or an input image), as opposed to
+    what it did to the request."""
 
     short: str
     lines: tuple[str, ...]
+    cause: bool = False
 
 
 def _show(value: Any) -> str:
@@ -71,18 +74,20 @@ def _root_causes(frame: Frame, old: dict) -> list[Change]:
     old_sources = old.get("sources") or {}
     if frame.bible and old.get("bible") == frame.bible and \
             old_sources.get("bible") != frame.sources.get("bible"):
-        out.append(Change(f"bible '{frame.bible}' changed", (f"bible '{frame.bible}' changed",)))
+        out.append(Change(f"bible '{frame.bible}' changed", (f"bible '{frame.bible}' changed",),
+                          True))
     elif old.get("bible") != frame.bible:
-        out.append(Change("bible changed", (f"bible: {old.get('bible')} → {frame.bible}",)))
+        out.append(Change("bible changed", (f"bible: {old.get('bible')} → {frame.bible}",), True))
     if frame.template and old.get("template") == frame.template and \
             old_sources.get("template") != frame.sources.get("template"):
         out.append(Change(f"template '{frame.template}' changed",
-                          (f"template '{frame.template}' changed",)))
+                          (f"template '{frame.template}' changed",), True))
     old_vars = old.get("vars") or {}
     for name in sorted(set(old_vars) | set(frame.vars)):
         before, after = old_vars.get(name, _MISSING), frame.vars.get(name, _MISSING)
         if before != after:
-            out.append(Change(f"var '{name}' changed", (f"var '{name}': {_value_diff(before, after)}",)))
+            out.append(Change(f"var '{name}' changed",
+                              (f"var '{name}': {_value_diff(before, after)}",), True))
     return out
 
 
@@ -120,23 +125,37 @@ def json_diff(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
     return [] if old == new else [(path or "(root)", old, new)]
 
 
-def word_diff(old: str, new: str, context: int = 3) -> str:
-    """A compact word diff: unchanged runs shortened to `context` words, [-old-] {+new+}."""
+def word_ops(old: str, new: str) -> list[tuple[str, str]]:
+    """The word diff as (op, words) runs, op in "equal", "delete", "insert"."""
     a, b = old.split(), new.split()
-    parts: list[str] = []
+    out: list[tuple[str, str]] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         if op == "equal":
-            words = a[i1:i2]
+            out.append(("equal", " ".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append(("delete", " ".join(a[i1:i2])))
+        if j2 > j1:
+            out.append(("insert", " ".join(b[j1:j2])))
+    return out
+
+
+def word_diff(old: str, new: str, context: int = 3) -> str:
+    """A compact word diff: unchanged runs shortened to `context` words, [-old-] {+new+}."""
+    ops = word_ops(old, new)
+    parts: list[str] = []
+    for n, (op, text) in enumerate(ops):
+        if op == "delete":
+            parts.append(f"[-{text}-]")
+        elif op == "insert":
+            parts.append("{+" + text + "+}")
+        else:
+            words = text.split()
             if len(words) > 2 * context:
                 lead = words[:context] if parts else []
-                tail = words[-context:] if i2 < len(a) else []
+                tail = words[-context:] if n < len(ops) - 1 else []
                 words = [*lead, "…", *tail]
             parts.extend(words)
-        else:
-            if i2 > i1:
-                parts.append("[-" + " ".join(a[i1:i2]) + "-]")
-            if j2 > j1:
-                parts.append("{+" + " ".join(b[j1:j2]) + "+}")
     return " ".join(p for p in parts if p)
 
 
@@ -149,14 +168,14 @@ def _input_changes(old_inputs: list, frame: Frame) -> list[Change]:
             continue
         what = f"upstream frame '{image.ref}'" if image.kind == "frame" else f"file '{image.ref}'"
         if before is _MISSING:
-            out.append(Change(f"input '{image.ref}' added", (f"input added: {what}",)))
+            out.append(Change(f"input '{image.ref}' added", (f"input added: {what}",), True))
             continue
         why = " (the upstream's pinned image changed: re-rendered or re-pinned)" \
             if image.kind == "frame" else ""
         out.append(Change(f"input '{image.ref}' changed", (
-            f"input {what}: sha256 {str(before)[:12]} → {str(image.digest)[:12]}{why}",)))
+            f"input {what}: sha256 {str(before)[:12]} → {str(image.digest)[:12]}{why}",), True))
     current = {i.ref for i in frame.inputs}
     for ref in old_by_ref:
         if ref not in current:
-            out.append(Change(f"input '{ref}' removed", (f"input removed: '{ref}'",)))
+            out.append(Change(f"input '{ref}' removed", (f"input removed: '{ref}'",), True))
     return out

@@ -164,26 +164,26 @@ def pins_in_git(root: Path, refs: tuple[str, ...]) -> tuple[set[str], list[str]]
     import json
     import subprocess
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                              check=True).stdout
+    from nbpipe.run.gitref import git, repo_path, show
 
+    repo_path(root, why="gc --remote reads the locks of git refs to know what is pinned")
     try:
-        top = Path(git("rev-parse", "--show-toplevel").strip())
-        names = list(refs) or git("for-each-ref", "--format=%(refname)", "refs/heads",
-                                  "refs/remotes").split()
+        names = list(refs) or str(git(root, "for-each-ref", "--format=%(refname)", "refs/heads",
+                                      "refs/remotes")).split()
     except (OSError, subprocess.CalledProcessError):
-        raise UsageError(f"{root} is not in a git repository",
-                         "gc --remote reads the locks of git refs to know what is pinned") from None
-    lock_path = (root.resolve() / "nbpipe.lock").relative_to(top.resolve()).as_posix()
+        raise UsageError(f"cannot list the git refs of {root}") from None
     pinned: set[str] = set()
     for ref in names:
+        data = show(root, ref, "nbpipe.lock")
         try:
-            doc = json.loads(git("show", f"{ref}:{lock_path}"))
-        except (subprocess.CalledProcessError, ValueError):
-            continue  # no lock on that ref
-        sections = [doc.get("frames", {}), *doc.get("profiles", {}).values()]
-        pinned |= {e["digest"] for s in sections for e in s.values() if isinstance(e, dict)}
+            doc = json.loads(data) if data is not None else None
+        except ValueError:
+            continue
+        try:
+            sections = [doc.get("frames", {}), *doc.get("profiles", {}).values()]
+            pinned |= {e["digest"] for s in sections for e in s.values() if isinstance(e, dict)}
+        except (AttributeError, KeyError, TypeError):
+            continue  # no lock, or not one, on that ref
     return pinned, names
 
 

@@ -4,9 +4,12 @@ build machinery (httpx, the backends)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Plan, Project, make_plan
 from nbpipe.run.known import StoreKnown
 from nbpipe.store.cache import Cache
@@ -25,19 +28,31 @@ def open_remote(project: Project, offline: bool = False) -> Remote | None:
     return configured(project.loaded.root, config.remote, config.endpoint_url, offline)
 
 
+@contextmanager
+def known_store(project: Project, cache_dir: Path, offline: bool = False) -> Iterator[StoreKnown]:
+    """What happened before (lock, local cache, outputs, remote cache), opened read-only."""
+    cache, lock, state = open_store(project, cache_dir, create=False)
+    try:
+        yield StoreKnown(lock, cache, state, open_remote(project, offline))
+    finally:
+        cache.close()
+
+
+def plan_with(known: StoreKnown, frames: list[Frame], prefetch: tuple[str, ...] = ()) -> Plan:
+    """The plan of `frames` against `known`. Restores the shared remote cache would serve say
+    so. `prefetch` names more keys whose remote take records are read in the same batch."""
+    if known.remote is not None:
+        keys = [*(f.key for f in frames if f.key), *prefetch]
+        known.remote.prefetch_takes([k for k in keys if not known.cache.takes(k)])
+    plan = make_plan(frames, known)
+    return Plan([replace(s, reason=f"{s.reason} (from the remote cache)")
+                 if s.action == "restore" and known.remote_only(s.digest) else s
+                 for s in plan.steps])
+
+
 def plan_project(project: Project, cache_dir: Path, patterns: tuple[str, ...],
                  offline: bool = False) -> Plan:
     """The plan against what happened before (the lock, the caches, the outputs); writes
-    nothing. Restores the shared remote cache would serve say so."""
-    cache, lock, state = open_store(project, cache_dir, create=False)
-    try:
-        known = StoreKnown(lock, cache, state, open_remote(project, offline))
-        frames = project.select(patterns)
-        if known.remote is not None:
-            known.remote.prefetch_takes([f.key for f in frames if f.key and not cache.takes(f.key)])
-        plan = make_plan(frames, known)
-        return Plan([replace(s, reason=f"{s.reason} (from the remote cache)")
-                      if s.action == "restore" and known.remote_only(s.digest) else s
-                      for s in plan.steps])
-    finally:
-        cache.close()
+    nothing."""
+    with known_store(project, cache_dir, offline) as known:
+        return plan_with(known, project.select(patterns))

@@ -49,18 +49,25 @@ class Lock:
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
         try:
-            doc = json.loads(text)
+            return Lock.parse(json.loads(text), profile)
+        except ValueError as exc:
+            raise UsageError(f"{path} is not a valid lock file ({exc})",
+                             "a merge conflict? resolve it, or delete the file and rebuild "
+                             "(cached images are restored for free)") from None
+
+    @staticmethod
+    def parse(doc: dict, profile: str | None = None) -> "Lock":
+        """A lock from its JSON document; ValueError when it is not one."""
+        try:
             if doc.get("version") != LOCK_VERSION:
                 raise ValueError(f"unsupported lock version {doc.get('version')!r}")
             sections = {None: doc["frames"], **doc.get("profiles", {})}
             parsed = {name: {frame: LockEntry(**entry) for frame, entry in frames.items()}
                       for name, frames in sections.items()}
-            mine = parsed.pop(profile, {})
-            return Lock(mine, profile, parsed)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UsageError(f"{path} is not a valid lock file ({exc})",
-                             "a merge conflict? resolve it, or delete the file and rebuild "
-                             "(cached images are restored for free)") from None
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(str(exc)) from None
+        mine = parsed.pop(profile, {})
+        return Lock(mine, profile, parsed)
 
     def text(self) -> str:
         """Sorted JSON with one line per frame: a re-rendered frame is one changed line in git."""

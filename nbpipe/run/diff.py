@@ -1,0 +1,104 @@
+"""`nbpipe diff`: what changed between the lock committed at a git ref (BASE) and the working
+tree, frame by frame, with the field-level reason, its root cause and what is still to pay.
+
+A frame is *added* when BASE's lock has no entry for it, *removed* when BASE pinned it and the
+manifest no longer declares it, *changed* when its key differs from the one BASE pinned (or the
+same key now pins another take). Where it stands now comes from the plan against the working
+tree: `rendered` (the working tree already holds its image), `restore` (a cache has it: free),
+`render` (to pay), `blocked` (waits on an upstream, or an output modified outside nbpipe).
+The previous request behind BASE's key is read from the local, then the remote cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from nbpipe.plan.frame import Frame
+from nbpipe.plan.planner import Project, Step
+from nbpipe.plan.reasons import Change, changes, short_reason
+from nbpipe.run import gitref
+from nbpipe.run.known import StoreKnown
+from nbpipe.run.view import known_store, plan_with
+from nbpipe.store.lock import LockEntry
+
+STATES = {"fresh": "rendered", "restore": "restore", "render": "render", "blocked": "blocked"}
+
+
+@dataclass(frozen=True)
+class FrameDiff:
+    """One frame that differs from BASE. `before` is BASE's pin; `after` the current frame
+    (None when removed); `digest` the image it holds now or will be restored to."""
+
+    name: str
+    status: str  # added | removed | changed
+    state: str  # rendered | restore | render | blocked | removed
+    reason: str
+    causes: tuple[str, ...] = ()
+    details: tuple[str, ...] = ()
+    before: LockEntry | None = None
+    after: Frame | None = None
+    digest: str | None = None
+    output: str | None = None
+    cost: Decimal = Decimal(0)  # what it still costs to render
+    previous: dict | None = field(default=None, compare=False)  # BASE's request, when known
+
+
+@dataclass(frozen=True)
+class Diff:
+    ref: str
+    commit: str
+    frames: list[FrameDiff]
+
+    def count(self, status: str) -> int:
+        return sum(1 for f in self.frames if f.status == status)
+
+    @property
+    def to_render(self) -> int:
+        return sum(1 for f in self.frames if f.state == "render" or
+                   (f.state == "blocked" and f.cost > 0))
+
+    @property
+    def cost(self) -> Decimal:
+        return sum((f.cost for f in self.frames), Decimal(0))
+
+
+def diff_project(project: Project, cache_dir: Path, base: str | None,
+                 offline: bool = False) -> Diff:
+    """The diff of the working tree against the lock committed at `base` (see the module)."""
+    root = project.loaded.root
+    ref = base or gitref.default_base(root)
+    commit = gitref.resolve(root, ref)
+    before = gitref.lock_at(root, commit, project.declared.profile).entries
+    with known_store(project, cache_dir, offline) as known:
+        plan = plan_with(known, list(project.frames.values()),
+                         prefetch=tuple(e.key for e in before.values()))
+        found = [d for step in plan.steps if (d := _frame_diff(step, before, known))]
+    found += [FrameDiff(name, "removed", "removed", "no longer declared", before=entry)
+              for name, entry in sorted(before.items()) if name not in project.frames]
+    return Diff(ref, commit, found)
+
+
+def _frame_diff(step: Step, before: dict[str, LockEntry], known: StoreKnown) -> FrameDiff | None:
+    frame = step.frame
+    state = STATES[step.action]
+    common = {"after": frame, "digest": step.digest, "output": step.output or frame.output,
+              "cost": step.cost}
+    old = before.get(frame.name)
+    if old is None:
+        return FrameDiff(frame.name, "added", state, "new frame", ("new frame",), **common)
+    if old.key == frame.key:
+        if step.digest is None or step.digest == old.digest:
+            return None  # the same request pinned to the same image (or not on disk here)
+        return FrameDiff(frame.name, "changed", state, "another take pinned",
+                         ("another take pinned",),
+                         (f"take: sha256 {old.digest[:12]} → {step.digest[:12]}",), old, **common)
+    previous = known.previous_request(old.key)
+    found = changes(frame, previous) if previous is not None else [Change(
+        "request changed", ("the request BASE pinned is in neither cache: "
+                            "the frame key differs from BASE's lock",), True)]
+    causes = tuple(c.short for c in found if c.cause) or (short_reason(found),)
+    details = tuple(line for c in found for line in c.lines)
+    return FrameDiff(frame.name, "changed", state, short_reason(found), causes, details, old,
+                     previous=previous, **common)

@@ -1,0 +1,112 @@
+"""Reading the project as committed at a git ref: its lock and its committed output files.
+
+What a ref holds is untrusted (a pull request chooses it): a lock read here is validated entry
+by entry before any field names a path or a blob, and a committed output is used only when its
+bytes hash to the digest that lock pins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+from pathlib import Path, PurePosixPath
+
+from nbpipe.errors import UsageError
+from nbpipe.store.lock import LOCK_NAME, Lock
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def git(root: Path, *args: str, binary: bool = False) -> str | bytes:
+    """Run git in `root`; CalledProcessError or OSError when it fails."""
+    done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, check=True)
+    return done.stdout if binary else done.stdout.decode("utf-8", "replace")
+
+
+def repo_path(root: Path, rel: str = "",
+              why: str = "diff and review compare with the lock committed at a git ref") -> str:
+    """`rel` (project-relative) as a path from the repository's top, for `git show REF:PATH`."""
+    try:
+        top = Path(str(git(root, "rev-parse", "--show-toplevel")).strip())
+    except (OSError, subprocess.CalledProcessError):
+        raise UsageError(f"{root} is not in a git repository", why) from None
+    inside = root.resolve().relative_to(top.resolve()) / rel
+    return inside.as_posix()
+
+
+def default_base(root: Path) -> str:
+    """The merge-base with the upstream branch when there is one, else HEAD."""
+    try:
+        return str(git(root, "merge-base", "HEAD", "@{upstream}")).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "HEAD"
+
+
+def resolve(root: Path, ref: str) -> str:
+    """The commit `ref` names, or a usage error (exit 2) naming it."""
+    if ref.startswith("-"):
+        raise UsageError(f"'{ref}' is not a git ref")
+    try:
+        return str(git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")).strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise UsageError(f"unknown git ref '{ref}'",
+                         "name a branch, tag or commit, e.g. origin/main") from None
+
+
+def show(root: Path, commit: str, rel: str) -> bytes | None:
+    """The bytes of project file `rel` at `commit`, or None when it is not there."""
+    try:
+        return git(root, "show", f"{commit}:{repo_path(root, rel)}", binary=True)  # type: ignore[return-value]
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def lock_at(root: Path, commit: str, profile: str | None) -> Lock:
+    """nbpipe.lock as committed at `commit` (empty when there was none), validated."""
+    data = show(root, commit, LOCK_NAME)
+    if data is None:
+        return Lock(profile=profile)
+    where = f"nbpipe.lock at {commit[:12]}"
+    try:
+        doc = json.loads(data.decode("utf-8"))
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        lock = Lock.parse(doc, profile)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{where} is not a valid lock file ({exc})") from None
+    for name, entry in lock.entries.items():
+        problem = entry_problem(entry)
+        if problem:
+            raise UsageError(f"{where}: frame '{name}' {problem}")
+    return lock
+
+
+def entry_problem(entry) -> str | None:
+    """Why a lock entry cannot be trusted to name a blob or a path, or None."""
+    if not (isinstance(entry.key, str) and _SHA256.match(entry.key)):
+        return "has a key that is not a SHA-256"
+    if not (isinstance(entry.digest, str) and _SHA256.match(entry.digest)):
+        return "has a digest that is not a SHA-256"
+    if not isinstance(entry.output, str) or not safe_relative(entry.output):
+        return "has an output path outside the project"
+    if not isinstance(entry.cost_usd, (int, float)) or not 0 <= entry.cost_usd < 1e6:
+        return "has an impossible cost"
+    return None
+
+
+def safe_relative(path: str) -> bool:
+    pure = PurePosixPath(path)
+    return bool(path) and "\\" not in path and "\x00" not in path and not pure.is_absolute() \
+        and ".." not in pure.parts and not re.match(r"^[A-Za-z]:", path)
+
+
+def committed_image(root: Path, commit: str, output: str, digest: str) -> bytes | None:
+    """The output file committed at `commit`, if its bytes are the pinned image."""
+    if not safe_relative(output):
+        return None
+    data = show(root, commit, output)
+    if data is None or hashlib.sha256(data).hexdigest() != digest:
+        return None
+    return data
