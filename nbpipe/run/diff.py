@@ -75,8 +75,9 @@ def diff_project(project: Project, cache_dir: Path, base: str | None,
         plan = plan_with(known, list(project.frames.values()),
                          prefetch=tuple(e.key for e in before.values()))
         found = [d for step in plan.steps if (d := _frame_diff(step, before, known))]
-    found += [FrameDiff(name, "removed", "removed", "no longer declared", before=entry)
-              for name, entry in sorted(before.items()) if name not in project.frames]
+        found += [FrameDiff(name, "removed", "removed", "no longer declared", before=entry,
+                            previous=known.previous_request(entry.key))
+                  for name, entry in sorted(before.items()) if name not in project.frames]
     return Diff(ref, commit, found)
 
 

@@ -16,16 +16,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, select_autoescape
-
 from nbpipe.manifest.expand import name_part
 from nbpipe.plan.planner import Project, Step
 from nbpipe.run.events import fmt_usd
+from nbpipe.run.page import Thumbs, environment, write_page
 from nbpipe.run.view import open_store, plan_project
 from nbpipe.store.cache import Cache
-
-THUMB_PX = 360
-
 
 @dataclass
 class Card:
@@ -54,28 +50,6 @@ class Section:
     strip: list[Card] = field(default_factory=list)  # chain: upstreams, then this target
 
 
-class _Thumbs:
-    def __init__(self, folder: Path, page_dir: Path):
-        self.folder = folder
-        self.page_dir = page_dir
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def of(self, digest: str, source: Path) -> str | None:
-        target = self.folder / f"{digest[:24]}.jpg"
-        if not target.exists():
-            from PIL import Image, UnidentifiedImageError
-
-            try:
-                with Image.open(source) as image:
-                    image.thumbnail((THUMB_PX, THUMB_PX))
-                    temp = target.with_suffix(".part")
-                    image.convert("RGB").save(temp, "JPEG", quality=82)
-                    os.replace(temp, target)
-            except (OSError, UnidentifiedImageError, ValueError):
-                return None
-        return os.path.relpath(target, self.page_dir)
-
-
 def write_report(project: Project, cache_dir: Path, out: Path) -> Path:
     """Write the report to `out` (an .html file) and its thumbnails beside it."""
     root = project.loaded.root
@@ -83,7 +57,7 @@ def write_report(project: Project, cache_dir: Path, out: Path) -> Path:
     plan = plan_project(project, cache_dir, ())
     cache, lock, state = open_store(project, cache_dir, create=False)
     try:
-        thumbs = _Thumbs(page.parent / "report-thumbs", page.parent)
+        thumbs = Thumbs(page.parent / "report-thumbs", page.parent)
         failed = state.data.get("failed", {})
         cards = {s.frame.name: _card(s, project, cache, lock, failed, thumbs, page.parent)
                  for s in plan.steps}
@@ -97,22 +71,17 @@ def write_report(project: Project, cache_dir: Path, out: Path) -> Path:
         pinned = sum((Decimal(str(e.cost_usd)) for e in lock.entries.values()), Decimal(0))
     finally:
         cache.close()
-    env = Environment(loader=PackageLoader("nbpipe", "data"), autoescape=select_autoescape())
-    html = env.get_template("report.html.j2").render(
+    html = environment().get_template("report.html.j2").render(
         name=project.loaded.manifest.name or root.resolve().name, sections=sections,
         frames=len(cards), states=sorted({c.state for c in cards.values()}),
         bibles=sorted({c.bible for c in cards.values() if c.bible}),
         spent=fmt_usd(Decimal(totals.get("spent_usd", "0"))),
         saved=fmt_usd(Decimal(totals.get("saved_usd", "0"))), pinned=fmt_usd(pinned),
         profile=project.declared.profile)
-    page.parent.mkdir(parents=True, exist_ok=True)
-    temp = page.with_suffix(".part")
-    temp.write_text(html, "utf-8")
-    os.replace(temp, page)
-    return page
+    return write_page(page, html)
 
 
-def _card(step: Step, project: Project, cache: Cache, lock, failed: dict, thumbs: _Thumbs,
+def _card(step: Step, project: Project, cache: Cache, lock, failed: dict, thumbs: Thumbs,
           page_dir: Path) -> Card:
     frame = step.frame
     entry = lock.entries.get(frame.name)

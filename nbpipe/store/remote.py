@@ -13,6 +13,7 @@ build, so planning a thousand frames costs one listing, not a thousand requests.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict
@@ -129,6 +130,14 @@ class Remote:
         except Exception:  # noqa: BLE001 - a blob that cannot be fetched is a miss
             return False
         return True
+
+    def read_verified(self, digest: str) -> bytes | None:
+        """A blob's bytes, if they hash to its name; None on any miss (nothing is cached)."""
+        try:
+            data = self.fs.cat_file(f"{self.root}/blobs/{digest}")
+        except Exception:  # noqa: BLE001 - a blob that cannot be read is a miss
+            return None
+        return data if hashlib.sha256(data).hexdigest() == digest else None
 
     def share(self, digest: str, data: bytes, lifetime: int) -> str:
         """An https URL a backend can fetch these bytes from for `lifetime` seconds (uploaded

@@ -1,0 +1,87 @@
+"""What the static pages (`report`, `review`) share: thumbnails kept by image digest, the
+autoescaping template environment, inline assets allowed by a hash-based Content-Security-Policy,
+and the atomic write of the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+from collections.abc import Callable
+from importlib.resources import files
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from nbpipe.store.cache import atomic_write
+
+THUMB_PX = 360
+Source = Callable[[], bytes | None]
+
+
+class Thumbs:
+    """JPEG thumbnails in `folder`, named by the image's digest, so a rebuilt page only makes
+    the new ones. `of` answers a link relative to the page, or a data: URI when `inline`."""
+
+    def __init__(self, folder: Path, page_dir: Path, px: int = THUMB_PX, inline: bool = False):
+        self.folder, self.page_dir, self.px, self.inline = folder, page_dir, px, inline
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def of(self, digest: str, source: Path | Source) -> str | None:
+        """The thumbnail of the image `digest`; `source` (a file, or a function answering the
+        bytes) is read only when the thumbnail is not made yet. None if it is not an image."""
+        target = self.folder / f"{digest[:24]}.jpg"
+        if not target.exists() and not self._make(target, source):
+            return None
+        if self.inline:
+            return "data:image/jpeg;base64," + base64.b64encode(target.read_bytes()).decode()
+        return os.path.relpath(target, self.page_dir)
+
+    def _make(self, target: Path, source: Path | Source) -> bool:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            data = source.read_bytes() if isinstance(source, Path) else source()
+            if data is None:
+                return False
+            with Image.open(io.BytesIO(data)) as image:
+                image.thumbnail((self.px, self.px))
+                out = io.BytesIO()
+                image.convert("RGB").save(out, "JPEG", quality=82)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+            return False
+        _publish(target, out.getvalue())
+        return True
+
+
+def environment() -> Environment:
+    return Environment(loader=PackageLoader("nbpipe", "data"), autoescape=select_autoescape(
+        default_for_string=True, default=True))
+
+
+def asset(name: str) -> tuple[str, str]:
+    """A CSS or JS file of the package, and the CSP source that allows it inline."""
+    text = files("nbpipe").joinpath(f"data/{name}").read_text("utf-8")
+    digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+    return text, f"'sha256-{digest}'"
+
+
+def csp(styles: list[str], scripts: list[str], images: str) -> str:
+    """A strict policy: nothing loads but the page's own images; only hashed inline code runs."""
+    return (f"default-src 'none'; img-src {images}; style-src {' '.join(styles)}; "
+            f"script-src {' '.join(scripts)}; base-uri 'none'; form-action 'none'")
+
+
+def write_page(page: Path, html: str) -> Path:
+    _publish(page, html.encode("utf-8"))
+    return page
+
+
+def _publish(path: Path, data: bytes) -> None:
+    """Atomically, and readable like any file the user makes (a page is meant to be shared)."""
+    atomic_write(path, data)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
