@@ -408,17 +408,20 @@ def diff(ctx: click.Context, base: str | None, fmt: str, review_url: str | None,
 @click.option("-o", "--output", "out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("out/review"), show_default=True, help="Folder of the page.")
 @click.option("--self-contained", is_flag=True, help="One HTML file, thumbnails inline.")
+@click.option("--preview", is_flag=True, help="Show frames still to render as the preview "
+              "backend's placeholders (drawn locally: free, nothing is pinned).")
 @click.option("--backend", type=BACKEND_CHOICE, help="Compare as built on this backend.")
 @PROFILE
 @click.option("--offline", is_flag=True, help="Do not look at the remote cache.")
 @click.pass_context
-def review(ctx: click.Context, base: str | None, out: Path, self_contained: bool,
+def review(ctx: click.Context, base: str | None, out: Path, self_contained: bool, preview: bool,
            backend: str | None, profile: str | None, offline: bool) -> int:
     """A before/after page of the frames that differ from the lock at git ref BASE."""
     from nbpipe.run.review import write_review
 
     project = _project(ctx, backend, profile)
-    page, count = write_review(project, _cache_dir(ctx.obj), base, out, self_contained, offline)
+    page, count = write_review(project, _cache_dir(ctx.obj), base, out, self_contained, offline,
+                               preview)
     click.echo(f"wrote {page} ({count} changed frame{'s' * (count != 1)})")
     return EXIT_OK
 

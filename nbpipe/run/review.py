@@ -10,6 +10,7 @@ digest. Thumbnails are kept by digest (report's code), so a rebuilt page only ma
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,8 +84,11 @@ class _Images:
 
 
 def write_review(project: Project, cache_dir: Path, base: str | None, out: Path,
-                 self_contained: bool, offline: bool = False) -> tuple[Path, int]:
-    """Write the review page into folder `out` (index.html, thumbs/); the page and its size."""
+                 self_contained: bool, offline: bool = False,
+                 preview: bool = False) -> tuple[Path, int]:
+    """Write the review page into folder `out` (index.html, thumbs/); the page and how many
+    frames it shows. With `preview`, a frame still to render shows the preview backend's
+    placeholder of its request (drawn here: nothing is sent, paid, cached or pinned)."""
     root = project.loaded.root
     folder = out if out.is_absolute() else root / out
     diff = diff_project(project, cache_dir, base, offline)
@@ -92,7 +96,7 @@ def write_review(project: Project, cache_dir: Path, base: str | None, out: Path,
                     REVIEW_PX, inline=self_contained)
     images = _Images(project, cache_dir, diff.commit, offline)
     try:
-        entries = [_entry(f, thumbs, images) for f in diff.frames]
+        entries = [_entry(f, thumbs, images, preview) for f in diff.frames]
     finally:
         images.close()
     return write_page(folder / "index.html", _html(project, diff, entries, self_contained)), \
@@ -109,7 +113,7 @@ def _html(project: Project, diff: Diff, entries: list[Entry], self_contained: bo
         entries=entries, css=css, js=js, policy=policy)
 
 
-def _entry(f: FrameDiff, thumbs: Thumbs, images: _Images) -> Entry:
+def _entry(f: FrameDiff, thumbs: Thumbs, images: _Images, preview: bool) -> Entry:
     before = after = None
     if f.before is not None:
         source = images.before(f.before.digest, f.before.output)
@@ -122,13 +126,23 @@ def _entry(f: FrameDiff, thumbs: Thumbs, images: _Images) -> Entry:
         if f.digest is None:
             note = f"still to render · USD {fmt_usd(f.after.cost)}" if f.state == "render" \
                 else f"{f.state}: {f.reason}"
-            after = Side(None, None, model, note)
+            after = _preview(f, thumbs, model, note) if preview else Side(None, None, model, note)
         else:
             thumb = thumbs.of(f.digest, images.after(f.digest, f.output or f.after.output))
             after = Side(f.digest, thumb, model, "" if thumb else "image not found")
     prompt, note = _prompt(f)
     return Entry(anchor(f.name), f.name, f.status, f.state, f.reason, f.causes, f.details,
                  fmt_usd(f.cost), before, after, prompt, note)
+
+
+def _preview(f: FrameDiff, thumbs: Thumbs, model: str, note: str) -> Side:
+    """The preview backend's placeholder of a frame still to render (offline and free)."""
+    from nbpipe.backends.preview import draw
+
+    frame = f.after
+    identity = hashlib.sha256(f"preview:{frame.name}:{frame.key}".encode()).hexdigest()
+    thumb = thumbs.of(identity, lambda: draw(frame, []))
+    return Side(None, thumb, f"{model} · preview, not rendered", note)
 
 
 def _prompt(f: FrameDiff) -> tuple[list[tuple[str, str]], str]:
