@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# nbpipe's pull-request loop; docs/github-workflow.yml calls it, docs/ci.md explains it.
+#
+#   nbpipe-ci.sh pr     a pull request from this repository (secrets available): plan and diff
+#                       into the job summary, render what changed within $NBPIPE_MAX_COST, push
+#                       the images to the shared remote cache, write the review page
+#   nbpipe-ci.sh fork   a pull request from a fork (no secrets): plan, diff and a review page
+#                       whose new frames are preview placeholders; spends nothing
+#   nbpipe-ci.sh main   after a merge: build (everything the pull request paid for is restored
+#                       from the remote cache: 0 renders), then commit nbpipe.lock and outputs
+#
+# Settings (environment): NBPIPE (the command, default `nbpipe`), NBPIPE_PROJECT (the project
+# folder, default .), NBPIPE_BASE (the git ref to compare with, default origin/$GITHUB_BASE_REF),
+# NBPIPE_MAX_COST (USD a pull request may spend, default 5), NBPIPE_REVIEW_DIR (default review),
+# NBPIPE_COMMIT_PUSH (main: push the commit to this ref, default the current branch; `no` to
+# only commit), GITHUB_STEP_SUMMARY (where the Markdown goes; default stdout).
+set -euo pipefail
+
+mode=${1:?usage: nbpipe-ci.sh pr|fork|main}
+read -r -a nbpipe <<< "${NBPIPE:-nbpipe}"
+cd "${NBPIPE_PROJECT:-.}"
+summary=${GITHUB_STEP_SUMMARY:-/dev/stdout}
+base=${NBPIPE_BASE:-origin/${GITHUB_BASE_REF:-main}}
+max_cost=${NBPIPE_MAX_COST:-5}
+review_dir=${NBPIPE_REVIEW_DIR:-review}
+
+# The plan as preformatted text (escaped: frame names and reasons come from the pull request).
+plan_summary() {
+  local text
+  text=$("${nbpipe[@]}" plan "$@" | sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' -e 's/>/\&gt;/g')
+  printf '### nbpipe plan\n\n<pre>\n%s\n</pre>\n\n' "$text" >> "$summary"
+}
+
+case "$mode" in
+  pr)
+    plan_summary
+    status=0
+    "${nbpipe[@]}" build --max-cost "$max_cost" || status=$?
+    "${nbpipe[@]}" push  # the build pushes as it goes; this makes sure before main needs them
+    "${nbpipe[@]}" diff "$base" --format markdown >> "$summary"
+    "${nbpipe[@]}" review "$base" -o "$review_dir" --self-contained
+    if [ "$status" -ne 0 ]; then
+      printf '\n**nbpipe build failed (exit %s)**: a render failed or the frames did not fit ' \
+        "$status" >> "$summary"
+      printf 'in USD %s (NBPIPE_MAX_COST); the log lists which and why.\n' "$max_cost" >> "$summary"
+    fi
+    exit "$status"
+    ;;
+  fork)
+    plan_summary --offline
+    "${nbpipe[@]}" diff "$base" --format markdown --offline >> "$summary"
+    "${nbpipe[@]}" review "$base" -o "$review_dir" --self-contained --preview --offline
+    printf '\nA pull request from a fork renders nothing: new frames are preview placeholders; ' \
+      >> "$summary"
+    printf 'main renders them after the merge.\n' >> "$summary"
+    ;;
+  main)
+    "${nbpipe[@]}" build --max-cost "$max_cost"
+    git add -A -- .
+    if git diff --cached --quiet; then
+      echo "nbpipe: lock and outputs already up to date"
+      exit 0
+    fi
+    git -c user.name="${GIT_AUTHOR_NAME:-nbpipe}" \
+        -c user.email="${GIT_AUTHOR_EMAIL:-nbpipe@users.noreply.github.com}" \
+        commit -q -m "nbpipe build [skip ci]"
+    target=${NBPIPE_COMMIT_PUSH:-$(git rev-parse --abbrev-ref HEAD)}
+    if [ "$target" != "no" ]; then
+      git push -q origin "HEAD:$target"
+    fi
+    ;;
+  *)
+    echo "usage: nbpipe-ci.sh pr|fork|main" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,166 @@
+"""The whole pull-request loop of docs/ci.md, run here through docs/nbpipe-ci.sh: a bare git
+repository as GitHub, moto's S3 server as the shared remote cache, the fake HiAPI counting the
+renders it is paid for, and a fresh clone (an empty .nbpipe/) for every CI job."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.run.test_report import browser  # noqa: F401 - the headless Chromium fixture
+from tests.store.test_remote import bucket  # noqa: F401 - moto's S3 server
+
+SCRIPT = REPO / "docs" / "nbpipe-ci.sh"
+MANIFEST = """\
+version: 1
+name: pr-loop
+defaults: {backend: hiapi, model: Nano-Banana, aspect_ratio: "1:1", output: "out/{frame}.{ext}"}
+bibles:
+  mira: "Mira, a field engineer in a rust-orange beanie"
+  theo: "Theo, a courier with a red bicycle"
+templates:
+  scene: "{{ bible }} | Scene: {{ scene }}"
+  product: {subject: {name: "{{ name }}", color: "{{ color }}"}}
+targets:
+  workshop: {template: scene, bible: mira, vars: {scene: a repair workshop}}
+  rooftop: {template: scene, bible: mira, vars: {scene: a city rooftop}}
+  street: {template: scene, bible: theo, vars: {scene: a rainy street}}
+  shoe: {template: product, vars: {name: running shoe}, matrix: {color: [red, blue, green]}}
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def ci(mode: str, repo: Path, summary: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NBPIPE": f"{sys.executable} -m nbpipe", "NBPIPE_BASE": "origin/main",
+           "GITHUB_STEP_SUMMARY": str(summary), "NBPIPE_MAX_COST": "1"}
+    return subprocess.run(["bash", str(SCRIPT), mode], cwd=repo, env=env, capture_output=True,
+                          text=True)
+
+
+def nbpipe(repo: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(repo), *args],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def origin(tmp_path, monkeypatch):
+    for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        monkeypatch.setenv(var, "dev")
+    for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(var, "dev@example.com")
+    bare = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    return bare
+
+
+def clone(origin: Path, where: Path, branch: str = "main") -> Path:
+    subprocess.run(["git", "clone", "-q", "-b", branch, str(origin), str(where)], check=True,
+                   capture_output=True)
+    return where
+
+
+def colour(data: bytes) -> tuple[int, ...]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB").getpixel((image.width // 2, image.height // 2))
+
+
+def test_pull_request_pays_once_and_main_restores_it(origin, bucket, fake_hiapi,  # noqa: F811
+                                                     browser, tmp_path):  # noqa: F811
+    dev = tmp_path / "dev"
+    subprocess.run(["git", "clone", "-q", str(origin), str(dev)], check=True, capture_output=True)
+    git(dev, "symbolic-ref", "HEAD", "refs/heads/main")  # an empty repository's first branch
+    (dev / "nbpipe.yaml").write_text(MANIFEST)
+    (dev / ".gitignore").write_text(".nbpipe/\nreview/\n")
+    git(dev, "add", ".")
+    git(dev, "commit", "-q", "-m", "storyboard")
+    git(dev, "push", "-q", "origin", "main")
+
+    # main's job renders the six frames and commits the lock and outputs
+    first = ci("main", clone(origin, tmp_path / "ci-main-1"), tmp_path / "main1.md")
+    assert first.returncode == 0, first.stderr
+    assert fake_hiapi.counts["creates"] == 6
+    git(dev, "pull", "-q")
+    main_lock = json.loads((dev / "nbpipe.lock").read_text())["frames"]
+
+    # a pull request: one matrix value and one bible change
+    git(dev, "checkout", "-q", "-b", "teal")
+    text = MANIFEST.replace("rust-orange beanie", "green beanie").replace("blue,", "teal,")
+    (dev / "nbpipe.yaml").write_text(text)
+    git(dev, "commit", "-q", "-am", "teal shoe, green beanie")
+    git(dev, "push", "-q", "origin", "teal")
+
+    pr = clone(origin, tmp_path / "ci-pr", "teal")
+    planned = json.loads(nbpipe(pr, "diff", "origin/main", "--format", "json"))
+    assert planned["summary"] == {"changed": 2, "added": 1, "removed": 1, "to_render": 3,
+                                  "cost_usd": 0.15}
+    assert [(f["frame"], f["status"], f["state"], f["causes"], f["cost_usd"])
+            for f in planned["frames"]] == [
+        ("workshop", "changed", "render", ["bible 'mira' changed"], 0.05),
+        ("rooftop", "changed", "render", ["bible 'mira' changed"], 0.05),
+        ("shoe/teal", "added", "render", ["new frame"], 0.05),
+        ("shoe/blue", "removed", "removed", [], 0.0)]
+
+    summary = tmp_path / "pr.md"
+    job = ci("pr", pr, summary)
+    assert job.returncode == 0, job.stderr
+    assert fake_hiapi.counts["creates"] == 9  # exactly the three changed frames
+    text = summary.read_text()
+    assert "### nbpipe plan" in text and "2 changed · 1 added · 1 removed · nothing to render" in text
+    assert "| workshop | changed | rendered | bible 'mira' changed | Nano-Banana |  |" in text
+    pr_lock = json.loads((pr / "nbpipe.lock").read_text())["frames"]
+
+    page = browser.new_page()
+    page.goto((pr / "review" / "index.html").as_uri())
+    page.wait_for_load_state("load")
+    shown = page.evaluate("""[...document.querySelectorAll('section.frame')].map(s => ({
+        frame: s.dataset.frame, before: s.dataset.before, after: s.dataset.after,
+        images: [...s.querySelectorAll('img')].map(i => {
+          const c = document.createElement('canvas'); c.width = i.naturalWidth;
+          c.height = i.naturalHeight; const g = c.getContext('2d'); g.drawImage(i, 0, 0);
+          return [i.closest('figure').className, i.dataset.digest,
+                  [...g.getImageData(c.width >> 1, c.height >> 1, 1, 1).data.slice(0, 3)]];
+        })}))""")
+    page.close()
+    assert [s["frame"] for s in shown] == ["workshop", "rooftop", "shoe/teal", "shoe/blue"]
+    committed = {name: (tmp_path / "ci-main-1" / entry["output"]).read_bytes()
+                 for name, entry in main_lock.items()}
+    for s in shown:
+        name = s["frame"]
+        want = []
+        if name in main_lock:
+            assert s["before"] == main_lock[name]["digest"]
+            want.append(("before", main_lock[name]["digest"], colour(committed[name])))
+        if name in pr_lock:
+            assert s["after"] == pr_lock[name]["digest"]
+            data = (pr / pr_lock[name]["output"]).read_bytes()
+            want.append(("after", pr_lock[name]["digest"], colour(data)))
+        assert [(fig, digest) for fig, digest, _ in s["images"]] == \
+            [(fig, digest) for fig, digest, _ in want]
+        for (_, _, got), (_, _, expected) in zip(s["images"], want):
+            assert all(abs(a - b) <= 12 for a, b in zip(got, expected)), (name, got, expected)
+
+    # the merge: main's job (a fresh clone, an empty local cache) restores, never renders
+    git(dev, "checkout", "-q", "main")
+    git(dev, "merge", "-q", "--no-ff", "-m", "merge teal", "teal")
+    git(dev, "push", "-q", "origin", "main")
+    after = ci("main", clone(origin, tmp_path / "ci-main-2"), tmp_path / "main2.md")
+    assert after.returncode == 0, after.stderr
+    assert fake_hiapi.counts["creates"] == 9  # 0 renders after the merge
+    git(dev, "pull", "-q")
+    assert json.loads((dev / "nbpipe.lock").read_text())["frames"] == pr_lock
+    assert git(dev, "log", "-1", "--format=%s").strip() == "nbpipe build [skip ci]"
