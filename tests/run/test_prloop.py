@@ -115,6 +115,25 @@ def test_pull_request_pays_once_and_main_restores_it(origin, bucket, fake_hiapi,
         ("shoe/teal", "added", "render", ["new frame"], 0.05),
         ("shoe/blue", "removed", "removed", [], 0.0)]
 
+    # the same pull request from a fork: no secrets, nothing spent, nothing written but the page
+    fork = clone(origin, tmp_path / "ci-fork", "teal")
+    env = {k: os.environ.pop(k) for k in ("HIAPI_API_KEY", "NBPIPE_REMOTE")}
+    try:
+        job = ci("fork", fork, tmp_path / "fork.md")
+    finally:
+        os.environ.update(env)
+    assert job.returncode == 0, job.stderr
+    assert fake_hiapi.counts["creates"] == 6
+    assert git(fork, "status", "--porcelain") == "" and not (fork / "out" / "shoe" / "teal.png").exists()
+    assert "3 to render, USD 0.15" in (tmp_path / "fork.md").read_text()
+    page = browser.new_page()
+    page.goto((fork / "review" / "index.html").as_uri())
+    previews = page.evaluate("[...document.querySelectorAll('figure.after img')]"
+                             ".map(i => [i.alt, i.naturalWidth > 0, i.dataset.digest])")
+    page.close()
+    assert previews == [["workshop after", True, ""], ["rooftop after", True, ""],
+                        ["shoe/teal after", True, ""]]
+
     summary = tmp_path / "pr.md"
     job = ci("pr", pr, summary)
     assert job.returncode == 0, job.stderr
