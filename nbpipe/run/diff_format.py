@@ -13,6 +13,7 @@ import re
 from urllib.parse import quote, urlsplit
 
 from nbpipe.errors import UsageError
+from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import usd
 from nbpipe.run.diff import Diff, FrameDiff
 from nbpipe.run.events import fmt_usd
@@ -86,7 +87,7 @@ def diff_markdown(diff: Diff, review_url: str | None = None) -> str:
     details = []
     for n, f in enumerate(diff.frames):
         name = f"[{_md(f.name)}]({url}#{quote(anchor(f.name))})" if url else _md(f.name)
-        model = _md(f.after.model) if f.after else ""
+        model = _md(model_label(f.after)) if f.after else ""
         row = (f"| {name} | {f.status} | {f.state} | {_md('; '.join(f.causes) or f.reason)} | "
                f"{model} | {'USD ' + fmt_usd(f.cost) if f.cost else ''} |")
         size += len(row) + 1
@@ -101,6 +102,11 @@ def diff_markdown(diff: Diff, review_url: str | None = None) -> str:
         lines += ["", "<details><summary>Field-level changes</summary>", "",
                   f"<pre>{html.escape(text)}</pre>", "", "</details>"]
     return "\n".join(lines)
+
+
+def model_label(frame: Frame) -> str:
+    resolution = frame.params.get("resolution")
+    return f"{frame.model} {resolution}" if resolution else frame.model
 
 
 def anchor(name: str) -> str:

@@ -48,6 +48,7 @@ def resolve(root: Path, ref: str) -> str:
     """The commit `ref` names, or a usage error (exit 2) naming it."""
     if ref.startswith("-"):
         raise UsageError(f"'{ref}' is not a git ref")
+    repo_path(root)  # outside a repository, say so rather than "unknown ref"
     try:
         return str(git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")).strip()
     except (OSError, subprocess.CalledProcessError):

@@ -18,7 +18,7 @@ from nbpipe.plan.planner import Project
 from nbpipe.plan.reasons import word_ops
 from nbpipe.run import gitref
 from nbpipe.run.diff import Diff, FrameDiff, diff_project
-from nbpipe.run.diff_format import anchor, summary_line
+from nbpipe.run.diff_format import anchor, model_label, summary_line
 from nbpipe.run.events import fmt_usd
 from nbpipe.run.page import Thumbs, asset, csp, environment, write_page
 from nbpipe.run.view import open_remote
@@ -121,8 +121,7 @@ def _entry(f: FrameDiff, thumbs: Thumbs, images: _Images, preview: bool) -> Entr
         before = Side(f.before.digest, thumb, f.before.model,
                       "" if thumb else "not in the caches nor committed at BASE")
     if f.after is not None:
-        model = f.after.model + (f" {f.after.params['resolution']}"
-                                 if f.after.params.get("resolution") else "")
+        model = model_label(f.after)
         if f.digest is None:
             note = f"still to render · USD {fmt_usd(f.after.cost)}" if f.state == "render" \
                 else f"{f.state}: {f.reason}"

@@ -1,0 +1,140 @@
+"""`nbpipe diff`: golden text, Markdown and JSON, and BASE's lock as untrusted input."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.run.test_prloop import MANIFEST
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def normalised(text: str) -> str:
+    """Digests and keys depend on the fake's random task ids: number them in order."""
+    seen: dict[str, str] = {}
+    text = re.sub(r"\b[0-9a-f]{64}\b", lambda m: seen.setdefault(m.group(), f"<sha256 {len(seen) + 1}>"), text)
+    text = re.sub(r"\b[0-9a-f]{40}\b", "<commit>", text)
+    return re.sub(r"\(([0-9a-f]{12})\)", "(<commit>)", text)
+
+
+@pytest.fixture
+def changed(make_project, fake_hiapi, run, monkeypatch) -> Path:
+    """main built and committed; then a bible, a matrix value and a model change, and one of
+    the changed frames already rendered."""
+    for var, value in {"GIT_AUTHOR_NAME": "t", "GIT_COMMITTER_NAME": "t",
+                       "GIT_AUTHOR_EMAIL": "t@example.com",
+                       "GIT_COMMITTER_EMAIL": "t@example.com"}.items():
+        monkeypatch.setenv(var, value)
+    root = make_project(MANIFEST, {".gitignore": b".nbpipe/\n"})
+    git(root, "init", "-q", "-b", "main")
+    assert run("-C", str(root), "build").code == 0
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "main")
+    text = MANIFEST.replace("rust-orange beanie", "green beanie").replace("blue,", "teal,")
+    text = text.replace("{scene: a rainy street}}", "{scene: a rainy street}, model: Nano-Banana-2}")
+    (root / "nbpipe.yaml").write_text(text)
+    assert run("-C", str(root), "build", "workshop").code == 0
+    assert fake_hiapi.counts["creates"] == 7
+    return root
+
+
+@pytest.mark.parametrize("fmt,name", [("text", "diff.txt"), ("markdown", "diff.md"),
+                                      ("json", "diff.json")])
+def test_golden(changed, run, fmt, name):
+    result = run("-C", str(changed), "diff", "main", "--format", fmt,
+                 "--review-url", "https://example.com/review/")
+    assert result.code == 0, result.err
+    assert normalised(result.out) == (GOLDEN / name).read_text()
+
+
+def test_the_json_document_says_what_the_text_says(changed, run):
+    doc = json.loads(run("-C", str(changed), "diff", "main", "--format", "json").out)
+    lock = json.loads((changed / "nbpipe.lock").read_text())["frames"]
+    base = json.loads(git(changed, "show", "main:nbpipe.lock"))["frames"]
+    frames = {f["frame"]: f for f in doc["frames"]}
+    assert frames["workshop"]["after"]["digest"] == lock["workshop"]["digest"]
+    assert frames["workshop"]["before"]["digest"] == base["workshop"]["digest"]
+    assert frames["rooftop"]["after"]["digest"] is None  # still to render
+    assert doc["summary"]["cost_usd"] == sum(f["cost_usd"] for f in doc["frames"])
+
+
+def test_default_base_is_head_and_a_clean_tree_differs_in_nothing(changed, run):
+    git(changed, "checkout", "-q", "--", "nbpipe.yaml", "nbpipe.lock")
+    result = run("-C", str(changed), "diff")
+    assert result.code == 0, result.err
+    assert re.fullmatch(r"diff against HEAD \([0-9a-f]{12}\): no frame differs\n", result.out)
+
+
+def test_default_base_is_the_merge_base_with_the_upstream(changed, run):
+    git(changed, "checkout", "-q", "-b", "feature", "--track", "main")
+    git(changed, "add", ".")
+    git(changed, "commit", "-q", "-m", "change")
+    doc = json.loads(run("-C", str(changed), "diff", "--format", "json").out)
+    assert doc["base"]["commit"] == git(changed, "rev-parse", "main").strip()
+    assert doc["summary"]["changed"] == 3
+
+
+@pytest.mark.parametrize("entry,problem", [
+    ({"digest": "../../../etc/passwd"}, "has a digest that is not a SHA-256"),
+    ({"key": "x" * 64}, "has a key that is not a SHA-256"),
+    ({"output": "../../outside.png"}, "has an output path outside the project"),
+    ({"output": "/etc/passwd"}, "has an output path outside the project"),
+    ({"cost_usd": -1}, "has an impossible cost"),
+])
+def test_a_hostile_lock_at_base_is_refused_before_use(changed, run, entry, problem):
+    doc = json.loads((changed / "nbpipe.lock").read_text())
+    doc["frames"]["workshop"].update(entry)
+    (changed / "nbpipe.lock").write_text(json.dumps(doc))
+    git(changed, "commit", "-q", "-am", "hostile")
+    for command in ("diff", "review"):
+        result = run("-C", str(changed), command, "HEAD")
+        assert result.code == 2, result.err
+        assert f"nbpipe.lock at {git(changed, 'rev-parse', 'HEAD')[:12]}: frame 'workshop' " \
+               f"{problem}" in result.err
+        assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"version": 1, "frames": []}',
+                                  '{"version": 1, "frames": {"a": {"key": 1}}}'])
+def test_a_malformed_lock_at_base_is_a_usage_error(changed, run, text):
+    (changed / "nbpipe.lock").write_text(text)
+    git(changed, "commit", "-q", "-am", "broken")
+    result = run("-C", str(changed), "diff", "HEAD")
+    assert result.code == 2 and "is not a valid lock file" in result.err, result.err
+
+
+def test_unknown_ref_and_no_repository_are_usage_errors(changed, run, make_project, tmp_path):
+    result = run("-C", str(changed), "diff", "no-such-branch")
+    assert result.code == 2 and "unknown git ref 'no-such-branch'" in result.err
+    result = run("-C", str(changed), "diff", "--", "--output=/tmp/x")
+    assert result.code == 2 and "is not a git ref" in result.err
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "nbpipe.yaml").write_text(MANIFEST)
+    result = run("-C", str(alone), "diff", "HEAD")
+    assert result.code == 2 and "is not in a git repository" in result.err, result.err
+
+
+def test_markdown_keeps_hostile_text_as_text():
+    from nbpipe.run.diff_format import _md, anchor
+
+    assert _md("<img src=x onerror=alert(1)>|[a](javascript:x)") == \
+        r"&lt;img src=x onerror=alert(1)&gt;\|\[a\](javascript:x)"
+    assert anchor("shoe/teal") != anchor("shoe.2f.teal")
+    assert re.fullmatch(r"[A-Za-z0-9_.-]+", anchor("<script>/ü"))
+
+
+def test_review_url_must_be_http(changed, run):
+    result = run("-C", str(changed), "diff", "main", "--format", "markdown",
+                 "--review-url", "javascript:alert(1)")
+    assert result.code == 2 and "--review-url must be an http(s) URL" in result.err
