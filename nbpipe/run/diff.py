@@ -76,7 +76,7 @@ def diff_project(project: Project, cache_dir: Path, base: str | None,
                          prefetch=tuple(e.key for e in before.values()))
         found = [d for step in plan.steps if (d := _frame_diff(step, before, known))]
         found += [FrameDiff(name, "removed", "removed", "no longer declared", before=entry,
-                            previous=known.previous_request(entry.key))
+                            previous=_usable(known.previous_request(entry.key)))
                   for name, entry in sorted(before.items()) if name not in project.frames]
     return Diff(ref, commit, found)
 
@@ -95,7 +95,7 @@ def _frame_diff(step: Step, before: dict[str, LockEntry], known: StoreKnown) -> 
         return FrameDiff(frame.name, "changed", state, "another take pinned",
                          ("another take pinned",),
                          (f"take: sha256 {old.digest[:12]} → {step.digest[:12]}",), old, **common)
-    previous = known.previous_request(old.key)
+    previous = _usable(known.previous_request(old.key))
     found = changes(frame, previous) if previous is not None else [Change(
         "request changed", ("the request BASE pinned is in neither cache: "
                             "the frame key differs from BASE's lock",), True)]
@@ -103,3 +103,15 @@ def _frame_diff(step: Step, before: dict[str, LockEntry], known: StoreKnown) -> 
     details = tuple(line for c in found for line in c.lines)
     return FrameDiff(frame.name, "changed", state, short_reason(found), causes, details, old,
                      previous=previous, **common)
+
+
+def _usable(request: object) -> dict | None:
+    """A recorded request (a remote record is untrusted) in the shape `changes` reads, or None:
+    a malformed one is a miss, like any corrupt cache entry."""
+    if not isinstance(request, dict):
+        return None
+    shapes = {"params": dict, "vars": dict, "sources": dict, "inputs": list, "prompt": str}
+    if any(request.get(name) is not None and not isinstance(request[name], kind)
+           for name, kind in shapes.items()):
+        return None
+    return request

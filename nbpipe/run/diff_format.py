@@ -44,7 +44,12 @@ def diff_text(diff: Diff) -> str:
         lines.append(f"  {f.status:<8} {f.name:<{width}}  {f.state:<8} {cost:<10} {cause}"
                      .rstrip())
         lines += [f"      {line}" for line in f.details]
-    return "\n".join(lines)
+    return _printable("\n".join(lines))
+
+
+def _printable(text: str) -> str:
+    """No terminal control sequences from a pull request's names and prompts."""
+    return "".join(c if c.isprintable() or c == "\n" else "?" for c in text)
 
 
 def diff_json(diff: Diff) -> str:

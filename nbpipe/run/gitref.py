@@ -14,9 +14,8 @@ import subprocess
 from pathlib import Path, PurePosixPath
 
 from nbpipe.errors import UsageError
+from nbpipe.plan.frame import is_sha256
 from nbpipe.store.lock import LOCK_NAME, Lock
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def git(root: Path, *args: str, binary: bool = False) -> str | bytes:
@@ -86,9 +85,9 @@ def lock_at(root: Path, commit: str, profile: str | None) -> Lock:
 
 def entry_problem(entry) -> str | None:
     """Why a lock entry cannot be trusted to name a blob or a path, or None."""
-    if not (isinstance(entry.key, str) and _SHA256.match(entry.key)):
+    if not is_sha256(entry.key):
         return "has a key that is not a SHA-256"
-    if not (isinstance(entry.digest, str) and _SHA256.match(entry.digest)):
+    if not is_sha256(entry.digest):
         return "has a digest that is not a SHA-256"
     if not isinstance(entry.output, str) or not safe_relative(entry.output):
         return "has an output path outside the project"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from nbpipe.plan.frame import is_sha256
 from nbpipe.store.cache import atomic_write
 
 THUMB_PX = 360
@@ -32,6 +33,8 @@ class Thumbs:
     def of(self, digest: str, source: Path | Source) -> str | None:
         """The thumbnail of the image `digest`; `source` (a file, or a function answering the
         bytes) is read only when the thumbnail is not made yet. None if it is not an image."""
+        if not is_sha256(digest):  # it names the thumbnail's file
+            return None
         target = self.folder / f"{digest[:24]}.jpg"
         if not target.exists() and not self._make(target, source):
             return None

@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nbpipe.plan.frame import is_sha256
 from nbpipe.plan.planner import Project
 from nbpipe.plan.reasons import word_ops
 from nbpipe.run import gitref
@@ -62,13 +63,13 @@ class _Images:
         self.remote = open_remote(project, offline)
 
     def before(self, digest: str, output: str):
-        return lambda: (self.cache.read_verified(digest)
+        return lambda: (self._local(digest)
                         or gitref.committed_image(self.root, self.commit, output, digest)
                         or self._remote(digest))
 
     def after(self, digest: str, output: str):
         def read() -> bytes | None:
-            data = self.cache.read_verified(digest)
+            data = self._local(digest)
             if data is None and gitref.safe_relative(output):
                 path = self.root / output
                 if file_sha256(path) == digest:
@@ -76,8 +77,12 @@ class _Images:
             return data or self._remote(digest)
         return read
 
+    def _local(self, digest: str) -> bytes | None:
+        # a digest from a pull request's lock names a blob path: only a real digest may
+        return self.cache.read_verified(digest) if is_sha256(digest) else None
+
     def _remote(self, digest: str) -> bytes | None:
-        return self.remote.read_verified(digest) if self.remote else None
+        return self.remote.read_verified(digest) if self.remote and is_sha256(digest) else None
 
     def close(self) -> None:
         self.cache.close()

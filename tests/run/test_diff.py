@@ -138,3 +138,30 @@ def test_review_url_must_be_http(changed, run):
     result = run("-C", str(changed), "diff", "main", "--format", "markdown",
                  "--review-url", "javascript:alert(1)")
     assert result.code == 2 and "--review-url must be an http(s) URL" in result.err
+
+
+def test_only_real_digests_name_files(tmp_path):
+    from nbpipe.plan.frame import is_sha256
+    from nbpipe.run.page import Thumbs
+
+    assert is_sha256("a" * 64) and not is_sha256("a" * 64 + "\n") and not is_sha256("A" * 64)
+    thumbs = Thumbs(tmp_path / "thumbs", tmp_path)
+    hostile = "../../" + "a" * 58
+    assert thumbs.of(hostile, lambda: (_ for _ in ()).throw(AssertionError("read"))) is None
+    assert list(tmp_path.rglob("*.jpg")) == []
+
+
+def test_a_malformed_recorded_request_is_a_miss_not_a_crash():
+    from nbpipe.run.diff import _usable
+
+    assert _usable(["not", "a", "dict"]) is None
+    assert _usable({"vars": ["x"], "prompt": "p"}) is None
+    assert _usable({"params": "1K"}) is None
+    good = {"prompt": "p", "vars": {"a": 1}, "params": {}, "inputs": [], "sources": {}}
+    assert _usable(good) is good
+
+
+def test_text_output_has_no_control_characters():
+    from nbpipe.run.diff_format import _printable
+
+    assert _printable("shoe/\x1b[31mred\x07\nnext") == "shoe/?[31mred?\nnext"
