@@ -145,7 +145,7 @@ def _preview(f: FrameDiff, thumbs: Thumbs, model: str, note: str) -> Side:
 
     frame = f.after
     identity = hashlib.sha256(f"preview:{frame.name}:{frame.key}".encode()).hexdigest()
-    thumb = thumbs.of(identity, lambda: draw(frame, []))
+    thumb = thumbs.of(identity, lambda: draw(frame.request, []))
     return Side(None, thumb, f"{model} · preview, not rendered", note)
 
 

@@ -165,3 +165,18 @@ def test_text_output_has_no_control_characters():
     from nbpipe.run.diff_format import _printable
 
     assert _printable("shoe/\x1b[31mred\x07\nnext") == "shoe/?[31mred?\nnext"
+
+
+def test_markdown_of_a_huge_diff_fits_a_github_job_summary():
+    from nbpipe.run.diff import Diff, FrameDiff
+    from nbpipe.run.diff_format import diff_markdown
+    from nbpipe.store.lock import LockEntry
+
+    entry = LockEntry("a" * 64, "out/x.png", "b" * 64, "hiapi", "Nano-Banana", 0.05)
+    frames = [FrameDiff(f"tile/{'v' * 60}{i}", "removed", "removed", "no longer declared",
+                        before=entry) for i in range(30_000)]
+    text = diff_markdown(Diff("main", "c" * 40, frames), "https://example.com/review/")
+    assert len(text.encode()) < 1 << 20 and "data:" not in text
+    last = text.splitlines()[-1]
+    shown = text.count("| removed | removed |")
+    assert last == f"| … {30_000 - shown} more | | | | | |" and shown > 1000

@@ -183,3 +183,18 @@ def test_pull_request_pays_once_and_main_restores_it(origin, bucket, fake_hiapi,
     git(dev, "pull", "-q")
     assert json.loads((dev / "nbpipe.lock").read_text())["frames"] == pr_lock
     assert git(dev, "log", "-1", "--format=%s").strip() == "nbpipe build [skip ci]"
+
+
+def test_the_workflow_runs_the_script_in_each_mode_it_has():
+    from ruamel.yaml import YAML
+
+    workflow = YAML(typ="safe").load((REPO / "docs" / "github-workflow.yml").read_text())
+    runs = [step["run"] for job in workflow["jobs"].values() for step in job["steps"]
+            if "run" in step and "nbpipe-ci.sh" in step["run"]]
+    assert runs == ["bash .github/nbpipe-ci.sh pr", "bash .github/nbpipe-ci.sh fork",
+                    "bash .github/nbpipe-ci.sh main"]
+    script = SCRIPT.read_text()
+    assert all(f"\n  {mode})\n" in script for mode in ("pr", "fork", "main"))
+    assert "pull_request_target" not in json.dumps(workflow["on"])
+    bad = subprocess.run(["bash", str(SCRIPT), "deploy"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
