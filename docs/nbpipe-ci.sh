@@ -36,6 +36,9 @@ case "$mode" in
     plan_summary
     status=0
     "${nbpipe[@]}" build --max-cost "$max_cost" || status=$?
+    if [ "$status" -eq 0 ]; then  # frames skipped over budget: red as well
+      "${nbpipe[@]}" build --check > /dev/null || status=$?
+    fi
     "${nbpipe[@]}" push  # the build pushes as it goes; this makes sure before main needs them
     "${nbpipe[@]}" diff "$base" --format markdown >> "$summary"
     "${nbpipe[@]}" review "$base" -o "$review_dir" --self-contained

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.run.test_prloop import MANIFEST
+from tests.run.test_prloop import MANIFEST, identity  # noqa: F401 - a fixture
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -28,13 +28,9 @@ def normalised(text: str) -> str:
 
 
 @pytest.fixture
-def changed(make_project, fake_hiapi, run, monkeypatch) -> Path:
+def changed(make_project, fake_hiapi, run, identity) -> Path:  # noqa: F811
     """main built and committed; then a bible, a matrix value and a model change, and one of
     the changed frames already rendered."""
-    for var, value in {"GIT_AUTHOR_NAME": "t", "GIT_COMMITTER_NAME": "t",
-                       "GIT_AUTHOR_EMAIL": "t@example.com",
-                       "GIT_COMMITTER_EMAIL": "t@example.com"}.items():
-        monkeypatch.setenv(var, value)
     root = make_project(MANIFEST, {".gitignore": b".nbpipe/\n"})
     git(root, "init", "-q", "-b", "main")
     assert run("-C", str(root), "build").code == 0

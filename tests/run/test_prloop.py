@@ -56,11 +56,16 @@ def nbpipe(repo: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def origin(tmp_path, monkeypatch):
+def identity(monkeypatch):
+    """Who commits, for git in the tests and the script's processes."""
     for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
         monkeypatch.setenv(var, "dev")
     for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
         monkeypatch.setenv(var, "dev@example.com")
+
+
+@pytest.fixture
+def origin(tmp_path, identity):
     bare = tmp_path / "origin.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
     return bare
@@ -198,3 +203,29 @@ def test_the_workflow_runs_the_script_in_each_mode_it_has():
     assert "pull_request_target" not in json.dumps(workflow["on"])
     bad = subprocess.run(["bash", str(SCRIPT), "deploy"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+def test_a_pull_request_over_budget_is_red_and_says_why(identity, bucket, fake_hiapi,  # noqa: F811
+                                                        tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "nbpipe.yaml").write_text(MANIFEST)
+    (repo / ".gitignore").write_text(".nbpipe/\nreview/\n")
+    git(repo, "init", "-q", "-b", "main")
+    nbpipe(repo, "build")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "main")
+    git(repo, "checkout", "-q", "-b", "teal")
+    (repo / "nbpipe.yaml").write_text(MANIFEST.replace("rust-orange", "green"))
+    git(repo, "commit", "-q", "-am", "green beanie")
+    env = {**os.environ, "NBPIPE": f"{sys.executable} -m nbpipe", "NBPIPE_BASE": "main",
+           "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"), "NBPIPE_MAX_COST": "0.06"}
+    job = subprocess.run(["bash", str(SCRIPT), "pr"], cwd=repo, env=env, capture_output=True,
+                         text=True)
+    assert job.returncode == 1
+    assert fake_hiapi.counts["creates"] == 7  # one of the two changed frames fits USD 0.06
+    summary = (tmp_path / "summary.md").read_text()
+    assert "2 changed · 1 to render, USD 0.05" in summary
+    assert "**nbpipe build failed (exit 1)**: a render failed or the frames did not fit in " \
+           "USD 0.06 (NBPIPE_MAX_COST)" in summary
+    assert (repo / "review" / "index.html").is_file()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.run.test_prloop import MANIFEST
+from tests.run.test_prloop import MANIFEST, identity  # noqa: F401 - a fixture
 from tests.run.test_report import browser, open_page, run  # noqa: F401 - fixtures
 
 HOSTILE = '</pre><script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
@@ -26,13 +26,9 @@ def git(root: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def project(tmp_path, run, monkeypatch):  # noqa: F811
+def project(tmp_path, run, identity):  # noqa: F811
     """main built on the preview backend and committed (outputs too); then a bible, a matrix
     value and a var change, the last two rendered, the bible's frames still to render."""
-    for var, value in {"GIT_AUTHOR_NAME": "t", "GIT_COMMITTER_NAME": "t",
-                       "GIT_AUTHOR_EMAIL": "t@example.com",
-                       "GIT_COMMITTER_EMAIL": "t@example.com"}.items():
-        monkeypatch.setenv(var, value)
     root = tmp_path / "project"
     root.mkdir()
     (root / "nbpipe.yaml").write_text(MANIFEST.replace("backend: hiapi", "backend: preview"))
