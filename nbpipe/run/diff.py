@@ -6,12 +6,14 @@ manifest no longer declares it, *changed* when its key differs from the one BASE
 same key now pins another take). Where it stands now comes from the plan against the working
 tree: `rendered` (the working tree already holds its image), `restore` (a cache has it: free),
 `render` (to pay), `blocked` (waits on an upstream, or an output modified outside nbpipe).
+An added frame that takes the place of a removed one of the same target (a matrix value
+renamed) is compared with it: its `before` is that frame's pin, its causes what changed.
 The previous request behind BASE's key is read from the local, then the remote cache.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -43,6 +45,7 @@ class FrameDiff:
     output: str | None = None
     cost: Decimal = Decimal(0)  # what it still costs to render
     previous: dict | None = field(default=None, compare=False)  # BASE's request, when known
+    replaces: str | None = None  # an added frame: the removed one it takes the place of
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,28 @@ def diff_project(project: Project, cache_dir: Path, base: str | None,
         plan = plan_with(known, list(project.frames.values()),
                          prefetch=tuple(e.key for e in before.values()))
         found = [d for step in plan.steps if (d := _frame_diff(step, before, known))]
-        found += [FrameDiff(name, "removed", "removed", "no longer declared", before=entry,
-                            previous=_usable(known.previous_request(entry.key)))
-                  for name, entry in sorted(before.items()) if name not in project.frames]
-    return Diff(ref, commit, found)
+        removed = [FrameDiff(name, "removed", "removed", "no longer declared", before=entry,
+                             previous=_usable(known.previous_request(entry.key)))
+                   for name, entry in sorted(before.items()) if name not in project.frames]
+    return Diff(ref, commit, [_successor(f, removed) for f in found] + removed)
+
+
+def _successor(added: FrameDiff, removed: list[FrameDiff]) -> FrameDiff:
+    """An added frame that takes the place of a removed one of its target (a matrix value or
+    a variant renamed: shoe/blue → shoe/teal) says what changed against the closest of them."""
+    frame = added.after
+    if added.status != "added" or frame is None:
+        return added
+    candidates = [g for g in removed
+                  if g.name.partition("/")[0] == frame.target and g.previous is not None]
+    if not candidates:
+        return added
+    gone = min(candidates, key=lambda g: _distance(frame.vars, g.previous.get("vars") or {}))
+    found = changes(frame, gone.previous)
+    causes = tuple(c.short for c in found if c.cause) or (short_reason(found),)
+    return replace(added, reason=f"replaces {gone.name}", causes=causes,
+                   details=(f"replaces {gone.name}", *(line for c in found for line in c.lines)),
+                   before=gone.before, previous=gone.previous, replaces=gone.name)
 
 
 def _frame_diff(step: Step, before: dict[str, LockEntry], known: StoreKnown) -> FrameDiff | None:
@@ -103,6 +124,11 @@ def _frame_diff(step: Step, before: dict[str, LockEntry], known: StoreKnown) -> 
     details = tuple(line for c in found for line in c.lines)
     return FrameDiff(frame.name, "changed", state, short_reason(found), causes, details, old,
                      previous=previous, **common)
+
+
+def _distance(now: dict, then: dict) -> int:
+    """How many vars differ: cheap enough for every added × removed pair of a target."""
+    return sum(1 for name in now.keys() | then.keys() if now.get(name) != then.get(name))
 
 
 def _usable(request: object) -> dict | None:

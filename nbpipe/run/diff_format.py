@@ -74,7 +74,7 @@ def _frame_json(f: FrameDiff) -> dict:
         "cost_usd": usd(f.after.cost)}
     return {"frame": f.name, "status": f.status, "state": f.state, "reason": f.reason,
             "causes": list(f.causes), "details": list(f.details), "cost_usd": usd(f.cost),
-            "before": before, "after": after}
+            "replaces": f.replaces, "before": before, "after": after}
 
 
 def diff_markdown(diff: Diff, review_url: str | None = None) -> str:

@@ -51,6 +51,7 @@ class Entry:
     after: Side | None
     prompt: list[tuple[str, str]] = field(default_factory=list)
     prompt_note: str = ""
+    replaces: str | None = None
 
 
 class _Images:
@@ -136,7 +137,7 @@ def _entry(f: FrameDiff, thumbs: Thumbs, images: _Images, preview: bool) -> Entr
             after = Side(f.digest, thumb, model, "" if thumb else "image not found")
     prompt, note = _prompt(f)
     return Entry(anchor(f.name), f.name, f.status, f.state, f.reason, f.causes, f.details,
-                 fmt_usd(f.cost), before, after, prompt, note)
+                 fmt_usd(f.cost), before, after, prompt, note, f.replaces)
 
 
 def _preview(f: FrameDiff, thumbs: Thumbs, model: str, note: str) -> Side:
@@ -155,7 +156,7 @@ def _prompt(f: FrameDiff) -> tuple[list[tuple[str, str]], str]:
     new = f.after.prompt if f.after is not None else None
     if new is None:
         return ([("delete", old)] if old else []), "removed"
-    if f.status == "added":
+    if f.status == "added" and old is None:
         return [("insert", new)], "new frame"
     if old is None:
         return [("equal", new)], "BASE's prompt is in neither cache: the current prompt"

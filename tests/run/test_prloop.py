@@ -117,7 +117,7 @@ def test_pull_request_pays_once_and_main_restores_it(origin, bucket, fake_hiapi,
             for f in planned["frames"]] == [
         ("workshop", "changed", "render", ["bible 'mira' changed"], 0.05),
         ("rooftop", "changed", "render", ["bible 'mira' changed"], 0.05),
-        ("shoe/teal", "added", "render", ["new frame"], 0.05),
+        ("shoe/teal", "added", "render", ["var 'color' changed"], 0.05),
         ("shoe/blue", "removed", "removed", [], 0.0)]
 
     # the same pull request from a fork: no secrets, nothing spent, nothing written but the page
@@ -166,9 +166,10 @@ def test_pull_request_pays_once_and_main_restores_it(origin, bucket, fake_hiapi,
     for s in shown:
         name = s["frame"]
         want = []
-        if name in main_lock:
-            assert s["before"] == main_lock[name]["digest"]
-            want.append(("before", main_lock[name]["digest"], colour(committed[name])))
+        was = "shoe/blue" if name == "shoe/teal" else name  # a matrix value renamed
+        if was in main_lock:
+            assert s["before"] == main_lock[was]["digest"]
+            want.append(("before", main_lock[was]["digest"], colour(committed[was])))
         if name in pr_lock:
             assert s["after"] == pr_lock[name]["digest"]
             data = (pr / pr_lock[name]["output"]).read_bytes()

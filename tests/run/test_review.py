@@ -53,13 +53,15 @@ def locks(root: Path) -> tuple[dict, dict]:
 def pairs(root: Path) -> list:
     base, now = locks(root)
     fig = {"workshop": [["before", True]], "rooftop": [["before", True]],
-           "street": [["before", True], ["after", True]], "shoe/teal": [["after", True]],
+           "street": [["before", True], ["after", True]],
+           "shoe/teal": [["before", True], ["after", True]],
            "shoe/blue": [["before", True]]}
     todo = "still to render · USD 0.00"
     return [["workshop", base["workshop"]["digest"], "", fig["workshop"], todo],
             ["rooftop", base["rooftop"]["digest"], "", fig["rooftop"], todo],
             ["street", base["street"]["digest"], now["street"]["digest"], fig["street"], None],
-            ["shoe/teal", "", now["shoe/teal"]["digest"], fig["shoe/teal"], None],
+            ["shoe/teal", base["shoe/blue"]["digest"], now["shoe/teal"]["digest"],
+             fig["shoe/teal"], None],
             ["shoe/blue", base["shoe/blue"]["digest"], "", fig["shoe/blue"], "removed"]]
 
 
