@@ -176,3 +176,15 @@ def test_markdown_of_a_huge_diff_fits_a_github_job_summary():
     last = text.splitlines()[-1]
     shown = text.count("| removed | removed |")
     assert last == f"| … {30_000 - shown} more | | | | | |" and shown > 1000
+
+
+def test_gc_remote_pins_skip_a_ref_whose_lock_is_not_a_lock(changed):
+    from nbpipe.run.maintain import pins_in_git
+
+    pinned = {e["digest"] for e in json.loads(git(changed, "show", "main:nbpipe.lock"))["frames"].values()}
+    git(changed, "checkout", "-q", "-b", "odd")
+    for text in ("[]", '{"frames": [1], "profiles": []}', "not json"):
+        (changed / "nbpipe.lock").write_text(text)
+        git(changed, "commit", "-q", "-am", f"lock {text}")
+        found, refs = pins_in_git(changed, ())
+        assert found == pinned and refs == ["refs/heads/main", "refs/heads/odd"]
