@@ -180,6 +180,10 @@ class ModelSpec:
         left = (self.shutdown - today).days
         return left if left <= WARN_DAYS else None
 
+    def quiet_until(self) -> dt.date | None:
+        """The first day its lifecycle is news (a warning, then an error); None: never."""
+        return self.shutdown - dt.timedelta(days=WARN_DAYS) if self.shutdown else None
+
     def lifecycle(self, today: dt.date) -> str:
         return "retired" if self.shut_down(today) else self.status
 

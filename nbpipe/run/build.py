@@ -11,6 +11,7 @@ indexed under its key before the output file is written or the lock is touched.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import errno
 from concurrent.futures import ThreadPoolExecutor
 import signal
@@ -403,6 +404,12 @@ class Build:
             self.stopped = f"{step.frame.name} failed and --fail-fast is on"
         return None
 
+    def _quiet_until(self, frames: list[Frame]) -> dt.date | None:
+        """Until when the no-op path may skip planning: a model's shutdown coming near must
+        still be said (then refused) though nothing in the project changed."""
+        specs = (self.project.catalog.get(f.backend, f.model) for f in frames)
+        return min((day for spec in specs if spec and (day := spec.quiet_until())), default=None)
+
     def _skip_stopped(self, step: Step) -> None:
         self.summary.skipped += 1
         why = "interrupted" if self.interrupted else self._see_end()
@@ -441,16 +448,15 @@ class Build:
         except OSError as exc:
             self.events.note(f"{disk_message(exc)}: gc in other projects sharing this cache may "
                              "not see this project's pins until the next build")
-        # A model near its shutdown keeps the build off the no-op path, so each build warns.
         complete = not self.options.patterns and not self.options.force and \
             self.summary.failed == self.summary.skipped == self.summary.left == 0 and \
-            len(frames) == len(self.project.frames) and not self.project.warnings
+            len(frames) == len(self.project.frames)
         files = sorted({i.ref for f in frames for i in f.inputs if i.kind == "file"})
         fresh = None
         if complete:  # every frame is pinned: fingerprint the real paths (.jpg too)
             outputs = [self.lock.entries[f.name].output for f in frames]
             fresh = fingerprint(self.root, self.options.fingerprint_options(), files, outputs,
-                                len(frames))
+                                len(frames), self._quiet_until(frames))
         self.state.set_fingerprint(fresh)
         try:
             self.state.save()

@@ -8,6 +8,7 @@ Anything else (a changed byte, a missing file, no state yet) falls through to th
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 from pathlib import Path
@@ -27,13 +28,22 @@ def _sha(path: Path) -> str | None:
 
 
 def fingerprint(root: Path, options: dict, inputs: list[str], outputs: list[str],
-                frames: int) -> dict:
+                frames: int, until: dt.date | None = None) -> dict:
     """What the next build compares: `outputs` are the paths the lock pins (their stats are in
-    the stat cache), `inputs` the project files frames read."""
+    the stat cache), `inputs` the project files frames read; from `until` on (a model's
+    shutdown draws near) the full path runs, to warn and then refuse."""
     return {"nbpipe": __version__, "options": options, "frames": frames,
             "manifest": _sha(root / MANIFEST), "lock": _sha(root / LOCK),
             "inputs": {rel: list(stat_of(os.path.join(root, rel)) or ()) for rel in inputs},
-            "outputs": sorted(outputs)}
+            "outputs": sorted(outputs), "until": until.isoformat() if until else None}
+
+
+def _expired(until: object) -> bool:
+    if until is None:
+        return False
+    from nbpipe.catalog import today  # only then: the catalogue costs an import of pydantic
+
+    return not isinstance(until, str) or today().isoformat() >= until
 
 
 def still_fresh(root: Path, options: dict) -> int | None:
@@ -45,6 +55,8 @@ def still_fresh(root: Path, options: dict) -> int | None:
     if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or fp.get("options") != options:
         return None
     if fp.get("manifest") != _sha(root / MANIFEST) or fp.get("lock") != _sha(root / LOCK):
+        return None
+    if _expired(fp.get("until")):
         return None
     for rel, recorded in fp.get("inputs", {}).items():
         if list(stat_of(os.path.join(root, rel)) or ()) != recorded:

@@ -113,3 +113,20 @@ def test_prices_is_a_hidden_alias_of_models(run, tmp_path, args):
     commands = [line.split()[0] for line in run("--help").out.split("Commands:")[1].splitlines()
                 if line.startswith("  ")]
     assert "models" in commands and "prices" not in commands
+
+
+def test_the_no_op_path_does_not_hide_a_shutdown_that_came_closer(make_project, run,
+                                                                  monkeypatch):
+    # Built long before the shutdown (no warning then, so the no-op fingerprint was written);
+    # the calendar moves on while nothing in the project changes.
+    root = make_project(PRO_PREVIEW.replace("backend: gemini", "backend: preview"))
+    monkeypatch.setenv("NBPIPE_TODAY", "2026-04-01")
+    assert run("-C", str(root), "build").code == 0
+    assert run("-C", str(root), "build").out.startswith("nothing to do")  # the no-op path
+    monkeypatch.setenv("NBPIPE_TODAY", "2026-06-10")
+    near = run("-C", str(root), "build")
+    assert near.code == 0 and "warning: model 'gemini-3-pro-image-preview' shuts down" in near.err
+    monkeypatch.setenv("NBPIPE_TODAY", "2026-06-25")
+    for args in (("build",), ("build", "--check"), ("build", "--json")):
+        gone = run("-C", str(root), *args)
+        assert gone.code == 2 and "was shut down on 2026-06-25" in gone.err, args
