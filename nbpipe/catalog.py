@@ -246,17 +246,20 @@ class Catalog:
         specs = []
         for backend, models in self.models.items():
             for spec in models.values():
-                override = pricing.get(backend, {}).get(spec.name)
-                if isinstance(override, Mapping):
-                    prices = dict(spec.prices)
-                    prices.pop(FLAT, None)
-                    prices.update({str(r): Decimal(str(p)) for r, p in override.items()})
+                prices = _overridden(spec, pricing.get(backend, {}).get(spec.name))
+                if prices is not None:
                     spec = replace(spec, prices=MappingProxyType(prices), price_source=source)
-                elif override is not None:
-                    spec = replace(spec, prices=MappingProxyType({FLAT: Decimal(str(override))}),
-                                   price_source=source)
                 specs.append(spec)
         return Catalog(tuple(specs), self.backends, self.default_backend, self.tiers)
+
+
+def _overridden(spec: ModelSpec, override: object) -> dict[str, Decimal] | None:
+    """The prices of `spec` with an override applied; None if it names none of its prices.
+    Only tiers the model has count, so no override can leave a tier unpriced (free)."""
+    if isinstance(override, Mapping):
+        tiers = {r: Decimal(str(p)) for r, p in override.items() if r in spec.resolutions}
+        return {**{r: spec.price(r) for r in spec.resolutions}, **tiers} if tiers else None
+    return None if override is None else {FLAT: Decimal(str(override))}
 
 
 def _spec(backend: str, name: str, entry: ModelEntry, transport: str) -> ModelSpec:

@@ -182,3 +182,19 @@ def test_readme_model_table_is_made_from_the_catalogue():
     if os.environ.get("NBPIPE_UPDATE_README"):
         readme_path.write_text(head + begin + _readme_table() + end + tail, "utf-8")
     assert table == _readme_table(), "regenerate: NBPIPE_UPDATE_README=1 pytest tests/test_catalog.py"
+
+
+def test_a_price_override_never_leaves_a_tier_unpriced():
+    from decimal import Decimal
+
+    base = builtin()
+    flat = base.with_prices({"hiapi": {"Nano-Banana": {}, "Nano-Banana-Pro": {"8K": 9}}})
+    assert flat.get("hiapi", "Nano-Banana").price(None) == Decimal("0.05")  # was free
+    assert flat.get("hiapi", "Nano-Banana").price_source == "built-in"
+    assert dict(flat.get("hiapi", "Nano-Banana-Pro").prices) == \
+        dict(base.get("hiapi", "Nano-Banana-Pro").prices)
+    # A flat refreshed price, then the manifest's price for one tier: both apply.
+    both = base.with_prices({"hiapi": {"Nano-Banana-2": 0.09}}) \
+        .with_prices({"hiapi": {"Nano-Banana-2": {"4K": 0.2}}})
+    spec = both.get("hiapi", "Nano-Banana-2")
+    assert (spec.price("1K"), spec.price("4K")) == (Decimal("0.09"), Decimal("0.2"))

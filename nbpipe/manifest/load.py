@@ -229,6 +229,7 @@ _SCALAR_TAGS = {"str": str, "int": int, "float": float, "bool": bool}
 
 def _branch_fits(tag: str, node: Any) -> bool:
     """Does the union member named `tag` (pydantic's loc entry) match the value's shape?"""
+    tag = tag.removeprefix("constrained-")  # a number with bounds, e.g. a price
     if tag in _SCALAR_TAGS:
         return isinstance(node, _SCALAR_TAGS[tag]) and not (tag != "bool" and isinstance(node, bool))
     if tag.startswith("list["):
@@ -239,7 +240,7 @@ def _branch_fits(tag: str, node: Any) -> bool:
 def _is_tag(part: Any, node: Any) -> bool:
     if not isinstance(part, str) or (isinstance(node, dict) and part in node):
         return False
-    return part in _SCALAR_TAGS or "[" in part or part[:1].isupper()
+    return part.removeprefix("constrained-") in _SCALAR_TAGS or "[" in part or part[:1].isupper()
 
 
 def _walk(data: Any, loc: tuple) -> tuple[Path, Path | None, bool]:

@@ -18,6 +18,9 @@ JsonPrompt = dict[str, Any]
 DEFAULT_MAX_FRAMES = 100_000
 
 
+# A price is a finite number: .inf would print as "Infinity" and make JSON output invalid.
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -124,7 +127,7 @@ class Manifest(_Strict):
     bibles: dict[str, Bible | str] = Field(default_factory=dict)
     templates: dict[str, str | JsonPrompt] = Field(default_factory=dict)
     targets: dict[str, Target] = Field(default_factory=dict)
-    pricing: dict[str, dict[str, NonNegativeFloat | dict[str, NonNegativeFloat]]] = Field(
+    pricing: dict[str, dict[str, Price | dict[str, Price]]] = Field(
         default_factory=dict,
         description="USD per image overrides: {backend: {model: price | {resolution: price}}}")
     max_frames: PositiveInt = Field(

@@ -123,6 +123,11 @@ def _check_pricing(loaded: Loaded) -> list[Diagnostic]:
                 diags.append(source.diagnostic(path, f"unknown model '{model}' for backend "
                                                f"'{backend}'", did_you_mean(model, catalog.models[backend]),
                                                at_key=True))
+            elif price == {}:
+                diags.append(source.diagnostic(
+                    path, f"pricing for {model} names no price",
+                    f"name its tiers: {', '.join(spec.resolutions)}" if spec.resolutions
+                    else "it has one flat price: give a number", at_key=True))
             elif isinstance(price, dict):
                 for resolution in price:
                     if resolution not in spec.resolutions:
