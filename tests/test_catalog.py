@@ -39,18 +39,33 @@ def _facts() -> dict[str, set[str]]:
             facts["price"] |= {format(p.normalize(), "f") for p in spec.prices.values() if p}
             facts["tier"] |= set(spec.resolutions)
             facts["ratio"] |= set(spec.aspect_ratios) - {"auto"}
-            if spec.prompt_max:
-                facts["limit"].add(str(spec.prompt_max))
+            facts["limit"] |= {str(n) for n in (spec.prompt_max, spec.input_max_bytes) if n}
     return facts
 
 
 def _pattern(kind: str, value: str) -> re.Pattern:
     if kind == "model":
         return re.compile(rf"(?<![\w.-]){re.escape(value)}(?![\w.-])")
-    if kind in ("price", "limit"):  # 0.134, 10000 or 10_000, as a number
-        digits = re.escape(value) if kind == "price" else "_?".join(re.escape(c) for c in value)
+    if kind in ("price", "limit"):  # 0.134 or 0.1340, 10000 or 10_000, as a number
+        digits = re.escape(value) + "0*" if kind == "price" \
+            else "_?".join(re.escape(c) for c in value)
         return re.compile(rf"(?<![\w.]){digits}(?![\w.])")
     return re.compile(rf"[\"']{re.escape(value)}[\"']")  # tiers and ratios as string literals
+
+
+def _scanned() -> list[tuple[Path, set[str]]]:
+    """Every file that must not restate a fact, with the kinds of fact it is checked for."""
+    kinds = {"model", "price", "tier", "ratio", "limit"}
+    exempt = {PACKAGE / "catalog.py", DATA / "catalog.json", DATA / "catalog.schema.json"}
+    files = [(p, kinds) for p in sorted(PACKAGE.rglob("*"))
+             if p.is_file() and p.suffix != ".pyc" and p not in exempt]
+    # The starter is a manifest: it names a model and a ratio as any user's would.
+    files = [(p, k - {"model", "ratio"} if p == DATA / "starter.yaml" else k) for p, k in files]
+    # The fake servers check what the catalogue says (prices are no business of theirs, and
+    # their short sleeps are no prices); their tests drive the official clients with real ids.
+    fakes = PACKAGE.parent / "tests" / "fakes"
+    return files + [(p, kinds - {"price"}) for p in sorted(fakes.glob("*.py"))
+                    if not p.name.startswith("test_")]
 
 
 def test_no_module_but_the_loader_states_a_model_fact():
@@ -58,15 +73,10 @@ def test_no_module_but_the_loader_states_a_model_fact():
     assert {"gemini-3-pro-image", "gemini-2.5-flash-image", "Nano-Banana-2"} <= facts["model"]
     assert {"0.134", "0.24", "0.045"} <= facts["price"] and "5000" in facts["limit"]
     offenders = []
-    # The loader and its data hold the facts; the starter manifest is checked separately below.
-    exempt = {PACKAGE / "catalog.py", DATA / "catalog.json", DATA / "catalog.schema.json",
-              DATA / "starter.yaml"}
-    for path in sorted(p for p in PACKAGE.rglob("*") if p.is_file() and p.suffix != ".pyc"):
-        if path in exempt:
-            continue
+    for path, kinds in _scanned():
         text = path.read_text("utf-8")
-        for kind, values in facts.items():
-            for value in values:
+        for kind in kinds:
+            for value in facts[kind]:
                 if _pattern(kind, value).search(text):
                     offenders.append(f"{path.relative_to(PACKAGE.parent)}: {kind} {value}")
     assert offenders == []
@@ -74,11 +84,13 @@ def test_no_module_but_the_loader_states_a_model_fact():
 
 def test_the_grep_would_catch_a_restated_fact():
     facts = _facts()
-    samples = {"model": 'DEFAULT = "gemini-3-pro-image"', "price": "cost = Decimal('0.134')",
-               "tier": 'TIERS = {"512": 512}', "ratio": 'ok = ratio in ("21:9",)',
-               "limit": "PROMPT_MAX = 10_000"}
-    for kind, sample in samples.items():
-        assert any(_pattern(kind, v).search(sample) for v in facts[kind]), kind
+    samples = [("model", 'DEFAULT = "gemini-3-pro-image"'), ("price", "cost = Decimal('0.134')"),
+               ("price", 'PRO_4K = "0.30"'), ("price", "# Nano-Banana 0.050 a frame"),
+               ("tier", 'TIERS = {"512": 512}'), ("ratio", 'ok = ratio in ("21:9",)'),
+               ("limit", "PROMPT_MAX = 10_000"), ("limit", "INLINE_MAX = 7340032")]
+    for kind, sample in samples:
+        assert any(_pattern(kind, v).search(sample) for v in facts[kind]), sample
+    assert not any(_pattern("price", "0.3").search(text) for text in ("0.35", "10.3", "0.3.1"))
     assert not _pattern("model", "gemini-3-pro-image").search("gemini-3-pro-image-preview")
 
 

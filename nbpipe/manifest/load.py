@@ -240,7 +240,8 @@ def _branch_fits(tag: str, node: Any) -> bool:
 def _is_tag(part: Any, node: Any) -> bool:
     if not isinstance(part, str) or (isinstance(node, dict) and part in node):
         return False
-    return part.removeprefix("constrained-") in _SCALAR_TAGS or "[" in part or part[:1].isupper()
+    tag = part.removeprefix("constrained-")
+    return tag in _SCALAR_TAGS or "[" in part or part[:1].isupper()
 
 
 def _walk(data: Any, loc: tuple) -> tuple[Path, Path | None, bool]:

@@ -27,7 +27,8 @@ from tests.fakes.server import FakeServer, Handler, image_bytes
 
 def models() -> dict[str, dict]:
     """The HiAPI models in service today, with what the server checks of each: the limits of
-    nbpipe's catalogue (a limit it leaves open, like Nano-Banana-2's prompt, is not checked)."""
+    nbpipe's catalogue (a limit it leaves open, such as an unstated prompt maximum, is not
+    checked)."""
     return {name: {"prompt_max": spec.prompt_max, "aspects": list(spec.aspect_ratios),
                    "resolutions": list(spec.resolutions) or None,
                    "formats": list((spec.formats or {}).values()), "max_images": spec.max_inputs}
