@@ -21,11 +21,12 @@ from nbpipe.backends.base import InputData, Job, Rendered, Sink
 from nbpipe.backends.http import (DownloadGone, HttpBackend, RateLimiter, RetryPolicy, Retryable,
                                   api_key, download, env_number, json_body, network_error, redact,
                                   retry_after, short)
-from nbpipe.errors import BuildStopped, FrameFailed, ModelUnknown, TaskFailed
+from nbpipe.errors import BuildStopped, FrameFailed, ModelUnknown, TaskFailed, UsageError
 from nbpipe.plan.frame import Request
 
 PAYLOAD_STYLE = "https URL"
 DEFAULT_BASE_URL = "https://api.hiapi.ai"
+PRICING_URL = "https://www.hiapi.ai"  # the public price list: no key
 KEY_VARS = ("HIAPI_API_KEY", "HIAPI_TOKEN")
 RETRYABLE_CODES = {"MODEL_UNAVAILABLE", "STORAGE_UNAVAILABLE", "TASK_TIMEOUT",
                    "IDEMPOTENCY_KEY_PROCESSING"}
@@ -223,3 +224,16 @@ def _output(task: dict, task_id: str) -> tuple[str, float | None]:
         raise FrameFailed(f"task {task_id} succeeded without an output URL")
     expires = first.get("expireAt")
     return url, float(expires) if isinstance(expires, (int, float)) else None
+
+
+def fetch_price_list() -> tuple[str, object]:
+    """HiAPI's public pricing catalogue, decoded: (where it came from, the JSON document).
+    UsageError if it cannot be read; its content is the caller's to judge."""
+    base = os.environ.get("NBPIPE_PRICING_URL", PRICING_URL).rstrip("/")
+    try:
+        response = httpx.get(f"{base}/api/pricing", timeout=15.0, follow_redirects=True)
+        response.raise_for_status()
+        return base, response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise UsageError(f"could not refresh prices from {base}: {type(exc).__name__}",
+                         "the table in use stays as it was") from None

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from nbpipe.catalog import FLAT, Catalog, ModelSpec, builtin
 from nbpipe.errors import UsageError
 from nbpipe.plan.planner import Project
+from nbpipe.store.cache import atomic_write
 
-DEFAULT_PRICING_URL = "https://www.hiapi.ai"
 PRICES_FILE = "prices.json"
 
 
@@ -42,47 +41,61 @@ def price_source(cache_dir: Path, project: Project) -> str:
     return source + (f"; {overrides} model price(s) overridden by the manifest" if overrides else "")
 
 
-def parse_catalogue(doc: dict) -> dict[str, object]:
-    """HiAPI's /api/pricing → {model: price | {resolution: price}} for the models nbpipe knows."""
+def parse_catalogue(doc: object) -> dict[str, object]:
+    """HiAPI's /api/pricing → {model: price | {resolution: price}} for the models nbpipe knows.
+    The reply is untrusted: a model whose prices are not all finite and non-negative is left
+    out (its price in force stays as it was)."""
     known = builtin().models["hiapi"]
+    items = doc.get("data") if isinstance(doc, dict) else None
     out: dict[str, object] = {}
-    for item in doc.get("data") or []:
+    for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict) or item.get("model_name") not in known:
             continue
         spec = known[item["model_name"]]
-        try:
-            base = Decimal(str(item.get("base_usd_value")))
-            tiers = {}
-            for policy in item.get("policies") or []:
-                match = ((policy.get("rule") or {}).get("resolution") or {}).get("match")
-                if match in spec.resolutions:
-                    tiers[match] = Decimal(str(policy.get("usd_value")))
-        except (InvalidOperation, AttributeError, TypeError):
-            continue
-        out[spec.name] = {r: float(tiers.get(r, base)) for r in spec.resolutions} \
-            if spec.resolutions else float(base)
+        base = _price(item.get("base_usd_value"))
+        tiers: dict[str, Decimal | None] = {}
+        policies = item.get("policies")
+        for policy in policies if isinstance(policies, list) else []:
+            match = _dig(policy, "rule", "resolution", "match")
+            if isinstance(match, str) and match in spec.resolutions:
+                tiers[match] = _price(policy.get("usd_value"))
+        prices = {r: tiers.get(r, base) for r in spec.resolutions} if spec.resolutions \
+            else {FLAT: base}
+        if None not in prices.values():
+            out[spec.name] = {r: float(p) for r, p in prices.items()} if spec.resolutions \
+                else float(prices[FLAT])
     return out
+
+
+def _dig(node: object, *keys: str) -> object:
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _price(value: object) -> Decimal | None:
+    """A price from an untrusted reply: a finite, non-negative number, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        price = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return price if price.is_finite() and price >= 0 else None
 
 
 def refresh(cache_dir: Path) -> str:
     """Fetch HiAPI's public price list (no key needed) into the cache, dated."""
-    import httpx
+    from nbpipe.backends.hiapi import fetch_price_list
 
-    base = os.environ.get("NBPIPE_PRICING_URL", DEFAULT_PRICING_URL).rstrip("/")
-    try:
-        response = httpx.get(f"{base}/api/pricing", timeout=15.0, follow_redirects=True)
-        response.raise_for_status()
-        prices = parse_catalogue(response.json())
-    except (httpx.HTTPError, ValueError) as exc:
-        raise UsageError(f"could not refresh prices from {base}: {type(exc).__name__}",
-                         "the table in use stays as it was") from None
+    base, doc = fetch_price_list()
+    prices = parse_catalogue(doc)
     if not prices:
-        raise UsageError(f"{base}/api/pricing lists none of the HiAPI models nbpipe knows",
-                         "the table in use stays as it was")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+        raise UsageError(f"{base}/api/pricing lists no valid price for the HiAPI models nbpipe "
+                         "knows", "the table in use stays as it was")
     fetched = dt.date.today().isoformat()
-    (cache_dir / PRICES_FILE).write_text(json.dumps(
-        {"fetched": fetched, "source": base, "hiapi": prices}, indent=2), "utf-8")
+    atomic_write(cache_dir / PRICES_FILE, json.dumps(
+        {"fetched": fetched, "source": base, "hiapi": prices}, indent=2).encode("utf-8"))
     return f"refreshed {len(prices)} HiAPI model price(s) from {base} ({fetched})"
 
 

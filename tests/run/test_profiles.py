@@ -116,14 +116,17 @@ def test_draft_default_draft_renders_nothing_the_second_time(fake_hiapi, run, tm
     assert lock["frames"]["rooftop-hero"]["model"] == "Nano-Banana-Pro"
 
 
+PRICE_LIST = {"data": [
+    {"model_name": "Nano-Banana", "base_usd_value": 0.04, "policies": []},
+    {"model_name": "Nano-Banana-2", "base_usd_value": 0.08,
+     "policies": [{"rule": {"resolution": {"match": "2K"}}, "usd_value": 0.07},
+                  {"rule": {"resolution": {"match": "4K"}}, "usd_value": 0.11}]},
+    {"model_name": "some-video-model", "base_usd_value": 1.5, "policies": []}]}
+
+
 @pytest.fixture
-def pricing_server():
-    body = json.dumps({"data": [
-        {"model_name": "Nano-Banana", "base_usd_value": 0.04, "policies": []},
-        {"model_name": "Nano-Banana-2", "base_usd_value": 0.08,
-         "policies": [{"rule": {"resolution": {"match": "2K"}}, "usd_value": 0.07},
-                      {"rule": {"resolution": {"match": "4K"}}, "usd_value": 0.11}]},
-        {"model_name": "some-video-model", "base_usd_value": 1.5, "policies": []}]}).encode()
+def pricing_server(request):
+    body = getattr(request, "param", json.dumps(PRICE_LIST)).encode()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *a):
@@ -169,3 +172,20 @@ def test_refresh_failure_keeps_the_table(make_project, run, monkeypatch):
     monkeypatch.setenv("NBPIPE_PRICING_URL", "http://127.0.0.1:9")
     result = run("-C", str(make_project("version: 1\ntargets: {}\n")), "prices", "--refresh")
     assert result.code == 2 and "the table in use stays as it was" in result.err
+
+
+@pytest.mark.parametrize("pricing_server", [
+    "[]", '"prices"', '{"data": {"Nano-Banana": 1}}',
+    '{"data": [{"model_name": "Nano-Banana", "base_usd_value": "NaN"}]}',
+    '{"data": [{"model_name": "Nano-Banana", "base_usd_value": -0.05}]}',
+    '{"data": [{"model_name": "Nano-Banana", "base_usd_value": 1e999}]}',
+    '{"data": [{"model_name": "Nano-Banana-2", "base_usd_value": 0.08, "policies": '
+    '[{"rule": {"resolution": {"match": "2K"}}, "usd_value": "free"}]}]}',
+], indirect=True)
+def test_a_price_list_of_the_wrong_shape_changes_nothing(pricing_server, make_project, run,
+                                                        monkeypatch):
+    monkeypatch.setenv("NBPIPE_PRICING_URL", pricing_server)
+    root = make_project("version: 1\ntargets: {}\n")
+    result = run("-C", str(root), "models", "--refresh")
+    assert result.code == 2 and "the table in use stays as it was" in result.err, result.err
+    assert not (root / ".nbpipe" / "prices.json").exists()
