@@ -1,8 +1,9 @@
 """The no-op fast path: prove nothing changed since a fully fresh build, without planning.
 
-When the manifest and lock bytes, the build options, the nbpipe version and the stat of every
-input and output file are what the last all-fresh build recorded, every frame is still fresh.
-That needs only reading two small files and one stat per file: no YAML, no templates, no graph.
+When the manifest and lock bytes, the build options, the nbpipe version and its model
+catalogue, and the stat of every input and output file are what the last all-fresh build
+recorded (and no frame's model has come near its shutdown since), every frame is still fresh.
+That needs only reading three small files and one stat per file: no YAML, no templates, no graph.
 Anything else (a changed byte, a missing file, no state yet) falls through to the full plan.
 """
 
@@ -18,6 +19,9 @@ from nbpipe.store.state import State, stat_of
 
 MANIFEST = "nbpipe.yaml"
 LOCK = "nbpipe.lock"
+# The model catalogue (nbpipe/catalog.py reads it): an edit of it alone, such as the next
+# retirement, must end the fast path though nbpipe's version is the same.
+CATALOGUE = Path(__file__).resolve().parent.parent / "data" / "catalog.json"
 
 
 def _sha(path: Path) -> str | None:
@@ -32,8 +36,8 @@ def fingerprint(root: Path, options: dict, inputs: list[str], outputs: list[str]
     """What the next build compares: `outputs` are the paths the lock pins (their stats are in
     the stat cache), `inputs` the project files frames read; from `until` on (a model's
     shutdown draws near) the full path runs, to warn and then refuse."""
-    return {"nbpipe": __version__, "options": options, "frames": frames,
-            "manifest": _sha(root / MANIFEST), "lock": _sha(root / LOCK),
+    return {"nbpipe": __version__, "catalogue": _sha(CATALOGUE), "options": options,
+            "frames": frames, "manifest": _sha(root / MANIFEST), "lock": _sha(root / LOCK),
             "inputs": {rel: list(stat_of(os.path.join(root, rel)) or ()) for rel in inputs},
             "outputs": sorted(outputs), "until": until.isoformat() if until else None}
 
@@ -53,6 +57,8 @@ def still_fresh(root: Path, options: dict) -> int | None:
         return None  # images still to send to the remote cache: the full path sends them
     fp = state.data.get("fingerprint")
     if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or fp.get("options") != options:
+        return None
+    if fp.get("catalogue") != _sha(CATALOGUE):
         return None
     if fp.get("manifest") != _sha(root / MANIFEST) or fp.get("lock") != _sha(root / LOCK):
         return None

@@ -130,3 +130,28 @@ def test_the_no_op_path_does_not_hide_a_shutdown_that_came_closer(make_project, 
     for args in (("build",), ("build", "--check"), ("build", "--json")):
         gone = run("-C", str(root), *args)
         assert gone.code == 2 and "was shut down on 2026-06-25" in gone.err, args
+
+
+def test_a_catalogue_edit_ends_the_no_op_path(make_project, run, monkeypatch, tmp_path):
+    # The next retirement is an edit of the catalogue alone (same nbpipe version): a project
+    # that was fully fresh must hear of it at its next build.
+    from nbpipe import catalog
+    from nbpipe.run import noop
+
+    root = make_project(PRO_PREVIEW.replace("backend: gemini", "backend: preview")
+                        .replace("image-preview", "image"))
+    assert run("-C", str(root), "build").code == 0
+    assert run("-C", str(root), "build").out.startswith("nothing to do")
+    doc = json.loads(catalog.data_text())
+    doc["backends"]["gemini"]["models"]["gemini-3-pro-image"]["shutdown"] = \
+        (catalog.today() + __import__("datetime").timedelta(days=10)).isoformat()
+    edited = tmp_path / "catalog.json"
+    edited.write_text(json.dumps(doc), "utf-8")
+    monkeypatch.setattr(noop, "CATALOGUE", edited, raising=False)
+    monkeypatch.setattr(catalog, "data_text", edited.read_text)
+    catalog.builtin.cache_clear()
+    try:
+        result = run("-C", str(root), "build")
+    finally:
+        catalog.builtin.cache_clear()
+    assert result.code == 0 and "warning: model 'gemini-3-pro-image' shuts down" in result.err
