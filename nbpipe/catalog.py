@@ -240,6 +240,21 @@ class Catalog:
                 return tuple(chain)
         return ()
 
+    def news(self, spec: ModelSpec, when: dt.date) -> tuple[str, str, str] | None:
+        """(severity, message, hint) if `spec`'s lifecycle is news on `when`: shut down (an
+        error, naming the replacement) or shutting down within WARN_DAYS (a warning)."""
+        left = spec.days_left(when)
+        if not spec.shut_down(when) and left is None:
+            return None
+        chain = self.successor(spec, when)
+        via = f", via '{chain[0].name}'" if len(chain) > 1 else ""
+        hint = f"use '{chain[-1].name}' (its replacement{via})" if chain \
+            else "`nbpipe models` lists the models in service"
+        if left is None:
+            return "error", f"model '{spec.name}' was shut down on {spec.shutdown}", hint
+        return ("warning", f"model '{spec.name}' shuts down on {spec.shutdown} (in {left} "
+                f"day{'s' * (left != 1)})", hint)
+
     def with_prices(self, pricing: Mapping[str, Mapping[str, object]],
                     source: str = "nbpipe.yaml `pricing:`") -> "Catalog":
         """A copy with `pricing:` applied: {backend: {model: price | {resolution: price}}}."""

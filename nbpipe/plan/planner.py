@@ -79,7 +79,7 @@ def open_project(root: FsPath, backend: str | None = None, profile: str | None =
     loaded = load_manifest(root, partial=True)
     _check_profile(loaded, profile)
     declared = expand(loaded, profile)
-    declared.diags[:0] = _check_pricing(loaded) + _check_limits(loaded)
+    declared.diags[:0] = _check_pricing(loaded) + _check_limits(loaded) + _check_profiles(loaded)
     catalog = (catalog or builtin()).with_prices(loaded.manifest.pricing)
     uploads = bool(os.environ.get("NBPIPE_REMOTE") or loaded.manifest.cache.remote)
     resolver = Resolver(declared, catalog, backend, uploads, today())
@@ -98,6 +98,18 @@ def _check_profile(loaded: Loaded, profile: str | None) -> None:
         "the manifest declares no profiles: the built-in one is 'draft'"
     raise UsageError(f"unknown profile '{profile}'", hint or
                      f"declared profiles: {', '.join(declared)}")
+
+
+def _check_profiles(loaded: Loaded) -> list[Diagnostic]:
+    """A shut-down model in any profile, used by this command or not: the manifest names it."""
+    catalog, when, diags = builtin(), today(), []
+    for name, profile in loaded.manifest.profiles.items():
+        backends = [profile.backend] if profile.backend else catalog.names
+        specs = [s for b in backends if profile.model and (s := catalog.get(b, profile.model))]
+        news = catalog.news(specs[0], when) if specs else None
+        if news is not None and news[0] == "error":
+            diags.append(loaded.source.diagnostic(("profiles", name, "model"), news[1], news[2]))
+    return diags
 
 
 def _check_limits(loaded: Loaded) -> list[Diagnostic]:

@@ -187,23 +187,13 @@ class Resolver:
                 f"'{name}' is a {owners[0]} model; set `backend: {owners[0]}`" if owners
                 else f"{backend} models: {', '.join(models)}")
             self.error(where, f"unknown model '{name}' for backend '{backend}'", hint)
-        elif spec.shut_down(self.today):
-            self.error(where, f"model '{name}' was shut down on {spec.shutdown}",
-                       self._replacement_hint(spec))
-            return None
-        elif (left := spec.days_left(self.today)) is not None:
-            self.warnings[self.source.diagnostic(
-                where, f"model '{name}' shuts down on {spec.shutdown} (in {left} "
-                f"day{'s' * (left != 1)})", self._replacement_hint(spec),
-                severity="warning")] = None
+        elif (news := self.catalog.news(spec, self.today)) is not None:
+            severity, message, hint = news
+            if severity == "error":
+                self.error(where, message, hint)
+                return None
+            self.warnings[self.source.diagnostic(where, message, hint, severity=severity)] = None
         return spec
-
-    def _replacement_hint(self, spec: ModelSpec) -> str:
-        chain = self.catalog.successor(spec, self.today)
-        if not chain:
-            return "`nbpipe models` lists the models in service"
-        via = f", via '{chain[0].name}'" if len(chain) > 1 else ""
-        return f"use '{chain[-1].name}' (its replacement{via})"
 
     def _cheapest(self, backend: str, needs_inputs: bool) -> ModelSpec:
         """The built-in draft profile's model: the cheapest one in service that still takes

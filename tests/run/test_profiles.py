@@ -179,8 +179,8 @@ def test_refresh_failure_keeps_the_table(make_project, run, monkeypatch):
     '{"data": [{"model_name": "Nano-Banana", "base_usd_value": "NaN"}]}',
     '{"data": [{"model_name": "Nano-Banana", "base_usd_value": -0.05}]}',
     '{"data": [{"model_name": "Nano-Banana", "base_usd_value": 1e999}]}',
-    '{"data": [{"model_name": "Nano-Banana-2", "base_usd_value": 0.08, "policies": '
-    '[{"rule": {"resolution": {"match": "2K"}}, "usd_value": "free"}]}]}',
+    ('{"data": [{"model_name": "Nano-Banana-2", "base_usd_value": 0.08, "policies": '
+     '[{"rule": {"resolution": {"match": "2K"}}, "usd_value": "free"}]}]}'),
 ], indirect=True)
 def test_a_price_list_of_the_wrong_shape_changes_nothing(pricing_server, make_project, run,
                                                         monkeypatch):
