@@ -1,0 +1,44 @@
+"""The layers' imports point one way (DESIGN.md): checked on the source, every import, also
+those inside functions."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "nbpipe"
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def _offenders(under: str, forbidden: tuple[str, ...], exempt: str | None = None) -> list[str]:
+    return [f"{path.relative_to(PACKAGE.parent)}: {name}"
+            for path in sorted((PACKAGE / under).rglob("*.py"))
+            if exempt is None or exempt not in path.relative_to(PACKAGE).parts
+            for name in sorted(_imports(path))
+            if name == forbidden or name.startswith(forbidden)]
+
+
+@pytest.mark.parametrize("under, forbidden, exempt", [
+    (".", ("httpx",), "backends"),  # the outside world is spoken to in backends/ only
+    ("plan", ("nbpipe.store", "nbpipe.run", "nbpipe.backends"), None),
+    ("manifest", ("nbpipe.plan", "nbpipe.store", "nbpipe.run", "nbpipe.backends"), None),
+])
+def test_imports_point_one_way(under, forbidden, exempt):
+    assert _offenders(under, forbidden, exempt) == []
+
+
+def test_the_check_sees_an_import_inside_a_function(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text("def refresh():\n    import httpx\n    return httpx\n")
+    assert _imports(sample) == {"httpx"}
