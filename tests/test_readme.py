@@ -35,3 +35,18 @@ def test_readme_never_installs_the_unrelated_pypi_project():
     for text in (README, (REPO / "docs" / "ci.md").read_text("utf-8")):
         assert not re.search(r"pip install ['\"]?nbpipe\b(?!-images)", text)
     assert 'name = "nbpipe-images"' in (REPO / "pyproject.toml").read_text("utf-8")
+
+
+def test_no_install_line_fetches_the_unpublished_name_from_an_index():
+    """`nbpipe-images` is not on PyPI: `pip install nbpipe-images` fails today, and installs
+    whoever registers the name tomorrow, in CI, next to the API keys. Docs install from a
+    checkout or a pinned commit of the repository."""
+    docs = [REPO / "README.md", REPO / "SECURITY.md", *(REPO / "docs").glob("*.md"),
+            *(REPO / "docs").glob("*.yml"), *(REPO / "docs").glob("*.sh")]
+    for path in docs:
+        for line in path.read_text("utf-8").splitlines():
+            for spec in re.findall(r"pip install\s+(?:-\w+\s+)*(['\"]?[^\s`'\"]+)", line):
+                spec = spec.strip("'\"")
+                assert spec.startswith((".", "/", "path/")) or \
+                    ("@ git+" in line and re.search(r"@[0-9a-f]{7,40}|@COMMIT", line)), \
+                    f"{path.name}: {line.strip()}"
