@@ -51,7 +51,22 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return operator.mul(left, right)
 
 
-ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+class _Null(Exception):
+    """A `{{ ... }}` printed None: an empty YAML value (`scene:`), never meant as "None"."""
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name)
+        self.name = name
+
+
+def _refuse_null(value: Any) -> Any:
+    if value is None:
+        raise _Null()
+    return value
+
+
+ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
+               finalize=_refuse_null)
 
 
 class _Fill:
@@ -70,6 +85,8 @@ class _Fill:
             if i % 2 == 0:
                 out.append(part)
             elif part in context:
+                if context[part] is None:
+                    raise _Null(part)
                 out.append(str(context[part]))
             else:
                 raise UndefinedError(f"'{part}' is undefined")
@@ -134,6 +151,11 @@ def _render(node: Any, context: dict, subpath: tuple) -> Any:
         name = next((g for g in match.groups() if g), None) if match else None
         message = f"undefined variable '{name}'" if name else f"undefined value: {exc}"
         raise TemplateFault(subpath, message, missing=name) from None
+    except _Null as exc:
+        name = f"variable '{exc.name}'" if exc.name else "a value it prints"
+        raise TemplateFault(subpath, f"{name} is null: it would be sent as the word 'None'",
+                            f"give `{exc.name or 'it'}` a value (YAML reads an empty value as "
+                            'null; "" is empty text)') from None
     except SecurityError as exc:
         raise TemplateFault(subpath, f"the sandbox refused: {str(exc).rstrip('.')}") from None
     except Exception as exc:  # noqa: BLE001 - user code: every failure becomes a located error

@@ -129,3 +129,36 @@ nbpipe.yaml:12:69: error: a resolution is not taken by model 'Nano-Banana' (send
 hint: remove `resolution`, or pick a model with resolution tiers
 2 errors
 """
+
+
+def test_an_empty_var_is_an_error_not_the_word_none_in_a_paid_prompt(make_project, run):
+    """`scene:` with nothing after it is YAML's null; str(None) would send "Scene: None"."""
+    root = make_project("""\
+version: 1
+defaults: {backend: preview}
+templates:
+  scene: "Scene: {{ scene }}"
+  product:
+    subject: {name: "{{ name }}"}
+targets:
+  a:
+    template: scene
+    vars:
+      scene:
+  b:
+    template: product
+    vars: {name: }
+  c:
+    prompt: "{{ 'x' if nothing else 'y' }} {{ nothing or 'z' }}"
+    vars: {nothing: }
+""")
+    result = run("validate", cwd=root)
+    assert result.code == 2, result.out
+    assert "Traceback" not in result.err
+    assert result.err.count("error:") == 2, result.err
+    assert "nbpipe.yaml:4:10: error: template 'scene' of frame 'a': variable 'scene' is null" \
+        in result.err
+    assert "nbpipe.yaml:6:21: error: template 'product' of frame 'b': variable 'name' is null" \
+        in result.err
+    assert 'hint: give `scene` a value (YAML reads an empty value as null; "" is empty text)' \
+        in result.err
