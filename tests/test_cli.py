@@ -185,8 +185,14 @@ def test_no_manifest_says_it_once(tmp_path, run):
     result = run("-C", "emptydir", "plan", cwd=tmp_path)
     assert (result.code, result.err) == (2, (
         "emptydir/nbpipe.yaml: error: no such file\n"
-        "hint: run `nbpipe init` to start a project here, or `nbpipe -C DIR` to use one "
-        "elsewhere\n1 error\n"))
+        "hint: run `nbpipe -C emptydir init` to start a project there\n1 error\n"))
+    # The hint's command works as given: the project lands in emptydir, not in the cwd.
+    assert run("-C", "emptydir", "init", cwd=tmp_path).code == 0
+    assert (tmp_path / "emptydir" / "nbpipe.yaml").is_file()
+    assert not (tmp_path / "nbpipe.yaml").exists()
+    here = run("plan", cwd=tmp_path)
+    assert here.err == ("nbpipe.yaml: error: no such file\nhint: run `nbpipe init` to start a "
+                        "project here, or `nbpipe -C DIR` to use one elsewhere\n1 error\n")
 
 
 def test_backend_flag_on_another_backends_model_blames_the_flag(make_project, run):

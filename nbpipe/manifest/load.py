@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
@@ -47,9 +48,11 @@ def load_manifest(root: FsPath, name: str = MANIFEST_NAME, partial: bool = False
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise ManifestError([Diagnostic(label, 0, 0, "no such file",
-                                        "run `nbpipe init` to start a project here, or "
-                                        "`nbpipe -C DIR` to use one elsewhere")]) from None
+        # The hint's init must land where the manifest was looked for, not in the shell's cwd.
+        hint = "run `nbpipe init` to start a project here, or `nbpipe -C DIR` to use one " \
+            "elsewhere" if label == name else \
+            f"run `nbpipe -C {shlex.quote(str(root))} init` to start a project there"
+        raise ManifestError([Diagnostic(label, 0, 0, "no such file", hint)]) from None
     except OSError as exc:
         raise ManifestError([Diagnostic(label, 0, 0, f"cannot read it: {exc.strerror}")]) from None
     return parse_manifest(_decode(raw, label), root, label, partial)
