@@ -333,5 +333,10 @@ def _one(path: Path, errors: list[dict], source: SourceMap) -> Diagnostic:
         got = repr(error["input"])  # the right type, out of range: say which value
     if expected:
         want = " or ".join(expected)
-        return source.diagnostic(path, f"'{key}' in {describe(parent)} must be {want}, not {got}")
+        slip = yaml_hints.missing_colon(error["input"]) if "a mapping" in expected and \
+            isinstance(error["input"], str) else None
+        hint = f"'{slip[0]}' has no ':' after it: write `{slip[1]}`" \
+            if slip and slip[0] in ALLOWED_KEYS.get(_kind(path), ()) else None
+        return source.diagnostic(path, f"'{key}' in {describe(parent)} must be {want}, not {got}",
+                                 hint)
     return source.diagnostic(path, f"'{key}' in {describe(parent)}: {error['msg']}")

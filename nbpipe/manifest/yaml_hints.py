@@ -32,6 +32,10 @@ def explain(problem: str, line: int, col: int, context_line: int | None,
         missing = _missing_colon(context_line, lines)
         if missing:
             return missing
+    if problem.startswith("expected ',' or '}', but got ':'"):
+        quoted = _quote_flow_value(text, col)
+        if quoted:
+            return SyntaxHint(line, col, f"YAML syntax: {problem}", quoted)
     if problem.startswith("mapping values are not allowed"):
         quoted = _quote_value(text, col)
         if quoted:
@@ -59,14 +63,37 @@ def _quote_value(text: str, col: int) -> str | None:
             " (prompts often need quotes)")
 
 
-def _missing_colon(line: int, lines: list[str]) -> SyntaxHint | None:
-    text = lines[line - 1] if 0 < line <= len(lines) else ""
-    body = text.lstrip()
+def missing_colon(body: str) -> tuple[str, str] | None:
+    """(key, what to write) when `body` reads as a key without its colon: `prompt "Mira"`."""
     key = _KEY.match(body)
     rest = body[key.end():] if key else ""
     if not key or not rest[:1].isspace() or ":" in rest or "#" in rest:
         return None
-    key, value = key.group(), rest.strip()
-    fix = f"{key}: {value}" if value else f"{key}:"
-    return SyntaxHint(line, len(text) - len(body) + 1, f"YAML syntax: '{key}' has no ':' after it",
-                      f"write `{fix}` (the parser noticed only on the next line)")
+    value = rest.strip()
+    return key.group(), f"{key.group()}: {value}" if value else f"{key.group()}:"
+
+
+def _missing_colon(line: int, lines: list[str]) -> SyntaxHint | None:
+    text = lines[line - 1] if 0 < line <= len(lines) else ""
+    body = text.lstrip()
+    slip = missing_colon(body)
+    if slip is None:
+        return None
+    return SyntaxHint(line, len(text) - len(body) + 1,
+                      f"YAML syntax: '{slip[0]}' has no ':' after it",
+                      f"write `{slip[1]}` (the parser noticed only on the next line)")
+
+
+def _quote_flow_value(text: str, col: int) -> str | None:
+    """`{mood: calm, scene: Mira: dawn}` — a second ':' inside one entry of a flow mapping."""
+    start = max(text.rfind("{", 0, col - 1), text.rfind(",", 0, col - 1)) + 1
+    end = min((i for i in (text.find(",", col), text.find("}", col)) if i >= 0), default=len(text))
+    entry = text[start:end].strip()
+    key = _KEY.match(entry)
+    if not start or not key or not entry[key.end():].startswith(": "):
+        return None
+    value = entry[key.end() + 2:].strip()
+    if value.startswith(("{", "[", "'", '"')):
+        return None
+    return (f"a value holding ': ' must be quoted: `{key.group()}: "
+            f"{json.dumps(value, ensure_ascii=False)}` (prompts often need quotes)")
