@@ -21,9 +21,16 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from importlib.resources import files
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Annotated, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 FLAT = "*"  # the price key of a model without resolution tiers
 WARN_DAYS = 30  # a shutdown this close is a warning on plan and build
@@ -58,6 +65,11 @@ class PromptLimits(_Strict):
     max_chars: int | None = Field(None, gt=0, description="null = unknown, not checked")
 
 
+# The file writes prices as JSON numbers. Said outright, the schema stays the same whatever
+# pydantic release is installed (its own Decimal schema changes between releases).
+Price = Annotated[Decimal, WithJsonSchema({"type": "number"})]
+
+
 class ModelEntry(_Strict):
     """One model of one backend, as the vendor documents it."""
 
@@ -67,7 +79,7 @@ class ModelEntry(_Strict):
     released: dt.date | None = None
     shutdown: dt.date | None = Field(None, description="from this date on the API refuses it")
     replacement: str | None = Field(None, description="the model of the same backend to use instead")
-    prices: Decimal | dict[str, Decimal] = Field(
+    prices: Price | dict[str, Price] = Field(
         description="USD per image: one flat price, or one per resolution tier")
     resolutions: list[str] = Field(default_factory=list,
                                    description="empty: the model takes no resolution at all")

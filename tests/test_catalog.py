@@ -210,3 +210,13 @@ def test_a_price_override_never_leaves_a_tier_unpriced():
         .with_prices({"hiapi": {"Nano-Banana-2": {"4K": 0.2}}})
     spec = both.get("hiapi", "Nano-Banana-2")
     assert (spec.price("1K"), spec.price("4K")) == (Decimal("0.09"), Decimal("0.2"))
+
+
+def test_the_schema_does_not_depend_on_the_installed_pydantic():
+    """pydantic writes Decimal's schema differently between releases: a fresh install of the
+    newest one failed the test above (README's test command on a fresh machine). Prices say
+    their JSON type outright."""
+    schema = json.loads(catalog.schema_text())
+    prices = schema["$defs"]["ModelEntry"]["properties"]["prices"]
+    assert prices["anyOf"] == [{"type": "number"}, {"additionalProperties": {"type": "number"},
+                                                    "type": "object"}]
