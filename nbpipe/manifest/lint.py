@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +21,29 @@ def warnings(loaded: Loaded) -> list[Diagnostic]:
     for path, prompt in prompts:
         if isinstance(prompt, dict):
             found += _null_leaves(loaded, path, prompt)
+    for name, target in loaded.manifest.targets.items():
+        values = [(("targets", name, "vars", k), v) for k, v in (target.vars or {}).items()]
+        values += [(("targets", name, "variants", variant, "vars", k), v)
+                   for variant, spec in (target.variants or {}).items()
+                   for k, v in spec.vars.items()]
+        values += [(("targets", name, "matrix", axis, i), v)
+                   for axis, axis_values in (target.matrix or {}).items()
+                   for i, v in enumerate(axis_values)]
+        found += [_jinja_value(loaded, path, name) for path, value in values
+                  if isinstance(value, str) and _JINJA.search(value)]
     return found
+
+
+_JINJA = re.compile(r"\{\{|\{%")
+
+
+def _jinja_value(loaded: Loaded, path: Path, target: str) -> Diagnostic:
+    """Values are data: Jinja in one would reach the paid API as the characters `{{ x }}`."""
+    what = f"matrix value of '{path[3]}'" if path[2] == "matrix" else f"var '{path[-1]}'"
+    diag = loaded.source.diagnostic(
+        path, f"the {what} in target '{target}' holds Jinja, which is sent as written: "
+        "values are not rendered", "put the expression in the template, where it is rendered")
+    return replace(diag, severity="warning")
 
 
 def _null_leaves(loaded: Loaded, path: Path, node: Any) -> list[Diagnostic]:

@@ -50,3 +50,33 @@ sent as null
 hint: a comma inside {...} starts a new key: quote a value that holds a comma, or write \
 `camera: VALUE`
 """
+
+
+def test_jinja_in_a_var_or_matrix_value_is_a_located_warning(make_project, run):
+    """Only templates are rendered: `{{ weather }}` in a var reaches the paid API as written."""
+    root = make_project("""\
+version: 1
+templates:
+  scene: "Scene: {{ scene }}"
+targets:
+  a:
+    template: scene
+    vars: {scene: "{{ weather }} street", weather: rain}
+  b:
+    template: scene
+    matrix: {scene: [dawn, "{% if x %}dusk{% endif %}"]}
+  c:
+    template: scene
+    variants: {wet: {vars: {scene: "{{ weather }}"}}}
+""")
+    result = run("validate", cwd=root)
+    assert result.code == 0
+    warnings = [line for line in result.err.splitlines() if ": warning: " in line]
+    assert warnings == [
+        "nbpipe.yaml:7:19: warning: the var 'scene' in target 'a' holds Jinja, which is sent as "
+        "written: values are not rendered",
+        "nbpipe.yaml:10:28: warning: the matrix value of 'scene' in target 'b' holds Jinja, "
+        "which is sent as written: values are not rendered",
+        "nbpipe.yaml:13:36: warning: the var 'scene' in target 'c' holds Jinja, which is sent as "
+        "written: values are not rendered"]
+    assert result.err.count("hint: put the expression in the template, where it is rendered") == 3
