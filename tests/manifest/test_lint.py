@@ -72,11 +72,9 @@ targets:
     result = run("validate", cwd=root)
     assert result.code == 0
     warnings = [line for line in result.err.splitlines() if ": warning: " in line]
-    assert warnings == [
-        "nbpipe.yaml:7:19: warning: the var 'scene' in target 'a' holds Jinja, which is sent as "
-        "written: values are not rendered",
-        "nbpipe.yaml:10:28: warning: the matrix value of 'scene' in target 'b' holds Jinja, "
-        "which is sent as written: values are not rendered",
-        "nbpipe.yaml:13:36: warning: the var 'scene' in target 'c' holds Jinja, which is sent as "
-        "written: values are not rendered"]
+    said = "holds Jinja, which is sent as written: values are not rendered"
+    matrix = "the matrix value of 'scene' in target 'b'"
+    assert warnings == [f"nbpipe.yaml:7:19: warning: the var 'scene' in target 'a' {said}",
+                        f"nbpipe.yaml:10:28: warning: {matrix} {said}",
+                        f"nbpipe.yaml:13:36: warning: the var 'scene' in target 'c' {said}"]
     assert result.err.count("hint: put the expression in the template, where it is rendered") == 3
