@@ -274,7 +274,7 @@ def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str 
     """Free cache space; never removes a take pinned by a lock."""
     if on_remote:
         return _gc_remote(ctx, dry_run, max_size, older_than, refs)
-    from nbpipe.run.maintain import DEFAULT_OLDER_THAN, parse_age, parse_size, policy
+    from nbpipe.run.maintain import DEFAULT_OLDER_THAN, branch_pins, parse_age, parse_size, policy
     from nbpipe.run.maintain import gc as collect
     from nbpipe.store.cache import Cache
     from nbpipe.store.lock import Lock
@@ -285,7 +285,8 @@ def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str 
     cache = Cache(_cache_dir(root), create=False)
     try:
         lines = collect(cache, Lock.load(root), parse_size(max_size) if max_size else None,
-                        parse_age(older_than) if older_than else None, dry_run)
+                        parse_age(older_than) if older_than else None, dry_run,
+                        branch_pins(root))
     finally:
         cache.close()
     click.echo("\n".join([policy(max_size, older_than, default), *lines]))

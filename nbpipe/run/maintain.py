@@ -53,14 +53,14 @@ def policy(max_size: str | None, older_than: str | None, default: bool) -> str:
 
 
 def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
-       dry_run: bool) -> list[str]:
+       dry_run: bool, also_pinned: set[str] = frozenset()) -> list[str]:
     """Remove unpinned takes by age and/or until the blobs fit `max_size`; report lines.
 
     Pinned means pinned by this project's lock or by any project that recorded its pins in
     this (possibly shared) cache. With neither criterion, only unreferenced blobs and stale
     temp files go: takes are images someone paid for.
     """
-    pinned = lock.pinned() | cache.all_pins()
+    pinned = lock.pinned() | cache.all_pins() | also_pinned
     frame_of = {e.key: name for entries in (*lock.others.values(), lock.entries)
                 for name, e in entries.items()}
     referenced: set[str] = set()
@@ -185,6 +185,15 @@ def pins_in_git(root: Path, refs: tuple[str, ...]) -> tuple[set[str], list[str]]
         except (AttributeError, KeyError, TypeError):
             continue  # no lock, or not one, on that ref
     return pinned, names
+
+
+def branch_pins(root: Path) -> set[str]:
+    """What the committed lock of every git branch pins (none outside a git repository): a
+    branch checked out again restores those images instead of paying for them again."""
+    try:
+        return pins_in_git(root, ())[0]
+    except UsageError:
+        return set()
 
 
 def gc_remote(remote, pinned: set[str], older_than: float | None, dry_run: bool) -> list[str]:

@@ -213,3 +213,34 @@ def test_gc_says_its_policy_names_frames_and_has_a_default(make_project, run):
                        "removed golden, take 1 of an earlier request",
                        "removed golden, take 1 of an earlier request"]
     assert lines[-1].startswith("gc: 5 take(s), ")
+
+
+def test_gc_keeps_takes_pinned_by_the_lock_of_another_branch(make_project, run):
+    """A plain `gc` (30 days by default) must not delete the image another branch's committed
+    lock pins: checking that branch out again would pay to render it again."""
+    import subprocess
+
+    root = make_project(CHAIN.format(base="a cabin"))
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t",
+                        *args], check=True, capture_output=True)
+
+    backend = CountingBackend(lambda request, n: png(n))
+    git("init", "-q", "-b", "main")
+    build(root, backend)
+    first = Lock.load(root).entries["base"].digest
+    git("add", "nbpipe.lock", "nbpipe.yaml")
+    git("commit", "-qm", "take 1")
+    git("checkout", "-qb", "retake")
+    build(root, backend, force=True, patterns=("base",))  # this branch pins take 2
+    assert Lock.load(root).entries["base"].digest != first
+    result = run("-C", str(root), "gc", "--older-than", "0s")
+    assert result.code == 0, result.err
+    assert "base, superseded take 1" not in result.out
+    cache = Cache(root / ".nbpipe")
+    try:
+        assert first in {t.digest for t in cache.takes(Lock.load(root).entries["base"].key)}
+        assert cache.read_verified(first) is not None
+    finally:
+        cache.close()
