@@ -7,6 +7,7 @@ no-op build path start fast.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -500,7 +501,8 @@ def init(ctx: click.Context) -> int:
     if ".nbpipe/" not in lines:
         with ignore.open("a", encoding="utf-8") as handle:
             handle.write(("\n" if lines and lines[-1] else "") + ".nbpipe/\n")
-    click.echo(f"wrote {manifest} and {ignore}; next: nbpipe -C {root} plan")
+    where = "" if root == Path(".") else f"-C {shlex.quote(str(root))} "
+    click.echo(f"wrote {manifest} and {ignore}; next: nbpipe {where}plan")
     return EXIT_OK
 
 

@@ -187,10 +187,13 @@ def test_no_manifest_says_it_once(tmp_path, run):
         "emptydir/nbpipe.yaml: error: no such file\n"
         "hint: run `nbpipe -C emptydir init` to start a project there\n1 error\n"))
     # The hint's command works as given: the project lands in emptydir, not in the cwd.
-    assert run("-C", "emptydir", "init", cwd=tmp_path).code == 0
+    made = run("-C", "emptydir", "init", cwd=tmp_path)
+    assert made.out.endswith("; next: nbpipe -C emptydir plan\n")
     assert (tmp_path / "emptydir" / "nbpipe.yaml").is_file()
     assert not (tmp_path / "nbpipe.yaml").exists()
     here = run("plan", cwd=tmp_path)
+    (tmp_path / "fresh").mkdir()
+    assert run("init", cwd=tmp_path / "fresh").out.endswith("; next: nbpipe plan\n")
     assert here.err == ("nbpipe.yaml: error: no such file\nhint: run `nbpipe init` to start a "
                         "project here, or `nbpipe -C DIR` to use one elsewhere\n1 error\n")
 
