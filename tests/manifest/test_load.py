@@ -63,7 +63,7 @@ def test_non_utf8_is_located(tmp_path):
 def test_missing_manifest_suggests_init(tmp_path):
     with pytest.raises(ManifestError) as info:
         load_manifest(tmp_path)
-    assert "nbpipe init" in info.value.render()
+    assert f"nbpipe -C {tmp_path} init" in info.value.render()
 
 
 def test_bible_short_and_long_forms():
