@@ -23,6 +23,7 @@ translates them into these classes where they arise.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 EXIT_OK = 0
@@ -130,3 +131,15 @@ class ManifestError(NbpipeError):
         count = len(self.diagnostics)
         parts.append(f"{count} error{'s' if count != 1 else ''}")
         return "\n".join(parts)
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def warn(message: str, about: str = "") -> None:
+    """Print `warning: message` to stderr, once per `about` (e.g. a file's full path) and message:
+    a damaged stored file read twice by one command is reported once."""
+    if (about, message) in _WARNED:
+        return
+    _WARNED.add((about, message))
+    print(f"warning: {message}", file=sys.stderr)

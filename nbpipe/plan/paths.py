@@ -4,33 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import stat
 from pathlib import Path
 
 from nbpipe.imagefmt import sniff
+from nbpipe.relpath import PathRefused, output_path, relative_path
 
-
-class PathRefused(Exception):
-    """A manifest path that leaves the project, or names something that is not a plain file."""
-
-
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def relative_path(text: str) -> str:
-    """The normalised project-relative POSIX path, or PathRefused if it could leave the project."""
-    if not text or "\x00" in text:
-        raise PathRefused("an empty path")
-    slashed = text.replace("\\", "/")
-    if slashed.startswith("/") or _DRIVE.match(slashed):
-        raise PathRefused(f"'{text}' is an absolute path")
-    parts = [p for p in slashed.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise PathRefused(f"'{text}' climbs out with '..'")
-    if not parts:
-        raise PathRefused(f"'{text}' names the project directory itself")
-    return "/".join(parts)
+__all__ = ["PathRefused", "ProjectDir", "output_path", "relative_path"]
 
 
 class ProjectDir:
@@ -46,8 +26,9 @@ class ProjectDir:
         return real == str(self.real_root) or real.startswith(str(self.real_root) + os.sep)
 
     def check_output(self, text: str) -> str:
-        """A safe output path: relative, no '..', and no symlinked folder that leads out."""
-        rel = relative_path(text)
+        """A safe output path: relative, no '..', not nbpipe's or git's own files, and no
+        symlinked folder that leads out."""
+        rel = output_path(text)
         parent = rel.rpartition("/")[0]
         ok = self._dirs.get(parent)
         if ok is None:

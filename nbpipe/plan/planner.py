@@ -252,8 +252,14 @@ def decide(frame: Frame, known: Known, force: bool = False) -> Step:
     if same_key:
         if current == locked.digest:
             return Step(frame, "fresh", "up to date", locked.digest, output=path)
-        if known.has_blob(locked.digest):
+        # The lock may come from a pull request: it restores only an image the cache knows
+        # was rendered for this very key, never another frame's.
+        if locked.digest in known.take_digests(frame.key) and known.has_blob(locked.digest):
             return Step(frame, "restore", "output missing", locked.digest, output=path)
+        take = known.best_take(frame.key)
+        if take is not None:
+            return Step(frame, "restore", "output missing; the pinned image is not a take of "
+                        "this frame's key", take.digest, output=frame.output_for(take.format))
         return Step(frame, "render", "output missing and not in the cache")
     found = _changes(frame, locked, known)
     reason = "new frame" if locked is None else short_reason(found)

@@ -429,8 +429,11 @@ class Build:
         """Pin what was built, drop frames no longer declared, and remember file stats."""
         for name in [n for n in self.lock.entries if n not in self.project.frames]:
             entry = self.lock.entries.pop(name)
-            self.state.orphans[entry.output] = entry.digest
             self.state.changed = True
+            seen = self.state.outputs.get(entry.output)
+            if not (isinstance(seen, list) and seen[3:] == [entry.digest]):
+                continue  # only a file this machine saw nbpipe write may be removed later
+            self.state.orphans[entry.output] = entry.digest
             self.events.note(f"orphan    {entry.output}  (frame {name} is no longer declared; "
                              "`nbpipe clean --orphans` removes it)")
         for frame in self.project.frames.values():

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbpipe.errors import UsageError
-from nbpipe.store.cache import Cache
+from nbpipe.plan.paths import PathRefused, ProjectDir
+from nbpipe.store.cache import Cache, remove_temp
 from nbpipe.store.lock import Lock
 from nbpipe.store.state import State, file_sha256
 
@@ -89,9 +90,8 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
                              f"records (sha256 {blob.name[:12]})")
             if not dry_run:
                 blob.unlink(missing_ok=True)
-    for temp in (cache.tmp_dir.glob("*") if cache.tmp_dir.is_dir() else ()):
-        if time.time() - temp.stat().st_mtime > 3600 and not dry_run:
-            temp.unlink(missing_ok=True)
+    for temp in cache.temps(older_than=3600) if not dry_run else ():
+        remove_temp(temp)
     freed = sum(c.size for c in doomed)
     lines.append(f"gc: {len(doomed)} take(s), {freed:,} bytes {'to free' if dry_run else 'freed'}; "
                  f"{len(pinned)} pinned image(s) kept")
@@ -141,9 +141,15 @@ def _size(path: Path) -> int:
 def clean_orphans(root: Path, state: State, dry_run: bool) -> list[str]:
     """Remove outputs of frames no longer declared, if nbpipe's bytes are still what they hold."""
     lines = []
+    project = ProjectDir(root)
     for rel, digest in sorted(state.orphans.items()):
         path = root / rel
-        current = file_sha256(path)
+        try:
+            project.check_output(rel)
+        except PathRefused as exc:
+            lines.append(f"kept     {rel}  ({exc})")
+            continue
+        current = file_sha256(path) if path.is_file() and not path.is_symlink() else None
         if current is None:
             state.orphans.pop(rel)
         elif current != digest:

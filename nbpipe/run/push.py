@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from nbpipe.plan.frame import format_of_path
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.remote import Remote
 from nbpipe.store.state import State
@@ -64,12 +65,19 @@ def pull(project, cache: Cache, remote: Remote | None, lock, state, frames) -> l
         if entry is None:
             lines.append(f"skipped  {frame.name}  (not in nbpipe.lock: build it)")
             continue
-        if state.output_digest(entry.output) == entry.digest:
+        # Written where the manifest puts this frame (the lock only says which format), like
+        # build: a lock from a pull request does not choose where files go.
+        output = frame.output_for(format_of_path(entry.output) or "")
+        if state.output_digest(output) == entry.digest:
+            continue
+        takes = {t.digest for t in cache.takes(entry.key)} | (remote.digests(entry.key) if remote else set())
+        if entry.digest not in takes:
+            lines.append(f"missing  {frame.name}  (sha256 {entry.digest[:12]} is no take of its key)")
             continue
         if not cache.has_blob(entry.digest) and not (remote and remote.fetch(entry.digest, cache)):
             lines.append(f"missing  {frame.name}  (sha256 {entry.digest[:12]} is in no cache)")
             continue
-        if cache.copy_verified(entry.digest, project.loaded.root / entry.output):
-            state.note_output(entry.output, entry.digest)
-            lines.append(f"pulled   {frame.name}  → {entry.output}")
+        if cache.copy_verified(entry.digest, project.loaded.root / output):
+            state.note_output(output, entry.digest)
+            lines.append(f"pulled   {frame.name}  → {output}")
     return lines

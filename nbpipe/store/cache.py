@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -24,11 +26,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import diskcache
 
 CHUNK = 1 << 20
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def is_digest(value: object) -> bool:
+    """A SHA-256 in lowercase hex: the only text a blob path is ever built from (a digest read
+    from a lock, an index record or a remote could otherwise be `/etc/x` or `../../x`)."""
+    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,36 @@ class Take:
 
     @staticmethod
     def from_json(doc: dict) -> "Take":
-        return Take(**{k: doc.get(k) for k in Take.__dataclass_fields__})
+        """A take as stored (the cache may be shared or tampered with); ValueError if any
+        field has the wrong type, so a bad record is a miss and never reaches a path or a sum."""
+        if not isinstance(doc, dict):
+            raise ValueError("a take record is not an object")
+        take = Take(**{k: doc.get(k) for k in Take.__dataclass_fields__})
+        texts = (take.backend, take.model, take.format, take.cost_usd)
+        if not is_digest(take.digest) or not all(isinstance(t, str) for t in texts) \
+                or not _number(take.created) or not _money(take.cost_usd) \
+                or not isinstance(take.task_id, (str, type(None))) \
+                or not isinstance(take.url, (str, type(None))) \
+                or not (take.url_expires is None or _number(take.url_expires)):
+            raise ValueError("a take record has a field of the wrong type")
+        return take
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _money(text: str) -> bool:
+    try:
+        return Decimal(text).is_finite() and Decimal(text) >= 0
+    except (InvalidOperation, ValueError):
+        return False
+
+
+def _take_docs(record: dict) -> list[dict]:
+    """The take documents of an index record, whatever shape a damaged record has."""
+    takes = record.get("takes")
+    return [t for t in takes if isinstance(t, dict)] if isinstance(takes, list) else []
 
 
 class BlobWriter:
@@ -114,10 +153,12 @@ class Cache:
     # --- blobs -------------------------------------------------------------------------------
 
     def blob_path(self, digest: str) -> Path:
+        if not is_digest(digest):
+            raise ValueError(f"not a sha256 digest: {str(digest)[:80]!r}")
         return self.root / "blobs" / digest[:2] / digest
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        return is_digest(digest) and self.blob_path(digest).is_file()
 
     @contextmanager
     def writer(self) -> Iterator[BlobWriter]:
@@ -131,14 +172,22 @@ class Cache:
     def sweep(self) -> int:
         """Remove partial writes left by a killed build. Call only while holding the cache's
         build lock: then no temp file can belong to a live writer."""
-        removed = 0
-        for temp in self.tmp_dir.glob("*") if self.tmp_dir.is_dir() else ():
-            temp.unlink(missing_ok=True)
-            removed += 1
-        return removed
+        return sum(remove_temp(temp) for temp in self.temps())
+
+    def temps(self, older_than: float = 0) -> list[Path]:
+        """What is in tmp/ (modified more than `older_than` seconds ago)."""
+        try:
+            found = list(self.tmp_dir.iterdir())
+        except OSError:
+            return []
+        now = time.time()
+        return [t for t in found if not older_than or now - _mtime(t) > older_than]
 
     def adopt(self, temp: Path, digest: str) -> bool:
         """Move a downloaded temp file into the store if it hashes to `digest`; else drop it."""
+        if not is_digest(digest):
+            temp.unlink(missing_ok=True)
+            return False
         try:
             with open(temp, "rb") as handle:
                 actual = hashlib.file_digest(handle, "sha256").hexdigest()
@@ -160,6 +209,8 @@ class Cache:
 
     def read_verified(self, digest: str) -> bytes | None:
         """The blob's bytes if present and intact; a corrupt blob is removed and is a miss."""
+        if not is_digest(digest):
+            return None
         try:
             data = self.blob_path(digest).read_bytes()
         except OSError:
@@ -171,6 +222,8 @@ class Cache:
 
     def copy_verified(self, digest: str, dest: Path) -> bool:
         """Atomically write the blob to `dest`, checking its digest on the way; False on a miss."""
+        if not is_digest(digest):
+            return False
         try:
             source = open(self.blob_path(digest), "rb")
         except OSError:
@@ -222,12 +275,12 @@ class Cache:
     def takes(self, key: str) -> list[Take]:
         """Takes of a key whose blob is still present, oldest first."""
         out = []
-        for doc in self._record(key).get("takes", []):
+        for doc in _take_docs(self._record(key)):
             try:
                 take = Take.from_json(doc)
-            except TypeError:
+            except (TypeError, ValueError):
                 continue
-            if isinstance(take.digest, str) and self.has_blob(take.digest):
+            if self.has_blob(take.digest):
                 out.append(take)
         return out
 
@@ -239,7 +292,7 @@ class Cache:
     def add_take(self, key: str, request: dict, take: Take) -> None:
         with self.index.transact():
             record = self._record(key)
-            takes = [t for t in record.get("takes", []) if t.get("digest") != take.digest]
+            takes = [t for t in _take_docs(record) if t.get("digest") != take.digest]
             self.index.set(f"key:{key}", {"request": request, "takes": [*takes, asdict(take)]})
             if take.url:
                 self.index.set(f"url:{take.digest}", [take.url, take.url_expires])
@@ -270,15 +323,18 @@ class Cache:
             failed = self.index.get(f"failed:{key}", 0) if self.readable else 0
         except (sqlite3.DatabaseError, ValueError):
             failed = 0
-        return len(self._record(key).get("takes", [])) + (failed if isinstance(failed, int) else 0) + 1
+        return len(_take_docs(self._record(key))) + (failed if isinstance(failed, int) else 0) + 1
 
     def note_failed_task(self, key: str) -> None:
-        self.index.incr(f"failed:{key}", default=0)
+        try:
+            self.index.incr(f"failed:{key}", default=0)
+        except (TypeError, ValueError, KeyError):  # a damaged counter starts again from one
+            self.index.set(f"failed:{key}", 1)
 
     def drop_take(self, key: str, digest: str) -> None:
         with self.index.transact():
             record = self._record(key)
-            takes = [t for t in record.get("takes", []) if t.get("digest") != digest]
+            takes = [t for t in _take_docs(record) if t.get("digest") != digest]
             if takes:
                 self.index.set(f"key:{key}", {**record, "takes": takes})
             else:
@@ -316,6 +372,26 @@ def _umask() -> int:
 # mkstemp creates 0600 files; outputs and the lock get the mode a plain open() would give them,
 # so a web server or a teammate on a shared disk can read what the report links to.
 SHAREABLE = 0o666 & ~_umask()
+
+
+def remove_temp(path: Path) -> int:
+    """Remove a leftover of tmp/, whatever it is (a file, a link, or a directory someone put
+    there); 1 if it went, 0 if it could not."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        return 0
+    return 1
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.lstat().st_mtime
+    except OSError:
+        return time.time()
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -7,10 +7,16 @@ equals the locked digest. The lock's JSON Schema is schemas/nbpipe.lock.schema.j
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
-from nbpipe.errors import UsageError
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
+
+from nbpipe.catalog import BUILTIN
+from nbpipe.errors import UsageError, warn
+from nbpipe.relpath import PathRefused, output_path
 from nbpipe.store.cache import atomic_write
 
 LOCK_NAME = "nbpipe.lock"
@@ -27,6 +33,62 @@ class LockEntry:
     backend: str
     model: str
     cost_usd: float
+
+
+Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _StoredEntry(BaseModel):
+    """A lock entry as read: the lock arrives in pull requests, so nothing in it is trusted."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    key: Hex64
+    output: str
+    digest: Hex64
+    backend: str
+    model: str
+    cost_usd: float
+
+    @field_validator("output")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        try:
+            return output_path(value)
+        except PathRefused as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("cost_usd")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("must be a finite price, 0 or more")
+        return value
+
+
+_WANT = {"string_pattern_mismatch": "must be 64 lowercase hex digits",
+         "string_type": "must be a string", "float_type": "must be a number",
+         "missing": "is missing", "model_type": "must be an object"}
+
+
+def _entry(name: str, doc: Any) -> LockEntry | str:
+    """The checked entry, or what is wrong with it."""
+    try:
+        entry = _StoredEntry.model_validate(doc)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in error["loc"]) or "entry"
+        why = _WANT.get(error["type"]) or error["msg"].removeprefix("Value error, ")
+        return f"'{field}' {why}"
+    if BUILTIN.get(entry.backend, entry.model) is None:
+        return f"unknown backend/model '{entry.backend[:40]}/{entry.model[:60]}'"
+    return LockEntry(**entry.model_dump())
+
+
+def _line_of(text: str, name: str) -> int:
+    needle = json.dumps(name, ensure_ascii=False) + ":"
+    return next((i for i, line in enumerate(text.splitlines(), 1)
+                 if line.lstrip().startswith(needle)), 0)
 
 
 class Lock:
@@ -49,23 +111,26 @@ class Lock:
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
         try:
-            return Lock.parse(json.loads(text), profile)
+            return Lock.parse(json.loads(text), profile, text, str(path))
         except ValueError as exc:
             raise UsageError(f"{path} is not a valid lock file ({exc})",
                              "a merge conflict? resolve it, or delete the file and rebuild "
                              "(cached images are restored for free)") from None
 
     @staticmethod
-    def parse(doc: dict, profile: str | None = None) -> "Lock":
-        """A lock from its JSON document; ValueError when it is not one."""
+    def parse(doc: dict, profile: str | None = None, text: str = "",
+              where: str = LOCK_NAME) -> "Lock":
+        """A lock from its JSON document (`text`, when known, locates warnings); ValueError
+        when it is not one. Each entry is checked: a bad one is left out, with a warning."""
         try:
             if doc.get("version") != LOCK_VERSION:
                 raise ValueError(f"unsupported lock version {doc.get('version')!r}")
             sections = {None: doc["frames"], **doc.get("profiles", {})}
-            parsed = {name: {frame: LockEntry(**entry) for frame, entry in frames.items()}
-                      for name, frames in sections.items()}
+            if not all(isinstance(frames, dict) for frames in sections.values()):
+                raise ValueError("a section of frames is not an object")
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(str(exc)) from None
+        parsed = {name: _checked(frames, where, text) for name, frames in sections.items()}
         mine = parsed.pop(profile, {})
         return Lock(mine, profile, parsed)
 
@@ -97,6 +162,21 @@ class Lock:
         """Digests pinned by any profile's section (gc keeps them all)."""
         every = [self.entries, *self.others.values()]
         return {e.digest for entries in every for e in entries.values()}
+
+
+def _checked(frames: dict, where: str, text: str) -> dict[str, LockEntry]:
+    """The valid entries of a section; a bad one is left out (its frame is then stale, and the
+    next build pins it afresh), with a warning that points at its line."""
+    out = {}
+    for name, doc in frames.items():
+        found = _entry(name, doc)
+        if isinstance(found, LockEntry):
+            out[name] = found
+            continue
+        line = _line_of(text, name)
+        warn(f"{LOCK_NAME}{f':{line}' if line else ''}: entry of frame '{name[:80]}' ignored: {found} "
+             "(the frame is treated as not pinned)", where)
+    return out
 
 
 def _section(entries: dict[str, LockEntry], indent: str) -> str:

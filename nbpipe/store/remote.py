@@ -19,7 +19,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from nbpipe.store.cache import Cache, Take
+from nbpipe.store.cache import Cache, Take, is_digest
 
 CHUNK = 1 << 20
 
@@ -53,8 +53,9 @@ class Remote:
                 paths = []
             for path in paths:
                 key, _, name = path.rpartition("/takes/")[2].partition("/")
-                if name.endswith(".json"):
-                    found.setdefault(key, set()).add(name.removesuffix(".json"))
+                digest = name.removesuffix(".json")
+                if name.endswith(".json") and is_digest(key) and is_digest(digest):
+                    found.setdefault(key, set()).add(digest)
             self._index = found
         return self._index
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class State:
         except (OSError, ValueError):
             return {}
         ok = isinstance(data, dict) and data.get("version") == STATE_VERSION
-        return data if ok else {}
+        return _checked(data) if ok else {}
 
     def output_digest(self, rel: str) -> str | None:
         """The SHA-256 of an output file (None if missing), re-hashed only if its stat changed."""
@@ -102,3 +103,68 @@ class State:
         finally:
             Path(temp).unlink(missing_ok=True)
         self.changed = False
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_digest(value: object) -> bool:
+    return isinstance(value, str) and _HEX64.fullmatch(value) is not None
+
+
+def _is_rel(value: object) -> bool:
+    """A project-relative path by its text (the same rule as nbpipe.relpath, kept to the
+    standard library: the no-op path reads this file)."""
+    if not isinstance(value, str) or not value or "\x00" in value or "\\" in value:
+        return False
+    parts = value.split("/")
+    return not value.startswith("/") and ":" not in parts[0] and ".." not in parts
+
+
+def _is_stat(value: object) -> bool:
+    return isinstance(value, list) and len(value) == 4 and _is_digest(value[3]) \
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value[:3])
+
+
+def _checked(data: dict) -> dict:
+    """state.json as read, with every part of the wrong shape dropped: it is only a cache of
+    what this machine saw, so a damaged part is forgotten (and re-learnt), never trusted."""
+    out: dict = {"version": STATE_VERSION}
+    outputs = data.get("outputs")
+    if isinstance(outputs, dict):
+        out["outputs"] = {k: v for k, v in outputs.items() if _is_rel(k) and _is_stat(v)}
+    orphans = data.get("orphans")
+    if isinstance(orphans, dict):
+        out["orphans"] = {k: v for k, v in orphans.items() if _is_rel(k) and _is_digest(v)}
+    failed = data.get("failed")
+    if isinstance(failed, dict):
+        out["failed"] = {k: v for k, v in failed.items() if isinstance(v, str)}
+    totals = data.get("totals")
+    if isinstance(totals, dict) and all(_is_amount(totals.get(k)) for k in ("spent_usd", "saved_usd")):
+        out["totals"] = {k: totals[k] for k in ("spent_usd", "saved_usd")}
+    unpushed = data.get("unpushed")
+    if isinstance(unpushed, list):
+        out["unpushed"] = [p for p in unpushed if isinstance(p, list) and len(p) == 2
+                           and _is_digest(p[0]) and _is_digest(p[1])]
+    fingerprint = data.get("fingerprint")
+    if _is_fingerprint(fingerprint):
+        out["fingerprint"] = fingerprint
+    return out
+
+
+def _is_amount(value: object) -> bool:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return isinstance(value, str) and Decimal(value).is_finite()
+    except (InvalidOperation, ValueError):
+        return False
+
+
+def _is_fingerprint(value: object) -> bool:
+    if not isinstance(value, dict):
+        return False
+    inputs, outputs = value.get("inputs", {}), value.get("outputs", [])
+    return isinstance(inputs, dict) and all(isinstance(v, list) for v in inputs.values()) \
+        and isinstance(outputs, list) and all(isinstance(o, str) for o in outputs) \
+        and isinstance(value.get("frames"), int)

@@ -13,7 +13,7 @@ from nbpipe.store.state import State
 
 def entry(key="a" * 64) -> LockEntry:
     return LockEntry(key=key, output="out/x.png", digest="b" * 64, backend="preview",
-                     model="m", cost_usd=0.05)
+                     model="Nano-Banana", cost_usd=0.05)
 
 
 def test_lock_text_is_sorted_and_only_written_when_changed(tmp_path):
