@@ -19,7 +19,7 @@ from pathlib import Path
 from nbpipe.manifest.expand import name_part
 from nbpipe.plan.planner import Project, Step
 from nbpipe.run.events import fmt_usd
-from nbpipe.run.page import Thumbs, environment, write_page
+from nbpipe.run.page import Thumbs, asset, csp, environment, write_page
 from nbpipe.run.view import open_store, plan_project
 from nbpipe.store.cache import Cache
 
@@ -71,7 +71,10 @@ def write_report(project: Project, cache_dir: Path, out: Path) -> Path:
         pinned = sum((Decimal(str(e.cost_usd)) for e in lock.entries.values()), Decimal(0))
     finally:
         cache.close()
+    css, css_source = asset("report.css")
+    js, js_source = asset("report.js")
     html = environment().get_template("report.html.j2").render(
+        css=css, js=js, policy=csp([css_source], [js_source], "'self'"),
         name=project.loaded.manifest.name or root.resolve().name, sections=sections,
         frames=len(cards), states=sorted({c.state for c in cards.values()}),
         bibles=sorted({c.bible for c in cards.values() if c.bible}),
@@ -93,7 +96,7 @@ def _card(step: Step, project: Project, cache: Cache, lock, failed: dict, thumbs
                 detail, frame.prompt, frame.bible or "")
     if on_disk:
         card.thumb = thumbs.of(entry.digest, output)
-        card.full = os.path.relpath(output, page_dir)
+        card.full = _link(os.path.relpath(output, page_dir))
     for i, take in enumerate(cache.takes(frame.key) if frame.key else [], 1):
         thumb = thumbs.of(take.digest, cache.blob_path(take.digest))
         if thumb:
@@ -152,3 +155,8 @@ def _chain(name: str, project: Project) -> list[str]:
         chain.insert(0, frame.upstreams[0])
         frame = project.frames[frame.upstreams[0]]
     return chain
+
+
+def _link(path: str) -> str:
+    """A relative link that can only be a path: `javascript:x.png` becomes `./javascript:x.png`."""
+    return path if path.startswith(("./", "../")) else f"./{path}"
