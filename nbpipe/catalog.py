@@ -279,6 +279,20 @@ class Catalog:
                 specs.append(spec)
         return Catalog(tuple(specs), self.backends, self.default_backend, self.tiers)
 
+    def higher(self, other: "Catalog") -> "Catalog":
+        """A copy where each model's price per tier is the higher of this table's and `other`'s."""
+        specs = []
+        for backend, models in self.models.items():
+            for spec in models.values():
+                theirs = other.get(backend, spec.name)
+                if theirs is not None:
+                    tiers = spec.resolutions or (FLAT,)
+                    prices = {t: max(spec.price(None if t == FLAT else t),
+                                     theirs.price(None if t == FLAT else t)) for t in tiers}
+                    spec = replace(spec, prices=MappingProxyType(prices))
+                specs.append(spec)
+        return Catalog(tuple(specs), self.backends, self.default_backend, self.tiers)
+
 
 def _overridden(spec: ModelSpec, override: object) -> dict[str, Decimal] | None:
     """The prices of `spec` with an override applied; None if it names none of its prices.

@@ -148,6 +148,9 @@ def _cache_dir(root: Path) -> Path:
               "the catalogue's default for the backend).")
 @click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD",
               help="Spend at most this much; frames that do not fit are skipped and listed.")
+@click.option("--trust-manifest-prices", "trust_prices", is_flag=True,
+              help="Measure --max-cost in the manifest's `pricing:` even where it is below the "
+              "list price (by default a manifest can raise prices, never lower the budget's measure).")
 @click.option("--fail-fast", is_flag=True, help="Send nothing new after the first failure.")
 @click.option("--keep-going", is_flag=True, help="Build what does not depend on a failure "
               "(the default).")
@@ -162,7 +165,7 @@ def _cache_dir(root: Path) -> Path:
 def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, profile: str | None,
           jobs: int | None,
           max_cost: float | None, fail_fast: bool, keep_going: bool, no_wait: bool, offline: bool,
-          check: bool, force: bool, as_json: bool, with_report: bool) -> int:
+          check: bool, force: bool, as_json: bool, with_report: bool, trust_prices: bool) -> int:
     """Restore or render what changed, in dependency order, and update nbpipe.lock."""
     root: Path = ctx.obj
     if not frames and not force and not with_report:
@@ -183,7 +186,8 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
         return run_check(project, _cache_dir(root), frames, as_json)
     options = BuildOptions(patterns=frames, force=force, backend=backend, jobs=jobs,
                            max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
-                           fail_fast=fail_fast, profile=profile, offline=offline)
+                           fail_fast=fail_fast, profile=profile, offline=offline,
+                           trust_prices=trust_prices)
     code = run_build(project, _cache_dir(root), options, as_json, wait=not no_wait)
     if with_report:
         from nbpipe.run.report import write_report

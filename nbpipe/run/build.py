@@ -28,6 +28,7 @@ from nbpipe.errors import BuildStopped, FrameFailed, NbpipeError, TaskFailed
 from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Project, Step, decide, make_plan
 from nbpipe.run.budget import Budget
+from nbpipe.run.prices import list_prices
 from nbpipe.run.events import Summary, fmt_usd
 from nbpipe.run.known import StoreKnown
 from nbpipe.run.noop import fingerprint
@@ -56,6 +57,7 @@ class BuildOptions:
     fail_fast: bool = False
     grace: float = 10.0  # seconds to keep collecting in-flight renders after Ctrl-C
     offline: bool = False  # never touch the remote cache
+    trust_prices: bool = False  # measure the budget in the manifest's `pricing:` as it stands
 
     profile: str | None = None
 
@@ -102,7 +104,7 @@ class Build:
         manifest = self.project.loaded.manifest
         cap = self.options.max_cost if self.options.max_cost is not None else (
             Decimal(str(manifest.max_cost)) if manifest.max_cost is not None else None)
-        self.budget = Budget(cap)
+        self.budget = Budget(cap, list_prices(self.cache.root), self.options.trust_prices)
         try:
             with asyncio.Runner() as runner:
                 runner.run(self._all(frames))
@@ -290,9 +292,10 @@ class Build:
         try:
             if self.stopped:
                 return self._skip_stopped(step)
-            if not self.budget.reserve(frame.name, frame.cost):
+            if not self.budget.reserve(frame):
                 self.summary.skipped += 1
-                self.events.frame("skipped", step, f"over budget (USD {fmt_usd(frame.cost)})")
+                self.events.frame("skipped", step,
+                                  f"over budget (USD {fmt_usd(self.budget.measure(frame))})")
                 return None
             self.events.start(step)
             return await self._render(step, release)
@@ -315,7 +318,7 @@ class Build:
             self.cache.note_failed_task(frame.key)  # the next try needs a new Idempotency-Key
             raise
         self.summary.rendered += 1
-        self.summary.spent += Decimal(take.cost_usd)
+        self.summary.spent += max(Decimal(take.cost_usd), self.budget.measure(frame))
         output = frame.output_for(take.format)
         if not self._materialize(output, take.digest):
             raise FrameFailed(f"the image of {frame.name} vanished from the cache while writing")

@@ -6,23 +6,69 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import os
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from nbpipe.catalog import FLAT, Catalog, ModelSpec, builtin
-from nbpipe.errors import UsageError
+from nbpipe.errors import UsageError, warn
 from nbpipe.plan.planner import Project
 from nbpipe.store.cache import atomic_write
 
 PRICES_FILE = "prices.json"
 
 
+MAX_PRICE = 100  # USD per image: far above any real price; a larger one is damage, not a price
+
+
 def _stored(cache_dir: Path) -> dict | None:
+    """The refreshed catalogue, checked like every cached file (the cache may be shared): a file
+    of the wrong shape is set aside with a warning, and the built-in table stays in force."""
+    path = cache_dir / PRICES_FILE
     try:
-        doc = json.loads((cache_dir / PRICES_FILE).read_text("utf-8"))
-    except (OSError, ValueError):
+        doc = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
         return None
-    return doc if isinstance(doc, dict) and isinstance(doc.get("hiapi"), dict) else None
+    except (OSError, ValueError):
+        doc = None
+    if _valid(doc):
+        return doc
+    warn(f"{path} is not a valid price list; set aside as {PRICES_FILE}.invalid, the built-in "
+         "table is in force (`nbpipe prices --refresh` fetches it again)", str(path))
+    try:
+        os.replace(path, path.with_name(PRICES_FILE + ".invalid"))
+    except OSError:
+        pass
+    return None
+
+
+def _valid(doc: object) -> bool:
+    if not isinstance(doc, dict) or not isinstance(doc.get("hiapi"), dict) \
+            or not isinstance(doc.get("fetched", ""), str):
+        return False
+    for model, price in doc["hiapi"].items():
+        spec = builtin().get("hiapi", model)
+        if spec is None:
+            return False
+        tiers = price if isinstance(price, dict) else {None: price}
+        if isinstance(price, dict) and not set(price) <= set(spec.resolutions):
+            return False
+        if not all(_is_price(p) for p in tiers.values()):
+            return False
+    return True
+
+
+def _is_price(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) and 0 <= value <= MAX_PRICE
+
+
+def list_prices(cache_dir: Path) -> Catalog:
+    """The budget's measure: per model and tier, the higher of the built-in price and the
+    refreshed one. Neither a manifest's `pricing:` nor a tampered shared cache can lower it."""
+    refreshed = current_catalog(cache_dir)
+    return builtin() if refreshed is None else builtin().higher(refreshed)
 
 
 def current_catalog(cache_dir: Path) -> Catalog | None:

@@ -37,7 +37,8 @@ def run_build(project: Project, cache_dir: Path, options: BuildOptions, as_json:
             cache.close()
     if summary.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if summary.failed else EXIT_OK
+    # Frames skipped (over budget, or after a stop) are frames missing: CI must not look green.
+    return EXIT_FAILED if summary.failed or summary.skipped else EXIT_OK
 
 
 def _events(as_json: bool, total: int):

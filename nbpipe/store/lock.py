@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
 
-from nbpipe.catalog import BUILTIN
+from nbpipe.catalog import builtin
 from nbpipe.errors import UsageError, warn
 from nbpipe.relpath import PathRefused, output_path
 from nbpipe.store.cache import atomic_write
@@ -80,7 +80,7 @@ def _entry(name: str, doc: Any) -> LockEntry | str:
         field = ".".join(str(p) for p in error["loc"]) or "entry"
         why = _WANT.get(error["type"]) or error["msg"].removeprefix("Value error, ")
         return f"'{field}' {why}"
-    if BUILTIN.get(entry.backend, entry.model) is None:
+    if builtin().get(entry.backend, entry.model) is None:
         return f"unknown backend/model '{entry.backend[:40]}/{entry.model[:60]}'"
     return LockEntry(**entry.model_dump())
 
