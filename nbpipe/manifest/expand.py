@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import math
+import os
 import re
 import string
 from dataclasses import dataclass, field
@@ -25,6 +26,11 @@ DEFAULT_OUTPUT = "out/{frame}.{ext}"
 RESERVED_VARS = ("bible", "bibles", "target", "frame")
 # Settings a matrix axis or a variant may vary per frame (channel crops: 1:1, 9:16, 21:9).
 FRAME_SETTINGS = ("model", "aspect_ratio", "resolution")
+# A matrix axis is a template variable and an output placeholder: it may not shadow either.
+RESERVED_AXES = (*RESERVED_VARS, "variant", "ext", "profile")
+MAX_NAME = 100  # characters of a target name (it becomes a file name: 255 bytes at most)
+MAX_EXTENDS = 32  # links in an `extends` chain: deeper is a mistake, or an attempt to stall CI
+MAX_FRAMES_CEILING = 100_000  # what a manifest may raise max_frames to; NBPIPE_MAX_FRAMES lifts it
 _TARGET_NAME = re.compile(r"^\w[\w.-]*$")
 _UNSAFE = re.compile(r"[^\w.-]+")  # what a matrix value may not keep in names and paths
 _BAD_PART = re.compile(r"[/\\\x00-\x1f]")
@@ -137,6 +143,10 @@ class _Resolver:
             self.error(path, f"target name '{name}' is not usable in frame names",
                        "use letters, digits, '_', '.' and '-' (no '/' or spaces)", at_key=True)
             return None
+        if len(name) > MAX_NAME:
+            self.error(path, f"target name '{name[:40]}…' is longer than {MAX_NAME} characters",
+                       "it becomes a file name; shorten it", at_key=True)
+            return None
         chain = self._chain(name)
         if chain is None:
             return None
@@ -153,6 +163,10 @@ class _Resolver:
             if parent not in self.targets:
                 self.error(at, f"target '{chain[-1]}' extends unknown target '{parent}'",
                            did_you_mean(parent, self.targets))
+                return None
+            if len(chain) > MAX_EXTENDS:
+                self.error(at, f"target '{name}' has an extends chain longer than {MAX_EXTENDS}",
+                           "inherit from fewer levels; use defaults for what all share")
                 return None
             if parent in chain:
                 members = chain[chain.index(parent):]
@@ -284,6 +298,10 @@ class _Resolver:
         if matrix:
             for axis, values in matrix.value.items():
                 seen: dict[str, Any] = {}
+                if axis in RESERVED_AXES:
+                    self.error((*matrix.path, axis), f"matrix axis '{axis}' is reserved for "
+                               "nbpipe's own use", f"rename it; {', '.join(RESERVED_AXES)} "
+                               "are nbpipe's names", at_key=True)
                 for i, value in enumerate(values):
                     part = name_part(value)
                     if not _name_part_ok(part):
@@ -341,8 +359,23 @@ def _count(target: ResolvedTarget) -> int:
     return len(target.variants) if target.variants else 1
 
 
+def frames_ceiling() -> int:
+    """How far a manifest may raise max_frames: the person running nbpipe decides
+    ($NBPIPE_MAX_FRAMES), since a manifest may come from a pull request."""
+    try:
+        return max(int(os.environ.get("NBPIPE_MAX_FRAMES", "")), 1)
+    except ValueError:
+        return MAX_FRAMES_CEILING
+
+
 def _check_size(loaded: Loaded, targets: dict[str, ResolvedTarget], diags: list) -> None:
     cap = loaded.manifest.max_frames
+    ceiling = frames_ceiling()
+    if cap > ceiling:
+        diags.append(loaded.source.diagnostic(
+            ("max_frames",), f"max_frames may be at most {ceiling:,}",
+            "the person running nbpipe can allow more: NBPIPE_MAX_FRAMES=N"))
+        raise ManifestError(diags)
     total = sum(_count(t) for t in targets.values())
     if total > cap:
         biggest = max(targets.values(), key=_count)

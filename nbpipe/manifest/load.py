@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedOrderedMap
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from nbpipe.errors import Diagnostic, ManifestError
@@ -24,6 +25,9 @@ from nbpipe.manifest.source import Path, SourceMap, describe, did_you_mean
 MANIFEST_NAME = "nbpipe.yaml"
 MAX_VALUES = 1_000_000  # alias bombs expand to billions of values; real manifests hold thousands
 MAX_DEPTH = 64
+MAX_TEXT = 32 << 20  # characters of text after aliases: a 1 MB string aliased a million times
+_LONG_NUMBER = re.compile(r"[-+]?\d{4000,}")
+_PLAIN_TAGS = {None, "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,15 @@ def _parse_yaml(text: str, source: SourceMap) -> Any:
         raise ManifestError([source.at(0, 0, f"YAML syntax: {exc}")]) from None
     except RecursionError:
         raise ManifestError([source.at(0, 0, "the manifest is nested too deeply")]) from None
+    except ValueError as exc:  # Python refuses to read an integer of more than 4,300 digits
+        long = _LONG_NUMBER.search(text)
+        if long is None:
+            raise ManifestError([source.at(0, 0, f"YAML value refused: {exc}")]) from None
+        line = text.count("\n", 0, long.start()) + 1
+        col = long.start() - (text.rfind("\n", 0, long.start()) + 1) + 1
+        raise ManifestError([source.at(line, col, f"a number of {len(long.group()):,} digits",
+                                       "quote it if it is text; no setting takes a number "
+                                       "that large")]) from None
 
 
 class _Plain:
@@ -140,6 +153,7 @@ class _Plain:
     def __init__(self, source: SourceMap):
         self.source = source
         self.count = 0
+        self.text = 0  # characters of text so far, counting each alias again
 
     def convert(self, node: Any, path: Path = (), depth: int = 0) -> Any:
         self.count += 1
@@ -150,6 +164,12 @@ class _Plain:
         if depth > MAX_DEPTH:
             raise ManifestError([self.source.diagnostic(
                 path, f"the manifest is nested more than {MAX_DEPTH} levels deep")])
+        tag = getattr(getattr(node, "tag", None), "value", None)
+        if isinstance(node, (dict, list)) and tag not in _PLAIN_TAGS or isinstance(node, (set, CommentedOrderedMap)):
+            raise ManifestError([self.source.diagnostic(
+                path, f"YAML tag '{_short_tag(tag, node)}' is not supported",
+                "use plain strings, numbers, booleans, lists and mappings (mappings keep their "
+                "order)")])
         if isinstance(node, dict):
             return self._mapping(node, path, depth)
         if isinstance(node, list):
@@ -162,9 +182,16 @@ class _Plain:
         for key, value in node.items():
             name = self._text(_key_text(key), path)
             child = (*path, name)
+            if name in out:  # `1:` and `'1':` are two YAML keys but one name
+                line, col = _position(lc.key, key, lc) if lc is not None else (-1, -1)
+                raise ManifestError([self.source.at(line + 1, col + 1, f"duplicate key '{name}'",
+                                                    "a number and a quoted string of the same "
+                                                    "text name the same thing here")])
             if lc is not None:
-                kl, kc = lc.key(key)
-                vl, vc = lc.value(key)
+                # A key merged in with `<<: *anchor` has no position of its own: it is then
+                # located at the mapping it was merged into.
+                kl, kc = _position(lc.key, key, lc)
+                vl, vc = _position(lc.value, key, lc)
                 self.source.keys.setdefault(child, (kl + 1, kc + 1))
                 self.source.values.setdefault(child, (vl + 1, vc + 1))
             out[name] = self.convert(value, child, depth + 1)
@@ -176,7 +203,7 @@ class _Plain:
         for index, value in enumerate(node):
             child = (*path, index)
             if lc is not None:
-                line, col = lc.item(index)
+                line, col = _position(lc.item, index, lc)
                 self.source.values.setdefault(child, (line + 1, col + 1))
             out.append(self.convert(value, child, depth + 1))
         return out
@@ -189,6 +216,11 @@ class _Plain:
         if isinstance(node, float):
             return float(node)
         if isinstance(node, str):
+            self.text += len(node)
+            if self.text > MAX_TEXT:
+                raise ManifestError([self.source.diagnostic(
+                    path, f"the manifest expands to more than {MAX_TEXT:,} characters of text",
+                    "YAML aliases repeat their text; write long text once")])
             return self._text(str(node), path)
         if isinstance(node, (dt.date, dt.datetime)):
             return node.isoformat()
@@ -205,6 +237,21 @@ class _Plain:
                 path, "a string holds an unpaired surrogate escape (like \\ud800)",
                 "write the character itself, or a valid \\U0001F600-style escape")]) from None
         return text
+
+
+def _position(lookup: Any, item: Any, lc: Any) -> tuple[int, int]:
+    try:
+        found = lookup(item)
+    except (KeyError, IndexError, TypeError):
+        found = None
+    return tuple(found) if isinstance(found, (tuple, list)) and len(found) == 2 \
+        else (lc.line or 0, lc.col or 0)
+
+
+def _short_tag(tag: str | None, node: Any) -> str:
+    if tag is None:
+        return "!!omap" if isinstance(node, CommentedOrderedMap) else f"!!{type(node).__name__}"
+    return tag.replace("tag:yaml.org,2002:", "!!")
 
 
 def _key_text(key: Any) -> str:

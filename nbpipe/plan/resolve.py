@@ -21,6 +21,10 @@ from nbpipe.plan import graph
 from nbpipe.plan.frame import Frame, InputImage, Request, canonical_json, url_digest
 from nbpipe.plan.paths import PathRefused, ProjectDir
 
+# Where a model's prompt limit is unconfirmed: about its 32k-token input window, so a 50 MB
+# prompt is refused at load instead of being sent (and billed, or answered 400) at build.
+MAX_PROMPT = 131_072
+
 
 def _sha(data: str | bytes) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
@@ -340,9 +344,10 @@ class Resolver:
                output: str) -> Frame | None:
         target = spec.target
         prompt = prompt_text(rendered)
-        if plan.spec.prompt_max is not None and len(prompt) > plan.spec.prompt_max:
+        limit = plan.spec.prompt_max or MAX_PROMPT
+        if len(prompt) > limit:
             self.error(target.template_path, f"the prompt of {{who}} has {len(prompt):,} "
-                       f"characters; {plan.spec.name} takes at most {plan.spec.prompt_max:,}",
+                       f"characters; {plan.spec.name} takes at most {limit:,}",
                        "shorten the template, vars or bible", who=("frame", spec.name),
                        key=f"prompt too long for {plan.spec.name}")
             return None

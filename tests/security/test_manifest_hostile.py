@@ -1,0 +1,103 @@
+"""A pull request's manifest cannot crash or stall the loader, the templates or the planner:
+each attempt ends in a located error, exit 2, in bounded time (SECURITY.md, "What a manifest
+can do")."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from nbpipe.errors import ManifestError
+from nbpipe.manifest.load import parse_manifest
+
+
+def located(text: str, tmp_path, run) -> str:
+    (tmp_path / "nbpipe.yaml").write_text(text)
+    start = time.perf_counter()
+    result = run("-C", str(tmp_path), "validate")
+    assert time.perf_counter() - start < 10
+    assert result.code == 2, result.err
+    return result.err
+
+
+def test_merge_keys_are_supported_with_positions(tmp_path, run):
+    text = ("version: 1\ndefaults: {backend: preview}\ntemplates: {t: 'x {{ v }}'}\n"
+            "targets:\n  a: &base\n    template: t\n    vars: {v: one}\n"
+            "  b:\n    <<: *base\n    colour: red\n")
+    assert "nbpipe.yaml:10:5: error: unknown key 'colour'" in located(text, tmp_path, run)
+    (tmp_path / "nbpipe.yaml").write_text(text.replace("    colour: red\n", ""))
+    assert run("-C", str(tmp_path), "validate").code == 0
+
+
+@pytest.mark.parametrize("value, tag", [("!!omap [{a: {prompt: x}}]", "!!omap"),
+                                        ("!!python/object/apply:os.system [touch pwned]",
+                                         "!!python/object/apply:os.system"),
+                                        ("!!set {a}", "YAML"), ("!!python/name:os.system {}", "!!")])
+def test_foreign_yaml_tags_are_located_errors(tmp_path, run, value, tag):
+    err = located(f"version: 1\ntargets: {value}\n", tmp_path, run)
+    assert "nbpipe.yaml:2:10: error: " in err and tag in err
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_five_thousand_digit_number_is_a_located_error(tmp_path, run):
+    err = located("version: 1\nmax_frames: " + "9" * 5000 + "\n", tmp_path, run)
+    assert "nbpipe.yaml:2:13: error: a number of 5,000 digits" in err
+
+
+def test_a_megabyte_string_aliased_a_million_times_is_refused(tmp_path, run):
+    level = "  l{0}: &l{0} [" + ", ".join(["*l{1}"] * 10) + "]\n"
+    text = "version: 1\nx:\n  s: &l0 '" + "a" * (1 << 20) + "'\n" + "".join(
+        level.format(i, i - 1) for i in range(1, 7))
+    err = located(text, tmp_path, run)
+    assert "expands to more than" in err and "characters of text" in err
+
+
+def test_unconfirmed_prompt_limits_still_have_a_ceiling(tmp_path, run):
+    text = ("version: 1\ndefaults: {backend: gemini, model: gemini-2.5-flash-image}\n"
+            "targets:\n  a: {prompt: '" + "x" * 200_000 + "'}\n")
+    assert "takes at most 131,072" in located(text, tmp_path, run)
+
+
+def test_overlong_target_name_is_refused_at_load(tmp_path, run):
+    err = located("version: 1\ntargets:\n  " + "n" * 300 + ": {prompt: x}\n", tmp_path, run)
+    assert "nbpipe.yaml:3:3: error: target name" in err and "longer than" in err
+
+
+def test_integer_and_string_target_names_do_not_merge(tmp_path, run):
+    err = located("version: 1\ntargets:\n  1: {prompt: a}\n  '1': {prompt: b}\n", tmp_path, run)
+    assert "nbpipe.yaml:4:3: error: duplicate key '1'" in err
+
+
+@pytest.mark.parametrize("axis", ["frame", "target", "bible", "ext", "variant", "profile"])
+def test_reserved_matrix_axis_names(tmp_path, run, axis):
+    err = located(f"version: 1\ntargets:\n  a:\n    prompt: x\n    matrix: {{{axis}: [1, 2]}}\n",
+                  tmp_path, run)
+    assert f"nbpipe.yaml:5:14: error: matrix axis '{axis}' is reserved" in err
+
+
+@pytest.mark.parametrize("output", ["nbpipe.lock", "nbpipe.yaml", ".nbpipe/state.json",
+                                    ".git/hooks/post-checkout", ".GIT/hooks/x", "./nbpipe.lock"])
+def test_outputs_may_not_replace_nbpipe_or_git_files(tmp_path, run, output):
+    err = located(f"version: 1\ndefaults: {{output: '{output}'}}\ntargets:\n  a: {{prompt: x}}\n",
+                  tmp_path, run)
+    assert "is nbpipe's or git's own file" in err
+
+
+def test_extends_chains_are_bounded_and_linear(tmp_path):
+    from nbpipe.manifest.expand import expand
+
+    chain = "".join(f"  t{i}: {{extends: t{i - 1}}}\n" for i in range(1, 1000))
+    loaded = parse_manifest("version: 1\ntargets:\n  t0: {prompt: x}\n" + chain, tmp_path)
+    start = time.perf_counter()
+    diags = expand(loaded).diags  # unbounded, this took 20 s (quadratic in the depth)
+    assert time.perf_counter() - start < 3
+    assert "target 't33' has an extends chain longer than 32" in diags[0].message
+
+
+def test_a_manifest_cannot_raise_max_frames_past_the_runners_ceiling(tmp_path, run, monkeypatch):
+    err = located("version: 1\nmax_frames: 10000000\ntargets: {}\n", tmp_path, run)
+    assert "nbpipe.yaml:2:13: error: max_frames may be at most 100,000" in err
+    assert "NBPIPE_MAX_FRAMES" in err
+    monkeypatch.setenv("NBPIPE_MAX_FRAMES", "10000000")
+    assert run("-C", str(tmp_path), "validate").code == 0
