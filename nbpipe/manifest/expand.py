@@ -19,7 +19,7 @@ from nbpipe.errors import Diagnostic, ManifestError
 from nbpipe.manifest.load import Loaded
 from nbpipe.manifest.models import Bible, Target
 from nbpipe.manifest.source import Path, did_you_mean
-from nbpipe.manifest.templates import Template, TemplateFault
+from nbpipe.manifest.templates import Template, TemplateFault, reset_budget
 
 PARAMS = ("backend", "model", "aspect_ratio", "resolution", "output_format", "output")
 DEFAULT_OUTPUT = "out/{frame}.{ext}"
@@ -97,6 +97,7 @@ def expand(loaded: Loaded, profile: str | None = None) -> Declared:
     diags: list[Diagnostic] = list(loaded.diags)  # from targets the loader had to leave out
     manifest = loaded.manifest
     bibles = {name: Bible(text=b) if isinstance(b, str) else b for name, b in manifest.bibles.items()}
+    reset_budget()
     templates = _compile_templates(loaded, diags)
     resolver = _Resolver(loaded, templates, bibles, diags, profile)
     targets = {name: t for name in manifest.targets if (t := resolver.resolve(name))}

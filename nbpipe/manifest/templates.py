@@ -12,11 +12,16 @@ import operator
 import re
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError
+from collections.abc import Iterable, Iterator
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 MAX_RENDERED = 200_000  # characters any one expression may build ("x" * 10**9 is refused)
+MAX_STEPS = 100_000  # loop iterations one frame's prompt may take
+MAX_TOTAL_STEPS = 10_000_000  # loop iterations all frames of one manifest may take (~10 s)
 _JINJA_MARK = re.compile(r"\{[{%#]")
 _BARE_VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _UNDEFINED = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
@@ -33,10 +38,84 @@ class TemplateFault(Exception):
         self.missing = missing  # the undefined variable's name, when that is the fault
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, plus a cap on what `*` and `**` may build."""
+class _Steps:
+    """The loop budget: iterations left for the frame being rendered, and for the manifest."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    frame = MAX_STEPS
+    total = MAX_TOTAL_STEPS
+
+    @classmethod
+    def take(cls) -> None:
+        cls.frame -= 1
+        cls.total -= 1
+        if cls.frame < 0:
+            raise SecurityError(f"the template loops more than {MAX_STEPS:,} times for one frame")
+        if cls.total < 0:
+            raise SecurityError(f"the templates loop more than {MAX_TOTAL_STEPS:,} times in all")
+
+
+def _counted(iterable: Iterable) -> Iterator:
+    for item in iterable:
+        _Steps.take()
+        yield item
+
+
+def _sized(value: Any) -> Any:
+    if isinstance(value, (str, list, tuple, dict)) and len(value) > MAX_RENDERED:
+        raise SecurityError(f"a value of {len(value):,} items is too large for a prompt")
+    return value
+
+
+def _bounded_filter(function: Any) -> Any:
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_args(args, kwargs)
+        return _sized(function(*args, **kwargs))
+    for attr in ("jinja_pass_arg",):  # keep how Jinja passes it the context or environment
+        if hasattr(function, attr):
+            setattr(bounded, attr, getattr(function, attr))
+    return bounded
+
+
+def _check_args(args: tuple, kwargs: dict) -> None:
+    """A number larger than a prompt may be (center(10**9), indent(10**9)) is refused before
+    the call, which would otherwise build it."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_RENDERED:
+            raise SecurityError(f"the number {value} is too large for a prompt")
+
+
+class _Budgeted(NodeTransformer):
+    """Every loop draws on the step budget; every `a ~ b` is size-checked like `a + b`."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = nodes.Filter(node.iter, "nbpipe_counted", [], [], None, None,
+                                 lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return nodes.Filter(node, "nbpipe_sized", [], [], None, None, lineno=node.lineno)
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, plus a rendering budget: loop iterations (per frame and in
+    all), and the size of every value built on the way, not only of the final prompt."""
+
+    intercepted_binops = frozenset({"*", "**", "+"})
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        self.filters = {name: _bounded_filter(f) for name, f in self.filters.items()}
+        self.filters["nbpipe_counted"] = _counted
+        self.filters["nbpipe_sized"] = _sized
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        return _Budgeted().visit(super()._parse(source, name, filename))
+
+    def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_args(args, kwargs)
+        return _sized(super().call(__context, __obj, *args, **kwargs))
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
         if operator_name == "**":
@@ -44,6 +123,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                     abs(right) * max(abs(int(left)).bit_length(), 1) > 4096:
                 raise SecurityError("the power is too large")
             return operator.pow(left, right)
+        if operator_name == "+":
+            return _sized(operator.add(left, right))
         for seq, count in ((left, right), (right, left)):
             if isinstance(seq, (str, list, tuple)) and isinstance(count, int) \
                     and len(seq) * count > MAX_RENDERED:
@@ -134,7 +215,35 @@ class Template:
 
     def render(self, context: dict[str, Any]) -> Any:
         """The rendered string, or the rendered mapping for a JSON-structured template."""
+        _Steps.frame = MAX_STEPS
         return _render(self._tree, context, ())
+
+
+def reset_budget() -> None:
+    """A new manifest: the budget of loop iterations for all its frames starts again."""
+    _Steps.total = MAX_TOTAL_STEPS
+
+
+def _render_leaf(leaf: Any, context: dict) -> str:
+    if isinstance(leaf, _Fill):
+        return leaf.render(context)
+    out, size = [], 0
+    for chunk in leaf.generate(context):  # the prompt is checked as it grows, not once built
+        size += len(chunk)
+        if size > MAX_RENDERED:
+            raise SecurityError(f"the template renders more than {MAX_RENDERED:,} characters")
+        out.append(chunk)
+    return "".join(out)
+
+
+def _template_line(exc: BaseException) -> str:
+    """ " (line N)" of the template where `exc` arose, from Jinja's rewritten traceback."""
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" (line {line} of the template)" if line and line > 1 else ""
 
 
 def _render(node: Any, context: dict, subpath: tuple) -> Any:
@@ -145,7 +254,7 @@ def _render(node: Any, context: dict, subpath: tuple) -> Any:
     if isinstance(node, list):
         return [_render(value, context, (*subpath, i)) for i, value in enumerate(node)]
     try:
-        text = node.render(context)
+        text = _render_leaf(node, context)
     except UndefinedError as exc:
         match = _UNDEFINED.search(str(exc))
         name = next((g for g in match.groups() if g), None) if match else None
@@ -157,9 +266,11 @@ def _render(node: Any, context: dict, subpath: tuple) -> Any:
                             f"give `{exc.name or 'it'}` a value (YAML reads an empty value as "
                             'null; "" is empty text)') from None
     except SecurityError as exc:
-        raise TemplateFault(subpath, f"the sandbox refused: {str(exc).rstrip('.')}") from None
+        raise TemplateFault(subpath, f"the sandbox refused: {str(exc).rstrip('.')}"
+                            f"{_template_line(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - user code: every failure becomes a located error
-        raise TemplateFault(subpath, f"template failed: {type(exc).__name__}: {exc}") from None
+        raise TemplateFault(subpath, f"template failed: {type(exc).__name__}: {exc}"
+                            f"{_template_line(exc)}") from None
     if len(text) > MAX_RENDERED:
         raise TemplateFault(subpath, f"the template renders to {len(text):,} characters")
     return text

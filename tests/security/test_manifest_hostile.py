@@ -101,3 +101,25 @@ def test_a_manifest_cannot_raise_max_frames_past_the_runners_ceiling(tmp_path, r
     assert "NBPIPE_MAX_FRAMES" in err
     monkeypatch.setenv("NBPIPE_MAX_FRAMES", "10000000")
     assert run("-C", str(tmp_path), "validate").code == 0
+
+
+@pytest.mark.parametrize("template, refused", [
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x",
+     "loops more than 100,000 times for one frame"),
+    ("{% for i in range(99999) %}{% for j in range(99999) %}{% for k in range(99999) %}"
+     "{% endfor %}{% endfor %}{% endfor %}", "loops more than 100,000 times"),
+    ("{% set s = 'ab' * 90000 %}{% set s = s ~ s %}{% set s = s ~ s %}{{ s|length }}",
+     "too large for a prompt"),
+    ("{% set s = 'ab' * 90000 %}{{ (s + s)|length }}", "too large for a prompt"),
+    ("{{ 'x'|center(1000000000) }}", "too large for a prompt"),
+    ("{{ 'x'.ljust(1000000000) }}", "too large for a prompt"),
+    ("{{ ('ab' * 90000).replace('a', 'aaaaaaaaaa')|length }}", "too large for a prompt"),
+    ("{% for i in range(1000) %}{{ 'x' * 1000 }}{% endfor %}", "renders more than 200,000"),
+])
+def test_template_rendering_has_a_budget(tmp_path, run, template, refused):
+    text = ("version: 1\ndefaults: {backend: preview}\ntargets:\n  a:\n    prompt: |-\n      ok\n"
+            f"      {template}\n")
+    err = located(text, tmp_path, run)
+    assert "nbpipe.yaml:5:13: error: prompt of frame 'a': the sandbox refused" in err
+    assert refused in err
+    assert "(line 2 of the template)" in err or refused.startswith("renders")
