@@ -20,6 +20,11 @@ from nbpipe.plan.frame import Frame, format_of_path
 from nbpipe.plan.reasons import Change, changes, short_reason
 from nbpipe.plan.resolve import Resolver
 
+# What a manifest's `cache.remote` may name: object stores. A folder on this machine (file://,
+# a bare path) or another fsspec protocol would let a pull request's manifest write the
+# project's images where it likes; only the person running nbpipe names one ($NBPIPE_REMOTE).
+REMOTE_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
+
 Action = Literal["fresh", "restore", "render", "blocked"]
 ACTIONS: tuple[Action, ...] = ("render", "restore", "blocked", "fresh")
 
@@ -79,7 +84,8 @@ def open_project(root: FsPath, backend: str | None = None, profile: str | None =
     loaded = load_manifest(root, partial=True)
     _check_profile(loaded, profile)
     declared = expand(loaded, profile)
-    declared.diags[:0] = _check_pricing(loaded) + _check_limits(loaded) + _check_profiles(loaded)
+    declared.diags[:0] = _check_pricing(loaded) + _check_limits(loaded) + \
+        _check_profiles(loaded) + _check_remote(loaded)
     catalog = (catalog or builtin()).with_prices(loaded.manifest.pricing)
     uploads = bool(os.environ.get("NBPIPE_REMOTE") or loaded.manifest.cache.remote)
     resolver = Resolver(declared, catalog, backend, uploads, today())
@@ -117,6 +123,17 @@ def _check_limits(loaded: Loaded) -> list[Diagnostic]:
     return [loaded.source.diagnostic(("limits", backend), f"unknown backend '{backend}'",
                                      did_you_mean(backend, names), at_key=True)
             for backend in loaded.manifest.limits if backend not in names]
+
+
+def _check_remote(loaded: Loaded) -> list[Diagnostic]:
+    remote = loaded.manifest.cache.remote
+    scheme = remote.partition("://")[0].lower() if remote and "://" in remote else "file"
+    if remote is None or scheme in REMOTE_SCHEMES:
+        return []
+    return [loaded.source.diagnostic(
+        ("cache", "remote"), f"cache.remote may name an object store ({', '.join(REMOTE_SCHEMES)}),"
+        f" not '{scheme}'", "a folder on this machine is the runner's choice: NBPIPE_REMOTE=DIR "
+        "(or NBPIPE_CACHE_DIR for the local cache)")]
 
 
 def _check_pricing(loaded: Loaded) -> list[Diagnostic]:

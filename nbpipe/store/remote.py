@@ -28,9 +28,11 @@ class Remote:
     def __init__(self, url: str, endpoint_url: str | None = None):
         import fsspec
 
-        options = {}
+        options: dict = {}
         if endpoint_url and url.startswith(("s3://", "s3a://")):
             options["client_kwargs"] = {"endpoint_url": endpoint_url}
+        if scheme_of(url) == "file":  # a folder, named by whoever runs nbpipe: create it as needed
+            options["auto_mkdir"] = True
         self.url = url
         self.fs, self.root = fsspec.core.url_to_fs(url, skip_instance_cache=True, **options)
         self.root = self.root.rstrip("/")
@@ -159,6 +161,11 @@ class Remote:
             self.fs.pipe_file(record, json.dumps(doc, sort_keys=True).encode())
         self.index().setdefault(key, set()).add(take.digest)
         self._takes.pop(key, None)
+
+
+def scheme_of(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    return scheme.lower() if sep else "file"
 
 
 def configured(root: Path, manifest_remote: str | None, manifest_endpoint: str | None,

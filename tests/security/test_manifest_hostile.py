@@ -123,3 +123,22 @@ def test_template_rendering_has_a_budget(tmp_path, run, template, refused):
     assert "nbpipe.yaml:5:13: error: prompt of frame 'a': the sandbox refused" in err
     assert refused in err
     assert "(line 2 of the template)" in err or refused.startswith("renders")
+
+
+@pytest.mark.parametrize("remote", ["file:///tmp/elsewhere", "/tmp/elsewhere", "../shared",
+                                    "memory://x", "ssh://host/dir"])
+def test_a_manifest_remote_may_only_be_an_object_store(tmp_path, run, remote):
+    err = located(f"version: 1\ncache: {{remote: '{remote}'}}\ntargets: {{}}\n", tmp_path, run)
+    assert "nbpipe.yaml:2:17: error: cache.remote may name an object store" in err
+    assert "NBPIPE_REMOTE=DIR" in err
+
+
+def test_a_local_remote_named_by_the_runner_works(tmp_path, run, monkeypatch, make_project):
+    root = make_project("version: 1\ndefaults: {backend: preview}\ntargets:\n  a: {prompt: x}\n")
+    shared = tmp_path / "shared" / "deep"
+    monkeypatch.setenv("NBPIPE_REMOTE", shared.as_uri())
+    assert run("-C", str(root), "build").code == 0
+    result = run("-C", str(root), "push")
+    assert result.code == 0, result.err
+    assert len(list((shared / "blobs").iterdir())) == 1
+    assert len(list((shared / "takes").rglob("*.json"))) == 1
