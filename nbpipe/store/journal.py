@@ -21,7 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbpipe.store.cache import atomic_write
+from nbpipe.catalog import BACKENDS
+from nbpipe.store.cache import atomic_write, is_digest
 
 
 @dataclass
@@ -58,6 +59,8 @@ class Journal:
     def _apply(self, record: dict) -> None:
         slot = (str(record["key"]), int(record["take"]))
         op = record["op"]
+        if op == "intent" and not _sound_intent(record):
+            raise ValueError("an intent of the wrong shape")  # damaged: skipped like a torn line
         if op == "intent":
             self.open[slot] = Entry(slot[0], slot[1], str(record["frame"]),
                                     str(record["backend"]), dict(record.get("request") or {}))
@@ -109,3 +112,13 @@ class Journal:
                 lines.append({"op": "task", "key": entry.key, "take": entry.take,
                               "task_id": entry.task_id})
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in lines).encode())
+
+
+def _sound_intent(record: dict) -> bool:
+    """An intent a later build can act on (the cache may be shared or damaged): a digest key,
+    a known backend, and a request whose fields have the types the build reads."""
+    request = record.get("request")
+    return is_digest(record.get("key")) and record.get("backend") in BACKENDS \
+        and isinstance(record.get("frame"), str) and isinstance(request, dict) \
+        and isinstance(request.get("params", {}), dict) \
+        and all(isinstance(request.get(k, ""), str) for k in ("model", "prompt"))
