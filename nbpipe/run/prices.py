@@ -35,7 +35,7 @@ def _stored(cache_dir: Path) -> dict | None:
     if _valid(doc):
         return doc
     warn(f"{path} is not a valid price list; set aside as {PRICES_FILE}.invalid, the built-in "
-         "table is in force (`nbpipe prices --refresh` fetches it again)", str(path))
+         "table is in force (`nbpipe models --refresh` fetches it again)", str(path))
     try:
         os.replace(path, path.with_name(PRICES_FILE + ".invalid"))
     except OSError:

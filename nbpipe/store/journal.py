@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbpipe.catalog import BACKENDS
+from nbpipe.catalog import builtin
 from nbpipe.store.cache import atomic_write, is_digest
 
 
@@ -116,9 +116,16 @@ class Journal:
 
 def _sound_intent(record: dict) -> bool:
     """An intent a later build can act on (the cache may be shared or damaged): a digest key,
-    a known backend, and a request whose fields have the types the build reads."""
+    a model of the catalogue, and a request whose parameters that model takes."""
     request = record.get("request")
-    return is_digest(record.get("key")) and record.get("backend") in BACKENDS \
-        and isinstance(record.get("frame"), str) and isinstance(request, dict) \
-        and isinstance(request.get("params", {}), dict) \
-        and all(isinstance(request.get(k, ""), str) for k in ("model", "prompt"))
+    if not (is_digest(record.get("key")) and isinstance(record.get("frame"), str)
+            and isinstance(request, dict) and isinstance(request.get("prompt", ""), str)):
+        return False
+    spec = builtin().get(str(record.get("backend")), str(request.get("model")))
+    params = request.get("params", {})
+    if spec is None or not isinstance(params, dict) or \
+            not all(isinstance(v, str) for v in params.values()):
+        return False
+    return params.get("aspect_ratio", spec.aspect_ratios[0]) in spec.aspect_ratios and \
+        params.get("resolution", "") in ("", *spec.resolutions) and \
+        params.get("output_format", "png") in ("png", "jpeg", "jpg")
