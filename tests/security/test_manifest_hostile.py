@@ -54,7 +54,7 @@ def test_a_megabyte_string_aliased_a_million_times_is_refused(tmp_path, run):
 
 
 def test_unconfirmed_prompt_limits_still_have_a_ceiling(tmp_path, run):
-    text = ("version: 1\ndefaults: {backend: gemini, model: gemini-2.5-flash-image}\n"
+    text = ("version: 1\ndefaults: {backend: gemini, model: gemini-3.1-flash-image}\n"
             "targets:\n  a: {prompt: '" + "x" * 200_000 + "'}\n")
     assert "takes at most 131,072" in located(text, tmp_path, run)
 
