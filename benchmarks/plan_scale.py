@@ -9,12 +9,16 @@ is visible at a glance. The issue's goal: 10,000 frames in under 1.5 s wall.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+# Past the 100,000 frames a manifest may ask for: the runner's choice (see SECURITY.md).
+os.environ.setdefault("NBPIPE_MAX_FRAMES", "10000000")
 
 SIZES = [(10, 100), (100, 100), (100, 1000)]  # 1k, 10k, 100k frames
 RUNS = 5
