@@ -61,7 +61,9 @@ def test_hostile_strings_in_every_field_are_text_under_a_strict_policy(make_proj
     html = (root / "out" / "index.html").read_text()
     assert SCRIPT not in html and "<img src=x" not in html and "<script>window" not in html
     assert html.count("&lt;script&gt;") >= 4 and html.count("&lt;img src=x") >= 5
-    policy = html.split('http-equiv="Content-Security-Policy" content="')[1].split('"')[0]
+    from html import unescape
+
+    policy = unescape(html.split('http-equiv="Content-Security-Policy" content="')[1].split('"')[0])
     assert "default-src 'none'" in policy and "unsafe-inline" not in policy
     page = open_page(browser, root / "out" / "index.html")
     assert page.evaluate("window.pwned === undefined")
