@@ -119,9 +119,10 @@ class Lock:
 
     @staticmethod
     def parse(doc: dict, profile: str | None = None, text: str = "",
-              where: str = LOCK_NAME) -> "Lock":
+              where: str = LOCK_NAME, unchecked: bool = False) -> "Lock":
         """A lock from its JSON document (`text`, when known, locates warnings); ValueError
-        when it is not one. Each entry is checked: a bad one is left out, with a warning."""
+        when it is not one. Each entry is checked: a bad one is left out, with a warning
+        (`unchecked`: entries as they are, for a caller that refuses bad ones itself)."""
         try:
             if doc.get("version") != LOCK_VERSION:
                 raise ValueError(f"unsupported lock version {doc.get('version')!r}")
@@ -130,7 +131,12 @@ class Lock:
                 raise ValueError("a section of frames is not an object")
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(str(exc)) from None
-        parsed = {name: _checked(frames, where, text) for name, frames in sections.items()}
+        try:
+            parsed = {name: {frame: LockEntry(**entry) for frame, entry in frames.items()}
+                      if unchecked else _checked(frames, where, text)
+                      for name, frames in sections.items()}
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
         mine = parsed.pop(profile, {})
         return Lock(mine, profile, parsed)
 
