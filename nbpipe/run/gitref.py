@@ -8,13 +8,13 @@ bytes hash to the digest that lock pins.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import subprocess
 from pathlib import Path, PurePosixPath
 
 from nbpipe.errors import UsageError
 from nbpipe.plan.frame import is_sha256
+from nbpipe.store import jsontext
 from nbpipe.store.lock import LOCK_NAME, Lock
 
 
@@ -70,7 +70,7 @@ def lock_at(root: Path, commit: str, profile: str | None) -> Lock:
         return Lock(profile=profile)
     where = f"nbpipe.lock at {commit[:12]}"
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = jsontext.loads(data.decode("utf-8"))
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
         lock = Lock.parse(doc, profile)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbpipe.errors import UsageError
+from nbpipe.store import jsontext
 from nbpipe.store.cache import atomic_write
 
 LOCK_NAME = "nbpipe.lock"
@@ -49,7 +50,7 @@ class Lock:
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
         try:
-            return Lock.parse(json.loads(text), profile)
+            return Lock.parse(jsontext.loads(text), profile)
         except ValueError as exc:
             raise UsageError(f"{path} is not a valid lock file ({exc})",
                              "a merge conflict? resolve it, or delete the file and rebuild "

@@ -109,6 +109,31 @@ def test_a_malformed_lock_at_base_is_a_usage_error(changed, run, text):
     assert result.code == 2 and "is not a valid lock file" in result.err, result.err
 
 
+def test_a_lock_nested_too_deeply_is_a_usage_error_at_base_and_here(changed, run):
+    """json.loads raised RecursionError (exit 3) for diff, review, build and gc --remote."""
+    (changed / "nbpipe.lock").write_text("[" * 100_000 + "]" * 100_000)
+    git(changed, "commit", "-q", "-am", "deep")
+    for args in (("diff", "HEAD"), ("review", "HEAD"), ("gc", "--remote", "--dry-run")):
+        result = run("-C", str(changed), *args)
+        assert "RecursionError" not in result.err and result.code != 3, (args, result.err)
+    result = run("-C", str(changed), "diff", "HEAD")
+    assert result.code == 2 and "nested too deeply" in result.err, result.err
+    result = run("-C", str(changed), "build", "--check")
+    assert result.code == 2 and "nested too deeply" in result.err, result.err
+
+
+def test_an_unpaired_surrogate_at_base_is_a_usage_error_not_a_crash(changed, run):
+    """A removed frame named "\\ud800" crashed diff's Markdown and JSON and review (exit 3):
+    no UTF-8 writer can print it."""
+    doc = json.loads((changed / "nbpipe.lock").read_text())
+    doc["frames"]["gone\ud800"] = doc["frames"]["workshop"]
+    (changed / "nbpipe.lock").write_text(json.dumps(doc))
+    git(changed, "commit", "-q", "-am", "surrogate")
+    for args in (("diff", "--format", "markdown"), ("diff", "--format", "json"), ("review",)):
+        result = run("-C", str(changed), *args, "HEAD")
+        assert result.code == 2 and "unpaired surrogate" in result.err, (args, result.err)
+
+
 def test_unknown_ref_and_no_repository_are_usage_errors(changed, run, make_project, tmp_path):
     result = run("-C", str(changed), "diff", "no-such-branch")
     assert result.code == 2 and "unknown git ref 'no-such-branch'" in result.err
@@ -153,6 +178,7 @@ def test_a_malformed_recorded_request_is_a_miss_not_a_crash():
     assert _usable(["not", "a", "dict"]) is None
     assert _usable({"vars": ["x"], "prompt": "p"}) is None
     assert _usable({"params": "1K"}) is None
+    assert _usable({"prompt": "x\ud800"}) is None  # a remote record no page could print
     good = {"prompt": "p", "vars": {"a": 1}, "params": {}, "inputs": [], "sources": {}}
     assert _usable(good) is good
 
