@@ -214,3 +214,18 @@ def test_gc_remote_pins_skip_a_ref_whose_lock_is_not_a_lock(changed):
         git(changed, "commit", "-q", "-am", f"lock {text}")
         found, refs = pins_in_git(changed, ())
         assert found == pinned and refs == ["refs/heads/main", "refs/heads/odd"]
+
+
+@pytest.mark.parametrize("name,detail,count", [("靴" * 60, "prompt changed", 30_000),
+                                               ("shoe", "prompt: " + "靴" * 300, 2_000)])
+def test_the_markdown_budget_counts_bytes_not_characters(name, detail, count):
+    """Non-ASCII names or prompts made a summary the budget passed up to three times 1 MiB."""
+    from nbpipe.run.diff import Diff, FrameDiff
+    from nbpipe.run.diff_format import diff_markdown
+    from nbpipe.store.lock import LockEntry
+
+    entry = LockEntry("a" * 64, "out/x.png", "b" * 64, "hiapi", "Nano-Banana", 0.05)
+    frames = [FrameDiff(f"tile/{name}{i}", "changed", "render", "prompt changed",
+                        ("prompt changed",), (detail,), before=entry) for i in range(count)]
+    text = diff_markdown(Diff("main", "c" * 40, frames))
+    assert len(text.encode()) < 1 << 20
