@@ -24,10 +24,16 @@ base=${NBPIPE_BASE:-origin/${GITHUB_BASE_REF:-main}}
 max_cost=${NBPIPE_MAX_COST:-5}
 review_dir=${NBPIPE_REVIEW_DIR:-review}
 
-# The plan as preformatted text (escaped: frame names and reasons come from the pull request).
+# The plan as preformatted text (escaped: frame names and reasons come from the pull request),
+# cut at 100 kB: GitHub drops a step summary over 1 MiB, and the diff after it may take 900 kB.
 plan_summary() {
   local text
   text=$("${nbpipe[@]}" plan "$@" | sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' -e 's/>/\&gt;/g')
+  local LC_ALL=C  # lengths and cuts count bytes
+  if [ "${#text}" -gt 100000 ]; then
+    text="${text:0:100000}"
+    text="${text%$'\n'*}"$'\n'"… cut here (${#text} bytes shown): \`nbpipe plan\` prints all of it"
+  fi
   printf '### nbpipe plan\n\n<pre>\n%s\n</pre>\n\n' "$text" >> "$summary"
 }
 
@@ -59,7 +65,7 @@ case "$mode" in
     ;;
   main)
     "${nbpipe[@]}" build --max-cost "$max_cost"
-    git add -A -- .
+    git add -A -- . ':(exclude).nbpipe'  # the lock and outputs; never the local cache
     if git diff --cached --quiet; then
       echo "nbpipe: lock and outputs already up to date"
       exit 0

@@ -230,3 +230,40 @@ def test_a_pull_request_over_budget_is_red_and_says_why(identity, bucket, fake_h
     assert "**nbpipe build failed (exit 1)**: a render failed or the frames did not fit in " \
            "USD 0.06 (NBPIPE_MAX_COST)" in summary
     assert (repo / "review" / "index.html").is_file()
+
+
+def test_the_job_summary_stays_under_1_mib_with_a_huge_plan(tmp_path):
+    """The plan went into the summary whole: with a 10,000-frame plan and the diff's 900 kB,
+    GitHub dropped the whole summary (its limit is 1 MiB)."""
+    fake = tmp_path / "fake_nbpipe.py"
+    fake.write_text("import sys\n"
+                    "if sys.argv[1] == 'plan':\n"
+                    "    print('\\n'.join(f'tile/{n:05} render <new frame> 0.05' for n in range(60_000)))\n"
+                    "elif sys.argv[1] == 'diff':\n"
+                    "    print('d' * 899_000)\n")
+    summary = tmp_path / "summary.md"
+    env = {**os.environ, "NBPIPE": f"{sys.executable} {fake}", "GITHUB_STEP_SUMMARY": str(summary)}
+    job = subprocess.run(["bash", str(SCRIPT), "fork"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert job.returncode == 0, job.stderr
+    text = summary.read_text()
+    assert len(text.encode()) < 1 << 20
+    assert "tile/00000 render &lt;new frame&gt; 0.05\n" in text and "`nbpipe plan` prints all" in text
+
+
+def test_main_commits_the_lock_and_outputs_never_the_local_cache(identity, tmp_path):
+    """`git add -A` committed .nbpipe/ (every paid image, the index) in a repository that does
+    not ignore it."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "nbpipe.yaml").write_text(MANIFEST.replace("backend: hiapi", "backend: preview"))
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "manifest")
+    env = {**os.environ, "NBPIPE": f"{sys.executable} -m nbpipe", "NBPIPE_COMMIT_PUSH": "no"}
+    job = subprocess.run(["bash", str(SCRIPT), "main"], cwd=repo, env=env, capture_output=True,
+                         text=True)
+    assert job.returncode == 0, job.stderr
+    tracked = git(repo, "ls-files").split()
+    assert "nbpipe.lock" in tracked and "out/workshop.png" in tracked
+    assert not [path for path in tracked if path.startswith(".nbpipe")]
