@@ -8,12 +8,12 @@ bytes hash to the digest that lock pins.
 from __future__ import annotations
 
 import hashlib
-import re
 import subprocess
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from nbpipe.errors import UsageError
 from nbpipe.plan.frame import is_sha256
+from nbpipe.plan.paths import PathRefused, relative_path
 from nbpipe.store import jsontext
 from nbpipe.store.lock import LOCK_NAME, Lock
 
@@ -97,9 +97,11 @@ def entry_problem(entry) -> str | None:
 
 
 def safe_relative(path: str) -> bool:
-    pure = PurePosixPath(path)
-    return bool(path) and "\\" not in path and "\x00" not in path and not pure.is_absolute() \
-        and ".." not in pure.parts and not re.match(r"^[A-Za-z]:", path)
+    """A lock's output path as nbpipe writes it: normalised, relative, inside the project."""
+    try:
+        return relative_path(path) == path
+    except PathRefused:
+        return False
 
 
 def committed_image(root: Path, commit: str, output: str, digest: str) -> bytes | None:
