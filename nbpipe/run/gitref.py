@@ -29,7 +29,9 @@ def repo_path(root: Path, rel: str = "",
     """`rel` (project-relative) as a path from the repository's top, for `git show REF:PATH`."""
     try:
         top = Path(str(git(root, "rev-parse", "--show-toplevel")).strip())
-    except (OSError, subprocess.CalledProcessError):
+    except OSError:
+        raise UsageError("git is not installed (or not on PATH)", why) from None
+    except subprocess.CalledProcessError:
         raise UsageError(f"{root} is not in a git repository", why) from None
     inside = root.resolve().relative_to(top.resolve()) / rel
     return inside.as_posix()

@@ -146,6 +146,13 @@ def test_unknown_ref_and_no_repository_are_usage_errors(changed, run, make_proje
     assert result.code == 2 and "is not in a git repository" in result.err, result.err
 
 
+def test_without_git_the_error_says_so(changed, run, monkeypatch, tmp_path):
+    """It said the project "is not in a git repository"."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    result = run("-C", str(changed), "diff", "main")
+    assert result.code == 2 and "git is not installed" in result.err, result.err
+
+
 def test_markdown_keeps_hostile_text_as_text():
     from nbpipe.run.diff_format import _md, anchor
 
