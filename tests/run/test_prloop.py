@@ -202,6 +202,11 @@ def test_the_workflow_runs_the_script_in_each_mode_it_has():
     script = SCRIPT.read_text()
     assert all(f"\n  {mode})\n" in script for mode in ("pr", "fork", "main"))
     assert "pull_request_target" not in json.dumps(workflow["on"])
+    # the page is uploaded from where the script writes it, also in a project in a subfolder
+    job = workflow["jobs"]["pull-request"]
+    upload = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-art"))
+    assert job["env"]["NBPIPE_REVIEW_DIR"] == "${{ github.workspace }}/review"
+    assert upload["with"]["path"] == "review/index.html"
     bad = subprocess.run(["bash", str(SCRIPT), "deploy"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
 
