@@ -57,6 +57,19 @@ def resolve(root: Path, ref: str) -> str:
                          "name a branch, tag or commit, e.g. origin/main") from None
 
 
+def tracks(root: Path, folder: Path) -> bool:
+    """Whether git tracks a file in `folder` (or cannot tell): a pull request's checkout can
+    put files there that nbpipe did not make. A folder outside the repository: False."""
+    try:
+        top = Path(str(git(root, "rev-parse", "--show-toplevel")).strip()).resolve()
+        real = folder.resolve()
+        if not real.is_relative_to(top):
+            return False
+        return bool(str(git(top, "ls-files", "--", str(real.relative_to(top)) or ".")).strip())
+    except (OSError, subprocess.CalledProcessError):
+        return True
+
+
 def show(root: Path, commit: str, rel: str) -> bytes | None:
     """The bytes of project file `rel` at `commit`, or None when it is not there."""
     try:
