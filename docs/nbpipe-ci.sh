@@ -45,14 +45,14 @@ case "$mode" in
     if [ "$status" -eq 0 ]; then  # frames skipped over budget: red as well
       "${nbpipe[@]}" build --check > /dev/null || status=$?
     fi
+    if [ "$status" -ne 0 ]; then  # said first: a later step that fails ends the script
+      printf '\n**nbpipe build failed (exit %s)**: a render failed or the frames did not fit ' \
+        "$status" >> "$summary"
+      printf 'in USD %s (NBPIPE_MAX_COST); the log lists which and why.\n\n' "$max_cost" >> "$summary"
+    fi
     "${nbpipe[@]}" push  # the build pushes as it goes; this makes sure before main needs them
     "${nbpipe[@]}" diff "$base" --format markdown >> "$summary"
     "${nbpipe[@]}" review "$base" -o "$review_dir" --self-contained
-    if [ "$status" -ne 0 ]; then
-      printf '\n**nbpipe build failed (exit %s)**: a render failed or the frames did not fit ' \
-        "$status" >> "$summary"
-      printf 'in USD %s (NBPIPE_MAX_COST); the log lists which and why.\n' "$max_cost" >> "$summary"
-    fi
     exit "$status"
     ;;
   fork)

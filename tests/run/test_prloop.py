@@ -272,3 +272,17 @@ def test_main_commits_the_lock_and_outputs_never_the_local_cache(identity, tmp_p
     tracked = git(repo, "ls-files").split()
     assert "nbpipe.lock" in tracked and "out/workshop.png" in tracked
     assert not [path for path in tracked if path.startswith(".nbpipe")]
+
+
+def test_a_failed_build_is_in_the_summary_even_when_a_later_step_fails(tmp_path):
+    """The reason was written last: a push that failed after a failed build ended the script
+    first, and the summary did not say the build failed."""
+    fake = tmp_path / "fake_nbpipe.py"
+    fake.write_text("import sys\n"
+                    "sys.exit({'build': 1, 'push': 2}.get(sys.argv[1], 0))\n")
+    summary = tmp_path / "summary.md"
+    env = {**os.environ, "NBPIPE": f"{sys.executable} {fake}", "GITHUB_STEP_SUMMARY": str(summary)}
+    job = subprocess.run(["bash", str(SCRIPT), "pr"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert job.returncode != 0
+    assert "**nbpipe build failed (exit 1)**" in summary.read_text()
