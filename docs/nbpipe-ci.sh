@@ -65,7 +65,8 @@ case "$mode" in
     ;;
   main)
     "${nbpipe[@]}" build --max-cost "$max_cost"
-    git add -A -- . ':(exclude).nbpipe'  # the lock and outputs; never the local cache
+    git add -A -- .
+    git reset -q -- .nbpipe  # the lock and outputs; never the local cache, ignored or not
     if git diff --cached --quiet; then
       echo "nbpipe: lock and outputs already up to date"
       exit 0
