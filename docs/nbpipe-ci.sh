@@ -24,10 +24,16 @@ base=${NBPIPE_BASE:-origin/${GITHUB_BASE_REF:-main}}
 max_cost=${NBPIPE_MAX_COST:-5}
 review_dir=${NBPIPE_REVIEW_DIR:-review}
 
-# The plan as preformatted text (escaped: frame names and reasons come from the pull request).
+# The plan as preformatted text (escaped: frame names and reasons come from the pull request),
+# cut at 100 kB: GitHub drops a step summary over 1 MiB, and the diff after it may take 900 kB.
 plan_summary() {
   local text
   text=$("${nbpipe[@]}" plan "$@" | sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' -e 's/>/\&gt;/g')
+  local LC_ALL=C  # lengths and cuts count bytes
+  if [ "${#text}" -gt 100000 ]; then
+    text="${text:0:100000}"
+    text="${text%$'\n'*}"$'\n'"… cut here (${#text} bytes shown): \`nbpipe plan\` prints all of it"
+  fi
   printf '### nbpipe plan\n\n<pre>\n%s\n</pre>\n\n' "$text" >> "$summary"
 }
 
@@ -39,14 +45,14 @@ case "$mode" in
     if [ "$status" -eq 0 ]; then  # frames skipped over budget: red as well
       "${nbpipe[@]}" build --check > /dev/null || status=$?
     fi
+    if [ "$status" -ne 0 ]; then  # said first: a later step that fails ends the script
+      printf '\n**nbpipe build failed (exit %s)**: a render failed or the frames did not fit ' \
+        "$status" >> "$summary"
+      printf 'in USD %s (NBPIPE_MAX_COST); the log lists which and why.\n\n' "$max_cost" >> "$summary"
+    fi
     "${nbpipe[@]}" push  # the build pushes as it goes; this makes sure before main needs them
     "${nbpipe[@]}" diff "$base" --format markdown >> "$summary"
     "${nbpipe[@]}" review "$base" -o "$review_dir" --self-contained
-    if [ "$status" -ne 0 ]; then
-      printf '\n**nbpipe build failed (exit %s)**: a render failed or the frames did not fit ' \
-        "$status" >> "$summary"
-      printf 'in USD %s (NBPIPE_MAX_COST); the log lists which and why.\n' "$max_cost" >> "$summary"
-    fi
     exit "$status"
     ;;
   fork)
@@ -60,6 +66,7 @@ case "$mode" in
   main)
     "${nbpipe[@]}" build --max-cost "$max_cost"
     git add -A -- .
+    git reset -q -- .nbpipe  # the lock and outputs; never the local cache, ignored or not
     if git diff --cached --quiet; then
       echo "nbpipe: lock and outputs already up to date"
       exit 0

@@ -23,6 +23,7 @@ from nbpipe.plan.reasons import Change, changes, short_reason
 from nbpipe.run import gitref
 from nbpipe.run.known import StoreKnown
 from nbpipe.run.view import known_store, plan_with
+from nbpipe.store import jsontext
 from nbpipe.store.lock import LockEntry
 
 STATES = {"fresh": "rendered", "restore": "restore", "render": "render", "blocked": "blocked"}
@@ -134,7 +135,7 @@ def _distance(now: dict, then: dict) -> int:
 def _usable(request: object) -> dict | None:
     """A recorded request (a remote record is untrusted) in the shape `changes` reads, or None:
     a malformed one is a miss, like any corrupt cache entry."""
-    if not isinstance(request, dict):
+    if not isinstance(request, dict) or not jsontext.encodable(request):
         return None
     shapes = {"params": dict, "vars": dict, "sources": dict, "inputs": list, "prompt": str}
     if any(request.get(name) is not None and not isinstance(request[name], kind)

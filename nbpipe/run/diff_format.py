@@ -19,7 +19,7 @@ from nbpipe.run.diff import Diff, FrameDiff
 from nbpipe.run.events import fmt_usd
 
 DIFF_VERSION = 1
-MARKDOWN_BUDGET = 900_000  # GitHub refuses a job summary over 1 MiB; keep room for the plan
+MARKDOWN_BUDGET = 900_000  # bytes: GitHub refuses a job summary over 1 MiB; keep room for the plan
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # what could start markup inside a cell
 
 
@@ -88,14 +88,14 @@ def diff_markdown(diff: Diff, review_url: str | None = None) -> str:
         return "\n".join(lines)
     lines += ["| Frame | Change | Now | Cause | Model | To pay |",
               "|---|---|---|---|---|---:|"]
-    size = sum(len(line) + 1 for line in lines)
+    size = sum(_bytes(line) + 1 for line in lines)
     details = []
     for n, f in enumerate(diff.frames):
         name = f"[{_md(f.name)}]({url}#{quote(anchor(f.name))})" if url else _md(f.name)
         model = _md(model_label(f.after)) if f.after else ""
         row = (f"| {name} | {f.status} | {f.state} | {_md('; '.join(f.causes) or f.reason)} | "
                f"{model} | {'USD ' + fmt_usd(f.cost) if f.cost else ''} |")
-        size += len(row) + 1
+        size += _bytes(row) + 1
         if size > MARKDOWN_BUDGET:
             lines.append(f"| … {len(diff.frames) - n} more | | | | | |")
             break
@@ -103,7 +103,7 @@ def diff_markdown(diff: Diff, review_url: str | None = None) -> str:
         if f.details:
             details.append(f"{f.name}:\n" + "\n".join(f"  {line}" for line in f.details))
     text = "\n".join(details)
-    if text and size + len(text) < MARKDOWN_BUDGET:
+    if text and size + _bytes(html.escape(text)) < MARKDOWN_BUDGET:
         lines += ["", "<details><summary>Field-level changes</summary>", "",
                   f"<pre>{html.escape(text)}</pre>", "", "</details>"]
     return "\n".join(lines)
@@ -117,6 +117,10 @@ def model_label(frame: Frame) -> str:
 def anchor(name: str) -> str:
     """The id of a frame's entry on the review page (and the Markdown links to it)."""
     return "frame-" + re.sub(r"[^A-Za-z0-9_-]", lambda m: f".{ord(m.group()):x}.", name)
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8"))  # GitHub's limit counts bytes, and names need not be ASCII
 
 
 def _md(text: str) -> str:

@@ -8,13 +8,13 @@ bytes hash to the digest that lock pins.
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import subprocess
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from nbpipe.errors import UsageError
 from nbpipe.plan.frame import is_sha256
+from nbpipe.plan.paths import PathRefused, relative_path
+from nbpipe.store import jsontext
 from nbpipe.store.lock import LOCK_NAME, Lock
 
 
@@ -29,7 +29,9 @@ def repo_path(root: Path, rel: str = "",
     """`rel` (project-relative) as a path from the repository's top, for `git show REF:PATH`."""
     try:
         top = Path(str(git(root, "rev-parse", "--show-toplevel")).strip())
-    except (OSError, subprocess.CalledProcessError):
+    except OSError:
+        raise UsageError("git is not installed (or not on PATH)", why) from None
+    except subprocess.CalledProcessError:
         raise UsageError(f"{root} is not in a git repository", why) from None
     inside = root.resolve().relative_to(top.resolve()) / rel
     return inside.as_posix()
@@ -55,6 +57,19 @@ def resolve(root: Path, ref: str) -> str:
                          "name a branch, tag or commit, e.g. origin/main") from None
 
 
+def tracks(root: Path, folder: Path) -> bool:
+    """Whether git tracks a file in `folder` (or cannot tell): a pull request's checkout can
+    put files there that nbpipe did not make. A folder outside the repository: False."""
+    try:
+        top = Path(str(git(root, "rev-parse", "--show-toplevel")).strip()).resolve()
+        real = folder.resolve()
+        if not real.is_relative_to(top):
+            return False
+        return bool(str(git(top, "ls-files", "--", str(real.relative_to(top)) or ".")).strip())
+    except (OSError, subprocess.CalledProcessError):
+        return True
+
+
 def show(root: Path, commit: str, rel: str) -> bytes | None:
     """The bytes of project file `rel` at `commit`, or None when it is not there."""
     try:
@@ -70,7 +85,7 @@ def lock_at(root: Path, commit: str, profile: str | None) -> Lock:
         return Lock(profile=profile)
     where = f"nbpipe.lock at {commit[:12]}"
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = jsontext.loads(data.decode("utf-8"))
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
         lock = Lock.parse(doc, profile, unchecked=True)  # refused below, as a located error
@@ -97,9 +112,11 @@ def entry_problem(entry) -> str | None:
 
 
 def safe_relative(path: str) -> bool:
-    pure = PurePosixPath(path)
-    return bool(path) and "\\" not in path and "\x00" not in path and not pure.is_absolute() \
-        and ".." not in pure.parts and not re.match(r"^[A-Za-z]:", path)
+    """A lock's output path as nbpipe writes it: normalised, relative, inside the project."""
+    try:
+        return relative_path(path) == path
+    except PathRefused:
+        return False
 
 
 def committed_image(root: Path, commit: str, output: str, digest: str) -> bytes | None:

@@ -167,10 +167,10 @@ def clean_orphans(root: Path, state: State, dry_run: bool) -> list[str]:
 
 def pins_in_git(root: Path, refs: tuple[str, ...]) -> tuple[set[str], list[str]]:
     """Digests pinned by nbpipe.lock in each git ref (default: every branch), and the refs read."""
-    import json
     import subprocess
 
     from nbpipe.run.gitref import git, repo_path, show
+    from nbpipe.store import jsontext
 
     repo_path(root, why="gc --remote reads the locks of git refs to know what is pinned")
     try:
@@ -182,7 +182,7 @@ def pins_in_git(root: Path, refs: tuple[str, ...]) -> tuple[set[str], list[str]]
     for ref in names:
         data = show(root, ref, "nbpipe.lock")
         try:
-            doc = json.loads(data) if data is not None else None
+            doc = jsontext.loads(data) if data is not None else None
         except ValueError:
             continue
         try:

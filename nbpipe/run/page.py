@@ -26,8 +26,12 @@ class Thumbs:
     """JPEG thumbnails in `folder`, named by the image's digest, so a rebuilt page only makes
     the new ones. `of` answers a link relative to the page, or a data: URI when `inline`."""
 
-    def __init__(self, folder: Path, page_dir: Path, px: int = THUMB_PX, inline: bool = False):
+    def __init__(self, folder: Path, page_dir: Path, px: int = THUMB_PX, inline: bool = False,
+                 reuse: bool = True):
+        """`reuse=False`: remake every thumbnail (the folder may hold files nbpipe did not make,
+        and a thumbnail cannot be checked against the image's digest)."""
         self.folder, self.page_dir, self.px, self.inline = folder, page_dir, px, inline
+        self.reuse = reuse
         folder.mkdir(parents=True, exist_ok=True)
 
     def of(self, digest: str, source: Path | Source) -> str | None:
@@ -36,7 +40,7 @@ class Thumbs:
         if not is_sha256(digest):  # it names the thumbnail's file
             return None
         target = self.folder / f"{digest[:24]}.jpg"
-        if not target.exists() and not self._make(target, source):
+        if not (self.reuse and target.exists()) and not self._make(target, source):
             return None
         if self.inline:
             return "data:image/jpeg;base64," + base64.b64encode(target.read_bytes()).decode()

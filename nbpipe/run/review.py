@@ -98,8 +98,10 @@ def write_review(project: Project, cache_dir: Path, base: str | None, out: Path,
     root = project.loaded.root
     folder = out if out.is_absolute() else root / out
     diff = diff_project(project, cache_dir, base, offline)
-    thumbs = Thumbs(cache_dir / "thumbs" if self_contained else folder / "thumbs", folder,
-                    REVIEW_PX, inline=self_contained)
+    kept = cache_dir / "thumbs" if self_contained else folder / "thumbs"
+    # thumbnails a pull request committed there would be shown as the images it changed
+    thumbs = Thumbs(kept, folder, REVIEW_PX, inline=self_contained,
+                    reuse=not gitref.tracks(root, kept))
     images = _Images(project, cache_dir, diff.commit, offline)
     try:
         entries = [_entry(f, thumbs, images, preview) for f in diff.frames]

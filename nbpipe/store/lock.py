@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, 
 from nbpipe.catalog import builtin
 from nbpipe.errors import UsageError, warn
 from nbpipe.relpath import PathRefused, output_path
+from nbpipe.store import jsontext
 from nbpipe.store.cache import atomic_write
 
 LOCK_NAME = "nbpipe.lock"
@@ -111,7 +112,7 @@ class Lock:
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
         try:
-            return Lock.parse(json.loads(text), profile, text, str(path))
+            return Lock.parse(jsontext.loads(text), profile, text, str(path))
         except ValueError as exc:
             raise UsageError(f"{path} is not a valid lock file ({exc})",
                              "a merge conflict? resolve it, or delete the file and rebuild "

@@ -109,6 +109,31 @@ def test_a_malformed_lock_at_base_is_a_usage_error(changed, run, text):
     assert result.code == 2 and "is not a valid lock file" in result.err, result.err
 
 
+def test_a_lock_nested_too_deeply_is_a_usage_error_at_base_and_here(changed, run):
+    """json.loads raised RecursionError (exit 3) for diff, review, build and gc --remote."""
+    (changed / "nbpipe.lock").write_text("[" * 100_000 + "]" * 100_000)
+    git(changed, "commit", "-q", "-am", "deep")
+    for args in (("diff", "HEAD"), ("review", "HEAD"), ("gc", "--remote", "--dry-run")):
+        result = run("-C", str(changed), *args)
+        assert "RecursionError" not in result.err and result.code != 3, (args, result.err)
+    result = run("-C", str(changed), "diff", "HEAD")
+    assert result.code == 2 and "nested too deeply" in result.err, result.err
+    result = run("-C", str(changed), "build", "--check")
+    assert result.code == 2 and "nested too deeply" in result.err, result.err
+
+
+def test_an_unpaired_surrogate_at_base_is_a_usage_error_not_a_crash(changed, run):
+    """A removed frame named "\\ud800" crashed diff's Markdown and JSON and review (exit 3):
+    no UTF-8 writer can print it."""
+    doc = json.loads((changed / "nbpipe.lock").read_text())
+    doc["frames"]["gone\ud800"] = doc["frames"]["workshop"]
+    (changed / "nbpipe.lock").write_text(json.dumps(doc))
+    git(changed, "commit", "-q", "-am", "surrogate")
+    for args in (("diff", "--format", "markdown"), ("diff", "--format", "json"), ("review",)):
+        result = run("-C", str(changed), *args, "HEAD")
+        assert result.code == 2 and "unpaired surrogate" in result.err, (args, result.err)
+
+
 def test_unknown_ref_and_no_repository_are_usage_errors(changed, run, make_project, tmp_path):
     result = run("-C", str(changed), "diff", "no-such-branch")
     assert result.code == 2 and "unknown git ref 'no-such-branch'" in result.err
@@ -119,6 +144,13 @@ def test_unknown_ref_and_no_repository_are_usage_errors(changed, run, make_proje
     (alone / "nbpipe.yaml").write_text(MANIFEST)
     result = run("-C", str(alone), "diff", "HEAD")
     assert result.code == 2 and "is not in a git repository" in result.err, result.err
+
+
+def test_without_git_the_error_says_so(changed, run, monkeypatch, tmp_path):
+    """It said the project "is not in a git repository"."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    result = run("-C", str(changed), "diff", "main")
+    assert result.code == 2 and "git is not installed" in result.err, result.err
 
 
 def test_markdown_keeps_hostile_text_as_text():
@@ -153,6 +185,7 @@ def test_a_malformed_recorded_request_is_a_miss_not_a_crash():
     assert _usable(["not", "a", "dict"]) is None
     assert _usable({"vars": ["x"], "prompt": "p"}) is None
     assert _usable({"params": "1K"}) is None
+    assert _usable({"prompt": "x\ud800"}) is None  # a remote record no page could print
     good = {"prompt": "p", "vars": {"a": 1}, "params": {}, "inputs": [], "sources": {}}
     assert _usable(good) is good
 
@@ -188,3 +221,18 @@ def test_gc_remote_pins_skip_a_ref_whose_lock_is_not_a_lock(changed):
         git(changed, "commit", "-q", "-am", f"lock {text}")
         found, refs = pins_in_git(changed, ())
         assert found == pinned and refs == ["refs/heads/main", "refs/heads/odd"]
+
+
+@pytest.mark.parametrize("name,detail,count", [("靴" * 60, "prompt changed", 30_000),
+                                               ("shoe", "prompt: " + "靴" * 300, 2_000)])
+def test_the_markdown_budget_counts_bytes_not_characters(name, detail, count):
+    """Non-ASCII names or prompts made a summary the budget passed up to three times 1 MiB."""
+    from nbpipe.run.diff import Diff, FrameDiff
+    from nbpipe.run.diff_format import diff_markdown
+    from nbpipe.store.lock import LockEntry
+
+    entry = LockEntry("a" * 64, "out/x.png", "b" * 64, "hiapi", "Nano-Banana", 0.05)
+    frames = [FrameDiff(f"tile/{name}{i}", "changed", "render", "prompt changed",
+                        ("prompt changed",), (detail,), before=entry) for i in range(count)]
+    text = diff_markdown(Diff("main", "c" * 40, frames))
+    assert len(text.encode()) < 1 << 20

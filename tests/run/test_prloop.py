@@ -202,6 +202,11 @@ def test_the_workflow_runs_the_script_in_each_mode_it_has():
     script = SCRIPT.read_text()
     assert all(f"\n  {mode})\n" in script for mode in ("pr", "fork", "main"))
     assert "pull_request_target" not in json.dumps(workflow["on"])
+    # the page is uploaded from where the script writes it, also in a project in a subfolder
+    job = workflow["jobs"]["pull-request"]
+    upload = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-art"))
+    assert job["env"]["NBPIPE_REVIEW_DIR"] == "${{ github.workspace }}/review"
+    assert upload["with"]["path"] == "review/index.html"
     bad = subprocess.run(["bash", str(SCRIPT), "deploy"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
 
@@ -230,3 +235,54 @@ def test_a_pull_request_over_budget_is_red_and_says_why(identity, bucket, fake_h
     assert "**nbpipe build failed (exit 1)**: a render failed or the frames did not fit in " \
            "USD 0.06 (NBPIPE_MAX_COST)" in summary
     assert (repo / "review" / "index.html").is_file()
+
+
+def test_the_job_summary_stays_under_1_mib_with_a_huge_plan(tmp_path):
+    """The plan went into the summary whole: with a 10,000-frame plan and the diff's 900 kB,
+    GitHub dropped the whole summary (its limit is 1 MiB)."""
+    fake = tmp_path / "fake_nbpipe.py"
+    fake.write_text("import sys\n"
+                    "if sys.argv[1] == 'plan':\n"
+                    "    print('\\n'.join(f'tile/{n:05} render <new frame> 0.05' for n in range(60_000)))\n"
+                    "elif sys.argv[1] == 'diff':\n"
+                    "    print('d' * 899_000)\n")
+    summary = tmp_path / "summary.md"
+    env = {**os.environ, "NBPIPE": f"{sys.executable} {fake}", "GITHUB_STEP_SUMMARY": str(summary)}
+    job = subprocess.run(["bash", str(SCRIPT), "fork"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert job.returncode == 0, job.stderr
+    text = summary.read_text()
+    assert len(text.encode()) < 1 << 20
+    assert "tile/00000 render &lt;new frame&gt; 0.05\n" in text and "`nbpipe plan` prints all" in text
+
+
+def test_main_commits_the_lock_and_outputs_never_the_local_cache(identity, tmp_path):
+    """`git add -A` committed .nbpipe/ (every paid image, the index) in a repository that does
+    not ignore it."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "nbpipe.yaml").write_text(MANIFEST.replace("backend: hiapi", "backend: preview"))
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "manifest")
+    env = {**os.environ, "NBPIPE": f"{sys.executable} -m nbpipe", "NBPIPE_COMMIT_PUSH": "no"}
+    job = subprocess.run(["bash", str(SCRIPT), "main"], cwd=repo, env=env, capture_output=True,
+                         text=True)
+    assert job.returncode == 0, job.stderr
+    tracked = git(repo, "ls-files").split()
+    assert "nbpipe.lock" in tracked and "out/workshop.png" in tracked
+    assert not [path for path in tracked if path.startswith(".nbpipe")]
+
+
+def test_a_failed_build_is_in_the_summary_even_when_a_later_step_fails(tmp_path):
+    """The reason was written last: a push that failed after a failed build ended the script
+    first, and the summary did not say the build failed."""
+    fake = tmp_path / "fake_nbpipe.py"
+    fake.write_text("import sys\n"
+                    "sys.exit({'build': 1, 'push': 2}.get(sys.argv[1], 0))\n")
+    summary = tmp_path / "summary.md"
+    env = {**os.environ, "NBPIPE": f"{sys.executable} {fake}", "GITHUB_STEP_SUMMARY": str(summary)}
+    job = subprocess.run(["bash", str(SCRIPT), "pr"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert job.returncode != 0
+    assert "**nbpipe build failed (exit 1)**" in summary.read_text()

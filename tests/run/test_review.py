@@ -170,3 +170,28 @@ def test_the_policy_names_the_hash_of_the_inline_code(project, run):  # noqa: F8
         body = re.search(rf"<{tag}>(.*?)</{tag}>", html, re.S).group(1)
         digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
         assert f"sha256-{digest}" in policy
+
+
+@pytest.mark.parametrize("self_contained", [False, True])
+def test_thumbnails_a_pull_request_committed_are_not_shown(project, run, self_contained):
+    """Thumbnails are kept by digest and were reused unchecked: a pull request that committed
+    `.nbpipe/thumbs/<digest>.jpg` (or into the page's thumbs/) made the page show its picture as
+    the image it changed."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    args = ["--self-contained"] if self_contained else []
+    assert run("-C", str(project), "review", "HEAD", *args).code == 0
+    kept = project / (".nbpipe/thumbs" if self_contained else "out/review/thumbs")
+    spoof = io.BytesIO()
+    Image.new("RGB", (8, 8), (0, 255, 0)).save(spoof, "JPEG")
+    for thumb in kept.glob("*.jpg"):
+        thumb.write_bytes(spoof.getvalue())
+    git(project, "add", "-f", str(kept))
+    git(project, "commit", "-q", "-m", "spoofed thumbnails")
+    assert run("-C", str(project), "review", "HEAD", *args).code == 0
+    page = (project / "out" / "review" / "index.html").read_text()
+    assert base64.b64encode(spoof.getvalue()).decode() not in page
+    assert not any(t.read_bytes() == spoof.getvalue() for t in kept.glob("*.jpg"))
