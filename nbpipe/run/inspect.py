@@ -59,7 +59,10 @@ def _tail(step: Step, locked: LockEntry | None) -> list[str]:
         out.append(f"  key: {locked.key[:12]} (locked) → {key}")
     elif locked is None:
         out.append(f"  key: {key} (nbpipe.lock has no entry for {frame.name})")
-    if step.action == "restore":
+    if step.same_as:
+        out.append(f"  the same request as {step.same_as}: sent once, this frame gets its image "
+                   "for free")
+    elif step.action == "restore":
         out.append(f"  a take of this key is in the cache (sha256 {step.digest[:12]}): "
                    f"restored for free, saving USD {fmt_usd(frame.cost)}")
     elif step.action == "render":

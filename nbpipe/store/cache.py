@@ -14,6 +14,7 @@ missing blob, or an unreadable index entry is a miss, never a crash: the build r
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -44,10 +45,27 @@ class Take:
     task_id: str | None = None
     url: str | None = None  # where the backend serves it (HiAPI), usable as an edit's input
     url_expires: float | None = None
+    take: int | None = None  # its number among the key's takes, the same on every machine
 
     @staticmethod
     def from_json(doc: dict) -> "Take":
         return Take(**{k: doc.get(k) for k in Take.__dataclass_fields__})
+
+
+# sqlite says these when the disk, not the file, is the problem: never mistake them for a
+# corrupt index (setting the index aside would lose every take record on a full disk).
+_DISK_TROUBLE = {"database or disk is full": errno.ENOSPC, "disk i/o error": errno.EIO,
+                 "attempt to write a readonly database": errno.EROFS,
+                 "unable to open database file": errno.EACCES}
+
+
+def storage_error(exc: sqlite3.Error, path: Path) -> OSError | None:
+    """The OSError a sqlite error stands for when the disk is full or unwritable, else None."""
+    text = str(exc).lower()
+    for words, code in _DISK_TROUBLE.items():
+        if words in text:
+            return OSError(code, f"{os.strerror(code)} ({exc})", str(path))
+    return None
 
 
 class BlobWriter:
@@ -201,14 +219,37 @@ class Cache:
         return self._index
 
     def _open_index(self) -> diskcache.Cache:
+        # Take records are what was paid for: never evicted by size (diskcache's default culls
+        # a big cache), and durable before the journal says `done` (synchronous=FULL).
+        settings = {"disk": diskcache.JSONDisk, "eviction_policy": "none",
+                    "sqlite_synchronous": 2}
         path = self.root / "index"
         try:
-            return diskcache.Cache(str(path), disk=diskcache.JSONDisk)
-        except (sqlite3.DatabaseError, OSError):
-            # A truncated or foreign index: set it aside and start a new one. Pinned images
-            # are still found through the lock's digests; other takes are re-found as rendered.
-            shutil.move(str(path), str(path.with_name(f"index.corrupt-{int(time.time())}")))
-            return diskcache.Cache(str(path), disk=diskcache.JSONDisk)
+            return diskcache.Cache(str(path), **settings)
+        except sqlite3.DatabaseError as exc:
+            if (trouble := storage_error(exc, path)) is not None:
+                raise trouble from None
+        except OSError:
+            pass
+        # A truncated or foreign index: set it aside and start a new one. Pinned images are
+        # still found through the lock's digests; other takes are re-found as rendered.
+        shutil.move(str(path), str(path.with_name(f"index.corrupt-{int(time.time())}")))
+        try:
+            return diskcache.Cache(str(path), **settings)
+        except sqlite3.DatabaseError as exc:
+            raise storage_error(exc, path) or OSError(errno.EIO, str(exc), str(path)) from None
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """An index write; a full or unwritable disk becomes the OSError the build stops on."""
+        try:
+            with self.index.transact():
+                yield
+        except sqlite3.Error as exc:
+            trouble = storage_error(exc, self.root / "index")
+            if trouble is None:
+                raise
+            raise trouble from None
 
     def _record(self, key: str) -> dict:
         if not self.readable:
@@ -237,7 +278,7 @@ class Cache:
         return request if isinstance(request, dict) else None
 
     def add_take(self, key: str, request: dict, take: Take) -> None:
-        with self.index.transact():
+        with self._writing():
             record = self._record(key)
             takes = [t for t in record.get("takes", []) if t.get("digest") != take.digest]
             self.index.set(f"key:{key}", {"request": request, "takes": [*takes, asdict(take)]})
@@ -263,20 +304,32 @@ class Cache:
         except sqlite3.DatabaseError:
             return []
 
-    def next_take(self, key: str) -> int:
-        """The number of the next take of a key: takes made plus tasks that failed, plus one
-        (a failed task's Idempotency-Key must not be reused: it would replay the failure)."""
-        try:
-            failed = self.index.get(f"failed:{key}", 0) if self.readable else 0
-        except (sqlite3.DatabaseError, ValueError):
-            failed = 0
-        return len(self._record(key).get("takes", [])) + (failed if isinstance(failed, int) else 0) + 1
+    def allocate_take(self, key: str, known: list[Take] = ()) -> int:
+        """A take number never handed out before for this key, durable before it is used.
 
-    def note_failed_task(self, key: str) -> None:
-        self.index.incr(f"failed:{key}", default=0)
+        The number is part of the Idempotency-Key, so it must never repeat: not after a failed
+        task (that would replay the failure), not after gc dropped takes, not when another
+        machine sharing the remote made takes (`known`: the remote's take records). The counter
+        `seq:<key>` only grows; gc leaves it alone."""
+        with self._writing():
+            takes = [Take.from_json(t) for t in self._record(key).get("takes", [])
+                     if isinstance(t, dict) and set(t) <= set(Take.__dataclass_fields__)]
+            numbers = [t.take for t in [*takes, *known] if isinstance(t.take, int)]
+            seq = self._number(f"seq:{key}") + self._number(f"failed:{key}")
+            number = max([seq, len(takes), *numbers]) + 1
+            self.index.set(f"seq:{key}", number)
+            self.index.delete(f"failed:{key}")  # folded into seq (older nbpipe counted here)
+        return number
+
+    def _number(self, name: str) -> int:
+        try:
+            value = self.index.get(name, 0)
+        except (sqlite3.DatabaseError, ValueError):
+            return 0
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
     def drop_take(self, key: str, digest: str) -> None:
-        with self.index.transact():
+        with self._writing():
             record = self._record(key)
             takes = [t for t in record.get("takes", []) if t.get("digest") != digest]
             if takes:

@@ -193,3 +193,26 @@ def test_gc_remote_keeps_every_take_pinned_by_a_lock_in_any_branch(bucket, fake_
     assert result.out.startswith("pins read from 2 git ref(s) and the working tree")
     left = {p.rpartition("/")[2] for p in bucket.find("cache/blobs")}
     assert left == main_pins | feature_pins and len(left) == 7
+
+
+def test_a_lost_create_reply_with_an_uploaded_input_is_collected_not_wedged(
+        bucket, fake_hiapi, run, make_project):
+    """12.1: the presigned input URL was signed again on the next build, so the resent create
+    carried the same Idempotency-Key with another body: 422 on every build, the task lost."""
+    import time
+
+    from tests.conftest import tiny_png
+
+    root = make_project("""\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana-Pro}
+targets:
+  shot: {prompt: "at work", inputs: [refs/face.png]}
+""", {"refs/face.png": tiny_png()})
+    fake_hiapi.faults.add("create", "drop", "503", "503", "503", "503")  # created; reply lost
+    first = run("-C", str(root), "build", "--json")
+    assert first.code == 1 and fake_hiapi.counts["creates"] == 1
+    time.sleep(1.1)  # the next signature differs
+    second = build(run, root)
+    assert second["rendered"] == 1
+    assert (fake_hiapi.counts["creates"], fake_hiapi.counts["replays"]) == (1, 1)
