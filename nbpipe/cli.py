@@ -152,6 +152,9 @@ def _cache_dir(root: Path) -> Path:
               "(the default).")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another build holds the project.")
 @click.option("--offline", is_flag=True, help="Never touch the remote cache.")
+@click.option("--remote-errors", type=click.Choice(["fail", "render"]), default="fail",
+              show_default=True, help="When the remote cache cannot be read: fail the frames "
+              "that would render (the team may own their images), or render them anyway.")
 @click.option("--check", is_flag=True, help="Render nothing; exit 1 if any frame is not fresh.")
 @click.option("--force", is_flag=True, help="Render a new take even when fresh; overwrite "
               "outputs modified outside nbpipe.")
@@ -161,6 +164,7 @@ def _cache_dir(root: Path) -> Path:
 def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, profile: str | None,
           jobs: int | None,
           max_cost: float | None, fail_fast: bool, keep_going: bool, no_wait: bool, offline: bool,
+          remote_errors: str,
           check: bool, force: bool, as_json: bool, with_report: bool) -> int:
     """Restore or render what changed, in dependency order, and update nbpipe.lock."""
     root: Path = ctx.obj
@@ -182,7 +186,8 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
         return run_check(project, _cache_dir(root), frames, as_json)
     options = BuildOptions(patterns=frames, force=force, backend=backend, jobs=jobs,
                            max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
-                           fail_fast=fail_fast, profile=profile, offline=offline)
+                           fail_fast=fail_fast, profile=profile, offline=offline,
+                           remote_errors=remote_errors)
     code = run_build(project, _cache_dir(root), options, as_json, wait=not no_wait)
     if with_report:
         from nbpipe.run.report import write_report

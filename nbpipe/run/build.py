@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import errno
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 import signal
@@ -35,7 +36,7 @@ from nbpipe.run.noop import fingerprint
 from nbpipe.store.cache import Cache, Take
 from nbpipe.run.push import Pusher
 from nbpipe.store.journal import Entry, Journal
-from nbpipe.store.remote import Remote
+from nbpipe.store.remote import Remote, RemoteUnavailable
 from nbpipe.store.lock import Lock, LockEntry
 from nbpipe.store.state import State
 
@@ -68,6 +69,7 @@ class BuildOptions:
     grace: float = field(default_factory=lambda: _seconds("NBPIPE_INTERRUPT_GRACE", 10.0))
     # seconds to keep collecting HiAPI tasks after Ctrl-C (Gemini requests are waited for)
     offline: bool = False  # never touch the remote cache
+    remote_errors: str = "fail"  # "render": pay for a frame even when the remote may hold it
 
     profile: str | None = None
 
@@ -114,8 +116,11 @@ class Build:
         self._sweep(frames)
         self._preflight(frames)
         if self.remote is not None and self.remote.unreachable:
-            self.events.note(f"remote: unreachable ({self.remote.unreachable}); building from "
-                             "the local cache, new images are pushed next time")
+            self.events.note(f"remote: unreachable ({self.remote.unreachable}); restoring from "
+                             "the local cache; " + ("frames to render are paid for even if the "
+                             "remote may hold them (--remote-errors=render)"
+                             if self.options.remote_errors == "render" else
+                             "frames to render wait (retry later, or --remote-errors=render)"))
         if self.remote is not None:
             self.pusher = Pusher(self.remote, self.cache, self.state)
         manifest = self.project.loaded.manifest
@@ -474,6 +479,11 @@ class Build:
         try:
             if self.stopped:
                 return self._skip_stopped(step)
+            if self.remote is not None and self.remote.unreachable and \
+                    self.options.remote_errors != "render":
+                raise FrameFailed(f"remote unavailable ({self.remote.unreachable}): not rendered, "
+                                  "since the team's cache may hold it; retry, or pass "
+                                  "--remote-errors=render to pay for it anyway", retry_later=True)
             if not self.budget.reserve(frame.name, frame.cost):
                 self.summary.skipped += 1
                 self.events.frame("skipped", step, f"over budget (USD {fmt_usd(frame.cost)})")
@@ -581,6 +591,9 @@ class Build:
             return InputData(image, None, url=image.ref)
         if image.kind == "file":
             data = (self.root / image.ref).read_bytes()
+            if image.digest and hashlib.sha256(data).hexdigest() != image.digest:
+                raise FrameFailed(f"'{image.ref}' changed after this build keyed it (sha256 "
+                                  f"{image.digest[:12]}); nothing was sent: build again")
             url, expires = None, None
         else:
             data = self.cache.read_verified(image.digest) if image.digest else None
@@ -590,7 +603,11 @@ class Build:
         if backend == "hiapi" and self.remote is not None and \
                 (url is None or (expires or 0) < time.time() + 300):
             lifetime = self.project.loaded.manifest.cache.url_lifetime
-            url = self.remote.share(image.digest, data, lifetime)  # presigned, on our bucket
+            try:
+                url = self.remote.share(image.digest, data, lifetime)  # presigned, our bucket
+            except RemoteUnavailable as exc:
+                raise FrameFailed(f"{exc}: HiAPI takes '{image.ref}' as a URL on the remote "
+                                  "cache; retry when it is back", retry_later=True) from None
             expires = time.time() + lifetime
         return InputData(image, data, MIME.get(sniff(data[:16]) or "", "image/png"), url, expires)
 
