@@ -138,6 +138,18 @@ def _cache_dir(root: Path) -> Path:
     return Path(shared) if shared else root / ".nbpipe"
 
 
+def _writing(root: Path):
+    """The lock every command that writes the cache, the lock or outputs holds (as `build`)."""
+    from nbpipe.run.session import exclusive
+
+    class Notes:
+        @staticmethod
+        def note(text: str) -> None:
+            click.echo(text, err=True)
+
+    return exclusive(root / ".nbpipe", _cache_dir(root), True, Notes)
+
+
 @cli.command()
 @click.argument("frames", nargs=-1)
 @click.option("--backend", type=BACKEND_CHOICE, help="Render every frame on this backend.")
@@ -249,7 +261,9 @@ def pin(ctx: click.Context, frame: str, take: str, backend: str | None, profile:
     """Pin TAKE (a number from `takes`, or a digest prefix) of FRAME; free, from the cache."""
     from nbpipe.run.inspect import pin as pin_take
 
-    click.echo(pin_take(_project(ctx, backend, profile), _cache_dir(ctx.obj), frame, take, force))
+    project = _project(ctx, backend, profile)
+    with _writing(ctx.obj):
+        click.echo(pin_take(project, _cache_dir(ctx.obj), frame, take, force))
     return EXIT_OK
 
 
@@ -287,12 +301,13 @@ def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str 
     root: Path = ctx.obj
     default = not (max_size or older_than)
     older_than = DEFAULT_OLDER_THAN if default else older_than
-    cache = Cache(_cache_dir(root), create=False)
-    try:
-        lines = collect(cache, Lock.load(root), parse_size(max_size) if max_size else None,
-                        parse_age(older_than) if older_than else None, dry_run)
-    finally:
-        cache.close()
+    with _writing(root):
+        cache = Cache(_cache_dir(root), create=False)
+        try:
+            lines = collect(cache, Lock.load(root), parse_size(max_size) if max_size else None,
+                            parse_age(older_than) if older_than else None, dry_run)
+        finally:
+            cache.close()
     click.echo("\n".join([policy(max_size, older_than, default), *lines]))
     return EXIT_OK
 
@@ -328,9 +343,10 @@ def clean(ctx: click.Context, orphans: bool, dry_run: bool) -> int:
 
     if not orphans:
         raise UsageError("say what to clean", "nbpipe clean --orphans")
-    state = State(ctx.obj)
-    click.echo("\n".join(clean_orphans(ctx.obj, state, dry_run)))
-    state.save()
+    with _writing(ctx.obj):
+        state = State(ctx.obj)
+        click.echo("\n".join(clean_orphans(ctx.obj, state, dry_run)))
+        state.save()
     return EXIT_OK
 
 
@@ -446,11 +462,12 @@ def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
     if remote is None:
         raise UsageError("no remote cache is configured",
                          "set `cache: {remote: s3://bucket/prefix}` or NBPIPE_REMOTE")
-    cache = Cache(_cache_dir(ctx.obj), create=False)
-    try:
-        sent, present = push_all(project, cache, remote)
-    finally:
-        cache.close()
+    with _writing(ctx.obj):
+        cache = Cache(_cache_dir(ctx.obj), create=False)
+        try:
+            sent, present = push_all(project, cache, remote)
+        finally:
+            cache.close()
     click.echo(f"pushed {sent} image(s) to {remote.url}; {present} were there already")
     return EXIT_OK
 
@@ -467,13 +484,14 @@ def pull(ctx: click.Context, frames: tuple[str, ...], backend: str | None,
     from nbpipe.run.view import open_remote, open_store
 
     project = _project(ctx, backend, profile)
-    cache, lock, state = open_store(project, _cache_dir(ctx.obj))
-    try:
-        lines = pull_images(project, cache, open_remote(project), lock, state,
-                            project.select(frames))
-        state.save()
-    finally:
-        cache.close()
+    with _writing(ctx.obj):
+        cache, lock, state = open_store(project, _cache_dir(ctx.obj))
+        try:
+            lines = pull_images(project, cache, open_remote(project), lock, state,
+                                project.select(frames))
+            state.save()
+        finally:
+            cache.close()
     click.echo("\n".join(lines) if lines else "every pinned image is in place")
     return EXIT_FAILED if any(line.startswith("missing") for line in lines) else EXIT_OK
 

@@ -202,3 +202,63 @@ def test_a_full_disk_under_the_index_is_one_clear_message(fake_hiapi, run, make_
     result = run("-C", str(root), "build")
     assert result.code == 1 and "Traceback" not in result.err + result.out
     assert "No space left on device" in result.out and "database or disk is full" in result.out
+
+
+def test_gc_never_removes_a_young_blob_not_yet_indexed(run, make_project, monkeypatch):
+    """12.7: gc beside a build deleted a just-paid image (blob committed, not yet indexed)."""
+    from nbpipe.store.cache import Cache
+    from tests.conftest import tiny_png
+
+    root = make_project(ONLY_A)
+    cache = Cache(root / ".nbpipe")
+    digest = cache.put_bytes(tiny_png())
+    cache.close()
+    run("-C", str(root), "gc")
+    assert (root / ".nbpipe" / "blobs" / digest[:2] / digest).is_file()
+    monkeypatch.setenv("NBPIPE_GC_GRACE", "0")
+    assert "an image no take records" in run("-C", str(root), "gc").out
+
+
+def test_writing_commands_wait_for_a_build(make_project, tmp_path):
+    """12.7: pin, pull, clean, push and build --check took no lock."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    root = make_project(ONLY_A.replace("hiapi", "preview"))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from filelock import FileLock; "
+        f"l = FileLock({str(root / '.nbpipe' / 'build.lock')!r}); l.acquire(); "
+        "print('held', flush=True); time.sleep(2)")], stdout=subprocess.PIPE, text=True)
+    (root / ".nbpipe").mkdir(exist_ok=True)
+    assert holder.stdout.readline().strip() == "held"
+    for command in (["clean", "--orphans"], ["build", "--check"], ["pull"]):
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), *command],
+                              capture_output=True, text=True, env=os.environ, timeout=60)
+        assert "Traceback" not in done.stderr
+        if command[0] == "clean":
+            assert "waiting for another nbpipe build" in done.stderr + done.stdout
+            assert time.monotonic() - started > 0.5
+    holder.wait(timeout=10)
+
+
+def test_a_file_input_changed_after_keying_is_not_sent(fake_gemini, build, make_project,
+                                                       monkeypatch):
+    """12.11: the bytes read at render time were not checked against the keyed digest."""
+    from nbpipe.run.build import Build
+    from tests.conftest import tiny_png
+
+    root = make_project(ONLY_A.replace("Nano-Banana}", "Nano-Banana-2}").replace(
+        "{prompt: a lighthouse}", "{prompt: a lighthouse, inputs: [refs/x.png], "
+        "model: gemini-2.5-flash-image, backend: gemini}"), {"refs/x.png": tiny_png()})
+    real = Build._input
+
+    def edited_meanwhile(self, image, backend):
+        (root / "refs" / "x.png").write_bytes(tiny_png() + b"\0")
+        return real(self, image, backend)
+    monkeypatch.setattr(Build, "_input", edited_meanwhile)
+    summary = build(root)
+    assert summary["failed"] == 1
+    assert "'refs/x.png' changed after this build keyed it" in summary["out"]
