@@ -83,6 +83,8 @@ class MoneyMachine(RuleBasedStateMachine):
         return done
 
     def _exit_ok(self, code: int, text: str, args) -> None:
+        if code == -signal.SIGINT and "nbpipe/" not in text.replace("nbpipe/__main__", ""):
+            return  # Ctrl-C while the interpreter itself was starting, before nbpipe ran
         assert code in (0, 1, 2, 130), (args, code, text[-3000:])
         assert "Traceback" not in text, (args, text[-3000:])
 
@@ -130,7 +132,7 @@ class MoneyMachine(RuleBasedStateMachine):
         if done.returncode == 0 and not force:
             self._complete()
 
-    @rule(moment=st.floats(0.05, 1.5), presses=st.sampled_from([0, 1, 2]))
+    @rule(moment=st.floats(0.05, 2.5), presses=st.sampled_from([0, 1, 2]))
     def interrupt(self, moment, presses):
         """kill -9 (presses 0) or Ctrl-C once or twice at a random moment."""
         self.fake.faults.add("task", "stuck")  # something in flight to interrupt
