@@ -156,7 +156,7 @@ class HiApiBackend(HttpBackend):
         except httpx.TransportError as exc:
             raise network_error(exc, request_sent_safe=True) from None  # the key makes it safe
         if response.status_code == 404:  # a create names nothing else that could be missing
-            raise ModelUnknown("HiAPI", str(body.get("model")))
+            raise ModelUnknown("HiAPI", str(json.loads(body).get("model")))
         data = self._data(response)
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:

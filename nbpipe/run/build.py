@@ -434,6 +434,8 @@ class Build:
             if result is not None:
                 return self._follow(step, *result)
             if self.flights.get(frame.key) is flight:
+                if self.stopped:
+                    return self._skip_stopped(step)
                 if frame.key not in self._recovering:
                     self.summary.skipped += 1
                     self.events.frame("skipped", step, "the same request, sent by another "

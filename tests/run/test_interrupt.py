@@ -95,13 +95,13 @@ def test_ctrl_c_with_long_hiapi_tasks_exits_130_and_the_next_build_pays_nothing(
 def test_ctrl_c_waits_for_gemini_requests_in_flight(slow_gemini, tmp_path):
     """17.1: in-flight requests were dropped after the grace period, then paid again."""
     fake, env = slow_gemini
-    root = project(tmp_path, "gemini", "gemini-2.5-flash-image")
+    root = project(tmp_path, "gemini", "gemini-3.1-flash-image")
     proc = start(root, env)
     wait_for(lambda: fake.counts.get("generates", 0) == 4)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "waiting for 4 Gemini request(s) (USD 0.156) already sent" in out
+    assert "waiting for 4 Gemini request(s) (USD 0.268) already sent" in out
     fake.delay = 0
     summary = rebuild(root, env)
     assert (summary["rendered"], fake.counts["generates"]) == (0, 4)  # 0 re-sent
@@ -109,7 +109,7 @@ def test_ctrl_c_waits_for_gemini_requests_in_flight(slow_gemini, tmp_path):
 
 def test_a_second_ctrl_c_abandons_gemini_requests_with_a_warning(slow_gemini, tmp_path):
     fake, env = slow_gemini
-    root = project(tmp_path, "gemini", "gemini-2.5-flash-image")
+    root = project(tmp_path, "gemini", "gemini-3.1-flash-image")
     proc = start(root, env)
     wait_for(lambda: fake.counts.get("generates", 0) == 4)
     proc.send_signal(signal.SIGINT)
@@ -117,7 +117,7 @@ def test_a_second_ctrl_c_abandons_gemini_requests_with_a_warning(slow_gemini, tm
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "warning: abandoning 4 Gemini request(s) (USD 0.156): they may have been billed" in out
+    assert "warning: abandoning 4 Gemini request(s) (USD 0.268): they may have been billed" in out
     assert Journal(root / ".nbpipe" / "journal.jsonl").open == {}  # said once, not again
 
 
@@ -125,7 +125,7 @@ def test_after_kill_9_gemini_requests_in_flight_are_announced_and_counted(slow_g
                                                                           tmp_path):
     """17.1: after kill -9 the next build re-sent the in-flight requests silently."""
     fake, env = slow_gemini
-    root = project(tmp_path, "gemini", "gemini-2.5-flash-image")
+    root = project(tmp_path, "gemini", "gemini-3.1-flash-image")
     proc = start(root, env)
     wait_for(lambda: fake.counts.get("generates", 0) == 4)
     proc.kill()
@@ -133,6 +133,6 @@ def test_after_kill_9_gemini_requests_in_flight_are_announced_and_counted(slow_g
     fake.delay = 0
     summary = rebuild(root, env)
     assert any(n.startswith("4 Gemini request(s) were in flight when an earlier build stopped")
-               and "may have been billed (USD 0.156)" in n for n in summary["notes"])
-    assert (summary["maybe_billed"], summary["maybe_billed_usd"]) == (4, 0.156)
+               and "may have been billed (USD 0.268)" in n for n in summary["notes"])
+    assert (summary["maybe_billed"], summary["maybe_billed_usd"]) == (4, 0.268)
     assert summary["rendered"] == 4

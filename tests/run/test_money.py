@@ -53,7 +53,7 @@ def test_refused_requests_leave_no_open_journal_entry(fake_hiapi, fake_gemini, b
     """12.4: intents of frames that failed without a task were replayed by every build."""
     root = make_project(TWO.replace("  b: {prompt: a harbour}",
                                     "  b: {prompt: a harbour, backend: gemini, "
-                                    "model: gemini-2.5-flash-image}"))
+                                    "model: gemini-3.1-flash-image}"))
     fake_hiapi.faults.add("create", "400")
     fake_gemini.faults.add("generate", "safety")
     summary = build(root)
@@ -64,7 +64,7 @@ def test_refused_requests_leave_no_open_journal_entry(fake_hiapi, fake_gemini, b
 def test_a_lost_gemini_reply_is_counted_as_possibly_billed_and_closed(fake_gemini, build,
                                                                       make_project):
     root = make_project(TWO.replace("backend: hiapi, model: Nano-Banana",
-                                    "backend: gemini, model: gemini-2.5-flash-image"))
+                                    "backend: gemini, model: gemini-3.1-flash-image"))
     fake_gemini.faults.add("generate", "drop")
     summary = build(root, "-j", "1")
     assert (summary["failed"], summary["maybe_billed"]) == (1, 1)
@@ -224,24 +224,31 @@ def test_writing_commands_wait_for_a_build(make_project, tmp_path):
     import os
     import subprocess
     import sys
-    import time
 
     root = make_project(ONLY_A.replace("hiapi", "preview"))
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from filelock import FileLock; "
-        f"l = FileLock({str(root / '.nbpipe' / 'build.lock')!r}); l.acquire(); "
-        "print('held', flush=True); time.sleep(2)")], stdout=subprocess.PIPE, text=True)
     (root / ".nbpipe").mkdir(exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from filelock import FileLock; "
+        f"l = FileLock({str(root / '.nbpipe' / 'build.lock')!r}); l.acquire(); "
+        "print('held', flush=True); sys.stdin.read()")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    for command in (["clean", "--orphans"], ["build", "--check"], ["pull"]):
-        started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), *command],
-                              capture_output=True, text=True, env=os.environ, timeout=60)
-        assert "Traceback" not in done.stderr
-        if command[0] == "clean":
-            assert "waiting for another nbpipe build" in done.stderr + done.stdout
-            assert time.monotonic() - started > 0.5
+    waiting = [subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), *command],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=os.environ)
+               for command in (["clean", "--orphans"], ["build", "--check"], ["pull"])]
+    import select
+
+    for proc, stream in zip(waiting, ("stderr", "stdout", "stderr")):
+        pipe = getattr(proc, stream)
+        assert select.select([pipe], [], [], 60)[0], "no word from a waiting command"
+        assert "waiting for another nbpipe build" in pipe.readline()
+        assert proc.poll() is None  # still waiting for the lock
+    holder.stdin.close()
     holder.wait(timeout=10)
+    for proc in waiting:
+        out, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err and proc.returncode in (0, 1)
 
 
 def test_a_file_input_changed_after_keying_is_not_sent(fake_gemini, build, make_project,
@@ -252,7 +259,7 @@ def test_a_file_input_changed_after_keying_is_not_sent(fake_gemini, build, make_
 
     root = make_project(ONLY_A.replace("Nano-Banana}", "Nano-Banana-2}").replace(
         "{prompt: a lighthouse}", "{prompt: a lighthouse, inputs: [refs/x.png], "
-        "model: gemini-2.5-flash-image, backend: gemini}"), {"refs/x.png": tiny_png()})
+        "model: gemini-3.1-flash-image, backend: gemini}"), {"refs/x.png": tiny_png()})
     real = Build._input
 
     def edited_meanwhile(self, image, backend):
