@@ -33,6 +33,7 @@ from nbpipe.run.budget import Budget
 from nbpipe.run.events import Summary, fmt_usd
 from nbpipe.run.known import StoreKnown
 from nbpipe.run.noop import fingerprint
+from nbpipe.run.outputs import write_output
 from nbpipe.store.cache import Cache, Take
 from nbpipe.run.push import Pusher
 from nbpipe.store.journal import Entry, Journal
@@ -614,10 +615,7 @@ class Build:
         return InputData(image, data, MIME.get(sniff(data[:16]) or "", "image/png"), url, expires)
 
     def _materialize(self, output: str, digest: str) -> bool:
-        if not self.cache.copy_verified(digest, self.root / output):
-            return False
-        self.state.note_output(output, digest)
-        return True
+        return write_output(self.cache, self.state, self.root, output, digest)
 
     def _pin(self, frame: Frame, digest: str, cost: Decimal, output: str | None) -> None:
         self.lock.entries[frame.name] = LockEntry(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from nbpipe.run.outputs import write_output
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.remote import Remote
 from nbpipe.store.state import State
@@ -69,7 +70,6 @@ def pull(project, cache: Cache, remote: Remote | None, lock, state, frames) -> l
         if not cache.has_blob(entry.digest) and not (remote and remote.fetch(entry.digest, cache)):
             lines.append(f"missing  {frame.name}  (sha256 {entry.digest[:12]} is in no cache)")
             continue
-        if cache.copy_verified(entry.digest, project.loaded.root / entry.output):
-            state.note_output(entry.output, entry.digest)
+        if write_output(cache, state, project.loaded.root, entry.output, entry.digest):
             lines.append(f"pulled   {frame.name}  → {entry.output}")
     return lines

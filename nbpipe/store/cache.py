@@ -202,10 +202,13 @@ class Cache:
                 while chunk := source.read(CHUNK):
                     hasher.update(chunk)
                     out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())  # durable before a lock names it
             if hasher.hexdigest() != digest:
                 self.blob_path(digest).unlink(missing_ok=True)
                 return False
             os.replace(temp, dest)
+            _fsync_dir(dest.parent)
             return True
         finally:
             Path(temp).unlink(missing_ok=True)
@@ -327,6 +330,19 @@ class Cache:
         except (sqlite3.DatabaseError, ValueError):
             return 0
         return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    def choose(self, key: str, digest: str) -> None:
+        """Remember the take a user pinned for a key, so a change and a revert restore it."""
+        with self._writing():
+            self.index.set(f"chosen:{key}", digest)
+
+    def chosen(self, key: str) -> Take | None:
+        """The take pinned by hand for this key, if its image is still here."""
+        try:
+            digest = self.index.get(f"chosen:{key}") if self.readable else None
+        except (sqlite3.DatabaseError, ValueError):
+            return None
+        return next((t for t in self.takes(key) if t.digest == digest), None)
 
     def drop_take(self, key: str, digest: str) -> None:
         with self._writing():

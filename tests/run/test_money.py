@@ -269,3 +269,23 @@ def test_a_file_input_changed_after_keying_is_not_sent(fake_gemini, build, make_
     summary = build(root)
     assert summary["failed"] == 1
     assert "'refs/x.png' changed after this build keyed it" in summary["out"]
+
+
+def test_pin_writes_the_takes_format_and_survives_a_change_and_revert(fake_hiapi, run, build,
+                                                                      make_project):
+    """12.8: pin wrote JPEG bytes under out/x.png, and a revert restored the newest take."""
+    root = make_project(ONLY_A.replace("Nano-Banana}", "Nano-Banana, output_format: jpeg}"))
+    build(root)
+    build(root, "--force")
+    assert run("-C", str(root), "pin", "a", "1").code == 0
+    lock = json.loads((root / "nbpipe.lock").read_text())["frames"]["a"]
+    assert lock["output"].endswith(".jpg") and (root / lock["output"]).read_bytes()[:2] == b"\xff\xd8"
+    chosen = lock["digest"]
+    (root / "nbpipe.yaml").write_text(ONLY_A.replace("lighthouse", "harbour").replace(
+        "Nano-Banana}", "Nano-Banana, output_format: jpeg}"))
+    build(root)
+    (root / "nbpipe.yaml").write_text(ONLY_A.replace("Nano-Banana}",
+                                                     "Nano-Banana, output_format: jpeg}"))
+    back = build(root)
+    assert back["restored"] == 1
+    assert json.loads((root / "nbpipe.lock").read_text())["frames"]["a"]["digest"] == chosen
