@@ -345,7 +345,8 @@ class Build:
             return flight.set_result(None)
         take = None
         async with self.slots[entry.backend]:
-            if self.stopped:
+            if self.stopped or (entry.task_id is None and  # a resend may be a first create
+                                not self.budget.reserve(entry.frame, price)):
                 return flight.set_result(None)
             job = Job(take=entry.take, cost=price, resume_task=entry.task_id, body=entry.body,
                       on_task=lambda task_id: self.journal.task(entry.key, entry.take, task_id))
