@@ -40,6 +40,7 @@ def main() -> int:
         def teardown(self):
             counts["complete builds checked"] += self.checks
             super().teardown()
+            print(" · ".join(f"{v} {k}" for k, v in counts.items()), flush=True)  # progress
 
     started = time.monotonic()
     failure = None
