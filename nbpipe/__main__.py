@@ -1,3 +1,6 @@
-from nbpipe.cli import entry
+try:
+    from nbpipe.cli import entry
+except KeyboardInterrupt:  # Ctrl-C while Python is still importing: nothing ran yet
+    raise SystemExit(130) from None
 
 entry()

@@ -139,6 +139,18 @@ def _cache_dir(root: Path) -> Path:
     return Path(shared) if shared else root / ".nbpipe"
 
 
+def _writing(root: Path):
+    """The lock every command that writes the cache, the lock or outputs holds (as `build`)."""
+    from nbpipe.run.session import exclusive
+
+    class Notes:
+        @staticmethod
+        def note(text: str) -> None:
+            click.echo(text, err=True)
+
+    return exclusive(root / ".nbpipe", _cache_dir(root), True, Notes)
+
+
 @cli.command()
 @click.argument("frames", nargs=-1)
 @click.option("--backend", type=BACKEND_CHOICE, help="Render every frame on this backend.")
@@ -156,6 +168,9 @@ def _cache_dir(root: Path) -> Path:
               "(the default).")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another build holds the project.")
 @click.option("--offline", is_flag=True, help="Never touch the remote cache.")
+@click.option("--remote-errors", type=click.Choice(["fail", "render"]), default="fail",
+              show_default=True, help="When the remote cache cannot be read: fail the frames "
+              "that would render (the team may own their images), or render them anyway.")
 @click.option("--check", is_flag=True, help="Render nothing; exit 1 if any frame is not fresh.")
 @click.option("--force", is_flag=True, help="Render a new take even when fresh; overwrite "
               "outputs modified outside nbpipe.")
@@ -165,7 +180,8 @@ def _cache_dir(root: Path) -> Path:
 def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, profile: str | None,
           jobs: int | None,
           max_cost: float | None, fail_fast: bool, keep_going: bool, no_wait: bool, offline: bool,
-          check: bool, force: bool, as_json: bool, with_report: bool, trust_prices: bool) -> int:
+          remote_errors: str, check: bool, force: bool, as_json: bool, with_report: bool,
+          trust_prices: bool) -> int:
     """Restore or render what changed, in dependency order, and update nbpipe.lock."""
     root: Path = ctx.obj
     if not frames and not force and not with_report:
@@ -187,7 +203,7 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
     options = BuildOptions(patterns=frames, force=force, backend=backend, jobs=jobs,
                            max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
                            fail_fast=fail_fast, profile=profile, offline=offline,
-                           trust_prices=trust_prices)
+                           trust_prices=trust_prices, remote_errors=remote_errors)
     code = run_build(project, _cache_dir(root), options, as_json, wait=not no_wait)
     if with_report:
         from nbpipe.run.report import write_report
@@ -249,7 +265,9 @@ def pin(ctx: click.Context, frame: str, take: str, backend: str | None, profile:
     """Pin TAKE (a number from `takes`, or a digest prefix) of FRAME; free, from the cache."""
     from nbpipe.run.inspect import pin as pin_take
 
-    click.echo(pin_take(_project(ctx, backend, profile), _cache_dir(ctx.obj), frame, take, force))
+    project = _project(ctx, backend, profile)
+    with _writing(ctx.obj):
+        click.echo(pin_take(project, _cache_dir(ctx.obj), frame, take, force))
     return EXIT_OK
 
 
@@ -287,13 +305,14 @@ def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str 
     root: Path = ctx.obj
     default = not (max_size or older_than)
     older_than = DEFAULT_OLDER_THAN if default else older_than
-    cache = Cache(_cache_dir(root), create=False)
-    try:
-        lines = collect(cache, Lock.load(root), parse_size(max_size) if max_size else None,
-                        parse_age(older_than) if older_than else None, dry_run,
-                        branch_pins(root))
-    finally:
-        cache.close()
+    with _writing(root):
+        cache = Cache(_cache_dir(root), create=False)
+        try:
+            lines = collect(cache, Lock.load(root), parse_size(max_size) if max_size else None,
+                            parse_age(older_than) if older_than else None, dry_run,
+                            branch_pins(root))
+        finally:
+            cache.close()
     click.echo("\n".join([policy(max_size, older_than, default), *lines]))
     return EXIT_OK
 
@@ -329,9 +348,10 @@ def clean(ctx: click.Context, orphans: bool, dry_run: bool) -> int:
 
     if not orphans:
         raise UsageError("say what to clean", "nbpipe clean --orphans")
-    state = State(ctx.obj)
-    click.echo("\n".join(clean_orphans(ctx.obj, state, dry_run)))
-    state.save()
+    with _writing(ctx.obj):
+        state = State(ctx.obj)
+        click.echo("\n".join(clean_orphans(ctx.obj, state, dry_run)))
+        state.save()
     return EXIT_OK
 
 
@@ -447,11 +467,12 @@ def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
     if remote is None:
         raise UsageError("no remote cache is configured",
                          "set `cache: {remote: s3://bucket/prefix}` or NBPIPE_REMOTE")
-    cache = Cache(_cache_dir(ctx.obj), create=False)
-    try:
-        sent, present = push_all(project, cache, remote)
-    finally:
-        cache.close()
+    with _writing(ctx.obj):
+        cache = Cache(_cache_dir(ctx.obj), create=False)
+        try:
+            sent, present = push_all(project, cache, remote)
+        finally:
+            cache.close()
     click.echo(f"pushed {sent} image(s) to {remote.url}; {present} were there already")
     return EXIT_OK
 
@@ -468,13 +489,14 @@ def pull(ctx: click.Context, frames: tuple[str, ...], backend: str | None,
     from nbpipe.run.view import open_remote, open_store
 
     project = _project(ctx, backend, profile)
-    cache, lock, state = open_store(project, _cache_dir(ctx.obj))
-    try:
-        lines = pull_images(project, cache, open_remote(project), lock, state,
-                            project.select(frames))
-        state.save()
-    finally:
-        cache.close()
+    with _writing(ctx.obj):
+        cache, lock, state = open_store(project, _cache_dir(ctx.obj))
+        try:
+            lines = pull_images(project, cache, open_remote(project), lock, state,
+                                project.select(frames))
+            state.save()
+        finally:
+            cache.close()
     click.echo("\n".join(lines) if lines else "every pinned image is in place")
     return EXIT_FAILED if any(line.startswith("missing") for line in lines) else EXIT_OK
 

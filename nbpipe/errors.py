@@ -5,7 +5,8 @@
     ├── ManifestError           exit 2: one or more located Diagnostics in nbpipe.yaml
     ├── FrameFailed             one frame failed (bad request, blocked, timeout, bad bytes);
     │   │                       the build goes on with frames that do not depend on it
-    │   └── TaskFailed          the remote task itself ended in failure: nothing to resume
+    │   ├── TaskFailed          the remote task itself ended in failure: nothing to resume
+    │   └── ImageLost           the task succeeded (paid) but its image can no longer be fetched
     └── BuildStopped            exit 1: nothing more may be sent (bad key, no balance);
         │                       what was already rendered is kept
         └── ModelUnknown        the API answered 404 for the model itself (retired?)
@@ -60,13 +61,19 @@ class FrameFailed(NbpipeError):
     """A frame could not be rendered; `retry_later` when a later build may still succeed
     (a task that outlived its timeout keeps its task id and is resumed, not paid again)."""
 
-    def __init__(self, message: str, retry_later: bool = False):
+    def __init__(self, message: str, retry_later: bool = False, maybe_billed: bool = False):
         super().__init__(message)
         self.retry_later = retry_later
+        self.maybe_billed = maybe_billed  # sent, reply lost, no idempotency: it may be paid
 
 
 class TaskFailed(FrameFailed):
     """The backend's task reached a terminal failure; its id need not be kept for resuming."""
+
+
+class ImageLost(FrameFailed):
+    """The task succeeded, so it was paid for, but its image is gone (an expired output URL):
+    nothing to resume; the next render is a new task."""
 
 
 class BuildStopped(NbpipeError):

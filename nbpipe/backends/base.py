@@ -44,6 +44,8 @@ class Job:
     take: int = 1
     cost: Decimal = Decimal(0)  # the catalogue's price of the request
     resume_task: str | None = None
+    body: str | None = None  # a create already sent (journalled): resend exactly these bytes
+    on_send: Callable[[str], None] = lambda body: None  # journal the wire body before sending
     on_task: Callable[[str], None] = lambda task_id: None
     on_finished: Callable[[], None] = lambda: None  # the remote work is done: only fetching is left
 

@@ -1,14 +1,18 @@
 """HiAPI's async task API: POST /v1/tasks, poll GET /v1/tasks/{id}, download output[0].url.
 
-Never pay twice: every create carries an Idempotency-Key derived from the frame key and the take
-number, so a retried create, or a create replayed after a crash, returns the original task. The
-task id is reported the moment it is known, and a task that outlives its timeout is resumed by
-the next build, never created again.
+Never pay twice: every create carries an Idempotency-Key derived from the frame key, the take
+number and the exact bytes of the body. The body is journalled before it is sent, and a create
+replayed after a crash resends those bytes, so HiAPI returns the original task; a body that
+differs (an input URL signed again) is a new key, never a permanent IDEMPOTENCY_KEY_MISMATCH.
+The task id is reported the moment it is known, and a task that outlives its timeout is resumed
+by the next build, never created again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import statistics
 import time
@@ -21,7 +25,7 @@ from nbpipe.backends.base import InputData, Job, Rendered, Sink
 from nbpipe.backends.http import (DownloadGone, HttpBackend, RateLimiter, RetryPolicy, Retryable,
                                   api_key, download, env_number, json_body, network_error, redact,
                                   retry_after, short)
-from nbpipe.errors import BuildStopped, FrameFailed, ModelUnknown, TaskFailed, UsageError
+from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, ModelUnknown, TaskFailed, UsageError
 from nbpipe.plan.frame import Request
 
 PAYLOAD_STYLE = "https URL"
@@ -42,8 +46,14 @@ def create_body(request: Request, image_urls: list[str]) -> dict:
     return {"model": request.model, "input": task_input}
 
 
-def idempotency_key(request: Request, take: int) -> str:
-    return f"nbpipe-{request.key}-{take}"
+def wire(body: dict) -> str:
+    """The bytes a create sends (and the journal keeps, to resend exactly)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def idempotency_key(frame_key: str, take: int, body: str) -> str:
+    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+    return f"nbpipe-{frame_key}-{take}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -107,11 +117,14 @@ class HiApiBackend(HttpBackend):
                      job: Job) -> Rendered:
         task_id = job.resume_task
         if task_id is None:
-            body = create_body(request, [_url_of(i) for i in inputs])
-            task_id = await self.settings.retry.run(
-                lambda: self._create(body, idempotency_key(request, job.take)))
+            body = job.body or wire(create_body(request, [_url_of(i) for i in inputs]))
+            job.on_send(body)  # durable before the first byte leaves
+            key = idempotency_key(request.key, job.take, body)
+            task_id = await self.settings.retry.run(lambda: self._create(body, key))
             job.on_task(task_id)
-        task = await self._wait(task_id, self.first_poll(request.model))
+        # A task left by an earlier build has usually finished long ago: look at once.
+        first = 0.0 if job.resume_task else self.first_poll(request.model)
+        task = await self._wait(task_id, first)
         job.on_finished()  # the task's slot can go to the next frame while this one downloads
         self._learn(request.model, task)
         url, expires = _output(task, task_id)
@@ -123,8 +136,8 @@ class HiApiBackend(HttpBackend):
             try:
                 await self.settings.retry.run(lambda: self._download(url, sink))
             except DownloadGone as exc:
-                raise FrameFailed(f"task {task_id} succeeded but its output URL is gone ({exc}); "
-                                  "HiAPI keeps outputs about 7 days") from None
+                raise ImageLost(f"task {task_id} succeeded (paid) but its output URL is gone "
+                                f"({exc}); HiAPI keeps outputs about 7 days") from None
         return Rendered(task_id=task_id, cost=job.cost, url=url, url_expires=expires)
 
     async def _download(self, url: str, sink: Sink) -> None:
@@ -134,15 +147,16 @@ class HiApiBackend(HttpBackend):
         await download(self.client, url, sink, self.settings.max_bytes,
                        self.settings.download_timeout)
 
-    async def _create(self, body: dict, key: str) -> str:
+    async def _create(self, body: str, key: str) -> str:
         await self.limiter.wait()
+        headers = {**self._headers(), "Idempotency-Key": key, "Content-Type": "application/json"}
         try:
-            response = await self.client.post(f"{self.settings.base_url}/v1/tasks", json=body,
-                                               headers={**self._headers(), "Idempotency-Key": key})
+            response = await self.client.post(f"{self.settings.base_url}/v1/tasks",
+                                               content=body.encode(), headers=headers)
         except httpx.TransportError as exc:
             raise network_error(exc, request_sent_safe=True) from None  # the key makes it safe
         if response.status_code == 404:  # a create names nothing else that could be missing
-            raise ModelUnknown("HiAPI", str(body.get("model")))
+            raise ModelUnknown("HiAPI", str(json.loads(body).get("model")))
         data = self._data(response)
         task_id = data.get("taskId") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id:

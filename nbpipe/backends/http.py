@@ -193,4 +193,5 @@ def network_error(exc: httpx.TransportError, request_sent_safe: bool) -> Excepti
     if request_sent_safe or isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         return Retryable(f"network error ({what})")
     return FrameFailed(f"network error ({what}) after the request was sent; not retried, "
-                       "since the outcome is unknown and a retry could be billed twice")
+                       "since the outcome is unknown and a retry could be billed twice",
+                       maybe_billed=True)

@@ -221,6 +221,7 @@ class Step:
     digest: str | None = None  # the image a fresh or restored frame holds
     changes: tuple[Change, ...] = ()
     output: str | None = None  # where that image is (its extension follows its format)
+    same_as: str | None = None  # an earlier frame of this build sends the identical request
 
     @property
     def cost(self) -> Decimal:
@@ -303,11 +304,17 @@ def make_plan(frames: Iterable[Frame], known: Known | None = None,
     """Decide every frame in build order; an edit's key uses its upstream's planned image."""
     known = known or NothingKnown()
     digests: dict[str, str] = {}
+    rendering: dict[str, str] = {}  # key → the frame that sends it: identical requests go once
     steps = []
     for frame in frames:
         if frame.upstreams:
             frame = frame.keyed(digests)
         step = decide(frame, known, force(frame))
+        if step.action == "render" and frame.key in rendering:
+            step = Step(frame, "restore", f"same request as {rendering[frame.key]}",
+                        same_as=rendering[frame.key])
+        elif step.action == "render":
+            rendering[frame.key] = frame.name
         if step.digest is not None:
             digests[frame.name] = step.digest
         steps.append(step)

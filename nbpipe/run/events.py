@@ -31,15 +31,23 @@ class Summary:
     spent: Decimal = Decimal(0)
     saved: Decimal = Decimal(0)
     interrupted: bool = False
+    lost: int = 0  # tasks paid for whose image could not be fetched (counted apart from spent)
+    lost_usd: Decimal = Decimal(0)
+    maybe_billed: int = 0  # requests sent without idempotency whose outcome is unknown
+    maybe_billed_usd: Decimal = Decimal(0)
 
     @property
     def noop(self) -> bool:
-        return not (self.rendered or self.restored or self.failed or self.skipped or self.left)
+        return not (self.rendered or self.restored or self.failed or self.skipped or self.left
+                    or self.lost or self.maybe_billed)
 
     def as_json(self) -> dict:
         return {"event": "summary", "rendered": self.rendered, "restored": self.restored,
                 "fresh": self.fresh, "failed": self.failed, "skipped": self.skipped,
-                "left": self.left, "spent_usd": usd(self.spent), "saved_usd": usd(self.saved)}
+                "left": self.left, "spent_usd": usd(self.spent), "saved_usd": usd(self.saved),
+                **({"lost": self.lost, "lost_usd": usd(self.lost_usd)} if self.lost else {}),
+                **({"maybe_billed": self.maybe_billed,
+                    "maybe_billed_usd": usd(self.maybe_billed_usd)} if self.maybe_billed else {})}
 
     def line(self) -> str:
         if self.noop:
@@ -47,8 +55,13 @@ class Summary:
         counts = [f"{self.rendered} rendered", f"{self.restored} restored", f"{self.fresh} fresh"]
         counts += [f"{n} {what}" for n, what in ((self.failed, "failed"), (self.skipped, "skipped"),
                                                  (self.left, "left alone")) if n]
-        return " · ".join(counts) + f" · spent USD {fmt_usd(self.spent)} · " \
-            f"saved USD {fmt_usd(self.saved)}"
+        money = [f"spent USD {fmt_usd(self.spent)}"]
+        if self.lost:
+            money.append(f"lost USD {fmt_usd(self.lost_usd)} ({self.lost} paid image(s) gone)")
+        if self.maybe_billed:
+            money.append(f"possibly billed USD {fmt_usd(self.maybe_billed_usd)} "
+                         f"({self.maybe_billed} request(s) with no reply)")
+        return " · ".join(counts + money) + f" · saved USD {fmt_usd(self.saved)}"
 
 
 class TextEvents:

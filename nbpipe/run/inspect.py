@@ -11,6 +11,7 @@ from nbpipe.manifest.source import did_you_mean
 from nbpipe.plan.planner import Plan, Project, Step
 from nbpipe.run.events import fmt_usd
 from nbpipe.run.known import StoreKnown
+from nbpipe.run.outputs import write_output
 from nbpipe.run.view import open_store, plan_project
 from nbpipe.store.lock import LockEntry
 
@@ -59,7 +60,10 @@ def _tail(step: Step, locked: LockEntry | None) -> list[str]:
         out.append(f"  key: {locked.key[:12]} (locked) → {key}")
     elif locked is None:
         out.append(f"  key: {key} (nbpipe.lock has no entry for {frame.name})")
-    if step.action == "restore":
+    if step.same_as:
+        out.append(f"  the same request as {step.same_as}: sent once, this frame gets its image "
+                   "for free")
+    elif step.action == "restore":
         out.append(f"  a take of this key is in the cache (sha256 {step.digest[:12]}): "
                    f"restored for free, saving USD {fmt_usd(frame.cost)}")
     elif step.action == "render":
@@ -113,18 +117,19 @@ def pin(project: Project, cache_dir: Path, name: str, which: str, force: bool) -
             raise UsageError(f"no single take '{which}' of {name}",
                              f"`nbpipe takes {name}` lists them by number")
         take = chosen[0]
-        current = state.output_digest(frame.output)
+        output = frame.output_for(take.format)  # a JPEG take is never written as .png
+        current = state.output_digest(output)
         known = StoreKnown(lock, cache, state)
         entry = lock.entries.get(name)
         ours = current is None or (entry and current == entry.digest) or \
             current in known.take_digests(frame.key)
         if not ours and not force:
-            raise UsageError(f"{frame.output} was modified outside nbpipe",
+            raise UsageError(f"{output} was modified outside nbpipe",
                              "pass --force to overwrite it")
-        if not cache.copy_verified(take.digest, project.loaded.root / frame.output):
+        if not write_output(cache, state, project.loaded.root, output, take.digest):
             raise UsageError(f"take {which} of {name} is missing or corrupt in the cache")
-        state.note_output(frame.output, take.digest)
-        lock.entries[name] = LockEntry(frame.key, frame.output, take.digest, frame.backend,
+        cache.choose(frame.key, take.digest)
+        lock.entries[name] = LockEntry(frame.key, output, take.digest, frame.backend,
                                        frame.model, float(Decimal(take.cost_usd)))
         lock.save(project.loaded.root)
         cache.record_pins(project.loaded.root, lock.pinned())
@@ -132,4 +137,4 @@ def pin(project: Project, cache_dir: Path, name: str, which: str, force: bool) -
         state.save()
     finally:
         cache.close()
-    return f"pinned {name} to sha256:{take.digest[:12]} and wrote {frame.output}"
+    return f"pinned {name} to sha256:{take.digest[:12]} and wrote {output}"

@@ -25,7 +25,7 @@ class StoreKnown:
     def best_take(self, key: str) -> Take | None:
         takes = self.cache.takes(key)
         if takes:
-            return takes[-1]
+            return self.cache.chosen(key) or takes[-1]  # a hand-pinned take outlives a revert
         remote = self.remote.takes(key) if self.remote and self.remote.digests(key) else []
         return remote[-1][0] if remote else None
 

@@ -16,6 +16,16 @@ from nbpipe.store.state import State, file_sha256
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+GRACE = 3600.0  # a blob younger than this may be a paid image not yet indexed: never removed
+
+
+def _grace() -> float:
+    import os
+
+    try:
+        return max(float(os.environ.get("NBPIPE_GC_GRACE") or GRACE), 0.0)
+    except ValueError:
+        return GRACE
 
 
 def parse_size(text: str) -> int:
@@ -84,7 +94,8 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
     still = {t.digest for key in cache.all_keys() for t in cache.takes(key)} if doomed else referenced
     gone = {c.digest for c in doomed}  # their blobs go with them: already said
     for blob in _blobs(cache):
-        if blob.name not in still and blob.name not in pinned:
+        if blob.name not in still and blob.name not in pinned and \
+                (blob.name in gone or _age(blob) > _grace()):  # young: maybe not yet indexed
             if blob.name not in gone:
                 lines.append(f"{'would remove' if dry_run else 'removed'} an image no take "
                              f"records (sha256 {blob.name[:12]})")
@@ -129,6 +140,13 @@ def _choose(candidates: list[Candidate], cache: Cache, max_size: int | None,
 def _blobs(cache: Cache) -> list[Path]:
     root = cache.root / "blobs"
     return [p for p in root.glob("*/*") if p.is_file()] if root.is_dir() else []
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _size(path: Path) -> int:
@@ -202,6 +220,16 @@ def branch_pins(root: Path) -> set[str]:
         return set()
 
 
+def _remote_age(info: dict) -> float:
+    """Seconds since a remote object was written; 0 (young: kept) when the store says nothing."""
+    stamp = info.get("LastModified") or info.get("mtime") or info.get("updated")
+    if hasattr(stamp, "timestamp"):
+        return time.time() - stamp.timestamp()
+    if isinstance(stamp, (int, float)):
+        return time.time() - stamp
+    return 0.0
+
+
 def gc_remote(remote, pinned: set[str], older_than: float | None, dry_run: bool) -> list[str]:
     """Remove unpinned take records (by age) and blobs no record or lock points at."""
     verb = "would remove" if dry_run else "removed"
@@ -220,12 +248,12 @@ def gc_remote(remote, pinned: set[str], older_than: float | None, dry_run: bool)
             if not dry_run:
                 remote.fs.rm_file(f"{remote.root}/takes/{key}/{digest}.json")
     try:
-        blobs = remote.fs.find(f"{remote.root}/blobs")
+        blobs = remote.fs.find(f"{remote.root}/blobs", detail=True)
     except FileNotFoundError:
-        blobs = []
-    for blob in blobs:
+        blobs = {}
+    for blob, info in blobs.items():
         digest = blob.rpartition("/")[2]
-        if digest not in kept and digest not in pinned:
+        if digest not in kept and digest not in pinned and _remote_age(info) > _grace():
             lines.append(f"{verb} blob sha256:{digest[:12]}")
             if not dry_run:
                 remote.fs.rm_file(blob)

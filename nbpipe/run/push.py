@@ -7,6 +7,7 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from nbpipe.plan.frame import format_of_path
+from nbpipe.run.outputs import write_output
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.remote import Remote
 from nbpipe.store.state import State
@@ -77,7 +78,6 @@ def pull(project, cache: Cache, remote: Remote | None, lock, state, frames) -> l
         if not cache.has_blob(entry.digest) and not (remote and remote.fetch(entry.digest, cache)):
             lines.append(f"missing  {frame.name}  (sha256 {entry.digest[:12]} is in no cache)")
             continue
-        if cache.copy_verified(entry.digest, project.loaded.root / output):
-            state.note_output(output, entry.digest)
+        if write_output(cache, state, project.loaded.root, output, entry.digest):
             lines.append(f"pulled   {frame.name}  → {output}")
     return lines

@@ -71,13 +71,15 @@ def exclusive(project_dir: Path, cache_dir: Path, wait: bool, events) -> Iterato
 
 
 def run_check(project: Project, cache_dir: Path, patterns: tuple[str, ...], as_json: bool) -> int:
-    """The CI gate: plan against the lock and outputs, render nothing, exit 1 if anything is stale."""
-    cache, lock, state = open_store(project, cache_dir)
-    try:
-        plan = make_plan(project.select(patterns), StoreKnown(lock, cache, state))
-        state.save()
-    finally:
-        cache.close()
+    """The CI gate: plan against the lock and outputs, render nothing, exit 1 if anything is stale.
+    It saves the stat cache, so it holds the build lock like every command that writes."""
+    with exclusive(project.loaded.root / ".nbpipe", cache_dir, True, _events(as_json, 0)):
+        cache, lock, state = open_store(project, cache_dir)
+        try:
+            plan = make_plan(project.select(patterns), StoreKnown(lock, cache, state))
+            state.save()
+        finally:
+            cache.close()
     stale = [s for s in plan.steps if s.action != "fresh"]
     if as_json:
         import json

@@ -46,7 +46,7 @@ def plan_with(known: StoreKnown, frames: list[Frame], prefetch: tuple[str, ...] 
         known.remote.prefetch_takes([k for k in keys if not known.cache.takes(k)])
     plan = make_plan(frames, known)
     return Plan([replace(s, reason=f"{s.reason} (from the remote cache)")
-                 if s.action == "restore" and known.remote_only(s.digest) else s
+                 if s.action == "restore" and s.digest and known.remote_only(s.digest) else s
                  for s in plan.steps])
 
 

@@ -14,6 +14,7 @@ missing blob, or an unreadable index entry is a miss, never a crash: the build r
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -54,6 +55,7 @@ class Take:
     task_id: str | None = None
     url: str | None = None  # where the backend serves it (HiAPI), usable as an edit's input
     url_expires: float | None = None
+    take: int | None = None  # its number among the key's takes, the same on every machine
 
     @staticmethod
     def from_json(doc: dict) -> "Take":
@@ -67,7 +69,8 @@ class Take:
                 or not _number(take.created) or not _money(take.cost_usd) \
                 or not isinstance(take.task_id, (str, type(None))) \
                 or not isinstance(take.url, (str, type(None))) \
-                or not (take.url_expires is None or _number(take.url_expires)):
+                or not (take.url_expires is None or _number(take.url_expires)) \
+                or not (take.take is None or (type(take.take) is int and take.take > 0)):
             raise ValueError("a take record has a field of the wrong type")
         return take
 
@@ -87,6 +90,22 @@ def _take_docs(record: dict) -> list[dict]:
     """The take documents of an index record, whatever shape a damaged record has."""
     takes = record.get("takes")
     return [t for t in takes if isinstance(t, dict)] if isinstance(takes, list) else []
+
+
+# sqlite says these when the disk, not the file, is the problem: never mistake them for a
+# corrupt index (setting the index aside would lose every take record on a full disk).
+_DISK_TROUBLE = {"database or disk is full": errno.ENOSPC, "disk i/o error": errno.EIO,
+                 "attempt to write a readonly database": errno.EROFS,
+                 "unable to open database file": errno.EACCES}
+
+
+def storage_error(exc: sqlite3.Error, path: Path) -> OSError | None:
+    """The OSError a sqlite error stands for when the disk is full or unwritable, else None."""
+    text = str(exc).lower()
+    for words, code in _DISK_TROUBLE.items():
+        if words in text:
+            return OSError(code, f"{os.strerror(code)} ({exc})", str(path))
+    return None
 
 
 class BlobWriter:
@@ -237,10 +256,13 @@ class Cache:
                 while chunk := source.read(CHUNK):
                     hasher.update(chunk)
                     out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())  # durable before a lock names it
             if hasher.hexdigest() != digest:
                 self.blob_path(digest).unlink(missing_ok=True)
                 return False
             os.replace(temp, dest)
+            _fsync_dir(dest.parent)
             return True
         finally:
             Path(temp).unlink(missing_ok=True)
@@ -254,14 +276,37 @@ class Cache:
         return self._index
 
     def _open_index(self) -> diskcache.Cache:
+        # Take records are what was paid for: never evicted by size (diskcache's default culls
+        # a big cache), and durable before the journal says `done` (synchronous=FULL).
+        settings = {"disk": diskcache.JSONDisk, "eviction_policy": "none",
+                    "sqlite_synchronous": 2}
         path = self.root / "index"
         try:
-            return diskcache.Cache(str(path), disk=diskcache.JSONDisk)
-        except (sqlite3.DatabaseError, OSError):
-            # A truncated or foreign index: set it aside and start a new one. Pinned images
-            # are still found through the lock's digests; other takes are re-found as rendered.
-            shutil.move(str(path), str(path.with_name(f"index.corrupt-{int(time.time())}")))
-            return diskcache.Cache(str(path), disk=diskcache.JSONDisk)
+            return diskcache.Cache(str(path), **settings)
+        except sqlite3.DatabaseError as exc:
+            if (trouble := storage_error(exc, path)) is not None:
+                raise trouble from None
+        except OSError:
+            pass
+        # A truncated or foreign index: set it aside and start a new one. Pinned images are
+        # still found through the lock's digests; other takes are re-found as rendered.
+        shutil.move(str(path), str(path.with_name(f"index.corrupt-{int(time.time())}")))
+        try:
+            return diskcache.Cache(str(path), **settings)
+        except sqlite3.DatabaseError as exc:
+            raise storage_error(exc, path) or OSError(errno.EIO, str(exc), str(path)) from None
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """An index write; a full or unwritable disk becomes the OSError the build stops on."""
+        try:
+            with self.index.transact():
+                yield
+        except sqlite3.Error as exc:
+            trouble = storage_error(exc, self.root / "index")
+            if trouble is None:
+                raise
+            raise trouble from None
 
     def _record(self, key: str) -> dict:
         if not self.readable:
@@ -290,7 +335,7 @@ class Cache:
         return request if isinstance(request, dict) else None
 
     def add_take(self, key: str, request: dict, take: Take) -> None:
-        with self.index.transact():
+        with self._writing():
             record = self._record(key)
             takes = [t for t in _take_docs(record) if t.get("digest") != take.digest]
             self.index.set(f"key:{key}", {"request": request, "takes": [*takes, asdict(take)]})
@@ -316,23 +361,49 @@ class Cache:
         except sqlite3.DatabaseError:
             return []
 
-    def next_take(self, key: str) -> int:
-        """The number of the next take of a key: takes made plus tasks that failed, plus one
-        (a failed task's Idempotency-Key must not be reused: it would replay the failure)."""
-        try:
-            failed = self.index.get(f"failed:{key}", 0) if self.readable else 0
-        except (sqlite3.DatabaseError, ValueError):
-            failed = 0
-        return len(_take_docs(self._record(key))) + (failed if isinstance(failed, int) else 0) + 1
+    def allocate_take(self, key: str, known: list[Take] = ()) -> int:
+        """A take number never handed out before for this key, durable before it is used.
 
-    def note_failed_task(self, key: str) -> None:
+        The number is part of the Idempotency-Key, so it must never repeat: not after a failed
+        task (that would replay the failure), not after gc dropped takes, not when another
+        machine sharing the remote made takes (`known`: the remote's take records). The counter
+        `seq:<key>` only grows; gc leaves it alone."""
+        with self._writing():
+            takes = []
+            for doc in _take_docs(self._record(key)):
+                try:
+                    takes.append(Take.from_json(doc))
+                except (TypeError, ValueError):
+                    continue  # a damaged record: its number is still covered by seq
+            numbers = [t.take for t in [*takes, *known] if isinstance(t.take, int)]
+            seq = self._number(f"seq:{key}") + self._number(f"failed:{key}")
+            number = max([seq, len(takes), *numbers]) + 1
+            self.index.set(f"seq:{key}", number)
+            self.index.delete(f"failed:{key}")  # folded into seq (older nbpipe counted here)
+        return number
+
+    def _number(self, name: str) -> int:
         try:
-            self.index.incr(f"failed:{key}", default=0)
-        except (TypeError, ValueError, KeyError):  # a damaged counter starts again from one
-            self.index.set(f"failed:{key}", 1)
+            value = self.index.get(name, 0)
+        except (sqlite3.DatabaseError, ValueError):
+            return 0
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    def choose(self, key: str, digest: str) -> None:
+        """Remember the take a user pinned for a key, so a change and a revert restore it."""
+        with self._writing():
+            self.index.set(f"chosen:{key}", digest)
+
+    def chosen(self, key: str) -> Take | None:
+        """The take pinned by hand for this key, if its image is still here."""
+        try:
+            digest = self.index.get(f"chosen:{key}") if self.readable else None
+        except (sqlite3.DatabaseError, ValueError):
+            return None
+        return next((t for t in self.takes(key) if t.digest == digest), None)
 
     def drop_take(self, key: str, digest: str) -> None:
-        with self.index.transact():
+        with self._writing():
             record = self._record(key)
             takes = [t for t in _take_docs(record) if t.get("digest") != digest]
             if takes:

@@ -2,16 +2,21 @@
 
 One JSON line per event, appended and fsync'd before the build moves on:
 
-    {"op": "intent", "key", "take", "frame", "backend", "request"}   before a create is sent
+    {"op": "intent", "key", "take", "frame", "backend", "request"}   before a request is sent
+    {"op": "sent",   "key", "take", "body"}      the exact wire body of a create, before sending
     {"op": "task",   "key", "take", "task_id"}                      as soon as the id is known
     {"op": "done",   "key", "take", "digest"}                       once the image is in the cache
     {"op": "failed", "key", "take"}                                 the task itself failed
+    {"op": "closed", "key", "take", "why"}       no image will come of it (refused, lost, gone)
 
 A build after a crash, kill -9 or Ctrl-C reads the journal and re-attaches to every task that
 has no outcome yet (polls it, downloads it) instead of creating a new one. The window between an
-intent and its task id is covered by the Idempotency-Key, which is made from the same key and
-take. Lines that do not parse (a torn last write) are skipped. The journal lives in the cache
-(`journal.jsonl`) and is compacted to its open entries at the end of each build.
+intent and its task id is covered by the Idempotency-Key: the resume resends the journalled body
+byte for byte under the same key, so HiAPI answers with the original task. An open entry with
+no task and no body is a synchronous request (Gemini) whose outcome is unknown: it may have
+been billed. Lines that do not parse or hold the wrong types (a torn last write, a hand edit)
+are skipped. The journal lives in the cache (`journal.jsonl`) and is compacted to its open
+entries at the end of each build.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class Entry:
     backend: str
     request: dict
     task_id: str | None = None
+    body: str | None = None  # the create exactly as sent (HiAPI), to resend byte for byte
 
 
 class Journal:
@@ -57,16 +63,23 @@ class Journal:
                 continue  # a torn write at a crash; everything before it stands
 
     def _apply(self, record: dict) -> None:
-        slot = (str(record["key"]), int(record["take"]))
-        op = record["op"]
+        key, take, op = record["key"], record["take"], record["op"]
+        if not isinstance(key, str) or type(take) is not int or not isinstance(op, str):
+            raise TypeError("not a journal record")
         if op == "intent" and not _sound_intent(record):
             raise ValueError("an intent of the wrong shape")  # damaged: skipped like a torn line
+        slot = (key, take)
         if op == "intent":
-            self.open[slot] = Entry(slot[0], slot[1], str(record["frame"]),
-                                    str(record["backend"]), dict(record.get("request") or {}))
-        elif op == "task" and slot in self.open:
-            self.open[slot].task_id = str(record["task_id"])
-        elif op in ("done", "failed"):
+            request = record.get("request") or {}
+            if not isinstance(request, dict) or not isinstance(record["frame"], str) \
+                    or not isinstance(record["backend"], str):
+                raise TypeError("not an intent")
+            self.open[slot] = Entry(key, take, record["frame"], record["backend"], request)
+        elif op == "sent" and slot in self.open and isinstance(record["body"], str):
+            self.open[slot].body = record["body"]
+        elif op == "task" and slot in self.open and isinstance(record["task_id"], str):
+            self.open[slot].task_id = record["task_id"]
+        elif op in ("done", "failed", "closed"):
             self.open.pop(slot, None)
 
     def _write(self, record: dict) -> None:
@@ -83,6 +96,10 @@ class Journal:
             self._write({"op": "intent", "key": key, "take": take, "frame": frame,
                          "backend": backend, "request": request})
 
+    def sent(self, key: str, take: int, body: str) -> None:
+        if (key, take) in self.open and self.open[(key, take)].body != body:
+            self._write({"op": "sent", "key": key, "take": take, "body": body})
+
     def task(self, key: str, take: int, task_id: str) -> None:
         self._write({"op": "task", "key": key, "take": take, "task_id": task_id})
 
@@ -92,9 +109,15 @@ class Journal:
     def failed(self, key: str, take: int) -> None:
         self._write({"op": "failed", "key": key, "take": take})
 
-    def pending_task(self, key: str, take: int) -> str | None:
-        entry = self.open.get((key, take))
-        return entry.task_id if entry else None
+    def closed(self, key: str, take: int, why: str) -> None:
+        """No image will come of this entry: the request was refused, or its outcome is lost."""
+        if (key, take) in self.open:
+            self._write({"op": "closed", "key": key, "take": take, "why": why})
+
+    def open_for(self, key: str, backend: str) -> Entry | None:
+        """The open entry a render of this key re-attaches to (its take, task and body)."""
+        entries = [e for e in self.open.values() if e.key == key and e.backend == backend]
+        return min(entries, key=lambda e: e.take) if entries else None
 
     def close(self) -> None:
         """Compact to the entries still open, so the journal never grows without bound."""
@@ -108,6 +131,9 @@ class Journal:
             lines.append({"op": "intent", "key": entry.key, "take": entry.take,
                           "frame": entry.frame, "backend": entry.backend,
                           "request": entry.request})
+            if entry.body is not None:
+                lines.append({"op": "sent", "key": entry.key, "take": entry.take,
+                              "body": entry.body})
             if entry.task_id:
                 lines.append({"op": "task", "key": entry.key, "take": entry.take,
                               "task_id": entry.task_id})

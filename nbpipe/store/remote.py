@@ -9,6 +9,11 @@ Concurrent writers never corrupt each other: a blob is named by its content, so 
 write the same bytes; a take record is written after its blob and never rewritten. Reads trust
 nothing: a downloaded blob must hash to its name, or it is a miss. The remote is listed once per
 build, so planning a thousand frames costs one listing, not a thousand requests.
+
+Storage errors (s3fs, botocore, aiohttp, gcsfs...) are translated here, once: "definitely
+absent" (FileNotFoundError) is a miss; anything else (AccessDenied, SlowDown, a timeout, no
+network) means the remote's state is unknown, recorded in `unreachable`, and a build does not
+turn an unknown into a paid render unless told to (`--remote-errors=render`).
 """
 
 from __future__ import annotations
@@ -19,9 +24,18 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+from nbpipe.errors import NbpipeError
 from nbpipe.store.cache import Cache, Take, is_digest
 
 CHUNK = 1 << 20
+
+
+class RemoteUnavailable(NbpipeError):
+    """The remote cache could not be read or written; what it holds is unknown."""
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:120]}"
 
 
 class Remote:
@@ -51,7 +65,7 @@ class Remote:
             except FileNotFoundError:
                 paths = []
             except Exception as exc:  # noqa: BLE001 - s3fs, botocore, aiohttp: all mean "not now"
-                self.unreachable = f"{type(exc).__name__}: {str(exc)[:120]}"
+                self.unreachable = _why(exc)
                 paths = []
             for path in paths:
                 key, _, name = path.rpartition("/takes/")[2].partition("/")
@@ -81,7 +95,7 @@ class Remote:
             return
         try:
             found = self.fs.cat(list(wanted), on_error="omit")
-        except Exception:  # noqa: BLE001 - fall back to reading them one by one
+        except Exception:  # noqa: BLE001 - fall back to reading them one by one (`takes`)
             return
         for path, key in wanted.items():
             self._takes.setdefault(key, [])
@@ -112,7 +126,14 @@ class Remote:
         out = []
         for digest in self.digests(key):
             try:
-                doc = json.loads(self.fs.cat_file(f"{self.root}/takes/{key}/{digest}.json"))
+                raw = self.fs.cat_file(f"{self.root}/takes/{key}/{digest}.json")
+            except FileNotFoundError:
+                continue
+            except Exception as exc:  # noqa: BLE001 - not absent: unknown
+                self.unreachable = self.unreachable or _why(exc)
+                continue
+            try:
+                doc = json.loads(raw)
                 out.append((Take.from_json(doc["take"]), doc.get("request") or {}))
             except Exception:  # noqa: BLE001 - an unreadable record is a miss
                 continue
@@ -130,7 +151,15 @@ class Remote:
                 if sink.digest != digest:  # named by its content: a mismatch is corruption
                     return False
                 sink.commit()
-        except Exception:  # noqa: BLE001 - a blob that cannot be fetched is a miss
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if getattr(exc, "filename", None) and str(cache.root) in str(exc.filename):
+                raise  # our own disk, not the remote
+            self.unreachable = self.unreachable or _why(exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - not absent: the remote's state is unknown
+            self.unreachable = self.unreachable or _why(exc)
             return False
         return True
 
@@ -146,9 +175,13 @@ class Remote:
         """An https URL a backend can fetch these bytes from for `lifetime` seconds (uploaded
         under its digest first, if the remote does not have it)."""
         blob = f"{self.root}/blobs/{digest}"
-        if not self.fs.exists(blob):
-            self.fs.pipe_file(blob, data)
-        return self.fs.sign(blob, expiration=lifetime)
+        try:
+            if not self.fs.exists(blob):
+                self.fs.pipe_file(blob, data)
+            return self.fs.sign(blob, expiration=lifetime)
+        except Exception as exc:  # noqa: BLE001 - storage errors end here, translated
+            self.unreachable = self.unreachable or _why(exc)
+            raise RemoteUnavailable(f"remote unavailable ({_why(exc)})") from None
 
     def push(self, key: str, take: Take, request: dict, cache: Cache) -> None:
         """Blob first, then the record: a record never points at a missing blob."""

@@ -119,7 +119,7 @@ def test_failed_task_fails_the_frame_and_a_rerun_makes_a_new_task(fake_hiapi, bu
 
 def test_stuck_task_times_out_and_the_next_build_resumes_it(fake_hiapi, build, make_project,
                                                              monkeypatch):
-    monkeypatch.setenv("NBPIPE_HIAPI_TIMEOUT", "0.2")
+    monkeypatch.setenv("NBPIPE_HIAPI_TIMEOUT", "1.0")
     root = make_project(ONE)
     fake_hiapi.faults.add("task", "stuck")
     summary = build(root)

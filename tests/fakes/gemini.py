@@ -6,6 +6,9 @@ API does. Replies carry a thought part and a text part before the image, as real
 models answer JPEG (real Pro often does). Key by `x-goog-api-key` or `?key=`. Faults, scripted:
 
     generate: 429 500 503 drop badkey 403 safety prompt-blocked no-image
+
+`delay` (seconds) holds every billed reply that long (Gemini Pro takes 20-40 s); `generates`
+counts the requests billed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import binascii
 import datetime as dt
 import json
 import re
+import time
 
 from nbpipe.catalog import builtin, today
 from tests.fakes.server import FakeServer, Handler, image_bytes
@@ -37,6 +41,7 @@ class FakeGemini(FakeServer):
         self.key = key
         self.today = today  # the server's own clock: Google may shut a model down early
         self.bodies: list[dict] = []
+        self.delay = 0.0
 
     def dispatch(self, request: Handler, method: str) -> None:
         self.count("requests")
@@ -69,6 +74,8 @@ class FakeGemini(FakeServer):
             return self._error(request, 400, "INVALID_ARGUMENT", problem)
         self.bodies.append(body)
         self.count("generates")
+        if self.delay:
+            time.sleep(self.delay)
         if fault == "drop":
             return request.drop()
         request.send(200, self._reply(body, spec, fault))

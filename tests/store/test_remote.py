@@ -83,7 +83,7 @@ def test_a_failed_push_never_fails_the_build_and_the_next_build_sends_it(
     a = clone(tmp_path, "a")
     endpoint = os.environ["NBPIPE_REMOTE_ENDPOINT"]
     monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")  # the network is down
-    down = build(run, a)
+    down = build(run, a, "--remote-errors=render")
     assert down["rendered"] == 5
     notes = [e["message"] for e in down["events"] if e["event"] == "note"]
     assert notes[0].startswith("remote: unreachable (EndpointConnectionError")
@@ -163,7 +163,8 @@ targets:
 
 
 def test_gc_remote_keeps_every_take_pinned_by_a_lock_in_any_branch(bucket, fake_hiapi, run,
-                                                                   tmp_path):
+                                                                   tmp_path, monkeypatch):
+    monkeypatch.setenv("NBPIPE_GC_GRACE", "0")  # these blobs are seconds old
     import subprocess
 
     repo = clone(tmp_path, "repo")
@@ -193,3 +194,59 @@ def test_gc_remote_keeps_every_take_pinned_by_a_lock_in_any_branch(bucket, fake_
     assert result.out.startswith("pins read from 2 git ref(s) and the working tree")
     left = {p.rpartition("/")[2] for p in bucket.find("cache/blobs")}
     assert left == main_pins | feature_pins and len(left) == 7
+
+
+def test_a_lost_create_reply_with_an_uploaded_input_is_collected_not_wedged(
+        bucket, fake_hiapi, run, make_project):
+    """12.1: the presigned input URL was signed again on the next build, so the resent create
+    carried the same Idempotency-Key with another body: 422 on every build, the task lost."""
+    import time
+
+    from tests.conftest import tiny_png
+
+    root = make_project("""\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana-Pro}
+targets:
+  shot: {prompt: "at work", inputs: [refs/face.png]}
+""", {"refs/face.png": tiny_png()})
+    fake_hiapi.faults.add("create", "drop", "503", "503", "503", "503")  # created; reply lost
+    first = run("-C", str(root), "build", "--json")
+    assert first.code == 1 and fake_hiapi.counts["creates"] == 1
+    time.sleep(1.1)  # the next signature differs
+    second = build(run, root)
+    assert second["rendered"] + second["restored"] == 1, second
+    assert fake_hiapi.counts["creates"] == 1 and fake_hiapi.counts["replays"] >= 1
+
+
+def test_an_unknown_remote_never_silently_becomes_a_paid_render(bucket, fake_hiapi, run,
+                                                                tmp_path, monkeypatch):
+    """12.6: every remote read error was a "miss", and so a paid render of an image the team
+    already owns."""
+    build(run, clone(tmp_path, "a"))
+    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")
+    b = clone(tmp_path, "b")
+    result = run("-C", str(b), "build")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "remote unavailable (EndpointConnectionError" in result.out
+    assert "--remote-errors=render" in result.out
+    assert fake_hiapi.counts["creates"] == 5  # nothing paid twice
+
+
+def test_an_unreachable_remote_never_crashes_a_build_that_uploads_an_input(
+        bucket, fake_hiapi, run, make_project, monkeypatch):
+    """12.6: the presign upload's botocore error crossed the boundary: exit 3."""
+    from tests.conftest import tiny_png
+
+    root = make_project("""\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana-Pro}
+targets:
+  shot: {prompt: "at work", inputs: [refs/face.png]}
+  plain: {prompt: "no input"}
+""", {"refs/face.png": tiny_png()})
+    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")
+    result = run("-C", str(root), "build", "--remote-errors=render")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "failed   shot  remote unavailable" in result.out
+    assert "rendered plain" in result.out

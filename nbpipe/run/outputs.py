@@ -1,0 +1,18 @@
+"""The one output writer shared by build, pin and pull: a verified copy from the cache, atomic
+and fsync'd (so a lock never names a file that a power cut can leave empty), under the
+extension of the image's real format, remembered in the stat cache as nbpipe's own bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nbpipe.store.cache import Cache
+from nbpipe.store.state import State
+
+
+def write_output(cache: Cache, state: State, root: Path, output: str, digest: str) -> bool:
+    """Write the image `digest` to `output` (project-relative); False if the cache lacks it."""
+    if not cache.copy_verified(digest, root / output):
+        return False
+    state.note_output(output, digest)
+    return True

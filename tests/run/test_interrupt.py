@@ -1,0 +1,138 @@
+"""Ctrl-C and kill -9 in real processes (issue 12.5, issue 17.1): exit 130, state saved, HiAPI
+tasks resumed for free, Gemini requests in flight waited for, or announced and counted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nbpipe.store.journal import Journal
+
+FOUR = """\
+version: 1
+defaults: {backend: BACKEND, model: MODEL}
+targets:
+  t: {prompt: "tile {{ n }}", matrix: {n: ["1", "2", "3", "4"]}}
+"""
+
+
+def project(tmp_path: Path, backend: str, model: str) -> Path:
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "nbpipe.yaml").write_text(FOUR.replace("BACKEND", backend).replace("MODEL", model))
+    return root
+
+
+def start(root: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build", "-j", "4"],
+                            env={**os.environ, "NBPIPE_INTERRUPT_GRACE": "1",
+                                 "NBPIPE_RETRY_BASE": "0.01", **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def rebuild(root: Path, env: dict) -> dict:
+    done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "build", "--json"],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    return {**lines[-1], "notes": [e["message"] for e in lines if e["event"] == "note"]}
+
+
+@pytest.fixture
+def slow_hiapi():
+    from tests.fakes.hiapi import FakeHiApi
+
+    with FakeHiApi(latency=60) as fake:
+        yield fake, {"HIAPI_API_KEY": fake.key, "HIAPI_BASE_URL": fake.url,
+                     "NBPIPE_HIAPI_POLL_DELAY": "0.1", "NBPIPE_HIAPI_POLL_INTERVAL": "0.1"}
+
+
+@pytest.fixture
+def slow_gemini():
+    from tests.fakes.gemini import FakeGemini
+
+    with FakeGemini() as fake:
+        fake.delay = 4.0
+        yield fake, {"GEMINI_API_KEY": fake.key, "GOOGLE_GEMINI_BASE_URL": fake.url}
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_with_long_hiapi_tasks_exits_130_and_the_next_build_pays_nothing(
+        presses, slow_hiapi, tmp_path):
+    """12.5: tasks longer than the grace period, or a second Ctrl-C: KeyError, exit 3, and the
+    state not saved."""
+    fake, env = slow_hiapi
+    root = project(tmp_path, "hiapi", "Nano-Banana")
+    proc = start(root, env)
+    wait_for(lambda: fake.counts.get("creates", 0) == 4)
+    for _ in range(presses):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err + out
+    assert (root / ".nbpipe" / "state.json").is_file()
+    assert len(Journal(root / ".nbpipe" / "journal.jsonl").open) == 4  # every task kept
+    fake.latency = 0
+    summary = rebuild(root, env)
+    assert summary["rendered"] == 4 and fake.counts["creates"] == 4
+
+
+def test_ctrl_c_waits_for_gemini_requests_in_flight(slow_gemini, tmp_path):
+    """17.1: in-flight requests were dropped after the grace period, then paid again."""
+    fake, env = slow_gemini
+    root = project(tmp_path, "gemini", "gemini-3.1-flash-image")
+    proc = start(root, env)
+    wait_for(lambda: fake.counts.get("generates", 0) == 4)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "waiting for 4 Gemini request(s) (USD 0.268) already sent" in out
+    fake.delay = 0
+    summary = rebuild(root, env)
+    assert (summary["rendered"], fake.counts["generates"]) == (0, 4)  # 0 re-sent
+
+
+def test_a_second_ctrl_c_abandons_gemini_requests_with_a_warning(slow_gemini, tmp_path):
+    fake, env = slow_gemini
+    root = project(tmp_path, "gemini", "gemini-3.1-flash-image")
+    proc = start(root, env)
+    wait_for(lambda: fake.counts.get("generates", 0) == 4)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "warning: abandoning 4 Gemini request(s) (USD 0.268): they may have been billed" in out
+    assert Journal(root / ".nbpipe" / "journal.jsonl").open == {}  # said once, not again
+
+
+def test_after_kill_9_gemini_requests_in_flight_are_announced_and_counted(slow_gemini,
+                                                                          tmp_path):
+    """17.1: after kill -9 the next build re-sent the in-flight requests silently."""
+    fake, env = slow_gemini
+    root = project(tmp_path, "gemini", "gemini-3.1-flash-image")
+    proc = start(root, env)
+    wait_for(lambda: fake.counts.get("generates", 0) == 4)
+    proc.kill()
+    proc.communicate(timeout=30)
+    fake.delay = 0
+    summary = rebuild(root, env)
+    assert any(n.startswith("4 Gemini request(s) were in flight when an earlier build stopped")
+               and "may have been billed (USD 0.268)" in n for n in summary["notes"])
+    assert (summary["maybe_billed"], summary["maybe_billed_usd"]) == (4, 0.268)
+    assert summary["rendered"] == 4
