@@ -124,14 +124,14 @@ class GeminiBackend(HttpBackend):
         except ReplyProblem:  # the status alone decides what to do
             error = GeminiError()
         message = short(error.message or answer.reason)
-        kind = error.status or ""
+        kind = f"{status} {short(error.status, 60)}" if error.status else str(status)
         if status in (401, 403) or (status == 400 and "api key" in message.lower()):
-            return BuildStopped(f"Gemini refused the key (HTTP {status} {kind}: {message}); "
+            return BuildStopped(f"Gemini refused the key (HTTP {kind}: {message}); "
                                 "check GEMINI_API_KEY")
         if status in RETRY_STATUSES:
-            return Retryable(f"Gemini answered HTTP {status} {kind}: {message}",
+            return Retryable(f"Gemini answered HTTP {kind}: {message}",
                              _retry_delay(error) or answer.delay)
-        return FrameFailed(f"Gemini rejected the request (HTTP {status} {kind}): {message}")
+        return FrameFailed(f"Gemini rejected the request (HTTP {kind}): {message}")
 
 
 def _retry_delay(error: GeminiError) -> float | None:

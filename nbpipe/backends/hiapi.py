@@ -191,6 +191,7 @@ class HiApiBackend(HttpBackend):
         except ReplyProblem:  # the status alone decides what to do
             envelope = HiEnvelope[object]()
         code = envelope.error_code
+        kind = f"{status} {short(code, 60)}" if code else str(status)
         message = short(envelope.message or answer.reason)
         if status in (401, 403):
             raise BuildStopped(f"HiAPI refused the key (HTTP {status}: {message}); "
@@ -199,10 +200,8 @@ class HiApiBackend(HttpBackend):
             raise BuildStopped(f"HiAPI says the balance is insufficient (HTTP 402: {message}); "
                                "what was rendered so far is kept")
         if status in (409, 429) or code in RETRYABLE_CODES or status >= 500:
-            raise Retryable(f"HiAPI answered HTTP {status} {code or ''}: {message}".strip(),
-                            answer.delay)
-        raise FrameFailed(f"HiAPI rejected the request (HTTP {status} {code or ''}): "
-                          f"{message}".replace("  ", " "))
+            raise Retryable(f"HiAPI answered HTTP {kind}: {message}", answer.delay)
+        raise FrameFailed(f"HiAPI rejected the request (HTTP {kind}): {message}")
 
 
 def _url_of(image: InputData) -> str:
