@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
 from nbpipe.backends.base import Sink
@@ -106,53 +106,51 @@ class HttpBackend:
         """
         await self.limiter.wait()
         secret = self.settings.api_key
-        again = Retryable if self.repeatable else FrameFailed
-        problem, status = None, 0
         try:
             async with self.client.stream(method, url, headers=headers, json=body,
                                           follow_redirects=False) as response:
-                status = response.status_code
-                if 300 <= status < 400:
+                if 300 <= response.status_code < 400:
                     raise FrameFailed(self._redirect_refused(response))
-                try:
-                    raw = await read_capped(response, 2 * self.settings.max_bytes + (1 << 20))
-                except ReplyProblem as exc:
-                    raw, problem = b"", str(exc)
+                raw, problem = await _read_reply(response, 2 * self.settings.max_bytes + (1 << 20))
         except httpx.TransportError as exc:
             raise network_error(exc, self.repeatable) from None
-        except httpx.DecodingError:
-            raise again(f"{self.label} answered HTTP {status} with a body that does not decode "
-                        "as its Content-Encoding says") from None
         parsed = None
         if problem is None:
             try:
                 parsed = parse_json(raw, secret)
             except ReplyProblem as exc:
                 problem = str(exc)
-        return Answer(status, scrub(response.reason_phrase, secret),
+        return Answer(response.status_code, scrub(response.reason_phrase, secret),
                       retry_after(response.headers), parsed, problem)
 
     def _redirect_refused(self, response: httpx.Response) -> str:
+        location = response.headers.get("location")
         try:
-            target = response.url.join(response.headers.get("location", ""))
+            target = response.url.join(location or "")
             where = f"{target.scheme}://{target.netloc.decode('ascii', 'replace')}"
         except (httpx.InvalidURL, UnicodeError):
             where = "an invalid URL"
+        if location is None:
+            where = "nowhere (no Location)"
         return (f"{self.label} answered HTTP {response.status_code}, a redirect to "
                 f"{short(scrub(where, self.settings.api_key), 80)}; API calls follow no "
                 f"redirect, so the key goes nowhere else (point {self.base_var} at the API "
                 "itself)")
 
 
-async def read_capped(response: httpx.Response, cap: int) -> bytes:
-    """The whole body, or ReplyProblem past `cap` bytes (decoded: a gzip bomb stops here too)."""
+async def _read_reply(response: httpx.Response, cap: int) -> tuple[bytes, str | None]:
+    """The whole body, or what is wrong with it: over `cap` bytes once decoded (a gzip bomb
+    stops here too), or not in the Content-Encoding it claims. The status still counts."""
     chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > cap:
-            raise ReplyProblem(f"a body over the {cap:,}-byte cap")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                return b"", f"a body over the {cap:,}-byte cap"
+            chunks.append(chunk)
+    except httpx.DecodingError:
+        return b"", "a body that does not decode as its Content-Encoding says"
+    return b"".join(chunks), None
 
 
 class Retryable(Exception):
@@ -195,7 +193,7 @@ class RetryPolicy:
                     tries[0] += 1
                     return await attempt()
         except Retryable as exc:
-            raise FrameFailed(f"gave up after {tries[0]} attempts: {exc}",
+            raise FrameFailed(f"gave up after {tries[0]} attempt{'s' * (tries[0] != 1)}: {exc}",
                               retry_later=True) from None
         raise AssertionError("unreachable")  # pragma: no cover
 

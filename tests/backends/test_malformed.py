@@ -38,7 +38,7 @@ HIAPI = [  # endpoint, fault, the frame's reason
     ("task", "badurl", "refused to download from an invalid URL (http://[::1)"),
 ]
 GEMINI = [
-    ("gzip", f"Gemini answered HTTP 200 with {NOT_GZIP}"),
+    ("gzip", f"Gemini answered HTTP 200 with {NOT_GZIP}{BILLED}"),
     ("malformed:finish-list", f"Gemini answered HTTP 200 with {SHAPE} (candidates.0.finishReason: "
                               f"Input should be a valid string){BILLED}"),
     ("malformed:parts-int", f"Gemini answered HTTP 200 with {SHAPE} (candidates.0.content.parts: "
