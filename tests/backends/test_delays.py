@@ -10,16 +10,10 @@ import sys
 import time
 
 from tests.backends.test_hiapi_build import failures
+from tests.backends.test_redirects import HIAPI_ONE
+from tests.backends.test_secrets import HIAPI_THREE
 
-FOUR = """\
-version: 1
-defaults: {backend: hiapi, model: Nano-Banana}
-targets:
-  a: {prompt: a lighthouse}
-  b: {prompt: a harbour}
-  c: {prompt: a pier}
-  d: {prompt: a buoy}
-"""
+FOUR = HIAPI_THREE + "  d: {prompt: a buoy}\n"
 
 
 def build(root, *args: str, limit: float = 90) -> tuple[dict, float]:
@@ -45,7 +39,7 @@ def test_learned_first_poll_is_bounded_by_the_task_timeout(fake_hiapi, make_proj
 def test_server_retry_delays_stop_at_the_task_deadline(fake_hiapi, make_project, monkeypatch):
     monkeypatch.setenv("NBPIPE_HIAPI_TIMEOUT", "1")
     fake_hiapi.faults.add("poll", *["retry-later"] * 30)
-    summary, took = build(make_project(FOUR.split("  b:")[0]))
+    summary, took = build(make_project(HIAPI_ONE))
     assert summary["code"] == 1
     assert failures(summary)["a"].startswith("gave up after ")
     assert "HiAPI answered HTTP 503 SERVICE_UNAVAILABLE: busy" in failures(summary)["a"]

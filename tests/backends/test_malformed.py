@@ -6,11 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.backends.test_hiapi_build import failures
-
-HIAPI_ONE = "version: 1\ndefaults: {backend: hiapi, model: Nano-Banana}\n" \
-            "targets: {a: {prompt: a lighthouse}}\n"
-GEMINI_ONE = "version: 1\ndefaults: {backend: gemini, model: gemini-2.5-flash-image}\n" \
-             "targets: {a: {prompt: a red shoe}}\n"
+from tests.backends.test_redirects import GEMINI_ONE, HIAPI_ONE
 GAVE_UP = "gave up after 5 attempts: "
 NOT_GZIP = "a body that does not decode as its Content-Encoding says"
 SHAPE = "a body that does not match the documented shape"
