@@ -63,6 +63,7 @@ class GeminiSettings:
     base_url: str = DEFAULT_BASE_URL
     api_version: str = "v1beta"  # "v1" also serves generateContent
     max_bytes: int = 64 << 20
+    call_timeout: float = 300.0  # for one generateContent, reply included (Pro takes 20-40 s)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @staticmethod
@@ -78,6 +79,7 @@ class GeminiSettings:
         return GeminiSettings(
             api_key=key, base_url=base, api_version=version,
             max_bytes=int(env_number(env, "NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
+            call_timeout=env_number(env, "NBPIPE_CALL_TIMEOUT", 300.0),
             retry=RetryPolicy(base=env_number(env, "NBPIPE_RETRY_BASE", 1.0)))
 
 

@@ -59,6 +59,7 @@ class HiApiSettings:
     task_timeout: float = 600.0  # then the frame fails and its task is resumed next build
     max_bytes: int = 64 << 20
     download_timeout: float = 300.0  # for the whole body: a slow drip cannot hang a build
+    call_timeout: float = 60.0  # for one API call, reply included (HiAPI answers at once)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @staticmethod
@@ -77,6 +78,7 @@ class HiApiSettings:
             task_timeout=number("NBPIPE_HIAPI_TIMEOUT", 600.0),
             max_bytes=int(number("NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
             download_timeout=number("NBPIPE_DOWNLOAD_TIMEOUT", 300.0),
+            call_timeout=number("NBPIPE_CALL_TIMEOUT", 60.0),
             retry=RetryPolicy(base=number("NBPIPE_RETRY_BASE", 1.0)))
 
 

@@ -107,13 +107,20 @@ class HttpBackend:
         await self.limiter.wait()
         secret = self.settings.api_key
         try:
-            async with self.client.stream(method, url, headers=headers, json=body,
-                                          follow_redirects=False) as response:
+            async with asyncio.timeout(self.settings.call_timeout), \
+                    self.client.stream(method, url, headers=headers, json=body,
+                                       follow_redirects=False) as response:
                 if 300 <= response.status_code < 400:
                     raise FrameFailed(self._redirect_refused(response))
                 raw, problem = await _read_reply(response, 2 * self.settings.max_bytes + (1 << 20))
         except httpx.TransportError as exc:
             raise network_error(exc, self.repeatable) from None
+        except TimeoutError:  # a reply that drips in, each byte within httpx's read timeout
+            late = f"{self.label} took over {self.settings.call_timeout:g} s to answer"
+            if self.repeatable:
+                raise Retryable(late) from None
+            raise FrameFailed(f"{late}; not retried, since the request may have been "
+                              "billed") from None
         parsed = None
         if problem is None:
             try:

@@ -10,7 +10,7 @@ import sys
 import time
 
 from tests.backends.test_hiapi_build import failures
-from tests.backends.test_redirects import HIAPI_ONE
+from tests.backends.test_redirects import GEMINI_ONE, HIAPI_ONE
 from tests.backends.test_secrets import HIAPI_THREE
 
 FOUR = HIAPI_THREE + "  d: {prompt: a buoy}\n"
@@ -54,3 +54,16 @@ def test_a_nan_timeout_is_a_usage_error(fake_hiapi, make_project, monkeypatch):
     assert done.returncode == 2
     assert "NBPIPE_HIAPI_TIMEOUT must be a number of 0 or more, not 'nan'" in done.stderr
     assert fake_hiapi.counts["requests"] == 0
+
+
+def test_a_reply_that_drips_in_is_cut_at_the_call_timeout(fake_hiapi, fake_gemini, make_project,
+                                                          monkeypatch):
+    monkeypatch.setenv("NBPIPE_CALL_TIMEOUT", "0.5")
+    fake_hiapi.faults.add("create", "slow")  # retried: the Idempotency-Key makes it safe
+    summary, took = build(make_project(HIAPI_ONE))
+    assert (summary["code"], summary["rendered"], fake_hiapi.counts["creates"]) == (0, 1, 1)
+    fake_gemini.faults.add("generate", "slow")  # not retried: it may have been billed
+    summary, took = build(make_project(GEMINI_ONE))
+    assert failures(summary)["a"] == ("Gemini took over 0.5 s to answer; not retried, since the "
+                                      "request may have been billed")
+    assert took < 30

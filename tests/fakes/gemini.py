@@ -6,8 +6,9 @@ API does. Replies carry a thought part and a text part before the image, as real
 models answer JPEG (real Pro often does). Key by `x-goog-api-key` or `?key=`. Faults, scripted:
 
     generate: 429 500 503 drop badkey 403 safety prompt-blocked no-image
-              gzip(labelled gzip, not compressed) redirect(307 to `redirect_to`)
-              redirect-self(307 to the same URL) malformed:NAME (see MALFORMED)
+              slow(the reply drips in) gzip(labelled gzip, not compressed)
+              redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
+              malformed:NAME (see MALFORMED)
               echo-text echo-escaped echo-finish echo-block echo-error (the key comes back in
               a text part, JSON-escaped, finishReason, blockReason, or an error's fields)
 """
@@ -69,6 +70,8 @@ class FakeGemini(FakeServer):
                                "API key not valid. Please pass a valid API key.")
         if fault == "403":
             return self._error(request, 403, "PERMISSION_DENIED", "permission denied")
+        if fault == "slow":  # the reply drips in for seconds
+            return request.drip(json.dumps({"candidates": []}).encode(), 5)
         if fault in ("redirect", "redirect-self"):
             return request.redirect((self.redirect_to if fault == "redirect" else "")
                                     + request.path)

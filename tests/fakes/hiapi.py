@@ -10,9 +10,11 @@ validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
     task:     fail stuck weird(an unknown status first) fileurl (applied to the next task created)
               echo-fail echo-url(the key in error.code/message, in a non-http output URL)
               msstamps(`completed` in milliseconds: an absurd latency)
-    download: truncate notimage gone slow huge loop(redirects to itself) redirect(to `redirect_to`)
-    any:      gzip(labelled gzip, not compressed) redirect(307 to `redirect_to`)
-              redirect-self(307 to the same URL) malformed:NAME (see MALFORMED)
+    download: truncate notimage gone slow huge loop(redirects to itself)
+              redirect(to `redirect_to`) gzip
+    create, poll: slow(the reply drips in) gzip(labelled gzip, not compressed)
+              redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
+              malformed:NAME (see MALFORMED)
 """
 
 from __future__ import annotations
@@ -116,6 +118,9 @@ class FakeHiApi(FakeServer):
         """Serve the faults every endpoint understands; True when the reply is sent."""
         if fault == "gzip":
             request.gzip_lie = True
+        elif fault == "slow":  # the reply drips in for seconds
+            request.drip(json.dumps(envelope({"taskId": "tk-late"})).encode(), 5)
+            return True
         elif fault in ("redirect", "redirect-self"):
             base = self.redirect_to if fault == "redirect" else ""
             request.redirect(base + request.path)
