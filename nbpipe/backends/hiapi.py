@@ -19,7 +19,7 @@ import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
 from nbpipe.backends.http import (Answer, DownloadGone, HttpBackend, RateLimiter, RetryPolicy,
-                                  Retryable, api_key, download, env_number, short)
+                                  Retryable, api_key, download, env_number, output_url, short)
 from nbpipe.backends.replies import (HiCreated, HiEnvelope, HiTask, Reply, ReplyProblem,
                                      validate)
 from nbpipe.errors import BuildStopped, FrameFailed, ModelUnknown, TaskFailed, UsageError
@@ -216,9 +216,15 @@ def _url_of(image: InputData) -> str:
 
 
 def _output(task: HiTask, task_id: str) -> tuple[str, float | None]:
+    """The output URL and its expiry. A success without a usable URL counts as a failed task:
+    its image can never be fetched, and resuming it would fail the same way at every build."""
     first = task.output[0] if task.output else None
     if first is None or not first.url:
-        raise FrameFailed(f"task {task_id} succeeded without an output URL")
+        raise TaskFailed(f"task {task_id} succeeded without an output URL")
+    try:
+        output_url(first.url)
+    except FrameFailed as exc:
+        raise TaskFailed(str(exc)) from None
     return first.url, first.expireAt
 
 
