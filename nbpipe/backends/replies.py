@@ -10,10 +10,10 @@ ignored; fields it reads are typed, so a list where a string belongs is caught h
 from __future__ import annotations
 
 import json
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, FiniteFloat, StrictBool,
-                      ValidationError)
+                      ValidationError, ValidatorFunctionWrapHandler, WrapValidator)
 
 M = TypeVar("M", bound=BaseModel)
 D = TypeVar("D")
@@ -62,6 +62,20 @@ def validate(model: type[M], data: Any) -> M:
                            f"({where}: {first['msg']})") from None
 
 
+def _or_none(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+# A field nbpipe only takes as a hint (a timing stamp, a message to show): a value of the wrong
+# type reads as absent, instead of failing a reply whose substance is fine. Failing it would
+# fail every poll of a paid task, at every build.
+Stamp = Annotated[FiniteFloat | None, WrapValidator(_or_none)]
+Words = Annotated[str | int | None, WrapValidator(_or_none)]
+
+
 class Reply(BaseModel):
     """Base of every reply model: unknown fields are ignored, read ones are typed."""
 
@@ -85,18 +99,18 @@ class HiCreated(Reply):
 
 class HiOutput(Reply):
     url: str
-    expireAt: FiniteFloat | None = None
+    expireAt: Stamp = None
 
 
 class HiTaskError(Reply):
-    code: str | int | None = None
-    message: str | None = None
+    code: Words = None
+    message: Words = None
 
 
 class HiTask(Reply):
     status: str
-    created: FiniteFloat | None = None
-    completed: FiniteFloat | None = None
+    created: Stamp = None
+    completed: Stamp = None
     output: list[HiOutput] | None = None
     error: HiTaskError | None = None
 

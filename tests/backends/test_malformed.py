@@ -78,3 +78,10 @@ def test_a_refusal_with_malformed_details_is_still_retried(fault, fake_gemini, b
     fake_gemini.faults.add("generate", fault)
     summary = build(make_project(GEMINI_ONE))
     assert (summary["code"], summary["rendered"], fake_gemini.counts["generates"]) == (0, 1, 1)
+
+
+def test_stamps_of_another_type_are_hints_lost_not_a_failed_task(fake_hiapi, build,
+                                                                  make_project):
+    fake_hiapi.faults.add("task", "isostamps", "isostamps", "isostamps")
+    summary = build(make_project(HIAPI_ONE))
+    assert (summary["code"], summary["rendered"], fake_hiapi.counts["creates"]) == (0, 1, 1)

@@ -9,7 +9,7 @@ validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
     poll:     429 503 drop garbage retry-later(503 with Retry-After: 3600)
     task:     fail stuck weird(an unknown status first) fileurl (applied to the next task created)
               echo-fail echo-url(the key in error.code/message, in a non-http output URL)
-              msstamps(`completed` in milliseconds: an absurd latency)
+              msstamps(`completed` in milliseconds: an absurd latency) isostamps(as strings)
     download: truncate notimage gone slow huge loop(redirects to itself)
               redirect(to `redirect_to`) gzip
     create, poll: slow(the reply drips in) gzip(labelled gzip, not compressed)
@@ -67,7 +67,7 @@ class Task:
     fileurl: bool = False
     echo: str = ""  # echo-fail | echo-url: the key appears in the reply
     url: str = ""  # an output URL other than the real one
-    msstamps: bool = False
+    stamps: str = ""  # ms: `completed` in milliseconds; iso: every stamp an ISO 8601 string
     polls: int = 0
     status: str = "queued"
     completed: int = 0
@@ -193,8 +193,8 @@ class FakeHiApi(FakeServer):
             task.echo = outcome
         elif outcome == "badurl":
             task.url = "http://[::1"
-        elif outcome == "msstamps":
-            task.msstamps = True
+        elif outcome in ("msstamps", "isostamps"):
+            task.stamps = outcome.removesuffix("stamps")
         elif outcome in ("fail", "stuck"):
             task.outcome = outcome
         fmt = body["input"].get("output_format", "png")
@@ -249,9 +249,14 @@ class FakeHiApi(FakeServer):
         task.completed = int(time.time())
 
     def task_json(self, task: Task, request: Handler) -> dict:
-        completed = task.completed * 1000 if task.msstamps else task.completed
+        created, completed = task.created, task.completed * (1000 if task.stamps == "ms" else 1)
+        expires = int(time.time()) + 7 * 86400
+        if task.stamps == "iso":
+            created, completed, expires = (
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+                for t in (created, completed, expires))
         doc = {"taskId": task.task_id, "model": task.model, "status": task.status,
-               "created": task.created, "completed": completed}
+               "created": created, "completed": completed}
         if task.status == "success":
             ext = "jpg" if task.input.get("output_format") in ("jpeg", "jpg") else "png"
             host = request.headers.get("Host")
@@ -259,8 +264,7 @@ class FakeHiApi(FakeServer):
                 f"http://{host}/files/{task.task_id}.{ext}"
             if task.echo == "echo-url":
                 url = f"s3://bucket/{self.key}/{task.task_id}.png"
-            doc["output"] = [{"url": task.url or url, "type": "image",
-                              "expireAt": int(time.time()) + 7 * 86400}]
+            doc["output"] = [{"url": task.url or url, "type": "image", "expireAt": expires}]
         if task.status == "fail":
             doc["error"] = {"code": "CONTENT_POLICY", "message": "the output was flagged"}
             if task.echo == "echo-fail":
