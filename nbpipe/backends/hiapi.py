@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import statistics
 import time
 from collections import deque
@@ -20,8 +21,8 @@ import httpx
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
 from nbpipe.backends.http import (Answer, DownloadGone, HttpBackend, RateLimiter, RetryPolicy,
                                   Retryable, api_key, download, env_number, output_url, short)
-from nbpipe.backends.replies import (HiCreated, HiEnvelope, HiTask, Reply, ReplyProblem,
-                                     validate)
+from nbpipe.backends.replies import (TASK_ID, HiCreated, HiEnvelope, HiTask, Reply,
+                                     ReplyProblem, validate)
 from nbpipe.errors import BuildStopped, FrameFailed, ModelUnknown, TaskFailed, UsageError
 from nbpipe.plan.frame import Request
 
@@ -114,6 +115,9 @@ class HiApiBackend(HttpBackend):
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered:
         task_id = job.resume_task
+        if task_id is not None and not re.fullmatch(TASK_ID, task_id):  # from state on disk
+            raise TaskFailed(f"the task to resume, {short(task_id, 60)!r}, is not a HiAPI "
+                             "task id")
         if task_id is None:
             body = create_body(request, [_url_of(i) for i in inputs])
             task_id = await self.settings.retry.run(

@@ -92,9 +92,12 @@ class HiEnvelope(Reply, Generic[D]):
     data: D | None = None
 
 
+# A task id goes into a URL path: a safe alphabet, so a hostile id cannot aim a poll elsewhere.
+TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$"
+
+
 class HiCreated(Reply):
-    # The id goes into a URL path: a safe alphabet, so a hostile id cannot aim a poll elsewhere.
-    taskId: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")
+    taskId: str = Field(pattern=TASK_ID)
 
 
 class HiOutput(Reply):

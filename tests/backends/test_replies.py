@@ -3,16 +3,20 @@ in one of nbpipe's own errors (failed frame, retry, stopped build), and never sh
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nbpipe.backends import gemini, hiapi
+from nbpipe.backends.base import Job
 from nbpipe.backends.http import Answer, Retryable, output_url
 from nbpipe.backends.replies import ReplyProblem, parse_json, validate
-from nbpipe.errors import NbpipeError
+from nbpipe.errors import NbpipeError, TaskFailed
+from nbpipe.plan.frame import Request
 
 KEY = "sk-sentinel-key-123"
 # The fields both APIs use, so generated bodies reach deep into the documented shapes.
@@ -95,3 +99,13 @@ def test_any_reply_ends_in_a_result_or_an_nbpipe_error(status, body):
         except (NbpipeError, Retryable, ReplyProblem) as exc:
             said = str(exc)
         assert KEY not in said
+
+
+@pytest.mark.parametrize("task_id", ["../../v1/tasks", "tk?x=1", "tk/..", "tk\n", "", "tk#a",
+                                     "x" * 200])
+def test_a_task_id_from_disk_must_look_like_one_before_it_goes_into_a_url(task_id):
+    """The journal on disk is untrusted too: its task id is checked before it is polled."""
+    backend = hiapi.HiApiBackend(hiapi.HiApiSettings(api_key=KEY), client=None)
+    request = Request(backend="hiapi", model="Nano-Banana", prompt="p", params={})
+    with pytest.raises(TaskFailed, match="is not a HiAPI task id"):
+        asyncio.run(backend.render(request, [], None, Job(resume_task=task_id)))
