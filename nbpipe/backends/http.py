@@ -254,9 +254,9 @@ async def download(client: httpx.AsyncClient, url: str, sink: Sink, max_bytes: i
         async with asyncio.timeout(total_timeout):
             for _hop in range(MAX_REDIRECTS + 1):
                 async with client.stream("GET", target, follow_redirects=False) as response:
-                    if response.next_request is None:
+                    if not response.has_redirect_location:
                         return await _save(response, sink, max_bytes)
-                    target = output_url(str(response.next_request.url))
+                    target = output_url(str(response.url.join(response.headers["location"])))
             raise FrameFailed("the download URL redirected too many times")
     except TimeoutError:
         raise Retryable(f"download took longer than {total_timeout:.0f} s") from None

@@ -66,3 +66,11 @@ def test_downloads_follow_a_redirect_to_another_origin_without_credentials(
         summary = build(make_project(HIAPI_ONE))
     assert (summary["rendered"], summary["failed"]) == (1, 0)
     assert cdn.seen == [{}]  # one hop, and no Authorization, no key, no cookie went along
+
+
+def test_each_download_hop_is_checked_like_the_first_url(fake_hiapi, build, make_project):
+    fake_hiapi.faults.add("download", "redirect-file")
+    summary = build(make_project(HIAPI_ONE))
+    assert failures(summary)["a"] == \
+        "refused to download from a non-http(s) URL (file:/etc/passwd)"
+    assert fake_hiapi.counts["downloads"] >= 1

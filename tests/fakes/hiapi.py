@@ -11,7 +11,7 @@ validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
               echo-fail echo-url(the key in error.code/message, in a non-http output URL)
               msstamps(`completed` in milliseconds: an absurd latency) isostamps(as strings)
     download: truncate notimage gone slow huge loop(redirects to itself)
-              redirect(to `redirect_to`) gzip
+              redirect(to `redirect_to`) redirect-file(to file:///etc/passwd) gzip
     create, poll: slow(the reply drips in) gzip(labelled gzip, not compressed)
               redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
               malformed:NAME (see MALFORMED)
@@ -289,6 +289,8 @@ class FakeHiApi(FakeServer):
             request.gzip_lie = True
         elif fault == "redirect":  # a CDN hop to another origin: fine, nothing secret goes along
             return request.redirect(self.redirect_to + "/files/" + name)
+        elif fault == "redirect-file":
+            return request.redirect("file:///etc/passwd", 302)
         if task is None or task.status != "success" or fault == "gone":
             return request.send(410, raw=b"expired", content_type="text/plain")
         data = task.image
