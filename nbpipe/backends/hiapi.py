@@ -172,10 +172,9 @@ class HiApiBackend(HttpBackend):
             if task.status == "success":
                 return task
             if task.status == "fail":
-                error = task.error
-                raise TaskFailed(f"task {task_id} failed: "
-                                 f"{error.code if error and error.code else 'unknown'}: "
-                                 f"{short(error.message if error and error.message else '')}")
+                code, words = (task.error.code, task.error.message) if task.error else ("", "")
+                raise TaskFailed(f"task {task_id} failed: {short(code or 'unknown', 60)}: "
+                                 f"{short(words or '')}")
             if time.monotonic() >= deadline:  # queued, handling, archiving, or one we don't know
                 raise FrameFailed(f"task {task_id} is still {short(task.status, 40)} after "
                                   f"{self.settings.task_timeout:.0f} s; the next build resumes "
