@@ -34,7 +34,7 @@ def parse_json(raw: bytes, secret: str | None) -> Any:
         raise ReplyProblem("an empty body")
     try:
         return scrub(json.loads(raw, parse_constant=_no_constants), secret)
-    except (ValueError, RecursionError):  # bad JSON or encoding, ints too long to read, deep nesting
+    except (ValueError, RecursionError):  # bad JSON or encoding, endless ints, deep nesting
         raise ReplyProblem("a body that is not JSON") from None
 
 
