@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import click
@@ -25,6 +26,26 @@ from nbpipe.errors import (
 )
 
 BACKEND_CHOICE = click.Choice(["hiapi", "gemini", "preview"])
+
+
+class Usd(click.ParamType):
+    """An amount of US dollars: a finite decimal of 0 or more (NaN would compare false against
+    every price, so a NaN cap would let everything through or nothing; an infinite one is no
+    cap at all, which is what leaving the option out says)."""
+
+    name = "USD"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Decimal):
+            return value
+        try:
+            amount = Decimal(str(value).strip().removeprefix("$"))
+        except InvalidOperation:
+            amount = None
+        if amount is None or not amount.is_finite() or amount < 0:
+            self.fail(f"{value!r} is not an amount of US dollars; give 0 or more, like 2.50",
+                      param, ctx)
+        return amount
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -158,7 +179,7 @@ def _writing(root: Path):
 @click.option("-j", "--jobs", type=click.IntRange(1, 256),
               help="Frames in flight per backend (default: the manifest's `limits:`, else "
               "the catalogue's default for the backend).")
-@click.option("--max-cost", type=click.FloatRange(min=0), metavar="USD",
+@click.option("--max-cost", type=Usd(), metavar="USD",
               help="Spend at most this much; frames that do not fit are skipped and listed.")
 @click.option("--trust-manifest-prices", "trust_prices", is_flag=True,
               help="Measure --max-cost in the manifest's `pricing:` even where it is below the "
@@ -179,7 +200,7 @@ def _writing(root: Path):
 @click.pass_context
 def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, profile: str | None,
           jobs: int | None,
-          max_cost: float | None, fail_fast: bool, keep_going: bool, no_wait: bool, offline: bool,
+          max_cost: Decimal | None, fail_fast: bool, keep_going: bool, no_wait: bool, offline: bool,
           remote_errors: str, check: bool, force: bool, as_json: bool, with_report: bool,
           trust_prices: bool) -> int:
     """Restore or render what changed, in dependency order, and update nbpipe.lock."""
@@ -190,8 +211,6 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
         fresh = still_fresh(root, {"backend": backend, "profile": profile})
         if fresh is not None:
             return _report_noop(fresh, check, as_json)
-    from decimal import Decimal
-
     from nbpipe.run.build import BuildOptions
     from nbpipe.run.session import run_build, run_check
 
@@ -201,7 +220,7 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
     if check:
         return run_check(project, _cache_dir(root), frames, as_json)
     options = BuildOptions(patterns=frames, force=force, backend=backend, jobs=jobs,
-                           max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
+                           max_cost=max_cost,
                            fail_fast=fail_fast, profile=profile, offline=offline,
                            trust_prices=trust_prices, remote_errors=remote_errors)
     code = run_build(project, _cache_dir(root), options, as_json, wait=not no_wait)

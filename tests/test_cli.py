@@ -208,3 +208,23 @@ def test_backend_flag_on_another_backends_model_blames_the_flag(make_project, ru
         "gemini one")
     assert result.err.splitlines()[-2].endswith(
         "drop --backend, or give a profile a gemini model and use --profile")
+
+
+@pytest.mark.parametrize("amount", ["nan", "NaN", "inf", "-Infinity", "-1", "-0.01", "abc",
+                                    "", "1,50", "0x10"])
+def test_max_cost_must_be_a_finite_amount(amount, make_project, run):
+    root = make_project("version: 1\ntargets: {a: {prompt: a lighthouse}}\n")
+    result = run("-C", str(root), "build", "--backend", "preview", "--max-cost", amount)
+    assert result.code == 2
+    assert result.err.splitlines()[-1] == (
+        f"Error: Invalid value for '--max-cost': {amount!r} is not an amount of US dollars; "
+        "give 0 or more, like 2.50")
+    assert not (root / "nbpipe.lock").exists()  # refused before anything ran
+
+
+def test_max_cost_takes_decimals_and_a_dollar_sign(make_project, run):
+    root = make_project("version: 1\ntargets: {a: {prompt: a lighthouse}}\n")
+    for amount in ("2.50", "$0.10", "0", "1e3"):
+        result = run("-C", str(root), "build", "--backend", "preview", "--force",
+                     "--max-cost", amount)
+        assert result.code == 0, (amount, result.err)

@@ -34,7 +34,7 @@ def open_backend(name: str, jobs: int = 4, rpm: int | None = None) -> Backend:
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(connect=15.0, read=120.0, write=60.0, pool=None),
         limits=httpx.Limits(max_connections=max(4, jobs * 2)),
-        follow_redirects=True, max_redirects=5)
+        follow_redirects=False)  # see HttpBackend.exchange and http.download
     from nbpipe.backends.http import RateLimiter
 
     if name == "hiapi":

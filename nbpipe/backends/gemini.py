@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 from dataclasses import dataclass, field
 
-import httpx
-
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (HttpBackend, RetryPolicy, Retryable, api_key, env_number,
-                                  json_body, network_error, redact, retry_after, short)
+from nbpipe.backends.http import (Answer, HttpBackend, RetryPolicy, Retryable, api_key,
+                                  env_number, short)
+from nbpipe.backends.replies import (GeminiError, GeminiErrorBody, GeminiReply, ReplyProblem,
+                                     validate)
 from nbpipe.errors import BuildStopped, FrameFailed, ModelUnknown
 from nbpipe.plan.frame import Request
 
@@ -62,6 +63,7 @@ class GeminiSettings:
     base_url: str = DEFAULT_BASE_URL
     api_version: str = "v1beta"  # "v1" also serves generateContent
     max_bytes: int = 64 << 20
+    call_timeout: float = 300.0  # for one generateContent, reply included (Pro takes 20-40 s)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @staticmethod
@@ -77,11 +79,15 @@ class GeminiSettings:
         return GeminiSettings(
             api_key=key, base_url=base, api_version=version,
             max_bytes=int(env_number(env, "NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
+            call_timeout=env_number(env, "NBPIPE_CALL_TIMEOUT", 300.0),
             retry=RetryPolicy(base=env_number(env, "NBPIPE_RETRY_BASE", 1.0)))
 
 
 class GeminiBackend(HttpBackend):
     name = "gemini"
+    label = "Gemini"
+    base_var = "GOOGLE_GEMINI_BASE_URL"
+    repeatable = False  # no idempotency key: a lost reply may have been billed
 
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered:
@@ -98,71 +104,69 @@ class GeminiBackend(HttpBackend):
         sink.write(image)
         return Rendered(task_id=None, cost=job.cost)
 
-    async def _generate(self, model: str, body: dict) -> dict:
+    async def _generate(self, model: str, body: dict) -> GeminiReply:
         url = f"{self.settings.base_url}/{self.settings.api_version}/models/{model}:generateContent"
-        await self.limiter.wait()
-        try:
-            response = await self.client.post(url, json=body,
-                                              headers={"x-goog-api-key": self.settings.api_key})
-        except httpx.TransportError as exc:
-            raise network_error(exc, request_sent_safe=False) from None
-        if response.status_code == 200:
-            return json_body(response)
-        if response.status_code == 404:  # the model is the only name in the URL
+        answer = await self.exchange("POST", url, {"x-goog-api-key": self.settings.api_key}, body)
+        if answer.status == 404:  # the model is the only name in the URL
             raise ModelUnknown("the Gemini API", model)
-        raise self._error(response)
-
-    def _error(self, response: httpx.Response) -> Exception:
-        status = response.status_code
+        if answer.status != 200:
+            raise self._error(answer)
         try:
-            error = json_body(response).get("error") or {}
-        except FrameFailed:
-            error = {}
-        error = error if isinstance(error, dict) else {}
-        message = short(redact(str(error.get("message") or response.reason_phrase),
-                               self.settings.api_key))
-        kind = error.get("status", "")
+            if answer.problem:
+                raise ReplyProblem(answer.problem)
+            return validate(GeminiReply, answer.body)
+        except ReplyProblem as exc:  # a 200 is billed: asking again would pay twice
+            raise FrameFailed(f"Gemini answered HTTP 200 with {exc}; not retried, since the "
+                              "request may have been billed") from None
+
+    def _error(self, answer: Answer) -> Exception:
+        status = answer.status
+        try:
+            error = validate(GeminiErrorBody, answer.body).error or GeminiError()
+        except ReplyProblem:  # the status alone decides what to do
+            error = GeminiError()
+        message = short(error.message or answer.reason)
+        kind = f"{status} {short(error.status, 60)}" if error.status else str(status)
         if status in (401, 403) or (status == 400 and "api key" in message.lower()):
-            return BuildStopped(f"Gemini refused the key (HTTP {status} {kind}: {message}); "
+            return BuildStopped(f"Gemini refused the key (HTTP {kind}: {message}); "
                                 "check GEMINI_API_KEY")
         if status in RETRY_STATUSES:
-            return Retryable(f"Gemini answered HTTP {status} {kind}: {message}",
-                             _retry_delay(error) or retry_after(response.headers))
-        return FrameFailed(f"Gemini rejected the request (HTTP {status} {kind}): {message}")
+            return Retryable(f"Gemini answered HTTP {kind}: {message}",
+                             _retry_delay(error) or answer.delay)
+        return FrameFailed(f"Gemini rejected the request (HTTP {kind}): {message}")
 
 
-def _retry_delay(error: dict) -> float | None:
-    for detail in error.get("details") or []:
-        if isinstance(detail, dict) and detail.get("@type", "").endswith("google.rpc.RetryInfo"):
+def _retry_delay(error: GeminiError) -> float | None:
+    for detail in error.details or []:
+        if (detail.type or "").endswith("google.rpc.RetryInfo"):
             try:
-                return float(str(detail.get("retryDelay", "")).rstrip("s"))
+                delay = float((detail.retryDelay or "").rstrip("s"))
             except ValueError:
                 return None
+            return delay if math.isfinite(delay) else None
     return None
 
 
-def _image(reply: dict) -> bytes:
+def _image(reply: GeminiReply) -> bytes:
     """The first non-thought inline image of the reply, or FrameFailed saying why there is none."""
-    candidates = reply.get("candidates") if isinstance(reply.get("candidates"), list) else []
-    if not candidates:
-        feedback = reply.get("promptFeedback") or {}
-        reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
-        raise FrameFailed(f"Gemini blocked the prompt ({reason})" if reason
+    if not reply.candidates:
+        reason = reply.promptFeedback.blockReason if reply.promptFeedback else None
+        raise FrameFailed(f"Gemini blocked the prompt ({short(reason, 60)})" if reason
                           else "Gemini's reply holds no candidates")
-    candidate = candidates[0] if isinstance(candidates[0], dict) else {}
-    content = candidate.get("content") if isinstance(candidate.get("content"), dict) else {}
+    candidate = reply.candidates[0]
+    parts = candidate.content.parts if candidate.content else None
     texts = []
-    for part in content.get("parts") or []:
-        if not isinstance(part, dict) or part.get("thought"):
+    for part in parts or []:
+        if part.thought:
             continue
-        inline = part.get("inlineData") or part.get("inline_data")
-        if isinstance(inline, dict) and isinstance(inline.get("data"), str):
-            return _b64(inline["data"])
-        if isinstance(part.get("text"), str):
-            texts.append(part["text"])
-    finish = candidate.get("finishReason")
+        if part.inlineData is not None:
+            return _b64(part.inlineData.data)
+        if part.text is not None:
+            texts.append(part.text)
+    finish = candidate.finishReason
     if finish and finish != "STOP":
-        raise FrameFailed(f"Gemini made no image: {FINISH_REASONS.get(finish, finish)} ({finish})")
+        raise FrameFailed(f"Gemini made no image: {FINISH_REASONS.get(finish, 'it stopped')} "
+                          f"({short(finish, 60)})")
     said = f"; the model said: {short(' '.join(texts), 200)}" if texts else ""
     raise FrameFailed(f"Gemini's reply holds no image{said}")
 

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import statistics
 import time
 from collections import deque
@@ -22,9 +23,10 @@ from dataclasses import dataclass, field
 import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (DownloadGone, HttpBackend, RateLimiter, RetryPolicy, Retryable,
-                                  api_key, download, env_number, json_body, network_error, redact,
-                                  retry_after, short)
+from nbpipe.backends.http import (Answer, DownloadGone, HttpBackend, RateLimiter, RetryPolicy,
+                                  Retryable, api_key, download, env_number, output_url, short)
+from nbpipe.backends.replies import (TASK_ID, HiCreated, HiEnvelope, HiTask, Reply,
+                                     ReplyProblem, validate)
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, ModelUnknown, TaskFailed, UsageError
 from nbpipe.plan.frame import Request
 
@@ -34,6 +36,7 @@ PRICING_URL = "https://www.hiapi.ai"  # the public price list: no key
 KEY_VARS = ("HIAPI_API_KEY", "HIAPI_TOKEN")
 RETRYABLE_CODES = {"MODEL_UNAVAILABLE", "STORAGE_UNAVAILABLE", "TASK_TIMEOUT",
                    "IDEMPOTENCY_KEY_PROCESSING"}
+MAX_FIRST_POLL = 120.0  # a learned first-poll delay never exceeds this (nor the task timeout)
 
 
 def create_body(request: Request, image_urls: list[str]) -> dict:
@@ -67,6 +70,7 @@ class HiApiSettings:
     task_timeout: float = 600.0  # then the frame fails and its task is resumed next build
     max_bytes: int = 64 << 20
     download_timeout: float = 300.0  # for the whole body: a slow drip cannot hang a build
+    call_timeout: float = 60.0  # for one API call, reply included (HiAPI answers at once)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @staticmethod
@@ -85,11 +89,15 @@ class HiApiSettings:
             task_timeout=number("NBPIPE_HIAPI_TIMEOUT", 600.0),
             max_bytes=int(number("NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
             download_timeout=number("NBPIPE_DOWNLOAD_TIMEOUT", 300.0),
+            call_timeout=number("NBPIPE_CALL_TIMEOUT", 60.0),
             retry=RetryPolicy(base=number("NBPIPE_RETRY_BASE", 1.0)))
 
 
 class HiApiBackend(HttpBackend):
     name = "hiapi"
+    label = "HiAPI"
+    base_var = "HIAPI_BASE_URL"
+    repeatable = True  # polls are GETs, and every create carries its Idempotency-Key
 
     def __init__(self, settings: HiApiSettings, client: httpx.AsyncClient,
                  limiter: RateLimiter | None = None):
@@ -98,17 +106,18 @@ class HiApiBackend(HttpBackend):
 
     def first_poll(self, model: str) -> float:
         """When to look first: the typical latency HiAPI reported for this model's recent
-        tasks (its own `created`/`completed` stamps), else the configured delay."""
+        tasks (its own `created`/`completed` stamps), else the configured delay. The stamps are
+        the server's word, so what is learned from them is bounded: by MAX_FIRST_POLL and by
+        the task timeout (a server answering milliseconds must not make a task sleep decades)."""
         seen = self._latency.get(model)
         if not seen or len(seen) < 3:
             return self.settings.poll_delay
-        return statistics.median(seen) * 1.05
+        return min(statistics.median(seen) * 1.05, MAX_FIRST_POLL, self.settings.task_timeout)
 
-    def _learn(self, model: str, task: dict) -> None:
-        created, completed = task.get("created"), task.get("completed")
-        if isinstance(created, (int, float)) and isinstance(completed, (int, float)) \
-                and completed >= created > 0:
-            self._latency.setdefault(model, deque(maxlen=25)).append(float(completed - created))
+    def _learn(self, model: str, task: HiTask) -> None:
+        created, completed = task.created, task.completed
+        if created is not None and completed is not None and completed >= created > 0:
+            self._latency.setdefault(model, deque(maxlen=25)).append(completed - created)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key}", "Accept": "application/json"}
@@ -116,6 +125,9 @@ class HiApiBackend(HttpBackend):
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered:
         task_id = job.resume_task
+        if task_id is not None and not re.fullmatch(TASK_ID, task_id):  # from state on disk
+            raise TaskFailed(f"the task to resume, {short(task_id, 60)!r}, is not a HiAPI "
+                             "task id")
         if task_id is None:
             body = job.body or wire(create_body(request, [_url_of(i) for i in inputs]))
             job.on_send(body)  # durable before the first byte leaves
@@ -148,66 +160,57 @@ class HiApiBackend(HttpBackend):
                        self.settings.download_timeout)
 
     async def _create(self, body: str, key: str) -> str:
-        await self.limiter.wait()
-        headers = {**self._headers(), "Idempotency-Key": key, "Content-Type": "application/json"}
-        try:
-            response = await self.client.post(f"{self.settings.base_url}/v1/tasks",
-                                               content=body.encode(), headers=headers)
-        except httpx.TransportError as exc:
-            raise network_error(exc, request_sent_safe=True) from None  # the key makes it safe
-        if response.status_code == 404:  # a create names nothing else that could be missing
+        answer = await self.exchange("POST", f"{self.settings.base_url}/v1/tasks",
+                                     {**self._headers(), "Idempotency-Key": key}, body)
+        if answer.status == 404:  # a create names nothing else that could be missing
             raise ModelUnknown("HiAPI", str(json.loads(body).get("model")))
-        data = self._data(response)
-        task_id = data.get("taskId") if isinstance(data, dict) else None
-        if not isinstance(task_id, str) or not task_id:
+        created = self._data(answer, HiCreated)
+        if created is None:
             raise FrameFailed("HiAPI accepted the task but sent no taskId")
-        return task_id
+        return created.taskId
 
-    async def _task(self, task_id: str) -> dict:
-        await self.limiter.wait()
-        try:
-            response = await self.client.get(f"{self.settings.base_url}/v1/tasks/{task_id}",
-                                              headers=self._headers())
-        except httpx.TransportError as exc:
-            raise network_error(exc, request_sent_safe=True) from None
-        data = self._data(response)
-        if not isinstance(data, dict):
+    async def _task(self, task_id: str) -> HiTask:
+        answer = await self.exchange("GET", f"{self.settings.base_url}/v1/tasks/{task_id}",
+                                     self._headers())
+        task = self._data(answer, HiTask)
+        if task is None:
             raise FrameFailed(f"task {task_id}: the reply holds no task")
-        return data
+        return task
 
-    async def _wait(self, task_id: str, first_poll: float) -> dict:
+    async def _wait(self, task_id: str, first_poll: float) -> HiTask:
         deadline = time.monotonic() + self.settings.task_timeout
-        await asyncio.sleep(first_poll)
+        await _pause(first_poll, deadline)
         while True:
-            task = await self.settings.retry.run(lambda: self._task(task_id))
-            status = task.get("status")
-            if status == "success":
+            task = await self.settings.retry.run(lambda: self._task(task_id), deadline)
+            if task.status == "success":
                 return task
-            if status == "fail":
-                error = task.get("error") if isinstance(task.get("error"), dict) else {}
-                raise TaskFailed(f"task {task_id} failed: {error.get('code', 'unknown')}: "
-                                  f"{short(redact(str(error.get('message', '')), self.settings.api_key))}")
+            if task.status == "fail":
+                code, words = (task.error.code, task.error.message) if task.error else ("", "")
+                raise TaskFailed(f"task {task_id} failed: {short(code or 'unknown', 60)}: "
+                                 f"{short(words or '')}")
             if time.monotonic() >= deadline:  # queued, handling, archiving, or one we don't know
-                raise FrameFailed(f"task {task_id} is still {status!s} after "
+                raise FrameFailed(f"task {task_id} is still {short(task.status, 40)} after "
                                   f"{self.settings.task_timeout:.0f} s; the next build resumes "
                                   "it without paying again", retry_later=True)
-            await asyncio.sleep(self.settings.poll_interval)
+            await _pause(self.settings.poll_interval, deadline)
 
-    def _data(self, response: httpx.Response):
-        status = response.status_code
+    def _data(self, answer: Answer, model: type[Reply]):
+        """The reply's `data` as `model`, or the error its status and envelope call for."""
+        status = answer.status
         if status == 200:
-            try:
-                return json_body(response).get("data")
-            except FrameFailed as exc:  # a proxy's error page: ask again (GETs and keyed POSTs)
-                raise Retryable(str(exc)) from None
-        body = {}
+            try:  # a proxy's error page or a mangled body: ask again (GETs and keyed POSTs)
+                if answer.problem:
+                    raise ReplyProblem(answer.problem)
+                return validate(HiEnvelope[model], answer.body).data
+            except ReplyProblem as exc:
+                raise Retryable(f"HiAPI answered HTTP 200 with {exc}") from None
         try:
-            body = json_body(response)
-        except FrameFailed:
-            pass
-        code = body.get("error_code")
-        message = short(redact(str(body.get("message") or response.reason_phrase),
-                               self.settings.api_key))
+            envelope = validate(HiEnvelope[object], answer.body)
+        except ReplyProblem:  # the status alone decides what to do
+            envelope = HiEnvelope[object]()
+        code = envelope.error_code
+        kind = f"{status} {short(code, 60)}" if code else str(status)
+        message = short(envelope.message or answer.reason)
         if status in (401, 403):
             raise BuildStopped(f"HiAPI refused the key (HTTP {status}: {message}); "
                                "check HIAPI_API_KEY")
@@ -215,10 +218,8 @@ class HiApiBackend(HttpBackend):
             raise BuildStopped(f"HiAPI says the balance is insufficient (HTTP 402: {message}); "
                                "what was rendered so far is kept")
         if status in (409, 429) or code in RETRYABLE_CODES or status >= 500:
-            raise Retryable(f"HiAPI answered HTTP {status} {code or ''}: {message}".strip(),
-                            retry_after(response.headers))
-        raise FrameFailed(f"HiAPI rejected the request (HTTP {status} {code or ''}): "
-                          f"{message}".replace("  ", " "))
+            raise Retryable(f"HiAPI answered HTTP {kind}: {message}", answer.delay)
+        raise FrameFailed(f"HiAPI rejected the request (HTTP {kind}): {message}")
 
 
 def _url_of(image: InputData) -> str:
@@ -230,14 +231,22 @@ def _url_of(image: InputData) -> str:
     raise FrameFailed(f"HiAPI takes input images as URLs, and '{image.image.ref}' has none")
 
 
-def _output(task: dict, task_id: str) -> tuple[str, float | None]:
-    output = task.get("output")
-    first = output[0] if isinstance(output, list) and output and isinstance(output[0], dict) else {}
-    url = first.get("url")
-    if not isinstance(url, str) or not url:
-        raise FrameFailed(f"task {task_id} succeeded without an output URL")
-    expires = first.get("expireAt")
-    return url, float(expires) if isinstance(expires, (int, float)) else None
+def _output(task: HiTask, task_id: str) -> tuple[str, float | None]:
+    """The output URL and its expiry. A success without a usable URL counts as a failed task:
+    its image can never be fetched, and resuming it would fail the same way at every build."""
+    first = task.output[0] if task.output else None
+    if first is None or not first.url:
+        raise TaskFailed(f"task {task_id} succeeded without an output URL")
+    try:
+        output_url(first.url)
+    except FrameFailed as exc:
+        raise TaskFailed(str(exc)) from None
+    return first.url, first.expireAt
+
+
+async def _pause(seconds: float, deadline: float) -> None:
+    """Sleep `seconds`, but never past the deadline: it is checked before sleeping, not after."""
+    await asyncio.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
 
 
 def fetch_price_list() -> tuple[str, object]:

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
 from nbpipe.backends.base import Sink
+from nbpipe.backends.replies import ReplyProblem, parse_json, scrub
 from nbpipe.errors import FrameFailed, UsageError
 
 T = TypeVar("T")
 MAX_SERVER_DELAY = 120.0  # never sleep longer than this on a server's Retry-After
+MAX_REDIRECTS = 5  # download hops; API calls follow none
 
 
 def api_key(env: dict[str, str], names: tuple[str, ...], backend: str) -> str:
@@ -36,10 +38,14 @@ def api_key(env: dict[str, str], names: tuple[str, ...], backend: str) -> str:
 
 
 def env_number(env: dict[str, str], name: str, default: float) -> float:
+    """A finite, non-negative number from the environment (a NaN timeout would never expire)."""
     try:
-        return float(env[name]) if env.get(name) else default
+        value = float(env[name]) if env.get(name) else default
     except ValueError:
-        raise UsageError(f"{name} must be a number, not {env[name]!r}") from None
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"{name} must be a number of 0 or more, not {env[name]!r}")
+    return value
 
 
 class RateLimiter:
@@ -59,10 +65,27 @@ class RateLimiter:
             await asyncio.sleep(at - now)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A server's reply as a backend reads it. The body is parsed and scrubbed of the key;
+    `problem` says why there is no body (not JSON, too big). Nothing here came from the
+    server unscrubbed, so nothing built from it can carry the key further."""
+
+    status: int
+    reason: str
+    delay: float | None  # Retry-After, in seconds
+    body: Any = None
+    problem: str | None = None
+
+
 class HttpBackend:
-    """What both HTTP backends hold: their settings, one pooled client, a rate limiter."""
+    """What both HTTP backends hold: their settings, one pooled client, a rate limiter, and
+    the one way they talk to their API (`exchange`)."""
 
     name = ""
+    label = ""  # the service, as messages name it
+    base_var = ""  # the variable that points nbpipe at it
+    repeatable = True  # may a request whose reply was lost be sent again without paying twice?
 
     def __init__(self, settings: Any, client: httpx.AsyncClient,
                  limiter: RateLimiter | None = None):
@@ -72,6 +95,73 @@ class HttpBackend:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    async def exchange(self, method: str, url: str, headers: dict[str, str],
+                       body: dict | str | None = None) -> Answer:
+        """Send one API request and read its reply, translating every httpx failure.
+
+        Redirects are refused, whatever their origin: the documented APIs never redirect, a
+        redirected POST is ambiguous about what was billed, and following one would carry the
+        key (httpx strips Authorization across origins, but not x-goog-api-key).
+        """
+        await self.limiter.wait()
+        secret = self.settings.api_key
+        if isinstance(body, str):  # exact wire bytes (a journalled create is resent as it was)
+            send = {"content": body.encode(), "headers": {**headers,
+                                                           "Content-Type": "application/json"}}
+        else:
+            send = {"json": body, "headers": headers}
+        try:
+            async with asyncio.timeout(self.settings.call_timeout), \
+                    self.client.stream(method, url, follow_redirects=False, **send) as response:
+                if 300 <= response.status_code < 400:
+                    raise FrameFailed(self._redirect_refused(response))
+                raw, problem = await _read_reply(response, 2 * self.settings.max_bytes + (1 << 20))
+        except httpx.TransportError as exc:
+            raise network_error(exc, self.repeatable) from None
+        except TimeoutError:  # a reply that drips in, each byte within httpx's read timeout
+            late = f"{self.label} took over {self.settings.call_timeout:g} s to answer"
+            if self.repeatable:
+                raise Retryable(late) from None
+            raise FrameFailed(f"{late}; not retried, since the request may have been "
+                              "billed") from None
+        parsed = None
+        if problem is None:
+            try:
+                parsed = parse_json(raw, secret)
+            except ReplyProblem as exc:
+                problem = str(exc)
+        return Answer(response.status_code, scrub(response.reason_phrase, secret),
+                      retry_after(response.headers), parsed, problem)
+
+    def _redirect_refused(self, response: httpx.Response) -> str:
+        location = response.headers.get("location")
+        try:
+            target = response.url.join(location or "")
+            where = f"{target.scheme}://{target.netloc.decode('ascii', 'replace')}"
+        except (httpx.InvalidURL, UnicodeError):
+            where = "an invalid URL"
+        if location is None:
+            where = "nowhere (no Location)"
+        return (f"{self.label} answered HTTP {response.status_code}, a redirect to "
+                f"{short(scrub(where, self.settings.api_key), 80)}; API calls follow no "
+                f"redirect, so the key goes nowhere else (point {self.base_var} at the API "
+                "itself)")
+
+
+async def _read_reply(response: httpx.Response, cap: int) -> tuple[bytes, str | None]:
+    """The whole body, or what is wrong with it: over `cap` bytes once decoded (a gzip bomb
+    stops here too), or not in the Content-Encoding it claims. The status still counts."""
+    chunks, size = [], 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                return b"", f"a body over the {cap:,}-byte cap"
+            chunks.append(chunk)
+    except httpx.DecodingError:
+        return b"", "a body that does not decode as its Content-Encoding says"
+    return b"".join(chunks), None
 
 
 class Retryable(Exception):
@@ -90,23 +180,31 @@ class RetryPolicy:
     base: float = 1.0
     cap: float = 30.0
 
-    async def run(self, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, attempt: Callable[[], Awaitable[T]], deadline: float | None = None) -> T:
+        """`attempt()` until it succeeds or stops being Retryable; no sleep reaches past
+        `deadline` (time.monotonic()), and no attempt starts after it."""
         backoff = wait_random_exponential(multiplier=self.base, max=self.cap)
+        tries = [0]
 
         def wait(state: Any) -> float:
             exc = state.outcome.exception()
-            if isinstance(exc, Retryable) and exc.delay is not None:
-                return min(max(exc.delay, 0.0), MAX_SERVER_DELAY)
-            return backoff(state)
+            asked = exc.delay if isinstance(exc, Retryable) else None
+            delay = backoff(state) if asked is None or not math.isfinite(asked) \
+                else min(max(asked, 0.0), MAX_SERVER_DELAY)
+            return delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+
+        def stop(state: Any) -> bool:
+            return tries[0] >= self.attempts or (deadline is not None and
+                                                 time.monotonic() >= deadline)
 
         try:
             async for tried in AsyncRetrying(retry=retry_if_exception_type(Retryable),
-                                             stop=stop_after_attempt(self.attempts), wait=wait,
-                                             reraise=True):
+                                             stop=stop, wait=wait, reraise=True):
                 with tried:
+                    tries[0] += 1
                     return await attempt()
         except Retryable as exc:
-            raise FrameFailed(f"gave up after {self.attempts} attempts: {exc}",
+            raise FrameFailed(f"gave up after {tries[0]} attempt{'s' * (tries[0] != 1)}: {exc}",
                               retry_later=True) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -126,64 +224,69 @@ def retry_after(headers: httpx.Headers) -> float | None:
         return max(0.0, when.timestamp() - time.time())
 
 
-def json_body(response: httpx.Response) -> dict:
-    """The response's JSON object, or FrameFailed: a body that is not JSON is a failed frame."""
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise FrameFailed(f"the server answered HTTP {response.status_code} with a body that is "
-                          "not JSON") from None
-    if not isinstance(body, dict):
-        raise FrameFailed(f"the server answered HTTP {response.status_code} with JSON that is "
-                          "not an object")
-    return body
-
-
 def short(text: Any, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Server messages sometimes echo the key back; it never leaves this function."""
-    return text.replace(secret, "[redacted]") if secret else text
 
 
 class DownloadGone(Exception):
     """The output URL answered 403/404/410: expired or revoked."""
 
 
-async def download(client: httpx.AsyncClient, url: str, sink: Sink, max_bytes: int,
-                   total_timeout: float) -> int:
-    """Stream `url` into the sink, refusing non-http(s) URLs, oversized and endless bodies."""
+def output_url(url: str) -> httpx.URL:
+    """A server-supplied output URL, if it is a valid http(s) URL with a host; else FrameFailed."""
     if not url.lower().startswith(("https://", "http://")):
         raise FrameFailed(f"refused to download from a non-http(s) URL ({short(url, 60)})")
-    size = 0
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is None or not parsed.host:
+        raise FrameFailed(f"refused to download from an invalid URL ({short(url, 60)})")
+    return parsed
+
+
+async def download(client: httpx.AsyncClient, url: str, sink: Sink, max_bytes: int,
+                   total_timeout: float) -> int:
+    """Stream `url` into the sink, refusing non-http(s) URLs, oversized and endless bodies.
+
+    Output URLs carry no credentials (nothing but the URL is sent), so redirects are followed,
+    here and nowhere else: at most MAX_REDIRECTS hops, each one checked like the first URL.
+    """
+    target = output_url(url)
     try:
         async with asyncio.timeout(total_timeout):
-            async with client.stream("GET", url) as response:
-                if response.status_code in (403, 404, 410):
-                    raise DownloadGone(f"HTTP {response.status_code}")
-                if response.status_code >= 500:
-                    raise Retryable(f"download answered HTTP {response.status_code}",
-                                    retry_after(response.headers))
-                if response.status_code != 200:
-                    raise FrameFailed(f"download answered HTTP {response.status_code}")
-                declared = int(response.headers.get("content-length") or 0)
-                if declared > max_bytes:
-                    raise FrameFailed(f"the image is {declared:,} bytes, over the "
-                                      f"{max_bytes:,}-byte cap")
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise FrameFailed(f"the image passed the {max_bytes:,}-byte cap")
-                    sink.write(chunk)
+            for _hop in range(MAX_REDIRECTS + 1):
+                async with client.stream("GET", target, follow_redirects=False) as response:
+                    if not response.has_redirect_location:
+                        return await _save(response, sink, max_bytes)
+                    target = output_url(str(response.url.join(response.headers["location"])))
+            raise FrameFailed("the download URL redirected too many times")
     except TimeoutError:
         raise Retryable(f"download took longer than {total_timeout:.0f} s") from None
-    except httpx.TooManyRedirects:
-        raise FrameFailed("the download URL redirected too many times") from None
+    except httpx.DecodingError:
+        raise Retryable("the download does not decode as its Content-Encoding says") from None
     except httpx.TransportError as exc:
         raise Retryable(f"download failed: {type(exc).__name__}") from None
+
+
+async def _save(response: httpx.Response, sink: Sink, max_bytes: int) -> int:
+    if response.status_code in (403, 404, 410):
+        raise DownloadGone(f"HTTP {response.status_code}")
+    if response.status_code >= 500:
+        raise Retryable(f"download answered HTTP {response.status_code}",
+                        retry_after(response.headers))
+    if response.status_code != 200:
+        raise FrameFailed(f"download answered HTTP {response.status_code}")
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise FrameFailed(f"the image is {int(declared):,} bytes, over the {max_bytes:,}-byte cap")
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise FrameFailed(f"the image passed the {max_bytes:,}-byte cap")
+        sink.write(chunk)
     return size
 
 

@@ -205,12 +205,18 @@ targets:
     assert task.input["image_input"] == ["https://example.com/mira-face.png"]
 
 
-def test_output_urls_must_be_http(fake_hiapi, build, make_project):
-    fake_hiapi.faults.add("task", "fileurl")
-    summary = build(make_project(ONE.replace("  b: {prompt: a harbour}\n", "")))
-    assert list(failures(summary).values()) == [
-        "refused to download from a non-http(s) URL (file:///etc/passwd)"]
+@pytest.mark.parametrize("fault, words", [
+    ("fileurl", "refused to download from a non-http(s) URL (file:///etc/passwd)"),
+    ("badurl", "refused to download from an invalid URL (http://[::1)")])
+def test_output_urls_must_be_valid_http_and_a_bad_one_is_not_resumed(fault, words, fake_hiapi,
+                                                                      build, make_project):
+    root = make_project(ONE.replace("  b: {prompt: a harbour}\n", ""))
+    fake_hiapi.faults.add("task", fault)
+    summary = build(root)
+    assert list(failures(summary).values()) == [words]
     assert fake_hiapi.counts["downloads"] == 0
+    again = build(root)  # the image of that task can never be fetched: a new task, once
+    assert (again["rendered"], again["failed"], fake_hiapi.counts["creates"]) == (1, 0, 2)
 
 
 def test_redirect_loops_are_bounded(fake_hiapi, build, make_project):

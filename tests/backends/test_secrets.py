@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 from tests.conftest import copy_example
@@ -45,3 +46,50 @@ def test_sentinel_keys_appear_nowhere(fake_hiapi, fake_gemini, run, tmp_path, mo
     text = "\n".join(seen)
     assert "refused the key" in text  # the error paths really ran
     scan(tmp_path, text, fake_hiapi.key, fake_gemini.key)
+
+
+HIAPI_THREE = """\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana}
+targets:
+  a: {prompt: a lighthouse}
+  b: {prompt: a harbour}
+  c: {prompt: a pier}
+"""
+GEMINI_FIVE = """\
+version: 1
+defaults: {backend: gemini, model: gemini-3.1-flash-image}
+targets:
+  shoe:
+    prompt: a {{ colour }} shoe
+    matrix: {colour: [red, blue, green, black, white]}
+"""
+
+
+def test_keys_echoed_in_server_fields_are_scrubbed_at_the_boundary(fake_hiapi, fake_gemini, run,
+                                                                    tmp_path):
+    """A server that echoes the key in every field it supplies: failed-task codes and messages,
+    task ids, output URLs, text parts, finishReason, blockReason, error bodies (JSON-escaped
+    too). The key must reach no output, no file, no message."""
+    hi, gem = tmp_path / "hi", tmp_path / "gem"
+    for root, manifest in ((hi, HIAPI_THREE), (gem, GEMINI_FIVE)):
+        root.mkdir()
+        (root / "nbpipe.yaml").write_text(manifest)
+    fake_hiapi.faults.add("task", "echo-fail", "echo-url")
+    fake_hiapi.faults.add("create", "echo-id")
+    fake_gemini.faults.add("generate", "echo-text", "echo-escaped", "echo-finish", "echo-block",
+                           "echo-error")
+    seen = []
+    for root in (hi, gem):
+        result = run("-C", str(root), "build", "--json", "--report")
+        seen.append(result.out + result.err)
+        failed = [e["detail"] for e in map(json.loads, result.out.splitlines()[:-1])
+                  if e.get("status") == "failed"]
+        assert len(failed) == (2 if root == hi else 5), failed
+        assert all("[redacted]" in detail for detail in failed), failed  # the paths really ran
+        for args in (("build",), ("plan", "--json"), ("explain", "shoe/red" if root == gem
+                                                      else "a"), ("takes", "--help")):
+            result = run("-C", str(root), *args)
+            seen.append(result.out + result.err)
+    assert fake_hiapi.counts["replays"] >= 1  # the echoed task id was refused, then replayed
+    scan(tmp_path, "\n".join(seen), fake_hiapi.key, fake_gemini.key)

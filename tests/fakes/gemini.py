@@ -8,7 +8,12 @@ models answer JPEG (real Pro often does). Key by `x-goog-api-key` or `?key=`. Fa
     generate: 429 500 503 drop badkey 403 safety prompt-blocked no-image
 
 `delay` (seconds) holds every billed reply that long (Gemini Pro takes 20-40 s); `generates`
-counts the requests billed.
+counts the requests billed. More faults:
+              slow(the reply drips in) gzip(labelled gzip, not compressed)
+              redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
+              malformed:NAME (see MALFORMED)
+              echo-text echo-escaped echo-finish echo-block echo-error (the key comes back in
+              a text part, JSON-escaped, finishReason, blockReason, or an error's fields)
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import re
 import time
 
 from nbpipe.catalog import builtin, today
-from tests.fakes.server import FakeServer, Handler, image_bytes
+from tests.fakes.server import BIG_NUMBER, DEEP_JSON, FakeServer, Handler, image_bytes
 
 
 def models(when: dt.date | None = None) -> dict[str, dict]:
@@ -33,6 +38,19 @@ def models(when: dt.date | None = None) -> dict[str, dict]:
             for name, spec in builtin().in_service("gemini", when or today()).items()}
 
 ROUTE = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")
+MALFORMED = {  # name → the raw reply
+    "finish-list": (200, {"candidates": [{"finishReason": ["SAFETY"], "index": 0}]}),
+    "parts-int": (200, {"candidates": [{"content": {"parts": 5}, "finishReason": "STOP"}]}),
+    "details-int": (429, {"error": {"code": 429, "message": "slow down",
+                                    "status": "RESOURCE_EXHAUSTED", "details": 5}}),
+    "type-int": (429, {"error": {"code": 429, "message": "slow down",
+                                 "status": "RESOURCE_EXHAUSTED",
+                                 "details": [{"@type": 5, "retryDelay": "0s"}]}}),
+    "candidates-dict": (200, {"candidates": {"0": {"finishReason": "STOP"}}}),
+    "data-int": (200, {"candidates": [{"content": {"parts": [{"inlineData": {"data": 5}}]}}]}),
+    "bignum": (200, BIG_NUMBER),
+    "deep": (200, DEEP_JSON),
+}
 
 
 class FakeGemini(FakeServer):
@@ -42,6 +60,7 @@ class FakeGemini(FakeServer):
         self.today = today  # the server's own clock: Google may shut a model down early
         self.bodies: list[dict] = []
         self.delay = 0.0
+        self.redirect_to = ""  # where the `redirect` fault sends a client
 
     def dispatch(self, request: Handler, method: str) -> None:
         self.count("requests")
@@ -56,6 +75,21 @@ class FakeGemini(FakeServer):
                                "API key not valid. Please pass a valid API key.")
         if fault == "403":
             return self._error(request, 403, "PERMISSION_DENIED", "permission denied")
+        if fault == "slow":  # the reply drips in for seconds
+            return request.drip(json.dumps({"candidates": []}).encode(), 5)
+        if fault in ("redirect", "redirect-self"):
+            return request.redirect((self.redirect_to if fault == "redirect" else "")
+                                    + request.path)
+        if fault and fault.startswith("malformed:"):
+            status, reply = MALFORMED[fault.removeprefix("malformed:")]
+            return request.send(status, raw=reply if isinstance(reply, bytes)
+                                else json.dumps(reply).encode())
+        if fault == "echo-error":
+            request.reason = f"Bad {self.key}"
+            return self._error(request, 400, f"KEY_{self.key}", f"key {self.key} is wrong",
+                               details=[{"@type": f"type.example/{self.key}",
+                                         "reason": self.key}])
+        request.gzip_lie = fault == "gzip"
         if fault in ("429", "500", "503"):
             details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0s"}] \
                 if fault == "429" else []
@@ -78,13 +112,23 @@ class FakeGemini(FakeServer):
             time.sleep(self.delay)
         if fault == "drop":
             return request.drop()
+        if fault == "echo-escaped":  # JSON escapes: the key is only there once parsed
+            escaped = "".join(f"\\u{ord(c):04x}" for c in self.key)
+            return request.send(200, raw=('{"candidates": [{"content": {"parts": [{"text": '
+                                          f'"I saw {escaped}"}}]}}, "finishReason": "STOP"}}]}}'
+                                          ).encode())
         request.send(200, self._reply(body, spec, fault))
 
     def _reply(self, body: dict, spec: dict, fault: str | None) -> dict:
-        if fault == "prompt-blocked":
-            return {"promptFeedback": {"blockReason": "SAFETY"}}
-        if fault == "safety":
-            return {"candidates": [{"finishReason": "IMAGE_SAFETY", "index": 0}]}
+        if fault in ("prompt-blocked", "echo-block"):
+            reason = "SAFETY" if fault == "prompt-blocked" else f"SAFETY_{self.key}"
+            return {"promptFeedback": {"blockReason": reason}}
+        if fault in ("safety", "echo-finish"):
+            reason = "IMAGE_SAFETY" if fault == "safety" else f"IMAGE_{self.key}"
+            return {"candidates": [{"finishReason": reason, "index": 0}]}
+        if fault == "echo-text":
+            return {"candidates": [{"content": {"role": "model", "parts": [
+                {"text": f"Your key is {self.key}."}]}, "finishReason": "STOP", "index": 0}]}
         parts = [{"text": "Planning the composition.", "thought": True},
                  {"text": "Here is the image."}]
         if fault != "no-image":

@@ -5,10 +5,16 @@ the status walk queued → handling → archiving → success | fail (one step p
 `completed: 0` until terminal, output URLs with `expireAt`, idempotent replay, and per-model
 validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
 
-    create:   429 503 drop(after creating) 400 401 402 404(no such model) 409
-    poll:     429 503 drop garbage
+    create:   429 503 drop(after creating) 400 401 402 404(no such model) 409 echo-id
+    poll:     429 503 drop garbage retry-later(503 with Retry-After: 3600)
     task:     fail stuck weird(an unknown status first) fileurl (applied to the next task created)
+              echo-fail echo-url(the key in error.code/message, in a non-http output URL)
+              msstamps(`completed` in milliseconds: an absurd latency) isostamps(as strings)
     download: truncate notimage gone slow huge loop(redirects to itself)
+              redirect(to `redirect_to`) redirect-file(to file:///etc/passwd) gzip
+    create, poll: slow(the reply drips in) gzip(labelled gzip, not compressed)
+              redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
+              malformed:NAME (see MALFORMED)
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from nbpipe.catalog import builtin, today
-from tests.fakes.server import FakeServer, Handler, image_bytes
+from tests.fakes.server import BIG_NUMBER, DEEP_JSON, FakeServer, Handler, image_bytes
 
 
 def models() -> dict[str, dict]:
@@ -36,6 +42,17 @@ def models() -> dict[str, dict]:
 
 
 WALK = ["queued", "handling", "archiving"]
+MALFORMED = {  # endpoint → name → the raw reply
+    "create": {"error-code-list": (400, b'{"code": 400, "message": "no", "data": null, '
+                                        b'"error_code": ["INVALID_REQUEST"]}'),
+               "taskid-int": (200, b'{"code": 200, "message": "success", "data": {"taskId": 7}}'),
+               "bignum": (200, BIG_NUMBER)},
+    "poll": {"bignum": (200, BIG_NUMBER), "deep": (200, DEEP_JSON),
+             "nan": (200, b'{"code": 200, "data": {"status": "success", "created": NaN}}'),
+             "status-list": (200, b'{"code": 200, "data": {"status": ["success"]}}'),
+             "output-dict": (200, b'{"code": 200, "data": {"status": "success", '
+                                  b'"output": {"url": "http://x/y.png"}}}')},
+}
 
 
 @dataclass
@@ -48,6 +65,9 @@ class Task:
     started: float = 0.0
     weird: bool = False
     fileurl: bool = False
+    echo: str = ""  # echo-fail | echo-url: the key appears in the reply
+    url: str = ""  # an output URL other than the real one
+    stamps: str = ""  # ms: `completed` in milliseconds; iso: every stamp an ISO 8601 string
     polls: int = 0
     status: str = "queued"
     completed: int = 0
@@ -67,6 +87,7 @@ class FakeHiApi(FakeServer):
         self.tasks: dict[str, Task] = {}
         self.idempotency: dict[str, tuple[str, str]] = {}  # key → (body digest, task id)
         self.created_keys: list[str] = []  # the Idempotency-Key of every task really created
+        self.redirect_to = ""  # where the `redirect` fault sends a client
         self._lock = threading.Lock()
 
     # --- routing ------------------------------------------------------------------------------
@@ -93,9 +114,28 @@ class FakeHiApi(FakeServer):
 
     # --- create -------------------------------------------------------------------------------
 
+    def _transport_fault(self, request: Handler, endpoint: str, fault: str | None) -> bool:
+        """Serve the faults every endpoint understands; True when the reply is sent."""
+        if fault == "gzip":
+            request.gzip_lie = True
+        elif fault == "slow":  # the reply drips in for seconds
+            request.drip(json.dumps(envelope({"taskId": "tk-late"})).encode(), 5)
+            return True
+        elif fault in ("redirect", "redirect-self"):
+            base = self.redirect_to if fault == "redirect" else ""
+            request.redirect(base + request.path)
+            return True
+        elif fault and fault.startswith("malformed:"):
+            status, raw = MALFORMED[endpoint][fault.removeprefix("malformed:")]
+            request.send(status, raw=raw)
+            return True
+        return False
+
     def _create(self, request: Handler) -> None:
         raw = request.body()
         fault = self.faults.next("create")
+        if self._transport_fault(request, "create", fault):
+            return
         if fault in ("429", "503"):
             return self._error(request, int(fault), "RATE_LIMITED" if fault == "429"
                                else "SERVICE_UNAVAILABLE", "try again", {"Retry-After": "0"})
@@ -134,6 +174,8 @@ class FakeHiApi(FakeServer):
         self.count("creates")
         if fault == "drop":  # the task exists and is billed; the reply is lost
             return request.drop()
+        if fault == "echo-id":
+            return request.send(200, envelope({"taskId": f"tk-{self.key}"}))
         request.send(200, envelope({"taskId": task.task_id}))
 
     def _new_task(self, body: dict) -> Task:
@@ -146,6 +188,13 @@ class FakeHiApi(FakeServer):
             task.weird = True
         elif outcome == "fileurl":
             task.fileurl = True
+        elif outcome in ("echo-fail", "echo-url"):
+            task.outcome = "fail" if outcome == "echo-fail" else "success"
+            task.echo = outcome
+        elif outcome == "badurl":
+            task.url = "http://[::1"
+        elif outcome in ("msstamps", "isostamps"):
+            task.stamps = outcome.removesuffix("stamps")
         elif outcome in ("fail", "stuck"):
             task.outcome = outcome
         fmt = body["input"].get("output_format", "png")
@@ -158,9 +207,14 @@ class FakeHiApi(FakeServer):
     def _poll(self, request: Handler, task_id: str) -> None:
         self.count("polls")
         fault = self.faults.next("poll")
+        if self._transport_fault(request, "poll", fault):
+            return
         if fault in ("429", "503"):
             return self._error(request, int(fault), "RATE_LIMITED", "slow down",
                                {"Retry-After": "0"})
+        if fault == "retry-later":  # a server that asks for an hour's pause
+            return self._error(request, 503, "SERVICE_UNAVAILABLE", "busy",
+                               {"Retry-After": "3600"})
         if fault == "drop":
             return request.drop()
         if fault == "garbage":
@@ -195,17 +249,26 @@ class FakeHiApi(FakeServer):
         task.completed = int(time.time())
 
     def task_json(self, task: Task, request: Handler) -> dict:
+        created, completed = task.created, task.completed * (1000 if task.stamps == "ms" else 1)
+        expires = int(time.time()) + 7 * 86400
+        if task.stamps == "iso":
+            created, completed, expires = (
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+                for t in (created, completed, expires))
         doc = {"taskId": task.task_id, "model": task.model, "status": task.status,
-               "created": task.created, "completed": task.completed}
+               "created": created, "completed": completed}
         if task.status == "success":
             ext = "jpg" if task.input.get("output_format") in ("jpeg", "jpg") else "png"
             host = request.headers.get("Host")
             url = "file:///etc/passwd" if task.fileurl else \
                 f"http://{host}/files/{task.task_id}.{ext}"
-            doc["output"] = [{"url": url, "type": "image",
-                              "expireAt": int(time.time()) + 7 * 86400}]
+            if task.echo == "echo-url":
+                url = f"s3://bucket/{self.key}/{task.task_id}.png"
+            doc["output"] = [{"url": task.url or url, "type": "image", "expireAt": expires}]
         if task.status == "fail":
             doc["error"] = {"code": "CONTENT_POLICY", "message": "the output was flagged"}
+            if task.echo == "echo-fail":
+                doc["error"] = {"code": f"BAD_KEY_{self.key}", "message": f"key {self.key}"}
         return doc
 
     def _list(self, request: Handler) -> None:
@@ -222,6 +285,12 @@ class FakeHiApi(FakeServer):
         self.count("downloads")
         task = self.tasks.get(name.rpartition(".")[0])
         fault = self.faults.next("download")
+        if fault == "gzip":
+            request.gzip_lie = True
+        elif fault == "redirect":  # a CDN hop to another origin: fine, nothing secret goes along
+            return request.redirect(self.redirect_to + "/files/" + name)
+        elif fault == "redirect-file":
+            return request.redirect("file:///etc/passwd", 302)
         if task is None or task.status != "success" or fault == "gone":
             return request.send(410, raw=b"expired", content_type="text/plain")
         data = task.image

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -43,14 +44,18 @@ class Faults:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     fake: "FakeServer"
+    gzip_lie = False  # label the next reply `Content-Encoding: gzip` without compressing it
+    reason: str | None = None  # the next reply's status-line reason phrase, if not the usual
 
     def log_message(self, *args: Any) -> None:  # keep test output clean
         pass
 
     def do_GET(self) -> None:
+        self.gzip_lie, self.reason = False, None  # one handler serves a whole connection
         self.fake.dispatch(self, "GET")
 
     def do_POST(self) -> None:
+        self.gzip_lie, self.reason = False, None
         self.fake.dispatch(self, "POST")
 
     # helpers for the fakes
@@ -67,13 +72,18 @@ class Handler(BaseHTTPRequestHandler):
     def send(self, status: int, payload: Any = None, headers: dict | None = None,
              raw: bytes | None = None, content_type: str = "application/json") -> None:
         data = raw if raw is not None else json.dumps(payload).encode()
-        self.send_response(status)
+        self.send_response(status, self.reason)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        if self.gzip_lie:
+            self.send_header("Content-Encoding", "gzip")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def redirect(self, location: str, status: int = 307) -> None:
+        self.send(status, raw=b"", headers={"Location": location})
 
     def drop(self) -> None:
         """Close the connection without any reply (a lost response)."""
@@ -138,3 +148,30 @@ class FakeServer:
 
     def dispatch(self, request: Handler, method: str) -> None:
         raise NotImplementedError
+
+
+class Elsewhere(FakeServer):
+    """Another origin a reply may redirect to. It records the credentials each request carried
+    (an API call should never arrive at all); `files(path)` serves it as a CDN would."""
+
+    def __init__(self, files: Callable[[str], bytes | None] = lambda path: None):
+        super().__init__()
+        self.seen: list[dict[str, str]] = []
+        self.files = files
+
+    def dispatch(self, request: Handler, method: str) -> None:
+        self.count("requests")
+        with self.lock:
+            self.seen.append({k.lower(): v for k, v in request.headers.items()
+                              if k.lower() in ("authorization", "x-goog-api-key", "cookie")})
+        request.body()
+        data = self.files(request.route())
+        if data is None:
+            return request.send(404, {"error": "nothing here"})
+        request.send(200, raw=data, content_type="image/png")
+
+
+# Replies that are plausible on the wire and wrong in shape: each fake serves these on request
+# (fault "malformed:NAME"); a client must turn every one into a failed frame, never a crash.
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
+BIG_NUMBER = b'{"code": 200, "data": ' + b"9" * 4301 + b"}"  # one past int()'s digit limit

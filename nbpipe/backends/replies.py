@@ -1,0 +1,165 @@
+"""What the servers may answer, as validating models: a reply is read here or not at all.
+
+Every reply is untrusted. Its body is parsed once (strict JSON, no NaN), every string in it
+is scrubbed of the key, and the result is validated against the documented shape. A body that
+does not fit is a `ReplyProblem` that the backend turns into a retry or a failed frame: an odd
+reply never becomes an exception that escapes the backend. Fields nbpipe does not read are
+ignored; fields it reads are typed, so a list where a string belongs is caught here, not later.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, FiniteFloat, StrictBool,
+                      ValidationError, ValidatorFunctionWrapHandler, WrapValidator)
+
+M = TypeVar("M", bound=BaseModel)
+D = TypeVar("D")
+REDACTED = "[redacted]"
+
+
+class ReplyProblem(Exception):
+    """The reply is not JSON, or not the documented shape; the message says where."""
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes, secret: str | None) -> Any:
+    """The body as JSON with every string (keys too) scrubbed of `secret`."""
+    if not raw.strip():
+        raise ReplyProblem("an empty body")
+    try:
+        return scrub(json.loads(raw, parse_constant=_no_constants), secret)
+    except (ValueError, RecursionError):  # bad JSON or encoding, endless ints, deep nesting
+        raise ReplyProblem("a body that is not JSON") from None
+
+
+def scrub(value: Any, secret: str | None) -> Any:
+    """`value` with `secret` replaced in every string it holds: servers echo keys back."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, REDACTED)
+    if isinstance(value, list):
+        return [scrub(item, secret) for item in value]
+    if isinstance(value, dict):
+        return {scrub(k, secret): scrub(v, secret) for k, v in value.items()}
+    return value
+
+
+def validate(model: type[M], data: Any) -> M:
+    """`data` as `model`, or ReplyProblem naming the first field that does not fit."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the body"
+        raise ReplyProblem(f"a body that does not match the documented shape "
+                           f"({where}: {first['msg']})") from None
+
+
+def _or_none(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+# A field nbpipe only takes as a hint (a timing stamp, a message to show): a value of the wrong
+# type reads as absent, instead of failing a reply whose substance is fine. Failing it would
+# fail every poll of a paid task, at every build.
+Stamp = Annotated[FiniteFloat | None, WrapValidator(_or_none)]
+Words = Annotated[str | int | None, WrapValidator(_or_none)]
+
+
+class Reply(BaseModel):
+    """Base of every reply model: unknown fields are ignored, read ones are typed."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# --- HiAPI --------------------------------------------------------------------------------------
+
+class HiEnvelope(Reply, Generic[D]):
+    """`{code, message, data}`; a refusal adds `error_code` and sends `data: null`."""
+
+    message: str | None = None
+    error_code: str | None = None
+    data: D | None = None
+
+
+# A task id goes into a URL path: a safe alphabet, so a hostile id cannot aim a poll elsewhere.
+TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$"
+
+
+class HiCreated(Reply):
+    taskId: str = Field(pattern=TASK_ID)
+
+
+class HiOutput(Reply):
+    url: str
+    expireAt: Stamp = None
+
+
+class HiTaskError(Reply):
+    code: Words = None
+    message: Words = None
+
+
+class HiTask(Reply):
+    status: str
+    created: Stamp = None
+    completed: Stamp = None
+    output: list[HiOutput] | None = None
+    error: HiTaskError | None = None
+
+
+# --- Gemini -------------------------------------------------------------------------------------
+
+class GeminiInline(Reply):
+    mimeType: str | None = Field(None, validation_alias=AliasChoices("mimeType", "mime_type"))
+    data: str
+
+
+class GeminiPart(Reply):
+    text: str | None = None
+    thought: StrictBool | None = None
+    inlineData: GeminiInline | None = Field(
+        None, validation_alias=AliasChoices("inlineData", "inline_data"))
+
+
+class GeminiContent(Reply):
+    parts: list[GeminiPart] | None = None
+
+
+class GeminiCandidate(Reply):
+    content: GeminiContent | None = None
+    finishReason: str | None = None
+
+
+class GeminiFeedback(Reply):
+    blockReason: str | None = None
+
+
+class GeminiReply(Reply):
+    candidates: list[GeminiCandidate] | None = None
+    promptFeedback: GeminiFeedback | None = None
+
+
+class GeminiDetail(Reply):
+    type: str | None = Field(None, alias="@type")
+    retryDelay: str | None = None
+
+
+class GeminiError(Reply):
+    message: str | None = None
+    status: str | None = None
+    details: list[GeminiDetail] | None = None
+
+
+class GeminiErrorBody(Reply):
+    error: GeminiError | None = None
