@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import errno
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 import signal
 import time
@@ -362,6 +363,9 @@ class Build:
             return InputData(image, None, url=image.ref)
         if image.kind == "file":
             data = (self.root / image.ref).read_bytes()
+            if hashlib.sha256(data).hexdigest() != image.digest:  # the key names other bytes
+                raise FrameFailed(f"'{image.ref}' changed while this build ran; not sent under "
+                                  "a key made from its old bytes (build again)")
             url, expires = None, None
         else:
             data = self.cache.read_verified(image.digest) if image.digest else None
@@ -451,12 +455,13 @@ class Build:
         complete = not self.options.patterns and not self.options.force and \
             self.summary.failed == self.summary.skipped == self.summary.left == 0 and \
             len(frames) == len(self.project.frames)
-        files = sorted({i.ref for f in frames for i in f.inputs if i.kind == "file"})
         fresh = None
         if complete:  # every frame is pinned: fingerprint the real paths (.jpg too)
             outputs = [self.lock.entries[f.name].output for f in frames]
-            fresh = fingerprint(self.root, self.options.fingerprint_options(), files, outputs,
-                                len(frames), self._quiet_until(frames))
+            fresh = fingerprint(self.root, self.options.fingerprint_options(),
+                                self.project.loaded.digest, self.project.reads, self.lock.text(),
+                                outputs, len(frames), self.state.data.get("fingerprint"),
+                                self._quiet_until(frames))
         self.state.set_fingerprint(fresh)
         try:
             self.state.save()
