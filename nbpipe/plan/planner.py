@@ -66,6 +66,13 @@ class Project:
             return f"frames of '{target}': {', '.join(own[:6])}{more}"
         return did_you_mean(pattern, [*self.frames, *self.targets()])
 
+    @property
+    def flags(self) -> str:
+        """The flags that select this build (" --profile draft --backend preview"), so a hint
+        that names a command names the same build."""
+        chosen = (("--profile", self.declared.profile), ("--backend", self.declared.backend))
+        return "".join(f" {flag} {value}" for flag, value in chosen if value)
+
     def targets(self) -> list[str]:
         return list(dict.fromkeys(f.target for f in self.frames.values()))
 
