@@ -120,8 +120,8 @@ def test_4_a_change_to_nbpipe_s_own_files_is_seen_and_digested_once(make_project
     with monkeypatch.context() as m:
         m.setattr(noop, "code_digest", no_rehash)
         assert noop.still_fresh(root, options) == 1
-    catalogue = package / "catalog.py"
-    catalogue.write_text(catalogue.read_text().replace('"0.05"', '"0.06"'))
+    catalogue = package / "data" / "catalog.json"  # the next retirement, say
+    catalogue.write_text(catalogue.read_text() + "\n")
     assert noop.still_fresh(root, options) is None
 
 
@@ -167,14 +167,14 @@ targets:
 def test_6_output_format_on_a_model_that_takes_none_is_an_error(make_project, run):
     root = make_project("""\
 version: 1
-defaults: {backend: gemini, model: gemini-2.5-flash-image, output_format: jpeg}
+defaults: {backend: gemini, model: gemini-3.1-flash-image, output_format: jpeg}
 targets:
   a: {prompt: a cabin}
 """)
     result = run("validate", cwd=root)
     assert result.code == 2
     assert result.err.splitlines()[0] == (
-        "nbpipe.yaml:2:75: error: gemini-2.5-flash-image takes no output format (the model "
+        "nbpipe.yaml:2:75: error: gemini-3.1-flash-image takes no output format (the model "
         "chooses it, and nbpipe names the file after the bytes it gets)")
     assert "hint: remove `output_format` for this model" in result.err
 
@@ -183,7 +183,7 @@ def test_7_backend_override_never_touches_paid_outputs_or_pins(fake_gemini, make
                                                                 build, run):
     root = make_project("""\
 version: 1
-defaults: {backend: gemini, model: gemini-2.5-flash-image}
+defaults: {backend: gemini, model: gemini-3.1-flash-image}
 targets:
   a: {prompt: a cabin}
 """)

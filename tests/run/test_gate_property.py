@@ -26,7 +26,7 @@ from nbpipe.run.noop import still_fresh
 
 MANIFEST = """\
 version: 1
-defaults: {{model: gemini-3.1-flash-image-preview, resolution: "512", aspect_ratio: "{ratio}"}}
+defaults: {{model: gemini-3.1-flash-image, resolution: "512", aspect_ratio: "{ratio}"}}
 targets:
   a: {{prompt: "{a}"}}
   b: {{prompt: "restyle as {b}", inputs: [refs/x.png]}}
