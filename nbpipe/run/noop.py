@@ -34,6 +34,8 @@ from nbpipe.store.state import State
 MANIFEST = "nbpipe.yaml"
 LOCK = "nbpipe.lock"
 PACKAGE = Path(__file__).resolve().parent.parent
+# The model catalogue, also named on its own: the next retirement is an edit of it alone.
+CATALOGUE = PACKAGE / "data" / "catalog.json"
 
 
 def _sha(path: Path) -> str | None:
@@ -94,7 +96,8 @@ def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
             return None
         inputs[rel] = list(now)
     code = _code((previous or {}).get("code"))
-    return {"nbpipe": __version__, "schema": keys.KEY_SCHEMA, "code": code, "options": options,
+    return {"nbpipe": __version__, "schema": keys.KEY_SCHEMA, "code": code,
+            "catalogue": _sha(CATALOGUE), "options": options,
             "frames": frames, "manifest": manifest_digest,
             "lock": hashlib.sha256(lock_text.encode()).hexdigest(),
             "inputs": inputs, "outputs": sorted(outputs),
@@ -117,6 +120,8 @@ def still_fresh(root: Path, options: dict) -> int | None:
     fp = state.data.get("fingerprint")
     if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or \
             fp.get("schema") != keys.KEY_SCHEMA or fp.get("options") != options:
+        return None
+    if fp.get("catalogue") != _sha(CATALOGUE):
         return None
     if fp.get("manifest") != _sha(root / MANIFEST) or fp.get("lock") != _sha(root / LOCK):
         return None
