@@ -2,6 +2,7 @@
 
     python benchmarks/noop.py                       # 1,000 and 10,000 frames
     python benchmarks/noop.py --sizes 1000 --tools-venv /tmp/tools   # reuse installed tools
+    python benchmarks/noop.py --tools make,ninja    # no snakemake/dvc (nothing to install)
 
 For each size: a matrix manifest on the preview backend is built once (all frames fresh), then
 every tool is timed doing nothing on the equivalent graph (one output per frame, all up to date),
@@ -142,29 +143,32 @@ def tools_venv(path: str | None, base: Path) -> Path:
     return venv
 
 
-def measure(frames: int, runs: int, venv: Path, timeout: float) -> dict[str, float | None]:
+def measure(frames: int, runs: int, venv: Path | None, timeout: float,
+            tools: set[str]) -> dict[str, float | None]:
     base = Path(tempfile.mkdtemp(prefix=f"nbpipe-noop-{frames}-"))
     try:
         nb = nbpipe_project(base, frames)
         cmd = [sys.executable, "-m", "nbpipe", "-C", str(nb), "build"]
         results = {"nbpipe (fast path)": timed(cmd, nb, runs, timeout)}
         outs = outputs(frames)
-        if shutil.which("make"):
+        if "make" in tools and shutil.which("make"):
             root = tool_dir(base, "make", nb, frames)
             setup_make(root, outs)
             results["GNU make"] = timed(["make", "-s", "all"], root, runs, timeout)
-        if shutil.which("ninja"):
+        if "ninja" in tools and shutil.which("ninja"):
             root = tool_dir(base, "ninja", nb, frames)
             setup_ninja(root, outs)
             results["ninja"] = timed(["ninja"], root, runs, timeout)
-        root = tool_dir(base, "snakemake", nb, frames)
-        setup_snakemake(root, frames)
-        results["snakemake -n"] = timed([str(venv / "bin" / "snakemake"), "-n", "--cores", "1",
-                                         "--quiet", "all"], root, runs, timeout)
-        root = tool_dir(base, "dvc", nb, frames)
-        setup_dvc(root, frames, venv)
-        results["dvc status"] = timed([str(venv / "bin" / "dvc"), "status", "-q"], root, runs,
-                                      timeout)
+        if "snakemake" in tools:
+            root = tool_dir(base, "snakemake", nb, frames)
+            setup_snakemake(root, frames)
+            results["snakemake -n"] = timed([str(venv / "bin" / "snakemake"), "-n", "--cores",
+                                             "1", "--quiet", "all"], root, runs, timeout)
+        if "dvc" in tools:
+            root = tool_dir(base, "dvc", nb, frames)
+            setup_dvc(root, frames, venv)
+            results["dvc status"] = timed([str(venv / "bin" / "dvc"), "status", "-q"], root,
+                                          runs, timeout)
         results["nbpipe (full path)"] = _full_path(nb, runs)
         return results
     finally:
@@ -189,10 +193,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tools-venv", help="a virtualenv that already has snakemake and dvc")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--tools", default="make,ninja,snakemake,dvc",
+                        help="which other tools to time, comma-separated")
     args = parser.parse_args()
+    tools = set(args.tools.split(","))
     with tempfile.TemporaryDirectory(prefix="nbpipe-tools-") as scratch:
-        venv = tools_venv(args.tools_venv, Path(scratch))
-        table = {n: measure(n, args.runs, venv, args.timeout) for n in args.sizes}
+        venv = tools_venv(args.tools_venv, Path(scratch)) if tools & {"snakemake", "dvc"} \
+            else None
+        table = {n: measure(n, args.runs, venv, args.timeout, tools) for n in args.sizes}
     tools = list(next(iter(table.values())))
     print(f"{'no-op build, median of ' + str(args.runs):<28}" +
           "".join(f"{n:>12,} frames  ratio" for n in args.sizes))

@@ -25,7 +25,7 @@ from nbpipe.errors import (
     UsageError,
 )
 
-BACKEND_CHOICE = click.Choice(["hiapi", "gemini", "preview"])
+BACKEND_CHOICE = click.Choice(["hiapi", "gemini", "preview"])  # default: $NBPIPE_BACKEND
 
 
 class Usd(click.ParamType):
@@ -58,8 +58,11 @@ def cli(ctx: click.Context, directory: Path) -> None:
     ctx.obj = directory
 
 
-PROFILE = click.option("--profile", metavar="NAME",
-                       help="Apply a profile of the manifest (or the built-in 'draft').")
+# NBPIPE_BACKEND / NBPIPE_PROFILE: a default every command honours, so `--backend preview`
+# need not be repeated (and a plain `report` does not call every frame stale).
+PROFILE = click.option("--profile", metavar="NAME", envvar="NBPIPE_PROFILE",
+                       help="Apply a profile of the manifest (or the built-in 'draft'); "
+                       "default: $NBPIPE_PROFILE.")
 
 
 def _project(ctx: click.Context, backend: str | None = None, profile: str | None = None,
@@ -99,7 +102,7 @@ def validate(ctx: click.Context) -> int:
 @cli.command()
 @click.argument("frames", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.option("--backend", type=BACKEND_CHOICE, help="Plan every frame on this backend.")
+@click.option("--backend", type=BACKEND_CHOICE, envvar="NBPIPE_BACKEND", help="Plan every frame on this backend.")
 @PROFILE
 @click.option("--compare", metavar="A,B,...", help="Cost per frame under several profiles "
               "('default' is the manifest without one).")
@@ -133,7 +136,7 @@ def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: st
 @cli.command()
 @click.argument("frame")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.option("--backend", type=BACKEND_CHOICE, help="Show the request for this backend.")
+@click.option("--backend", type=BACKEND_CHOICE, envvar="NBPIPE_BACKEND", help="Show the request for this backend.")
 @PROFILE
 @click.pass_context
 def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None,
@@ -174,7 +177,7 @@ def _writing(root: Path):
 
 @cli.command()
 @click.argument("frames", nargs=-1)
-@click.option("--backend", type=BACKEND_CHOICE, help="Render every frame on this backend.")
+@click.option("--backend", type=BACKEND_CHOICE, envvar="NBPIPE_BACKEND", help="Render every frame on this backend.")
 @PROFILE
 @click.option("-j", "--jobs", type=click.IntRange(1, 256),
               help="Frames in flight per backend (default: the manifest's `limits:`, else "
@@ -248,7 +251,7 @@ def _report_noop(fresh: int, check: bool, as_json: bool) -> int:
 
 @cli.command()
 @click.argument("frame")
-@click.option("--backend", type=BACKEND_CHOICE, help="Explain as if built on this backend.")
+@click.option("--backend", type=BACKEND_CHOICE, envvar="NBPIPE_BACKEND", help="Explain as if built on this backend.")
 @PROFILE
 @click.pass_context
 def explain(ctx: click.Context, frame: str, backend: str | None, profile: str | None) -> int:
@@ -261,7 +264,7 @@ def explain(ctx: click.Context, frame: str, backend: str | None, profile: str | 
 
 @cli.command()
 @click.argument("frame")
-@click.option("--backend", type=BACKEND_CHOICE)
+@click.option("--backend", type=BACKEND_CHOICE, envvar="NBPIPE_BACKEND")
 @PROFILE
 @click.pass_context
 def takes(ctx: click.Context, frame: str, backend: str | None, profile: str | None) -> int:
@@ -275,7 +278,7 @@ def takes(ctx: click.Context, frame: str, backend: str | None, profile: str | No
 @cli.command()
 @click.argument("frame")
 @click.argument("take")
-@click.option("--backend", type=BACKEND_CHOICE)
+@click.option("--backend", type=BACKEND_CHOICE, envvar="NBPIPE_BACKEND")
 @PROFILE
 @click.option("--force", is_flag=True, help="Overwrite an output modified outside nbpipe.")
 @click.pass_context
@@ -375,7 +378,7 @@ def clean(ctx: click.Context, orphans: bool, dry_run: bool) -> int:
 
 
 @cli.command()
-@click.option("--backend", type=BACKEND_CHOICE, help="Only this backend's models.")
+@click.option("--backend", type=BACKEND_CHOICE, envvar="NBPIPE_BACKEND", help="Only this backend's models.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--refresh", is_flag=True, help="Fetch HiAPI's public price list into the cache.")
 @click.pass_context
@@ -409,7 +412,7 @@ cli.add_command(prices)
 @cli.command()
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("out/index.html"), show_default=True, help="Where to write the page.")
-@click.option("--backend", type=BACKEND_CHOICE, help="Report as built on this backend.")
+@click.option("--backend", type=BACKEND_CHOICE, envvar="NBPIPE_BACKEND", help="Report as built on this backend.")
 @PROFILE
 @click.pass_context
 def report(ctx: click.Context, out: Path, backend: str | None, profile: str | None) -> int:
@@ -426,7 +429,7 @@ def report(ctx: click.Context, out: Path, backend: str | None, profile: str | No
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
               show_default=True, help="markdown fits a GitHub job summary; json is for tools.")
 @click.option("--review-url", metavar="URL", help="Link the Markdown to this review page.")
-@click.option("--backend", type=BACKEND_CHOICE, help="Compare as built on this backend.")
+@click.option("--backend", type=BACKEND_CHOICE, envvar="NBPIPE_BACKEND", help="Compare as built on this backend.")
 @PROFILE
 @click.option("--offline", is_flag=True, help="Do not look at the remote cache.")
 @click.pass_context
@@ -455,7 +458,7 @@ def diff(ctx: click.Context, base: str | None, fmt: str, review_url: str | None,
 @click.option("--self-contained", is_flag=True, help="One HTML file, thumbnails inline.")
 @click.option("--preview", is_flag=True, help="Show frames still to render as the preview "
               "backend's placeholders (drawn locally: free, nothing is pinned).")
-@click.option("--backend", type=BACKEND_CHOICE, help="Compare as built on this backend.")
+@click.option("--backend", type=BACKEND_CHOICE, envvar="NBPIPE_BACKEND", help="Compare as built on this backend.")
 @PROFILE
 @click.option("--offline", is_flag=True, help="Do not look at the remote cache.")
 @click.pass_context
@@ -472,7 +475,7 @@ def review(ctx: click.Context, base: str | None, out: Path, self_contained: bool
 
 
 @cli.command()
-@click.option("--backend", type=BACKEND_CHOICE)
+@click.option("--backend", type=BACKEND_CHOICE, envvar="NBPIPE_BACKEND")
 @PROFILE
 @click.pass_context
 def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
@@ -498,7 +501,7 @@ def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
 
 @cli.command()
 @click.argument("frames", nargs=-1)
-@click.option("--backend", type=BACKEND_CHOICE)
+@click.option("--backend", type=BACKEND_CHOICE, envvar="NBPIPE_BACKEND")
 @PROFILE
 @click.pass_context
 def pull(ctx: click.Context, frames: tuple[str, ...], backend: str | None,

@@ -87,6 +87,17 @@ def make_project(tmp_path):
     return _make
 
 
+def on_preview(root: Path) -> Path:
+    """Point a copied project's manifest at the preview backend, so its default build (its
+    committed lock section, its out/ folder) is free and needs no key."""
+    import re
+
+    manifest = root / "nbpipe.yaml"
+    manifest.write_text(re.sub(r"backend: (hiapi|gemini)", "backend: preview",
+                               manifest.read_text("utf-8")), "utf-8")
+    return root
+
+
 def tiny_png() -> bytes:
     """A valid 1×1 PNG, for input and reference files."""
     import base64

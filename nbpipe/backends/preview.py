@@ -1,8 +1,10 @@
 """The offline, free preview backend: a deterministic placeholder image drawn locally.
 
 The image has the request's aspect ratio, resolution tier (its long side from the catalogue) and
-output format, shows the model, the start of the prompt and thumbnails of the input images, on
-a colour derived from the frame key. It is drawn from the Request alone: same key, same bytes.
+output format, shows the model and params, the end of the prompt (where frames differ; the
+fields of a JSON prompt) and thumbnails of the input images, on a colour derived from the frame
+key, and a forced take's number. It is drawn from the Request and the take number alone: same
+key, same take, same bytes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import colorsys
 import io
+import json
 import textwrap
 from decimal import Decimal
 
@@ -42,8 +45,37 @@ def output_format(request: Request) -> str:
     return "jpeg" if request.params.get("output_format") in ("jpeg", "jpg") else "png"
 
 
-def draw(request: Request, inputs: list[bytes]) -> bytes:
-    """The preview image's bytes (pure and deterministic)."""
+def prompt_lines(prompt: str, columns: int, rows: int) -> list[str]:
+    """What of the prompt fits: the leaves of a JSON prompt (`subject.color: red`), else the
+    END of a text prompt, where frames differ (the bible comes first and is the same)."""
+    prompt = prompt.translate(_ASCII_DASHES)  # the embedded font has no en/em dash
+    try:
+        tree = json.loads(prompt)
+    except ValueError:
+        tree = None
+    if isinstance(tree, dict):
+        leaves = [f"{path}: {value}" for path, value in _leaves(tree, "")]
+        return [textwrap.shorten(leaf, columns, placeholder="...") for leaf in leaves][:rows]
+    lines = textwrap.wrap(prompt, columns) or [""]
+    if len(lines) <= rows:
+        return lines
+    return ["... " + lines[-rows][:columns - 4], *lines[1 - rows:]] if rows > 1 else lines[-1:]
+
+
+def _leaves(node: object, path: str):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _leaves(value, f"{path}[{i}]")
+    else:
+        yield path, node if isinstance(node, str) else json.dumps(node)
+
+
+def draw(request: Request, inputs: list[bytes], take: int = 1) -> bytes:
+    """The preview image's bytes: a pure function of the request (and of the take, so that
+    `build --force` makes a new take that differs; take 1 is the one a normal build makes)."""
     from PIL import Image, ImageDraw, ImageFont
 
     width, height = image_size(request.params)
@@ -54,14 +86,15 @@ def draw(request: Request, inputs: list[bytes]) -> bytes:
     unit = max(8, min(width, height) // 24)
     big, small = ImageFont.load_default(size=unit * 2), ImageFont.load_default(size=unit)
     x, y = unit, unit
-    pen.text((x, y), "PREVIEW", fill="black", font=big)
+    pen.text((x, y), "PREVIEW" + (f" · take {take}" if take > 1 else ""), fill="black", font=big)
     y += unit * 3
-    resolution = request.params.get("resolution", "")
-    pen.text((x, y), f"{request.model} {resolution}".rstrip(), fill="black", font=small)
+    params = " · ".join(f"{k} {v}" for k, v in sorted(request.params.items()))
+    pen.text((x, y), f"{request.model} · {params}" if params else request.model,
+             fill="black", font=small)
     y += unit * 2
     columns = max(10, int(width / (unit * 0.55)))
-    prompt = request.prompt.translate(_ASCII_DASHES)  # the embedded font has no en/em dash
-    for line in textwrap.wrap(prompt, columns)[:6]:
+    room = height - y - (unit * 7 if inputs else unit)  # leave the thumbnails their strip
+    for line in prompt_lines(request.prompt, columns, max(1, room // int(unit * 1.3))):
         pen.text((x, y), line, fill=(40, 40, 40), font=small)
         y += int(unit * 1.3)
     _thumbnails(image, inputs, unit)
@@ -96,7 +129,7 @@ class PreviewBackend:
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered:
         images = [i.data for i in inputs if i.data is not None]
-        sink.write(await asyncio.to_thread(draw, request, images))
+        sink.write(await asyncio.to_thread(draw, request, images, job.take))
         return Rendered(task_id=None, cost=Decimal(0))
 
     async def aclose(self) -> None:

@@ -89,22 +89,37 @@ class Declared:
     diags: list[Diagnostic]  # problems found so far; the planner adds its own, then raises
     profile: str | None = None
     builtin_draft: bool = False  # `--profile draft` with no profiles declared: cheapest models
+    backend: str | None = None  # `--backend` / NBPIPE_BACKEND, where it changes some target
+
+    @property
+    def section(self) -> str | None:
+        """The lock section and output folder of this build (None: the committed default)."""
+        return section_name(self.profile, self.backend)
 
 
-def expand(loaded: Loaded, profile: str | None = None) -> Declared:
-    """Resolve and expand every target under a profile (None: the default);
-    a manifest past `max_frames` is refused at once."""
+def section_name(profile: str | None, backend: str | None) -> str | None:
+    """A profile keeps its own lock section and output folder, and so does a backend forced on
+    the command line (`@preview`, `draft@preview`): a free trial run never overwrites paid
+    outputs or the committed pins."""
+    if backend is None:
+        return profile
+    return f"{profile or ''}@{backend}"
+
+
+def expand(loaded: Loaded, profile: str | None = None, backend: str | None = None) -> Declared:
+    """Resolve and expand every target under a profile (None: the default) and a command-line
+    backend override (None: none); a manifest past `max_frames` is refused at once."""
     diags: list[Diagnostic] = list(loaded.diags)  # from targets the loader had to leave out
     manifest = loaded.manifest
     bibles = {name: Bible(text=b) if isinstance(b, str) else b for name, b in manifest.bibles.items()}
     reset_budget()
     templates = _compile_templates(loaded, diags)
-    resolver = _Resolver(loaded, templates, bibles, diags, profile)
+    resolver = _Resolver(loaded, templates, bibles, diags, profile, section_name(profile, backend))
     targets = {name: t for name in manifest.targets if (t := resolver.resolve(name))}
     _check_size(loaded, targets, diags)
     frames = [spec for target in targets.values() for spec in _frames(target)]
     builtin = profile is not None and profile not in manifest.profiles
-    return Declared(loaded, bibles, targets, frames, diags, profile, builtin)
+    return Declared(loaded, bibles, targets, frames, diags, profile, builtin, backend)
 
 
 def _compile_templates(loaded: Loaded, diags: list) -> dict[str, Template]:
@@ -126,9 +141,10 @@ def compile_template(source: Any, path: Path, loaded: Loaded, diags: list) -> Te
 
 class _Resolver:
     def __init__(self, loaded: Loaded, templates: dict, bibles: dict, diags: list,
-                 profile: str | None = None):
+                 profile: str | None = None, section: str | None = None):
         self.loaded = loaded
         self.profile_name = profile
+        self.section = section  # the output folder: the profile, and any backend override
         self.profile = loaded.manifest.profiles.get(profile) if profile else None
         self.targets: dict[str, Target] = loaded.manifest.targets
         self.templates = templates
@@ -200,7 +216,7 @@ class _Resolver:
         if self.profile and self.profile.wins:
             merged.update(overrides)
         merged["vars"] = Setting(variables, ("targets", chain[0], "vars"))
-        if self.profile_name:
+        if self.section:
             merged["output"] = self._profile_output(merged.get("output"))
         return merged
 
@@ -214,11 +230,14 @@ class _Resolver:
                 if getattr(profile, key) is not None}
 
     def _profile_output(self, output: Setting | None) -> Setting:
-        """Each profile's outputs in their own folder, unless the profile names a pattern."""
-        if self.profile is not None and self.profile.output is not None:
+        """Each profile's outputs in their own folder, unless the profile names a pattern (a
+        backend override always gets its own: `{profile}` is filled with the section name)."""
+        named = self.profile is not None and self.profile.output is not None
+        if named and self.section == self.profile_name:
             return Setting(self.profile.output, ("profiles", self.profile_name, "output"))
-        base = output or Setting(DEFAULT_OUTPUT, ("defaults", "output"))
-        folder = self.profile_name.replace("{", "{{").replace("}", "}}")
+        base = Setting(self.profile.output, ("profiles", self.profile_name, "output")) if named \
+            else output or Setting(DEFAULT_OUTPUT, ("defaults", "output"))
+        folder = self.section.replace("{", "{{").replace("}", "}}")
         pattern = base.value
         if "{profile}" in pattern:
             return base

@@ -6,9 +6,10 @@ YAML 1.2 matters: under YAML 1.1 an unquoted `16:9` is the sexagesimal integer 9
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -43,6 +44,7 @@ class Loaded:
     # still be checked in the same pass; whoever expands the manifest must report them.
     diags: tuple[Diagnostic, ...] = ()
     broken_targets: frozenset[str] = frozenset()
+    digest: str = ""  # SHA-256 of the file's bytes as read (what the no-op fingerprint holds)
 
 
 def load_manifest(root: FsPath, name: str = MANIFEST_NAME, partial: bool = False) -> Loaded:
@@ -59,7 +61,8 @@ def load_manifest(root: FsPath, name: str = MANIFEST_NAME, partial: bool = False
         raise ManifestError([Diagnostic(label, 0, 0, "no such file", hint)]) from None
     except OSError as exc:
         raise ManifestError([Diagnostic(label, 0, 0, f"cannot read it: {exc.strerror}")]) from None
-    return parse_manifest(_decode(raw, label), root, label, partial)
+    loaded = parse_manifest(_decode(raw, label), root, label, partial)
+    return replace(loaded, digest=hashlib.sha256(raw).hexdigest())
 
 
 def parse_manifest(text: str, root: FsPath, name: str = MANIFEST_NAME,

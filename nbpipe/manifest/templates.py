@@ -15,6 +15,7 @@ from typing import Any
 from collections.abc import Iterable, Iterator
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2 import Template as JinjaTemplate
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
@@ -36,6 +37,14 @@ class TemplateFault(Exception):
         self.subpath = subpath
         self.hint = hint
         self.missing = missing  # the undefined variable's name, when that is the fault
+
+
+# Templates are deterministic: the same manifest makes the same request (so the same key) on
+# every run and every machine; a random prompt would pay for a new render on every build.
+NONDETERMINISTIC = {"random": "filter", "lipsum": "function"}
+DETERMINISM_HINT = ("templates are deterministic, so a manifest always makes the same request; "
+                    "list the values you want in `matrix:` or `variants:` instead")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # the repr of a function or object: new every run
 
 
 class _Steps:
@@ -99,13 +108,15 @@ class _Budgeted(NodeTransformer):
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, plus a rendering budget: loop iterations (per frame and in
+    """Jinja's immutable sandbox, deterministic, plus a rendering budget: loop iterations (per frame and in
     all), and the size of every value built on the way, not only of the final prompt."""
 
-    intercepted_binops = frozenset({"*", "**", "+"})
+    intercepted_binops = frozenset({"*", "**", "+", "-"})
 
     def __init__(self, **options: Any):
         super().__init__(**options)
+        for name, kind in NONDETERMINISTIC.items():
+            (self.filters if kind == "filter" else self.globals).pop(name, None)
         self.filters = {name: _bounded_filter(f) for name, f in self.filters.items()}
         self.filters["nbpipe_counted"] = _counted
         self.filters["nbpipe_sized"] = _sized
@@ -118,6 +129,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return _sized(super().call(__context, __obj, *args, **kwargs))
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name == "-":
+            result = operator.sub(left, right)
+            if isinstance(result, (set, frozenset)):  # keys() - keys(): its order is per process
+                raise SecurityError("'-' on keys makes a set, whose order changes from run to "
+                                    "run; use `|reject('in', ...)` on a list")
+            return result
         if operator_name == "**":
             if isinstance(right, (int, float)) and isinstance(left, (int, float)) and \
                     abs(right) * max(abs(int(left)).bit_length(), 1) > 4096:
@@ -183,7 +200,9 @@ def _compile_leaf(text: str, subpath: tuple) -> Any:
     try:
         return ENV.from_string(text)
     except TemplateSyntaxError as exc:
-        raise TemplateFault(subpath, f"template syntax: {exc.message}") from None
+        removed = any(f"named '{name}'" in str(exc.message) for name in NONDETERMINISTIC)
+        raise TemplateFault(subpath, f"template syntax: {exc.message}",
+                            DETERMINISM_HINT if removed else None) from None
 
 
 class _Const:
@@ -258,6 +277,10 @@ def _render(node: Any, context: dict, subpath: tuple) -> Any:
     except UndefinedError as exc:
         match = _UNDEFINED.search(str(exc))
         name = next((g for g in match.groups() if g), None) if match else None
+        if name in NONDETERMINISTIC:
+            raise TemplateFault(subpath, f"'{name}' is not available in nbpipe templates "
+                                "(it makes a different prompt on every run)",
+                                DETERMINISM_HINT) from None
         message = f"undefined variable '{name}'" if name else f"undefined value: {exc}"
         raise TemplateFault(subpath, message, missing=name) from None
     except _Null as exc:
@@ -273,6 +296,9 @@ def _render(node: Any, context: dict, subpath: tuple) -> Any:
                             f"{_template_line(exc)}") from None
     if len(text) > MAX_RENDERED:
         raise TemplateFault(subpath, f"the template renders to {len(text):,} characters")
+    if isinstance(node, JinjaTemplate) and _ADDRESS.search(text):
+        raise TemplateFault(subpath, "the template prints a function or object, whose text "
+                            "changes on every run", "print a value: a call missing its `()`?")
     return text
 
 

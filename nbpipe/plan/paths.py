@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+from nbpipe.filestat import Stat, is_racy, stat_of
 from nbpipe.imagefmt import sniff
 from nbpipe.relpath import PathRefused, output_path, relative_path
 
@@ -14,13 +15,18 @@ __all__ = ["PathRefused", "ProjectDir", "output_path", "relative_path"]
 
 
 class ProjectDir:
-    """The project directory, with cached symlink resolution and file digests."""
+    """The project directory, with cached symlink resolution and file digests.
+
+    `reads` records each file hashed with its stat from before the read (None if the file
+    changed while it was read, or so recently that its stat proves nothing): the no-op
+    fingerprint holds exactly what the key was computed from."""
 
     def __init__(self, root: Path):
         self.root = root
         self.real_root = Path(os.path.realpath(root))
         self._dirs: dict[str, bool] = {}
         self._digests: dict[str, str] = {}
+        self.reads: dict[str, Stat | None] = {}
 
     def _inside(self, real: str) -> bool:
         return real == str(self.real_root) or real.startswith(str(self.real_root) + os.sep)
@@ -55,10 +61,13 @@ class ProjectDir:
             raise FileNotFoundError(rel) from None
         if not stat.S_ISREG(mode):
             raise PathRefused(f"'{rel}' is not a regular file")
+        before = stat_of(full)
         with open(real, "rb") as handle:
             if sniff(handle.read(16)) is None:
                 raise PathRefused(f"'{rel}' is not an image file (png, jpeg or webp)")
             handle.seek(0)
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        steady = before is not None and stat_of(full) == before and not is_racy(before)
+        self.reads[rel] = before if steady else None
         self._digests[rel] = digest
         return rel, digest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path as FsPath
 from typing import Literal, Protocol
@@ -38,6 +38,9 @@ class Project:
     catalog: Catalog
     frames: dict[str, Frame]  # in build order (upstreams first)
     warnings: tuple[Diagnostic, ...] = ()
+    # every project file whose bytes went into a key, with its stat from before the read
+    # (None: the stat proves nothing, see nbpipe.filestat)
+    reads: dict[str, tuple | None] = field(default_factory=dict)
 
     @property
     def loaded(self) -> Loaded:
@@ -68,6 +71,13 @@ class Project:
             return f"frames of '{target}': {', '.join(own[:6])}{more}"
         return did_you_mean(pattern, [*self.frames, *self.targets()])
 
+    @property
+    def flags(self) -> str:
+        """The flags that select this build (" --profile draft --backend preview"), so a hint
+        that names a command names the same build."""
+        chosen = (("--profile", self.declared.profile), ("--backend", self.declared.backend))
+        return "".join(f" {flag} {value}" for flag, value in chosen if value)
+
     def targets(self) -> list[str]:
         return list(dict.fromkeys(f.target for f in self.frames.values()))
 
@@ -83,17 +93,31 @@ def open_project(root: FsPath, backend: str | None = None, profile: str | None =
                          did_you_mean(backend, names) or f"use one of {', '.join(names)}")
     loaded = load_manifest(root, partial=True)
     _check_profile(loaded, profile)
-    declared = expand(loaded, profile)
+    catalog = (catalog or builtin()).with_prices(loaded.manifest.pricing)
+    forced = backend if _overrides(loaded, profile, backend, catalog.default_backend) else None
+    declared = expand(loaded, profile, forced)
     declared.diags[:0] = _check_pricing(loaded) + _check_limits(loaded) + \
         _check_profiles(loaded) + _check_remote(loaded)
-    catalog = (catalog or builtin()).with_prices(loaded.manifest.pricing)
     uploads = bool(os.environ.get("NBPIPE_REMOTE") or loaded.manifest.cache.remote)
     resolver = Resolver(declared, catalog, backend, uploads, today())
     frames = resolver.resolve()
     by_name = {f.name: f for f in frames}
     order = graph.build_order({f.name: f.upstreams for f in frames})
     return Project(declared, catalog, {name: by_name[name] for name in order},
-                   tuple(resolver.warnings))
+                   tuple(resolver.warnings), dict(resolver.project.reads))
+
+
+def _overrides(loaded: Loaded, profile: str | None, backend: str | None, default: str) -> bool:
+    """Does `--backend` change any target's backend? If not, the build is the usual one."""
+    if backend is None:
+        return False
+    manifest = loaded.manifest
+    chosen = {manifest.defaults.backend or default}
+    chosen |= {t.backend for t in manifest.targets.values() if t.backend}
+    declared = manifest.profiles.get(profile) if profile else None
+    if declared is not None and declared.backend:
+        chosen.add(declared.backend)
+    return chosen != {backend}
 
 
 def _check_profile(loaded: Loaded, profile: str | None) -> None:

@@ -19,7 +19,7 @@ from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.manifest.templates import TemplateFault, merge_patch, prompt_text
 from nbpipe.plan import graph
 from nbpipe.plan.frame import Frame, InputImage, Request, canonical_json, url_digest
-from nbpipe.plan.paths import PathRefused, ProjectDir
+from nbpipe.plan.paths import PathRefused, ProjectDir, relative_path
 
 # Where a model's prompt limit is unconfirmed: about its 32k-token input window, so a 50 MB
 # prompt is refused at load instead of being sent (and billed, or answered 400) at build.
@@ -97,6 +97,7 @@ class Resolver:
         self.bible_sha = {name: _sha(text) for name, text in self.bible_texts.items()}
         self.template_sha = {name: _sha(canonical_json(source)) for name, source
                              in declared.loaded.manifest.templates.items()}
+        self._written: dict[str, str] | None = None  # output path → frame, built on first need
 
     def error(self, path: Path, message: str, hint: str | None = None, at_key: bool = False,
               who: tuple[str, str] | None = None, key: str | None = None):
@@ -247,6 +248,10 @@ class Resolver:
             return "png"
         if spec.formats is not None:
             params["output_format"] = spec.formats[canonical]
+        elif setting is not None:  # never sent: the key could not tell png from jpeg
+            self.error(setting.path, f"{spec.name} takes no output format (the model chooses "
+                       "it, and nbpipe names the file after the bytes it gets)",
+                       "remove `output_format` for this model")
         return EXTENSIONS[canonical]
 
     def _inputs(self, target: ResolvedTarget, spec: ModelSpec) -> list[tuple[InputImage, Path]]:
@@ -261,8 +266,8 @@ class Resolver:
                 path = ("bibles", target.bible, "references", i)
                 if ref.startswith(("https://", "http://")):
                     images.append((InputImage("url", ref, url_digest(ref), "reference"), path))
-                elif (found := self._file(ref, path)) is not None:
-                    images.append((InputImage("file", found[0], found[1], "reference"), path))
+                elif (image := self._file_input(ref, path, "reference")) is not None:
+                    images.append((image, path))
         self._check_transport(spec, images)
         if len(images) > spec.max_inputs > 0:
             self.error(target.inputs[0].path if target.inputs else target.path,
@@ -321,8 +326,34 @@ class Resolver:
             self.error(setting.path, f"unknown input '{ref}': no such target, frame or file",
                        did_you_mean(ref, names))
             return None
-        found = self._file(ref, setting.path)
-        return InputImage("file", found[0], found[1]) if found else None
+        return self._file_input(ref, setting.path)
+
+    def _file_input(self, ref: str, path: Path, role: str = "input") -> InputImage | None:
+        """A project file, or the frame that writes it: an output used as an input is an edge
+        to its frame (keyed on the bytes that frame pins, built after it), never a file read
+        now, which a build would then overwrite under a key made from the old bytes."""
+        try:
+            owner = self._writers().get(relative_path(ref))
+        except PathRefused:
+            owner = None
+        if owner is not None:
+            return InputImage("frame", owner, None, role)  # type: ignore[arg-type]
+        found = self._file(ref, path)
+        return InputImage("file", found[0], found[1], role) if found else None  # type: ignore[arg-type]
+
+    def _writers(self) -> dict[str, str]:
+        """Every path some frame may write (under any image extension) → that frame's name."""
+        if self._written is None:
+            self._written = {}
+            for spec in self.declared.frames:
+                setting = spec.target.params.get("output")
+                for ext in ("png", "jpg", "jpeg", "webp"):
+                    try:
+                        path = relative_path(setting.value.format_map(self._output_fields(spec, ext)))
+                    except (AttributeError, KeyError, ValueError, IndexError, PathRefused):
+                        break  # reported where the frame's own output is resolved
+                    self._written.setdefault(path, spec.name)
+        return self._written
 
     def _file(self, ref: str, path: Path) -> tuple[str, str] | None:
         try:
@@ -404,10 +435,9 @@ class Resolver:
 
     def _output(self, spec: FrameSpec, ext: str) -> str | None:
         setting = spec.target.params["output"]
-        fields = {"frame": spec.name, "target": spec.target.name, "variant": spec.variant,
-                  "ext": ext, "profile": self.declared.profile or "", **spec.bindings}
         try:
-            return self.project.check_output(setting.value.format_map(fields))
+            return self.project.check_output(
+                setting.value.format_map(self._output_fields(spec, ext)))
         except PathRefused as exc:
             self.error(setting.path, f"output of {{who}} refused: {exc}",
                        "outputs must stay inside the project, e.g. out/{frame}.{ext}",
@@ -415,6 +445,10 @@ class Resolver:
         except (KeyError, ValueError, IndexError) as exc:
             self.error(setting.path, f"output pattern cannot be filled: {exc}")
         return None
+
+    def _output_fields(self, spec: FrameSpec, ext: str) -> dict[str, str]:
+        return {"frame": spec.name, "target": spec.target.name, "variant": spec.variant,
+                "ext": ext, "profile": self.declared.section or "", **spec.bindings}
 
     # --- across frames -----------------------------------------------------------------------
 

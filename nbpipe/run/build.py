@@ -698,12 +698,13 @@ class Build:
             not self.interrupted and not self.journal.open and \
             len(frames) == len(self.project.frames) and \
             all(self.outcomes.get(f.name) and f.name in self.lock.entries for f in frames)
-        files = sorted({i.ref for f in frames for i in f.inputs if i.kind == "file"})
         fresh = None
         if complete:  # every frame is pinned: fingerprint the real paths (.jpg too)
             outputs = [self.lock.entries[f.name].output for f in frames]
-            fresh = fingerprint(self.root, self.options.fingerprint_options(), files, outputs,
-                                len(frames), self._quiet_until(frames))
+            fresh = fingerprint(self.root, self.options.fingerprint_options(),
+                                self.project.loaded.digest, self.project.reads, self.lock.text(),
+                                outputs, len(frames), self.state.data.get("fingerprint"),
+                                self._quiet_until(frames))
         self.state.set_fingerprint(fresh)
         try:
             self.state.save()

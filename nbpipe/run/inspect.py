@@ -34,7 +34,7 @@ def explain(project: Project, cache_dir: Path, name: str) -> str:
         lines = [f"{name}: {step.action} · {step.reason}"]
         lines += [f"  {line}" for change in step.changes for line in change.lines]
         lines += _upstream_causes(step, plan)
-        lines += _tail(step, locked)
+        lines += _tail(step, locked, project.flags)
     finally:
         cache.close()
     return "\n".join(lines)
@@ -50,7 +50,7 @@ def _upstream_causes(step: Step, plan: Plan) -> list[str]:
     return out
 
 
-def _tail(step: Step, locked: LockEntry | None) -> list[str]:
+def _tail(step: Step, locked: LockEntry | None, flags: str) -> list[str]:
     frame = step.frame
     key = frame.key[:12] if frame.key else "unknown until its inputs render"
     if step.action == "fresh":
@@ -70,7 +70,7 @@ def _tail(step: Step, locked: LockEntry | None) -> list[str]:
         out.append(f"  no take of this key in the cache: renders on {frame.backend} "
                    f"{frame.model} for USD {fmt_usd(frame.cost)}")
     elif frame.key is not None:
-        out.append(f"  `nbpipe build --force {frame.name}` overwrites {frame.output}")
+        out.append(f"  `nbpipe build{flags} --force {frame.name}` overwrites {frame.output}")
     return out
 
 
@@ -100,7 +100,7 @@ def _step(project: Project, cache_dir: Path, name: str) -> Step:
     step = next(s for s in plan.steps if s.frame.name == name)
     if step.frame.key is None:
         raise UsageError(f"{name} waits on an upstream that has not rendered",
-                         f"build it first: nbpipe build {name}")
+                         f"build it first: nbpipe build{project.flags} {name}")
     return step
 
 
@@ -115,7 +115,7 @@ def pin(project: Project, cache_dir: Path, name: str, which: str, force: bool) -
             [t for t in takes if len(which) >= 6 and t.digest.startswith(which)]
         if len(chosen) != 1:
             raise UsageError(f"no single take '{which}' of {name}",
-                             f"`nbpipe takes {name}` lists them by number")
+                             f"`nbpipe takes{project.flags} {name}` lists them by number")
         take = chosen[0]
         output = frame.output_for(take.format)  # a JPEG take is never written as .png
         current = state.output_digest(output)

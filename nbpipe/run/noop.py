@@ -1,9 +1,21 @@
 """The no-op fast path: prove nothing changed since a fully fresh build, without planning.
 
-When the manifest and lock bytes, the build options, the nbpipe version and its model
-catalogue, and the stat of every input and output file are what the last all-fresh build
-recorded (and no frame's model has come near its shutdown since), every frame is still fresh.
-That needs only reading three small files and one stat per file: no YAML, no templates, no graph.
+The fingerprint holds what the planner of that build actually read, and the code that read it:
+
+- the SHA-256 of the manifest bytes it parsed (not of the file at the end of the build);
+- each project file hashed into a key, with its stat from before the read (filestat.Stat);
+- the digest of the lock it wrote, the build options, and the outputs' stats (in the stat
+  cache, each beside the digest it was hashed to);
+- the key schema, and a digest of nbpipe's own files (code and the model catalogue,
+  data/catalog.json), computed once per install: the fingerprint keeps the files' stats beside
+  it, and the content is re-hashed only when those change (an editable or git install edited
+  in place, the next retirement);
+- the day from which a frame's model nears its shutdown: from then on the full path runs, to
+  warn and then refuse, though nothing in the project changed.
+
+A build that sees the manifest or an input change between planning and its end writes no
+fingerprint, nor one holding a stat that proves nothing (a racy one, see nbpipe.filestat).
+Checking needs reading two small files and one stat per file: no YAML, no templates, no graph.
 Anything else (a changed byte, a missing file, no state yet) falls through to the full plan.
 """
 
@@ -15,13 +27,15 @@ import os
 from pathlib import Path
 
 from nbpipe import __version__
-from nbpipe.store.state import State, stat_of
+from nbpipe.filestat import is_racy, stat_of
+from nbpipe.plan import frame as keys
+from nbpipe.store.state import State
 
 MANIFEST = "nbpipe.yaml"
 LOCK = "nbpipe.lock"
-# The model catalogue (nbpipe/catalog.py reads it): an edit of it alone, such as the next
-# retirement, must end the fast path though nbpipe's version is the same.
-CATALOGUE = Path(__file__).resolve().parent.parent / "data" / "catalog.json"
+PACKAGE = Path(__file__).resolve().parent.parent
+# The model catalogue, also named on its own: the next retirement is an edit of it alone.
+CATALOGUE = PACKAGE / "data" / "catalog.json"
 
 
 def _sha(path: Path) -> str | None:
@@ -31,15 +45,63 @@ def _sha(path: Path) -> str | None:
         return None
 
 
-def fingerprint(root: Path, options: dict, inputs: list[str], outputs: list[str],
-                frames: int, until: dt.date | None = None) -> dict:
-    """What the next build compares: `outputs` are the paths the lock pins (their stats are in
-    the stat cache), `inputs` the project files frames read; from `until` on (a model's
-    shutdown draws near) the full path runs, to warn and then refuse."""
-    return {"nbpipe": __version__, "catalogue": _sha(CATALOGUE), "options": options,
-            "frames": frames, "manifest": _sha(root / MANIFEST), "lock": _sha(root / LOCK),
-            "inputs": {rel: list(stat_of(os.path.join(root, rel)) or ()) for rel in inputs},
-            "outputs": sorted(outputs), "until": until.isoformat() if until else None}
+def _package_files() -> list[str]:
+    found = []
+    for folder, dirs, files in os.walk(PACKAGE):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        found += [os.path.join(folder, f) for f in sorted(files) if not f.endswith(".pyc")]
+    return found
+
+
+def code_stats() -> str:
+    """A digest of the stats of nbpipe's files: cheap, and changes whenever a file may have."""
+    parts = [f"{os.path.relpath(p, PACKAGE)}:{stat_of(p)}" for p in _package_files()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def code_digest() -> str:
+    """A digest of the bytes of nbpipe's files (code, catalogue, templates)."""
+    h = hashlib.sha256()
+    for path in _package_files():
+        h.update(os.path.relpath(path, PACKAGE).encode() + b"\0")
+        h.update((_sha(Path(path)) or "-").encode())
+    return h.hexdigest()
+
+
+def _code(previous: dict | None) -> dict:
+    stats = code_stats()
+    if isinstance(previous, dict) and previous.get("stats") == stats and previous.get("digest"):
+        return previous  # computed once per install, not once per build
+    return {"stats": stats, "digest": code_digest()}
+
+
+def _code_unchanged(recorded: object) -> bool:
+    if not isinstance(recorded, dict):
+        return False
+    return recorded.get("stats") == code_stats() or recorded.get("digest") == code_digest()
+
+
+def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
+                lock_text: str, outputs: list[str], frames: int,
+                previous: dict | None = None, until: dt.date | None = None) -> dict | None:
+    """What the next build compares, or None if what the planner read has changed since (or
+    cannot be proven unchanged): `reads` maps each file hashed into a key to its stat then,
+    `outputs` are the paths the lock pins (their stats are in the stat cache)."""
+    if manifest_digest != _sha(root / MANIFEST):
+        return None  # saved while this build ran: the next one must plan from the new bytes
+    inputs = {}
+    for rel, planned in reads.items():
+        now = stat_of(os.path.join(root, rel))
+        if planned is None or now is None or tuple(planned) != now or is_racy(now):
+            return None
+        inputs[rel] = list(now)
+    code = _code((previous or {}).get("code"))
+    return {"nbpipe": __version__, "schema": keys.KEY_SCHEMA, "code": code,
+            "catalogue": _sha(CATALOGUE), "options": options,
+            "frames": frames, "manifest": manifest_digest,
+            "lock": hashlib.sha256(lock_text.encode()).hexdigest(),
+            "inputs": inputs, "outputs": sorted(outputs),
+            "until": until.isoformat() if until else None}
 
 
 def _expired(until: object) -> bool:
@@ -56,7 +118,8 @@ def still_fresh(root: Path, options: dict) -> int | None:
     if state.data.get("unpushed"):
         return None  # images still to send to the remote cache: the full path sends them
     fp = state.data.get("fingerprint")
-    if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or fp.get("options") != options:
+    if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or \
+            fp.get("schema") != keys.KEY_SCHEMA or fp.get("options") != options:
         return None
     if fp.get("catalogue") != _sha(CATALOGUE):
         return None
@@ -64,11 +127,17 @@ def still_fresh(root: Path, options: dict) -> int | None:
         return None
     if _expired(fp.get("until")):
         return None
-    for rel, recorded in fp.get("inputs", {}).items():
+    inputs, outputs = fp.get("inputs"), fp.get("outputs")
+    if not isinstance(inputs, dict) or not isinstance(outputs, list):
+        return None
+    for rel, recorded in inputs.items():
         if list(stat_of(os.path.join(root, rel)) or ()) != recorded:
             return None
-    for rel in fp.get("outputs", []):
-        known = state.outputs.get(rel)
-        if not known or list(stat_of(os.path.join(root, rel)) or ()) != known[:3]:
+    for rel in outputs:
+        known = state.known_stat(rel) if isinstance(rel, str) else None
+        if not known or list(stat_of(os.path.join(root, rel)) or ()) != known:
             return None
-    return fp.get("frames")
+    if not _code_unchanged(fp.get("code")):
+        return None
+    frames = fp.get("frames")
+    return frames if isinstance(frames, int) else None

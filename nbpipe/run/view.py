@@ -20,7 +20,7 @@ from nbpipe.store.state import State
 
 def open_store(project: Project, cache_dir: Path, create: bool = True) -> tuple[Cache, Lock, State]:
     root = project.loaded.root
-    return Cache(cache_dir, create), Lock.load(root, project.declared.profile), State(root)
+    return Cache(cache_dir, create), Lock.load(root, project.declared.section), State(root)
 
 
 def open_remote(project: Project, offline: bool = False) -> Remote | None:

@@ -1,11 +1,10 @@
 """The project's local state (`<project>/.nbpipe/state.json`, never committed).
 
 Two things, both about files on this machine:
-- a stat cache: output path → (size, mtime_ns, inode, digest), so an unchanged output is not
-  re-hashed to learn it is unchanged;
-- the no-op fingerprint: after a build that left every frame fresh, the digests of the
-  manifest and the lock, the build options, and the stats of every input and output file.
-  If all of those still hold, nothing can have changed and the build has nothing to do.
+- a stat cache: output path → (size, mtime_ns, ctime_ns, inode, digest), so an unchanged
+  output is not re-hashed to learn it is unchanged (see nbpipe.filestat for why the ctime);
+- the no-op fingerprint (run/noop.py): what the last all-fresh build read. If all of it still
+  holds, nothing can have changed and the build has nothing to do.
 
 Standard library only: the no-op path imports this and nothing heavy.
 """
@@ -19,16 +18,12 @@ import re
 import tempfile
 from pathlib import Path
 
+from nbpipe.filestat import Stat, stat_of
+
+__all__ = ["STATE_VERSION", "Stat", "State", "file_sha256", "stat_of"]
+
 STATE_VERSION = 1
-Stat = tuple[int, int, int]
-
-
-def stat_of(path: str | Path) -> Stat | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+STAT_FIELDS = 4  # an entry is [*Stat, digest]; one of another length (an older nbpipe) is a miss
 
 
 def file_sha256(path: str | Path) -> str | None:
@@ -63,15 +58,23 @@ class State:
         if stat is None:
             return None
         known = self.outputs.get(rel)
-        if isinstance(known, list) and len(known) == 4 and tuple(known[:3]) == stat:
-            return known[3]
+        if isinstance(known, list) and len(known) == STAT_FIELDS + 1 and \
+                tuple(known[:STAT_FIELDS]) == stat:
+            return known[STAT_FIELDS]
         digest = file_sha256(full)
         if digest is not None:
-            self.note_output(rel, digest)
+            # the stat from before hashing: a write while hashing leaves it stale, never wrong
+            self.note_output(rel, digest, stat)
         return digest
 
-    def note_output(self, rel: str, digest: str) -> None:
-        stat = stat_of(os.path.join(self.root, rel))
+    def known_stat(self, rel: str) -> list | None:
+        """The stat the cache holds for an output, or None."""
+        known = self.outputs.get(rel)
+        ok = isinstance(known, list) and len(known) == STAT_FIELDS + 1
+        return list(known[:STAT_FIELDS]) if ok else None
+
+    def note_output(self, rel: str, digest: str, stat: Stat | None = None) -> None:
+        stat = stat or stat_of(os.path.join(self.root, rel))
         if stat is not None:
             self.outputs[rel] = [*stat, digest]
             self.changed = True

@@ -9,15 +9,14 @@ import os
 
 import pytest
 
-from tests.conftest import copy_example
+from tests.conftest import copy_example, on_preview
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     monkeypatch.delenv("NBPIPE_CACHE_DIR", raising=False)
     root = tmp_path / "aria"
-    copy_example("aria-lookbook", root)
-    return root
+    return on_preview(copy_example("aria-lookbook", root))
 
 
 def fail_replace(monkeypatch, needle: str, code: int) -> None:
@@ -114,7 +113,7 @@ def test_two_builds_at_once_on_one_project_and_one_cache(tmp_path, monkeypatch):
     shared = tmp_path / "cache"
     roots = [tmp_path / "a", tmp_path / "b"]
     for root in roots:
-        copy_example("sneaker-colorways", root)
+        on_preview(copy_example("sneaker-colorways", root))
     env = {**os.environ, "NBPIPE_CACHE_DIR": str(shared)}
     cmd = [sys.executable, "-m", "nbpipe", "build", "--backend", "preview", "-j", "2"]
     procs = [subprocess.Popen([*cmd[:3], "-C", str(root), *cmd[3:]], env=env, text=True,

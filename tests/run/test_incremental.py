@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_example
+from tests.conftest import EXAMPLES_DIR, copy_example, on_preview
 
 EXAMPLES = ["mira-storyboard", "aria-lookbook", "sneaker-colorways", "golden-hour-edit"]
 
@@ -20,8 +20,7 @@ EXAMPLES = ["mira-storyboard", "aria-lookbook", "sneaker-colorways", "golden-hou
 def project(tmp_path):
     def _copy(name: str) -> Path:
         root = tmp_path / name
-        copy_example(name, root)
-        return root
+        return on_preview(copy_example(name, root))
     return _copy
 
 
@@ -281,6 +280,7 @@ def test_missing_key_stops_before_anything_and_suggests_preview(project, run, mo
     for var in ("HIAPI_API_KEY", "HIAPI_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     root = project("aria-lookbook")
+    shutil.copy(EXAMPLES_DIR / "aria-lookbook" / "nbpipe.yaml", root)  # on hiapi, as committed
     result = run("-C", str(root), "build")
     assert (result.code, result.out) == (2, "")
     assert result.err == ("error: HIAPI_API_KEY is not set, so nothing can be rendered on hiapi\n"

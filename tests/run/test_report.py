@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_example
+from tests.conftest import copy_example, on_preview
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NO_BROWSER = "chromium is not installed (scripts/test installs it)"
@@ -48,7 +48,7 @@ def browser():
 
 def built(name: str, tmp_path: Path, run) -> Path:
     root = tmp_path / name
-    copy_example(name, root)
+    on_preview(copy_example(name, root))  # its default section: `--backend preview` below changes nothing
     result = run("-C", str(root), "build", "--backend", "preview", "--report")
     assert result.code == 0, result.err
     return root
