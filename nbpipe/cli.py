@@ -211,7 +211,8 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
     if not frames and not force and not with_report:
         from nbpipe.run.noop import still_fresh
 
-        fresh = still_fresh(root, {"backend": backend, "profile": profile})
+        fresh = still_fresh(root, {"backend": backend, "profile": profile},
+                            _cache_dir(root) / "journal.jsonl")
         if fresh is not None:
             return _report_noop(fresh, check, as_json)
     from nbpipe.run.build import BuildOptions

@@ -112,8 +112,17 @@ def _expired(until: object) -> bool:
     return not isinstance(until, str) or today().isoformat() >= until
 
 
-def still_fresh(root: Path, options: dict) -> int | None:
-    """The number of frames if provably nothing changed since the last all-fresh build."""
+def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
+    """The number of frames if provably nothing changed since the last all-fresh build.
+
+    `journal` is the cache's journal: a build killed after the fingerprint was written may have
+    left paid tasks in it, and only the full path collects them (a compacted journal with no
+    open entry is empty)."""
+    try:
+        if journal.stat().st_size:
+            return None
+    except OSError:
+        pass  # no journal: nothing was ever left in flight
     state = State(root)
     if state.data.get("unpushed"):
         return None  # images still to send to the remote cache: the full path sends them

@@ -125,8 +125,9 @@ def _is_rel(value: object) -> bool:
 
 
 def _is_stat(value: object) -> bool:
-    return isinstance(value, list) and len(value) == 4 and _is_digest(value[3]) \
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value[:3])
+    return isinstance(value, list) and len(value) == STAT_FIELDS + 1 \
+        and _is_digest(value[STAT_FIELDS]) \
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value[:STAT_FIELDS])
 
 
 def _checked(data: dict) -> dict:

@@ -33,7 +33,7 @@ def test_sneaker_project_renders_once_with_real_formats(fake_gemini, build, tmp_
     from nbpipe.run.noop import still_fresh
 
     # The no-op fast path must know the outputs by their real (.jpg) paths.
-    assert still_fresh(root, {"backend": None, "profile": None}) == 6
+    assert still_fresh(root, {"backend": None, "profile": None}, root / ".nbpipe" / "journal.jsonl") == 6
     requests = fake_gemini.counts["requests"]
     second = build(root)
     assert (second["rendered"], second["fresh"]) == (0, 6)

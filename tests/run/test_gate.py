@@ -119,10 +119,10 @@ def test_4_a_change_to_nbpipe_s_own_files_is_seen_and_digested_once(make_project
 
     with monkeypatch.context() as m:
         m.setattr(noop, "code_digest", no_rehash)
-        assert noop.still_fresh(root, options) == 1
+        assert noop.still_fresh(root, options, root / ".nbpipe" / "journal.jsonl") == 1
     catalogue = package / "data" / "catalog.json"  # the next retirement, say
     catalogue.write_text(catalogue.read_text() + "\n")
-    assert noop.still_fresh(root, options) is None
+    assert noop.still_fresh(root, options, root / ".nbpipe" / "journal.jsonl") is None
 
 
 @pytest.mark.parametrize("prompt, message", [

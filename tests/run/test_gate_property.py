@@ -137,7 +137,7 @@ def run_sequence(root: Path, steps: list[tuple]) -> list[str]:
         check, out = cli("-C", str(root), "build", "--check")
         if (check == 0) != (stale == []):
             wrong.append(f"step {i} {step}: check exit {check}, plan said {stale}")
-        if still_fresh(root, {"backend": None, "profile": None}) is not None and stale:
+        if still_fresh(root, {"backend": None, "profile": None}, root / ".nbpipe" / "journal.jsonl") is not None and stale:
             wrong.append(f"step {i} {step}: fast path says fresh, plan said {stale}")
     return wrong
 

@@ -133,6 +133,24 @@ def test_no_fast_path_while_the_journal_has_open_entries(fake_hiapi, build, make
     assert journal(root).open == {}
 
 
+def test_no_fast_path_when_a_killed_build_left_tasks_after_a_fingerprint(
+        fake_hiapi, build, make_project, monkeypatch, run):
+    """A build killed after an earlier complete build wrote its fingerprint leaves open entries
+    the fast path must not skip (the lock and outputs did not change, so only the journal
+    tells)."""
+    root = make_project(TWO)
+    leave_a_stuck_task(root, fake_hiapi, build, monkeypatch)
+    left = (root / ".nbpipe" / "journal.jsonl").read_bytes()
+    for task in fake_hiapi.tasks.values():
+        task.outcome = "success"
+    build(root)
+    assert journal(root).open == {} and "nothing to do" in run("-C", str(root), "build").out
+    (root / ".nbpipe" / "journal.jsonl").write_bytes(left)  # what a kill -9 leaves behind
+    result = run("-C", str(root), "build")
+    assert result.code == 0 and result.out.startswith("recovered b")
+    assert journal(root).open == {}
+
+
 def test_an_expired_left_over_task_is_closed_counted_lost_and_rendered_anew(
         fake_hiapi, build, make_project, monkeypatch):
     """17.3: the journal kept the dead task and every build (and --force) resumed it."""
