@@ -670,8 +670,7 @@ class Build:
         for name in [n for n in self.lock.entries if n not in self.project.frames]:
             entry = self.lock.entries.pop(name)
             self.state.changed = True
-            seen = self.state.outputs.get(entry.output)
-            if not (isinstance(seen, list) and seen[3:] == [entry.digest]):
+            if self.state.written_digest(entry.output) != entry.digest:
                 continue  # only a file this machine saw nbpipe write may be removed later
             self.state.orphans[entry.output] = entry.digest
             self.events.note(f"orphan    {entry.output}  (frame {name} is no longer declared; "

@@ -67,6 +67,12 @@ class State:
             self.note_output(rel, digest, stat)
         return digest
 
+    def written_digest(self, rel: str) -> str | None:
+        """The digest this machine last saw nbpipe write (or read) at `rel`, stat unchecked."""
+        known = self.outputs.get(rel)
+        ok = isinstance(known, list) and len(known) == STAT_FIELDS + 1
+        return known[STAT_FIELDS] if ok else None
+
     def known_stat(self, rel: str) -> list | None:
         """The stat the cache holds for an output, or None."""
         known = self.outputs.get(rel)
