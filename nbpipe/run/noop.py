@@ -81,6 +81,15 @@ def _code_unchanged(recorded: object) -> bool:
     return recorded.get("stats") == code_stats() or recorded.get("digest") == code_digest()
 
 
+# Settings the planner reads from the environment: a build run with other values may plan
+# differently (a remote lets HiAPI take file inputs; a lower frame limit is an error).
+PLANNER_ENV = ("NBPIPE_REMOTE", "NBPIPE_REMOTE_ENDPOINT", "NBPIPE_MAX_FRAMES")
+
+
+def _with_env(options: dict) -> dict:
+    return {**options, "env": {name: os.environ.get(name) for name in PLANNER_ENV}}
+
+
 def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
                 lock_text: str, outputs: list[str], frames: int,
                 previous: dict | None = None, until: dt.date | None = None) -> dict | None:
@@ -97,7 +106,7 @@ def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
         inputs[rel] = list(now)
     code = _code((previous or {}).get("code"))
     return {"nbpipe": __version__, "schema": keys.KEY_SCHEMA, "code": code,
-            "catalogue": _sha(CATALOGUE), "options": options,
+            "catalogue": _sha(CATALOGUE), "options": _with_env(options),
             "frames": frames, "manifest": manifest_digest,
             "lock": hashlib.sha256(lock_text.encode()).hexdigest(),
             "inputs": inputs, "outputs": sorted(outputs),
@@ -128,7 +137,7 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
         return None  # images still to send to the remote cache: the full path sends them
     fp = state.data.get("fingerprint")
     if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or \
-            fp.get("schema") != keys.KEY_SCHEMA or fp.get("options") != options:
+            fp.get("schema") != keys.KEY_SCHEMA or fp.get("options") != _with_env(options):
         return None
     if fp.get("catalogue") != _sha(CATALOGUE):
         return None

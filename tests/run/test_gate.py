@@ -236,3 +236,17 @@ def test_a_forced_take_on_preview_differs_and_a_normal_build_stays_deterministic
     (root / "out" / "a.png").unlink()
     build(root)
     assert (root / "out" / "a.png").read_bytes() == first
+
+
+def test_a_planner_setting_from_the_environment_is_part_of_the_fingerprint(make_project, build,
+                                                                           run, monkeypatch):
+    # NBPIPE_MAX_FRAMES (like NBPIPE_REMOTE) changes what `plan` says: the fast path may not
+    # answer for a build planned under other values.
+    root = make_project(CABIN + "  b: {prompt: a barn}\n")
+    build(root)
+    assert run("-C", str(root), "build").out == "nothing to do: 2 frames fresh\n"
+    monkeypatch.setenv("NBPIPE_MAX_FRAMES", "1")
+    assert run("-C", str(root), "plan").code == 2
+    assert run("-C", str(root), "build", "--check").code == 2
+    monkeypatch.delenv("NBPIPE_MAX_FRAMES")
+    assert run("-C", str(root), "build").out == "nothing to do: 2 frames fresh\n"
