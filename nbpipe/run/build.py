@@ -179,7 +179,7 @@ class Build:
             if self.sync_inflight:
                 self.events.note(f"warning: abandoning {self._inflight_text()}: they may have "
                                  "been billed; the next build sends them again")
-                for name in self.sync_inflight:
+                for name in list(self.sync_inflight):  # _close_sync pops each one
                     self._close_sync(name, "abandoned at a second Ctrl-C")
             main.cancel()
             return
