@@ -203,8 +203,9 @@ class Build:
                 task.cancel()
 
     def _close_sync(self, name: str, why: str) -> None:
-        frame = self.project.frames.get(name)
-        entry = frame and self.journal.open_for(frame.key, frame.backend)
+        # by name: a frame keyed on an upstream image has no key in self.project.frames
+        entry = next((e for e in self.journal.open.values()
+                      if e.frame == name and e.backend in SYNC_BACKENDS), None)
         if entry is not None:
             self.journal.closed(entry.key, entry.take, why)
         cost = self.sync_inflight.pop(name, Decimal(0))
