@@ -672,7 +672,7 @@ class Build:
             entry = self.lock.entries.pop(name)
             self.state.changed = True
             seen = self.state.outputs.get(entry.output)
-            if not (isinstance(seen, list) and seen[3:] == [entry.digest]):
+            if not (isinstance(seen, list) and seen[-1:] == [entry.digest]):
                 continue  # only a file this machine saw nbpipe write may be removed later
             self.state.orphans[entry.output] = entry.digest
             self.events.note(f"orphan    {entry.output}  (frame {name} is no longer declared; "
