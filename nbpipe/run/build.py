@@ -179,7 +179,7 @@ class Build:
             if self.sync_inflight:
                 self.events.note(f"warning: abandoning {self._inflight_text()}: they may have "
                                  "been billed; the next build sends them again")
-                for name in self.sync_inflight:
+                for name in list(self.sync_inflight):  # _close_sync pops each one
                     self._close_sync(name, "abandoned at a second Ctrl-C")
             main.cancel()
             return
@@ -203,8 +203,9 @@ class Build:
                 task.cancel()
 
     def _close_sync(self, name: str, why: str) -> None:
-        frame = self.project.frames.get(name)
-        entry = frame and self.journal.open_for(frame.key, frame.backend)
+        # by name: a frame keyed on an upstream image has no key in self.project.frames
+        entry = next((e for e in self.journal.open.values()
+                      if e.frame == name and e.backend in SYNC_BACKENDS), None)
         if entry is not None:
             self.journal.closed(entry.key, entry.take, why)
         cost = self.sync_inflight.pop(name, Decimal(0))

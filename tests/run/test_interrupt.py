@@ -118,6 +118,10 @@ def test_a_second_ctrl_c_abandons_gemini_requests_with_a_warning(slow_gemini, tm
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "warning: abandoning 4 Gemini request(s) (USD 0.268): they may have been billed" in out
+    # closing them while iterating the in-flight dict raised in the signal callback (a traceback
+    # on stderr), and the build was never cancelled: it waited for the replies after all
+    assert "Traceback" not in err, err
+    assert "0 rendered" in out and "possibly billed USD 0.268 (4 request(s)" in out, out
     assert Journal(root / ".nbpipe" / "journal.jsonl").open == {}  # said once, not again
 
 
@@ -136,3 +140,25 @@ def test_after_kill_9_gemini_requests_in_flight_are_announced_and_counted(slow_g
                and "may have been billed (USD 0.268)" in n for n in summary["notes"])
     assert (summary["maybe_billed"], summary["maybe_billed_usd"]) == (4, 0.268)
     assert summary["rendered"] == 4
+
+
+def test_a_second_ctrl_c_closes_an_abandoned_edit_of_another_frame(slow_gemini, tmp_path):
+    """An abandoned request of a frame keyed on an upstream image was looked up under the
+    frame's unkeyed form: its journal entry stayed open, and the next build announced it (and
+    counted it as possibly billed) a second time."""
+    fake, env = slow_gemini
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "nbpipe.yaml").write_text(
+        "version: 1\ndefaults: {backend: gemini, model: gemini-3.1-flash-image}\n"
+        "targets:\n  a: {prompt: a lighthouse}\n  b: {prompt: paint it red, inputs: [a]}\n")
+    fake.delay = 1.0
+    proc = start(root, env)
+    wait_for(lambda: fake.counts.get("generates", 0) == 2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "abandoning 1 Gemini request(s)" in out, out
+    assert Journal(root / ".nbpipe" / "journal.jsonl").open == {}
