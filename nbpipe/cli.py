@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -237,16 +236,9 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
 
 
 def _report_noop(fresh: int, check: bool, as_json: bool) -> int:
-    if as_json:
-        import json
+    from nbpipe.run.noop import noop_summary
 
-        click.echo(json.dumps({"event": "summary", "rendered": 0, "restored": 0, "fresh": fresh,
-                               "failed": 0, "skipped": 0, "left": 0, "spent_usd": 0.0,
-                               "saved_usd": 0.0}))
-    elif check:
-        click.echo(f"all {fresh} frames fresh")
-    else:
-        click.echo(f"nothing to do: {fresh} frame{'s' * (fresh != 1)} fresh")
+    click.echo(noop_summary(fresh, check, as_json))
     return EXIT_OK
 
 
@@ -584,7 +576,3 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         click.echo("internal error: this is a bug in nbpipe; please report it", err=True)
         return EXIT_INTERNAL
-
-
-def entry() -> None:
-    sys.exit(main())

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal
 
-KEY_SCHEMA = 1
+from nbpipe.plan import KEY_SCHEMA
+
 IMAGE_EXTENSIONS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 FORMAT_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 

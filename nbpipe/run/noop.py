@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nbpipe import __version__
 from nbpipe.filestat import is_racy, stat_of
-from nbpipe.plan import frame as keys
+from nbpipe import plan
 from nbpipe.store.state import State
 
 MANIFEST = "nbpipe.yaml"
@@ -105,7 +105,7 @@ def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
             return None
         inputs[rel] = list(now)
     code = _code((previous or {}).get("code"))
-    return {"nbpipe": __version__, "schema": keys.KEY_SCHEMA, "code": code,
+    return {"nbpipe": __version__, "schema": plan.KEY_SCHEMA, "code": code,
             "catalogue": _sha(CATALOGUE), "options": _with_env(options),
             "frames": frames, "manifest": manifest_digest,
             "lock": hashlib.sha256(lock_text.encode()).hexdigest(),
@@ -137,7 +137,7 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
         return None  # images still to send to the remote cache: the full path sends them
     fp = state.data.get("fingerprint")
     if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or \
-            fp.get("schema") != keys.KEY_SCHEMA or fp.get("options") != _with_env(options):
+            fp.get("schema") != plan.KEY_SCHEMA or fp.get("options") != _with_env(options):
         return None
     if fp.get("catalogue") != _sha(CATALOGUE):
         return None
@@ -159,3 +159,16 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
         return None
     frames = fp.get("frames")
     return frames if isinstance(frames, int) else None
+
+
+def noop_summary(fresh: int, check: bool = False, as_json: bool = False) -> str:
+    """What a build that had nothing to do prints (the same line on either path)."""
+    if as_json:
+        import json
+
+        return json.dumps({"event": "summary", "rendered": 0, "restored": 0, "fresh": fresh,
+                           "failed": 0, "skipped": 0, "left": 0, "spent_usd": 0.0,
+                           "saved_usd": 0.0})
+    if check:
+        return f"all {fresh} frames fresh"
+    return f"nothing to do: {fresh} frame{'s' * (fresh != 1)} fresh"

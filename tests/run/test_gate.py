@@ -99,7 +99,8 @@ def test_4_a_key_schema_change_is_seen(make_project, build, run, monkeypatch):
     time.sleep(0.01)
     build(root)
     assert run("-C", str(root), "build", "--check").code == 0
-    monkeypatch.setattr("nbpipe.plan.frame.KEY_SCHEMA", 99)
+    monkeypatch.setattr("nbpipe.plan.KEY_SCHEMA", 99)  # what the no-op check compares
+    monkeypatch.setattr("nbpipe.plan.frame.KEY_SCHEMA", 99)  # what frame_key hashes
     assert assert_gate_agrees(run, root) == ["a"]
 
 

@@ -1,0 +1,68 @@
+"""The process entry point: a no-op `nbpipe build` is answered before the CLI library loads.
+
+`nbpipe build` with nothing changed is the command CI and editors run most, and its answer
+should cost little more than the interpreter's start; importing click and the command
+definitions costs about as much as the check itself. So the plainest command lines,
+`[-C DIR] build [--check] [--json]`, try the fast path (run/noop.py) here. Anything else, and
+any doubt (an unknown flag, a directory that is not one, the check saying no), goes to the
+full CLI, which gives the same answer for these command lines by the same function.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+FLAGS = {"--check": "check", "--json": "as_json"}
+BACKENDS = ("hiapi", "gemini", "preview")  # as cli.BACKEND_CHOICE; anything else: the CLI says
+
+
+def plain_build(argv: list[str]) -> tuple[Path, dict] | None:
+    """(project directory, flags) when argv is a plain no-argument build, else None."""
+    args = list(argv)
+    root = Path(".")
+    if args[:1] == ["-C"] and len(args) >= 2:
+        root, args = Path(args[1]), args[2:]
+    if args[:1] != ["build"] or len(set(args[1:])) != len(args[1:]):
+        return None
+    if any(arg not in FLAGS for arg in args[1:]):
+        return None
+    return root, {name: flag in args for flag, name in FLAGS.items()}
+
+
+def fast_noop(argv: list[str]) -> int | None:
+    """The exit code of a provably fresh plain build (after printing its summary), or None."""
+    plain = plain_build(argv)
+    backend = os.environ.get("NBPIPE_BACKEND") or None
+    if plain is None or (backend is not None and backend not in BACKENDS):
+        return None
+    root, flags = plain
+    if not root.is_dir():
+        return None
+    from nbpipe.run.noop import noop_summary, still_fresh
+
+    shared = os.environ.get("NBPIPE_CACHE_DIR")
+    journal = (Path(shared) if shared else root / ".nbpipe") / "journal.jsonl"
+    options = {"backend": backend, "profile": os.environ.get("NBPIPE_PROFILE") or None}
+    fresh = still_fresh(root, options, journal)
+    if fresh is None:
+        return None
+    sys.stdout.write(noop_summary(fresh, **flags) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def entry() -> None:
+    try:
+        code = fast_noop(sys.argv[1:])
+        if code is None:
+            from nbpipe.cli import main
+
+            code = main()
+    except KeyboardInterrupt:  # Ctrl-C before the CLI's handler was in place
+        sys.stderr.write("interrupted\n")
+        code = 130
+    except BrokenPipeError:
+        code = 0  # `nbpipe build | head -0` is not an error
+    sys.exit(code)
