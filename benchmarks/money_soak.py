@@ -1,6 +1,7 @@
 """Soak the money state machine (tests/run/money_model.py): fresh seeds, many examples.
 
     python benchmarks/money_soak.py --examples 2000 --steps 12
+    python benchmarks/money_soak.py --machine remote --minutes 15   # + a shared S3, 2 clones
 
 Prints the examples run, the steps taken, the complete builds checked, and the first invariant
 violation found (with hypothesis's shrunk reproduction), if any.
@@ -15,21 +16,46 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, Verbosity, settings  # noqa: E402
 from hypothesis.stateful import run_state_machine_as_test  # noqa: E402
 
 from tests.run.money_model import MoneyMachine  # noqa: E402
+
+MACHINES = {"local": "tests.run.money_model:MoneyMachine",
+            "remote": "tests.run.money_remote_model:RemoteMoneyMachine"}
+
+
+def machine(name: str) -> type[MoneyMachine]:
+    import importlib
+
+    module, _, cls = MACHINES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+class TimeUp(BaseException):
+    """--minutes have passed: end the run between examples (not a failure)."""
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--machine", choices=sorted(MACHINES), default="local",
+                        help="remote: with a loopback S3 remote and a second clone")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="stop starting examples after this long")
+    parser.add_argument("--verbose", action="store_true", help="print every step")
     args = parser.parse_args()
     counts = {"examples": 0, "steps": 0, "complete builds checked": 0}
+    if args.machine == "remote":
+        counts["remote checks (settled)"] = 0
+    started = time.monotonic()
+    failures: list = []  # (exception, what the example did), before hypothesis replays it
 
-    class Counted(MoneyMachine):
+    class Counted(machine(args.machine)):
         def __init__(self):
+            if args.minutes and time.monotonic() - started > args.minutes * 60:
+                raise TimeUp
             super().__init__()
             counts["examples"] += 1
 
@@ -38,21 +64,29 @@ def main() -> int:
             return super().check_invariants(*a, **k)
 
         def teardown(self):
+            if sys.exc_info()[1] is not None and not failures:  # the first failing example
+                failures.append((sys.exc_info()[1], list(getattr(self, "trace", []))))
             counts["complete builds checked"] += self.checks
+            if "remote checks (settled)" in counts:
+                counts["remote checks (settled)"] += self.remote_checks
             super().teardown()
             print(" · ".join(f"{v} {k}" for k, v in counts.items()), flush=True)  # progress
 
-    started = time.monotonic()
     failure = None
     try:
         run_state_machine_as_test(Counted, settings=settings(
             max_examples=args.examples, stateful_step_count=args.steps, deadline=None,
-            database=None, suppress_health_check=list(HealthCheck)))
+            database=None, suppress_health_check=list(HealthCheck),
+            verbosity=Verbosity.verbose if args.verbose else Verbosity.normal))
+    except TimeUp:
+        pass
     except Exception as exc:  # noqa: BLE001 - report it, with the counts so far
         failure = exc
     elapsed = time.monotonic() - started
     print(" · ".join(f"{v} {k}" for k, v in counts.items()) + f" · {elapsed:.0f} s")
     print("invariant violations: 0" if failure is None else f"VIOLATION: {failure!r}")
+    for exc, trace in failures[:1]:
+        print(f"first failing example: {exc!r}", *trace, sep="\n  ")
     return 0 if failure is None else 1
 
 

@@ -354,7 +354,7 @@ class Build:
             job = Job(take=entry.take, cost=price, resume_task=entry.task_id, body=entry.body,
                       on_task=lambda task_id: self.journal.task(entry.key, entry.take, task_id))
             try:
-                take = await self._fetch(frame, [], job)
+                take = await self._fetch(frame, [], job, record=entry.request)
             except TaskFailed as exc:
                 self.journal.failed(entry.key, entry.take)
                 self.events.note(f"{what} of an earlier build of {entry.frame} failed: {exc}")
@@ -561,8 +561,11 @@ class Build:
             self.journal.closed(entry.key, entry.take, f"no task: {exc}")
         # else: a create whose reply was lost; the next build resends the same bytes
 
-    async def _fetch(self, frame: Frame, inputs: list[InputData], job: Job) -> Take:
-        """Render (or re-attach) into the cache: verified, committed, indexed, journalled."""
+    async def _fetch(self, frame: Frame, inputs: list[InputData], job: Job,
+                     record: dict | None = None) -> Take:
+        """Render (or re-attach) into the cache: verified, committed, indexed, journalled,
+        and pushed. `record`: the request as journalled, for a task an earlier build left."""
+        record = record or frame.record()
         started = time.time()
         with self.cache.writer() as sink:
             rendered = await self._backend(frame.backend).render(frame.request, inputs, sink, job)
@@ -572,10 +575,10 @@ class Build:
         take = Take(digest=digest, backend=frame.backend, model=frame.model, format=fmt,
                     cost_usd=str(rendered.cost), created=started, task_id=rendered.task_id,
                     url=rendered.url, url_expires=rendered.url_expires, take=job.take)
-        self.cache.add_take(frame.key, frame.record(), take)  # paid for: safe before anything else
+        self.cache.add_take(frame.key, record, take)  # paid for: safe before anything else
         self.journal.done(frame.key, job.take, digest)
-        if self.pusher is not None and frame.output:
-            self.pusher.push(frame.key, take, frame.record())  # in the background
+        if self.pusher is not None:  # also an earlier build's task: the team paid for it too
+            self.pusher.push(frame.key, take, record)  # in the background
         return take
 
     async def _fetch_remote(self, frame: Frame, digest: str) -> bool:

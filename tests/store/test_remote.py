@@ -250,3 +250,24 @@ targets:
     assert result.code == 1 and "Traceback" not in result.err
     assert "failed   shot  remote unavailable" in result.out
     assert "rendered plain" in result.out
+
+
+def test_an_image_collected_from_an_earlier_build_is_pushed(bucket, fake_hiapi, run,
+                                                            make_project):
+    """Found by the remote money model: a task an earlier build left (Ctrl-C, a lost create
+    reply) was collected into the local cache and never pushed, so a second clone paid again."""
+    root = make_project("""\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana}
+targets:
+  shot: {prompt: "at work"}
+""")
+    fake_hiapi.faults.add("create", "drop", "503", "503", "503", "503")  # created; reply lost
+    assert run("-C", str(root), "build").code == 1
+    second = build(run, root)
+    assert second["rendered"] + second["restored"] == 1, second
+    assert fake_hiapi.counts["creates"] == 1
+    (blob,) = bucket.find("cache/blobs")
+    (record,) = bucket.find("cache/takes")
+    assert record.endswith(f"/{blob.rpartition('/')[2]}.json")
+    assert json.loads(bucket.fs.cat_file(record))["request"]["prompt"] == "at work"

@@ -1,0 +1,426 @@
+"""The money state machine (tests/run/money_model.py) with a shared remote cache: a loopback S3
+(moto's server, one bucket per example) behind a cable that can be unplugged, and a second clone
+of the project (nbpipe.yaml and nbpipe.lock only, its own cache, the same remote) that builds,
+pulls, and builds at the same time as the first. It inherits every rule and invariant of
+`MoneyMachine`, and adds rules that take the remote away (unplugged mid-build, a dead port,
+AccessDenied from moto's IAM checks) and bring it back. After every step:
+
+- no create was sent for a request whose image the remote held when the step began, unless it
+  was forced (`--force`), a resend of an earlier build's journalled create, or a build told to
+  pay anyway (`--remote-errors=render`) while the remote was not answering;
+- a build that could not read the remote, and was not told to pay anyway, exits 0 or 1, and an
+  exit 1 says "remote unavailable"; `pull` never sends a create;
+- no exit 3, no traceback (as in MoneyMachine);
+- after a complete build in the second clone its journal is empty, its lock matches its outputs
+  and a second build sends 0 creates;
+- once the remote is back and a build completes in each clone (`settle`), every image either
+  clone holds is on the remote (blob and take record): pushes may be deferred, never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RULE_MARKER, invariant, precondition, rule
+
+from tests.fakes.cable import Cable
+from tests.run.money_model import MoneyMachine
+
+PREFIX = "cache"
+DEAD = "http://127.0.0.1:9"  # nothing listens there: connection refused
+# How the remote can fail: the network drops every connection (also those of a running build),
+# nothing listens at the endpoint, or S3 answers 403 (an unknown key; a key without permission).
+FAILURES = ("unplugged", "dead port", "unknown key", "no permission")
+DENIED = ("unknown key", "no permission")
+TRACE = bool(os.environ.get("NBPIPE_MODEL_TRACE"))  # print each command the model runs
+
+
+def like(parent):
+    """Declare an override as the parent's rule: the same arguments and preconditions."""
+    marker = getattr(parent, RULE_MARKER)
+
+    def declare(function):
+        for condition in marker.preconditions:
+            function = precondition(condition)(function)
+        return rule(**marker.arguments)(function)
+    return declare
+
+
+class RemoteMoneyMachine(MoneyMachine):
+    def __init__(self):
+        super().__init__()
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per S3 request
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self.cable = Cable((host, port)).__enter__()
+        self.bucket = f"money-{uuid.uuid4().hex[:10]}"  # moto keeps buckets per process
+        self.s3 = self._client("test", "test")
+        self.s3.create_bucket(Bucket=self.bucket)
+        self.outsider: tuple[str, str] | None = None
+        self.mode = "up"
+        self.clone: Path | None = None  # the second checkout, once cloned
+        self.clone_prompts: dict[str, str] = {}  # its manifest's targets
+        self.attempts: list[str] = []  # the prompt of every create sent to the fake
+        self.paid_anyway = False  # this step, --remote-errors=render ran while the remote was out
+        self.seen: set[str] = set()  # every blob either clone's cache has held
+        self.discarded: set[str] = set()  # only in a clone deleted by a fresh `git clone`
+        self.remote_checks = 0
+        self.trace: list[str] = []  # what this example did, for a report of its failure
+        self._log_creates()
+        self._snapshot()
+
+    def teardown(self):
+        try:
+            self._auth(False)
+            self.cable.__exit__(None, None, None)
+            self.server.stop()
+        finally:
+            super().teardown()
+
+    # --- the remote, from outside -------------------------------------------------------------
+
+    def _client(self, key: str, secret: str):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=key, aws_secret_access_key=secret)
+
+    def _auth(self, on: bool) -> None:
+        """moto checks signatures and IAM policies only when told to (a process-wide switch)."""
+        import requests
+
+        requests.post(f"{self.endpoint}/moto-api/reset-auth", data=b"0" if on else b"inf",
+                      timeout=10).raise_for_status()
+
+    @contextmanager
+    def _admin(self):
+        """Look at the bucket from outside, past the IAM checks nbpipe is failing."""
+        if self.mode in DENIED:
+            self._auth(False)
+        try:
+            yield
+        finally:
+            if self.mode in DENIED:
+                self._auth(True)
+
+    def _objects(self, under: str) -> list[str]:
+        names, token = [], {}
+        while True:
+            page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{PREFIX}/{under}/", **token)
+            names += [o["Key"] for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return names
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    def _remote(self) -> tuple[dict[str, set[str]], set[str], set[str]]:
+        """(prompt → digests the remote holds for it, blobs, digests with a take record)."""
+        with self._admin():
+            blobs = {name.rpartition("/")[2] for name in self._objects("blobs")}
+            held: dict[str, set[str]] = {}
+            recorded = set()
+            for name in self._objects("takes"):
+                digest = name.rpartition("/")[2].removesuffix(".json")
+                recorded.add(digest)
+                doc = json.loads(self.s3.get_object(Bucket=self.bucket, Key=name)["Body"].read())
+                request = doc.get("request") or {}
+                if digest in blobs and request.get("backend") == "hiapi":
+                    held.setdefault(request.get("prompt"), set()).add(digest)
+        return held, blobs, recorded
+
+    # --- the fake, from outside ---------------------------------------------------------------
+
+    def _log_creates(self) -> None:
+        """Remember the prompt of every create the fake receives (a replay, a 429 too: each is
+        nbpipe deciding to pay for that request)."""
+        create = self.fake._create
+
+        def logged(request):
+            raw = request.body()
+            request.body = lambda: raw
+            try:
+                self.attempts.append(json.loads(raw)["input"]["prompt"])
+            except (ValueError, KeyError, TypeError):
+                self.attempts.append("?")
+            return create(request)
+        self.fake._create = logged
+
+    # --- nbpipe -------------------------------------------------------------------------------
+
+    def _env(self) -> dict:
+        key, secret = {"unknown key": ("AKIAUNKNOWNKEY000000", "not-a-secret"),
+                       "no permission": self.outsider}.get(self.mode) or ("test", "test")
+        return {**super()._env(), "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+                "NBPIPE_REMOTE": f"s3://{self.bucket}/{PREFIX}",
+                "NBPIPE_REMOTE_ENDPOINT": DEAD if self.mode == "dead port" else self.cable.url}
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess:
+        return self._run_at(self.root, *args)
+
+    def _run_at(self, root: Path, *args: str) -> subprocess.CompletedProcess:
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), *args],
+                              env=self._env(), capture_output=True, text=True, timeout=180)
+        self._note(f"{root.name}$ nbpipe {' '.join(args)}  [remote {self.mode}] → "
+                   f"{done.returncode} in {time.monotonic() - started:.1f} s")
+        if done.returncode:
+            self._note("  " + (done.stdout + done.stderr).strip().replace("\n", "\n    "))
+        self._exit_ok(done.returncode, done.stderr + done.stdout, (root.name, *args))
+        return done
+
+    def _note(self, line: str) -> None:
+        self.trace.append(line)
+        if TRACE:
+            print("  " + line, flush=True)
+
+    def _write(self) -> None:
+        super()._write()
+        if hasattr(self, "trace"):
+            self._note(f"p/nbpipe.yaml: {self.prompts}")
+
+    @like(MoneyMachine.inject)
+    def inject(self, fault):
+        self._note(f"fault: {fault}")
+        super().inject(fault)
+
+    @like(MoneyMachine.interrupt)
+    def interrupt(self, moment, presses):
+        self._note(f"p$ nbpipe build -j 4, {('kill -9', '^C', '^C ^C')[presses]} after "
+                   f"{moment:.2f} s  [remote {self.mode}]")
+        super().interrupt(moment, presses)
+
+    def _unknown_ok(self, done: subprocess.CompletedProcess, args) -> None:
+        """A build that could not read the remote renders nothing; if that leaves a frame
+        undone it says why."""
+        text = done.stdout + done.stderr
+        assert done.returncode in (0, 1), (args, self.mode, text[-2000:])
+        if done.returncode == 1:
+            assert "remote unavailable" in text, (args, self.mode, text[-2000:])
+
+    # --- rules: the remote --------------------------------------------------------------------
+
+    @rule(how=st.sampled_from(FAILURES))
+    def remote_fails(self, how):
+        self._restore()
+        self._note(f"remote: {how}")
+        self.mode = how
+        if how == "unplugged":
+            self.cable.unplug()
+        elif how in DENIED:
+            if how == "no permission" and self.outsider is None:
+                self.outsider = self._user_without_permissions()
+            self._auth(True)
+
+    @precondition(lambda self: self.mode != "up")
+    @rule()
+    def remote_back(self):
+        self._restore()
+        self._note("remote: back")
+
+    def _restore(self) -> None:
+        if self.mode in DENIED:
+            self._auth(False)
+        self.cable.plug()
+        self.mode = "up"
+
+    def _user_without_permissions(self) -> tuple[str, str]:
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test")
+        name = f"outsider-{uuid.uuid4().hex[:8]}"
+        iam.create_user(UserName=name)
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    # --- rules: the second clone --------------------------------------------------------------
+
+    @rule(fresh=st.booleans())
+    def clone_project(self, fresh):
+        """`git clone` (fresh: no cache) or `git pull` into the second checkout: it gets the
+        first one's nbpipe.yaml and nbpipe.lock, nothing else."""
+        clone = self.dir / "q"
+        if fresh or self.clone is None:
+            if self.clone is not None:  # its images not pushed yet go with it: the user's doing
+                _, blobs, _ = self._remote()
+                self.discarded |= self._blobs(clone) - blobs - self._blobs(self.root)
+            shutil.rmtree(clone, ignore_errors=True)
+            clone.mkdir()
+        for name in ("nbpipe.yaml", "nbpipe.lock"):
+            if (self.root / name).exists():
+                shutil.copy(self.root / name, clone / name)
+            else:
+                (clone / name).unlink(missing_ok=True)
+        self.clone, self.clone_prompts = clone, dict(self.prompts)
+        self._note(f"{'git clone' if fresh else 'git pull'} p → q")
+
+    @precondition(lambda self: self.clone is not None)
+    @rule(jobs=st.sampled_from([1, 4]), anyway=st.booleans())
+    def build_clone(self, jobs, anyway):
+        args = ["build", "-j", str(jobs)] + (["--remote-errors=render"] if anyway else [])
+        self._build_at(self.clone, args)
+
+    @rule()
+    def build_anyway(self):
+        """The first clone, told to pay even when the remote cannot say what it holds."""
+        self._build_at(self.root, ["build", "--remote-errors=render"])
+
+    def _build_at(self, root: Path, args: list[str]) -> None:
+        anyway = "--remote-errors=render" in args
+        self.paid_anyway |= anyway and self.mode != "up"
+        done = self._run_at(root, *args)
+        if self.mode != "up" and not anyway:
+            self._unknown_ok(done, (root.name, *args))
+        if done.returncode == 0:
+            self._complete_at(root)
+
+    @precondition(lambda self: self.clone is not None)
+    @rule()
+    def pull_clone(self):
+        before = len(self.attempts)
+        done = self._run_at(self.clone, "pull")
+        assert len(self.attempts) == before, "pull sent a create"
+        assert done.returncode in (0, 1), done.stdout + done.stderr
+        if self.mode != "up" and done.returncode == 1:
+            assert "remote unavailable" in done.stdout, done.stdout
+        lock = {n: e for n, e in self._lock_at(self.clone).items() if n in self.clone_prompts}
+        there = self._blobs(self.clone) | self._remote()[1]
+        if self.mode == "up" and all(e["digest"] in there for e in lock.values()):
+            assert done.returncode == 0, done.stdout
+        for entry in lock.values():
+            output = self.clone / entry["output"]
+            if done.returncode == 0 or output.exists():
+                assert hashlib.sha256(output.read_bytes()).hexdigest() == entry["digest"], entry
+
+    @precondition(lambda self: self.clone is not None)
+    @rule(moment=st.floats(0.0, 2.0), flip=st.sampled_from([None, "unplug", "plug"]))
+    def build_both(self, moment, flip):
+        """Both clones build at once, one remote between them; the cable may be pulled (or put
+        back) while they run."""
+        if flip == "plug" and self.mode != "unplugged":
+            flip = None
+        procs = [subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build",
+                                   "-j", "4"], env=self._env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+                 for root in (self.root, self.clone)]
+        if flip:
+            time.sleep(moment)
+            if flip == "unplug":
+                self.cable.unplug()
+                self.mode = "unplugged" if self.mode == "up" else self.mode
+            else:
+                self.cable.plug()
+        if flip:
+            self._note(f"cable: {flip} after {moment:.2f} s")
+        for proc, root in zip(procs, (self.root, self.clone)):
+            out, err = proc.communicate(timeout=180)
+            self._note(f"{root.name}$ nbpipe build -j 4 (both) → {proc.returncode}\n    "
+                       + (out + err).strip().replace("\n", "\n    "))
+            self._exit_ok(proc.returncode, err + out, (root.name, "build", "both"))
+        if flip == "plug":
+            self.mode = "up"
+
+    @rule()
+    def settle(self):
+        """The remote is back and faults stop: each clone completes a build, and then every
+        image either one holds is on the remote."""
+        self._restore()
+        super().settle()
+        if self.clone is not None:
+            for _ in range(3):
+                if self._run_at(self.clone, "build").returncode == 0:
+                    self._complete_at(self.clone)
+                    break
+            else:
+                raise AssertionError("no clean build of the clone after the faults stopped")
+        self._look_at_caches()
+        _, blobs, recorded = self._remote()
+        missing = sorted(self.seen - self.discarded - blobs)
+        assert not missing, f"{len(missing)} paid image(s) never pushed: {missing[:3]}"
+        unrecorded = sorted(self.seen - self.discarded - recorded)
+        assert not unrecorded, f"{len(unrecorded)} image(s) on the remote with no take record"
+        self.remote_checks += 1
+
+    # --- invariants ---------------------------------------------------------------------------
+
+    @invariant()
+    def never_paid_for_what_the_remote_held(self):
+        sent, self.attempts = self.attempts, []
+        forced = {p for p, n in (self.forced - self.forced_before).items() if n}
+        for prompt in set(sent):
+            if prompt in self.held_before and not self.paid_anyway:
+                assert prompt in forced | self.open_before, \
+                    (f"paid for {prompt!r}, which the remote held", self.mode)
+        self._snapshot()
+
+    def _snapshot(self) -> None:
+        """What the next step is judged against: the remote's holdings, the journals' open
+        entries (a resend of those is not a new decision to pay), the forced takes so far."""
+        self.held_before = self._remote()[0]
+        self.open_before = set()
+        from nbpipe.store.journal import Journal
+
+        for root in (self.root, self.clone):
+            if root is not None:
+                journal = Journal(root / ".nbpipe" / "journal.jsonl")
+                self.open_before |= {e.request.get("prompt") for e in journal.open.values()}
+        self.forced_before = Counter(self.forced)
+        self.paid_anyway = False
+        self._look_at_caches()
+
+    def _look_at_caches(self) -> None:
+        for root in (self.root, self.clone):
+            if root is not None:
+                self.seen |= self._blobs(root)
+
+    def _kept(self, digest: str) -> bool:
+        """A paid image is kept in either clone's cache or on the remote."""
+        with self._admin():
+            blobs = {name.rpartition("/")[2] for name in self._objects("blobs")}
+        return digest in self._blobs(self.root) | self._blobs(self.clone or self.root) | blobs \
+            | self.discarded
+
+    @staticmethod
+    def _blobs(root: Path) -> set[str]:
+        return {p.name for p in (root / ".nbpipe" / "blobs").glob("*/*")}
+
+    def _lock_at(self, root: Path) -> dict:
+        path = root / "nbpipe.lock"
+        return json.loads(path.read_text())["frames"] if path.exists() else {}
+
+    def _complete_at(self, root: Path) -> None:
+        """After a build that exited 0 over every frame, in either clone."""
+        if root == self.root:
+            return self._complete()
+        from nbpipe.store.journal import Journal
+
+        self.checks += 1
+        assert Journal(root / ".nbpipe" / "journal.jsonl").open == {}
+        lock = self._lock_at(root)
+        assert set(lock) == set(self.clone_prompts), (sorted(lock), sorted(self.clone_prompts))
+        for entry in lock.values():
+            data = (root / entry["output"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == entry["digest"]
+        assert not list(root.rglob("*.part"))
+        assert list((root / ".nbpipe" / "tmp").iterdir()) == []
+        before = len(self.attempts)
+        self._run_at(root, "build")
+        assert len(self.attempts) == before, "a build after a clean build sent a create"
+
