@@ -231,31 +231,35 @@ def _remote_age(info: dict) -> float:
 
 
 def gc_remote(remote, pinned: set[str], older_than: float | None, dry_run: bool) -> list[str]:
-    """Remove unpinned take records (by age) and blobs no record or lock points at."""
+    """Remove unpinned take records (by age) and blobs no record or lock points at. Everything
+    is read before anything is removed: a remote that could not say what it holds, or how old
+    it is, loses nothing."""
+    from nbpipe.store.remote import RemoteUnavailable
+
     verb = "would remove" if dry_run else "removed"
     lines, kept = [], set()
     index = remote.index()
     remote.prefetch_takes(list(index))
+    created = {key: {t.digest: t.created for t, _ in remote.takes(key)} for key in index}
+    if remote.unreachable:
+        raise RemoteUnavailable(remote.unreachable)
     cutoff = time.time() - older_than if older_than is not None else None
+    doomed = []
     for key, digests in index.items():
-        created = {t.digest: t.created for t, _ in remote.takes(key)}
         for digest in digests:
-            old = cutoff is not None and created.get(digest, 0) < cutoff
+            old = cutoff is not None and created[key].get(digest, 0) < cutoff
             if digest in pinned or not old:
                 kept.add(digest)
                 continue
             lines.append(f"{verb} take sha256:{digest[:12]} of key {key[:12]}")
-            if not dry_run:
-                remote.fs.rm_file(f"{remote.root}/takes/{key}/{digest}.json")
-    try:
-        blobs = remote.fs.find(f"{remote.root}/blobs", detail=True)
-    except FileNotFoundError:
-        blobs = {}
-    for blob, info in blobs.items():
-        digest = blob.rpartition("/")[2]
+            doomed.append((key, digest))
+    blobs = remote.blobs()
+    for digest, info in blobs.items():
         if digest not in kept and digest not in pinned and _remote_age(info) > _grace():
             lines.append(f"{verb} blob sha256:{digest[:12]}")
-            if not dry_run:
-                remote.fs.rm_file(blob)
+            doomed.append((None, digest))
+    if not dry_run:
+        for key, digest in doomed:  # records first: a record never points at a missing blob
+            remote.remove(key, digest)
     lines.append(f"gc --remote: {len(pinned)} pinned image(s) kept")
     return lines

@@ -9,7 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from nbpipe.plan.frame import format_of_path
 from nbpipe.run.outputs import write_output
 from nbpipe.store.cache import Cache, Take
-from nbpipe.store.remote import Remote
+from nbpipe.store.remote import Remote, RemoteUnavailable
 from nbpipe.store.state import State
 
 
@@ -37,7 +37,9 @@ class Pusher:
         self.state.data["unpushed"] = [[k, d] for k, d, _ in failed]
         self.state.changed = True
         if failed:
-            reason = type(failed[0][2]).__name__
+            exc = failed[0][2]
+            reason = exc.why.partition(":")[0] if isinstance(exc, RemoteUnavailable) \
+                else type(exc).__name__
             events.note(f"remote: {len(failed)} image(s) not pushed ({reason}); the next build "
                         "or `nbpipe push` sends them")
         return len(self.jobs) - len(failed)
@@ -73,11 +75,20 @@ def pull(project, cache: Cache, remote: Remote | None, lock, state, frames) -> l
             continue
         takes = {t.digest for t in cache.takes(entry.key)} | (remote.digests(entry.key) if remote else set())
         if entry.digest not in takes:
-            lines.append(f"missing  {frame.name}  (sha256 {entry.digest[:12]} is no take of its key)")
+            why = _unknown(remote) or f"sha256 {entry.digest[:12]} is no take of its key"
+            lines.append(f"missing  {frame.name}  ({why})")
             continue
         if not cache.has_blob(entry.digest) and not (remote and remote.fetch(entry.digest, cache)):
-            lines.append(f"missing  {frame.name}  (sha256 {entry.digest[:12]} is in no cache)")
+            why = _unknown(remote) or f"sha256 {entry.digest[:12]} is in no cache"
+            lines.append(f"missing  {frame.name}  ({why})")
             continue
         if write_output(cache, state, project.loaded.root, output, entry.digest):
             lines.append(f"pulled   {frame.name}  → {output}")
     return lines
+
+
+def _unknown(remote: Remote | None) -> str | None:
+    """Why the remote could not say whether it holds an image (never "absent" when unknown)."""
+    if remote is not None and remote.unreachable:
+        return f"remote unavailable ({remote.unreachable}): retry"
+    return None

@@ -45,8 +45,11 @@ def plan_with(known: StoreKnown, frames: list[Frame], prefetch: tuple[str, ...] 
         keys = [*(f.key for f in frames if f.key), *prefetch]
         known.remote.prefetch_takes([k for k in keys if not known.cache.takes(k)])
     plan = make_plan(frames, known)
+    unknown = known.remote is not None and known.remote.unreachable
     return Plan([replace(s, reason=f"{s.reason} (from the remote cache)")
-                 if s.action == "restore" and s.digest and known.remote_only(s.digest) else s
+                 if s.action == "restore" and s.digest and known.remote_only(s.digest) else
+                 replace(s, reason=f"{s.reason} (remote unavailable: the team's cache may hold it)")
+                 if s.action == "render" and unknown else s
                  for s in plan.steps])
 
 

@@ -30,8 +30,19 @@ from nbpipe.store.cache import Cache, Take, is_digest
 CHUNK = 1 << 20
 
 
+# A remote that does not answer must cost a build seconds, not minutes: botocore's legacy
+# retries (5 attempts with backoff) under s3fs's own (5 more around each) spent ~45 s on every
+# request when connections were dropped. One retry layer, 3 attempts, bounded connects.
+S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60}
+S3_RETRIES = {"mode": "standard", "total_max_attempts": 3}
+
+
 class RemoteUnavailable(NbpipeError):
     """The remote cache could not be read or written; what it holds is unknown."""
+
+    def __init__(self, why: str):
+        super().__init__(f"remote unavailable ({why})")
+        self.why = why
 
 
 def _why(exc: BaseException) -> str:
@@ -43,15 +54,23 @@ class Remote:
         import fsspec
 
         options: dict = {}
-        if endpoint_url and url.startswith(("s3://", "s3a://")):
+        s3 = scheme_of(url) in ("s3", "s3a")
+        if s3:
+            user_retries = {"AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"} & set(os.environ)
+            options["config_kwargs"] = {**S3_CONFIG,
+                                        **({} if user_retries else {"retries": S3_RETRIES})}
+        if endpoint_url and s3:
             options["client_kwargs"] = {"endpoint_url": endpoint_url}
         if scheme_of(url) == "file":  # a folder, named by whoever runs nbpipe: create it as needed
             options["auto_mkdir"] = True
         self.url = url
         self.fs, self.root = fsspec.core.url_to_fs(url, skip_instance_cache=True, **options)
         self.root = self.root.rstrip("/")
+        if s3:
+            self.fs.retries = 1  # botocore retries (above); s3fs would retry each retry again
         self._index: dict[str, set[str]] | None = None
         self.unreachable: str | None = None  # why the remote could not be read, if it could not
+        self.unwritable: str | None = None  # why a write failed: later writes are not tried
         self._takes: dict[str, list[tuple[Take, dict]]] = {}
 
     # --- what is there -------------------------------------------------------------------------
@@ -94,15 +113,20 @@ class Remote:
         if not wanted:
             return
         try:
-            found = self.fs.cat(list(wanted), on_error="omit")
+            found = self.fs.cat(list(wanted), on_error="return")
         except Exception:  # noqa: BLE001 - fall back to reading them one by one (`takes`)
             return
         for path, key in wanted.items():
             self._takes.setdefault(key, [])
+            raw = found.get(path, FileNotFoundError())
+            if isinstance(raw, BaseException):
+                if not isinstance(raw, FileNotFoundError):  # not absent: unknown
+                    self.unreachable = self.unreachable or _why(raw)
+                continue
             try:
-                doc = json.loads(found[path])
+                doc = json.loads(raw)
                 self._takes[key].append((Take.from_json(doc["take"]), doc.get("request") or {}))
-            except Exception:  # noqa: BLE001 - a missing or unreadable record is a miss
+            except Exception:  # noqa: BLE001 - an unreadable record is a miss
                 continue
         for key in set(wanted.values()):
             self._takes[key].sort(key=lambda pair: pair[0].created)
@@ -175,25 +199,67 @@ class Remote:
         """An https URL a backend can fetch these bytes from for `lifetime` seconds (uploaded
         under its digest first, if the remote does not have it)."""
         blob = f"{self.root}/blobs/{digest}"
+        self._writable()
         try:
             if not self.fs.exists(blob):
                 self.fs.pipe_file(blob, data)
             return self.fs.sign(blob, expiration=lifetime)
         except Exception as exc:  # noqa: BLE001 - storage errors end here, translated
             self.unreachable = self.unreachable or _why(exc)
-            raise RemoteUnavailable(f"remote unavailable ({_why(exc)})") from None
+            raise RemoteUnavailable(_why(exc)) from None
 
     def push(self, key: str, take: Take, request: dict, cache: Cache) -> None:
-        """Blob first, then the record: a record never points at a missing blob."""
+        """Blob first, then the record: a record never points at a missing blob. Raises
+        RemoteUnavailable, at once if the remote already failed this command (the caller
+        keeps the push for later)."""
+        self._writable()
+        source = cache.blob_path(take.digest)
         blob = f"{self.root}/blobs/{take.digest}"
-        if not self.fs.exists(blob):
-            self.fs.put_file(str(cache.blob_path(take.digest)), blob)
         record = f"{self.root}/takes/{key}/{take.digest}.json"
-        if not self.fs.exists(record):
-            doc = {"take": {**asdict(take), "url": None, "url_expires": None}, "request": request}
-            self.fs.pipe_file(record, json.dumps(doc, sort_keys=True).encode())
+        try:
+            if not self.fs.exists(blob):
+                self.fs.put_file(str(source), blob)
+            if not self.fs.exists(record):
+                doc = {"take": {**asdict(take), "url": None, "url_expires": None},
+                       "request": request}
+                self.fs.pipe_file(record, json.dumps(doc, sort_keys=True).encode())
+        except Exception as exc:  # noqa: BLE001 - storage errors end here, translated
+            if isinstance(exc, OSError) and str(source) == str(exc.filename):
+                raise  # our own blob, not the remote
+            self.unwritable = self.unwritable or _why(exc)
+            raise RemoteUnavailable(_why(exc)) from None
         self.index().setdefault(key, set()).add(take.digest)
         self._takes.pop(key, None)
+
+    def blobs(self) -> dict[str, dict]:
+        """digest → what the store says of each blob (its age, for gc)."""
+        try:
+            found = self.fs.find(f"{self.root}/blobs", detail=True)
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:  # noqa: BLE001 - storage errors end here, translated
+            self.unreachable = self.unreachable or _why(exc)
+            raise RemoteUnavailable(_why(exc)) from None
+        return {path.rpartition("/")[2]: info for path, info in found.items()}
+
+    def remove(self, key: str | None, digest: str) -> None:
+        """Remove a take record (with its key) or a blob (key None)."""
+        path = f"{self.root}/takes/{key}/{digest}.json" if key else f"{self.root}/blobs/{digest}"
+        try:
+            self.fs.rm_file(path)
+        except FileNotFoundError:
+            pass  # removed by another gc: the outcome wanted
+        except Exception as exc:  # noqa: BLE001 - storage errors end here, translated
+            self.unwritable = self.unwritable or _why(exc)
+            raise RemoteUnavailable(_why(exc)) from None
+
+    def _writable(self) -> None:
+        """A remote that failed once in this command is not asked again: each try of a
+        remote that does not answer costs seconds, and what is not pushed now is pushed by
+        the next build."""
+        why = self.unreachable or self.unwritable
+        if why:
+            raise RemoteUnavailable(why)
 
 
 def scheme_of(url: str) -> str:

@@ -271,3 +271,112 @@ targets:
     (record,) = bucket.find("cache/takes")
     assert record.endswith(f"/{blob.rpartition('/')[2]}.json")
     assert json.loads(bucket.fs.cat_file(record))["request"]["prompt"] == "at work"
+
+
+def test_a_remote_that_drops_connections_costs_a_build_seconds_not_minutes(
+        bucket, fake_hiapi, run, tmp_path, monkeypatch):
+    """Found by the remote money model: with connections dropped, each remote request took
+    ~45 s (botocore's retries inside s3fs's), and every push of the build waited its turn."""
+    import os
+    import time
+    from urllib.parse import urlsplit
+
+    from tests.fakes.cable import Cable
+
+    a = clone(tmp_path, "a")
+    moto = urlsplit(os.environ["NBPIPE_REMOTE_ENDPOINT"])
+    with Cable((moto.hostname, moto.port)) as cable:
+        monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", cable.url)
+        cable.unplug()
+        started = time.monotonic()
+        down = build(run, a, "--remote-errors=render")
+        elapsed = time.monotonic() - started
+        assert down["rendered"] == 5 and cable.cut > 0
+        notes = [e["message"] for e in down["events"] if e["event"] == "note"]
+        assert notes[-1].startswith("remote: 5 image(s) not pushed (ConnectionClosedError)")
+        assert elapsed < 20, elapsed  # ~130 s before
+        cable.plug()
+        build(run, a)
+    assert len(bucket.find("cache/blobs")) == 5
+
+
+def test_push_with_the_remote_unreachable_says_so(bucket, fake_hiapi, run, tmp_path,
+                                                  monkeypatch):
+    """`nbpipe push` let the storage error through: a traceback and exit 3."""
+    a = clone(tmp_path, "a")
+    build(run, a, "--offline")
+    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")
+    result = run("-C", str(a), "push")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert result.err.startswith("error: remote unavailable (EndpointConnectionError: ")
+
+
+def test_pull_and_plan_with_the_remote_unreachable_say_so(bucket, fake_hiapi, run, tmp_path,
+                                                          monkeypatch):
+    """A remote that did not answer was reported as not holding the images: `pull` said "is no
+    take of its key", and `plan` priced every frame as a render with no word of the remote."""
+    a = clone(tmp_path, "a")
+    build(run, a)
+    b = clone(tmp_path, "b", files=())
+    shutil.copy(a / "nbpipe.yaml", b / "nbpipe.yaml")
+    shutil.copy(a / "nbpipe.lock", b / "nbpipe.lock")
+    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")
+    pulled = run("-C", str(b), "pull")
+    assert pulled.code == 1
+    lines = pulled.out.splitlines()
+    assert len(lines) == 5 and all(
+        line.startswith("missing  ") and "  (remote unavailable (EndpointConnectionError: " in line
+        and line.endswith("): retry)") for line in lines), pulled.out
+    steps = json.loads(run("-C", str(b), "plan", "--json").out)["frames"]
+    assert {s["action"] for s in steps} == {"render"}
+    assert all(s["reason"].endswith(" (remote unavailable: the team's cache may hold it)")
+               for s in steps)
+    assert fake_hiapi.counts["creates"] == 5
+
+
+@pytest.fixture
+def unreadable_records(monkeypatch):
+    """The remote lists its take records but refuses to serve them (AccessDenied on GET, as
+    s3fs reports a 403)."""
+    import s3fs
+
+    cat_file = s3fs.S3FileSystem._cat_file
+
+    async def refused(self, path, *args, **kwargs):
+        if "/takes/" in path:
+            raise PermissionError("Access Denied")
+        return await cat_file(self, path, *args, **kwargs)
+    monkeypatch.setattr(s3fs.S3FileSystem, "_cat_file", refused)
+
+
+def test_unreadable_take_records_are_unknown_not_absent(bucket, fake_hiapi, run, tmp_path,
+                                                        request):
+    """The batch read of take records before planning dropped every failed read: a record the
+    remote refused to serve was a miss, and the frame a paid render."""
+    build(run, clone(tmp_path, "a"))
+    request.getfixturevalue("unreadable_records")
+    result = run("-C", str(clone(tmp_path, "b")), "build")
+    assert result.code == 1, result.out
+    assert "remote unavailable (PermissionError: Access Denied)" in result.out
+    assert fake_hiapi.counts["creates"] == 5
+
+
+def test_gc_remote_never_removes_what_it_could_not_read(bucket, fake_hiapi, run, tmp_path,
+                                                        request):
+    """gc --remote took a take record it could not read for one of unknown age, and removed
+    it (and listing errors crossed the boundary as a traceback)."""
+    import subprocess
+
+    a = clone(tmp_path, "a")
+    subprocess.run(["git", "init", "-q", str(a)], check=True)
+    build(run, a)
+    text = (a / "nbpipe.yaml").read_text()
+    (a / "nbpipe.yaml").write_text(text.replace("kneeling to bolt", "kneeling to weld"))
+    build(run, a)  # the superseded takes are young: gc --older-than 30d keeps them
+    records = bucket.find("cache/takes")
+    assert len(records) > 5
+    request.getfixturevalue("unreadable_records")
+    result = run("-C", str(a), "gc", "--remote", "--older-than", "30d")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert result.err.startswith("error: remote unavailable (PermissionError: Access Denied)")
+    assert bucket.find("cache/takes") == records
