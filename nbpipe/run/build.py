@@ -576,9 +576,9 @@ class Build:
                     cost_usd=str(rendered.cost), created=started, task_id=rendered.task_id,
                     url=rendered.url, url_expires=rendered.url_expires, take=job.take)
         self.cache.add_take(frame.key, record, take)  # paid for: safe before anything else
-        self.journal.done(frame.key, job.take, digest)
         if self.pusher is not None:  # also an earlier build's task: the team paid for it too
-            self.pusher.push(frame.key, take, record)  # in the background
+            self.pusher.push(frame.key, take, record)  # remembered, then sent in the background
+        self.journal.done(frame.key, job.take, digest)
         return take
 
     async def _fetch_remote(self, frame: Frame, digest: str) -> bool:

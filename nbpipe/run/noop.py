@@ -121,6 +121,14 @@ def _expired(until: object) -> bool:
     return not isinstance(until, str) or today().isoformat() >= until
 
 
+def _any(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
+
+
 def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
     """The number of frames if provably nothing changed since the last all-fresh build.
 
@@ -133,7 +141,7 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
     except OSError:
         pass  # no journal: nothing was ever left in flight
     state = State(root)
-    if state.data.get("unpushed"):
+    if state.data.get("unpushed") or _any(journal.parent / "unpushed"):
         return None  # images still to send to the remote cache: the full path sends them
     fp = state.data.get("fingerprint")
     if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or \

@@ -18,12 +18,16 @@ class Pusher:
         self.remote, self.cache, self.state = remote, cache, state
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nbpipe-push")
         self.jobs: list[tuple[str, str, Future]] = []
-        for key, digest in list(state.data.get("unpushed", [])):  # left over from before
+        left = [tuple(p) for p in state.data.get("unpushed", [])]  # (as older nbpipe kept it)
+        for key, digest in dict.fromkeys([*left, *cache.unpushed(remote.url)]):
             for take in cache.takes(key):
                 if take.digest == digest:
                     self.push(key, take, cache.request(key) or {})
 
     def push(self, key: str, take: Take, request: dict) -> None:
+        """Remember the push durably, then send it in the background: a build killed before it
+        is sent leaves it to the next build."""
+        self.cache.mark_unpushed(key, take.digest, self.remote.url)
         self.jobs.append((key, take.digest,
                           self.pool.submit(self.remote.push, key, take, request, self.cache)))
 
@@ -34,6 +38,8 @@ class Pusher:
         for key, digest, job in self.jobs:
             if job.exception() is not None:
                 failed.append((key, digest, job.exception()))
+            else:
+                self.cache.mark_pushed(key, digest)
         self.state.data["unpushed"] = [[k, d] for k, d, _ in failed]
         self.state.changed = True
         if failed:
@@ -54,9 +60,10 @@ def push_all(project, cache: Cache, remote: Remote) -> tuple[int, int]:
         for take in cache.takes(frame.key):
             if take.digest in remote.digests(frame.key):
                 present += 1
-                continue
-            remote.push(frame.key, take, cache.request(frame.key) or frame.record(), cache)
-            sent += 1
+            else:
+                remote.push(frame.key, take, cache.request(frame.key) or frame.record(), cache)
+                sent += 1
+            cache.mark_pushed(frame.key, take.digest)
     return sent, present
 
 

@@ -6,6 +6,8 @@ Layout of the cache directory (`<project>/.nbpipe/` or $NBPIPE_CACHE_DIR):
     index/             diskcache (SQLite, JSON values — never pickle, the cache may be shared):
                          "key:<frame key>" → {"request": {...}, "takes": [take, ...]}
     pins/<project>.json  digests each project's lock pins, so gc on a shared cache keeps them
+    unpushed/<key>.<sha256>  a take still to send to the remote named inside (written before
+                       the journal says `done`, removed once pushed: a killed build loses none)
     tmp/               partial writes; renamed into blobs/ only when complete and verified
 
 Writes are atomic (temp file + os.replace). A blob whose bytes no longer match its name, a
@@ -410,6 +412,31 @@ class Cache:
                 self.index.set(f"key:{key}", {**record, "takes": takes})
             else:
                 self.index.delete(f"key:{key}")
+
+    # --- pushes still to do (for the shared remote) --------------------------------------------
+
+    def mark_unpushed(self, key: str, digest: str, remote: str) -> None:
+        folder = self.root / "unpushed"
+        folder.mkdir(exist_ok=True)
+        atomic_write(folder / f"{key}.{digest}", remote.encode())
+
+    def unpushed(self, remote: str) -> list[tuple[str, str]]:
+        """(key, digest) of the takes still to send to `remote`, oldest first."""
+        found = []
+        for path in (self.root / "unpushed").glob("*.*"):
+            key, _, digest = path.name.partition(".")
+            if not (is_digest(key) and is_digest(digest)):
+                continue
+            try:
+                if path.read_bytes() == remote.encode():  # a shared cache serves other remotes
+                    found.append((path.stat().st_mtime, key, digest))
+            except OSError:
+                continue
+        return [(key, digest) for _, key, digest in sorted(found)]
+
+    def mark_pushed(self, key: str, digest: str) -> None:
+        if is_digest(key) and is_digest(digest):
+            (self.root / "unpushed" / f"{key}.{digest}").unlink(missing_ok=True)
 
     # --- pins (for gc on a shared cache) -----------------------------------------------------
 

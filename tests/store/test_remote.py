@@ -380,3 +380,46 @@ def test_gc_remote_never_removes_what_it_could_not_read(bucket, fake_hiapi, run,
     assert result.code == 1 and "Traceback" not in result.err
     assert result.err.startswith("error: remote unavailable (PermissionError: Access Denied)")
     assert bucket.find("cache/takes") == records
+
+
+def test_a_push_left_by_a_killed_build_is_sent_by_the_next_build(bucket, fake_hiapi, run,
+                                                                 make_project, monkeypatch):
+    """Found by the remote money model: the pushes still to do were remembered only when a
+    build ended, so a build killed (kill -9, a crash) while the remote was out lost them: the
+    image stayed local and a second clone paid for it again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from urllib.parse import urlsplit
+
+    from tests.fakes.cable import Cable
+
+    root = make_project("""\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana}
+targets:
+  one: {prompt: "a lighthouse"}
+  two: {prompt: "a harbour"}
+""")
+    fake_hiapi.faults.add("task", "ok", "stuck")  # the first task done, the second stuck
+    moto = urlsplit(os.environ["NBPIPE_REMOTE_ENDPOINT"])
+    with Cable((moto.hostname, moto.port)) as cable:
+        monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", cable.url)
+        cable.unplug()
+        proc = subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build",
+                                 "-j", "1", "--remote-errors=render"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not list((root / "out").glob("*.png")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        assert len(fake_hiapi.tasks) == 2 and len(list((root / "out").glob("*.png"))) == 1
+        cable.plug()
+        for task in fake_hiapi.tasks.values():
+            task.outcome = "success"
+        build(run, root)
+    assert len(bucket.find("cache/blobs")) == 2
+    assert fake_hiapi.counts["creates"] == 2
