@@ -32,10 +32,6 @@ def machine(name: str) -> type[MoneyMachine]:
     return getattr(importlib.import_module(module), cls)
 
 
-class TimeUp(BaseException):
-    """--minutes have passed: end the run between examples (not a failure)."""
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=2000)
@@ -43,7 +39,9 @@ def main() -> int:
     parser.add_argument("--machine", choices=sorted(MACHINES), default="local",
                         help="remote: with a loopback S3 remote and a second clone")
     parser.add_argument("--minutes", type=float, default=None,
-                        help="stop starting examples after this long")
+                        help="run batches of --batch examples, each with a fresh seed, until "
+                        "this long has passed (or --examples are done)")
+    parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--verbose", action="store_true", help="print every step")
     args = parser.parse_args()
     counts = {"examples": 0, "steps": 0, "complete builds checked": 0}
@@ -54,8 +52,6 @@ def main() -> int:
 
     class Counted(machine(args.machine)):
         def __init__(self):
-            if args.minutes and time.monotonic() - started > args.minutes * 60:
-                raise TimeUp
             super().__init__()
             counts["examples"] += 1
 
@@ -64,7 +60,7 @@ def main() -> int:
             return super().check_invariants(*a, **k)
 
         def teardown(self):
-            if sys.exc_info()[1] is not None and not failures:  # the first failing example
+            if isinstance(sys.exc_info()[1], Exception) and not failures:  # the first failure
                 failures.append((sys.exc_info()[1], list(getattr(self, "trace", []))))
             counts["complete builds checked"] += self.checks
             if "remote checks (settled)" in counts:
@@ -73,15 +69,19 @@ def main() -> int:
             print(" · ".join(f"{v} {k}" for k, v in counts.items()), flush=True)  # progress
 
     failure = None
-    try:
-        run_state_machine_as_test(Counted, settings=settings(
-            max_examples=args.examples, stateful_step_count=args.steps, deadline=None,
-            database=None, suppress_health_check=list(HealthCheck),
-            verbosity=Verbosity.verbose if args.verbose else Verbosity.normal))
-    except TimeUp:
-        pass
-    except Exception as exc:  # noqa: BLE001 - report it, with the counts so far
-        failure = exc
+    left = args.examples
+    while left > 0 and failure is None:
+        batch = min(left, args.batch) if args.minutes else left
+        try:
+            run_state_machine_as_test(Counted, settings=settings(
+                max_examples=batch, stateful_step_count=args.steps, deadline=None,
+                database=None, suppress_health_check=list(HealthCheck),
+                verbosity=Verbosity.verbose if args.verbose else Verbosity.normal))
+        except Exception as exc:  # noqa: BLE001 - report it, with the counts so far
+            failure = exc
+        left -= batch
+        if args.minutes and time.monotonic() - started > args.minutes * 60:
+            break
     elapsed = time.monotonic() - started
     print(" · ".join(f"{v} {k}" for k, v in counts.items()) + f" · {elapsed:.0f} s")
     print("invariant violations: 0" if failure is None else f"VIOLATION: {failure!r}")

@@ -207,6 +207,7 @@ class Known(Protocol):
 
     def locked(self, frame: str) -> Locked | None: ...
     def output_digest(self, output: str) -> str | None: ...
+    def orphaned(self, output: str) -> str | None: ...  # what nbpipe wrote for a frame now gone
     def has_blob(self, digest: str) -> bool: ...
     def best_take(self, key: str) -> TakeRef | None: ...
     def take_digests(self, key: str) -> set[str]: ...
@@ -220,6 +221,9 @@ class NothingKnown:
         return None
 
     def output_digest(self, output: str) -> None:
+        return None
+
+    def orphaned(self, output: str) -> None:
         return None
 
     def has_blob(self, digest: str) -> bool:
@@ -285,7 +289,7 @@ def decide(frame: Frame, known: Known, force: bool = False) -> Step:
         path = frame.output_for(take.format) if take else frame.output
     current = known.output_digest(path)
     ours = current is None or (locked is not None and current == locked.digest) \
-        or current in known.take_digests(frame.key)
+        or current in known.take_digests(frame.key) or current == known.orphaned(path)
     if not ours and not force:
         why = "output modified outside nbpipe" if locked else "a file not made by nbpipe is in the way"
         return Step(frame, "blocked", f"{why} (--force overwrites)", output=path)

@@ -19,6 +19,9 @@ class StoreKnown:
     def output_digest(self, output: str) -> str | None:
         return self.state.output_digest(output)
 
+    def orphaned(self, output: str) -> str | None:
+        return self.state.orphans.get(output)
+
     def has_blob(self, digest: str) -> bool:
         return self.cache.has_blob(digest) or bool(self.remote and self.remote.has(digest))
 

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RULE_MARKER, invariant, precondition, rule
+from hypothesis.stateful import RULE_MARKER, initialize, invariant, precondition, rule
 
 from tests.fakes.cable import Cable
 from tests.run.money_model import MoneyMachine
@@ -76,7 +76,6 @@ class RemoteMoneyMachine(MoneyMachine):
         self.outsider: tuple[str, str] | None = None
         self.mode = "up"
         self.clone: Path | None = None  # the second checkout, once cloned
-        self.clone_prompts: dict[str, str] = {}  # its manifest's targets
         self.attempts: list[str] = []  # the prompt of every create sent to the fake
         self.paid_anyway = False  # this step, --remote-errors=render ran while the remote was out
         self.seen: set[str] = set()  # every blob either clone's cache has held
@@ -216,6 +215,18 @@ class RemoteMoneyMachine(MoneyMachine):
 
     # --- rules: the remote --------------------------------------------------------------------
 
+    @initialize(shared=st.booleans())
+    def start(self, shared):
+        """Half the examples begin where a team does: the first clone built and pushed, and a
+        second clone of it builds, paying nothing."""
+        if not shared:
+            return
+        assert self._run_at(self.root, "build").returncode == 0
+        self.clone_project(fresh=True)
+        before = len(self.attempts)
+        assert self._run_at(self.clone, "build").returncode == 0
+        assert len(self.attempts) == before, "the second clone paid for what the first pushed"
+
     @rule(how=st.sampled_from(FAILURES))
     def remote_fails(self, how):
         self._restore()
@@ -268,7 +279,7 @@ class RemoteMoneyMachine(MoneyMachine):
                 shutil.copy(self.root / name, clone / name)
             else:
                 (clone / name).unlink(missing_ok=True)
-        self.clone, self.clone_prompts = clone, dict(self.prompts)
+        self.clone = clone
         self._note(f"{'git clone' if fresh else 'git pull'} p → q")
 
     @precondition(lambda self: self.clone is not None)
@@ -300,7 +311,8 @@ class RemoteMoneyMachine(MoneyMachine):
         assert done.returncode in (0, 1), done.stdout + done.stderr
         if self.mode != "up" and done.returncode == 1:
             assert "remote unavailable" in done.stdout, done.stdout
-        lock = {n: e for n, e in self._lock_at(self.clone).items() if n in self.clone_prompts}
+        lock = {n: e for n, e in self._lock_at(self.clone).items()
+                if n in self._targets(self.clone)}
         there = self._blobs(self.clone) | self._remote()[1]
         if self.mode == "up" and all(e["digest"] in there for e in lock.values()):
             assert done.returncode == 0, done.stdout
@@ -308,6 +320,30 @@ class RemoteMoneyMachine(MoneyMachine):
             output = self.clone / entry["output"]
             if done.returncode == 0 or output.exists():
                 assert hashlib.sha256(output.read_bytes()).hexdigest() == entry["digest"], entry
+
+    @rule(second=st.booleans())
+    def push(self, second):
+        """`nbpipe push` sends what the remote lacks, or says the remote is unavailable."""
+        root = self.clone if second and self.clone is not None else self.root
+        before = len(self.attempts)
+        done = self._run_at(root, "push")
+        assert len(self.attempts) == before, "push sent a create"
+        if self.mode == "up":
+            assert done.returncode == 0, done.stderr
+        elif done.returncode == 0:  # nothing to send: the remote was not asked
+            assert done.stdout.startswith("pushed 0 image(s)") and \
+                done.stdout.endswith("; 0 were there already\n"), done.stdout
+        else:
+            assert done.returncode == 1 and "remote unavailable" in done.stderr, done.stderr
+
+    @rule()
+    def plan(self):
+        """`plan` never prices a render as certain when the remote could not say it lacks it."""
+        done = self._run_at(self.root, "plan", "--json")
+        assert done.returncode == 0, done.stderr
+        for step in json.loads(done.stdout)["frames"]:
+            if step["action"] == "render" and not step["reason"].startswith("forced"):
+                assert ("remote unavailable" in step["reason"]) == (self.mode != "up"), step
 
     @precondition(lambda self: self.clone is not None)
     @rule(moment=st.floats(0.0, 2.0), flip=st.sampled_from([None, "unplug", "plug"]))
@@ -401,6 +437,12 @@ class RemoteMoneyMachine(MoneyMachine):
     def _blobs(root: Path) -> set[str]:
         return {p.name for p in (root / ".nbpipe" / "blobs").glob("*/*")}
 
+    @staticmethod
+    def _targets(root: Path) -> set[str]:
+        import yaml
+
+        return set(yaml.safe_load((root / "nbpipe.yaml").read_text())["targets"])
+
     def _lock_at(self, root: Path) -> dict:
         path = root / "nbpipe.lock"
         return json.loads(path.read_text())["frames"] if path.exists() else {}
@@ -414,7 +456,7 @@ class RemoteMoneyMachine(MoneyMachine):
         self.checks += 1
         assert Journal(root / ".nbpipe" / "journal.jsonl").open == {}
         lock = self._lock_at(root)
-        assert set(lock) == set(self.clone_prompts), (sorted(lock), sorted(self.clone_prompts))
+        assert set(lock) == self._targets(root), (sorted(lock), sorted(self._targets(root)))
         for entry in lock.values():
             data = (root / entry["output"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == entry["digest"]
