@@ -43,6 +43,7 @@ DEAD = "http://127.0.0.1:9"  # nothing listens there: connection refused
 # nothing listens at the endpoint, or S3 answers 403 (an unknown key; a key without permission).
 FAILURES = ("unplugged", "dead port", "unknown key", "no permission")
 DENIED = ("unknown key", "no permission")
+OUTAGES = st.sampled_from([None, *FAILURES])  # a rule's command meets the remote like this
 TRACE = bool(os.environ.get("NBPIPE_MODEL_TRACE"))  # print each command the model runs
 
 
@@ -194,6 +195,13 @@ class RemoteMoneyMachine(MoneyMachine):
         if hasattr(self, "trace"):
             self._note(f"p/nbpipe.yaml: {self.prompts}")
 
+    @precondition(lambda self: len(self.prompts) < 6)
+    @rule()
+    def add_target(self):
+        """(At most six: small projects keep steps fast, and hypothesis's first choice of rule
+        is this one, alphabetically; unbounded, short CI runs did little else.)"""
+        super().add_target()
+
     @like(MoneyMachine.inject)
     def inject(self, fault):
         self._note(f"fault: {fault}")
@@ -229,6 +237,22 @@ class RemoteMoneyMachine(MoneyMachine):
 
     @rule(how=st.sampled_from(FAILURES))
     def remote_fails(self, how):
+        self._fail(how)
+
+    @contextmanager
+    def _outage(self, how: str | None):
+        """The remote fails for one command (`how`), then comes back; None: as it is."""
+        if how is None:
+            yield
+            return
+        self._fail(how)
+        try:
+            yield
+        finally:
+            self._restore()
+            self._note("remote: back")
+
+    def _fail(self, how: str) -> None:
         self._restore()
         self._note(f"remote: {how}")
         self.mode = how
@@ -283,15 +307,17 @@ class RemoteMoneyMachine(MoneyMachine):
         self._note(f"{'git clone' if fresh else 'git pull'} p → q")
 
     @precondition(lambda self: self.clone is not None)
-    @rule(jobs=st.sampled_from([1, 4]), anyway=st.booleans())
-    def build_clone(self, jobs, anyway):
+    @rule(jobs=st.sampled_from([1, 4]), anyway=st.booleans(), outage=OUTAGES)
+    def build_clone(self, jobs, anyway, outage):
         args = ["build", "-j", str(jobs)] + (["--remote-errors=render"] if anyway else [])
-        self._build_at(self.clone, args)
+        with self._outage(outage):
+            self._build_at(self.clone, args)
 
-    @rule()
-    def build_anyway(self):
+    @rule(outage=OUTAGES)
+    def build_anyway(self, outage):
         """The first clone, told to pay even when the remote cannot say what it holds."""
-        self._build_at(self.root, ["build", "--remote-errors=render"])
+        with self._outage(outage):
+            self._build_at(self.root, ["build", "--remote-errors=render"])
 
     def _build_at(self, root: Path, args: list[str]) -> None:
         anyway = "--remote-errors=render" in args
@@ -303,8 +329,12 @@ class RemoteMoneyMachine(MoneyMachine):
             self._complete_at(root)
 
     @precondition(lambda self: self.clone is not None)
-    @rule()
-    def pull_clone(self):
+    @rule(outage=OUTAGES)
+    def pull_clone(self, outage):
+        with self._outage(outage):
+            self._pull()
+
+    def _pull(self) -> None:
         before = len(self.attempts)
         done = self._run_at(self.clone, "pull")
         assert len(self.attempts) == before, "pull sent a create"
