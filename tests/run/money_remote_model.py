@@ -5,9 +5,10 @@ pulls, and builds at the same time as the first. It inherits every rule and inva
 `MoneyMachine`, and adds rules that take the remote away (unplugged mid-build, a dead port,
 AccessDenied from moto's IAM checks) and bring it back. After every step:
 
-- no create was sent for a request whose image the remote held when the step began, unless it
-  was forced (`--force`), a resend of an earlier build's journalled create, or a build told to
-  pay anyway (`--remote-errors=render`) while the remote was not answering;
+- no create was sent for a request whose image the remote held when the command began (or,
+  for commands run concurrently, the step), unless it was forced (`--force`), a resend of an
+  earlier build's journalled create, or a build told to pay anyway (`--remote-errors=render`)
+  while the remote was not answering;
 - a build that could not read the remote, and was not told to pay anyway, exits 0 or 1, and an
   exit 1 says "remote unavailable"; `pull` never sends a create;
 - no exit 3, no traceback (as in MoneyMachine);
@@ -90,6 +91,11 @@ class RemoteMoneyMachine(MoneyMachine):
         try:
             self._auth(False)
             self.cable.__exit__(None, None, None)
+            names = self._objects("blobs") + self._objects("takes")
+            for at in range(0, len(names), 1000):  # moto keeps them in memory: a soak is long
+                self.s3.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": name} for name in names[at:at + 1000]]})
+            self.s3.delete_bucket(Bucket=self.bucket)
             self.server.stop()
         finally:
             super().teardown()
@@ -175,6 +181,11 @@ class RemoteMoneyMachine(MoneyMachine):
         return self._run_at(self.root, *args)
 
     def _run_at(self, root: Path, *args: str) -> subprocess.CompletedProcess:
+        held, first = self._remote()[0], len(self.attempts)
+        excused = self._open_prompts(root)  # a resend of an earlier build's create
+        if "--force" in args:
+            excused.add(self.prompts.get(args[args.index("--force") + 1]))
+        anyway = "--remote-errors=render" in args and self.mode != "up"
         started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), *args],
                               env=self._env(), capture_output=True, text=True, timeout=180)
@@ -183,6 +194,9 @@ class RemoteMoneyMachine(MoneyMachine):
         if done.returncode:
             self._note("  " + (done.stdout + done.stderr).strip().replace("\n", "\n    "))
         self._exit_ok(done.returncode, done.stderr + done.stdout, (root.name, *args))
+        for prompt in set(self.attempts[first:]) - excused:
+            assert anyway or prompt not in held, \
+                (f"{root.name}: paid for {prompt!r}, which the remote held", args, self.mode)
         return done
 
     def _note(self, line: str) -> None:
@@ -440,16 +454,20 @@ class RemoteMoneyMachine(MoneyMachine):
         """What the next step is judged against: the remote's holdings, the journals' open
         entries (a resend of those is not a new decision to pay), the forced takes so far."""
         self.held_before = self._remote()[0]
-        self.open_before = set()
-        from nbpipe.store.journal import Journal
-
-        for root in (self.root, self.clone):
-            if root is not None:
-                journal = Journal(root / ".nbpipe" / "journal.jsonl")
-                self.open_before |= {e.request.get("prompt") for e in journal.open.values()}
+        self.open_before = self._open_prompts(self.root) | self._open_prompts(self.clone)
         self.forced_before = Counter(self.forced)
         self.paid_anyway = False
         self._look_at_caches()
+
+    @staticmethod
+    def _open_prompts(root: Path | None) -> set[str]:
+        """The prompts of the renders a clone's journal holds open."""
+        from nbpipe.store.journal import Journal
+
+        if root is None:
+            return set()
+        journal = Journal(root / ".nbpipe" / "journal.jsonl")
+        return {e.request.get("prompt") for e in journal.open.values()}
 
     def _look_at_caches(self) -> None:
         for root in (self.root, self.clone):
@@ -460,11 +478,22 @@ class RemoteMoneyMachine(MoneyMachine):
         """A paid image is kept in either clone's cache or on the remote."""
         with self._admin():
             blobs = {name.rpartition("/")[2] for name in self._objects("blobs")}
-        return digest in self._blobs(self.root) | self._blobs(self.clone or self.root) | blobs \
-            | self.discarded
+        return digest in self._blobs(self.root) | self._blobs(self.clone) | blobs | self.discarded
+
+    def _observe(self) -> None:
+        """(For a MoneyMachine that notes in `cached` what its cache has held: here the second
+        clone's cache and the remote hold paid images too.)"""
+        observe = getattr(super(), "_observe", None)
+        if observe is not None:
+            observe()
+            with self._admin():
+                blobs = {name.rpartition("/")[2] for name in self._objects("blobs")}
+            self.cached |= self._blobs(self.clone) | blobs
 
     @staticmethod
-    def _blobs(root: Path) -> set[str]:
+    def _blobs(root: Path | None) -> set[str]:
+        if root is None:
+            return set()
         return {p.name for p in (root / ".nbpipe" / "blobs").glob("*/*")}
 
     @staticmethod
