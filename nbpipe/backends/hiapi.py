@@ -142,9 +142,13 @@ class HiApiBackend(HttpBackend):
         url, expires = _output(task, task_id)
         try:
             await self.settings.retry.run(lambda: self._download(url, sink))
-        except DownloadGone:
-            url, expires = _output(await self.settings.retry.run(lambda: self._task(task_id)),
-                                   task_id)  # the URL may have been renewed
+        except DownloadGone as gone:
+            try:  # the URL may have been renewed
+                task = await self.settings.retry.run(lambda: self._task(task_id))
+            except TaskUnknown as exc:
+                raise ImageLost(f"task {task_id} succeeded (paid) but its output URL is gone "
+                                f"({gone}) and HiAPI no longer knows the task ({exc})") from None
+            url, expires = _output(task, task_id)
             try:
                 await self.settings.retry.run(lambda: self._download(url, sink))
             except DownloadGone as exc:
@@ -160,9 +164,13 @@ class HiApiBackend(HttpBackend):
                        self.settings.download_timeout)
 
     async def _create(self, body: str, key: str) -> str:
-        answer = await self.exchange("POST", f"{self.settings.base_url}/v1/tasks",
-                                     {**self._headers(), "Idempotency-Key": key}, body)
-        if answer.status == 404:  # a create names nothing else that could be missing
+        url = f"{self.settings.base_url}/v1/tasks"
+        answer = await self.exchange("POST", url, {**self._headers(), "Idempotency-Key": key},
+                                     body)
+        if answer.status == 404:
+            if _said_by_hiapi(answer) is None:
+                raise self.endpoint_missing(url)
+            # HiAPI's own 404 to a create: the model is the only thing it names
             raise ModelUnknown("HiAPI", str(json.loads(body).get("model")))
         created = self._data(answer, HiCreated)
         if created is None:
@@ -170,8 +178,14 @@ class HiApiBackend(HttpBackend):
         return created.taskId
 
     async def _task(self, task_id: str) -> HiTask:
-        answer = await self.exchange("GET", f"{self.settings.base_url}/v1/tasks/{task_id}",
-                                     self._headers())
+        url = f"{self.settings.base_url}/v1/tasks/{task_id}"
+        answer = await self.exchange("GET", url, self._headers())
+        if answer.status == 404:
+            envelope = _said_by_hiapi(answer)
+            if envelope is None:
+                raise self.endpoint_missing(url)
+            code = f" {short(envelope.error_code, 60)}" if envelope.error_code else ""
+            raise TaskUnknown(f"HTTP 404{code}: {short(envelope.message or answer.reason)}")
         task = self._data(answer, HiTask)
         if task is None:
             raise FrameFailed(f"task {task_id}: the reply holds no task")
@@ -180,8 +194,22 @@ class HiApiBackend(HttpBackend):
     async def _wait(self, task_id: str, first_poll: float) -> HiTask:
         deadline = time.monotonic() + self.settings.task_timeout
         await _pause(first_poll, deadline)
+        unknown = 0
         while True:
-            task = await self.settings.retry.run(lambda: self._task(task_id), deadline)
+            try:
+                task = await self.settings.retry.run(lambda: self._task(task_id), deadline)
+            except TaskUnknown as exc:
+                # Documented: another account's task answers 404; HiAPI may also drop old
+                # tasks. Asked twice (a task just created might not be visible yet), it is
+                # out of this key's reach for good: resuming it at every build would loop.
+                unknown += 1
+                if unknown >= 2:
+                    raise ImageLost(f"HiAPI no longer knows task {task_id} ({exc}): it was "
+                                    "created with another account's key, or HiAPI dropped it; "
+                                    "if it had succeeded, its image is lost") from None
+                await _pause(self.settings.poll_interval, deadline)
+                continue
+            unknown = 0
             if task.status == "success":
                 return task
             if task.status == "fail":
@@ -204,10 +232,7 @@ class HiApiBackend(HttpBackend):
                 return validate(HiEnvelope[model], answer.body).data
             except ReplyProblem as exc:
                 raise Retryable(f"HiAPI answered HTTP 200 with {exc}") from None
-        try:
-            envelope = validate(HiEnvelope[object], answer.body)
-        except ReplyProblem:  # the status alone decides what to do
-            envelope = HiEnvelope[object]()
+        envelope = _envelope(answer) or HiEnvelope[object]()  # else the status alone decides
         code = envelope.error_code
         kind = f"{status} {short(code, 60)}" if code else str(status)
         message = short(envelope.message or answer.reason)
@@ -220,6 +245,24 @@ class HiApiBackend(HttpBackend):
         if status in (409, 429) or code in RETRYABLE_CODES or status >= 500:
             raise Retryable(f"HiAPI answered HTTP {kind}: {message}", answer.delay)
         raise FrameFailed(f"HiAPI rejected the request (HTTP {kind}): {message}")
+
+
+class TaskUnknown(Exception):
+    """HiAPI itself answered 404 to a poll: this key cannot see the task (its words say why)."""
+
+
+def _envelope(answer: Answer) -> HiEnvelope | None:
+    try:
+        return validate(HiEnvelope[object], answer.body)
+    except ReplyProblem:
+        return None
+
+
+def _said_by_hiapi(answer: Answer) -> HiEnvelope | None:
+    """The error envelope, if HiAPI sent it: its `code` equals the HTTP status. A 404 without
+    one comes from something else at the base URL (a proxy, another service, a wrong path)."""
+    envelope = _envelope(answer)
+    return envelope if envelope is not None and envelope.code == answer.status else None
 
 
 def _url_of(image: InputData) -> str:

@@ -20,7 +20,7 @@ from tenacity.wait import wait_random_exponential
 
 from nbpipe.backends.base import Sink
 from nbpipe.backends.replies import ReplyProblem, parse_json, scrub
-from nbpipe.errors import FrameFailed, UsageError
+from nbpipe.errors import BuildStopped, FrameFailed, UsageError
 
 T = TypeVar("T")
 MAX_SERVER_DELAY = 120.0  # never sleep longer than this on a server's Retry-After
@@ -134,6 +134,12 @@ class HttpBackend:
         return Answer(response.status_code, scrub(response.reason_phrase, secret),
                       retry_after(response.headers), parsed, problem)
 
+    def endpoint_missing(self, url: str) -> BuildStopped:
+        """A 404 that the API itself did not send (no error body of its own): the base URL
+        points somewhere else, so every request would fail alike."""
+        return BuildStopped(f"{self.label} endpoint not found at {shown_url(url)} (HTTP 404, "
+                            f"not an error reply of {self.label}'s); check {self.base_var}")
+
     def _redirect_refused(self, response: httpx.Response) -> str:
         location = response.headers.get("location")
         try:
@@ -222,6 +228,16 @@ def retry_after(headers: httpx.Headers) -> float | None:
         except (TypeError, ValueError):
             return None
         return max(0.0, when.timestamp() - time.time())
+
+
+def shown_url(url: str) -> str:
+    """`url` as a message may show it: without user:password (a proxy URL may carry them)
+    and without a query."""
+    try:
+        parsed = httpx.URL(url)
+        return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "an invalid URL"
 
 
 def short(text: Any, limit: int = 300) -> str:

@@ -1,0 +1,103 @@
+"""HiAPI faults whose wrong handling costs money or never ends: a task HiAPI does not know
+(404), a 404 from something that is not HiAPI, a server that keeps asking to retry later."""
+
+from __future__ import annotations
+
+import json
+
+from tests.backends.test_hiapi_build import failures
+from tests.fakes.server import Elsewhere
+
+A = """\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana}
+targets:
+  a: {prompt: a lighthouse}
+"""
+
+
+def notes(summary: dict) -> list[str]:
+    return [e["message"] for e in summary["events"] if e["event"] == "note"]
+
+
+def open_tasks(root) -> list[str]:
+    """The task ids the journal still holds open (each would be polled by the next build)."""
+    journal = root / ".nbpipe" / "journal.jsonl"
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    closed = {(r["key"], r["take"]) for r in records if r["op"] in ("done", "failed", "closed")}
+    return [r["task_id"] for r in records
+            if r["op"] == "task" and (r["key"], r["take"]) not in closed]
+
+
+def test_a_task_hiapi_forgot_is_closed_as_lost_and_rendered_anew_once(fake_hiapi, build,
+                                                                      make_project):
+    root = make_project(A)
+    fake_hiapi.faults.add("task", "vanish")  # every poll of it answers 404 NOT_FOUND
+    summary = build(root)
+    (task_id,) = fake_hiapi.tasks
+    message = (f"HiAPI no longer knows task {task_id} (HTTP 404 NOT_FOUND: task not found): it "
+               "was created with another account's key, or HiAPI dropped it; if it had "
+               "succeeded, its image is lost")
+    assert failures(summary) == {"a": message}
+    assert (summary["lost"], fake_hiapi.counts["polls"]) == (1, 2)  # asked twice, then closed
+    assert notes(summary) == [f"lost      a: {message}; the next render is a new task"]
+    assert open_tasks(root) == []
+    again = build(root)
+    assert (again["rendered"], again["failed"], fake_hiapi.counts["creates"]) == (1, 0, 2)
+    requests = fake_hiapi.counts["requests"]
+    assert build(root)["fresh"] == 1
+    assert fake_hiapi.counts["requests"] == requests  # the forgotten task is never polled again
+
+
+def test_a_task_of_another_account_is_not_resumed_by_every_build(fake_hiapi, build, make_project,
+                                                                 monkeypatch):
+    root = make_project(A)
+    monkeypatch.setenv("NBPIPE_HIAPI_TIMEOUT", "0.5")
+    fake_hiapi.faults.add("task", "stuck")
+    assert build(root)["failed"] == 1  # timed out: its task is left for the next build
+    (task_id,) = open_tasks(root)
+    fake_hiapi.tasks[task_id].outcome = "success"
+    fake_hiapi.add_account("sk-fake-other-account")  # the key now belongs to another account
+    monkeypatch.setenv("HIAPI_API_KEY", "sk-fake-other-account")
+    summary = build(root)
+    assert notes(summary)[0] == (
+        f"lost      a: HiAPI no longer knows task {task_id} (HTTP 404 NOT_FOUND: task not "
+        "found): it was created with another account's key, or HiAPI dropped it; if it had "
+        "succeeded, its image is lost; the next render is a new task")
+    assert (summary["rendered"], summary["failed"], summary["lost"]) == (1, 0, 1)
+    assert fake_hiapi.counts["creates"] == 2 and open_tasks(root) == []
+    requests = fake_hiapi.counts["requests"]
+    assert build(root)["fresh"] == 1
+    assert fake_hiapi.counts["requests"] == requests
+
+
+def test_a_404_that_hiapi_did_not_send_keeps_the_task_and_stops(fake_hiapi, build, make_project,
+                                                                 monkeypatch):
+    root = make_project(A)
+    monkeypatch.setenv("NBPIPE_HIAPI_TIMEOUT", "0.5")
+    fake_hiapi.faults.add("task", "stuck")
+    build(root)
+    (task_id,) = open_tasks(root)
+    with Elsewhere() as proxy:  # answers 404 {"error": "nothing here"} to everything
+        monkeypatch.setenv("HIAPI_BASE_URL", proxy.url)
+        summary = build(root)
+    message = (f"HiAPI endpoint not found at {proxy.url}/v1/tasks/{task_id} (HTTP 404, not an "
+               "error reply of HiAPI's); check HIAPI_BASE_URL")
+    assert (failures(summary), summary["code"]) == ({"a": message}, 1)
+    assert open_tasks(root) == [task_id]  # kept: HiAPI never said it was gone
+    monkeypatch.setenv("HIAPI_BASE_URL", fake_hiapi.url)
+    fake_hiapi.tasks[task_id].outcome = "success"
+    again = build(root)
+    assert (again["rendered"], fake_hiapi.counts["creates"]) == (1, 1)  # resumed, not paid again
+
+
+def test_a_create_answered_404_by_something_else_is_not_a_retired_model(fake_hiapi, build,
+                                                                         make_project,
+                                                                         monkeypatch):
+    with Elsewhere() as proxy:
+        monkeypatch.setenv("HIAPI_BASE_URL", proxy.url + "/api")
+        summary = build(make_project(A))
+    assert failures(summary) == {"a": f"HiAPI endpoint not found at {proxy.url}/api/v1/tasks "
+                                      "(HTTP 404, not an error reply of HiAPI's); check "
+                                      "HIAPI_BASE_URL"}
+    assert summary["code"] == 1
