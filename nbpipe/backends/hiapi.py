@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (Answer, DownloadGone, HttpBackend, RateLimiter, RetryPolicy,
-                                  Retryable, api_key, download, env_number, output_url, short)
+from nbpipe.backends.http import (DEFAULT_RETRY_DEADLINE, RETRY_DEADLINE_VAR, Answer,
+                                  DownloadGone, HttpBackend, RateLimiter, RetryPolicy, Retryable,
+                                  api_key, download, env_number, output_url, short)
 from nbpipe.backends.replies import (TASK_ID, HiCreated, HiEnvelope, HiTask, Reply,
                                      ReplyProblem, validate)
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, ModelUnknown, TaskFailed, UsageError
@@ -90,7 +91,8 @@ class HiApiSettings:
             max_bytes=int(number("NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
             download_timeout=number("NBPIPE_DOWNLOAD_TIMEOUT", 300.0),
             call_timeout=number("NBPIPE_CALL_TIMEOUT", 60.0),
-            retry=RetryPolicy(base=number("NBPIPE_RETRY_BASE", 1.0)))
+            retry=RetryPolicy(base=number("NBPIPE_RETRY_BASE", 1.0),
+                              deadline=number(RETRY_DEADLINE_VAR, DEFAULT_RETRY_DEADLINE)))
 
 
 class HiApiBackend(HttpBackend):
@@ -197,7 +199,9 @@ class HiApiBackend(HttpBackend):
         unknown = 0
         while True:
             try:
-                task = await self.settings.retry.run(lambda: self._task(task_id), deadline)
+                task = await self.settings.retry.run(
+                    lambda: self._task(task_id), deadline,
+                    f"the task timeout (NBPIPE_HIAPI_TIMEOUT={self.settings.task_timeout:g} s)")
             except TaskUnknown as exc:
                 # Documented: another account's task answers 404; HiAPI may also drop old
                 # tasks. Asked twice (a task just created might not be visible yet), it is

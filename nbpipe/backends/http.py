@@ -9,21 +9,21 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type
-from tenacity.wait import wait_random_exponential
 
 from nbpipe.backends.base import Sink
 from nbpipe.backends.replies import ReplyProblem, parse_json, scrub
 from nbpipe.errors import BuildStopped, FrameFailed, UsageError
 
 T = TypeVar("T")
-MAX_SERVER_DELAY = 120.0  # never sleep longer than this on a server's Retry-After
+RETRY_DEADLINE_VAR = "NBPIPE_RETRY_DEADLINE"
+DEFAULT_RETRY_DEADLINE = 300.0  # seconds for every attempt at one call, sleeps included
 MAX_REDIRECTS = 5  # download hops; API calls follow none
 
 
@@ -180,39 +180,44 @@ class Retryable(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded retries with jittered exponential backoff (tests shrink the times)."""
+    """Bounded retries with jittered exponential backoff (tests shrink the times): at most
+    `attempts` tries of one call, all within `deadline` seconds of the first."""
 
     attempts: int = 5
     base: float = 1.0
     cap: float = 30.0
+    deadline: float = DEFAULT_RETRY_DEADLINE
 
-    async def run(self, attempt: Callable[[], Awaitable[T]], deadline: float | None = None) -> T:
-        """`attempt()` until it succeeds or stops being Retryable; no sleep reaches past
-        `deadline` (time.monotonic()), and no attempt starts after it."""
-        backoff = wait_random_exponential(multiplier=self.base, max=self.cap)
-        tries = [0]
-
-        def wait(state: Any) -> float:
-            exc = state.outcome.exception()
-            asked = exc.delay if isinstance(exc, Retryable) else None
-            delay = backoff(state) if asked is None or not math.isfinite(asked) \
-                else min(max(asked, 0.0), MAX_SERVER_DELAY)
-            return delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
-
-        def stop(state: Any) -> bool:
-            return tries[0] >= self.attempts or (deadline is not None and
-                                                 time.monotonic() >= deadline)
-
-        try:
-            async for tried in AsyncRetrying(retry=retry_if_exception_type(Retryable),
-                                             stop=stop, wait=wait, reraise=True):
-                with tried:
-                    tries[0] += 1
-                    return await attempt()
-        except Retryable as exc:
-            raise FrameFailed(f"gave up after {tries[0]} attempt{'s' * (tries[0] != 1)}: {exc}",
-                              retry_later=True) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def run(self, attempt: Callable[[], Awaitable[T]], deadline: float | None = None,
+                  limit: str = "") -> T:
+        """`attempt()` until it succeeds or stops being Retryable. A server's Retry-After is
+        honoured in full; one that ends past the deadline ends the retries at once (asking
+        sooner would only be refused again). `deadline` (time.monotonic()) is the caller's,
+        named by `limit`, when it comes before the policy's own."""
+        end = time.monotonic() + self.deadline
+        why = f"the retry deadline ({RETRY_DEADLINE_VAR}={self.deadline:g} s)"
+        if deadline is not None and deadline < end:
+            end, why = deadline, limit or "the deadline"
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return await attempt()
+            except Retryable as exc:
+                failed = exc
+            asked = failed.delay if failed.delay is not None and math.isfinite(failed.delay) \
+                else None
+            left = end - time.monotonic()
+            gave_up = f"gave up after {tries} attempt{'s' * (tries != 1)}"
+            if tries >= self.attempts:
+                raise FrameFailed(f"{gave_up}: {failed}", retry_later=True) from None
+            if left <= 0:
+                raise FrameFailed(f"{gave_up}, at {why}: {failed}", retry_later=True) from None
+            if asked is not None and asked > left:
+                raise FrameFailed(f"{gave_up}: {failed}; it asked to retry in {asked:g} s, past "
+                                  f"{why}", retry_later=True) from None
+            jitter = random.uniform(0, min(self.cap, self.base * 2 ** (tries - 1)))
+            await asyncio.sleep(max(asked, 0.0) if asked is not None else min(jitter, left))
 
 
 def retry_after(headers: httpx.Headers) -> float | None:

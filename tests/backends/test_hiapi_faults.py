@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from tests.backends.test_hiapi_build import failures
 from tests.fakes.server import Elsewhere
@@ -101,3 +102,32 @@ def test_a_create_answered_404_by_something_else_is_not_a_retired_model(fake_hia
                                       "(HTTP 404, not an error reply of HiAPI's); check "
                                       "HIAPI_BASE_URL"}
     assert summary["code"] == 1
+
+
+def test_a_retry_after_past_the_retry_deadline_fails_the_create_at_once(fake_hiapi, make_project,
+                                                                        monkeypatch):
+    from tests.backends.test_delays import build as build_process
+
+    fake_hiapi.faults.add("create", *["429:3600"] * 5)  # used to be 4 sleeps of 120 s
+    summary, took = build_process(make_project(A), limit=60)
+    assert failures(summary) == {"a": (
+        "gave up after 1 attempt: HiAPI answered HTTP 429 RATE_LIMITED: too many requests; it "
+        "asked to retry in 3600 s, past the retry deadline (NBPIPE_RETRY_DEADLINE=300 s)")}
+    assert took < 30 and fake_hiapi.counts.get("creates", 0) == 0
+
+
+def test_retries_stop_at_the_retry_deadline_and_honour_retry_after_below_it(
+        fake_hiapi, build, make_project, monkeypatch):
+    monkeypatch.setenv("NBPIPE_RETRY_DEADLINE", "3")
+    fake_hiapi.faults.add("create", *["429:2"] * 5)
+    summary = build(make_project(A))  # tries at 0 s and 2 s; at 2 s only 1 s is left
+    assert failures(summary) == {"a": (
+        "gave up after 2 attempts: HiAPI answered HTTP 429 RATE_LIMITED: too many requests; it "
+        "asked to retry in 2 s, past the retry deadline (NBPIPE_RETRY_DEADLINE=3 s)")}
+    monkeypatch.setenv("NBPIPE_RETRY_DEADLINE", "30")
+    fake_hiapi.faults.clear("create")
+    fake_hiapi.faults.add("poll", "429:2")
+    started = time.monotonic()
+    again = build(make_project(A))  # the create left in the journal, then a poll told to wait
+    assert (again["rendered"], fake_hiapi.counts["creates"]) == (1, 1)
+    assert time.monotonic() - started >= 2  # Retry-After honoured, below the deadline

@@ -13,7 +13,8 @@ validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
               msstamps(`completed` in milliseconds: an absurd latency) isostamps(as strings)
     download: truncate notimage gone slow huge loop(redirects to itself)
               redirect(to `redirect_to`) redirect-file(to file:///etc/passwd) gzip
-    create, poll: slow(the reply drips in) gzip(labelled gzip, not compressed)
+    create, poll: 429:N(429 with Retry-After: N seconds)
+              slow(the reply drips in) gzip(labelled gzip, not compressed)
               redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
               malformed:NAME (see MALFORMED)
 
@@ -138,6 +139,10 @@ class FakeHiApi(FakeServer):
         elif fault and fault.startswith("malformed:"):
             status, raw = MALFORMED[endpoint][fault.removeprefix("malformed:")]
             request.send(status, raw=raw)
+            return True
+        elif fault and fault.startswith("429:"):  # a rate limit that names its pause
+            self._error(request, 429, "RATE_LIMITED", "too many requests",
+                        {"Retry-After": fault.removeprefix("429:")})
             return True
         return False
 
