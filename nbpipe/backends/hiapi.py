@@ -38,6 +38,8 @@ KEY_VARS = ("HIAPI_API_KEY", "HIAPI_TOKEN")
 RETRYABLE_CODES = {"MODEL_UNAVAILABLE", "STORAGE_UNAVAILABLE", "TASK_TIMEOUT",
                    "IDEMPOTENCY_KEY_PROCESSING"}
 MAX_FIRST_POLL = 120.0  # a learned first-poll delay never exceeds this (nor the task timeout)
+MS_FROM = 1e11  # an expireAt this large is milliseconds: read as seconds, it is the year 5138
+OUTPUT_LIFETIME = 6 * 86400.0  # outputs are kept ~7 days; assumed a day shorter, to be safe
 
 
 def create_body(request: Request, image_urls: list[str]) -> dict:
@@ -288,7 +290,19 @@ def _output(task: HiTask, task_id: str) -> tuple[str, float | None]:
         output_url(first.url)
     except FrameFailed as exc:
         raise TaskFailed(str(exc)) from None
-    return first.url, first.expireAt
+    return first.url, expiry(first.expireAt, time.time())
+
+
+def expiry(expire_at: float | None, now: float) -> float:
+    """`expireAt` as Unix seconds, its documented unit. Milliseconds, which read as seconds
+    would keep a URL valid for millennia (and send it, long expired, as an edit's input), are
+    told by their size. Anything else implausible (absent, before 2001, over a year ahead,
+    a lifetime instead of a time) reads as the documented lifetime from now, a day short."""
+    if expire_at is not None and MS_FROM <= expire_at < MS_FROM * 1000:
+        expire_at /= 1000
+    if expire_at is None or not 1e9 <= expire_at <= now + 366 * 86400:
+        return now + OUTPUT_LIFETIME
+    return expire_at
 
 
 async def _pause(seconds: float, deadline: float) -> None:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from tests.backends.test_hiapi_build import failures
 from tests.fakes.server import Elsewhere
 
+NOW = 1_790_000_000.0  # a fixed "now" for unit tests of time arithmetic
 A = """\
 version: 1
 defaults: {backend: hiapi, model: Nano-Banana}
@@ -131,3 +134,38 @@ def test_retries_stop_at_the_retry_deadline_and_honour_retry_after_below_it(
     again = build(make_project(A))  # the create left in the journal, then a poll told to wait
     assert (again["rendered"], fake_hiapi.counts["creates"]) == (1, 1)
     assert time.monotonic() - started >= 2  # Retry-After honoured, below the deadline
+
+
+@pytest.mark.parametrize("fault, lifetime", [
+    (None, 7 * 86400),  # documented: Unix seconds, about 7 days ahead
+    ("msexpiry", 7 * 86400),  # milliseconds, told by their size
+    ("ttlexpiry", 6 * 86400),  # 604800: a lifetime, not a time; the documented one, a day short
+])
+def test_expire_at_is_read_as_seconds_and_an_implausible_one_sanely(fault, lifetime, fake_hiapi,
+                                                                     build, make_project):
+    from nbpipe.store.cache import Cache
+
+    root = make_project(A)
+    if fault:
+        fake_hiapi.faults.add("task", fault)
+    assert build(root)["rendered"] == 1
+    digest = json.loads((root / "nbpipe.lock").read_text())["frames"]["a"]["digest"]
+    cache = Cache(root / ".nbpipe", create=False)
+    try:
+        url, expires = cache.served_at(digest)  # what an edit of `a` would be sent, until when
+    finally:
+        cache.close()
+    assert url.startswith(fake_hiapi.url + "/files/tk-hiapi-")
+    assert abs(expires - (time.time() + lifetime)) < 120
+
+
+@pytest.mark.parametrize("expire_at, read", [
+    (1_800_000_000, 1_800_000_000), (1_800_000_000_000, 1_800_000_000),
+    (1_800_000_000_500, 1_800_000_000.5), (1_700_000_000, 1_700_000_000),  # passed: expired
+    (None, NOW + 6 * 86400), (0, NOW + 6 * 86400), (-5, NOW + 6 * 86400),
+    (604_800, NOW + 6 * 86400), (1.8e15, NOW + 6 * 86400),  # microseconds
+    (NOW + 400 * 86400, NOW + 6 * 86400)])
+def test_expiry_units(expire_at, read):
+    from nbpipe.backends.hiapi import expiry
+
+    assert expiry(expire_at, NOW) == read

@@ -11,6 +11,7 @@ validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
               vanish(HiAPI forgets the task: every poll answers 404 NOT_FOUND)
               echo-fail echo-url(the key in error.code/message, in a non-http output URL)
               msstamps(`completed` in milliseconds: an absurd latency) isostamps(as strings)
+              msexpiry(`expireAt` in milliseconds) ttlexpiry(`expireAt` a lifetime: 604800)
     download: truncate notimage gone slow huge loop(redirects to itself)
               redirect(to `redirect_to`) redirect-file(to file:///etc/passwd) gzip
     create, poll: 429:N(429 with Retry-After: N seconds)
@@ -73,6 +74,7 @@ class Task:
     echo: str = ""  # echo-fail | echo-url: the key appears in the reply
     url: str = ""  # an output URL other than the real one
     stamps: str = ""  # ms: `completed` in milliseconds; iso: every stamp an ISO 8601 string
+    expiry: str = ""  # ms: `expireAt` in milliseconds; ttl: seconds to live, not a time
     polls: int = 0
     status: str = "queued"
     completed: int = 0
@@ -213,6 +215,8 @@ class FakeHiApi(FakeServer):
             task.url = "http://[::1"
         elif outcome in ("msstamps", "isostamps"):
             task.stamps = outcome.removesuffix("stamps")
+        elif outcome in ("msexpiry", "ttlexpiry"):
+            task.expiry = outcome.removesuffix("expiry")
         elif outcome in ("fail", "stuck"):
             task.outcome = outcome
         fmt = body["input"].get("output_format", "png")
@@ -269,6 +273,7 @@ class FakeHiApi(FakeServer):
     def task_json(self, task: Task, request: Handler) -> dict:
         created, completed = task.created, task.completed * (1000 if task.stamps == "ms" else 1)
         expires = int(time.time()) + 7 * 86400
+        expires = {"ms": expires * 1000, "ttl": 7 * 86400}.get(task.expiry, expires)
         if task.stamps == "iso":
             created, completed, expires = (
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
