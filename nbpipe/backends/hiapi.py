@@ -173,7 +173,7 @@ class HiApiBackend(HttpBackend):
                                      body)
         if answer.status == 404:
             if _said_by_hiapi(answer) is None:
-                raise self.endpoint_missing(url)
+                raise self.endpoint_missing(url, NOT_HIAPI)
             # HiAPI's own 404 to a create: the model is the only thing it names
             raise ModelUnknown("HiAPI", str(json.loads(body).get("model")))
         created = self._data(answer, HiCreated)
@@ -187,7 +187,7 @@ class HiApiBackend(HttpBackend):
         if answer.status == 404:
             envelope = _said_by_hiapi(answer)
             if envelope is None:
-                raise self.endpoint_missing(url)
+                raise self.endpoint_missing(url, NOT_HIAPI)
             code = f" {short(envelope.error_code, 60)}" if envelope.error_code else ""
             raise TaskUnknown(f"HTTP 404{code}: {short(envelope.message or answer.reason)}")
         task = self._data(answer, HiTask)
@@ -251,6 +251,9 @@ class HiApiBackend(HttpBackend):
         if status in (409, 429) or code in RETRYABLE_CODES or status >= 500:
             raise Retryable(f"HiAPI answered HTTP {kind}: {message}", answer.delay)
         raise FrameFailed(f"HiAPI rejected the request (HTTP {kind}): {message}")
+
+
+NOT_HIAPI = "not an error reply of HiAPI's"
 
 
 class TaskUnknown(Exception):

@@ -134,11 +134,11 @@ class HttpBackend:
         return Answer(response.status_code, scrub(response.reason_phrase, secret),
                       retry_after(response.headers), parsed, problem)
 
-    def endpoint_missing(self, url: str) -> BuildStopped:
-        """A 404 that the API itself did not send (no error body of its own): the base URL
-        points somewhere else, so every request would fail alike."""
+    def endpoint_missing(self, url: str, why: str) -> BuildStopped:
+        """A 404 that is not the API's word about what the request names (`why` says how it
+        differs): the base URL points somewhere else, so every request would fail alike."""
         return BuildStopped(f"{self.label} endpoint not found at {shown_url(url)} (HTTP 404, "
-                            f"not an error reply of {self.label}'s); check {self.base_var}")
+                            f"{why}); check {self.base_var}")
 
     def _redirect_refused(self, response: httpx.Response) -> str:
         location = response.headers.get("location")

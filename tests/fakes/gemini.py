@@ -98,7 +98,10 @@ class FakeGemini(FakeServer):
         model = match.group(2)
         spec = models(self.today).get(model)
         if spec is None:
-            return self._error(request, 404, "NOT_FOUND", f"models/{model} is not found")
+            return self._error(request, 404, "NOT_FOUND", (
+                f"models/{model} is not found for API version {match.group(1)}, or is not "
+                "supported for generateContent. Call ListModels to see the list of available "
+                "models and their supported methods."))
         try:
             body = json.loads(raw)
         except ValueError:
