@@ -473,6 +473,7 @@ def review(ctx: click.Context, base: str | None, out: Path, self_contained: bool
 @click.pass_context
 def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
     """Send this project's images to the remote cache (`cache.remote`, $NBPIPE_REMOTE)."""
+    from nbpipe.run.gitref import refuse_committed_store
     from nbpipe.run.push import push_all
     from nbpipe.run.view import open_remote
     from nbpipe.store.cache import Cache
@@ -483,6 +484,7 @@ def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
         raise UsageError("no remote cache is configured",
                          "set `cache: {remote: s3://bucket/prefix}` or NBPIPE_REMOTE")
     with _writing(ctx.obj):
+        refuse_committed_store(ctx.obj, _cache_dir(ctx.obj))  # never push forged takes
         cache = Cache(_cache_dir(ctx.obj), create=False)
         try:
             sent, present = push_all(project, cache, remote)

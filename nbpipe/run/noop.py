@@ -11,7 +11,12 @@ The fingerprint holds what the planner of that build actually read, and the code
   it, and the content is re-hashed only when those change (an editable or git install edited
   in place, the next retirement);
 - the day from which a frame's model nears its shutdown: from then on the full path runs, to
-  warn and then refuse, though nothing in the project changed.
+  warn and then refuse, though nothing in the project changed;
+- the manifest's stat, which binds the fingerprint to this checkout: `.nbpipe/` is never to be
+  committed, and one that was (a pull request in CI) could carry a forged fingerprint naming
+  no inputs and no outputs. A checkout gives the manifest an inode and a ctime nobody can
+  foresee, so such a fingerprint never matches, and the full path, which refuses a `.nbpipe/`
+  that git tracks (run/gitref.py), runs instead; the check itself stays free of git.
 
 A build that sees the manifest or an input change between planning and its end writes no
 fingerprint, nor one holding a stat that proves nothing (a racy one, see nbpipe.filestat).
@@ -106,6 +111,7 @@ def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
         inputs[rel] = list(now)
     code = _code((previous or {}).get("code"))
     return {"nbpipe": __version__, "schema": plan.KEY_SCHEMA, "code": code,
+            "checkout": list(stat_of(root / MANIFEST) or ()),
             "catalogue": _sha(CATALOGUE), "options": _with_env(options),
             "frames": frames, "manifest": manifest_digest,
             "lock": hashlib.sha256(lock_text.encode()).hexdigest(),
@@ -139,6 +145,9 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
     if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or \
             fp.get("schema") != plan.KEY_SCHEMA or fp.get("options") != _with_env(options):
         return None
+    checkout = fp.get("checkout")
+    if not checkout or checkout != list(stat_of(root / MANIFEST) or ()):
+        return None  # not written on this checkout of the manifest
     if fp.get("catalogue") != _sha(CATALOGUE):
         return None
     if fp.get("manifest") != _sha(root / MANIFEST) or fp.get("lock") != _sha(root / LOCK):
