@@ -283,7 +283,7 @@ def _url_of(image: InputData) -> str:
     raise FrameFailed(f"HiAPI takes input images as URLs, and '{image.image.ref}' has none")
 
 
-def _output(task: HiTask, task_id: str) -> tuple[str, float | None]:
+def _output(task: HiTask, task_id: str) -> tuple[str, float]:
     """The output URL and its expiry. A success without a usable URL counts as a failed task:
     its image can never be fetched, and resuming it would fail the same way at every build."""
     first = task.output[0] if task.output else None
