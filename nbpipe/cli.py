@@ -576,3 +576,11 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         click.echo("internal error: this is a bug in nbpipe; please report it", err=True)
         return EXIT_INTERNAL
+
+
+def entry() -> None:
+    """The console script of installs made before nbpipe/launch.py existed (pip writes the
+    script once, at install time): the same entry point."""
+    from nbpipe.launch import entry as launch
+
+    launch()
