@@ -68,7 +68,7 @@ class Recovery:
             self.journal.closed(entry.key, entry.take, "outcome unknown after a crash")
             self.summary.maybe_billed += 1
             self.summary.maybe_billed_usd += entry_price(entry, self.catalog)
-        self.budget.reserved += cost  # the cap covers what may already be spent
+            self.budget.owe(entry_frame(entry, self.catalog))  # the cap covers what may be spent
 
     async def collect(self, slots: dict[str, asyncio.Semaphore], after: bool = False) -> None:
         """Collect every task an earlier build created but never collected (a crash, Ctrl-C, a

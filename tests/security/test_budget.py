@@ -47,6 +47,38 @@ def test_a_tampered_shared_price_list_cannot_lower_the_measure(fake_hiapi, build
     assert (result["code"], fake_hiapi.counts["creates"]) == (1, 2)
 
 
+GEMINI_CHEAP = """\
+version: 1
+defaults: {backend: gemini, model: gemini-3.1-flash-image}
+pricing: {gemini: {gemini-3.1-flash-image: 0.01}}
+targets:
+  a: {prompt: a lighthouse}
+"""
+
+
+def leave_an_unanswered_request(root, frame: str) -> None:
+    """What a build killed while waiting for a Gemini reply leaves: an open journal entry."""
+    from nbpipe.plan.planner import open_project
+    from nbpipe.store.journal import Journal
+
+    sent = open_project(root).frames[frame]
+    journal = Journal(root / ".nbpipe" / "journal.jsonl")
+    journal.intent(sent.key, 1, sent.name, sent.backend, sent.record())
+    journal.close()
+
+
+@pytest.mark.parametrize("trust, rendered", [((), 0), (("--trust-manifest-prices",), 1)])
+def test_a_possibly_billed_request_is_reserved_at_list_price(trust, rendered, fake_gemini, build,
+                                                             make_project):
+    """An earlier build's unanswered request may have cost the list price (USD 0.067); it was
+    reserved at the manifest's 0.01, so a's resend (0.067 more) was let through a 0.13 cap."""
+    root = make_project(GEMINI_CHEAP)
+    leave_an_unanswered_request(root, "a")
+    result = build(root, "--max-cost", "0.13", *trust)
+    assert (result["rendered"], fake_gemini.counts.get("generates", 0)) == (rendered, rendered)
+    assert (result["skipped"], result["maybe_billed"]) == (1 - rendered, 1)
+
+
 @pytest.mark.parametrize("garbage", ['{"hiapi": {"Nano-Banana": "abc"}}', '{"hiapi": []}',
                                      '{"hiapi": {"Nano-Banana": 1e999}}', "[1, 2]", "\x00\x01",
                                      '{"hiapi": {"Nano-Banana-2": {"8K": 1}}}',
