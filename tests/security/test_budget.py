@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tests.samples import ONE, journal, on_gemini
+
 PRO = """\
 version: 1
 defaults: {backend: hiapi, model: Nano-Banana-Pro, resolution: 1K}
@@ -47,24 +49,17 @@ def test_a_tampered_shared_price_list_cannot_lower_the_measure(fake_hiapi, build
     assert (result["code"], fake_hiapi.counts["creates"]) == (1, 2)
 
 
-GEMINI_CHEAP = """\
-version: 1
-defaults: {backend: gemini, model: gemini-3.1-flash-image}
-pricing: {gemini: {gemini-3.1-flash-image: 0.01}}
-targets:
-  a: {prompt: a lighthouse}
-"""
+GEMINI_CHEAP = on_gemini(ONE) + "pricing: {gemini: {gemini-3.1-flash-image: 0.01}}\n"
 
 
 def leave_an_unanswered_request(root, frame: str) -> None:
     """What a build killed while waiting for a Gemini reply leaves: an open journal entry."""
     from nbpipe.plan.planner import open_project
-    from nbpipe.store.journal import Journal
 
     sent = open_project(root).frames[frame]
-    journal = Journal(root / ".nbpipe" / "journal.jsonl")
-    journal.intent(sent.key, 1, sent.name, sent.backend, sent.record())
-    journal.close()
+    left = journal(root)
+    left.intent(sent.key, 1, sent.name, sent.backend, sent.record())
+    left.close()
 
 
 @pytest.mark.parametrize("trust, rendered", [((), 0), (("--trust-manifest-prices",), 1)])
