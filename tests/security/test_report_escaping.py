@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-
 from tests.run.test_report import browser, open_page  # noqa: F401 - the fixture skips without chromium (fails in CI)
 
 SCRIPT = "<script>window.pwned='script'</script>"
