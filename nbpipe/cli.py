@@ -111,7 +111,7 @@ def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: st
          profile: str | None, compare: str | None, offline: bool) -> int:
     """What a build would do, why, and what it would cost. FRAMES take globs: 'shoe/*'."""
     from nbpipe import present
-    from nbpipe.run.prices import price_source
+    from nbpipe.run.prices import budget_note, price_source
     from nbpipe.run.view import plan_project
 
     if compare:
@@ -129,6 +129,9 @@ def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: st
         for hint in present.price_hints(project.catalog, result):
             click.echo(f"hint: {hint}")
         click.echo(f"prices: {price_source(_cache_dir(ctx.obj), project)}")
+        note = budget_note(_cache_dir(ctx.obj), result)
+        if note:
+            click.echo(f"budget: {note}")
     return EXIT_OK
 
 
