@@ -23,8 +23,9 @@ from nbpipe.errors import (
     NbpipeError,
     UsageError,
 )
+from nbpipe.launch import BACKENDS
 
-BACKEND_CHOICE = click.Choice(["hiapi", "gemini", "preview"])  # default: $NBPIPE_BACKEND
+BACKEND_CHOICE = click.Choice(BACKENDS)  # default: $NBPIPE_BACKEND
 
 
 class Usd(click.ParamType):
@@ -72,7 +73,7 @@ def _project(ctx: click.Context, backend: str | None = None, profile: str | None
     from nbpipe.run.prices import current_catalog
 
     root: Path = ctx.obj
-    if not root.is_dir():
+    if not os.path.isdir(root):  # not Path.is_dir: that raises on a name too long
         raise UsageError(f"no such directory: {root}")
     project = open_project(root, backend, profile, current_catalog(_cache_dir(root)))
     said = ctx.meta.setdefault("nbpipe.warned", set())
