@@ -121,6 +121,18 @@ def _expired(until: object) -> bool:
     return not isinstance(until, str) or today().isoformat() >= until
 
 
+def _folders_inside(root: Path, paths: list[str]) -> bool:
+    """Every folder holding a fingerprinted file still leads inside the project, as the planner
+    demands: a folder moved out and symlinked back keeps every stat of the files in it (a file
+    moved gets a new ctime; a folder's files do not). One realpath per folder, not per file."""
+    real = os.path.realpath(root)
+    for folder in {rel.rpartition("/")[0] for rel in paths} - {""}:
+        found = os.path.realpath(os.path.join(root, folder))
+        if found != real and not found.startswith(real + os.sep):
+            return False
+    return True
+
+
 def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
     """The number of frames if provably nothing changed since the last all-fresh build.
 
@@ -155,6 +167,8 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
         known = state.known_stat(rel) if isinstance(rel, str) else None
         if not known or list(stat_of(os.path.join(root, rel)) or ()) != known:
             return None
+    if not _folders_inside(root, [*inputs, *outputs]):
+        return None
     if not _code_unchanged(fp.get("code")):
         return None
     frames = fp.get("frames")

@@ -251,3 +251,50 @@ def test_a_planner_setting_from_the_environment_is_part_of_the_fingerprint(make_
     assert run("-C", str(root), "build", "--check").code == 2
     monkeypatch.delenv("NBPIPE_MAX_FRAMES")
     assert run("-C", str(root), "build").out == "nothing to do: 2 frames fresh\n"
+
+
+def _fingerprint_edited(root: Path, **changes) -> None:
+    path = root / ".nbpipe" / "state.json"
+    state = json.loads(path.read_text())
+    state["fingerprint"].update(changes)
+    path.write_text(json.dumps(state))
+
+
+def test_a_fingerprint_naming_no_possible_file_is_forgotten(make_project, build, run):
+    # state.json is a cache of what this machine saw: damaged, it is re-learnt, never a crash
+    root = make_project(CABIN)
+    build(root)
+    _fingerprint_edited(root, inputs={"refs/x\u0000.png": [1, 2, 3, 4]})
+    done = run("-C", str(root), "build")
+    assert (done.code, done.out, done.err) == (0, "nothing to do: 1 frame fresh\n", "")
+    assert has_fingerprint(root)  # the full path wrote a good one back
+
+
+def test_a_fingerprint_without_the_manifest_digest_proves_nothing(make_project, build, run):
+    root = make_project(CABIN)
+    build(root)
+    _fingerprint_edited(root, manifest=None, lock=None)
+    (root / "nbpipe.yaml").unlink()
+    (root / "nbpipe.lock").unlink()
+    assert run("-C", str(root), "build", "--check").code == 2  # no manifest: as `plan` says
+    assert run("-C", str(root), "plan").code == 2
+
+
+@pytest.mark.parametrize("folder", ["out", "refs"])
+def test_a_folder_moved_out_of_the_project_and_linked_back_is_not_fresh(make_project, build, run,
+                                                                        tmp_path, folder):
+    # Its files keep every stat (only the folder was renamed), but the planner refuses a path
+    # that leads out of the project: the gate may not pass what the build refuses.
+    root = make_project(CABIN + "  b: {prompt: restyle it, inputs: [refs/x.png]}\n",
+                        {"refs/x.png": tiny_png()})
+    time.sleep(0.15)  # older than a clock tick: its stat can prove it unchanged
+    build(root)
+    assert run("-C", str(root), "build", "--check").code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / folder).rename(elsewhere / folder)
+    (root / folder).symlink_to(elsewhere / folder)
+    plan = run("-C", str(root), "plan")
+    assert plan.code == 2 and "out of the project" in plan.err, plan
+    check = run("-C", str(root), "build", "--check")
+    assert (check.code, check.err) == (2, plan.err)
