@@ -6,6 +6,9 @@ The fingerprint holds what the planner of that build actually read, and the code
 - each project file hashed into a key, with its stat from before the read (filestat.Stat);
 - the digest of the lock it wrote, the build options, and the outputs' stats (in the stat
   cache, each beside the digest it was hashed to);
+- the interpreter's version, and the stats of the libraries whose behaviour shapes a key (the
+  template engine renders prompts; the YAML loader and the validator read the manifest): an
+  upgrade replaces their files, so new stats stand for a new version;
 - the key schema, and a digest of nbpipe's own files (code and the model catalogue,
   data/catalog.json), computed once per install: the fingerprint keeps the files' stats beside
   it, and the content is re-hashed only when those change (an editable or git install edited
@@ -24,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 from nbpipe import __version__
@@ -86,6 +90,29 @@ def _code_unchanged(recorded: object) -> bool:
 PLANNER_ENV = ("NBPIPE_REMOTE", "NBPIPE_REMOTE_ENDPOINT", "NBPIPE_MAX_FRAMES")
 
 
+# Modules whose upgrade may change what a manifest plans to (their top files' stats are kept).
+KEY_LIBRARIES = ("jinja2", "ruamel.yaml", "pydantic", "pydantic_core")
+
+
+def _libraries() -> dict[str, list] | None:
+    """Each key library's file → its stat, as loaded by this (planning) process; None if one
+    is not loaded or has no file: then nothing proves the next process runs the same one."""
+    found = {}
+    for name in KEY_LIBRARIES:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        stat = stat_of(path) if isinstance(path, str) else None
+        if stat is None:
+            return None
+        found[path] = list(stat)
+    return found
+
+
+def _libraries_unchanged(recorded: object) -> bool:
+    return isinstance(recorded, dict) and len(recorded) == len(KEY_LIBRARIES) and all(
+        isinstance(path, str) and list(stat_of(path) or ()) == stat
+        for path, stat in recorded.items())
+
+
 def _with_env(options: dict) -> dict:
     return {**options, "env": {name: os.environ.get(name) for name in PLANNER_ENV}}
 
@@ -104,8 +131,11 @@ def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
         if planned is None or now is None or tuple(planned) != now or is_racy(now):
             return None
         inputs[rel] = list(now)
+    libraries = _libraries()
+    if libraries is None:
+        return None
     code = _code((previous or {}).get("code"))
-    return {"nbpipe": __version__, "schema": plan.KEY_SCHEMA, "code": code,
+    return {"nbpipe": __version__, "python": sys.version, "libraries": libraries, "schema": plan.KEY_SCHEMA, "code": code,
             "catalogue": _sha(CATALOGUE), "options": _with_env(options),
             "frames": frames, "manifest": manifest_digest,
             "lock": hashlib.sha256(lock_text.encode()).hexdigest(),
@@ -151,7 +181,7 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
     if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or \
             fp.get("schema") != plan.KEY_SCHEMA or fp.get("options") != _with_env(options):
         return None
-    if fp.get("catalogue") != _sha(CATALOGUE):
+    if fp.get("catalogue") != _sha(CATALOGUE) or fp.get("python") != sys.version:
         return None
     if fp.get("manifest") != _sha(root / MANIFEST) or fp.get("lock") != _sha(root / LOCK):
         return None
@@ -169,7 +199,7 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
             return None
     if not _folders_inside(root, [*inputs, *outputs]):
         return None
-    if not _code_unchanged(fp.get("code")):
+    if not _libraries_unchanged(fp.get("libraries")) or not _code_unchanged(fp.get("code")):
         return None
     frames = fp.get("frames")
     return frames if isinstance(frames, int) else None

@@ -126,6 +126,35 @@ def test_4_a_change_to_nbpipe_s_own_files_is_seen_and_digested_once(make_project
     assert noop.still_fresh(root, options, root / ".nbpipe" / "journal.jsonl") is None
 
 
+def test_4_an_upgrade_of_a_key_library_or_of_python_is_seen(make_project, build, run,
+                                                            monkeypatch, tmp_path):
+    """A new jinja2 (say) may render a prompt differently: its files' stats stand for its
+    version. Here a stand-in library joins the list, and is then 'upgraded' in place."""
+    import sys
+    import types
+
+    library = tmp_path / "stand_in.py"
+    library.write_text("VERSION = 1\n")
+    module = types.ModuleType("stand_in")
+    module.__file__ = str(library)
+    monkeypatch.setitem(sys.modules, "stand_in", module)
+    monkeypatch.setattr(noop, "KEY_LIBRARIES", (*noop.KEY_LIBRARIES, "stand_in"))
+    root = make_project(CABIN)
+    time.sleep(0.01)
+    build(root)
+    options, journal = {"backend": None, "profile": None}, root / ".nbpipe" / "journal.jsonl"
+    assert noop.still_fresh(root, options, journal) == 1
+    with monkeypatch.context() as m:
+        m.setattr(sys, "version", sys.version + " (another build)")
+        assert noop.still_fresh(root, options, journal) is None
+    library.write_text("VERSION = 2\n")  # pip replaced the file
+    assert noop.still_fresh(root, options, journal) is None
+    assert assert_gate_agrees(run, root) == []  # the full path: nothing to render after all
+    assert noop.still_fresh(root, options, journal) is None  # --check writes no fingerprint
+    build(root)
+    assert noop.still_fresh(root, options, journal) == 1
+
+
 @pytest.mark.parametrize("prompt, message", [
     ("a {{ ['red', 'blue']|random }} cabin", "template syntax: No filter named 'random'."),
     ("{{ lipsum(1) }}", "'lipsum' is not available in nbpipe templates (it makes a different "
