@@ -163,6 +163,9 @@ def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None,
 
 def _cache_dir(root: Path) -> Path:
     shared = os.environ.get("NBPIPE_CACHE_DIR")
+    if shared and os.path.exists(shared) and not os.path.isdir(shared):
+        raise UsageError(f"NBPIPE_CACHE_DIR is not a directory: {shared}",
+                         "point it at a directory (nbpipe creates it if missing)")
     return Path(shared) if shared else root / ".nbpipe"
 
 

@@ -172,8 +172,10 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
     try:
         if journal.stat().st_size:
             return None
-    except OSError:
+    except FileNotFoundError:
         pass  # no journal: nothing was ever left in flight
+    except (OSError, ValueError):
+        return None  # unreadable: only the full path can say (and say why)
     state = State(root)
     if state.data.get("unpushed"):
         return None  # images still to send to the remote cache: the full path sends them
