@@ -8,8 +8,8 @@ import json
 import pytest
 from PIL import Image
 
-from tests.backends.test_hiapi_build import failures
 from tests.conftest import copy_example, tiny_png
+from tests.samples import failures
 
 ONE = """\
 version: 1

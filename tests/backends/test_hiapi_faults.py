@@ -1,5 +1,6 @@
 """HiAPI faults whose wrong handling costs money or never ends: a task HiAPI does not know
-(404), a 404 from something that is not HiAPI, a server that keeps asking to retry later."""
+(404), a 404 from something that is not HiAPI, a server that keeps asking to retry later, an
+`expireAt` in the wrong unit."""
 
 from __future__ import annotations
 
@@ -8,34 +9,21 @@ import time
 
 import pytest
 
-from tests.backends.test_hiapi_build import failures
 from tests.fakes.server import Elsewhere
+from tests.samples import ONE
+from tests.samples import failures, journal, notes
 
 NOW = 1_790_000_000.0  # a fixed "now" for unit tests of time arithmetic
-A = """\
-version: 1
-defaults: {backend: hiapi, model: Nano-Banana}
-targets:
-  a: {prompt: a lighthouse}
-"""
-
-
-def notes(summary: dict) -> list[str]:
-    return [e["message"] for e in summary["events"] if e["event"] == "note"]
 
 
 def open_tasks(root) -> list[str]:
     """The task ids the journal still holds open (each would be polled by the next build)."""
-    journal = root / ".nbpipe" / "journal.jsonl"
-    records = [json.loads(line) for line in journal.read_text().splitlines()]
-    closed = {(r["key"], r["take"]) for r in records if r["op"] in ("done", "failed", "closed")}
-    return [r["task_id"] for r in records
-            if r["op"] == "task" and (r["key"], r["take"]) not in closed]
+    return [e.task_id for e in journal(root).open.values() if e.task_id]
 
 
 def test_a_task_hiapi_forgot_is_closed_as_lost_and_rendered_anew_once(fake_hiapi, build,
                                                                       make_project):
-    root = make_project(A)
+    root = make_project(ONE)
     fake_hiapi.faults.add("task", "vanish")  # every poll of it answers 404 NOT_FOUND
     summary = build(root)
     (task_id,) = fake_hiapi.tasks
@@ -55,7 +43,7 @@ def test_a_task_hiapi_forgot_is_closed_as_lost_and_rendered_anew_once(fake_hiapi
 
 def test_a_task_of_another_account_is_not_resumed_by_every_build(fake_hiapi, build, make_project,
                                                                  monkeypatch):
-    root = make_project(A)
+    root = make_project(ONE)
     monkeypatch.setenv("NBPIPE_HIAPI_TIMEOUT", "0.5")
     fake_hiapi.faults.add("task", "stuck")
     assert build(root)["failed"] == 1  # timed out: its task is left for the next build
@@ -77,7 +65,7 @@ def test_a_task_of_another_account_is_not_resumed_by_every_build(fake_hiapi, bui
 
 def test_a_404_that_hiapi_did_not_send_keeps_the_task_and_stops(fake_hiapi, build, make_project,
                                                                  monkeypatch):
-    root = make_project(A)
+    root = make_project(ONE)
     monkeypatch.setenv("NBPIPE_HIAPI_TIMEOUT", "0.5")
     fake_hiapi.faults.add("task", "stuck")
     build(root)
@@ -100,30 +88,18 @@ def test_a_create_answered_404_by_something_else_is_not_a_retired_model(fake_hia
                                                                          monkeypatch):
     with Elsewhere() as proxy:
         monkeypatch.setenv("HIAPI_BASE_URL", proxy.url + "/api")
-        summary = build(make_project(A))
+        summary = build(make_project(ONE))
     assert failures(summary) == {"a": f"HiAPI endpoint not found at {proxy.url}/api/v1/tasks "
                                       "(HTTP 404, not an error reply of HiAPI's); check "
                                       "HIAPI_BASE_URL"}
     assert summary["code"] == 1
 
 
-def test_a_retry_after_past_the_retry_deadline_fails_the_create_at_once(fake_hiapi, make_project,
-                                                                        monkeypatch):
-    from tests.backends.test_delays import build as build_process
-
-    fake_hiapi.faults.add("create", *["429:3600"] * 5)  # used to be 4 sleeps of 120 s
-    summary, took = build_process(make_project(A), limit=60)
-    assert failures(summary) == {"a": (
-        "gave up after 1 attempt: HiAPI answered HTTP 429 RATE_LIMITED: too many requests; it "
-        "asked to retry in 3600 s, past the retry deadline (NBPIPE_RETRY_DEADLINE=300 s)")}
-    assert took < 30 and fake_hiapi.counts.get("creates", 0) == 0
-
-
 def test_retries_stop_at_the_retry_deadline_and_honour_retry_after_below_it(
         fake_hiapi, build, make_project, monkeypatch):
     monkeypatch.setenv("NBPIPE_RETRY_DEADLINE", "3")
     fake_hiapi.faults.add("create", *["429:2"] * 5)
-    summary = build(make_project(A))  # tries at 0 s and 2 s; at 2 s only 1 s is left
+    summary = build(make_project(ONE))  # tries at 0 s and 2 s; at 2 s only 1 s is left
     assert failures(summary) == {"a": (
         "gave up after 2 attempts: HiAPI answered HTTP 429 RATE_LIMITED: too many requests; it "
         "asked to retry in 2 s, past the retry deadline (NBPIPE_RETRY_DEADLINE=3 s)")}
@@ -131,7 +107,7 @@ def test_retries_stop_at_the_retry_deadline_and_honour_retry_after_below_it(
     fake_hiapi.faults.clear("create")
     fake_hiapi.faults.add("poll", "429:2")
     started = time.monotonic()
-    again = build(make_project(A))  # the create left in the journal, then a poll told to wait
+    again = build(make_project(ONE))  # the create left in the journal, then a poll told to wait
     assert (again["rendered"], fake_hiapi.counts["creates"]) == (1, 1)
     assert time.monotonic() - started >= 2  # Retry-After honoured, below the deadline
 
@@ -145,7 +121,7 @@ def test_expire_at_is_read_as_seconds_and_an_implausible_one_sanely(fault, lifet
                                                                      build, make_project):
     from nbpipe.store.cache import Cache
 
-    root = make_project(A)
+    root = make_project(ONE)
     if fault:
         fake_hiapi.faults.add("task", fault)
     assert build(root)["rendered"] == 1
