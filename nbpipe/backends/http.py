@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity.wait import wait_random_exponential
 
 from nbpipe.backends.base import Sink
 from nbpipe.backends.replies import ReplyProblem, parse_json, scrub
@@ -198,26 +199,45 @@ class RetryPolicy:
         why = f"the retry deadline ({RETRY_DEADLINE_VAR}={self.deadline:g} s)"
         if deadline is not None and deadline < end:
             end, why = deadline, limit or "the deadline"
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                return await attempt()
-            except Retryable as exc:
-                failed = exc
-            asked = failed.delay if failed.delay is not None and math.isfinite(failed.delay) \
-                else None
-            left = end - time.monotonic()
-            gave_up = f"gave up after {tries} attempt{'s' * (tries != 1)}"
-            if tries >= self.attempts:
-                raise FrameFailed(f"{gave_up}: {failed}", retry_later=True) from None
-            if left <= 0:
-                raise FrameFailed(f"{gave_up}, at {why}: {failed}", retry_later=True) from None
-            if asked is not None and asked > left:
-                raise FrameFailed(f"{gave_up}: {failed}; it asked to retry in {asked:g} s, past "
-                                  f"{why}", retry_later=True) from None
-            jitter = random.uniform(0, min(self.cap, self.base * 2 ** (tries - 1)))
-            await asyncio.sleep(max(asked, 0.0) if asked is not None else min(jitter, left))
+        backoff = wait_random_exponential(multiplier=self.base, max=self.cap)
+
+        def wait(state: RetryCallState) -> float:
+            asked = _asked(state.outcome.exception())
+            return asked if asked is not None else min(backoff(state), _left(end))
+
+        def stop(state: RetryCallState) -> bool:  # tenacity asks after `wait`
+            return state.attempt_number >= self.attempts or \
+                _left(end) <= 0 or state.upcoming_sleep > _left(end)
+
+        retrying = AsyncRetrying(retry=retry_if_exception_type(Retryable), stop=stop, wait=wait,
+                                 reraise=True)
+        try:
+            async for tried in retrying:
+                with tried:
+                    return await attempt()
+        except Retryable as failed:
+            raise FrameFailed(self._gave_up(retrying.statistics["attempt_number"], failed,
+                                            _left(end), why), retry_later=True) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _gave_up(self, tries: int, failed: Retryable, left: float, why: str) -> str:
+        gave_up = f"gave up after {tries} attempt{'s' * (tries != 1)}"
+        asked = _asked(failed)
+        if tries >= self.attempts:
+            return f"{gave_up}: {failed}"
+        if asked is not None and asked > left > 0:
+            return f"{gave_up}: {failed}; it asked to retry in {asked:g} s, past {why}"
+        return f"{gave_up}, at {why}: {failed}"
+
+
+def _asked(exc: BaseException | None) -> float | None:
+    """The server's Retry-After on a retryable failure, if it gave a usable one."""
+    delay = exc.delay if isinstance(exc, Retryable) else None
+    return max(delay, 0.0) if delay is not None and math.isfinite(delay) else None
+
+
+def _left(end: float) -> float:
+    return end - time.monotonic()
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
