@@ -25,7 +25,7 @@ import random
 import string
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nbpipe.catalog import builtin, today
 from tests.fakes.server import BIG_NUMBER, DEEP_JSON, FakeServer, Handler, image_bytes
@@ -73,6 +73,7 @@ class Task:
     completed: int = 0
     image: bytes = b""
     creates: int = 1
+    download_faults: list = field(default_factory=list)  # what each download of it met
 
 
 class FakeHiApi(FakeServer):
@@ -291,6 +292,8 @@ class FakeHiApi(FakeServer):
             return request.redirect(self.redirect_to + "/files/" + name)
         elif fault == "redirect-file":
             return request.redirect("file:///etc/passwd", 302)
+        if task is not None and fault:
+            task.download_faults.append(fault)
         if task is None or task.status != "success" or fault == "gone":
             return request.send(410, raw=b"expired", content_type="text/plain")
         data = task.image
