@@ -252,7 +252,7 @@ class MoneyMachine(RuleBasedStateMachine):
                 self._exit_ok(proc.returncode, err + out, args)
                 if args[0] != "build":
                     assert proc.returncode in (0, 1, 2), (args, proc.returncode, err)
-                    assert proc.returncode == 0 or err.startswith("error:") or \
+                    assert proc.returncode == 0 or "\nerror: " in "\n" + err or \
                         out.startswith("missing"), (args, out, err)  # a clear refusal
         finally:
             self.gemini.delay = 0.0
