@@ -232,14 +232,16 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @rule(moment=st.floats(0.0, 1.5), data=st.data())
     def maintain_beside_build(self, moment, data):
+        frame = data.draw(st.sampled_from(sorted({*self.prompts, *self.gemini_prompts})))
+        self.beside_build(moment, frame, data.draw(st.sampled_from(["1", "2"])))
+
+    def beside_build(self, moment: float, frame: str, take: str) -> None:
         """gc, pin and pull while a build runs (a Gemini request slow in flight, a HiAPI task
         maybe stuck): each waits for the build's lock or refuses, and none loses a paid image
         (the invariants check that every take and pin still has its blob)."""
         self.version += 1
         self.gemini_prompts["g2"] = f"a kite over town {self.version}"  # something to send
         self._write()
-        frame = data.draw(st.sampled_from(sorted({*self.prompts, *self.gemini_prompts})))
-        take = data.draw(st.sampled_from(["1", "2"]))
         self.fake.faults.add("task", "stuck")
         self.gemini.delay = SLOW_GEMINI
         try:
