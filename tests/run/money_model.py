@@ -87,6 +87,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self._held: dict[tuple[str, str], bool] = {}  # (backend, prompt) → has an image now
         self.version = 0
         self.checks = 0
+        self.said: list[str] = []  # each command and what it printed: the story of a failure
         self._write()
 
     def teardown(self):
@@ -124,11 +125,15 @@ class MoneyMachine(RuleBasedStateMachine):
         return done
 
     def _exit_ok(self, code: int, text: str, args) -> None:
+        self.said.append(f"$ nbpipe {' '.join(args)}  → {code}\n{text[-1500:]}")
         if (code == -signal.SIGINT or "init_import_site" in text) and \
                 "nbpipe/" not in text.replace("nbpipe/__main__", ""):
             return  # Ctrl-C while the interpreter itself was starting, before nbpipe ran
         assert code in (0, 1, 2, 130), (args, code, text[-3000:])
         assert "Traceback" not in text, (args, text[-3000:])
+
+    def _story(self) -> str:
+        return "\n".join(self.said[-10:])
 
     def _generates(self) -> int:
         return self.gemini.counts.get("generates", 0)
@@ -204,8 +209,8 @@ class MoneyMachine(RuleBasedStateMachine):
             self.gemini.delay = 0.0
         if presses != 1:  # one Ctrl-C waits for Gemini requests in flight: they are paid
             self.abandoned |= {b.number for b in self.gemini.billed[first:]}
-        if presses:
-            self._exit_ok(proc.returncode, err + out, ("build", f"^C x{presses}"))
+        self._exit_ok(proc.returncode if presses else 130, err + out,
+                      ("build", f"^C x{presses}" if presses else "kill -9"))
 
     @rule()
     def settle(self):
@@ -288,7 +293,7 @@ class MoneyMachine(RuleBasedStateMachine):
     def never_paid_twice(self):
         self._observe()
         keys = self.fake.created_keys
-        assert len(keys) == len(set(keys)), "two tasks under one Idempotency-Key"
+        assert len(keys) == len(set(keys)), ("two tasks under one Idempotency-Key", self._story())
         paid, spoiled = Counter(), Counter()
         for task in self.fake.tasks.values():
             paid[task.input["prompt"]] += 1
@@ -296,7 +301,7 @@ class MoneyMachine(RuleBasedStateMachine):
                 spoiled[task.input["prompt"]] += 1
         for prompt, n in paid.items():
             assert n <= 1 + self.forced[prompt] + spoiled[prompt] + \
-                self.regained[("hiapi", prompt)], ("HiAPI paid twice", prompt, n)
+                self.regained[("hiapi", prompt)], ("HiAPI paid twice", prompt, n, self._story())
         billed, lost = Counter(), Counter()
         for b in self.gemini.billed:
             if b.paid_image:
@@ -306,14 +311,15 @@ class MoneyMachine(RuleBasedStateMachine):
                     lost[b.prompt] += 1
         for prompt, n in billed.items():
             assert n <= 1 + self.gemini_forced[prompt] + lost[prompt] + \
-                self.regained[("gemini", prompt)], ("Gemini paid twice", prompt, n)
+                self.regained[("gemini", prompt)], ("Gemini paid twice", prompt, n, self._story())
 
     @invariant()
     def nothing_paid_is_lost(self):
         self._observe()
         for b in self.gemini.billed:
             if b.image and b.number not in self.abandoned:
-                assert sha(b.image) in self.cached, ("a Gemini image sent, not cached", b.prompt)
+                assert sha(b.image) in self.cached, ("a Gemini image sent, not cached", b.prompt,
+                                                    self._story())
         from nbpipe.store.cache import Cache
 
         if not (self.root / ".nbpipe").is_dir():
@@ -322,9 +328,11 @@ class MoneyMachine(RuleBasedStateMachine):
         try:
             for key in cache.all_keys():
                 for take in cache.takes(key):
-                    assert cache.has_blob(take.digest), ("a take without its image", key)
+                    assert cache.has_blob(take.digest), \
+                        ("a take without its image", key, self._story())
             for name, entry in self._lock().items():
-                assert cache.has_blob(entry["digest"]), ("a pinned image is gone", name)
+                assert cache.has_blob(entry["digest"]), \
+                    ("a pinned image is gone", name, self._story())
         finally:
             cache.close()
 
@@ -341,16 +349,17 @@ class MoneyMachine(RuleBasedStateMachine):
         for entry in Journal(self.root / ".nbpipe" / "journal.jsonl").open.values():
             task = self.fake.tasks.get(entry.task_id or "")
             assert task is not None and task.outcome == "stuck", \
-                ("an open journal entry after a complete build", entry)
+                ("an open journal entry after a complete build", entry, self._story())
         for task in self.fake.tasks.values():
             if task.status == "success" and task.outcome == "success" and \
                     not task.download_faults:
-                assert sha(task.image) in self.cached, ("paid image lost", task.task_id)
+                assert sha(task.image) in self.cached, \
+                    ("paid image lost", task.task_id, self._story())
         lock = self._lock()
-        assert set(lock) == {*self.prompts, *self.gemini_prompts}
+        assert set(lock) == {*self.prompts, *self.gemini_prompts}, (sorted(lock), self._story())
         for entry in lock.values():
             data = (self.root / entry["output"]).read_bytes()
-            assert sha(data) == entry["digest"]
+            assert sha(data) == entry["digest"], (entry, self._story())
         assert not list(self.root.rglob("*.part"))
         assert list((self.root / ".nbpipe" / "tmp").iterdir()) == []
         before = self.fake.counts.get("creates", 0), self._generates()
