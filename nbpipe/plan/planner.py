@@ -212,6 +212,7 @@ class Known(Protocol):
     def take_digests(self, key: str) -> set[str]: ...
     def previous_request(self, key: str) -> dict | None: ...
     def kept(self, digest: str) -> bool: ...  # the local cache holds this image
+    def orphan(self, output: str) -> str | None: ...  # what nbpipe left there, undeclared
 
 
 class NothingKnown:
@@ -237,6 +238,9 @@ class NothingKnown:
 
     def kept(self, digest: str) -> bool:
         return False
+
+    def orphan(self, output: str) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -288,7 +292,7 @@ def decide(frame: Frame, known: Known, force: bool = False) -> Step:
     else:
         path = frame.output_for(take.format) if take else frame.output
     current = known.output_digest(path)
-    if not output_is_ours(current, locked.digest if locked else None, frame.key, known) \
+    if not output_is_ours(path, current, locked.digest if locked else None, frame.key, known) \
             and not force:
         why = "output modified outside nbpipe" if locked else "a file not made by nbpipe is in the way"
         return Step(frame, "blocked", f"{why} (--force overwrites)", output=path)
@@ -316,13 +320,15 @@ def decide(frame: Frame, known: Known, force: bool = False) -> Step:
     return Step(frame, "render", reason, None, tuple(found))
 
 
-def output_is_ours(current: str | None, pinned: str | None, key: str, known: Known) -> bool:
-    """May nbpipe replace the file at a frame's output (digest `current`, None if missing)?
-    Yes when it holds the pinned image or a take of the frame's key, or any image the cache
-    keeps: a build killed before it saved the lock wrote it, and replacing it loses nothing.
-    Anything else was made outside nbpipe and is never overwritten without --force."""
+def output_is_ours(path: str, current: str | None, pinned: str | None, key: str,
+                   known: Known) -> bool:
+    """May nbpipe replace the file at a frame's output `path` (digest `current`, None if
+    missing)? Yes when it holds the pinned image or a take of the frame's key; any image the
+    cache keeps (a build killed before it saved the lock wrote it: replacing it loses nothing);
+    or what nbpipe left there when the frame was no longer declared. Anything else was made
+    outside nbpipe and is never overwritten without --force."""
     return current is None or current == pinned or current in known.take_digests(key) \
-        or known.kept(current)
+        or known.kept(current) or current == known.orphan(path)
 
 
 def _changes(frame: Frame, locked: Locked | None, known: Known) -> list[Change]:

@@ -676,8 +676,11 @@ class Build:
             self.state.orphans[entry.output] = entry.digest
             self.events.note(f"orphan    {entry.output}  (frame {name} is no longer declared; "
                              "`nbpipe clean --orphans` removes it)")
-        for frame in self.project.frames.values():
-            self.state.orphans.pop(frame.output, None)
+        for frame in self.project.frames.values():  # declared again, and nbpipe's once more
+            entry = self.lock.entries.get(frame.name)
+            if entry is not None:  # (until then, only the orphan record says the file is ours)
+                self.state.orphans.pop(frame.output, None)
+                self.state.orphans.pop(entry.output, None)
         self._remember_outcomes(frames)
         try:
             self.lock.save(self.root)

@@ -120,7 +120,7 @@ def pin(project: Project, cache_dir: Path, name: str, which: str, force: bool) -
         output = frame.output_for(take.format)  # a JPEG take is never written as .png
         current = state.output_digest(output)
         entry = lock.entries.get(name)
-        if not output_is_ours(current, entry.digest if entry else None, frame.key,
+        if not output_is_ours(output, current, entry.digest if entry else None, frame.key,
                               StoreKnown(lock, cache, state)) and not force:
             raise UsageError(f"{output} was modified outside nbpipe",
                              "pass --force to overwrite it")

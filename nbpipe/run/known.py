@@ -36,6 +36,9 @@ class StoreKnown:
     def kept(self, digest: str) -> bool:
         return self.cache.has_blob(digest)
 
+    def orphan(self, output: str) -> str | None:
+        return self.state.orphans.get(output)
+
     def previous_request(self, key: str) -> dict | None:
         request = self.cache.request(key)
         if request is None and self.remote and self.remote.digests(key):
