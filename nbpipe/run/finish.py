@@ -35,8 +35,11 @@ def drop_undeclared(lock: Lock, declared: Mapping[str, Frame], state: State, eve
         state.orphans[entry.output] = entry.digest
         events.note(f"orphan    {entry.output}  (frame {name} is no longer declared; "
                     "`nbpipe clean --orphans` removes it)")
-    for frame in declared.values():
-        state.orphans.pop(frame.output, None)
+    for frame in declared.values():  # declared again, and nbpipe's once more
+        entry = lock.entries.get(frame.name)
+        if entry is not None:  # (until then, only the orphan record says the file is ours)
+            state.orphans.pop(frame.output, None)
+            state.orphans.pop(entry.output, None)
 
 
 def remember_outcomes(state: State, frames: list[Frame], failed: dict[str, str],

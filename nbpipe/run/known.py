@@ -33,6 +33,12 @@ class StoreKnown:
         local = {t.digest for t in self.cache.takes(key)}
         return local | (self.remote.digests(key) if self.remote else set())
 
+    def kept(self, digest: str) -> bool:
+        return self.cache.has_blob(digest)
+
+    def orphan(self, output: str) -> str | None:
+        return self.state.orphans.get(output)
+
     def previous_request(self, key: str) -> dict | None:
         request = self.cache.request(key)
         if request is None and self.remote and self.remote.digests(key):

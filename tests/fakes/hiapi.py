@@ -31,7 +31,7 @@ import random
 import string
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nbpipe.catalog import builtin, today
 from tests.fakes.server import BIG_NUMBER, DEEP_JSON, FakeServer, Handler, image_bytes
@@ -81,6 +81,7 @@ class Task:
     image: bytes = b""
     creates: int = 1
     owner: str = ""  # the key of the account that created it
+    download_faults: list = field(default_factory=list)  # what each download of it met
 
 
 class FakeHiApi(FakeServer):
@@ -315,6 +316,8 @@ class FakeHiApi(FakeServer):
             return request.redirect(self.redirect_to + "/files/" + name)
         elif fault == "redirect-file":
             return request.redirect("file:///etc/passwd", 302)
+        if task is not None and fault:
+            task.download_faults.append(fault)
         if task is None or task.status != "success" or fault == "gone":
             return request.send(410, raw=b"expired", content_type="text/plain")
         data = task.image

@@ -288,3 +288,21 @@ def test_pin_writes_the_takes_format_and_survives_a_change_and_revert(fake_hiapi
     back = build(root)
     assert back["restored"] == 1
     assert json.loads((root / "nbpipe.lock").read_text())["frames"]["a"]["digest"] == chosen
+
+
+def test_an_output_a_killed_build_wrote_is_replaced_after_an_edit(fake_gemini, build,
+                                                                   make_project):
+    """Found by the money model: kill -9 after a frame's output was written and before the lock
+    and stat cache were saved, then the prompt edited. The file holds an image the cache keeps,
+    yet every later build left it alone as "a file not made by nbpipe" (exit 0, never built)."""
+    root = make_project(ONLY_A.replace("hiapi, model: Nano-Banana", "gemini, "
+                                      "model: gemini-3.1-flash-image"))
+    build(root)
+    (root / "nbpipe.lock").unlink()  # what kill -9 leaves: the output, not the lock nor stats
+    (root / ".nbpipe" / "state.json").unlink()
+    (root / "nbpipe.yaml").write_text((root / "nbpipe.yaml").read_text().replace(
+        "a lighthouse", "a storm"))
+    edited = build(root)
+    assert (edited["rendered"], edited["left"], edited["code"]) == (1, 0, 0)
+    (root / "out" / "a.png").write_bytes(b"my retouched a")  # bytes no cache keeps: left
+    assert (build(root)["left"], (root / "out" / "a.png").read_bytes()) == (1, b"my retouched a")
