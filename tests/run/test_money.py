@@ -7,7 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from tests.samples import ONE, TWO, journal, notes, on_gemini
+from tests.samples import GEMINI_ONE, ONE, TWO, journal, notes, on_gemini
 
 
 def leave_a_stuck_task(make_project, fake, build, monkeypatch) -> Path:
@@ -295,8 +295,7 @@ def test_an_output_a_killed_build_wrote_is_replaced_after_an_edit(fake_gemini, b
     """Found by the money model: kill -9 after a frame's output was written and before the lock
     and stat cache were saved, then the prompt edited. The file holds an image the cache keeps,
     yet every later build left it alone as "a file not made by nbpipe" (exit 0, never built)."""
-    root = make_project(ONLY_A.replace("hiapi, model: Nano-Banana", "gemini, "
-                                      "model: gemini-3.1-flash-image"))
+    root = make_project(GEMINI_ONE)
     build(root)
     (root / "nbpipe.lock").unlink()  # what kill -9 leaves: the output, not the lock nor stats
     (root / ".nbpipe" / "state.json").unlink()
