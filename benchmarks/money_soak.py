@@ -4,7 +4,9 @@
     python benchmarks/money_soak.py --machine remote --minutes 15   # + a shared S3, 2 clones
 
 Prints the examples run, the steps taken, the complete builds checked, and the first invariant
-violation found (with hypothesis's shrunk reproduction), if any.
+violation found with the steps that led to it, if any. `--shrink` lets hypothesis shrink it to a
+smaller reproduction first (minutes with real processes, and a failure that depends on timing
+may not fail again on the way: hypothesis then reports it as flaky, with the original error).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hypothesis import HealthCheck, Verbosity, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, Verbosity, settings  # noqa: E402
 from hypothesis.stateful import run_state_machine_as_test  # noqa: E402
 
 from tests.run.money_model import MoneyMachine  # noqa: E402
@@ -42,6 +44,7 @@ def main() -> int:
                         help="run batches of --batch examples, each with a fresh seed, until "
                         "this long has passed (or --examples are done)")
     parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--shrink", action="store_true", help="shrink a failure first")
     parser.add_argument("--verbose", action="store_true", help="print every step")
     args = parser.parse_args()
     counts = {"examples": 0, "steps": 0, "complete builds checked": 0}
@@ -76,6 +79,7 @@ def main() -> int:
             run_state_machine_as_test(Counted, settings=settings(
                 max_examples=batch, stateful_step_count=args.steps, deadline=None,
                 database=None, suppress_health_check=list(HealthCheck),
+                phases=[Phase.generate, *([Phase.shrink] if args.shrink else [])],
                 verbosity=Verbosity.verbose if args.verbose else Verbosity.normal))
         except Exception as exc:  # noqa: BLE001 - report it, with the counts so far
             failure = exc
@@ -84,9 +88,14 @@ def main() -> int:
             break
     elapsed = time.monotonic() - started
     print(" · ".join(f"{v} {k}" for k, v in counts.items()) + f" · {elapsed:.0f} s")
-    print("invariant violations: 0" if failure is None else f"VIOLATION: {failure!r}")
-    for exc, trace in failures[:1]:
-        print(f"first failing example: {exc!r}", *trace, sep="\n  ")
+    if failure is None:
+        print("invariant violations: 0")
+    else:
+        print(f"VIOLATION: {failure!r}")
+        for note in getattr(failure, "__notes__", []):
+            print(note)
+        for exc, trace in failures[:1]:
+            print(f"first failing example: {exc!r}", *trace, sep="\n  ")
     return 0 if failure is None else 1
 
 

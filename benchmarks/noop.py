@@ -170,6 +170,8 @@ def measure(frames: int, runs: int, venv: Path | None, timeout: float,
             results["dvc status"] = timed([str(venv / "bin" / "dvc"), "status", "-q"], root,
                                           runs, timeout)
         results["nbpipe (full path)"] = _full_path(nb, runs)
+        # The floor under any Python tool on this machine: the interpreter and site start.
+        results["python -c pass"] = timed([sys.executable, "-c", "pass"], nb, runs, timeout)
         return results
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -23,8 +23,9 @@ from nbpipe.errors import (
     NbpipeError,
     UsageError,
 )
+from nbpipe.launch import BACKENDS
 
-BACKEND_CHOICE = click.Choice(["hiapi", "gemini", "preview"])  # default: $NBPIPE_BACKEND
+BACKEND_CHOICE = click.Choice(BACKENDS)  # default: $NBPIPE_BACKEND
 
 
 class Usd(click.ParamType):
@@ -72,7 +73,7 @@ def _project(ctx: click.Context, backend: str | None = None, profile: str | None
     from nbpipe.run.prices import current_catalog
 
     root: Path = ctx.obj
-    if not root.is_dir():
+    if not os.path.isdir(root):  # not Path.is_dir: that raises on a name too long
         raise UsageError(f"no such directory: {root}")
     project = open_project(root, backend, profile, current_catalog(_cache_dir(root)))
     said = ctx.meta.setdefault("nbpipe.warned", set())
@@ -111,7 +112,7 @@ def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: st
          profile: str | None, compare: str | None, offline: bool) -> int:
     """What a build would do, why, and what it would cost. FRAMES take globs: 'shoe/*'."""
     from nbpipe import present
-    from nbpipe.run.prices import price_source
+    from nbpipe.run.prices import budget_note, price_source
     from nbpipe.run.view import plan_project
 
     if compare:
@@ -129,6 +130,9 @@ def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: st
         for hint in present.price_hints(project.catalog, result):
             click.echo(f"hint: {hint}")
         click.echo(f"prices: {price_source(_cache_dir(ctx.obj), project)}")
+        note = budget_note(_cache_dir(ctx.obj), result)
+        if note:
+            click.echo(f"budget: {note}")
     return EXIT_OK
 
 
@@ -159,6 +163,9 @@ def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None,
 
 def _cache_dir(root: Path) -> Path:
     shared = os.environ.get("NBPIPE_CACHE_DIR")
+    if shared and os.path.exists(shared) and not os.path.isdir(shared):
+        raise UsageError(f"NBPIPE_CACHE_DIR is not a directory: {shared}",
+                         "point it at a directory (nbpipe creates it if missing)")
     return Path(shared) if shared else root / ".nbpipe"
 
 
@@ -473,6 +480,7 @@ def review(ctx: click.Context, base: str | None, out: Path, self_contained: bool
 @click.pass_context
 def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
     """Send this project's images to the remote cache (`cache.remote`, $NBPIPE_REMOTE)."""
+    from nbpipe.run.gitref import refuse_committed_store
     from nbpipe.run.push import push_all
     from nbpipe.run.view import open_remote
     from nbpipe.store.cache import Cache
@@ -483,6 +491,7 @@ def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
         raise UsageError("no remote cache is configured",
                          "set `cache: {remote: s3://bucket/prefix}` or NBPIPE_REMOTE")
     with _writing(ctx.obj):
+        refuse_committed_store(ctx.obj, _cache_dir(ctx.obj))  # never push forged takes
         cache = Cache(_cache_dir(ctx.obj), create=False)
         try:
             sent, present = push_all(project, cache, remote)
@@ -576,3 +585,11 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         click.echo("internal error: this is a bug in nbpipe; please report it", err=True)
         return EXIT_INTERNAL
+
+
+def entry() -> None:
+    """The console script of installs made before nbpipe/launch.py existed (pip writes the
+    script once, at install time): the same entry point."""
+    from nbpipe.launch import entry as launch
+
+    launch()

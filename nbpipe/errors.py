@@ -6,10 +6,12 @@
     ├── FrameFailed             one frame failed (bad request, blocked, timeout, bad bytes);
     │   │                       the build goes on with frames that do not depend on it
     │   ├── TaskFailed          the remote task itself ended in failure: nothing to resume
-    │   └── ImageLost           the task succeeded (paid) but its image can no longer be fetched
+    │   └── ImageLost           the task succeeded (paid) but its image can no longer be fetched,
+    │                           or HiAPI no longer knows a task that may have succeeded (404)
     └── BuildStopped            exit 1: nothing more may be sent (bad key, no balance);
         │                       what was already rendered is kept
-        └── ModelUnknown        the API answered 404 for the model itself (retired?)
+        └── ModelUnknown        the API answered 404 for the model itself (retired?); a
+                                404 the API did not send stops the build as a wrong base URL
 
 Exit codes (the CLI's contract, also in README):
     0    success
@@ -72,8 +74,9 @@ class TaskFailed(FrameFailed):
 
 
 class ImageLost(FrameFailed):
-    """The task succeeded, so it was paid for, but its image is gone (an expired output URL):
-    nothing to resume; the next render is a new task."""
+    """The task succeeded, so it was paid for, but its image is gone (an expired output URL),
+    or HiAPI answers 404 for the task (another account's, or dropped), so whatever it made is
+    out of reach: nothing to resume; the next render is a new task."""
 
 
 class BuildStopped(NbpipeError):

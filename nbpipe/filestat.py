@@ -20,7 +20,7 @@ RACY_NS = 100_000_000  # well above the kernel's coarse timestamp tick (1-10 ms)
 def stat_of(path: str | Path) -> Stat | None:
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in a path read from a damaged file
         return None
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 

@@ -4,8 +4,9 @@
 should cost little more than the interpreter's start; importing click and the command
 definitions costs about as much as the check itself. So the plainest command lines,
 `[-C DIR] build [--check] [--json]`, try the fast path (run/noop.py) here. Anything else, and
-any doubt (an unknown flag, a directory that is not one, the check saying no), goes to the
-full CLI, which gives the same answer for these command lines by the same function.
+any doubt (an unknown flag, a directory that is not one, no standard output, the check saying
+no or failing), goes to the full CLI, which gives the same answer for these command lines by
+the same function, and says any error in its own words and exit codes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 FLAGS = {"--check": "check", "--json": "as_json"}
-BACKENDS = ("hiapi", "gemini", "preview")  # as cli.BACKEND_CHOICE; anything else: the CLI says
+BACKENDS = ("hiapi", "gemini", "preview")  # --backend's choices (cli.py takes them from here)
 
 
 def plain_build(argv: list[str]) -> tuple[Path, dict] | None:
@@ -31,29 +32,39 @@ def plain_build(argv: list[str]) -> tuple[Path, dict] | None:
     return root, {name: flag in args for flag, name in FLAGS.items()}
 
 
-def fast_noop(argv: list[str]) -> int | None:
-    """The exit code of a provably fresh plain build (after printing its summary), or None."""
+def early_summary(argv: list[str]) -> str | None:
+    """What a provably fresh plain build prints, or None: the CLI is to answer."""
     plain = plain_build(argv)
     backend = os.environ.get("NBPIPE_BACKEND") or None
     if plain is None or (backend is not None and backend not in BACKENDS):
         return None
     root, flags = plain
-    if not root.is_dir():
-        return None
     from nbpipe.run.noop import noop_summary, still_fresh
 
     shared = os.environ.get("NBPIPE_CACHE_DIR")
     journal = (Path(shared) if shared else root / ".nbpipe") / "journal.jsonl"
     options = {"backend": backend, "profile": os.environ.get("NBPIPE_PROFILE") or None}
-    fresh = still_fresh(root, options, journal)
-    if fresh is None:
+    try:
+        fresh = still_fresh(root, options, journal) if os.path.isdir(root) else None
+    except Exception:  # noqa: BLE001 - the CLI runs the same check and reports what it raises
         return None
-    sys.stdout.write(noop_summary(fresh, **flags) + "\n")
+    return None if fresh is None else noop_summary(fresh, **flags)
+
+
+def fast_noop(argv: list[str]) -> int | None:
+    """The exit code of a provably fresh plain build (after printing its summary), or None."""
+    if sys.stdout is None:  # started with no standard output: click knows what to do
+        return None
+    summary = early_summary(argv)
+    if summary is None:
+        return None
+    sys.stdout.write(summary + "\n")
     sys.stdout.flush()
     return 0
 
 
 def entry() -> None:
+    """The console script and `python -m nbpipe`: the early answer, else the CLI's."""
     try:
         code = fast_noop(sys.argv[1:])
         if code is None:
@@ -64,5 +75,9 @@ def entry() -> None:
         sys.stderr.write("interrupted\n")
         code = 130
     except BrokenPipeError:
-        code = 0  # `nbpipe build | head -0` is not an error
+        # Exit as the CLI does (click exits 1): the answer never reached its reader, and a
+        # gate piped into `head` must not pass by losing its output. Stdout goes to devnull
+        # so the interpreter's last flush does not complain a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
     sys.exit(code)

@@ -228,3 +228,17 @@ def test_max_cost_takes_decimals_and_a_dollar_sign(make_project, run):
         result = run("-C", str(root), "build", "--backend", "preview", "--force",
                      "--max-cost", amount)
         assert result.code == 0, (amount, result.err)
+
+
+@pytest.mark.parametrize("command", [["build"], ["build", "--check"], ["plan"], ["gc"]])
+def test_a_cache_dir_that_is_a_file_is_a_usage_error(command, make_project, run, monkeypatch,
+                                                     tmp_path):
+    root = make_project("version: 1\ndefaults: {backend: preview}\ntargets: {a: {prompt: x}}\n")
+    assert run("-C", str(root), "build").code == 0  # a fresh project: the fast path is asked
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("NBPIPE_CACHE_DIR", str(not_a_dir))
+    result = run("-C", str(root), *command)
+    assert (result.code, result.err) == (2, f"error: NBPIPE_CACHE_DIR is not a directory: "
+                                            f"{not_a_dir}\nhint: point it at a directory "
+                                            "(nbpipe creates it if missing)\n")

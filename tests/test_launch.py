@@ -3,14 +3,16 @@ exactly the command lines it claims, and without loading the CLI library."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
 
-from nbpipe.launch import plain_build
+from nbpipe.launch import fast_noop, plain_build
 
 CABIN = """\
 version: 1
@@ -53,6 +55,20 @@ def _process(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
+# The CLI path in its own process, as the launcher would run it if there were no early answer.
+CLI = "import sys; from nbpipe.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _both(args: list[str], env: dict | None = None, **how) -> list[tuple[int, str]]:
+    """(exit code, stderr) of the entry point and of the CLI path, each in a fresh process."""
+    done = []
+    for start in (["-m", "nbpipe"], ["-c", CLI]):
+        process = subprocess.run([sys.executable, *start, *args], env={**os.environ, **(env or {})},
+                                 stderr=subprocess.PIPE, text=True, timeout=60, **how)
+        done.append((process.returncode, process.stderr))
+    return done
+
+
 @pytest.mark.parametrize("args, env", [
     ((), {}), (("--check",), {}), (("--json",), {}), (("--check", "--json"), {}),
     ((), {"NBPIPE_PROFILE": "small"}), ((), {"NBPIPE_BACKEND": "preview"}),
@@ -67,6 +83,9 @@ def test_the_early_answer_is_the_cli_s_answer(make_project, run, monkeypatch, ar
     cli = run("-C", str(root), "build", *args)
     process = _process(root, "build", *args, **env)
     assert (process.returncode, process.stdout) == (cli.code, cli.out)
+    with redirect_stdout(io.StringIO()):  # and the early path, not the CLI, gave it
+        early = fast_noop(["-C", str(root), "build", *args])
+    assert early == (None if env.get("NBPIPE_BACKEND") == "hiapi" else 0)
 
 
 def test_the_early_answer_loads_neither_click_nor_pydantic(make_project, run):
@@ -90,3 +109,49 @@ def test_a_stale_project_goes_to_the_cli(make_project, run):
     assert fast_noop(["-C", str(root), "build", "--check"]) is None
     done = _process(root, "build", "--check")
     assert done.returncode == 1 and "b" in done.stdout + done.stderr
+
+
+LATE = CABIN.replace("Nano-Banana-2", "gemini-2.5-flash-image")  # shuts down 2026-10-02
+
+
+def test_an_error_in_the_early_check_is_said_as_the_cli_says_it(make_project, run, monkeypatch):
+    root = make_project(LATE)
+    monkeypatch.setenv("NBPIPE_TODAY", "2026-08-01")  # quiet: the fingerprint holds until 09-02
+    assert run("-C", str(root), "build").code == 0
+    assert fast_noop(["-C", str(root), "build"]) == 0
+    early, cli = _both(["-C", str(root), "build"], {"NBPIPE_TODAY": "garbage"},
+                       stdout=subprocess.PIPE)
+    assert early == cli == (2, "error: NBPIPE_TODAY='garbage' is not a date\n"
+                               "hint: use YYYY-MM-DD\n")
+
+
+def test_a_directory_name_too_long_is_a_usage_error_on_both_paths(tmp_path):
+    early, cli = _both(["-C", str(tmp_path / ("d" * 300)), "build"], stdout=subprocess.PIPE)
+    assert early == cli
+    assert early[0] == 2 and early[1].startswith("error: no such directory: "), early
+
+
+def _fresh(make_project, run) -> Path:
+    root = make_project(CABIN)
+    assert run("-C", str(root), "build").code == 0
+    assert fast_noop(["-C", str(root), "build"]) == 0
+    return root
+
+
+def test_no_standard_output_is_no_error_on_either_path(make_project, run):
+    # `nbpipe build >&-` (a daemon, cron with stdout closed): Python has no sys.stdout
+    root = _fresh(make_project, run)
+    early, cli = _both(["-C", str(root), "build"], preexec_fn=lambda: os.close(1))
+    assert early == cli == (0, "")
+
+
+def test_a_closed_pipe_exits_as_the_cli_does(make_project, run):
+    # `nbpipe build --check | head -0` under pipefail: both paths say the same, quietly
+    root = _fresh(make_project, run)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        early, cli = _both(["-C", str(root), "build", "--check"], stdout=write)
+    finally:
+        os.close(write)
+    assert early == cli == (1, "")

@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass, field
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (Answer, HttpBackend, RetryPolicy, Retryable, api_key,
-                                  env_number, short)
+from nbpipe.backends.http import (DEFAULT_RETRY_DEADLINE, RETRY_DEADLINE_VAR, Answer,
+                                  HttpBackend, RetryPolicy, Retryable, api_key, env_number, short)
 from nbpipe.backends.replies import (GeminiError, GeminiErrorBody, GeminiReply, ReplyProblem,
                                      validate)
 from nbpipe.errors import BuildStopped, FrameFailed, ModelUnknown
@@ -80,7 +80,9 @@ class GeminiSettings:
             api_key=key, base_url=base, api_version=version,
             max_bytes=int(env_number(env, "NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
             call_timeout=env_number(env, "NBPIPE_CALL_TIMEOUT", 300.0),
-            retry=RetryPolicy(base=env_number(env, "NBPIPE_RETRY_BASE", 1.0)))
+            retry=RetryPolicy(base=env_number(env, "NBPIPE_RETRY_BASE", 1.0),
+                              deadline=env_number(env, RETRY_DEADLINE_VAR,
+                                                  DEFAULT_RETRY_DEADLINE)))
 
 
 class GeminiBackend(HttpBackend):
@@ -107,10 +109,8 @@ class GeminiBackend(HttpBackend):
     async def _generate(self, model: str, body: dict) -> GeminiReply:
         url = f"{self.settings.base_url}/{self.settings.api_version}/models/{model}:generateContent"
         answer = await self.exchange("POST", url, {"x-goog-api-key": self.settings.api_key}, body)
-        if answer.status == 404:  # the model is the only name in the URL
-            raise ModelUnknown("the Gemini API", model)
         if answer.status != 200:
-            raise self._error(answer)
+            raise self._error(answer, model, url)
         try:
             if answer.problem:
                 raise ReplyProblem(answer.problem)
@@ -119,12 +119,20 @@ class GeminiBackend(HttpBackend):
             raise FrameFailed(f"Gemini answered HTTP 200 with {exc}; not retried, since the "
                               "request may have been billed") from None
 
-    def _error(self, answer: Answer) -> Exception:
+    def _error(self, answer: Answer, model: str = "", url: str = "") -> Exception:
         status = answer.status
         try:
             error = validate(GeminiErrorBody, answer.body).error or GeminiError()
         except ReplyProblem:  # the status alone decides what to do
             error = GeminiError()
+        if status == 404:
+            # Google names the model it does not serve ("models/X is not found for API
+            # version v1beta, ..."); any other 404 is from a wrong path, a proxy, a service
+            # that is not Gemini: saying "retired" then would send the user the wrong way.
+            if error.status == "NOT_FOUND" and model and model in (error.message or ""):
+                return ModelUnknown("the Gemini API", model)
+            return self.endpoint_missing(url or self.settings.base_url,
+                                         f"not Google's NOT_FOUND for model '{model}'")
         message = short(error.message or answer.reason)
         kind = f"{status} {short(error.status, 60)}" if error.status else str(status)
         if status in (401, 403) or (status == 400 and "api key" in message.lower()):

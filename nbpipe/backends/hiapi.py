@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (Answer, DownloadGone, HttpBackend, RateLimiter, RetryPolicy,
-                                  Retryable, api_key, download, env_number, output_url, short)
+from nbpipe.backends.http import (DEFAULT_RETRY_DEADLINE, RETRY_DEADLINE_VAR, Answer,
+                                  DownloadGone, HttpBackend, RateLimiter, RetryPolicy, Retryable,
+                                  api_key, download, env_number, output_url, short)
 from nbpipe.backends.replies import (TASK_ID, HiCreated, HiEnvelope, HiTask, Reply,
                                      ReplyProblem, validate)
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, ModelUnknown, TaskFailed, UsageError
@@ -37,6 +38,8 @@ KEY_VARS = ("HIAPI_API_KEY", "HIAPI_TOKEN")
 RETRYABLE_CODES = {"MODEL_UNAVAILABLE", "STORAGE_UNAVAILABLE", "TASK_TIMEOUT",
                    "IDEMPOTENCY_KEY_PROCESSING"}
 MAX_FIRST_POLL = 120.0  # a learned first-poll delay never exceeds this (nor the task timeout)
+MS_FROM = 1e11  # an expireAt this large is milliseconds: read as seconds, it is the year 5138
+OUTPUT_LIFETIME = 6 * 86400.0  # outputs are kept ~7 days; assumed a day shorter, to be safe
 
 
 def create_body(request: Request, image_urls: list[str]) -> dict:
@@ -90,7 +93,8 @@ class HiApiSettings:
             max_bytes=int(number("NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
             download_timeout=number("NBPIPE_DOWNLOAD_TIMEOUT", 300.0),
             call_timeout=number("NBPIPE_CALL_TIMEOUT", 60.0),
-            retry=RetryPolicy(base=number("NBPIPE_RETRY_BASE", 1.0)))
+            retry=RetryPolicy(base=number("NBPIPE_RETRY_BASE", 1.0),
+                              deadline=number(RETRY_DEADLINE_VAR, DEFAULT_RETRY_DEADLINE)))
 
 
 class HiApiBackend(HttpBackend):
@@ -142,9 +146,13 @@ class HiApiBackend(HttpBackend):
         url, expires = _output(task, task_id)
         try:
             await self.settings.retry.run(lambda: self._download(url, sink))
-        except DownloadGone:
-            url, expires = _output(await self.settings.retry.run(lambda: self._task(task_id)),
-                                   task_id)  # the URL may have been renewed
+        except DownloadGone as gone:
+            try:  # the URL may have been renewed
+                task = await self.settings.retry.run(lambda: self._task(task_id))
+            except TaskUnknown as exc:
+                raise ImageLost(f"task {task_id} succeeded (paid) but its output URL is gone "
+                                f"({gone}) and HiAPI no longer knows the task ({exc})") from None
+            url, expires = _output(task, task_id)
             try:
                 await self.settings.retry.run(lambda: self._download(url, sink))
             except DownloadGone as exc:
@@ -160,9 +168,13 @@ class HiApiBackend(HttpBackend):
                        self.settings.download_timeout)
 
     async def _create(self, body: str, key: str) -> str:
-        answer = await self.exchange("POST", f"{self.settings.base_url}/v1/tasks",
-                                     {**self._headers(), "Idempotency-Key": key}, body)
-        if answer.status == 404:  # a create names nothing else that could be missing
+        url = f"{self.settings.base_url}/v1/tasks"
+        answer = await self.exchange("POST", url, {**self._headers(), "Idempotency-Key": key},
+                                     body)
+        if answer.status == 404:
+            if _said_by_hiapi(answer) is None:
+                raise self.endpoint_missing(url, NOT_HIAPI)
+            # HiAPI's own 404 to a create: the model is the only thing it names
             raise ModelUnknown("HiAPI", str(json.loads(body).get("model")))
         created = self._data(answer, HiCreated)
         if created is None:
@@ -170,8 +182,14 @@ class HiApiBackend(HttpBackend):
         return created.taskId
 
     async def _task(self, task_id: str) -> HiTask:
-        answer = await self.exchange("GET", f"{self.settings.base_url}/v1/tasks/{task_id}",
-                                     self._headers())
+        url = f"{self.settings.base_url}/v1/tasks/{task_id}"
+        answer = await self.exchange("GET", url, self._headers())
+        if answer.status == 404:
+            envelope = _said_by_hiapi(answer)
+            if envelope is None:
+                raise self.endpoint_missing(url, NOT_HIAPI)
+            code = f" {short(envelope.error_code, 60)}" if envelope.error_code else ""
+            raise TaskUnknown(f"HTTP 404{code}: {short(envelope.message or answer.reason)}")
         task = self._data(answer, HiTask)
         if task is None:
             raise FrameFailed(f"task {task_id}: the reply holds no task")
@@ -180,8 +198,24 @@ class HiApiBackend(HttpBackend):
     async def _wait(self, task_id: str, first_poll: float) -> HiTask:
         deadline = time.monotonic() + self.settings.task_timeout
         await _pause(first_poll, deadline)
+        unknown = 0
         while True:
-            task = await self.settings.retry.run(lambda: self._task(task_id), deadline)
+            try:
+                task = await self.settings.retry.run(
+                    lambda: self._task(task_id), deadline,
+                    f"the task timeout (NBPIPE_HIAPI_TIMEOUT={self.settings.task_timeout:g} s)")
+            except TaskUnknown as exc:
+                # Documented: another account's task answers 404; HiAPI may also drop old
+                # tasks. Asked twice (a task just created might not be visible yet), it is
+                # out of this key's reach for good: resuming it at every build would loop.
+                unknown += 1
+                if unknown >= 2:
+                    raise ImageLost(f"HiAPI no longer knows task {task_id} ({exc}): it was "
+                                    "created with another account's key, or HiAPI dropped it; "
+                                    "if it had succeeded, its image is lost") from None
+                await _pause(self.settings.poll_interval, deadline)
+                continue
+            unknown = 0
             if task.status == "success":
                 return task
             if task.status == "fail":
@@ -204,10 +238,7 @@ class HiApiBackend(HttpBackend):
                 return validate(HiEnvelope[model], answer.body).data
             except ReplyProblem as exc:
                 raise Retryable(f"HiAPI answered HTTP 200 with {exc}") from None
-        try:
-            envelope = validate(HiEnvelope[object], answer.body)
-        except ReplyProblem:  # the status alone decides what to do
-            envelope = HiEnvelope[object]()
+        envelope = _envelope(answer) or HiEnvelope[object]()  # else the status alone decides
         code = envelope.error_code
         kind = f"{status} {short(code, 60)}" if code else str(status)
         message = short(envelope.message or answer.reason)
@@ -222,6 +253,27 @@ class HiApiBackend(HttpBackend):
         raise FrameFailed(f"HiAPI rejected the request (HTTP {kind}): {message}")
 
 
+NOT_HIAPI = "not an error reply of HiAPI's"
+
+
+class TaskUnknown(Exception):
+    """HiAPI itself answered 404 to a poll: this key cannot see the task (its words say why)."""
+
+
+def _envelope(answer: Answer) -> HiEnvelope | None:
+    try:
+        return validate(HiEnvelope[object], answer.body)
+    except ReplyProblem:
+        return None
+
+
+def _said_by_hiapi(answer: Answer) -> HiEnvelope | None:
+    """The error envelope, if HiAPI sent it: its `code` equals the HTTP status. A 404 without
+    one comes from something else at the base URL (a proxy, another service, a wrong path)."""
+    envelope = _envelope(answer)
+    return envelope if envelope is not None and envelope.code == answer.status else None
+
+
 def _url_of(image: InputData) -> str:
     if image.url and (image.url_expires is None or image.url_expires > time.time() + 60):
         return image.url
@@ -231,7 +283,7 @@ def _url_of(image: InputData) -> str:
     raise FrameFailed(f"HiAPI takes input images as URLs, and '{image.image.ref}' has none")
 
 
-def _output(task: HiTask, task_id: str) -> tuple[str, float | None]:
+def _output(task: HiTask, task_id: str) -> tuple[str, float]:
     """The output URL and its expiry. A success without a usable URL counts as a failed task:
     its image can never be fetched, and resuming it would fail the same way at every build."""
     first = task.output[0] if task.output else None
@@ -241,7 +293,19 @@ def _output(task: HiTask, task_id: str) -> tuple[str, float | None]:
         output_url(first.url)
     except FrameFailed as exc:
         raise TaskFailed(str(exc)) from None
-    return first.url, first.expireAt
+    return first.url, expiry(first.expireAt, time.time())
+
+
+def expiry(expire_at: float | None, now: float) -> float:
+    """`expireAt` as Unix seconds, its documented unit. Milliseconds, which read as seconds
+    would keep a URL valid for millennia (and send it, long expired, as an edit's input), are
+    told by their size. Anything else implausible (absent, before 2001, over a year ahead,
+    a lifetime instead of a time) reads as the documented lifetime from now, a day short."""
+    if expire_at is not None and MS_FROM <= expire_at < MS_FROM * 1000:
+        expire_at /= 1000
+    if expire_at is None or not 1e9 <= expire_at <= now + 366 * 86400:
+        return now + OUTPUT_LIFETIME
+    return expire_at
 
 
 async def _pause(seconds: float, deadline: float) -> None:

@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
 from nbpipe.backends.base import Sink
 from nbpipe.backends.replies import ReplyProblem, parse_json, scrub
-from nbpipe.errors import FrameFailed, UsageError
+from nbpipe.errors import BuildStopped, FrameFailed, UsageError
 
 T = TypeVar("T")
-MAX_SERVER_DELAY = 120.0  # never sleep longer than this on a server's Retry-After
+RETRY_DEADLINE_VAR = "NBPIPE_RETRY_DEADLINE"
+DEFAULT_RETRY_DEADLINE = 300.0  # seconds for every attempt at one call, sleeps included
 MAX_REDIRECTS = 5  # download hops; API calls follow none
 
 
@@ -134,6 +135,12 @@ class HttpBackend:
         return Answer(response.status_code, scrub(response.reason_phrase, secret),
                       retry_after(response.headers), parsed, problem)
 
+    def endpoint_missing(self, url: str, why: str) -> BuildStopped:
+        """A 404 that is not the API's word about what the request names (`why` says how it
+        differs): the base URL points somewhere else, so every request would fail alike."""
+        return BuildStopped(f"{self.label} endpoint not found at {shown_url(url)} (HTTP 404, "
+                            f"{why}); check {self.base_var}")
+
     def _redirect_refused(self, response: httpx.Response) -> str:
         location = response.headers.get("location")
         try:
@@ -174,39 +181,63 @@ class Retryable(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded retries with jittered exponential backoff (tests shrink the times)."""
+    """Bounded retries with jittered exponential backoff (tests shrink the times): at most
+    `attempts` tries of one call, all within `deadline` seconds of the first."""
 
     attempts: int = 5
     base: float = 1.0
     cap: float = 30.0
+    deadline: float = DEFAULT_RETRY_DEADLINE
 
-    async def run(self, attempt: Callable[[], Awaitable[T]], deadline: float | None = None) -> T:
-        """`attempt()` until it succeeds or stops being Retryable; no sleep reaches past
-        `deadline` (time.monotonic()), and no attempt starts after it."""
+    async def run(self, attempt: Callable[[], Awaitable[T]], deadline: float | None = None,
+                  limit: str = "") -> T:
+        """`attempt()` until it succeeds or stops being Retryable. A server's Retry-After is
+        honoured in full; one that ends past the deadline ends the retries at once (asking
+        sooner would only be refused again). `deadline` (time.monotonic()) is the caller's,
+        named by `limit`, when it comes before the policy's own."""
+        end = time.monotonic() + self.deadline
+        why = f"the retry deadline ({RETRY_DEADLINE_VAR}={self.deadline:g} s)"
+        if deadline is not None and deadline < end:
+            end, why = deadline, limit or "the deadline"
         backoff = wait_random_exponential(multiplier=self.base, max=self.cap)
-        tries = [0]
 
-        def wait(state: Any) -> float:
-            exc = state.outcome.exception()
-            asked = exc.delay if isinstance(exc, Retryable) else None
-            delay = backoff(state) if asked is None or not math.isfinite(asked) \
-                else min(max(asked, 0.0), MAX_SERVER_DELAY)
-            return delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+        def wait(state: RetryCallState) -> float:
+            asked = _asked(state.outcome.exception())
+            return asked if asked is not None else min(backoff(state), _left(end))
 
-        def stop(state: Any) -> bool:
-            return tries[0] >= self.attempts or (deadline is not None and
-                                                 time.monotonic() >= deadline)
+        def stop(state: RetryCallState) -> bool:  # tenacity asks after `wait`
+            return state.attempt_number >= self.attempts or \
+                _left(end) <= 0 or state.upcoming_sleep > _left(end)
 
+        retrying = AsyncRetrying(retry=retry_if_exception_type(Retryable), stop=stop, wait=wait,
+                                 reraise=True)
         try:
-            async for tried in AsyncRetrying(retry=retry_if_exception_type(Retryable),
-                                             stop=stop, wait=wait, reraise=True):
+            async for tried in retrying:
                 with tried:
-                    tries[0] += 1
                     return await attempt()
-        except Retryable as exc:
-            raise FrameFailed(f"gave up after {tries[0]} attempt{'s' * (tries[0] != 1)}: {exc}",
-                              retry_later=True) from None
+        except Retryable as failed:
+            raise FrameFailed(self._gave_up(retrying.statistics["attempt_number"], failed,
+                                            _left(end), why), retry_later=True) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _gave_up(self, tries: int, failed: Retryable, left: float, why: str) -> str:
+        gave_up = f"gave up after {tries} attempt{'s' * (tries != 1)}"
+        asked = _asked(failed)
+        if tries >= self.attempts:
+            return f"{gave_up}: {failed}"
+        if asked is not None and asked > left > 0:
+            return f"{gave_up}: {failed}; it asked to retry in {asked:g} s, past {why}"
+        return f"{gave_up}, at {why}: {failed}"
+
+
+def _asked(exc: BaseException | None) -> float | None:
+    """The server's Retry-After on a retryable failure, if it gave a usable one."""
+    delay = exc.delay if isinstance(exc, Retryable) else None
+    return max(delay, 0.0) if delay is not None and math.isfinite(delay) else None
+
+
+def _left(end: float) -> float:
+    return end - time.monotonic()
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
@@ -222,6 +253,16 @@ def retry_after(headers: httpx.Headers) -> float | None:
         except (TypeError, ValueError):
             return None
         return max(0.0, when.timestamp() - time.time())
+
+
+def shown_url(url: str) -> str:
+    """`url` as a message may show it: without user:password (a proxy URL may carry them)
+    and without a query."""
+    try:
+        parsed = httpx.URL(url)
+        return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "an invalid URL"
 
 
 def short(text: Any, limit: int = 300) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, FiniteFloat, StrictBool,
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, StrictInt,
                       ValidationError, ValidatorFunctionWrapHandler, WrapValidator)
 
 M = TypeVar("M", bound=BaseModel)
@@ -85,8 +85,10 @@ class Reply(BaseModel):
 # --- HiAPI --------------------------------------------------------------------------------------
 
 class HiEnvelope(Reply, Generic[D]):
-    """`{code, message, data}`; a refusal adds `error_code` and sends `data: null`."""
+    """`{code, message, data}`; a refusal adds `error_code` and sends `data: null`. `code`
+    equals the HTTP status in every reply HiAPI itself sends (a proxy's reply lacks it)."""
 
+    code: Annotated[StrictInt | None, WrapValidator(_or_none)] = None
     message: str | None = None
     error_code: str | None = None
     data: D | None = None

@@ -207,11 +207,12 @@ class Known(Protocol):
 
     def locked(self, frame: str) -> Locked | None: ...
     def output_digest(self, output: str) -> str | None: ...
-    def orphaned(self, output: str) -> str | None: ...  # what nbpipe wrote for a frame now gone
     def has_blob(self, digest: str) -> bool: ...
     def best_take(self, key: str) -> TakeRef | None: ...
     def take_digests(self, key: str) -> set[str]: ...
     def previous_request(self, key: str) -> dict | None: ...
+    def kept(self, digest: str) -> bool: ...  # the local cache holds this image
+    def orphan(self, output: str) -> str | None: ...  # what nbpipe left there, undeclared
 
 
 class NothingKnown:
@@ -221,9 +222,6 @@ class NothingKnown:
         return None
 
     def output_digest(self, output: str) -> None:
-        return None
-
-    def orphaned(self, output: str) -> None:
         return None
 
     def has_blob(self, digest: str) -> bool:
@@ -236,6 +234,12 @@ class NothingKnown:
         return set()
 
     def previous_request(self, key: str) -> None:
+        return None
+
+    def kept(self, digest: str) -> bool:
+        return False
+
+    def orphan(self, output: str) -> None:
         return None
 
 
@@ -288,9 +292,8 @@ def decide(frame: Frame, known: Known, force: bool = False) -> Step:
     else:
         path = frame.output_for(take.format) if take else frame.output
     current = known.output_digest(path)
-    ours = current is None or (locked is not None and current == locked.digest) \
-        or current in known.take_digests(frame.key) or current == known.orphaned(path)
-    if not ours and not force:
+    if not output_is_ours(path, current, locked.digest if locked else None, frame.key, known) \
+            and not force:
         why = "output modified outside nbpipe" if locked else "a file not made by nbpipe is in the way"
         return Step(frame, "blocked", f"{why} (--force overwrites)", output=path)
     if force:
@@ -315,6 +318,17 @@ def decide(frame: Frame, known: Known, force: bool = False) -> Step:
                         output=path)
         return Step(frame, "restore", reason, take.digest, tuple(found), output=path)
     return Step(frame, "render", reason, None, tuple(found))
+
+
+def output_is_ours(path: str, current: str | None, pinned: str | None, key: str,
+                   known: Known) -> bool:
+    """May nbpipe replace the file at a frame's output `path` (digest `current`, None if
+    missing)? Yes when it holds the pinned image or a take of the frame's key; any image the
+    cache keeps (a build killed before it saved the lock wrote it: replacing it loses nothing);
+    or what nbpipe left there when the frame was no longer declared. Anything else was made
+    outside nbpipe and is never overwritten without --force."""
+    return current is None or current == pinned or current in known.take_digests(key) \
+        or known.kept(current) or current == known.orphan(path)
 
 
 def _changes(frame: Frame, locked: Locked | None, known: Known) -> list[Change]:

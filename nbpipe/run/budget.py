@@ -40,3 +40,8 @@ class Budget:
             return False
         self.reserved += price
         return True
+
+    def owe(self, frame: Frame) -> None:
+        """Count a request that may already be paid (sent, never answered) against the cap, in
+        the same measure as a render; past the cap too: that money may be gone already."""
+        self.reserved += self.measure(frame)

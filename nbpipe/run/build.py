@@ -6,58 +6,51 @@ moment its upstreams are done, so an edit is keyed on the bytes its upstream act
 
 What is paid for is safe before anything else happens: the image is committed to the cache and
 indexed under its key before the output file is written or the lock is touched.
+
+This module is the scheduler: the DAG walk, the -j slots, the budget and Ctrl-C. Beside it:
+recover.py (what earlier builds left in the journal), flights.py (identical requests sent once),
+inflight.py (Gemini requests awaiting their reply), inputs.py (what a request carries) and
+finish.py (what the build leaves on disk).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import errno
-import hashlib
-import os
-from concurrent.futures import ThreadPoolExecutor
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 from nbpipe.backends import DEFAULT_JOBS, open_backend
 from nbpipe.backends.base import Backend, InputData, Job
-from nbpipe.backends.images import MIME, sniff, verify_image_async
+from nbpipe.backends.images import verify_image_async
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, NbpipeError, TaskFailed
 from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Project, Step, decide, make_plan
 from nbpipe.run.budget import Budget
-from nbpipe.run.prices import list_prices
 from nbpipe.run.events import Summary, fmt_usd
+from nbpipe.run.finish import drop_undeclared, quiet_until, record_pins, remember_outcomes, \
+    save_lock
+from nbpipe.run.flights import EMPTY, STOPPED, Flights, Landing
+from nbpipe.run.inflight import InFlight
+from nbpipe.run.inputs import input_data
 from nbpipe.run.known import StoreKnown
 from nbpipe.run.noop import fingerprint
-from nbpipe.run.outputs import write_output
-from nbpipe.store.cache import Cache, Take
+from nbpipe.run.outputs import disk_message, write_output
+from nbpipe.run.prices import list_prices
 from nbpipe.run.push import Pusher
+from nbpipe.run.recover import Recovery, seconds
+from nbpipe.store.cache import Cache, Take
 from nbpipe.store.journal import Entry, Journal
-from nbpipe.store.remote import Remote, RemoteUnavailable
 from nbpipe.store.lock import Lock, LockEntry
+from nbpipe.store.remote import Remote
 from nbpipe.store.state import State
 
 DISK_STOPS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
-SYNC_BACKENDS = {"gemini"}  # no task, no idempotency: a request sent is a request paid
-RECOVER_TIMEOUT = 300.0  # seconds for collecting what earlier builds left, all tasks together
-
-
-def _seconds(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name) or default)
-    except ValueError:
-        return default
-    return value if value >= 0 else default  # nan fails the comparison too
-
-
-def disk_message(exc: OSError) -> str:
-    where = f" ({exc.filename})" if exc.filename else ""
-    return f"cannot write{where}: {exc.strerror or exc}"
 
 
 @dataclass
@@ -68,7 +61,7 @@ class BuildOptions:
     jobs: int | None = None  # frames in flight per backend; None: the manifest's or the default
     max_cost: Decimal | None = None  # None: the manifest's max_cost, if any
     fail_fast: bool = False
-    grace: float = field(default_factory=lambda: _seconds("NBPIPE_INTERRUPT_GRACE", 10.0))
+    grace: float = field(default_factory=lambda: seconds("NBPIPE_INTERRUPT_GRACE", 10.0))
     # seconds to keep collecting HiAPI tasks after Ctrl-C (Gemini requests are waited for)
     offline: bool = False  # never touch the remote cache
     trust_prices: bool = False  # measure the budget in the manifest's `pricing:` as it stands
@@ -103,12 +96,13 @@ class Build:
     budget: "Budget | None" = None
     slots: dict = field(default_factory=dict)
     outcomes: dict[str, str | None] = field(default_factory=dict)  # frame → digest it holds
-    flights: dict[str, asyncio.Future] = field(default_factory=dict)  # key → its one request
-    sync_inflight: dict[str, Decimal] = field(default_factory=dict)  # frame → price (Gemini)
+    flights: Flights = field(default_factory=Flights)  # one request per key
     tasks: dict[str, asyncio.Task] = field(default_factory=dict)
-    _flown: dict[str, tuple] = field(default_factory=dict)  # key → (take, frame, recovered)
-    _recovering: set[str] = field(default_factory=set)  # keys whose flight is a recovery
-    _tried: set[tuple[str, int]] = field(default_factory=set)  # entries recovery has tried
+    recovery: Recovery = field(init=False)  # the journal across builds; made with the budget
+    inflight: InFlight = field(init=False)  # Gemini requests awaiting their reply
+
+    def __post_init__(self) -> None:
+        self.inflight = InFlight(self.journal, self.summary)
 
     @property
     def root(self) -> Path:
@@ -118,19 +112,16 @@ class Build:
         frames = self.project.select(self.options.patterns)
         self._sweep(frames)
         self._preflight(frames)
-        if self.remote is not None and self.remote.unreachable:
-            self.events.note(f"remote: unreachable ({self.remote.unreachable}); restoring from "
-                             "the local cache; " + ("frames to render are paid for even if the "
-                             "remote may hold them (--remote-errors=render)"
-                             if self.options.remote_errors == "render" else
-                             "frames to render wait (retry later, or --remote-errors=render)"))
+        self._say_remote()
         if self.remote is not None:
             self.pusher = Pusher(self.remote, self.cache, self.state)
-        manifest = self.project.loaded.manifest
-        cap = self.options.max_cost if self.options.max_cost is not None else (
-            Decimal(str(manifest.max_cost)) if manifest.max_cost is not None else None)
-        self.budget = Budget(cap, list_prices(self.cache.root), self.options.trust_prices)
-        self._announce_unknown()
+        self.budget = Budget(self._cap(), list_prices(self.cache.root), self.options.trust_prices)
+        self.recovery = Recovery(self.journal, self.project.catalog, self.budget, self.flights,
+                                 self.summary, self.events,
+                                 fetch=lambda frame, job, record:
+                                 self._fetch(frame, [], job, record),
+                                 stopped=lambda: self.stopped)
+        self.recovery.announce_unknown()
         try:
             with asyncio.Runner() as runner:
                 runner.run(self._all(frames))
@@ -138,25 +129,35 @@ class Build:
             self.interrupted = True
         finally:
             self._finish(frames)
-        if self.budget.refused:
-            names = ", ".join(self.budget.refused[:8]) + (" …" if len(self.budget.refused) > 8 else "")
-            self.events.note(f"over budget: {len(self.budget.refused)} frame(s) not rendered to "
-                             f"stay within USD {fmt_usd(cap)}: {names}")
-        if self.stop_told_later:
-            self.events.note(f"build stopped: {self.stopped}")
+        self._say_end()
         self.summary.interrupted = self.interrupted
         self.events.summary(self.summary)
         return self.summary
 
-    def _remember_outcomes(self, frames: list[Frame]) -> None:
-        """What the report shows later: the last failures, and running totals."""
-        failed = {k: v for k, v in self.state.data.get("failed", {}).items()
-                  if k not in {f.name for f in frames}}
-        self.state.data["failed"] = {**failed, **self.failed}
-        totals = self.state.data.setdefault("totals", {"spent_usd": "0", "saved_usd": "0"})
-        totals["spent_usd"] = str(Decimal(totals["spent_usd"]) + self.summary.spent)
-        totals["saved_usd"] = str(Decimal(totals["saved_usd"]) + self.summary.saved)
-        self.state.changed = True
+    def _cap(self) -> Decimal | None:
+        if self.options.max_cost is not None:
+            return self.options.max_cost  # --max-cost says it outright
+        declared = self.project.loaded.manifest.max_cost
+        return Decimal(str(declared)) if declared is not None else None
+
+    def _say_remote(self) -> None:
+        if self.remote is None or not self.remote.unreachable:
+            return
+        self.events.note(f"remote: unreachable ({self.remote.unreachable}); restoring from the "
+                         "local cache; " + ("frames to render are paid for even if the remote "
+                         "may hold them (--remote-errors=render)"
+                         if self.options.remote_errors == "render" else
+                         "frames to render wait (retry later, or --remote-errors=render)"))
+
+    def _say_end(self) -> None:
+        """What the frames' lines could not say, once, before the summary."""
+        refused = self.budget.refused
+        if refused:
+            names = ", ".join(refused[:8]) + (" …" if len(refused) > 8 else "")
+            self.events.note(f"over budget: {len(refused)} frame(s) not rendered to stay within "
+                             f"USD {fmt_usd(self.budget.cap)}: {names}")
+        if self.stop_told_later:
+            self.events.note(f"build stopped: {self.stopped}")
 
     def _sweep(self, frames: list[Frame]) -> None:
         """Partial files of a killed build (we hold the build locks: nothing else writes)."""
@@ -176,67 +177,26 @@ class Build:
         sent (they are paid, and a lost reply cannot be fetched again). Second: stop now."""
         loop = asyncio.get_running_loop()
         if self.interrupted:
-            if self.sync_inflight:
-                self.events.note(f"warning: abandoning {self._inflight_text()}: they may have "
+            if self.inflight:
+                self.events.note(f"warning: abandoning {self.inflight.text()}: they may have "
                                  "been billed; the next build sends them again")
-                for name in list(self.sync_inflight):  # _close_sync pops each one
-                    self._close_sync(name, "abandoned at a second Ctrl-C")
+                self.inflight.abandon("abandoned at a second Ctrl-C")
             main.cancel()
             return
         self.interrupted = True
         self.stopped = "interrupted"
         self.events.note(f"interrupted: nothing new is sent; collecting what is in flight for up "
                          f"to {self.options.grace:.0f} s (Ctrl-C again to stop now)")
-        if self.sync_inflight:
-            self.events.note(f"waiting for {self._inflight_text()} already sent: they are paid "
+        if self.inflight:
+            self.events.note(f"waiting for {self.inflight.text()} already sent: they are paid "
                              "for, so their images are kept (Ctrl-C again abandons them)")
         loop.call_later(self.options.grace, self._cancel_resumable)
-
-    def _inflight_text(self) -> str:
-        cost = sum(self.sync_inflight.values(), Decimal(0))
-        return f"{len(self.sync_inflight)} Gemini request(s) (USD {fmt_usd(cost)})"
 
     def _cancel_resumable(self) -> None:
         """The grace period is over: stop every frame but a Gemini request in flight."""
         for name, task in self.tasks.items():
-            if name not in self.sync_inflight and not task.done():
+            if name not in self.inflight and not task.done():
                 task.cancel()
-
-    def _close_sync(self, name: str, why: str) -> None:
-        # by name: a frame keyed on an upstream image has no key in self.project.frames
-        entry = next((e for e in self.journal.open.values()
-                      if e.frame == name and e.backend in SYNC_BACKENDS), None)
-        if entry is not None:
-            self.journal.closed(entry.key, entry.take, why)
-        cost = self.sync_inflight.pop(name, Decimal(0))
-        self.summary.maybe_billed += 1
-        self.summary.maybe_billed_usd += cost
-
-    def _announce_unknown(self) -> None:
-        """Gemini requests an earlier build sent and never heard back from (kill -9, a crash):
-        they may have been billed. Say so, count them, and only then send again."""
-        unknown = [e for e in self.journal.open.values()
-                   if e.backend in SYNC_BACKENDS and e.task_id is None]
-        if not unknown:
-            return
-        cost = sum((self._entry_price(e) for e in unknown), Decimal(0))
-        names = ", ".join(sorted({e.frame for e in unknown})[:8])
-        self.events.note(f"{len(unknown)} Gemini request(s) were in flight when an earlier build "
-                         f"stopped ({names}): they may have been billed (USD {fmt_usd(cost)}); "
-                         "frames still needed are sent again")
-        for entry in unknown:
-            self.journal.closed(entry.key, entry.take, "outcome unknown after a crash")
-            self.summary.maybe_billed += 1
-            self.summary.maybe_billed_usd += self._entry_price(entry)
-        self.budget.reserved += cost  # the cap covers what may already be spent
-
-    def _entry_price(self, entry: Entry) -> Decimal:
-        spec = self.project.catalog.get(entry.backend, str(entry.request.get("model")))
-        params = entry.request.get("params") or {}
-        try:
-            return spec.price(params.get("resolution")) if spec else Decimal(0)
-        except Exception:  # noqa: BLE001 - a journal record is untrusted input: unknown price
-            return Decimal(0)
 
     def _preflight(self, frames: list[Frame]) -> None:
         """Plan once up front: open the backends it will render on, so a missing one stops the
@@ -283,7 +243,7 @@ class Build:
             loop.add_signal_handler(signal.SIGINT, self._interrupt, main)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread, or no signals here: Ctrl-C then stops at once
-        loop_tasks = [asyncio.ensure_future(self._recover())]
+        loop_tasks = [asyncio.ensure_future(self.recovery.collect(self.slots))]
         for f in frames:
             self.tasks[f.name] = asyncio.ensure_future(self._one(f, known, done))
         try:
@@ -293,7 +253,7 @@ class Build:
                                                 return_exceptions=True):
                 if isinstance(outcome, Exception):
                     raise outcome
-            await self._recover(after=True)  # tasks this build's frames left (a bad download)
+            await self.recovery.collect(self.slots, after=True)  # tasks this build's frames left
         finally:
             try:
                 loop.remove_signal_handler(signal.SIGINT)
@@ -301,82 +261,6 @@ class Build:
                 pass
             for backend in self.backends.values():
                 await backend.aclose()
-
-    async def _recover(self, after: bool = False) -> None:
-        """Collect every task an earlier build created but never collected (a crash, Ctrl-C, a
-        changed manifest): it is paid for, so its image belongs in the cache. Concurrently,
-        within the build's -j, and within a total time bound: what is still out then stays in
-        the journal for the next build."""
-        entries = [e for e in list(self.journal.open.values())
-                   if e.backend not in SYNC_BACKENDS and (e.task_id or e.body)
-                   and (e.key, e.take) not in self._tried]
-        if not entries or self.stopped:
-            return
-        bound = _seconds("NBPIPE_RECOVER_TIMEOUT", RECOVER_TIMEOUT)
-        flights = []
-        for entry in entries:
-            if entry.key in self.flights and not after:
-                continue  # a frame of this build is already sending this key
-            self._tried.add((entry.key, entry.take))
-            self.flights[entry.key] = asyncio.get_running_loop().create_future()
-            self._recovering.add(entry.key)
-            flights.append((entry, self.flights[entry.key]))
-        try:
-            async with asyncio.timeout(bound):
-                await asyncio.gather(*(self._recover_one(e, f) for e, f in flights))
-        except TimeoutError:
-            out = sum(1 for e, _ in flights if (e.key, e.take) in self.journal.open)
-            self.events.note(f"{out} task(s) of earlier builds still out after {bound:.0f} s; "
-                             "they stay in the journal and the next build collects them")
-        finally:
-            for _, flight in flights:
-                if not flight.done():
-                    flight.set_result(None)
-
-    async def _recover_one(self, entry: Entry, flight: asyncio.Future) -> None:
-        price = self._entry_price(entry)
-        request = entry.request
-        params = request.get("params") if isinstance(request.get("params"), dict) else {}
-        frame = Frame(name=entry.frame, target=entry.frame, backend=entry.backend,
-                      model=str(request.get("model")), prompt=str(request.get("prompt")),
-                      params=params, inputs=_inputs_of(request), output="", key=entry.key,
-                      cost=price)
-        what = f"task {entry.task_id}" if entry.task_id else "a create whose reply was lost"
-        if frame.request.key != entry.key:  # the Idempotency-Key would differ: a new payment
-            self.events.note(f"{what} of an earlier build of {entry.frame}: its journal record "
-                             "does not match its key; left alone")
-            return flight.set_result(None)
-        take = None
-        async with self.slots[entry.backend]:
-            if self.stopped or (entry.task_id is None and  # a resend may be a first create
-                                not self.budget.reserve(frame)):
-                return flight.set_result(None)
-            job = Job(take=entry.take, cost=price, resume_task=entry.task_id, body=entry.body,
-                      on_task=lambda task_id: self.journal.task(entry.key, entry.take, task_id))
-            try:
-                take = await self._fetch(frame, [], job, record=entry.request)
-            except TaskFailed as exc:
-                self.journal.failed(entry.key, entry.take)
-                self.events.note(f"{what} of an earlier build of {entry.frame} failed: {exc}")
-            except ImageLost as exc:
-                self._lost(entry.key, entry.take, price, f"{entry.frame}: {exc}")
-            except (NbpipeError, OSError) as exc:
-                self.events.note(f"{what} of an earlier build of {entry.frame} is still out: "
-                                 f"{exc}")
-            except asyncio.CancelledError:
-                flight.set_result(None)
-                raise
-        flight.set_result((take, entry.frame, True) if take else None)
-        if take is not None:
-            self.events.note(f"recovered {entry.frame}: the image of task {take.task_id}, "
-                             "paid for by an earlier build, is in the cache")
-
-    def _lost(self, key: str, take: int, price: Decimal, message: str) -> None:
-        """A paid task whose image is gone: close it, count it, and render anew next time."""
-        self.journal.closed(key, take, "image lost")
-        self.summary.lost += 1
-        self.summary.lost_usd += price
-        self.events.note(f"lost      {message}; the next render is a new task")
 
     async def _one(self, frame: Frame, known: StoreKnown, done: dict) -> None:
         try:
@@ -424,42 +308,39 @@ class Build:
             self.summary.left += 1
             self.events.frame("left", step, f"{frame.output}: {step.reason}")
             return None
-        if step.action == "restore" and step.digest:
-            remote = step.digest in self.pulled or not self.cache.has_blob(step.digest)
-            source = "the remote cache" if remote else "the cache"
-            if await self._fetch_remote(frame, step.digest) and \
-                    self._materialize(step.output, step.digest):
-                self.summary.restored += 1
-                self.summary.saved += frame.cost
-                self._pin(frame, step.digest, self._take_cost(frame, step.digest), step.output)
-                self.events.frame("restored", step, f"{step.reason} · from {source}, free")
-                return step.digest
-        while (flight := self.flights.get(frame.key)) is not None:
-            result = await asyncio.shield(flight)
-            if result is not None:
-                return self._follow(step, *result)
-            if self.flights.get(frame.key) is flight:
-                if self.stopped:
-                    return self._skip_stopped(step)
-                if frame.key not in self._recovering:
-                    self.summary.skipped += 1
-                    self.events.frame("skipped", step, "the same request, sent by another "
-                                      "frame of this build, brought no image")
-                    return None
-                del self.flights[frame.key]  # a recovery that brought nothing: send it anew
-                self._recovering.discard(frame.key)
-        flight = self.flights[frame.key] = asyncio.get_running_loop().create_future()
-        try:
-            digest = await self._send(step)
-        finally:
-            if not flight.done():
-                flight.set_result(self._flown.pop(frame.key, None))
-        return digest
+        if step.action == "restore" and step.digest and await self._restore(step):
+            return step.digest
+        landing = await self.flights.wait(frame.key, lambda: self.stopped)
+        if landing == STOPPED:
+            return self._skip_stopped(step)
+        if landing == EMPTY:
+            self.summary.skipped += 1
+            self.events.frame("skipped", step, "the same request, sent by another frame of this "
+                              "build, brought no image")
+            return None
+        if landing is not None:
+            return self._follow(step, landing)
+        with self.flights.lead(frame.key):
+            return await self._send(step)
 
-    def _follow(self, step: Step, take: Take, leader: str, recovered: bool) -> str:
+    async def _restore(self, step: Step) -> bool:
+        """Restore from the cache (or the remote cache); False: not to be had, render it."""
+        frame = step.frame
+        remote = step.digest in self.pulled or not self.cache.has_blob(step.digest)
+        source = "the remote cache" if remote else "the cache"
+        if not (await self._fetch_remote(frame, step.digest) and
+                self._materialize(step.output, step.digest)):
+            return False
+        self.summary.restored += 1
+        self.summary.saved += frame.cost
+        self._pin(frame, step.digest, self._take_cost(frame, step.digest), step.output)
+        self.events.frame("restored", step, f"{step.reason} · from {source}, free")
+        return True
+
+    def _follow(self, step: Step, landing: Landing) -> str:
         """Identical requests in one build are sent once: this frame takes the image another
         frame (or the recovery of an earlier build's task) paid for."""
-        frame = step.frame
+        frame, take, leader, recovered = step.frame, landing.take, landing.leader, landing.recovered
         output = frame.output_for(take.format)
         if not self._materialize(output, take.digest):
             raise FrameFailed(f"the image of {leader} vanished from the cache while writing")
@@ -504,36 +385,25 @@ class Build:
     async def _render(self, step: Step, release: Callable[[], None]) -> str:
         frame = step.frame
         inputs = [self._input(image, frame.backend) for image in frame.inputs]
-        entry = self.journal.open_for(frame.key, frame.backend)
-        if entry is None:  # a new take, under a number never used for this key anywhere
-            known = [t for t, _ in self.remote.takes(frame.key)] \
-                if self.remote is not None and step.action == "render" and self._forced(frame) \
-                else []
-            take_no = self.cache.allocate_take(frame.key, known)
-            self.journal.intent(frame.key, take_no, frame.name, frame.backend, frame.record())
-            entry = self.journal.open[(frame.key, take_no)]
+        entry = self._entry(step)
         take_no = entry.take
         job = Job(take=take_no, cost=frame.cost, resume_task=entry.task_id, body=entry.body,
                   on_send=lambda body: self.journal.sent(frame.key, take_no, body),
                   on_task=lambda task_id: self.journal.task(frame.key, take_no, task_id),
                   on_finished=release)
-        sync = frame.backend in SYNC_BACKENDS
-        if sync:
-            self.sync_inflight[frame.name] = frame.cost
-        try:
-            take = await self._fetch(frame, inputs, job)
-        except TaskFailed:
-            self.journal.failed(frame.key, take_no)
-            raise
-        except ImageLost as exc:
-            self._lost(frame.key, take_no, frame.cost, f"{frame.name}: {exc}")
-            raise FrameFailed(str(exc)) from None
-        except (NbpipeError, OSError) as exc:
-            self._after_failure(frame, entry, exc)
-            raise
-        finally:
-            self.sync_inflight.pop(frame.name, None)
-        self._flown[frame.key] = (take, frame.name, False)
+        with self.inflight.sending(frame):
+            try:
+                take = await self._fetch(frame, inputs, job)
+            except TaskFailed:
+                self.journal.failed(frame.key, take_no)
+                raise
+            except ImageLost as exc:
+                self.recovery.lost(frame.key, take_no, frame.cost, f"{frame.name}: {exc}")
+                raise FrameFailed(str(exc)) from None
+            except (NbpipeError, OSError) as exc:
+                self.recovery.settle(frame, entry, exc)
+                raise
+        self.flights.landed(frame.key, take, frame.name)
         output = frame.output_for(take.format)
         if not self._materialize(output, take.digest):  # paid, and not to be had: lost
             self.summary.lost += 1
@@ -546,20 +416,19 @@ class Build:
         self.events.frame("rendered", step, f"{step.reason} · {frame.backend} {frame.model}{where}")
         return take.digest
 
-    def _after_failure(self, frame: Frame, entry: Entry, exc: Exception) -> None:
-        """Close the journal entry of a render that will never bring an image, so no later
-        build replays it; keep the ones a later build can still collect for free."""
-        if (entry.key, entry.take) not in self.journal.open or entry.task_id is not None:
-            return  # done, or a task that exists: resumed (free) by the next build
-        unknown = isinstance(exc, FrameFailed) and (exc.retry_later or exc.maybe_billed)
-        if frame.backend in SYNC_BACKENDS:
-            if unknown and isinstance(exc, FrameFailed) and exc.maybe_billed:
-                self.summary.maybe_billed += 1
-                self.summary.maybe_billed_usd += frame.cost
-            self.journal.closed(entry.key, entry.take, f"no image: {exc}")
-        elif entry.body is None or not unknown:
-            self.journal.closed(entry.key, entry.take, f"no task: {exc}")
-        # else: a create whose reply was lost; the next build resends the same bytes
+    def _entry(self, step: Step) -> Entry:
+        """The journal entry this render goes under: an open one of this key (its task is
+        re-attached, its create resent byte for byte), else a new take's intent."""
+        frame = step.frame
+        entry = self.journal.open_for(frame.key, frame.backend)
+        if entry is None:  # a new take, under a number never used for this key anywhere
+            known = [t for t, _ in self.remote.takes(frame.key)] \
+                if self.remote is not None and step.action == "render" and self._forced(frame) \
+                else []
+            take_no = self.cache.allocate_take(frame.key, known)
+            self.journal.intent(frame.key, take_no, frame.name, frame.backend, frame.record())
+            entry = self.journal.open[(frame.key, take_no)]
+        return entry
 
     async def _fetch(self, frame: Frame, inputs: list[InputData], job: Job,
                      record: dict | None = None) -> Take:
@@ -598,29 +467,8 @@ class Build:
         return True
 
     def _input(self, image: InputImage, backend: str) -> InputData:
-        if image.kind == "url":
-            return InputData(image, None, url=image.ref)
-        if image.kind == "file":
-            data = (self.root / image.ref).read_bytes()
-            if image.digest and hashlib.sha256(data).hexdigest() != image.digest:
-                raise FrameFailed(f"'{image.ref}' changed after this build keyed it (sha256 "
-                                  f"{image.digest[:12]}); nothing was sent: build again")
-            url, expires = None, None
-        else:
-            data = self.cache.read_verified(image.digest) if image.digest else None
-            if data is None:
-                raise FrameFailed(f"the image of '{image.ref}' is not in the cache")
-            url, expires = self.cache.served_at(image.digest)
-        if backend == "hiapi" and self.remote is not None and \
-                (url is None or (expires or 0) < time.time() + 300):
-            lifetime = self.project.loaded.manifest.cache.url_lifetime
-            try:
-                url = self.remote.share(image.digest, data, lifetime)  # presigned, our bucket
-            except RemoteUnavailable as exc:
-                raise FrameFailed(f"{exc}: HiAPI takes '{image.ref}' as a URL on the remote "
-                                  "cache; retry when it is back", retry_later=True) from None
-            expires = time.time() + lifetime
-        return InputData(image, data, MIME.get(sniff(data[:16]) or "", "image/png"), url, expires)
+        return input_data(image, backend, self.root, self.cache, self.remote,
+                          self.project.loaded.manifest.cache.url_lifetime)
 
     def _materialize(self, output: str, digest: str) -> bool:
         return write_output(self.cache, self.state, self.root, output, digest)
@@ -648,12 +496,6 @@ class Build:
             self.stopped = f"{step.frame.name} failed and --fail-fast is on"
         return None
 
-    def _quiet_until(self, frames: list[Frame]) -> dt.date | None:
-        """Until when the no-op path may skip planning: a model's shutdown coming near must
-        still be said (then refused) though nothing in the project changed."""
-        specs = (self.project.catalog.get(f.backend, f.model) for f in frames)
-        return min((day for spec in specs if spec and (day := spec.quiet_until())), default=None)
-
     def _skip_stopped(self, step: Step) -> None:
         self.summary.skipped += 1
         why = "interrupted" if self.interrupted else self._see_end()
@@ -671,57 +513,30 @@ class Build:
 
     def _finish(self, frames: list[Frame]) -> None:
         """Pin what was built, drop frames no longer declared, and remember file stats."""
-        for name in [n for n in self.lock.entries if n not in self.project.frames]:
-            entry = self.lock.entries.pop(name)
-            self.state.changed = True
-            if self.state.written_digest(entry.output) != entry.digest:
-                continue  # only a file this machine saw nbpipe write may be removed later
-            self.state.orphans[entry.output] = entry.digest
-            self.events.note(f"orphan    {entry.output}  (frame {name} is no longer declared; "
-                             "`nbpipe clean --orphans` removes it)")
-        for frame in self.project.frames.values():
-            self.state.orphans.pop(frame.output, None)
-        self._remember_outcomes(frames)
-        try:
-            self.lock.save(self.root)
-        except OSError as exc:  # atomic: the previous lock is still whole
-            raise NbpipeError(f"{disk_message(exc)}; nbpipe.lock was left as it was, and every "
-                              "image made is in the cache: the next build pins it for free") from None
+        drop_undeclared(self.lock, self.project.frames, self.state, self.events)
+        remember_outcomes(self.state, frames, self.failed, self.summary)
+        save_lock(self.lock, self.root)
         if self.pusher is not None:
             self.pusher.finish(self.events)
-        try:
-            self.cache.record_pins(self.root, self.lock.pinned())
-        except OSError as exc:
-            self.events.note(f"{disk_message(exc)}: gc in other projects sharing this cache may "
-                             "not see this project's pins until the next build")
-        # Complete from each frame's outcome, never from counters: an interrupted frame has
-        # none. Open journal entries keep the fast path off until
-        # they are collected.
-        complete = not self.options.patterns and not self.options.force and \
-            not self.interrupted and not self.journal.open and \
-            len(frames) == len(self.project.frames) and \
-            all(self.outcomes.get(f.name) and f.name in self.lock.entries for f in frames)
-        fresh = None
-        if complete:  # every frame is pinned: fingerprint the real paths (.jpg too)
-            outputs = [self.lock.entries[f.name].output for f in frames]
-            fresh = fingerprint(self.root, self.options.fingerprint_options(),
-                                self.project.loaded.digest, self.project.reads, self.lock.text(),
-                                outputs, len(frames), self.state.data.get("fingerprint"),
-                                self._quiet_until(frames))
-        self.state.set_fingerprint(fresh)
+        record_pins(self.cache, self.root, self.lock, self.events)
+        self.state.set_fingerprint(self._fingerprint(frames))
         try:
             self.state.save()
         except OSError:
             pass  # only a cache of file stats: the next build re-reads the files
 
-
-def _inputs_of(record: dict) -> tuple[InputImage, ...]:
-    """The input images of a journalled request record (untrusted: odd entries are dropped,
-    and then the key check refuses the entry)."""
-    out = []
-    for doc in record.get("inputs") or []:
-        if isinstance(doc, dict) and doc.get("kind") in ("frame", "file", "url") and \
-                isinstance(doc.get("ref"), str) and isinstance(doc.get("digest"), str):
-            out.append(InputImage(doc["kind"], doc["ref"], doc["digest"],
-                                  "reference" if doc.get("role") == "reference" else "input"))
-    return tuple(out)
+    def _fingerprint(self, frames: list[Frame]) -> dict | None:
+        """What lets the next build answer "nothing to do" without planning, or None."""
+        # Complete from each frame's outcome, never from counters: an interrupted frame has
+        # none. Open journal entries keep the fast path off until they are collected.
+        complete = not self.options.patterns and not self.options.force and \
+            not self.interrupted and not self.journal.open and \
+            len(frames) == len(self.project.frames) and \
+            all(self.outcomes.get(f.name) and f.name in self.lock.entries for f in frames)
+        if not complete:
+            return None
+        outputs = [self.lock.entries[f.name].output for f in frames]  # the real paths (.jpg too)
+        return fingerprint(self.root, self.options.fingerprint_options(),
+                           self.project.loaded.digest, self.project.reads, self.lock.text(),
+                           outputs, len(frames), self.state.data.get("fingerprint"),
+                           quiet_until(self.project.catalog, frames))

@@ -8,6 +8,7 @@ bytes hash to the digest that lock pins.
 from __future__ import annotations
 
 import hashlib
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -68,6 +69,40 @@ def tracks(root: Path, folder: Path) -> bool:
         return bool(str(git(top, "ls-files", "--", str(real.relative_to(top)) or ".")).strip())
     except (OSError, subprocess.CalledProcessError):
         return True
+
+
+def committed_files(folder: Path) -> list[str]:
+    """The files git tracks in `folder` (relative to it); none outside a repository, without
+    git, or when git will not say (it refuses a repository another user owns)."""
+    if not folder.is_dir():
+        return []
+    try:
+        listed = str(git(folder, "ls-files", "-z", "--", "."))
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [name for name in listed.split("\0") if name]
+
+
+def refuse_committed_store(root: Path, cache_dir: Path) -> None:
+    """UsageError if git tracks anything in the project's `.nbpipe/` or in the cache directory.
+
+    They are this machine's record of what was paid for: a take record maps a request's key to
+    an image, the fingerprint says nothing changed. A commit that carries them (a pull request's
+    checkout in CI) could map any frame to any image, which a build would then "restore", pin
+    and push to the team's remote cache. Ignoring them instead would leave a build that silently
+    pays for everything the folder claimed, and the files in the repository for the next run.
+    """
+    for folder in dict.fromkeys([root / ".nbpipe", cache_dir]):
+        tracked = committed_files(folder)
+        if tracked:
+            shown = f"{folder}/{tracked[0]}" + (f" and {len(tracked) - 1} more"
+                                                if len(tracked) > 1 else "")
+            raise UsageError(
+                f"git tracks files in {folder}/ ({shown}): nbpipe's cache and state are this "
+                "machine's record of what was paid for, and a commit could forge them (map a "
+                "frame to any image), so nbpipe will not use them",
+                f"untrack them (they stay on disk): git rm -r --cached {shlex.quote(str(folder))}"
+                f", then add {folder.name}/ to .gitignore and commit")
 
 
 def show(root: Path, commit: str, rel: str) -> bytes | None:

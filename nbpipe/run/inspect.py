@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nbpipe.errors import UsageError
 from nbpipe.manifest.source import did_you_mean
-from nbpipe.plan.planner import Plan, Project, Step
+from nbpipe.plan.planner import Plan, Project, Step, output_is_ours
 from nbpipe.run.events import fmt_usd
 from nbpipe.run.known import StoreKnown
 from nbpipe.run.outputs import write_output
@@ -119,11 +119,9 @@ def pin(project: Project, cache_dir: Path, name: str, which: str, force: bool) -
         take = chosen[0]
         output = frame.output_for(take.format)  # a JPEG take is never written as .png
         current = state.output_digest(output)
-        known = StoreKnown(lock, cache, state)
         entry = lock.entries.get(name)
-        ours = current is None or (entry and current == entry.digest) or \
-            current in known.take_digests(frame.key)
-        if not ours and not force:
+        if not output_is_ours(output, current, entry.digest if entry else None, frame.key,
+                              StoreKnown(lock, cache, state)) and not force:
             raise UsageError(f"{output} was modified outside nbpipe",
                              "pass --force to overwrite it")
         if not write_output(cache, state, project.loaded.root, output, take.digest):

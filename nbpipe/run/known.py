@@ -19,9 +19,6 @@ class StoreKnown:
     def output_digest(self, output: str) -> str | None:
         return self.state.output_digest(output)
 
-    def orphaned(self, output: str) -> str | None:
-        return self.state.orphans.get(output)
-
     def has_blob(self, digest: str) -> bool:
         return self.cache.has_blob(digest) or bool(self.remote and self.remote.has(digest))
 
@@ -35,6 +32,12 @@ class StoreKnown:
     def take_digests(self, key: str) -> set[str]:
         local = {t.digest for t in self.cache.takes(key)}
         return local | (self.remote.digests(key) if self.remote else set())
+
+    def kept(self, digest: str) -> bool:
+        return self.cache.has_blob(digest)
+
+    def orphan(self, output: str) -> str | None:
+        return self.state.orphans.get(output)
 
     def previous_request(self, key: str) -> dict | None:
         request = self.cache.request(key)

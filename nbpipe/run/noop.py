@@ -6,12 +6,20 @@ The fingerprint holds what the planner of that build actually read, and the code
 - each project file hashed into a key, with its stat from before the read (filestat.Stat);
 - the digest of the lock it wrote, the build options, and the outputs' stats (in the stat
   cache, each beside the digest it was hashed to);
+- the interpreter's version, and the stats of the libraries whose behaviour shapes a key (the
+  template engine renders prompts; the YAML loader and the validator read the manifest): an
+  upgrade replaces their files, so new stats stand for a new version;
 - the key schema, and a digest of nbpipe's own files (code and the model catalogue,
   data/catalog.json), computed once per install: the fingerprint keeps the files' stats beside
   it, and the content is re-hashed only when those change (an editable or git install edited
   in place, the next retirement);
 - the day from which a frame's model nears its shutdown: from then on the full path runs, to
-  warn and then refuse, though nothing in the project changed.
+  warn and then refuse, though nothing in the project changed;
+- the manifest's stat, which binds the fingerprint to this checkout: `.nbpipe/` is never to be
+  committed, and one that was (a pull request in CI) could carry a forged fingerprint naming
+  no inputs and no outputs. A checkout gives the manifest an inode and a ctime nobody can
+  foresee, so such a fingerprint never matches, and the full path, which refuses a `.nbpipe/`
+  that git tracks (run/gitref.py), runs instead; the check itself stays free of git.
 
 A build that sees the manifest or an input change between planning and its end writes no
 fingerprint, nor one holding a stat that proves nothing (a racy one, see nbpipe.filestat).
@@ -24,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 from nbpipe import __version__
@@ -86,6 +95,29 @@ def _code_unchanged(recorded: object) -> bool:
 PLANNER_ENV = ("NBPIPE_REMOTE", "NBPIPE_REMOTE_ENDPOINT", "NBPIPE_MAX_FRAMES")
 
 
+# Modules whose upgrade may change what a manifest plans to (their top files' stats are kept).
+KEY_LIBRARIES = ("jinja2", "ruamel.yaml", "pydantic", "pydantic_core")
+
+
+def _libraries() -> dict[str, list] | None:
+    """Each key library's file → its stat, as loaded by this (planning) process; None if one
+    is not loaded or has no file: then nothing proves the next process runs the same one."""
+    found = {}
+    for name in KEY_LIBRARIES:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        stat = stat_of(path) if isinstance(path, str) else None
+        if stat is None:
+            return None
+        found[path] = list(stat)
+    return found
+
+
+def _libraries_unchanged(recorded: object) -> bool:
+    return isinstance(recorded, dict) and len(recorded) == len(KEY_LIBRARIES) and all(
+        isinstance(path, str) and list(stat_of(path) or ()) == stat
+        for path, stat in recorded.items())
+
+
 def _with_env(options: dict) -> dict:
     return {**options, "env": {name: os.environ.get(name) for name in PLANNER_ENV}}
 
@@ -104,8 +136,13 @@ def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
         if planned is None or now is None or tuple(planned) != now or is_racy(now):
             return None
         inputs[rel] = list(now)
+    libraries = _libraries()
+    if libraries is None:
+        return None
     code = _code((previous or {}).get("code"))
-    return {"nbpipe": __version__, "schema": plan.KEY_SCHEMA, "code": code,
+    return {"nbpipe": __version__, "python": sys.version, "libraries": libraries,
+            "schema": plan.KEY_SCHEMA, "code": code,
+            "checkout": list(stat_of(root / MANIFEST) or ()),
             "catalogue": _sha(CATALOGUE), "options": _with_env(options),
             "frames": frames, "manifest": manifest_digest,
             "lock": hashlib.sha256(lock_text.encode()).hexdigest(),
@@ -129,6 +166,18 @@ def _any(folder: Path) -> bool:
         return False
 
 
+def _folders_inside(root: Path, paths: list[str]) -> bool:
+    """Every folder holding a fingerprinted file still leads inside the project, as the planner
+    demands: a folder moved out and symlinked back keeps every stat of the files in it (a file
+    moved gets a new ctime; a folder's files do not). One realpath per folder, not per file."""
+    real = os.path.realpath(root)
+    for folder in {rel.rpartition("/")[0] for rel in paths} - {""}:
+        found = os.path.realpath(os.path.join(root, folder))
+        if found != real and not found.startswith(real + os.sep):
+            return False
+    return True
+
+
 def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
     """The number of frames if provably nothing changed since the last all-fresh build.
 
@@ -138,8 +187,10 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
     try:
         if journal.stat().st_size:
             return None
-    except OSError:
+    except FileNotFoundError:
         pass  # no journal: nothing was ever left in flight
+    except (OSError, ValueError):
+        return None  # unreadable: only the full path can say (and say why)
     state = State(root)
     if state.data.get("unpushed") or _any(journal.parent / "unpushed"):
         return None  # images still to send to the remote cache: the full path sends them
@@ -147,7 +198,10 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
     if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or \
             fp.get("schema") != plan.KEY_SCHEMA or fp.get("options") != _with_env(options):
         return None
-    if fp.get("catalogue") != _sha(CATALOGUE):
+    checkout = fp.get("checkout")
+    if not checkout or checkout != list(stat_of(root / MANIFEST) or ()):
+        return None  # not written on this checkout of the manifest
+    if fp.get("catalogue") != _sha(CATALOGUE) or fp.get("python") != sys.version:
         return None
     if fp.get("manifest") != _sha(root / MANIFEST) or fp.get("lock") != _sha(root / LOCK):
         return None
@@ -163,7 +217,9 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
         known = state.known_stat(rel) if isinstance(rel, str) else None
         if not known or list(stat_of(os.path.join(root, rel)) or ()) != known:
             return None
-    if not _code_unchanged(fp.get("code")):
+    if not _folders_inside(root, [*inputs, *outputs]):
+        return None
+    if not _libraries_unchanged(fp.get("libraries")) or not _code_unchanged(fp.get("code")):
         return None
     frames = fp.get("frames")
     return frames if isinstance(frames, int) else None

@@ -16,3 +16,9 @@ def write_output(cache: Cache, state: State, root: Path, output: str, digest: st
         return False
     state.note_output(output, digest)
     return True
+
+
+def disk_message(exc: OSError) -> str:
+    """A failed write as one line: what could not be written, and why."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"cannot write{where}: {exc.strerror or exc}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nbpipe.catalog import FLAT, Catalog, ModelSpec, builtin
 from nbpipe.errors import UsageError, warn
-from nbpipe.plan.planner import Project
+from nbpipe.plan.planner import Plan, Project
 from nbpipe.store.cache import atomic_write
 
 PRICES_FILE = "prices.json"
@@ -85,6 +85,22 @@ def price_source(cache_dir: Path, project: Project) -> str:
         else "built-in table (HiAPI and Gemini list prices, 2026)"
     overrides = sum(len(models) for models in project.loaded.manifest.pricing.values())
     return source + (f"; {overrides} model price(s) overridden by the manifest" if overrides else "")
+
+
+def budget_note(cache_dir: Path, plan: Plan) -> str | None:
+    """Where a render's price in force (the manifest's, or a refreshed catalogue's) is below
+    the budget's measure (run/budget.py: never below the built-in list price), `--max-cost`
+    counts more than the plan's total: say how much, before the cap surprises anyone."""
+    from nbpipe.run.budget import Budget
+    from nbpipe.run.events import fmt_usd
+
+    budget = Budget(None, list_prices(cache_dir))
+    measured = sum((budget.measure(s.frame) for s in plan.steps if s.action == "render"),
+                   Decimal(0))
+    if measured <= plan.cost:
+        return None
+    return (f"--max-cost counts USD {fmt_usd(measured)} for these renders, at list prices above "
+            "the ones shown (--trust-manifest-prices counts the ones shown)")
 
 
 def parse_catalogue(doc: object) -> dict[str, object]:

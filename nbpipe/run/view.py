@@ -11,6 +11,7 @@ from pathlib import Path
 
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Plan, Project, make_plan
+from nbpipe.run.gitref import refuse_committed_store
 from nbpipe.run.known import StoreKnown
 from nbpipe.store.cache import Cache
 from nbpipe.store.lock import Lock
@@ -19,7 +20,11 @@ from nbpipe.store.state import State
 
 
 def open_store(project: Project, cache_dir: Path, create: bool = True) -> tuple[Cache, Lock, State]:
+    """The cache, the lock and the local state; refused when git tracks the cache or state
+    (see gitref.refuse_committed_store). The no-op fast path never comes here: it trusts a
+    fingerprint only when bound to this checkout (run/noop.py)."""
     root = project.loaded.root
+    refuse_committed_store(root, cache_dir)
     return Cache(cache_dir, create), Lock.load(root, project.declared.section), State(root)
 
 

@@ -175,6 +175,9 @@ def _is_fingerprint(value: object) -> bool:
     if not isinstance(value, dict):
         return False
     inputs, outputs = value.get("inputs", {}), value.get("outputs", [])
-    return isinstance(inputs, dict) and all(isinstance(v, list) for v in inputs.values()) \
-        and isinstance(outputs, list) and all(isinstance(o, str) for o in outputs) \
-        and isinstance(value.get("frames"), int)
+    frames = value.get("frames")
+    return isinstance(inputs, dict) and all(_is_rel(k) and isinstance(v, list)
+                                            for k, v in inputs.items()) \
+        and isinstance(outputs, list) and all(_is_rel(o) for o in outputs) \
+        and _is_digest(value.get("manifest")) and _is_digest(value.get("lock")) \
+        and isinstance(frames, int) and not isinstance(frames, bool)

@@ -9,11 +9,9 @@ import subprocess
 import sys
 import time
 
-from tests.backends.test_hiapi_build import failures
-from tests.backends.test_redirects import GEMINI_ONE, HIAPI_ONE
-from tests.backends.test_secrets import HIAPI_THREE
+from tests.samples import GEMINI_ONE, ONE, THREE, failures
 
-FOUR = HIAPI_THREE + "  d: {prompt: a buoy}\n"
+FOUR = THREE + "  d: {prompt: a buoy}\n"
 
 
 def build(root, *args: str, limit: float = 90) -> tuple[dict, float]:
@@ -39,7 +37,7 @@ def test_learned_first_poll_is_bounded_by_the_task_timeout(fake_hiapi, make_proj
 def test_server_retry_delays_stop_at_the_task_deadline(fake_hiapi, make_project, monkeypatch):
     monkeypatch.setenv("NBPIPE_HIAPI_TIMEOUT", "1")
     fake_hiapi.faults.add("poll", *["retry-later"] * 30)
-    summary, took = build(make_project(HIAPI_ONE))
+    summary, took = build(make_project(ONE))
     assert summary["code"] == 1
     assert failures(summary)["a"].startswith("gave up after ")
     assert "HiAPI answered HTTP 503 SERVICE_UNAVAILABLE: busy" in failures(summary)["a"]
@@ -60,10 +58,20 @@ def test_a_reply_that_drips_in_is_cut_at_the_call_timeout(fake_hiapi, fake_gemin
                                                           monkeypatch):
     monkeypatch.setenv("NBPIPE_CALL_TIMEOUT", "0.5")
     fake_hiapi.faults.add("create", "slow")  # retried: the Idempotency-Key makes it safe
-    summary, took = build(make_project(HIAPI_ONE))
+    summary, took = build(make_project(ONE))
     assert (summary["code"], summary["rendered"], fake_hiapi.counts["creates"]) == (0, 1, 1)
     fake_gemini.faults.add("generate", "slow")  # not retried: it may have been billed
     summary, took = build(make_project(GEMINI_ONE))
     assert failures(summary)["a"] == ("Gemini took over 0.5 s to answer; not retried, since the "
                                       "request may have been billed")
     assert took < 30
+
+
+def test_a_retry_after_past_the_retry_deadline_fails_the_create_at_once(fake_hiapi,
+                                                                        make_project):
+    fake_hiapi.faults.add("create", *["429:3600"] * 5)  # used to be 4 sleeps of 120 s each
+    summary, took = build(make_project(ONE), limit=60)
+    assert failures(summary) == {"a": (
+        "gave up after 1 attempt: HiAPI answered HTTP 429 RATE_LIMITED: too many requests; it "
+        "asked to retry in 3600 s, past the retry deadline (NBPIPE_RETRY_DEADLINE=300 s)")}
+    assert took < 30 and fake_hiapi.counts.get("creates", 0) == 0

@@ -8,8 +8,8 @@ import json
 import pytest
 from PIL import Image
 
-from tests.backends.test_hiapi_build import failures
 from tests.conftest import copy_example, tiny_png
+from tests.samples import failures
 
 ONE = """\
 version: 1
@@ -148,3 +148,20 @@ def test_a_model_the_api_does_not_know_stops_the_build_once(fake_gemini, run, ma
     others = [line for line in lines[:-2] if message not in line]
     assert len(others) == 5 and all(line.endswith("the build stopped (see the end)")
                                     for line in others)
+
+
+@pytest.mark.parametrize("where", ["fake", "elsewhere"])
+def test_a_404_that_does_not_name_the_model_is_a_wrong_base_url(where, fake_gemini, build,
+                                                                 make_project, monkeypatch):
+    from tests.fakes.server import Elsewhere
+
+    with Elsewhere() as other:  # answers 404 {"error": "nothing here"}: not Google's envelope
+        base = f"{fake_gemini.url if where == 'fake' else other.url}/proxy"  # a path too many
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", base)
+        summary = build(make_project(ONE), "-j", "1")
+    message = (f"Gemini endpoint not found at {base}/v1beta/models/gemini-3.1-flash-image:"
+               "generateContent (HTTP 404, not Google's NOT_FOUND for model "
+               "'gemini-3.1-flash-image'); check GOOGLE_GEMINI_BASE_URL")
+    assert failures(summary) == {"a": message}  # b is not sent: the build stopped
+    assert summary["events"][-1] == {"event": "note", "message": f"build stopped: {message}"}
+    assert (summary["code"], summary["skipped"]) == (1, 1)

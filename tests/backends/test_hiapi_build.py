@@ -9,25 +9,15 @@ import pytest
 from PIL import Image
 
 from tests.conftest import copy_example
+from tests.samples import ONE, TWO, failures
 
 HIAPI_PROJECTS = {"mira-storyboard": 5, "aria-lookbook": 3, "golden-hour-edit": 3}
-ONE = """\
-version: 1
-defaults: {backend: hiapi, model: Nano-Banana}
-targets:
-  a: {prompt: a lighthouse}
-  b: {prompt: a harbour}
-"""
 
 
 def copy(name: str, tmp_path: Path) -> Path:
     root = tmp_path / name
     copy_example(name, root)
     return root
-
-
-def failures(summary: dict) -> dict[str, str]:
-    return {e["frame"]: e["detail"] for e in summary["events"] if e.get("status") == "failed"}
 
 
 @pytest.mark.parametrize("name, frames", HIAPI_PROJECTS.items())
@@ -64,7 +54,7 @@ def test_spend_is_counted_at_catalogue_prices(fake_hiapi, build, tmp_path):
 def test_create_faults_are_retried_without_a_second_task(faults, fake_hiapi, build,
                                                          make_project):
     fake_hiapi.faults.add("create", *faults)
-    summary = build(make_project(ONE))
+    summary = build(make_project(TWO))
     assert (summary["rendered"], summary["failed"]) == (2, 0)
     assert fake_hiapi.counts["creates"] == 2
     if faults == ("drop",):
@@ -74,13 +64,13 @@ def test_create_faults_are_retried_without_a_second_task(faults, fake_hiapi, bui
 @pytest.mark.parametrize("fault", ["429", "503", "drop", "garbage"])
 def test_poll_faults_are_retried(fault, fake_hiapi, build, make_project):
     fake_hiapi.faults.add("poll", fault)
-    summary = build(make_project(ONE))
+    summary = build(make_project(TWO))
     assert (summary["rendered"], fake_hiapi.counts["creates"]) == (2, 2)
 
 
 def test_bad_request_fails_the_frame_once_and_others_go_on(fake_hiapi, build, make_project):
     fake_hiapi.faults.add("create", "400")
-    summary = build(make_project(ONE))
+    summary = build(make_project(TWO))
     assert (summary["rendered"], summary["failed"], summary["code"]) == (1, 1, 1)
     assert list(failures(summary).values()) == [
         "HiAPI rejected the request (HTTP 400 INVALID_REQUEST): prompt rejected by policy"]
@@ -94,7 +84,7 @@ def test_bad_request_fails_the_frame_once_and_others_go_on(fake_hiapi, build, ma
             "what was rendered so far is kept"),
 ])
 def test_auth_and_balance_stop_the_build(fault, words, fake_hiapi, build, make_project):
-    root = make_project(ONE.replace("  b: {prompt: a harbour}",
+    root = make_project(TWO.replace("  b: {prompt: a harbour}",
                                     "  b: {prompt: a harbour, inputs: [a], model: Nano-Banana-2}"))
     fake_hiapi.faults.add("create", fault)
     summary = build(root)
@@ -106,7 +96,7 @@ def test_auth_and_balance_stop_the_build(fault, words, fake_hiapi, build, make_p
 
 def test_failed_task_fails_the_frame_and_a_rerun_makes_a_new_task(fake_hiapi, build,
                                                                    make_project):
-    root = make_project(ONE)
+    root = make_project(TWO)
     fake_hiapi.faults.add("task", "fail")
     summary = build(root)
     assert summary["failed"] == 1
@@ -120,7 +110,7 @@ def test_failed_task_fails_the_frame_and_a_rerun_makes_a_new_task(fake_hiapi, bu
 def test_stuck_task_times_out_and_the_next_build_resumes_it(fake_hiapi, build, make_project,
                                                              monkeypatch):
     monkeypatch.setenv("NBPIPE_HIAPI_TIMEOUT", "1.0")
-    root = make_project(ONE)
+    root = make_project(TWO)
     fake_hiapi.faults.add("task", "stuck")
     summary = build(root)
     assert summary["failed"] == 1
@@ -134,15 +124,15 @@ def test_stuck_task_times_out_and_the_next_build_resumes_it(fake_hiapi, build, m
 
 def test_unknown_status_stays_pollable(fake_hiapi, build, make_project):
     fake_hiapi.faults.add("task", "weird")
-    assert build(make_project(ONE))["rendered"] == 2
+    assert build(make_project(TWO))["rendered"] == 2
 
 
 def test_expired_output_url_is_read_again(fake_hiapi, build, make_project):
     fake_hiapi.faults.add("download", "gone")
-    summary = build(make_project(ONE))
+    summary = build(make_project(TWO))
     assert (summary["rendered"], summary["failed"]) == (2, 0)
     fake_hiapi.faults.add("download", "gone", "gone")
-    root = make_project(ONE.replace("a lighthouse", "a windmill"))
+    root = make_project(TWO.replace("a lighthouse", "a windmill"))
     summary = build(root)
     assert "output URL is gone" in list(failures(summary).values())[0]
 
@@ -153,7 +143,7 @@ def test_expired_output_url_is_read_again(fake_hiapi, build, make_project):
 def test_bad_bytes_fail_the_frame_and_never_enter_the_cache(fault, words, fake_hiapi, build,
                                                            make_project, monkeypatch):
     monkeypatch.setenv("NBPIPE_MAX_IMAGE_BYTES", str(1 << 20))
-    root = make_project(ONE)
+    root = make_project(TWO)
     fake_hiapi.faults.add("download", fault)
     summary = build(root)
     assert summary["failed"] == 1 and words in list(failures(summary).values())[0]
@@ -169,7 +159,7 @@ def test_bad_bytes_fail_the_frame_and_never_enter_the_cache(fault, words, fake_h
 def test_slow_drip_download_times_out(fake_hiapi, build, make_project, monkeypatch):
     monkeypatch.setenv("NBPIPE_DOWNLOAD_TIMEOUT", "0.3")
     fake_hiapi.faults.add("download", "slow", "slow", "slow", "slow", "slow")
-    summary = build(make_project(ONE.replace("  b: {prompt: a harbour}\n", "")))
+    summary = build(make_project(ONE))
     assert summary["failed"] == 1
     assert "longer than" in list(failures(summary).values())[0]
 
@@ -210,7 +200,7 @@ targets:
     ("badurl", "refused to download from an invalid URL (http://[::1)")])
 def test_output_urls_must_be_valid_http_and_a_bad_one_is_not_resumed(fault, words, fake_hiapi,
                                                                       build, make_project):
-    root = make_project(ONE.replace("  b: {prompt: a harbour}\n", ""))
+    root = make_project(ONE)
     fake_hiapi.faults.add("task", fault)
     summary = build(root)
     assert list(failures(summary).values()) == [words]
@@ -221,7 +211,7 @@ def test_output_urls_must_be_valid_http_and_a_bad_one_is_not_resumed(fault, word
 
 def test_redirect_loops_are_bounded(fake_hiapi, build, make_project):
     fake_hiapi.faults.add("download", "loop")
-    summary = build(make_project(ONE.replace("  b: {prompt: a harbour}\n", "")))
+    summary = build(make_project(ONE))
     assert list(failures(summary).values()) == ["the download URL redirected too many times"]
     assert fake_hiapi.counts["downloads"] <= 12  # 5 redirects, and the recovery pass once more
 

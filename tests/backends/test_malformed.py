@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.backends.test_hiapi_build import failures
-from tests.backends.test_redirects import GEMINI_ONE, HIAPI_ONE
+from tests.samples import GEMINI_ONE, ONE, failures
+
 GAVE_UP = "gave up after 5 attempts: "
 NOT_GZIP = "a body that does not decode as its Content-Encoding says"
 SHAPE = "a body that does not match the documented shape"
@@ -61,7 +61,7 @@ def check(summary: dict, reason: str) -> None:
 def test_hiapi_malformed_replies_fail_the_frame(endpoint, fault, reason, fake_hiapi, build,
                                                 make_project):
     fake_hiapi.faults.add(endpoint, *[fault] * 20)  # every retry meets it again
-    check(build(make_project(HIAPI_ONE)), reason)
+    check(build(make_project(ONE)), reason)
     assert fake_hiapi.counts["creates"] <= 1  # retries replayed the task, never paid twice
 
 
@@ -83,5 +83,5 @@ def test_a_refusal_with_malformed_details_is_still_retried(fault, fake_gemini, b
 def test_stamps_of_another_type_are_hints_lost_not_a_failed_task(fake_hiapi, build,
                                                                   make_project):
     fake_hiapi.faults.add("task", "isostamps", "isostamps", "isostamps")
-    summary = build(make_project(HIAPI_ONE))
+    summary = build(make_project(ONE))
     assert (summary["code"], summary["rendered"], fake_hiapi.counts["creates"]) == (0, 1, 1)

@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.backends.test_hiapi_build import failures
 from tests.fakes.server import Elsewhere
-
-HIAPI_ONE = "version: 1\ndefaults: {backend: hiapi, model: Nano-Banana}\n" \
-            "targets: {a: {prompt: a lighthouse}}\n"
-GEMINI_ONE = "version: 1\ndefaults: {backend: gemini, model: gemini-3.1-flash-image}\n" \
-             "targets: {a: {prompt: a red shoe}}\n"
+from tests.samples import GEMINI_ONE, ONE, failures
 
 
 @pytest.fixture
@@ -25,7 +20,7 @@ def test_hiapi_calls_never_follow_a_redirect(endpoint, fake_hiapi, elsewhere, bu
                                              make_project):
     fake_hiapi.redirect_to = elsewhere.url
     fake_hiapi.faults.add(endpoint, "redirect")
-    summary = build(make_project(HIAPI_ONE))
+    summary = build(make_project(ONE))
     assert elsewhere.counts["requests"] == 0  # not even without the key
     assert failures(summary)["a"] == (
         f"HiAPI answered HTTP 307, a redirect to {elsewhere.url}; API calls follow no "
@@ -48,7 +43,7 @@ def test_same_origin_redirects_are_refused_too(backend, fake_hiapi, fake_gemini,
                                                make_project):
     fake = fake_hiapi if backend == "hiapi" else fake_gemini
     fake.faults.add("create" if backend == "hiapi" else "generate", "redirect-self")
-    summary = build(make_project(HIAPI_ONE if backend == "hiapi" else GEMINI_ONE))
+    summary = build(make_project(ONE if backend == "hiapi" else GEMINI_ONE))
     assert f"HTTP 307, a redirect to {fake.url}; API calls follow no redirect" \
         in failures(summary)["a"]
     assert fake.counts["requests"] == 1  # refused, not followed back to the same server
@@ -63,14 +58,14 @@ def test_downloads_follow_a_redirect_to_another_origin_without_credentials(
     with Elsewhere(serve) as cdn:
         fake_hiapi.redirect_to = cdn.url
         fake_hiapi.faults.add("download", "redirect")
-        summary = build(make_project(HIAPI_ONE))
+        summary = build(make_project(ONE))
     assert (summary["rendered"], summary["failed"]) == (1, 0)
     assert cdn.seen == [{}]  # one hop, and no Authorization, no key, no cookie went along
 
 
 def test_each_download_hop_is_checked_like_the_first_url(fake_hiapi, build, make_project):
     fake_hiapi.faults.add("download", "redirect-file")
-    summary = build(make_project(HIAPI_ONE))
+    summary = build(make_project(ONE))
     assert failures(summary)["a"] == \
         "refused to download from a non-http(s) URL (file:/etc/passwd)"
     assert fake_hiapi.counts["downloads"] >= 1

@@ -6,6 +6,7 @@ import json
 import shutil
 
 from tests.conftest import copy_example
+from tests.samples import THREE
 
 
 def scan(root, text: str, *secrets: str) -> None:
@@ -48,14 +49,6 @@ def test_sentinel_keys_appear_nowhere(fake_hiapi, fake_gemini, run, tmp_path, mo
     scan(tmp_path, text, fake_hiapi.key, fake_gemini.key)
 
 
-HIAPI_THREE = """\
-version: 1
-defaults: {backend: hiapi, model: Nano-Banana}
-targets:
-  a: {prompt: a lighthouse}
-  b: {prompt: a harbour}
-  c: {prompt: a pier}
-"""
 GEMINI_FIVE = """\
 version: 1
 defaults: {backend: gemini, model: gemini-3.1-flash-image}
@@ -72,7 +65,7 @@ def test_keys_echoed_in_server_fields_are_scrubbed_at_the_boundary(fake_hiapi, f
     task ids, output URLs, text parts, finishReason, blockReason, error bodies (JSON-escaped
     too). The key must reach no output, no file, no message."""
     hi, gem = tmp_path / "hi", tmp_path / "gem"
-    for root, manifest in ((hi, HIAPI_THREE), (gem, GEMINI_FIVE)):
+    for root, manifest in ((hi, THREE), (gem, GEMINI_FIVE)):
         root.mkdir()
         (root / "nbpipe.yaml").write_text(manifest)
     fake_hiapi.faults.add("task", "echo-fail", "echo-url")

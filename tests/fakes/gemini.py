@@ -8,7 +8,8 @@ models answer JPEG (real Pro often does). Key by `x-goog-api-key` or `?key=`. Fa
     generate: 429 500 503 drop badkey 403 safety prompt-blocked no-image
 
 `delay` (seconds) holds every billed reply that long (Gemini Pro takes 20-40 s); `generates`
-counts the requests billed. More faults:
+counts the requests billed, and `billed` says of each what it asked, which fault it met and which
+image it sent (a lost reply, `drop`, is billed for an image nobody received). More faults:
               slow(the reply drips in) gzip(labelled gzip, not compressed)
               redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
               malformed:NAME (see MALFORMED)
@@ -24,6 +25,7 @@ import datetime as dt
 import json
 import re
 import time
+from dataclasses import dataclass
 
 from nbpipe.catalog import builtin, today
 from tests.fakes.server import BIG_NUMBER, DEEP_JSON, FakeServer, Handler, image_bytes
@@ -53,12 +55,28 @@ MALFORMED = {  # name → the raw reply
 }
 
 
+@dataclass
+class Billed:
+    """One generateContent the server billed."""
+
+    prompt: str
+    fault: str | None
+    number: int = 0  # 1 for the first request billed: seeds its image (one of its own)
+    image: bytes = b""  # the image the reply carried, if it carried one
+
+    @property
+    def paid_image(self) -> bool:
+        """An image was made and billed (delivered, or lost on the way back)."""
+        return bool(self.image) or self.fault == "drop"
+
+
 class FakeGemini(FakeServer):
     def __init__(self, key: str = "fake-gemini-key", today: dt.date | None = None):
         super().__init__()
         self.key = key
         self.today = today  # the server's own clock: Google may shut a model down early
         self.bodies: list[dict] = []
+        self.billed: list[Billed] = []
         self.delay = 0.0
         self.redirect_to = ""  # where the `redirect` fault sends a client
 
@@ -98,7 +116,10 @@ class FakeGemini(FakeServer):
         model = match.group(2)
         spec = models(self.today).get(model)
         if spec is None:
-            return self._error(request, 404, "NOT_FOUND", f"models/{model} is not found")
+            return self._error(request, 404, "NOT_FOUND", (
+                f"models/{model} is not found for API version {match.group(1)}, or is not "
+                "supported for generateContent. Call ListModels to see the list of available "
+                "models and their supported methods."))
         try:
             body = json.loads(raw)
         except ValueError:
@@ -106,7 +127,11 @@ class FakeGemini(FakeServer):
         problem = validate(body, spec)
         if problem:
             return self._error(request, 400, "INVALID_ARGUMENT", problem)
-        self.bodies.append(body)
+        billed = Billed(_prompt(body), fault)
+        with self.lock:
+            self.bodies.append(body)
+            self.billed.append(billed)
+            billed.number = len(self.bodies)
         self.count("generates")
         if self.delay:
             time.sleep(self.delay)
@@ -117,9 +142,10 @@ class FakeGemini(FakeServer):
             return request.send(200, raw=('{"candidates": [{"content": {"parts": [{"text": '
                                           f'"I saw {escaped}"}}]}}, "finishReason": "STOP"}}]}}'
                                           ).encode())
-        request.send(200, self._reply(body, spec, fault))
+        request.send(200, self._reply(body, spec, billed))
 
-    def _reply(self, body: dict, spec: dict, fault: str | None) -> dict:
+    def _reply(self, body: dict, spec: dict, billed: Billed) -> dict:
+        fault = billed.fault
         if fault in ("prompt-blocked", "echo-block"):
             reason = "SAFETY" if fault == "prompt-blocked" else f"SAFETY_{self.key}"
             return {"promptFeedback": {"blockReason": reason}}
@@ -132,8 +158,9 @@ class FakeGemini(FakeServer):
         parts = [{"text": "Planning the composition.", "thought": True},
                  {"text": "Here is the image."}]
         if fault != "no-image":
-            seed = str(len(self.bodies)) + json.dumps(body)[:40]
-            data = base64.b64encode(image_bytes(spec["mime"], seed)).decode()
+            seed = str(billed.number) + json.dumps(body)[:40]
+            billed.image = image_bytes(spec["mime"], seed)
+            data = base64.b64encode(billed.image).decode()
             parts.append({"inlineData": {"mimeType": f"image/{spec['mime']}", "data": data}})
         return {"candidates": [{"content": {"role": "model", "parts": parts},
                                 "finishReason": "STOP", "index": 0}],
@@ -143,6 +170,11 @@ class FakeGemini(FakeServer):
                details: list | None = None) -> None:
         request.send(status, {"error": {"code": status, "message": message, "status": kind,
                                         **({"details": details} if details else {})}})
+
+
+def _prompt(body: dict) -> str:
+    """The text part of a valid body (validate has checked its shape)."""
+    return next((p["text"] for p in body["contents"][0]["parts"] if "text" in p), "")
 
 
 def validate(body: dict, spec: dict) -> str | None:

@@ -8,13 +8,19 @@ validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
     create:   429 503 drop(after creating) 400 401 402 404(no such model) 409 echo-id
     poll:     429 503 drop garbage retry-later(503 with Retry-After: 3600)
     task:     fail stuck weird(an unknown status first) fileurl (applied to the next task created)
+              vanish(HiAPI forgets the task: every poll answers 404 NOT_FOUND)
               echo-fail echo-url(the key in error.code/message, in a non-http output URL)
               msstamps(`completed` in milliseconds: an absurd latency) isostamps(as strings)
+              msexpiry(`expireAt` in milliseconds) ttlexpiry(`expireAt` a lifetime: 604800)
     download: truncate notimage gone slow huge loop(redirects to itself)
               redirect(to `redirect_to`) redirect-file(to file:///etc/passwd) gzip
-    create, poll: slow(the reply drips in) gzip(labelled gzip, not compressed)
+    create, poll: 429:N(429 with Retry-After: N seconds)
+              slow(the reply drips in) gzip(labelled gzip, not compressed)
               redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
               malformed:NAME (see MALFORMED)
+
+Accounts: `add_account(key)` makes another valid key. A task belongs to the account that
+created it; polled with another account's key it answers 404, as documented.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import random
 import string
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nbpipe.catalog import builtin, today
 from tests.fakes.server import BIG_NUMBER, DEEP_JSON, FakeServer, Handler, image_bytes
@@ -68,11 +74,14 @@ class Task:
     echo: str = ""  # echo-fail | echo-url: the key appears in the reply
     url: str = ""  # an output URL other than the real one
     stamps: str = ""  # ms: `completed` in milliseconds; iso: every stamp an ISO 8601 string
+    expiry: str = ""  # ms: `expireAt` in milliseconds; ttl: seconds to live, not a time
     polls: int = 0
     status: str = "queued"
     completed: int = 0
     image: bytes = b""
     creates: int = 1
+    owner: str = ""  # the key of the account that created it
+    download_faults: list = field(default_factory=list)  # what each download of it met
 
 
 class FakeHiApi(FakeServer):
@@ -82,13 +91,18 @@ class FakeHiApi(FakeServer):
                  image_size: tuple[int, int] = (64, 48), make_image=None):
         super().__init__()
         self.key = key
+        self.keys = {key}  # every account's key (see add_account)
         self.latency = latency
         self.make_image = make_image or (lambda fmt, task_id: image_bytes(fmt, task_id, image_size))
         self.tasks: dict[str, Task] = {}
-        self.idempotency: dict[str, tuple[str, str]] = {}  # key → (body digest, task id)
+        # (account, Idempotency-Key) → (body digest, task id): keys are per account
+        self.idempotency: dict[tuple[str, str], tuple[str, str]] = {}
         self.created_keys: list[str] = []  # the Idempotency-Key of every task really created
         self.redirect_to = ""  # where the `redirect` fault sends a client
         self._lock = threading.Lock()
+
+    def add_account(self, key: str) -> None:
+        self.keys.add(key)
 
     # --- routing ------------------------------------------------------------------------------
 
@@ -97,7 +111,7 @@ class FakeHiApi(FakeServer):
         self.count("requests")
         if path.startswith("/files/"):
             return self._file(request, path.removeprefix("/files/"))
-        if request.headers.get("Authorization") != f"Bearer {self.key}":
+        if request.headers.get("Authorization") not in {f"Bearer {k}" for k in self.keys}:
             return self._error(request, 401, "UNAUTHORIZED", "invalid API key")
         if method == "POST" and path == "/v1/tasks":
             return self._create(request)
@@ -129,6 +143,10 @@ class FakeHiApi(FakeServer):
             status, raw = MALFORMED[endpoint][fault.removeprefix("malformed:")]
             request.send(status, raw=raw)
             return True
+        elif fault and fault.startswith("429:"):  # a rate limit that names its pause
+            self._error(request, 429, "RATE_LIMITED", "too many requests",
+                        {"Retry-After": fault.removeprefix("429:")})
+            return True
         return False
 
     def _create(self, request: Handler) -> None:
@@ -155,9 +173,10 @@ class FakeHiApi(FakeServer):
             return self._error(request, 400, "INVALID_REQUEST", problem)
         key = request.headers.get("Idempotency-Key")
         digest = hashlib.sha256(raw).hexdigest()
+        account = caller(request)
         with self._lock:
-            if key and key in self.idempotency:
-                known_digest, task_id = self.idempotency[key]
+            if key and (account, key) in self.idempotency:
+                known_digest, task_id = self.idempotency[(account, key)]
                 if known_digest != digest:
                     return self._error(request, 422, "IDEMPOTENCY_KEY_MISMATCH",
                                        "Idempotency-Key reused with another body")
@@ -167,9 +186,9 @@ class FakeHiApi(FakeServer):
                 self.count("replays")
                 return request.send(200, envelope({"taskId": task_id}),
                                     {"Idempotent-Replay": "true"})
-            task = self._new_task(body)
+            task = self._new_task(body, account)
             if key:
-                self.idempotency[key] = (digest, task.task_id)
+                self.idempotency[(account, key)] = (digest, task.task_id)
             self.created_keys.append(key or "")
         self.count("creates")
         if fault == "drop":  # the task exists and is billed; the reply is lost
@@ -178,13 +197,15 @@ class FakeHiApi(FakeServer):
             return request.send(200, envelope({"taskId": f"tk-{self.key}"}))
         request.send(200, envelope({"taskId": task.task_id}))
 
-    def _new_task(self, body: dict) -> Task:
+    def _new_task(self, body: dict, account: str) -> Task:
         task_id = "tk-hiapi-" + "".join(random.choices(string.ascii_uppercase + string.digits,
                                                        k=26))
         task = Task(task_id, body["model"], body["input"], int(time.time()),
-                    started=time.monotonic())
+                    started=time.monotonic(), owner=account)
         outcome = self.faults.next("task")
-        if outcome == "weird":
+        if outcome == "vanish":
+            task.owner = ""  # no account knows it any more
+        elif outcome == "weird":
             task.weird = True
         elif outcome == "fileurl":
             task.fileurl = True
@@ -195,6 +216,8 @@ class FakeHiApi(FakeServer):
             task.url = "http://[::1"
         elif outcome in ("msstamps", "isostamps"):
             task.stamps = outcome.removesuffix("stamps")
+        elif outcome in ("msexpiry", "ttlexpiry"):
+            task.expiry = outcome.removesuffix("expiry")
         elif outcome in ("fail", "stuck"):
             task.outcome = outcome
         fmt = body["input"].get("output_format", "png")
@@ -220,7 +243,7 @@ class FakeHiApi(FakeServer):
         if fault == "garbage":
             return request.send(200, raw=b"<html>gateway</html>", content_type="text/html")
         task = self.tasks.get(task_id)
-        if task is None:
+        if task is None or task.owner != caller(request):  # unknown, or another account's
             return self._error(request, 404, "NOT_FOUND", "task not found")
         with self._lock:
             self._advance(task)
@@ -251,6 +274,7 @@ class FakeHiApi(FakeServer):
     def task_json(self, task: Task, request: Handler) -> dict:
         created, completed = task.created, task.completed * (1000 if task.stamps == "ms" else 1)
         expires = int(time.time()) + 7 * 86400
+        expires = {"ms": expires * 1000, "ttl": 7 * 86400}.get(task.expiry, expires)
         if task.stamps == "iso":
             created, completed, expires = (
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
@@ -274,7 +298,8 @@ class FakeHiApi(FakeServer):
     def _list(self, request: Handler) -> None:
         query = request.query()
         page, size = int(query.get("page", 1)), int(query.get("size", 20))
-        items = sorted(self.tasks.values(), key=lambda t: t.created, reverse=True)
+        items = sorted((t for t in self.tasks.values() if t.owner == caller(request)),
+                       key=lambda t: t.created, reverse=True)
         chunk = items[(page - 1) * size: page * size]
         request.send(200, envelope({"items": [self.task_json(t, request) for t in chunk],
                                     "page": page, "size": size, "total": len(items)}))
@@ -291,6 +316,8 @@ class FakeHiApi(FakeServer):
             return request.redirect(self.redirect_to + "/files/" + name)
         elif fault == "redirect-file":
             return request.redirect("file:///etc/passwd", 302)
+        if task is not None and fault:
+            task.download_faults.append(fault)
         if task is None or task.status != "success" or fault == "gone":
             return request.send(410, raw=b"expired", content_type="text/plain")
         data = task.image
@@ -306,6 +333,11 @@ class FakeHiApi(FakeServer):
             self.faults.add("download", "loop")  # every hop redirects again
             return request.send(302, raw=b"", headers={"Location": request.path})
         request.send(200, raw=data, content_type="image/png")
+
+
+def caller(request: Handler) -> str:
+    """The key of the account making an (authenticated) request."""
+    return str(request.headers.get("Authorization", "")).removeprefix("Bearer ")
 
 
 def envelope(data: dict) -> dict:

@@ -35,6 +35,10 @@ class Faults:
         with self.lock:
             self._queues[endpoint].extend(faults)
 
+    def clear(self, endpoint: str) -> None:
+        with self.lock:
+            self._queues[endpoint].clear()
+
     def next(self, endpoint: str) -> str | None:
         with self.lock:
             queue = self._queues[endpoint]

@@ -5,15 +5,17 @@ pulls, and builds at the same time as the first. It inherits every rule and inva
 `MoneyMachine`, and adds rules that take the remote away (unplugged mid-build, a dead port,
 AccessDenied from moto's IAM checks) and bring it back. After every step:
 
-- no create was sent for a request whose image the remote held when the command began (or,
-  for commands run concurrently, the step), unless it was forced (`--force`), a resend of an
-  earlier build's journalled create, or a build told to pay anyway (`--remote-errors=render`)
-  while the remote was not answering;
+- nothing was paid for (a HiAPI create sent, a Gemini request billed) whose image the remote
+  held when the command began (or, for commands run at once, the step), unless it was forced
+  (`--force`), a resend of an earlier build's journalled request, or a build told to pay anyway
+  (`--remote-errors=render`) while the remote was not answering;
 - a build that could not read the remote, and was not told to pay anyway, exits 0 or 1, and an
-  exit 1 says "remote unavailable"; `pull` never sends a create;
-- no exit 3, no traceback (as in MoneyMachine);
-- after a complete build in the second clone its journal is empty, its lock matches its outputs
-  and a second build sends 0 creates;
+  exit 1 says "remote unavailable"; so do `pull` and `push`, which never pay; `plan` marks every
+  render the remote might have made unnecessary;
+- no exit 3, no traceback; every paid image is kept (MoneyMachine's invariants, with the second
+  clone's cache and the remote counted as keeping it);
+- after a complete build in the second clone its journal holds only tasks still running, its
+  lock matches its outputs and a second build pays nothing;
 - once the remote is back and a build completes in each clone (`settle`), every image either
   clone holds is on the remote (blob and take record): pushes may be deferred, never lost.
 """
@@ -78,7 +80,7 @@ class RemoteMoneyMachine(MoneyMachine):
         self.outsider: tuple[str, str] | None = None
         self.mode = "up"
         self.clone: Path | None = None  # the second checkout, once cloned
-        self.attempts: list[str] = []  # the prompt of every create sent to the fake
+        self.creates: list[tuple[str, str]] = []  # ("hiapi", prompt) of each create received
         self.paid_anyway = False  # this step, --remote-errors=render ran while the remote was out
         self.seen: set[str] = set()  # every blob either clone's cache has held
         self.discarded: set[str] = set()  # only in a clone deleted by a fresh `git clone`
@@ -135,37 +137,46 @@ class RemoteMoneyMachine(MoneyMachine):
                 return names
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
-    def _remote(self) -> tuple[dict[str, set[str]], set[str], set[str]]:
-        """(prompt → digests the remote holds for it, blobs, digests with a take record)."""
+    def _remote(self) -> tuple[dict[tuple[str, str], set[str]], set[str], set[str]]:
+        """((backend, prompt) → digests the remote holds for it, blobs, digests recorded)."""
         with self._admin():
             blobs = {name.rpartition("/")[2] for name in self._objects("blobs")}
-            held: dict[str, set[str]] = {}
+            held: dict[tuple[str, str], set[str]] = {}
             recorded = set()
             for name in self._objects("takes"):
                 digest = name.rpartition("/")[2].removesuffix(".json")
                 recorded.add(digest)
                 doc = json.loads(self.s3.get_object(Bucket=self.bucket, Key=name)["Body"].read())
                 request = doc.get("request") or {}
-                if digest in blobs and request.get("backend") == "hiapi":
-                    held.setdefault(request.get("prompt"), set()).add(digest)
+                if digest in blobs:
+                    held.setdefault((request.get("backend"), request.get("prompt")),
+                                    set()).add(digest)
         return held, blobs, recorded
 
     # --- the fake, from outside ---------------------------------------------------------------
 
     def _log_creates(self) -> None:
-        """Remember the prompt of every create the fake receives (a replay, a 429 too: each is
-        nbpipe deciding to pay for that request)."""
+        """Remember the prompt of every create the fake HiAPI receives (a replay, a 429 too:
+        each is nbpipe deciding to pay for that request; the fake Gemini lists what it billed)."""
         create = self.fake._create
 
         def logged(request):
             raw = request.body()
             request.body = lambda: raw
             try:
-                self.attempts.append(json.loads(raw)["input"]["prompt"])
+                self.creates.append(("hiapi", json.loads(raw)["input"]["prompt"]))
             except (ValueError, KeyError, TypeError):
-                self.attempts.append("?")
+                self.creates.append(("hiapi", "?"))
             return create(request)
         self.fake._create = logged
+
+    def _mark(self) -> tuple[int, int]:
+        return len(self.creates), len(self.gemini.billed)
+
+    def _paid_since(self, mark: tuple[int, int]) -> set[tuple[str, str]]:
+        """(backend, prompt) of every request nbpipe chose to pay for since `mark`."""
+        billed = self.gemini.billed[mark[1]:]
+        return {*self.creates[mark[0]:], *(("gemini", b.prompt) for b in billed)}
 
     # --- nbpipe -------------------------------------------------------------------------------
 
@@ -181,10 +192,12 @@ class RemoteMoneyMachine(MoneyMachine):
         return self._run_at(self.root, *args)
 
     def _run_at(self, root: Path, *args: str) -> subprocess.CompletedProcess:
-        held, first = self._remote()[0], len(self.attempts)
-        excused = self._open_prompts(root)  # a resend of an earlier build's create
+        held, mark = self._remote()[0], self._mark()
+        excused = self._open_requests(root)  # a resend of an earlier build's request
         if "--force" in args:
-            excused.add(self.prompts.get(args[args.index("--force") + 1]))
+            name = args[args.index("--force") + 1]
+            excused |= {("hiapi", self.prompts.get(name)),
+                        ("gemini", self.gemini_prompts.get(name))}
         anyway = "--remote-errors=render" in args and self.mode != "up"
         started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), *args],
@@ -194,10 +207,13 @@ class RemoteMoneyMachine(MoneyMachine):
         if done.returncode:
             self._note("  " + (done.stdout + done.stderr).strip().replace("\n", "\n    "))
         self._exit_ok(done.returncode, done.stderr + done.stdout, (root.name, *args))
-        for prompt in set(self.attempts[first:]) - excused:
-            assert anyway or prompt not in held, \
-                (f"{root.name}: paid for {prompt!r}, which the remote held", args, self.mode)
+        for request in self._paid_since(mark) - excused:
+            assert anyway or request not in held, \
+                (f"{root.name}: paid for {request}, which the remote held", self._story())
         return done
+
+    def _story(self) -> str:
+        return "\n".join(self.trace[-40:])
 
     def _note(self, line: str) -> None:
         self.trace.append(line)
@@ -207,7 +223,7 @@ class RemoteMoneyMachine(MoneyMachine):
     def _write(self) -> None:
         super()._write()
         if hasattr(self, "trace"):
-            self._note(f"p/nbpipe.yaml: {self.prompts}")
+            self._note(f"p/nbpipe.yaml: {self.prompts} {self.gemini_prompts}")
 
     @precondition(lambda self: len(self.prompts) < 6)
     @rule()
@@ -231,9 +247,9 @@ class RemoteMoneyMachine(MoneyMachine):
         """A build that could not read the remote renders nothing; if that leaves a frame
         undone it says why."""
         text = done.stdout + done.stderr
-        assert done.returncode in (0, 1), (args, self.mode, text[-2000:])
+        assert done.returncode in (0, 1), (args, self.mode, self._story())
         if done.returncode == 1:
-            assert "remote unavailable" in text, (args, self.mode, text[-2000:])
+            assert "remote unavailable" in text, (args, self.mode, self._story())
 
     # --- rules: the remote --------------------------------------------------------------------
 
@@ -243,11 +259,12 @@ class RemoteMoneyMachine(MoneyMachine):
         second clone of it builds, paying nothing."""
         if not shared:
             return
-        assert self._run_at(self.root, "build").returncode == 0
+        assert self._run_at(self.root, "build").returncode == 0, self._story()
         self.clone_project(fresh=True)
-        before = len(self.attempts)
-        assert self._run_at(self.clone, "build").returncode == 0
-        assert len(self.attempts) == before, "the second clone paid for what the first pushed"
+        mark = self._mark()
+        assert self._run_at(self.clone, "build").returncode == 0, self._story()
+        assert not self._paid_since(mark), ("the second clone paid for what the first pushed",
+                                           self._story())
 
     @rule(how=st.sampled_from(FAILURES))
     def remote_fails(self, how):
@@ -349,45 +366,47 @@ class RemoteMoneyMachine(MoneyMachine):
             self._pull()
 
     def _pull(self) -> None:
-        before = len(self.attempts)
+        mark = self._mark()
         done = self._run_at(self.clone, "pull")
-        assert len(self.attempts) == before, "pull sent a create"
-        assert done.returncode in (0, 1), done.stdout + done.stderr
+        assert not self._paid_since(mark), ("pull paid", self._story())
+        assert done.returncode in (0, 1), self._story()
         if self.mode != "up" and done.returncode == 1:
-            assert "remote unavailable" in done.stdout, done.stdout
+            assert "remote unavailable" in done.stdout, self._story()
         lock = {n: e for n, e in self._lock_at(self.clone).items()
                 if n in self._targets(self.clone)}
         there = self._blobs(self.clone) | self._remote()[1]
         if self.mode == "up" and all(e["digest"] in there for e in lock.values()):
-            assert done.returncode == 0, done.stdout
+            assert done.returncode == 0, self._story()
         for entry in lock.values():
             output = self.clone / entry["output"]
             if done.returncode == 0 or output.exists():
-                assert hashlib.sha256(output.read_bytes()).hexdigest() == entry["digest"], entry
+                assert hashlib.sha256(output.read_bytes()).hexdigest() == entry["digest"], \
+                    (entry, self._story())
 
     @rule(second=st.booleans())
     def push(self, second):
         """`nbpipe push` sends what the remote lacks, or says the remote is unavailable."""
         root = self.clone if second and self.clone is not None else self.root
-        before = len(self.attempts)
+        mark = self._mark()
         done = self._run_at(root, "push")
-        assert len(self.attempts) == before, "push sent a create"
+        assert not self._paid_since(mark), ("push paid", self._story())
         if self.mode == "up":
-            assert done.returncode == 0, done.stderr
+            assert done.returncode == 0, self._story()
         elif done.returncode == 0:  # nothing to send: the remote was not asked
             assert done.stdout.startswith("pushed 0 image(s)") and \
-                done.stdout.endswith("; 0 were there already\n"), done.stdout
+                done.stdout.endswith("; 0 were there already\n"), self._story()
         else:
-            assert done.returncode == 1 and "remote unavailable" in done.stderr, done.stderr
+            assert done.returncode == 1 and "remote unavailable" in done.stderr, self._story()
 
     @rule()
     def plan(self):
         """`plan` never prices a render as certain when the remote could not say it lacks it."""
         done = self._run_at(self.root, "plan", "--json")
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 0, self._story()
         for step in json.loads(done.stdout)["frames"]:
-            if step["action"] == "render" and not step["reason"].startswith("forced"):
-                assert ("remote unavailable" in step["reason"]) == (self.mode != "up"), step
+            if step["action"] == "render":
+                assert ("remote unavailable" in step["reason"]) == (self.mode != "up"), \
+                    (step, self._story())
 
     @precondition(lambda self: self.clone is not None)
     @rule(moment=st.floats(0.0, 2.0), flip=st.sampled_from([None, "unplug", "plug"]))
@@ -433,62 +452,59 @@ class RemoteMoneyMachine(MoneyMachine):
         self._look_at_caches()
         _, blobs, recorded = self._remote()
         missing = sorted(self.seen - self.discarded - blobs)
-        assert not missing, f"{len(missing)} paid image(s) never pushed: {missing[:3]}"
+        assert not missing, (f"{len(missing)} paid image(s) never pushed", self._story())
         unrecorded = sorted(self.seen - self.discarded - recorded)
-        assert not unrecorded, f"{len(unrecorded)} image(s) on the remote with no take record"
+        assert not unrecorded, (f"{len(unrecorded)} image(s) with no take record on the remote",
+                                self._story())
         self.remote_checks += 1
 
     # --- invariants ---------------------------------------------------------------------------
 
     @invariant()
     def never_paid_for_what_the_remote_held(self):
-        sent, self.attempts = self.attempts, []
-        forced = {p for p, n in (self.forced - self.forced_before).items() if n}
-        for prompt in set(sent):
-            if prompt in self.held_before and not self.paid_anyway:
-                assert prompt in forced | self.open_before, \
-                    (f"paid for {prompt!r}, which the remote held", self.mode)
+        forced = {("hiapi", p) for p, n in (self.forced - self.forced_before).items() if n} | \
+            {("gemini", p) for p, n in (self.gemini_forced - self.gemini_forced_before).items()
+             if n}
+        for request in self._paid_since(self.step_mark) - forced - self.open_before:
+            assert self.paid_anyway or request not in self.held_before, \
+                (f"paid for {request}, which the remote held", self._story())
         self._snapshot()
 
     def _snapshot(self) -> None:
         """What the next step is judged against: the remote's holdings, the journals' open
         entries (a resend of those is not a new decision to pay), the forced takes so far."""
+        self.step_mark = self._mark()
         self.held_before = self._remote()[0]
-        self.open_before = self._open_prompts(self.root) | self._open_prompts(self.clone)
+        self.open_before = self._open_requests(self.root) | self._open_requests(self.clone)
         self.forced_before = Counter(self.forced)
+        self.gemini_forced_before = Counter(self.gemini_forced)
         self.paid_anyway = False
         self._look_at_caches()
 
     @staticmethod
-    def _open_prompts(root: Path | None) -> set[str]:
-        """The prompts of the renders a clone's journal holds open."""
+    def _open_requests(root: Path | None) -> set[tuple[str, str]]:
+        """(backend, prompt) of the requests a clone's journal holds open."""
         from nbpipe.store.journal import Journal
 
         if root is None:
             return set()
         journal = Journal(root / ".nbpipe" / "journal.jsonl")
-        return {e.request.get("prompt") for e in journal.open.values()}
+        return {(e.backend, e.request.get("prompt")) for e in journal.open.values()}
 
     def _look_at_caches(self) -> None:
         for root in (self.root, self.clone):
             if root is not None:
                 self.seen |= self._blobs(root)
 
-    def _kept(self, digest: str) -> bool:
-        """A paid image is kept in either clone's cache or on the remote."""
-        with self._admin():
-            blobs = {name.rpartition("/")[2] for name in self._objects("blobs")}
-        return digest in self._blobs(self.root) | self._blobs(self.clone) | blobs | self.discarded
-
     def _observe(self) -> None:
-        """(For a MoneyMachine that notes in `cached` what its cache has held: here the second
-        clone's cache and the remote hold paid images too.)"""
-        observe = getattr(super(), "_observe", None)
-        if observe is not None:
-            observe()
+        """MoneyMachine notes what its cache has held (`cached`: a paid image is kept there);
+        here the second clone's cache and the remote keep paid images too, and what a fresh
+        `git clone` deleted with the second clone is the user's doing."""
+        super()._observe()
+        if hasattr(self, "cable"):  # (MoneyMachine.__init__ runs before the remote exists)
             with self._admin():
                 blobs = {name.rpartition("/")[2] for name in self._objects("blobs")}
-            self.cached |= self._blobs(self.clone) | blobs
+            self.cached |= self._blobs(self.clone) | blobs | self.discarded
 
     @staticmethod
     def _blobs(root: Path | None) -> set[str]:
@@ -513,15 +529,18 @@ class RemoteMoneyMachine(MoneyMachine):
         from nbpipe.store.journal import Journal
 
         self.checks += 1
-        assert Journal(root / ".nbpipe" / "journal.jsonl").open == {}
+        for entry in Journal(root / ".nbpipe" / "journal.jsonl").open.values():
+            task = self.fake.tasks.get(entry.task_id or "")
+            assert task is not None and task.outcome == "stuck", \
+                ("an open journal entry after a complete build", entry, self._story())
         lock = self._lock_at(root)
-        assert set(lock) == self._targets(root), (sorted(lock), sorted(self._targets(root)))
+        assert set(lock) == self._targets(root), (sorted(lock), self._story())
         for entry in lock.values():
             data = (root / entry["output"]).read_bytes()
-            assert hashlib.sha256(data).hexdigest() == entry["digest"]
+            assert hashlib.sha256(data).hexdigest() == entry["digest"], (entry, self._story())
         assert not list(root.rglob("*.part"))
         assert list((root / ".nbpipe" / "tmp").iterdir()) == []
-        before = len(self.attempts)
+        mark = self._mark()
         self._run_at(root, "build")
-        assert len(self.attempts) == before, "a build after a clean build sent a create"
+        assert not self._paid_since(mark), ("a build after a clean build paid", self._story())
 

@@ -126,6 +126,35 @@ def test_4_a_change_to_nbpipe_s_own_files_is_seen_and_digested_once(make_project
     assert noop.still_fresh(root, options, root / ".nbpipe" / "journal.jsonl") is None
 
 
+def test_4_an_upgrade_of_a_key_library_or_of_python_is_seen(make_project, build, run,
+                                                            monkeypatch, tmp_path):
+    """A new jinja2 (say) may render a prompt differently: its files' stats stand for its
+    version. Here a stand-in library joins the list, and is then 'upgraded' in place."""
+    import sys
+    import types
+
+    library = tmp_path / "stand_in.py"
+    library.write_text("VERSION = 1\n")
+    module = types.ModuleType("stand_in")
+    module.__file__ = str(library)
+    monkeypatch.setitem(sys.modules, "stand_in", module)
+    monkeypatch.setattr(noop, "KEY_LIBRARIES", (*noop.KEY_LIBRARIES, "stand_in"))
+    root = make_project(CABIN)
+    time.sleep(0.01)
+    build(root)
+    options, journal = {"backend": None, "profile": None}, root / ".nbpipe" / "journal.jsonl"
+    assert noop.still_fresh(root, options, journal) == 1
+    with monkeypatch.context() as m:
+        m.setattr(sys, "version", sys.version + " (another build)")
+        assert noop.still_fresh(root, options, journal) is None
+    library.write_text("VERSION = 2\n")  # pip replaced the file
+    assert noop.still_fresh(root, options, journal) is None
+    assert assert_gate_agrees(run, root) == []  # the full path: nothing to render after all
+    assert noop.still_fresh(root, options, journal) is None  # --check writes no fingerprint
+    build(root)
+    assert noop.still_fresh(root, options, journal) == 1
+
+
 @pytest.mark.parametrize("prompt, message", [
     ("a {{ ['red', 'blue']|random }} cabin", "template syntax: No filter named 'random'."),
     ("{{ lipsum(1) }}", "'lipsum' is not available in nbpipe templates (it makes a different "
@@ -251,3 +280,50 @@ def test_a_planner_setting_from_the_environment_is_part_of_the_fingerprint(make_
     assert run("-C", str(root), "build", "--check").code == 2
     monkeypatch.delenv("NBPIPE_MAX_FRAMES")
     assert run("-C", str(root), "build").out == "nothing to do: 2 frames fresh\n"
+
+
+def _fingerprint_edited(root: Path, **changes) -> None:
+    path = root / ".nbpipe" / "state.json"
+    state = json.loads(path.read_text())
+    state["fingerprint"].update(changes)
+    path.write_text(json.dumps(state))
+
+
+def test_a_fingerprint_naming_no_possible_file_is_forgotten(make_project, build, run):
+    # state.json is a cache of what this machine saw: damaged, it is re-learnt, never a crash
+    root = make_project(CABIN)
+    build(root)
+    _fingerprint_edited(root, inputs={"refs/x\u0000.png": [1, 2, 3, 4]})
+    done = run("-C", str(root), "build")
+    assert (done.code, done.out, done.err) == (0, "nothing to do: 1 frame fresh\n", "")
+    assert has_fingerprint(root)  # the full path wrote a good one back
+
+
+def test_a_fingerprint_without_the_manifest_digest_proves_nothing(make_project, build, run):
+    root = make_project(CABIN)
+    build(root)
+    _fingerprint_edited(root, manifest=None, lock=None)
+    (root / "nbpipe.yaml").unlink()
+    (root / "nbpipe.lock").unlink()
+    assert run("-C", str(root), "build", "--check").code == 2  # no manifest: as `plan` says
+    assert run("-C", str(root), "plan").code == 2
+
+
+@pytest.mark.parametrize("folder", ["out", "refs"])
+def test_a_folder_moved_out_of_the_project_and_linked_back_is_not_fresh(make_project, build, run,
+                                                                        tmp_path, folder):
+    # Its files keep every stat (only the folder was renamed), but the planner refuses a path
+    # that leads out of the project: the gate may not pass what the build refuses.
+    root = make_project(CABIN + "  b: {prompt: restyle it, inputs: [refs/x.png]}\n",
+                        {"refs/x.png": tiny_png()})
+    time.sleep(0.15)  # older than a clock tick: its stat can prove it unchanged
+    build(root)
+    assert run("-C", str(root), "build", "--check").code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / folder).rename(elsewhere / folder)
+    (root / folder).symlink_to(elsewhere / folder)
+    plan = run("-C", str(root), "plan")
+    assert plan.code == 2 and "out of the project" in plan.err, plan
+    check = run("-C", str(root), "build", "--check")
+    assert (check.code, check.err) == (2, plan.err)

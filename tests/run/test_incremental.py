@@ -238,6 +238,24 @@ def test_output_modified_outside_nbpipe_is_left_unless_forced(project, build, ru
     assert (root / "out" / "cover.png").read_bytes() != b"my retouched cover"
 
 
+def test_a_frame_declared_again_replaces_its_own_orphaned_output(make_project, build, run):
+    """Found by the money model: a frame removed (its output an orphan nbpipe wrote), its image
+    collected by gc, then declared again with a new prompt: every build left that output alone
+    as "a file not made by nbpipe" (exit 0, the frame never built)."""
+    both = "version: 1\ndefaults: {backend: preview}\ntargets:\n  a: {prompt: a lighthouse}\n"
+    root = make_project(both + "  c: {prompt: a harbour}\n")
+    build(root)
+    (root / "nbpipe.yaml").write_text(both)
+    build(root)
+    run("-C", str(root), "gc", "--older-than", "0s")
+    (root / "nbpipe.yaml").write_text(both + "  c: {prompt: a storm}\n")
+    build(root, "a")  # c is not built yet: its output is still the orphan nbpipe left
+    again = build(root)
+    assert (again["rendered"], again["left"]) == (1, 0)
+    (root / "out" / "c.png").write_bytes(b"my retouched c")  # the user's bytes: left alone
+    assert build(root)["left"] == 1
+
+
 def test_frame_selection_builds_upstreams_too(project, build):
     root = project("golden-hour-edit")
     partial = build(root, "golden-hour")

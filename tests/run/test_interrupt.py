@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nbpipe.store.journal import Journal
+from tests.samples import journal
 
 FOUR = """\
 version: 1
@@ -70,15 +70,34 @@ def slow_gemini():
         yield fake, {"GEMINI_API_KEY": fake.key, "GOOGLE_GEMINI_BASE_URL": fake.url}
 
 
+def four_in_flight(tmp_path: Path, fake, env: dict, backend: str, model: str,
+                   counter: str) -> tuple[Path, subprocess.Popen]:
+    """A build of four frames (-j 4), once all four requests have reached the fake server."""
+    root = project(tmp_path, backend, model)
+    proc = start(root, env)
+    wait_for(lambda: fake.counts.get(counter, 0) == 4)
+    return root, proc
+
+
+@pytest.fixture
+def gemini_sent(slow_gemini, tmp_path):
+    """Four Gemini requests (USD 0.268) sent and not yet answered: fake, env, root, process."""
+    fake, env = slow_gemini
+    root, proc = four_in_flight(tmp_path, fake, env, "gemini", "gemini-3.1-flash-image",
+                                "generates")
+    yield fake, env, root, proc
+    if proc.poll() is None:  # a failed test leaves no build running
+        proc.kill()
+        proc.communicate()
+
+
 @pytest.mark.parametrize("presses", [1, 2])
 def test_ctrl_c_with_long_hiapi_tasks_exits_130_and_the_next_build_pays_nothing(
         presses, slow_hiapi, tmp_path):
     """12.5: tasks longer than the grace period, or a second Ctrl-C: KeyError, exit 3, and the
     state not saved."""
     fake, env = slow_hiapi
-    root = project(tmp_path, "hiapi", "Nano-Banana")
-    proc = start(root, env)
-    wait_for(lambda: fake.counts.get("creates", 0) == 4)
+    root, proc = four_in_flight(tmp_path, fake, env, "hiapi", "Nano-Banana", "creates")
     for _ in range(presses):
         proc.send_signal(signal.SIGINT)
         time.sleep(0.2)
@@ -86,18 +105,15 @@ def test_ctrl_c_with_long_hiapi_tasks_exits_130_and_the_next_build_pays_nothing(
     assert proc.returncode == 130, err
     assert "Traceback" not in err + out
     assert (root / ".nbpipe" / "state.json").is_file()
-    assert len(Journal(root / ".nbpipe" / "journal.jsonl").open) == 4  # every task kept
+    assert len(journal(root).open) == 4  # every task kept
     fake.latency = 0
     summary = rebuild(root, env)
     assert summary["rendered"] == 4 and fake.counts["creates"] == 4
 
 
-def test_ctrl_c_waits_for_gemini_requests_in_flight(slow_gemini, tmp_path):
+def test_ctrl_c_waits_for_gemini_requests_in_flight(gemini_sent):
     """17.1: in-flight requests were dropped after the grace period, then paid again."""
-    fake, env = slow_gemini
-    root = project(tmp_path, "gemini", "gemini-3.1-flash-image")
-    proc = start(root, env)
-    wait_for(lambda: fake.counts.get("generates", 0) == 4)
+    fake, env, root, proc = gemini_sent
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -107,11 +123,8 @@ def test_ctrl_c_waits_for_gemini_requests_in_flight(slow_gemini, tmp_path):
     assert (summary["rendered"], fake.counts["generates"]) == (0, 4)  # 0 re-sent
 
 
-def test_a_second_ctrl_c_abandons_gemini_requests_with_a_warning(slow_gemini, tmp_path):
-    fake, env = slow_gemini
-    root = project(tmp_path, "gemini", "gemini-3.1-flash-image")
-    proc = start(root, env)
-    wait_for(lambda: fake.counts.get("generates", 0) == 4)
+def test_a_second_ctrl_c_abandons_gemini_requests_with_a_warning(gemini_sent):
+    fake, env, root, proc = gemini_sent
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
@@ -122,16 +135,12 @@ def test_a_second_ctrl_c_abandons_gemini_requests_with_a_warning(slow_gemini, tm
     # on stderr), and the build was never cancelled: it waited for the replies after all
     assert "Traceback" not in err, err
     assert "0 rendered" in out and "possibly billed USD 0.268 (4 request(s)" in out, out
-    assert Journal(root / ".nbpipe" / "journal.jsonl").open == {}  # said once, not again
+    assert journal(root).open == {}  # said once, not again
 
 
-def test_after_kill_9_gemini_requests_in_flight_are_announced_and_counted(slow_gemini,
-                                                                          tmp_path):
+def test_after_kill_9_gemini_requests_in_flight_are_announced_and_counted(gemini_sent):
     """17.1: after kill -9 the next build re-sent the in-flight requests silently."""
-    fake, env = slow_gemini
-    root = project(tmp_path, "gemini", "gemini-3.1-flash-image")
-    proc = start(root, env)
-    wait_for(lambda: fake.counts.get("generates", 0) == 4)
+    fake, env, root, proc = gemini_sent
     proc.kill()
     proc.communicate(timeout=30)
     fake.delay = 0
@@ -161,4 +170,4 @@ def test_a_second_ctrl_c_closes_an_abandoned_edit_of_another_frame(slow_gemini, 
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "abandoning 1 Gemini request(s)" in out, out
-    assert Journal(root / ".nbpipe" / "journal.jsonl").open == {}
+    assert journal(root).open == {}

@@ -7,33 +7,25 @@ import json
 import sqlite3
 from pathlib import Path
 
-from nbpipe.store.journal import Journal
-
-TWO = """\
-version: 1
-defaults: {backend: hiapi, model: Nano-Banana}
-targets:
-  a: {prompt: a lighthouse}
-  b: {prompt: a harbour}
-"""
-ONLY_A = TWO.replace("  b: {prompt: a harbour}\n", "")
+from tests.samples import GEMINI_ONE, ONE, TWO, journal, notes, on_gemini
 
 
-def journal(root: Path) -> Journal:
-    return Journal(root / ".nbpipe" / "journal.jsonl")
-
-
-def notes(summary: dict) -> list[str]:
-    return [e["message"] for e in summary["events"] if e["event"] == "note"]
-
-
-def leave_a_stuck_task(root: Path, fake, build, monkeypatch) -> None:
+def leave_a_stuck_task(make_project, fake, build, monkeypatch) -> Path:
     """Build a and b with b's task stuck past the timeout: b's paid task stays in the journal."""
+    root = make_project(TWO)
     monkeypatch.setenv("NBPIPE_HIAPI_TIMEOUT", "0.3")
     fake.faults.add("task", None, "stuck")  # a is created first, b second
     build(root, "-j", "1")
     assert len(journal(root).open) == 1
     monkeypatch.delenv("NBPIPE_HIAPI_TIMEOUT")
+    return root
+
+
+def unstick(fake, outcome: str = "success") -> None:
+    """The platform catches up: every task still running ends with `outcome`."""
+    for task in fake.tasks.values():
+        if task.outcome == "stuck":
+            task.outcome = outcome
 
 
 def test_a_frame_whose_task_fails_twice_still_builds(fake_hiapi, build, make_project):
@@ -63,8 +55,7 @@ def test_refused_requests_leave_no_open_journal_entry(fake_hiapi, fake_gemini, b
 
 def test_a_lost_gemini_reply_is_counted_as_possibly_billed_and_closed(fake_gemini, build,
                                                                       make_project):
-    root = make_project(TWO.replace("backend: hiapi, model: Nano-Banana",
-                                    "backend: gemini, model: gemini-3.1-flash-image"))
+    root = make_project(on_gemini(TWO))
     fake_gemini.faults.add("generate", "drop")
     summary = build(root, "-j", "1")
     assert (summary["failed"], summary["maybe_billed"]) == (1, 1)
@@ -74,12 +65,9 @@ def test_a_lost_gemini_reply_is_counted_as_possibly_billed_and_closed(fake_gemin
 def test_a_failed_left_over_task_is_not_called_recovered_and_is_not_replayed(
         fake_hiapi, build, make_project, monkeypatch):
     """12.3: a failed task was reported "recovered", and the take number was not advanced."""
-    root = make_project(TWO)
-    leave_a_stuck_task(root, fake_hiapi, build, monkeypatch)
-    for task in fake_hiapi.tasks.values():
-        if task.outcome == "stuck":
-            task.outcome = "fail"
-    (root / "nbpipe.yaml").write_text(ONLY_A)  # b is no longer declared: recovery collects it
+    root = leave_a_stuck_task(make_project, fake_hiapi, build, monkeypatch)
+    unstick(fake_hiapi, "fail")
+    (root / "nbpipe.yaml").write_text(ONE)  # b is no longer declared: recovery collects it
     summary = build(root)
     said = " ".join(notes(summary))
     assert "recovered" not in said and "failed" in said
@@ -109,8 +97,7 @@ def test_recovery_is_concurrent_and_bounded(fake_hiapi, build, make_project, mon
     assert elapsed < 10, elapsed  # one bound for all six, not 6 x 30 s
     assert any("6 task(s) of earlier builds still out" in n for n in notes(summary)), notes(summary)
     assert len(journal(root).open) == 6  # still there for the next build
-    for task in fake_hiapi.tasks.values():
-        task.outcome = "success"
+    unstick(fake_hiapi)
     summary = build(root)
     assert sum(n.startswith("recovered ") for n in notes(summary)) == 6
     assert journal(root).open == {}
@@ -120,14 +107,12 @@ def test_no_fast_path_while_the_journal_has_open_entries(fake_hiapi, build, make
                                                          monkeypatch):
     """12.3: once every frame was fresh, the fast path skipped the journal: the paid task of a
     removed frame was never collected."""
-    root = make_project(TWO)
-    leave_a_stuck_task(root, fake_hiapi, build, monkeypatch)
-    (root / "nbpipe.yaml").write_text(ONLY_A)
+    root = leave_a_stuck_task(make_project, fake_hiapi, build, monkeypatch)
+    (root / "nbpipe.yaml").write_text(ONE)
     monkeypatch.setenv("NBPIPE_RECOVER_TIMEOUT", "0.5")
     build(root)  # a is fresh, b's task is still stuck
     assert len(journal(root).open) == 1
-    for task in fake_hiapi.tasks.values():
-        task.outcome = "success"
+    unstick(fake_hiapi)
     summary = build(root)
     assert any(n.startswith("recovered b") for n in notes(summary))
     assert journal(root).open == {}
@@ -138,11 +123,9 @@ def test_no_fast_path_when_a_killed_build_left_tasks_after_a_fingerprint(
     """A build killed after an earlier complete build wrote its fingerprint leaves open entries
     the fast path must not skip (the lock and outputs did not change, so only the journal
     tells)."""
-    root = make_project(TWO)
-    leave_a_stuck_task(root, fake_hiapi, build, monkeypatch)
+    root = leave_a_stuck_task(make_project, fake_hiapi, build, monkeypatch)
     left = (root / ".nbpipe" / "journal.jsonl").read_bytes()
-    for task in fake_hiapi.tasks.values():
-        task.outcome = "success"
+    unstick(fake_hiapi)
     build(root)
     assert journal(root).open == {} and "nothing to do" in run("-C", str(root), "build").out
     (root / ".nbpipe" / "journal.jsonl").write_bytes(left)  # what a kill -9 leaves behind
@@ -154,10 +137,8 @@ def test_no_fast_path_when_a_killed_build_left_tasks_after_a_fingerprint(
 def test_an_expired_left_over_task_is_closed_counted_lost_and_rendered_anew(
         fake_hiapi, build, make_project, monkeypatch):
     """17.3: the journal kept the dead task and every build (and --force) resumed it."""
-    root = make_project(TWO)
-    leave_a_stuck_task(root, fake_hiapi, build, monkeypatch)
-    for task in fake_hiapi.tasks.values():
-        task.outcome = "success"
+    root = leave_a_stuck_task(make_project, fake_hiapi, build, monkeypatch)
+    unstick(fake_hiapi)
     fake_hiapi.faults.add("download", *["gone"] * 2)  # the URL, and the renewed one
     summary = build(root)
     assert (summary["code"], summary["lost"], summary["rendered"]) == (0, 1, 1)
@@ -173,7 +154,7 @@ def test_an_image_that_vanishes_while_writing_is_lost_not_rendered(fake_hiapi, b
     """17.6: counted as rendered and failed, and its price as spent."""
     from nbpipe.store.cache import Cache
 
-    root = make_project(ONLY_A)
+    root = make_project(ONE)
     monkeypatch.setattr(Cache, "copy_verified", lambda self, digest, dest: False)
     summary = build(root)
     assert (summary["rendered"], summary["failed"], summary["lost"]) == (0, 1, 1)
@@ -195,7 +176,7 @@ def test_identical_requests_are_sent_once_and_planned_as_restores(fake_hiapi, ru
 
 def test_force_after_gc_is_a_new_take_not_a_replay(fake_hiapi, run, build, make_project):
     """17.4/12.10: the take number was "takes in the index + 1": after gc, a replay."""
-    root = make_project(ONLY_A)
+    root = make_project(ONE)
     build(root)
     build(root, "--force")  # take 2 is pinned; take 1 is not
     assert "1 take(s)" in run("-C", str(root), "gc", "--older-than", "0s").out
@@ -209,7 +190,7 @@ def test_a_full_disk_under_the_index_is_one_clear_message(fake_hiapi, run, make_
     """17.11: sqlite3.OperationalError crossed the boundary: a traceback and exit 3."""
     import diskcache
 
-    root = make_project(ONLY_A)
+    root = make_project(ONE)
     real = diskcache.Cache.set
 
     def full(self, key, *args, **kwargs):
@@ -227,7 +208,7 @@ def test_gc_never_removes_a_young_blob_not_yet_indexed(run, make_project, monkey
     from nbpipe.store.cache import Cache
     from tests.conftest import tiny_png
 
-    root = make_project(ONLY_A)
+    root = make_project(ONE)
     cache = Cache(root / ".nbpipe")
     digest = cache.put_bytes(tiny_png())
     cache.close()
@@ -243,7 +224,7 @@ def test_writing_commands_wait_for_a_build(make_project, tmp_path):
     import subprocess
     import sys
 
-    root = make_project(ONLY_A.replace("hiapi", "preview"))
+    root = make_project(ONE.replace("hiapi", "preview"))
     (root / ".nbpipe").mkdir(exist_ok=True)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys; from filelock import FileLock; "
@@ -275,7 +256,7 @@ def test_a_file_input_changed_after_keying_is_not_sent(fake_gemini, build, make_
     from nbpipe.run.build import Build
     from tests.conftest import tiny_png
 
-    root = make_project(ONLY_A.replace("Nano-Banana}", "Nano-Banana-2}").replace(
+    root = make_project(ONE.replace("Nano-Banana}", "Nano-Banana-2}").replace(
         "{prompt: a lighthouse}", "{prompt: a lighthouse, inputs: [refs/x.png], "
         "model: gemini-3.1-flash-image, backend: gemini}"), {"refs/x.png": tiny_png()})
     real = Build._input
@@ -292,18 +273,35 @@ def test_a_file_input_changed_after_keying_is_not_sent(fake_gemini, build, make_
 def test_pin_writes_the_takes_format_and_survives_a_change_and_revert(fake_hiapi, run, build,
                                                                       make_project):
     """12.8: pin wrote JPEG bytes under out/x.png, and a revert restored the newest take."""
-    root = make_project(ONLY_A.replace("Nano-Banana}", "Nano-Banana, output_format: jpeg}"))
+    root = make_project(ONE.replace("Nano-Banana}", "Nano-Banana, output_format: jpeg}"))
     build(root)
     build(root, "--force")
     assert run("-C", str(root), "pin", "a", "1").code == 0
     lock = json.loads((root / "nbpipe.lock").read_text())["frames"]["a"]
     assert lock["output"].endswith(".jpg") and (root / lock["output"]).read_bytes()[:2] == b"\xff\xd8"
     chosen = lock["digest"]
-    (root / "nbpipe.yaml").write_text(ONLY_A.replace("lighthouse", "harbour").replace(
+    (root / "nbpipe.yaml").write_text(ONE.replace("lighthouse", "harbour").replace(
         "Nano-Banana}", "Nano-Banana, output_format: jpeg}"))
     build(root)
-    (root / "nbpipe.yaml").write_text(ONLY_A.replace("Nano-Banana}",
+    (root / "nbpipe.yaml").write_text(ONE.replace("Nano-Banana}",
                                                      "Nano-Banana, output_format: jpeg}"))
     back = build(root)
     assert back["restored"] == 1
     assert json.loads((root / "nbpipe.lock").read_text())["frames"]["a"]["digest"] == chosen
+
+
+def test_an_output_a_killed_build_wrote_is_replaced_after_an_edit(fake_gemini, build,
+                                                                   make_project):
+    """Found by the money model: kill -9 after a frame's output was written and before the lock
+    and stat cache were saved, then the prompt edited. The file holds an image the cache keeps,
+    yet every later build left it alone as "a file not made by nbpipe" (exit 0, never built)."""
+    root = make_project(GEMINI_ONE)
+    build(root)
+    (root / "nbpipe.lock").unlink()  # what kill -9 leaves: the output, not the lock nor stats
+    (root / ".nbpipe" / "state.json").unlink()
+    (root / "nbpipe.yaml").write_text((root / "nbpipe.yaml").read_text().replace(
+        "a lighthouse", "a storm"))
+    edited = build(root)
+    assert (edited["rendered"], edited["left"], edited["code"]) == (1, 0, 0)
+    (root / "out" / "a.png").write_bytes(b"my retouched a")  # bytes no cache keeps: left
+    assert (build(root)["left"], (root / "out" / "a.png").read_bytes()) == (1, b"my retouched a")

@@ -1,7 +1,10 @@
-"""The money state machine (tests/run/money_model.py) in CI: a fixed seed, a bounded run."""
+"""The money state machine (tests/run/money_model.py) in CI: a fixed seed, a bounded run, and
+fixed walks through the Gemini faults, interrupts and gc/pin/pull beside a live build, so CI
+covers them whatever the bounded run happens to draw."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.run.money_model import MoneyMachine
@@ -10,3 +13,47 @@ MoneyMachine.TestCase.settings = settings(
     max_examples=8, stateful_step_count=10, deadline=None, derandomize=True, database=None,
     suppress_health_check=list(HealthCheck))
 test_money_invariants = MoneyMachine.TestCase
+
+WALKS = {
+    "gemini faults": [
+        lambda m: m.inject(fault="gemini lost reply"),
+        lambda m: m.build(jobs=4, cap=None, force=None),  # g1 and g2: one request, lost
+        lambda m: m.inject(fault="gemini safety"),
+        lambda m: m.inject(fault="gemini 429"),
+        lambda m: m.edit_gemini_prompt(name="g2", words="a paper moon"),
+        lambda m: m.build(jobs=1, cap="0.2", force=None),
+        lambda m: m.inject(fault="gemini no image"),
+        lambda m: m.inject(fault="gemini prompt blocked"),
+        lambda m: m.build(jobs=4, cap=None, force="g1"),
+        lambda m: m.settle(),
+    ],
+    "interrupts with Gemini in flight": [
+        lambda m: m.edit_gemini_prompt(name="g1", words="a blue kite"),
+        lambda m: m.interrupt(moment=1.0, presses=2),
+        lambda m: m.edit_gemini_prompt(name="g2", words="a paper moon"),
+        lambda m: m.interrupt(moment=1.0, presses=0),
+        lambda m: m.edit_gemini_prompt(name="g1", words="a red kite"),
+        lambda m: m.interrupt(moment=1.0, presses=1),
+        lambda m: m.settle(),
+    ],
+    "gc, pin and pull beside a live build": [
+        lambda m: m.build(jobs=4, cap=None, force=None),
+        lambda m: m.beside_build(moment=0.3, frame="g2", take="1"),
+        lambda m: m.edit_prompt(name="a", words="a storm"),
+        lambda m: m.beside_build(moment=0.0, frame="a", take="2"),
+        lambda m: m.settle(),
+        lambda m: m.gc_and_pin(),
+    ],
+}
+
+
+@pytest.mark.parametrize("walk", sorted(WALKS))
+def test_money_walk(walk):
+    machine = MoneyMachine()
+    try:
+        for step in WALKS[walk]:
+            step(machine)
+            machine.never_paid_twice()
+            machine.nothing_paid_is_lost()
+    finally:
+        machine.teardown()

@@ -161,13 +161,18 @@ def test_prices_refresh_from_the_public_catalogue(pricing_server, make_project, 
     cells = [cell.strip() for cell in row.split("  ") if cell.strip()]
     assert cells[3:5] == ["1K 0.08 · 2K 0.07 · 4K 0.11", f"HiAPI catalogue fetched {today}"]
     plan = run("-C", str(root), "plan")
-    assert plan.out.splitlines()[-1] == f"prices: HiAPI catalogue fetched {today}"
+    assert plan.out.splitlines()[-2:] == [  # a refreshed price below the built-in one
+        f"prices: HiAPI catalogue fetched {today}",
+        "budget: --max-cost counts USD 0.164 for these renders, at list prices above the ones "
+        "shown (--trust-manifest-prices counts the ones shown)"]
     assert json.loads(run("-C", str(root), "plan", "--json").out)["summary"]["cost_usd"] == 0.15
     (root / "nbpipe.yaml").write_text((root / "nbpipe.yaml").read_text()
                                       + "pricing: {hiapi: {Nano-Banana: 0.03}}\n")
     plan = run("-C", str(root), "plan")
-    assert plan.out.splitlines()[-1] == (f"prices: HiAPI catalogue fetched {today}; "
-                                         "1 model price(s) overridden by the manifest")
+    assert plan.out.splitlines()[-2:] == [
+        f"prices: HiAPI catalogue fetched {today}; 1 model price(s) overridden by the manifest",
+        "budget: --max-cost counts USD 0.164 for these renders, at list prices above the ones "
+        "shown (--trust-manifest-prices counts the ones shown)"]
 
 
 def test_refresh_failure_keeps_the_table(make_project, run, monkeypatch):

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tests.samples import ONE, journal, on_gemini
+
 PRO = """\
 version: 1
 defaults: {backend: hiapi, model: Nano-Banana-Pro, resolution: 1K}
@@ -45,6 +47,31 @@ def test_a_tampered_shared_price_list_cannot_lower_the_measure(fake_hiapi, build
         {"fetched": "2026-01-01", "hiapi": {"Nano-Banana-Pro": {"1K": 0, "2K": 0, "4K": 0}}}))
     result = build(root, "--max-cost", "0.40")
     assert (result["code"], fake_hiapi.counts["creates"]) == (1, 2)
+
+
+GEMINI_CHEAP = on_gemini(ONE) + "pricing: {gemini: {gemini-3.1-flash-image: 0.01}}\n"
+
+
+def leave_an_unanswered_request(root, frame: str) -> None:
+    """What a build killed while waiting for a Gemini reply leaves: an open journal entry."""
+    from nbpipe.plan.planner import open_project
+
+    sent = open_project(root).frames[frame]
+    left = journal(root)
+    left.intent(sent.key, 1, sent.name, sent.backend, sent.record())
+    left.close()
+
+
+@pytest.mark.parametrize("trust, rendered", [((), 0), (("--trust-manifest-prices",), 1)])
+def test_a_possibly_billed_request_is_reserved_at_list_price(trust, rendered, fake_gemini, build,
+                                                             make_project):
+    """An earlier build's unanswered request may have cost the list price (USD 0.067); it was
+    reserved at the manifest's 0.01, so a's resend (0.067 more) was let through a 0.13 cap."""
+    root = make_project(GEMINI_CHEAP)
+    leave_an_unanswered_request(root, "a")
+    result = build(root, "--max-cost", "0.13", *trust)
+    assert (result["rendered"], fake_gemini.counts.get("generates", 0)) == (rendered, rendered)
+    assert (result["skipped"], result["maybe_billed"]) == (1 - rendered, 1)
 
 
 @pytest.mark.parametrize("garbage", ['{"hiapi": {"Nano-Banana": "abc"}}', '{"hiapi": []}',

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from tests.run.test_report import ARGS, CHROMIUM, open_page  # noqa: F401 - skips without chromium
+from tests.run.test_report import browser, open_page  # noqa: F401 - the fixture skips without chromium (fails in CI)
 
 SCRIPT = "<script>window.pwned='script'</script>"
 IMG = "<img src=x onerror=window.pwned=1>"  # no '/': it may be a matrix value or variant name
@@ -31,16 +29,6 @@ targets:
     vars: {{v: "{SCRIPT}"}}
     variants: {{"{IMG}v": {{patch: {{angle: "{SCRIPT}"}}}}}}
 """
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield instance
-        instance.close()
 
 
 def test_hostile_strings_in_every_field_are_text_under_a_strict_policy(make_project, browser):
