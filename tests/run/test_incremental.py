@@ -161,21 +161,6 @@ def test_deleted_output_is_restored_and_renamed_target_renders_nothing(project, 
                      "`nbpipe clean --orphans` removes it)"]
 
 
-def test_a_target_declared_again_with_another_prompt_replaces_its_orphan(project, build):
-    """Found by the remote money model: the orphan nbpipe itself left at out/workshop.png was
-    "a file not made by nbpipe" to a target declared there again, so the frame was left alone
-    (with exit 0) and then forever, since the orphan was forgotten at the end of that build."""
-    root = project("mira-storyboard")
-    build(root)
-    text = (root / "nbpipe.yaml").read_text()
-    edit(root, "  workshop:\n", "  garage:\n")  # out/workshop.png is an orphan now
-    build(root)
-    (root / "nbpipe.yaml").write_text(text.replace("soldering iron", "soldering gun"))
-    again = build(root)
-    assert again["code"] == 0 and again["left"] == 0, again["events"]
-    assert [e["frame"] for e in again["events"] if e.get("status") == "rendered"] == ["workshop"]
-
-
 def test_fresh_clone_with_lock_and_outputs_checks_clean(project, build, run, tmp_path):
     root = project("golden-hour-edit")
     build(root)
