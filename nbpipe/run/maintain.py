@@ -76,10 +76,16 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
                 for name, e in entries.items()}
     referenced: set[str] = set()
     candidates = []
+    unpushed = set(cache.unpushed())  # paid, and not on the team's remote yet: kept for it
+    waiting = 0
     for key in cache.all_keys():
         for number, take in enumerate(cache.takes(key), 1):
             referenced.add(take.digest)
-            if take.digest not in pinned:
+            if take.digest in pinned:
+                continue
+            if (key, take.digest) in unpushed:
+                waiting += 1
+            else:
                 candidates.append(Candidate(key, take.digest, take.created,
                                             _size(cache.blob_path(take.digest)),
                                             _label(cache, frame_of, key, number)))
@@ -105,7 +111,8 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
         remove_temp(temp)
     freed = sum(c.size for c in doomed)
     lines.append(f"gc: {len(doomed)} take(s), {freed:,} bytes {'to free' if dry_run else 'freed'}; "
-                 f"{len(pinned)} pinned image(s) kept")
+                 f"{len(pinned)} pinned image(s) kept"
+                 + (f"; {waiting} take(s) not yet pushed kept" if waiting else ""))
     return lines
 
 

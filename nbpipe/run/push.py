@@ -20,9 +20,11 @@ class Pusher:
         self.jobs: list[tuple[str, str, Future]] = []
         left = [tuple(p) for p in state.data.get("unpushed", [])]  # (as older nbpipe kept it)
         for key, digest in dict.fromkeys([*left, *cache.unpushed(remote.url)]):
-            for take in cache.takes(key):
-                if take.digest == digest:
-                    self.push(key, take, cache.request(key) or {})
+            take = next((t for t in cache.takes(key) if t.digest == digest), None)
+            if take is None:  # removed from the cache since (gc): nothing left to send
+                cache.mark_pushed(key, digest)
+            else:
+                self.push(key, take, cache.request(key) or {})
 
     def push(self, key: str, take: Take, request: dict) -> None:
         """Remember the push durably, then send it in the background: a build killed before it

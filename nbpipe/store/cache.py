@@ -420,15 +420,15 @@ class Cache:
         folder.mkdir(exist_ok=True)
         atomic_write(folder / f"{key}.{digest}", remote.encode())
 
-    def unpushed(self, remote: str) -> list[tuple[str, str]]:
-        """(key, digest) of the takes still to send to `remote`, oldest first."""
+    def unpushed(self, remote: str | None = None) -> list[tuple[str, str]]:
+        """(key, digest) of the takes still to send to `remote` (None: to any), oldest first."""
         found = []
         for path in (self.root / "unpushed").glob("*.*"):
             key, _, digest = path.name.partition(".")
             if not (is_digest(key) and is_digest(digest)):
                 continue
-            try:
-                if path.read_bytes() == remote.encode():  # a shared cache serves other remotes
+            try:  # a shared cache may serve several remotes
+                if remote is None or path.read_bytes() == remote.encode():
                     found.append((path.stat().st_mtime, key, digest))
             except OSError:
                 continue

@@ -423,3 +423,28 @@ targets:
         build(run, root)
     assert len(bucket.find("cache/blobs")) == 2
     assert fake_hiapi.counts["creates"] == 2
+
+
+def test_gc_keeps_a_take_not_yet_pushed(bucket, fake_hiapi, run, make_project, monkeypatch):
+    """gc removed a superseded take that a build with the remote out could not push yet: an
+    image paid for, gone before the team's cache ever had it."""
+    root = make_project("""\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana}
+targets:
+  shot: {prompt: "a lighthouse"}
+""")
+    import os
+
+    endpoint = os.environ["NBPIPE_REMOTE_ENDPOINT"]
+    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")
+    build(run, root, "--remote-errors=render")
+    (root / "nbpipe.yaml").write_text((root / "nbpipe.yaml").read_text().replace(
+        "a lighthouse", "a harbour"))
+    build(run, root, "--remote-errors=render")
+    gc = run("-C", str(root), "gc", "--older-than", "0s")
+    assert gc.code == 0 and "1 take(s) not yet pushed kept" in gc.out, gc.out
+    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", endpoint)
+    build(run, root)
+    assert len(bucket.find("cache/blobs")) == 2 and fake_hiapi.counts["creates"] == 2
+    assert "removed shot, take 1" in run("-C", str(root), "gc", "--older-than", "0s").out
