@@ -199,6 +199,7 @@ class RemoteMoneyMachine(MoneyMachine):
             excused |= {("hiapi", self.prompts.get(name)),
                         ("gemini", self.gemini_prompts.get(name))}
         anyway = "--remote-errors=render" in args and self.mode != "up"
+        tasks = len(self.fake.tasks)
         started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), *args],
                               env=self._env(), capture_output=True, text=True, timeout=180)
@@ -210,6 +211,9 @@ class RemoteMoneyMachine(MoneyMachine):
         for request in self._paid_since(mark) - excused:
             assert anyway or request not in held, \
                 (f"{root.name}: paid for {request}, which the remote held", self._story())
+        if anyway:  # paying again is what the user chose: MoneyMachine counts it as forced
+            self.forced.update(t.input["prompt"] for t in list(self.fake.tasks.values())[tasks:])
+            self.gemini_forced.update(b.prompt for b in self.gemini.billed[mark[1]:])
         return done
 
     def _story(self) -> str:
