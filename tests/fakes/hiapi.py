@@ -15,6 +15,9 @@ validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
     create, poll: slow(the reply drips in) gzip(labelled gzip, not compressed)
               redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
               malformed:NAME (see MALFORMED)
+
+Each task keeps the download faults it met (`download_faults`): a model of what was paid knows
+which images a fault may have cost.
 """
 
 from __future__ import annotations
