@@ -185,7 +185,7 @@ class Build:
         self.interrupted = True
         self.stopped = "interrupted"
         self.events.note(f"interrupted: nothing new is sent; collecting what is in flight for up "
-                         f"to {self.options.grace:.0f} s (Ctrl-C again to stop now)")
+                         f"to {self.options.grace:g} s (Ctrl-C again to stop now)")
         if self.inflight:
             self.events.note(f"waiting for {self.inflight.text()} already sent: they are paid "
                              "for, so their images are kept (Ctrl-C again abandons them)")
