@@ -358,6 +358,12 @@ class MoneyMachine(RuleBasedStateMachine):
         if done.returncode == 0 and "--force" not in args:
             self._complete(profile)
 
+    @rule(jobs=st.sampled_from([1, 4]), profile=st.sampled_from([None, "draft", "hero"]))
+    def plain_build(self, jobs, profile):
+        """A build with no cap and no --force: when no fault is queued either, it spends
+        exactly plan's total."""
+        self.build(jobs, None, None, profile)
+
     def _planned(self, profile: str | None) -> Decimal | None:
         """plan's total, when the next build is to spend exactly that: no fault queued at
         either fake, no task left stuck, no journal entry left open by an interrupted build
@@ -382,15 +388,16 @@ class MoneyMachine(RuleBasedStateMachine):
 
         return Journal(self.root / ".nbpipe" / "journal.jsonl").open
 
-    @rule(moment=st.floats(0.05, 2.5), presses=st.sampled_from([0, 1, 2]))
-    def interrupt(self, moment, presses):
+    @rule(moment=st.floats(0.05, 2.5), presses=st.sampled_from([0, 1, 2]),
+          profile=st.sampled_from([None, None, "hero"]))
+    def interrupt(self, moment, presses, profile=None):
         """kill -9 (presses 0) or Ctrl-C once or twice at a random moment, with a HiAPI task
         stuck and Gemini replies slow (something in flight to interrupt)."""
         self.fake.faults.add("task", "stuck")
         self.gemini.delay = SLOW_GEMINI
         first = len(self.gemini.billed)
         try:
-            proc = self._popen("build", "-j", "4")
+            proc = self._popen("build", "-j", "4", *(["--profile", profile] if profile else []))
             time.sleep(moment)
             if presses == 0:
                 proc.kill()

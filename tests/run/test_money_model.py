@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 from tests.run.money_model import BIBLES, MoneyMachine
 
 MoneyMachine.TestCase.settings = settings(
-    max_examples=8, stateful_step_count=10, deadline=None, derandomize=True, database=None,
+    max_examples=10, stateful_step_count=12, deadline=None, derandomize=True, database=None,
     suppress_health_check=list(HealthCheck))
 test_money_invariants = MoneyMachine.TestCase
 
