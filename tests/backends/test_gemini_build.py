@@ -148,3 +148,18 @@ def test_a_model_the_api_does_not_know_stops_the_build_once(fake_gemini, run, ma
     others = [line for line in lines[:-2] if message not in line]
     assert len(others) == 5 and all(line.endswith("the build stopped (see the end)")
                                     for line in others)
+
+
+def test_json_events_name_the_file_written(fake_gemini, build, make_project):
+    """Gemini Pro answers JPEG: the output is out/a.jpg, and `build --json` says so (it said
+    out/a.png, the declared path, a file that does not exist) when rendered and restored."""
+    root = make_project(ONE.replace("gemini-3.1-flash-image", "gemini-3-pro-image")
+                        .replace("  b: {prompt: a blue shoe}\n", ""))
+    outputs = {}
+    for step in ("rendered", "restored"):
+        if step == "restored":
+            (root / "out/a.jpg").unlink()
+        (event,) = [e for e in build(root)["events"] if e["event"] == "frame"]
+        outputs[event["status"]] = event["output"]
+    assert outputs == {"rendered": "out/a.jpg", "restored": "out/a.jpg"}
+    assert (root / "out/a.jpg").is_file() and not (root / "out/a.png").exists()

@@ -368,8 +368,8 @@ class MoneyMachine(RuleBasedStateMachine):
         """plan's total, when the next build is to spend exactly that: no fault queued at
         either fake, no task left stuck, no journal entry left open by an interrupted build
         (plan prices every frame it will render; one whose task is already paid costs less)."""
-        if any(queue for fake in (self.fake, self.gemini) for queue in fake.faults._queues.values()) \
-                or any(t.outcome == "stuck" for t in self.fake.tasks.values()) or self._journal():
+        queued = any(q for fake in (self.fake, self.gemini) for q in fake.faults._queues.values())
+        if queued or any(t.outcome == "stuck" for t in self.fake.tasks.values()) or self._journal():
             return None
         done = self._run("plan", "--json", *(["--profile", profile] if profile else []))
         return Decimal(str(json.loads(done.stdout)["summary"]["cost_usd"]))
