@@ -423,17 +423,26 @@ class MoneyMachine(RuleBasedStateMachine):
         for task in self.fake.tasks.values():
             if task.outcome == "stuck":
                 task.outcome = "success"
+        planned = self._planned(None)  # when no journal entry is left open
+        tasks, billed = len(self.fake.tasks), len(self.gemini.billed)
         for _ in range(3):
-            if self._run("build").returncode == 0:
+            done = self._run("build", "--json")
+            if planned is not None:
+                new_tasks = list(self.fake.tasks.values())[tasks:]
+                self._spent_as_planned(planned, done, self._cost(new_tasks,
+                                                                 self.gemini.billed[billed:]))
+                planned = None
+            if done.returncode == 0:
                 return self._complete()
-        raise AssertionError("no clean build after the faults stopped")
+        raise AssertionError("no clean build after the faults stopped", self._story())
 
-    @rule()
-    def gc_and_pin(self):
+    @rule(profile=st.sampled_from([None, None, "hero"]))
+    def gc_and_pin(self, profile=None):
+        """gc (keeps what any profile's section pins), then pin take 1 of a frame."""
         self._run("gc", "--older-than", "0s")
-        lock = self._lock()
+        lock = self._lock(profile)
         if lock:
-            self._run("pin", sorted(lock)[0], "1")
+            self._run("pin", sorted(lock)[0], "1", *(["--profile", profile] if profile else []))
 
     @rule(moment=st.floats(0.0, 1.5), data=st.data())
     def maintain_beside_build(self, moment, data):
