@@ -2,7 +2,8 @@
 
     python benchmarks/money_soak.py --examples 2000 --steps 12
 
-Prints the examples run, the steps taken, the complete builds checked, and the first invariant
+Prints the examples run, the steps taken, the complete builds checked, the builds whose spend
+was checked against `plan`'s total, and the first invariant
 violation found with the steps that led to it, if any. `--shrink` lets hypothesis shrink it to a
 smaller reproduction first (minutes with real processes, and a failure that depends on timing
 may not fail again on the way: hypothesis then reports it as flaky, with the original error).
@@ -29,7 +30,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--shrink", action="store_true", help="shrink a failure first")
     args = parser.parse_args()
-    counts = {"examples": 0, "steps": 0, "complete builds checked": 0}
+    counts = {"examples": 0, "steps": 0, "complete builds checked": 0,
+              "spends checked against plan": 0}
 
     class Counted(MoneyMachine):
         def __init__(self):
@@ -42,6 +44,7 @@ def main() -> int:
 
         def teardown(self):
             counts["complete builds checked"] += self.checks
+            counts["spends checked against plan"] += self.plans
             super().teardown()
             print(" · ".join(f"{v} {k}" for k, v in counts.items()), flush=True)  # progress
 

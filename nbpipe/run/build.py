@@ -301,7 +301,7 @@ class Build:
         if step.action == "fresh":
             self.summary.fresh += 1
             self._pin(frame, step.digest, self._locked_cost(frame), step.output)
-            self.events.frame("fresh", step, step.reason)
+            self.events.frame("fresh", step, step.reason, step.output)
             return step.digest
         if step.action == "blocked":
             self.summary.left += 1
@@ -333,7 +333,8 @@ class Build:
         self.summary.restored += 1
         self.summary.saved += frame.cost
         self._pin(frame, step.digest, self._take_cost(frame, step.digest), step.output)
-        self.events.frame("restored", step, f"{step.reason} · from {source}, free")
+        self.events.frame("restored", step, f"{step.reason} · from {source}, free",
+                          step.output)
         return True
 
     def _follow(self, step: Step, landing: Landing) -> str:
@@ -350,7 +351,7 @@ class Build:
             self.summary.restored += 1
             self.summary.saved += frame.cost
         self.events.frame("rendered" if recovered else "restored", step,
-                          f"same request as {leader} · free")
+                          f"same request as {leader} · free", output)
         return take.digest
 
     async def _send(self, step: Step) -> str | None:
@@ -412,7 +413,8 @@ class Build:
         self.summary.spent += max(Decimal(take.cost_usd), self.budget.measure(frame))
         self._pin(frame, take.digest, Decimal(take.cost_usd), output)
         where = f" as {output}" if output != frame.output else ""
-        self.events.frame("rendered", step, f"{step.reason} · {frame.backend} {frame.model}{where}")
+        self.events.frame("rendered", step,
+                          f"{step.reason} · {frame.backend} {frame.model}{where}", output)
         return take.digest
 
     def _entry(self, step: Step) -> Entry:
