@@ -3,7 +3,8 @@
     python benchmarks/money_soak.py --examples 2000 --steps 12
     python benchmarks/money_soak.py --machine remote --minutes 15   # + a shared S3, 2 clones
 
-Prints the examples run, the steps taken, the complete builds checked, and the first invariant
+Prints the examples run, the steps taken, the complete builds checked, the builds whose spend
+was checked against `plan`'s total, and the first invariant
 violation found with the steps that led to it, if any. `--shrink` lets hypothesis shrink it to a
 smaller reproduction first (minutes with real processes, and a failure that depends on timing
 may not fail again on the way: hypothesis then reports it as flaky, with the original error).
@@ -47,7 +48,8 @@ def main() -> int:
     parser.add_argument("--shrink", action="store_true", help="shrink a failure first")
     parser.add_argument("--verbose", action="store_true", help="print every step")
     args = parser.parse_args()
-    counts = {"examples": 0, "steps": 0, "complete builds checked": 0}
+    counts = {"examples": 0, "steps": 0, "complete builds checked": 0,
+              "spends checked against plan": 0}
     if args.machine == "remote":
         counts["remote checks (settled)"] = 0
     started = time.monotonic()
@@ -66,6 +68,7 @@ def main() -> int:
             if isinstance(sys.exc_info()[1], Exception) and not failures:  # the first failure
                 failures.append((sys.exc_info()[1], list(getattr(self, "trace", []))))
             counts["complete builds checked"] += self.checks
+            counts["spends checked against plan"] += self.plans
             if "remote checks (settled)" in counts:
                 counts["remote checks (settled)"] += self.remote_checks
             super().teardown()

@@ -186,7 +186,7 @@ class Build:
         self.interrupted = True
         self.stopped = "interrupted"
         self.events.note(f"interrupted: nothing new is sent; collecting what is in flight for up "
-                         f"to {self.options.grace:.0f} s (Ctrl-C again to stop now)")
+                         f"to {self.options.grace:g} s (Ctrl-C again to stop now)")
         if self.inflight:
             self.events.note(f"waiting for {self.inflight.text()} already sent: they are paid "
                              "for, so their images are kept (Ctrl-C again abandons them)")
@@ -302,7 +302,7 @@ class Build:
         if step.action == "fresh":
             self.summary.fresh += 1
             self._pin(frame, step.digest, self._locked_cost(frame), step.output)
-            self.events.frame("fresh", step, step.reason)
+            self.events.frame("fresh", step, step.reason, step.output)
             return step.digest
         if step.action == "blocked":
             self.summary.left += 1
@@ -334,7 +334,8 @@ class Build:
         self.summary.restored += 1
         self.summary.saved += frame.cost
         self._pin(frame, step.digest, self._take_cost(frame, step.digest), step.output)
-        self.events.frame("restored", step, f"{step.reason} · from {source}, free")
+        self.events.frame("restored", step, f"{step.reason} · from {source}, free",
+                          step.output)
         return True
 
     def _follow(self, step: Step, landing: Landing) -> str:
@@ -351,7 +352,7 @@ class Build:
             self.summary.restored += 1
             self.summary.saved += frame.cost
         self.events.frame("rendered" if recovered else "restored", step,
-                          f"same request as {leader} · free")
+                          f"same request as {leader} · free", output)
         return take.digest
 
     async def _send(self, step: Step) -> str | None:
@@ -413,7 +414,8 @@ class Build:
         self.summary.spent += max(Decimal(take.cost_usd), self.budget.measure(frame))
         self._pin(frame, take.digest, Decimal(take.cost_usd), output)
         where = f" as {output}" if output != frame.output else ""
-        self.events.frame("rendered", step, f"{step.reason} · {frame.backend} {frame.model}{where}")
+        self.events.frame("rendered", step,
+                          f"{step.reason} · {frame.backend} {frame.model}{where}", output)
         return take.digest
 
     def _entry(self, step: Step) -> Entry:

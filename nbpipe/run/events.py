@@ -73,7 +73,7 @@ class TextEvents:
     def start(self, step: Step) -> None:
         pass
 
-    def frame(self, status: str, step: Step, detail: str) -> None:
+    def frame(self, status: str, step: Step, detail: str, output: str | None = None) -> None:
         if status != "fresh":
             print(f"{status:<9}{step.frame.name}  {detail}", file=self.out, flush=True)
 
@@ -96,10 +96,12 @@ class JsonEvents:
     def start(self, step: Step) -> None:
         self._emit({"event": "start", "frame": step.frame.name, "action": step.action})
 
-    def frame(self, status: str, step: Step, detail: str) -> None:
+    def frame(self, status: str, step: Step, detail: str, output: str | None = None) -> None:
+        """`output`: the file written, when it is not the declared path (Gemini picks the
+        format: a JPEG reply is written as .jpg)."""
         self._emit({"event": "frame", "frame": step.frame.name, "status": status,
                     "action": step.action, "reason": step.reason, "detail": detail,
-                    "key": step.frame.key, "output": step.frame.output,
+                    "key": step.frame.key, "output": output or step.frame.output,
                     "cost_usd": usd(step.frame.cost if status == "rendered" else Decimal(0))})
 
     def note(self, text: str) -> None:

@@ -31,7 +31,7 @@ class LiveEvents:
     def start(self, step: Step) -> None:
         self.started[step.frame.name] = time.monotonic()
 
-    def frame(self, status: str, step: Step, detail: str) -> None:
+    def frame(self, status: str, step: Step, detail: str, output: str | None = None) -> None:
         began = self.started.pop(step.frame.name, None)
         if began is not None and status == "rendered":
             self.durations.append(time.monotonic() - began)

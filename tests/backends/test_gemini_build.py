@@ -165,3 +165,18 @@ def test_a_404_that_does_not_name_the_model_is_a_wrong_base_url(where, fake_gemi
     assert failures(summary) == {"a": message}  # b is not sent: the build stopped
     assert summary["events"][-1] == {"event": "note", "message": f"build stopped: {message}"}
     assert (summary["code"], summary["skipped"]) == (1, 1)
+
+
+def test_json_events_name_the_file_written(fake_gemini, build, make_project):
+    """Gemini Pro answers JPEG: the output is out/a.jpg, and `build --json` says so (it said
+    out/a.png, the declared path, a file that does not exist) when rendered and restored."""
+    root = make_project(ONE.replace("gemini-3.1-flash-image", "gemini-3-pro-image")
+                        .replace("  b: {prompt: a blue shoe}\n", ""))
+    outputs = {}
+    for step in ("rendered", "restored"):
+        if step == "restored":
+            (root / "out/a.jpg").unlink()
+        (event,) = [e for e in build(root)["events"] if e["event"] == "frame"]
+        outputs[event["status"]] = event["output"]
+    assert outputs == {"rendered": "out/a.jpg", "restored": "out/a.jpg"}
+    assert (root / "out/a.jpg").is_file() and not (root / "out/a.png").exists()

@@ -63,6 +63,7 @@ class Billed:
     fault: str | None
     number: int = 0  # 1 for the first request billed: seeds its image (one of its own)
     image: bytes = b""  # the image the reply carried, if it carried one
+    model: str = ""  # the model named in the URL (part of the request, not of the body)
 
     @property
     def paid_image(self) -> bool:
@@ -127,7 +128,7 @@ class FakeGemini(FakeServer):
         problem = validate(body, spec)
         if problem:
             return self._error(request, 400, "INVALID_ARGUMENT", problem)
-        billed = Billed(_prompt(body), fault)
+        billed = Billed(_prompt(body), fault, model=model)
         with self.lock:
             self.bodies.append(body)
             self.billed.append(billed)

@@ -21,6 +21,9 @@ validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
 
 Accounts: `add_account(key)` makes another valid key. A task belongs to the account that
 created it; polled with another account's key it answers 404, as documented.
+
+Each task keeps the download faults it met (`download_faults`): a model of what was paid knows
+which images a fault may have cost.
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
 """The money state machine (tests/run/money_model.py) in CI: a fixed seed, a bounded run, and
-fixed walks through the Gemini faults, interrupts and gc/pin/pull beside a live build, so CI
-covers them whatever the bounded run happens to draw."""
+fixed walks through the Gemini faults, interrupts, gc/pin/pull beside a live build and every
+kind of project edit with profiles, so CI covers them whatever the bounded run happens to draw."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.run.money_model import MoneyMachine
+from tests.run.money_model import BIBLES, MoneyMachine
 
 MoneyMachine.TestCase.settings = settings(
-    max_examples=8, stateful_step_count=10, deadline=None, derandomize=True, database=None,
+    max_examples=10, stateful_step_count=12, deadline=None, derandomize=True, database=None,
     suppress_health_check=list(HealthCheck))
 test_money_invariants = MoneyMachine.TestCase
 
@@ -43,6 +43,26 @@ WALKS = {
         lambda m: m.beside_build(moment=0.0, frame="a", take="2"),
         lambda m: m.settle(),
         lambda m: m.gc_and_pin(),
+    ],
+    "vars, matrix, bible, file input and profiles": [
+        lambda m: m.build(jobs=4, cap=None, force=None),  # plan's total = the spend, each build
+        lambda m: m.build(jobs=4, cap=None, force=None, profile="hero"),  # Gemini Pro, JPEG
+        lambda m: m.edit_var(change=("thing", "kite")),  # v = m/dawn: one request, restored
+        lambda m: m.edit_matrix(value="dusk", at=None),
+        lambda m: m.edit_bible(text=BIBLES[1]),
+        lambda m: m.build(jobs=4, cap=None, force=None, profile="draft"),
+        lambda m: m.rewrite_input(image=1, same_stat=False),
+        lambda m: m.build(jobs=1, cap=None, force=None),
+        lambda m: m.rewrite_input(image=2, same_stat=True),  # only the ctime tells
+        lambda m: m.build(jobs=4, cap=None, force=None),
+        lambda m: m.remove_matrix_value(at=0),
+        lambda m: m.edit_matrix(value="dawn", at=0),
+        lambda m: m.rewrite_input(image=1, same_stat=True),  # back: restored, not paid
+        lambda m: m.build(jobs=4, cap=None, force="m", profile="hero"),
+        lambda m: m.build(jobs=4, cap="0.1", force=None, profile="hero"),
+        lambda m: m.settle(),
+        lambda m: m.gc_and_pin(),
+        lambda m: m.build(jobs=4, cap=None, force=None, profile="hero"),
     ],
 }
 
