@@ -33,6 +33,7 @@ import uuid
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RULE_MARKER, initialize, invariant, precondition, rule
@@ -48,6 +49,12 @@ FAILURES = ("unplugged", "dead port", "unknown key", "no permission")
 DENIED = ("unknown key", "no permission")
 OUTAGES = st.sampled_from([None, *FAILURES])  # a rule's command meets the remote like this
 TRACE = bool(os.environ.get("NBPIPE_MODEL_TRACE"))  # print each command the model runs
+
+
+def _frame_request(record: dict) -> tuple:
+    """(backend, model, prompt, input digests) of a request record (a take's, a journal's)."""
+    inputs = tuple(i.get("digest") for i in record.get("inputs") or [] if isinstance(i, dict))
+    return record.get("backend"), record.get("model"), record.get("prompt"), inputs
 
 
 def like(parent):
@@ -80,7 +87,8 @@ class RemoteMoneyMachine(MoneyMachine):
         self.outsider: tuple[str, str] | None = None
         self.mode = "up"
         self.clone: Path | None = None  # the second checkout, once cloned
-        self.creates: list[tuple[str, str]] = []  # ("hiapi", prompt) of each create received
+        self.clone_frames: set[str] = set()  # the frames of its manifest
+        self.creates: list[tuple[str, tuple]] = []  # each create the fake HiAPI received
         self.paid_anyway = False  # this step, --remote-errors=render ran while the remote was out
         self.seen: set[str] = set()  # every blob either clone's cache has held
         self.discarded: set[str] = set()  # only in a clone deleted by a fresh `git clone`
@@ -137,11 +145,12 @@ class RemoteMoneyMachine(MoneyMachine):
                 return names
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
-    def _remote(self) -> tuple[dict[tuple[str, str], set[str]], set[str], set[str]]:
-        """((backend, prompt) → digests the remote holds for it, blobs, digests recorded)."""
+    def _remote(self) -> tuple[dict[tuple, set[str]], set[str], set[str]]:
+        """(frame request → digests the remote holds for it, blobs, digests recorded); a frame
+        request is (backend, model, prompt, input digests), as MoneyMachine.frames says."""
         with self._admin():
             blobs = {name.rpartition("/")[2] for name in self._objects("blobs")}
-            held: dict[tuple[str, str], set[str]] = {}
+            held: dict[tuple, set[str]] = {}
             recorded = set()
             for name in self._objects("takes"):
                 digest = name.rpartition("/")[2].removesuffix(".json")
@@ -149,8 +158,7 @@ class RemoteMoneyMachine(MoneyMachine):
                 doc = json.loads(self.s3.get_object(Bucket=self.bucket, Key=name)["Body"].read())
                 request = doc.get("request") or {}
                 if digest in blobs:
-                    held.setdefault((request.get("backend"), request.get("prompt")),
-                                    set()).add(digest)
+                    held.setdefault(_frame_request(request), set()).add(digest)
         return held, blobs, recorded
 
     # --- the fake, from outside ---------------------------------------------------------------
@@ -162,21 +170,26 @@ class RemoteMoneyMachine(MoneyMachine):
 
         def logged(request):
             raw = request.body()
-            request.body = lambda: raw
             try:
-                self.creates.append(("hiapi", json.loads(raw)["input"]["prompt"]))
+                task = SimpleNamespace(**json.loads(raw))  # as MoneyMachine names a task's
+                self.creates.append((self._hiapi_request(task), self._hiapi_frame(task)))
             except (ValueError, KeyError, TypeError):
-                self.creates.append(("hiapi", "?"))
-            return create(request)
+                self.creates.append(("?", ("?",)))
+            request.body = lambda: raw  # read once; the handler serves the next request too
+            try:
+                return create(request)
+            finally:
+                del request.body
         self.fake._create = logged
 
     def _mark(self) -> tuple[int, int]:
         return len(self.creates), len(self.gemini.billed)
 
-    def _paid_since(self, mark: tuple[int, int]) -> set[tuple[str, str]]:
-        """(backend, prompt) of every request nbpipe chose to pay for since `mark`."""
+    def _paid_since(self, mark: tuple[int, int]) -> set[tuple[str, tuple]]:
+        """(request, frame request) of every payment nbpipe chose to make since `mark`."""
         billed = self.gemini.billed[mark[1]:]
-        return {*self.creates[mark[0]:], *(("gemini", b.prompt) for b in billed)}
+        return {*self.creates[mark[0]:],
+                *((self._gemini_request(b), self._gemini_frame(b)) for b in billed)}
 
     # --- nbpipe -------------------------------------------------------------------------------
 
@@ -195,9 +208,8 @@ class RemoteMoneyMachine(MoneyMachine):
         held, mark = self._remote()[0], self._mark()
         excused = self._open_requests(root)  # a resend of an earlier build's request
         if "--force" in args:
-            name = args[args.index("--force") + 1]
-            excused |= {("hiapi", self.prompts.get(name)),
-                        ("gemini", self.gemini_prompts.get(name))}
+            profile = args[args.index("--profile") + 1] if "--profile" in args else None
+            excused.add(self.frames(profile).get(args[args.index("--force") + 1]))
         anyway = "--remote-errors=render" in args and self.mode != "up"
         tasks = len(self.fake.tasks)
         started = time.monotonic()
@@ -208,12 +220,13 @@ class RemoteMoneyMachine(MoneyMachine):
         if done.returncode:
             self._note("  " + (done.stdout + done.stderr).strip().replace("\n", "\n    "))
         self._exit_ok(done.returncode, done.stderr + done.stdout, (root.name, *args))
-        for request in self._paid_since(mark) - excused:
-            assert anyway or request not in held, \
-                (f"{root.name}: paid for {request}, which the remote held", self._story())
+        for _, frame in self._paid_since(mark):
+            assert anyway or frame in excused or frame not in held, \
+                (f"{root.name}: paid for {frame}, which the remote held", self._story())
         if anyway:  # paying again is what the user chose: MoneyMachine counts it as forced
-            self.forced.update(t.input["prompt"] for t in list(self.fake.tasks.values())[tasks:])
-            self.gemini_forced.update(b.prompt for b in self.gemini.billed[mark[1]:])
+            new_tasks = list(self.fake.tasks.values())[tasks:]
+            self.forced.update(self._hiapi_request(t) for t in new_tasks)
+            self.forced.update(self._gemini_request(b) for b in self.gemini.billed[mark[1]:])
         return done
 
     def _story(self) -> str:
@@ -237,15 +250,15 @@ class RemoteMoneyMachine(MoneyMachine):
         super().add_target()
 
     @like(MoneyMachine.inject)
-    def inject(self, fault):
-        self._note(f"fault: {fault}")
-        super().inject(fault)
+    def inject(self, **args):
+        self._note(f"fault: {args}")
+        super().inject(**args)
 
     @like(MoneyMachine.interrupt)
-    def interrupt(self, moment, presses):
-        self._note(f"p$ nbpipe build -j 4, {('kill -9', '^C', '^C ^C')[presses]} after "
+    def interrupt(self, moment, presses, **args):
+        self._note(f"p$ nbpipe build -j 4 {args}, {('kill -9', '^C', '^C ^C')[presses]} after "
                    f"{moment:.2f} s  [remote {self.mode}]")
-        super().interrupt(moment, presses)
+        super().interrupt(moment, presses, **args)
 
     def _unknown_ok(self, done: subprocess.CompletedProcess, args) -> None:
         """A build that could not read the remote renders nothing; if that leaves a frame
@@ -338,7 +351,8 @@ class RemoteMoneyMachine(MoneyMachine):
                 shutil.copy(self.root / name, clone / name)
             else:
                 (clone / name).unlink(missing_ok=True)
-        self.clone = clone
+        shutil.copytree(self.root / "refs", clone / "refs", dirs_exist_ok=True)  # (in git too)
+        self.clone, self.clone_frames = clone, set(self.frames())
         self._note(f"{'git clone' if fresh else 'git pull'} p → q")
 
     @precondition(lambda self: self.clone is not None)
@@ -376,8 +390,7 @@ class RemoteMoneyMachine(MoneyMachine):
         assert done.returncode in (0, 1), self._story()
         if self.mode != "up" and done.returncode == 1:
             assert "remote unavailable" in done.stdout, self._story()
-        lock = {n: e for n, e in self._lock_at(self.clone).items()
-                if n in self._targets(self.clone)}
+        lock = {n: e for n, e in self._lock_at(self.clone).items() if n in self.clone_frames}
         there = self._blobs(self.clone) | self._remote()[1]
         if self.mode == "up" and all(e["digest"] in there for e in lock.values()):
             assert done.returncode == 0, self._story()
@@ -467,12 +480,11 @@ class RemoteMoneyMachine(MoneyMachine):
 
     @invariant()
     def never_paid_for_what_the_remote_held(self):
-        forced = {("hiapi", p) for p, n in (self.forced - self.forced_before).items() if n} | \
-            {("gemini", p) for p, n in (self.gemini_forced - self.gemini_forced_before).items()
-             if n}
-        for request in self._paid_since(self.step_mark) - forced - self.open_before:
-            assert self.paid_anyway or request not in self.held_before, \
-                (f"paid for {request}, which the remote held", self._story())
+        forced = set(self.forced - self.forced_before)
+        for request, frame in self._paid_since(self.step_mark):
+            if request not in forced and frame not in self.open_before:
+                assert self.paid_anyway or frame not in self.held_before, \
+                    (f"paid for {frame}, which the remote held", self._story())
         self._snapshot()
 
     def _snapshot(self) -> None:
@@ -482,19 +494,18 @@ class RemoteMoneyMachine(MoneyMachine):
         self.held_before = self._remote()[0]
         self.open_before = self._open_requests(self.root) | self._open_requests(self.clone)
         self.forced_before = Counter(self.forced)
-        self.gemini_forced_before = Counter(self.gemini_forced)
         self.paid_anyway = False
         self._look_at_caches()
 
     @staticmethod
-    def _open_requests(root: Path | None) -> set[tuple[str, str]]:
-        """(backend, prompt) of the requests a clone's journal holds open."""
+    def _open_requests(root: Path | None) -> set[tuple]:
+        """The frame requests a clone's journal holds open."""
         from nbpipe.store.journal import Journal
 
         if root is None:
             return set()
         journal = Journal(root / ".nbpipe" / "journal.jsonl")
-        return {(e.backend, e.request.get("prompt")) for e in journal.open.values()}
+        return {_frame_request(e.request) for e in journal.open.values()}
 
     def _look_at_caches(self) -> None:
         for root in (self.root, self.clone):
@@ -517,12 +528,6 @@ class RemoteMoneyMachine(MoneyMachine):
             return set()
         return {p.name for p in (root / ".nbpipe" / "blobs").glob("*/*")}
 
-    @staticmethod
-    def _targets(root: Path) -> set[str]:
-        import yaml
-
-        return set(yaml.safe_load((root / "nbpipe.yaml").read_text())["targets"])
-
     def _lock_at(self, root: Path) -> dict:
         path = root / "nbpipe.lock"
         return json.loads(path.read_text())["frames"] if path.exists() else {}
@@ -539,7 +544,7 @@ class RemoteMoneyMachine(MoneyMachine):
             assert task is not None and task.outcome == "stuck", \
                 ("an open journal entry after a complete build", entry, self._story())
         lock = self._lock_at(root)
-        assert set(lock) == self._targets(root), (sorted(lock), self._story())
+        assert set(lock) == self.clone_frames, (sorted(lock), self._story())
         for entry in lock.values():
             data = (root / entry["output"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == entry["digest"], (entry, self._story())
