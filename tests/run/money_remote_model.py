@@ -260,6 +260,11 @@ class RemoteMoneyMachine(MoneyMachine):
                    f"{moment:.2f} s  [remote {self.mode}]")
         super().interrupt(moment, presses, **args)
 
+    def _planned(self, profile: str | None):
+        """plan's total is what a build spends only when the remote answers: when it does
+        not, frames to render wait (plan marks them; their price is what paying anyway costs)."""
+        return super()._planned(profile) if self.mode == "up" else None
+
     def _unknown_ok(self, done: subprocess.CompletedProcess, args) -> None:
         """A build that could not read the remote renders nothing; if that leaves a frame
         undone it says why."""
