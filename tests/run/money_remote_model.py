@@ -1,9 +1,10 @@
-"""The money state machine (tests/run/money_model.py) with a shared remote cache: a loopback S3
-(moto's server, one bucket per example) behind a cable that can be unplugged, and a second clone
-of the project (nbpipe.yaml and nbpipe.lock only, its own cache, the same remote) that builds,
-pulls, and builds at the same time as the first. It inherits every rule and invariant of
-`MoneyMachine`, and adds rules that take the remote away (unplugged mid-build, a dead port,
-AccessDenied from moto's IAM checks) and bring it back. After every step:
+"""The money state machine (tests/run/money_model.py) with a shared remote cache (a loopback S3,
+one bucket per example: tests/fakes/team_remote.py) and a second clone of the project (its
+nbpipe.yaml, nbpipe.lock and input files; its own cache, the same remote) that builds, pulls,
+pushes, and builds at the same time as the first. It inherits every rule and invariant of
+`MoneyMachine`, and adds rules that take the remote away (unplugged, also mid-build; a dead
+port; 403s from moto's IAM checks: an unknown key, a key with no permission) for one command or
+for a while, and bring it back. After every step:
 
 - nothing was paid for (a HiAPI create sent, a Gemini request billed) whose image the remote
   held when the command began (or, for commands run at once, the step), unless it was forced
@@ -29,7 +30,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,15 +38,9 @@ from types import SimpleNamespace
 from hypothesis import strategies as st
 from hypothesis.stateful import RULE_MARKER, initialize, invariant, precondition, rule
 
-from tests.fakes.cable import Cable
+from tests.fakes.team_remote import FAILURES, TeamRemote
 from tests.run.money_model import MoneyMachine
 
-PREFIX = "cache"
-DEAD = "http://127.0.0.1:9"  # nothing listens there: connection refused
-# How the remote can fail: the network drops every connection (also those of a running build),
-# nothing listens at the endpoint, or S3 answers 403 (an unknown key; a key without permission).
-FAILURES = ("unplugged", "dead port", "unknown key", "no permission")
-DENIED = ("unknown key", "no permission")
 OUTAGES = st.sampled_from([None, *FAILURES])  # a rule's command meets the remote like this
 TRACE = bool(os.environ.get("NBPIPE_MODEL_TRACE"))  # print each command the model runs
 
@@ -71,21 +65,7 @@ def like(parent):
 class RemoteMoneyMachine(MoneyMachine):
     def __init__(self):
         super().__init__()
-        import logging
-
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per S3 request
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        host, port = self.server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
-        self.cable = Cable((host, port)).__enter__()
-        self.bucket = f"money-{uuid.uuid4().hex[:10]}"  # moto keeps buckets per process
-        self.s3 = self._client("test", "test")
-        self.s3.create_bucket(Bucket=self.bucket)
-        self.outsider: tuple[str, str] | None = None
-        self.mode = "up"
+        self.remote = TeamRemote()
         self.clone: Path | None = None  # the second checkout, once cloned
         self.clone_frames: set[str] = set()  # the frames of its manifest
         self.creates: list[tuple[str, tuple]] = []  # each create the fake HiAPI received
@@ -99,67 +79,18 @@ class RemoteMoneyMachine(MoneyMachine):
 
     def teardown(self):
         try:
-            self._auth(False)
-            self.cable.__exit__(None, None, None)
-            names = self._objects("blobs") + self._objects("takes")
-            for at in range(0, len(names), 1000):  # moto keeps them in memory: a soak is long
-                self.s3.delete_objects(Bucket=self.bucket, Delete={
-                    "Objects": [{"Key": name} for name in names[at:at + 1000]]})
-            self.s3.delete_bucket(Bucket=self.bucket)
-            self.server.stop()
+            self.remote.close()
         finally:
             super().teardown()
 
-    # --- the remote, from outside -------------------------------------------------------------
-
-    def _client(self, key: str, secret: str):
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=key, aws_secret_access_key=secret)
-
-    def _auth(self, on: bool) -> None:
-        """moto checks signatures and IAM policies only when told to (a process-wide switch)."""
-        import requests
-
-        requests.post(f"{self.endpoint}/moto-api/reset-auth", data=b"0" if on else b"inf",
-                      timeout=10).raise_for_status()
-
-    @contextmanager
-    def _admin(self):
-        """Look at the bucket from outside, past the IAM checks nbpipe is failing."""
-        if self.mode in DENIED:
-            self._auth(False)
-        try:
-            yield
-        finally:
-            if self.mode in DENIED:
-                self._auth(True)
-
-    def _objects(self, under: str) -> list[str]:
-        names, token = [], {}
-        while True:
-            page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{PREFIX}/{under}/", **token)
-            names += [o["Key"] for o in page.get("Contents", [])]
-            if not page.get("IsTruncated"):
-                return names
-            token = {"ContinuationToken": page["NextContinuationToken"]}
+    @property
+    def mode(self) -> str:
+        return self.remote.mode
 
     def _remote(self) -> tuple[dict[tuple, set[str]], set[str], set[str]]:
         """(frame request → digests the remote holds for it, blobs, digests recorded); a frame
         request is (backend, model, prompt, input digests), as MoneyMachine.frames says."""
-        with self._admin():
-            blobs = {name.rpartition("/")[2] for name in self._objects("blobs")}
-            held: dict[tuple, set[str]] = {}
-            recorded = set()
-            for name in self._objects("takes"):
-                digest = name.rpartition("/")[2].removesuffix(".json")
-                recorded.add(digest)
-                doc = json.loads(self.s3.get_object(Bucket=self.bucket, Key=name)["Body"].read())
-                request = doc.get("request") or {}
-                if digest in blobs:
-                    held.setdefault(_frame_request(request), set()).add(digest)
-        return held, blobs, recorded
+        return self.remote.holdings(_frame_request)
 
     # --- the fake, from outside ---------------------------------------------------------------
 
@@ -194,12 +125,7 @@ class RemoteMoneyMachine(MoneyMachine):
     # --- nbpipe -------------------------------------------------------------------------------
 
     def _env(self) -> dict:
-        key, secret = {"unknown key": ("AKIAUNKNOWNKEY000000", "not-a-secret"),
-                       "no permission": self.outsider}.get(self.mode) or ("test", "test")
-        return {**super()._env(), "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
-                "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-                "NBPIPE_REMOTE": f"s3://{self.bucket}/{PREFIX}",
-                "NBPIPE_REMOTE_ENDPOINT": DEAD if self.mode == "dead port" else self.cable.url}
+        return {**super()._env(), **self.remote.env()}
 
     def _run(self, *args: str) -> subprocess.CompletedProcess:
         return self._run_at(self.root, *args)
@@ -306,15 +232,8 @@ class RemoteMoneyMachine(MoneyMachine):
             self._note("remote: back")
 
     def _fail(self, how: str) -> None:
-        self._restore()
         self._note(f"remote: {how}")
-        self.mode = how
-        if how == "unplugged":
-            self.cable.unplug()
-        elif how in DENIED:
-            if how == "no permission" and self.outsider is None:
-                self.outsider = self._user_without_permissions()
-            self._auth(True)
+        self.remote.fail(how)
 
     @precondition(lambda self: self.mode != "up")
     @rule()
@@ -323,20 +242,7 @@ class RemoteMoneyMachine(MoneyMachine):
         self._note("remote: back")
 
     def _restore(self) -> None:
-        if self.mode in DENIED:
-            self._auth(False)
-        self.cable.plug()
-        self.mode = "up"
-
-    def _user_without_permissions(self) -> tuple[str, str]:
-        import boto3
-
-        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
-                           aws_access_key_id="test", aws_secret_access_key="test")
-        name = f"outsider-{uuid.uuid4().hex[:8]}"
-        iam.create_user(UserName=name)
-        key = iam.create_access_key(UserName=name)["AccessKey"]
-        return key["AccessKeyId"], key["SecretAccessKey"]
+        self.remote.restore()
 
     # --- rules: the second clone --------------------------------------------------------------
 
@@ -444,12 +350,7 @@ class RemoteMoneyMachine(MoneyMachine):
                  for root in (self.root, self.clone)]
         if flip:
             time.sleep(moment)
-            if flip == "unplug":
-                self.cable.unplug()
-                self.mode = "unplugged" if self.mode == "up" else self.mode
-            else:
-                self.cable.plug()
-        if flip:
+            self.remote.unplug() if flip == "unplug" else self.remote.cable.plug()
             self._note(f"cable: {flip} after {moment:.2f} s")
         for proc, root in zip(procs, (self.root, self.clone)):
             out, err = proc.communicate(timeout=180)
@@ -457,7 +358,7 @@ class RemoteMoneyMachine(MoneyMachine):
                        + (out + err).strip().replace("\n", "\n    "))
             self._exit_ok(proc.returncode, err + out, (root.name, "build", "both"))
         if flip == "plug":
-            self.mode = "up"
+            self.remote.restore()
 
     @rule()
     def settle(self):
@@ -522,10 +423,8 @@ class RemoteMoneyMachine(MoneyMachine):
         here the second clone's cache and the remote keep paid images too, and what a fresh
         `git clone` deleted with the second clone is the user's doing."""
         super()._observe()
-        if hasattr(self, "cable"):  # (MoneyMachine.__init__ runs before the remote exists)
-            with self._admin():
-                blobs = {name.rpartition("/")[2] for name in self._objects("blobs")}
-            self.cached |= self._blobs(self.clone) | blobs | self.discarded
+        if hasattr(self, "remote"):  # (MoneyMachine.__init__ runs before the remote exists)
+            self.cached |= self._blobs(self.clone) | self.remote.blobs() | self.discarded
 
     @staticmethod
     def _blobs(root: Path | None) -> set[str]:
