@@ -65,6 +65,9 @@ def fast_noop(argv: list[str]) -> int | None:
 
 def entry() -> None:
     """The console script and `python -m nbpipe`: the early answer, else the CLI's."""
+    from nbpipe import interrupts
+
+    interrupts.install()
     try:
         code = fast_noop(sys.argv[1:])
         if code is None:

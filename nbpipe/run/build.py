@@ -28,6 +28,7 @@ from pathlib import Path
 from nbpipe.backends import DEFAULT_JOBS, open_backend
 from nbpipe.backends.base import Backend, InputData, Job
 from nbpipe.backends.images import verify_image_async
+from nbpipe import interrupts
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, NbpipeError, TaskFailed
 from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Project, Step, decide, make_plan
@@ -123,6 +124,7 @@ class Build:
                                  stopped=lambda: self.stopped)
         self.recovery.announce_unknown()
         try:
+            interrupts.take_over()  # a Ctrl-C swallowed while planning stops us here
             with asyncio.Runner() as runner:
                 runner.run(self._all(frames))
         except asyncio.CancelledError:

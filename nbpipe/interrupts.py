@@ -1,0 +1,35 @@
+"""Ctrl-C before a build's event loop takes it over is never lost.
+
+Python's default SIGINT handler raises KeyboardInterrupt wherever the main thread is, and when
+that is inside a weakref callback or a __del__ (garbage collection runs them at any moment),
+Python prints "Exception ignored" and goes on: the press is swallowed, and planning goes on to
+send paid requests. So the entry point installs a handler that also remembers the press, and
+the build asks before its event loop starts (asyncio then handles Ctrl-C itself: it takes over
+SIGINT only from the default handler, which `take_over` puts back).
+"""
+
+from __future__ import annotations
+
+import signal
+
+_pressed = False
+
+
+def _remember(signum, frame) -> None:
+    global _pressed
+    _pressed = True
+    raise KeyboardInterrupt
+
+
+def install() -> None:
+    """From the process start: every Ctrl-C is remembered as well as raised."""
+    signal.signal(signal.SIGINT, _remember)
+
+
+def take_over() -> None:
+    """Hand SIGINT back to Python's default (for asyncio); raise KeyboardInterrupt if a press
+    was swallowed on the way here."""
+    if signal.getsignal(signal.SIGINT) is _remember:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _pressed:
+        raise KeyboardInterrupt
