@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from tests.run.money_remote_model import RemoteMoneyMachine
 
 RemoteMoneyMachine.TestCase.settings = settings(
-    max_examples=8, stateful_step_count=10, deadline=None, derandomize=True, database=None,
+    max_examples=6, stateful_step_count=10, deadline=None, derandomize=True, database=None,
     suppress_health_check=list(HealthCheck))
 test_money_remote_invariants = RemoteMoneyMachine.TestCase
 
