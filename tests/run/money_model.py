@@ -51,6 +51,7 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -89,6 +90,24 @@ templates:
   at: "a {{ thing }} at {{ time }}"
   scene: "{{ bible }} | Scene: {{ scene }}"
 """
+
+
+def ci_settings(examples: int, steps: int) -> settings:
+    """A bounded, derandomised run for CI (benchmarks/money_soak.py runs fresh seeds)."""
+    return settings(max_examples=examples, stateful_step_count=steps, deadline=None,
+                    derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+
+
+def walk(machine_class: type[RuleBasedStateMachine], steps) -> None:
+    """Take fixed steps through a machine, every invariant it declares checked after each."""
+    machine = machine_class()
+    try:
+        for step in steps:
+            step(machine)
+            for invar in machine.invariants:
+                invar.function(machine)
+    finally:
+        machine.teardown()
 
 
 def sha(data: bytes) -> str:

@@ -5,13 +5,10 @@ kind of project edit with profiles, so CI covers them whatever the bounded run h
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, settings
 
-from tests.run.money_model import BIBLES, MoneyMachine
+from tests.run.money_model import BIBLES, MoneyMachine, ci_settings, walk
 
-MoneyMachine.TestCase.settings = settings(
-    max_examples=10, stateful_step_count=12, deadline=None, derandomize=True, database=None,
-    suppress_health_check=list(HealthCheck))
+MoneyMachine.TestCase.settings = ci_settings(examples=10, steps=12)
 test_money_invariants = MoneyMachine.TestCase
 
 WALKS = {
@@ -67,13 +64,6 @@ WALKS = {
 }
 
 
-@pytest.mark.parametrize("walk", sorted(WALKS))
-def test_money_walk(walk):
-    machine = MoneyMachine()
-    try:
-        for step in WALKS[walk]:
-            step(machine)
-            machine.never_paid_twice()
-            machine.nothing_paid_is_lost()
-    finally:
-        machine.teardown()
+@pytest.mark.parametrize("name", sorted(WALKS))
+def test_money_walk(name):
+    walk(MoneyMachine, WALKS[name])

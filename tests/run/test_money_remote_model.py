@@ -6,13 +6,11 @@ them whatever the bounded run happens to draw."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, settings
 
+from tests.run.money_model import ci_settings, walk
 from tests.run.money_remote_model import RemoteMoneyMachine
 
-RemoteMoneyMachine.TestCase.settings = settings(
-    max_examples=6, stateful_step_count=10, deadline=None, derandomize=True, database=None,
-    suppress_health_check=list(HealthCheck))
+RemoteMoneyMachine.TestCase.settings = ci_settings(examples=6, steps=10)
 test_money_remote_invariants = RemoteMoneyMachine.TestCase
 
 WALKS = {
@@ -61,14 +59,6 @@ WALKS = {
 }
 
 
-@pytest.mark.parametrize("walk", sorted(WALKS))
-def test_money_remote_walk(walk):
-    machine = RemoteMoneyMachine()
-    try:
-        for step in WALKS[walk]:
-            step(machine)
-            machine.never_paid_twice()
-            machine.nothing_paid_is_lost()
-            machine.never_paid_for_what_the_remote_held()
-    finally:
-        machine.teardown()
+@pytest.mark.parametrize("name", sorted(WALKS))
+def test_money_remote_walk(name):
+    walk(RemoteMoneyMachine, WALKS[name])
