@@ -95,6 +95,20 @@ def test_a_failed_push_never_fails_the_build_and_the_next_build_sends_it(
     assert fake_hiapi.counts["creates"] == 5
 
 
+def test_the_unpushed_list_an_older_nbpipe_kept_is_sent_then_dropped(bucket, fake_hiapi, run,
+                                                                     tmp_path):
+    a = clone(tmp_path, "a")
+    build(run, a, "--offline")  # rendered, never pushed, and no mark says so
+    entry = next(iter(json.loads((a / "nbpipe.lock").read_text())["frames"].values()))
+    state = a / ".nbpipe" / "state.json"
+    doc = json.loads(state.read_text())
+    state.write_text(json.dumps({**doc, "unpushed": [[entry["key"], entry["digest"]]]}))
+    build(run, a)
+    assert bucket.find("cache/blobs") == [f"{bucket.name}/cache/blobs/{entry['digest']}"]
+    assert "unpushed" not in json.loads(state.read_text())
+    assert not list((a / ".nbpipe" / "unpushed").glob("*"))
+
+
 def test_push_command(bucket, fake_hiapi, run, tmp_path, monkeypatch):
     a = clone(tmp_path, "a")
     build(run, a, "--offline")
