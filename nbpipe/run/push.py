@@ -55,7 +55,9 @@ class Pusher:
 
 
 def push_all(project, cache: Cache, remote: Remote) -> tuple[int, int]:
-    """Send every local take of the project's frames that the remote lacks: (sent, present)."""
+    """Send every local take of the project's frames that the remote lacks: (sent, present).
+    Marks of pushes still to do to this remote are cleared; another remote's are not."""
+    waiting = set(cache.unpushed(remote.url))
     sent = present = 0
     for frame in project.frames.values():
         if frame.key is None:
@@ -66,7 +68,8 @@ def push_all(project, cache: Cache, remote: Remote) -> tuple[int, int]:
             else:
                 remote.push(frame.key, take, cache.request(frame.key) or frame.record(), cache)
                 sent += 1
-            cache.mark_pushed(frame.key, take.digest)
+            if (frame.key, take.digest) in waiting:
+                cache.mark_pushed(frame.key, take.digest)
     return sent, present
 
 

@@ -118,6 +118,30 @@ def test_push_command(bucket, fake_hiapi, run, tmp_path, monkeypatch):
     assert run("-C", str(a), "push").out.endswith("5 were there already\n")
 
 
+def test_push_clears_the_marks_of_its_remote_only(bucket, fake_hiapi, run, tmp_path):
+    """A cache shared by projects may hold pushes still to do to another remote: pushing to
+    this one sends nothing there, so those stay to do."""
+    from nbpipe.store.cache import Cache
+
+    a = clone(tmp_path, "a")
+    build(run, a, "--offline")
+    entries = list(json.loads((a / "nbpipe.lock").read_text())["frames"].values())
+    cache = Cache(a / ".nbpipe")
+    ours = f"s3://{bucket.name}/cache"
+    try:
+        cache.mark_unpushed(entries[0]["key"], entries[0]["digest"], ours)
+        cache.mark_unpushed(entries[1]["key"], entries[1]["digest"], "s3://elsewhere/cache")
+    finally:
+        cache.close()
+    assert run("-C", str(a), "push").out.startswith("pushed 5 image(s)")
+    cache = Cache(a / ".nbpipe")
+    try:
+        assert cache.unpushed(ours) == []
+        assert cache.unpushed() == [(entries[1]["key"], entries[1]["digest"])]
+    finally:
+        cache.close()
+
+
 def test_corrupted_remote_blob_is_detected_and_ignored(bucket, fake_hiapi, run, tmp_path):
     build(run, clone(tmp_path, "a"))
     lock = json.loads((tmp_path / "a" / "nbpipe.lock").read_text())["frames"]
