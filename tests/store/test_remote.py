@@ -486,3 +486,21 @@ targets:
     build(run, root)
     assert len(bucket.find("cache/blobs")) == 2 and fake_hiapi.counts["creates"] == 2
     assert "removed shot, take 1" in run("-C", str(root), "gc", "--older-than", "0s").out
+
+
+def test_a_remote_folder_named_like_the_cache_is_the_remote_not_our_disk(tmp_path):
+    """An OSError is this machine's disk (raised) only when it names a file of the local cache:
+    a remote folder whose path starts like the cache's (`.nbpipe-team` beside `.nbpipe`) is the
+    remote, its state unknown."""
+    from nbpipe.store.cache import Cache
+    from nbpipe.store.remote import Remote
+
+    cache = Cache(tmp_path / ".nbpipe")
+    try:
+        team = Remote(f"file://{tmp_path}/.nbpipe-team")
+        digest = "a" * 64
+        (tmp_path / ".nbpipe-team" / "blobs" / digest).mkdir(parents=True)  # no file to read
+        assert team.fetch(digest, cache) is False
+        assert team.unreachable.startswith("IsADirectoryError")
+    finally:
+        cache.close()
