@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass, field
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (DEFAULT_RETRY_DEADLINE, RETRY_DEADLINE_VAR, Answer,
-                                  HttpBackend, RetryPolicy, Retryable, api_key, env_number, short)
+from nbpipe.backends.http import (Answer, HttpBackend, RetryPolicy, Retryable, api_key,
+                                  env_number, short)
 from nbpipe.backends.replies import (GeminiError, GeminiErrorBody, GeminiReply, ReplyProblem,
                                      validate)
 from nbpipe.errors import BuildStopped, FrameFailed, ModelUnknown
@@ -80,9 +80,7 @@ class GeminiSettings:
             api_key=key, base_url=base, api_version=version,
             max_bytes=int(env_number(env, "NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
             call_timeout=env_number(env, "NBPIPE_CALL_TIMEOUT", 300.0),
-            retry=RetryPolicy(base=env_number(env, "NBPIPE_RETRY_BASE", 1.0),
-                              deadline=env_number(env, RETRY_DEADLINE_VAR,
-                                                  DEFAULT_RETRY_DEADLINE)))
+            retry=RetryPolicy.from_env(env))
 
 
 class GeminiBackend(HttpBackend):

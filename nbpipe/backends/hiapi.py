@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (DEFAULT_RETRY_DEADLINE, RETRY_DEADLINE_VAR, Answer,
-                                  DownloadGone, HttpBackend, RateLimiter, RetryPolicy, Retryable,
-                                  api_key, download, env_number, output_url, short)
+from nbpipe.backends.http import (Answer, DownloadGone, HttpBackend, RateLimiter, RetryPolicy,
+                                  Retryable, api_key, download, env_number, output_url, short)
 from nbpipe.backends.replies import (TASK_ID, HiCreated, HiEnvelope, HiTask, Reply,
                                      ReplyProblem, validate)
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, ModelUnknown, TaskFailed, UsageError
@@ -93,8 +92,7 @@ class HiApiSettings:
             max_bytes=int(number("NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
             download_timeout=number("NBPIPE_DOWNLOAD_TIMEOUT", 300.0),
             call_timeout=number("NBPIPE_CALL_TIMEOUT", 60.0),
-            retry=RetryPolicy(base=number("NBPIPE_RETRY_BASE", 1.0),
-                              deadline=number(RETRY_DEADLINE_VAR, DEFAULT_RETRY_DEADLINE)))
+            retry=RetryPolicy.from_env(env))
 
 
 class HiApiBackend(HttpBackend):

@@ -189,6 +189,13 @@ class RetryPolicy:
     cap: float = 30.0
     deadline: float = DEFAULT_RETRY_DEADLINE
 
+    @staticmethod
+    def from_env(env: dict[str, str]) -> "RetryPolicy":
+        """The policy both backends use, its times read from the environment."""
+        return RetryPolicy(base=env_number(env, "NBPIPE_RETRY_BASE", 1.0),
+                           deadline=env_number(env, RETRY_DEADLINE_VAR,
+                                               DEFAULT_RETRY_DEADLINE))
+
     async def run(self, attempt: Callable[[], Awaitable[T]], deadline: float | None = None,
                   limit: str = "") -> T:
         """`attempt()` until it succeeds or stops being Retryable. A server's Retry-After is

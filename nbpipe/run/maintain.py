@@ -11,6 +11,7 @@ from nbpipe.errors import UsageError
 from nbpipe.plan.paths import PathRefused, ProjectDir
 from nbpipe.store.cache import Cache, remove_temp
 from nbpipe.store.lock import Lock
+from nbpipe.store.remote import RemoteUnavailable
 from nbpipe.store.state import State, file_sha256
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
@@ -241,8 +242,6 @@ def gc_remote(remote, pinned: set[str], older_than: float | None, dry_run: bool)
     """Remove unpinned take records (by age) and blobs no record or lock points at. Everything
     is read before anything is removed: a remote that could not say what it holds, or how old
     it is, loses nothing."""
-    from nbpipe.store.remote import RemoteUnavailable
-
     verb = "would remove" if dry_run else "removed"
     lines, kept = [], set()
     index = remote.index()

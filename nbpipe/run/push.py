@@ -18,7 +18,10 @@ class Pusher:
         self.remote, self.cache, self.state = remote, cache, state
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nbpipe-push")
         self.jobs: list[tuple[str, str, Future]] = []
-        left = [tuple(p) for p in state.data.get("unpushed", [])]  # (as older nbpipe kept it)
+        # The marks in the cache say what is left to push; older nbpipe kept a list in the
+        # state instead: its entries become marks here (push), and the list goes.
+        left = [tuple(p) for p in state.data.pop("unpushed", [])]
+        state.changed = state.changed or bool(left)
         for key, digest in dict.fromkeys([*left, *cache.unpushed(remote.url)]):
             take = next((t for t in cache.takes(key) if t.digest == digest), None)
             if take is None:  # removed from the cache since (gc): nothing left to send
@@ -34,18 +37,16 @@ class Pusher:
                           self.pool.submit(self.remote.push, key, take, request, self.cache)))
 
     def finish(self, events) -> int:
-        """Wait for the pushes; remember and report the ones that failed."""
+        """Wait for the pushes; report the ones that failed (their marks stay, for later)."""
         self.pool.shutdown(wait=True)
         failed = []
         for key, digest, job in self.jobs:
             if job.exception() is not None:
-                failed.append((key, digest, job.exception()))
+                failed.append(job.exception())
             else:
                 self.cache.mark_pushed(key, digest)
-        self.state.data["unpushed"] = [[k, d] for k, d, _ in failed]
-        self.state.changed = True
         if failed:
-            exc = failed[0][2]
+            exc = failed[0]
             reason = exc.why.partition(":")[0] if isinstance(exc, RemoteUnavailable) \
                 else type(exc).__name__
             events.note(f"remote: {len(failed)} image(s) not pushed ({reason}); the next build "
@@ -54,7 +55,9 @@ class Pusher:
 
 
 def push_all(project, cache: Cache, remote: Remote) -> tuple[int, int]:
-    """Send every local take of the project's frames that the remote lacks: (sent, present)."""
+    """Send every local take of the project's frames that the remote lacks: (sent, present).
+    Marks of pushes still to do to this remote are cleared; another remote's are not."""
+    waiting = set(cache.unpushed(remote.url))
     sent = present = 0
     for frame in project.frames.values():
         if frame.key is None:
@@ -65,7 +68,8 @@ def push_all(project, cache: Cache, remote: Remote) -> tuple[int, int]:
             else:
                 remote.push(frame.key, take, cache.request(frame.key) or frame.record(), cache)
                 sent += 1
-            cache.mark_pushed(frame.key, take.digest)
+            if (frame.key, take.digest) in waiting:
+                cache.mark_pushed(frame.key, take.digest)
     return sent, present
 
 

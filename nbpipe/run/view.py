@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from nbpipe.plan.frame import Frame
-from nbpipe.plan.planner import Plan, Project, make_plan
+from nbpipe.plan.planner import Plan, Project, Step, make_plan
 from nbpipe.run.gitref import refuse_committed_store
 from nbpipe.run.known import StoreKnown
 from nbpipe.store.cache import Cache
@@ -50,12 +50,18 @@ def plan_with(known: StoreKnown, frames: list[Frame], prefetch: tuple[str, ...] 
         keys = [*(f.key for f in frames if f.key), *prefetch]
         known.remote.prefetch_takes([k for k in keys if not known.cache.takes(k)])
     plan = make_plan(frames, known)
-    unknown = known.remote is not None and known.remote.unreachable
-    return Plan([replace(s, reason=f"{s.reason} (from the remote cache)")
-                 if s.action == "restore" and s.digest and known.remote_only(s.digest) else
-                 replace(s, reason=f"{s.reason} (remote unavailable: the team's cache may hold it)")
-                 if s.action == "render" and unknown else s
-                 for s in plan.steps])
+    unknown = known.remote is not None and bool(known.remote.unreachable)
+    return Plan([_remote_said(s, known, unknown) for s in plan.steps])
+
+
+def _remote_said(step: Step, known: StoreKnown, unknown: bool) -> Step:
+    """The step, its reason saying what the remote has to do with it."""
+    if step.action == "restore" and step.digest and known.remote_only(step.digest):
+        return replace(step, reason=f"{step.reason} (from the remote cache)")
+    if step.action == "render" and unknown:
+        return replace(step, reason=f"{step.reason} (remote unavailable: the team's cache may "
+                                    "hold it)")
+    return step
 
 
 def plan_project(project: Project, cache_dir: Path, patterns: tuple[str, ...],

@@ -416,9 +416,7 @@ class Cache:
     # --- pushes still to do (for the shared remote) --------------------------------------------
 
     def mark_unpushed(self, key: str, digest: str, remote: str) -> None:
-        folder = self.root / "unpushed"
-        folder.mkdir(exist_ok=True)
-        atomic_write(folder / f"{key}.{digest}", remote.encode())
+        atomic_write(self.root / "unpushed" / f"{key}.{digest}", remote.encode())
 
     def unpushed(self, remote: str | None = None) -> list[tuple[str, str]]:
         """(key, digest) of the takes still to send to `remote` (None: to any), oldest first."""

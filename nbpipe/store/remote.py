@@ -49,6 +49,14 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:120]}"
 
 
+def _local(exc: BaseException, cache: Cache) -> bool:
+    """An OSError about a file of the local cache: this machine's disk, not the remote (a
+    remote folder named like the cache, `.nbpipe-team` beside `.nbpipe`, is the remote)."""
+    name = exc.filename if isinstance(exc, OSError) else None
+    return isinstance(name, (str, os.PathLike)) and \
+        Path(os.path.abspath(name)).is_relative_to(os.path.abspath(cache.root))
+
+
 class Remote:
     def __init__(self, url: str, endpoint_url: str | None = None):
         import fsspec
@@ -178,8 +186,8 @@ class Remote:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            if getattr(exc, "filename", None) and str(cache.root) in str(exc.filename):
-                raise  # our own disk, not the remote
+            if _local(exc, cache):
+                raise
             self.unreachable = self.unreachable or _why(exc)
             return False
         except Exception as exc:  # noqa: BLE001 - not absent: the remote's state is unknown
@@ -224,8 +232,8 @@ class Remote:
                        "request": request}
                 self.fs.pipe_file(record, json.dumps(doc, sort_keys=True).encode())
         except Exception as exc:  # noqa: BLE001 - storage errors end here, translated
-            if isinstance(exc, OSError) and str(source) == str(exc.filename):
-                raise  # our own blob, not the remote
+            if _local(exc, cache):
+                raise
             self.unwritable = self.unwritable or _why(exc)
             raise RemoteUnavailable(_why(exc)) from None
         self.index().setdefault(key, set()).add(take.digest)

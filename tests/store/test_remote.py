@@ -95,6 +95,20 @@ def test_a_failed_push_never_fails_the_build_and_the_next_build_sends_it(
     assert fake_hiapi.counts["creates"] == 5
 
 
+def test_the_unpushed_list_an_older_nbpipe_kept_is_sent_then_dropped(bucket, fake_hiapi, run,
+                                                                     tmp_path):
+    a = clone(tmp_path, "a")
+    build(run, a, "--offline")  # rendered, never pushed, and no mark says so
+    entry = next(iter(json.loads((a / "nbpipe.lock").read_text())["frames"].values()))
+    state = a / ".nbpipe" / "state.json"
+    doc = json.loads(state.read_text())
+    state.write_text(json.dumps({**doc, "unpushed": [[entry["key"], entry["digest"]]]}))
+    build(run, a)
+    assert bucket.find("cache/blobs") == [f"{bucket.name}/cache/blobs/{entry['digest']}"]
+    assert "unpushed" not in json.loads(state.read_text())
+    assert not list((a / ".nbpipe" / "unpushed").glob("*"))
+
+
 def test_push_command(bucket, fake_hiapi, run, tmp_path, monkeypatch):
     a = clone(tmp_path, "a")
     build(run, a, "--offline")
@@ -102,6 +116,30 @@ def test_push_command(bucket, fake_hiapi, run, tmp_path, monkeypatch):
     assert run("-C", str(a), "push").out == f"pushed 5 image(s) to s3://{bucket.name}/cache; " \
                                             "0 were there already\n"
     assert run("-C", str(a), "push").out.endswith("5 were there already\n")
+
+
+def test_push_clears_the_marks_of_its_remote_only(bucket, fake_hiapi, run, tmp_path):
+    """A cache shared by projects may hold pushes still to do to another remote: pushing to
+    this one sends nothing there, so those stay to do."""
+    from nbpipe.store.cache import Cache
+
+    a = clone(tmp_path, "a")
+    build(run, a, "--offline")
+    entries = list(json.loads((a / "nbpipe.lock").read_text())["frames"].values())
+    cache = Cache(a / ".nbpipe")
+    ours = f"s3://{bucket.name}/cache"
+    try:
+        cache.mark_unpushed(entries[0]["key"], entries[0]["digest"], ours)
+        cache.mark_unpushed(entries[1]["key"], entries[1]["digest"], "s3://elsewhere/cache")
+    finally:
+        cache.close()
+    assert run("-C", str(a), "push").out.startswith("pushed 5 image(s)")
+    cache = Cache(a / ".nbpipe")
+    try:
+        assert cache.unpushed(ours) == []
+        assert cache.unpushed() == [(entries[1]["key"], entries[1]["digest"])]
+    finally:
+        cache.close()
 
 
 def test_corrupted_remote_blob_is_detected_and_ignored(bucket, fake_hiapi, run, tmp_path):
@@ -448,3 +486,21 @@ targets:
     build(run, root)
     assert len(bucket.find("cache/blobs")) == 2 and fake_hiapi.counts["creates"] == 2
     assert "removed shot, take 1" in run("-C", str(root), "gc", "--older-than", "0s").out
+
+
+def test_a_remote_folder_named_like_the_cache_is_the_remote_not_our_disk(tmp_path):
+    """An OSError is this machine's disk (raised) only when it names a file of the local cache:
+    a remote folder whose path starts like the cache's (`.nbpipe-team` beside `.nbpipe`) is the
+    remote, its state unknown."""
+    from nbpipe.store.cache import Cache
+    from nbpipe.store.remote import Remote
+
+    cache = Cache(tmp_path / ".nbpipe")
+    try:
+        team = Remote(f"file://{tmp_path}/.nbpipe-team")
+        digest = "a" * 64
+        (tmp_path / ".nbpipe-team" / "blobs" / digest).mkdir(parents=True)  # no file to read
+        assert team.fetch(digest, cache) is False
+        assert team.unreachable.startswith("IsADirectoryError")
+    finally:
+        cache.close()
