@@ -40,7 +40,7 @@ from nbpipe.run.flights import EMPTY, STOPPED, Flights, Landing
 from nbpipe.run.inflight import InFlight
 from nbpipe.run.inputs import input_data
 from nbpipe.run.known import StoreKnown
-from nbpipe.run.noop import fingerprint
+from nbpipe.run.noop import fingerprint, fingerprint_options
 from nbpipe.run.outputs import disk_message, write_output
 from nbpipe.run.prices import list_prices
 from nbpipe.run.push import Pusher
@@ -67,11 +67,7 @@ class BuildOptions:
     offline: bool = False  # never touch the remote cache
     trust_prices: bool = False  # measure the budget in the manifest's `pricing:` as it stands
     remote_errors: str = "fail"  # "render": pay for a frame even when the remote may hold it
-
     profile: str | None = None
-
-    def fingerprint_options(self) -> dict:
-        return {"backend": self.backend, "profile": self.profile}
 
 
 @dataclass
@@ -540,7 +536,8 @@ class Build:
         if not complete:
             return None
         outputs = [self.lock.entries[f.name].output for f in frames]  # the real paths (.jpg too)
-        return fingerprint(self.root, self.options.fingerprint_options(),
-                           self.project.loaded.digest, self.project.reads, self.lock.text(),
-                           outputs, len(frames), self.state.data.get("fingerprint"),
+        options = fingerprint_options(self.options.backend, self.options.profile)
+        return fingerprint(self.root, options, self.project.loaded.digest, self.project.reads,
+                           self.lock.text(), outputs, len(frames),
+                           self.state.data.get("fingerprint"),
                            quiet_until(self.project.catalog, frames))
