@@ -95,6 +95,7 @@ class Build:
     outcomes: dict[str, str | None] = field(default_factory=dict)  # frame → digest it holds
     flights: Flights = field(default_factory=Flights)  # one request per key
     tasks: dict[str, asyncio.Task] = field(default_factory=dict)
+    decided: dict[str, Step] = field(default_factory=dict)  # the preflight's steps to keep
     recovery: Recovery = field(init=False)  # the journal across builds; made with the budget
     inflight: InFlight = field(init=False)  # Gemini requests awaiting their reply
 
@@ -203,7 +204,7 @@ class Build:
         if self.remote is not None:
             self.remote.prefetch_takes([f.key for f in frames
                                         if f.key and not self.cache.takes(f.key)])
-        plan = make_plan(frames, known, self._forced)
+        plan = make_plan(frames, known, lambda frame: self.options.force)
         if self.remote is not None:  # the images only the remote has, in one concurrent batch
             self.pulled = {s.digest for s in plan.steps
                            if s.action == "restore" and s.digest and known.remote_only(s.digest)}
@@ -213,17 +214,6 @@ class Build:
                   if s.action == "render" or (s.action == "blocked" and s.frame.key is None)}
         for name in sorted(needed):
             self._backend(name)
-
-    def _forced(self, frame: Frame) -> bool:
-        if not self.options.force:
-            return False
-        return not self.options.patterns or frame.name in self._forced_names
-
-    @property
-    def _forced_names(self) -> set[str]:
-        if not hasattr(self, "_forced_cache"):
-            self._forced_cache = {f.name for f in self.project.select(self.options.patterns)}
-        return self._forced_cache
 
     def _backend(self, name: str) -> Backend:
         if name not in self.backends:
@@ -279,7 +269,7 @@ class Build:
             digests[upstream] = digest
         if digests:
             frame = frame.keyed(digests)
-        step = self.decided.get(frame.name) or decide(frame, known, self._forced(frame))
+        step = self.decided.get(frame.name) or decide(frame, known, self.options.force)
         try:
             digest = await self._act(step)
         except BuildStopped as exc:
@@ -423,7 +413,7 @@ class Build:
         entry = self.journal.open_for(frame.key, frame.backend)
         if entry is None:  # a new take, under a number never used for this key anywhere
             known = [t for t, _ in self.remote.takes(frame.key)] \
-                if self.remote is not None and step.action == "render" and self._forced(frame) \
+                if self.remote is not None and step.action == "render" and self.options.force \
                 else []
             take_no = self.cache.allocate_take(frame.key, known)
             self.journal.intent(frame.key, take_no, frame.name, frame.backend, frame.record())
