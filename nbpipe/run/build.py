@@ -30,7 +30,7 @@ from nbpipe.backends.base import Backend, InputData, Job
 from nbpipe.backends.images import verify_image_async
 from nbpipe import interrupts
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, NbpipeError, TaskFailed
-from nbpipe.plan.frame import Frame, InputImage
+from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Project, Step, decide, make_plan
 from nbpipe.run.budget import Budget
 from nbpipe.run.events import Summary, fmt_usd
@@ -373,7 +373,9 @@ class Build:
 
     async def _render(self, step: Step, release: Callable[[], None]) -> str:
         frame = step.frame
-        inputs = [self._input(image, frame.backend) for image in frame.inputs]
+        lifetime = self.project.loaded.manifest.cache.url_lifetime
+        inputs = [input_data(image, frame.backend, self.root, self.cache, self.remote, lifetime)
+                  for image in frame.inputs]
         entry = self._entry(step)
         take_no = entry.take
         job = Job(take=take_no, cost=frame.cost, resume_task=entry.task_id, body=entry.body,
@@ -455,10 +457,6 @@ class Build:
                 if take.digest == digest:
                     self.cache.add_take(frame.key, request, take)
         return True
-
-    def _input(self, image: InputImage, backend: str) -> InputData:
-        return input_data(image, backend, self.root, self.cache, self.remote,
-                          self.project.loaded.manifest.cache.url_lifetime)
 
     def _materialize(self, output: str, digest: str) -> bool:
         return write_output(self.cache, self.state, self.root, output, digest)
