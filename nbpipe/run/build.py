@@ -299,9 +299,9 @@ class Build:
         if step.action == "restore" and step.digest and await self._restore(step):
             return step.digest
         landing = await self.flights.wait(frame.key, lambda: self.stopped)
-        if landing == STOPPED:
+        if landing is STOPPED:
             return self._skip_stopped(step)
-        if landing == EMPTY:
+        if landing is EMPTY:
             self.summary.skipped += 1
             self.events.frame("skipped", step, "the same request, sent by another frame of this "
                               "build, brought no image")
