@@ -23,7 +23,7 @@ from nbpipe.errors import (
     NbpipeError,
     UsageError,
 )
-from nbpipe.launch import BACKENDS
+from nbpipe.launch import BACKENDS, cache_dir
 
 BACKEND_CHOICE = click.Choice(BACKENDS)  # default: $NBPIPE_BACKEND
 
@@ -166,7 +166,7 @@ def _cache_dir(root: Path) -> Path:
     if shared and os.path.exists(shared) and not os.path.isdir(shared):
         raise UsageError(f"NBPIPE_CACHE_DIR is not a directory: {shared}",
                          "point it at a directory (nbpipe creates it if missing)")
-    return Path(shared) if shared else root / ".nbpipe"
+    return cache_dir(root)
 
 
 def _writing(root: Path):
@@ -215,12 +215,12 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
     """Restore or render what changed, in dependency order, and update nbpipe.lock."""
     root: Path = ctx.obj
     if not frames and not force and not with_report:
-        from nbpipe.run.noop import still_fresh
+        from nbpipe.run.noop import answer
 
-        fresh = still_fresh(root, {"backend": backend, "profile": profile},
-                            _cache_dir(root) / "journal.jsonl")
-        if fresh is not None:
-            return _report_noop(fresh, check, as_json)
+        summary = answer(root, _cache_dir(root), backend, profile, check, as_json)
+        if summary is not None:
+            click.echo(summary)
+            return EXIT_OK
     from nbpipe.run.build import BuildOptions
     from nbpipe.run.session import run_build, run_check
 
@@ -240,13 +240,6 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
         page = write_report(project, _cache_dir(root), Path("out/index.html"))
         click.echo(f"wrote {page}", err=as_json)
     return code
-
-
-def _report_noop(fresh: int, check: bool, as_json: bool) -> int:
-    from nbpipe.run.noop import noop_summary
-
-    click.echo(noop_summary(fresh, check, as_json))
-    return EXIT_OK
 
 
 @cli.command()

@@ -19,6 +19,13 @@ FLAGS = {"--check": "check", "--json": "as_json"}
 BACKENDS = ("hiapi", "gemini", "preview")  # --backend's choices (cli.py takes them from here)
 
 
+def cache_dir(root: Path) -> Path:
+    """The local cache: $NBPIPE_CACHE_DIR (shared by projects), else the project's .nbpipe/.
+    Here, not in cli.py, so the early path needs no click; cli.py adds its check."""
+    shared = os.environ.get("NBPIPE_CACHE_DIR")
+    return Path(shared) if shared else root / ".nbpipe"
+
+
 def plain_build(argv: list[str]) -> tuple[Path, dict] | None:
     """(project directory, flags) when argv is a plain no-argument build, else None."""
     args = list(argv)
@@ -39,16 +46,15 @@ def early_summary(argv: list[str]) -> str | None:
     if plain is None or (backend is not None and backend not in BACKENDS):
         return None
     root, flags = plain
-    from nbpipe.run.noop import noop_summary, still_fresh
+    if not os.path.isdir(root):
+        return None
+    from nbpipe.run.noop import answer
 
-    shared = os.environ.get("NBPIPE_CACHE_DIR")
-    journal = (Path(shared) if shared else root / ".nbpipe") / "journal.jsonl"
-    options = {"backend": backend, "profile": os.environ.get("NBPIPE_PROFILE") or None}
     try:
-        fresh = still_fresh(root, options, journal) if os.path.isdir(root) else None
+        return answer(root, cache_dir(root), backend, os.environ.get("NBPIPE_PROFILE") or None,
+                      **flags)
     except Exception:  # noqa: BLE001 - the CLI runs the same check and reports what it raises
         return None
-    return None if fresh is None else noop_summary(fresh, **flags)
 
 
 def fast_noop(argv: list[str]) -> int | None:

@@ -30,7 +30,7 @@ from nbpipe.backends.base import Backend, InputData, Job
 from nbpipe.backends.images import verify_image_async
 from nbpipe import interrupts
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, NbpipeError, TaskFailed
-from nbpipe.plan.frame import Frame, InputImage
+from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Project, Step, decide, make_plan
 from nbpipe.run.budget import Budget
 from nbpipe.run.events import Summary, fmt_usd
@@ -40,7 +40,7 @@ from nbpipe.run.flights import EMPTY, STOPPED, Flights, Landing
 from nbpipe.run.inflight import InFlight
 from nbpipe.run.inputs import input_data
 from nbpipe.run.known import StoreKnown
-from nbpipe.run.noop import fingerprint
+from nbpipe.run.noop import fingerprint, fingerprint_options
 from nbpipe.run.outputs import disk_message, write_output
 from nbpipe.run.prices import list_prices
 from nbpipe.run.push import Pusher
@@ -67,11 +67,7 @@ class BuildOptions:
     offline: bool = False  # never touch the remote cache
     trust_prices: bool = False  # measure the budget in the manifest's `pricing:` as it stands
     remote_errors: str = "fail"  # "render": pay for a frame even when the remote may hold it
-
     profile: str | None = None
-
-    def fingerprint_options(self) -> dict:
-        return {"backend": self.backend, "profile": self.profile}
 
 
 @dataclass
@@ -99,6 +95,7 @@ class Build:
     outcomes: dict[str, str | None] = field(default_factory=dict)  # frame → digest it holds
     flights: Flights = field(default_factory=Flights)  # one request per key
     tasks: dict[str, asyncio.Task] = field(default_factory=dict)
+    decided: dict[str, Step] = field(default_factory=dict)  # the preflight's steps to keep
     recovery: Recovery = field(init=False)  # the journal across builds; made with the budget
     inflight: InFlight = field(init=False)  # Gemini requests awaiting their reply
 
@@ -207,7 +204,7 @@ class Build:
         if self.remote is not None:
             self.remote.prefetch_takes([f.key for f in frames
                                         if f.key and not self.cache.takes(f.key)])
-        plan = make_plan(frames, known, self._forced)
+        plan = make_plan(frames, known, lambda frame: self.options.force)
         if self.remote is not None:  # the images only the remote has, in one concurrent batch
             self.pulled = {s.digest for s in plan.steps
                            if s.action == "restore" and s.digest and known.remote_only(s.digest)}
@@ -217,17 +214,6 @@ class Build:
                   if s.action == "render" or (s.action == "blocked" and s.frame.key is None)}
         for name in sorted(needed):
             self._backend(name)
-
-    def _forced(self, frame: Frame) -> bool:
-        if not self.options.force:
-            return False
-        return not self.options.patterns or frame.name in self._forced_names
-
-    @property
-    def _forced_names(self) -> set[str]:
-        if not hasattr(self, "_forced_cache"):
-            self._forced_cache = {f.name for f in self.project.select(self.options.patterns)}
-        return self._forced_cache
 
     def _backend(self, name: str) -> Backend:
         if name not in self.backends:
@@ -283,7 +269,7 @@ class Build:
             digests[upstream] = digest
         if digests:
             frame = frame.keyed(digests)
-        step = self.decided.get(frame.name) or decide(frame, known, self._forced(frame))
+        step = self.decided.get(frame.name) or decide(frame, known, self.options.force)
         try:
             digest = await self._act(step)
         except BuildStopped as exc:
@@ -313,9 +299,9 @@ class Build:
         if step.action == "restore" and step.digest and await self._restore(step):
             return step.digest
         landing = await self.flights.wait(frame.key, lambda: self.stopped)
-        if landing == STOPPED:
+        if landing is STOPPED:
             return self._skip_stopped(step)
-        if landing == EMPTY:
+        if landing is EMPTY:
             self.summary.skipped += 1
             self.events.frame("skipped", step, "the same request, sent by another frame of this "
                               "build, brought no image")
@@ -387,7 +373,9 @@ class Build:
 
     async def _render(self, step: Step, release: Callable[[], None]) -> str:
         frame = step.frame
-        inputs = [self._input(image, frame.backend) for image in frame.inputs]
+        lifetime = self.project.loaded.manifest.cache.url_lifetime
+        inputs = [input_data(image, frame.backend, self.root, self.cache, self.remote, lifetime)
+                  for image in frame.inputs]
         entry = self._entry(step)
         take_no = entry.take
         job = Job(take=take_no, cost=frame.cost, resume_task=entry.task_id, body=entry.body,
@@ -427,7 +415,7 @@ class Build:
         entry = self.journal.open_for(frame.key, frame.backend)
         if entry is None:  # a new take, under a number never used for this key anywhere
             known = [t for t, _ in self.remote.takes(frame.key)] \
-                if self.remote is not None and step.action == "render" and self._forced(frame) \
+                if self.remote is not None and step.action == "render" and self.options.force \
                 else []
             take_no = self.cache.allocate_take(frame.key, known)
             self.journal.intent(frame.key, take_no, frame.name, frame.backend, frame.record())
@@ -469,10 +457,6 @@ class Build:
                 if take.digest == digest:
                     self.cache.add_take(frame.key, request, take)
         return True
-
-    def _input(self, image: InputImage, backend: str) -> InputData:
-        return input_data(image, backend, self.root, self.cache, self.remote,
-                          self.project.loaded.manifest.cache.url_lifetime)
 
     def _materialize(self, output: str, digest: str) -> bool:
         return write_output(self.cache, self.state, self.root, output, digest)
@@ -540,7 +524,8 @@ class Build:
         if not complete:
             return None
         outputs = [self.lock.entries[f.name].output for f in frames]  # the real paths (.jpg too)
-        return fingerprint(self.root, self.options.fingerprint_options(),
-                           self.project.loaded.digest, self.project.reads, self.lock.text(),
-                           outputs, len(frames), self.state.data.get("fingerprint"),
+        options = fingerprint_options(self.options.backend, self.options.profile)
+        return fingerprint(self.root, options, self.project.loaded.digest, self.project.reads,
+                           self.lock.text(), outputs, len(frames),
+                           self.state.data.get("fingerprint"),
                            quiet_until(self.project.catalog, frames))

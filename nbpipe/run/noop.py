@@ -42,6 +42,7 @@ from nbpipe.store.state import State
 
 MANIFEST = "nbpipe.yaml"
 LOCK = "nbpipe.lock"
+JOURNAL = "journal.jsonl"  # in the cache directory
 PACKAGE = Path(__file__).resolve().parent.parent
 # The model catalogue, also named on its own: the next retirement is an edit of it alone.
 CATALOGUE = PACKAGE / "data" / "catalog.json"
@@ -116,6 +117,11 @@ def _libraries_unchanged(recorded: object) -> bool:
     return isinstance(recorded, dict) and len(recorded) == len(KEY_LIBRARIES) and all(
         isinstance(path, str) and list(stat_of(path) or ()) == stat
         for path, stat in recorded.items())
+
+
+def fingerprint_options(backend: str | None, profile: str | None) -> dict:
+    """The build options a fingerprint holds: a build with other ones may plan otherwise."""
+    return {"backend": backend, "profile": profile}
 
 
 def _with_env(options: dict) -> dict:
@@ -223,6 +229,14 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
         return None
     frames = fp.get("frames")
     return frames if isinstance(frames, int) else None
+
+
+def answer(root: Path, cache_dir: Path, backend: str | None, profile: str | None,
+           check: bool = False, as_json: bool = False) -> str | None:
+    """What a `build` of every frame prints when provably nothing changed, or None: plan it.
+    The one check both the early path (nbpipe/launch.py) and the CLI run."""
+    fresh = still_fresh(root, fingerprint_options(backend, profile), cache_dir / JOURNAL)
+    return None if fresh is None else noop_summary(fresh, check, as_json)
 
 
 def noop_summary(fresh: int, check: bool = False, as_json: bool = False) -> str:

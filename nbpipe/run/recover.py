@@ -140,7 +140,6 @@ class Recovery:
             self.events.note(f"{what} of an earlier build of {entry.frame} is still out: {exc}")
         return None
 
-
     def lost(self, key: str, take: int, price: Decimal, message: str) -> None:
         """A paid task whose image is gone: close it, count it, and render anew next time."""
         self.journal.closed(key, take, "image lost")
@@ -156,13 +155,14 @@ class Recovery:
             return  # done, or a task that exists: resumed (free) by the next build
         unknown = isinstance(exc, FrameFailed) and (exc.retry_later or exc.maybe_billed)
         if frame.backend in SYNC_BACKENDS:
-            if unknown and isinstance(exc, FrameFailed) and exc.maybe_billed:
+            if isinstance(exc, FrameFailed) and exc.maybe_billed:
                 self.summary.maybe_billed += 1
                 self.summary.maybe_billed_usd += frame.cost
             self.journal.closed(entry.key, entry.take, f"no image: {exc}")
         elif entry.body is None or not unknown:
             self.journal.closed(entry.key, entry.take, f"no task: {exc}")
         # else: a create whose reply was lost; the next build resends the same bytes
+
 
 def entry_frame(entry: Entry, catalog: Catalog) -> Frame:
     """The frame a journal entry was made for, rebuilt from its record (no output: a recovered

@@ -253,18 +253,18 @@ def test_writing_commands_wait_for_a_build(make_project, tmp_path):
 def test_a_file_input_changed_after_keying_is_not_sent(fake_gemini, build, make_project,
                                                        monkeypatch):
     """12.11: the bytes read at render time were not checked against the keyed digest."""
-    from nbpipe.run.build import Build
+    from nbpipe.run import build as build_module
     from tests.conftest import tiny_png
 
     root = make_project(ONE.replace("Nano-Banana}", "Nano-Banana-2}").replace(
         "{prompt: a lighthouse}", "{prompt: a lighthouse, inputs: [refs/x.png], "
         "model: gemini-3.1-flash-image, backend: gemini}"), {"refs/x.png": tiny_png()})
-    real = Build._input
+    real = build_module.input_data
 
-    def edited_meanwhile(self, image, backend):
+    def edited_meanwhile(*args):
         (root / "refs" / "x.png").write_bytes(tiny_png() + b"\0")
-        return real(self, image, backend)
-    monkeypatch.setattr(Build, "_input", edited_meanwhile)
+        return real(*args)
+    monkeypatch.setattr(build_module, "input_data", edited_meanwhile)
     summary = build(root)
     assert summary["failed"] == 1
     assert "'refs/x.png' changed after this build keyed it" in summary["out"]
