@@ -61,7 +61,12 @@ class Rendered:
 
 
 class Backend(Protocol):
+    """`account`: who pays for what this backend sends, as an opaque id (a digest of the API
+    key, never the key): a task or idempotent create belongs to one account, so a journal
+    shared by projects with different keys must not hand one account's work to another."""
+
     name: str
+    account: str | None
 
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered: ...

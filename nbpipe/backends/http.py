@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -93,6 +94,7 @@ class HttpBackend:
         self.settings = settings
         self.client = client
         self.limiter = limiter or RateLimiter(None)
+        self.account = account_of(settings.api_key)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -260,6 +262,11 @@ def retry_after(headers: httpx.Headers) -> float | None:
         except (TypeError, ValueError):
             return None
         return max(0.0, when.timestamp() - time.time())
+
+
+def account_of(api_key: str) -> str:
+    """The account an API key pays from, as the journal may store it: a digest, never the key."""
+    return hashlib.sha256(b"nbpipe account\0" + api_key.encode()).hexdigest()[:16]
 
 
 def shown_url(url: str) -> str:

@@ -125,6 +125,7 @@ class PreviewBackend:
     """Renders in a worker thread (Pillow releases the GIL while encoding)."""
 
     name = "preview"
+    account = None  # free: nothing to collect, nobody pays
 
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered:

@@ -118,7 +118,7 @@ class Build:
                                  self.summary, self.events,
                                  fetch=lambda frame, job, record:
                                  self._fetch(frame, [], job, record),
-                                 stopped=lambda: self.stopped)
+                                 stopped=lambda: self.stopped, account=self._account)
         self.recovery.announce_unknown()
         try:
             interrupts.take_over()  # a Ctrl-C swallowed while planning stops us here
@@ -214,6 +214,13 @@ class Build:
                   if s.action == "render" or (s.action == "blocked" and s.frame.key is None)}
         for name in sorted(needed):
             self._backend(name)
+
+    def _account(self, backend: str) -> str | None:
+        """Who this build pays from on `backend`; None when it cannot send there (no key)."""
+        try:
+            return self._backend(backend).account
+        except NbpipeError:
+            return None
 
     def _backend(self, name: str) -> Backend:
         if name not in self.backends:
@@ -412,13 +419,15 @@ class Build:
         """The journal entry this render goes under: an open one of this key (its task is
         re-attached, its create resent byte for byte), else a new take's intent."""
         frame = step.frame
-        entry = self.journal.open_for(frame.key, frame.backend)
+        account = self._backend(frame.backend).account
+        entry = self.journal.open_for(frame.key, frame.backend, account)
         if entry is None:  # a new take, under a number never used for this key anywhere
             known = [t for t, _ in self.remote.takes(frame.key)] \
                 if self.remote is not None and step.action == "render" and self.options.force \
                 else []
             take_no = self.cache.allocate_take(frame.key, known)
-            self.journal.intent(frame.key, take_no, frame.name, frame.backend, frame.record())
+            self.journal.intent(frame.key, take_no, frame.name, frame.backend, frame.record(),
+                                account)
             entry = self.journal.open[(frame.key, take_no)]
         return entry
 

@@ -51,7 +51,9 @@ class Recovery:
     fetch: Callable[[Frame, Job, dict], Awaitable[Take]]  # into the cache, pushed (the
     # journalled request: the record stored with the take)
     stopped: Callable[[], str | None]  # why the build sends nothing more, if it does not
+    account: Callable[[str], str | None]  # backend → the account this build pays from there
     _tried: set[tuple[str, int]] = field(default_factory=set)  # entries already tried
+    _foreign: set[tuple[str, int]] = field(default_factory=set)  # another key's creates, said
 
     def announce_unknown(self) -> None:
         """Gemini requests an earlier build sent and never heard back from (kill -9, a crash):
@@ -77,7 +79,7 @@ class Recovery:
         within the build's -j, and within a total time bound: what is still out then stays in
         the journal for the next build. `after`: once the frames are done, the tasks they left
         (a bad download), even under a key a frame sent."""
-        entries = [e for e in list(self.journal.open.values())
+        entries = [e for e in self._ours(self.journal.open.values())
                    if e.backend not in SYNC_BACKENDS and (e.task_id or e.body)
                    and (e.key, e.take) not in self._tried]
         if not entries or self.stopped():
@@ -100,6 +102,24 @@ class Recovery:
             for _, flight in flights:
                 if not flight.done():
                     flight.set_result(None)
+
+    def _ours(self, entries) -> list[Entry]:
+        """The entries this build may try. One sent with another API key (a cache shared by
+        projects with different keys, or a rotated key) is tried only if it has a task: a
+        poll is free, and answers if the key is of the same account; its create is never
+        resent (under another account it would be a new, paid task). Said once."""
+        ours, theirs = [], []
+        for entry in list(entries):
+            mine = entry.belongs_to(self.account(entry.backend))
+            (ours if mine or entry.task_id else theirs).append(entry)
+        new = [e for e in theirs if (e.key, e.take) not in self._foreign]
+        if new:
+            self._foreign |= {(e.key, e.take) for e in new}
+            names = ", ".join(sorted({e.frame for e in new})[:8])
+            self.events.note(f"{len(new)} create(s) of earlier builds in this cache were sent "
+                             f"with another API key ({names}): left for a build with that key "
+                             "to collect")
+        return ours
 
     async def _collect_one(self, entry: Entry, flight: asyncio.Future,
                            slots: dict[str, asyncio.Semaphore]) -> None:
@@ -135,6 +155,11 @@ class Recovery:
             self.journal.failed(entry.key, entry.take)
             self.events.note(f"{what} of an earlier build of {entry.frame} failed: {exc}")
         except ImageLost as exc:
+            if not entry.belongs_to(self.account(entry.backend)):  # its own key may still see it
+                self.events.note(f"{what} of an earlier build of {entry.frame} was sent with "
+                                 "another API key and is not this account's: left for a build "
+                                 "with that key to collect")
+                return None
             self.lost(entry.key, entry.take, frame.cost, f"{entry.frame}: {exc}")
         except (NbpipeError, OSError) as exc:
             self.events.note(f"{what} of an earlier build of {entry.frame} is still out: {exc}")

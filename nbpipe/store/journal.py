@@ -2,7 +2,7 @@
 
 One JSON line per event, appended and fsync'd before the build moves on:
 
-    {"op": "intent", "key", "take", "frame", "backend", "request"}   before a request is sent
+    {"op": "intent", "key", "take", "frame", "backend", "request", "account"}  before sending
     {"op": "sent",   "key", "take", "body"}      the exact wire body of a create, before sending
     {"op": "task",   "key", "take", "task_id"}                      as soon as the id is known
     {"op": "done",   "key", "take", "digest"}                       once the image is in the cache
@@ -15,7 +15,10 @@ intent and its task id is covered by the Idempotency-Key: the resume resends the
 byte for byte under the same key, so HiAPI answers with the original task. An open entry with
 no task and no body is a synchronous request (Gemini) whose outcome is unknown: it may have
 been billed. Lines that do not parse or hold the wrong types (a torn last write, a hand edit)
-are skipped. The journal lives in the cache (`journal.jsonl`) and is compacted to its open
+are skipped. `account` (a digest of the API key that sends it) keeps a journal shared by
+projects with different keys honest: only a build paying from that account resumes an entry
+(HiAPI answers another account's task with 404, and takes its Idempotency-Key as new). The
+journal lives in the cache (`journal.jsonl`) and is compacted to its open
 entries at the end of each build.
 """
 
@@ -41,6 +44,12 @@ class Entry:
     request: dict
     task_id: str | None = None
     body: str | None = None  # the create exactly as sent (HiAPI), to resend byte for byte
+    account: str | None = None  # who pays (backends.http.account_of); None: an older journal
+
+    def belongs_to(self, account: str | None) -> bool:
+        """May a build paying from `account` resume this entry? (An entry of an older journal
+        names no account: it is anybody's, as it was.)"""
+        return self.account is None or self.account == account
 
 
 class Journal:
@@ -74,7 +83,9 @@ class Journal:
             if not isinstance(request, dict) or not isinstance(record["frame"], str) \
                     or not isinstance(record["backend"], str):
                 raise TypeError("not an intent")
-            self.open[slot] = Entry(key, take, record["frame"], record["backend"], request)
+            account = record.get("account")
+            self.open[slot] = Entry(key, take, record["frame"], record["backend"], request,
+                                    account=account if isinstance(account, str) else None)
         elif op == "sent" and slot in self.open and isinstance(record["body"], str):
             self.open[slot].body = record["body"]
         elif op == "task" and slot in self.open and isinstance(record["task_id"], str):
@@ -91,10 +102,10 @@ class Journal:
         os.fsync(self._handle.fileno())
         self._apply(record)
 
-    def intent(self, key: str, take: int, frame: str, backend: str, request: dict) -> None:
+    def intent(self, key: str, take: int, frame: str, backend: str, request: dict,
+               account: str | None = None) -> None:
         if (key, take) not in self.open:
-            self._write({"op": "intent", "key": key, "take": take, "frame": frame,
-                         "backend": backend, "request": request})
+            self._write(_intent(key, take, frame, backend, request, account))
 
     def sent(self, key: str, take: int, body: str) -> None:
         if (key, take) in self.open and self.open[(key, take)].body != body:
@@ -114,9 +125,11 @@ class Journal:
         if (key, take) in self.open:
             self._write({"op": "closed", "key": key, "take": take, "why": why})
 
-    def open_for(self, key: str, backend: str) -> Entry | None:
-        """The open entry a render of this key re-attaches to (its take, task and body)."""
-        entries = [e for e in self.open.values() if e.key == key and e.backend == backend]
+    def open_for(self, key: str, backend: str, account: str | None) -> Entry | None:
+        """The open entry a render of this key, paid from `account`, re-attaches to (its take,
+        task and body)."""
+        entries = [e for e in self.open.values()
+                   if e.key == key and e.backend == backend and e.belongs_to(account)]
         return min(entries, key=lambda e: e.take) if entries else None
 
     def close(self) -> None:
@@ -128,9 +141,8 @@ class Journal:
             return
         lines = []
         for entry in self.open.values():
-            lines.append({"op": "intent", "key": entry.key, "take": entry.take,
-                          "frame": entry.frame, "backend": entry.backend,
-                          "request": entry.request})
+            lines.append(_intent(entry.key, entry.take, entry.frame, entry.backend,
+                                 entry.request, entry.account))
             if entry.body is not None:
                 lines.append({"op": "sent", "key": entry.key, "take": entry.take,
                               "body": entry.body})
@@ -138,6 +150,13 @@ class Journal:
                 lines.append({"op": "task", "key": entry.key, "take": entry.take,
                               "task_id": entry.task_id})
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in lines).encode())
+
+
+def _intent(key: str, take: int, frame: str, backend: str, request: dict,
+            account: str | None) -> dict:
+    record = {"op": "intent", "key": key, "take": take, "frame": frame, "backend": backend,
+              "request": request}
+    return record if account is None else {**record, "account": account}
 
 
 def _sound_intent(record: dict) -> bool:

@@ -370,15 +370,12 @@ def test_ctrl_c_while_waiting_for_the_lock_exits_130(tmp_path):
 
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the journal does not say which HiAPI account sent a "
-                   "create; a build with another key on a shared cache resends it (a new task "
-                   "under its own account) or closes it as lost (404): the first account's "
-                   "paid tasks are never collected")
 @pytest.mark.parametrize("killed", ["as the tasks are created", "while polling"])
 def test_a_shared_cache_used_with_two_hiapi_keys_loses_no_paid_task(killed, tmp_path):
     """a (key 1) is killed with its tasks in flight; b (key 2, same cache, other requests) builds:
-    it cannot see a's tasks (HiAPI answers 404 to another account). a's next build must still
-    collect them: 3 tasks for a, 3 for b, every succeeded task in the cache."""
+    it cannot see a's tasks (HiAPI answers 404 to another account, and takes a's Idempotency-Key
+    as new), so it must leave them alone. a's next build collects them: 3 tasks for a, 3 for b,
+    every succeeded task in the cache. (It lost them before the journal named the account.)"""
     with FakeHiApi(latency=1.0) as fake:
         fake.add_account("sk-second-account")
         env = hiapi_env(fake, NBPIPE_CACHE_DIR=str(tmp_path / "shared"))
