@@ -31,7 +31,7 @@ from nbpipe.backends.images import verify_image_async
 from nbpipe import interrupts
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, NbpipeError, TaskFailed
 from nbpipe.plan.frame import Frame
-from nbpipe.plan.planner import Project, Step, decide, make_plan
+from nbpipe.plan.planner import Project, Step, decide, make_plan, output_is_ours
 from nbpipe.run.budget import Budget
 from nbpipe.run.events import Summary, fmt_usd
 from nbpipe.run.finish import drop_undeclared, quiet_until, record_pins, remember_outcomes, \
@@ -229,7 +229,7 @@ class Build:
         return self.backends[name]
 
     async def _all(self, frames: list[Frame]) -> None:
-        known = StoreKnown(self.lock, self.cache, self.state, self.remote)
+        known = self.known = StoreKnown(self.lock, self.cache, self.state, self.remote)
         loop = asyncio.get_running_loop()
         done: dict[str, asyncio.Future] = {f.name: loop.create_future() for f in frames}
         self.slots = {b: asyncio.Semaphore(self._jobs(b)) for b in DEFAULT_JOBS}
@@ -324,7 +324,7 @@ class Build:
         remote = step.digest in self.pulled or not self.cache.has_blob(step.digest)
         source = "the remote cache" if remote else "the cache"
         if not (await self._fetch_remote(frame, step.digest) and
-                self._materialize(step.output, step.digest)):
+                self._materialize(frame, step.output, step.digest)):
             return False
         self.summary.restored += 1
         self.summary.saved += frame.cost
@@ -338,7 +338,7 @@ class Build:
         frame (or the recovery of an earlier build's task) paid for."""
         frame, take, leader, recovered = step.frame, landing.take, landing.leader, landing.recovered
         output = frame.output_for(take.format)
-        if not self._materialize(output, take.digest):
+        if not self._materialize(frame, output, take.digest):
             raise FrameFailed(f"the image of {leader} vanished from the cache while writing")
         self._pin(frame, take.digest, Decimal(take.cost_usd), output)
         if recovered:
@@ -403,7 +403,12 @@ class Build:
                 raise
         self.flights.landed(frame.key, take, frame.name)
         output = frame.output_for(take.format)
-        if not self._materialize(output, take.digest):  # paid, and not to be had: lost
+        try:
+            written = self._materialize(frame, output, take.digest)
+        except FrameFailed:  # a file in the way: paid, and kept in the cache
+            self.summary.spent += max(Decimal(take.cost_usd), self.budget.measure(frame))
+            raise
+        if not written:  # paid, and not to be had: lost
             self.summary.lost += 1
             self.summary.lost_usd += Decimal(take.cost_usd)
             raise FrameFailed(f"the image of {frame.name} vanished from the cache while writing")
@@ -467,7 +472,17 @@ class Build:
                     self.cache.add_take(frame.key, request, take)
         return True
 
-    def _materialize(self, output: str, digest: str) -> bool:
+    def _materialize(self, frame: Frame, output: str, digest: str) -> bool:
+        """Write the image to `output`; False if the cache lacks it. `output` may not be the
+        path `decide` checked (Gemini picks the format: a JPEG reply is written as .jpg), so
+        it is checked here too: a file nbpipe did not make is never replaced without --force
+        (the image stays in the cache, and the next build says what is in the way)."""
+        if not self.options.force:
+            pinned = self.lock.entries.get(frame.name)
+            if not output_is_ours(output, self.state.output_digest(output),
+                                  pinned.digest if pinned else None, frame.key, self.known):
+                raise FrameFailed(f"a file not made by nbpipe is in the way: {output} (--force "
+                                  "overwrites; the image is in the cache)")
         return write_output(self.cache, self.state, self.root, output, digest)
 
     def _pin(self, frame: Frame, digest: str, cost: Decimal, output: str | None) -> None:

@@ -180,3 +180,27 @@ def test_json_events_name_the_file_written(fake_gemini, build, make_project):
         outputs[event["status"]] = event["output"]
     assert outputs == {"rendered": "out/a.jpg", "restored": "out/a.jpg"}
     assert (root / "out/a.jpg").is_file() and not (root / "out/a.png").exists()
+
+
+def test_a_jpeg_reply_never_replaces_a_file_nbpipe_did_not_make(fake_gemini, build,
+                                                               make_project):
+    """Gemini Pro answers JPEG: the image goes to out/a.jpg, a path the plan did not check (it
+    checked out/a.png). A user's own out/a.jpg stays; the paid image is kept in the cache, and
+    the next build says what is in the way instead of paying again."""
+    root = make_project(ONE.replace("gemini-3.1-flash-image", "gemini-3-pro-image")
+                        .replace("  b: {prompt: a blue shoe}\n", ""))
+    (root / "out").mkdir(exist_ok=True)
+    (root / "out/a.jpg").write_bytes(b"my own photo")
+    first = build(root)
+    assert (first["code"], first["rendered"], first["failed"]) == (1, 0, 1)
+    assert failures(first) == {"a": "a file not made by nbpipe is in the way: out/a.jpg "
+                                     "(--force overwrites; the image is in the cache)"}
+    assert first["spent_usd"] > 0 and fake_gemini.counts["generates"] == 1
+    assert (root / "out/a.jpg").read_bytes() == b"my own photo"
+    again = build(root)
+    assert (again["code"], fake_gemini.counts["generates"]) == (0, 1)
+    (event,) = [e for e in again["events"] if e["event"] == "frame"]
+    assert event["status"] == "left" and "a file not made by nbpipe is in the way" in event["detail"]
+    assert (root / "out/a.jpg").read_bytes() == b"my own photo"
+    forced = build(root, "--force")
+    assert forced["code"] == 0 and (root / "out/a.jpg").read_bytes()[:2] == b"\xff\xd8"
