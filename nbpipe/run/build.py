@@ -346,8 +346,10 @@ class Build:
         else:
             self.summary.restored += 1
             self.summary.saved += frame.cost
-        self.events.frame("rendered" if recovered else "restored", step,
-                          f"same request as {leader} · free", output)
+        source = f"the task an earlier build sent for {leader}" if recovered \
+            else f"same request as {leader}"
+        self.events.frame("rendered" if recovered else "restored", step, f"{source} · free",
+                          output)
         return take.digest
 
     async def _send(self, step: Step) -> str | None:
