@@ -31,6 +31,7 @@ class CountingBackend:
     sees only the Request, never the frame's name)."""
 
     name = "preview"
+    account = None
 
     def __init__(self, bytes_for):
         self.bytes_for = bytes_for
