@@ -94,8 +94,8 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
     lines = []
     for c in doomed:
         age = max(0, int((time.time() - c.created) // 86400))
-        lines.append(f"{'would remove' if dry_run else 'removed'} {c.label} "
-                     f"({c.size:,} bytes, {age} day{'s' * (age != 1)} old)")
+        lines.append(f"{'would remove' if dry_run else 'removed'} {c.label} (sha256 "
+                     f"{c.digest[:12]}, {c.size:,} bytes, {age} day{'s' * (age != 1)} old)")
         if not dry_run:
             cache.drop_take(c.key, c.digest)
     still = {t.digest for key in cache.all_keys() for t in cache.takes(key)} if doomed else referenced

@@ -41,6 +41,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -51,7 +52,7 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -93,9 +94,12 @@ templates:
 
 
 def ci_settings(examples: int, steps: int) -> settings:
-    """A bounded, derandomised run for CI (benchmarks/money_soak.py runs fresh seeds)."""
+    """A bounded, derandomised run for CI (benchmarks/money_soak.py runs fresh seeds). No
+    shrinking: each step runs real processes, so shrinking a failure takes CI many minutes,
+    and the failure's story (its commands and their output) is in the assertion already."""
     return settings(max_examples=examples, stateful_step_count=steps, deadline=None,
-                    derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+                    derandomize=True, database=None, suppress_health_check=list(HealthCheck),
+                    phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 
 def walk(machine_class: type[RuleBasedStateMachine], steps) -> None:
@@ -156,6 +160,9 @@ class MoneyMachine(RuleBasedStateMachine):
         self.cached: set[str] = set()  # every digest the cache has ever held
         self.regained: Counter = Counter()  # request → times gc removed all it had
         self._held: dict[str, bool] = {}  # request → has an image now
+        # Images gc said it removed (sha256 prefixes) since the last look: the cache held them,
+        # though a gc beside a build may remove one the build made before any look saw it.
+        self.gc_removed: set[str] = set()
         self.version = 0
         self.checks = 0
         self.plans = 0  # builds whose spend was checked against plan's total
@@ -216,7 +223,12 @@ class MoneyMachine(RuleBasedStateMachine):
         done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(self.root), *args],
                               env=self._env(), capture_output=True, text=True, timeout=120)
         self._exit_ok(done.returncode, done.stderr + done.stdout, args)
+        self._note_gc(args, done.stdout)
         return done
+
+    def _note_gc(self, args, out: str) -> None:
+        if args and args[0] == "gc":
+            self.gc_removed |= set(re.findall(r"^removed .*\(sha256 ([0-9a-f]{12})", out, re.M))
 
     def _exit_ok(self, code: int, text: str, args) -> None:
         self.said.append(f"$ nbpipe {' '.join(args)}  → {code}\n{text[-1500:]}")
@@ -485,6 +497,7 @@ class MoneyMachine(RuleBasedStateMachine):
             for args, proc in [(("build", "live"), build), *beside.items()]:
                 out, err = proc.communicate(timeout=120)
                 self._exit_ok(proc.returncode, err + out, args)
+                self._note_gc(args, out)
                 if args[0] != "build":
                     assert proc.returncode in (0, 1, 2), (args, proc.returncode, err)
                     assert proc.returncode == 0 or "\nerror: " in "\n" + err or \
@@ -503,6 +516,10 @@ class MoneyMachine(RuleBasedStateMachine):
         owners: dict[str, bool] = {}
         for request, _, digest in self._images():
             owners[request] = owners.get(request, False) or digest in present
+            if digest[:12] in self.gc_removed:  # held until gc removed it
+                self.cached.add(digest)
+                self._held[request] = True
+        self.gc_removed.clear()
         for owner, held in owners.items():
             if self._held.get(owner) and not held:
                 self.regained[owner] += 1

@@ -146,6 +146,8 @@ class RemoteMoneyMachine(MoneyMachine):
         if done.returncode:
             self._note("  " + (done.stdout + done.stderr).strip().replace("\n", "\n    "))
         self._exit_ok(done.returncode, done.stderr + done.stdout, (root.name, *args))
+        if root == self.root:  # the cache the invariants look at
+            self._note_gc(args, done.stdout)
         for _, frame in self._paid_since(mark):
             assert anyway or frame in excused or frame not in held, \
                 (f"{root.name}: paid for {frame}, which the remote held", self._story())

@@ -139,7 +139,7 @@ def test_gc_never_removes_pinned_takes(make_project):
     finally:
         cache.close()
     assert lock.pinned() <= remaining
-    assert "removed base, superseded take 1 (" in "\n".join(lines)
+    assert "removed base, superseded take 1 (sha256 " in "\n".join(lines)
     after = build(root, backend)  # base is still pinned and present; golden follows the new take
     assert (after.fresh, after.rendered, backend.calls[-1]) == (1, 1, "golden hour")
 
