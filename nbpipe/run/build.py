@@ -45,10 +45,10 @@ from nbpipe.run.outputs import disk_message, write_output
 from nbpipe.run.prices import list_prices
 from nbpipe.run.push import Pusher
 from nbpipe.run.recover import Recovery, seconds
-from nbpipe.store.cache import Cache, Take
+from nbpipe.store.cache import Cache, Take, remote_id
 from nbpipe.store.journal import Entry, Journal
 from nbpipe.store.lock import Lock, LockEntry
-from nbpipe.store.remote import Remote
+from nbpipe.store.remote import Remote, remote_url
 from nbpipe.store.state import State
 
 DISK_STOPS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
@@ -551,7 +551,10 @@ class Build:
             return None
         outputs = [self.lock.entries[f.name].output for f in frames]  # the real paths (.jpg too)
         options = fingerprint_options(self.options.backend, self.options.profile)
+        url = remote_url(self.project.loaded.manifest.cache.remote)  # even --offline: a
+        # later build with the remote pushes what waits for it, so it may not skip
         return fingerprint(self.root, options, self.project.loaded.digest, self.project.reads,
                            self.lock.text(), outputs, len(frames),
                            self.state.data.get("fingerprint"),
-                           quiet_until(self.project.catalog, frames))
+                           quiet_until(self.project.catalog, frames),
+                           remote_id(url) if url else None)

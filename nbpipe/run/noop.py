@@ -130,10 +130,12 @@ def _with_env(options: dict) -> dict:
 
 def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
                 lock_text: str, outputs: list[str], frames: int,
-                previous: dict | None = None, until: dt.date | None = None) -> dict | None:
+                previous: dict | None = None, until: dt.date | None = None,
+                remote: str | None = None) -> dict | None:
     """What the next build compares, or None if what the planner read has changed since (or
     cannot be proven unchanged): `reads` maps each file hashed into a key to its stat then,
-    `outputs` are the paths the lock pins (their stats are in the stat cache)."""
+    `outputs` are the paths the lock pins (their stats are in the stat cache), `remote` is the
+    id of the project's remote cache (store.cache.remote_id), None without one."""
     if manifest_digest != _sha(root / MANIFEST):
         return None  # saved while this build ran: the next one must plan from the new bytes
     inputs = {}
@@ -153,7 +155,7 @@ def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
             "frames": frames, "manifest": manifest_digest,
             "lock": hashlib.sha256(lock_text.encode()).hexdigest(),
             "inputs": inputs, "outputs": sorted(outputs),
-            "until": until.isoformat() if until else None}
+            "until": until.isoformat() if until else None, "remote": remote}
 
 
 def _expired(until: object) -> bool:
@@ -164,10 +166,16 @@ def _expired(until: object) -> bool:
     return not isinstance(until, str) or today().isoformat() >= until
 
 
-def _any(folder: Path) -> bool:
+def _waiting_push(folder: Path, remote: object) -> bool:
+    """Whether a mark in the cache's `unpushed/` is for `remote` (a remote id; None: the
+    project has none). A cache shared by projects holds other remotes' marks, which their own
+    builds send; a mark of older nbpipe, or a fingerprint without an id, counts for any."""
+    if remote is None:
+        return False
     try:
         with os.scandir(folder) as entries:
-            return next(entries, None) is not None
+            return any(e.name.count(".") == 1 or not isinstance(remote, str)
+                       or e.name.endswith("." + remote) for e in entries)
     except OSError:
         return False
 
@@ -198,10 +206,11 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
     except (OSError, ValueError):
         return None  # unreadable: only the full path can say (and say why)
     state = State(root)
-    if state.data.get("unpushed") or _any(journal.parent / "unpushed"):
-        return None  # images still to send to the remote cache: the full path sends them
     fp = state.data.get("fingerprint")
-    if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or \
+    if not isinstance(fp, dict) or state.data.get("unpushed") or \
+            _waiting_push(journal.parent / "unpushed", fp.get("remote", True)):
+        return None  # images still to send to the remote cache: the full path sends them
+    if fp.get("nbpipe") != __version__ or \
             fp.get("schema") != plan.KEY_SCHEMA or fp.get("options") != _with_env(options):
         return None
     checkout = fp.get("checkout")

@@ -25,7 +25,7 @@ class Pusher:
         for key, digest in dict.fromkeys([*left, *cache.unpushed(remote.url)]):
             take = next((t for t in cache.takes(key) if t.digest == digest), None)
             if take is None:  # removed from the cache since (gc): nothing left to send
-                cache.mark_pushed(key, digest)
+                cache.mark_pushed(key, digest, remote.url)
             else:
                 self.push(key, take, cache.request(key) or {})
 
@@ -44,7 +44,7 @@ class Pusher:
             if job.exception() is not None:
                 failed.append(job.exception())
             else:
-                self.cache.mark_pushed(key, digest)
+                self.cache.mark_pushed(key, digest, self.remote.url)
         if failed:
             exc = failed[0]
             reason = exc.why.partition(":")[0] if isinstance(exc, RemoteUnavailable) \
@@ -69,7 +69,7 @@ def push_all(project, cache: Cache, remote: Remote) -> tuple[int, int]:
                 remote.push(frame.key, take, cache.request(frame.key) or frame.record(), cache)
                 sent += 1
             if (frame.key, take.digest) in waiting:
-                cache.mark_pushed(frame.key, take.digest)
+                cache.mark_pushed(frame.key, take.digest, remote.url)
     return sent, present
 
 

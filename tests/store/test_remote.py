@@ -131,6 +131,7 @@ def test_push_clears_the_marks_of_its_remote_only(bucket, fake_hiapi, run, tmp_p
     try:
         cache.mark_unpushed(entries[0]["key"], entries[0]["digest"], ours)
         cache.mark_unpushed(entries[1]["key"], entries[1]["digest"], "s3://elsewhere/cache")
+        cache.mark_unpushed(entries[1]["key"], entries[1]["digest"], ours)  # the same take
     finally:
         cache.close()
     assert run("-C", str(a), "push").out.startswith("pushed 5 image(s)")
@@ -138,8 +139,39 @@ def test_push_clears_the_marks_of_its_remote_only(bucket, fake_hiapi, run, tmp_p
     try:
         assert cache.unpushed(ours) == []
         assert cache.unpushed() == [(entries[1]["key"], entries[1]["digest"])]
+        assert cache.unpushed("s3://elsewhere/cache") == cache.unpushed()
     finally:
         cache.close()
+
+
+def test_only_a_push_waiting_for_this_projects_remote_keeps_the_fast_path_off(
+        bucket, fake_hiapi, run, tmp_path):
+    """On a cache shared by projects, another project's push still to do is that project's
+    build's to send: this project's no-op stays on the fast path."""
+    from nbpipe.run.noop import still_fresh
+    from nbpipe.store.cache import Cache
+
+    a = clone(tmp_path, "a")
+    build(run, a)
+    entry = next(iter(json.loads((a / "nbpipe.lock").read_text())["frames"].values()))
+
+    def fresh():
+        return still_fresh(a, {"backend": None, "profile": None}, a / ".nbpipe" / "journal.jsonl")
+
+    def mark(remote):
+        cache = Cache(a / ".nbpipe")
+        try:
+            cache.mark_unpushed(entry["key"], entry["digest"], remote)
+        finally:
+            cache.close()
+
+    assert fresh() == 5
+    mark("s3://elsewhere/cache")
+    assert fresh() == 5
+    mark(f"s3://{bucket.name}/cache")
+    assert fresh() is None  # the full path sends it
+    build(run, a)
+    assert fresh() == 5
 
 
 def test_corrupted_remote_blob_is_detected_and_ignored(bucket, fake_hiapi, run, tmp_path):
