@@ -45,7 +45,8 @@ from nbpipe.run.outputs import disk_message, write_output
 from nbpipe.run.prices import list_prices
 from nbpipe.run.push import Pusher
 from nbpipe.run.recover import Recovery, seconds
-from nbpipe.store.cache import Cache, Take, remote_id
+from nbpipe.store.cache import Cache, Take
+from nbpipe.store.marks import remote_id
 from nbpipe.store.journal import Entry, Journal
 from nbpipe.store.lock import Lock, LockEntry
 from nbpipe.store.remote import Remote, remote_url

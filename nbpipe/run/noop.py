@@ -38,6 +38,7 @@ from pathlib import Path
 from nbpipe import __version__
 from nbpipe.filestat import is_racy, stat_of
 from nbpipe import plan
+from nbpipe.store import marks
 from nbpipe.store.state import State
 
 MANIFEST = "nbpipe.yaml"
@@ -169,15 +170,30 @@ def _expired(until: object) -> bool:
 def _waiting_push(folder: Path, remote: object) -> bool:
     """Whether a mark in the cache's `unpushed/` is for `remote` (a remote id; None: the
     project has none). A cache shared by projects holds other remotes' marks, which their own
-    builds send; a mark of older nbpipe, or a fingerprint without an id, counts for any."""
+    builds send; a fingerprint without an id counts any. Only what the full path would send
+    counts (store.marks.parse): a stray file there would keep the fast path off for good."""
     if remote is None:
         return False
     try:
         with os.scandir(folder) as entries:
-            return any(e.name.count(".") == 1 or not isinstance(remote, str)
-                       or e.name.endswith("." + remote) for e in entries)
+            return any(_marks_for(entry, remote) for entry in entries)
     except OSError:
         return False
+
+
+def _marks_for(entry: os.DirEntry, remote: object) -> bool:
+    mark = marks.parse(entry.name)
+    if mark is None:
+        return False
+    if not isinstance(remote, str):
+        return True
+    if mark[2] not in (None, remote):
+        return False  # another remote's (an older nbpipe's mark names none)
+    try:  # the remote is inside, as the full path reads it (store.cache.Cache.unpushed)
+        with open(entry.path, "rb") as handle:
+            return marks.remote_id(handle.read().decode()) == remote
+    except (OSError, UnicodeDecodeError):
+        return False  # unreadable: the full path cannot send it either
 
 
 def _folders_inside(root: Path, paths: list[str]) -> bool:

@@ -8,7 +8,8 @@ Layout of the cache directory (`<project>/.nbpipe/` or $NBPIPE_CACHE_DIR):
     pins/<project>.json  digests each project's lock pins, so gc on a shared cache keeps them
     unpushed/<key>.<sha256>.<remote id>  a take still to send to the remote named inside
                        (written before the journal says `done`, removed once pushed: a killed
-                       build loses none; one mark per remote, as a shared cache serves several)
+                       build loses none; one mark per remote, as a shared cache serves several;
+                       older nbpipe wrote `<key>.<sha256>`, still read; names in store/marks.py)
     tmp/               partial writes; renamed into blobs/ only when complete and verified
 
 Writes are atomic (temp file + os.replace). A blob whose bytes no longer match its name, a
@@ -35,13 +36,11 @@ from pathlib import Path
 
 import diskcache
 
+from nbpipe.store import marks
+from nbpipe.store.marks import remote_id
+
 CHUNK = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-
-
-def remote_id(url: str) -> str:
-    """A short name for a remote cache's URL, for file names (marks of pushes still to do)."""
-    return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def is_digest(value: object) -> bool:
@@ -428,14 +427,18 @@ class Cache:
         """(key, digest) of the takes still to send to `remote` (None: to any), oldest first."""
         found = {}
         for path in (self.root / "unpushed").glob("*.*"):
-            key, digest, *_ = path.name.split(".") + [""]
-            if not (is_digest(key) and is_digest(digest)):
+            mark = marks.parse(path.name)  # what the fast path counts too (run/noop.py)
+            if mark is None:
                 continue
-            try:  # the name's remote id is for uniqueness; the remote itself is inside
-                if remote is None or path.read_bytes() == remote.encode():
+            key, digest, named = mark
+            try:  # the remote is inside; a name's id not its own is no mark nbpipe clears
+                inside = path.read_bytes().decode()
+                if named not in (None, remote_id(inside)):
+                    continue
+                if remote is None or inside == remote:
                     when = path.stat().st_mtime
                     found[key, digest] = min(when, found.get((key, digest), when))
-            except OSError:
+            except (OSError, UnicodeDecodeError):
                 continue
         return sorted(found, key=found.__getitem__)
 

@@ -536,3 +536,33 @@ def test_a_remote_folder_named_like_the_cache_is_the_remote_not_our_disk(tmp_pat
         assert team.unreachable.startswith("IsADirectoryError")
     finally:
         cache.close()
+
+
+def test_the_fast_path_waits_only_for_marks_the_full_path_sends(fake_hiapi, run, tmp_path,
+                                                               monkeypatch):
+    """What the fast path counts in `unpushed/` is what a build would send: a stray file (a
+    Finder `.DS_Store`, a temp an interrupted write left) never keeps it off for good, and a
+    mark an older nbpipe wrote counts only if it names this project's remote."""
+    from nbpipe.run.noop import still_fresh
+
+    ours = "s3://team/cache"
+    monkeypatch.setenv("NBPIPE_REMOTE", ours)
+    a = clone(tmp_path, "a")
+    build(run, a, "--offline")  # the fingerprint names the remote even offline
+    entry = next(iter(json.loads((a / "nbpipe.lock").read_text())["frames"].values()))
+    marks = a / ".nbpipe" / "unpushed"
+    marks.mkdir(exist_ok=True)
+
+    def fresh():
+        return still_fresh(a, {"backend": None, "profile": None}, a / ".nbpipe" / "journal.jsonl")
+
+    assert fresh() == 5
+    (marks / ".DS_Store").write_bytes(b"\0")
+    (marks / "notes.txt").write_text(ours)
+    (marks / f".{entry['key']}.{entry['digest']}.0123.part").write_text(ours)
+    assert fresh() == 5
+    legacy = marks / f"{entry['key']}.{entry['digest']}"
+    legacy.write_text("s3://elsewhere/cache")  # older nbpipe, another project's remote
+    assert fresh() == 5
+    legacy.write_text(ours)
+    assert fresh() is None  # the full path sends it
