@@ -54,6 +54,34 @@ class Pusher:
         return len(self.jobs) - len(failed)
 
 
+class Deferred:
+    """The pusher of an --offline build of a project that has a remote: each new image is
+    marked for that remote, not sent (offline touches no network). The next build with the
+    remote, or `nbpipe push`, sends it: an image paid for offline still reaches the team."""
+
+    def __init__(self, url: str, cache: Cache):
+        self.url, self.cache, self.marked = url, cache, 0
+
+    def push(self, key: str, take: Take, request: dict) -> None:
+        self.cache.mark_unpushed(key, take.digest, self.url)
+        self.marked += 1
+
+    def finish(self, events) -> int:
+        if self.marked:
+            events.note(f"remote: offline; {self.marked} new image(s) to push: the next build "
+                        "with the remote, or `nbpipe push`, sends them")
+        return 0
+
+
+def pusher_for(remote: Remote | None, url: str | None, cache: Cache,
+               state: State) -> Pusher | Deferred | None:
+    """What sends a build's new images to the project's remote at `url` (None: it has none);
+    `remote` is that remote opened, or None offline."""
+    if remote is not None:
+        return Pusher(remote, cache, state)
+    return Deferred(url, cache) if url else None
+
+
 def push_all(project, cache: Cache, remote: Remote) -> tuple[int, int]:
     """Send every local take of the project's frames that the remote lacks: (sent, present).
     Marks of pushes still to do to this remote are cleared; another remote's are not."""

@@ -97,8 +97,11 @@ def test_a_failed_push_never_fails_the_build_and_the_next_build_sends_it(
 
 def test_the_unpushed_list_an_older_nbpipe_kept_is_sent_then_dropped(bucket, fake_hiapi, run,
                                                                      tmp_path):
+    import shutil
+
     a = clone(tmp_path, "a")
-    build(run, a, "--offline")  # rendered, never pushed, and no mark says so
+    build(run, a, "--offline")  # rendered, never pushed
+    shutil.rmtree(a / ".nbpipe" / "unpushed")  # as older nbpipe left it: no mark says so
     entry = next(iter(json.loads((a / "nbpipe.lock").read_text())["frames"].values()))
     state = a / ".nbpipe" / "state.json"
     doc = json.loads(state.read_text())
@@ -107,6 +110,27 @@ def test_the_unpushed_list_an_older_nbpipe_kept_is_sent_then_dropped(bucket, fak
     assert bucket.find("cache/blobs") == [f"{bucket.name}/cache/blobs/{entry['digest']}"]
     assert "unpushed" not in json.loads(state.read_text())
     assert not list((a / ".nbpipe" / "unpushed").glob("*"))
+
+
+def test_an_offline_build_leaves_its_images_for_the_next_build_to_push(bucket, fake_hiapi,
+                                                                        run, tmp_path):
+    """`--offline` sends nothing, but what it paid for is the team's too: the next build with
+    the remote (not only `nbpipe push`) sends it, so a teammate never pays for it again."""
+    from nbpipe.run.noop import still_fresh
+
+    a = clone(tmp_path, "a")
+    offline = build(run, a, "--offline")
+    assert offline["rendered"] == 5 and bucket.find("cache/blobs") == []
+    assert [e["message"] for e in offline["events"] if e["event"] == "note"] == [
+        "remote: offline; 5 new image(s) to push: the next build with the remote, or "
+        "`nbpipe push`, sends them"]
+    journal = a / ".nbpipe" / "journal.jsonl"
+    assert still_fresh(a, {"backend": None, "profile": None}, journal) is None
+    assert build(run, a)["fresh"] == 5
+    assert len(bucket.find("cache/blobs")) == 5
+    assert still_fresh(a, {"backend": None, "profile": None}, journal) == 5
+    assert build(run, clone(tmp_path, "b"))["rendered"] == 0
+    assert fake_hiapi.counts["creates"] == 5
 
 
 def test_push_command(bucket, fake_hiapi, run, tmp_path, monkeypatch):
@@ -551,7 +575,8 @@ def test_the_fast_path_waits_only_for_marks_the_full_path_sends(fake_hiapi, run,
     build(run, a, "--offline")  # the fingerprint names the remote even offline
     entry = next(iter(json.loads((a / "nbpipe.lock").read_text())["frames"].values()))
     marks = a / ".nbpipe" / "unpushed"
-    marks.mkdir(exist_ok=True)
+    for mark in marks.iterdir():  # the offline build's own marks: as if sent since
+        mark.unlink()
 
     def fresh():
         return still_fresh(a, {"backend": None, "profile": None}, a / ".nbpipe" / "journal.jsonl")
