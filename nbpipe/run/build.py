@@ -43,12 +43,13 @@ from nbpipe.run.known import StoreKnown
 from nbpipe.run.noop import fingerprint, fingerprint_options
 from nbpipe.run.outputs import disk_message, write_output
 from nbpipe.run.prices import list_prices
-from nbpipe.run.push import Pusher
+from nbpipe.run.push import Deferred, Pusher, pusher_for
 from nbpipe.run.recover import Recovery, seconds
 from nbpipe.store.cache import Cache, Take
+from nbpipe.store.marks import remote_id
 from nbpipe.store.journal import Entry, Journal
 from nbpipe.store.lock import Lock, LockEntry
-from nbpipe.store.remote import Remote
+from nbpipe.store.remote import Remote, remote_url
 from nbpipe.store.state import State
 
 DISK_STOPS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
@@ -86,7 +87,7 @@ class Build:
     interrupted: bool = False
     failed: dict[str, str] = field(default_factory=dict)  # frame → why, for the report
     remote: Remote | None = None
-    pusher: Pusher | None = None
+    pusher: Pusher | Deferred | None = None  # sends, or offline marks, the new images
     pulled: set[str] = field(default_factory=set)  # digests the remote served this build
     _remote_io: ThreadPoolExecutor = field(  # parallel downloads from the remote cache
         default_factory=lambda: ThreadPoolExecutor(16, thread_name_prefix="nbpipe-pull"))
@@ -111,8 +112,7 @@ class Build:
         self._sweep(frames)
         self._preflight(frames)
         self._say_remote()
-        if self.remote is not None:
-            self.pusher = Pusher(self.remote, self.cache, self.state)
+        self.pusher = pusher_for(self.remote, self._remote_url(), self.cache, self.state)
         self.budget = Budget(self._cap(), list_prices(self.cache.root), self.options.trust_prices)
         self.recovery = Recovery(self.journal, self.project.catalog, self.budget, self.flights,
                                  self.summary, self.events,
@@ -539,6 +539,9 @@ class Build:
         except OSError:
             pass  # only a cache of file stats: the next build re-reads the files
 
+    def _remote_url(self) -> str | None:
+        return remote_url(self.project.loaded.manifest.cache.remote)
+
     def _fingerprint(self, frames: list[Frame]) -> dict | None:
         """What lets the next build answer "nothing to do" without planning, or None."""
         # Complete from each frame's outcome, never from counters: an interrupted frame has
@@ -551,7 +554,10 @@ class Build:
             return None
         outputs = [self.lock.entries[f.name].output for f in frames]  # the real paths (.jpg too)
         options = fingerprint_options(self.options.backend, self.options.profile)
+        url = self._remote_url()  # even --offline: a later build with the remote pushes what
+        # waits for it (marked offline too), so it may not skip
         return fingerprint(self.root, options, self.project.loaded.digest, self.project.reads,
                            self.lock.text(), outputs, len(frames),
                            self.state.data.get("fingerprint"),
-                           quiet_until(self.project.catalog, frames))
+                           quiet_until(self.project.catalog, frames),
+                           remote_id(url) if url else None)

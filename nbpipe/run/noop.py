@@ -38,6 +38,7 @@ from pathlib import Path
 from nbpipe import __version__
 from nbpipe.filestat import is_racy, stat_of
 from nbpipe import plan
+from nbpipe.store import marks
 from nbpipe.store.state import State
 
 MANIFEST = "nbpipe.yaml"
@@ -130,10 +131,12 @@ def _with_env(options: dict) -> dict:
 
 def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
                 lock_text: str, outputs: list[str], frames: int,
-                previous: dict | None = None, until: dt.date | None = None) -> dict | None:
+                previous: dict | None = None, until: dt.date | None = None,
+                remote: str | None = None) -> dict | None:
     """What the next build compares, or None if what the planner read has changed since (or
     cannot be proven unchanged): `reads` maps each file hashed into a key to its stat then,
-    `outputs` are the paths the lock pins (their stats are in the stat cache)."""
+    `outputs` are the paths the lock pins (their stats are in the stat cache), `remote` is the
+    id of the project's remote cache (store.cache.remote_id), None without one."""
     if manifest_digest != _sha(root / MANIFEST):
         return None  # saved while this build ran: the next one must plan from the new bytes
     inputs = {}
@@ -153,7 +156,7 @@ def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
             "frames": frames, "manifest": manifest_digest,
             "lock": hashlib.sha256(lock_text.encode()).hexdigest(),
             "inputs": inputs, "outputs": sorted(outputs),
-            "until": until.isoformat() if until else None}
+            "until": until.isoformat() if until else None, "remote": remote}
 
 
 def _expired(until: object) -> bool:
@@ -164,12 +167,33 @@ def _expired(until: object) -> bool:
     return not isinstance(until, str) or today().isoformat() >= until
 
 
-def _any(folder: Path) -> bool:
+def _waiting_push(folder: Path, remote: object) -> bool:
+    """Whether a mark in the cache's `unpushed/` is for `remote` (a remote id; None: the
+    project has none). A cache shared by projects holds other remotes' marks, which their own
+    builds send; a fingerprint without an id counts any. Only what the full path would send
+    counts (store.marks.parse): a stray file there would keep the fast path off for good."""
+    if remote is None:
+        return False
     try:
         with os.scandir(folder) as entries:
-            return next(entries, None) is not None
+            return any(_marks_for(entry, remote) for entry in entries)
     except OSError:
         return False
+
+
+def _marks_for(entry: os.DirEntry, remote: object) -> bool:
+    mark = marks.parse(entry.name)
+    if mark is None:
+        return False
+    if not isinstance(remote, str):
+        return True
+    if mark[2] not in (None, remote):
+        return False  # another remote's (an older nbpipe's mark names none)
+    try:  # the remote is inside, as the full path reads it (store.cache.Cache.unpushed)
+        with open(entry.path, "rb") as handle:
+            return marks.remote_id(handle.read().decode()) == remote
+    except (OSError, UnicodeDecodeError):
+        return False  # unreadable: the full path cannot send it either
 
 
 def _folders_inside(root: Path, paths: list[str]) -> bool:
@@ -198,10 +222,11 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
     except (OSError, ValueError):
         return None  # unreadable: only the full path can say (and say why)
     state = State(root)
-    if state.data.get("unpushed") or _any(journal.parent / "unpushed"):
-        return None  # images still to send to the remote cache: the full path sends them
     fp = state.data.get("fingerprint")
-    if not isinstance(fp, dict) or fp.get("nbpipe") != __version__ or \
+    if not isinstance(fp, dict) or state.data.get("unpushed") or \
+            _waiting_push(journal.parent / "unpushed", fp.get("remote", True)):
+        return None  # images still to send to the remote cache: the full path sends them
+    if fp.get("nbpipe") != __version__ or \
             fp.get("schema") != plan.KEY_SCHEMA or fp.get("options") != _with_env(options):
         return None
     checkout = fp.get("checkout")

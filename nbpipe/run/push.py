@@ -25,7 +25,7 @@ class Pusher:
         for key, digest in dict.fromkeys([*left, *cache.unpushed(remote.url)]):
             take = next((t for t in cache.takes(key) if t.digest == digest), None)
             if take is None:  # removed from the cache since (gc): nothing left to send
-                cache.mark_pushed(key, digest)
+                cache.mark_pushed(key, digest, remote.url)
             else:
                 self.push(key, take, cache.request(key) or {})
 
@@ -44,7 +44,7 @@ class Pusher:
             if job.exception() is not None:
                 failed.append(job.exception())
             else:
-                self.cache.mark_pushed(key, digest)
+                self.cache.mark_pushed(key, digest, self.remote.url)
         if failed:
             exc = failed[0]
             reason = exc.why.partition(":")[0] if isinstance(exc, RemoteUnavailable) \
@@ -52,6 +52,34 @@ class Pusher:
             events.note(f"remote: {len(failed)} image(s) not pushed ({reason}); the next build "
                         "or `nbpipe push` sends them")
         return len(self.jobs) - len(failed)
+
+
+class Deferred:
+    """The pusher of an --offline build of a project that has a remote: each new image is
+    marked for that remote, not sent (offline touches no network). The next build with the
+    remote, or `nbpipe push`, sends it: an image paid for offline still reaches the team."""
+
+    def __init__(self, url: str, cache: Cache):
+        self.url, self.cache, self.marked = url, cache, 0
+
+    def push(self, key: str, take: Take, request: dict) -> None:
+        self.cache.mark_unpushed(key, take.digest, self.url)
+        self.marked += 1
+
+    def finish(self, events) -> int:
+        if self.marked:
+            events.note(f"remote: offline; {self.marked} new image(s) to push: the next build "
+                        "with the remote, or `nbpipe push`, sends them")
+        return 0
+
+
+def pusher_for(remote: Remote | None, url: str | None, cache: Cache,
+               state: State) -> Pusher | Deferred | None:
+    """What sends a build's new images to the project's remote at `url` (None: it has none);
+    `remote` is that remote opened, or None offline."""
+    if remote is not None:
+        return Pusher(remote, cache, state)
+    return Deferred(url, cache) if url else None
 
 
 def push_all(project, cache: Cache, remote: Remote) -> tuple[int, int]:
@@ -69,7 +97,7 @@ def push_all(project, cache: Cache, remote: Remote) -> tuple[int, int]:
                 remote.push(frame.key, take, cache.request(frame.key) or frame.record(), cache)
                 sent += 1
             if (frame.key, take.digest) in waiting:
-                cache.mark_pushed(frame.key, take.digest)
+                cache.mark_pushed(frame.key, take.digest, remote.url)
     return sent, present
 
 

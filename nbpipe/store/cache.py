@@ -6,8 +6,10 @@ Layout of the cache directory (`<project>/.nbpipe/` or $NBPIPE_CACHE_DIR):
     index/             diskcache (SQLite, JSON values — never pickle, the cache may be shared):
                          "key:<frame key>" → {"request": {...}, "takes": [take, ...]}
     pins/<project>.json  digests each project's lock pins, so gc on a shared cache keeps them
-    unpushed/<key>.<sha256>  a take still to send to the remote named inside (written before
-                       the journal says `done`, removed once pushed: a killed build loses none)
+    unpushed/<key>.<sha256>.<remote id>  a take still to send to the remote named inside
+                       (written before the journal says `done`, removed once pushed: a killed
+                       build loses none; one mark per remote, as a shared cache serves several;
+                       older nbpipe wrote `<key>.<sha256>`, still read; names in store/marks.py)
     tmp/               partial writes; renamed into blobs/ only when complete and verified
 
 Writes are atomic (temp file + os.replace). A blob whose bytes no longer match its name, a
@@ -33,6 +35,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import diskcache
+
+from nbpipe.store import marks
+from nbpipe.store.marks import remote_id
 
 CHUNK = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -416,25 +421,39 @@ class Cache:
     # --- pushes still to do (for the shared remote) --------------------------------------------
 
     def mark_unpushed(self, key: str, digest: str, remote: str) -> None:
-        atomic_write(self.root / "unpushed" / f"{key}.{digest}", remote.encode())
+        atomic_write(self._mark(key, digest, remote), remote.encode())
 
     def unpushed(self, remote: str | None = None) -> list[tuple[str, str]]:
         """(key, digest) of the takes still to send to `remote` (None: to any), oldest first."""
-        found = []
+        found = {}
         for path in (self.root / "unpushed").glob("*.*"):
-            key, _, digest = path.name.partition(".")
-            if not (is_digest(key) and is_digest(digest)):
+            mark = marks.parse(path.name)  # what the fast path counts too (run/noop.py)
+            if mark is None:
                 continue
-            try:  # a shared cache may serve several remotes
-                if remote is None or path.read_bytes() == remote.encode():
-                    found.append((path.stat().st_mtime, key, digest))
-            except OSError:
+            key, digest, named = mark
+            try:  # the remote is inside; a name's id not its own is no mark nbpipe clears
+                inside = path.read_bytes().decode()
+                if named not in (None, remote_id(inside)):
+                    continue
+                if remote is None or inside == remote:
+                    when = path.stat().st_mtime
+                    found[key, digest] = min(when, found.get((key, digest), when))
+            except (OSError, UnicodeDecodeError):
                 continue
-        return [(key, digest) for _, key, digest in sorted(found)]
+        return sorted(found, key=found.__getitem__)
 
-    def mark_pushed(self, key: str, digest: str) -> None:
+    def mark_pushed(self, key: str, digest: str, remote: str) -> None:
         if is_digest(key) and is_digest(digest):
-            (self.root / "unpushed" / f"{key}.{digest}").unlink(missing_ok=True)
+            self._mark(key, digest, remote).unlink(missing_ok=True)
+            legacy = self.root / "unpushed" / f"{key}.{digest}"  # one mark for any remote
+            try:
+                if legacy.read_bytes() == remote.encode():
+                    legacy.unlink()
+            except OSError:
+                pass
+
+    def _mark(self, key: str, digest: str, remote: str) -> Path:
+        return self.root / "unpushed" / f"{key}.{digest}.{remote_id(remote)}"
 
     # --- pins (for gc on a shared cache) -----------------------------------------------------
 

@@ -275,10 +275,15 @@ def scheme_of(url: str) -> str:
     return scheme.lower() if sep else "file"
 
 
+def remote_url(manifest_remote: str | None) -> str | None:
+    """The URL of the project's remote cache: $NBPIPE_REMOTE over the manifest's."""
+    return os.environ.get("NBPIPE_REMOTE") or manifest_remote
+
+
 def configured(root: Path, manifest_remote: str | None, manifest_endpoint: str | None,
                offline: bool) -> Remote | None:
     """The remote in force: $NBPIPE_REMOTE over the manifest's `cache.remote`; none offline."""
-    url = os.environ.get("NBPIPE_REMOTE") or manifest_remote
+    url = remote_url(manifest_remote)
     if offline or not url:
         return None
     endpoint = os.environ.get("NBPIPE_REMOTE_ENDPOINT") or manifest_endpoint

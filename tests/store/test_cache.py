@@ -114,3 +114,40 @@ def test_outputs_and_the_lock_respect_the_umask(umask, mode, make_project):
     done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "build"],
                           capture_output=True, text=True, preexec_fn=lambda: os.umask(umask))
     assert stat.S_IMODE((root / "out" / "a.png").stat().st_mode) == mode
+
+
+def test_each_remote_keeps_its_own_mark_of_a_push_still_to_do(tmp_path):
+    """A cache shared by projects with different remotes: the same take waits for each of them
+    until it is sent there; a mark an older nbpipe wrote (one per take) is read and cleared."""
+    cache = Cache(tmp_path)
+    key, digest, other = "a" * 64, "b" * 64, "c" * 64
+    cache.mark_unpushed(key, digest, "s3://one/cache")
+    cache.mark_unpushed(key, digest, "s3://two/cache")
+    (tmp_path / "unpushed" / f"{other}.{digest}").write_bytes(b"s3://one/cache")  # older nbpipe
+    assert set(cache.unpushed()) == {(key, digest), (other, digest)}
+    cache.mark_pushed(key, digest, "s3://one/cache")
+    assert cache.unpushed("s3://one/cache") == [(other, digest)]
+    assert cache.unpushed("s3://two/cache") == [(key, digest)]
+    cache.mark_pushed(other, digest, "s3://two/cache")  # not its remote: it stays
+    cache.mark_pushed(other, digest, "s3://one/cache")
+    assert cache.unpushed() == [(key, digest)]
+    cache.close()
+
+
+def test_only_marks_nbpipe_writes_and_clears_are_read(tmp_path):
+    """A file in unpushed/ that no push of nbpipe would clear is no push to do (the fast path
+    counts the same files): it would be sent again by every build and never cleared."""
+    cache = Cache(tmp_path)
+    key, digest, ours = "a" * 64, "b" * 64, "s3://one/cache"
+    marks = tmp_path / "unpushed"
+    marks.mkdir()
+    (marks / f"{key}.{digest}.0123456789abcdef").write_text(ours)  # another remote's id
+    (marks / f"{key}.{digest}.x.y").write_text(ours)
+    (marks / f"{key}.{digest}").write_bytes(b"\xff\xfe")  # not a URL: no crash
+    (marks / f".{key}.{digest}.0123.part").write_text(ours)  # an interrupted write
+    assert cache.unpushed() == cache.unpushed(ours) == []
+    cache.mark_unpushed(key, digest, ours)
+    assert cache.unpushed(ours) == [(key, digest)]
+    cache.mark_pushed(key, digest, ours)
+    assert cache.unpushed() == []
+    cache.close()

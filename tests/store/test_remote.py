@@ -97,8 +97,11 @@ def test_a_failed_push_never_fails_the_build_and_the_next_build_sends_it(
 
 def test_the_unpushed_list_an_older_nbpipe_kept_is_sent_then_dropped(bucket, fake_hiapi, run,
                                                                      tmp_path):
+    import shutil
+
     a = clone(tmp_path, "a")
-    build(run, a, "--offline")  # rendered, never pushed, and no mark says so
+    build(run, a, "--offline")  # rendered, never pushed
+    shutil.rmtree(a / ".nbpipe" / "unpushed")  # as older nbpipe left it: no mark says so
     entry = next(iter(json.loads((a / "nbpipe.lock").read_text())["frames"].values()))
     state = a / ".nbpipe" / "state.json"
     doc = json.loads(state.read_text())
@@ -107,6 +110,27 @@ def test_the_unpushed_list_an_older_nbpipe_kept_is_sent_then_dropped(bucket, fak
     assert bucket.find("cache/blobs") == [f"{bucket.name}/cache/blobs/{entry['digest']}"]
     assert "unpushed" not in json.loads(state.read_text())
     assert not list((a / ".nbpipe" / "unpushed").glob("*"))
+
+
+def test_an_offline_build_leaves_its_images_for_the_next_build_to_push(bucket, fake_hiapi,
+                                                                        run, tmp_path):
+    """`--offline` sends nothing, but what it paid for is the team's too: the next build with
+    the remote (not only `nbpipe push`) sends it, so a teammate never pays for it again."""
+    from nbpipe.run.noop import still_fresh
+
+    a = clone(tmp_path, "a")
+    offline = build(run, a, "--offline")
+    assert offline["rendered"] == 5 and bucket.find("cache/blobs") == []
+    assert [e["message"] for e in offline["events"] if e["event"] == "note"] == [
+        "remote: offline; 5 new image(s) to push: the next build with the remote, or "
+        "`nbpipe push`, sends them"]
+    journal = a / ".nbpipe" / "journal.jsonl"
+    assert still_fresh(a, {"backend": None, "profile": None}, journal) is None
+    assert build(run, a)["fresh"] == 5
+    assert len(bucket.find("cache/blobs")) == 5
+    assert still_fresh(a, {"backend": None, "profile": None}, journal) == 5
+    assert build(run, clone(tmp_path, "b"))["rendered"] == 0
+    assert fake_hiapi.counts["creates"] == 5
 
 
 def test_push_command(bucket, fake_hiapi, run, tmp_path, monkeypatch):
@@ -131,6 +155,7 @@ def test_push_clears_the_marks_of_its_remote_only(bucket, fake_hiapi, run, tmp_p
     try:
         cache.mark_unpushed(entries[0]["key"], entries[0]["digest"], ours)
         cache.mark_unpushed(entries[1]["key"], entries[1]["digest"], "s3://elsewhere/cache")
+        cache.mark_unpushed(entries[1]["key"], entries[1]["digest"], ours)  # the same take
     finally:
         cache.close()
     assert run("-C", str(a), "push").out.startswith("pushed 5 image(s)")
@@ -138,8 +163,39 @@ def test_push_clears_the_marks_of_its_remote_only(bucket, fake_hiapi, run, tmp_p
     try:
         assert cache.unpushed(ours) == []
         assert cache.unpushed() == [(entries[1]["key"], entries[1]["digest"])]
+        assert cache.unpushed("s3://elsewhere/cache") == cache.unpushed()
     finally:
         cache.close()
+
+
+def test_only_a_push_waiting_for_this_projects_remote_keeps_the_fast_path_off(
+        bucket, fake_hiapi, run, tmp_path):
+    """On a cache shared by projects, another project's push still to do is that project's
+    build's to send: this project's no-op stays on the fast path."""
+    from nbpipe.run.noop import still_fresh
+    from nbpipe.store.cache import Cache
+
+    a = clone(tmp_path, "a")
+    build(run, a)
+    entry = next(iter(json.loads((a / "nbpipe.lock").read_text())["frames"].values()))
+
+    def fresh():
+        return still_fresh(a, {"backend": None, "profile": None}, a / ".nbpipe" / "journal.jsonl")
+
+    def mark(remote):
+        cache = Cache(a / ".nbpipe")
+        try:
+            cache.mark_unpushed(entry["key"], entry["digest"], remote)
+        finally:
+            cache.close()
+
+    assert fresh() == 5
+    mark("s3://elsewhere/cache")
+    assert fresh() == 5
+    mark(f"s3://{bucket.name}/cache")
+    assert fresh() is None  # the full path sends it
+    build(run, a)
+    assert fresh() == 5
 
 
 def test_corrupted_remote_blob_is_detected_and_ignored(bucket, fake_hiapi, run, tmp_path):
@@ -504,3 +560,34 @@ def test_a_remote_folder_named_like_the_cache_is_the_remote_not_our_disk(tmp_pat
         assert team.unreachable.startswith("IsADirectoryError")
     finally:
         cache.close()
+
+
+def test_the_fast_path_waits_only_for_marks_the_full_path_sends(fake_hiapi, run, tmp_path,
+                                                               monkeypatch):
+    """What the fast path counts in `unpushed/` is what a build would send: a stray file (a
+    Finder `.DS_Store`, a temp an interrupted write left) never keeps it off for good, and a
+    mark an older nbpipe wrote counts only if it names this project's remote."""
+    from nbpipe.run.noop import still_fresh
+
+    ours = "s3://team/cache"
+    monkeypatch.setenv("NBPIPE_REMOTE", ours)
+    a = clone(tmp_path, "a")
+    build(run, a, "--offline")  # the fingerprint names the remote even offline
+    entry = next(iter(json.loads((a / "nbpipe.lock").read_text())["frames"].values()))
+    marks = a / ".nbpipe" / "unpushed"
+    for mark in marks.iterdir():  # the offline build's own marks: as if sent since
+        mark.unlink()
+
+    def fresh():
+        return still_fresh(a, {"backend": None, "profile": None}, a / ".nbpipe" / "journal.jsonl")
+
+    assert fresh() == 5
+    (marks / ".DS_Store").write_bytes(b"\0")
+    (marks / "notes.txt").write_text(ours)
+    (marks / f".{entry['key']}.{entry['digest']}.0123.part").write_text(ours)
+    assert fresh() == 5
+    legacy = marks / f"{entry['key']}.{entry['digest']}"
+    legacy.write_text("s3://elsewhere/cache")  # older nbpipe, another project's remote
+    assert fresh() == 5
+    legacy.write_text(ours)
+    assert fresh() is None  # the full path sends it
