@@ -112,7 +112,8 @@ class Build:
         self._sweep(frames)
         self._preflight(frames)
         self._say_remote()
-        self.pusher = pusher_for(self.remote, self._remote_url(), self.cache, self.state)
+        self.pusher = pusher_for(self.remote, self._remote_url(), self.cache, self.state,
+                                 self.project.frames.values())
         self.budget = Budget(self._cap(), list_prices(self.cache.root), self.options.trust_prices)
         self.recovery = Recovery(self.journal, self.project.catalog, self.budget, self.flights,
                                  self.summary, self.events,

@@ -14,10 +14,15 @@ from nbpipe.store.state import State
 
 
 class Pusher:
+    """Sends a build's new images to the remote in the background, and what earlier builds
+    left: pushes marked in the cache, and once per remote, the takes the project had before it
+    used this remote (`catch_up`)."""
+
     def __init__(self, remote: Remote, cache: Cache, state: State, workers: int = 4):
         self.remote, self.cache, self.state = remote, cache, state
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nbpipe-push")
         self.jobs: list[tuple[str, str, Future]] = []
+        self.caught_up: int | None = None  # takes catch_up found missing; None: it did not run
         # The marks in the cache say what is left to push; older nbpipe kept a list in the
         # state instead: its entries become marks here (push), and the list goes.
         left = [tuple(p) for p in state.data.pop("unpushed", [])]
@@ -28,6 +33,23 @@ class Pusher:
                 cache.mark_pushed(key, digest, remote.url)
             else:
                 self.push(key, take, cache.request(key) or {})
+
+    def catch_up(self, frames) -> None:
+        """Send the takes of `frames` the remote lacks, once per remote (state.json says when it
+        was done): takes made before the project had this remote, or by another project on a
+        shared cache, are in no mark, and a clone without them would pay for them again."""
+        if self.state.data.get("synced") == self.remote.url:
+            return
+        self.remote.index()  # one listing of the remote's takes
+        if self.remote.unreachable:
+            return  # it cannot say what it lacks: the next build tries again
+        self.caught_up = 0
+        for frame in frames:
+            for take in self.cache.takes(frame.key) if frame.key else ():
+                if take.digest not in self.remote.digests(frame.key) and \
+                        not any(job[:2] == (frame.key, take.digest) for job in self.jobs):
+                    self.push(frame.key, take, self.cache.request(frame.key) or frame.record())
+                    self.caught_up += 1
 
     def push(self, key: str, take: Take, request: dict) -> None:
         """Remember the push durably, then send it in the background: a build killed before it
@@ -51,6 +73,12 @@ class Pusher:
                 else type(exc).__name__
             events.note(f"remote: {len(failed)} image(s) not pushed ({reason}); the next build "
                         "or `nbpipe push` sends them")
+        elif self.caught_up is not None:  # every take of the project is on the remote now
+            self.state.data["synced"] = self.remote.url
+            self.state.changed = True
+            if self.caught_up:
+                events.note(f"remote: sent {self.caught_up} image(s) it lacked (made before "
+                            "this project used it, or by another project)")
         return len(self.jobs) - len(failed)
 
 
@@ -73,12 +101,14 @@ class Deferred:
         return 0
 
 
-def pusher_for(remote: Remote | None, url: str | None, cache: Cache,
-               state: State) -> Pusher | Deferred | None:
+def pusher_for(remote: Remote | None, url: str | None, cache: Cache, state: State,
+               frames) -> Pusher | Deferred | None:
     """What sends a build's new images to the project's remote at `url` (None: it has none);
-    `remote` is that remote opened, or None offline."""
+    `remote` is that remote opened, or None offline; `frames` are all the project's."""
     if remote is not None:
-        return Pusher(remote, cache, state)
+        pusher = Pusher(remote, cache, state)
+        pusher.catch_up(frames)
+        return pusher
     return Deferred(url, cache) if url else None
 
 

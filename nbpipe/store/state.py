@@ -156,6 +156,8 @@ def _checked(data: dict) -> dict:
     if isinstance(unpushed, list):
         out["unpushed"] = [p for p in unpushed if isinstance(p, list) and len(p) == 2
                            and _is_digest(p[0]) and _is_digest(p[1])]
+    if isinstance(data.get("synced"), str):  # the remote every take was sent to (run/push.py)
+        out["synced"] = data["synced"]
     fingerprint = data.get("fingerprint")
     if _is_fingerprint(fingerprint):
         out["fingerprint"] = fingerprint

@@ -105,7 +105,8 @@ def test_the_unpushed_list_an_older_nbpipe_kept_is_sent_then_dropped(bucket, fak
     entry = next(iter(json.loads((a / "nbpipe.lock").read_text())["frames"].values()))
     state = a / ".nbpipe" / "state.json"
     doc = json.loads(state.read_text())
-    state.write_text(json.dumps({**doc, "unpushed": [[entry["key"], entry["digest"]]]}))
+    state.write_text(json.dumps({**doc, "unpushed": [[entry["key"], entry["digest"]]],
+                                 "synced": f"s3://{bucket.name}/cache"}))  # no catch-up
     build(run, a)
     assert bucket.find("cache/blobs") == [f"{bucket.name}/cache/blobs/{entry['digest']}"]
     assert "unpushed" not in json.loads(state.read_text())
@@ -129,6 +130,33 @@ def test_an_offline_build_leaves_its_images_for_the_next_build_to_push(bucket, f
     assert build(run, a)["fresh"] == 5
     assert len(bucket.find("cache/blobs")) == 5
     assert still_fresh(a, {"backend": None, "profile": None}, journal) == 5
+    assert build(run, clone(tmp_path, "b"))["rendered"] == 0
+    assert fake_hiapi.counts["creates"] == 5
+
+
+def test_a_project_that_gains_a_remote_sends_it_what_it_had(bucket, fake_hiapi, run,
+                                                              tmp_path, monkeypatch):
+    """Images rendered before the project had a remote (or while it was down) are in no mark:
+    the first build that can list the remote sends what it lacks, once, so a clone never
+    pays for them again."""
+    import os
+
+    url, endpoint = os.environ["NBPIPE_REMOTE"], os.environ["NBPIPE_REMOTE_ENDPOINT"]
+    monkeypatch.delenv("NBPIPE_REMOTE")
+    a = clone(tmp_path, "a")
+    assert build(run, a)["rendered"] == 5
+    monkeypatch.setenv("NBPIPE_REMOTE", url)
+    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")  # the network is down
+    down = build(run, a)
+    assert down["fresh"] == 5 and not (a / ".nbpipe" / "unpushed").exists()
+    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", endpoint)
+    up = build(run, a)
+    assert [e["message"] for e in up["events"] if e["event"] == "note"] == [
+        "remote: sent 5 image(s) it lacked (made before this project used it, or by another "
+        "project)"]
+    assert len(bucket.find("cache/blobs")) == 5
+    again = build(run, a, "*")  # '*': the full path, not the fast one
+    assert [e for e in again["events"] if e["event"] == "note"] == []
     assert build(run, clone(tmp_path, "b"))["rendered"] == 0
     assert fake_hiapi.counts["creates"] == 5
 
