@@ -477,6 +477,7 @@ def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
     from nbpipe.run.push import push_all
     from nbpipe.run.view import open_remote
     from nbpipe.store.cache import Cache
+    from nbpipe.store.lock import Lock
 
     project = _project(ctx, backend, profile)
     remote = open_remote(project)
@@ -487,7 +488,8 @@ def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
         refuse_committed_store(ctx.obj, _cache_dir(ctx.obj))  # never push forged takes
         cache = Cache(_cache_dir(ctx.obj), create=False)
         try:
-            sent, present = push_all(project, cache, remote)
+            lock = Lock.load(project.loaded.root, project.declared.section)
+            sent, present = push_all(project, cache, remote, lock)
         finally:
             cache.close()
     click.echo(f"pushed {sent} image(s) to {remote.url}; {present} were there already")

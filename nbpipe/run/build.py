@@ -113,7 +113,7 @@ class Build:
         self._preflight(frames)
         self._say_remote()
         self.pusher = pusher_for(self.remote, self._remote_url(), self.cache, self.state,
-                                 self.project.frames.values())
+                                 self.project.frames.values(), self.lock)
         self.budget = Budget(self._cap(), list_prices(self.cache.root), self.options.trust_prices)
         self.recovery = Recovery(self.journal, self.project.catalog, self.budget, self.flights,
                                  self.summary, self.events,

@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from nbpipe.plan.frame import format_of_path
 from nbpipe.run.outputs import write_output
 from nbpipe.store.cache import Cache, Take
+from nbpipe.store.lock import Lock
 from nbpipe.store.remote import Remote, RemoteUnavailable
 from nbpipe.store.state import State
 
@@ -34,21 +35,25 @@ class Pusher:
             else:
                 self.push(key, take, cache.request(key) or {})
 
-    def catch_up(self, frames) -> None:
-        """Send the takes of `frames` the remote lacks, once per remote (state.json says when it
-        was done): takes made before the project had this remote, or by another project on a
-        shared cache, are in no mark, and a clone without them would pay for them again."""
+    def catch_up(self, frames, lock: Lock) -> None:
+        """Send the takes the remote lacks of `frames` and of every key `lock` pins (an edit is
+        keyed only once its upstream is built; another profile's frames are not in `frames`),
+        once per remote (state.json says when it was done): takes made before the project had
+        this remote, or by another project on a shared cache, are in no mark, and a clone
+        without them would pay for them again."""
         if self.state.data.get("synced") == self.remote.url:
             return
         self.remote.index()  # one listing of the remote's takes
         if self.remote.unreachable:
             return  # it cannot say what it lacks: the next build tries again
         self.caught_up = 0
-        for frame in frames:
-            for take in self.cache.takes(frame.key) if frame.key else ():
-                if take.digest not in self.remote.digests(frame.key) and \
-                        not any(job[:2] == (frame.key, take.digest) for job in self.jobs):
-                    self.push(frame.key, take, self.cache.request(frame.key) or frame.record())
+        queued = {job[:2] for job in self.jobs}
+        for key, request in _project_keys(frames, lock).items():
+            for take in self.cache.takes(key):
+                if take.digest not in self.remote.digests(key) and \
+                        (key, take.digest) not in queued:
+                    self.push(key, take, self.cache.request(key) or request)
+                    queued.add((key, take.digest))
                     self.caught_up += 1
 
     def push(self, key: str, take: Take, request: dict) -> None:
@@ -102,32 +107,44 @@ class Deferred:
 
 
 def pusher_for(remote: Remote | None, url: str | None, cache: Cache, state: State,
-               frames) -> Pusher | Deferred | None:
+               frames, lock: Lock) -> Pusher | Deferred | None:
     """What sends a build's new images to the project's remote at `url` (None: it has none);
-    `remote` is that remote opened, or None offline; `frames` are all the project's."""
+    `remote` is that remote opened, or None offline; `frames` are all the project's, `lock`
+    its pins (every profile's)."""
     if remote is not None:
         pusher = Pusher(remote, cache, state)
-        pusher.catch_up(frames)
+        pusher.catch_up(frames, lock)
         return pusher
+    if url is None and state.data.pop("synced", None) is not None:
+        state.changed = True  # nothing marks what it renders now: the remote, once back, is
+        # caught up again
     return Deferred(url, cache) if url else None
 
 
-def push_all(project, cache: Cache, remote: Remote) -> tuple[int, int]:
-    """Send every local take of the project's frames that the remote lacks: (sent, present).
+def _project_keys(frames, lock: Lock) -> dict[str, dict]:
+    """Each key of the project's frames and pins → its request as far as known here."""
+    keys = {frame.key: frame.record() for frame in frames if frame.key}
+    for entries in (lock.entries, *lock.others.values()):
+        for entry in entries.values():
+            keys.setdefault(entry.key, {})
+    return keys
+
+
+def push_all(project, cache: Cache, remote: Remote, lock: Lock) -> tuple[int, int]:
+    """Send every local take of the project's frames and pins (`lock`, every profile's) that
+    the remote lacks: (sent, present).
     Marks of pushes still to do to this remote are cleared; another remote's are not."""
     waiting = set(cache.unpushed(remote.url))
     sent = present = 0
-    for frame in project.frames.values():
-        if frame.key is None:
-            continue
-        for take in cache.takes(frame.key):
-            if take.digest in remote.digests(frame.key):
+    for key, request in _project_keys(project.frames.values(), lock).items():
+        for take in cache.takes(key):
+            if take.digest in remote.digests(key):
                 present += 1
             else:
-                remote.push(frame.key, take, cache.request(frame.key) or frame.record(), cache)
+                remote.push(key, take, cache.request(key) or request, cache)
                 sent += 1
-            if (frame.key, take.digest) in waiting:
-                cache.mark_pushed(frame.key, take.digest, remote.url)
+            if (key, take.digest) in waiting:
+                cache.mark_pushed(key, take.digest, remote.url)
     return sent, present
 
 
