@@ -113,7 +113,7 @@ class Build:
         self._preflight(frames)
         self._say_remote()
         self.pusher = pusher_for(self.remote, self._remote_url(), self.cache, self.state,
-                                 self.project.frames.values(), self.lock)
+                                 self.project.frames.values(), self.lock, self.events)
         self.budget = Budget(self._cap(), list_prices(self.cache.root), self.options.trust_prices)
         self.recovery = Recovery(self.journal, self.project.catalog, self.budget, self.flights,
                                  self.summary, self.events,
@@ -127,6 +127,9 @@ class Build:
                 runner.run(self._all(frames))
         except asyncio.CancelledError:
             self.interrupted = True
+        except KeyboardInterrupt:  # pressed before the event loop began (the CLI says it)
+            self.interrupted = True
+            raise
         finally:
             self._finish(frames)
         self._say_end()
@@ -532,7 +535,7 @@ class Build:
         remember_outcomes(self.state, frames, self.failed, self.summary)
         save_lock(self.lock, self.root)
         if self.pusher is not None:
-            self.pusher.finish(self.events)
+            self.pusher.finish(self.events, self.interrupted)
         record_pins(self.cache, self.root, self.lock, self.events)
         self.state.set_fingerprint(self._fingerprint(frames))
         try:

@@ -35,7 +35,7 @@ class Pusher:
             else:
                 self.push(key, take, cache.request(key) or {})
 
-    def catch_up(self, frames, lock: Lock) -> None:
+    def catch_up(self, frames, lock: Lock, events) -> None:
         """Send the takes the remote lacks of `frames` and of every key `lock` pins (an edit is
         keyed only once its upstream is built; another profile's frames are not in `frames`),
         once per remote (state.json says when it was done): takes made before the project had
@@ -55,6 +55,14 @@ class Pusher:
                     self.push(key, take, self.cache.request(key) or request)
                     queued.add((key, take.digest))
                     self.caught_up += 1
+        if self.caught_up:  # the end of the build waits for them: say why up front
+            events.note(f"remote: sending {self.caught_up} image(s) it lacks (made before this "
+                        "project used it, or by another project)")
+
+    def abandon(self) -> None:
+        """Interrupted before the build began: the pushes not yet started stay marked, for
+        the next build (a pool left to itself would send them all before the process ends)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def push(self, key: str, take: Take, request: dict) -> None:
         """Remember the push durably, then send it in the background: a build killed before it
@@ -63,28 +71,29 @@ class Pusher:
         self.jobs.append((key, take.digest,
                           self.pool.submit(self.remote.push, key, take, request, self.cache)))
 
-    def finish(self, events) -> int:
-        """Wait for the pushes; report the ones that failed (their marks stay, for later)."""
-        self.pool.shutdown(wait=True)
-        failed = []
+    def finish(self, events, interrupted: bool = False) -> int:
+        """Wait for the pushes (interrupted: only for those already started); report the ones
+        not done (their marks stay, for the next build or `nbpipe push`)."""
+        self.pool.shutdown(wait=True, cancel_futures=interrupted)
+        failed: list[BaseException] = []
+        left = 0
         for key, digest, job in self.jobs:
-            if job.exception() is not None:
+            if job.cancelled():
+                left += 1
+            elif job.exception() is not None:
                 failed.append(job.exception())
             else:
                 self.cache.mark_pushed(key, digest, self.remote.url)
-        if failed:
-            exc = failed[0]
-            reason = exc.why.partition(":")[0] if isinstance(exc, RemoteUnavailable) \
-                else type(exc).__name__
-            events.note(f"remote: {len(failed)} image(s) not pushed ({reason}); the next build "
-                        "or `nbpipe push` sends them")
+        if failed or left:
+            exc = failed[0] if failed else None
+            reason = "interrupted" if exc is None else exc.why.partition(":")[0] \
+                if isinstance(exc, RemoteUnavailable) else type(exc).__name__
+            events.note(f"remote: {len(failed) + left} image(s) not pushed ({reason}); the "
+                        "next build or `nbpipe push` sends them")
         elif self.caught_up is not None:  # every take of the project is on the remote now
             self.state.data["synced"] = self.remote.url
             self.state.changed = True
-            if self.caught_up:
-                events.note(f"remote: sent {self.caught_up} image(s) it lacked (made before "
-                            "this project used it, or by another project)")
-        return len(self.jobs) - len(failed)
+        return len(self.jobs) - len(failed) - left
 
 
 class Deferred:
@@ -99,7 +108,7 @@ class Deferred:
         self.cache.mark_unpushed(key, take.digest, self.url)
         self.marked += 1
 
-    def finish(self, events) -> int:
+    def finish(self, events, interrupted: bool = False) -> int:
         if self.marked:
             events.note(f"remote: offline; {self.marked} new image(s) to push: the next build "
                         "with the remote, or `nbpipe push`, sends them")
@@ -107,13 +116,17 @@ class Deferred:
 
 
 def pusher_for(remote: Remote | None, url: str | None, cache: Cache, state: State,
-               frames, lock: Lock) -> Pusher | Deferred | None:
+               frames, lock: Lock, events) -> Pusher | Deferred | None:
     """What sends a build's new images to the project's remote at `url` (None: it has none);
     `remote` is that remote opened, or None offline; `frames` are all the project's, `lock`
     its pins (every profile's)."""
     if remote is not None:
         pusher = Pusher(remote, cache, state)
-        pusher.catch_up(frames, lock)
+        try:
+            pusher.catch_up(frames, lock, events)
+        except KeyboardInterrupt:
+            pusher.abandon()
+            raise
         return pusher
     if url is None and state.data.pop("synced", None) is not None:
         state.changed = True  # nothing marks what it renders now: the remote, once back, is

@@ -152,7 +152,7 @@ def test_a_project_that_gains_a_remote_sends_it_what_it_had(bucket, fake_hiapi, 
     monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", endpoint)
     up = build(run, a)
     assert [e["message"] for e in up["events"] if e["event"] == "note"] == [
-        "remote: sent 5 image(s) it lacked (made before this project used it, or by another "
+        "remote: sending 5 image(s) it lacks (made before this project used it, or by another "
         "project)"]
     assert len(bucket.find("cache/blobs")) == 5
     again = build(run, a, "*")  # '*': the full path, not the fast one

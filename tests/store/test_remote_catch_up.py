@@ -87,7 +87,7 @@ def test_a_no_op_build_never_skips_a_catch_up_still_to_do(bucket, fake_hiapi, ru
         cable.plug()
         up = build(run, a)
         assert [e["message"] for e in up["events"] if e["event"] == "note"] == [
-            "remote: sent 5 image(s) it lacked (made before this project used it, or by "
+            "remote: sending 5 image(s) it lacks (made before this project used it, or by "
             "another project)"]
         assert build(run, clone(tmp_path, "b"))["rendered"] == 0
     assert len(bucket.find("cache/blobs")) == 5
