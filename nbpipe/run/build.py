@@ -549,17 +549,19 @@ class Build:
     def _fingerprint(self, frames: list[Frame]) -> dict | None:
         """What lets the next build answer "nothing to do" without planning, or None."""
         # Complete from each frame's outcome, never from counters: an interrupted frame has
-        # none. Open journal entries keep the fast path off until they are collected.
+        # none. Open journal entries keep the fast path off until they are collected, and so
+        # does work left for the remote (a push not done, a catch-up not yet possible).
         complete = not self.options.patterns and not self.options.force and \
             not self.interrupted and not self.journal.open and \
+            (self.pusher is None or self.pusher.settled()) and \
             len(frames) == len(self.project.frames) and \
             all(self.outcomes.get(f.name) and f.name in self.lock.entries for f in frames)
         if not complete:
             return None
         outputs = [self.lock.entries[f.name].output for f in frames]  # the real paths (.jpg too)
         options = fingerprint_options(self.options.backend, self.options.profile)
-        url = self._remote_url()  # even --offline: a later build with the remote pushes what
-        # waits for it (marked offline too), so it may not skip
+        url = self._remote_url()  # its marks are what the fast path waits for (a build
+        # killed after marking left them)
         return fingerprint(self.root, options, self.project.loaded.digest, self.project.reads,
                            self.lock.text(), outputs, len(frames),
                            self.state.data.get("fingerprint"),

@@ -196,15 +196,6 @@ def _marks_for(entry: os.DirEntry, remote: object) -> bool:
         return False  # unreadable: the full path cannot send it either
 
 
-def _caught_up(synced: object, remote: object) -> bool:
-    """Whether the project's remote (an id; None: it has none) was sent the takes it had
-    before it used that remote (run/push.py, `catch_up`): until then, a listing that failed
-    left nothing marked, and only the full path catches it up."""
-    if remote is None:
-        return True
-    return isinstance(synced, str) and marks.remote_id(synced) == remote
-
-
 def _folders_inside(root: Path, paths: list[str]) -> bool:
     """Every folder holding a fingerprinted file still leads inside the project, as the planner
     demands: a folder moved out and symlinked back keeps every stat of the files in it (a file
@@ -233,9 +224,10 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
     state = State(root)
     fp = state.data.get("fingerprint")
     if not isinstance(fp, dict) or state.data.get("unpushed") or \
-            _waiting_push(journal.parent / "unpushed", fp.get("remote", True)) or \
-            not _caught_up(state.data.get("synced"), fp.get("remote")):
-        return None  # images still to send to the remote cache: the full path sends them
+            _waiting_push(journal.parent / "unpushed", fp.get("remote", True)):
+        # images still to send to the remote cache, which a build killed after marking them
+        # left (one that finished with any wrote no fingerprint): the full path sends them
+        return None
     if fp.get("nbpipe") != __version__ or \
             fp.get("schema") != plan.KEY_SCHEMA or fp.get("options") != _with_env(options):
         return None

@@ -23,7 +23,8 @@ class Pusher:
         self.remote, self.cache, self.state = remote, cache, state
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nbpipe-push")
         self.jobs: list[tuple[str, str, Future]] = []
-        self.caught_up: int | None = None  # takes catch_up found missing; None: it did not run
+        self.caught_up: int | None = None  # takes catch_up found missing; None: not known
+        self.left_over: int | None = None  # pushes not done, once finished
         # The marks in the cache say what is left to push; older nbpipe kept a list in the
         # state instead: its entries become marks here (push), and the list goes.
         left = [tuple(p) for p in state.data.pop("unpushed", [])]
@@ -42,6 +43,7 @@ class Pusher:
         this remote, or by another project on a shared cache, are in no mark, and a clone
         without them would pay for them again."""
         if self.state.data.get("synced") == self.remote.url:
+            self.caught_up = 0
             return
         self.remote.index()  # one listing of the remote's takes
         if self.remote.unreachable:
@@ -84,16 +86,24 @@ class Pusher:
                 failed.append(job.exception())
             else:
                 self.cache.mark_pushed(key, digest, self.remote.url)
-        if failed or left:
-            exc = failed[0] if failed else None
-            reason = "interrupted" if exc is None else exc.why.partition(":")[0] \
-                if isinstance(exc, RemoteUnavailable) else type(exc).__name__
-            events.note(f"remote: {len(failed) + left} image(s) not pushed ({reason}); the "
-                        "next build or `nbpipe push` sends them")
-        elif self.caught_up is not None:  # every take of the project is on the remote now
-            self.state.data["synced"] = self.remote.url
+        self.left_over = len(failed) + left
+        if self.left_over:
+            events.note(f"remote: {self.left_over} image(s) not pushed "
+                        f"({_reason(failed[0]) if failed else 'interrupted'}); the next build "
+                        "or `nbpipe push` sends them")
+        elif self.caught_up is not None and self.state.data.get("synced") != self.remote.url:
+            self.state.data["synced"] = self.remote.url  # every take of the project is there
             self.state.changed = True
-        return len(self.jobs) - len(failed) - left
+        return len(self.jobs) - self.left_over
+
+    def settled(self) -> bool:
+        """Whether the remote was left nothing to receive (after `finish`)."""
+        return self.caught_up is not None and self.left_over == 0
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.why.partition(":")[0] if isinstance(exc, RemoteUnavailable) \
+        else type(exc).__name__
 
 
 class Deferred:
@@ -101,8 +111,8 @@ class Deferred:
     marked for that remote, not sent (offline touches no network). The next build with the
     remote, or `nbpipe push`, sends it: an image paid for offline still reaches the team."""
 
-    def __init__(self, url: str, cache: Cache):
-        self.url, self.cache, self.marked = url, cache, 0
+    def __init__(self, url: str, cache: Cache, state: State):
+        self.url, self.cache, self.state, self.marked = url, cache, state, 0
 
     def push(self, key: str, take: Take, request: dict) -> None:
         self.cache.mark_unpushed(key, take.digest, self.url)
@@ -113,6 +123,9 @@ class Deferred:
             events.note(f"remote: offline; {self.marked} new image(s) to push: the next build "
                         "with the remote, or `nbpipe push`, sends them")
         return 0
+
+    def settled(self) -> bool:
+        return self.state.data.get("synced") == self.url and not self.cache.unpushed(self.url)
 
 
 def pusher_for(remote: Remote | None, url: str | None, cache: Cache, state: State,
@@ -131,7 +144,7 @@ def pusher_for(remote: Remote | None, url: str | None, cache: Cache, state: Stat
     if url is None and state.data.pop("synced", None) is not None:
         state.changed = True  # nothing marks what it renders now: the remote, once back, is
         # caught up again
-    return Deferred(url, cache) if url else None
+    return Deferred(url, cache, state) if url else None
 
 
 def _project_keys(frames, lock: Lock) -> dict[str, dict]:

@@ -607,6 +607,7 @@ def test_the_fast_path_waits_only_for_marks_the_full_path_sends(fake_hiapi, run,
         mark.unlink()
     state = a / ".nbpipe" / "state.json"  # and as if the remote had been caught up
     state.write_text(json.dumps({**json.loads(state.read_text()), "synced": ours}))
+    build(run, a, "--offline")  # nothing left for the remote: this one writes a fingerprint
 
     def fresh():
         return still_fresh(a, {"backend": None, "profile": None}, a / ".nbpipe" / "journal.jsonl")
