@@ -50,13 +50,10 @@ class Pusher:
             return  # it cannot say what it lacks: the next build tries again
         self.caught_up = 0
         queued = {job[:2] for job in self.jobs}
-        for key, request in _project_keys(frames, lock).items():
-            for take in self.cache.takes(key):
-                if take.digest not in self.remote.digests(key) and \
-                        (key, take.digest) not in queued:
-                    self.push(key, take, self.cache.request(key) or request)
-                    queued.add((key, take.digest))
-                    self.caught_up += 1
+        for key, take, request in _project_takes(frames, lock, self.cache):
+            if take.digest not in self.remote.digests(key) and (key, take.digest) not in queued:
+                self.push(key, take, request)
+                self.caught_up += 1
         if self.caught_up:  # the end of the build waits for them: say why up front
             events.note(f"remote: sending {self.caught_up} image(s) it lacks (made before this "
                         "project used it, or by another project)")
@@ -147,13 +144,17 @@ def pusher_for(remote: Remote | None, url: str | None, cache: Cache, state: Stat
     return Deferred(url, cache, state) if url else None
 
 
-def _project_keys(frames, lock: Lock) -> dict[str, dict]:
-    """Each key of the project's frames and pins → its request as far as known here."""
+def _project_takes(frames, lock: Lock, cache: Cache):
+    """(key, take, request) of every local take of the project's frames and of every key its
+    lock pins (every profile's)."""
     keys = {frame.key: frame.record() for frame in frames if frame.key}
     for entries in (lock.entries, *lock.others.values()):
         for entry in entries.values():
             keys.setdefault(entry.key, {})
-    return keys
+    for key, declared in keys.items():
+        request = cache.request(key) or declared
+        for take in cache.takes(key):
+            yield key, take, request
 
 
 def push_all(project, cache: Cache, remote: Remote, lock: Lock) -> tuple[int, int]:
@@ -162,15 +163,14 @@ def push_all(project, cache: Cache, remote: Remote, lock: Lock) -> tuple[int, in
     Marks of pushes still to do to this remote are cleared; another remote's are not."""
     waiting = set(cache.unpushed(remote.url))
     sent = present = 0
-    for key, request in _project_keys(project.frames.values(), lock).items():
-        for take in cache.takes(key):
-            if take.digest in remote.digests(key):
-                present += 1
-            else:
-                remote.push(key, take, cache.request(key) or request, cache)
-                sent += 1
-            if (key, take.digest) in waiting:
-                cache.mark_pushed(key, take.digest, remote.url)
+    for key, take, request in _project_takes(project.frames.values(), lock, cache):
+        if take.digest in remote.digests(key):
+            present += 1
+        else:
+            remote.push(key, take, request, cache)
+            sent += 1
+        if (key, take.digest) in waiting:
+            cache.mark_pushed(key, take.digest, remote.url)
     return sent, present
 
 
