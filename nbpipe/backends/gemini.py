@@ -117,7 +117,7 @@ class GeminiBackend(HttpBackend):
             raise FrameFailed(f"Gemini answered HTTP 200 with {exc}; not retried, since the "
                               "request may have been billed") from None
 
-    def _error(self, answer: Answer, model: str = "", url: str = "") -> Exception:
+    def _error(self, answer: Answer, model: str, url: str) -> Exception:
         status = answer.status
         try:
             error = validate(GeminiErrorBody, answer.body).error or GeminiError()
@@ -127,9 +127,9 @@ class GeminiBackend(HttpBackend):
             # Google names the model it does not serve ("models/X is not found for API
             # version v1beta, ..."); any other 404 is from a wrong path, a proxy, a service
             # that is not Gemini: saying "retired" then would send the user the wrong way.
-            if error.status == "NOT_FOUND" and model and model in (error.message or ""):
+            if error.status == "NOT_FOUND" and model in (error.message or ""):
                 return ModelUnknown("the Gemini API", model)
-            return self.endpoint_missing(url or self.settings.base_url,
+            return self.endpoint_missing(url,
                                          f"not Google's NOT_FOUND for model '{model}'")
         message = short(error.message or answer.reason)
         kind = f"{status} {short(error.status, 60)}" if error.status else str(status)

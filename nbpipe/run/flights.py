@@ -32,7 +32,6 @@ class Landing:
 class Flights:
     def __init__(self) -> None:
         self._flights: dict[str, asyncio.Future] = {}  # key → its one request
-        self._landed: dict[str, Landing] = {}  # key → the image its leader brought
         self._recovering: set[str] = set()  # keys whose flight is a recovery
 
     def busy(self, key: str) -> bool:
@@ -68,7 +67,9 @@ class Flights:
             yield
         finally:
             if not flight.done():
-                flight.set_result(self._landed.pop(key, None))
+                flight.set_result(None)  # it brought nothing (`landed` was not called)
 
     def landed(self, key: str, take: Take, leader: str) -> None:
-        self._landed[key] = Landing(take, leader, False)
+        flight = self._flights[key]
+        if not flight.done():
+            flight.set_result(Landing(take, leader, False))

@@ -62,16 +62,17 @@ class Recovery:
                    if e.backend in SYNC_BACKENDS and e.task_id is None]
         if not unknown:
             return
-        cost = sum((entry_price(e, self.catalog) for e in unknown), Decimal(0))
+        frames = [entry_frame(e, self.catalog) for e in unknown]
+        cost = sum((f.cost for f in frames), Decimal(0))
         names = ", ".join(sorted({e.frame for e in unknown})[:8])
         self.events.note(f"{len(unknown)} Gemini request(s) were in flight when an earlier build "
                          f"stopped ({names}): they may have been billed (USD {fmt_usd(cost)}); "
                          "frames still needed are sent again")
-        for entry in unknown:
+        for entry, frame in zip(unknown, frames):
             self.journal.closed(entry.key, entry.take, "outcome unknown after a crash")
             self.summary.maybe_billed += 1
-            self.summary.maybe_billed_usd += entry_price(entry, self.catalog)
-            self.budget.owe(entry_frame(entry, self.catalog))  # the cap covers what may be spent
+            self.summary.maybe_billed_usd += frame.cost
+            self.budget.owe(frame)  # the cap covers what may be spent
 
     async def collect(self, slots: dict[str, asyncio.Semaphore], after: bool = False) -> None:
         """Collect every task an earlier build created but never collected (a crash, Ctrl-C, a
@@ -79,9 +80,9 @@ class Recovery:
         within the build's -j, and within a total time bound: what is still out then stays in
         the journal for the next build. `after`: once the frames are done, the tasks they left
         (a bad download), even under a key a frame sent."""
-        entries = [e for e in self._ours(self.journal.open.values())
-                   if e.backend not in SYNC_BACKENDS and (e.task_id or e.body)
-                   and (e.key, e.take) not in self._tried]
+        entries = self._ours([e for e in self.journal.open.values()
+                              if e.backend not in SYNC_BACKENDS and (e.task_id or e.body)
+                              and (e.key, e.take) not in self._tried])
         if not entries or self.stopped():
             return
         bound = seconds("NBPIPE_RECOVER_TIMEOUT", RECOVER_TIMEOUT)
@@ -107,10 +108,13 @@ class Recovery:
         """The entries this build may try. One sent with another API key (a cache shared by
         projects with different keys, or a rotated key) is tried only if it has a task: a
         poll is free, and answers if the key is of the same account; its create is never
-        resent (under another account it would be a new, paid task). Said once."""
+        resent (under another account it would be a new, paid task). Said once. With no key
+        for its backend, no account is known: the entry is tried, and says why it waits."""
+        accounts = {backend: self.account(backend) for backend in {e.backend for e in entries}}
         ours, theirs = [], []
-        for entry in list(entries):
-            mine = entry.belongs_to(self.account(entry.backend))
+        for entry in entries:
+            account = accounts[entry.backend]
+            mine = account is None or entry.belongs_to(account)
             (ours if mine or entry.task_id else theirs).append(entry)
         new = [e for e in theirs if (e.key, e.take) not in self._foreign]
         if new:
