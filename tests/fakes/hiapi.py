@@ -14,6 +14,8 @@ validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
               msexpiry(`expireAt` in milliseconds) ttlexpiry(`expireAt` a lifetime: 604800)
     download: truncate notimage gone slow huge loop(redirects to itself)
               redirect(to `redirect_to`) redirect-file(to file:///etc/passwd) gzip
+    replay:   429:N (only a create that would replay an existing task: the resend of a
+              lost reply is held off for N seconds; counted as `held replays`)
     create, poll: 429:N(429 with Retry-After: N seconds)
               slow(the reply drips in) gzip(labelled gzip, not compressed)
               redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
@@ -183,6 +185,9 @@ class FakeHiApi(FakeServer):
                 if known_digest != digest:
                     return self._error(request, 422, "IDEMPOTENCY_KEY_MISMATCH",
                                        "Idempotency-Key reused with another body")
+                held = self.faults.next("replay")
+                if held and self._transport_fault(request, "create", held):
+                    return self.count("held replays")
                 if fault == "409":
                     return self._error(request, 409, "IDEMPOTENCY_KEY_PROCESSING", "in flight",
                                        {"Retry-After": "0"})

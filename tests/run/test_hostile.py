@@ -7,6 +7,9 @@ and requests billed at the fake, exit codes, files on disk and the lock.
    finish;
 3. two commands at once on one cache: two projects sharing NBPIPE_CACHE_DIR, two builds of one
    project, and `gc --older-than 0s` beside a build.
+4. an --offline build of a project with a remote (moto on loopback), stopped (kill -9, Ctrl-C)
+   while a create's reply is lost and tasks are stuck; the next build (with `nbpipe push` beside
+   it) must bring every image to the remote, and a clone must pay nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import pytest
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.hiapi import FakeHiApi
 from tests.samples import THREE, on_gemini
+from tests.store.test_remote import bucket  # noqa: F401 - the fixture (moto on loopback)
 
 TEN = """\
 version: 1
@@ -56,6 +60,14 @@ def gemini_env(fake: FakeGemini, **extra: str) -> dict:
 def start(root: Path, env: dict, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def start_until(fake, what: str, count: int, root: Path, env: dict,
+                *args: str) -> subprocess.Popen:
+    """Start a command; return once the fake counts `count` of `what` (or the command ended)."""
+    proc = start(root, env, *args)
+    wait_for(lambda: fake.counts.get(what, 0) >= count or proc.poll() is not None)
+    return proc
 
 
 def finish(proc: subprocess.Popen, allowed=OK) -> tuple[int, str]:
@@ -148,15 +160,13 @@ def test_kill_9_around_lost_create_replies_pays_each_request_once(moment, tmp_pa
         env = hiapi_env(fake)
         root = project(tmp_path / "p", THREE)
         fake.faults.add("create", "drop", "drop", "drop")  # every first reply is lost
-        proc = start(root, env, "build", "-j", "3")
-        wait_for(lambda: fake.counts.get(what, 0) >= count or proc.poll() is not None)
+        proc = start_until(fake, what, count, root, env, "build", "-j", "3")
         time.sleep(after)
         proc.kill()
         finish(proc)
         # the resumed build loses its replies too, and is killed once a create reaches the fake
         fake.faults.add("create", "drop", "drop", "drop")
-        second = start(root, env, "build", "-j", "2")
-        wait_for(lambda: fake.counts.get("requests", 0) > 0 or second.poll() is not None)
+        second = start_until(fake, "requests", 1, root, env, "build", "-j", "2")
         time.sleep(0.2)
         second.kill()
         finish(second)
@@ -181,8 +191,7 @@ def test_kill_9_during_a_lost_gemini_reply_bills_each_lost_image_once_more_at_mo
         root = project(tmp_path / "p", on_gemini(THREE))
         fake.faults.add("generate", "drop")
         fake.delay = 0.4
-        proc = start(root, env, "build", "-j", "3")
-        wait_for(lambda: fake.counts.get("generates", 0) >= 1 or proc.poll() is not None)
+        proc = start_until(fake, "generates", 1, root, env, "build", "-j", "3")
         time.sleep(after)
         proc.kill()
         finish(proc)
@@ -249,8 +258,7 @@ def test_ctrl_c_with_ten_stuck_tasks_then_a_build_collects_every_paid_image(pres
 
 def two_at_once(first: Path, second: Path, env: dict, fake: FakeHiApi) -> list[tuple[int, str]]:
     """Start a build of `first`; once its task exists, a build of `second`; both results."""
-    one = start(first, env, "build")
-    wait_for(lambda: fake.counts.get("creates", 0) >= 1 or one.poll() is not None)
+    one = start_until(fake, "creates", 1, first, env, "build")
     two = start(second, env, "build")
     return [finish(one, (0,)), finish(two, (0,))]
 
@@ -289,8 +297,7 @@ def test_gc_beside_a_build_on_a_shared_cache_removes_no_paid_image(tmp_path):
         assert nbpipe(a, env, "build", "-j", "3")[0] == 0
         b = project(tmp_path / "b", THREE.replace("a pier", "a quay").replace(
             "a harbour", "a dock"))
-        build = start(b, env, "build", "-j", "3")
-        wait_for(lambda: fake.counts.get("creates", 0) >= 5 or build.poll() is not None)
+        build = start_until(fake, "creates", 5, b, env, "build", "-j", "3")
         gcs = [start(root, env, "gc", "--older-than", "0s") for root in (a, b)]
         code, said = finish(build, (0,))
         gc_said = [finish(gc, (0,))[1] for gc in gcs]
@@ -314,8 +321,7 @@ def test_gc_after_a_killed_build_on_a_shared_cache(tmp_path):
         a = project(tmp_path / "a", THREE)
         b = project(tmp_path / "b", THREE.replace("a pier", "a quay"))
         assert nbpipe(a, env, "build", "-j", "3")[0] == 0
-        build = start(b, env, "build", "-j", "3")
-        wait_for(lambda: fake.counts.get("creates", 0) >= 4 or build.poll() is not None)
+        build = start_until(fake, "creates", 4, b, env, "build", "-j", "3")
         build.kill()
         finish(build)
         code, said = nbpipe(a, env, "gc", "--older-than", "0s", allowed=(0,))
@@ -335,8 +341,7 @@ def test_a_build_waiting_on_a_shared_cache_collects_the_tasks_of_one_killed_ther
         env = hiapi_env(fake, NBPIPE_CACHE_DIR=str(tmp_path / "shared"))
         a = project(tmp_path / "a", THREE)
         b = project(tmp_path / "b", THREE)
-        first = start(a, env, "build", "-j", "3")
-        wait_for(lambda: fake.counts.get("creates", 0) >= 3 or first.poll() is not None)
+        first = start_until(fake, "creates", 3, a, env, "build", "-j", "3")
         second = start(b, env, "build", "-j", "3")
         waited = first_line(second.stdout)
         assert "waiting for another nbpipe build" in waited
@@ -355,8 +360,7 @@ def test_ctrl_c_while_waiting_for_the_lock_exits_130(tmp_path):
     with FakeHiApi(latency=1.5) as fake:
         env = hiapi_env(fake)
         a = project(tmp_path / "a", THREE)
-        first = start(a, env, "build", "-j", "3")
-        wait_for(lambda: fake.counts.get("creates", 0) >= 3 or first.poll() is not None)
+        first = start_until(fake, "creates", 3, a, env, "build", "-j", "3")
         waiting = [start(a, env, *args) for args in
                    (["build"], ["gc", "--older-than", "0s"], ["pin", "a", "1"])]
         time.sleep(1.0)
@@ -381,9 +385,8 @@ def test_a_shared_cache_used_with_two_hiapi_keys_loses_no_paid_task(killed, tmp_
         env = hiapi_env(fake, NBPIPE_CACHE_DIR=str(tmp_path / "shared"))
         a = project(tmp_path / "a", THREE)
         b = project(tmp_path / "b", THREE.replace("a ", "one "))
-        first = start(a, env, "build", "-j", "3")
         what, count = ("creates", 3) if killed.startswith("as") else ("polls", 6)
-        wait_for(lambda: fake.counts.get(what, 0) >= count or first.poll() is not None)
+        first = start_until(fake, what, count, a, env, "build", "-j", "3")
         first.kill()
         finish(first)
         code, said_b = nbpipe(b, {**env, "HIAPI_API_KEY": "sk-second-account"}, "build", "-j", "3")
@@ -393,3 +396,77 @@ def test_a_shared_cache_used_with_two_hiapi_keys_loses_no_paid_task(killed, tmp_
         cached = blobs(a, tmp_path / "shared")
         lost = [t.task_id for t in fake.tasks.values() if sha(t.image) not in cached]
         assert (fake.counts["creates"], lost) == (6, []), (said_b, said_a)
+
+
+# --- 4. an --offline build killed during a lost create reply, with a remote; then the team ----
+
+FOUR = THREE + "  d: {prompt: a quay}\n"
+
+
+def marks(root: Path) -> list[str]:
+    """The pushes still to do that a project's cache holds (`unpushed/`; not a temp file)."""
+    return [p.name for p in (root / ".nbpipe" / "unpushed").glob("[0-9a-f]*")]
+
+
+def polled(fake: FakeHiApi) -> list:
+    """The tasks the client knows of: a task whose create reply was lost is never polled."""
+    return [t for t in fake.tasks.values() if t.polls]
+
+
+@pytest.mark.parametrize("stop", ["kill -9", "Ctrl-C, then a push beside the build"])
+def test_an_offline_build_stopped_during_a_lost_reply_reaches_the_team_paid_once(
+        stop, bucket, tmp_path):
+    """A project with a remote builds --offline; one create's reply is lost (its resend held
+    off), the other tasks are stuck but one, whose image is marked for the remote. The build
+    is stopped. The next build (online) collects every task, the lost one by its resent
+    create, and the remote gets every image; a clone then builds without paying anything."""
+    with FakeHiApi() as fake:
+        env = hiapi_env(fake, NBPIPE_INTERRUPT_GRACE="0.5")
+        a = project(tmp_path / "a", FOUR)
+        fake.faults.add("create", None, "drop")
+        fake.faults.add("replay", "429:60")  # the resent create waits out the stop
+        fake.faults.add("task", *["stuck"] * 4)
+        offline = start(a, env, "build", "--offline", "-j", "4")
+        wait_for(lambda: fake.counts["creates"] == 4 and len(polled(fake)) == 3
+                 or offline.poll() is not None)
+        polled(fake)[0].outcome = "success"
+        wait_for(lambda: marks(a) or offline.poll() is not None)
+        assert fake.counts["replays"] == 0 and marks(a)  # the lost reply is still unanswered
+        if stop == "kill -9":
+            offline.kill()
+            assert finish(offline)[0] == -signal.SIGKILL
+        else:
+            offline.send_signal(signal.SIGINT)
+            code, said = finish(offline)
+            assert code == 130 and "remote: offline; 1 new image(s) to push" in said, said
+        fake.faults.clear("replay")  # had the resend not been sent before the stop
+        assert bucket.find("cache/blobs") == []  # offline: nothing sent
+        if stop == "kill -9":
+            for task in fake.tasks.values():
+                task.outcome = "success"
+            code, said = nbpipe(a, env, "build", allowed=(0,))
+        else:  # `nbpipe push` beside the build: it waits for it (the tasks are still stuck)
+            build = start(a, env, "build")
+            wait_for(lambda: fake.counts["replays"] == 1 or build.poll() is not None)
+            push = start(a, env, "push")
+            assert "waiting for another nbpipe build" in first_line(push.stderr)
+            for task in fake.tasks.values():
+                task.outcome = "success"
+            code, said = finish(build, (0,))
+            assert finish(push, (0,))[1].startswith(
+                f"pushed 0 image(s) to s3://{bucket.name}/cache; 4 were there already")
+        images = {sha(t.image) for t in fake.tasks.values()}
+        on_remote = {path.rpartition("/")[2] for path in bucket.find("cache/blobs")}
+        assert (fake.counts["creates"], on_remote, marks(a)) == (4, images, []), said
+        b = project(tmp_path / "b", FOUR)
+        assert nbpipe(b, env, "build", allowed=(0,))[0] == 0
+        assert fake.counts["creates"] == 4
+        assert one_task_per_request(fake) == {"a lighthouse": 1, "a harbour": 1, "a pier": 1,
+                                              "a quay": 1}
+        digests = {name: entry["digest"] for name, entry in lock_frames(a).items()}
+        assert {name: entry["digest"] for name, entry in lock_frames(b).items()} == digests
+        assert set(digests.values()) == images and len(digests) == 4
+        pins_the_tasks(a, fake)
+        print(f"[offline, {stop}] creates {fake.counts['creates']}, replays "
+              f"{fake.counts['replays']}, held {fake.counts['held replays']}, remote blobs "
+              f"{len(on_remote)}, marks left {len(marks(a))}")
