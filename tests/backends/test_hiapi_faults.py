@@ -69,6 +69,26 @@ def test_a_task_of_another_account_is_left_for_its_key_and_never_paid_twice(
     assert fake_hiapi.counts["creates"] == 2 and open_tasks(root) == []
 
 
+def test_with_no_key_a_lost_create_waits_for_the_key_and_is_not_called_another_key_s(
+        fake_hiapi, build, make_project, monkeypatch):
+    """A create whose reply was lost stays open; a build with no HiAPI key (the project now
+    renders on preview) cannot resend it, and says so: no account is known, so it is not
+    "another API key's"."""
+    root = make_project(ONE)
+    fake_hiapi.faults.add("create", "drop", *["503"] * 12)  # created; reply lost; resends fail
+    assert build(root)["failed"] == 1 and fake_hiapi.counts["creates"] == 1
+    (entry,) = journal(root).open.values()
+    assert entry.body is not None and entry.task_id is None
+    (root / "nbpipe.yaml").write_text(ONE.replace("backend: hiapi", "backend: preview"))
+    monkeypatch.delenv("HIAPI_API_KEY")
+    summary = build(root)
+    assert summary["rendered"] == 1 and fake_hiapi.counts["creates"] == 1
+    assert notes(summary) == ["a create whose reply was lost of an earlier build of a is still "
+                              "out: HIAPI_API_KEY is not set, so nothing can be rendered on "
+                              "hiapi"]
+    assert list(journal(root).open) == [(entry.key, entry.take)]  # for a build with the key
+
+
 def test_a_404_that_hiapi_did_not_send_keeps_the_task_and_stops(fake_hiapi, build, make_project,
                                                                  monkeypatch):
     root = make_project(ONE)
