@@ -71,10 +71,10 @@ def fast_noop(argv: list[str]) -> int | None:
 
 def entry() -> None:
     """The console script and `python -m nbpipe`: the early answer, else the CLI's."""
-    from nbpipe import interrupts
-
-    interrupts.install()
     try:
+        from nbpipe import interrupts  # (importing `signal` takes a while: a Ctrl-C may land)
+
+        interrupts.install()
         code = fast_noop(sys.argv[1:])
         if code is None:
             from nbpipe.cli import main
