@@ -6,7 +6,7 @@ Each trial starts a fresh project against a fresh fake HiAPI (task latency 0.5 s
 build with SIGKILL at 1-4 random moments, then builds again until one exits 0. It checks that
 the server created exactly one task per frame key (never a second payment), that every output
 decodes and the lock lists every frame, and that no partial file is left in the outputs or the
-cache. The small version of this runs in the test suite (tests/run/test_scale.py).
+cache. The small version of this runs in the test suite (tests/engine/test_scale.py).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tiles import tiles  # noqa: E402
-from tests.fakes.hiapi import FakeHiApi  # noqa: E402
+from _tiles import tiles
+
+from tests.fakes.hiapi import FakeHiApi
 
 
 def build(root: Path, fake: FakeHiApi) -> subprocess.Popen:

@@ -3,7 +3,7 @@
     python benchmarks/gate_fuzz.py                     # 200 examples, a random seed
     python benchmarks/gate_fuzz.py --examples 1000 --seed 7 --max-steps 16
 
-Each example is a random sequence of edits and builds (tests/run/test_gate_property.py); after
+Each example is a random sequence of edits and builds (tests/engine/test_gate_property.py); after
 every step `build` must say `nothing to do` exactly when `plan` says every frame is fresh, and
 `build --check` and the no-op fast path must agree with `plan`. Unlike the test, it does not
 stop at the first disagreement: it counts examples, steps and disagreements, and prints each
@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
 
-from tests.run.test_gate_property import STEPS, run_sequence  # noqa: E402
+from tests.engine.test_gate_property import STEPS, run_sequence
 
 
 def main() -> int:

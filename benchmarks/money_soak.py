@@ -1,4 +1,4 @@
-"""Soak the money state machine (tests/run/money_model.py): fresh seeds, many examples.
+"""Soak the money state machine (tests/engine/money_model.py): fresh seeds, many examples.
 
     python benchmarks/money_soak.py --examples 2000 --steps 12
     python benchmarks/money_soak.py --machine remote --minutes 15   # + a shared S3, 2 clones
@@ -19,13 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hypothesis import HealthCheck, Phase, Verbosity, settings  # noqa: E402
-from hypothesis.stateful import run_state_machine_as_test  # noqa: E402
+from hypothesis import HealthCheck, Phase, Verbosity, settings
+from hypothesis.stateful import run_state_machine_as_test
 
-from tests.run.money_model import MoneyMachine  # noqa: E402
+from tests.engine.money_model import MoneyMachine
 
-MACHINES = {"local": "tests.run.money_model:MoneyMachine",
-            "remote": "tests.run.money_remote_model:RemoteMoneyMachine"}
+MACHINES = {"local": "tests.engine.money_model:MoneyMachine",
+            "remote": "tests.engine.money_remote_model:RemoteMoneyMachine"}
 
 
 def machine(name: str) -> type[MoneyMachine]:
@@ -84,7 +84,7 @@ def main() -> int:
                 database=None, suppress_health_check=list(HealthCheck),
                 phases=[Phase.generate, *([Phase.shrink] if args.shrink else [])],
                 verbosity=Verbosity.verbose if args.verbose else Verbosity.normal))
-        except Exception as exc:  # noqa: BLE001 - report it, with the counts so far
+        except Exception as exc:
             failure = exc
         left -= batch
         if args.minutes and time.monotonic() - started > args.minutes * 60:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tiles import PREVIEW_SMALL, tiles  # noqa: E402
+from _tiles import PREVIEW_SMALL, tiles
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tiles import PREVIEW_SMALL  # noqa: E402
+from _tiles import PREVIEW_SMALL
 
 
 def manifest(frames: int, changed: int, hero: str) -> str:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tiles import tiles  # noqa: E402
-from tests.fakes.hiapi import FakeHiApi  # noqa: E402
+from _tiles import tiles
+
+from tests.fakes.hiapi import FakeHiApi
 
 
 def noise_png(megabytes: float) -> bytes:

@@ -23,8 +23,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tiles import tiles  # noqa: E402
-from tests.fakes.hiapi import FakeHiApi  # noqa: E402
+from _tiles import tiles
+
+from tests.fakes.hiapi import FakeHiApi
 
 
 def run_nbpipe(fake: FakeHiApi, frames: int, jobs: int, poll: float) -> float:

@@ -17,11 +17,12 @@ import datetime as dt
 import functools
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from importlib.resources import files
 from types import MappingProxyType
-from typing import Annotated, Literal, Mapping
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -94,7 +95,7 @@ class ModelEntry(_Strict):
     source: str
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelEntry":
+    def _consistent(self) -> ModelEntry:
         tiered = isinstance(self.prices, dict)
         if tiered and sorted(self.prices) != sorted(self.resolutions):
             raise ValueError("tiered prices must name exactly the model's resolutions")
@@ -132,7 +133,7 @@ class CatalogFile(_Strict):
     backends: dict[str, BackendEntry]
 
     @model_validator(mode="after")
-    def _references(self) -> "CatalogFile":
+    def _references(self) -> CatalogFile:
         if self.default_backend not in self.backends:
             raise ValueError(f"default_backend '{self.default_backend}' is not a backend")
         for name, backend in self.backends.items():
@@ -210,7 +211,7 @@ def today() -> dt.date:
             from nbpipe.errors import UsageError
 
             raise UsageError(f"NBPIPE_TODAY={forced!r} is not a date", "use YYYY-MM-DD") from None
-    return dt.datetime.now(dt.timezone.utc).date()
+    return dt.datetime.now(dt.UTC).date()
 
 
 class Catalog:
@@ -268,7 +269,7 @@ class Catalog:
                 f"day{'s' * (left != 1)})", hint)
 
     def with_prices(self, pricing: Mapping[str, Mapping[str, object]],
-                    source: str = "nbpipe.yaml `pricing:`") -> "Catalog":
+                    source: str = "nbpipe.yaml `pricing:`") -> Catalog:
         """A copy with `pricing:` applied: {backend: {model: price | {resolution: price}}}."""
         specs = []
         for backend, models in self.models.items():
@@ -279,7 +280,7 @@ class Catalog:
                 specs.append(spec)
         return Catalog(tuple(specs), self.backends, self.default_backend, self.tiers)
 
-    def higher(self, other: "Catalog") -> "Catalog":
+    def higher(self, other: Catalog) -> Catalog:
         """A copy where each model's price per tier is the higher of this table's and `other`'s."""
         specs = []
         for backend, models in self.models.items():

@@ -69,8 +69,8 @@ def _project(ctx: click.Context, backend: str | None = None, profile: str | None
              warn: bool = False):
     """The loaded project; with `warn`, its warnings (a model shutting down soon) go to stderr,
     each once per command."""
+    from nbpipe.ops.prices import current_catalog
     from nbpipe.plan.planner import open_project
-    from nbpipe.run.prices import current_catalog
 
     root: Path = ctx.obj
     if not os.path.isdir(root):  # not Path.is_dir: that raises on a name too long
@@ -111,9 +111,9 @@ def validate(ctx: click.Context) -> int:
 def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: str | None,
          profile: str | None, compare: str | None, offline: bool) -> int:
     """What a build would do, why, and what it would cost. FRAMES take globs: 'shoe/*'."""
-    from nbpipe import present
-    from nbpipe.run.prices import budget_note, price_source
-    from nbpipe.run.view import plan_project
+    from nbpipe.ops.prices import budget_note, price_source
+    from nbpipe.query.view import plan_project
+    from nbpipe.ui import present
 
     if compare:
         names = [n.strip() for n in compare.split(",") if n.strip()]
@@ -145,8 +145,8 @@ def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: st
 def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None,
          profile: str | None) -> int:
     """The exact request FRAME would send, and its frame key."""
-    from nbpipe import present
     from nbpipe.backends import describe_request, endpoint
+    from nbpipe.ui import present
 
     project = _project(ctx, backend, profile)
     found = project.frames.get(frame)
@@ -171,7 +171,7 @@ def _cache_dir(root: Path) -> Path:
 
 def _writing(root: Path):
     """The lock every command that writes the cache, the lock or outputs holds (as `build`)."""
-    from nbpipe.run.session import exclusive
+    from nbpipe.engine.session import exclusive
 
     class Notes:
         @staticmethod
@@ -215,14 +215,14 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
     """Restore or render what changed, in dependency order, and update nbpipe.lock."""
     root: Path = ctx.obj
     if not frames and not force and not with_report:
-        from nbpipe.run.noop import answer
+        from nbpipe.engine.noop import answer
 
         summary = answer(root, _cache_dir(root), backend, profile, check, as_json)
         if summary is not None:
             click.echo(summary)
             return EXIT_OK
-    from nbpipe.run.build import BuildOptions
-    from nbpipe.run.session import run_build, run_check
+    from nbpipe.engine.build import BuildOptions
+    from nbpipe.engine.session import run_build, run_check
 
     if fail_fast and keep_going:
         raise UsageError("--fail-fast and --keep-going contradict each other")
@@ -235,7 +235,7 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
                            trust_prices=trust_prices, remote_errors=remote_errors)
     code = run_build(project, _cache_dir(root), options, as_json, wait=not no_wait)
     if with_report:
-        from nbpipe.run.report import write_report
+        from nbpipe.ui.report import write_report
 
         page = write_report(project, _cache_dir(root), Path("out/index.html"))
         click.echo(f"wrote {page}", err=as_json)
@@ -249,7 +249,7 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
 @click.pass_context
 def explain(ctx: click.Context, frame: str, backend: str | None, profile: str | None) -> int:
     """Why FRAME is fresh, or will be restored, rendered or blocked: field by field."""
-    from nbpipe.run.inspect import explain as explain_frame
+    from nbpipe.query.inspect import explain as explain_frame
 
     click.echo(explain_frame(_project(ctx, backend, profile), _cache_dir(ctx.obj), frame))
     return EXIT_OK
@@ -262,7 +262,7 @@ def explain(ctx: click.Context, frame: str, backend: str | None, profile: str | 
 @click.pass_context
 def takes(ctx: click.Context, frame: str, backend: str | None, profile: str | None) -> int:
     """List the takes of FRAME's current request (the pinned one is marked)."""
-    from nbpipe.run.inspect import list_takes
+    from nbpipe.query.inspect import list_takes
 
     click.echo(list_takes(_project(ctx, backend, profile), _cache_dir(ctx.obj), frame))
     return EXIT_OK
@@ -278,7 +278,7 @@ def takes(ctx: click.Context, frame: str, backend: str | None, profile: str | No
 def pin(ctx: click.Context, frame: str, take: str, backend: str | None, profile: str | None,
         force: bool) -> int:
     """Pin TAKE (a number from `takes`, or a digest prefix) of FRAME; free, from the cache."""
-    from nbpipe.run.inspect import pin as pin_take
+    from nbpipe.query.inspect import pin as pin_take
 
     project = _project(ctx, backend, profile)
     with _writing(ctx.obj):
@@ -312,8 +312,8 @@ def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str 
     """Free cache space; never removes a take pinned by a lock."""
     if on_remote:
         return _gc_remote(ctx, dry_run, max_size, older_than, refs)
-    from nbpipe.run.maintain import DEFAULT_OLDER_THAN, branch_pins, parse_age, parse_size, policy
-    from nbpipe.run.maintain import gc as collect
+    from nbpipe.ops.maintain import DEFAULT_OLDER_THAN, branch_pins, parse_age, parse_size, policy
+    from nbpipe.ops.maintain import gc as collect
     from nbpipe.store.cache import Cache
     from nbpipe.store.lock import Lock
 
@@ -334,9 +334,9 @@ def gc(ctx: click.Context, dry_run: bool, max_size: str | None, older_than: str 
 
 def _gc_remote(ctx: click.Context, dry_run: bool, max_size: str | None,
                older_than: str | None, refs: tuple[str, ...]) -> int:
-    from nbpipe.run.maintain import gc_remote, parse_age, pins_in_git
-    from nbpipe.run.view import open_remote
+    from nbpipe.ops.maintain import gc_remote, parse_age, pins_in_git
     from nbpipe.store.lock import Lock
+    from nbpipe.store.workspace import open_remote
 
     if max_size:
         raise UsageError("--max-size applies to the local cache", "use --older-than with --remote")
@@ -358,7 +358,7 @@ def _gc_remote(ctx: click.Context, dry_run: bool, max_size: str | None,
 @click.pass_context
 def clean(ctx: click.Context, orphans: bool, dry_run: bool) -> int:
     """Remove files nbpipe made that nothing declares any more."""
-    from nbpipe.run.maintain import clean_orphans
+    from nbpipe.ops.maintain import clean_orphans
     from nbpipe.store.state import State
 
     if not orphans:
@@ -380,8 +380,8 @@ def models(ctx: click.Context, backend: str | None, as_json: bool, refresh: bool
     from nbpipe.catalog import builtin, today
     from nbpipe.errors import ManifestError
     from nbpipe.manifest.load import load_manifest
-    from nbpipe.run.prices import current_catalog, models_json, models_table
-    from nbpipe.run.prices import refresh as refresh_prices
+    from nbpipe.ops.prices import current_catalog, models_json, models_table
+    from nbpipe.ops.prices import refresh as refresh_prices
 
     root: Path = ctx.obj
     if refresh:
@@ -410,7 +410,7 @@ cli.add_command(prices)
 @click.pass_context
 def report(ctx: click.Context, out: Path, backend: str | None, profile: str | None) -> int:
     """A static HTML contact sheet of every frame (thumbnails beside it, relative links)."""
-    from nbpipe.run.report import write_report
+    from nbpipe.ui.report import write_report
 
     page = write_report(_project(ctx, backend, profile), _cache_dir(ctx.obj), out)
     click.echo(f"wrote {page}")
@@ -431,8 +431,8 @@ def diff(ctx: click.Context, base: str | None, fmt: str, review_url: str | None,
     """Frames that differ from the lock at git ref BASE, why, and what is left to pay.
 
     BASE defaults to the merge-base with the upstream branch, else HEAD."""
-    from nbpipe.run import diff_format
-    from nbpipe.run.diff import diff_project
+    from nbpipe.query.diff import diff_project
+    from nbpipe.ui import diff_format
 
     found = diff_project(_project(ctx, backend, profile), _cache_dir(ctx.obj), base, offline)
     if fmt == "json":
@@ -458,7 +458,7 @@ def diff(ctx: click.Context, base: str | None, fmt: str, review_url: str | None,
 def review(ctx: click.Context, base: str | None, out: Path, self_contained: bool, preview: bool,
            backend: str | None, profile: str | None, offline: bool) -> int:
     """A before/after page of the frames that differ from the lock at git ref BASE."""
-    from nbpipe.run.review import write_review
+    from nbpipe.ui.review import write_review
 
     project = _project(ctx, backend, profile)
     page, count = write_review(project, _cache_dir(ctx.obj), base, out, self_contained, offline,
@@ -473,11 +473,11 @@ def review(ctx: click.Context, base: str | None, out: Path, self_contained: bool
 @click.pass_context
 def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
     """Send this project's images to the remote cache (`cache.remote`, $NBPIPE_REMOTE)."""
-    from nbpipe.run.gitref import refuse_committed_store
-    from nbpipe.run.push import push_all
-    from nbpipe.run.view import open_remote
+    from nbpipe.ops.push import push_all
     from nbpipe.store.cache import Cache
+    from nbpipe.store.gitref import refuse_committed_store
     from nbpipe.store.lock import Lock
+    from nbpipe.store.workspace import open_remote
 
     project = _project(ctx, backend, profile)
     remote = open_remote(project)
@@ -504,8 +504,8 @@ def push(ctx: click.Context, backend: str | None, profile: str | None) -> int:
 def pull(ctx: click.Context, frames: tuple[str, ...], backend: str | None,
          profile: str | None) -> int:
     """Write the pinned image of every frame (FRAMES: globs) from the local or remote cache."""
-    from nbpipe.run.push import pull as pull_images
-    from nbpipe.run.view import open_remote, open_store
+    from nbpipe.ops.push import pull as pull_images
+    from nbpipe.store.workspace import open_remote, open_store
 
     project = _project(ctx, backend, profile)
     with _writing(ctx.obj):
@@ -574,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK  # `nbpipe plan | head` is not an error
-    except Exception:  # noqa: BLE001 - a bug: show it, but with the documented exit code
+    except Exception:
         import traceback
 
         traceback.print_exc()

@@ -3,7 +3,7 @@
 `nbpipe build` with nothing changed is the command CI and editors run most, and its answer
 should cost little more than the interpreter's start; importing click and the command
 definitions costs about as much as the check itself. So the plainest command lines,
-`[-C DIR] build [--check] [--json]`, try the fast path (run/noop.py) here. Anything else, and
+`[-C DIR] build [--check] [--json]`, try the fast path (engine/noop.py) here. Anything else, and
 any doubt (an unknown flag, a directory that is not one, no standard output, the check saying
 no or failing), goes to the full CLI, which gives the same answer for these command lines by
 the same function, and says any error in its own words and exit codes.
@@ -48,12 +48,12 @@ def early_summary(argv: list[str]) -> str | None:
     root, flags = plain
     if not os.path.isdir(root):
         return None
-    from nbpipe.run.noop import answer
+    from nbpipe.engine.noop import answer
 
     try:
         return answer(root, cache_dir(root), backend, os.environ.get("NBPIPE_PROFILE") or None,
                       **flags)
-    except Exception:  # noqa: BLE001 - the CLI runs the same check and reports what it raises
+    except Exception:
         return None
 
 

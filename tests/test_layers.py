@@ -29,10 +29,20 @@ def _offenders(under: str, forbidden: tuple[str, ...], exempt: str | None = None
             if name == forbidden or name.startswith(forbidden)]
 
 
+ABOVE_STORE = ("nbpipe.engine", "nbpipe.query", "nbpipe.ops", "nbpipe.ui", "nbpipe.cli",
+               "nbpipe.launch")
+
+
 @pytest.mark.parametrize("under, forbidden, exempt", [
     (".", ("httpx",), "backends"),  # the outside world is spoken to in backends/ only
-    ("plan", ("nbpipe.store", "nbpipe.run", "nbpipe.backends"), None),
-    ("manifest", ("nbpipe.plan", "nbpipe.store", "nbpipe.run", "nbpipe.backends"), None),
+    ("plan", ("nbpipe.store", "nbpipe.backends") + ABOVE_STORE, None),
+    ("manifest", ("nbpipe.plan", "nbpipe.store", "nbpipe.backends") + ABOVE_STORE, None),
+    ("store", ("nbpipe.backends",) + ABOVE_STORE, None),  # the past knows nothing of doing
+    ("backends", ("nbpipe.store",) + ABOVE_STORE, None),
+    ("query", ("nbpipe.engine", "nbpipe.ops", "nbpipe.ui", "nbpipe.cli"), None),
+    ("ops", ("nbpipe.engine", "nbpipe.ui", "nbpipe.cli"), None),
+    ("ui", ("nbpipe.engine", "nbpipe.cli"), None),  # presentation never reaches into the engine
+    ("engine", ("nbpipe.query", "nbpipe.cli"), None),
 ])
 def test_imports_point_one_way(under, forbidden, exempt):
     assert _offenders(under, forbidden, exempt) == []
@@ -42,3 +52,10 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path):
     sample = tmp_path / "m.py"
     sample.write_text("def refresh():\n    import httpx\n    return httpx\n")
     assert _imports(sample) == {"httpx"}
+
+
+def test_networkx_stays_in_the_graph_module():
+    offenders = [str(path.relative_to(PACKAGE.parent)) for path in sorted(PACKAGE.rglob("*.py"))
+                 if path.name != "graph.py" and any(name.split(".")[0] == "networkx"
+                                                    for name in _imports(path))]
+    assert offenders == []

@@ -106,9 +106,9 @@ def test_without_chromium_each_browser_test_skips_with_its_reason(clone, tmp_pat
     """No module-level skip: the report test that needs no browser still runs."""
     env = {**nbpipe_on_path(clone, tmp_path), "PATH": str(tmp_path / "bin")}  # no chromium
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                           "tests/run/test_report.py"], cwd=clone, env=env,
+                           "tests/ui/test_report.py"], cwd=clone, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"=+ 1 passed, 7 skipped in [\d.]+s =+$", done.stdout, re.M), done.stdout
-    assert "SKIPPED [4] tests/run/test_report.py:" in done.stdout
+    assert "SKIPPED [4] tests/ui/test_report.py:" in done.stdout
     assert done.stdout.count("chromium is not installed (scripts/test installs it)") == 4

@@ -13,10 +13,22 @@ import os
 from dataclasses import dataclass, field
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (Answer, HttpBackend, RetryPolicy, Retryable, api_key,
-                                  env_number, short)
-from nbpipe.backends.replies import (GeminiError, GeminiErrorBody, GeminiReply, ReplyProblem,
-                                     validate)
+from nbpipe.backends.http import (
+    Answer,
+    HttpBackend,
+    Retryable,
+    RetryPolicy,
+    api_key,
+    env_number,
+    short,
+)
+from nbpipe.backends.replies import (
+    GeminiError,
+    GeminiErrorBody,
+    GeminiReply,
+    ReplyProblem,
+    validate,
+)
 from nbpipe.errors import BuildStopped, FrameFailed, ModelUnknown
 from nbpipe.plan.frame import Request
 
@@ -67,7 +79,7 @@ class GeminiSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @staticmethod
-    def from_env(env: dict[str, str] | None = None) -> "GeminiSettings":
+    def from_env(env: dict[str, str] | None = None) -> GeminiSettings:
         env = dict(os.environ if env is None else env)
         key = api_key(env, KEY_VARS, "gemini")
         base = env.get("GOOGLE_GEMINI_BASE_URL", DEFAULT_BASE_URL).rstrip("/")

@@ -23,10 +23,28 @@ from dataclasses import dataclass, field
 import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
-from nbpipe.backends.http import (Answer, DownloadGone, HttpBackend, RateLimiter, RetryPolicy,
-                                  Retryable, api_key, download, env_number, output_url, short)
-from nbpipe.backends.replies import (TASK_ID, HiCreated, HiEnvelope, HiTask, Reply,
-                                     ReplyProblem, validate)
+from nbpipe.backends.http import (
+    Answer,
+    DownloadGone,
+    HttpBackend,
+    RateLimiter,
+    Retryable,
+    RetryPolicy,
+    api_key,
+    download,
+    env_number,
+    output_url,
+    short,
+)
+from nbpipe.backends.replies import (
+    TASK_ID,
+    HiCreated,
+    HiEnvelope,
+    HiTask,
+    Reply,
+    ReplyProblem,
+    validate,
+)
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, ModelUnknown, TaskFailed, UsageError
 from nbpipe.plan.frame import Request
 
@@ -76,7 +94,7 @@ class HiApiSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @staticmethod
-    def from_env(env: dict[str, str] | None = None) -> "HiApiSettings":
+    def from_env(env: dict[str, str] | None = None) -> HiApiSettings:
         env = dict(os.environ if env is None else env)
         key = api_key(env, KEY_VARS, "hiapi")
         base = env.get("HIAPI_BASE_URL", DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")

@@ -192,7 +192,7 @@ class RetryPolicy:
     deadline: float = DEFAULT_RETRY_DEADLINE
 
     @staticmethod
-    def from_env(env: dict[str, str]) -> "RetryPolicy":
+    def from_env(env: dict[str, str]) -> RetryPolicy:
         """The policy both backends use, its times read from the environment."""
         return RetryPolicy(base=env_number(env, "NBPIPE_RETRY_BASE", 1.0),
                            deadline=env_number(env, RETRY_DEADLINE_VAR,

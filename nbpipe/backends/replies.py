@@ -12,8 +12,18 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, StrictInt,
-                      ValidationError, ValidatorFunctionWrapHandler, WrapValidator)
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 
 M = TypeVar("M", bound=BaseModel)
 D = TypeVar("D")

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import operator
 import re
-from typing import Any
-
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2 import Template as JinjaTemplate
@@ -291,7 +290,7 @@ def _render(node: Any, context: dict, subpath: tuple) -> Any:
     except SecurityError as exc:
         raise TemplateFault(subpath, f"the sandbox refused: {str(exc).rstrip('.')}"
                             f"{_template_line(exc)}") from None
-    except Exception as exc:  # noqa: BLE001 - user code: every failure becomes a located error
+    except Exception as exc:
         raise TemplateFault(subpath, f"template failed: {type(exc).__name__}: {exc}"
                             f"{_template_line(exc)}") from None
     if len(text) > MAX_RENDERED:

@@ -146,7 +146,7 @@ class Frame:
     def upstreams(self) -> tuple[str, ...]:
         return tuple(i.ref for i in self.inputs if i.kind == "frame")
 
-    def keyed(self, upstream_digests: dict[str, str] | None = None) -> "Frame":
+    def keyed(self, upstream_digests: dict[str, str] | None = None) -> Frame:
         """This frame with its key, once every input's digest is known (else key stays None)."""
         inputs = tuple(replace(i, digest=upstream_digests.get(i.ref, i.digest))
                        if i.kind == "frame" and upstream_digests else i for i in self.inputs)

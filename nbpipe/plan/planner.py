@@ -15,6 +15,7 @@ from nbpipe.errors import Diagnostic, UsageError
 from nbpipe.manifest.expand import Declared, expand
 from nbpipe.manifest.load import Loaded, load_manifest
 from nbpipe.manifest.source import did_you_mean
+from nbpipe.money import usd
 from nbpipe.plan import graph
 from nbpipe.plan.frame import Frame, format_of_path
 from nbpipe.plan.reasons import Change, changes, short_reason
@@ -362,7 +363,3 @@ def make_plan(frames: Iterable[Frame], known: Known | None = None,
         steps.append(step)
     return Plan(steps)
 
-
-def usd(amount: Decimal) -> float:
-    """A JSON-friendly dollar figure (Decimal sums stay exact until here)."""
-    return float(round(amount, 6))

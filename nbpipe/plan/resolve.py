@@ -3,13 +3,12 @@ output path and price, each checked against the catalogue before anything is sen
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-
-import datetime as dt
 
 from nbpipe.catalog import EXTENSIONS, FORMAT_ALIASES, FORMATS, Catalog, ModelSpec
 from nbpipe.catalog import today as catalog_today

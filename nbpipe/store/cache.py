@@ -65,7 +65,7 @@ class Take:
     take: int | None = None  # its number among the key's takes, the same on every machine
 
     @staticmethod
-    def from_json(doc: dict) -> "Take":
+    def from_json(doc: dict) -> Take:
         """A take as stored (the cache may be shared or tampered with); ValueError if any
         field has the wrong type, so a bad record is a miss and never reaches a path or a sum."""
         if not isinstance(doc, dict):
@@ -118,7 +118,7 @@ def storage_error(exc: sqlite3.Error, path: Path) -> OSError | None:
 class BlobWriter:
     """Streams bytes into a temp file in the cache while hashing them; `commit` names it."""
 
-    def __init__(self, cache: "Cache"):
+    def __init__(self, cache: Cache):
         self._cache = cache
         fd, name = tempfile.mkstemp(dir=cache.tmp_dir, prefix="blob-")
         self._file = os.fdopen(fd, "wb")
@@ -427,7 +427,7 @@ class Cache:
         """(key, digest) of the takes still to send to `remote` (None: to any), oldest first."""
         found = {}
         for path in (self.root / "unpushed").glob("*.*"):
-            mark = marks.parse(path.name)  # what the fast path counts too (run/noop.py)
+            mark = marks.parse(path.name)  # what the fast path counts too (engine/noop.py)
             if mark is None:
                 continue
             key, digest, named = mark

@@ -103,7 +103,7 @@ class Lock:
         self.others = dict(others or {})
 
     @staticmethod
-    def load(root: Path, profile: str | None = None) -> "Lock":
+    def load(root: Path, profile: str | None = None) -> Lock:
         path = root / LOCK_NAME
         try:
             text = path.read_text("utf-8")
@@ -120,7 +120,7 @@ class Lock:
 
     @staticmethod
     def parse(doc: dict, profile: str | None = None, text: str = "",
-              where: str = LOCK_NAME, unchecked: bool = False) -> "Lock":
+              where: str = LOCK_NAME, unchecked: bool = False) -> Lock:
         """A lock from its JSON document (`text`, when known, locates warnings); ValueError
         when it is not one. Each entry is checked: a bad one is left out, with a warning
         (`unchecked`: entries as they are, for a caller that refuses bad ones itself)."""

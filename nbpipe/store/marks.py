@@ -1,5 +1,5 @@
 """Names of the marks of pushes still to do (`unpushed/` in the cache; store/cache.py writes
-them). Standard library only: the no-op fast path (run/noop.py) reads them too, and the build
+them). Standard library only: the no-op fast path (engine/noop.py) reads them too, and the build
 that sends them and the fast path that waits for them must count the same files."""
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ class Remote:
                 paths = self.fs.find(f"{self.root}/takes")
             except FileNotFoundError:
                 paths = []
-            except Exception as exc:  # noqa: BLE001 - s3fs, botocore, aiohttp: all mean "not now"
+            except Exception as exc:
                 self.unreachable = _why(exc)
                 paths = []
             for path in paths:
@@ -122,7 +122,7 @@ class Remote:
             return
         try:
             found = self.fs.cat(list(wanted), on_error="return")
-        except Exception:  # noqa: BLE001 - fall back to reading them one by one (`takes`)
+        except Exception:
             return
         for path, key in wanted.items():
             self._takes.setdefault(key, [])
@@ -134,7 +134,7 @@ class Remote:
             try:
                 doc = json.loads(raw)
                 self._takes[key].append((Take.from_json(doc["take"]), doc.get("request") or {}))
-            except Exception:  # noqa: BLE001 - an unreadable record is a miss
+            except Exception:
                 continue
         for key in set(wanted.values()):
             self._takes[key].sort(key=lambda pair: pair[0].created)
@@ -149,7 +149,7 @@ class Remote:
         try:
             self.fs.get([f"{self.root}/blobs/{d}" for d in digests], [str(t) for t in temps],
                         on_error="omit")
-        except Exception:  # noqa: BLE001 - whatever did not arrive is fetched one by one later
+        except Exception:
             pass
         for digest, temp in zip(digests, temps):
             cache.adopt(temp, digest)
@@ -161,13 +161,13 @@ class Remote:
                 raw = self.fs.cat_file(f"{self.root}/takes/{key}/{digest}.json")
             except FileNotFoundError:
                 continue
-            except Exception as exc:  # noqa: BLE001 - not absent: unknown
+            except Exception as exc:
                 self.unreachable = self.unreachable or _why(exc)
                 continue
             try:
                 doc = json.loads(raw)
                 out.append((Take.from_json(doc["take"]), doc.get("request") or {}))
-            except Exception:  # noqa: BLE001 - an unreadable record is a miss
+            except Exception:
                 continue
         return sorted(out, key=lambda pair: pair[0].created)
 
@@ -190,7 +190,7 @@ class Remote:
                 raise
             self.unreachable = self.unreachable or _why(exc)
             return False
-        except Exception as exc:  # noqa: BLE001 - not absent: the remote's state is unknown
+        except Exception as exc:
             self.unreachable = self.unreachable or _why(exc)
             return False
         return True
@@ -199,7 +199,7 @@ class Remote:
         """A blob's bytes, if they hash to its name; None on any miss (nothing is cached)."""
         try:
             data = self.fs.cat_file(f"{self.root}/blobs/{digest}")
-        except Exception:  # noqa: BLE001 - a blob that cannot be read is a miss
+        except Exception:
             return None
         return data if hashlib.sha256(data).hexdigest() == digest else None
 
@@ -212,7 +212,7 @@ class Remote:
             if not self.fs.exists(blob):
                 self.fs.pipe_file(blob, data)
             return self.fs.sign(blob, expiration=lifetime)
-        except Exception as exc:  # noqa: BLE001 - storage errors end here, translated
+        except Exception as exc:
             self.unreachable = self.unreachable or _why(exc)
             raise RemoteUnavailable(_why(exc)) from None
 
@@ -231,7 +231,7 @@ class Remote:
                 doc = {"take": {**asdict(take), "url": None, "url_expires": None},
                        "request": request}
                 self.fs.pipe_file(record, json.dumps(doc, sort_keys=True).encode())
-        except Exception as exc:  # noqa: BLE001 - storage errors end here, translated
+        except Exception as exc:
             if _local(exc, cache):
                 raise
             self.unwritable = self.unwritable or _why(exc)
@@ -245,7 +245,7 @@ class Remote:
             found = self.fs.find(f"{self.root}/blobs", detail=True)
         except FileNotFoundError:
             return {}
-        except Exception as exc:  # noqa: BLE001 - storage errors end here, translated
+        except Exception as exc:
             self.unreachable = self.unreachable or _why(exc)
             raise RemoteUnavailable(_why(exc)) from None
         return {path.rpartition("/")[2]: info for path, info in found.items()}
@@ -257,7 +257,7 @@ class Remote:
             self.fs.rm_file(path)
         except FileNotFoundError:
             pass  # removed by another gc: the outcome wanted
-        except Exception as exc:  # noqa: BLE001 - storage errors end here, translated
+        except Exception as exc:
             self.unwritable = self.unwritable or _why(exc)
             raise RemoteUnavailable(_why(exc)) from None
 

@@ -3,7 +3,7 @@
 Two things, both about files on this machine:
 - a stat cache: output path → (size, mtime_ns, ctime_ns, inode, digest), so an unchanged
   output is not re-hashed to learn it is unchanged (see nbpipe.filestat for why the ctime);
-- the no-op fingerprint (run/noop.py): what the last all-fresh build read. If all of it still
+- the no-op fingerprint (engine/noop.py): what the last all-fresh build read. If all of it still
   holds, nothing can have changed and the build has nothing to do.
 
 Standard library only: the no-op path imports this and nothing heavy.
@@ -156,7 +156,7 @@ def _checked(data: dict) -> dict:
     if isinstance(unpushed, list):
         out["unpushed"] = [p for p in unpushed if isinstance(p, list) and len(p) == 2
                            and _is_digest(p[0]) and _is_digest(p[1])]
-    if isinstance(data.get("synced"), str):  # the remote every take was sent to (run/push.py)
+    if isinstance(data.get("synced"), str):  # the remote every take was sent to (ops/push.py)
         out["synced"] = data["synced"]
     fingerprint = data.get("fingerprint")
     if _is_fingerprint(fingerprint):

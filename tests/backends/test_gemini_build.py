@@ -30,7 +30,7 @@ def test_sneaker_project_renders_once_with_real_formats(fake_gemini, build, tmp_
     assert lock["shoe/red"]["output"] == "out/shoe/red.png"
     assert lock["shoe-finish/matte"]["output"] == "out/shoe-finish/matte.jpg"  # Pro answers JPEG
     assert Image.open(root / "out/shoe-finish/matte.jpg").format == "JPEG"
-    from nbpipe.run.noop import still_fresh
+    from nbpipe.engine.noop import still_fresh
 
     # The no-op fast path must know the outputs by their real (.jpg) paths.
     assert still_fresh(root, {"backend": None, "profile": None}, root / ".nbpipe" / "journal.jsonl") == 6

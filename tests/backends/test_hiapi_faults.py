@@ -10,8 +10,7 @@ import time
 import pytest
 
 from tests.fakes.server import Elsewhere
-from tests.samples import ONE
-from tests.samples import failures, journal, notes
+from tests.samples import ONE, failures, journal, notes
 
 NOW = 1_790_000_000.0  # a fixed "now" for unit tests of time arithmetic
 

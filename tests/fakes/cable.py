@@ -29,7 +29,7 @@ class Cable:
         host, port = self._listener.getsockname()[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> "Cable":
+    def __enter__(self) -> Cable:
         self._thread.start()
         return self
 

@@ -47,7 +47,7 @@ class Faults:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    fake: "FakeServer"
+    fake: FakeServer
     gzip_lie = False  # label the next reply `Content-Encoding: gzip` without compressing it
     reason: str | None = None  # the next reply's status-line reason phrase, if not the usual
 
@@ -142,7 +142,7 @@ class FakeServer:
         with self.lock:
             self.counts[what] += 1
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         self.thread.start()
         return self
 

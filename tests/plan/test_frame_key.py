@@ -169,7 +169,8 @@ def test_keys_of_every_example_project_do_not_depend_on_the_hash_seed():
     import subprocess
     import sys
 
-    from tests.conftest import EXAMPLES_DIR as PROJECTS, REPO
+    from tests.conftest import EXAMPLES_DIR as PROJECTS
+    from tests.conftest import REPO
 
     outputs = []
     for seed in ("1", "2024"):

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from nbpipe.errors import ManifestError
 from nbpipe.manifest.load import parse_manifest
 
 

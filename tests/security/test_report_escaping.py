@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.run.test_report import browser, open_page  # noqa: F401 - the fixture skips without chromium (fails in CI)
+from tests.ui.test_report import browser, open_page  # noqa: F401 - the fixture skips without chromium (fails in CI)
 
 SCRIPT = "<script>window.pwned='script'</script>"
 IMG = "<img src=x onerror=window.pwned=1>"  # no '/': it may be a matrix value or variant name

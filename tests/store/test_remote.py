@@ -117,7 +117,7 @@ def test_an_offline_build_leaves_its_images_for_the_next_build_to_push(bucket, f
                                                                         run, tmp_path):
     """`--offline` sends nothing, but what it paid for is the team's too: the next build with
     the remote (not only `nbpipe push`) sends it, so a teammate never pays for it again."""
-    from nbpipe.run.noop import still_fresh
+    from nbpipe.engine.noop import still_fresh
 
     a = clone(tmp_path, "a")
     offline = build(run, a, "--offline")
@@ -200,7 +200,7 @@ def test_only_a_push_waiting_for_this_projects_remote_keeps_the_fast_path_off(
         bucket, fake_hiapi, run, tmp_path):
     """On a cache shared by projects, another project's push still to do is that project's
     build's to send: this project's no-op stays on the fast path."""
-    from nbpipe.run.noop import still_fresh
+    from nbpipe.engine.noop import still_fresh
     from nbpipe.store.cache import Cache
 
     a = clone(tmp_path, "a")
@@ -595,7 +595,7 @@ def test_the_fast_path_waits_only_for_marks_the_full_path_sends(fake_hiapi, run,
     """What the fast path counts in `unpushed/` is what a build would send: a stray file (a
     Finder `.DS_Store`, a temp an interrupted write left) never keeps it off for good, and a
     mark an older nbpipe wrote counts only if it names this project's remote."""
-    from nbpipe.run.noop import still_fresh
+    from nbpipe.engine.noop import still_fresh
 
     ours = "s3://team/cache"
     monkeypatch.setenv("NBPIPE_REMOTE", ours)

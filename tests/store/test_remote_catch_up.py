@@ -7,7 +7,7 @@ import os
 from urllib.parse import urlsplit
 
 from tests.conftest import copy_example
-from tests.store.test_remote import bucket, build, clone  # noqa: F401 - the fixture
+from tests.store.test_remote import bucket, build, clone
 
 __all__ = ["bucket"]
 
@@ -70,7 +70,7 @@ def test_a_no_op_build_never_skips_a_catch_up_still_to_do(bucket, fake_hiapi, ru
     """The remote was down when the project gained it: nothing was marked (no listing, no
     catch-up), and the next build, the same in every way, took the fast path: the remote was
     never caught up and a clone paid again."""
-    from nbpipe.run.noop import still_fresh
+    from nbpipe.engine.noop import still_fresh
     from tests.fakes.cable import Cable
 
     url = _without_remote(monkeypatch)

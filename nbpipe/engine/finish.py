@@ -1,0 +1,78 @@
+"""The end of a build, however its walk ended (done, failed, Ctrl-C): what it leaves on disk.
+
+A module of its own because its order is a promise apart from the walk's: frames no longer
+declared are unpinned (their files become orphans only if nbpipe wrote them), the lock is saved
+whole before the shared cache learns its pins, and what the report shows later (the last
+failures, running totals) is kept whatever happened. The no-op fingerprint, which needs the
+walk's outcomes, is decided by the build itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+
+from nbpipe.catalog import Catalog
+from nbpipe.errors import NbpipeError
+from nbpipe.plan.frame import Frame
+from nbpipe.store.cache import Cache
+from nbpipe.store.lock import Lock
+from nbpipe.store.outputs import disk_message
+from nbpipe.store.state import State
+from nbpipe.ui.events import Summary
+
+
+def drop_undeclared(lock: Lock, declared: Mapping[str, Frame], state: State, events) -> None:
+    """Unpin frames no longer declared; a file of theirs becomes an orphan (for `clean
+    --orphans`) only if this machine saw nbpipe write it."""
+    for name in [n for n in lock.entries if n not in declared]:
+        entry = lock.entries.pop(name)
+        state.changed = True
+        if state.written_digest(entry.output) != entry.digest:
+            continue  # only a file this machine saw nbpipe write may be removed later
+        state.orphans[entry.output] = entry.digest
+        events.note(f"orphan    {entry.output}  (frame {name} is no longer declared; "
+                    "`nbpipe clean --orphans` removes it)")
+    for frame in declared.values():  # declared again, and nbpipe's once more
+        entry = lock.entries.get(frame.name)
+        if entry is not None:  # (until then, only the orphan record says the file is ours)
+            state.orphans.pop(frame.output, None)
+            state.orphans.pop(entry.output, None)
+
+
+def remember_outcomes(state: State, frames: list[Frame], failed: dict[str, str],
+                      summary: Summary) -> None:
+    """What the report shows later: the last failures, and running totals."""
+    names = {f.name for f in frames}
+    earlier = {k: v for k, v in state.data.get("failed", {}).items() if k not in names}
+    state.data["failed"] = {**earlier, **failed}
+    totals = state.data.setdefault("totals", {"spent_usd": "0", "saved_usd": "0"})
+    totals["spent_usd"] = str(Decimal(totals["spent_usd"]) + summary.spent)
+    totals["saved_usd"] = str(Decimal(totals["saved_usd"]) + summary.saved)
+    state.changed = True
+
+
+def save_lock(lock: Lock, root: Path) -> None:
+    try:
+        lock.save(root)
+    except OSError as exc:  # atomic: the previous lock is still whole
+        raise NbpipeError(f"{disk_message(exc)}; nbpipe.lock was left as it was, and every "
+                          "image made is in the cache: the next build pins it for free") from None
+
+
+def record_pins(cache: Cache, root: Path, lock: Lock, events) -> None:
+    """Tell the cache what this project pins, so gc from another project sharing it keeps them."""
+    try:
+        cache.record_pins(root, lock.pinned())
+    except OSError as exc:
+        events.note(f"{disk_message(exc)}: gc in other projects sharing this cache may "
+                    "not see this project's pins until the next build")
+
+
+def quiet_until(catalog: Catalog, frames: list[Frame]) -> dt.date | None:
+    """Until when the no-op path may skip planning: a model's shutdown coming near must
+    still be said (then refused) though nothing in the project changed."""
+    specs = (catalog.get(f.backend, f.model) for f in frames)
+    return min((day for spec in specs if spec and (day := spec.quiet_until())), default=None)

@@ -1,0 +1,271 @@
+"""Keeping the cache and the output folder tidy: gc (never a pinned take) and clean --orphans."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbpipe.errors import UsageError
+from nbpipe.plan.paths import PathRefused, ProjectDir
+from nbpipe.store.cache import Cache, remove_temp
+from nbpipe.store.lock import Lock
+from nbpipe.store.remote import RemoteUnavailable
+from nbpipe.store.state import State, file_sha256
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+GRACE = 3600.0  # a blob younger than this may be a paid image not yet indexed: never removed
+
+
+def _grace() -> float:
+    import os
+
+    try:
+        return max(float(os.environ.get("NBPIPE_GC_GRACE") or GRACE), 0.0)
+    except ValueError:
+        return GRACE
+
+
+def parse_size(text: str) -> int:
+    match = _SIZE.match(text)
+    if not match:
+        raise UsageError(f"cannot read size '{text}'", "use e.g. 500MB, 2G, 800K")
+    return int(float(match.group(1)) * 1024 ** " KMGT".index(match.group(2).upper() or " "))
+
+
+def parse_age(text: str) -> float:
+    match = _AGE.match(text)
+    if not match:
+        raise UsageError(f"cannot read age '{text}'", "use e.g. 30d, 12h, 2w")
+    return float(match.group(1)) * _SECONDS[match.group(2).lower()]
+
+
+DEFAULT_OLDER_THAN = "30d"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    key: str
+    digest: str
+    created: float
+    size: int
+    label: str  # "stairs/wide-dawn, superseded take 2"
+
+
+def policy(max_size: str | None, older_than: str | None, default: bool) -> str:
+    """The policy gc applies, in words: printed before what it removes."""
+    rules = [f"older than {older_than}" if older_than else "",
+             f"oldest first until the cache fits in {max_size}" if max_size else ""]
+    chosen = " (the default: choose with --older-than AGE or --max-size SIZE)" if default else ""
+    return (f"gc: removes takes no lock pins, {' or '.join(r for r in rules if r)}{chosen}; "
+            "pinned takes always stay")
+
+
+def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
+       dry_run: bool, also_pinned: set[str] = frozenset()) -> list[str]:
+    """Remove unpinned takes by age and/or until the blobs fit `max_size`; report lines.
+
+    Pinned means pinned by this project's lock or by any project that recorded its pins in
+    this (possibly shared) cache. With neither criterion, only unreferenced blobs and stale
+    temp files go: takes are images someone paid for.
+    """
+    pinned = lock.pinned() | cache.all_pins() | also_pinned
+    frame_of = {e.key: name for entries in (*lock.others.values(), lock.entries)
+                for name, e in entries.items()}
+    referenced: set[str] = set()
+    candidates = []
+    unpushed = set(cache.unpushed())  # paid, and not on the team's remote yet: kept for it
+    waiting = 0
+    for key in cache.all_keys():
+        for number, take in enumerate(cache.takes(key), 1):
+            referenced.add(take.digest)
+            if take.digest in pinned:
+                continue
+            if (key, take.digest) in unpushed:
+                waiting += 1
+            else:
+                candidates.append(Candidate(key, take.digest, take.created,
+                                            _size(cache.blob_path(take.digest)),
+                                            _label(cache, frame_of, key, number)))
+    doomed = _choose(candidates, cache, max_size, older_than)
+    lines = []
+    for c in doomed:
+        age = max(0, int((time.time() - c.created) // 86400))
+        lines.append(f"{'would remove' if dry_run else 'removed'} {c.label} (sha256 "
+                     f"{c.digest[:12]}, {c.size:,} bytes, {age} day{'s' * (age != 1)} old)")
+        if not dry_run:
+            cache.drop_take(c.key, c.digest)
+    still = {t.digest for key in cache.all_keys() for t in cache.takes(key)} if doomed else referenced
+    gone = {c.digest for c in doomed}  # their blobs go with them: already said
+    for blob in _blobs(cache):
+        if blob.name not in still and blob.name not in pinned and \
+                (blob.name in gone or _age(blob) > _grace()):  # young: maybe not yet indexed
+            if blob.name not in gone:
+                lines.append(f"{'would remove' if dry_run else 'removed'} an image no take "
+                             f"records (sha256 {blob.name[:12]})")
+            if not dry_run:
+                blob.unlink(missing_ok=True)
+    for temp in cache.temps(older_than=3600) if not dry_run else ():
+        remove_temp(temp)
+    freed = sum(c.size for c in doomed)
+    lines.append(f"gc: {len(doomed)} take(s), {freed:,} bytes {'to free' if dry_run else 'freed'}; "
+                 f"{len(pinned)} pinned image(s) kept"
+                 + (f"; {waiting} take(s) not yet pushed kept" if waiting else ""))
+    return lines
+
+
+def _label(cache: Cache, frame_of: dict[str, str], key: str, number: int) -> str:
+    """Which frame a take belongs to, as `nbpipe takes` numbers it."""
+    if key in frame_of:
+        return f"{frame_of[key]}, superseded take {number}"
+    request = cache.request(key) or {}
+    frame = request.get("frame")
+    if isinstance(frame, str) and frame:
+        return f"{frame}, take {number} of an earlier request"
+    return f"take {number} of an earlier request (key {key[:12]})"
+
+
+def _choose(candidates: list[Candidate], cache: Cache, max_size: int | None,
+            older_than: float | None) -> list[Candidate]:
+    doomed: list[Candidate] = []
+    if older_than is not None:
+        cutoff = time.time() - older_than
+        doomed = [c for c in candidates if c.created < cutoff]
+    if max_size is not None:
+        total = sum(_size(b) for b in _blobs(cache)) - sum(c.size for c in doomed)
+        for c in sorted(candidates, key=lambda c: c.created):
+            if total <= max_size:
+                break
+            if c not in doomed:
+                doomed.append(c)
+                total -= c.size
+    return doomed
+
+
+def _blobs(cache: Cache) -> list[Path]:
+    root = cache.root / "blobs"
+    return [p for p in root.glob("*/*") if p.is_file()] if root.is_dir() else []
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def clean_orphans(root: Path, state: State, dry_run: bool) -> list[str]:
+    """Remove outputs of frames no longer declared, if nbpipe's bytes are still what they hold."""
+    lines = []
+    project = ProjectDir(root)
+    for rel, digest in sorted(state.orphans.items()):
+        path = root / rel
+        try:
+            project.check_output(rel)
+        except PathRefused as exc:
+            lines.append(f"kept     {rel}  ({exc})")
+            continue
+        current = file_sha256(path) if path.is_file() and not path.is_symlink() else None
+        if current is None:
+            state.orphans.pop(rel)
+        elif current != digest:
+            lines.append(f"kept     {rel}  (modified since nbpipe wrote it)")
+            continue
+        else:
+            lines.append(f"{'would remove' if dry_run else 'removed'}  {rel}")
+            if not dry_run:
+                path.unlink()
+                state.orphans.pop(rel)
+                state.forget_output(rel)
+        state.changed = True
+    return lines or ["no orphaned outputs"]
+
+
+def pins_in_git(root: Path, refs: tuple[str, ...]) -> tuple[set[str], list[str]]:
+    """Digests pinned by nbpipe.lock in each git ref (default: every branch), and the refs read."""
+    import subprocess
+
+    from nbpipe.store import jsontext
+    from nbpipe.store.gitref import git, repo_path, show
+
+    repo_path(root, why="gc --remote reads the locks of git refs to know what is pinned")
+    try:
+        names = list(refs) or str(git(root, "for-each-ref", "--format=%(refname)", "refs/heads",
+                                      "refs/remotes")).split()
+    except (OSError, subprocess.CalledProcessError):
+        raise UsageError(f"cannot list the git refs of {root}") from None
+    pinned: set[str] = set()
+    for ref in names:
+        data = show(root, ref, "nbpipe.lock")
+        try:
+            doc = jsontext.loads(data) if data is not None else None
+        except ValueError:
+            continue
+        try:
+            sections = [doc.get("frames", {}), *doc.get("profiles", {}).values()]
+            pinned |= {e["digest"] for s in sections for e in s.values() if isinstance(e, dict)}
+        except (AttributeError, KeyError, TypeError):
+            continue  # no lock, or not one, on that ref
+    return pinned, names
+
+
+def branch_pins(root: Path) -> set[str]:
+    """What the committed lock of every git branch pins (none outside a git repository): a
+    branch checked out again restores those images instead of paying for them again."""
+    try:
+        return pins_in_git(root, ())[0]
+    except UsageError:
+        return set()
+
+
+def _remote_age(info: dict) -> float:
+    """Seconds since a remote object was written; 0 (young: kept) when the store says nothing."""
+    stamp = info.get("LastModified") or info.get("mtime") or info.get("updated")
+    if hasattr(stamp, "timestamp"):
+        return time.time() - stamp.timestamp()
+    if isinstance(stamp, (int, float)):
+        return time.time() - stamp
+    return 0.0
+
+
+def gc_remote(remote, pinned: set[str], older_than: float | None, dry_run: bool) -> list[str]:
+    """Remove unpinned take records (by age) and blobs no record or lock points at. Everything
+    is read before anything is removed: a remote that could not say what it holds, or how old
+    it is, loses nothing."""
+    verb = "would remove" if dry_run else "removed"
+    lines, kept = [], set()
+    index = remote.index()
+    remote.prefetch_takes(list(index))
+    created = {key: {t.digest: t.created for t, _ in remote.takes(key)} for key in index}
+    if remote.unreachable:
+        raise RemoteUnavailable(remote.unreachable)
+    cutoff = time.time() - older_than if older_than is not None else None
+    doomed = []
+    for key, digests in index.items():
+        for digest in digests:
+            old = cutoff is not None and created[key].get(digest, 0) < cutoff
+            if digest in pinned or not old:
+                kept.add(digest)
+                continue
+            lines.append(f"{verb} take sha256:{digest[:12]} of key {key[:12]}")
+            doomed.append((key, digest))
+    blobs = remote.blobs()
+    for digest, info in blobs.items():
+        if digest not in kept and digest not in pinned and _remote_age(info) > _grace():
+            lines.append(f"{verb} blob sha256:{digest[:12]}")
+            doomed.append((None, digest))
+    if not dry_run:
+        for key, digest in doomed:  # records first: a record never points at a missing blob
+            remote.remove(key, digest)
+    lines.append(f"gc --remote: {len(pinned)} pinned image(s) kept")
+    return lines

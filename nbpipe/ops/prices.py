@@ -1,0 +1,236 @@
+"""Which prices are in force, and the `nbpipe models` listing: the built-in catalogue, HiAPI's
+live price list (refreshed into the cache with its date), and the manifest's `pricing:`
+overrides on top of either; each model says where its prices come from."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from nbpipe.catalog import FLAT, Catalog, ModelSpec, builtin
+from nbpipe.errors import UsageError, warn
+from nbpipe.plan.planner import Plan, Project
+from nbpipe.store.cache import atomic_write
+
+PRICES_FILE = "prices.json"
+
+
+MAX_PRICE = 100  # USD per image: far above any real price; a larger one is damage, not a price
+
+
+def _stored(cache_dir: Path) -> dict | None:
+    """The refreshed catalogue, checked like every cached file (the cache may be shared): a file
+    of the wrong shape is set aside with a warning, and the built-in table stays in force."""
+    path = cache_dir / PRICES_FILE
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        doc = None
+    if _valid(doc):
+        return doc
+    warn(f"{path} is not a valid price list; set aside as {PRICES_FILE}.invalid, the built-in "
+         "table is in force (`nbpipe models --refresh` fetches it again)", str(path))
+    try:
+        os.replace(path, path.with_name(PRICES_FILE + ".invalid"))
+    except OSError:
+        pass
+    return None
+
+
+def _valid(doc: object) -> bool:
+    if not isinstance(doc, dict) or not isinstance(doc.get("hiapi"), dict) \
+            or not isinstance(doc.get("fetched", ""), str):
+        return False
+    for model, price in doc["hiapi"].items():
+        spec = builtin().get("hiapi", model)
+        if spec is None:
+            return False
+        tiers = price if isinstance(price, dict) else {None: price}
+        if isinstance(price, dict) and not set(price) <= set(spec.resolutions):
+            return False
+        if not all(_is_price(p) for p in tiers.values()):
+            return False
+    return True
+
+
+def _is_price(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) and 0 <= value <= MAX_PRICE
+
+
+def list_prices(cache_dir: Path) -> Catalog:
+    """The budget's measure: per model and tier, the higher of the built-in price and the
+    refreshed one. Neither a manifest's `pricing:` nor a tampered shared cache can lower it."""
+    refreshed = current_catalog(cache_dir)
+    return builtin() if refreshed is None else builtin().higher(refreshed)
+
+
+def current_catalog(cache_dir: Path) -> Catalog | None:
+    """The built-in table with a refreshed HiAPI catalogue applied, if one was fetched."""
+    doc = _stored(cache_dir)
+    return builtin().with_prices({"hiapi": doc["hiapi"]},
+                                 f"HiAPI catalogue fetched {doc.get('fetched', '?')}") \
+        if doc else None
+
+
+def price_source(cache_dir: Path, project: Project) -> str:
+    doc = _stored(cache_dir)
+    source = f"HiAPI catalogue fetched {doc.get('fetched', '?')}" if doc \
+        else "built-in table (HiAPI and Gemini list prices, 2026)"
+    overrides = sum(len(models) for models in project.loaded.manifest.pricing.values())
+    return source + (f"; {overrides} model price(s) overridden by the manifest" if overrides else "")
+
+
+def budget_note(cache_dir: Path, plan: Plan) -> str | None:
+    """Where a render's price in force (the manifest's, or a refreshed catalogue's) is below
+    the budget's measure (plan/budget.py: never below the built-in list price), `--max-cost`
+    counts more than the plan's total: say how much, before the cap surprises anyone."""
+    from nbpipe.money import fmt_usd
+    from nbpipe.plan.budget import Budget
+
+    budget = Budget(None, list_prices(cache_dir))
+    measured = sum((budget.measure(s.frame) for s in plan.steps if s.action == "render"),
+                   Decimal(0))
+    if measured <= plan.cost:
+        return None
+    return (f"--max-cost counts USD {fmt_usd(measured)} for these renders, at list prices above "
+            "the ones shown (--trust-manifest-prices counts the ones shown)")
+
+
+def parse_catalogue(doc: object) -> dict[str, object]:
+    """HiAPI's /api/pricing → {model: price | {resolution: price}} for the models nbpipe knows.
+    The reply is untrusted: a model whose prices are not all finite and non-negative is left
+    out (its price in force stays as it was)."""
+    known = builtin().models["hiapi"]
+    items = doc.get("data") if isinstance(doc, dict) else None
+    out: dict[str, object] = {}
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or item.get("model_name") not in known:
+            continue
+        spec = known[item["model_name"]]
+        base = _price(item.get("base_usd_value"))
+        tiers: dict[str, Decimal | None] = {}
+        policies = item.get("policies")
+        for policy in policies if isinstance(policies, list) else []:
+            match = _dig(policy, "rule", "resolution", "match")
+            if isinstance(match, str) and match in spec.resolutions:
+                tiers[match] = _price(policy.get("usd_value"))
+        prices = {r: tiers.get(r, base) for r in spec.resolutions} if spec.resolutions \
+            else {FLAT: base}
+        if None not in prices.values():
+            out[spec.name] = {r: float(p) for r, p in prices.items()} if spec.resolutions \
+                else float(prices[FLAT])
+    return out
+
+
+def _dig(node: object, *keys: str) -> object:
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _price(value: object) -> Decimal | None:
+    """A price from an untrusted reply: a finite, non-negative number, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        price = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return price if price.is_finite() and price >= 0 else None
+
+
+def refresh(cache_dir: Path) -> str:
+    """Fetch HiAPI's public price list (no key needed) into the cache, dated."""
+    from nbpipe.backends.hiapi import fetch_price_list
+
+    base, doc = fetch_price_list()
+    prices = parse_catalogue(doc)
+    if not prices:
+        raise UsageError(f"{base}/api/pricing lists no valid price for the HiAPI models nbpipe "
+                         "knows", "the table in use stays as it was")
+    fetched = dt.date.today().isoformat()
+    atomic_write(cache_dir / PRICES_FILE, json.dumps(
+        {"fetched": fetched, "source": base, "hiapi": prices}, indent=2).encode("utf-8"))
+    return f"refreshed {len(prices)} HiAPI model price(s) from {base} ({fetched})"
+
+
+def _usd(value: Decimal) -> str:  # a catalogue price exactly as listed (0.076, 0.5)
+    return format(value.normalize(), "f")
+
+
+def _prices(spec: ModelSpec) -> str:
+    if FLAT in spec.prices:
+        return _usd(spec.prices[FLAT])
+    return " · ".join(f"{r} {_usd(spec.prices[r]) if r in spec.prices else '?'}"
+                      for r in spec.resolutions)
+
+
+def _status(spec: ModelSpec, today: dt.date) -> str:
+    if spec.shut_down(today):
+        return f"retired {spec.shutdown}" + (f" → {spec.replacement}" if spec.replacement else "")
+    since = f" since {spec.released}" if spec.released else ""
+    ends = f", shuts down {spec.shutdown}" if spec.shutdown else ""
+    return f"{spec.status}{since}{ends}"
+
+
+def _limits(spec: ModelSpec) -> str:
+    def mark(fact: str) -> str:
+        return "" if fact in spec.confirmed else "?"
+
+    if spec.max_inputs:
+        kinds = {"url": " (URLs)", "inline": " (inline)"}.get(spec.transport, "")
+        inputs = f"≤{spec.max_inputs}{mark('inputs')} images{kinds}"
+    else:
+        inputs = "text only"
+    prompt = f"; prompt ≤{spec.prompt_max:,}{mark('prompt')} chars" if spec.prompt_max else ""
+    return inputs + prompt
+
+
+def _listed(catalog: Catalog, backend: str | None) -> list[ModelSpec]:
+    """Every model of `backend`, or of every backend that is not a free stand-in."""
+    names = [backend] if backend else [b for b in catalog.names
+                                       if not catalog.backends[b].stands_in_for]
+    return [spec for name in names for spec in catalog.models[name].values()]
+
+
+def models_table(catalog: Catalog, backend: str | None, today: dt.date) -> str:
+    """One row per model: status and dates, prices per tier and their source, input limits."""
+    rows = [("BACKEND", "MODEL", "STATUS", "USD PER IMAGE", "PRICES FROM", "TAKES")]
+    rows += [(s.backend, s.name, _status(s, today), _prices(s), s.price_source, _limits(s))
+             for s in _listed(catalog, backend)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    stand_ins = [b for b in catalog.names if catalog.backends[b].stands_in_for and b != backend]
+    for name in stand_ins:
+        lines.append(f"{name}: every model of {', '.join(catalog.backends[name].stands_in_for)} "
+                     "with the same limits, free (`--backend " + name + "` lists them)")
+    lines.append("? = a limit the vendor's docs do not confirm")
+    return "\n".join(lines)
+
+
+def models_json(catalog: Catalog, backend: str | None, today: dt.date) -> str:
+    return json.dumps({"today": today.isoformat(), "models": [{
+        "backend": s.backend, "model": s.name, "title": s.title, "status": s.status,
+        "lifecycle": s.lifecycle(today), "released": _date(s.released),
+        "shutdown": _date(s.shutdown), "replacement": s.replacement,
+        "prices": float(s.prices[FLAT]) if FLAT in s.prices else
+        {k: float(v) for k, v in s.prices.items()}, "price_source": s.price_source,
+        "resolutions": list(s.resolutions), "default_resolution": s.default_resolution,
+        "aspect_ratios": list(s.aspect_ratios),
+        "output_formats": dict(s.formats) if s.formats is not None else None,
+        "inputs": {"max": s.max_inputs, "transport": s.transport,
+                   "max_bytes": s.input_max_bytes,
+                   "types": list(s.input_types) if s.input_types else None},
+        "prompt_max_chars": s.prompt_max, "confirmed": sorted(s.confirmed),
+    } for s in _listed(catalog, backend)]}, indent=2, ensure_ascii=False)
+
+
+def _date(value: dt.date | None) -> str | None:
+    return value.isoformat() if value else None

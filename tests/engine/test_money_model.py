@@ -1,0 +1,69 @@
+"""The money state machine (tests/engine/money_model.py) in CI: a fixed seed, a bounded run, and
+fixed walks through the Gemini faults, interrupts, gc/pin/pull beside a live build and every
+kind of project edit with profiles, so CI covers them whatever the bounded run happens to draw."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.engine.money_model import BIBLES, MoneyMachine, ci_settings, walk
+
+MoneyMachine.TestCase.settings = ci_settings(examples=10, steps=12)
+test_money_invariants = MoneyMachine.TestCase
+
+WALKS = {
+    "gemini faults": [
+        lambda m: m.inject(fault="gemini lost reply"),
+        lambda m: m.build(jobs=4, cap=None, force=None),  # g1 and g2: one request, lost
+        lambda m: m.inject(fault="gemini safety"),
+        lambda m: m.inject(fault="gemini 429"),
+        lambda m: m.edit_gemini_prompt(name="g2", words="a paper moon"),
+        lambda m: m.build(jobs=1, cap="0.2", force=None),
+        lambda m: m.inject(fault="gemini no image"),
+        lambda m: m.inject(fault="gemini prompt blocked"),
+        lambda m: m.build(jobs=4, cap=None, force="g1"),
+        lambda m: m.settle(),
+    ],
+    "interrupts with Gemini in flight": [
+        lambda m: m.edit_gemini_prompt(name="g1", words="a blue kite"),
+        lambda m: m.interrupt(moment=1.0, presses=2),
+        lambda m: m.edit_gemini_prompt(name="g2", words="a paper moon"),
+        lambda m: m.interrupt(moment=1.0, presses=0),
+        lambda m: m.edit_gemini_prompt(name="g1", words="a red kite"),
+        lambda m: m.interrupt(moment=1.0, presses=1),
+        lambda m: m.settle(),
+    ],
+    "gc, pin and pull beside a live build": [
+        lambda m: m.build(jobs=4, cap=None, force=None),
+        lambda m: m.beside_build(moment=0.3, frame="g2", take="1"),
+        lambda m: m.edit_prompt(name="a", words="a storm"),
+        lambda m: m.beside_build(moment=0.0, frame="a", take="2"),
+        lambda m: m.settle(),
+        lambda m: m.gc_and_pin(),
+    ],
+    "vars, matrix, bible, file input and profiles": [
+        lambda m: m.build(jobs=4, cap=None, force=None),  # plan's total = the spend, each build
+        lambda m: m.build(jobs=4, cap=None, force=None, profile="hero"),  # Gemini Pro, JPEG
+        lambda m: m.edit_var(change=("thing", "kite")),  # v = m/dawn: one request, restored
+        lambda m: m.edit_matrix(value="dusk", at=None),
+        lambda m: m.edit_bible(text=BIBLES[1]),
+        lambda m: m.build(jobs=4, cap=None, force=None, profile="draft"),
+        lambda m: m.rewrite_input(image=1, same_stat=False),
+        lambda m: m.build(jobs=1, cap=None, force=None),
+        lambda m: m.rewrite_input(image=2, same_stat=True),  # only the ctime tells
+        lambda m: m.build(jobs=4, cap=None, force=None),
+        lambda m: m.remove_matrix_value(at=0),
+        lambda m: m.edit_matrix(value="dawn", at=0),
+        lambda m: m.rewrite_input(image=1, same_stat=True),  # back: restored, not paid
+        lambda m: m.build(jobs=4, cap=None, force="m", profile="hero"),
+        lambda m: m.build(jobs=4, cap="0.1", force=None, profile="hero"),
+        lambda m: m.settle(),
+        lambda m: m.gc_and_pin(),
+        lambda m: m.build(jobs=4, cap=None, force=None, profile="hero"),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(WALKS))
+def test_money_walk(name):
+    walk(MoneyMachine, WALKS[name])

@@ -1,0 +1,288 @@
+"""The whole pull-request loop of docs/ci.md, run here through docs/nbpipe-ci.sh: a bare git
+repository as GitHub, moto's S3 server as the shared remote cache, the fake HiAPI counting the
+renders it is paid for, and a fresh clone (an empty .nbpipe/) for every CI job."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.store.test_remote import bucket  # noqa: F401 - moto's S3 server
+from tests.ui.test_report import browser  # noqa: F401 - the headless Chromium fixture
+
+SCRIPT = REPO / "docs" / "nbpipe-ci.sh"
+MANIFEST = """\
+version: 1
+name: pr-loop
+defaults: {backend: hiapi, model: Nano-Banana, aspect_ratio: "1:1", output: "out/{frame}.{ext}"}
+bibles:
+  mira: "Mira, a field engineer in a rust-orange beanie"
+  theo: "Theo, a courier with a red bicycle"
+templates:
+  scene: "{{ bible }} | Scene: {{ scene }}"
+  product: {subject: {name: "{{ name }}", color: "{{ color }}"}}
+targets:
+  workshop: {template: scene, bible: mira, vars: {scene: a repair workshop}}
+  rooftop: {template: scene, bible: mira, vars: {scene: a city rooftop}}
+  street: {template: scene, bible: theo, vars: {scene: a rainy street}}
+  shoe: {template: product, vars: {name: running shoe}, matrix: {color: [red, blue, green]}}
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def ci(mode: str, repo: Path, summary: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NBPIPE": f"{sys.executable} -m nbpipe", "NBPIPE_BASE": "origin/main",
+           "GITHUB_STEP_SUMMARY": str(summary), "NBPIPE_MAX_COST": "1"}
+    return subprocess.run(["bash", str(SCRIPT), mode], cwd=repo, env=env, capture_output=True,
+                          text=True)
+
+
+def nbpipe(repo: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(repo), *args],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def identity(monkeypatch):
+    """Who commits, for git in the tests and the script's processes."""
+    for var in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        monkeypatch.setenv(var, "dev")
+    for var in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(var, "dev@example.com")
+
+
+@pytest.fixture
+def origin(tmp_path, identity):
+    bare = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    return bare
+
+
+def clone(origin: Path, where: Path, branch: str = "main") -> Path:
+    subprocess.run(["git", "clone", "-q", "-b", branch, str(origin), str(where)], check=True,
+                   capture_output=True)
+    return where
+
+
+def colour(data: bytes) -> tuple[int, ...]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB").getpixel((image.width // 2, image.height // 2))
+
+
+def test_pull_request_pays_once_and_main_restores_it(origin, bucket, fake_hiapi,
+                                                     browser, tmp_path):
+    dev = tmp_path / "dev"
+    subprocess.run(["git", "clone", "-q", str(origin), str(dev)], check=True, capture_output=True)
+    git(dev, "symbolic-ref", "HEAD", "refs/heads/main")  # an empty repository's first branch
+    (dev / "nbpipe.yaml").write_text(MANIFEST)
+    (dev / ".gitignore").write_text(".nbpipe/\nreview/\n")
+    git(dev, "add", ".")
+    git(dev, "commit", "-q", "-m", "storyboard")
+    git(dev, "push", "-q", "origin", "main")
+
+    # main's job renders the six frames and commits the lock and outputs
+    first = ci("main", clone(origin, tmp_path / "ci-main-1"), tmp_path / "main1.md")
+    assert first.returncode == 0, first.stderr
+    assert fake_hiapi.counts["creates"] == 6
+    git(dev, "pull", "-q")
+    main_lock = json.loads((dev / "nbpipe.lock").read_text())["frames"]
+
+    # a pull request: one matrix value and one bible change
+    git(dev, "checkout", "-q", "-b", "teal")
+    text = MANIFEST.replace("rust-orange beanie", "green beanie").replace("blue,", "teal,")
+    (dev / "nbpipe.yaml").write_text(text)
+    git(dev, "commit", "-q", "-am", "teal shoe, green beanie")
+    git(dev, "push", "-q", "origin", "teal")
+
+    pr = clone(origin, tmp_path / "ci-pr", "teal")
+    planned = json.loads(nbpipe(pr, "diff", "origin/main", "--format", "json"))
+    assert planned["summary"] == {"changed": 2, "added": 1, "removed": 1, "to_render": 3,
+                                  "cost_usd": 0.15}
+    assert [(f["frame"], f["status"], f["state"], f["causes"], f["cost_usd"])
+            for f in planned["frames"]] == [
+        ("workshop", "changed", "render", ["bible 'mira' changed"], 0.05),
+        ("rooftop", "changed", "render", ["bible 'mira' changed"], 0.05),
+        ("shoe/teal", "added", "render", ["var 'color' changed"], 0.05),
+        ("shoe/blue", "removed", "removed", [], 0.0)]
+
+    # the same pull request from a fork: no secrets, nothing spent, nothing written but the page
+    fork = clone(origin, tmp_path / "ci-fork", "teal")
+    env = {k: os.environ.pop(k) for k in ("HIAPI_API_KEY", "NBPIPE_REMOTE")}
+    try:
+        job = ci("fork", fork, tmp_path / "fork.md")
+    finally:
+        os.environ.update(env)
+    assert job.returncode == 0, job.stderr
+    assert fake_hiapi.counts["creates"] == 6
+    assert git(fork, "status", "--porcelain") == "" and not (fork / "out" / "shoe" / "teal.png").exists()
+    assert "3 to render, USD 0.15" in (tmp_path / "fork.md").read_text()
+    page = browser.new_page()
+    page.goto((fork / "review" / "index.html").as_uri())
+    previews = page.evaluate("[...document.querySelectorAll('figure.after img')]"
+                             ".map(i => [i.alt, i.naturalWidth > 0, i.dataset.digest])")
+    page.close()
+    assert previews == [["workshop after", True, ""], ["rooftop after", True, ""],
+                        ["shoe/teal after", True, ""]]
+
+    summary = tmp_path / "pr.md"
+    job = ci("pr", pr, summary)
+    assert job.returncode == 0, job.stderr
+    assert fake_hiapi.counts["creates"] == 9  # exactly the three changed frames
+    text = summary.read_text()
+    assert "### nbpipe plan" in text and "2 changed · 1 added · 1 removed · nothing to render" in text
+    assert "| workshop | changed | rendered | bible 'mira' changed | Nano-Banana |  |" in text
+    pr_lock = json.loads((pr / "nbpipe.lock").read_text())["frames"]
+
+    page = browser.new_page()
+    page.goto((pr / "review" / "index.html").as_uri())
+    page.wait_for_load_state("load")
+    shown = page.evaluate("""[...document.querySelectorAll('section.frame')].map(s => ({
+        frame: s.dataset.frame, before: s.dataset.before, after: s.dataset.after,
+        images: [...s.querySelectorAll('img')].map(i => {
+          const c = document.createElement('canvas'); c.width = i.naturalWidth;
+          c.height = i.naturalHeight; const g = c.getContext('2d'); g.drawImage(i, 0, 0);
+          return [i.closest('figure').className, i.dataset.digest,
+                  [...g.getImageData(c.width >> 1, c.height >> 1, 1, 1).data.slice(0, 3)]];
+        })}))""")
+    page.close()
+    assert [s["frame"] for s in shown] == ["workshop", "rooftop", "shoe/teal", "shoe/blue"]
+    committed = {name: (tmp_path / "ci-main-1" / entry["output"]).read_bytes()
+                 for name, entry in main_lock.items()}
+    for s in shown:
+        name = s["frame"]
+        want = []
+        was = "shoe/blue" if name == "shoe/teal" else name  # a matrix value renamed
+        if was in main_lock:
+            assert s["before"] == main_lock[was]["digest"]
+            want.append(("before", main_lock[was]["digest"], colour(committed[was])))
+        if name in pr_lock:
+            assert s["after"] == pr_lock[name]["digest"]
+            data = (pr / pr_lock[name]["output"]).read_bytes()
+            want.append(("after", pr_lock[name]["digest"], colour(data)))
+        assert [(fig, digest) for fig, digest, _ in s["images"]] == \
+            [(fig, digest) for fig, digest, _ in want]
+        for (_, _, got), (_, _, expected) in zip(s["images"], want):
+            assert all(abs(a - b) <= 12 for a, b in zip(got, expected)), (name, got, expected)
+
+    # the merge: main's job (a fresh clone, an empty local cache) restores, never renders
+    git(dev, "checkout", "-q", "main")
+    git(dev, "merge", "-q", "--no-ff", "-m", "merge teal", "teal")
+    git(dev, "push", "-q", "origin", "main")
+    after = ci("main", clone(origin, tmp_path / "ci-main-2"), tmp_path / "main2.md")
+    assert after.returncode == 0, after.stderr
+    assert fake_hiapi.counts["creates"] == 9  # 0 renders after the merge
+    git(dev, "pull", "-q")
+    assert json.loads((dev / "nbpipe.lock").read_text())["frames"] == pr_lock
+    assert git(dev, "log", "-1", "--format=%s").strip() == "nbpipe build [skip ci]"
+
+
+def test_the_workflow_runs_the_script_in_each_mode_it_has():
+    from ruamel.yaml import YAML
+
+    workflow = YAML(typ="safe").load((REPO / "docs" / "github-workflow.yml").read_text())
+    runs = [step["run"] for job in workflow["jobs"].values() for step in job["steps"]
+            if "run" in step and "nbpipe-ci.sh" in step["run"]]
+    assert runs == ["bash .github/nbpipe-ci.sh pr", "bash .github/nbpipe-ci.sh fork",
+                    "bash .github/nbpipe-ci.sh main"]
+    script = SCRIPT.read_text()
+    assert all(f"\n  {mode})\n" in script for mode in ("pr", "fork", "main"))
+    assert "pull_request_target" not in json.dumps(workflow["on"])
+    # the page is uploaded from where the script writes it, also in a project in a subfolder
+    job = workflow["jobs"]["pull-request"]
+    upload = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-art"))
+    assert job["env"]["NBPIPE_REVIEW_DIR"] == "${{ github.workspace }}/review"
+    assert upload["with"]["path"] == "review/index.html"
+    bad = subprocess.run(["bash", str(SCRIPT), "deploy"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+def test_a_pull_request_over_budget_is_red_and_says_why(identity, bucket, fake_hiapi,
+                                                        tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "nbpipe.yaml").write_text(MANIFEST)
+    (repo / ".gitignore").write_text(".nbpipe/\nreview/\n")
+    git(repo, "init", "-q", "-b", "main")
+    nbpipe(repo, "build")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "main")
+    git(repo, "checkout", "-q", "-b", "teal")
+    (repo / "nbpipe.yaml").write_text(MANIFEST.replace("rust-orange", "green"))
+    git(repo, "commit", "-q", "-am", "green beanie")
+    env = {**os.environ, "NBPIPE": f"{sys.executable} -m nbpipe", "NBPIPE_BASE": "main",
+           "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"), "NBPIPE_MAX_COST": "0.06"}
+    job = subprocess.run(["bash", str(SCRIPT), "pr"], cwd=repo, env=env, capture_output=True,
+                         text=True)
+    assert job.returncode == 1
+    assert fake_hiapi.counts["creates"] == 7  # one of the two changed frames fits USD 0.06
+    summary = (tmp_path / "summary.md").read_text()
+    assert "2 changed · 1 to render, USD 0.05" in summary
+    assert "**nbpipe build failed (exit 1)**: a render failed or the frames did not fit in " \
+           "USD 0.06 (NBPIPE_MAX_COST)" in summary
+    assert (repo / "review" / "index.html").is_file()
+
+
+def test_the_job_summary_stays_under_1_mib_with_a_huge_plan(tmp_path):
+    """The plan went into the summary whole: with a 10,000-frame plan and the diff's 900 kB,
+    GitHub dropped the whole summary (its limit is 1 MiB)."""
+    fake = tmp_path / "fake_nbpipe.py"
+    fake.write_text("import sys\n"
+                    "if sys.argv[1] == 'plan':\n"
+                    "    print('\\n'.join(f'tile/{n:05} render <new frame> 0.05' for n in range(60_000)))\n"
+                    "elif sys.argv[1] == 'diff':\n"
+                    "    print('d' * 899_000)\n")
+    summary = tmp_path / "summary.md"
+    env = {**os.environ, "NBPIPE": f"{sys.executable} {fake}", "GITHUB_STEP_SUMMARY": str(summary)}
+    job = subprocess.run(["bash", str(SCRIPT), "fork"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert job.returncode == 0, job.stderr
+    text = summary.read_text()
+    assert len(text.encode()) < 1 << 20
+    assert "tile/00000 render &lt;new frame&gt; 0.05\n" in text and "`nbpipe plan` prints all" in text
+
+
+def test_main_commits_the_lock_and_outputs_never_the_local_cache(identity, tmp_path):
+    """`git add -A` committed .nbpipe/ (every paid image, the index) in a repository that does
+    not ignore it."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "nbpipe.yaml").write_text(MANIFEST.replace("backend: hiapi", "backend: preview"))
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "manifest")
+    env = {**os.environ, "NBPIPE": f"{sys.executable} -m nbpipe", "NBPIPE_COMMIT_PUSH": "no"}
+    job = subprocess.run(["bash", str(SCRIPT), "main"], cwd=repo, env=env, capture_output=True,
+                         text=True)
+    assert job.returncode == 0, job.stderr
+    tracked = git(repo, "ls-files").split()
+    assert "nbpipe.lock" in tracked and "out/workshop.png" in tracked
+    assert not [path for path in tracked if path.startswith(".nbpipe")]
+
+
+def test_a_failed_build_is_in_the_summary_even_when_a_later_step_fails(tmp_path):
+    """The reason was written last: a push that failed after a failed build ended the script
+    first, and the summary did not say the build failed."""
+    fake = tmp_path / "fake_nbpipe.py"
+    fake.write_text("import sys\n"
+                    "sys.exit({'build': 1, 'push': 2}.get(sys.argv[1], 0))\n")
+    summary = tmp_path / "summary.md"
+    env = {**os.environ, "NBPIPE": f"{sys.executable} {fake}", "GITHUB_STEP_SUMMARY": str(summary)}
+    job = subprocess.run(["bash", str(SCRIPT), "pr"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert job.returncode != 0
+    assert "**nbpipe build failed (exit 1)**" in summary.read_text()
