@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 from nbpipe.errors import UsageError
 from nbpipe.manifest.source import did_you_mean
 from nbpipe.money import fmt_usd
+from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Plan, Project, Step, output_is_ours
 from nbpipe.query.view import open_store, plan_project
-from nbpipe.store.known import StoreKnown
 from nbpipe.store.lock import LockEntry
 from nbpipe.store.outputs import write_output
+from nbpipe.store.workspace import Workspace, build_lock, to_stderr
 
 
 def _frame_name(project: Project, name: str) -> str:
@@ -104,35 +106,42 @@ def _step(project: Project, cache_dir: Path, name: str) -> Step:
     return step
 
 
-def pin(project: Project, cache_dir: Path, name: str, which: str, force: bool) -> str:
-    """Pin an earlier take of FRAME (by number or digest prefix): free, from the cache."""
-    name = _frame_name(project, name)
-    frame = _step(project, cache_dir, name).frame
-    cache, lock, state = open_store(project, cache_dir)
-    try:
-        takes = cache.takes(frame.key)
-        chosen = [t for i, t in enumerate(takes, 1) if which == str(i)] or \
-            [t for t in takes if len(which) >= 6 and t.digest.startswith(which)]
-        if len(chosen) != 1:
-            raise UsageError(f"no single take '{which}' of {name}",
-                             f"`nbpipe takes{project.flags} {name}` lists them by number")
-        take = chosen[0]
-        output = frame.output_for(take.format)  # a JPEG take is never written as .png
-        current = state.output_digest(output)
-        entry = lock.entries.get(name)
-        if not output_is_ours(output, current, entry.digest if entry else None, frame.key,
-                              StoreKnown(lock, cache, state)) and not force:
-            raise UsageError(f"{output} was modified outside nbpipe",
-                             "pass --force to overwrite it")
-        if not write_output(cache, state, project.loaded.root, output, take.digest):
-            raise UsageError(f"take {which} of {name} is missing or corrupt in the cache")
-        cache.choose(frame.key, take.digest)
-        lock.entries[name] = LockEntry(frame.key, output, take.digest, frame.backend,
-                                       frame.model, float(Decimal(take.cost_usd)))
-        lock.save(project.loaded.root)
-        cache.record_pins(project.loaded.root, lock.pinned())
-        state.set_fingerprint(None)
-        state.save()
-    finally:
-        cache.close()
+def pin(project: Project, cache_dir: Path, name: str, which: str, force: bool,
+        note: Callable[[str], None] = to_stderr) -> str:
+    """Pin an earlier take of FRAME (by number or digest prefix): free, from the cache; under
+    the build lock, as every command that writes the cache, the lock or outputs."""
+    root = project.loaded.root
+    with build_lock(root / ".nbpipe", cache_dir, True, note):
+        name = _frame_name(project, name)
+        frame = _step(project, cache_dir, name).frame
+        with Workspace.opened(root, cache_dir, project, offline=True) as space:
+            return _pin(project, space, frame, name, which, force)
+
+
+def _pin(project: Project, space: Workspace, frame: Frame, name: str, which: str,
+         force: bool) -> str:
+    cache, lock, state = space.cache, space.lock, space.state
+    takes = cache.takes(frame.key)
+    chosen = [t for i, t in enumerate(takes, 1) if which == str(i)] or \
+        [t for t in takes if len(which) >= 6 and t.digest.startswith(which)]
+    if len(chosen) != 1:
+        raise UsageError(f"no single take '{which}' of {name}",
+                         f"`nbpipe takes{project.flags} {name}` lists them by number")
+    take = chosen[0]
+    output = frame.output_for(take.format)  # a JPEG take is never written as .png
+    current = state.output_digest(output)
+    entry = lock.entries.get(name)
+    if not output_is_ours(output, current, entry.digest if entry else None, frame.key,
+                          space.known()) and not force:
+        raise UsageError(f"{output} was modified outside nbpipe",
+                         "pass --force to overwrite it")
+    if not write_output(cache, state, project.loaded.root, output, take.digest):
+        raise UsageError(f"take {which} of {name} is missing or corrupt in the cache")
+    cache.choose(frame.key, take.digest)
+    lock.entries[name] = LockEntry(frame.key, output, take.digest, frame.backend,
+                                   frame.model, float(Decimal(take.cost_usd)))
+    lock.save(project.loaded.root)
+    cache.record_pins(project.loaded.root, lock.pinned())
+    state.set_fingerprint(None)
+    state.save()
     return f"pinned {name} to sha256:{take.digest[:12]} and wrote {output}"
