@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from nbpipe.manifest.source import did_you_mean
 from nbpipe.money import fmt_usd
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Plan, Project, Step, output_is_ours
-from nbpipe.query.view import open_store, plan_project
+from nbpipe.query.view import plan_project
 from nbpipe.store.lock import LockEntry
 from nbpipe.store.outputs import write_output
 from nbpipe.store.workspace import Workspace, build_lock, to_stderr
@@ -30,16 +31,18 @@ def explain(project: Project, cache_dir: Path, name: str) -> str:
     name = _frame_name(project, name)
     plan = plan_project(project, cache_dir, (name,))
     step = next(s for s in plan.steps if s.frame.name == name)
-    cache, lock, _ = open_store(project, cache_dir, create=False)
-    try:
-        locked = lock.entries.get(name)
-        lines = [f"{name}: {step.action} · {step.reason}"]
-        lines += [f"  {line}" for change in step.changes for line in change.lines]
-        lines += _upstream_causes(step, plan)
-        lines += _tail(step, locked, project.flags)
-    finally:
-        cache.close()
+    with _read(project, cache_dir) as space:
+        locked = space.lock.entries.get(name)
+    lines = [f"{name}: {step.action} · {step.reason}"]
+    lines += [f"  {line}" for change in step.changes for line in change.lines]
+    lines += _upstream_causes(step, plan)
+    lines += _tail(step, locked, project.flags)
     return "\n".join(lines)
+
+
+def _read(project: Project, cache_dir: Path) -> AbstractContextManager[Workspace]:
+    """The workspace read-only, without the remote (what is local is what these show)."""
+    return Workspace.opened(project.loaded.root, cache_dir, project, create=False, offline=True)
 
 
 def _upstream_causes(step: Step, plan: Plan) -> list[str]:
@@ -79,15 +82,13 @@ def _tail(step: Step, locked: LockEntry | None, flags: str) -> list[str]:
 def list_takes(project: Project, cache_dir: Path, name: str) -> str:
     name = _frame_name(project, name)
     step = _step(project, cache_dir, name)
-    cache, lock, _ = open_store(project, cache_dir, create=False)
-    try:
-        takes = cache.takes(step.frame.key) if step.frame.key else []
-        pinned = lock.entries.get(name)
-    finally:
-        cache.close()
-    if not takes:
+    key = step.frame.key
+    with _read(project, cache_dir) as space:
+        takes = space.cache.takes(key) if key else []
+        pinned = space.lock.entries.get(name)
+    if not takes or not key:
         return f"{name}: no takes of its current request in the cache"
-    lines = [f"takes of {name} (key {step.frame.key[:12]}):"]
+    lines = [f"takes of {name} (key {key[:12]}):"]
     for i, take in enumerate(takes, 1):
         mark = "*" if pinned and pinned.digest == take.digest else " "
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(take.created))
