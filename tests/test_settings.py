@@ -28,7 +28,7 @@ NUMBERS = ["NBPIPE_GC_GRACE", "NBPIPE_RECOVER_TIMEOUT", "NBPIPE_INTERRUPT_GRACE"
            "NBPIPE_CALL_TIMEOUT", "NBPIPE_DOWNLOAD_TIMEOUT", "NBPIPE_RETRY_BASE",
            "NBPIPE_RETRY_DEADLINE"]
 BAD = {
-    **{name: ("soon", "must be a number of 0 or more, not 'soon'") for name in NUMBERS},
+    **dict.fromkeys(NUMBERS, ("soon", "must be a number of 0 or more, not 'soon'")),
     "NBPIPE_MAX_FRAMES": ("0", "must be a whole number of 1 or more, not '0'"),
     "NBPIPE_MAX_IMAGE_BYTES": ("1.5", "must be a whole number of 1 or more, not '1.5'"),
     "NBPIPE_TODAY": ("June", "='June' is not a date"),
@@ -77,7 +77,7 @@ def test_the_entry_point_says_it_as_the_cli_does(make_project, tmp_path):
 
 def test_defaults_when_unset_or_empty():
     assert Settings.from_env({}) == Settings()
-    assert Settings.from_env({name: "" for name in BAD}) == Settings()
+    assert Settings.from_env(dict.fromkeys(BAD, "")) == Settings()
     got = Settings()
     assert (got.gc_grace, got.recover_timeout, got.interrupt_grace) == (3600.0, 300.0, 10.0)
     assert (got.hiapi_poll_delay, got.hiapi_poll_interval, got.hiapi_timeout) == (5.0, 3.0, 600.0)

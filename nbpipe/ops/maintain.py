@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,7 +100,8 @@ def clean(root: Path, cache_dir: Path, dry_run: bool, note: Callable[[str], None
 
 
 def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
-       dry_run: bool, also_pinned: set[str] = frozenset(), grace: float | None = None) -> list[str]:
+       dry_run: bool, also_pinned: AbstractSet[str] = frozenset(),
+       grace: float | None = None) -> list[str]:
     """Remove unpinned takes by age and/or until the blobs fit `max_size`; report lines.
 
     Pinned means pinned by this project's lock or by any project that recorded its pins in
@@ -133,7 +135,8 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
                      f"{c.digest[:12]}, {c.size:,} bytes, {age} day{'s' * (age != 1)} old)")
         if not dry_run:
             cache.drop_take(c.key, c.digest)
-    still = {t.digest for key in cache.all_keys() for t in cache.takes(key)} if doomed else referenced
+    still = {t.digest for key in cache.all_keys() for t in cache.takes(key)} if doomed \
+        else referenced
     gone = {c.digest for c in doomed}  # their blobs go with them: already said
     for blob in _blobs(cache):
         if blob.name not in still and blob.name not in pinned and \
@@ -246,6 +249,8 @@ def pins_in_git(root: Path, refs: tuple[str, ...]) -> tuple[set[str], list[str]]
             doc = jsontext.loads(data) if data is not None else None
         except ValueError:
             continue
+        if not isinstance(doc, dict):
+            continue  # no lock, or not one, on that ref
         try:
             sections = [doc.get("frames", {}), *doc.get("profiles", {}).values()]
             pinned |= {e["digest"] for s in sections for e in s.values() if isinstance(e, dict)}
@@ -266,8 +271,9 @@ def branch_pins(root: Path) -> set[str]:
 def _remote_age(info: dict) -> float:
     """Seconds since a remote object was written; 0 (young: kept) when the store says nothing."""
     stamp = info.get("LastModified") or info.get("mtime") or info.get("updated")
-    if hasattr(stamp, "timestamp"):
-        return time.time() - stamp.timestamp()
+    when = getattr(stamp, "timestamp", None)  # a datetime, whatever its class
+    if callable(when):
+        return time.time() - float(when())
     if isinstance(stamp, (int, float)):
         return time.time() - stamp
     return 0.0
@@ -287,7 +293,7 @@ def gc_remote(remote: Remote, pinned: set[str], older_than: float | None, dry_ru
     if remote.unreachable:
         raise RemoteUnavailable(remote.unreachable)
     cutoff = time.time() - older_than if older_than is not None else None
-    doomed = []
+    doomed: list[tuple[str | None, str]] = []
     for key, digests in index.items():
         for digest in digests:
             old = cutoff is not None and created[key].get(digest, 0) < cutoff
@@ -302,7 +308,7 @@ def gc_remote(remote: Remote, pinned: set[str], older_than: float | None, dry_ru
             lines.append(f"{verb} blob sha256:{digest[:12]}")
             doomed.append((None, digest))
     if not dry_run:
-        for key, digest in doomed:  # records first: a record never points at a missing blob
-            remote.remove(key, digest)
+        for record, digest in doomed:  # records first: a record never points at a missing blob
+            remote.remove(record, digest)
     lines.append(f"gc --remote: {len(pinned)} pinned image(s) kept")
     return lines

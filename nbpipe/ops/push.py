@@ -94,8 +94,8 @@ class Pusher:
         for key, digest, job in self.jobs:
             if job.cancelled():
                 left += 1
-            elif job.exception() is not None:
-                failed.append(job.exception())
+            elif (error := job.exception()) is not None:
+                failed.append(error)
             else:
                 self.cache.mark_pushed(key, digest, self.remote.url)
         self.left_over = len(failed) + left
@@ -227,7 +227,8 @@ def pull(project, cache: Cache, remote: Remote | None, lock, state, frames) -> l
         output = frame.output_for(format_of_path(entry.output) or "")
         if state.output_digest(output) == entry.digest:
             continue
-        takes = {t.digest for t in cache.takes(entry.key)} | (remote.digests(entry.key) if remote else set())
+        takes = {t.digest for t in cache.takes(entry.key)} | \
+            (remote.digests(entry.key) if remote else set())
         if entry.digest not in takes:
             why = _unknown(remote) or f"sha256 {entry.digest[:12]} is no take of its key"
             lines.append(f"missing  {frame.name}  ({why})")

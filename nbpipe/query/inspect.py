@@ -59,7 +59,8 @@ def _tail(step: Step, locked: LockEntry | None, flags: str) -> list[str]:
     frame = step.frame
     key = frame.key[:12] if frame.key else "unknown until its inputs render"
     if step.action == "fresh":
-        return [f"  key {key} and {frame.output} (sha256 {step.digest[:12]}) match nbpipe.lock"]
+        return [f"  key {key} and {frame.output} (sha256 {(step.digest or '')[:12]}) match "
+                "nbpipe.lock"]
     out = []
     if locked is not None and locked.key != frame.key:
         out.append(f"  key: {locked.key[:12]} (locked) → {key}")
@@ -69,7 +70,7 @@ def _tail(step: Step, locked: LockEntry | None, flags: str) -> list[str]:
         out.append(f"  the same request as {step.same_as}: sent once, this frame gets its image "
                    "for free")
     elif step.action == "restore":
-        out.append(f"  a take of this key is in the cache (sha256 {step.digest[:12]}): "
+        out.append(f"  a take of this key is in the cache (sha256 {(step.digest or '')[:12]}): "
                    f"restored for free, saving USD {fmt_usd(frame.cost)}")
     elif step.action == "render":
         out.append(f"  no take of this key in the cache: renders on {frame.backend} "
@@ -116,13 +117,13 @@ def pin(project: Project, cache_dir: Path, name: str, which: str, force: bool,
         name = _frame_name(project, name)
         frame = _step(project, cache_dir, name).frame
         with Workspace.opened(root, cache_dir, project, offline=True) as space:
-            return _pin(project, space, frame, name, which, force)
+            return _pin(project, space, frame, name, which, force)  # _step: it has a key
 
 
 def _pin(project: Project, space: Workspace, frame: Frame, name: str, which: str,
          force: bool) -> str:
-    cache, lock, state = space.cache, space.lock, space.state
-    takes = cache.takes(frame.key)
+    cache, lock, state, key = space.cache, space.lock, space.state, frame.key or ""
+    takes = cache.takes(key)
     chosen = [t for i, t in enumerate(takes, 1) if which == str(i)] or \
         [t for t in takes if len(which) >= 6 and t.digest.startswith(which)]
     if len(chosen) != 1:
@@ -132,14 +133,14 @@ def _pin(project: Project, space: Workspace, frame: Frame, name: str, which: str
     output = frame.output_for(take.format)  # a JPEG take is never written as .png
     current = state.output_digest(output)
     entry = lock.entries.get(name)
-    if not output_is_ours(output, current, entry.digest if entry else None, frame.key,
+    if not output_is_ours(output, current, entry.digest if entry else None, key,
                           space.known()) and not force:
         raise UsageError(f"{output} was modified outside nbpipe",
                          "pass --force to overwrite it")
     if not write_output(cache, state, project.loaded.root, output, take.digest):
         raise UsageError(f"take {which} of {name} is missing or corrupt in the cache")
-    cache.choose(frame.key, take.digest)
-    lock.entries[name] = LockEntry(frame.key, output, take.digest, frame.backend,
+    cache.choose(key, take.digest)
+    lock.entries[name] = LockEntry(key, output, take.digest, frame.backend,
                                    frame.model, float(Decimal(take.cost_usd)))
     lock.save(project.loaded.root)
     cache.record_pins(project.loaded.root, lock.pinned())
