@@ -5,21 +5,23 @@ names the variable and what it takes, whichever command runs and whatever reads 
 empty variable is an unset one. API keys are `Secret`s: their text is never in a repr, a log
 line or the no-op fingerprint.
 
-`Settings` is a NamedTuple, not a dataclass: the no-op fast path makes one, and importing
-dataclasses (it pulls in inspect) costs more than that whole check's reading of files.
+`Settings` is a NamedTuple, not a dataclass, and errors.py is imported only to say an error:
+the no-op fast path makes one, and importing dataclasses (it pulls in inspect) costs about as
+much as that whole check's reading of files.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: NamedTuple would compile each field's annotation
+# string (a ForwardRef) at import, which the fast path pays for.
 import datetime as dt
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-from nbpipe.errors import UsageError
+if TYPE_CHECKING:
+    from nbpipe.errors import UsageError
 
 BACKENDS = ("hiapi", "gemini", "preview")  # --backend's choices and NBPIPE_BACKEND's
 FLAGS = {**dict.fromkeys(("1", "true", "yes", "on"), True),
@@ -91,7 +93,7 @@ class Settings(NamedTuple):
                 "NBPIPE_MAX_FRAMES": self.max_frames}
 
     @staticmethod
-    def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(env: Mapping[str, str] | None = None) -> "Settings":
         """The settings in `env` (default: this process's environment); UsageError names the
         first variable with a bad value."""
         read = _Reader(os.environ if env is None else env)
@@ -151,7 +153,7 @@ class _Reader:
             return None
         value = parse(raw.strip())
         if value is None:
-            raise UsageError(f"{name} {wants}, not {raw!r}", f"unset {name} for the default")
+            raise _usage(f"{name} {wants}, not {raw!r}", f"unset {name} for the default")
         return value
 
     def number(self, name: str, default: float) -> float:
@@ -176,7 +178,7 @@ class _Reader:
         try:
             return dt.date.fromisoformat(raw)
         except ValueError:  # the message the catalogue has always given
-            raise UsageError(f"{name}={raw!r} is not a date", "use YYYY-MM-DD") from None
+            raise _usage(f"{name}={raw!r} is not a date", "use YYYY-MM-DD") from None
 
     def flag(self, name: str) -> bool:
         said = self._parsed(name, lambda raw: FLAGS.get(raw.lower()), "must be 1 or 0")
@@ -185,6 +187,12 @@ class _Reader:
     def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
         return self._parsed(name, lambda raw: raw if raw in choices else None,
                             f"must be one of {', '.join(choices)}")
+
+
+def _usage(message: str, hint: str) -> "UsageError":
+    from nbpipe.errors import UsageError
+
+    return UsageError(message, hint)
 
 
 def _finite(raw: str) -> float | None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from nbpipe.cli.shared import AS_JSON, OFFLINE, Edge, Usd, target
+from nbpipe.cli.shared import AS_JSON, OFFLINE, Edge, F, Usd, target
 from nbpipe.errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
@@ -93,35 +93,48 @@ def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None,
     return EXIT_OK
 
 
-def build_options(frames: tuple[str, ...], backend: str | None, profile: str | None,
-                  flags: dict[str, Any]) -> BuildOptions:
+def build_options(frames: tuple[str, ...], backend: str | None, profile: str | None, *,
+                  jobs: int | None, max_cost: Decimal | None, trust_prices: bool,
+                  fail_fast: bool, keep_going: bool, offline: bool, remote_errors: str,
+                  force: bool) -> BuildOptions:
     """The one place a command line becomes the engine's BuildOptions."""
     from nbpipe.engine.build import BuildOptions
 
-    if flags["fail_fast"] and flags["keep_going"]:
+    if fail_fast and keep_going:
         raise UsageError("--fail-fast and --keep-going contradict each other")
-    return BuildOptions(patterns=frames, force=flags["force"], backend=backend,
-                        jobs=flags["jobs"], max_cost=flags["max_cost"],
-                        fail_fast=flags["fail_fast"], profile=profile,
-                        offline=flags["offline"], trust_prices=flags["trust_prices"],
-                        remote_errors=flags["remote_errors"])
+    return BuildOptions(patterns=frames, force=force, backend=backend, jobs=jobs,
+                        max_cost=max_cost, fail_fast=fail_fast, profile=profile,
+                        offline=offline, trust_prices=trust_prices, remote_errors=remote_errors)
+
+
+def build_flags(command: F) -> F:
+    """The options that shape what a build may send: how many at once, how much, and what a
+    failure stops (spelled here, apart from the command, to keep `build`'s signature legible)."""
+    for option in reversed(BUILD_FLAGS):
+        command = option(command)
+    return command
+
+
+BUILD_FLAGS = [
+    click.option("-j", "--jobs", type=click.IntRange(1, 256),
+                 help="Frames in flight per backend (default: the manifest's `limits:`, else "
+                 "the catalogue's default for the backend)."),
+    click.option("--max-cost", type=Usd(), metavar="USD",
+                 help="Spend at most this much; frames that do not fit are skipped and listed."),
+    click.option("--trust-manifest-prices", "trust_prices", is_flag=True,
+                 help="Measure --max-cost in the manifest's `pricing:` even where it is below "
+                 "the list price (by default a manifest can raise prices, never lower the "
+                 "budget's measure)."),
+    click.option("--fail-fast", is_flag=True, help="Send nothing new after the first failure."),
+    click.option("--keep-going", is_flag=True, help="Build what does not depend on a failure "
+                 "(the default)."),
+]
 
 
 @click.command()
 @click.argument("frames", nargs=-1)
 @target("Render every frame on this backend.")
-@click.option("-j", "--jobs", type=click.IntRange(1, 256),
-              help="Frames in flight per backend (default: the manifest's `limits:`, else "
-              "the catalogue's default for the backend).")
-@click.option("--max-cost", type=Usd(), metavar="USD",
-              help="Spend at most this much; frames that do not fit are skipped and listed.")
-@click.option("--trust-manifest-prices", "trust_prices", is_flag=True,
-              help="Measure --max-cost in the manifest's `pricing:` even where it is below the "
-              "list price (by default a manifest can raise prices, never lower the budget's "
-              "measure).")
-@click.option("--fail-fast", is_flag=True, help="Send nothing new after the first failure.")
-@click.option("--keep-going", is_flag=True, help="Build what does not depend on a failure "
-              "(the default).")
+@build_flags
 @click.option("--no-wait", is_flag=True, help="Fail at once if another build holds the project.")
 @click.option("--offline", is_flag=True, help="Never touch the remote cache.")
 @click.option("--remote-errors", type=click.Choice(["fail", "render"]), default="fail",
@@ -134,11 +147,12 @@ def build_options(frames: tuple[str, ...], backend: str | None, profile: str | N
 @click.option("--report", "with_report", is_flag=True, help="Refresh out/index.html afterwards.")
 @click.pass_context
 def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, profile: str | None,
-          check: bool, as_json: bool, with_report: bool, no_wait: bool,
-          max_cost: Decimal | None, **flags: Any) -> int:
+          jobs: int | None, max_cost: Decimal | None, trust_prices: bool, fail_fast: bool,
+          keep_going: bool, no_wait: bool, offline: bool, remote_errors: str, check: bool,
+          force: bool, as_json: bool, with_report: bool) -> int:
     """Restore or render what changed, in dependency order, and update nbpipe.lock."""
     edge = Edge.of(ctx)
-    if not frames and not flags["force"] and not with_report:
+    if not frames and not force and not with_report:
         from nbpipe.engine.noop import noop_summary
 
         found = edge.verdict(backend, profile)
@@ -149,7 +163,10 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
             click.echo(f"nbpipe: the no-op fast path missed: {found.why}", err=True)
     from nbpipe.engine.session import run_build, run_check
 
-    options = build_options(frames, backend, profile, {**flags, "max_cost": max_cost})
+    options = build_options(frames, backend, profile, jobs=jobs, max_cost=max_cost,
+                            trust_prices=trust_prices, fail_fast=fail_fast,
+                            keep_going=keep_going, offline=offline,
+                            remote_errors=remote_errors, force=force)
     project = edge.project(backend, profile, warn=True)
     if check:
         return run_check(project, edge.cache_dir(), frames, as_json)
