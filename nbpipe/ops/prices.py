@@ -162,7 +162,7 @@ def refresh(cache_dir: Path) -> str:
     return f"refreshed {len(prices)} HiAPI model price(s) from {base} ({fetched})"
 
 
-def _usd(value: Decimal) -> str:  # a catalogue price exactly as listed (0.076, 0.5)
+def _usd(value: Decimal) -> str:  # a catalogue price exactly as listed, no zeros added
     return format(value.normalize(), "f")
 
 
