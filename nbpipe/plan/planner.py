@@ -192,15 +192,20 @@ def _check_pricing(loaded: Loaded) -> list[Diagnostic]:
     return diags
 
 
-class Locked(Protocol):
-    key: str
-    digest: str
-    output: str
+class Locked(Protocol):  # read-only members: the store's records are frozen dataclasses
+    @property
+    def key(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def output(self) -> str: ...
 
 
 class TakeRef(Protocol):
-    digest: str
-    format: str
+    @property
+    def digest(self) -> str: ...
+    @property
+    def format(self) -> str: ...
 
 
 class Known(Protocol):
