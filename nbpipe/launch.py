@@ -6,7 +6,9 @@ definitions costs about as much as the check itself. So the plainest command lin
 `[-C DIR] build [--check] [--json]`, try the fast path (engine/noop.py) here. Anything else, and
 any doubt (an unknown flag, a directory that is not one, no standard output, the check saying
 no or failing), goes to the full CLI, which gives the same answer for these command lines by
-the same function, and says any error in its own words and exit codes.
+the same function, and says any error in its own words and exit codes. What was learnt on the
+way (the parsed settings, the check's verdict) goes with it (`Early`): a miss is not checked
+twice, nor the environment read twice.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ The fingerprint holds what the planner of that build actually read, and the code
 
 - the SHA-256 of the manifest bytes it parsed (not of the file at the end of the build);
 - each project file hashed into a key, with its stat from before the read (filestat.Stat);
-- the digest of the lock it wrote, the build options, and the outputs' stats (in the stat
+- the digest of the lock it wrote, the build options and the settings the planner reads
+  (Settings.planned: the remote, the frame limit), and the outputs' stats (in the stat
   cache, each beside the digest it was hashed to);
 - the interpreter's version, and the stats of the libraries whose behaviour shapes a key (the
   template engine renders prompts; the YAML loader and the validator read the manifest): an
