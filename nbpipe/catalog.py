@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -32,6 +31,8 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+
+from nbpipe.settings import current
 
 FLAT = "*"  # the price key of a model without resolution tiers
 WARN_DAYS = 30  # a shutdown this close is a warning on plan and build
@@ -203,15 +204,7 @@ class ModelSpec:
 
 def today() -> dt.date:
     """The date lifecycles are judged on: NBPIPE_TODAY (YYYY-MM-DD), else today in UTC."""
-    forced = os.environ.get("NBPIPE_TODAY")
-    if forced:
-        try:
-            return dt.date.fromisoformat(forced)
-        except ValueError:
-            from nbpipe.errors import UsageError
-
-            raise UsageError(f"NBPIPE_TODAY={forced!r} is not a date", "use YYYY-MM-DD") from None
-    return dt.datetime.now(dt.UTC).date()
+    return current().today or dt.datetime.now(dt.UTC).date()
 
 
 class Catalog:

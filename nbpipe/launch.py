@@ -6,7 +6,9 @@ definitions costs about as much as the check itself. So the plainest command lin
 `[-C DIR] build [--check] [--json]`, try the fast path (engine/noop.py) here. Anything else, and
 any doubt (an unknown flag, a directory that is not one, no standard output, the check saying
 no or failing), goes to the full CLI, which gives the same answer for these command lines by
-the same function, and says any error in its own words and exit codes.
+the same function, and says any error in its own words and exit codes. What was learnt on the
+way (the parsed settings, the check's verdict) goes with it (`Early`): a miss is not checked
+twice, nor the environment read twice.
 """
 
 from __future__ import annotations
@@ -14,19 +16,24 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
+from nbpipe.settings import BACKENDS, Settings
+
+if TYPE_CHECKING:
+    from nbpipe.engine.noop import Verdict
+
+__all__ = ["BACKENDS", "Early", "cache_dir", "entry", "fast_noop", "plain_build", "probe"]
 FLAGS = {"--check": "check", "--json": "as_json"}
-BACKENDS = ("hiapi", "gemini", "preview")  # --backend's choices (cli.py takes them from here)
 
 
-def cache_dir(root: Path) -> Path:
+def cache_dir(root: Path, settings: Settings) -> Path:
     """The local cache: $NBPIPE_CACHE_DIR (shared by projects), else the project's .nbpipe/.
-    Here, not in cli.py, so the early path needs no click; cli.py adds its check."""
-    shared = os.environ.get("NBPIPE_CACHE_DIR")
-    return Path(shared) if shared else root / ".nbpipe"
+    Here, not in the CLI, so the early path needs no click; the CLI adds its check."""
+    return settings.cache_dir or root / ".nbpipe"
 
 
-def plain_build(argv: list[str]) -> tuple[Path, dict] | None:
+def plain_build(argv: list[str]) -> tuple[Path, dict[str, bool]] | None:
     """(project directory, flags) when argv is a plain no-argument build, else None."""
     args = list(argv)
     root = Path(".")
@@ -39,29 +46,46 @@ def plain_build(argv: list[str]) -> tuple[Path, dict] | None:
     return root, {name: flag in args for flag, name in FLAGS.items()}
 
 
-def early_summary(argv: list[str]) -> str | None:
-    """What a provably fresh plain build prints, or None: the CLI is to answer."""
+class Early(NamedTuple):
+    """What the early path found, handed to the CLI so nothing is read or checked twice: the
+    summary to print (a provably fresh build), the settings it parsed, the check's verdict."""
+
+    summary: str | None = None
+    settings: Settings | None = None
+    verdict: Verdict | None = None
+
+
+def probe(argv: list[str]) -> Early:
+    """The early answer to argv, or as much as was learnt on the way to none."""
     plain = plain_build(argv)
-    backend = os.environ.get("NBPIPE_BACKEND") or None
-    if plain is None or (backend is not None and backend not in BACKENDS):
-        return None
+    if plain is None:
+        return Early()
+    try:
+        settings = Settings.from_env()
+    except Exception:  # a bad variable: the CLI says so in its words
+        return Early()
     root, flags = plain
     if not os.path.isdir(root):
-        return None
-    from nbpipe.engine.noop import answer
+        return Early(settings=settings)
+    from nbpipe.engine.noop import noop_summary, verdict
+    from nbpipe.settings import using
 
     try:
-        return answer(root, cache_dir(root), backend, os.environ.get("NBPIPE_PROFILE") or None,
-                      **flags)
-    except Exception:
-        return None
+        with using(settings):
+            found = verdict(root, cache_dir(root, settings), settings.backend, settings.profile,
+                            settings)
+    except Exception:  # the CLI runs the check again and says what went wrong
+        return Early(settings=settings)
+    if found.fresh is None:
+        return Early(None, settings, found)
+    return Early(noop_summary(found.fresh, **flags), settings, found)
 
 
-def fast_noop(argv: list[str]) -> int | None:
+def fast_noop(argv: list[str], found: Early | None = None) -> int | None:
     """The exit code of a provably fresh plain build (after printing its summary), or None."""
     if sys.stdout is None:  # started with no standard output: click knows what to do
         return None
-    summary = early_summary(argv)
+    summary = (found or probe(argv)).summary
     if summary is None:
         return None
     sys.stdout.write(summary + "\n")
@@ -75,11 +99,13 @@ def entry() -> None:
         from nbpipe import interrupts  # (importing `signal` takes a while: a Ctrl-C may land)
 
         interrupts.install()
-        code = fast_noop(sys.argv[1:])
+        argv = sys.argv[1:]
+        found = probe(argv) if sys.stdout is not None else Early()
+        code = fast_noop(argv, found)
         if code is None:
             from nbpipe.cli import main
 
-            code = main()
+            code = main(argv, found)
     except KeyboardInterrupt:  # Ctrl-C before the CLI's handler was in place
         sys.stderr.write("interrupted\n")
         code = 130

@@ -69,7 +69,8 @@ def test_nano_banana_never_gets_resolution(run, example):
     body = doc["request"]["input"]
     assert set(body) == {"prompt", "aspect_ratio", "output_format"}
     assert (body["aspect_ratio"], body["output_format"]) == ("16:9", "png")
-    assert body["prompt"].startswith("Mira, a 28-year-old") and " | Scene: Mira walking" in body["prompt"]
+    assert body["prompt"].startswith("Mira, a 28-year-old")
+    assert " | Scene: Mira walking" in body["prompt"]
 
 
 def test_matrix_and_variants_frames(run, example):

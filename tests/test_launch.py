@@ -155,3 +155,46 @@ def test_a_closed_pipe_exits_as_the_cli_does(make_project, run):
     finally:
         os.close(write)
     assert early == cli == (1, "")
+
+
+def test_a_miss_is_handed_to_the_cli_not_checked_again(make_project, run, monkeypatch, capsys):
+    from nbpipe.cli import main
+    from nbpipe.engine import noop
+    from nbpipe.launch import probe
+
+    root = _fresh(make_project, run)
+    (root / "nbpipe.yaml").write_text(CABIN.replace("a lake", "a pond"))
+    found = probe(["-C", str(root), "build", "--check"])
+    assert found.summary is None and found.verdict is not None
+    assert found.verdict.why == "nbpipe.yaml's stat changed (edited, touched, or another checkout)"
+    checks = []
+    monkeypatch.setattr(noop, "check", lambda *args: checks.append(args))
+    capsys.readouterr()
+    assert main(["-C", str(root), "build", "--check"], found) == 1
+    assert checks == []  # the CLI took the early path's verdict
+    assert "b" in capsys.readouterr().out
+
+
+def test_explain_says_on_stderr_why_the_fast_path_missed(make_project, run):
+    root = _fresh(make_project, run)
+    (root / "b.txt").write_text("not an input")
+    (root / "out").mkdir(exist_ok=True)
+    output = next(p for p in (root / "out").rglob("*") if p.is_file())
+    output.write_bytes(output.read_bytes())  # same bytes, new stat
+    done = _process(root, "build", "--check", NBPIPE_EXPLAIN="1")
+    assert done.returncode == 0, done.stderr
+    rel = output.relative_to(root).as_posix()
+    assert done.stderr == f"nbpipe: the no-op fast path missed: output {rel} changed (its stat)\n"
+    quiet = _process(root, "build", "--check")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_explain_names_a_changed_setting_and_open_journal_entries(make_project, run):
+    root = _fresh(make_project, run)
+    done = _process(root, "build", NBPIPE_EXPLAIN="1", NBPIPE_MAX_FRAMES="200000")
+    assert done.stderr == "nbpipe: the no-op fast path missed: a setting changed: " \
+                          "NBPIPE_MAX_FRAMES\n"
+    (root / ".nbpipe" / "journal.jsonl").write_text('{"op": "open"}\n')
+    done = _process(root, "build", NBPIPE_EXPLAIN="1")
+    assert done.stderr.startswith("nbpipe: the no-op fast path missed: the journal has open "
+                                  "entries"), done.stderr

@@ -4,7 +4,8 @@ The fingerprint holds what the planner of that build actually read, and the code
 
 - the SHA-256 of the manifest bytes it parsed (not of the file at the end of the build);
 - each project file hashed into a key, with its stat from before the read (filestat.Stat);
-- the digest of the lock it wrote, the build options, and the outputs' stats (in the stat
+- the digest of the lock it wrote, the build options and the settings the planner reads
+  (Settings.planned: the remote, the frame limit), and the outputs' stats (in the stat
   cache, each beside the digest it was hashed to);
 - the interpreter's version, and the stats of the libraries whose behaviour shapes a key (the
   template engine renders prompts; the YAML loader and the validator read the manifest): an
@@ -34,9 +35,11 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from nbpipe import __version__, plan
 from nbpipe.filestat import is_racy, stat_of
+from nbpipe.settings import Settings, current
 from nbpipe.store import marks
 from nbpipe.store.state import State
 
@@ -91,11 +94,6 @@ def _code_unchanged(recorded: object) -> bool:
     return recorded.get("stats") == code_stats() or recorded.get("digest") == code_digest()
 
 
-# Settings the planner reads from the environment: a build run with other values may plan
-# differently (a remote lets HiAPI take file inputs; a lower frame limit is an error).
-PLANNER_ENV = ("NBPIPE_REMOTE", "NBPIPE_REMOTE_ENDPOINT", "NBPIPE_MAX_FRAMES")
-
-
 # Modules whose upgrade may change what a manifest plans to (their top files' stats are kept).
 KEY_LIBRARIES = ("jinja2", "ruamel.yaml", "pydantic", "pydantic_core")
 
@@ -103,11 +101,11 @@ KEY_LIBRARIES = ("jinja2", "ruamel.yaml", "pydantic", "pydantic_core")
 def _libraries() -> dict[str, list] | None:
     """Each key library's file → its stat, as loaded by this (planning) process; None if one
     is not loaded or has no file: then nothing proves the next process runs the same one."""
-    found = {}
+    found: dict[str, list] = {}
     for name in KEY_LIBRARIES:
         path = getattr(sys.modules.get(name), "__file__", None)
         stat = stat_of(path) if isinstance(path, str) else None
-        if stat is None:
+        if stat is None or not isinstance(path, str):
             return None
         found[path] = list(stat)
     return found
@@ -124,14 +122,16 @@ def fingerprint_options(backend: str | None, profile: str | None) -> dict:
     return {"backend": backend, "profile": profile}
 
 
-def _with_env(options: dict) -> dict:
-    return {**options, "env": {name: os.environ.get(name) for name in PLANNER_ENV}}
+def _with_env(options: dict, settings: Settings | None = None) -> dict:
+    """The options beside the settings the planner reads (Settings.planned): a build run with
+    other values may plan differently."""
+    return {**options, "env": (settings or current()).planned()}
 
 
 def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
                 lock_text: str, outputs: list[str], frames: int,
                 previous: dict | None = None, until: dt.date | None = None,
-                remote: str | None = None) -> dict | None:
+                remote: str | None = None, settings: Settings | None = None) -> dict | None:
     """What the next build compares, or None if what the planner read has changed since (or
     cannot be proven unchanged): `reads` maps each file hashed into a key to its stat then,
     `outputs` are the paths the lock pins (their stats are in the stat cache), `remote` is the
@@ -151,7 +151,7 @@ def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
     return {"nbpipe": __version__, "python": sys.version, "libraries": libraries,
             "schema": plan.KEY_SCHEMA, "code": code,
             "checkout": list(stat_of(root / MANIFEST) or ()),
-            "catalogue": _sha(CATALOGUE), "options": _with_env(options),
+            "catalogue": _sha(CATALOGUE), "options": _with_env(options, settings),
             "frames": frames, "manifest": manifest_digest,
             "lock": hashlib.sha256(lock_text.encode()).hexdigest(),
             "inputs": inputs, "outputs": sorted(outputs),
@@ -207,61 +207,123 @@ def _folders_inside(root: Path, paths: list[str]) -> bool:
     return True
 
 
-def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
-    """The number of frames if provably nothing changed since the last all-fresh build.
+class Verdict(NamedTuple):
+    """The fast path's answer: the number of frames when provably nothing changed, else why
+    not (NBPIPE_EXPLAIN prints it). `asked` is what was checked (project, cache, backend,
+    profile), so the CLI can tell the early path's verdict is for its own command line."""
+
+    fresh: int | None
+    why: str
+    asked: tuple[str, str, str | None, str | None] = ("", "", None, None)
+
+
+def still_fresh(root: Path, options: dict, journal: Path,
+                settings: Settings | None = None) -> int | None:
+    """The number of frames if provably nothing changed since the last all-fresh build."""
+    return check(root, options, journal, settings).fresh
+
+
+def check(root: Path, options: dict, journal: Path, settings: Settings | None = None) -> Verdict:
+    """Whether provably nothing changed since the last all-fresh build, and if not, why.
 
     `journal` is the cache's journal: a build killed after the fingerprint was written may have
     left paid tasks in it, and only the full path collects them (a compacted journal with no
     open entry is empty)."""
     try:
         if journal.stat().st_size:
-            return None
+            return Verdict(None, f"the journal has open entries ({journal})")
     except FileNotFoundError:
         pass  # no journal: nothing was ever left in flight
     except (OSError, ValueError):
-        return None  # unreadable: only the full path can say (and say why)
+        return Verdict(None, f"the journal cannot be read ({journal})")  # the full path says why
     state = State(root)
     fp = state.data.get("fingerprint")
-    if not isinstance(fp, dict) or state.data.get("unpushed") or \
+    if not isinstance(fp, dict):
+        return Verdict(None, "no fingerprint: the last build was not all fresh, or none ran")
+    if state.data.get("unpushed") or \
             _waiting_push(journal.parent / "unpushed", fp.get("remote", True)):
         # images still to send to the remote cache, which a build killed after marking them
         # left (one that finished with any wrote no fingerprint): the full path sends them
-        return None
-    if fp.get("nbpipe") != __version__ or \
-            fp.get("schema") != plan.KEY_SCHEMA or fp.get("options") != _with_env(options):
-        return None
+        return Verdict(None, "images wait to be pushed to the remote cache")
+    why = _settings_changed(fp, options, settings or current()) or _project_changed(root, fp, state)
+    if why:
+        return Verdict(None, why)
+    frames = fp.get("frames")
+    return Verdict(frames, "") if isinstance(frames, int) else \
+        Verdict(None, "the fingerprint names no frame count")
+
+
+def _settings_changed(fp: dict, options: dict, settings: Settings) -> str | None:
+    if fp.get("nbpipe") != __version__:
+        return f"nbpipe's version changed (to {__version__})"
+    if fp.get("schema") != plan.KEY_SCHEMA:
+        return "the key schema changed"
+    now = _with_env(options, settings)
+    if fp.get("options") != now:
+        return f"a setting changed: {_changed_settings(fp.get('options'), now)}"
+    if fp.get("python") != sys.version:
+        return "the Python interpreter changed"
+    return None
+
+
+def _changed_settings(recorded: object, now: dict) -> str:
+    """Which build options (--backend, --profile) or planner settings differ, by name."""
+    before: dict = recorded if isinstance(recorded, dict) else {}
+    raw = before.get("env")
+    env: dict = raw if isinstance(raw, dict) else {}
+    changed = [f"--{name}" for name in ("backend", "profile") if before.get(name) != now[name]]
+    changed += [name for name, value in now["env"].items() if env.get(name) != value]
+    return ", ".join(changed) or "the options"
+
+
+def _project_changed(root: Path, fp: dict, state: State) -> str | None:
     checkout = fp.get("checkout")
     if not checkout or checkout != list(stat_of(root / MANIFEST) or ()):
-        return None  # not written on this checkout of the manifest
-    if fp.get("catalogue") != _sha(CATALOGUE) or fp.get("python") != sys.version:
-        return None
-    if fp.get("manifest") != _sha(root / MANIFEST) or fp.get("lock") != _sha(root / LOCK):
-        return None
+        return f"{MANIFEST}'s stat changed (edited, touched, or another checkout)"
+    if fp.get("catalogue") != _sha(CATALOGUE):
+        return "the model catalogue changed"
+    if fp.get("manifest") != _sha(root / MANIFEST):
+        return f"{MANIFEST} changed"
+    if fp.get("lock") != _sha(root / LOCK):
+        return f"{LOCK} changed"
     if _expired(fp.get("until")):
-        return None
+        return "a frame's model nears its shutdown"
+    return _files_changed(root, fp, state)
+
+
+def _files_changed(root: Path, fp: dict, state: State) -> str | None:
     inputs, outputs = fp.get("inputs"), fp.get("outputs")
     if not isinstance(inputs, dict) or not isinstance(outputs, list):
-        return None
+        return "the fingerprint lists no inputs or outputs"
     for rel, recorded in inputs.items():
         if list(stat_of(os.path.join(root, rel)) or ()) != recorded:
-            return None
+            return f"input {rel} changed (its stat)"
     for rel in outputs:
         known = state.known_stat(rel) if isinstance(rel, str) else None
         if not known or list(stat_of(os.path.join(root, rel)) or ()) != known:
-            return None
+            return f"output {rel} changed (its stat)"
     if not _folders_inside(root, [*inputs, *outputs]):
-        return None
-    if not _libraries_unchanged(fp.get("libraries")) or not _code_unchanged(fp.get("code")):
-        return None
-    frames = fp.get("frames")
-    return frames if isinstance(frames, int) else None
+        return "a folder of the project now leads outside it"
+    if not _libraries_unchanged(fp.get("libraries")):
+        return "a library that shapes keys changed (jinja2, ruamel.yaml, pydantic)"
+    if not _code_unchanged(fp.get("code")):
+        return "nbpipe's own files changed"
+    return None
+
+
+def verdict(root: Path, cache_dir: Path, backend: str | None, profile: str | None,
+            settings: Settings) -> Verdict:
+    """The one check both the early path (nbpipe/launch.py) and the CLI run, for a `build` of
+    every frame: the early path's miss is handed to the CLI, which does not run it again."""
+    found = check(root, fingerprint_options(backend, profile), cache_dir / JOURNAL, settings)
+    return found._replace(asked=(str(root), str(cache_dir), backend, profile))
 
 
 def answer(root: Path, cache_dir: Path, backend: str | None, profile: str | None,
-           check: bool = False, as_json: bool = False) -> str | None:
-    """What a `build` of every frame prints when provably nothing changed, or None: plan it.
-    The one check both the early path (nbpipe/launch.py) and the CLI run."""
-    fresh = still_fresh(root, fingerprint_options(backend, profile), cache_dir / JOURNAL)
+           check: bool = False, as_json: bool = False,
+           settings: Settings | None = None) -> str | None:
+    """What a `build` of every frame prints when provably nothing changed, or None: plan it."""
+    fresh = verdict(root, cache_dir, backend, profile, settings or current()).fresh
     return None if fresh is None else noop_summary(fresh, check, as_json)
 
 

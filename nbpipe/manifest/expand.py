@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import math
-import os
 import re
 import string
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from nbpipe.manifest.load import Loaded
 from nbpipe.manifest.models import Bible, Target
 from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.manifest.templates import Template, TemplateFault, reset_budget
+from nbpipe.settings import current
 
 PARAMS = ("backend", "model", "aspect_ratio", "resolution", "output_format", "output")
 DEFAULT_OUTPUT = "out/{frame}.{ext}"
@@ -382,10 +382,7 @@ def _count(target: ResolvedTarget) -> int:
 def frames_ceiling() -> int:
     """How far a manifest may raise max_frames: the person running nbpipe decides
     ($NBPIPE_MAX_FRAMES), since a manifest may come from a pull request."""
-    try:
-        return max(int(os.environ.get("NBPIPE_MAX_FRAMES", "")), 1)
-    except ValueError:
-        return MAX_FRAMES_CEILING
+    return current().max_frames or MAX_FRAMES_CEILING
 
 
 def _check_size(loaded: Loaded, targets: dict[str, ResolvedTarget], diags: list) -> None:

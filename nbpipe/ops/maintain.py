@@ -4,29 +4,30 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nbpipe.errors import UsageError
+from nbpipe.ops.push import no_remote
 from nbpipe.plan.paths import PathRefused, ProjectDir
+from nbpipe.settings import Settings, current
 from nbpipe.store.cache import Cache, remove_temp
 from nbpipe.store.lock import Lock
-from nbpipe.store.remote import RemoteUnavailable
+from nbpipe.store.remote import Remote, RemoteUnavailable
 from nbpipe.store.state import State, file_sha256
+from nbpipe.store.workspace import Workspace, open_remote
+
+if TYPE_CHECKING:
+    from nbpipe.plan.planner import Project
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-GRACE = 3600.0  # a blob younger than this may be a paid image not yet indexed: never removed
-
-
-def _grace() -> float:
-    import os
-
-    try:
-        return max(float(os.environ.get("NBPIPE_GC_GRACE") or GRACE), 0.0)
-    except ValueError:
-        return GRACE
+# A blob younger than the grace (NBPIPE_GC_GRACE, an hour by default) may be a paid image not
+# yet indexed: never removed.
 
 
 def parse_size(text: str) -> int:
@@ -64,14 +65,50 @@ def policy(max_size: str | None, older_than: str | None, default: bool) -> str:
             "pinned takes always stay")
 
 
+def collect(root: Path, cache_dir: Path, max_size: str | None, older_than: str | None,
+            dry_run: bool, note: Callable[[str], None], settings: Settings) -> list[str]:
+    """`gc`: the policy said, then what went, in the local cache under the build lock."""
+    default = not (max_size or older_than)
+    older_than = DEFAULT_OLDER_THAN if default else older_than
+    with Workspace.opened(root, cache_dir, write=True, note=note, create=False) as space:
+        lines = gc(space.cache, space.lock, parse_size(max_size) if max_size else None,
+                   parse_age(older_than) if older_than else None, dry_run, branch_pins(root),
+                   grace=settings.gc_grace)
+    return [policy(max_size, older_than, default), *lines]
+
+
+def collect_remote(project: Project, refs: tuple[str, ...], older_than: str | None,
+                   dry_run: bool, settings: Settings) -> list[str]:
+    """`gc --remote`: what went from the remote cache; every git ref's lock pins."""
+    root = project.loaded.root
+    remote = open_remote(project, settings=settings)
+    if remote is None:
+        raise no_remote()
+    pinned, read = pins_in_git(root, refs)
+    pinned |= Lock.load(root).pinned()  # and the working tree's lock
+    lines = gc_remote(remote, pinned, parse_age(older_than) if older_than else None, dry_run,
+                      grace=settings.gc_grace)
+    return [f"pins read from {len(read)} git ref(s) and the working tree", *lines]
+
+
+def clean(root: Path, cache_dir: Path, dry_run: bool, note: Callable[[str], None]) -> list[str]:
+    """`clean --orphans`, under the build lock (it rewrites the state)."""
+    with Workspace.opened(root, cache_dir, write=True, note=note, create=False) as space:
+        lines = clean_orphans(root, space.state, dry_run)
+        space.state.save()
+    return lines
+
+
 def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
-       dry_run: bool, also_pinned: set[str] = frozenset()) -> list[str]:
+       dry_run: bool, also_pinned: AbstractSet[str] = frozenset(),
+       grace: float | None = None) -> list[str]:
     """Remove unpinned takes by age and/or until the blobs fit `max_size`; report lines.
 
     Pinned means pinned by this project's lock or by any project that recorded its pins in
     this (possibly shared) cache. With neither criterion, only unreferenced blobs and stale
     temp files go: takes are images someone paid for.
     """
+    grace = current().gc_grace if grace is None else grace
     pinned = lock.pinned() | cache.all_pins() | also_pinned
     frame_of = {e.key: name for entries in (*lock.others.values(), lock.entries)
                 for name, e in entries.items()}
@@ -98,11 +135,12 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
                      f"{c.digest[:12]}, {c.size:,} bytes, {age} day{'s' * (age != 1)} old)")
         if not dry_run:
             cache.drop_take(c.key, c.digest)
-    still = {t.digest for key in cache.all_keys() for t in cache.takes(key)} if doomed else referenced
+    still = {t.digest for key in cache.all_keys() for t in cache.takes(key)} if doomed \
+        else referenced
     gone = {c.digest for c in doomed}  # their blobs go with them: already said
     for blob in _blobs(cache):
         if blob.name not in still and blob.name not in pinned and \
-                (blob.name in gone or _age(blob) > _grace()):  # young: maybe not yet indexed
+                (blob.name in gone or _age(blob) > grace):  # young: maybe not yet indexed
             if blob.name not in gone:
                 lines.append(f"{'would remove' if dry_run else 'removed'} an image no take "
                              f"records (sha256 {blob.name[:12]})")
@@ -211,6 +249,8 @@ def pins_in_git(root: Path, refs: tuple[str, ...]) -> tuple[set[str], list[str]]
             doc = jsontext.loads(data) if data is not None else None
         except ValueError:
             continue
+        if not isinstance(doc, dict):
+            continue  # no lock, or not one, on that ref
         try:
             sections = [doc.get("frames", {}), *doc.get("profiles", {}).values()]
             pinned |= {e["digest"] for s in sections for e in s.values() if isinstance(e, dict)}
@@ -231,17 +271,20 @@ def branch_pins(root: Path) -> set[str]:
 def _remote_age(info: dict) -> float:
     """Seconds since a remote object was written; 0 (young: kept) when the store says nothing."""
     stamp = info.get("LastModified") or info.get("mtime") or info.get("updated")
-    if hasattr(stamp, "timestamp"):
-        return time.time() - stamp.timestamp()
+    when = getattr(stamp, "timestamp", None)  # a datetime, whatever its class
+    if callable(when):
+        return time.time() - float(when())
     if isinstance(stamp, (int, float)):
         return time.time() - stamp
     return 0.0
 
 
-def gc_remote(remote, pinned: set[str], older_than: float | None, dry_run: bool) -> list[str]:
+def gc_remote(remote: Remote, pinned: set[str], older_than: float | None, dry_run: bool,
+              grace: float | None = None) -> list[str]:
     """Remove unpinned take records (by age) and blobs no record or lock points at. Everything
     is read before anything is removed: a remote that could not say what it holds, or how old
     it is, loses nothing."""
+    grace = current().gc_grace if grace is None else grace
     verb = "would remove" if dry_run else "removed"
     lines, kept = [], set()
     index = remote.index()
@@ -250,7 +293,7 @@ def gc_remote(remote, pinned: set[str], older_than: float | None, dry_run: bool)
     if remote.unreachable:
         raise RemoteUnavailable(remote.unreachable)
     cutoff = time.time() - older_than if older_than is not None else None
-    doomed = []
+    doomed: list[tuple[str | None, str]] = []
     for key, digests in index.items():
         for digest in digests:
             old = cutoff is not None and created[key].get(digest, 0) < cutoff
@@ -261,11 +304,11 @@ def gc_remote(remote, pinned: set[str], older_than: float | None, dry_run: bool)
             doomed.append((key, digest))
     blobs = remote.blobs()
     for digest, info in blobs.items():
-        if digest not in kept and digest not in pinned and _remote_age(info) > _grace():
+        if digest not in kept and digest not in pinned and _remote_age(info) > grace:
             lines.append(f"{verb} blob sha256:{digest[:12]}")
             doomed.append((None, digest))
     if not dry_run:
-        for key, digest in doomed:  # records first: a record never points at a missing blob
-            remote.remove(key, digest)
+        for record, digest in doomed:  # records first: a record never points at a missing blob
+            remote.remove(record, digest)
     lines.append(f"gc --remote: {len(pinned)} pinned image(s) kept")
     return lines

@@ -84,7 +84,8 @@ def price_source(cache_dir: Path, project: Project) -> str:
     source = f"HiAPI catalogue fetched {doc.get('fetched', '?')}" if doc \
         else "built-in table (HiAPI and Gemini list prices, 2026)"
     overrides = sum(len(models) for models in project.loaded.manifest.pricing.values())
-    return source + (f"; {overrides} model price(s) overridden by the manifest" if overrides else "")
+    overridden = f"; {overrides} model price(s) overridden by the manifest" if overrides else ""
+    return source + overridden
 
 
 def budget_note(cache_dir: Path, plan: Plan) -> str | None:
@@ -123,9 +124,9 @@ def parse_catalogue(doc: object) -> dict[str, object]:
                 tiers[match] = _price(policy.get("usd_value"))
         prices = {r: tiers.get(r, base) for r in spec.resolutions} if spec.resolutions \
             else {FLAT: base}
-        if None not in prices.values():
-            out[spec.name] = {r: float(p) for r, p in prices.items()} if spec.resolutions \
-                else float(prices[FLAT])
+        listed = {r: float(p) for r, p in prices.items() if p is not None}
+        if len(listed) == len(prices):
+            out[spec.name] = listed if spec.resolutions else listed[FLAT]
     return out
 
 
@@ -161,7 +162,7 @@ def refresh(cache_dir: Path) -> str:
     return f"refreshed {len(prices)} HiAPI model price(s) from {base} ({fetched})"
 
 
-def _usd(value: Decimal) -> str:  # a catalogue price exactly as listed (0.076, 0.5)
+def _usd(value: Decimal) -> str:  # a catalogue price exactly as listed, no zeros added
     return format(value.normalize(), "f")
 
 
@@ -206,7 +207,8 @@ def models_table(catalog: Catalog, backend: str | None, today: dt.date) -> str:
     rows += [(s.backend, s.name, _status(s, today), _prices(s), s.price_source, _limits(s))
              for s in _listed(catalog, backend)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
     stand_ins = [b for b in catalog.names if catalog.backends[b].stands_in_for and b != backend]
     for name in stand_ins:
         lines.append(f"{name}: every model of {', '.join(catalog.backends[name].stands_in_for)} "

@@ -4,14 +4,29 @@ fails a build. What could not be pushed is remembered and retried by the next bu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from nbpipe.errors import UsageError
 from nbpipe.plan.frame import format_of_path
+from nbpipe.settings import Settings
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.lock import Lock
 from nbpipe.store.outputs import write_output
-from nbpipe.store.remote import Remote, RemoteUnavailable
+from nbpipe.store.remote import Remote, RemoteUnavailable, remote_url
 from nbpipe.store.state import State
+from nbpipe.store.workspace import Workspace
+
+if TYPE_CHECKING:
+    from nbpipe.plan.planner import Project
+
+
+
+def no_remote() -> UsageError:
+    return UsageError("no remote cache is configured",
+                      "set `cache: {remote: s3://bucket/prefix}` or NBPIPE_REMOTE")
 
 
 class Pusher:
@@ -79,8 +94,8 @@ class Pusher:
         for key, digest, job in self.jobs:
             if job.cancelled():
                 left += 1
-            elif job.exception() is not None:
-                failed.append(job.exception())
+            elif (error := job.exception()) is not None:
+                failed.append(error)
             else:
                 self.cache.mark_pushed(key, digest, self.remote.url)
         self.left_over = len(failed) + left
@@ -157,6 +172,31 @@ def _project_takes(frames, lock: Lock, cache: Cache):
             yield key, take, request
 
 
+def push_project(project: Project, cache_dir: Path, note: Callable[[str], None],
+                 settings: Settings) -> str:
+    """`push`: every image of the project the remote lacks, under the build lock; what was
+    done, in a line. A committed store is refused (forged takes are never pushed)."""
+    if not remote_url(project.loaded.manifest.cache.remote, settings):
+        raise no_remote()
+    with Workspace.opened(project.loaded.root, cache_dir, project, write=True, note=note,
+                          create=False, settings=settings) as space:
+        if space.remote is None:
+            raise no_remote()
+        sent, present = push_all(project, space.cache, space.remote, space.lock)
+    return f"pushed {sent} image(s) to {space.remote.url}; {present} were there already"
+
+
+def pull_project(project: Project, cache_dir: Path, patterns: tuple[str, ...],
+                 note: Callable[[str], None], settings: Settings) -> list[str]:
+    """`pull`: the pinned image of every selected frame, under the build lock."""
+    with Workspace.opened(project.loaded.root, cache_dir, project, write=True, note=note,
+                          settings=settings) as space:
+        lines = pull(project, space.cache, space.remote, space.lock, space.state,
+                     project.select(patterns))
+        space.state.save()
+    return lines
+
+
 def push_all(project, cache: Cache, remote: Remote, lock: Lock) -> tuple[int, int]:
     """Send every local take of the project's frames and pins (`lock`, every profile's) that
     the remote lacks: (sent, present).
@@ -187,7 +227,8 @@ def pull(project, cache: Cache, remote: Remote | None, lock, state, frames) -> l
         output = frame.output_for(format_of_path(entry.output) or "")
         if state.output_digest(output) == entry.digest:
             continue
-        takes = {t.digest for t in cache.takes(entry.key)} | (remote.digests(entry.key) if remote else set())
+        takes = {t.digest for t in cache.takes(entry.key)} | \
+            (remote.digests(entry.key) if remote else set())
         if entry.digest not in takes:
             why = _unknown(remote) or f"sha256 {entry.digest[:12]} is no take of its key"
             lines.append(f"missing  {frame.name}  ({why})")

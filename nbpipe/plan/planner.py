@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -20,6 +19,7 @@ from nbpipe.plan import graph
 from nbpipe.plan.frame import Frame, format_of_path
 from nbpipe.plan.reasons import Change, changes, short_reason
 from nbpipe.plan.resolve import Resolver
+from nbpipe.settings import current
 
 # What a manifest's `cache.remote` may name: object stores. A folder on this machine (file://,
 # a bare path) or another fsspec protocol would let a pull request's manifest write the
@@ -99,7 +99,7 @@ def open_project(root: FsPath, backend: str | None = None, profile: str | None =
     declared = expand(loaded, profile, forced)
     declared.diags[:0] = _check_pricing(loaded) + _check_limits(loaded) + \
         _check_profiles(loaded) + _check_remote(loaded)
-    uploads = bool(os.environ.get("NBPIPE_REMOTE") or loaded.manifest.cache.remote)
+    uploads = bool(current().remote or loaded.manifest.cache.remote)
     resolver = Resolver(declared, catalog, backend, uploads, today())
     frames = resolver.resolve()
     by_name = {f.name: f for f in frames}
@@ -192,15 +192,20 @@ def _check_pricing(loaded: Loaded) -> list[Diagnostic]:
     return diags
 
 
-class Locked(Protocol):
-    key: str
-    digest: str
-    output: str
+class Locked(Protocol):  # read-only members: the store's records are frozen dataclasses
+    @property
+    def key(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def output(self) -> str: ...
 
 
 class TakeRef(Protocol):
-    digest: str
-    format: str
+    @property
+    def digest(self) -> str: ...
+    @property
+    def format(self) -> str: ...
 
 
 class Known(Protocol):

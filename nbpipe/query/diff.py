@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 from nbpipe.plan.frame import Frame
@@ -94,8 +95,9 @@ def _successor(added: FrameDiff, removed: list[FrameDiff]) -> FrameDiff:
                   if g.name.partition("/")[0] == frame.target and g.previous is not None]
     if not candidates:
         return added
-    gone = min(candidates, key=lambda g: _distance(frame.vars, g.previous.get("vars") or {}))
-    found = changes(frame, gone.previous)
+    gone = min(candidates,
+               key=lambda g: _distance(frame.vars, (g.previous or {}).get("vars") or {}))
+    found = changes(frame, gone.previous or {})  # never empty: candidates have one
     causes = tuple(c.short for c in found if c.cause) or (short_reason(found),)
     return replace(added, reason=f"replaces {gone.name}", causes=causes,
                    details=(f"replaces {gone.name}", *(line for c in found for line in c.lines)),
@@ -105,25 +107,25 @@ def _successor(added: FrameDiff, removed: list[FrameDiff]) -> FrameDiff:
 def _frame_diff(step: Step, before: dict[str, LockEntry], known: StoreKnown) -> FrameDiff | None:
     frame = step.frame
     state = STATES[step.action]
-    common = {"after": frame, "digest": step.digest, "output": step.output or frame.output,
-              "cost": step.cost}
+    common = partial(FrameDiff, after=frame, digest=step.digest,
+                     output=step.output or frame.output, cost=step.cost)
     old = before.get(frame.name)
     if old is None:
-        return FrameDiff(frame.name, "added", state, "new frame", ("new frame",), **common)
+        return common(frame.name, "added", state, "new frame", ("new frame",))
     if old.key == frame.key:
         if step.digest is None or step.digest == old.digest:
             return None  # the same request pinned to the same image (or not on disk here)
-        return FrameDiff(frame.name, "changed", state, "another take pinned",
-                         ("another take pinned",),
-                         (f"take: sha256 {old.digest[:12]} → {step.digest[:12]}",), old, **common)
+        return common(frame.name, "changed", state, "another take pinned",
+                      ("another take pinned",),
+                      (f"take: sha256 {old.digest[:12]} → {step.digest[:12]}",), old)
     previous = _usable(known.previous_request(old.key))
     found = changes(frame, previous) if previous is not None else [Change(
         "request changed", ("the request BASE pinned is in neither cache: "
                             "the frame key differs from BASE's lock",), True)]
     causes = tuple(c.short for c in found if c.cause) or (short_reason(found),)
     details = tuple(line for c in found for line in c.lines)
-    return FrameDiff(frame.name, "changed", state, short_reason(found), causes, details, old,
-                     previous=previous, **common)
+    return common(frame.name, "changed", state, short_reason(found), causes, details, old,
+                  previous=previous)
 
 
 def _distance(now: dict, then: dict) -> int:

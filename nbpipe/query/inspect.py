@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from decimal import Decimal
 from pathlib import Path
 
 from nbpipe.errors import UsageError
 from nbpipe.manifest.source import did_you_mean
 from nbpipe.money import fmt_usd
+from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Plan, Project, Step, output_is_ours
 from nbpipe.query.view import plan_project
+<<<<<<< HEAD
 from nbpipe.store.workspace import open_store
 from nbpipe.store.known import StoreKnown
+=======
+>>>>>>> cli
 from nbpipe.store.lock import LockEntry
 from nbpipe.store.outputs import write_output
+from nbpipe.store.workspace import Workspace, build_lock, to_stderr
 
 
 def _frame_name(project: Project, name: str) -> str:
@@ -29,16 +36,18 @@ def explain(project: Project, cache_dir: Path, name: str) -> str:
     name = _frame_name(project, name)
     plan = plan_project(project, cache_dir, (name,))
     step = next(s for s in plan.steps if s.frame.name == name)
-    cache, lock, _ = open_store(project, cache_dir, create=False)
-    try:
-        locked = lock.entries.get(name)
-        lines = [f"{name}: {step.action} · {step.reason}"]
-        lines += [f"  {line}" for change in step.changes for line in change.lines]
-        lines += _upstream_causes(step, plan)
-        lines += _tail(step, locked, project.flags)
-    finally:
-        cache.close()
+    with _read(project, cache_dir) as space:
+        locked = space.lock.entries.get(name)
+    lines = [f"{name}: {step.action} · {step.reason}"]
+    lines += [f"  {line}" for change in step.changes for line in change.lines]
+    lines += _upstream_causes(step, plan)
+    lines += _tail(step, locked, project.flags)
     return "\n".join(lines)
+
+
+def _read(project: Project, cache_dir: Path) -> AbstractContextManager[Workspace]:
+    """The workspace read-only, without the remote (what is local is what these show)."""
+    return Workspace.opened(project.loaded.root, cache_dir, project, create=False, offline=True)
 
 
 def _upstream_causes(step: Step, plan: Plan) -> list[str]:
@@ -55,7 +64,8 @@ def _tail(step: Step, locked: LockEntry | None, flags: str) -> list[str]:
     frame = step.frame
     key = frame.key[:12] if frame.key else "unknown until its inputs render"
     if step.action == "fresh":
-        return [f"  key {key} and {frame.output} (sha256 {step.digest[:12]}) match nbpipe.lock"]
+        return [f"  key {key} and {frame.output} (sha256 {(step.digest or '')[:12]}) match "
+                "nbpipe.lock"]
     out = []
     if locked is not None and locked.key != frame.key:
         out.append(f"  key: {locked.key[:12]} (locked) → {key}")
@@ -65,7 +75,7 @@ def _tail(step: Step, locked: LockEntry | None, flags: str) -> list[str]:
         out.append(f"  the same request as {step.same_as}: sent once, this frame gets its image "
                    "for free")
     elif step.action == "restore":
-        out.append(f"  a take of this key is in the cache (sha256 {step.digest[:12]}): "
+        out.append(f"  a take of this key is in the cache (sha256 {(step.digest or '')[:12]}): "
                    f"restored for free, saving USD {fmt_usd(frame.cost)}")
     elif step.action == "render":
         out.append(f"  no take of this key in the cache: renders on {frame.backend} "
@@ -78,15 +88,13 @@ def _tail(step: Step, locked: LockEntry | None, flags: str) -> list[str]:
 def list_takes(project: Project, cache_dir: Path, name: str) -> str:
     name = _frame_name(project, name)
     step = _step(project, cache_dir, name)
-    cache, lock, _ = open_store(project, cache_dir, create=False)
-    try:
-        takes = cache.takes(step.frame.key) if step.frame.key else []
-        pinned = lock.entries.get(name)
-    finally:
-        cache.close()
-    if not takes:
+    key = step.frame.key
+    with _read(project, cache_dir) as space:
+        takes = space.cache.takes(key) if key else []
+        pinned = space.lock.entries.get(name)
+    if not takes or not key:
         return f"{name}: no takes of its current request in the cache"
-    lines = [f"takes of {name} (key {step.frame.key[:12]}):"]
+    lines = [f"takes of {name} (key {key[:12]}):"]
     for i, take in enumerate(takes, 1):
         mark = "*" if pinned and pinned.digest == take.digest else " "
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(take.created))
@@ -105,35 +113,42 @@ def _step(project: Project, cache_dir: Path, name: str) -> Step:
     return step
 
 
-def pin(project: Project, cache_dir: Path, name: str, which: str, force: bool) -> str:
-    """Pin an earlier take of FRAME (by number or digest prefix): free, from the cache."""
-    name = _frame_name(project, name)
-    frame = _step(project, cache_dir, name).frame
-    cache, lock, state = open_store(project, cache_dir)
-    try:
-        takes = cache.takes(frame.key)
-        chosen = [t for i, t in enumerate(takes, 1) if which == str(i)] or \
-            [t for t in takes if len(which) >= 6 and t.digest.startswith(which)]
-        if len(chosen) != 1:
-            raise UsageError(f"no single take '{which}' of {name}",
-                             f"`nbpipe takes{project.flags} {name}` lists them by number")
-        take = chosen[0]
-        output = frame.output_for(take.format)  # a JPEG take is never written as .png
-        current = state.output_digest(output)
-        entry = lock.entries.get(name)
-        if not output_is_ours(output, current, entry.digest if entry else None, frame.key,
-                              StoreKnown(lock, cache, state)) and not force:
-            raise UsageError(f"{output} was modified outside nbpipe",
-                             "pass --force to overwrite it")
-        if not write_output(cache, state, project.loaded.root, output, take.digest):
-            raise UsageError(f"take {which} of {name} is missing or corrupt in the cache")
-        cache.choose(frame.key, take.digest)
-        lock.entries[name] = LockEntry(frame.key, output, take.digest, frame.backend,
-                                       frame.model, float(Decimal(take.cost_usd)))
-        lock.save(project.loaded.root)
-        cache.record_pins(project.loaded.root, lock.pinned())
-        state.set_fingerprint(None)
-        state.save()
-    finally:
-        cache.close()
+def pin(project: Project, cache_dir: Path, name: str, which: str, force: bool,
+        note: Callable[[str], None] = to_stderr) -> str:
+    """Pin an earlier take of FRAME (by number or digest prefix): free, from the cache; under
+    the build lock, as every command that writes the cache, the lock or outputs."""
+    root = project.loaded.root
+    with build_lock(root / ".nbpipe", cache_dir, True, note):
+        name = _frame_name(project, name)
+        frame = _step(project, cache_dir, name).frame
+        with Workspace.opened(root, cache_dir, project, offline=True) as space:
+            return _pin(project, space, frame, name, which, force)  # _step: it has a key
+
+
+def _pin(project: Project, space: Workspace, frame: Frame, name: str, which: str,
+         force: bool) -> str:
+    cache, lock, state, key = space.cache, space.lock, space.state, frame.key or ""
+    takes = cache.takes(key)
+    chosen = [t for i, t in enumerate(takes, 1) if which == str(i)] or \
+        [t for t in takes if len(which) >= 6 and t.digest.startswith(which)]
+    if len(chosen) != 1:
+        raise UsageError(f"no single take '{which}' of {name}",
+                         f"`nbpipe takes{project.flags} {name}` lists them by number")
+    take = chosen[0]
+    output = frame.output_for(take.format)  # a JPEG take is never written as .png
+    current = state.output_digest(output)
+    entry = lock.entries.get(name)
+    if not output_is_ours(output, current, entry.digest if entry else None, key,
+                          space.known()) and not force:
+        raise UsageError(f"{output} was modified outside nbpipe",
+                         "pass --force to overwrite it")
+    if not write_output(cache, state, project.loaded.root, output, take.digest):
+        raise UsageError(f"take {which} of {name} is missing or corrupt in the cache")
+    cache.choose(key, take.digest)
+    lock.entries[name] = LockEntry(key, output, take.digest, frame.backend,
+                                   frame.model, float(Decimal(take.cost_usd)))
+    lock.save(project.loaded.root)
+    cache.record_pins(project.loaded.root, lock.pinned())
+    state.set_fingerprint(None)
+    state.save()
     return f"pinned {name} to sha256:{take.digest[:12]} and wrote {output}"

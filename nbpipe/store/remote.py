@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from nbpipe.errors import NbpipeError
+from nbpipe.settings import Settings, current
 from nbpipe.store.cache import Cache, Take, is_digest
 
 CHUNK = 1 << 20
@@ -275,16 +276,16 @@ def scheme_of(url: str) -> str:
     return scheme.lower() if sep else "file"
 
 
-def remote_url(manifest_remote: str | None) -> str | None:
+def remote_url(manifest_remote: str | None, settings: Settings | None = None) -> str | None:
     """The URL of the project's remote cache: $NBPIPE_REMOTE over the manifest's."""
-    return os.environ.get("NBPIPE_REMOTE") or manifest_remote
+    return (settings or current()).remote or manifest_remote
 
 
 def configured(root: Path, manifest_remote: str | None, manifest_endpoint: str | None,
-               offline: bool) -> Remote | None:
+               offline: bool, settings: Settings | None = None) -> Remote | None:
     """The remote in force: $NBPIPE_REMOTE over the manifest's `cache.remote`; none offline."""
-    url = remote_url(manifest_remote)
+    settings = settings or current()
+    url = remote_url(manifest_remote, settings)
     if offline or not url:
         return None
-    endpoint = os.environ.get("NBPIPE_REMOTE_ENDPOINT") or manifest_endpoint
-    return Remote(url, endpoint)
+    return Remote(url, settings.remote_endpoint or manifest_endpoint)

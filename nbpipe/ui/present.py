@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 from nbpipe.money import fmt_usd, usd
 from nbpipe.plan.frame import Frame
@@ -15,7 +16,7 @@ def plan_table(plan: Plan) -> str:
                         fmt_usd(s.cost)) for s in plan.steps]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i < 5 else cell.rjust(w)
-                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
              for row in rows]
     return "\n".join(lines + [plan_totals(plan)])
 
@@ -56,7 +57,8 @@ def show_json(frame: Frame, endpoint: str, request: dict) -> str:
 
 def show_text(frame: Frame, endpoint: str, request: dict) -> str:
     key = frame.key or "(not yet known: an input has not been rendered)"
-    lines = [f"frame    {frame.name}" + (f"  (target {frame.target})" if frame.target != frame.name else ""),
+    target = f"  (target {frame.target})" if frame.target != frame.name else ""
+    lines = [f"frame    {frame.name}{target}",
              f"key      {key}",
              f"backend  {frame.backend}: {endpoint}",
              f"model    {_model(frame)}  · USD {fmt_usd(frame.cost)} per image",
@@ -64,7 +66,7 @@ def show_text(frame: Frame, endpoint: str, request: dict) -> str:
     for image in frame.inputs:
         if image.kind == "url":  # its bytes are never fetched: the key follows the URL's text
             lines.append(f"{image.role:<8} url {image.ref}  (contents not tracked; "
-                         f"the key hashes the URL: sha256:{image.digest[:12]})")
+                         f"the key hashes the URL: sha256:{(image.digest or '')[:12]})")
             continue
         digest = image.digest or "not rendered yet"
         lines.append(f"{image.role:<8} {image.kind} {image.ref}  image sha256:{digest}")
@@ -79,11 +81,12 @@ def compare_table(plans: dict[str, Plan]) -> str:
     frames = [s.frame.name for s in next(iter(plans.values())).steps]
     cost = {n: {s.frame.name: s.cost for s in p.steps} for n, p in plans.items()}
     rows = [("FRAME", *names)]
-    rows += [(f, *(fmt_usd(cost[n].get(f, 0)) for n in names)) for f in frames]
+    rows += [(f, *(fmt_usd(cost[n].get(f, Decimal(0))) for n in names)) for f in frames]
     rows.append(("TOTAL", *(fmt_usd(plans[n].cost) for n in names)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(row, widths))) for row in rows)
+                               for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+                     for row in rows)
 
 
 def compare_json(plans: dict[str, Plan]) -> str:

@@ -20,8 +20,8 @@ from nbpipe.manifest.expand import name_part
 from nbpipe.money import fmt_usd
 from nbpipe.plan.planner import Project, Step
 from nbpipe.query.view import plan_project
-from nbpipe.store.workspace import open_store
 from nbpipe.store.cache import Cache
+from nbpipe.store.workspace import Workspace
 from nbpipe.ui.page import Thumbs, asset, csp, environment, write_page
 
 
@@ -57,8 +57,8 @@ def write_report(project: Project, cache_dir: Path, out: Path) -> Path:
     root = project.loaded.root
     page = out if out.is_absolute() else root / out
     plan = plan_project(project, cache_dir, ())
-    cache, lock, state = open_store(project, cache_dir, create=False)
-    try:
+    with Workspace.opened(root, cache_dir, project, create=False, offline=True) as space:
+        cache, lock, state = space.cache, space.lock, space.state
         thumbs = Thumbs(page.parent / "report-thumbs", page.parent)
         failed = state.data.get("failed", {})
         cards = {s.frame.name: _card(s, project, cache, lock, failed, thumbs, page.parent)
@@ -71,8 +71,6 @@ def write_report(project: Project, cache_dir: Path, out: Path) -> Path:
                 seen.add(section.bible["name"])
         totals = state.data.get("totals", {})
         pinned = sum((Decimal(str(e.cost_usd)) for e in lock.entries.values()), Decimal(0))
-    finally:
-        cache.close()
     css, css_source = asset("report.css")
     js, js_source = asset("report.js")
     html = environment().get_template("report.html.j2").render(

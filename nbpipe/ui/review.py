@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbpipe.money import fmt_usd
-from nbpipe.plan.frame import is_sha256
+from nbpipe.plan.frame import Frame, is_sha256
 from nbpipe.plan.planner import Project
 from nbpipe.plan.reasons import word_ops
 from nbpipe.query.diff import Diff, FrameDiff, diff_project
@@ -133,7 +133,8 @@ def _entry(f: FrameDiff, thumbs: Thumbs, images: _Images, preview: bool) -> Entr
         if f.digest is None:
             note = f"still to render · USD {fmt_usd(f.after.cost)}" if f.state == "render" \
                 else f"{f.state}: {f.reason}"
-            after = _preview(f, thumbs, model, note) if preview else Side(None, None, model, note)
+            after = _preview(f.after, thumbs, model, note) if preview \
+                else Side(None, None, model, note)
         else:
             thumb = thumbs.of(f.digest, images.after(f.digest, f.output or f.after.output))
             after = Side(f.digest, thumb, model, "" if thumb else "image not found")
@@ -142,11 +143,10 @@ def _entry(f: FrameDiff, thumbs: Thumbs, images: _Images, preview: bool) -> Entr
                  fmt_usd(f.cost), before, after, prompt, note, f.replaces)
 
 
-def _preview(f: FrameDiff, thumbs: Thumbs, model: str, note: str) -> Side:
+def _preview(frame: Frame, thumbs: Thumbs, model: str, note: str) -> Side:
     """The preview backend's placeholder of a frame still to render (offline and free)."""
     from nbpipe.backends.preview import draw
 
-    frame = f.after
     identity = hashlib.sha256(f"preview:{frame.name}:{frame.key}".encode()).hexdigest()
     thumb = thumbs.of(identity, lambda: draw(frame.request, []))
     return Side(None, thumb, f"{model} · preview, not rendered", note)

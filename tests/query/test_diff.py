@@ -22,7 +22,8 @@ def git(root: Path, *args: str) -> str:
 def normalised(text: str) -> str:
     """Digests and keys depend on the fake's random task ids: number them in order."""
     seen: dict[str, str] = {}
-    text = re.sub(r"\b[0-9a-f]{64}\b", lambda m: seen.setdefault(m.group(), f"<sha256 {len(seen) + 1}>"), text)
+    text = re.sub(r"\b[0-9a-f]{64}\b",
+                  lambda m: seen.setdefault(m.group(), f"<sha256 {len(seen) + 1}>"), text)
     text = re.sub(r"\b[0-9a-f]{40}\b", "<commit>", text)
     return re.sub(r"\(([0-9a-f]{12})\)", "(<commit>)", text)
 
@@ -37,7 +38,8 @@ def changed(make_project, fake_hiapi, run, identity) -> Path:
     git(root, "add", ".")
     git(root, "commit", "-q", "-m", "main")
     text = MANIFEST.replace("rust-orange beanie", "green beanie").replace("blue,", "teal,")
-    text = text.replace("{scene: a rainy street}}", "{scene: a rainy street}, model: Nano-Banana-2}")
+    text = text.replace("{scene: a rainy street}}",
+                        "{scene: a rainy street}, model: Nano-Banana-2}")
     (root / "nbpipe.yaml").write_text(text)
     assert run("-C", str(root), "build", "workshop").code == 0
     assert fake_hiapi.counts["creates"] == 7
@@ -214,7 +216,8 @@ def test_markdown_of_a_huge_diff_fits_a_github_job_summary():
 def test_gc_remote_pins_skip_a_ref_whose_lock_is_not_a_lock(changed):
     from nbpipe.ops.maintain import pins_in_git
 
-    pinned = {e["digest"] for e in json.loads(git(changed, "show", "main:nbpipe.lock"))["frames"].values()}
+    locked = json.loads(git(changed, "show", "main:nbpipe.lock"))["frames"]
+    pinned = {e["digest"] for e in locked.values()}
     git(changed, "checkout", "-q", "-b", "odd")
     for text in ("[]", '{"frames": [1], "profiles": []}', "not json"):
         (changed / "nbpipe.lock").write_text(text)

@@ -48,7 +48,8 @@ def browser():
 
 def built(name: str, tmp_path: Path, run) -> Path:
     root = tmp_path / name
-    on_preview(copy_example(name, root))  # its default section: `--backend preview` below changes nothing
+    # its default section: `--backend preview` below changes nothing
+    on_preview(copy_example(name, root))
     result = run("-C", str(root), "build", "--backend", "preview", "--report")
     assert result.code == 0, result.err
     return root
@@ -70,7 +71,7 @@ def test_report_images_all_load_and_a_screenshot_is_taken(name, browser, tmp_pat
         "[...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
     assert images > 0 and broken == []
     sections = page.evaluate("[...document.querySelectorAll('section')].map(s => s.id)")
-    assert sections == [t for t in _targets(root)]
+    assert sections == list(_targets(root))
     page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
     assert (tmp_path / f"{name}.png").stat().st_size > 10_000
     page.close()

@@ -1,0 +1,75 @@
+"""The command line: the group, the one error handler, exit codes (see errors.py).
+
+The commands live in modules by job (building, maintenance, remote, pages, setup); what they
+share (the run's Edge, the options spelled once) in shared.py. Heavy modules are imported
+inside the commands that need them, so `nbpipe --help` and the no-op build path start fast.
+The settings are parsed once, here or by the early path (launch.py), and handed down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from nbpipe import __version__
+from nbpipe.cli import building, maintenance, pages, remote, setup
+from nbpipe.cli.shared import Edge
+from nbpipe.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NbpipeError
+from nbpipe.launch import Early
+from nbpipe.settings import Settings, using
+
+__all__ = ["cli", "entry", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=".",
+              help="Run as if nbpipe was started in DIR.", metavar="DIR")
+@click.version_option(version=__version__, prog_name="nbpipe")
+@click.pass_context
+def cli(ctx: click.Context, directory: Path) -> None:
+    """make for images: render only what changed, never pay twice."""
+    early = ctx.obj if isinstance(ctx.obj, Early) else Early()
+    settings = early.settings or Settings.from_env()
+    ctx.obj = Edge(directory, settings, early)
+    ctx.with_resource(using(settings))  # for code below not handed them (engine, backends)
+
+
+for _module in (building, maintenance, remote, pages, setup):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None, early: Early | None = None) -> int:
+    """Run the CLI; the one place errors become messages and exit codes. `early` is what the
+    entry point's early path (launch.py) already found: its settings and no-op verdict."""
+    try:
+        code = cli.main(args=argv, prog_name="nbpipe", standalone_mode=False, obj=early)
+        return code if isinstance(code, int) else EXIT_OK
+    except NbpipeError as exc:
+        click.echo(exc.render(), err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK  # `nbpipe plan | head` is not an error
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        click.echo("internal error: this is a bug in nbpipe; please report it", err=True)
+        return EXIT_INTERNAL
+
+
+def entry() -> None:
+    """The console script of installs made before nbpipe/launch.py existed (pip writes the
+    script once, at install time): the same entry point."""
+    from nbpipe.launch import entry as launch
+
+    launch()

@@ -1,0 +1,133 @@
+"""What every command shares: the run's edge (directory, settings, the early path's findings),
+the options spelled once, and opening the project."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from nbpipe.errors import UsageError
+from nbpipe.launch import Early, cache_dir
+from nbpipe.settings import BACKENDS, Settings
+
+if TYPE_CHECKING:
+    from nbpipe.engine.noop import Verdict
+    from nbpipe.plan.planner import Project
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Edge:
+    """The run's context object: the project directory (-C), the settings parsed once, what the
+    early path (launch.py) found, and the warnings said so far (each once per command)."""
+
+    root: Path
+    settings: Settings
+    early: Early = field(default_factory=Early)
+    warned: set[object] = field(default_factory=set)
+
+    @staticmethod
+    def of(ctx: click.Context) -> Edge:
+        edge = ctx.find_object(Edge)
+        if edge is None:  # only a command invoked without the group
+            raise click.UsageError("nbpipe commands run under the nbpipe group")
+        return edge
+
+    def cache_dir(self) -> Path:
+        shared = self.settings.cache_dir
+        if shared and os.path.exists(shared) and not os.path.isdir(shared):
+            raise UsageError(f"NBPIPE_CACHE_DIR is not a directory: {shared}",
+                             "point it at a directory (nbpipe creates it if missing)")
+        return cache_dir(self.root, self.settings)
+
+    def verdict(self, backend: str | None, profile: str | None) -> Verdict:
+        """The no-op check of a build of every frame: the early path's when it checked this
+        very build (so a miss is not checked twice), else run here."""
+        from nbpipe.engine.noop import verdict
+
+        folder = self.cache_dir()
+        seen = self.early.verdict
+        if seen is not None and seen.asked == (str(self.root), str(folder), backend, profile):
+            return seen
+        return verdict(self.root, folder, backend, profile, self.settings)
+
+    def project(self, backend: str | None = None, profile: str | None = None,
+                warn: bool = False) -> Project:
+        """The loaded project; with `warn`, its warnings (a model shutting down soon) go to
+        stderr, each once per command."""
+        from nbpipe.ops.prices import current_catalog
+        from nbpipe.plan.planner import open_project
+
+        if not os.path.isdir(self.root):  # not Path.is_dir: that raises on a name too long
+            raise UsageError(f"no such directory: {self.root}")
+        project = open_project(self.root, backend, profile, current_catalog(self.cache_dir()))
+        for warning in project.warnings if warn else ():
+            if warning not in self.warned:
+                self.warned.add(warning)
+                click.echo(warning.render(), err=True)
+        return project
+
+
+def note(text: str) -> None:
+    """How a command says it waits (for the build lock): on stderr, beside its answer."""
+    click.echo(text, err=True)
+
+
+class Usd(click.ParamType):
+    """An amount of US dollars: a finite decimal of 0 or more (NaN would compare false against
+    every price, so a NaN cap would let everything through or nothing; an infinite one is no
+    cap at all, which is what leaving the option out says)."""
+
+    name = "USD"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> Decimal:
+        if isinstance(value, Decimal):
+            return value
+        try:
+            amount = Decimal(str(value).strip().removeprefix("$"))
+        except InvalidOperation:
+            amount = None
+        if amount is None or not amount.is_finite() or amount < 0:
+            self.fail(f"{value!r} is not an amount of US dollars; give 0 or more, like 2.50",
+                      param, ctx)
+        return amount
+
+
+def _from_settings(name: str) -> Callable[[click.Context, click.Parameter, str | None],
+                                          str | None]:
+    """An option's default from the settings (NBPIPE_BACKEND, NBPIPE_PROFILE): a default every
+    command honours, so `--backend preview` need not be repeated (and a plain `report` does
+    not call every frame stale)."""
+    def fill(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        return value if value is not None else getattr(Edge.of(ctx).settings, name)
+    return fill
+
+
+def backend_option(help_text: str | None = None) -> Callable[[F], F]:
+    """--backend; default: $NBPIPE_BACKEND."""
+    return click.option("--backend", type=click.Choice(BACKENDS), help=help_text,
+                        callback=_from_settings("backend"))
+
+
+PROFILE = click.option("--profile", metavar="NAME", callback=_from_settings("profile"),
+                       help="Apply a profile of the manifest (or the built-in 'draft'); "
+                       "default: $NBPIPE_PROFILE.")
+
+
+def target(help_text: str | None = None) -> Callable[[F], F]:
+    """--backend and --profile: what the frames are planned as."""
+    def apply(command: F) -> F:
+        return backend_option(help_text)(PROFILE(command))
+    return apply
+
+
+AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+OFFLINE = click.option("--offline", is_flag=True, help="Do not look at the remote cache.")
