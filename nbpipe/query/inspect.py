@@ -14,11 +14,6 @@ from nbpipe.money import fmt_usd
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Plan, Project, Step, output_is_ours
 from nbpipe.query.view import plan_project
-<<<<<<< HEAD
-from nbpipe.store.workspace import open_store
-from nbpipe.store.known import StoreKnown
-=======
->>>>>>> cli
 from nbpipe.store.lock import LockEntry
 from nbpipe.store.outputs import write_output
 from nbpipe.store.workspace import Workspace, build_lock, to_stderr
