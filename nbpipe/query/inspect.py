@@ -126,7 +126,7 @@ def pin(project: Project, cache_dir: Path, name: str, which: str, force: bool) -
                              "pass --force to overwrite it")
         if not write_output(cache, state, project.loaded.root, output, take.digest):
             raise UsageError(f"take {which} of {name} is missing or corrupt in the cache")
-        cache.choose(frame.key, take.digest)
+        cache.index.choose(frame.key, take.digest)
         lock.entries[name] = LockEntry(frame.key, output, take.digest, frame.backend,
                                        frame.model, float(Decimal(take.cost_usd)))
         lock.save(project.loaded.root)

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from nbpipe.errors import UsageError
-from nbpipe.plan.frame import is_sha256
+from nbpipe.files import is_sha256
 from nbpipe.plan.paths import PathRefused, relative_path
 from nbpipe.store import jsontext
 from nbpipe.store.lock import LOCK_NAME, Lock

@@ -25,7 +25,7 @@ class StoreKnown:
     def best_take(self, key: str) -> Take | None:
         takes = self.cache.takes(key)
         if takes:
-            return self.cache.chosen(key) or takes[-1]  # a hand-pinned take outlives a revert
+            return self.cache.index.chosen(key) or takes[-1]  # a hand-pinned take outlives a revert
         remote = self.remote.takes(key) if self.remote and self.remote.digests(key) else []
         return remote[-1][0] if remote else None
 
@@ -40,7 +40,7 @@ class StoreKnown:
         return self.state.orphans.get(output)
 
     def previous_request(self, key: str) -> dict | None:
-        request = self.cache.request(key)
+        request = self.cache.index.request(key)
         if request is None and self.remote and self.remote.digests(key):
             remote = self.remote.takes(key)
             request = remote[-1][1] if remote else None

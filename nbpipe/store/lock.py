@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, 
 
 from nbpipe.catalog import builtin
 from nbpipe.errors import UsageError, warn
+from nbpipe.files import atomic_write
 from nbpipe.relpath import PathRefused, output_path
 from nbpipe.store import jsontext
-from nbpipe.store.cache import atomic_write
 
 LOCK_NAME = "nbpipe.lock"
 LOCK_VERSION = 1

@@ -25,7 +25,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from nbpipe.errors import NbpipeError
-from nbpipe.store.cache import Cache, Take, is_digest
+from nbpipe.files import is_sha256
+from nbpipe.store.cache import Cache, Take
 
 CHUNK = 1 << 20
 
@@ -97,7 +98,7 @@ class Remote:
             for path in paths:
                 key, _, name = path.rpartition("/takes/")[2].partition("/")
                 digest = name.removesuffix(".json")
-                if name.endswith(".json") and is_digest(key) and is_digest(digest):
+                if name.endswith(".json") and is_sha256(key) and is_sha256(digest):
                     found.setdefault(key, set()).add(digest)
             self._index = found
         return self._index
@@ -152,7 +153,7 @@ class Remote:
         except Exception:
             pass
         for digest, temp in zip(digests, temps):
-            cache.adopt(temp, digest)
+            cache.blobs.adopt(temp, digest)
 
     def _read_takes(self, key: str) -> list[tuple[Take, dict]]:
         out = []

@@ -14,10 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import tempfile
 from pathlib import Path
 
+from nbpipe.files import atomic_write, is_sha256
 from nbpipe.filestat import Stat, stat_of
 
 __all__ = ["STATE_VERSION", "Stat", "State", "file_sha256", "stat_of"]
@@ -103,22 +102,8 @@ class State:
         if not self.changed:
             return
         self.data["version"] = STATE_VERSION
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".state.", suffix=".part")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.data, handle, separators=(",", ":"))
-            os.replace(temp, self.path)
-        finally:
-            Path(temp).unlink(missing_ok=True)
+        atomic_write(self.path, json.dumps(self.data, separators=(",", ":")).encode("utf-8"))
         self.changed = False
-
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def _is_digest(value: object) -> bool:
-    return isinstance(value, str) and _HEX64.fullmatch(value) is not None
 
 
 def _is_rel(value: object) -> bool:
@@ -132,7 +117,7 @@ def _is_rel(value: object) -> bool:
 
 def _is_stat(value: object) -> bool:
     return isinstance(value, list) and len(value) == STAT_FIELDS + 1 \
-        and _is_digest(value[STAT_FIELDS]) \
+        and is_sha256(value[STAT_FIELDS]) \
         and all(isinstance(v, int) and not isinstance(v, bool) for v in value[:STAT_FIELDS])
 
 
@@ -145,7 +130,7 @@ def _checked(data: dict) -> dict:
         out["outputs"] = {k: v for k, v in outputs.items() if _is_rel(k) and _is_stat(v)}
     orphans = data.get("orphans")
     if isinstance(orphans, dict):
-        out["orphans"] = {k: v for k, v in orphans.items() if _is_rel(k) and _is_digest(v)}
+        out["orphans"] = {k: v for k, v in orphans.items() if _is_rel(k) and is_sha256(v)}
     failed = data.get("failed")
     if isinstance(failed, dict):
         out["failed"] = {k: v for k, v in failed.items() if isinstance(v, str)}
@@ -155,7 +140,7 @@ def _checked(data: dict) -> dict:
     unpushed = data.get("unpushed")
     if isinstance(unpushed, list):
         out["unpushed"] = [p for p in unpushed if isinstance(p, list) and len(p) == 2
-                           and _is_digest(p[0]) and _is_digest(p[1])]
+                           and is_sha256(p[0]) and is_sha256(p[1])]
     if isinstance(data.get("synced"), str):  # the remote every take was sent to (ops/push.py)
         out["synced"] = data["synced"]
     fingerprint = data.get("fingerprint")
@@ -181,5 +166,5 @@ def _is_fingerprint(value: object) -> bool:
     return isinstance(inputs, dict) and all(_is_rel(k) and isinstance(v, list)
                                             for k, v in inputs.items()) \
         and isinstance(outputs, list) and all(_is_rel(o) for o in outputs) \
-        and _is_digest(value.get("manifest")) and _is_digest(value.get("lock")) \
+        and is_sha256(value.get("manifest")) and is_sha256(value.get("lock")) \
         and isinstance(frames, int) and not isinstance(frames, bool)

@@ -14,8 +14,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nbpipe.files import is_sha256
 from nbpipe.money import fmt_usd
-from nbpipe.plan.frame import is_sha256
 from nbpipe.plan.planner import Project
 from nbpipe.plan.reasons import word_ops
 from nbpipe.query.diff import Diff, FrameDiff, diff_project
