@@ -3,6 +3,8 @@ the local cache and stat cache, and the shared remote cache when one is configur
 
 from __future__ import annotations
 
+from typing import Any
+
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.lock import Lock, LockEntry
 from nbpipe.store.remote import Remote
@@ -10,6 +12,14 @@ from nbpipe.store.state import State
 
 
 class StoreKnown:
+    """What happened before, as the planner asks it: the lock, the local cache and state, the
+    remote cache (None without one)."""
+
+    lock: Lock
+    cache: Cache
+    state: State
+    remote: Remote | None
+
     def __init__(self, lock: Lock, cache: Cache, state: State, remote: Remote | None = None):
         self.lock, self.cache, self.state, self.remote = lock, cache, state, remote
 
@@ -39,7 +49,7 @@ class StoreKnown:
     def orphan(self, output: str) -> str | None:
         return self.state.orphans.get(output)
 
-    def previous_request(self, key: str) -> dict | None:
+    def previous_request(self, key: str) -> dict[str, Any] | None:
         request = self.cache.index.request(key)
         if request is None and self.remote and self.remote.digests(key):
             remote = self.remote.takes(key)

@@ -96,9 +96,13 @@ class Lock:
     """The pins of one profile (`frames` for the default, `profiles.NAME` for the others);
     the other profiles' sections are carried through untouched."""
 
+    entries: dict[str, LockEntry]
+    profile: str | None
+    others: dict[str | None, dict[str, LockEntry]]
+
     def __init__(self, entries: dict[str, LockEntry] | None = None, profile: str | None = None,
                  others: dict[str | None, dict[str, LockEntry]] | None = None):
-        self.entries: dict[str, LockEntry] = dict(entries or {})
+        self.entries = dict(entries or {})
         self.profile = profile
         self.others = dict(others or {})
 
@@ -112,14 +116,17 @@ class Lock:
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
         try:
-            return Lock.parse(jsontext.loads(text), profile, text, str(path))
+            doc = jsontext.loads(text)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            return Lock.parse(doc, profile, text, str(path))
         except ValueError as exc:
             raise UsageError(f"{path} is not a valid lock file ({exc})",
                              "a merge conflict? resolve it, or delete the file and rebuild "
                              "(cached images are restored for free)") from None
 
     @staticmethod
-    def parse(doc: dict, profile: str | None = None, text: str = "",
+    def parse(doc: dict[str, Any], profile: str | None = None, text: str = "",
               where: str = LOCK_NAME, unchecked: bool = False) -> Lock:
         """A lock from its JSON document (`text`, when known, locates warnings); ValueError
         when it is not one. Each entry is checked: a bad one is left out, with a warning
@@ -171,7 +178,7 @@ class Lock:
         return {e.digest for entries in every for e in entries.values()}
 
 
-def _checked(frames: dict, where: str, text: str) -> dict[str, LockEntry]:
+def _checked(frames: dict[str, Any], where: str, text: str) -> dict[str, LockEntry]:
     """The valid entries of a section; a bad one is left out (its frame is then stale, and the
     next build pins it afresh), with a warning that points at its line."""
     out = {}
@@ -181,7 +188,8 @@ def _checked(frames: dict, where: str, text: str) -> dict[str, LockEntry]:
             out[name] = found
             continue
         line = _line_of(text, name)
-        warn(f"{LOCK_NAME}{f':{line}' if line else ''}: entry of frame '{name[:80]}' ignored: {found} "
+        at = f":{line}" if line else ""
+        warn(f"{LOCK_NAME}{at}: entry of frame '{name[:80]}' ignored: {found} "
              "(the frame is treated as not pinned)", where)
     return out
 

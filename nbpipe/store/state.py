@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from nbpipe.files import atomic_write, is_sha256
 from nbpipe.filestat import Stat, stat_of
@@ -34,15 +35,24 @@ def file_sha256(path: str | Path) -> str | None:
 
 
 class State:
+    """state.json as read (every part of the wrong shape dropped), changed in place, saved
+    once at the end if anything changed."""
+
+    root: Path
+    path: Path
+    data: dict[str, Any]
+    outputs: dict[str, list[Any]]  # rel → [*Stat, digest]
+    changed: bool
+
     def __init__(self, root: Path):
         self.root = root
         self.path = root / ".nbpipe" / "state.json"
         self.data = self._read(self.path)
-        self.outputs: dict[str, list] = self.data.setdefault("outputs", {})
+        self.outputs = self.data.setdefault("outputs", {})
         self.changed = False
 
     @staticmethod
-    def _read(path: Path) -> dict:
+    def _read(path: Path) -> dict[str, Any]:
         try:
             data = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError):
@@ -59,7 +69,7 @@ class State:
         known = self.outputs.get(rel)
         if isinstance(known, list) and len(known) == STAT_FIELDS + 1 and \
                 tuple(known[:STAT_FIELDS]) == stat:
-            return known[STAT_FIELDS]
+            return str(known[STAT_FIELDS])
         digest = file_sha256(full)
         if digest is not None:
             # the stat from before hashing: a write while hashing leaves it stale, never wrong
@@ -69,14 +79,12 @@ class State:
     def written_digest(self, rel: str) -> str | None:
         """The digest this machine last saw nbpipe write (or read) at `rel`, stat unchecked."""
         known = self.outputs.get(rel)
-        ok = isinstance(known, list) and len(known) == STAT_FIELDS + 1
-        return known[STAT_FIELDS] if ok else None
+        return str(known[STAT_FIELDS]) if known and len(known) == STAT_FIELDS + 1 else None
 
-    def known_stat(self, rel: str) -> list | None:
+    def known_stat(self, rel: str) -> list[int] | None:
         """The stat the cache holds for an output, or None."""
         known = self.outputs.get(rel)
-        ok = isinstance(known, list) and len(known) == STAT_FIELDS + 1
-        return list(known[:STAT_FIELDS]) if ok else None
+        return list(known[:STAT_FIELDS]) if known and len(known) == STAT_FIELDS + 1 else None
 
     def note_output(self, rel: str, digest: str, stat: Stat | None = None) -> None:
         stat = stat or stat_of(os.path.join(self.root, rel))
@@ -91,9 +99,10 @@ class State:
     @property
     def orphans(self) -> dict[str, str]:
         """Outputs of frames no longer declared: path → digest they were written with."""
-        return self.data.setdefault("orphans", {})
+        orphans: dict[str, str] = self.data.setdefault("orphans", {})
+        return orphans
 
-    def set_fingerprint(self, fingerprint: dict | None) -> None:
+    def set_fingerprint(self, fingerprint: dict[str, Any] | None) -> None:
         if self.data.get("fingerprint") != fingerprint:
             self.data["fingerprint"] = fingerprint
             self.changed = True
@@ -121,10 +130,10 @@ def _is_stat(value: object) -> bool:
         and all(isinstance(v, int) and not isinstance(v, bool) for v in value[:STAT_FIELDS])
 
 
-def _checked(data: dict) -> dict:
+def _checked(data: dict[str, Any]) -> dict[str, Any]:
     """state.json as read, with every part of the wrong shape dropped: it is only a cache of
     what this machine saw, so a damaged part is forgotten (and re-learnt), never trusted."""
-    out: dict = {"version": STATE_VERSION}
+    out: dict[str, Any] = {"version": STATE_VERSION}
     outputs = data.get("outputs")
     if isinstance(outputs, dict):
         out["outputs"] = {k: v for k, v in outputs.items() if _is_rel(k) and _is_stat(v)}
@@ -135,7 +144,8 @@ def _checked(data: dict) -> dict:
     if isinstance(failed, dict):
         out["failed"] = {k: v for k, v in failed.items() if isinstance(v, str)}
     totals = data.get("totals")
-    if isinstance(totals, dict) and all(_is_amount(totals.get(k)) for k in ("spent_usd", "saved_usd")):
+    if isinstance(totals, dict) and \
+            all(_is_amount(totals.get(k)) for k in ("spent_usd", "saved_usd")):
         out["totals"] = {k: totals[k] for k in ("spent_usd", "saved_usd")}
     unpushed = data.get("unpushed")
     if isinstance(unpushed, list):
