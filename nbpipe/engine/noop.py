@@ -220,7 +220,7 @@ def still_fresh(root: Path, options: dict, journal: Path) -> int | None:
         pass  # no journal: nothing was ever left in flight
     except (OSError, ValueError):
         return None  # unreadable: only the full path can say (and say why)
-    state = State(root)
+    state = State(root, fast=True)
     fp = state.data.get("fingerprint")
     if not isinstance(fp, dict) or state.data.get("unpushed") or \
             _waiting_push(journal.parent / "unpushed", fp.get("remote", True)):

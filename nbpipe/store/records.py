@@ -13,12 +13,23 @@ only read them.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
 
 from nbpipe.catalog import builtin
 from nbpipe.files import is_sha256
+from nbpipe.store.state import is_rel
 
 
 def _sha256(value: str) -> str:
@@ -170,3 +181,104 @@ def valid_price_list(doc: object) -> bool:
         return False
     return True
 
+
+
+# --- state.json -----------------------------------------------------------------------------
+
+
+def _or_none(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    """A part of state.json that does not validate is forgotten, not the whole file."""
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+def _tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value  # JSON has arrays, not tuples
+
+
+def _rel(value: str) -> str:
+    if not is_rel(value):
+        raise ValueError("not a project-relative path")
+    return value
+
+
+def _amount(value: str) -> str:
+    try:
+        ok = Decimal(value).is_finite()
+    except (InvalidOperation, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError("not an amount")
+    return value
+
+
+Forgotten = WrapValidator(_or_none)
+Rel = Annotated[str, AfterValidator(_rel)]
+StatEntry = Annotated[tuple[int, int, int, int, Sha256], BeforeValidator(_tuple)]
+Pair = Annotated[tuple[Sha256, Sha256], BeforeValidator(_tuple)]
+
+
+class Totals(BaseModel):
+    """What every build of the project spent and saved, in USD as Decimal text."""
+
+    model_config = _STRICT
+
+    spent_usd: Annotated[str, AfterValidator(_amount)]
+    saved_usd: Annotated[str, AfterValidator(_amount)]
+
+
+class Fingerprint(BaseModel):
+    """The parts of a no-op fingerprint that name files (engine/noop.py reads the rest)."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+    inputs: dict[Rel, list[Any]] = {}
+    outputs: list[Rel] = []
+    manifest: Sha256
+    lock: Sha256
+    frames: int
+
+
+class StateDoc(BaseModel):
+    """state.json: a cache of what this machine saw, so a part of the wrong shape is dropped
+    (and re-learnt), never trusted: an entry of a map or list alone, or a whole part."""
+
+    model_config = _STRICT
+
+    version: Literal[1]
+    outputs: Annotated[dict[str, Annotated[StatEntry | None, Forgotten]] | None, Forgotten] = None
+    orphans: Annotated[dict[str, Annotated[Sha256 | None, Forgotten]] | None, Forgotten] = None
+    failed: Annotated[dict[str, Annotated[str | None, Forgotten]] | None, Forgotten] = None
+    totals: Annotated[Totals | None, Forgotten] = None
+    unpushed: Annotated[list[Annotated[Pair | None, Forgotten]] | None, Forgotten] = None
+    synced: Annotated[str | None, Forgotten] = None  # the remote every take was sent to
+    fingerprint: Annotated[Fingerprint | None, Forgotten] = None
+
+
+def read_state(doc: object) -> dict[str, Any]:
+    """state.json as the rest of nbpipe uses it (the document it was read from, less every
+    part that did not validate); {} when it is no state of this version at all."""
+    try:
+        state = StateDoc.model_validate(doc)
+    except ValidationError:
+        return {}
+    assert isinstance(doc, dict)  # a model validated it
+    out: dict[str, Any] = {"version": state.version}
+    if state.outputs is not None:
+        out["outputs"] = {k: list(v) for k, v in state.outputs.items()
+                          if v is not None and is_rel(k)}
+    if state.orphans is not None:
+        out["orphans"] = {k: v for k, v in state.orphans.items() if v is not None and is_rel(k)}
+    if state.failed is not None:
+        out["failed"] = {k: v for k, v in state.failed.items() if v is not None}
+    if state.totals is not None:
+        out["totals"] = state.totals.model_dump()
+    if state.unpushed is not None:
+        out["unpushed"] = [list(p) for p in state.unpushed if p is not None]
+    if state.synced is not None:
+        out["synced"] = state.synced
+    if state.fingerprint is not None:
+        out["fingerprint"] = doc["fingerprint"]  # as written: noop.py compares all of it
+    return out

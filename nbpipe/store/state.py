@@ -6,7 +6,9 @@ Two things, both about files on this machine:
 - the no-op fingerprint (engine/noop.py): what the last all-fresh build read. If all of it still
   holds, nothing can have changed and the build has nothing to do.
 
-Standard library only: the no-op path imports this and nothing heavy.
+Standard library only at import: the no-op path reads it with `State(root, fast=True)`, its
+own reader (`_checked`); the full path reads it through a strict pydantic model
+(store/records.py). tests/store/test_records.py holds the two to the same answer.
 """
 
 from __future__ import annotations
@@ -44,19 +46,26 @@ class State:
     outputs: dict[str, list[Any]]  # rel → [*Stat, digest]
     changed: bool
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, fast: bool = False):
+        """`fast`: read with the standard library alone (the no-op fast path, engine/noop.py,
+        answers before pydantic is imported); else through the strict model of state.json
+        (store/records.py). Both drop the same damaged parts."""
         self.root = root
         self.path = root / ".nbpipe" / "state.json"
-        self.data = self._read(self.path)
+        self.data = self._read(self.path, fast)
         self.outputs = self.data.setdefault("outputs", {})
         self.changed = False
 
     @staticmethod
-    def _read(path: Path) -> dict[str, Any]:
+    def _read(path: Path, fast: bool) -> dict[str, Any]:
         try:
             data = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError):
             return {}
+        if not fast:
+            from nbpipe.store.records import read_state
+
+            return read_state(data)
         ok = isinstance(data, dict) and data.get("version") == STATE_VERSION
         return _checked(data) if ok else {}
 
@@ -115,7 +124,7 @@ class State:
         self.changed = False
 
 
-def _is_rel(value: object) -> bool:
+def is_rel(value: object) -> bool:
     """A project-relative path by its text (the same rule as nbpipe.relpath, kept to the
     standard library: the no-op path reads this file)."""
     if not isinstance(value, str) or not value or "\x00" in value or "\\" in value:
@@ -136,10 +145,10 @@ def _checked(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"version": STATE_VERSION}
     outputs = data.get("outputs")
     if isinstance(outputs, dict):
-        out["outputs"] = {k: v for k, v in outputs.items() if _is_rel(k) and _is_stat(v)}
+        out["outputs"] = {k: v for k, v in outputs.items() if is_rel(k) and _is_stat(v)}
     orphans = data.get("orphans")
     if isinstance(orphans, dict):
-        out["orphans"] = {k: v for k, v in orphans.items() if _is_rel(k) and is_sha256(v)}
+        out["orphans"] = {k: v for k, v in orphans.items() if is_rel(k) and is_sha256(v)}
     failed = data.get("failed")
     if isinstance(failed, dict):
         out["failed"] = {k: v for k, v in failed.items() if isinstance(v, str)}
@@ -173,8 +182,8 @@ def _is_fingerprint(value: object) -> bool:
         return False
     inputs, outputs = value.get("inputs", {}), value.get("outputs", [])
     frames = value.get("frames")
-    return isinstance(inputs, dict) and all(_is_rel(k) and isinstance(v, list)
+    return isinstance(inputs, dict) and all(is_rel(k) and isinstance(v, list)
                                             for k, v in inputs.items()) \
-        and isinstance(outputs, list) and all(_is_rel(o) for o in outputs) \
+        and isinstance(outputs, list) and all(is_rel(o) for o in outputs) \
         and is_sha256(value.get("manifest")) and is_sha256(value.get("lock")) \
         and isinstance(frames, int) and not isinstance(frames, bool)

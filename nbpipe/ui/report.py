@@ -19,8 +19,9 @@ from pathlib import Path
 from nbpipe.manifest.expand import name_part
 from nbpipe.money import fmt_usd
 from nbpipe.plan.planner import Project, Step
-from nbpipe.query.view import open_store, plan_project
+from nbpipe.query.view import plan_project
 from nbpipe.store.cache import Cache
+from nbpipe.store.workspace import open_store
 from nbpipe.ui.page import Thumbs, asset, csp, environment, write_page
 
 
