@@ -68,8 +68,9 @@ def test_index_holds_json_not_pickle(tmp_path):
     cache.close()
     db = next((tmp_path / "index").glob("*.db"))
     rows = sqlite3.connect(db).execute("SELECT value FROM Cache").fetchall()
-    assert rows and all(isinstance(value, (bytes, str)) and b"\x80" not in
-                        (value if isinstance(value, bytes) else value.encode()) for (value,) in rows)
+    texts = [value if isinstance(value, bytes) else value.encode() for (value,) in rows]
+    assert rows and all(isinstance(value, (bytes, str)) for (value,) in rows)
+    assert all(b"\x80" not in text for text in texts)
 
 
 def test_truncated_index_is_set_aside(tmp_path):
