@@ -10,15 +10,16 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from nbpipe.catalog import builtin
 from nbpipe.errors import UsageError, warn
 from nbpipe.files import atomic_write
 from nbpipe.relpath import PathRefused, output_path
 from nbpipe.store import jsontext
+from nbpipe.store.records import Sha256
 
 LOCK_NAME = "nbpipe.lock"
 LOCK_VERSION = 1
@@ -36,17 +37,14 @@ class LockEntry:
     cost_usd: float
 
 
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-
-
 class _StoredEntry(BaseModel):
     """A lock entry as read: the lock arrives in pull requests, so nothing in it is trusted."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    key: Hex64
+    key: Sha256
     output: str
-    digest: Hex64
+    digest: Sha256
     backend: str
     model: str
     cost_usd: float
@@ -67,8 +65,7 @@ class _StoredEntry(BaseModel):
         return value
 
 
-_WANT = {"string_pattern_mismatch": "must be 64 lowercase hex digits",
-         "string_type": "must be a string", "float_type": "must be a number",
+_WANT = {"string_type": "must be a string", "float_type": "must be a number",
          "missing": "is missing", "model_type": "must be an object"}
 
 

@@ -34,7 +34,7 @@ from nbpipe.store.state import is_rel
 
 def _sha256(value: str) -> str:
     if not is_sha256(value):
-        raise ValueError("not a sha256 in lowercase hex")
+        raise ValueError("must be 64 lowercase hex digits")
     return value
 
 
