@@ -14,12 +14,14 @@ has no outcome yet (polls it, downloads it) instead of creating a new one. The w
 intent and its task id is covered by the Idempotency-Key: the resume resends the journalled body
 byte for byte under the same key, so HiAPI answers with the original task. An open entry with
 no task and no body is a synchronous request (Gemini) whose outcome is unknown: it may have
-been billed. Lines that do not parse or hold the wrong types (a torn last write, a hand edit)
-are skipped. `account` (a digest of the API key that sends it) keeps a journal shared by
-projects with different keys honest: only a build paying from that account resumes an entry
-(HiAPI answers another account's task with 404, and takes its Idempotency-Key as new). The
-journal lives in the cache (`journal.jsonl`) and is compacted to its open
-entries at the end of each build.
+been billed. Each line is read through its strict model (store/records.py): the known
+fields' types are checked, an unknown field is allowed (a field a newer nbpipe adds leaves the
+line readable; the model keeps it in `model_extra`). Lines that do not parse or hold the wrong
+types (a torn last write, a hand edit) are skipped. `account` (a digest of the API key that
+sends it) keeps a journal shared by projects with different keys honest: only a build paying
+from that account resumes an entry (HiAPI answers another account's task with 404, and takes
+its Idempotency-Key as new). The journal lives in the cache (`journal.jsonl`) and is compacted
+to its open entries at the end of each build.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ The store may be shared or tampered with, so nothing read is trusted: a record t
 validate is a miss (a take), a skipped line (the journal), a list set aside (prices) or a part
 forgotten (state), never a crash and never a value of the wrong type further in. Strict: no
 coercion ("1" is no number, true is no take number); unknown fields are ignored, except in a
-journal line, where they are kept (`extra="allow"`), so a field a newer nbpipe adds is carried
-through, and the known ones are still checked. The formats on disk are unchanged: these models
-only read them.
+journal line, where they are allowed and kept (`extra="allow"`, in `model_extra`), so a field
+a newer nbpipe adds leaves the line readable, and the known ones are still checked. The formats
+on disk are unchanged: these models only read them.
 """
 
 from __future__ import annotations
