@@ -13,7 +13,7 @@ on disk are unchanged: these models only read them.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -29,7 +29,7 @@ from pydantic import (
 
 from nbpipe.catalog import builtin
 from nbpipe.files import is_sha256
-from nbpipe.store.state import is_rel
+from nbpipe.store.state import STATE_VERSION, is_rel
 
 
 def _sha256(value: str) -> str:
@@ -247,7 +247,7 @@ class StateDoc(BaseModel):
 
     model_config = _STRICT
 
-    version: Literal[1]
+    version: Annotated[int, Field(ge=STATE_VERSION, le=STATE_VERSION)]  # strict: true is no 1
     outputs: Annotated[dict[str, Annotated[StatEntry | None, Forgotten]] | None, Forgotten] = None
     orphans: Annotated[dict[str, Annotated[Sha256 | None, Forgotten]] | None, Forgotten] = None
     failed: Annotated[dict[str, Annotated[str | None, Forgotten]] | None, Forgotten] = None

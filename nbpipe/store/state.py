@@ -66,8 +66,7 @@ class State:
             from nbpipe.store.records import read_state
 
             return read_state(data)
-        ok = isinstance(data, dict) and data.get("version") == STATE_VERSION
-        return _checked(data) if ok else {}
+        return _checked(data) if _versioned(data) else {}
 
     def output_digest(self, rel: str) -> str | None:
         """The SHA-256 of an output file (None if missing), re-hashed only if its stat changed."""
@@ -137,6 +136,12 @@ def _is_stat(value: object) -> bool:
     return isinstance(value, list) and len(value) == STAT_FIELDS + 1 \
         and is_sha256(value[STAT_FIELDS]) \
         and all(isinstance(v, int) and not isinstance(v, bool) for v in value[:STAT_FIELDS])
+
+
+def _versioned(data: object) -> bool:
+    """A state document of this version (`true` is no 1, as in the strict model)."""
+    return isinstance(data, dict) and type(data.get("version")) is int \
+        and data["version"] == STATE_VERSION
 
 
 def _checked(data: dict[str, Any]) -> dict[str, Any]:
