@@ -236,7 +236,7 @@ def check(root: Path, options: dict, journal: Path, settings: Settings | None = 
         pass  # no journal: nothing was ever left in flight
     except (OSError, ValueError):
         return Verdict(None, f"the journal cannot be read ({journal})")  # the full path says why
-    state = State(root)
+    state = State(root, fast=True)
     fp = state.data.get("fingerprint")
     if not isinstance(fp, dict):
         return Verdict(None, "no fingerprint: the last build was not all fresh, or none ran")

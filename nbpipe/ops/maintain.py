@@ -109,14 +109,14 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
     temp files go: takes are images someone paid for.
     """
     grace = current().gc_grace if grace is None else grace
-    pinned = lock.pinned() | cache.all_pins() | also_pinned
+    pinned = lock.pinned() | cache.pins.all() | also_pinned
     frame_of = {e.key: name for entries in (*lock.others.values(), lock.entries)
                 for name, e in entries.items()}
     referenced: set[str] = set()
     candidates = []
     unpushed = set(cache.unpushed())  # paid, and not on the team's remote yet: kept for it
     waiting = 0
-    for key in cache.all_keys():
+    for key in cache.index.keys():
         for number, take in enumerate(cache.takes(key), 1):
             referenced.add(take.digest)
             if take.digest in pinned:
@@ -134,9 +134,8 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
         lines.append(f"{'would remove' if dry_run else 'removed'} {c.label} (sha256 "
                      f"{c.digest[:12]}, {c.size:,} bytes, {age} day{'s' * (age != 1)} old)")
         if not dry_run:
-            cache.drop_take(c.key, c.digest)
-    still = {t.digest for key in cache.all_keys() for t in cache.takes(key)} if doomed \
-        else referenced
+            cache.index.drop_take(c.key, c.digest)
+    still = {t.digest for key in cache.index.keys() for t in cache.takes(key)} if doomed else referenced
     gone = {c.digest for c in doomed}  # their blobs go with them: already said
     for blob in _blobs(cache):
         if blob.name not in still and blob.name not in pinned and \
@@ -146,7 +145,7 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
                              f"records (sha256 {blob.name[:12]})")
             if not dry_run:
                 blob.unlink(missing_ok=True)
-    for temp in cache.temps(older_than=3600) if not dry_run else ():
+    for temp in cache.blobs.temps(older_than=3600) if not dry_run else ():
         remove_temp(temp)
     freed = sum(c.size for c in doomed)
     lines.append(f"gc: {len(doomed)} take(s), {freed:,} bytes {'to free' if dry_run else 'freed'}; "
@@ -159,7 +158,7 @@ def _label(cache: Cache, frame_of: dict[str, str], key: str, number: int) -> str
     """Which frame a take belongs to, as `nbpipe takes` numbers it."""
     if key in frame_of:
         return f"{frame_of[key]}, superseded take {number}"
-    request = cache.request(key) or {}
+    request = cache.index.request(key) or {}
     frame = request.get("frame")
     if isinstance(frame, str) and frame:
         return f"{frame}, take {number} of an earlier request"

@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from nbpipe.catalog import FLAT, Catalog, ModelSpec, builtin
 from nbpipe.errors import UsageError, warn
+from nbpipe.files import atomic_write
 from nbpipe.plan.planner import Plan, Project
-from nbpipe.store.cache import atomic_write
+from nbpipe.store.records import valid_price_list
 
 PRICES_FILE = "prices.json"
-
-
-MAX_PRICE = 100  # USD per image: far above any real price; a larger one is damage, not a price
 
 
 def _stored(cache_dir: Path) -> dict | None:
@@ -32,7 +29,7 @@ def _stored(cache_dir: Path) -> dict | None:
         return None
     except (OSError, ValueError):
         doc = None
-    if _valid(doc):
+    if valid_price_list(doc):
         return doc
     warn(f"{path} is not a valid price list; set aside as {PRICES_FILE}.invalid, the built-in "
          "table is in force (`nbpipe models --refresh` fetches it again)", str(path))
@@ -41,27 +38,6 @@ def _stored(cache_dir: Path) -> dict | None:
     except OSError:
         pass
     return None
-
-
-def _valid(doc: object) -> bool:
-    if not isinstance(doc, dict) or not isinstance(doc.get("hiapi"), dict) \
-            or not isinstance(doc.get("fetched", ""), str):
-        return False
-    for model, price in doc["hiapi"].items():
-        spec = builtin().get("hiapi", model)
-        if spec is None:
-            return False
-        tiers = price if isinstance(price, dict) else {None: price}
-        if isinstance(price, dict) and not set(price) <= set(spec.resolutions):
-            return False
-        if not all(_is_price(p) for p in tiers.values()):
-            return False
-    return True
-
-
-def _is_price(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value) and 0 <= value <= MAX_PRICE
 
 
 def list_prices(cache_dir: Path) -> Catalog:

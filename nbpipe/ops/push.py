@@ -49,7 +49,7 @@ class Pusher:
             if take is None:  # removed from the cache since (gc): nothing left to send
                 cache.mark_pushed(key, digest, remote.url)
             else:
-                self.push(key, take, cache.request(key) or {})
+                self.push(key, take, cache.index.request(key) or {})
 
     def catch_up(self, frames, lock: Lock, events) -> None:
         """Send the takes the remote lacks of `frames` and of every key `lock` pins (an edit is
@@ -167,7 +167,7 @@ def _project_takes(frames, lock: Lock, cache: Cache):
         for entry in entries.values():
             keys.setdefault(entry.key, {})
     for key, declared in keys.items():
-        request = cache.request(key) or declared
+        request = cache.index.request(key) or declared
         for take in cache.takes(key):
             yield key, take, request
 

@@ -32,12 +32,6 @@ IMAGE_EXTENSIONS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
 FORMAT_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
-def is_sha256(value: object) -> bool:
-    """A key or digest as nbpipe writes them (64 lowercase hex); anything else read from a
-    lock, a record or a remote names no file."""
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
 def format_of_path(path: str) -> str | None:
     return IMAGE_EXTENSIONS.get(path.rpartition(".")[2].lower())
 

@@ -139,7 +139,7 @@ def _pin(project: Project, space: Workspace, frame: Frame, name: str, which: str
                          "pass --force to overwrite it")
     if not write_output(cache, state, project.loaded.root, output, take.digest):
         raise UsageError(f"take {which} of {name} is missing or corrupt in the cache")
-    cache.choose(key, take.digest)
+    cache.index.choose(key, take.digest)
     lock.entries[name] = LockEntry(key, output, take.digest, frame.backend,
                                    frame.model, float(Decimal(take.cost_usd)))
     lock.save(project.loaded.root)

@@ -13,10 +13,10 @@ import subprocess
 from pathlib import Path
 
 from nbpipe.errors import UsageError
-from nbpipe.plan.frame import is_sha256
+from nbpipe.files import is_sha256
 from nbpipe.plan.paths import PathRefused, relative_path
 from nbpipe.store import jsontext
-from nbpipe.store.lock import LOCK_NAME, Lock
+from nbpipe.store.lock import LOCK_NAME, Lock, LockEntry
 
 
 def git(root: Path, *args: str, binary: bool = False) -> str | bytes:
@@ -133,7 +133,7 @@ def lock_at(root: Path, commit: str, profile: str | None) -> Lock:
     return lock
 
 
-def entry_problem(entry) -> str | None:
+def entry_problem(entry: LockEntry) -> str | None:
     """Why a lock entry cannot be trusted to name a blob or a path, or None."""
     if not is_sha256(entry.key):
         return "has a key that is not a SHA-256"

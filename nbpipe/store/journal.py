@@ -14,12 +14,14 @@ has no outcome yet (polls it, downloads it) instead of creating a new one. The w
 intent and its task id is covered by the Idempotency-Key: the resume resends the journalled body
 byte for byte under the same key, so HiAPI answers with the original task. An open entry with
 no task and no body is a synchronous request (Gemini) whose outcome is unknown: it may have
-been billed. Lines that do not parse or hold the wrong types (a torn last write, a hand edit)
-are skipped. `account` (a digest of the API key that sends it) keeps a journal shared by
-projects with different keys honest: only a build paying from that account resumes an entry
-(HiAPI answers another account's task with 404, and takes its Idempotency-Key as new). The
-journal lives in the cache (`journal.jsonl`) and is compacted to its open
-entries at the end of each build.
+been billed. Each line is read through its strict model (store/records.py): the known
+fields' types are checked, an unknown field is allowed (a field a newer nbpipe adds leaves the
+line readable; the model keeps it in `model_extra`). Lines that do not parse or hold the wrong
+types (a torn last write, a hand edit) are skipped. `account` (a digest of the API key that
+sends it) keeps a journal shared by projects with different keys honest: only a build paying
+from that account resumes an entry (HiAPI answers another account's task with 404, and takes
+its Idempotency-Key as new). The journal lives in the cache (`journal.jsonl`) and is compacted
+to its open entries at the end of each build.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TextIO
 
-from nbpipe.catalog import builtin
-from nbpipe.store.cache import atomic_write, is_digest
+from nbpipe.files import atomic_write
+from nbpipe.store.records import IntentLine, SentLine, TaskLine, journal_line
 
 
 @dataclass
@@ -41,7 +44,7 @@ class Entry:
     take: int
     frame: str
     backend: str
-    request: dict
+    request: dict[str, Any]
     task_id: str | None = None
     body: str | None = None  # the create exactly as sent (HiAPI), to resend byte for byte
     account: str | None = None  # who pays (backends.http.account_of); None: an older journal
@@ -53,11 +56,17 @@ class Entry:
 
 
 class Journal:
+    """The journal file of one cache, and the entries in it that are still open."""
+
+    path: Path
+    open: dict[tuple[str, int], Entry]
+    _handle: TextIO | None
+
     def __init__(self, path: Path):
         self.path = path
-        self.open: dict[tuple[str, int], Entry] = {}
-        self._replay()
+        self.open = {}
         self._handle = None
+        self._replay()
 
     def _replay(self) -> None:
         try:
@@ -68,32 +77,25 @@ class Journal:
             try:
                 record = json.loads(line)
                 self._apply(record)
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except ValueError:
                 continue  # a torn write at a crash; everything before it stands
 
-    def _apply(self, record: dict) -> None:
-        key, take, op = record["key"], record["take"], record["op"]
-        if not isinstance(key, str) or type(take) is not int or not isinstance(op, str):
-            raise TypeError("not a journal record")
-        if op == "intent" and not _sound_intent(record):
-            raise ValueError("an intent of the wrong shape")  # damaged: skipped like a torn line
-        slot = (key, take)
-        if op == "intent":
-            request = record.get("request") or {}
-            if not isinstance(request, dict) or not isinstance(record["frame"], str) \
-                    or not isinstance(record["backend"], str):
-                raise TypeError("not an intent")
-            account = record.get("account")
-            self.open[slot] = Entry(key, take, record["frame"], record["backend"], request,
-                                    account=account if isinstance(account, str) else None)
-        elif op == "sent" and slot in self.open and isinstance(record["body"], str):
-            self.open[slot].body = record["body"]
-        elif op == "task" and slot in self.open and isinstance(record["task_id"], str):
-            self.open[slot].task_id = record["task_id"]
-        elif op in ("done", "failed", "closed"):
+    def _apply(self, record: object) -> None:
+        """Replay one line; ValueError when it is not one a build can act on (its model in
+        store/records.py: unknown fields are kept and ignored, known ones checked)."""
+        line = journal_line(record)
+        slot = (line.key, line.take)
+        if isinstance(line, IntentLine):
+            self.open[slot] = Entry(line.key, line.take, line.frame, line.backend, line.request,
+                                    account=line.account)
+        elif isinstance(line, SentLine) and slot in self.open:
+            self.open[slot].body = line.body
+        elif isinstance(line, TaskLine) and slot in self.open:
+            self.open[slot].task_id = line.task_id
+        elif line.op in ("done", "failed", "closed"):
             self.open.pop(slot, None)
 
-    def _write(self, record: dict) -> None:
+    def _write(self, record: dict[str, Any]) -> None:
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "a", encoding="utf-8")
@@ -102,7 +104,7 @@ class Journal:
         os.fsync(self._handle.fileno())
         self._apply(record)
 
-    def intent(self, key: str, take: int, frame: str, backend: str, request: dict,
+    def intent(self, key: str, take: int, frame: str, backend: str, request: dict[str, Any],
                account: str | None = None) -> None:
         if (key, take) not in self.open:
             self._write(_intent(key, take, frame, backend, request, account))
@@ -139,7 +141,7 @@ class Journal:
             self._handle = None
         if not self.path.exists():
             return
-        lines = []
+        lines: list[dict[str, Any]] = []
         for entry in self.open.values():
             lines.append(_intent(entry.key, entry.take, entry.frame, entry.backend,
                                  entry.request, entry.account))
@@ -152,25 +154,9 @@ class Journal:
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in lines).encode())
 
 
-def _intent(key: str, take: int, frame: str, backend: str, request: dict,
-            account: str | None) -> dict:
+def _intent(key: str, take: int, frame: str, backend: str, request: dict[str, Any],
+            account: str | None) -> dict[str, Any]:
     record = {"op": "intent", "key": key, "take": take, "frame": frame, "backend": backend,
               "request": request}
     return record if account is None else {**record, "account": account}
 
-
-def _sound_intent(record: dict) -> bool:
-    """An intent a later build can act on (the cache may be shared or damaged): a digest key,
-    a model of the catalogue, and a request whose parameters that model takes."""
-    request = record.get("request")
-    if not (is_digest(record.get("key")) and isinstance(record.get("frame"), str)
-            and isinstance(request, dict) and isinstance(request.get("prompt", ""), str)):
-        return False
-    spec = builtin().get(str(record.get("backend")), str(request.get("model")))
-    params = request.get("params", {})
-    if spec is None or not isinstance(params, dict) or \
-            not all(isinstance(v, str) for v in params.values()):
-        return False
-    return params.get("aspect_ratio", spec.aspect_ratios[0]) in spec.aspect_ratios and \
-        params.get("resolution", "") in ("", *spec.resolutions) and \
-        params.get("output_format", "png") in ("png", "jpeg", "jpg")

@@ -3,6 +3,8 @@ the local cache and stat cache, and the shared remote cache when one is configur
 
 from __future__ import annotations
 
+from typing import Any
+
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.lock import Lock, LockEntry
 from nbpipe.store.remote import Remote
@@ -10,6 +12,14 @@ from nbpipe.store.state import State
 
 
 class StoreKnown:
+    """What happened before, as the planner asks it: the lock, the local cache and state, the
+    remote cache (None without one)."""
+
+    lock: Lock
+    cache: Cache
+    state: State
+    remote: Remote | None
+
     def __init__(self, lock: Lock, cache: Cache, state: State, remote: Remote | None = None):
         self.lock, self.cache, self.state, self.remote = lock, cache, state, remote
 
@@ -25,7 +35,7 @@ class StoreKnown:
     def best_take(self, key: str) -> Take | None:
         takes = self.cache.takes(key)
         if takes:
-            return self.cache.chosen(key) or takes[-1]  # a hand-pinned take outlives a revert
+            return self.cache.index.chosen(key) or takes[-1]  # a hand-pinned take outlives a revert
         remote = self.remote.takes(key) if self.remote and self.remote.digests(key) else []
         return remote[-1][0] if remote else None
 
@@ -39,8 +49,8 @@ class StoreKnown:
     def orphan(self, output: str) -> str | None:
         return self.state.orphans.get(output)
 
-    def previous_request(self, key: str) -> dict | None:
-        request = self.cache.request(key)
+    def previous_request(self, key: str) -> dict[str, Any] | None:
+        request = self.cache.index.request(key)
         if request is None and self.remote and self.remote.digests(key):
             remote = self.remote.takes(key)
             request = remote[-1][1] if remote else None

@@ -10,15 +10,16 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from nbpipe.catalog import builtin
 from nbpipe.errors import UsageError, warn
+from nbpipe.files import atomic_write
 from nbpipe.relpath import PathRefused, output_path
 from nbpipe.store import jsontext
-from nbpipe.store.cache import atomic_write
+from nbpipe.store.records import Sha256
 
 LOCK_NAME = "nbpipe.lock"
 LOCK_VERSION = 1
@@ -36,17 +37,14 @@ class LockEntry:
     cost_usd: float
 
 
-Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-
-
 class _StoredEntry(BaseModel):
     """A lock entry as read: the lock arrives in pull requests, so nothing in it is trusted."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    key: Hex64
+    key: Sha256
     output: str
-    digest: Hex64
+    digest: Sha256
     backend: str
     model: str
     cost_usd: float
@@ -67,8 +65,7 @@ class _StoredEntry(BaseModel):
         return value
 
 
-_WANT = {"string_pattern_mismatch": "must be 64 lowercase hex digits",
-         "string_type": "must be a string", "float_type": "must be a number",
+_WANT = {"string_type": "must be a string", "float_type": "must be a number",
          "missing": "is missing", "model_type": "must be an object"}
 
 
@@ -96,9 +93,13 @@ class Lock:
     """The pins of one profile (`frames` for the default, `profiles.NAME` for the others);
     the other profiles' sections are carried through untouched."""
 
+    entries: dict[str, LockEntry]
+    profile: str | None
+    others: dict[str | None, dict[str, LockEntry]]
+
     def __init__(self, entries: dict[str, LockEntry] | None = None, profile: str | None = None,
                  others: dict[str | None, dict[str, LockEntry]] | None = None):
-        self.entries: dict[str, LockEntry] = dict(entries or {})
+        self.entries = dict(entries or {})
         self.profile = profile
         self.others = dict(others or {})
 
@@ -112,14 +113,17 @@ class Lock:
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
         try:
-            return Lock.parse(jsontext.loads(text), profile, text, str(path))
+            doc = jsontext.loads(text)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            return Lock.parse(doc, profile, text, str(path))
         except ValueError as exc:
             raise UsageError(f"{path} is not a valid lock file ({exc})",
                              "a merge conflict? resolve it, or delete the file and rebuild "
                              "(cached images are restored for free)") from None
 
     @staticmethod
-    def parse(doc: dict, profile: str | None = None, text: str = "",
+    def parse(doc: dict[str, Any], profile: str | None = None, text: str = "",
               where: str = LOCK_NAME, unchecked: bool = False) -> Lock:
         """A lock from its JSON document (`text`, when known, locates warnings); ValueError
         when it is not one. Each entry is checked: a bad one is left out, with a warning
@@ -171,7 +175,7 @@ class Lock:
         return {e.digest for entries in every for e in entries.values()}
 
 
-def _checked(frames: dict, where: str, text: str) -> dict[str, LockEntry]:
+def _checked(frames: dict[str, Any], where: str, text: str) -> dict[str, LockEntry]:
     """The valid entries of a section; a bad one is left out (its frame is then stale, and the
     next build pins it afresh), with a warning that points at its line."""
     out = {}
@@ -181,7 +185,8 @@ def _checked(frames: dict, where: str, text: str) -> dict[str, LockEntry]:
             out[name] = found
             continue
         line = _line_of(text, name)
-        warn(f"{LOCK_NAME}{f':{line}' if line else ''}: entry of frame '{name[:80]}' ignored: {found} "
+        at = f":{line}" if line else ""
+        warn(f"{LOCK_NAME}{at}: entry of frame '{name[:80]}' ignored: {found} "
              "(the frame is treated as not pinned)", where)
     return out
 

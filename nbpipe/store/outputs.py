@@ -12,7 +12,7 @@ from nbpipe.store.state import State
 
 def write_output(cache: Cache, state: State, root: Path, output: str, digest: str) -> bool:
     """Write the image `digest` to `output` (project-relative); False if the cache lacks it."""
-    if not cache.copy_verified(digest, root / output):
+    if not cache.blobs.copy_verified(digest, root / output):
         return False
     state.note_output(output, digest)
     return True

@@ -23,10 +23,12 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from nbpipe.errors import NbpipeError
 from nbpipe.settings import Settings, current
-from nbpipe.store.cache import Cache, Take, is_digest
+from nbpipe.store.cache import Cache, Take
+from nbpipe.store.listing import RemoteTakes, TakePairs
 
 CHUNK = 1 << 20
 
@@ -40,6 +42,8 @@ S3_RETRIES = {"mode": "standard", "total_max_attempts": 3}
 
 class RemoteUnavailable(NbpipeError):
     """The remote cache could not be read or written; what it holds is unknown."""
+
+    why: str
 
     def __init__(self, why: str):
         super().__init__(f"remote unavailable ({why})")
@@ -58,87 +62,65 @@ def _local(exc: BaseException, cache: Cache) -> bool:
         Path(os.path.abspath(name)).is_relative_to(os.path.abspath(cache.root))
 
 
+def _open_fs(url: str, endpoint_url: str | None) -> tuple[Any, str]:
+    """The fsspec filesystem of a remote's URL, and the path of its prefix in it."""
+    import fsspec  # type: ignore[import-untyped]  # no type information; imported only with a remote
+
+    options: dict[str, Any] = {}
+    s3 = scheme_of(url) in ("s3", "s3a")
+    if s3:
+        user_retries = {"AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"} & set(os.environ)
+        options["config_kwargs"] = {**S3_CONFIG,
+                                    **({} if user_retries else {"retries": S3_RETRIES})}
+    if endpoint_url and s3:
+        options["client_kwargs"] = {"endpoint_url": endpoint_url}
+    if scheme_of(url) == "file":  # a folder, named by whoever runs nbpipe: create it as needed
+        options["auto_mkdir"] = True
+    fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, **options)
+    if s3:
+        fs.retries = 1  # botocore retries (above); s3fs would retry each retry again
+    return fs, str(root).rstrip("/")
+
+
 class Remote:
+    """A remote cache: its listing (`listing`, a RemoteTakes) and the bytes moved to and
+    from it; a failure is remembered in `unreachable` or `unwritable` for the command."""
+
+    url: str
+    fs: Any  # an fsspec filesystem (no type information)
+    root: str
+    listing: RemoteTakes
+    unreachable: str | None  # why the remote could not be read, if it could not
+    unwritable: str | None  # why a write failed: later writes are not tried
+
     def __init__(self, url: str, endpoint_url: str | None = None):
-        import fsspec
-
-        options: dict = {}
-        s3 = scheme_of(url) in ("s3", "s3a")
-        if s3:
-            user_retries = {"AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"} & set(os.environ)
-            options["config_kwargs"] = {**S3_CONFIG,
-                                        **({} if user_retries else {"retries": S3_RETRIES})}
-        if endpoint_url and s3:
-            options["client_kwargs"] = {"endpoint_url": endpoint_url}
-        if scheme_of(url) == "file":  # a folder, named by whoever runs nbpipe: create it as needed
-            options["auto_mkdir"] = True
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url, skip_instance_cache=True, **options)
-        self.root = self.root.rstrip("/")
-        if s3:
-            self.fs.retries = 1  # botocore retries (above); s3fs would retry each retry again
-        self._index: dict[str, set[str]] | None = None
-        self.unreachable: str | None = None  # why the remote could not be read, if it could not
-        self.unwritable: str | None = None  # why a write failed: later writes are not tried
-        self._takes: dict[str, list[tuple[Take, dict]]] = {}
+        self.fs, self.root = _open_fs(url, endpoint_url)
+        self.unreachable = None
+        self.unwritable = None
+        self.listing = RemoteTakes(self.fs, self.root, self._unreachable_by)
 
-    # --- what is there -------------------------------------------------------------------------
+    def _unreachable_by(self, exc: BaseException) -> None:
+        self.unreachable = self.unreachable or _why(exc)
+
+    # --- what is there (the listing's, here for its many callers) ------------------------------
 
     def index(self) -> dict[str, set[str]]:
-        """frame key → digests of its takes on the remote (one listing, then remembered)."""
-        if self._index is None:
-            found: dict[str, set[str]] = {}
-            try:
-                paths = self.fs.find(f"{self.root}/takes")
-            except FileNotFoundError:
-                paths = []
-            except Exception as exc:
-                self.unreachable = _why(exc)
-                paths = []
-            for path in paths:
-                key, _, name = path.rpartition("/takes/")[2].partition("/")
-                digest = name.removesuffix(".json")
-                if name.endswith(".json") and is_digest(key) and is_digest(digest):
-                    found.setdefault(key, set()).add(digest)
-            self._index = found
-        return self._index
+        return self.listing.index()
 
     def digests(self, key: str) -> set[str]:
-        return self.index().get(key, set())
+        return self.listing.digests(key)
 
     def has(self, digest: str) -> bool:
-        return any(digest in digests for digests in self.index().values())
+        return self.listing.has(digest)
 
-    def takes(self, key: str) -> list[tuple[Take, dict]]:
-        """The key's takes with their requests, oldest first; unreadable records are skipped."""
-        if key not in self._takes:
-            self._takes[key] = self._read_takes(key)
-        return self._takes[key]
+    def takes(self, key: str) -> TakePairs:
+        return self.listing.takes(key)
 
     def prefetch_takes(self, keys: list[str]) -> None:
-        """Read the take records of many keys in one concurrent batch (planning needs them)."""
-        wanted = {f"{self.root}/takes/{k}/{d}.json": k for k in set(keys) if k not in self._takes
-                  for d in self.digests(k)}
-        if not wanted:
-            return
-        try:
-            found = self.fs.cat(list(wanted), on_error="return")
-        except Exception:
-            return
-        for path, key in wanted.items():
-            self._takes.setdefault(key, [])
-            raw = found.get(path, FileNotFoundError())
-            if isinstance(raw, BaseException):
-                if not isinstance(raw, FileNotFoundError):  # not absent: unknown
-                    self.unreachable = self.unreachable or _why(raw)
-                continue
-            try:
-                doc = json.loads(raw)
-                self._takes[key].append((Take.from_json(doc["take"]), doc.get("request") or {}))
-            except Exception:
-                continue
-        for key in set(wanted.values()):
-            self._takes[key].sort(key=lambda pair: pair[0].created)
+        self.listing.prefetch(keys)
+
+    # --- moving bytes ----------------------------------------------------------------------------
 
     def fetch_many(self, digests: list[str], cache: Cache) -> None:
         """Download many blobs concurrently into the cache; each is verified like `fetch`."""
@@ -152,27 +134,8 @@ class Remote:
                         on_error="omit")
         except Exception:
             pass
-        for digest, temp in zip(digests, temps):
-            cache.adopt(temp, digest)
-
-    def _read_takes(self, key: str) -> list[tuple[Take, dict]]:
-        out = []
-        for digest in self.digests(key):
-            try:
-                raw = self.fs.cat_file(f"{self.root}/takes/{key}/{digest}.json")
-            except FileNotFoundError:
-                continue
-            except Exception as exc:
-                self.unreachable = self.unreachable or _why(exc)
-                continue
-            try:
-                doc = json.loads(raw)
-                out.append((Take.from_json(doc["take"]), doc.get("request") or {}))
-            except Exception:
-                continue
-        return sorted(out, key=lambda pair: pair[0].created)
-
-    # --- moving bytes ----------------------------------------------------------------------------
+        for digest, temp in zip(digests, temps, strict=True):
+            cache.blobs.adopt(temp, digest)
 
     def fetch(self, digest: str, cache: Cache) -> bool:
         """Download a blob into the local cache, verified by digest; False on any miss."""
@@ -189,10 +152,10 @@ class Remote:
         except OSError as exc:
             if _local(exc, cache):
                 raise
-            self.unreachable = self.unreachable or _why(exc)
+            self._unreachable_by(exc)
             return False
         except Exception as exc:
-            self.unreachable = self.unreachable or _why(exc)
+            self._unreachable_by(exc)
             return False
         return True
 
@@ -212,12 +175,12 @@ class Remote:
         try:
             if not self.fs.exists(blob):
                 self.fs.pipe_file(blob, data)
-            return self.fs.sign(blob, expiration=lifetime)
+            return str(self.fs.sign(blob, expiration=lifetime))
         except Exception as exc:
-            self.unreachable = self.unreachable or _why(exc)
+            self._unreachable_by(exc)
             raise RemoteUnavailable(_why(exc)) from None
 
-    def push(self, key: str, take: Take, request: dict, cache: Cache) -> None:
+    def push(self, key: str, take: Take, request: dict[str, Any], cache: Cache) -> None:
         """Blob first, then the record: a record never points at a missing blob. Raises
         RemoteUnavailable, at once if the remote already failed this command (the caller
         keeps the push for later)."""
@@ -237,17 +200,16 @@ class Remote:
                 raise
             self.unwritable = self.unwritable or _why(exc)
             raise RemoteUnavailable(_why(exc)) from None
-        self.index().setdefault(key, set()).add(take.digest)
-        self._takes.pop(key, None)
+        self.listing.added(key, take.digest)
 
-    def blobs(self) -> dict[str, dict]:
+    def blobs(self) -> dict[str, dict[str, Any]]:
         """digest → what the store says of each blob (its age, for gc)."""
         try:
             found = self.fs.find(f"{self.root}/blobs", detail=True)
         except FileNotFoundError:
             return {}
         except Exception as exc:
-            self.unreachable = self.unreachable or _why(exc)
+            self._unreachable_by(exc)
             raise RemoteUnavailable(_why(exc)) from None
         return {path.rpartition("/")[2]: info for path, info in found.items()}
 

@@ -6,7 +6,9 @@ Two things, both about files on this machine:
 - the no-op fingerprint (engine/noop.py): what the last all-fresh build read. If all of it still
   holds, nothing can have changed and the build has nothing to do.
 
-Standard library only: the no-op path imports this and nothing heavy.
+Standard library only at import: the no-op path reads it with `State(root, fast=True)`, its
+own reader (`_checked`); the full path reads it through a strict pydantic model
+(store/records.py). tests/store/test_records.py holds the two to the same answer.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import tempfile
 from pathlib import Path
+from typing import Any
 
+from nbpipe.files import atomic_write, is_sha256
 from nbpipe.filestat import Stat, stat_of
 
 __all__ = ["STATE_VERSION", "Stat", "State", "file_sha256", "stat_of"]
@@ -35,21 +37,36 @@ def file_sha256(path: str | Path) -> str | None:
 
 
 class State:
-    def __init__(self, root: Path):
+    """state.json as read (every part of the wrong shape dropped), changed in place, saved
+    once at the end if anything changed."""
+
+    root: Path
+    path: Path
+    data: dict[str, Any]
+    outputs: dict[str, list[Any]]  # rel → [*Stat, digest]
+    changed: bool
+
+    def __init__(self, root: Path, fast: bool = False):
+        """`fast`: read with the standard library alone (the no-op fast path, engine/noop.py,
+        answers before pydantic is imported); else through the strict model of state.json
+        (store/records.py). Both drop the same damaged parts."""
         self.root = root
         self.path = root / ".nbpipe" / "state.json"
-        self.data = self._read(self.path)
-        self.outputs: dict[str, list] = self.data.setdefault("outputs", {})
+        self.data = self._read(self.path, fast)
+        self.outputs = self.data.setdefault("outputs", {})
         self.changed = False
 
     @staticmethod
-    def _read(path: Path) -> dict:
+    def _read(path: Path, fast: bool) -> dict[str, Any]:
         try:
             data = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError):
             return {}
-        ok = isinstance(data, dict) and data.get("version") == STATE_VERSION
-        return _checked(data) if ok else {}
+        if not fast:
+            from nbpipe.store.records import read_state
+
+            return read_state(data)
+        return _checked(data) if _versioned(data) else {}
 
     def output_digest(self, rel: str) -> str | None:
         """The SHA-256 of an output file (None if missing), re-hashed only if its stat changed."""
@@ -60,7 +77,7 @@ class State:
         known = self.outputs.get(rel)
         if isinstance(known, list) and len(known) == STAT_FIELDS + 1 and \
                 tuple(known[:STAT_FIELDS]) == stat:
-            return known[STAT_FIELDS]
+            return str(known[STAT_FIELDS])
         digest = file_sha256(full)
         if digest is not None:
             # the stat from before hashing: a write while hashing leaves it stale, never wrong
@@ -70,14 +87,12 @@ class State:
     def written_digest(self, rel: str) -> str | None:
         """The digest this machine last saw nbpipe write (or read) at `rel`, stat unchecked."""
         known = self.outputs.get(rel)
-        ok = isinstance(known, list) and len(known) == STAT_FIELDS + 1
-        return known[STAT_FIELDS] if ok else None
+        return str(known[STAT_FIELDS]) if known and len(known) == STAT_FIELDS + 1 else None
 
-    def known_stat(self, rel: str) -> list | None:
+    def known_stat(self, rel: str) -> list[int] | None:
         """The stat the cache holds for an output, or None."""
         known = self.outputs.get(rel)
-        ok = isinstance(known, list) and len(known) == STAT_FIELDS + 1
-        return list(known[:STAT_FIELDS]) if ok else None
+        return list(known[:STAT_FIELDS]) if known and len(known) == STAT_FIELDS + 1 else None
 
     def note_output(self, rel: str, digest: str, stat: Stat | None = None) -> None:
         stat = stat or stat_of(os.path.join(self.root, rel))
@@ -92,9 +107,10 @@ class State:
     @property
     def orphans(self) -> dict[str, str]:
         """Outputs of frames no longer declared: path → digest they were written with."""
-        return self.data.setdefault("orphans", {})
+        orphans: dict[str, str] = self.data.setdefault("orphans", {})
+        return orphans
 
-    def set_fingerprint(self, fingerprint: dict | None) -> None:
+    def set_fingerprint(self, fingerprint: dict[str, Any] | None) -> None:
         if self.data.get("fingerprint") != fingerprint:
             self.data["fingerprint"] = fingerprint
             self.changed = True
@@ -103,25 +119,11 @@ class State:
         if not self.changed:
             return
         self.data["version"] = STATE_VERSION
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".state.", suffix=".part")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.data, handle, separators=(",", ":"))
-            os.replace(temp, self.path)
-        finally:
-            Path(temp).unlink(missing_ok=True)
+        atomic_write(self.path, json.dumps(self.data, separators=(",", ":")).encode("utf-8"))
         self.changed = False
 
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def _is_digest(value: object) -> bool:
-    return isinstance(value, str) and _HEX64.fullmatch(value) is not None
-
-
-def _is_rel(value: object) -> bool:
+def is_rel(value: object) -> bool:
     """A project-relative path by its text (the same rule as nbpipe.relpath, kept to the
     standard library: the no-op path reads this file)."""
     if not isinstance(value, str) or not value or "\x00" in value or "\\" in value:
@@ -132,30 +134,37 @@ def _is_rel(value: object) -> bool:
 
 def _is_stat(value: object) -> bool:
     return isinstance(value, list) and len(value) == STAT_FIELDS + 1 \
-        and _is_digest(value[STAT_FIELDS]) \
+        and is_sha256(value[STAT_FIELDS]) \
         and all(isinstance(v, int) and not isinstance(v, bool) for v in value[:STAT_FIELDS])
 
 
-def _checked(data: dict) -> dict:
+def _versioned(data: object) -> bool:
+    """A state document of this version (`true` is no 1, as in the strict model)."""
+    return isinstance(data, dict) and type(data.get("version")) is int \
+        and data["version"] == STATE_VERSION
+
+
+def _checked(data: dict[str, Any]) -> dict[str, Any]:
     """state.json as read, with every part of the wrong shape dropped: it is only a cache of
     what this machine saw, so a damaged part is forgotten (and re-learnt), never trusted."""
-    out: dict = {"version": STATE_VERSION}
+    out: dict[str, Any] = {"version": STATE_VERSION}
     outputs = data.get("outputs")
     if isinstance(outputs, dict):
-        out["outputs"] = {k: v for k, v in outputs.items() if _is_rel(k) and _is_stat(v)}
+        out["outputs"] = {k: v for k, v in outputs.items() if is_rel(k) and _is_stat(v)}
     orphans = data.get("orphans")
     if isinstance(orphans, dict):
-        out["orphans"] = {k: v for k, v in orphans.items() if _is_rel(k) and _is_digest(v)}
+        out["orphans"] = {k: v for k, v in orphans.items() if is_rel(k) and is_sha256(v)}
     failed = data.get("failed")
     if isinstance(failed, dict):
         out["failed"] = {k: v for k, v in failed.items() if isinstance(v, str)}
     totals = data.get("totals")
-    if isinstance(totals, dict) and all(_is_amount(totals.get(k)) for k in ("spent_usd", "saved_usd")):
+    if isinstance(totals, dict) and \
+            all(_is_amount(totals.get(k)) for k in ("spent_usd", "saved_usd")):
         out["totals"] = {k: totals[k] for k in ("spent_usd", "saved_usd")}
     unpushed = data.get("unpushed")
     if isinstance(unpushed, list):
         out["unpushed"] = [p for p in unpushed if isinstance(p, list) and len(p) == 2
-                           and _is_digest(p[0]) and _is_digest(p[1])]
+                           and is_sha256(p[0]) and is_sha256(p[1])]
     if isinstance(data.get("synced"), str):  # the remote every take was sent to (ops/push.py)
         out["synced"] = data["synced"]
     fingerprint = data.get("fingerprint")
@@ -178,8 +187,8 @@ def _is_fingerprint(value: object) -> bool:
         return False
     inputs, outputs = value.get("inputs", {}), value.get("outputs", [])
     frames = value.get("frames")
-    return isinstance(inputs, dict) and all(_is_rel(k) and isinstance(v, list)
+    return isinstance(inputs, dict) and all(is_rel(k) and isinstance(v, list)
                                             for k, v in inputs.items()) \
-        and isinstance(outputs, list) and all(_is_rel(o) for o in outputs) \
-        and _is_digest(value.get("manifest")) and _is_digest(value.get("lock")) \
+        and isinstance(outputs, list) and all(is_rel(o) for o in outputs) \
+        and is_sha256(value.get("manifest")) and is_sha256(value.get("lock")) \
         and isinstance(frames, int) and not isinstance(frames, bool)

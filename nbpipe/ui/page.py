@@ -15,8 +15,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from nbpipe.plan.frame import is_sha256
-from nbpipe.store.cache import atomic_write
+from nbpipe.files import atomic_write, is_sha256
 
 THUMB_PX = 360
 Source = Callable[[], bytes | None]

@@ -14,8 +14,9 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nbpipe.files import is_sha256
 from nbpipe.money import fmt_usd
-from nbpipe.plan.frame import Frame, is_sha256
+from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Project
 from nbpipe.plan.reasons import word_ops
 from nbpipe.query.diff import Diff, FrameDiff, diff_project

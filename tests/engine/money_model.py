@@ -573,7 +573,7 @@ class MoneyMachine(RuleBasedStateMachine):
             return
         cache = Cache(self.root / ".nbpipe", create=False)
         try:
-            for key in cache.all_keys():
+            for key in cache.index.keys():
                 for take in cache.takes(key):
                     assert cache.has_blob(take.digest), \
                         ("a take without its image", key, self._story())

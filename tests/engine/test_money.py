@@ -152,10 +152,10 @@ def test_an_expired_left_over_task_is_closed_counted_lost_and_rendered_anew(
 def test_an_image_that_vanishes_while_writing_is_lost_not_rendered(fake_hiapi, build,
                                                                   make_project, monkeypatch):
     """17.6: counted as rendered and failed, and its price as spent."""
-    from nbpipe.store.cache import Cache
+    from nbpipe.store.blobs import Blobs
 
     root = make_project(ONE)
-    monkeypatch.setattr(Cache, "copy_verified", lambda self, digest, dest: False)
+    monkeypatch.setattr(Blobs, "copy_verified", lambda self, digest, dest: False)
     summary = build(root)
     assert (summary["rendered"], summary["failed"], summary["lost"]) == (0, 1, 1)
     assert summary["spent_usd"] == 0
@@ -210,7 +210,7 @@ def test_gc_never_removes_a_young_blob_not_yet_indexed(run, make_project, monkey
 
     root = make_project(ONE)
     cache = Cache(root / ".nbpipe")
-    digest = cache.put_bytes(tiny_png())
+    digest = cache.blobs.put(tiny_png())
     cache.close()
     run("-C", str(root), "gc")
     assert (root / ".nbpipe" / "blobs" / digest[:2] / digest).is_file()

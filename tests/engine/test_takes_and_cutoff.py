@@ -135,7 +135,7 @@ def test_gc_never_removes_pinned_takes(make_project):
     cache, lock = Cache(root / ".nbpipe"), Lock.load(root)
     try:
         lines = gc(cache, lock, max_size=0, older_than=None, dry_run=False)
-        remaining = {t.digest for k in cache.all_keys() for t in cache.takes(k)}
+        remaining = {t.digest for k in cache.index.keys() for t in cache.takes(k)}
     finally:
         cache.close()
     assert lock.pinned() <= remaining

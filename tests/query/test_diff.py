@@ -171,7 +171,7 @@ def test_review_url_must_be_http(changed, run):
 
 
 def test_only_real_digests_name_files(tmp_path):
-    from nbpipe.plan.frame import is_sha256
+    from nbpipe.files import is_sha256
     from nbpipe.ui.page import Thumbs
 
     assert is_sha256("a" * 64) and not is_sha256("a" * 64 + "\n") and not is_sha256("A" * 64)

@@ -78,7 +78,8 @@ def hostile(sentinel: Path) -> st.SearchStrategy:
 def paths_of(doc, prefix=()):
     """Every place in a JSON document a value sits."""
     yield prefix
-    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    items = doc.items() if isinstance(doc, dict) else \
+        enumerate(doc) if isinstance(doc, list) else ()
     for key, value in items:
         yield from paths_of(value, (*prefix, key))
 

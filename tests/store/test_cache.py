@@ -18,10 +18,10 @@ def take(digest: str, created: float = 1.0) -> Take:
 
 def test_blobs_are_named_by_digest_and_written_once(tmp_path):
     cache = Cache(tmp_path)
-    digest = cache.put_bytes(b"image")
+    digest = cache.blobs.put(b"image")
     assert digest == hashlib.sha256(b"image").hexdigest()
     assert cache.blob_path(digest).read_bytes() == b"image"
-    assert cache.put_bytes(b"image") == digest
+    assert cache.blobs.put(b"image") == digest
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
@@ -39,55 +39,56 @@ def test_an_uncommitted_writer_leaves_nothing(tmp_path):
 
 def test_corrupt_blob_is_a_miss_and_is_removed(tmp_path):
     cache = Cache(tmp_path)
-    digest = cache.put_bytes(b"image")
+    digest = cache.blobs.put(b"image")
     cache.blob_path(digest).write_bytes(b"rot")
     assert cache.read_verified(digest) is None
     assert not cache.has_blob(digest)
-    digest = cache.put_bytes(b"image")
+    digest = cache.blobs.put(b"image")
     cache.blob_path(digest).write_bytes(b"rot")
-    assert cache.copy_verified(digest, tmp_path / "out" / "x.png") is False
+    assert cache.blobs.copy_verified(digest, tmp_path / "out" / "x.png") is False
     assert not (tmp_path / "out" / "x.png").exists()
     assert [p.name for p in (tmp_path / "out").iterdir()] == []
 
 
 def test_takes_are_indexed_by_key_deduplicated_and_need_their_blob(tmp_path):
     cache = Cache(tmp_path)
-    one, two = cache.put_bytes(b"one"), cache.put_bytes(b"two")
+    one, two = cache.blobs.put(b"one"), cache.blobs.put(b"two")
     cache.add_take("k", {"prompt": "p"}, take(one))
     cache.add_take("k", {"prompt": "p"}, take(two))
     cache.add_take("k", {"prompt": "p"}, take(one, created=3.0))
     assert [t.digest for t in cache.takes("k")] == [two, one]
-    assert cache.request("k") == {"prompt": "p"}
+    assert cache.index.request("k") == {"prompt": "p"}
     cache.blob_path(two).unlink()
     assert [t.digest for t in cache.takes("k")] == [one]
 
 
 def test_index_holds_json_not_pickle(tmp_path):
     cache = Cache(tmp_path)
-    cache.add_take("k", {"prompt": "p"}, take(cache.put_bytes(b"x")))
+    cache.add_take("k", {"prompt": "p"}, take(cache.blobs.put(b"x")))
     cache.close()
     db = next((tmp_path / "index").glob("*.db"))
     rows = sqlite3.connect(db).execute("SELECT value FROM Cache").fetchall()
-    assert rows and all(isinstance(value, (bytes, str)) and b"\x80" not in
-                        (value if isinstance(value, bytes) else value.encode()) for (value,) in rows)
+    texts = [value if isinstance(value, bytes) else value.encode() for (value,) in rows]
+    assert rows and all(isinstance(value, (bytes, str)) for (value,) in rows)
+    assert all(b"\x80" not in text for text in texts)
 
 
 def test_truncated_index_is_set_aside(tmp_path):
     cache = Cache(tmp_path)
-    cache.add_take("k", {}, take(cache.put_bytes(b"x")))
+    cache.add_take("k", {}, take(cache.blobs.put(b"x")))
     cache.close()
     db = next((tmp_path / "index").glob("*.db"))
     db.write_bytes(db.read_bytes()[:50])
     fresh = Cache(tmp_path)
     assert fresh.takes("k") == []
-    fresh.add_take("k", {}, take(fresh.put_bytes(b"x")))
+    fresh.add_take("k", {}, take(fresh.blobs.put(b"x")))
     assert len(fresh.takes("k")) == 1
     assert list(tmp_path.glob("index.corrupt-*"))
 
 
 def test_read_only_look_creates_nothing(tmp_path):
     cache = Cache(tmp_path / "none", create=False)
-    assert cache.takes("k") == [] and cache.all_keys() == []
+    assert cache.takes("k") == [] and cache.index.keys() == []
     assert not (tmp_path / "none").exists()
 
 
@@ -95,7 +96,7 @@ def test_pins_are_shared_through_the_cache(tmp_path):
     cache = Cache(tmp_path / "c")
     cache.record_pins(tmp_path / "a", {"d1"})
     cache.record_pins(tmp_path / "b", {"d2"})
-    assert cache.all_pins() == {"d1", "d2"}
+    assert cache.pins.all() == {"d1", "d2"}
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])

@@ -11,6 +11,11 @@ import pytest
 from tests.conftest import EXAMPLES_DIR
 
 
+def _pins(repo: Path) -> set[str]:
+    frames = json.loads((repo / "nbpipe.lock").read_text())["frames"]
+    return {entry["digest"] for entry in frames.values()}
+
+
 class Bucket:
     def __init__(self, fs, name: str):
         self.fs, self.name = fs, name
@@ -300,13 +305,13 @@ def test_gc_remote_keeps_every_take_pinned_by_a_lock_in_any_branch(bucket, fake_
     build(run, repo)
     git("add", "nbpipe.yaml", "nbpipe.lock")
     git("commit", "-q", "-m", "main")
-    main_pins = {e["digest"] for e in json.loads((repo / "nbpipe.lock").read_text())["frames"].values()}
+    main_pins = _pins(repo)
     git("checkout", "-q", "-b", "feature")
     text = (repo / "nbpipe.yaml").read_text()
     (repo / "nbpipe.yaml").write_text(text.replace("kneeling to bolt", "kneeling to weld"))
     build(run, repo)
     git("commit", "-q", "-am", "feature")
-    feature_pins = {e["digest"] for e in json.loads((repo / "nbpipe.lock").read_text())["frames"].values()}
+    feature_pins = _pins(repo)
     (repo / "nbpipe.yaml").write_text(text.replace("kneeling to bolt", "kneeling to paint"))
     build(run, repo)  # an experiment, pushed but never committed
     git("checkout", "-q", "--", "nbpipe.yaml", "nbpipe.lock")

@@ -1,0 +1,98 @@
+"""How nbpipe writes the files it keeps, and which names of them it trusts.
+
+- `atomic_write` and `AtomicFile`: readers see the old file or the new one, never a part, and
+  what a lock or a journal names is on disk before they name it (temp file in the same folder,
+  fsync, `os.replace`, fsync of the folder). The one writer of every cache file, lock, state,
+  journal compaction, output and page.
+- `is_sha256`: the one check of a key or digest read from an untrusted place (a lock, an index
+  record, a journal line, a remote listing, a mark's name); only such a text ever becomes part
+  of a path, so `/etc/x` or `../../x` never does.
+
+Standard library only: the no-op fast path (engine/noop.py) imports this and nothing heavy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256(value: object) -> bool:
+    """A key or digest as nbpipe writes them: 64 lowercase hex digits, nothing else."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; outputs and the lock get the mode a plain open() would give them,
+# so a web server or a teammate on a shared disk can read what the report links to.
+SHAREABLE = 0o666 & ~_umask()
+
+
+class AtomicFile:
+    """A temp file in `folder` that becomes a named file only by `publish` (durable first);
+    `discard` removes it if it was not published (an error, a crash, a Ctrl-C)."""
+
+    handle: BinaryIO
+    path: Path
+
+    def __init__(self, folder: Path, prefix: str, shareable: bool = True):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".part")
+        if shareable:
+            os.fchmod(fd, SHAREABLE)
+        self.handle = os.fdopen(fd, "wb")
+        self.path = Path(name)
+
+    @classmethod
+    def of(cls, path: Path) -> AtomicFile:
+        """A temp file written by someone else (a download), to publish like one of ours."""
+        temp = cls.__new__(cls)
+        temp.handle = open(path, "ab")
+        temp.path = path
+        return temp
+
+    def publish(self, target: Path) -> None:
+        """Make the bytes durable, then put them at `target` in one step."""
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path, target)
+        fsync_dir(target.parent)
+
+    def discard(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()
+        self.path.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
+    temp = AtomicFile(path.parent, f".{path.name}.")
+    try:
+        temp.handle.write(data)
+        temp.publish(path)
+    finally:
+        temp.discard()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
