@@ -106,7 +106,8 @@ class Inputs:
     def _edit_models_hint(self, backend: str) -> str:
         takers = [m for m, s in self.catalog.in_service(backend, self.today).items()
                   if s.max_inputs]
-        return f"use {' or '.join(takers)} for edits" if takers else "pick a model that takes images"
+        return f"use {' or '.join(takers)} for edits" if takers \
+            else "pick a model that takes images"
 
     def _input(self, setting: Setting) -> InputImage | None:
         ref: str = setting.value
