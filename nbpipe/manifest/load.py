@@ -14,6 +14,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedOrderedMap
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -36,7 +37,7 @@ class Loaded:
     """A validated manifest, the plain data it came from, and where everything was written."""
 
     manifest: Manifest
-    data: dict
+    data: dict[str, Any]
     source: SourceMap
     root: FsPath  # the project directory
     text: str
@@ -85,7 +86,8 @@ def parse_manifest(text: str, root: FsPath, name: str = MANIFEST_NAME,
     return Loaded(manifest, data, source, root, text)
 
 
-def _without_broken_targets(exc: ValidationError, data: dict):
+def _without_broken_targets(exc: ValidationError,
+                            data: dict[str, Any]) -> tuple[Manifest, frozenset[str]] | None:
     """(the manifest without the targets that failed validation, their names), when every
     error lies inside a target: the other targets can then be checked in the same pass."""
     broken = set()
@@ -107,8 +109,9 @@ def _decode(raw: bytes, name: str) -> str:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ManifestError([Diagnostic(name, line, col, "the manifest is not valid UTF-8 text",
-                                        f"byte 0x{raw[exc.start]:02x} cannot start a character")]) from None
+        diag = Diagnostic(name, line, col, "the manifest is not valid UTF-8 text",
+                          f"byte 0x{raw[exc.start]:02x} cannot start a character")
+        raise ManifestError([diag]) from None
 
 
 _DUPLICATE = re.compile(r'found duplicate key "(.*)" with value')
@@ -124,7 +127,8 @@ def _parse_yaml(text: str, source: SourceMap) -> Any:
         if dup:
             first = exc.context_mark.line + 1 if exc.context_mark else None
             hint = f"the mapping starts at line {first}" if first else None
-            raise ManifestError([source.at(line, col, f"duplicate key '{dup.group(1)}'", hint)]) from None
+            raise ManifestError([source.at(line, col, f"duplicate key '{dup.group(1)}'",
+                                           hint)]) from None
         problem = (exc.problem or "invalid YAML").strip()
         context = exc.context_mark.line + 1 if exc.context_mark else None
         said = yaml_hints.explain(problem, line, col, context, source.lines)
@@ -153,7 +157,11 @@ class _Plain:
     Aliases are expanded here, with a budget, so an alias bomb is refused instead of eating memory.
     """
 
-    def __init__(self, source: SourceMap):
+    source: SourceMap
+    count: int  # values so far, counting each alias again
+    text: int
+
+    def __init__(self, source: SourceMap) -> None:
         self.source = source
         self.count = 0
         self.text = 0  # characters of text so far, counting each alias again
@@ -168,7 +176,8 @@ class _Plain:
             raise ManifestError([self.source.diagnostic(
                 path, f"the manifest is nested more than {MAX_DEPTH} levels deep")])
         tag = getattr(getattr(node, "tag", None), "value", None)
-        if isinstance(node, (dict, list)) and tag not in _PLAIN_TAGS or isinstance(node, (set, CommentedOrderedMap)):
+        if isinstance(node, (dict, list)) and tag not in _PLAIN_TAGS \
+                or isinstance(node, (set, CommentedOrderedMap)):
             raise ManifestError([self.source.diagnostic(
                 path, f"YAML tag '{_short_tag(tag, node)}' is not supported",
                 "use plain strings, numbers, booleans, lists and mappings (mappings keep their "
@@ -179,7 +188,7 @@ class _Plain:
             return self._sequence(node, path, depth)
         return self._scalar(node, path)
 
-    def _mapping(self, node: Any, path: Path, depth: int) -> dict:
+    def _mapping(self, node: Any, path: Path, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         lc = getattr(node, "lc", None)
         for key, value in node.items():
@@ -200,7 +209,7 @@ class _Plain:
             out[name] = self.convert(value, child, depth + 1)
         return out
 
-    def _sequence(self, node: Any, path: Path, depth: int) -> list:
+    def _sequence(self, node: Any, path: Path, depth: int) -> list[Any]:
         out = []
         lc = getattr(node, "lc", None)
         for index, value in enumerate(node):
@@ -284,30 +293,31 @@ def _branch_fits(tag: str, node: Any) -> bool:
     """Does the union member named `tag` (pydantic's loc entry) match the value's shape?"""
     tag = tag.removeprefix("constrained-")  # a number with bounds, e.g. a price
     if tag in _SCALAR_TAGS:
-        return isinstance(node, _SCALAR_TAGS[tag]) and not (tag != "bool" and isinstance(node, bool))
+        return isinstance(node, _SCALAR_TAGS[tag]) \
+            and not (tag != "bool" and isinstance(node, bool))
     if tag.startswith("list["):
         return isinstance(node, list)
     return isinstance(node, dict)  # dict[...] or a model name
 
 
-def _is_tag(part: Any, node: Any) -> bool:
-    if not isinstance(part, str) or (isinstance(node, dict) and part in node):
+def _is_tag(part: str, node: Any) -> bool:
+    if isinstance(node, dict) and part in node:
         return False
     tag = part.removeprefix("constrained-")
     return tag in _SCALAR_TAGS or "[" in part or part[:1].isupper()
 
 
-def _walk(data: Any, loc: tuple) -> tuple[Path, Path | None, bool]:
+def _walk(data: Any, loc: tuple[str | int, ...]) -> tuple[Path, Path | None, bool]:
     """Follow a pydantic loc through the data.
 
     Returns the path it names, the path of the union it went through (if any), and whether
     the union member it took fits the value's shape (pydantic reports every member's failure).
     """
-    path: list = []
+    path: list[str | int] = []
     node: Any = data
     union_at, fits = None, True
     for part in loc:
-        if _is_tag(part, node):
+        if isinstance(part, str) and _is_tag(part, node):
             if union_at is None:
                 union_at, fits = tuple(path), _branch_fits(part, node)
             continue
@@ -339,11 +349,12 @@ def _kind(path: Path) -> str:
     return ""
 
 
-def _translate(exc: ValidationError, data: dict, source: SourceMap) -> list[Diagnostic]:
+def _translate(exc: ValidationError, data: dict[str, Any],
+               source: SourceMap) -> list[Diagnostic]:
     walked = [(error, *_walk(data, error["loc"])) for error in exc.errors(include_url=False)]
     # Where some union member fits the value, the other members' complaints are noise.
     fitting = {union for _, _, union, fits in walked if union is not None and fits}
-    by_path: dict[Path, list[dict]] = {}
+    by_path: dict[Path, list[ErrorDetails]] = {}
     for error, path, union, fits in walked:
         if union in fitting and not fits:
             continue
@@ -351,7 +362,7 @@ def _translate(exc: ValidationError, data: dict, source: SourceMap) -> list[Diag
     return [_one(path, errors, source) for path, errors in by_path.items()]
 
 
-def _one(path: Path, errors: list[dict], source: SourceMap) -> Diagnostic:
+def _one(path: Path, errors: list[ErrorDetails], source: SourceMap) -> Diagnostic:
     error = errors[0]
     kind = error["type"]
     parent, key = path[:-1], path[-1] if path else None
