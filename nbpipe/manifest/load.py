@@ -18,6 +18,7 @@ from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedOrderedMap
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import CollectionNode, MappingNode, Node
 
 from nbpipe.errors import Diagnostic, ManifestError
 from nbpipe.manifest import yaml_hints
@@ -140,6 +141,14 @@ def _parse_yaml(text: str, source: SourceMap) -> Any:
         raise ManifestError([source.at(0, 0, f"YAML syntax: {exc}")]) from None
     except RecursionError:
         raise ManifestError([source.at(0, 0, "the manifest is nested too deeply")]) from None
+    except TypeError as exc:  # ruamel hashes a key: `? [a, [b]]` or `{{x: [y]}: 1}` is none
+        if "unhashable" not in str(exc):
+            raise
+        line, col = _nested_key(text)
+        raise ManifestError([source.at(line, col, "a mapping key holds a list or mapping",
+                                       "keys are names. A value that starts with `{` or `[` "
+                                       "is a YAML mapping or list: quote it if it is text, "
+                                       "e.g. \"{{ name }} at dusk\"")]) from None
     except ValueError as exc:  # Python refuses to read an integer of more than 4,300 digits
         long = _LONG_NUMBER.search(text)
         if long is None:
@@ -149,6 +158,35 @@ def _parse_yaml(text: str, source: SourceMap) -> Any:
         raise ManifestError([source.at(line, col, f"a number of {len(long.group()):,} digits",
                                        "quote it if it is text; no setting takes a number "
                                        "that large")]) from None
+
+
+def _nested_key(text: str) -> tuple[int, int]:
+    """Where (1-based) the first mapping key that holds a list or mapping starts; (0, 0) when
+    none is found. Composing makes nodes only: aliases stay references, nothing is hashed."""
+    try:
+        root = YAML(typ="rt", pure=True).compose(text)
+    except YAMLError:
+        return 0, 0
+    seen: set[int] = set()
+    stack: list[Node] = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen or not isinstance(node, CollectionNode):
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            for key, _ in node.value:
+                if isinstance(key, CollectionNode) and \
+                        any(isinstance(c, CollectionNode) for c in _members(key)):
+                    return key.start_mark.line + 1, key.start_mark.column + 1
+        stack.extend(reversed(_members(node)))
+    return 0, 0
+
+
+def _members(node: CollectionNode) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [c for pair in node.value for c in pair]
+    return list(node.value)
 
 
 class _Plain:
