@@ -102,7 +102,7 @@ class Targets:
         where = setting.path if setting else target.path
         if spec is None:
             self._unknown_model(where, backend, name)
-            return None if self.backend_override and self._owners(name) else spec
+            return None
         news = self.catalog.news(spec, self.today)
         if news is not None:
             severity, message, hint = news
@@ -112,12 +112,8 @@ class Targets:
             self.findings.warn(where, message, hint, severity)
         return spec
 
-    def _owners(self, name: str) -> list[str]:
-        """The backends that have a model of this name."""
-        return [b for b in self.catalog.names if self.catalog.get(b, name)]
-
     def _unknown_model(self, where: Path, backend: str, name: str) -> None:
-        owners = self._owners(name)
+        owners = [b for b in self.catalog.names if self.catalog.get(b, name)]
         models = self.catalog.in_service(backend, self.today)
         if self.backend_override and owners:  # the flag moved it, not the manifest
             self.findings.error(where, f"--backend {backend}: '{name}' is a {owners[0]} model, "
