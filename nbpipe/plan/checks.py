@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from nbpipe.manifest.expand import Declared
+from nbpipe.manifest.declared import Declared
 from nbpipe.manifest.source import Path
 from nbpipe.plan import graph
 from nbpipe.plan.findings import Findings

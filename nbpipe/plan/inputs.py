@@ -8,7 +8,7 @@ import os
 from typing import Literal
 
 from nbpipe.catalog import Catalog, ModelSpec
-from nbpipe.manifest.expand import Declared, ResolvedTarget, Setting
+from nbpipe.manifest.declared import Declared, ResolvedTarget, Setting
 from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.plan.findings import Findings
 from nbpipe.plan.frame import InputImage, url_digest

@@ -3,7 +3,7 @@ frame writes a path another frame names as its input."""
 
 from __future__ import annotations
 
-from nbpipe.manifest.expand import Declared, FrameSpec
+from nbpipe.manifest.declared import Declared, FrameSpec
 from nbpipe.plan.findings import Findings
 from nbpipe.plan.paths import PathRefused, ProjectDir, relative_path
 

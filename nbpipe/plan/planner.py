@@ -13,7 +13,8 @@ from typing import Any, Literal, Protocol
 from nbpipe.catalog import Catalog, builtin, today
 from nbpipe.errors import Diagnostic, UsageError
 from nbpipe.filestat import Stat
-from nbpipe.manifest.expand import Declared, expand
+from nbpipe.manifest.declared import Declared
+from nbpipe.manifest.expand import expand
 from nbpipe.manifest.load import Loaded, load_manifest
 from nbpipe.manifest.source import did_you_mean
 from nbpipe.money import usd

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbpipe.manifest.expand import FrameSpec
+from nbpipe.manifest.declared import FrameSpec
 from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.manifest.templates import TemplateFault, merge_patch
 from nbpipe.plan.findings import Findings

@@ -14,7 +14,7 @@ from typing import Any
 from nbpipe.catalog import Catalog
 from nbpipe.catalog import today as catalog_today
 from nbpipe.errors import Diagnostic
-from nbpipe.manifest.expand import Declared, FrameSpec, ResolvedTarget
+from nbpipe.manifest.declared import Declared, FrameSpec, ResolvedTarget
 from nbpipe.manifest.source import SourceMap
 from nbpipe.manifest.templates import prompt_text
 from nbpipe.plan.checks import check_graph, check_unique

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from nbpipe.catalog import EXTENSIONS, FORMAT_ALIASES, FORMATS, Catalog, ModelSpec
-from nbpipe.manifest.expand import Declared, FrameSpec, ResolvedTarget, Setting
+from nbpipe.manifest.declared import Declared, FrameSpec, ResolvedTarget, Setting
 from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.plan.findings import Findings
 from nbpipe.plan.frame import InputImage
