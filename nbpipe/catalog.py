@@ -59,12 +59,12 @@ class InputLimits(_Strict):
     """Input images a model takes: how many (0 = text-to-image only), how big, which types."""
 
     max: int = Field(ge=0)
-    max_bytes: int | None = Field(None, gt=0, description="per image; null = not checked")
-    types: list[str] | None = Field(None, description="MIME types; null = not checked")
+    max_bytes: int | None = Field(default=None, gt=0, description="per image; null = not checked")
+    types: list[str] | None = Field(default=None, description="MIME types; null = not checked")
 
 
 class PromptLimits(_Strict):
-    max_chars: int | None = Field(None, gt=0, description="null = unknown, not checked")
+    max_chars: int | None = Field(default=None, gt=0, description="null = unknown, not checked")
 
 
 # The file writes prices as JSON numbers. Said outright, the schema stays the same whatever
@@ -75,12 +75,14 @@ Price = Annotated[Decimal, WithJsonSchema({"type": "number"})]
 class ModelEntry(_Strict):
     """One model of one backend, as the vendor documents it."""
 
-    title: str | None = Field(None, description="the vendor's name for it")
+    title: str | None = Field(default=None, description="the vendor's name for it")
     note: str | None = None
     status: Literal["ga", "preview", "retired"]
     released: dt.date | None = None
-    shutdown: dt.date | None = Field(None, description="from this date on the API refuses it")
-    replacement: str | None = Field(None, description="the model of the same backend to use instead")
+    shutdown: dt.date | None = Field(
+        default=None, description="from this date on the API refuses it")
+    replacement: str | None = Field(
+        default=None, description="the model of the same backend to use instead")
     prices: Price | dict[str, Price] = Field(
         description="USD per image: one flat price, or one per resolution tier")
     resolutions: list[str] = Field(default_factory=list,
@@ -97,10 +99,10 @@ class ModelEntry(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelEntry:
-        tiered = isinstance(self.prices, dict)
-        if tiered and sorted(self.prices) != sorted(self.resolutions):
-            raise ValueError("tiered prices must name exactly the model's resolutions")
-        if not tiered and self.resolutions:
+        if isinstance(self.prices, dict):
+            if sorted(self.prices) != sorted(self.resolutions):
+                raise ValueError("tiered prices must name exactly the model's resolutions")
+        elif self.resolutions:
             raise ValueError("a model with resolutions needs a price per resolution")
         if (self.default_resolution is None) != (not self.resolutions) or \
                 (self.default_resolution and self.default_resolution not in self.resolutions):
@@ -126,7 +128,7 @@ class CatalogFile(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    schema_ref: str | None = Field(None, alias="$schema")
+    schema_ref: str | None = Field(default=None, alias="$schema")
     about: str | None = None
     version: Literal[1]
     default_backend: str
@@ -210,12 +212,17 @@ def today() -> dt.date:
 class Catalog:
     """backend → model → ModelSpec, with any price overrides applied."""
 
+    backends: Mapping[str, BackendEntry]
+    default_backend: str
+    tiers: Mapping[str, int]  # resolution tier → long side in pixels
+    models: dict[str, dict[str, ModelSpec]]
+
     def __init__(self, models: tuple[ModelSpec, ...], backends: Mapping[str, BackendEntry],
-                 default_backend: str, tiers: Mapping[str, int]):
+                 default_backend: str, tiers: Mapping[str, int]) -> None:
         self.backends = backends
         self.default_backend = default_backend
         self.tiers = tiers
-        self.models: dict[str, dict[str, ModelSpec]] = {b: {} for b in backends}
+        self.models = {b: {} for b in backends}
         for spec in models:
             self.models[spec.backend][spec.name] = spec
 
@@ -303,7 +310,8 @@ def _spec(backend: str, name: str, entry: ModelEntry, transport: str) -> ModelSp
         backend=backend, name=name, max_inputs=entry.inputs.max,
         aspect_ratios=tuple(entry.aspect_ratios), resolutions=tuple(entry.resolutions),
         default_resolution=entry.default_resolution,
-        formats=MappingProxyType(dict(entry.output_formats)) if entry.output_formats else None,
+        formats=MappingProxyType({str(k): v for k, v in entry.output_formats.items()})
+        if entry.output_formats else None,
         prices=MappingProxyType({k: Decimal(str(v)) for k, v in prices.items()}),
         prompt_max=entry.prompt.max_chars, status=entry.status, released=entry.released,
         shutdown=entry.shutdown, replacement=entry.replacement, transport=transport,

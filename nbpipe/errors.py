@@ -49,8 +49,9 @@ class UsageError(NbpipeError):
     """The command line asks for something that cannot be done (exit 2)."""
 
     exit_code = EXIT_USAGE
+    hint: str | None
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.hint = hint
 
@@ -63,7 +64,11 @@ class FrameFailed(NbpipeError):
     """A frame could not be rendered; `retry_later` when a later build may still succeed
     (a task that outlived its timeout keeps its task id and is resumed, not paid again)."""
 
-    def __init__(self, message: str, retry_later: bool = False, maybe_billed: bool = False):
+    retry_later: bool
+    maybe_billed: bool
+
+    def __init__(self, message: str, retry_later: bool = False,
+                 maybe_billed: bool = False) -> None:
         super().__init__(message)
         self.retry_later = retry_later
         self.maybe_billed = maybe_billed  # sent, reply lost, no idempotency: it may be paid
@@ -87,7 +92,9 @@ class ModelUnknown(BuildStopped):
     """The API says the model itself does not exist (404 NOT_FOUND): shut down earlier than the
     catalogue knows, or never served. Every frame on it would fail alike, so the build stops."""
 
-    def __init__(self, api: str, model: str):
+    model: str
+
+    def __init__(self, api: str, model: str) -> None:
         super().__init__(f"{api} does not know model '{model}': it may have been retired; "
                          "`nbpipe models` lists the current ones")
         self.model = model
@@ -127,8 +134,9 @@ class ManifestError(NbpipeError):
 
     exit_code = EXIT_USAGE
     MAX_SHOWN = 50
+    diagnostics: list[Diagnostic]  # in file order
 
-    def __init__(self, diagnostics: list[Diagnostic]):
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
         self.diagnostics = sorted(diagnostics, key=lambda d: (d.line, d.col, d.message))
         super().__init__(f"{len(self.diagnostics)} error(s) in the manifest")
 

@@ -11,11 +11,12 @@ SIGINT only from the default handler, which `take_over` puts back).
 from __future__ import annotations
 
 import signal
+from types import FrameType
 
 _pressed = False
 
 
-def _remember(signum, frame) -> None:
+def _remember(signum: int, frame: FrameType | None) -> None:
     global _pressed
     _pressed = True
     raise KeyboardInterrupt

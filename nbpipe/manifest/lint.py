@@ -22,7 +22,8 @@ def warnings(loaded: Loaded) -> list[Diagnostic]:
         if isinstance(prompt, dict):
             found += _null_leaves(loaded, path, prompt)
     for name, target in loaded.manifest.targets.items():
-        values = [(("targets", name, "vars", k), v) for k, v in (target.vars or {}).items()]
+        values: list[tuple[Path, Any]] = [(("targets", name, "vars", k), v)
+                                          for k, v in (target.vars or {}).items()]
         values += [(("targets", name, "variants", variant, "vars", k), v)
                    for variant, spec in (target.variants or {}).items()
                    for k, v in spec.vars.items()]

@@ -14,9 +14,11 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedOrderedMap
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import CollectionNode, MappingNode, Node
 
 from nbpipe.errors import Diagnostic, ManifestError
 from nbpipe.manifest import yaml_hints
@@ -36,7 +38,7 @@ class Loaded:
     """A validated manifest, the plain data it came from, and where everything was written."""
 
     manifest: Manifest
-    data: dict
+    data: dict[str, Any]
     source: SourceMap
     root: FsPath  # the project directory
     text: str
@@ -85,7 +87,8 @@ def parse_manifest(text: str, root: FsPath, name: str = MANIFEST_NAME,
     return Loaded(manifest, data, source, root, text)
 
 
-def _without_broken_targets(exc: ValidationError, data: dict):
+def _without_broken_targets(exc: ValidationError,
+                            data: dict[str, Any]) -> tuple[Manifest, frozenset[str]] | None:
     """(the manifest without the targets that failed validation, their names), when every
     error lies inside a target: the other targets can then be checked in the same pass."""
     broken = set()
@@ -107,8 +110,9 @@ def _decode(raw: bytes, name: str) -> str:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ManifestError([Diagnostic(name, line, col, "the manifest is not valid UTF-8 text",
-                                        f"byte 0x{raw[exc.start]:02x} cannot start a character")]) from None
+        diag = Diagnostic(name, line, col, "the manifest is not valid UTF-8 text",
+                          f"byte 0x{raw[exc.start]:02x} cannot start a character")
+        raise ManifestError([diag]) from None
 
 
 _DUPLICATE = re.compile(r'found duplicate key "(.*)" with value')
@@ -124,7 +128,8 @@ def _parse_yaml(text: str, source: SourceMap) -> Any:
         if dup:
             first = exc.context_mark.line + 1 if exc.context_mark else None
             hint = f"the mapping starts at line {first}" if first else None
-            raise ManifestError([source.at(line, col, f"duplicate key '{dup.group(1)}'", hint)]) from None
+            raise ManifestError([source.at(line, col, f"duplicate key '{dup.group(1)}'",
+                                           hint)]) from None
         problem = (exc.problem or "invalid YAML").strip()
         context = exc.context_mark.line + 1 if exc.context_mark else None
         said = yaml_hints.explain(problem, line, col, context, source.lines)
@@ -136,6 +141,14 @@ def _parse_yaml(text: str, source: SourceMap) -> Any:
         raise ManifestError([source.at(0, 0, f"YAML syntax: {exc}")]) from None
     except RecursionError:
         raise ManifestError([source.at(0, 0, "the manifest is nested too deeply")]) from None
+    except TypeError as exc:  # ruamel hashes a key: `? [a, [b]]` or `{{x: [y]}: 1}` is none
+        if "unhashable" not in str(exc):
+            raise
+        line, col = _nested_key(text)
+        raise ManifestError([source.at(line, col, "a mapping key holds a list or mapping",
+                                       "keys are names. A value that starts with `{` or `[` "
+                                       "is a YAML mapping or list: quote it if it is text, "
+                                       "e.g. \"{{ name }} at dusk\"")]) from None
     except ValueError as exc:  # Python refuses to read an integer of more than 4,300 digits
         long = _LONG_NUMBER.search(text)
         if long is None:
@@ -147,13 +160,46 @@ def _parse_yaml(text: str, source: SourceMap) -> Any:
                                        "that large")]) from None
 
 
+def _nested_key(text: str) -> tuple[int, int]:
+    """Where (1-based) the first mapping key that holds a list or mapping starts; (0, 0) when
+    none is found. Composing makes nodes only: aliases stay references, nothing is hashed."""
+    try:
+        root = YAML(typ="rt", pure=True).compose(text)
+    except YAMLError:
+        return 0, 0
+    seen: set[int] = set()
+    stack: list[Node] = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen or not isinstance(node, CollectionNode):
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            for key, _ in node.value:
+                if isinstance(key, CollectionNode) and \
+                        any(isinstance(c, CollectionNode) for c in _members(key)):
+                    return key.start_mark.line + 1, key.start_mark.column + 1
+        stack.extend(reversed(_members(node)))
+    return 0, 0
+
+
+def _members(node: CollectionNode) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [c for pair in node.value for c in pair]
+    return list(node.value)
+
+
 class _Plain:
     """ruamel's round-trip nodes → plain dicts/lists/scalars, recording positions on the way.
 
     Aliases are expanded here, with a budget, so an alias bomb is refused instead of eating memory.
     """
 
-    def __init__(self, source: SourceMap):
+    source: SourceMap
+    count: int  # values so far, counting each alias again
+    text: int
+
+    def __init__(self, source: SourceMap) -> None:
         self.source = source
         self.count = 0
         self.text = 0  # characters of text so far, counting each alias again
@@ -168,7 +214,8 @@ class _Plain:
             raise ManifestError([self.source.diagnostic(
                 path, f"the manifest is nested more than {MAX_DEPTH} levels deep")])
         tag = getattr(getattr(node, "tag", None), "value", None)
-        if isinstance(node, (dict, list)) and tag not in _PLAIN_TAGS or isinstance(node, (set, CommentedOrderedMap)):
+        if isinstance(node, (dict, list)) and tag not in _PLAIN_TAGS \
+                or isinstance(node, (set, CommentedOrderedMap)):
             raise ManifestError([self.source.diagnostic(
                 path, f"YAML tag '{_short_tag(tag, node)}' is not supported",
                 "use plain strings, numbers, booleans, lists and mappings (mappings keep their "
@@ -179,7 +226,7 @@ class _Plain:
             return self._sequence(node, path, depth)
         return self._scalar(node, path)
 
-    def _mapping(self, node: Any, path: Path, depth: int) -> dict:
+    def _mapping(self, node: Any, path: Path, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         lc = getattr(node, "lc", None)
         for key, value in node.items():
@@ -200,7 +247,7 @@ class _Plain:
             out[name] = self.convert(value, child, depth + 1)
         return out
 
-    def _sequence(self, node: Any, path: Path, depth: int) -> list:
+    def _sequence(self, node: Any, path: Path, depth: int) -> list[Any]:
         out = []
         lc = getattr(node, "lc", None)
         for index, value in enumerate(node):
@@ -284,30 +331,31 @@ def _branch_fits(tag: str, node: Any) -> bool:
     """Does the union member named `tag` (pydantic's loc entry) match the value's shape?"""
     tag = tag.removeprefix("constrained-")  # a number with bounds, e.g. a price
     if tag in _SCALAR_TAGS:
-        return isinstance(node, _SCALAR_TAGS[tag]) and not (tag != "bool" and isinstance(node, bool))
+        return isinstance(node, _SCALAR_TAGS[tag]) \
+            and not (tag != "bool" and isinstance(node, bool))
     if tag.startswith("list["):
         return isinstance(node, list)
     return isinstance(node, dict)  # dict[...] or a model name
 
 
-def _is_tag(part: Any, node: Any) -> bool:
-    if not isinstance(part, str) or (isinstance(node, dict) and part in node):
+def _is_tag(part: str, node: Any) -> bool:
+    if isinstance(node, dict) and part in node:
         return False
     tag = part.removeprefix("constrained-")
     return tag in _SCALAR_TAGS or "[" in part or part[:1].isupper()
 
 
-def _walk(data: Any, loc: tuple) -> tuple[Path, Path | None, bool]:
+def _walk(data: Any, loc: tuple[str | int, ...]) -> tuple[Path, Path | None, bool]:
     """Follow a pydantic loc through the data.
 
     Returns the path it names, the path of the union it went through (if any), and whether
     the union member it took fits the value's shape (pydantic reports every member's failure).
     """
-    path: list = []
+    path: list[str | int] = []
     node: Any = data
     union_at, fits = None, True
     for part in loc:
-        if _is_tag(part, node):
+        if isinstance(part, str) and _is_tag(part, node):
             if union_at is None:
                 union_at, fits = tuple(path), _branch_fits(part, node)
             continue
@@ -339,11 +387,12 @@ def _kind(path: Path) -> str:
     return ""
 
 
-def _translate(exc: ValidationError, data: dict, source: SourceMap) -> list[Diagnostic]:
+def _translate(exc: ValidationError, data: dict[str, Any],
+               source: SourceMap) -> list[Diagnostic]:
     walked = [(error, *_walk(data, error["loc"])) for error in exc.errors(include_url=False)]
     # Where some union member fits the value, the other members' complaints are noise.
     fitting = {union for _, _, union, fits in walked if union is not None and fits}
-    by_path: dict[Path, list[dict]] = {}
+    by_path: dict[Path, list[ErrorDetails]] = {}
     for error, path, union, fits in walked:
         if union in fitting and not fits:
             continue
@@ -351,7 +400,7 @@ def _translate(exc: ValidationError, data: dict, source: SourceMap) -> list[Diag
     return [_one(path, errors, source) for path, errors in by_path.items()]
 
 
-def _one(path: Path, errors: list[dict], source: SourceMap) -> Diagnostic:
+def _one(path: Path, errors: list[ErrorDetails], source: SourceMap) -> Diagnostic:
     error = errors[0]
     kind = error["type"]
     parent, key = path[:-1], path[-1] if path else None

@@ -1,4 +1,5 @@
-"""The manifest as declared: pydantic models of nbpipe.yaml (the JSON Schema is generated from them).
+"""The manifest as declared: pydantic models of nbpipe.yaml (its JSON Schema is generated from
+them).
 
 These types describe what the user wrote, nothing more: a `Target` may lack a model (it inherits
 one), name a template that does not exist, or expand to ten thousand frames. Resolution happens
@@ -36,13 +37,18 @@ class _TiersAsText(_Strict):
 class Params(_TiersAsText):
     """Render settings a target inherits from `defaults` (and from the target it `extends`)."""
 
-    backend: str | None = Field(None, description="hiapi | gemini | preview (offline, free)")
-    model: str | None = Field(None, description="a model of the backend; `nbpipe models` lists them")
-    aspect_ratio: str | None = Field(None, description="width:height as the model lists it, e.g. 3:2; quote it in YAML")
-    resolution: str | None = Field(None, description="a resolution tier of the model; `nbpipe models` lists them")
-    output_format: str | None = Field(None, description="png | jpeg (jpg is the same)")
+    backend: str | None = Field(
+        default=None, description="hiapi | gemini | preview (offline, free)")
+    model: str | None = Field(
+        default=None, description="a model of the backend; `nbpipe models` lists them")
+    aspect_ratio: str | None = Field(
+        default=None, description="width:height as the model lists it, e.g. 3:2; quote it in YAML")
+    resolution: str | None = Field(
+        default=None, description="a resolution tier of the model; `nbpipe models` lists them")
+    output_format: str | None = Field(default=None, description="png | jpeg (jpg is the same)")
     output: str | None = Field(
-        None, description="output path pattern: {frame} {target} {variant} {ext} and matrix variables")
+        default=None,
+        description="output path pattern: {frame} {target} {variant} {ext} and matrix variables")
 
 
 
@@ -57,34 +63,42 @@ class Bible(_Strict):
     markers: list[str] = Field(default_factory=list, description="identity markers to check by eye")
     references: list[str] = Field(
         default_factory=list,
-        description="identity-anchor images (project files), sent where the model takes input images")
+        description="identity-anchor images (project files), sent where the model takes input "
+        "images")
 
 
 class Variant(_TiersAsText):
     """A named minimal-diff variant: extra vars, an RFC 7386 merge patch on the JSON prompt,
-    and/or its own model, aspect ratio or resolution (a tall story crop beside a square product shot)."""
+    and/or its own model, aspect ratio or resolution (a tall story crop beside a square product shot).
+    """  # noqa: E501 (the docstring is the schema's description, word for word)
 
     vars: dict[str, Any] = Field(default_factory=dict)
     patch: JsonPrompt | None = None
     model: str | None = None
-    aspect_ratio: str | None = Field(None, description='width:height, one the model takes; quote it in YAML')
+    aspect_ratio: str | None = Field(
+        default=None, description='width:height, one the model takes; quote it in YAML')
     resolution: str | None = None
 
 
 class Target(Params):
-    """A render target as declared; `extends`, `matrix` and `variants` make it one or more frames."""
+    """
+    A render target as declared; `extends`, `matrix` and `variants` make it one or more frames."""
 
-    template: str | None = Field(None, description="name of a template in `templates`")
-    prompt: str | JsonPrompt | None = Field(None, description="an inline template instead of `template`")
-    bible: str | None = Field(None, description="name of a bible; its text is `{{ bible }}`")
+    template: str | None = Field(default=None, description="name of a template in `templates`")
+    prompt: str | JsonPrompt | None = Field(
+        default=None, description="an inline template instead of `template`")
+    bible: str | None = Field(
+        default=None, description="name of a bible; its text is `{{ bible }}`")
     vars: dict[str, Any] | None = None
-    extends: str | None = Field(None, description="inherit everything from another target")
+    extends: str | None = Field(default=None, description="inherit everything from another target")
     matrix: dict[str, Axis] | None = Field(
-        None, description="cartesian product of values; frame names join the values with '-'; "
+        default=None,
+        description="cartesian product of values; frame names join the values with '-'; "
         "an axis named model, aspect_ratio or resolution sets that per frame")
     variants: dict[str, Variant] | None = None
     inputs: list[str] | None = Field(
-        None, description="input images: other targets or frames (an edit), or project files")
+        default=None,
+        description="input images: other targets or frames (an edit), or project files")
 
 
 class Profile(_TiersAsText):
@@ -94,28 +108,30 @@ class Profile(_TiersAsText):
     model: str | None = None
     resolution: str | None = None
     aspect_ratio: str | None = None
-    output: str | None = Field(None, description="output pattern while this profile is active "
-                               "(default: the usual one with the profile name as a folder)")
-    targets: list[str] | None = Field(None, description="globs of target names it applies to")
-    wins: bool = Field(False, description="override what targets set explicitly too")
+    output: str | None = Field(
+        default=None, description="output pattern while this profile is active "
+        "(default: the usual one with the profile name as a folder)")
+    targets: list[str] | None = Field(
+        default=None, description="globs of target names it applies to")
+    wins: bool = Field(default=False, description="override what targets set explicitly too")
 
 
 
 class CacheConfig(_Strict):
     """Where images are shared beyond this machine."""
 
-    remote: str | None = Field(None, description="an fsspec URL, e.g. s3://bucket/prefix "
+    remote: str | None = Field(default=None, description="an fsspec URL, e.g. s3://bucket/prefix "
                                "($NBPIPE_REMOTE overrides)")
-    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (R2, MinIO)")
+    endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (R2, MinIO)")
     url_lifetime: PositiveInt = Field(
-        3600, description="seconds a presigned input-image URL stays valid (HiAPI inputs)")
+        default=3600, description="seconds a presigned input-image URL stays valid (HiAPI inputs)")
 
 
 class BackendLimits(_Strict):
     """How hard a build may press one backend."""
 
-    jobs: PositiveInt | None = Field(None, description="frames in flight at once")
-    rpm: PositiveInt | None = Field(None, description="requests per minute, all kinds")
+    jobs: PositiveInt | None = Field(default=None, description="frames in flight at once")
+    rpm: PositiveInt | None = Field(default=None, description="requests per minute, all kinds")
 
 
 class Manifest(_Strict):
@@ -131,10 +147,10 @@ class Manifest(_Strict):
         default_factory=dict,
         description="USD per image overrides: {backend: {model: price | {resolution: price}}}")
     max_frames: PositiveInt = Field(
-        DEFAULT_MAX_FRAMES, le=10_000_000,
+        default=DEFAULT_MAX_FRAMES, le=10_000_000,
         description="refuse manifests that expand past this many frames")
     max_cost: NonNegativeFloat | None = Field(
-        None, description="USD a build may spend at most (--max-cost overrides)")
+        default=None, description="USD a build may spend at most (--max-cost overrides)")
     limits: dict[str, BackendLimits] = Field(
         default_factory=dict, description="per backend: {jobs, rpm}")
     profiles: dict[str, Profile] = Field(

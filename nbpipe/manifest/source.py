@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import TypeAlias
 
 from nbpipe.errors import Diagnostic
 
-Path = tuple  # a path into the manifest data: ("targets", "hero", "model"), ("x", 0)
+# A path into the manifest data: keys and list indexes, ("targets", "hero", "model"), ("x", 0).
+Path: TypeAlias = tuple[str | int, ...]
 
 
 def did_you_mean(word: object, choices: Iterable[str]) -> str | None:
@@ -19,7 +21,12 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str | None:
 class SourceMap:
     """Positions (1-based line, col) of keys and values in one manifest file."""
 
-    def __init__(self, file: str, text: str):
+    file: str
+    lines: list[str]
+    keys: dict[Path, tuple[int, int]]
+    values: dict[Path, tuple[int, int]]
+
+    def __init__(self, file: str, text: str) -> None:
         self.file = file
         self.lines = text.splitlines()
         self.keys: dict[Path, tuple[int, int]] = {}

@@ -11,13 +11,15 @@ import json
 import operator
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2 import Template as JinjaTemplate
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
+
+from nbpipe.manifest.source import Path
 
 MAX_RENDERED = 200_000  # characters any one expression may build ("x" * 10**9 is refused)
 MAX_STEPS = 100_000  # loop iterations one frame's prompt may take
@@ -30,8 +32,12 @@ _UNDEFINED = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
 class TemplateFault(Exception):
     """A template that cannot compile or render; `subpath` locates the leaf inside it."""
 
-    def __init__(self, subpath: tuple, message: str, hint: str | None = None,
-                 missing: str | None = None):
+    subpath: Path
+    hint: str | None
+    missing: str | None
+
+    def __init__(self, subpath: Path, message: str, hint: str | None = None,
+                 missing: str | None = None) -> None:
         super().__init__(message)
         self.subpath = subpath
         self.hint = hint
@@ -62,7 +68,7 @@ class _Steps:
             raise SecurityError(f"the templates loop more than {MAX_TOTAL_STEPS:,} times in all")
 
 
-def _counted(iterable: Iterable) -> Iterator:
+def _counted(iterable: Iterable[Any]) -> Iterator[Any]:
     for item in iterable:
         _Steps.take()
         yield item
@@ -84,7 +90,7 @@ def _bounded_filter(function: Any) -> Any:
     return bounded
 
 
-def _check_args(args: tuple, kwargs: dict) -> None:
+def _check_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """A number larger than a prompt may be (center(10**9), indent(10**9)) is refused before
     the call, which would otherwise build it."""
     for value in (*args, *kwargs.values()):
@@ -107,12 +113,13 @@ class _Budgeted(NodeTransformer):
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, deterministic, plus a rendering budget: loop iterations (per frame and in
-    all), and the size of every value built on the way, not only of the final prompt."""
+    """Jinja's immutable sandbox, deterministic, plus a rendering budget: loop iterations (per
+    frame and in all), and the size of every value built on the way, not only of the final
+    prompt."""
 
     intercepted_binops = frozenset({"*", "**", "+", "-"})
 
-    def __init__(self, **options: Any):
+    def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         for name, kind in NONDETERMINISTIC.items():
             (self.filters if kind == "filter" else self.globals).pop(name, None)
@@ -121,7 +128,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         self.filters["nbpipe_sized"] = _sized
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        return _Budgeted().visit(super()._parse(source, name, filename))
+        # Jinja types visit() as Any; a transformer returns the (changed) node it was given.
+        return cast(nodes.Template, _Budgeted().visit(super()._parse(source, name, filename)))
 
     def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _check_args(args, kwargs)
@@ -151,7 +159,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 class _Null(Exception):
     """A `{{ ... }}` printed None: an empty YAML value (`scene:`), never meant as "None"."""
 
-    def __init__(self, name: str | None = None):
+    name: str | None
+
+    def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
         self.name = name
 
@@ -173,10 +183,12 @@ class _Fill:
     leaf per frame. The result is the same as Jinja's: str() of each value, undefined an error.
     """
 
-    def __init__(self, parts: list[str]):
+    parts: list[str]
+
+    def __init__(self, parts: list[str]) -> None:
         self.parts = parts  # even indexes: literal text; odd: variable names
 
-    def render(self, context: dict) -> str:
+    def render(self, context: dict[str, Any]) -> str:
         out = []
         for i, part in enumerate(self.parts):
             if i % 2 == 0:
@@ -190,7 +202,7 @@ class _Fill:
         return "".join(out)
 
 
-def _compile_leaf(text: str, subpath: tuple) -> Any:
+def _compile_leaf(text: str, subpath: Path) -> Any:
     if not _JINJA_MARK.search(text):
         return text
     parts = _BARE_VAR.split(text)
@@ -207,11 +219,13 @@ def _compile_leaf(text: str, subpath: tuple) -> Any:
 class _Const:
     """A subtree with no template in it: rendered by returning it as it is (never mutated)."""
 
-    def __init__(self, value: Any):
+    value: Any
+
+    def __init__(self, value: Any) -> None:
         self.value = value
 
 
-def _compile(node: Any, subpath: tuple) -> Any:
+def _compile(node: Any, subpath: Path) -> Any:
     if isinstance(node, str):
         leaf = _compile_leaf(node, subpath)
         return _Const(node) if isinstance(leaf, str) else leaf
@@ -227,7 +241,10 @@ def _compile(node: Any, subpath: tuple) -> Any:
 class Template:
     """A compiled prompt template (string or JSON-structured); `render` is called per frame."""
 
-    def __init__(self, source: str | dict):
+    is_json: bool
+    _tree: Any  # the compiled leaves, in the source's shape
+
+    def __init__(self, source: str | dict[str, Any]) -> None:
         self.is_json = isinstance(source, dict)
         self._tree = _compile(source, ())
 
@@ -242,7 +259,7 @@ def reset_budget() -> None:
     _Steps.total = MAX_TOTAL_STEPS
 
 
-def _render_leaf(leaf: Any, context: dict) -> str:
+def _render_leaf(leaf: Any, context: dict[str, Any]) -> str:
     if isinstance(leaf, _Fill):
         return leaf.render(context)
     out, size = [], 0
@@ -264,7 +281,7 @@ def _template_line(exc: BaseException) -> str:
     return f" (line {line} of the template)" if line and line > 1 else ""
 
 
-def _render(node: Any, context: dict, subpath: tuple) -> Any:
+def _render(node: Any, context: dict[str, Any], subpath: Path) -> Any:
     if isinstance(node, _Const):
         return node.value
     if isinstance(node, dict):

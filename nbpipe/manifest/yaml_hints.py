@@ -53,10 +53,10 @@ def _quote_value(text: str, col: int) -> str | None:
     body = text.lstrip()
     body = body[1:].lstrip() if body.startswith("- ") else body
     start = len(text) - len(body)
-    key = _KEY.match(body)
-    if not key or not body[key.end():].startswith(": ") or start + key.end() + 1 >= col:
+    found = _KEY.match(body)
+    if not found or not body[found.end():].startswith(": ") or start + found.end() + 1 >= col:
         return None
-    key, value = key.group(), body[key.end() + 2:].strip()
+    key, value = found.group(), body[found.end() + 2:].strip()
     if value.startswith(("{", "[", "&", "*", "!", "'", '"')):
         return None  # a flow collection or a tag: quoting it whole is not the fix
     return (f"a value holding ': ' must be quoted: `{key}: {json.dumps(value, ensure_ascii=False)}`"

@@ -18,8 +18,14 @@ class Budget:
     prices; it never lowers the measure.
     """
 
+    cap: Decimal | None
+    list_prices: Catalog | None
+    trust: bool
+    reserved: Decimal
+    refused: list[str]  # frames the cap kept from rendering
+
     def __init__(self, cap: Decimal | None, list_prices: Catalog | None = None,
-                 trust: bool = False):
+                 trust: bool = False) -> None:
         self.cap = cap
         self.list_prices = list_prices
         self.trust = trust

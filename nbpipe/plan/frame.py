@@ -11,8 +11,9 @@ The frame key policy (KEY_SCHEMA 1):
 
 canonical_json = UTF-8, sorted keys, no insignificant white space. An input given as an https://
 URL is keyed on the SHA-256 of "url:" + the URL (its bytes are fetched by the backend, not by
-nbpipe), so such an input is assumed immutable: change the URL to change the image. Never in the key: the output
-path, the target or frame name (renaming is free), credentials, callback or base URLs, times.
+nbpipe), so such an input is assumed immutable: change the URL to change the image. Never in the
+key: the output path, the target or frame name (renaming is free), credentials, callback or base
+URLs, times.
 An edit is keyed on the bytes of the upstream image actually pinned, not on the upstream's
 prompt, so an upstream that re-renders to identical bytes leaves its dependants fresh.
 Bump KEY_SCHEMA whenever the meaning of any field changes; old cache entries then just miss.
@@ -103,7 +104,7 @@ class Frame:
     inputs: tuple[InputImage, ...]
     output: str  # project-relative POSIX path
     cost: Decimal
-    prompt_json: dict | None = None  # the rendered mapping of a JSON-structured prompt
+    prompt_json: dict[str, Any] | None = None  # the rendered mapping of a JSON-structured prompt
     bible: str | None = None
     template: str | None = None
     vars: dict[str, Any] = field(default_factory=dict)
@@ -117,7 +118,7 @@ class Frame:
         return Request(self.backend, self.model, self.prompt, self.params,
                        tuple(i.digest for i in self.inputs))
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         """The request as stored beside its takes, so `explain` can diff a later request
         (`frame` only names it, for gc: the key never depends on names)."""
         return {"frame": self.name, "backend": self.backend, "model": self.model,

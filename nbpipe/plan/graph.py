@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-import networkx as nx
+import networkx as nx  # type: ignore[import-untyped]  # no stubs: types-networkx is no dependency
+
+from nbpipe.plan.frame import Frame
 
 
 def find_cycle(edges: Iterable[tuple[str, str]]) -> list[str] | None:
@@ -37,7 +39,7 @@ def closure(dependencies: dict[str, tuple[str, ...]], selected: Iterable[str]) -
     return out
 
 
-def render_graph(frames: dict, fmt: str) -> str:
+def render_graph(frames: Mapping[str, Frame], fmt: str) -> str:
     """The frame graph as Mermaid or Graphviz DOT: frames, input files, and edit edges."""
     ids: dict[str, str] = {}
 
@@ -49,7 +51,8 @@ def render_graph(frames: dict, fmt: str) -> str:
         return text.replace('"', "#quot;") if fmt == "mermaid" else text.replace('"', '\\"')
 
     for name, frame in frames.items():
-        label = quote(f"{name}<br/>{frame.model}" if fmt == "mermaid" else f"{name}\\n{frame.model}")
+        label = quote(f"{name}<br/>{frame.model}" if fmt == "mermaid"
+                      else f"{name}\\n{frame.model}")
         lines.append(f'  {node(name)}["{label}"]' if fmt == "mermaid"
                      else f'  {node(name)} [label="{label}", shape=box];')
         for image in frame.inputs:

@@ -21,12 +21,18 @@ class ProjectDir:
     changed while it was read, or so recently that its stat proves nothing): the no-op
     fingerprint holds exactly what the key was computed from."""
 
-    def __init__(self, root: Path):
+    root: Path
+    real_root: Path
+    _dirs: dict[str, bool]  # folder → whether it really is inside the project
+    _digests: dict[str, str]  # relative path → SHA-256 of its bytes
+    reads: dict[str, Stat | None]
+
+    def __init__(self, root: Path) -> None:
         self.root = root
         self.real_root = Path(os.path.realpath(root))
-        self._dirs: dict[str, bool] = {}
-        self._digests: dict[str, str] = {}
-        self.reads: dict[str, Stat | None] = {}
+        self._dirs = {}
+        self._digests = {}
+        self.reads = {}
 
     def _inside(self, real: str) -> bool:
         return real == str(self.real_root) or real.startswith(str(self.real_root) + os.sep)
@@ -38,7 +44,8 @@ class ProjectDir:
         parent = rel.rpartition("/")[0]
         ok = self._dirs.get(parent)
         if ok is None:
-            ok = self._dirs[parent] = self._inside(os.path.realpath(os.path.join(self.root, parent)))
+            real = os.path.realpath(os.path.join(self.root, parent))
+            ok = self._dirs[parent] = self._inside(real)
         if not ok:
             raise PathRefused(f"'{rel}' leads out of the project through a symbolic link")
         full = os.path.join(self.root, rel)

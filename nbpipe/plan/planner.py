@@ -7,11 +7,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path as FsPath
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from nbpipe.catalog import Catalog, builtin, today
 from nbpipe.errors import Diagnostic, UsageError
-from nbpipe.manifest.expand import Declared, expand
+from nbpipe.filestat import Stat
+from nbpipe.manifest.declared import Declared
+from nbpipe.manifest.expand import expand
 from nbpipe.manifest.load import Loaded, load_manifest
 from nbpipe.manifest.source import did_you_mean
 from nbpipe.money import usd
@@ -41,7 +43,7 @@ class Project:
     warnings: tuple[Diagnostic, ...] = ()
     # every project file whose bytes went into a key, with its stat from before the read
     # (None: the stat proves nothing, see nbpipe.filestat)
-    reads: dict[str, tuple | None] = field(default_factory=dict)
+    reads: dict[str, Stat | None] = field(default_factory=dict)
 
     @property
     def loaded(self) -> Loaded:
@@ -174,9 +176,9 @@ def _check_pricing(loaded: Loaded) -> list[Diagnostic]:
             spec = catalog.get(backend, model)
             path = ("pricing", backend, model)
             if spec is None:
-                diags.append(source.diagnostic(path, f"unknown model '{model}' for backend "
-                                               f"'{backend}'", did_you_mean(model, catalog.models[backend]),
-                                               at_key=True))
+                diags.append(source.diagnostic(
+                    path, f"unknown model '{model}' for backend '{backend}'",
+                    did_you_mean(model, catalog.models[backend]), at_key=True))
             elif price == {}:
                 diags.append(source.diagnostic(
                     path, f"pricing for {model} names no price",
@@ -216,7 +218,7 @@ class Known(Protocol):
     def has_blob(self, digest: str) -> bool: ...
     def best_take(self, key: str) -> TakeRef | None: ...
     def take_digests(self, key: str) -> set[str]: ...
-    def previous_request(self, key: str) -> dict | None: ...
+    def previous_request(self, key: str) -> dict[str, Any] | None: ...
     def kept(self, digest: str) -> bool: ...  # the local cache holds this image
     def orphan(self, output: str) -> str | None: ...  # what nbpipe left there, undeclared
 
@@ -280,7 +282,7 @@ class Plan:
     def cost(self) -> Decimal:
         return sum((s.cost for s in self.steps), Decimal(0))
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         return {"frames": len(self.steps), **{a: self.count(a) for a in ACTIONS},
                 "cost_usd": usd(self.cost)}
 
@@ -291,26 +293,27 @@ def decide(frame: Frame, known: Known, force: bool = False) -> Step:
         waits = ", ".join(i.ref for i in frame.inputs if i.digest is None)
         return Step(frame, "blocked", f"waits on {waits}")
     locked = known.locked(frame.name)
-    same_key = locked is not None and locked.key == frame.key
-    take = None if same_key else known.best_take(frame.key)
-    if same_key:
-        path = frame.output_for(format_of_path(locked.output) or "")
+    same = locked if locked is not None and locked.key == frame.key else None  # pinned this key
+    take = None if same is not None else known.best_take(frame.key)
+    if same is not None:
+        path = frame.output_for(format_of_path(same.output) or "")
     else:
         path = frame.output_for(take.format) if take else frame.output
     current = known.output_digest(path)
     if not output_is_ours(path, current, locked.digest if locked else None, frame.key, known) \
             and not force:
-        why = "output modified outside nbpipe" if locked else "a file not made by nbpipe is in the way"
+        why = "output modified outside nbpipe" if locked \
+            else "a file not made by nbpipe is in the way"
         return Step(frame, "blocked", f"{why} (--force overwrites)", output=path)
     if force:
         return Step(frame, "render", "forced (a new take)")
-    if same_key:
-        if current == locked.digest:
-            return Step(frame, "fresh", "up to date", locked.digest, output=path)
+    if same is not None:
+        if current == same.digest:
+            return Step(frame, "fresh", "up to date", same.digest, output=path)
         # The lock may come from a pull request: it restores only an image the cache knows
         # was rendered for this very key, never another frame's.
-        if locked.digest in known.take_digests(frame.key) and known.has_blob(locked.digest):
-            return Step(frame, "restore", "output missing", locked.digest, output=path)
+        if same.digest in known.take_digests(frame.key) and known.has_blob(same.digest):
+            return Step(frame, "restore", "output missing", same.digest, output=path)
         take = known.best_take(frame.key)
         if take is not None:
             return Step(frame, "restore", "output missing; the pinned image is not a take of "
@@ -358,11 +361,13 @@ def make_plan(frames: Iterable[Frame], known: Known | None = None,
         if frame.upstreams:
             frame = frame.keyed(digests)
         step = decide(frame, known, force(frame))
-        if step.action == "render" and frame.key in rendering:
-            step = Step(frame, "restore", f"same request as {rendering[frame.key]}",
-                        same_as=rendering[frame.key])
-        elif step.action == "render":
-            rendering[frame.key] = frame.name
+        key = frame.key  # a render always has one
+        if step.action == "render" and key is not None:
+            if key in rendering:
+                step = Step(frame, "restore", f"same request as {rendering[key]}",
+                            same_as=rendering[key])
+            else:
+                rendering[key] = frame.name
         if step.digest is not None:
             digests[frame.name] = step.digest
         steps.append(step)

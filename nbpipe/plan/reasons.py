@@ -33,7 +33,7 @@ def _show(value: Any) -> str:
     return "(absent)" if value is _MISSING else json.dumps(value, ensure_ascii=False)
 
 
-def changes(frame: Frame, old: dict) -> list[Change]:
+def changes(frame: Frame, old: dict[str, Any]) -> list[Change]:
     out = _root_causes(frame, old)
     if old.get("backend") != frame.backend:
         out.append(Change("backend changed", (f"backend: {old.get('backend')} → {frame.backend}",)))
@@ -69,7 +69,7 @@ def short_reason(found: list[Change]) -> str:
     return found[0].short if found else "request changed"
 
 
-def _root_causes(frame: Frame, old: dict) -> list[Change]:
+def _root_causes(frame: Frame, old: dict[str, Any]) -> list[Change]:
     out = []
     old_sources = old.get("sources") or {}
     if frame.bible and old.get("bible") == frame.bible and \
@@ -97,15 +97,17 @@ def _value_diff(before: Any, after: Any) -> str:
     return f"{_show(before)} → {_show(after)}"
 
 
-def _param_changes(old: dict, new: dict) -> list[tuple[str, str]]:
+def _param_changes(old: dict[str, Any], new: dict[str, str]) -> list[tuple[str, str]]:
     return [(name, f"{name}: {_show(old.get(name, _MISSING))} → {_show(new.get(name, _MISSING))}")
-            for name in sorted(set(old) | set(new)) if old.get(name, _MISSING) != new.get(name, _MISSING)]
+            for name in sorted(set(old) | set(new))
+            if old.get(name, _MISSING) != new.get(name, _MISSING)]
 
 
-def _prompt_lines(old: dict, frame: Frame) -> list[str]:
+def _prompt_lines(old: dict[str, Any], frame: Frame) -> list[str]:
     before, after = old.get("prompt_json"), frame.prompt_json
     if isinstance(before, dict) and isinstance(after, dict):
-        lines = [f"prompt {path}: {_show(a)} → {_show(b)}" for path, a, b in json_diff(before, after)]
+        lines = [f"prompt {path}: {_show(a)} → {_show(b)}"
+                 for path, a, b in json_diff(before, after)]
         if lines:
             return lines
         return ["prompt: same fields, different JSON text (key order?)"]
@@ -121,7 +123,8 @@ def json_diff(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
             out += json_diff(old.get(key, _MISSING), new.get(key, _MISSING), child)
         return out
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [d for i, (a, b) in enumerate(zip(old, new)) for d in json_diff(a, b, f"{path}[{i}]")]
+        return [d for i, (a, b) in enumerate(zip(old, new, strict=True))
+                for d in json_diff(a, b, f"{path}[{i}]")]
     return [] if old == new else [(path or "(root)", old, new)]
 
 
@@ -159,7 +162,7 @@ def word_diff(old: str, new: str, context: int = 3) -> str:
     return " ".join(p for p in parts if p)
 
 
-def _input_changes(old_inputs: list, frame: Frame) -> list[Change]:
+def _input_changes(old_inputs: list[Any], frame: Frame) -> list[Change]:
     out = []
     old_by_ref = {i.get("ref"): i.get("digest") for i in old_inputs if isinstance(i, dict)}
     for image in frame.inputs:

@@ -1,0 +1,58 @@
+"""Checks across frames, once each frame is resolved: the input graph (no cycle, no URL fetch
+across backends) and unique frame names and output paths."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from nbpipe.manifest.declared import Declared
+from nbpipe.manifest.source import Path
+from nbpipe.plan import graph
+from nbpipe.plan.findings import Findings
+from nbpipe.plan.frame import Frame
+from nbpipe.plan.targets import PlanKey, TargetPlan
+
+
+def check_graph(all_plans: Mapping[PlanKey, TargetPlan | None], findings: Findings,
+                uploads: bool) -> None:
+    plans: dict[str, TargetPlan] = {}  # per target: the first of its frames' plans
+    for (name, _), plan in all_plans.items():
+        if plan is not None:
+            plans.setdefault(name, plan)
+    needs: dict[tuple[str, str], Path] = {}  # (dependant, upstream) → where it is declared
+    for name, plan in plans.items():
+        for image, path in plan.inputs:
+            if image.kind == "frame":
+                needs.setdefault((name, image.ref.split("/")[0]), path)
+    for (name, upstream), path in needs.items():
+        mine, theirs = plans.get(name), plans.get(upstream)
+        if mine and theirs and mine.spec.transport == "url" and \
+                theirs.backend != mine.backend and not uploads:
+            findings.error(path, f"'{name}' renders on {mine.backend}, which fetches its input "
+                           f"'{upstream}' by URL, but '{upstream}' renders on {theirs.backend}",
+                           "render both on the same backend")
+    cycle = graph.find_cycle(list(needs))
+    if cycle:
+        findings.error(needs[(cycle[0], cycle[1])], f"input cycle: {' -> '.join(cycle)}",
+                       "an edit cannot depend on its own output")
+
+
+def check_unique(declared: Declared, frames: list[Frame], findings: Findings) -> None:
+    names: set[str] = set()
+    for spec in declared.frames:
+        if spec.target.broken:
+            continue  # its names were checked with its own errors
+        if spec.name in names:
+            findings.error(spec.target.path, f"two frames are named '{spec.name}'",
+                           "matrix values joined with '-' collide; make them distinct",
+                           at_key=True)
+            return
+        names.add(spec.name)
+    seen: dict[str, str] = {}
+    for frame in frames:
+        other = seen.setdefault(frame.output, frame.name)
+        if other != frame.name:
+            setting = declared.targets[frame.target].params["output"]
+            findings.error(setting.path, f"frames '{other}' and '{frame.name}' both write "
+                           f"'{frame.output}'", "put {frame} (or a matrix variable) in `output`")
+            return

@@ -1,0 +1,55 @@
+"""Each frame's prompt: its target's template (or inline prompt) rendered with the frame's vars
+and bibles, then its variant's merge patch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nbpipe.manifest.declared import FrameSpec
+from nbpipe.manifest.source import Path, did_you_mean
+from nbpipe.manifest.templates import TemplateFault, merge_patch
+from nbpipe.plan.findings import Findings
+
+
+class Prompts:
+    """Renders prompts; a template that fails is reported against the frames it fails for."""
+
+    findings: Findings
+    bible_texts: dict[str, str]
+
+    def __init__(self, findings: Findings, bible_texts: dict[str, str]) -> None:
+        self.findings = findings
+        self.bible_texts = bible_texts
+
+    def render(self, spec: FrameSpec) -> Any:
+        """The rendered string or mapping; None (reported) when the template fails."""
+        target = spec.target
+        context = {**spec.vars, "bibles": self.bible_texts, "target": target.name,
+                   "frame": spec.name}
+        if target.bible:
+            context["bible"] = self.bible_texts.get(target.bible, "")
+        where = f"template '{target.template_name}'" if target.template_name else "prompt"
+        at = target.template_path
+        try:
+            rendered = target.template.render(context)
+            if spec.patch is not None:
+                where = f"the patch of variant '{spec.variant}'"
+                at = (*target.variants_path, spec.variant, "patch")
+                rendered = merge_patch(rendered, spec.patch.render(context))
+        except TemplateFault as fault:
+            self._fault(spec, fault, where, at, context)
+            return None
+        return rendered
+
+    def _fault(self, spec: FrameSpec, fault: TemplateFault, where: str, at: Path,
+               context: dict[str, Any]) -> None:
+        target = spec.target
+        message = f"{where} of {{who}}: {fault}"
+        hint = fault.hint
+        if fault.missing == "bible" and not target.bible:
+            hint = f"target '{target.name}' names no bible: add `bible: NAME`"
+        elif fault.missing:
+            message = f"undefined variable '{fault.missing}' in {where} ({{who}})"
+            hint = did_you_mean(fault.missing, context) or \
+                f"add `{fault.missing}` to the vars of target '{target.name}'"
+        self.findings.error((*at, *fault.subpath), message, hint, who=("frame", spec.name))

@@ -1,0 +1,186 @@
+"""What every frame of a target shares under the same per-frame settings: backend, model,
+request parameters, output extension, price and inputs, each checked against the catalogue."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from nbpipe.catalog import EXTENSIONS, FORMAT_ALIASES, FORMATS, Catalog, ModelSpec
+from nbpipe.manifest.declared import Declared, FrameSpec, ResolvedTarget, Setting
+from nbpipe.manifest.source import Path, did_you_mean
+from nbpipe.plan.findings import Findings
+from nbpipe.plan.frame import InputImage
+from nbpipe.plan.inputs import Inputs
+
+# A target and the per-frame settings (matrix axes, variants) that change its plan.
+PlanKey = tuple[str, tuple[tuple[str, object], ...]]
+
+
+@dataclass
+class TargetPlan:
+    """What every frame of one target (with the same per-frame settings) shares, resolved once."""
+
+    backend: str
+    spec: ModelSpec
+    params: dict[str, str]
+    ext: str
+    cost: Decimal
+    inputs: list[tuple[InputImage, Path]]
+
+
+class Targets:
+    """Plans each target once per distinct per-frame settings; `plans` keeps every one made
+    (None where the target has errors), for the checks across targets."""
+
+    declared: Declared
+    catalog: Catalog
+    findings: Findings
+    inputs: Inputs
+    today: dt.date  # lifecycles are judged on this date
+    backend_override: str | None  # `--backend`
+    profile_wins: bool  # the profile's settings beat the targets' own
+    plans: dict[PlanKey, TargetPlan | None]
+
+    def __init__(self, declared: Declared, catalog: Catalog, findings: Findings, inputs: Inputs,
+                 today: dt.date, backend: str | None) -> None:
+        self.declared = declared
+        self.catalog = catalog
+        self.findings = findings
+        self.inputs = inputs
+        self.today = today
+        self.backend_override = backend
+        profile = declared.loaded.manifest.profiles.get(declared.profile or "")
+        self.profile_wins = bool(profile and profile.wins)
+        self.plans = {}
+
+    def plan(self, spec: FrameSpec) -> TargetPlan | None:
+        """The plan of a frame's target under the frame's own settings (matrix axes, variants)."""
+        target = spec.target
+        settings = {k: s for k, s in spec.settings.items()
+                    if not (self.profile_wins and k in target.params
+                            and target.params[k].path[0] == "profiles")}
+        key = (target.name, tuple(sorted((k, s.value) for k, s in settings.items())))
+        if key not in self.plans:
+            self.plans[key] = self._target(target, {**target.params, **settings})
+        return self.plans[key]
+
+    def _target(self, target: ResolvedTarget, settings: dict[str, Setting]) -> TargetPlan | None:
+        before = self.findings.reported
+        backend = self._backend(target)
+        spec = self._model(target, backend, settings) if backend else None
+        if backend is None or spec is None:
+            return None
+        params, ext = self._params(spec, settings)
+        inputs = self.inputs.of(target, spec)
+        if self.findings.reported != before:
+            return None
+        return TargetPlan(backend, spec, params, ext, spec.price(params.get("resolution")), inputs)
+
+    def _backend(self, target: ResolvedTarget) -> str | None:
+        if self.backend_override:
+            return self.backend_override
+        setting = target.params.get("backend")
+        if setting is None:
+            return self.catalog.default_backend
+        value: str = setting.value
+        if value not in self.catalog.names:
+            names = self.catalog.names
+            self.findings.error(setting.path, f"unknown backend '{value}'",
+                                did_you_mean(value, names) or f"use one of {', '.join(names)}")
+            return None
+        return value
+
+    def _model(self, target: ResolvedTarget, backend: str,
+               settings: dict[str, Setting]) -> ModelSpec | None:
+        if self.declared.builtin_draft:
+            return self._cheapest(backend, needs_inputs=bool(target.inputs))
+        setting = settings.get("model")
+        name: str = setting.value if setting else self.catalog.default_model(backend)
+        spec = self.catalog.get(backend, name)
+        where = setting.path if setting else target.path
+        if spec is None:
+            self._unknown_model(where, backend, name)
+            return None
+        news = self.catalog.news(spec, self.today)
+        if news is not None:
+            severity, message, hint = news
+            if severity == "error":
+                self.findings.error(where, message, hint)
+                return None
+            self.findings.warn(where, message, hint, severity)
+        return spec
+
+    def _unknown_model(self, where: Path, backend: str, name: str) -> None:
+        owners = [b for b in self.catalog.names if self.catalog.get(b, name)]
+        models = self.catalog.in_service(backend, self.today)
+        if self.backend_override and owners:  # the flag moved it, not the manifest
+            self.findings.error(where, f"--backend {backend}: '{name}' is a {owners[0]} model, "
+                                f"not a {backend} one", f"{backend} models: {', '.join(models)}; "
+                                f"drop --backend, or give a profile a {backend} model and use "
+                                "--profile")
+            return
+        hint = did_you_mean(name, models) or (
+            f"'{name}' is a {owners[0]} model; set `backend: {owners[0]}`" if owners
+            else f"{backend} models: {', '.join(models)}")
+        self.findings.error(where, f"unknown model '{name}' for backend '{backend}'", hint)
+
+    def _cheapest(self, backend: str, needs_inputs: bool) -> ModelSpec:
+        """The built-in draft profile's model: the cheapest one in service that still takes
+        the inputs."""
+        fits = [s for s in self.catalog.in_service(backend, self.today).values()
+                if s.max_inputs or not needs_inputs]
+        return min(fits, key=lambda s: (min(s.prices.values(), default=Decimal(0)), s.name))
+
+    def _profile_moved(self, settings: dict[str, Setting]) -> bool:
+        """Did a profile pick the model? Then the tier follows the model, not the target."""
+        model = settings.get("model")
+        return self.declared.builtin_draft or bool(model and model.path[0] == "profiles")
+
+    def _params(self, spec: ModelSpec, settings: dict[str, Setting]) -> tuple[dict[str, str], str]:
+        params: dict[str, str] = {}
+        who = ("model", spec.name)
+        resolution = settings.get("resolution")
+        if resolution is not None and self._profile_moved(settings) and \
+                resolution.path[0] != "profiles" and resolution.value not in spec.resolutions:
+            # e.g. draft moves a 2K Pro frame to a model that takes no resolution at all
+            resolution = None
+        ratio = settings.get("aspect_ratio")
+        if ratio is not None:
+            if ratio.value in spec.aspect_ratios:
+                params["aspect_ratio"] = ratio.value
+            else:
+                self.findings.error(ratio.path, f"aspect ratio '{ratio.value}' is not taken by "
+                                    "{who}", f"{spec.name} takes {', '.join(spec.aspect_ratios)}",
+                                    who=who)
+        if resolution is not None and not spec.resolutions:
+            self.findings.error(resolution.path, "a resolution is not taken by {who} (sending "
+                                "one is a 400)", "remove `resolution`, or pick a model with "
+                                "resolution tiers", who=who)
+        elif resolution is not None and resolution.value not in spec.resolutions:
+            self.findings.error(resolution.path, f"resolution '{resolution.value}' is not taken "
+                                "by {who}", f"{spec.name} takes {', '.join(spec.resolutions)}",
+                                who=who)
+        elif spec.resolutions:
+            # Always send the tier explicitly: the request (and so the key) says what is paid for.
+            tier = resolution.value if resolution else spec.default_resolution
+            if tier is not None:
+                params["resolution"] = tier
+        return params, self._format(settings.get("output_format"), spec, params)
+
+    def _format(self, setting: Setting | None, spec: ModelSpec, params: dict[str, str]) -> str:
+        wanted: str = setting.value if setting else "png"
+        canonical = FORMAT_ALIASES.get(wanted, wanted)
+        if setting is not None and canonical not in FORMATS:
+            self.findings.error(setting.path, f"unknown output format '{wanted}'",
+                                did_you_mean(wanted, [*FORMATS, *FORMAT_ALIASES])
+                                or "use png or jpeg")
+            return "png"
+        if spec.formats is not None:
+            params["output_format"] = spec.formats[canonical]
+        elif setting is not None:  # never sent: the key could not tell png from jpeg
+            self.findings.error(setting.path, f"{spec.name} takes no output format (the model "
+                                "chooses it, and nbpipe names the file after the bytes it gets)",
+                                "remove `output_format` for this model")
+        return EXTENSIONS[canonical]
