@@ -135,7 +135,8 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
                      f"{c.digest[:12]}, {c.size:,} bytes, {age} day{'s' * (age != 1)} old)")
         if not dry_run:
             cache.index.drop_take(c.key, c.digest)
-    still = {t.digest for key in cache.index.keys() for t in cache.takes(key)} if doomed else referenced
+    still = {t.digest for key in cache.index.keys() for t in cache.takes(key)} if doomed \
+        else referenced
     gone = {c.digest for c in doomed}  # their blobs go with them: already said
     for blob in _blobs(cache):
         if blob.name not in still and blob.name not in pinned and \
