@@ -243,3 +243,24 @@ def test_a_cache_dir_that_is_a_file_is_a_usage_error(command, make_project, run,
     assert (result.code, result.err) == (2, f"error: NBPIPE_CACHE_DIR is not a directory: "
                                             f"{not_a_dir}\nhint: point it at a directory "
                                             "(nbpipe creates it if missing)\n")
+
+
+def test_show_edit_gives_key_and_body_once_its_upstream_is_pinned(run, example, fake_hiapi):
+    """The upstream built (pinned and fresh), the edit not yet: the plan knows the edit's key
+    and the exact body, and `show` says them as `plan` and `explain` do."""
+    root = example("golden-hour-edit")
+    assert run("-C", str(root), "build", "base").code == 0
+    planned = {f["frame"]: f for f in json.loads(run("-C", str(root), "plan", "--json").out)
+               ["frames"]}
+    assert planned["golden-hour"]["key"] is not None
+    base = json.loads((root / "nbpipe.lock").read_text())["frames"]["base"]["digest"]
+    doc = json.loads(run("-C", str(root), "show", "golden-hour", "--json").out)
+    assert doc["key"] == planned["golden-hour"]["key"]
+    assert doc["request"]["input"]["image_input"] == [
+        f"<https URL of frame 'base' (sha256:{base[:12]})>"]
+    text = run("-C", str(root), "show", "golden-hour").out.splitlines()
+    assert text[1] == f"key      {doc['key']}"
+    assert text[5] == f"input    frame base  image sha256:{base}"
+    assert f"key: {doc['key'][:12]}" in run("-C", str(root), "explain", "golden-hour").out
+    later = json.loads(run("-C", str(root), "show", "evening-mist", "--json").out)
+    assert later["key"] is None  # its upstream is still to render: not yet known

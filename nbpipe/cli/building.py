@@ -79,15 +79,11 @@ def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None,
          profile: str | None) -> int:
     """The exact request FRAME would send, and its frame key."""
     from nbpipe.backends import describe_request, endpoint
+    from nbpipe.query.inspect import shown_frame
     from nbpipe.ui import present
 
-    project = Edge.of(ctx).project(backend, profile)
-    found = project.frames.get(frame)
-    if found is None:
-        from nbpipe.manifest.source import did_you_mean
-
-        raise UsageError(f"no frame named '{frame}'", did_you_mean(frame, project.frames)
-                         or "`nbpipe plan` lists the frames")
+    edge = Edge.of(ctx)
+    found = shown_frame(edge.project(backend, profile), edge.cache_dir(), frame)
     render = present.show_json if as_json else present.show_text
     click.echo(render(found, endpoint(found), describe_request(found)))
     return EXIT_OK

@@ -40,6 +40,17 @@ def explain(project: Project, cache_dir: Path, name: str) -> str:
     return "\n".join(lines)
 
 
+def shown_frame(project: Project, cache_dir: Path, name: str) -> Frame:
+    """FRAME as `show` prints it: an edit keyed as the plan keys it, since its key and body
+    hold its upstream's image, known once that is pinned and fresh, or in a cache (else the key
+    stays unknown, and says so)."""
+    frame = project.frames[_frame_name(project, name)]
+    if frame.key is not None:
+        return frame
+    plan = plan_project(project, cache_dir, (frame.name,))
+    return next(s.frame for s in plan.steps if s.frame.name == frame.name)
+
+
 def _read(project: Project, cache_dir: Path) -> AbstractContextManager[Workspace]:
     """The workspace read-only, without the remote (what is local is what these show)."""
     return Workspace.opened(project.loaded.root, cache_dir, project, create=False, offline=True)
