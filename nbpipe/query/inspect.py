@@ -14,6 +14,7 @@ from nbpipe.money import fmt_usd
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Plan, Project, Step, output_is_ours
 from nbpipe.query.view import plan_project
+from nbpipe.store.cache import Take
 from nbpipe.store.lock import LockEntry
 from nbpipe.store.outputs import write_output
 from nbpipe.store.workspace import Workspace, build_lock, to_stderr
@@ -131,16 +132,32 @@ def pin(project: Project, cache_dir: Path, name: str, which: str, force: bool,
             return _pin(project, space, frame, name, which, force)  # _step: it has a key
 
 
+def choose_take(takes: list[Take], which: str, name: str, flags: str = "") -> Take:
+    """The take `which` names: its number in `takes`, or a digest prefix as `takes` prints it
+    (`sha256:2d3b76544487`, the `sha256:` optional) that only one take has. Anything else is a
+    usage error naming the candidates."""
+    if which.isdigit() and 1 <= int(which) <= len(takes):
+        return takes[int(which) - 1]
+    prefix = which.strip().lower().removeprefix("sha256:")
+    listed = "; ".join(f"{i} sha256:{t.digest[:12]}" for i, t in enumerate(takes, 1))
+    hint = f"its takes: {listed}" if takes else f"`nbpipe takes{flags} {name}` lists them"
+    if len(prefix) < 6 or any(c not in "0123456789abcdef" for c in prefix):
+        raise UsageError(f"'{which}' is neither a take number of {name} (1 to {len(takes)}) "
+                         "nor a digest prefix of 6 hex digits or more", hint)
+    found = [(i, t) for i, t in enumerate(takes, 1) if t.digest.startswith(prefix)]
+    if len(found) == 1:
+        return found[0][1]
+    if not found:
+        raise UsageError(f"no take of {name} has a digest starting with '{which}'", hint)
+    matching = ", ".join(f"{i} sha256:{t.digest[:16]}" for i, t in found)
+    raise UsageError(f"'{which}' matches {len(found)} takes of {name}: {matching}",
+                     "give more digits, or the take's number")
+
+
 def _pin(project: Project, space: Workspace, frame: Frame, name: str, which: str,
          force: bool) -> str:
     cache, lock, state, key = space.cache, space.lock, space.state, frame.key or ""
-    takes = cache.takes(key)
-    chosen = [t for i, t in enumerate(takes, 1) if which == str(i)] or \
-        [t for t in takes if len(which) >= 6 and t.digest.startswith(which)]
-    if len(chosen) != 1:
-        raise UsageError(f"no single take '{which}' of {name}",
-                         f"`nbpipe takes{project.flags} {name}` lists them by number")
-    take = chosen[0]
+    take = choose_take(cache.takes(key), which, name, project.flags)
     output = frame.output_for(take.format)  # a JPEG take is never written as .png
     current = state.output_digest(output)
     entry = lock.entries.get(name)
