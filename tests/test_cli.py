@@ -264,3 +264,55 @@ def test_show_edit_gives_key_and_body_once_its_upstream_is_pinned(run, example, 
     assert f"key: {doc['key'][:12]}" in run("-C", str(root), "explain", "golden-hour").out
     later = json.loads(run("-C", str(root), "show", "evening-mist", "--json").out)
     assert later["key"] is None  # its upstream is still to render: not yet known
+
+
+BROKEN = """\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana, aspect_ratio: "1:1", output: "out/{frame}.{ext}"}
+targets:
+  hero: {prompt: a kite, modle: Nano-Banana}
+  other: {prompt: a field, aspect_ratio: "7:5"}
+"""
+
+
+def test_json_manifest_error_is_one_json_object_on_stdout(make_project, run):
+    root = make_project(BROKEN)
+    human = run("-C", str(root), "plan")
+    result = run("-C", str(root), "plan", "--json")
+    assert result.code == human.code == 2
+    assert result.err == human.err  # people still read the located text
+    doc = json.loads(result.out)
+    assert len(result.out.splitlines()) == 1  # one line: fits a JSON Lines reader too
+    assert len(doc["errors"]) == 2 and doc["error"] == doc["errors"][0]
+    for error in doc["errors"]:
+        assert set(error) == {"message", "file", "line", "column", "hint"}
+        assert error["file"] == str(root / "nbpipe.yaml") and error["line"] in (4, 5)
+        assert f"{error['file']}:{error['line']}:{error['column']}: error: {error['message']}" \
+            in result.err
+    build = run("-C", str(root), "build", "--json")
+    assert (build.code, json.loads(build.out)) == (2, doc)
+
+
+def test_json_usage_error_is_one_json_object_on_stdout(run, example, monkeypatch):
+    root = str(example("mira-storyboard"))
+    result = run("-C", root, "show", "workshp", "--json")
+    assert result.code == 2
+    assert json.loads(result.out) == {"error": {
+        "message": "no frame named 'workshp'", "file": None, "line": None, "column": None,
+        "hint": "did you mean 'workshop'?"}}
+    result = run("-C", root, "plan", "--json", "--bogus")
+    assert result.code == 2
+    assert json.loads(result.out) == {"error": {
+        "message": "No such option '--bogus'.", "file": None, "line": None, "column": None,
+        "hint": "`nbpipe plan --help` lists its options"}}
+    monkeypatch.setenv("NBPIPE_BACKEND", "nope")
+    result = run("-C", root, "plan", "--json")
+    assert result.code == 2
+    assert json.loads(result.out)["error"]["message"].startswith("NBPIPE_BACKEND must be")
+    monkeypatch.delenv("NBPIPE_BACKEND")
+    assert run("-C", root, "show", "workshp").out == ""  # without --json: stderr only
+
+
+def test_plan_json_has_a_version(run, example):
+    doc = json.loads(run("-C", str(example("mira-storyboard")), "plan", "--json").out)
+    assert doc["version"] == 1 and list(doc) == ["version", "frames", "summary"]
