@@ -17,22 +17,23 @@ from nbpipe import __version__
 from nbpipe.cli import building, maintenance, pages, remote, setup
 from nbpipe.cli.shared import Edge
 from nbpipe.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NbpipeError
-from nbpipe.launch import Early
+from nbpipe.launch import Early, project_root
 from nbpipe.settings import Settings, using
 
 __all__ = ["cli", "entry", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=".",
-              help="Run as if nbpipe was started in DIR.", metavar="DIR")
+@click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Run as if nbpipe was started in DIR (default: the nearest folder holding "
+              "nbpipe.yaml, here or above, as git finds its repository).", metavar="DIR")
 @click.version_option(version=__version__, prog_name="nbpipe")
 @click.pass_context
-def cli(ctx: click.Context, directory: Path) -> None:
+def cli(ctx: click.Context, directory: Path | None) -> None:
     """make for images: render only what changed, never pay twice."""
     early = ctx.obj if isinstance(ctx.obj, Early) else Early()
     settings = early.settings or Settings.from_env()
-    ctx.obj = Edge(directory, settings, early)
+    ctx.obj = Edge(project_root(directory), settings, early, asked=directory)
     ctx.with_resource(using(settings))  # for code below not handed them (engine, backends)
 
 
