@@ -112,3 +112,36 @@ def test_without_chromium_each_browser_test_skips_with_its_reason(clone, tmp_pat
     assert re.search(r"=+ 1 passed, 7 skipped in [\d.]+s =+$", done.stdout, re.M), done.stdout
     assert "SKIPPED [4] tests/ui/test_report.py:" in done.stdout
     assert done.stdout.count("chromium is not installed (scripts/test installs it)") == 4
+
+
+def test_the_pr_loop_on_the_preview_lane_without_a_remote(clone, tmp_path):
+    """The offline trial docs/ci.md invites, in a project of one's own: main built on the
+    preview lane and committed, then a pull request changing the mugs' table. No remote is
+    configured: the script says so and still writes the diff and the review page, and the diff
+    counts exactly the changed frames (BASE's `@preview` section, not its default one)."""
+    env = {**nbpipe_on_path(clone, tmp_path), "NBPIPE_BACKEND": "preview"}
+    mine = tmp_path / "shop"
+    mine.mkdir()
+    steps = ["nbpipe init", "sed -i 's/  backend: preview/  backend: hiapi/' nbpipe.yaml",
+             "git init -q -b main", "nbpipe build", "git add -A",
+             "git -c user.name=n -c user.email=n@example.com commit -q -m main",
+             "git checkout -q -b feature",
+             "sed -i 's/light oak table/slate counter/' nbpipe.yaml"]
+    for command in steps:
+        done = sh(command, mine, env)
+        assert done.returncode == 0, f"{command}:\n{done.stdout}{done.stderr}"
+    assert (mine / "out" / "@preview" / "studio.png").is_file()  # the lane's own folder
+    summary = tmp_path / "summary.md"
+    done = subprocess.run(["bash", str(clone / "docs" / "nbpipe-ci.sh"), "pr"], cwd=mine,
+                          env={**env, "NBPIPE_BASE": "main", "GITHUB_STEP_SUMMARY": str(summary)},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "nbpipe: no remote cache is configured: nothing pushed" in done.stderr
+    text = summary.read_text("utf-8")
+    assert "No remote cache is configured" in text
+    assert re.search(r"^\*\*3 changed · ", text, re.M), text
+    for frame in ("mug/red", "mug/blue", "mug/sage"):
+        assert f"`{frame}`" in text
+    assert "`studio`" not in text
+    assert (mine / "review" / "index.html").is_file()
+    assert done.stdout.rstrip().endswith("(3 changed frames)")
