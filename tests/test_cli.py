@@ -316,3 +316,22 @@ def test_json_usage_error_is_one_json_object_on_stdout(run, example, monkeypatch
 def test_plan_json_has_a_version(run, example):
     doc = json.loads(run("-C", str(example("mira-storyboard")), "plan", "--json").out)
     assert doc["version"] == 1 and list(doc) == ["version", "frames", "summary"]
+
+
+def test_show_names_a_jpeg_input_by_its_bytes(make_project, run):
+    from io import BytesIO
+
+    from PIL import Image
+
+    jpeg = BytesIO()
+    Image.new("RGB", (8, 8), "red").save(jpeg, "JPEG")
+    root = make_project("""\
+version: 1
+defaults: {backend: gemini, model: gemini-3.1-flash-image, aspect_ratio: "1:1",
+           output: "out/{frame}.{ext}"}
+targets:
+  edit: {prompt: make it blue, inputs: [photo.png, sketch.jpg]}
+""", {"sketch.jpg": jpeg.getvalue(), "photo.png": (REPO / "docs" / "report.png").read_bytes()})
+    doc = json.loads(run("-C", str(root), "show", "edit", "--json").out)
+    parts = doc["request"]["contents"][0]["parts"]
+    assert [p["inlineData"]["mimeType"] for p in parts[1:]] == ["image/png", "image/jpeg"]

@@ -79,13 +79,15 @@ def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None,
          profile: str | None) -> int:
     """The exact request FRAME would send, and its frame key."""
     from nbpipe.backends import describe_request, endpoint
-    from nbpipe.query.inspect import shown_frame
+    from nbpipe.query.inspect import input_mimes, shown_frame
     from nbpipe.ui import present
 
     edge = Edge.of(ctx)
-    found = shown_frame(edge.project(backend, profile), edge.cache_dir(), frame)
+    project = edge.project(backend, profile)
+    found = shown_frame(project, edge.cache_dir(), frame)
+    request = describe_request(found, input_mimes(project, edge.cache_dir(), found))
     render = present.show_json if as_json else present.show_text
-    click.echo(render(found, endpoint(found), describe_request(found)))
+    click.echo(render(found, endpoint(found), request))
     return EXIT_OK
 
 

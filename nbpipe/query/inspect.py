@@ -9,12 +9,13 @@ from decimal import Decimal
 from pathlib import Path
 
 from nbpipe.errors import UsageError
+from nbpipe.imagefmt import MIME, sniff
 from nbpipe.manifest.source import did_you_mean
 from nbpipe.money import fmt_usd
-from nbpipe.plan.frame import Frame
+from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Plan, Project, Step, output_is_ours
 from nbpipe.query.view import plan_project
-from nbpipe.store.cache import Take
+from nbpipe.store.cache import Cache, Take
 from nbpipe.store.lock import LockEntry
 from nbpipe.store.outputs import write_output
 from nbpipe.store.workspace import Workspace, build_lock, to_stderr
@@ -50,6 +51,31 @@ def shown_frame(project: Project, cache_dir: Path, name: str) -> Frame:
         return frame
     plan = plan_project(project, cache_dir, (frame.name,))
     return next(s.frame for s in plan.steps if s.frame.name == frame.name)
+
+
+def input_mimes(project: Project, cache_dir: Path, frame: Frame) -> list[str]:
+    """Each input image's media type by its first bytes (a JPEG file is not sent as PNG): a
+    file's in the project, a frame's from its image in the cache; image/png when unknown."""
+    cache = Cache(cache_dir, create=False)
+    try:
+        return [MIME.get(sniff(_head(project.loaded.root, cache, i)) or "", "image/png")
+                for i in frame.inputs]
+    finally:
+        cache.close()
+
+
+def _head(root: Path, cache: Cache, image: InputImage) -> bytes:
+    if image.kind == "file":
+        path = root / image.ref
+    elif image.kind == "frame" and image.digest and cache.has_blob(image.digest):
+        path = cache.blob_path(image.digest)
+    else:
+        return b""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(16)
+    except OSError:
+        return b""
 
 
 def _read(project: Project, cache_dir: Path) -> AbstractContextManager[Workspace]:
