@@ -335,3 +335,22 @@ targets:
     doc = json.loads(run("-C", str(root), "show", "edit", "--json").out)
     parts = doc["request"]["contents"][0]["parts"]
     assert [p["inlineData"]["mimeType"] for p in parts[1:]] == ["image/png", "image/jpeg"]
+
+
+def test_an_upstream_not_rendered_yet_is_said_so_not_none(run, example, fake_hiapi):
+    root = example("golden-hour-edit")
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(root), "-c", "user.name=n", "-c",
+                        "user.email=n@example.com", *args], check=True, capture_output=True)
+    git("init", "-q", "-b", "main")
+    (root / ".gitignore").write_text(".nbpipe/\n")
+    assert run("-C", str(root), "build").code == 0
+    git("add", ".")
+    git("commit", "-q", "-m", "main")
+    base = json.loads((root / "nbpipe.lock").read_text())["frames"]["base"]["digest"]
+    manifest = root / "nbpipe.yaml"
+    manifest.write_text(manifest.read_text().replace("red canoe", "green canoe"))
+    said = run("-C", str(root), "diff", "main").out
+    assert f"input upstream frame 'base': sha256 {base[:12]} → not rendered yet" in said
+    assert "None" not in said
