@@ -354,3 +354,13 @@ def test_an_upstream_not_rendered_yet_is_said_so_not_none(run, example, fake_hia
     said = run("-C", str(root), "diff", "main").out
     assert f"input upstream frame 'base': sha256 {base[:12]} → not rendered yet" in said
     assert "None" not in said
+
+
+def test_readmes_plan_compare_is_what_the_command_prints(run, example):
+    readme = (REPO / "README.md").read_text("utf-8")
+    block = readme[readme.index("$ nbpipe -C projects/mira-storyboard plan --compare"):]
+    command, *shown = block[:block.index("```")].splitlines()
+    args = command.split()[4:]
+    printed = run("-C", str(example("mira-storyboard")), *args).out.splitlines()
+    assert [line for line in shown if line != "..."] == \
+        [line for line in printed if line in shown or line.startswith(("FRAME", "TOTAL"))]
