@@ -146,3 +146,27 @@ def test_the_pr_loop_on_the_preview_lane_without_a_remote(clone, tmp_path):
     assert "studio" not in diff
     assert (mine / "review" / "index.html").is_file()
     assert done.stdout.rstrip().endswith("(3 changed frames)")
+
+
+def test_the_workflow_has_no_placeholder_and_no_project_at_the_root_assumed(tmp_path):
+    from ruamel.yaml import YAML
+
+    text = (REPO / "docs" / "github-workflow.yml").read_text("utf-8")
+    assert "YOUR-ORG" not in text and "@COMMIT" not in text
+    workflow = YAML(typ="safe").load(text)
+    assert workflow["env"]["NBPIPE_PROJECT"] == "${{ vars.NBPIPE_PROJECT || '.' }}"
+    assert workflow["env"]["NBPIPE_CACHE_DIR"] == "${{ github.workspace }}/.nbpipe"
+    for job in workflow["jobs"].values():
+        cached = [s for s in job["steps"] if s.get("uses", "").startswith("actions/cache")]
+        assert [s["with"]["path"] for s in cached] == [".nbpipe"]  # where NBPIPE_CACHE_DIR is
+        assert "hashFiles('**/nbpipe.lock')" in cached[0]["with"]["key"]
+        (install,) = [s for s in job["steps"] if "pip install" in s.get("run", "")]
+        guard = install["run"].split("pip install")[0] + "echo ok\n"
+        for repo, commit, said in [("", "", None), ("acme/nbpipe", "main", None),
+                                   ("acme/nbpipe", "0" * 40, "ok")]:
+            done = subprocess.run(["bash", "-c", guard], capture_output=True, text=True,
+                                  env={"NBPIPE_REPO": repo, "NBPIPE_COMMIT": commit})
+            if said:
+                assert (done.returncode, done.stdout) == (0, "ok\n")
+            else:
+                assert done.returncode == 1 and "set the repository variables" in done.stdout
