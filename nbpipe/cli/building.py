@@ -142,7 +142,8 @@ BUILD_FLAGS = [
 @click.option("--force", is_flag=True, help="Render a new take even when fresh; overwrite "
               "outputs modified outside nbpipe.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines events; the last is the summary.")
-@click.option("--report", "with_report", is_flag=True, help="Refresh out/index.html afterwards.")
+@click.option("--report", "with_report", is_flag=True, help="Refresh the report afterwards "
+              "(out/index.html, or the section's folder: out/@preview/index.html).")
 @click.pass_context
 def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, profile: str | None,
           jobs: int | None, max_cost: Decimal | None, trust_prices: bool, fail_fast: bool,
@@ -170,9 +171,9 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
         return run_check(project, edge.cache_dir(), frames, as_json)
     code = run_build(project, edge.cache_dir(), options, as_json, wait=not no_wait)
     if with_report:
-        from nbpipe.ui.report import write_report
+        from nbpipe.ui.report import report_path, write_report
 
-        page = write_report(project, edge.cache_dir(), Path("out/index.html"))
+        page = write_report(project, edge.cache_dir(), report_path(project))
         click.echo(f"wrote {page}", err=as_json)
     return code
 
