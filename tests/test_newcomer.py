@@ -170,3 +170,14 @@ def test_the_workflow_has_no_placeholder_and_no_project_at_the_root_assumed(tmp_
                 assert (done.returncode, done.stdout) == (0, "ok\n")
             else:
                 assert done.returncode == 1 and "set the repository variables" in done.stdout
+
+
+def test_readmes_environment_table_names_every_variable_nbpipe_reads():
+    source = (REPO / "nbpipe" / "settings.py").read_text("utf-8")
+    read = set(re.findall(r'read\.\w+\(((?:"[A-Z_]+"(?:, )?)+)', source))
+    names = {name for group in read for name in re.findall(r'"([A-Z_]+)"', group)}
+    assert {"NBPIPE_BACKEND", "NBPIPE_PROFILE", "NBPIPE_GC_GRACE", "NBPIPE_RECOVER_TIMEOUT",
+            "NBPIPE_INTERRUPT_GRACE"} <= names
+    table = README[README.index("## Environment"):]
+    table = table[:table.index("\n## ", 1)]
+    assert sorted(n for n in names if f"`{n}`" not in table) == []
