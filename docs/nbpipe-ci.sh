@@ -3,7 +3,8 @@
 #
 #   nbpipe-ci.sh pr     a pull request from this repository (secrets available): plan and diff
 #                       into the job summary, render what changed within $NBPIPE_MAX_COST, push
-#                       the images to the shared remote cache, write the review page
+#                       the images to the shared remote cache (none configured: said, skipped),
+#                       write the review page
 #   nbpipe-ci.sh fork   a pull request from a fork (no secrets): plan, diff and a review page
 #                       whose new frames are preview placeholders; spends nothing
 #   nbpipe-ci.sh main   after a merge: build (everything the pull request paid for is restored
@@ -50,7 +51,21 @@ case "$mode" in
         "$status" >> "$summary"
       printf 'in USD %s (NBPIPE_MAX_COST); the log lists which and why.\n\n' "$max_cost" >> "$summary"
     fi
-    "${nbpipe[@]}" push  # the build pushes as it goes; this makes sure before main needs them
+    # The build pushes as it goes; this makes sure before main needs them. No remote (a first
+    # trial of the loop, offline on the preview backend): say so, and still diff and review.
+    pushed=0
+    push_log=$("${nbpipe[@]}" push 2>&1) || pushed=$?
+    if [ "$pushed" -eq 2 ] && grep -q "no remote cache is configured" <<< "$push_log"; then
+      echo "nbpipe: no remote cache is configured: nothing pushed (main renders these again)" >&2
+      printf '\nNo remote cache is configured (`cache.remote`, NBPIPE_REMOTE): the images ' \
+        >> "$summary"
+      printf 'rendered here stay in this job; main renders them again.\n\n' >> "$summary"
+    elif [ "$pushed" -ne 0 ]; then
+      printf '%s\n' "$push_log" >&2
+      exit "$pushed"
+    else
+      printf '%s\n' "$push_log"
+    fi
     "${nbpipe[@]}" diff "$base" --format markdown >> "$summary"
     "${nbpipe[@]}" review "$base" -o "$review_dir" --self-contained
     exit "$status"

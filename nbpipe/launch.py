@@ -23,8 +23,27 @@ from nbpipe.settings import BACKENDS, Settings
 if TYPE_CHECKING:
     from nbpipe.engine.noop import Verdict
 
-__all__ = ["BACKENDS", "Early", "cache_dir", "entry", "fast_noop", "plain_build", "probe"]
+__all__ = ["BACKENDS", "Early", "cache_dir", "entry", "fast_noop", "plain_build", "probe",
+           "project_root"]
 FLAGS = {"--check": "check", "--json": "as_json"}
+MANIFEST = "nbpipe.yaml"
+
+
+def project_root(directory: Path | None = None) -> Path:
+    """`-C DIR` as given; else, as git finds .git, the nearest of the working directory and its
+    ancestors that holds nbpipe.yaml, named relative to here ('.', '..', '../..': what messages
+    print stays short); '.' when none does (`init` starts one there; others say none is).
+    Here, with no imports, so the early path finds the project as the CLI does, for a few stats."""
+    if directory is not None:
+        return directory
+    try:
+        here = Path.cwd()
+    except OSError:  # the working directory was removed: the CLI says so in its words
+        return Path(".")
+    for depth, folder in enumerate((here, *here.parents)):
+        if os.path.isfile(os.path.join(folder, MANIFEST)):
+            return Path(*[".."] * depth) if depth else Path(".")
+    return Path(".")
 
 
 def cache_dir(root: Path, settings: Settings) -> Path:
@@ -36,14 +55,14 @@ def cache_dir(root: Path, settings: Settings) -> Path:
 def plain_build(argv: list[str]) -> tuple[Path, dict[str, bool]] | None:
     """(project directory, flags) when argv is a plain no-argument build, else None."""
     args = list(argv)
-    root = Path(".")
+    directory = None
     if args[:1] == ["-C"] and len(args) >= 2:
-        root, args = Path(args[1]), args[2:]
+        directory, args = Path(args[1]), args[2:]
     if args[:1] != ["build"] or len(set(args[1:])) != len(args[1:]):
         return None
     if any(arg not in FLAGS for arg in args[1:]):
         return None
-    return root, {name: flag in args for flag, name in FLAGS.items()}
+    return project_root(directory), {name: flag in args for flag, name in FLAGS.items()}
 
 
 class Early(NamedTuple):

@@ -243,3 +243,124 @@ def test_a_cache_dir_that_is_a_file_is_a_usage_error(command, make_project, run,
     assert (result.code, result.err) == (2, f"error: NBPIPE_CACHE_DIR is not a directory: "
                                             f"{not_a_dir}\nhint: point it at a directory "
                                             "(nbpipe creates it if missing)\n")
+
+
+def test_show_edit_gives_key_and_body_once_its_upstream_is_pinned(run, example, fake_hiapi):
+    """The upstream built (pinned and fresh), the edit not yet: the plan knows the edit's key
+    and the exact body, and `show` says them as `plan` and `explain` do."""
+    root = example("golden-hour-edit")
+    assert run("-C", str(root), "build", "base").code == 0
+    planned = {f["frame"]: f for f in json.loads(run("-C", str(root), "plan", "--json").out)
+               ["frames"]}
+    assert planned["golden-hour"]["key"] is not None
+    base = json.loads((root / "nbpipe.lock").read_text())["frames"]["base"]["digest"]
+    doc = json.loads(run("-C", str(root), "show", "golden-hour", "--json").out)
+    assert doc["key"] == planned["golden-hour"]["key"]
+    assert doc["request"]["input"]["image_input"] == [
+        f"<https URL of frame 'base' (sha256:{base[:12]})>"]
+    text = run("-C", str(root), "show", "golden-hour").out.splitlines()
+    assert text[1] == f"key      {doc['key']}"
+    assert text[5] == f"input    frame base  image sha256:{base}"
+    assert f"key: {doc['key'][:12]}" in run("-C", str(root), "explain", "golden-hour").out
+    later = json.loads(run("-C", str(root), "show", "evening-mist", "--json").out)
+    assert later["key"] is None  # its upstream is still to render: not yet known
+
+
+BROKEN = """\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana, aspect_ratio: "1:1", output: "out/{frame}.{ext}"}
+targets:
+  hero: {prompt: a kite, modle: Nano-Banana}
+  other: {prompt: a field, aspect_ratio: "7:5"}
+"""
+
+
+def test_json_manifest_error_is_one_json_object_on_stdout(make_project, run):
+    root = make_project(BROKEN)
+    human = run("-C", str(root), "plan")
+    result = run("-C", str(root), "plan", "--json")
+    assert result.code == human.code == 2
+    assert result.err == human.err  # people still read the located text
+    doc = json.loads(result.out)
+    assert len(result.out.splitlines()) == 1  # one line: fits a JSON Lines reader too
+    assert len(doc["errors"]) == 2 and doc["error"] == doc["errors"][0]
+    for error in doc["errors"]:
+        assert set(error) == {"message", "file", "line", "column", "hint"}
+        assert error["file"] == str(root / "nbpipe.yaml") and error["line"] in (4, 5)
+        assert f"{error['file']}:{error['line']}:{error['column']}: error: {error['message']}" \
+            in result.err
+    build = run("-C", str(root), "build", "--json")
+    assert (build.code, json.loads(build.out)) == (2, doc)
+
+
+def test_json_usage_error_is_one_json_object_on_stdout(run, example, monkeypatch):
+    root = str(example("mira-storyboard"))
+    result = run("-C", root, "show", "workshp", "--json")
+    assert result.code == 2
+    assert json.loads(result.out) == {"error": {
+        "message": "no frame named 'workshp'", "file": None, "line": None, "column": None,
+        "hint": "did you mean 'workshop'?"}}
+    result = run("-C", root, "plan", "--json", "--bogus")
+    assert result.code == 2
+    assert json.loads(result.out) == {"error": {
+        "message": "No such option '--bogus'.", "file": None, "line": None, "column": None,
+        "hint": "`nbpipe plan --help` lists its options"}}
+    monkeypatch.setenv("NBPIPE_BACKEND", "nope")
+    result = run("-C", root, "plan", "--json")
+    assert result.code == 2
+    assert json.loads(result.out)["error"]["message"].startswith("NBPIPE_BACKEND must be")
+    monkeypatch.delenv("NBPIPE_BACKEND")
+    assert run("-C", root, "show", "workshp").out == ""  # without --json: stderr only
+
+
+def test_plan_json_has_a_version(run, example):
+    doc = json.loads(run("-C", str(example("mira-storyboard")), "plan", "--json").out)
+    assert doc["version"] == 1 and list(doc) == ["version", "frames", "summary"]
+
+
+def test_show_names_a_jpeg_input_by_its_bytes(make_project, run):
+    from io import BytesIO
+
+    from PIL import Image
+
+    jpeg = BytesIO()
+    Image.new("RGB", (8, 8), "red").save(jpeg, "JPEG")
+    root = make_project("""\
+version: 1
+defaults: {backend: gemini, model: gemini-3.1-flash-image, aspect_ratio: "1:1",
+           output: "out/{frame}.{ext}"}
+targets:
+  edit: {prompt: make it blue, inputs: [photo.png, sketch.jpg]}
+""", {"sketch.jpg": jpeg.getvalue(), "photo.png": (REPO / "docs" / "report.png").read_bytes()})
+    doc = json.loads(run("-C", str(root), "show", "edit", "--json").out)
+    parts = doc["request"]["contents"][0]["parts"]
+    assert [p["inlineData"]["mimeType"] for p in parts[1:]] == ["image/png", "image/jpeg"]
+
+
+def test_an_upstream_not_rendered_yet_is_said_so_not_none(run, example, fake_hiapi):
+    root = example("golden-hour-edit")
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(root), "-c", "user.name=n", "-c",
+                        "user.email=n@example.com", *args], check=True, capture_output=True)
+    git("init", "-q", "-b", "main")
+    (root / ".gitignore").write_text(".nbpipe/\n")
+    assert run("-C", str(root), "build").code == 0
+    git("add", ".")
+    git("commit", "-q", "-m", "main")
+    base = json.loads((root / "nbpipe.lock").read_text())["frames"]["base"]["digest"]
+    manifest = root / "nbpipe.yaml"
+    manifest.write_text(manifest.read_text().replace("red canoe", "green canoe"))
+    said = run("-C", str(root), "diff", "main").out
+    assert f"input upstream frame 'base': sha256 {base[:12]} → not rendered yet" in said
+    assert "None" not in said
+
+
+def test_readmes_plan_compare_is_what_the_command_prints(run, example):
+    readme = (REPO / "README.md").read_text("utf-8")
+    block = readme[readme.index("$ nbpipe -C projects/mira-storyboard plan --compare"):]
+    command, *shown = block[:block.index("```")].splitlines()
+    args = command.split()[4:]
+    printed = run("-C", str(example("mira-storyboard")), *args).out.splitlines()
+    assert [line for line in shown if line != "..."] == \
+        [line for line in printed if line in shown or line.startswith(("FRAME", "TOTAL"))]

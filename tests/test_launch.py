@@ -198,3 +198,38 @@ def test_explain_names_a_changed_setting_and_open_journal_entries(make_project, 
     done = _process(root, "build", NBPIPE_EXPLAIN="1")
     assert done.stderr.startswith("nbpipe: the no-op fast path missed: the journal has open "
                                   "entries"), done.stderr
+
+
+def test_from_a_subfolder_the_project_is_found_upward_like_git(make_project, run, monkeypatch,
+                                                               tmp_path):
+    """Both paths find the nearest folder holding nbpipe.yaml; `-C` still wins; `init` starts
+    a project where it is asked, even inside one."""
+    root = make_project(CABIN)
+    deep = root / "art" / "sketches"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert plain_build(["build"])[0] == Path("../..")
+    assert plain_build(["-C", ".", "build"])[0] == Path(".")
+    built = run("build")
+    assert built.code == 0, built.err
+    assert (root / "out" / "a.png").is_file() and not (deep / "out").exists()
+    with redirect_stdout(io.StringIO()) as said:  # the early path finds it too
+        assert fast_noop(["build"]) == 0
+    assert said.getvalue() == run("build").out
+    done = subprocess.run([sys.executable, "-m", "nbpipe", "build"], cwd=deep,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, said.getvalue())
+    assert run("validate").out == "../../nbpipe.yaml: ok · 2 targets, 2 frames\n"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run("-C", str(elsewhere), "plan")  # -C wins: no manifest there
+    assert result.code == 2 and result.err.startswith(f"{elsewhere}/nbpipe.yaml: error: no such")
+    assert run("init").code == 0
+    assert (deep / "nbpipe.yaml").is_file()  # a new project here, as `git init` would
+
+
+def test_no_project_anywhere_up_is_still_said_here(run, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert plain_build(["build"])[0] == Path(".")
+    result = run("plan")
+    assert result.code == 2 and "nbpipe init" in result.err

@@ -112,3 +112,72 @@ def test_without_chromium_each_browser_test_skips_with_its_reason(clone, tmp_pat
     assert re.search(r"=+ 1 passed, 7 skipped in [\d.]+s =+$", done.stdout, re.M), done.stdout
     assert "SKIPPED [4] tests/ui/test_report.py:" in done.stdout
     assert done.stdout.count("chromium is not installed (scripts/test installs it)") == 4
+
+
+def test_the_pr_loop_on_the_preview_lane_without_a_remote(clone, tmp_path):
+    """The offline trial docs/ci.md invites, in a project of one's own: main built on the
+    preview lane and committed, then a pull request changing the mugs' table. No remote is
+    configured: the script says so and still writes the diff and the review page, and the diff
+    counts exactly the changed frames (BASE's `@preview` section, not its default one)."""
+    env = {**nbpipe_on_path(clone, tmp_path), "NBPIPE_BACKEND": "preview"}
+    mine = tmp_path / "shop"
+    mine.mkdir()
+    steps = ["nbpipe init", "sed -i 's/  backend: preview/  backend: hiapi/' nbpipe.yaml",
+             "git init -q -b main", "nbpipe build", "git add -A",
+             "git -c user.name=n -c user.email=n@example.com commit -q -m main",
+             "git checkout -q -b feature",
+             "sed -i 's/light oak table/slate counter/' nbpipe.yaml"]
+    for command in steps:
+        done = sh(command, mine, env)
+        assert done.returncode == 0, f"{command}:\n{done.stdout}{done.stderr}"
+    assert (mine / "out" / "@preview" / "studio.png").is_file()  # the lane's own folder
+    summary = tmp_path / "summary.md"
+    done = subprocess.run(["bash", str(clone / "docs" / "nbpipe-ci.sh"), "pr"], cwd=mine,
+                          env={**env, "NBPIPE_BASE": "main", "GITHUB_STEP_SUMMARY": str(summary)},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "nbpipe: no remote cache is configured: nothing pushed" in done.stderr
+    text = summary.read_text("utf-8")
+    assert "No remote cache is configured" in text
+    diff = text[text.index("### nbpipe diff"):]
+    assert "**3 changed · nothing to render**" in diff, text
+    assert re.findall(r"^\| (\S+) \| changed \| rendered \|", diff, re.M) == \
+        ["mug/red", "mug/blue", "mug/sage"]
+    assert "studio" not in diff
+    assert (mine / "review" / "index.html").is_file()
+    assert done.stdout.rstrip().endswith("(3 changed frames)")
+
+
+def test_the_workflow_has_no_placeholder_and_no_project_at_the_root_assumed(tmp_path):
+    from ruamel.yaml import YAML
+
+    text = (REPO / "docs" / "github-workflow.yml").read_text("utf-8")
+    assert "YOUR-ORG" not in text and "@COMMIT" not in text
+    workflow = YAML(typ="safe").load(text)
+    assert workflow["env"]["NBPIPE_PROJECT"] == "${{ vars.NBPIPE_PROJECT || '.' }}"
+    assert workflow["env"]["NBPIPE_CACHE_DIR"] == "${{ github.workspace }}/.nbpipe"
+    for job in workflow["jobs"].values():
+        cached = [s for s in job["steps"] if s.get("uses", "").startswith("actions/cache")]
+        assert [s["with"]["path"] for s in cached] == [".nbpipe"]  # where NBPIPE_CACHE_DIR is
+        assert "hashFiles('**/nbpipe.lock')" in cached[0]["with"]["key"]
+        (install,) = [s for s in job["steps"] if "pip install" in s.get("run", "")]
+        guard = install["run"].split("pip install")[0] + "echo ok\n"
+        for repo, commit, said in [("", "", None), ("acme/nbpipe", "main", None),
+                                   ("acme/nbpipe", "0" * 40, "ok")]:
+            done = subprocess.run(["bash", "-c", guard], capture_output=True, text=True,
+                                  env={"NBPIPE_REPO": repo, "NBPIPE_COMMIT": commit})
+            if said:
+                assert (done.returncode, done.stdout) == (0, "ok\n")
+            else:
+                assert done.returncode == 1 and "set the repository variables" in done.stdout
+
+
+def test_readmes_environment_table_names_every_variable_nbpipe_reads():
+    source = (REPO / "nbpipe" / "settings.py").read_text("utf-8")
+    read = set(re.findall(r'read\.\w+\(((?:"[A-Z_]+"(?:, )?)+)', source))
+    names = {name for group in read for name in re.findall(r'"([A-Z_]+)"', group)}
+    assert {"NBPIPE_BACKEND", "NBPIPE_PROFILE", "NBPIPE_GC_GRACE", "NBPIPE_RECOVER_TIMEOUT",
+            "NBPIPE_INTERRUPT_GRACE"} <= names
+    table = README[README.index("## Environment"):]
+    table = table[:table.index("\n## ", 1)]
+    assert sorted(n for n in names if f"`{n}`" not in table) == []

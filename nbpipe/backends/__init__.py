@@ -14,10 +14,14 @@ _BUILDERS = {
 }
 
 
-def describe_request(frame: Frame) -> dict:
-    """The exact body the frame's backend would send, image payloads described in place."""
+def describe_request(frame: Frame, mimes: list[str] | None = None) -> dict:
+    """The exact body the frame's backend would send, image payloads described in place;
+    `mimes`: each input's media type, by its bytes (Gemini's body names it)."""
     build, style = _BUILDERS[frame.backend]
-    return build(frame.request, [describe_image(image, style) for image in frame.inputs])
+    described = [describe_image(image, style) for image in frame.inputs]
+    if frame.backend == "gemini":
+        return gemini.generate_body(frame.request, described, mimes)
+    return build(frame.request, described)
 
 
 DEFAULT_JOBS = builtin().jobs()  # frames in flight per backend, unless the manifest says

@@ -8,6 +8,7 @@ The settings are parsed once, here or by the early path (launch.py), and handed 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -16,22 +17,23 @@ from nbpipe import __version__
 from nbpipe.cli import building, maintenance, pages, remote, setup
 from nbpipe.cli.shared import Edge
 from nbpipe.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NbpipeError
-from nbpipe.launch import Early
+from nbpipe.launch import Early, project_root
 from nbpipe.settings import Settings, using
 
 __all__ = ["cli", "entry", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path), default=".",
-              help="Run as if nbpipe was started in DIR.", metavar="DIR")
+@click.option("-C", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Run as if nbpipe was started in DIR (default: the nearest folder holding "
+              "nbpipe.yaml, here or above, as git finds its repository).", metavar="DIR")
 @click.version_option(version=__version__, prog_name="nbpipe")
 @click.pass_context
-def cli(ctx: click.Context, directory: Path) -> None:
+def cli(ctx: click.Context, directory: Path | None) -> None:
     """make for images: render only what changed, never pay twice."""
     early = ctx.obj if isinstance(ctx.obj, Early) else Early()
     settings = early.settings or Settings.from_env()
-    ctx.obj = Edge(directory, settings, early)
+    ctx.obj = Edge(project_root(directory), settings, early, asked=directory)
     ctx.with_resource(using(settings))  # for code below not handed them (engine, backends)
 
 
@@ -43,16 +45,25 @@ for _module in (building, maintenance, remote, pages, setup):
 def main(argv: list[str] | None = None, early: Early | None = None) -> int:
     """Run the CLI; the one place errors become messages and exit codes. `early` is what the
     entry point's early path (launch.py) already found: its settings and no-op verdict."""
+    as_json = wants_json(sys.argv[1:] if argv is None else argv)
     try:
         code = cli.main(args=argv, prog_name="nbpipe", standalone_mode=False, obj=early)
         return code if isinstance(code, int) else EXIT_OK
     except NbpipeError as exc:
         click.echo(exc.render(), err=True)
+        if as_json and exc.exit_code == EXIT_USAGE:
+            click.echo(_error_document(exc))
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()
+        if as_json:
+            from nbpipe.ui.failure import error_json
+
+            context = getattr(exc, "ctx", None)
+            click.echo(error_json(exc.format_message(), context and
+                                  f"`{context.command_path} --help` lists its options"))
         return EXIT_USAGE
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("interrupted", err=True)
@@ -65,6 +76,21 @@ def main(argv: list[str] | None = None, early: Early | None = None) -> int:
         traceback.print_exc()
         click.echo("internal error: this is a bug in nbpipe; please report it", err=True)
         return EXIT_INTERNAL
+
+
+def wants_json(argv: list[str]) -> bool:
+    """Whether the command line asks for JSON (`--json` before any `--`): then a usage or
+    manifest error is also one JSON object on stdout, for the tool reading it."""
+    return "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
+
+
+def _error_document(exc: NbpipeError) -> str:
+    from nbpipe.errors import ManifestError
+    from nbpipe.ui.failure import error_json, manifest_error_json
+
+    if isinstance(exc, ManifestError):
+        return manifest_error_json(exc)
+    return error_json(str(exc), getattr(exc, "hint", None))
 
 
 def entry() -> None:

@@ -79,17 +79,15 @@ def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None,
          profile: str | None) -> int:
     """The exact request FRAME would send, and its frame key."""
     from nbpipe.backends import describe_request, endpoint
+    from nbpipe.query.inspect import input_mimes, shown_frame
     from nbpipe.ui import present
 
-    project = Edge.of(ctx).project(backend, profile)
-    found = project.frames.get(frame)
-    if found is None:
-        from nbpipe.manifest.source import did_you_mean
-
-        raise UsageError(f"no frame named '{frame}'", did_you_mean(frame, project.frames)
-                         or "`nbpipe plan` lists the frames")
+    edge = Edge.of(ctx)
+    project = edge.project(backend, profile)
+    found = shown_frame(project, edge.cache_dir(), frame)
+    request = describe_request(found, input_mimes(project, edge.cache_dir(), found))
     render = present.show_json if as_json else present.show_text
-    click.echo(render(found, endpoint(found), describe_request(found)))
+    click.echo(render(found, endpoint(found), request))
     return EXIT_OK
 
 
@@ -144,7 +142,8 @@ BUILD_FLAGS = [
 @click.option("--force", is_flag=True, help="Render a new take even when fresh; overwrite "
               "outputs modified outside nbpipe.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines events; the last is the summary.")
-@click.option("--report", "with_report", is_flag=True, help="Refresh out/index.html afterwards.")
+@click.option("--report", "with_report", is_flag=True, help="Refresh the report afterwards "
+              "(out/index.html, or the section's folder: out/@preview/index.html).")
 @click.pass_context
 def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, profile: str | None,
           jobs: int | None, max_cost: Decimal | None, trust_prices: bool, fail_fast: bool,
@@ -172,9 +171,9 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
         return run_check(project, edge.cache_dir(), frames, as_json)
     code = run_build(project, edge.cache_dir(), options, as_json, wait=not no_wait)
     if with_report:
-        from nbpipe.ui.report import write_report
+        from nbpipe.ui.report import report_path, write_report
 
-        page = write_report(project, edge.cache_dir(), Path("out/index.html"))
+        page = write_report(project, edge.cache_dir(), report_path(project))
         click.echo(f"wrote {page}", err=as_json)
     return code
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from nbpipe.cli.shared import Edge, note, target
-from nbpipe.errors import EXIT_OK, UsageError
+from nbpipe.cli.shared import AS_JSON, Edge, note, target
+from nbpipe.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 
 @click.command()
@@ -36,6 +38,24 @@ def pin(ctx: click.Context, frame: str, take: str, backend: str | None, profile:
     click.echo(pin_take(edge.project(backend, profile), edge.cache_dir(), frame, take, force,
                         note))
     return EXIT_OK
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@AS_JSON
+@click.pass_context
+def which(ctx: click.Context, file: Path, as_json: bool) -> int:
+    """Which frame, take, request and model made FILE: found by its bytes in the cache, so a
+    copy anywhere answers (the image itself is only read). Exit 1 when the cache does not know
+    it."""
+    from nbpipe.query.which import file_digest
+    from nbpipe.query.which import which as find
+    from nbpipe.ui.provenance import which_json, which_text
+
+    digest = file_digest(file)
+    found = find(Edge.of(ctx).cache_dir(), digest)
+    click.echo((which_json if as_json else which_text)(str(file), digest, found))
+    return EXIT_OK if found else EXIT_FAILED
 
 
 @click.command()
@@ -80,4 +100,4 @@ def clean(ctx: click.Context, orphans: bool, dry_run: bool) -> int:
     return EXIT_OK
 
 
-COMMANDS = (takes, pin, gc, clean)
+COMMANDS = (takes, pin, which, gc, clean)

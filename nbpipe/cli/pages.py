@@ -12,15 +12,19 @@ from nbpipe.errors import EXIT_OK
 
 @click.command()
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("out/index.html"), show_default=True, help="Where to write the page.")
+              help="Where to write the page (default: out/index.html; with a profile or a "
+              "backend forced, beside its outputs: out/@preview/index.html).")
 @target("Report as built on this backend.")
 @click.pass_context
-def report(ctx: click.Context, out: Path, backend: str | None, profile: str | None) -> int:
+def report(ctx: click.Context, out: Path | None, backend: str | None,
+           profile: str | None) -> int:
     """A static HTML contact sheet of every frame (thumbnails beside it, relative links)."""
-    from nbpipe.ui.report import write_report
+    from nbpipe.ui.report import report_path, write_report
 
     edge = Edge.of(ctx)
-    click.echo(f"wrote {write_report(edge.project(backend, profile), edge.cache_dir(), out)}")
+    project = edge.project(backend, profile)
+    page = write_report(project, edge.cache_dir(), out or report_path(project))
+    click.echo(f"wrote {page}")
     return EXIT_OK
 
 

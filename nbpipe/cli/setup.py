@@ -57,7 +57,7 @@ def init(ctx: click.Context) -> int:
     """Start a project here: a commented nbpipe.yaml and a .gitignore for .nbpipe/."""
     from importlib.resources import files
 
-    root = Edge.of(ctx).root
+    root = Edge.of(ctx).asked or Path(".")  # here, even inside a project: as `git init`
     manifest = root / "nbpipe.yaml"
     if manifest.exists():
         raise UsageError(f"{manifest} already exists", "edit it, or run init in another directory")

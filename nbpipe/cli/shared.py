@@ -25,13 +25,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class Edge:
-    """The run's context object: the project directory (-C), the settings parsed once, what the
-    early path (launch.py) found, and the warnings said so far (each once per command)."""
+    """The run's context object: the project directory (-C, else found upward), the settings
+    parsed once, what the early path (launch.py) found, and the warnings said so far (each once
+    per command)."""
 
     root: Path
     settings: Settings
     early: Early = field(default_factory=Early)
     warned: set[object] = field(default_factory=set)
+    asked: Path | None = None  # -C as given; None: `root` was found upward (launch.project_root)
 
     @staticmethod
     def of(ctx: click.Context) -> Edge:

@@ -175,8 +175,9 @@ def _input_changes(old_inputs: list[Any], frame: Frame) -> list[Change]:
             continue
         why = " (the upstream's pinned image changed: re-rendered or re-pinned)" \
             if image.kind == "frame" else ""
+        now = f"{image.digest[:12]}{why}" if image.digest else "not rendered yet"
         out.append(Change(f"input '{image.ref}' changed", (
-            f"input {what}: sha256 {str(before)[:12]} → {str(image.digest)[:12]}{why}",), True))
+            f"input {what}: sha256 {str(before)[:12]} → {now}",), True))
     current = {i.ref for i in frame.inputs}
     for ref in old_by_ref:
         if ref not in current:

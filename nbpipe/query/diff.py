@@ -74,7 +74,7 @@ def diff_project(project: Project, cache_dir: Path, base: str | None,
     root = project.loaded.root
     ref = base or gitref.default_base(root)
     commit = gitref.resolve(root, ref)
-    before = gitref.lock_at(root, commit, project.declared.profile).entries
+    before = gitref.lock_at(root, commit, project.declared.section).entries
     with known_store(project, cache_dir, offline) as known:
         plan = plan_with(known, list(project.frames.values()),
                          prefetch=tuple(e.key for e in before.values()))

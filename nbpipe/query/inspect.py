@@ -9,11 +9,13 @@ from decimal import Decimal
 from pathlib import Path
 
 from nbpipe.errors import UsageError
+from nbpipe.imagefmt import MIME, sniff
 from nbpipe.manifest.source import did_you_mean
 from nbpipe.money import fmt_usd
-from nbpipe.plan.frame import Frame
+from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Plan, Project, Step, output_is_ours
 from nbpipe.query.view import plan_project
+from nbpipe.store.cache import Cache, Take
 from nbpipe.store.lock import LockEntry
 from nbpipe.store.outputs import write_output
 from nbpipe.store.workspace import Workspace, build_lock, to_stderr
@@ -38,6 +40,42 @@ def explain(project: Project, cache_dir: Path, name: str) -> str:
     lines += _upstream_causes(step, plan)
     lines += _tail(step, locked, project.flags)
     return "\n".join(lines)
+
+
+def shown_frame(project: Project, cache_dir: Path, name: str) -> Frame:
+    """FRAME as `show` prints it: an edit keyed as the plan keys it, since its key and body
+    hold its upstream's image, known once that is pinned and fresh, or in a cache (else the key
+    stays unknown, and says so)."""
+    frame = project.frames[_frame_name(project, name)]
+    if frame.key is not None:
+        return frame
+    plan = plan_project(project, cache_dir, (frame.name,))
+    return next(s.frame for s in plan.steps if s.frame.name == frame.name)
+
+
+def input_mimes(project: Project, cache_dir: Path, frame: Frame) -> list[str]:
+    """Each input image's media type by its first bytes (a JPEG file is not sent as PNG): a
+    file's in the project, a frame's from its image in the cache; image/png when unknown."""
+    cache = Cache(cache_dir, create=False)
+    try:
+        return [MIME.get(sniff(_head(project.loaded.root, cache, i)) or "", "image/png")
+                for i in frame.inputs]
+    finally:
+        cache.close()
+
+
+def _head(root: Path, cache: Cache, image: InputImage) -> bytes:
+    if image.kind == "file":
+        path = root / image.ref
+    elif image.kind == "frame" and image.digest and cache.has_blob(image.digest):
+        path = cache.blob_path(image.digest)
+    else:
+        return b""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(16)
+    except OSError:
+        return b""
 
 
 def _read(project: Project, cache_dir: Path) -> AbstractContextManager[Workspace]:
@@ -120,16 +158,32 @@ def pin(project: Project, cache_dir: Path, name: str, which: str, force: bool,
             return _pin(project, space, frame, name, which, force)  # _step: it has a key
 
 
+def choose_take(takes: list[Take], which: str, name: str, flags: str = "") -> Take:
+    """The take `which` names: its number in `takes`, or a digest prefix as `takes` prints it
+    (`sha256:2d3b76544487`, the `sha256:` optional) that only one take has. Anything else is a
+    usage error naming the candidates."""
+    if which.isdigit() and 1 <= int(which) <= len(takes):
+        return takes[int(which) - 1]
+    prefix = which.strip().lower().removeprefix("sha256:")
+    listed = "; ".join(f"{i} sha256:{t.digest[:12]}" for i, t in enumerate(takes, 1))
+    hint = f"its takes: {listed}" if takes else f"`nbpipe takes{flags} {name}` lists them"
+    if len(prefix) < 6 or any(c not in "0123456789abcdef" for c in prefix):
+        raise UsageError(f"'{which}' is neither a take number of {name} (1 to {len(takes)}) "
+                         "nor a digest prefix of 6 hex digits or more", hint)
+    found = [(i, t) for i, t in enumerate(takes, 1) if t.digest.startswith(prefix)]
+    if len(found) == 1:
+        return found[0][1]
+    if not found:
+        raise UsageError(f"no take of {name} has a digest starting with '{which}'", hint)
+    matching = ", ".join(f"{i} sha256:{t.digest[:16]}" for i, t in found)
+    raise UsageError(f"'{which}' matches {len(found)} takes of {name}: {matching}",
+                     "give more digits, or the take's number")
+
+
 def _pin(project: Project, space: Workspace, frame: Frame, name: str, which: str,
          force: bool) -> str:
     cache, lock, state, key = space.cache, space.lock, space.state, frame.key or ""
-    takes = cache.takes(key)
-    chosen = [t for i, t in enumerate(takes, 1) if which == str(i)] or \
-        [t for t in takes if len(which) >= 6 and t.digest.startswith(which)]
-    if len(chosen) != 1:
-        raise UsageError(f"no single take '{which}' of {name}",
-                         f"`nbpipe takes{project.flags} {name}` lists them by number")
-    take = chosen[0]
+    take = choose_take(cache.takes(key), which, name, project.flags)
     output = frame.output_for(take.format)  # a JPEG take is never written as .png
     current = state.output_digest(output)
     entry = lock.entries.get(name)

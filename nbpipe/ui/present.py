@@ -9,6 +9,8 @@ from nbpipe.money import fmt_usd, usd
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import ACTIONS, Plan, Step
 
+PLAN_JSON_VERSION = 1  # of `plan --json`'s shape: raised when a field changes or goes
+
 
 def plan_table(plan: Plan) -> str:
     header = ("FRAME", "ACTION", "REASON", "BACKEND", "MODEL", "COST")
@@ -35,7 +37,8 @@ def _model(frame: Frame) -> str:
 
 def plan_json(plan: Plan) -> str:
     frames = [_step_json(s) for s in plan.steps]
-    return json.dumps({"frames": frames, "summary": plan.summary()}, indent=2, ensure_ascii=False)
+    return json.dumps({"version": PLAN_JSON_VERSION, "frames": frames, "summary": plan.summary()},
+                      indent=2, ensure_ascii=False)
 
 
 def _step_json(step: Step) -> dict:

@@ -80,8 +80,27 @@ def write_report(project: Project, cache_dir: Path, out: Path) -> Path:
         bibles=sorted({c.bible for c in cards.values() if c.bible}),
         spent=fmt_usd(Decimal(totals.get("spent_usd", "0"))),
         saved=fmt_usd(Decimal(totals.get("saved_usd", "0"))), pinned=fmt_usd(pinned),
-        profile=project.declared.profile)
+        lane=lane(project))
     return write_page(page, html)
+
+
+def report_path(project: Project) -> Path:
+    """Where the report goes by default: beside the outputs it shows, so a profile's or a
+    backend override's report (`--backend preview`) never replaces the committed one."""
+    section = project.declared.section
+    return Path("out/index.html") if section is None else Path("out", section, "index.html")
+
+
+def lane(project: Project) -> str | None:
+    """What the page shows, when not the committed default: the profile, the backend forced."""
+    declared = project.declared
+    if declared.section is None:
+        return None
+    if declared.backend is None:
+        return f"profile {declared.profile}"
+    on = f"profile {declared.profile} on " if declared.profile else ""
+    return f"{on}backend {declared.backend} (lock section {declared.section}, not the committed " \
+        "images)"
 
 
 def _card(step: Step, project: Project, cache: Cache, lock, failed: dict, thumbs: Thumbs,

@@ -239,3 +239,36 @@ def test_the_markdown_budget_counts_bytes_not_characters(name, detail, count):
                         ("prompt changed",), (detail,), before=entry) for i in range(count)]
     text = diff_markdown(Diff("main", "c" * 40, frames))
     assert len(text.encode()) < 1 << 20
+
+
+@pytest.fixture
+def previewed(make_project, run, identity) -> Path:
+    """main built and committed on the preview lane only (the free, offline trial of the PR
+    loop); then one frame's scene changed."""
+    root = make_project(MANIFEST, {".gitignore": b".nbpipe/\n"})
+    git(root, "init", "-q", "-b", "main")
+    assert run("-C", str(root), "build", "--backend", "preview").code == 0
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "main")
+    text = MANIFEST.replace("a city rooftop", "a city rooftop at dusk")
+    (root / "nbpipe.yaml").write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("lane", [("--backend", "preview"), ("env",)])
+def test_the_preview_lane_compares_with_bases_preview_section(previewed, run, monkeypatch, lane):
+    """Every frame was "added": the default section of BASE's lock is empty on this lane."""
+    args = list(lane)
+    if lane == ("env",):
+        monkeypatch.setenv("NBPIPE_BACKEND", "preview")
+        args = []
+    doc = json.loads(run("-C", str(previewed), "diff", "main", "--format", "json", *args).out)
+    assert [(f["frame"], f["status"]) for f in doc["frames"]] == [("rooftop", "changed")]
+    text = run("-C", str(previewed), "diff", "main", *args).out
+    assert "rooftop" in text and "workshop" not in text
+
+
+def test_review_on_the_preview_lane_shows_only_the_changed_frame(previewed, run):
+    result = run("-C", str(previewed), "review", "main", "--backend", "preview")
+    assert result.code == 0, result.err
+    assert result.out.endswith("(1 changed frame)\n")
