@@ -48,7 +48,7 @@ def which(cache_dir: Path, digest: str) -> list[Provenance]:
     take of several requests); none when the cache has not seen them. Reads only."""
     cache = Cache(cache_dir, create=False)
     try:
-        return [found for key in sorted(cache.all_keys()) for found in _of_key(cache, key, digest)]
+        return [found for key in sorted(cache.index.keys()) for found in _of_key(cache, key, digest)]
     finally:
         cache.close()
 
@@ -57,7 +57,7 @@ def _of_key(cache: Cache, key: str, digest: str) -> list[Provenance]:
     takes = cache.takes(key)
     if not any(t.digest == digest for t in takes):
         return []
-    request = cache.request(key) or {}  # a stored record is untrusted: take only what is text
+    request = cache.index.request(key) or {}  # a stored record is untrusted: take only what is text
     frame, prompt = request.get("frame"), request.get("prompt")
     return [Provenance(frame if isinstance(frame, str) else None, number, key, t.backend,
                        t.model, LANE, prompt if isinstance(prompt, str) else None, t.created,
