@@ -178,7 +178,7 @@ def _writing(root: Path):
         def note(text: str) -> None:
             click.echo(text, err=True)
 
-    return exclusive(root / ".nbpipe", _cache_dir(root), True, Notes)
+    return exclusive(root / ".nbpipe", _cache_dir(root), True, Notes.note)
 
 
 @cli.command()

@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
+from nbpipe.errors import FrameFailed
 from nbpipe.plan.frame import InputImage, Request
+
+
+class TaskStillOut(FrameFailed):
+    """A task is still running at its deadline: paid, not collected; any later build collects
+    it for free (the frame ends `left`, not failed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_later=True)
 
 
 class Sink(Protocol):

@@ -16,12 +16,15 @@ from nbpipe.backends.base import InputData, Job, Rendered, Sink
 from nbpipe.backends.http import (
     Answer,
     HttpBackend,
+    RateLimiter,
     Retryable,
     RetryPolicy,
     api_key,
     env_number,
+    pooled_client,
     short,
 )
+from nbpipe.backends.registry import BackendSpec, Inputs, Lane
 from nbpipe.backends.replies import (
     GeminiError,
     GeminiErrorBody,
@@ -105,7 +108,8 @@ class GeminiBackend(HttpBackend):
                      job: Job) -> Rendered:
         missing = [i.image.ref for i in inputs if i.data is None]
         if missing:
-            raise FrameFailed(f"Gemini takes input images inline; no bytes for {', '.join(missing)}")
+            raise FrameFailed("Gemini takes input images inline; no bytes for "
+                              + ", ".join(missing))
         body = generate_body(request, [base64.b64encode(i.data).decode() for i in inputs],
                              [i.mime for i in inputs])
         reply = await self.settings.retry.run(lambda: self._generate(request.model, body))
@@ -196,3 +200,14 @@ def _b64(data: str) -> bytes:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise FrameFailed("Gemini's image data is not valid base64") from None
+
+
+def open_gemini(jobs: int, rpm: int | None) -> GeminiBackend:
+    settings = GeminiSettings.from_env()  # first: a missing key is said before anything opens
+    return GeminiBackend(settings, pooled_client(jobs), RateLimiter(rpm))
+
+
+SPEC = BackendSpec(name="gemini", lanes=(Lane.CALL,), inputs=Inputs.INLINE, key_env=KEY_VARS,
+                   base_url_env="GOOGLE_GEMINI_BASE_URL", payload_style=PAYLOAD_STYLE,
+                   open=open_gemini, describe=generate_body,
+                   endpoint=lambda model: f"POST /v1beta/models/{model}:generateContent")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from nbpipe.backends.base import InputData, Job, Rendered, Sink
+from nbpipe.backends.base import InputData, Job, Rendered, Sink, TaskStillOut
 from nbpipe.backends.http import (
     Answer,
     DownloadGone,
@@ -34,8 +34,10 @@ from nbpipe.backends.http import (
     download,
     env_number,
     output_url,
+    pooled_client,
     short,
 )
+from nbpipe.backends.registry import BackendSpec, Inputs, Lane
 from nbpipe.backends.replies import (
     TASK_ID,
     HiCreated,
@@ -239,9 +241,9 @@ class HiApiBackend(HttpBackend):
                 raise TaskFailed(f"task {task_id} failed: {short(code or 'unknown', 60)}: "
                                  f"{short(words or '')}")
             if time.monotonic() >= deadline:  # queued, handling, archiving, or one we don't know
-                raise FrameFailed(f"task {task_id} is still {short(task.status, 40)} after "
-                                  f"{self.settings.task_timeout:.0f} s; the next build resumes "
-                                  "it without paying again", retry_later=True)
+                raise TaskStillOut(f"task {task_id} is still {short(task.status, 40)} after "
+                                   f"{self.settings.task_timeout:.0f} s; the next build resumes "
+                                   "it without paying again")
             await _pause(self.settings.poll_interval, deadline)
 
     def _data(self, answer: Answer, model: type[Reply]):
@@ -327,6 +329,16 @@ def expiry(expire_at: float | None, now: float) -> float:
 async def _pause(seconds: float, deadline: float) -> None:
     """Sleep `seconds`, but never past the deadline: it is checked before sleeping, not after."""
     await asyncio.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
+
+
+def open_hiapi(jobs: int, rpm: int | None) -> HiApiBackend:
+    settings = HiApiSettings.from_env()  # first: a missing key is said before anything opens
+    return HiApiBackend(settings, pooled_client(jobs), RateLimiter(rpm))
+
+
+SPEC = BackendSpec(name="hiapi", lanes=(Lane.TASK,), inputs=Inputs.URL, key_env=KEY_VARS,
+                   base_url_env="HIAPI_BASE_URL", payload_style=PAYLOAD_STYLE, open=open_hiapi,
+                   describe=create_body, endpoint=lambda model: "POST /v1/tasks")
 
 
 def fetch_price_list() -> tuple[str, object]:

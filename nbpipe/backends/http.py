@@ -50,6 +50,14 @@ def env_number(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def pooled_client(jobs: int) -> httpx.AsyncClient:
+    """The one HTTP client a backend sends through, pooled for `jobs` frames in flight."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=15.0, read=120.0, write=60.0, pool=None),
+        limits=httpx.Limits(max_connections=max(4, jobs * 2)),
+        follow_redirects=False)  # see HttpBackend.exchange and http.download
+
+
 class RateLimiter:
     """At most `rpm` requests a minute, spaced evenly (no burst at each minute's start)."""
 

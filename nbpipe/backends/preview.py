@@ -17,6 +17,7 @@ import textwrap
 from decimal import Decimal
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
+from nbpipe.backends.registry import BackendSpec, Inputs, Lane
 from nbpipe.catalog import builtin
 from nbpipe.plan.frame import Request
 
@@ -135,3 +136,9 @@ class PreviewBackend:
 
     async def aclose(self) -> None:
         return None
+
+
+SPEC = BackendSpec(name="preview", lanes=(Lane.CALL,), inputs=Inputs.LOCAL, key_env=(),
+                   base_url_env=None, payload_style=PAYLOAD_STYLE,
+                   open=lambda jobs, rpm: PreviewBackend(), describe=render_request,
+                   endpoint=lambda model: "local preview renderer (offline)", paid=False)

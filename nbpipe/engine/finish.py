@@ -4,7 +4,7 @@ A module of its own because its order is a promise apart from the walk's: frames
 declared are unpinned (their files become orphans only if nbpipe wrote them), the lock is saved
 whole before the shared cache learns its pins, and what the report shows later (the last
 failures, running totals) is kept whatever happened. The no-op fingerprint, which needs the
-walk's outcomes, is decided by the build itself.
+walk's outcomes, is made here from them.
 """
 
 from __future__ import annotations
@@ -15,13 +15,16 @@ from decimal import Decimal
 from pathlib import Path
 
 from nbpipe.catalog import Catalog
+from nbpipe.engine.noop import fingerprint, fingerprint_options
 from nbpipe.errors import NbpipeError
+from nbpipe.events import Summary
 from nbpipe.plan.frame import Frame
+from nbpipe.plan.planner import Project
 from nbpipe.store.cache import Cache
 from nbpipe.store.lock import Lock
+from nbpipe.store.marks import remote_id
 from nbpipe.store.outputs import disk_message
 from nbpipe.store.state import State
-from nbpipe.ui.events import Summary
 
 
 def drop_undeclared(lock: Lock, declared: Mapping[str, Frame], state: State, events) -> None:
@@ -51,6 +54,8 @@ def remember_outcomes(state: State, frames: list[Frame], failed: dict[str, str],
     totals = state.data.setdefault("totals", {"spent_usd": "0", "saved_usd": "0"})
     totals["spent_usd"] = str(Decimal(totals["spent_usd"]) + summary.spent)
     totals["saved_usd"] = str(Decimal(totals["saved_usd"]) + summary.saved)
+    earlier = Decimal(totals.get("spent_earlier_usd", "0")) + summary.spent_earlier
+    totals["spent_earlier_usd"] = str(earlier)  # paid by builds that died before saying so
     state.changed = True
 
 
@@ -76,3 +81,19 @@ def quiet_until(catalog: Catalog, frames: list[Frame]) -> dt.date | None:
     still be said (then refused) though nothing in the project changed."""
     specs = (catalog.get(f.backend, f.model) for f in frames)
     return min((day for spec in specs if spec and (day := spec.quiet_until())), default=None)
+
+
+def fingerprint_for(project: Project, lock: Lock, state: State, frames: list[Frame],
+                    options: tuple[str | None, str | None], url: str | None,
+                    complete: bool) -> dict[str, object] | None:
+    """What lets the next build answer "nothing to do" without planning, or None (`complete`:
+    every frame built, nothing left open). `options`: the build's backend and profile; `url`:
+    the remote cache, whose marks the fast path waits for (a build killed after marking left
+    them)."""
+    if not complete:
+        return None
+    outputs = [lock.entries[f.name].output for f in frames]  # the real paths (.jpg too)
+    return fingerprint(project.loaded.root, fingerprint_options(*options),
+                       project.loaded.digest, project.reads, lock.text(), outputs, len(frames),
+                       state.data.get("fingerprint"), quiet_until(project.catalog, frames),
+                       remote_id(url) if url else None)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from nbpipe.backends.base import InputData
 from nbpipe.backends.images import MIME, sniff
+from nbpipe.backends.registry import Inputs, spec
 from nbpipe.errors import FrameFailed
 from nbpipe.plan.frame import InputImage
 from nbpipe.store.cache import Cache
@@ -39,7 +40,7 @@ def input_data(image: InputImage, backend: str, root: Path, cache: Cache,
         if data is None:
             raise FrameFailed(f"the image of '{image.ref}' is not in the cache")
         url, expires = cache.served_at(image.digest)
-    if backend == "hiapi" and remote is not None and \
+    if spec(backend).inputs is Inputs.URL and remote is not None and \
             (url is None or (expires or 0) < time.time() + RENEW_BEFORE):
         try:
             url = remote.share(image.digest, data, lifetime)  # presigned, our bucket
