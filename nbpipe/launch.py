@@ -15,8 +15,10 @@ import os
 import sys
 from pathlib import Path
 
+from nbpipe.backends.names import NAMES
+
 FLAGS = {"--check": "check", "--json": "as_json"}
-BACKENDS = ("hiapi", "gemini", "preview")  # --backend's choices (cli.py takes them from here)
+BACKENDS = NAMES  # the built-in backends (registry.names() adds installed ones): --backend
 
 
 def cache_dir(root: Path) -> Path:

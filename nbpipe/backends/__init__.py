@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nbpipe.backends.registry import spec
-
 if TYPE_CHECKING:
     from nbpipe.backends.base import Backend
     from nbpipe.plan.frame import Frame
@@ -15,6 +13,7 @@ if TYPE_CHECKING:
 def describe_request(frame: Frame) -> dict[str, object]:
     """The exact body the frame's backend would send, image payloads described in place."""
     from nbpipe.backends.base import describe_image
+    from nbpipe.backends.registry import spec
 
     found = spec(frame.backend)
     return found.describe(frame.request, [describe_image(image, found.payload_style)
@@ -30,8 +29,12 @@ def default_jobs(name: str) -> int:
 
 def open_backend(name: str, jobs: int = 4, rpm: int | None = None) -> Backend:
     """A ready backend by name, with one pooled HTTP client; UsageError if it has no key."""
+    from nbpipe.backends.registry import spec
+
     return spec(name).open(jobs, rpm)
 
 
 def endpoint(frame: Frame) -> str:
+    from nbpipe.backends.registry import spec
+
     return spec(frame.backend).endpoint(frame.model)

@@ -1,7 +1,7 @@
 """One registry of backend specs: every fact about a provider the rest of nbpipe needs.
 
 A provider is one module that defines `SPEC` (a `BackendSpec`) plus its models in the catalogue
-data. The built-in ones are named in `BUILTIN` (name → module), so their names cost no import
+data. The built-in ones are named in names.py (name → module), so their names cost no import
 (the no-op fast path checks `--backend` against them); a spec is imported when first asked for.
 A third-party package registers more through the entry-point group `nbpipe.backends`
 (name = the backend's name, value = `package.module:SPEC`), read with importlib.metadata.
@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
+
+from nbpipe.backends.names import BUILTIN, NAMES
 
 if TYPE_CHECKING:  # the specs' types only: importing them costs the provider modules
     from importlib.metadata import EntryPoint
@@ -29,9 +30,6 @@ if TYPE_CHECKING:  # the specs' types only: importing them costs the provider mo
     from nbpipe.plan.frame import Request
 
 GROUP = "nbpipe.backends"
-BUILTIN = {"hiapi": "nbpipe.backends.hiapi", "gemini": "nbpipe.backends.gemini",
-           "preview": "nbpipe.backends.preview"}
-NAMES = tuple(BUILTIN)  # the built-in names, free to import (launch.py's --backend check)
 
 
 class Lane(StrEnum):
@@ -48,8 +46,7 @@ class Inputs(StrEnum):
     LOCAL = "local"  # nothing travels: rendered on this machine
 
 
-@dataclass(frozen=True)
-class BackendSpec:
+class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module cheaply
     """A provider as nbpipe knows it. `open(jobs, rpm)`: a ready backend (UsageError when its
     key is missing); `describe(request, image stand-ins)`: the exact body a build would send;
     `endpoint(model)`: what `show` says it calls. Default jobs come from the catalogue."""

@@ -34,7 +34,7 @@ from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.materializer import Materializer
 from nbpipe.engine.recover import Recovery, entry_frame, seconds
 from nbpipe.engine.renderer import Backends, OpenBackend, Renderer
-from nbpipe.engine.scheduler import Scheduler
+from nbpipe.engine.scheduler import Scheduler, said_at_end
 from nbpipe.engine.stop import Stop
 from nbpipe.engine.telling import Teller
 from nbpipe.events import Reporter, Status, Summary, Tally
@@ -103,17 +103,19 @@ class Build:
                                                                thread_name_prefix="nbpipe-pull"))
             self.walk = self._scheduler(opened, remote_io)
             try:
-                interrupts.take_over()  # a Ctrl-C swallowed while planning stops us here
-                with asyncio.Runner() as runner:
-                    runner.run(self._walk(frames, opened))
-            except asyncio.CancelledError:
-                self.stop.interrupted = True
+                try:
+                    interrupts.take_over()  # a Ctrl-C swallowed while planning stops us here
+                    with asyncio.Runner() as runner:
+                        runner.run(self._walk(frames, opened))
+                except asyncio.CancelledError:
+                    self.stop.interrupted = True
+                self._report_left()  # only when the summary will be said: it reports them
             except KeyboardInterrupt:  # pressed before the event loop began (the CLI says it)
                 self.stop.interrupted = True
                 raise
             finally:
                 self._finish(frames)
-        for said in self.walk.said_at_end():
+        for said in said_at_end(self.walk.budget, self.stop):
             self.tally.note(said)
         return self.tally.end(self.stop.interrupted)
 
@@ -203,7 +205,6 @@ class Build:
 
     def _finish(self, frames: list[Frame]) -> None:
         """Pin what was built, drop frames no longer declared, and remember file stats."""
-        self._report_left()
         walk = self.walk
         drop_undeclared(self.lock, self.project.frames, self.state, self.tally)
         remember_outcomes(self.state, frames, walk.failed, self.tally.summary)
@@ -228,7 +229,7 @@ class Build:
         for slot in sorted(renderer.mine & set(self.journal.open)):
             entry = self.journal.open[slot]
             frame = entry_frame(entry, self.project.catalog)
-            if renderer.left_out(frame, entry):
+            if not entry.reported and renderer.left_out(frame, entry):
                 charge = self.walk.teller.charges.pop(frame.name)
                 self.walk.teller.entry(frame, Status.LEFT, "still out as the build ended",
                                        charge)

@@ -30,14 +30,17 @@ class Landing:
 
 
 class Flights:
+    _flights: dict[str, asyncio.Future[Landing | None]]  # key → its one request
+    _recovering: set[str]  # keys whose flight is a recovery
+
     def __init__(self) -> None:
-        self._flights: dict[str, asyncio.Future] = {}  # key → its one request
-        self._recovering: set[str] = set()  # keys whose flight is a recovery
+        self._flights = {}
+        self._recovering = set()
 
     def busy(self, key: str) -> bool:
         return key in self._flights
 
-    def recovery(self, key: str) -> asyncio.Future:
+    def recovery(self, key: str) -> asyncio.Future[Landing | None]:
         """The flight of an earlier build's task: its result is a Landing, or None."""
         flight = self._flights[key] = asyncio.get_running_loop().create_future()
         self._recovering.add(key)

@@ -231,13 +231,14 @@ class Scheduler:
         self.teller.frame(step, Status.SKIPPED, f"not sent: {self.stop.skipped_why()}")
         return None
 
-    def said_at_end(self) -> list[str]:
-        """What the frames' lines could not say, once, before the summary."""
-        said = []
-        refused = self.budget.refused
-        if refused:
-            names = ", ".join(refused[:8]) + (" …" if len(refused) > 8 else "")
-            said.append(f"over budget: {len(refused)} frame(s) not rendered to stay within "
-                        f"USD {fmt_usd(self.budget.cap or 0)}: {names}")
-        stopped = self.stop.said_at_end()
-        return said + ([stopped] if stopped else [])
+
+def said_at_end(budget: Budget, stop: Stop) -> list[str]:
+    """What the frames' lines could not say, once, before the summary."""
+    said = []
+    refused = budget.refused
+    if refused:
+        names = ", ".join(refused[:8]) + (" …" if len(refused) > 8 else "")
+        said.append(f"over budget: {len(refused)} frame(s) not rendered to stay within "
+                    f"USD {fmt_usd(budget.cap or Decimal(0))}: {names}")
+    stopped = stop.said_at_end()
+    return said + ([stopped] if stopped else [])
