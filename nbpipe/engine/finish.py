@@ -17,7 +17,7 @@ from pathlib import Path
 from nbpipe.catalog import Catalog
 from nbpipe.engine.noop import fingerprint, fingerprint_options
 from nbpipe.errors import NbpipeError
-from nbpipe.events import Summary
+from nbpipe.events import Summary, Tally
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Project
 from nbpipe.store.cache import Cache
@@ -27,7 +27,8 @@ from nbpipe.store.outputs import disk_message
 from nbpipe.store.state import State
 
 
-def drop_undeclared(lock: Lock, declared: Mapping[str, Frame], state: State, events) -> None:
+def drop_undeclared(lock: Lock, declared: Mapping[str, Frame], state: State,
+                    events: Tally) -> None:
     """Unpin frames no longer declared; a file of theirs becomes an orphan (for `clean
     --orphans`) only if this machine saw nbpipe write it."""
     for name in [n for n in lock.entries if n not in declared]:
@@ -39,18 +40,18 @@ def drop_undeclared(lock: Lock, declared: Mapping[str, Frame], state: State, eve
         events.note(f"orphan    {entry.output}  (frame {name} is no longer declared; "
                     "`nbpipe clean --orphans` removes it)")
     for frame in declared.values():  # declared again, and nbpipe's once more
-        entry = lock.entries.get(frame.name)
-        if entry is not None:  # (until then, only the orphan record says the file is ours)
+        pinned = lock.entries.get(frame.name)
+        if pinned is not None:  # (until then, only the orphan record says the file is ours)
             state.orphans.pop(frame.output, None)
-            state.orphans.pop(entry.output, None)
+            state.orphans.pop(pinned.output, None)
 
 
 def remember_outcomes(state: State, frames: list[Frame], failed: dict[str, str],
                       summary: Summary) -> None:
     """What the report shows later: the last failures, and running totals."""
     names = {f.name for f in frames}
-    earlier = {k: v for k, v in state.data.get("failed", {}).items() if k not in names}
-    state.data["failed"] = {**earlier, **failed}
+    kept = {k: v for k, v in state.data.get("failed", {}).items() if k not in names}
+    state.data["failed"] = {**kept, **failed}
     totals = state.data.setdefault("totals", {"spent_usd": "0", "saved_usd": "0"})
     totals["spent_usd"] = str(Decimal(totals["spent_usd"]) + summary.spent)
     totals["saved_usd"] = str(Decimal(totals["saved_usd"]) + summary.saved)
@@ -67,7 +68,7 @@ def save_lock(lock: Lock, root: Path) -> None:
                           "image made is in the cache: the next build pins it for free") from None
 
 
-def record_pins(cache: Cache, root: Path, lock: Lock, events) -> None:
+def record_pins(cache: Cache, root: Path, lock: Lock, events: Tally) -> None:
     """Tell the cache what this project pins, so gc from another project sharing it keeps them."""
     try:
         cache.record_pins(root, lock.pinned())

@@ -14,10 +14,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from nbpipe.plan.frame import Frame
 from nbpipe.store.cache import Take
 
 STOPPED = "stopped"  # the flight brought nothing and the build has stopped: send nothing
 EMPTY = "empty"  # another frame of this build sent the request and it brought no image
+
+
+def key_of(frame: Frame) -> str:
+    """The key of a frame about to be sent or written: decided, so it has one (a frame whose
+    upstream is not built yet is never sent)."""
+    if frame.key is None:
+        raise ValueError(f"{frame.name}: no key yet")
+    return frame.key
 
 
 @dataclass(frozen=True)

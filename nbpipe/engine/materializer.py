@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 
-from nbpipe.engine.flights import Landing
+from nbpipe.engine.flights import Landing, key_of
 from nbpipe.engine.telling import Teller
 from nbpipe.errors import FrameFailed
 from nbpipe.events import Status
@@ -85,11 +85,11 @@ class Materializer:
         if not self.cache.has_blob(digest) and not await loop.run_in_executor(
                 self.remote_io, self.remote.fetch, digest, self.cache):
             return False
-        if digest not in {t.digest for t in self.cache.takes(frame.key)}:
+        if digest not in {t.digest for t in self.cache.takes(key_of(frame))}:
             for take, request in await loop.run_in_executor(self.remote_io, self.remote.takes,
-                                                            frame.key):
+                                                            key_of(frame)):
                 if take.digest == digest:
-                    self.cache.add_take(frame.key, request, take)
+                    self.cache.add_take(key_of(frame), request, take)
         return True
 
     def write(self, frame: Frame, output: str, digest: str) -> bool:
@@ -100,14 +100,14 @@ class Materializer:
         if not self.force:
             pinned = self.lock.entries.get(frame.name)
             if not output_is_ours(output, self.state.output_digest(output),
-                                  pinned.digest if pinned else None, frame.key, self.known):
+                                  pinned.digest if pinned else None, key_of(frame), self.known):
                 raise FrameFailed(f"a file not made by nbpipe is in the way: {output} (--force "
                                   "overwrites; the image is in the cache)")
         return write_output(self.cache, self.state, self.project.loaded.root, output, digest)
 
     def pin(self, frame: Frame, digest: str, cost: Decimal, output: str | None) -> None:
         self.lock.entries[frame.name] = LockEntry(
-            key=frame.key, output=output or frame.output, digest=digest, backend=frame.backend,
+            key=key_of(frame), output=output or frame.output, digest=digest, backend=frame.backend,
             model=frame.model, cost_usd=float(cost))
 
     def _locked_cost(self, frame: Frame) -> Decimal:
@@ -115,7 +115,7 @@ class Materializer:
         return Decimal(str(entry.cost_usd)) if entry and entry.key == frame.key else frame.cost
 
     def _take_cost(self, frame: Frame, digest: str) -> Decimal:
-        for take in self.cache.takes(frame.key):
+        for take in self.cache.takes(key_of(frame)):
             if take.digest == digest:
                 return Decimal(take.cost_usd)
         return self._locked_cost(frame)

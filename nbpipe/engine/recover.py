@@ -126,7 +126,8 @@ class Recovery:
         for its backend, no account is known: the entry is tried, and says why it waits."""
         accounts = {backend: self.renderer.backends.account(backend)
                     for backend in {e.backend for e in entries}}
-        ours, theirs = [], []
+        ours: list[Entry] = []
+        theirs: list[Entry] = []
         for entry in entries:
             account = accounts[entry.backend]
             mine = account is None or entry.belongs_to(account)
@@ -197,7 +198,8 @@ def entry_frame(entry: Entry, catalog: Catalog) -> Frame:
     """The frame a journal entry was made for, rebuilt from its record (no output: a recovered
     image goes to the cache; a frame of the build that wants it follows the flight)."""
     request = entry.request
-    params = request.get("params") if isinstance(request.get("params"), dict) else {}
+    found = request.get("params")
+    params = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
     return Frame(name=entry.frame, target=entry.frame, backend=entry.backend,
                  model=str(request.get("model")), prompt=str(request.get("prompt")),
                  params=params, inputs=_inputs_of(request), output="", key=entry.key,
@@ -213,11 +215,12 @@ def entry_price(entry: Entry, catalog: Catalog) -> Decimal:
         return Decimal(0)
 
 
-def _inputs_of(record: dict) -> tuple[InputImage, ...]:
+def _inputs_of(record: dict[str, object]) -> tuple[InputImage, ...]:
     """The input images of a journalled request record (untrusted: odd entries are dropped,
     and then the key check refuses the entry)."""
     out = []
-    for doc in record.get("inputs") or []:
+    docs = record.get("inputs")
+    for doc in docs if isinstance(docs, list) else []:
         if isinstance(doc, dict) and doc.get("kind") in ("frame", "file", "url") and \
                 isinstance(doc.get("ref"), str) and isinstance(doc.get("digest"), str):
             out.append(InputImage(doc["kind"], doc["ref"], doc["digest"],

@@ -20,6 +20,7 @@ from decimal import Decimal
 from nbpipe.backends.base import Backend, InputData, Job, TaskStillOut
 from nbpipe.backends.images import verify_image_async
 from nbpipe.backends.registry import resumable, unrepeatable
+from nbpipe.engine.flights import key_of
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.inputs import input_data
 from nbpipe.engine.telling import Charge, Teller
@@ -80,14 +81,15 @@ class Renderer:
         """Send the frame's request (or re-attach to the open entry of its key) into the
         cache; its money charged to the frame, however it ends."""
         frame = step.frame
+        key = key_of(frame)
         lifetime = self.project.loaded.manifest.cache.url_lifetime
         inputs = [input_data(image, frame.backend, self.project.loaded.root, self.cache,
                              self.remote, lifetime) for image in frame.inputs]
         entry = self._entry(step)
         take_no = entry.take
         job = Job(take=take_no, cost=frame.cost, resume_task=entry.task_id, body=entry.body,
-                  on_send=lambda body: self.journal.sent(frame.key, take_no, body),
-                  on_task=lambda task_id: self.journal.task(frame.key, take_no, task_id),
+                  on_send=lambda body: self.journal.sent(key, take_no, body),
+                  on_task=lambda task_id: self.journal.task(key, take_no, task_id),
                   on_finished=release)
         try:
             with self.inflight.sending(frame, frame.cost):
@@ -96,7 +98,7 @@ class Renderer:
             self.left_out(frame, entry)
             raise
         except TaskFailed:
-            self.journal.failed(frame.key, take_no)
+            self.journal.failed(key, take_no)
             raise
         except ImageLost as exc:
             self.teller.charge(frame.name, self.lost(entry, frame.cost, f"{frame.name}: {exc}"))
@@ -112,16 +114,17 @@ class Renderer:
         """The journal entry this render goes under: an open one of this key (its task is
         re-attached, its create resent byte for byte), else a new take's intent."""
         frame = step.frame
+        key = key_of(frame)
         account = self.backends.get(frame.backend).account
-        entry = self.journal.open_for(frame.key, frame.backend, account)
+        entry = self.journal.open_for(key, frame.backend, account)
         if entry is None:  # a new take, under a number never used for this key anywhere
-            known = [t for t, _ in self.remote.takes(frame.key)] \
+            known = [t for t, _ in self.remote.takes(key)] \
                 if self.remote is not None and step.action == "render" and self.force else []
-            take_no = self.cache.allocate_take(frame.key, known)
-            self.journal.intent(frame.key, take_no, frame.name, frame.backend, frame.record(),
+            take_no = self.cache.allocate_take(key, known)
+            self.journal.intent(key, take_no, frame.name, frame.backend, frame.record(),
                                 account)
-            self.mine.add((frame.key, take_no))
-            entry = self.journal.open[(frame.key, take_no)]
+            self.mine.add((key, take_no))
+            entry = self.journal.open[(key, take_no)]
         else:
             self.resends(entry)
         return entry
@@ -137,6 +140,7 @@ class Renderer:
         """Render (or re-attach) into the cache: verified, committed, indexed, journalled,
         and pushed. `record`: the request as journalled, for a task an earlier build left."""
         record = record or frame.record()
+        key = key_of(frame)
         started = time.time()
         with self.cache.writer() as sink:
             rendered = await self.backends.get(frame.backend).render(frame.request, inputs,
@@ -147,10 +151,10 @@ class Renderer:
         take = Take(digest=digest, backend=frame.backend, model=frame.model, format=fmt,
                     cost_usd=str(rendered.cost), created=started, task_id=rendered.task_id,
                     url=rendered.url, url_expires=rendered.url_expires, take=job.take)
-        self.cache.add_take(frame.key, record, take)  # paid for: safe before anything else
+        self.cache.add_take(key, record, take)  # paid for: safe before anything else
         if self.pusher is not None:  # also an earlier build's task: the team paid for it too
-            self.pusher.push(frame.key, take, record)  # remembered, then sent in the background
-        self.journal.done(frame.key, job.take, digest)
+            self.pusher.push(key, take, record)  # remembered, then sent in the background
+        self.journal.done(key, job.take, digest)
         return take
 
     def owed(self, entry: Entry, price: Decimal, billing: Billing | None = None,

@@ -132,28 +132,29 @@ class Scheduler:
     async def _one_frame(self, frame: Frame, done: Done) -> None:
         digests = {}
         for upstream in frame.upstreams:
-            digest = await done[upstream]
-            if digest is None:
+            held = await done[upstream]
+            if held is None:
                 self.teller.frame(Step(frame, "blocked", f"upstream {upstream} not built"),
                                   Status.SKIPPED, f"upstream {upstream} was not built")
                 done[frame.name].set_result(None)
                 return
-            digests[upstream] = digest
+            digests[upstream] = held
         if digests:
             frame = frame.keyed(digests)
         step = self.decided.get(frame.name) or decide(frame, self.known, self.force)
+        digest: str | None = None
         try:
             digest = await self._act(step)
         except BuildStopped as exc:
             first = self.stop.set(str(exc))  # frames in flight meet the same stop: say it once
-            digest = self._fail(step, str(exc) if first or self.stop.why != str(exc)
+            self._fail(step, str(exc) if first or self.stop.why != str(exc)
                                 else self.stop.see_end())
         except NbpipeError as exc:
-            digest = self._fail(step, exc.render().removeprefix("error: "))
+            self._fail(step, exc.render().removeprefix("error: "))
         except OSError as exc:
             if exc.errno in DISK_STOPS:  # every later write would fail the same way
                 self.stop.set(disk_message(exc))
-            digest = self._fail(step, disk_message(exc))
+            self._fail(step, disk_message(exc))
         self.outcomes[frame.name] = digest
         done[frame.name].set_result(digest)
 
@@ -168,7 +169,8 @@ class Scheduler:
             return step.digest
         landing = await self.flights.wait(frame.key or "", lambda: self.stop.why)
         if landing is STOPPED:
-            return self._skip_stopped(step)
+            self._skip_stopped(step)
+            return None
         if landing is EMPTY:
             self.teller.frame(step, Status.SKIPPED, "the same request, sent by another frame "
                               "of this build, brought no image")
@@ -190,7 +192,8 @@ class Scheduler:
                 slot.release()
         try:
             if self.stop:
-                return self._skip_stopped(step)
+                self._skip_stopped(step)
+                return None
             if self.remote is not None and self.remote.unreachable and \
                     self.remote_errors != "render":
                 raise FrameFailed(f"remote unavailable ({self.remote.unreachable}): not rendered, "
@@ -225,11 +228,9 @@ class Scheduler:
         self.teller.frame(step, Status.FAILED, message)
         if self.fail_fast:
             self.stop.set(f"{step.frame.name} failed and --fail-fast is on")
-        return None
 
     def _skip_stopped(self, step: Step) -> None:
         self.teller.frame(step, Status.SKIPPED, f"not sent: {self.stop.skipped_why()}")
-        return None
 
 
 def said_at_end(budget: Budget, stop: Stop) -> list[str]:
