@@ -74,8 +74,11 @@ class Backend(Protocol):
     key, never the key): a task or idempotent create belongs to one account, so a journal
     shared by projects with different keys must not hand one account's work to another."""
 
-    name: str
-    account: str | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def account(self) -> str | None: ...
 
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered: ...

@@ -19,6 +19,7 @@ import statistics
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 
@@ -50,6 +51,7 @@ from nbpipe.backends.replies import (
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, ModelUnknown, TaskFailed, UsageError
 from nbpipe.plan.frame import Request
 
+R = TypeVar("R", bound=Reply)
 PAYLOAD_STYLE = "https URL"
 DEFAULT_BASE_URL = "https://api.hiapi.ai"
 PRICING_URL = "https://www.hiapi.ai"  # the public price list: no key
@@ -61,17 +63,17 @@ MS_FROM = 1e11  # an expireAt this large is milliseconds: read as seconds, it is
 OUTPUT_LIFETIME = 6 * 86400.0  # outputs are kept ~7 days; assumed a day shorter, to be safe
 
 
-def create_body(request: Request, image_urls: list[str]) -> dict:
+def create_body(request: Request, image_urls: list[str]) -> dict[str, object]:
     """The POST /v1/tasks body. `resolution` and `image_input` go only to models that take them
     (the resolver has already dropped them elsewhere: a model without tiers answers 400 to
     `resolution`)."""
-    task_input: dict = {"prompt": request.prompt, **request.params}
+    task_input: dict[str, object] = {"prompt": request.prompt, **request.params}
     if image_urls:
         task_input["image_input"] = list(image_urls)
     return {"model": request.model, "input": task_input}
 
 
-def wire(body: dict) -> str:
+def wire(body: dict[str, object]) -> str:
     """The bytes a create sends (and the journal keeps, to resend exactly)."""
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
@@ -120,6 +122,7 @@ class HiApiBackend(HttpBackend):
     label = "HiAPI"
     base_var = "HIAPI_BASE_URL"
     repeatable = True  # polls are GETs, and every create carries its Idempotency-Key
+    settings: HiApiSettings
 
     def __init__(self, settings: HiApiSettings, client: httpx.AsyncClient,
                  limiter: RateLimiter | None = None):
@@ -134,7 +137,8 @@ class HiApiBackend(HttpBackend):
         seen = self._latency.get(model)
         if not seen or len(seen) < 3:
             return self.settings.poll_delay
-        return min(statistics.median(seen) * 1.05, MAX_FIRST_POLL, self.settings.task_timeout)
+        typical: float = statistics.median(seen)
+        return min(typical * 1.05, MAX_FIRST_POLL, self.settings.task_timeout)
 
     def _learn(self, model: str, task: HiTask) -> None:
         created, completed = task.created, task.completed
@@ -153,7 +157,7 @@ class HiApiBackend(HttpBackend):
         if task_id is None:
             body = job.body or wire(create_body(request, [_url_of(i) for i in inputs]))
             job.on_send(body)  # durable before the first byte leaves
-            key = idempotency_key(request.key, job.take, body)
+            key = idempotency_key(str(request.key), job.take, body)
             task_id = await self.settings.retry.run(lambda: self._create(body, key))
             job.on_task(task_id)
         # A task left by an earlier build has usually finished long ago: look at once.
@@ -246,14 +250,16 @@ class HiApiBackend(HttpBackend):
                                    "it without paying again")
             await _pause(self.settings.poll_interval, deadline)
 
-    def _data(self, answer: Answer, model: type[Reply]):
+    def _data(self, answer: Answer, model: type[R]) -> R | None:
         """The reply's `data` as `model`, or the error its status and envelope call for."""
         status = answer.status
         if status == 200:
             try:  # a proxy's error page or a mangled body: ask again (GETs and keyed POSTs)
                 if answer.problem:
                     raise ReplyProblem(answer.problem)
-                return validate(HiEnvelope[model], answer.body).data
+                reply: HiEnvelope[R] = validate(
+                    HiEnvelope[model], answer.body)  # type: ignore[valid-type]  # pydantic generics take a runtime type
+                return reply.data
             except ReplyProblem as exc:
                 raise Retryable(f"HiAPI answered HTTP 200 with {exc}") from None
         envelope = _envelope(answer) or HiEnvelope[object]()  # else the status alone decides
@@ -278,14 +284,14 @@ class TaskUnknown(Exception):
     """HiAPI itself answered 404 to a poll: this key cannot see the task (its words say why)."""
 
 
-def _envelope(answer: Answer) -> HiEnvelope | None:
+def _envelope(answer: Answer) -> HiEnvelope[object] | None:
     try:
         return validate(HiEnvelope[object], answer.body)
     except ReplyProblem:
         return None
 
 
-def _said_by_hiapi(answer: Answer) -> HiEnvelope | None:
+def _said_by_hiapi(answer: Answer) -> HiEnvelope[object] | None:
     """The error envelope, if HiAPI sent it: its `code` equals the HTTP status. A 404 without
     one comes from something else at the base URL (a proxy, another service, a wrong path)."""
     envelope = _envelope(answer)

@@ -108,7 +108,7 @@ class HttpBackend:
         await self.client.aclose()
 
     async def exchange(self, method: str, url: str, headers: dict[str, str],
-                       body: dict | str | None = None) -> Answer:
+                       body: dict[str, object] | str | None = None) -> Answer:
         """Send one API request and read its reply, translating every httpx failure.
 
         Redirects are refused, whatever their origin: the documented APIs never redirect, a
@@ -117,14 +117,13 @@ class HttpBackend:
         """
         await self.limiter.wait()
         secret = self.settings.api_key
-        if isinstance(body, str):  # exact wire bytes (a journalled create is resent as it was)
-            send = {"content": body.encode(), "headers": {**headers,
-                                                           "Content-Type": "application/json"}}
-        else:
-            send = {"json": body, "headers": headers}
+        content, payload = (body.encode(), None) if isinstance(body, str) else (None, body)
+        if content is not None:  # exact wire bytes (a journalled create is resent as it was)
+            headers = {**headers, "Content-Type": "application/json"}
         try:
             async with asyncio.timeout(self.settings.call_timeout), \
-                    self.client.stream(method, url, follow_redirects=False, **send) as response:
+                    self.client.stream(method, url, follow_redirects=False, content=content,
+                                       json=payload, headers=headers) as response:
                 if 300 <= response.status_code < 400:
                     raise FrameFailed(self._redirect_refused(response))
                 raw, problem = await _read_reply(response, 2 * self.settings.max_bytes + (1 << 20))
@@ -219,7 +218,7 @@ class RetryPolicy:
         backoff = wait_random_exponential(multiplier=self.base, max=self.cap)
 
         def wait(state: RetryCallState) -> float:
-            asked = _asked(state.outcome.exception())
+            asked = _asked(state.outcome.exception() if state.outcome else None)
             return asked if asked is not None else min(backoff(state), _left(end))
 
         def stop(state: RetryCallState) -> bool:  # tenacity asks after `wait`
@@ -282,14 +281,16 @@ def shown_url(url: str) -> str:
     and without a query."""
     try:
         parsed = httpx.URL(url)
-        return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
+        bare: httpx.URL = parsed.copy_with(username=None, password=None, query=None,
+                                           fragment=None)
+        return str(bare)
     except (httpx.InvalidURL, TypeError, ValueError):
         return "an invalid URL"
 
 
-def short(text: Any, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def short(text: object, limit: int = 300) -> str:
+    words = " ".join(str(text).split())
+    return words if len(words) <= limit else words[: limit - 1] + "…"
 
 
 class DownloadGone(Exception):

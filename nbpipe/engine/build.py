@@ -22,6 +22,7 @@ from decimal import Decimal
 from nbpipe import interrupts
 from nbpipe.backends import default_jobs, open_backend
 from nbpipe.backends.base import Backend
+from nbpipe.backends.names import NAMES
 from nbpipe.engine.finish import (
     drop_undeclared,
     fingerprint_for,
@@ -148,9 +149,8 @@ class Build:
                          options.fail_fast, options.remote_errors, self.decided)
 
     def _backend_names(self) -> set[str]:
-        from nbpipe.backends.registry import names
-
-        return set(names()) | {f.backend for f in self.project.frames.values()} | \
+        """Every backend a frame or a journal entry of this build may send to."""
+        return set(NAMES) | {f.backend for f in self.project.frames.values()} | \
             {e.backend for e in self.journal.open.values()}
 
     def _cap(self) -> Decimal | None:
