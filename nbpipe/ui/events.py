@@ -23,8 +23,8 @@ class TextEvents:
         self.out = out or sys.stdout
 
     def emit(self, event: Event) -> None:
-        if isinstance(event, FrameDone):
-            if event.status is not Status.FRESH:
+        if isinstance(event, FrameDone):  # a journal entry's own event: its note said it
+            if event.status is not Status.FRESH and not event.journal:
                 self._print(f"{text_status(event):<9}{event.frame}  {event.detail}")
         elif isinstance(event, Note):
             self._print(event.text)

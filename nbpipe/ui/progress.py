@@ -57,7 +57,7 @@ class LiveEvents:
         self.spent += event.cost
         if not event.journal:
             self.counts[event.status] += 1
-        if event.status is not Status.FRESH:
+        if event.status is not Status.FRESH and not event.journal:
             colour = COLOURS.get(event.status, "yellow")
             self.console.print(Text(f"{text_status(event):<9}", style=colour)
                                + Text(f"{event.frame}  {event.detail}"))
