@@ -123,11 +123,12 @@ class HiApiBackend(HttpBackend):
     base_var = "HIAPI_BASE_URL"
     repeatable = True  # polls are GETs, and every create carries its Idempotency-Key
     settings: HiApiSettings
+    _latency: dict[str, deque[float]]  # model → recent completed - created
 
     def __init__(self, settings: HiApiSettings, client: httpx.AsyncClient,
                  limiter: RateLimiter | None = None):
         super().__init__(settings, client, limiter)
-        self._latency: dict[str, deque[float]] = {}  # model → recent completed - created
+        self._latency = {}
 
     def first_poll(self, model: str) -> float:
         """When to look first: the typical latency HiAPI reported for this model's recent

@@ -61,6 +61,9 @@ def pooled_client(jobs: int) -> httpx.AsyncClient:
 class RateLimiter:
     """At most `rpm` requests a minute, spaced evenly (no burst at each minute's start)."""
 
+    interval: float  # seconds between two requests; 0: no limit
+    _next: float  # when the next request may go (the loop's clock)
+
     def __init__(self, rpm: int | None):
         self.interval = 60.0 / rpm if rpm else 0.0
         self._next = 0.0
@@ -96,6 +99,10 @@ class HttpBackend:
     label = ""  # the service, as messages name it
     base_var = ""  # the variable that points nbpipe at it
     repeatable = True  # may a request whose reply was lost be sent again without paying twice?
+    settings: Any  # each backend's own settings type (HiApiSettings, GeminiSettings)
+    client: httpx.AsyncClient
+    limiter: RateLimiter
+    account: str | None  # a digest of the API key (account_of), never the key
 
     def __init__(self, settings: Any, client: httpx.AsyncClient,
                  limiter: RateLimiter | None = None):
@@ -182,6 +189,8 @@ async def _read_reply(response: httpx.Response, cap: int) -> tuple[bytes, str | 
 
 class Retryable(Exception):
     """An attempt that may succeed if repeated; `delay` is the server's wish, if it said one."""
+
+    delay: float | None
 
     def __init__(self, message: str, delay: float | None = None):
         super().__init__(message)

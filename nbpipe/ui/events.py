@@ -19,6 +19,8 @@ __all__ = ["JsonEvents", "Summary", "TextEvents", "frame_json"]
 class TextEvents:
     """Plain lines, one per frame that changed: good for CI logs and pipes."""
 
+    out: TextIO
+
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
 
@@ -54,6 +56,8 @@ def frame_json(event: FrameDone) -> dict[str, object]:
 
 class JsonEvents:
     """JSON Lines: one object per event, the last one the summary."""
+
+    out: TextIO
 
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
