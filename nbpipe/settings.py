@@ -20,10 +20,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
+from nbpipe.backends.names import NAMES
+
 if TYPE_CHECKING:
     from nbpipe.errors import UsageError
 
-BACKENDS = ("hiapi", "gemini", "preview")  # --backend's choices and NBPIPE_BACKEND's
+BACKENDS = NAMES  # --backend's choices and NBPIPE_BACKEND's: the built-in backends
 FLAGS = {**dict.fromkeys(("1", "true", "yes", "on"), True),
          **dict.fromkeys(("0", "false", "no", "off"), False)}
 T = TypeVar("T")

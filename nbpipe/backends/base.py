@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
+from nbpipe.errors import FrameFailed
 from nbpipe.plan.frame import InputImage, Request
+
+
+class TaskStillOut(FrameFailed):
+    """A task is still running at its deadline: paid, not collected; any later build collects
+    it for free (the frame ends `left`, not failed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_later=True)
 
 
 class Sink(Protocol):
@@ -65,8 +74,11 @@ class Backend(Protocol):
     key, never the key): a task or idempotent create belongs to one account, so a journal
     shared by projects with different keys must not hand one account's work to another."""
 
-    name: str
-    account: str | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def account(self) -> str | None: ...
 
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered: ...

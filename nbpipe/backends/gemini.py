@@ -16,12 +16,15 @@ from nbpipe.backends.base import InputData, Job, Rendered, Sink
 from nbpipe.backends.http import (
     Answer,
     HttpBackend,
+    RateLimiter,
     Retryable,
     RetryPolicy,
     api_key,
     env_number,
+    pooled_client,
     short,
 )
+from nbpipe.backends.registry import BackendSpec, Inputs, Lane
 from nbpipe.backends.replies import (
     GeminiError,
     GeminiErrorBody,
@@ -52,18 +55,18 @@ FINISH_REASONS = {
 
 
 def generate_body(request: Request, image_data: list[str],
-                  mimes: list[str] | None = None) -> dict:
+                  mimes: list[str] | None = None) -> dict[str, object]:
     """The POST /v1beta/models/{model}:generateContent body (the model is in the URL)."""
-    parts: list[dict] = [{"text": request.prompt}]
+    parts: list[dict[str, object]] = [{"text": request.prompt}]
     for i, data in enumerate(image_data):
         mime = mimes[i] if mimes else "image/png"
         parts.append({"inlineData": {"mimeType": mime, "data": data}})
-    image_config = {}
+    image_config: dict[str, str] = {}
     if "aspect_ratio" in request.params:
         image_config["aspectRatio"] = request.params["aspect_ratio"]
     if "resolution" in request.params:
         image_config["imageSize"] = request.params["resolution"]
-    config: dict = {"responseModalities": ["IMAGE"]}
+    config: dict[str, object] = {"responseModalities": ["IMAGE"]}
     if image_config:
         config["imageConfig"] = image_config
     return {"contents": [{"role": "user", "parts": parts}], "generationConfig": config}
@@ -100,13 +103,16 @@ class GeminiBackend(HttpBackend):
     label = "Gemini"
     base_var = "GOOGLE_GEMINI_BASE_URL"
     repeatable = False  # no idempotency key: a lost reply may have been billed
+    settings: GeminiSettings
 
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered:
-        missing = [i.image.ref for i in inputs if i.data is None]
-        if missing:
-            raise FrameFailed(f"Gemini takes input images inline; no bytes for {', '.join(missing)}")
-        body = generate_body(request, [base64.b64encode(i.data).decode() for i in inputs],
+        images = [i.data for i in inputs if i.data is not None]
+        if len(images) < len(inputs):
+            missing = [i.image.ref for i in inputs if i.data is None]
+            raise FrameFailed("Gemini takes input images inline; no bytes for "
+                              + ", ".join(missing))
+        body = generate_body(request, [base64.b64encode(data).decode() for data in images],
                              [i.mime for i in inputs])
         reply = await self.settings.retry.run(lambda: self._generate(request.model, body))
         image = _image(reply)
@@ -116,7 +122,7 @@ class GeminiBackend(HttpBackend):
         sink.write(image)
         return Rendered(task_id=None, cost=job.cost)
 
-    async def _generate(self, model: str, body: dict) -> GeminiReply:
+    async def _generate(self, model: str, body: dict[str, object]) -> GeminiReply:
         url = f"{self.settings.base_url}/{self.settings.api_version}/models/{model}:generateContent"
         answer = await self.exchange("POST", url, {"x-goog-api-key": self.settings.api_key}, body)
         if answer.status != 200:
@@ -196,3 +202,14 @@ def _b64(data: str) -> bytes:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise FrameFailed("Gemini's image data is not valid base64") from None
+
+
+def open_gemini(jobs: int, rpm: int | None) -> GeminiBackend:
+    settings = GeminiSettings.from_env()  # first: a missing key is said before anything opens
+    return GeminiBackend(settings, pooled_client(jobs), RateLimiter(rpm))
+
+
+SPEC = BackendSpec(name="gemini", lanes=(Lane.CALL,), inputs=Inputs.INLINE, key_env=KEY_VARS,
+                   base_url_env="GOOGLE_GEMINI_BASE_URL", payload_style=PAYLOAD_STYLE,
+                   open=open_gemini, describe=generate_body,
+                   endpoint=lambda model: f"POST /v1beta/models/{model}:generateContent")

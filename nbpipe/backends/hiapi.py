@@ -19,10 +19,11 @@ import statistics
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 
-from nbpipe.backends.base import InputData, Job, Rendered, Sink
+from nbpipe.backends.base import InputData, Job, Rendered, Sink, TaskStillOut
 from nbpipe.backends.http import (
     Answer,
     DownloadGone,
@@ -34,8 +35,10 @@ from nbpipe.backends.http import (
     download,
     env_number,
     output_url,
+    pooled_client,
     short,
 )
+from nbpipe.backends.registry import BackendSpec, Inputs, Lane
 from nbpipe.backends.replies import (
     TASK_ID,
     HiCreated,
@@ -48,6 +51,7 @@ from nbpipe.backends.replies import (
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, ModelUnknown, TaskFailed, UsageError
 from nbpipe.plan.frame import Request
 
+R = TypeVar("R", bound=Reply)
 PAYLOAD_STYLE = "https URL"
 DEFAULT_BASE_URL = "https://api.hiapi.ai"
 PRICING_URL = "https://www.hiapi.ai"  # the public price list: no key
@@ -59,17 +63,18 @@ MS_FROM = 1e11  # an expireAt this large is milliseconds: read as seconds, it is
 OUTPUT_LIFETIME = 6 * 86400.0  # outputs are kept ~7 days; assumed a day shorter, to be safe
 
 
-def create_body(request: Request, image_urls: list[str]) -> dict:
+def create_body(request: Request, image_urls: list[str],
+                mimes: list[str] | None = None) -> dict[str, object]:
     """The POST /v1/tasks body. `resolution` and `image_input` go only to models that take them
     (the resolver has already dropped them elsewhere: a model without tiers answers 400 to
     `resolution`)."""
-    task_input: dict = {"prompt": request.prompt, **request.params}
+    task_input: dict[str, object] = {"prompt": request.prompt, **request.params}
     if image_urls:
         task_input["image_input"] = list(image_urls)
     return {"model": request.model, "input": task_input}
 
 
-def wire(body: dict) -> str:
+def wire(body: dict[str, object]) -> str:
     """The bytes a create sends (and the journal keeps, to resend exactly)."""
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
@@ -118,11 +123,13 @@ class HiApiBackend(HttpBackend):
     label = "HiAPI"
     base_var = "HIAPI_BASE_URL"
     repeatable = True  # polls are GETs, and every create carries its Idempotency-Key
+    settings: HiApiSettings
+    _latency: dict[str, deque[float]]  # model → recent completed - created
 
     def __init__(self, settings: HiApiSettings, client: httpx.AsyncClient,
                  limiter: RateLimiter | None = None):
         super().__init__(settings, client, limiter)
-        self._latency: dict[str, deque[float]] = {}  # model → recent completed - created
+        self._latency = {}
 
     def first_poll(self, model: str) -> float:
         """When to look first: the typical latency HiAPI reported for this model's recent
@@ -132,7 +139,8 @@ class HiApiBackend(HttpBackend):
         seen = self._latency.get(model)
         if not seen or len(seen) < 3:
             return self.settings.poll_delay
-        return min(statistics.median(seen) * 1.05, MAX_FIRST_POLL, self.settings.task_timeout)
+        typical: float = statistics.median(seen)
+        return min(typical * 1.05, MAX_FIRST_POLL, self.settings.task_timeout)
 
     def _learn(self, model: str, task: HiTask) -> None:
         created, completed = task.created, task.completed
@@ -151,7 +159,7 @@ class HiApiBackend(HttpBackend):
         if task_id is None:
             body = job.body or wire(create_body(request, [_url_of(i) for i in inputs]))
             job.on_send(body)  # durable before the first byte leaves
-            key = idempotency_key(request.key, job.take, body)
+            key = idempotency_key(str(request.key), job.take, body)
             task_id = await self.settings.retry.run(lambda: self._create(body, key))
             job.on_task(task_id)
         # A task left by an earlier build has usually finished long ago: look at once.
@@ -239,19 +247,21 @@ class HiApiBackend(HttpBackend):
                 raise TaskFailed(f"task {task_id} failed: {short(code or 'unknown', 60)}: "
                                  f"{short(words or '')}")
             if time.monotonic() >= deadline:  # queued, handling, archiving, or one we don't know
-                raise FrameFailed(f"task {task_id} is still {short(task.status, 40)} after "
-                                  f"{self.settings.task_timeout:.0f} s; the next build resumes "
-                                  "it without paying again", retry_later=True)
+                raise TaskStillOut(f"task {task_id} is still {short(task.status, 40)} after "
+                                   f"{self.settings.task_timeout:.0f} s; the next build resumes "
+                                   "it without paying again")
             await _pause(self.settings.poll_interval, deadline)
 
-    def _data(self, answer: Answer, model: type[Reply]):
+    def _data(self, answer: Answer, model: type[R]) -> R | None:
         """The reply's `data` as `model`, or the error its status and envelope call for."""
         status = answer.status
         if status == 200:
             try:  # a proxy's error page or a mangled body: ask again (GETs and keyed POSTs)
                 if answer.problem:
                     raise ReplyProblem(answer.problem)
-                return validate(HiEnvelope[model], answer.body).data
+                reply: HiEnvelope[R] = validate(
+                    HiEnvelope[model], answer.body)  # type: ignore[valid-type]  # pydantic generics take a runtime type
+                return reply.data
             except ReplyProblem as exc:
                 raise Retryable(f"HiAPI answered HTTP 200 with {exc}") from None
         envelope = _envelope(answer) or HiEnvelope[object]()  # else the status alone decides
@@ -276,14 +286,14 @@ class TaskUnknown(Exception):
     """HiAPI itself answered 404 to a poll: this key cannot see the task (its words say why)."""
 
 
-def _envelope(answer: Answer) -> HiEnvelope | None:
+def _envelope(answer: Answer) -> HiEnvelope[object] | None:
     try:
         return validate(HiEnvelope[object], answer.body)
     except ReplyProblem:
         return None
 
 
-def _said_by_hiapi(answer: Answer) -> HiEnvelope | None:
+def _said_by_hiapi(answer: Answer) -> HiEnvelope[object] | None:
     """The error envelope, if HiAPI sent it: its `code` equals the HTTP status. A 404 without
     one comes from something else at the base URL (a proxy, another service, a wrong path)."""
     envelope = _envelope(answer)
@@ -327,6 +337,16 @@ def expiry(expire_at: float | None, now: float) -> float:
 async def _pause(seconds: float, deadline: float) -> None:
     """Sleep `seconds`, but never past the deadline: it is checked before sleeping, not after."""
     await asyncio.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
+
+
+def open_hiapi(jobs: int, rpm: int | None) -> HiApiBackend:
+    settings = HiApiSettings.from_env()  # first: a missing key is said before anything opens
+    return HiApiBackend(settings, pooled_client(jobs), RateLimiter(rpm))
+
+
+SPEC = BackendSpec(name="hiapi", lanes=(Lane.TASK,), inputs=Inputs.URL, key_env=KEY_VARS,
+                   base_url_env="HIAPI_BASE_URL", payload_style=PAYLOAD_STYLE, open=open_hiapi,
+                   describe=create_body, endpoint=lambda model: "POST /v1/tasks")
 
 
 def fetch_price_list() -> tuple[str, object]:

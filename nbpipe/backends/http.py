@@ -50,8 +50,19 @@ def env_number(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def pooled_client(jobs: int) -> httpx.AsyncClient:
+    """The one HTTP client a backend sends through, pooled for `jobs` frames in flight."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=15.0, read=120.0, write=60.0, pool=None),
+        limits=httpx.Limits(max_connections=max(4, jobs * 2)),
+        follow_redirects=False)  # see HttpBackend.exchange and http.download
+
+
 class RateLimiter:
     """At most `rpm` requests a minute, spaced evenly (no burst at each minute's start)."""
+
+    interval: float  # seconds between two requests; 0: no limit
+    _next: float  # when the next request may go (the loop's clock)
 
     def __init__(self, rpm: int | None):
         self.interval = 60.0 / rpm if rpm else 0.0
@@ -88,6 +99,10 @@ class HttpBackend:
     label = ""  # the service, as messages name it
     base_var = ""  # the variable that points nbpipe at it
     repeatable = True  # may a request whose reply was lost be sent again without paying twice?
+    settings: Any  # each backend's own settings type (HiApiSettings, GeminiSettings)
+    client: httpx.AsyncClient
+    limiter: RateLimiter
+    account: str | None  # a digest of the API key (account_of), never the key
 
     def __init__(self, settings: Any, client: httpx.AsyncClient,
                  limiter: RateLimiter | None = None):
@@ -100,7 +115,7 @@ class HttpBackend:
         await self.client.aclose()
 
     async def exchange(self, method: str, url: str, headers: dict[str, str],
-                       body: dict | str | None = None) -> Answer:
+                       body: dict[str, object] | str | None = None) -> Answer:
         """Send one API request and read its reply, translating every httpx failure.
 
         Redirects are refused, whatever their origin: the documented APIs never redirect, a
@@ -109,14 +124,13 @@ class HttpBackend:
         """
         await self.limiter.wait()
         secret = self.settings.api_key
-        if isinstance(body, str):  # exact wire bytes (a journalled create is resent as it was)
-            send = {"content": body.encode(), "headers": {**headers,
-                                                           "Content-Type": "application/json"}}
-        else:
-            send = {"json": body, "headers": headers}
+        content, payload = (body.encode(), None) if isinstance(body, str) else (None, body)
+        if content is not None:  # exact wire bytes (a journalled create is resent as it was)
+            headers = {**headers, "Content-Type": "application/json"}
         try:
             async with asyncio.timeout(self.settings.call_timeout), \
-                    self.client.stream(method, url, follow_redirects=False, **send) as response:
+                    self.client.stream(method, url, follow_redirects=False, content=content,
+                                       json=payload, headers=headers) as response:
                 if 300 <= response.status_code < 400:
                     raise FrameFailed(self._redirect_refused(response))
                 raw, problem = await _read_reply(response, 2 * self.settings.max_bytes + (1 << 20))
@@ -176,6 +190,8 @@ async def _read_reply(response: httpx.Response, cap: int) -> tuple[bytes, str | 
 class Retryable(Exception):
     """An attempt that may succeed if repeated; `delay` is the server's wish, if it said one."""
 
+    delay: float | None
+
     def __init__(self, message: str, delay: float | None = None):
         super().__init__(message)
         self.delay = delay
@@ -211,7 +227,7 @@ class RetryPolicy:
         backoff = wait_random_exponential(multiplier=self.base, max=self.cap)
 
         def wait(state: RetryCallState) -> float:
-            asked = _asked(state.outcome.exception())
+            asked = _asked(state.outcome.exception() if state.outcome else None)
             return asked if asked is not None else min(backoff(state), _left(end))
 
         def stop(state: RetryCallState) -> bool:  # tenacity asks after `wait`
@@ -274,14 +290,16 @@ def shown_url(url: str) -> str:
     and without a query."""
     try:
         parsed = httpx.URL(url)
-        return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
+        bare: httpx.URL = parsed.copy_with(username=None, password=None, query=None,
+                                           fragment=None)
+        return str(bare)
     except (httpx.InvalidURL, TypeError, ValueError):
         return "an invalid URL"
 
 
-def short(text: Any, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def short(text: object, limit: int = 300) -> str:
+    words = " ".join(str(text).split())
+    return words if len(words) <= limit else words[: limit - 1] + "…"
 
 
 class DownloadGone(Exception):

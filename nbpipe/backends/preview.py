@@ -14,18 +14,25 @@ import colorsys
 import io
 import json
 import textwrap
+from collections.abc import Iterator
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
+from nbpipe.backends.registry import BackendSpec, Inputs, Lane
 from nbpipe.catalog import builtin
 from nbpipe.plan.frame import Request
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 PAYLOAD_STYLE = "thumbnail"
 UNTIERED_PX = 1024  # the long side for a model without resolution tiers (about a megapixel)
 _ASCII_DASHES = str.maketrans({"\u2013": "-", "\u2014": "-"})
 
 
-def render_request(request: Request, images: list[str]) -> dict:
+def render_request(request: Request, images: list[str],
+                   mimes: list[str] | None = None) -> dict[str, object]:
     """What the preview renderer draws from: nothing leaves the machine."""
     return {"model": request.model, "prompt": request.prompt, "params": request.params,
             "images": list(images)}
@@ -62,7 +69,7 @@ def prompt_lines(prompt: str, columns: int, rows: int) -> list[str]:
     return ["... " + lines[-rows][:columns - 4], *lines[1 - rows:]] if rows > 1 else lines[-1:]
 
 
-def _leaves(node: object, path: str):
+def _leaves(node: object, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(node, dict):
         for key, value in node.items():
             yield from _leaves(value, f"{path}.{key}" if path else str(key))
@@ -106,7 +113,7 @@ def draw(request: Request, inputs: list[bytes], take: int = 1) -> bytes:
     return out.getvalue()
 
 
-def _thumbnails(image, inputs: list[bytes], unit: int) -> None:
+def _thumbnails(image: PILImage, inputs: list[bytes], unit: int) -> None:
     from PIL import Image, UnidentifiedImageError
 
     side = unit * 5
@@ -125,7 +132,7 @@ class PreviewBackend:
     """Renders in a worker thread (Pillow releases the GIL while encoding)."""
 
     name = "preview"
-    account = None  # free: nothing to collect, nobody pays
+    account: str | None = None  # free: nothing to collect, nobody pays
 
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered:
@@ -135,3 +142,9 @@ class PreviewBackend:
 
     async def aclose(self) -> None:
         return None
+
+
+SPEC = BackendSpec(name="preview", lanes=(Lane.CALL,), inputs=Inputs.LOCAL, key_env=(),
+                   base_url_env=None, payload_style=PAYLOAD_STYLE,
+                   open=lambda jobs, rpm: PreviewBackend(), describe=render_request,
+                   endpoint=lambda model: "local preview renderer (offline)", paid=False)

@@ -4,7 +4,7 @@ A module of its own because its order is a promise apart from the walk's: frames
 declared are unpinned (their files become orphans only if nbpipe wrote them), the lock is saved
 whole before the shared cache learns its pins, and what the report shows later (the last
 failures, running totals) is kept whatever happened. The no-op fingerprint, which needs the
-walk's outcomes, is decided by the build itself.
+walk's outcomes, is made here from them.
 """
 
 from __future__ import annotations
@@ -15,16 +15,20 @@ from decimal import Decimal
 from pathlib import Path
 
 from nbpipe.catalog import Catalog
+from nbpipe.engine.noop import fingerprint, fingerprint_options
 from nbpipe.errors import NbpipeError
+from nbpipe.events import Summary, Tally
 from nbpipe.plan.frame import Frame
+from nbpipe.plan.planner import Project
 from nbpipe.store.cache import Cache
 from nbpipe.store.lock import Lock
+from nbpipe.store.marks import remote_id
 from nbpipe.store.outputs import disk_message
 from nbpipe.store.state import State
-from nbpipe.ui.events import Summary
 
 
-def drop_undeclared(lock: Lock, declared: Mapping[str, Frame], state: State, events) -> None:
+def drop_undeclared(lock: Lock, declared: Mapping[str, Frame], state: State,
+                    events: Tally) -> None:
     """Unpin frames no longer declared; a file of theirs becomes an orphan (for `clean
     --orphans`) only if this machine saw nbpipe write it."""
     for name in [n for n in lock.entries if n not in declared]:
@@ -36,21 +40,23 @@ def drop_undeclared(lock: Lock, declared: Mapping[str, Frame], state: State, eve
         events.note(f"orphan    {entry.output}  (frame {name} is no longer declared; "
                     "`nbpipe clean --orphans` removes it)")
     for frame in declared.values():  # declared again, and nbpipe's once more
-        entry = lock.entries.get(frame.name)
-        if entry is not None:  # (until then, only the orphan record says the file is ours)
+        pinned = lock.entries.get(frame.name)
+        if pinned is not None:  # (until then, only the orphan record says the file is ours)
             state.orphans.pop(frame.output, None)
-            state.orphans.pop(entry.output, None)
+            state.orphans.pop(pinned.output, None)
 
 
 def remember_outcomes(state: State, frames: list[Frame], failed: dict[str, str],
                       summary: Summary) -> None:
     """What the report shows later: the last failures, and running totals."""
     names = {f.name for f in frames}
-    earlier = {k: v for k, v in state.data.get("failed", {}).items() if k not in names}
-    state.data["failed"] = {**earlier, **failed}
+    kept = {k: v for k, v in state.data.get("failed", {}).items() if k not in names}
+    state.data["failed"] = {**kept, **failed}
     totals = state.data.setdefault("totals", {"spent_usd": "0", "saved_usd": "0"})
     totals["spent_usd"] = str(Decimal(totals["spent_usd"]) + summary.spent)
     totals["saved_usd"] = str(Decimal(totals["saved_usd"]) + summary.saved)
+    earlier = Decimal(totals.get("spent_earlier_usd", "0")) + summary.spent_earlier
+    totals["spent_earlier_usd"] = str(earlier)  # paid by builds that died before saying so
     state.changed = True
 
 
@@ -62,7 +68,7 @@ def save_lock(lock: Lock, root: Path) -> None:
                           "image made is in the cache: the next build pins it for free") from None
 
 
-def record_pins(cache: Cache, root: Path, lock: Lock, events) -> None:
+def record_pins(cache: Cache, root: Path, lock: Lock, events: Tally) -> None:
     """Tell the cache what this project pins, so gc from another project sharing it keeps them."""
     try:
         cache.record_pins(root, lock.pinned())
@@ -76,3 +82,19 @@ def quiet_until(catalog: Catalog, frames: list[Frame]) -> dt.date | None:
     still be said (then refused) though nothing in the project changed."""
     specs = (catalog.get(f.backend, f.model) for f in frames)
     return min((day for spec in specs if spec and (day := spec.quiet_until())), default=None)
+
+
+def fingerprint_for(project: Project, lock: Lock, state: State, frames: list[Frame],
+                    options: tuple[str | None, str | None], url: str | None,
+                    complete: bool) -> dict[str, object] | None:
+    """What lets the next build answer "nothing to do" without planning, or None (`complete`:
+    every frame built, nothing left open). `options`: the build's backend and profile; `url`:
+    the remote cache, whose marks the fast path waits for (a build killed after marking left
+    them)."""
+    if not complete:
+        return None
+    outputs = [lock.entries[f.name].output for f in frames]  # the real paths (.jpg too)
+    return fingerprint(project.loaded.root, fingerprint_options(*options),
+                       project.loaded.digest, project.reads, lock.text(), outputs, len(frames),
+                       state.data.get("fingerprint"), quiet_until(project.catalog, frames),
+                       remote_id(url) if url else None)

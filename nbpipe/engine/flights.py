@@ -14,10 +14,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from nbpipe.plan.frame import Frame
 from nbpipe.store.cache import Take
 
 STOPPED = "stopped"  # the flight brought nothing and the build has stopped: send nothing
 EMPTY = "empty"  # another frame of this build sent the request and it brought no image
+
+
+def key_of(frame: Frame) -> str:
+    """The key of a frame about to be sent or written: decided, so it has one (a frame whose
+    upstream is not built yet is never sent)."""
+    if frame.key is None:
+        raise ValueError(f"{frame.name}: no key yet")
+    return frame.key
 
 
 @dataclass(frozen=True)
@@ -30,14 +39,17 @@ class Landing:
 
 
 class Flights:
+    _flights: dict[str, asyncio.Future[Landing | None]]  # key → its one request
+    _recovering: set[str]  # keys whose flight is a recovery
+
     def __init__(self) -> None:
-        self._flights: dict[str, asyncio.Future] = {}  # key → its one request
-        self._recovering: set[str] = set()  # keys whose flight is a recovery
+        self._flights = {}
+        self._recovering = set()
 
     def busy(self, key: str) -> bool:
         return key in self._flights
 
-    def recovery(self, key: str) -> asyncio.Future:
+    def recovery(self, key: str) -> asyncio.Future[Landing | None]:
         """The flight of an earlier build's task: its result is a Landing, or None."""
         flight = self._flights[key] = asyncio.get_running_loop().create_future()
         self._recovering.add(key)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from nbpipe.backends.base import InputData
 from nbpipe.backends.images import MIME, sniff
+from nbpipe.backends.registry import Inputs, spec
 from nbpipe.errors import FrameFailed
 from nbpipe.plan.frame import InputImage
 from nbpipe.store.cache import Cache
@@ -28,6 +29,7 @@ def input_data(image: InputImage, backend: str, root: Path, cache: Cache,
     """`image` as `backend` receives it; `lifetime`: seconds a new presigned URL lives."""
     if image.kind == "url":
         return InputData(image, None, url=image.ref)
+    data: bytes | None
     if image.kind == "file":
         data = (root / image.ref).read_bytes()
         if image.digest and hashlib.sha256(data).hexdigest() != image.digest:
@@ -36,13 +38,14 @@ def input_data(image: InputImage, backend: str, root: Path, cache: Cache,
         url, expires = None, None
     else:
         data = cache.read_verified(image.digest) if image.digest else None
-        if data is None:
+        if data is None or image.digest is None:
             raise FrameFailed(f"the image of '{image.ref}' is not in the cache")
         url, expires = cache.served_at(image.digest)
-    if backend == "hiapi" and remote is not None and \
+    if spec(backend).inputs is Inputs.URL and remote is not None and \
             (url is None or (expires or 0) < time.time() + RENEW_BEFORE):
         try:
-            url = remote.share(image.digest, data, lifetime)  # presigned, our bucket
+            digest = image.digest or hashlib.sha256(data).hexdigest()
+            url = remote.share(digest, data, lifetime)  # presigned, our bucket
         except RemoteUnavailable as exc:
             raise FrameFailed(f"{exc}: HiAPI takes '{image.ref}' as a URL on the remote "
                               "cache; retry when it is back", retry_later=True) from None

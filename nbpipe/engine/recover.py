@@ -6,28 +6,32 @@ work: each HiAPI task (or create whose reply was lost) is collected into the cac
 concurrently within the build's -j and within one time bound for all of them
 (NBPIPE_RECOVER_TIMEOUT); each Gemini request whose reply never came is announced, counted as
 possibly billed and reserved against the budget before anything is sent again. The scheduler
-only starts it and lets frames with the same key follow its flights.
+only starts it and lets frames with the same key follow its flights. It sends through the
+renderer, the one never-pay-twice unit, and says the money of each entry once: an entry no
+earlier build reported (it died) is "paid by an interrupted build", one it reported costs 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from nbpipe.backends.base import Job
+from nbpipe.backends.registry import resumable, unrepeatable
 from nbpipe.catalog import Catalog
 from nbpipe.engine.flights import Flights, Landing
-from nbpipe.engine.inflight import SYNC_BACKENDS
-from nbpipe.errors import FrameFailed, ImageLost, NbpipeError, TaskFailed
+from nbpipe.engine.renderer import Renderer
+from nbpipe.engine.stop import Stop
+from nbpipe.engine.telling import Teller
+from nbpipe.errors import ImageLost, NbpipeError, TaskFailed
+from nbpipe.events import Billing, Status
 from nbpipe.money import fmt_usd
 from nbpipe.plan.budget import Budget
 from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.store.cache import Take
 from nbpipe.store.journal import Entry, Journal
-from nbpipe.ui.events import Summary
 
 RECOVER_TIMEOUT = 300.0  # seconds for collecting what earlier builds left, all tasks together
 
@@ -47,32 +51,30 @@ class Recovery:
     catalog: Catalog  # the project's: prices as the manifest states them
     budget: Budget
     flights: Flights
-    summary: Summary
-    events: object
-    fetch: Callable[[Frame, Job, dict], Awaitable[Take]]  # into the cache, pushed (the
-    # journalled request: the record stored with the take)
-    stopped: Callable[[], str | None]  # why the build sends nothing more, if it does not
-    account: Callable[[str], str | None]  # backend → the account this build pays from there
+    renderer: Renderer
+    teller: Teller
+    stop: Stop
     _tried: set[tuple[str, int]] = field(default_factory=set)  # entries already tried
     _foreign: set[tuple[str, int]] = field(default_factory=set)  # another key's creates, said
 
     def announce_unknown(self) -> None:
-        """Gemini requests an earlier build sent and never heard back from (kill -9, a crash):
-        they may have been billed. Say so, count them, and only then send again."""
+        """Calls an earlier build sent and never heard back from (kill -9, a crash): they may
+        have been billed. Say so, count them, and only then send again."""
         unknown = [e for e in self.journal.open.values()
-                   if e.backend in SYNC_BACKENDS and e.task_id is None]
+                   if unrepeatable(e.backend) and e.task_id is None]
         if not unknown:
             return
         frames = [entry_frame(e, self.catalog) for e in unknown]
         cost = sum((f.cost for f in frames), Decimal(0))
         names = ", ".join(sorted({e.frame for e in unknown})[:8])
-        self.events.note(f"{len(unknown)} Gemini request(s) were in flight when an earlier build "
+        self.teller.note(f"{len(unknown)} Gemini request(s) were in flight when an earlier build "
                          f"stopped ({names}): they may have been billed (USD {fmt_usd(cost)}); "
                          "frames still needed are sent again")
-        for entry, frame in zip(unknown, frames):
+        for entry, frame in zip(unknown, frames, strict=True):
+            charge = self.renderer.owed(entry, frame.cost, Billing.MAYBE)
             self.journal.closed(entry.key, entry.take, "outcome unknown after a crash")
-            self.summary.maybe_billed += 1
-            self.summary.maybe_billed_usd += frame.cost
+            self.teller.entry(frame, Status.FAILED, "in flight when an earlier build stopped: "
+                              "it may have been billed", charge)
             self.budget.owe(frame)  # the cap covers what may be spent
 
     async def collect(self, slots: dict[str, asyncio.Semaphore], after: bool = False) -> None:
@@ -82,9 +84,9 @@ class Recovery:
         the journal for the next build. `after`: once the frames are done, the tasks they left
         (a bad download), even under a key a frame sent."""
         entries = self._ours([e for e in self.journal.open.values()
-                              if e.backend not in SYNC_BACKENDS and (e.task_id or e.body)
+                              if resumable(e.backend) and (e.task_id or e.body)
                               and (e.key, e.take) not in self._tried])
-        if not entries or self.stopped():
+        if not entries or self.stop:
             return
         bound = seconds("NBPIPE_RECOVER_TIMEOUT", RECOVER_TIMEOUT)
         flights = []
@@ -97,22 +99,35 @@ class Recovery:
             async with asyncio.timeout(bound):
                 await asyncio.gather(*(self._collect_one(e, f, slots) for e, f in flights))
         except TimeoutError:
-            out = sum(1 for e, _ in flights if (e.key, e.take) in self.journal.open)
-            self.events.note(f"{out} task(s) of earlier builds still out after {bound:.0f} s; "
-                             "they stay in the journal and the next build collects them")
+            out = [e for e, _ in flights if (e.key, e.take) in self.journal.open]
+            self.teller.note(f"{len(out)} task(s) of earlier builds still out after {bound:.0f} "
+                             "s; they stay in the journal and the next build collects them")
+            self._still_out(out)
         finally:
             for _, flight in flights:
                 if not flight.done():
                     flight.set_result(None)
 
-    def _ours(self, entries) -> list[Entry]:
+    def _still_out(self, entries: list[Entry]) -> None:
+        """Tasks no build reported yet (their build died) are this build's to report."""
+        for entry in entries:
+            frame = entry_frame(entry, self.catalog)
+            charge = self.renderer.owed(entry, frame.cost, left=True)
+            if charge.cost:
+                self.journal.reported(entry.key, entry.take)
+                self.teller.entry(frame, Status.LEFT, "a task of an interrupted build, still "
+                                  "out", charge)
+
+    def _ours(self, entries: list[Entry]) -> list[Entry]:
         """The entries this build may try. One sent with another API key (a cache shared by
         projects with different keys, or a rotated key) is tried only if it has a task: a
         poll is free, and answers if the key is of the same account; its create is never
         resent (under another account it would be a new, paid task). Said once. With no key
         for its backend, no account is known: the entry is tried, and says why it waits."""
-        accounts = {backend: self.account(backend) for backend in {e.backend for e in entries}}
-        ours, theirs = [], []
+        accounts = {backend: self.renderer.backends.account(backend)
+                    for backend in {e.backend for e in entries}}
+        ours: list[Entry] = []
+        theirs: list[Entry] = []
         for entry in entries:
             account = accounts[entry.backend]
             mine = account is None or entry.belongs_to(account)
@@ -121,23 +136,23 @@ class Recovery:
         if new:
             self._foreign |= {(e.key, e.take) for e in new}
             names = ", ".join(sorted({e.frame for e in new})[:8])
-            self.events.note(f"{len(new)} create(s) of earlier builds in this cache were sent "
+            self.teller.note(f"{len(new)} create(s) of earlier builds in this cache were sent "
                              f"with another API key ({names}): left for a build with that key "
                              "to collect")
         return ours
 
-    async def _collect_one(self, entry: Entry, flight: asyncio.Future,
+    async def _collect_one(self, entry: Entry, flight: asyncio.Future[Landing | None],
                            slots: dict[str, asyncio.Semaphore]) -> None:
         frame = entry_frame(entry, self.catalog)
         what = f"task {entry.task_id}" if entry.task_id else "a create whose reply was lost"
         if frame.request.key != entry.key:  # the Idempotency-Key would differ: a new payment
-            self.events.note(f"{what} of an earlier build of {entry.frame}: its journal record "
+            self.teller.note(f"{what} of an earlier build of {entry.frame}: its journal record "
                              "does not match its key; left alone")
             return flight.set_result(None)
         take = None
         async with slots[entry.backend]:
-            if self.stopped() or (entry.task_id is None and  # a resend may be a first create
-                                  not self.budget.reserve(frame)):
+            if self.stop or (entry.task_id is None and  # a resend may be a first create
+                             not self.budget.reserve(frame)):
                 return flight.set_result(None)
             try:
                 take = await self._resume(entry, frame, what)
@@ -146,7 +161,7 @@ class Recovery:
                 raise
         flight.set_result(Landing(take, entry.frame, True) if take else None)
         if take is not None:
-            self.events.note(f"recovered {entry.frame}: the image of task {take.task_id}, "
+            self.teller.note(f"recovered {entry.frame}: the image of task {take.task_id}, "
                              "paid for by an earlier build, is in the cache")
 
     async def _resume(self, entry: Entry, frame: Frame, what: str) -> Take | None:
@@ -154,51 +169,37 @@ class Recovery:
         None with the reason said and the entry closed where no image will come of it."""
         job = Job(take=entry.take, cost=frame.cost, resume_task=entry.task_id, body=entry.body,
                   on_task=lambda task_id: self.journal.task(entry.key, entry.take, task_id))
+        self.renderer.resends(entry)
+        charge = self.renderer.owed(entry, frame.cost)
         try:
-            return await self.fetch(frame, job, entry.request)
+            take = await self.renderer.fetch(frame, [], job, entry.request)
         except TaskFailed as exc:
             self.journal.failed(entry.key, entry.take)
-            self.events.note(f"{what} of an earlier build of {entry.frame} failed: {exc}")
+            self.teller.note(f"{what} of an earlier build of {entry.frame} failed: {exc}")
         except ImageLost as exc:
-            if not entry.belongs_to(self.account(entry.backend)):  # its own key may still see it
-                self.events.note(f"{what} of an earlier build of {entry.frame} was sent with "
+            if not entry.belongs_to(self.renderer.backends.account(entry.backend)):
+                self.teller.note(f"{what} of an earlier build of {entry.frame} was sent with "
                                  "another API key and is not this account's: left for a build "
-                                 "with that key to collect")
+                                 "with that key to collect")  # its own key may still see it
                 return None
-            self.lost(entry.key, entry.take, frame.cost, f"{entry.frame}: {exc}")
+            lost = self.renderer.lost(entry, frame.cost, f"{entry.frame}: {exc}")
+            self.teller.entry(frame, Status.FAILED, f"lost: {exc}", lost)
         except (NbpipeError, OSError) as exc:
-            self.events.note(f"{what} of an earlier build of {entry.frame} is still out: {exc}")
+            self.teller.note(f"{what} of an earlier build of {entry.frame} is still out: {exc}")
+        else:
+            if charge.cost:
+                self.teller.entry(frame, Status.RENDERED, "collected a task an earlier "
+                                  "build left", charge)
+            return take
         return None
-
-    def lost(self, key: str, take: int, price: Decimal, message: str) -> None:
-        """A paid task whose image is gone: close it, count it, and render anew next time."""
-        self.journal.closed(key, take, "image lost")
-        self.summary.lost += 1
-        self.summary.lost_usd += price
-        self.events.note(f"lost      {message}; the next render is a new task")
-
-    def settle(self, frame: Frame, entry: Entry, exc: Exception) -> None:
-        """After a render of this build failed: close its journal entry if it will never bring
-        an image, so no later build replays it; keep the ones a later build can still collect
-        for free."""
-        if (entry.key, entry.take) not in self.journal.open or entry.task_id is not None:
-            return  # done, or a task that exists: resumed (free) by the next build
-        unknown = isinstance(exc, FrameFailed) and (exc.retry_later or exc.maybe_billed)
-        if frame.backend in SYNC_BACKENDS:
-            if isinstance(exc, FrameFailed) and exc.maybe_billed:
-                self.summary.maybe_billed += 1
-                self.summary.maybe_billed_usd += frame.cost
-            self.journal.closed(entry.key, entry.take, f"no image: {exc}")
-        elif entry.body is None or not unknown:
-            self.journal.closed(entry.key, entry.take, f"no task: {exc}")
-        # else: a create whose reply was lost; the next build resends the same bytes
 
 
 def entry_frame(entry: Entry, catalog: Catalog) -> Frame:
     """The frame a journal entry was made for, rebuilt from its record (no output: a recovered
     image goes to the cache; a frame of the build that wants it follows the flight)."""
     request = entry.request
-    params = request.get("params") if isinstance(request.get("params"), dict) else {}
+    found = request.get("params")
+    params = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
     return Frame(name=entry.frame, target=entry.frame, backend=entry.backend,
                  model=str(request.get("model")), prompt=str(request.get("prompt")),
                  params=params, inputs=_inputs_of(request), output="", key=entry.key,
@@ -214,11 +215,12 @@ def entry_price(entry: Entry, catalog: Catalog) -> Decimal:
         return Decimal(0)
 
 
-def _inputs_of(record: dict) -> tuple[InputImage, ...]:
+def _inputs_of(record: dict[str, object]) -> tuple[InputImage, ...]:
     """The input images of a journalled request record (untrusted: odd entries are dropped,
     and then the key check refuses the entry)."""
     out = []
-    for doc in record.get("inputs") or []:
+    docs = record.get("inputs")
+    for doc in docs if isinstance(docs, list) else []:
         if isinstance(doc, dict) and doc.get("kind") in ("frame", "file", "url") and \
                 isinstance(doc.get("ref"), str) and isinstance(doc.get("digest"), str):
             out.append(InputImage(doc["kind"], doc["ref"], doc["digest"],

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from nbpipe.engine.build import Build, BuildOptions
-from nbpipe.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, NbpipeError
+from nbpipe.errors import EXIT_FAILED, EXIT_OK, NbpipeError
+from nbpipe.events import Note, Reporter
 from nbpipe.money import fmt_usd
 from nbpipe.plan.planner import Project, make_plan
 from nbpipe.store.journal import Journal
@@ -23,7 +24,7 @@ from nbpipe.ui.events import JsonEvents, TextEvents
 def run_build(project: Project, cache_dir: Path, options: BuildOptions, as_json: bool,
               wait: bool = True) -> int:
     events = _events(as_json, len(project.select(options.patterns)))
-    with exclusive(project.loaded.root / ".nbpipe", cache_dir, wait, events):
+    with exclusive(project.loaded.root / ".nbpipe", cache_dir, wait, _say(events)):
         cache, lock, state = open_store(project, cache_dir)
         journal = Journal(cache_dir / "journal.jsonl")
         try:
@@ -36,13 +37,10 @@ def run_build(project: Project, cache_dir: Path, options: BuildOptions, as_json:
             except OSError:
                 pass  # compaction only: the uncompacted journal is still valid
             cache.close()
-    if summary.interrupted:
-        return EXIT_INTERRUPTED
-    # Frames skipped (over budget, or after a stop) are frames missing: CI must not look green.
-    return EXIT_FAILED if summary.failed or summary.skipped else EXIT_OK
+    return summary.exit_code  # frames skipped or left out are missing: CI must not look green
 
 
-def _events(as_json: bool, total: int):
+def _events(as_json: bool, total: int) -> Reporter:
     if as_json:
         return JsonEvents()
     if sys.stdout.isatty() and os.environ.get("TERM") != "dumb":
@@ -52,9 +50,15 @@ def _events(as_json: bool, total: int):
     return TextEvents()
 
 
+def _say(events: Reporter) -> Callable[[str], None]:
+    return lambda text: events.emit(Note(text))
+
+
 @contextmanager
-def exclusive(project_dir: Path, cache_dir: Path, wait: bool, events) -> Iterator[None]:
-    """One build at a time per project and per cache: a second one waits (or fails at once)."""
+def exclusive(project_dir: Path, cache_dir: Path, wait: bool,
+              say: Callable[[str], None]) -> Iterator[None]:
+    """One build at a time per project and per cache: a second one waits (or fails at once),
+    and `say`s that it waits."""
     paths = sorted({project_dir / "build.lock", cache_dir / "build.lock"})
     with ExitStack() as stack:
         for path in paths:
@@ -64,9 +68,10 @@ def exclusive(project_dir: Path, cache_dir: Path, wait: bool, events) -> Iterato
                 stack.enter_context(lock.acquire(timeout=0))
             except Timeout:
                 if not wait:
-                    raise NbpipeError(f"another nbpipe build holds {path.parent}; "
-                                      "try again when it ends (or drop --no-wait to wait)") from None
-                events.note(f"waiting for another nbpipe build to finish ({path.parent}) …")
+                    raise NbpipeError(
+                        f"another nbpipe build holds {path.parent}; try again when it ends "
+                        "(or drop --no-wait to wait)") from None
+                say(f"waiting for another nbpipe build to finish ({path.parent}) …")
                 stack.enter_context(lock.acquire())
         yield
 
@@ -74,7 +79,7 @@ def exclusive(project_dir: Path, cache_dir: Path, wait: bool, events) -> Iterato
 def run_check(project: Project, cache_dir: Path, patterns: tuple[str, ...], as_json: bool) -> int:
     """The CI gate: plan against the lock and outputs, render nothing, exit 1 if anything is stale.
     It saves the stat cache, so it holds the build lock like every command that writes."""
-    with exclusive(project.loaded.root / ".nbpipe", cache_dir, True, _events(as_json, 0)):
+    with exclusive(project.loaded.root / ".nbpipe", cache_dir, True, _say(_events(as_json, 0))):
         cache, lock, state = open_store(project, cache_dir)
         try:
             plan = make_plan(project.select(patterns), StoreKnown(lock, cache, state))

@@ -48,7 +48,8 @@ def which(cache_dir: Path, digest: str) -> list[Provenance]:
     take of several requests); none when the cache has not seen them. Reads only."""
     cache = Cache(cache_dir, create=False)
     try:
-        return [found for key in sorted(cache.index.keys()) for found in _of_key(cache, key, digest)]
+        return [found for key in sorted(cache.index.keys())
+                for found in _of_key(cache, key, digest)]
     finally:
         cache.close()
 

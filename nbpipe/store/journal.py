@@ -8,6 +8,7 @@ One JSON line per event, appended and fsync'd before the build moves on:
     {"op": "done",   "key", "take", "digest"}                       once the image is in the cache
     {"op": "failed", "key", "take"}                                 the task itself failed
     {"op": "closed", "key", "take", "why"}       no image will come of it (refused, lost, gone)
+    {"op": "reported", "key", "take"}            a build's summary counted its cost
 
 A build after a crash, kill -9 or Ctrl-C reads the journal and re-attaches to every task that
 has no outcome yet (polls it, downloads it) instead of creating a new one. The window between an
@@ -48,6 +49,7 @@ class Entry:
     task_id: str | None = None
     body: str | None = None  # the create exactly as sent (HiAPI), to resend byte for byte
     account: str | None = None  # who pays (backends.http.account_of); None: an older journal
+    reported: bool = False  # a build's summary counted its cost: the collecting build does not
 
     def belongs_to(self, account: str | None) -> bool:
         """May a build paying from `account` resume this entry? (An entry of an older journal
@@ -92,6 +94,8 @@ class Journal:
             self.open[slot].body = line.body
         elif isinstance(line, TaskLine) and slot in self.open:
             self.open[slot].task_id = line.task_id
+        elif line.op == "reported" and slot in self.open:
+            self.open[slot].reported = True
         elif line.op in ("done", "failed", "closed"):
             self.open.pop(slot, None)
 
@@ -122,6 +126,11 @@ class Journal:
     def failed(self, key: str, take: int) -> None:
         self._write({"op": "failed", "key": key, "take": take})
 
+    def reported(self, key: str, take: int) -> None:
+        """A summary counted this open entry's cost: no later build counts it again."""
+        if (key, take) in self.open and not self.open[(key, take)].reported:
+            self._write({"op": "reported", "key": key, "take": take})
+
     def closed(self, key: str, take: int, why: str) -> None:
         """No image will come of this entry: the request was refused, or its outcome is lost."""
         if (key, take) in self.open:
@@ -151,6 +160,8 @@ class Journal:
             if entry.task_id:
                 lines.append({"op": "task", "key": entry.key, "take": entry.take,
                               "task_id": entry.task_id})
+            if entry.reported:
+                lines.append({"op": "reported", "key": entry.key, "take": entry.take})
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in lines).encode())
 
 

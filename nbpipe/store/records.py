@@ -227,6 +227,8 @@ class Totals(BaseModel):
 
     spent_usd: Annotated[str, AfterValidator(_amount)]
     saved_usd: Annotated[str, AfterValidator(_amount)]
+    # paid by builds that died before they could say so (engine/telling.py): older states lack it
+    spent_earlier_usd: Annotated[str, AfterValidator(_amount)] | None = None
 
 
 class Fingerprint(BaseModel):
@@ -274,7 +276,7 @@ def read_state(doc: object) -> dict[str, Any]:
     if state.failed is not None:
         out["failed"] = {k: v for k, v in state.failed.items() if v is not None}
     if state.totals is not None:
-        out["totals"] = state.totals.model_dump()
+        out["totals"] = state.totals.model_dump(exclude_none=True)
     if state.unpushed is not None:
         out["unpushed"] = [list(p) for p in state.unpushed if p is not None]
     if state.synced is not None:

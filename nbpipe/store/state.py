@@ -160,7 +160,8 @@ def _checked(data: dict[str, Any]) -> dict[str, Any]:
     totals = data.get("totals")
     if isinstance(totals, dict) and \
             all(_is_amount(totals.get(k)) for k in ("spent_usd", "saved_usd")):
-        out["totals"] = {k: totals[k] for k in ("spent_usd", "saved_usd")}
+        out["totals"] = {k: totals[k] for k in ("spent_usd", "saved_usd", "spent_earlier_usd")
+                         if k in totals and _is_amount(totals[k])}
     unpushed = data.get("unpushed")
     if isinstance(unpushed, list):
         out["unpushed"] = [p for p in unpushed if isinstance(p, list) and len(p) == 2

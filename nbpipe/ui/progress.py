@@ -1,5 +1,6 @@
 """The live display on a terminal: one line per finished frame above a status panel (done/total,
-restored, in flight, failed, spent, ETA, and the slowest frames still out)."""
+restored, in flight, failed, spent, ETA, and the slowest frames still out). It formats the typed
+events; the money it shows is the events' own cost (the Tally's, never recomputed)."""
 
 from __future__ import annotations
 
@@ -11,50 +12,62 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from nbpipe.events import BuildEnded, Event, FrameDone, FrameStarted, Note, Status
 from nbpipe.money import fmt_usd
-from nbpipe.plan.planner import Step
-from nbpipe.ui.events import Summary
+from nbpipe.ui.events import text_status
+
+COLOURS = {Status.RENDERED: "green", Status.RESTORED: "cyan", Status.FAILED: "red"}
 
 
 class LiveEvents:
-    def __init__(self, total: int, console: Console | None = None):
+    console: Console
+    total: int
+    started: dict[str, float]
+    durations: list[float]
+    counts: dict[Status, int]
+    spent: Decimal
+    live: Live
+
+    def __init__(self, total: int, console: Console | None = None) -> None:
         self.console = console or Console()
         self.total = total
-        self.started: dict[str, float] = {}
-        self.durations: list[float] = []
-        self.counts = {"rendered": 0, "restored": 0, "fresh": 0, "failed": 0, "skipped": 0,
-                       "left": 0}
+        self.started = {}
+        self.durations = []
+        self.counts = dict.fromkeys(Status, 0)
         self.spent = Decimal(0)
         self.live = Live(self._panel(), console=self.console, refresh_per_second=4,
                          transient=True, get_renderable=self._panel)
         self.live.start()
 
-    def start(self, step: Step) -> None:
-        self.started[step.frame.name] = time.monotonic()
+    def emit(self, event: Event) -> None:
+        if isinstance(event, FrameStarted):
+            self.started[event.frame] = time.monotonic()
+        elif isinstance(event, FrameDone):
+            self._frame(event)
+        elif isinstance(event, Note):
+            self.console.print(event.text)
+        elif isinstance(event, BuildEnded):
+            self.live.stop()
+            self.console.print(event.summary.line())
 
-    def frame(self, status: str, step: Step, detail: str, output: str | None = None) -> None:
-        began = self.started.pop(step.frame.name, None)
-        if began is not None and status == "rendered":
+    def _frame(self, event: FrameDone) -> None:
+        began = self.started.pop(event.frame, None)
+        if began is not None and event.status is Status.RENDERED:
             self.durations.append(time.monotonic() - began)
-            self.spent += step.frame.cost
-        self.counts[status] = self.counts.get(status, 0) + 1
-        if status != "fresh":
-            colour = {"rendered": "green", "restored": "cyan", "failed": "red"}.get(status, "yellow")
-            self.console.print(Text(f"{status:<9}", style=colour) + Text(f"{step.frame.name}  {detail}"))
-
-    def note(self, text: str) -> None:
-        self.console.print(text)
-
-    def summary(self, summary: Summary) -> None:
-        self.live.stop()
-        self.console.print(summary.line())
+        self.spent += event.cost
+        if not event.journal:
+            self.counts[event.status] += 1
+        if event.status is not Status.FRESH and not event.journal:
+            colour = COLOURS.get(event.status, "yellow")
+            self.console.print(Text(f"{text_status(event):<9}", style=colour)
+                               + Text(f"{event.frame}  {event.detail}"))
 
     def _panel(self) -> Group:
         done = sum(self.counts.values())
         now = time.monotonic()
-        line = Text(f"{done}/{self.total} frames · {self.counts['rendered']} rendered · "
-                    f"{self.counts['restored']} restored · {len(self.started)} in flight · "
-                    f"{self.counts['failed']} failed · spent USD {fmt_usd(self.spent)}"
+        line = Text(f"{done}/{self.total} frames · {self.counts[Status.RENDERED]} rendered · "
+                    f"{self.counts[Status.RESTORED]} restored · {len(self.started)} in flight · "
+                    f"{self.counts[Status.FAILED]} failed · spent USD {fmt_usd(self.spent)}"
                     f"{self._eta(done)}")
         slow = sorted(self.started.items(), key=lambda item: item[1])[:3]
         table = Table.grid(padding=(0, 2))

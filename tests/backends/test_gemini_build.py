@@ -200,7 +200,7 @@ def test_a_jpeg_reply_never_replaces_a_file_nbpipe_did_not_make(fake_gemini, bui
     again = build(root)
     assert (again["code"], fake_gemini.counts["generates"]) == (0, 1)
     (event,) = [e for e in again["events"] if e["event"] == "frame"]
-    assert event["status"] == "left" and "a file not made by nbpipe is in the way" in event["detail"]
+    assert event["status"] == "kept" and "a file not made by nbpipe is in the way" in event["detail"]
     assert (root / "out/a.jpg").read_bytes() == b"my own photo"
     forced = build(root, "--force")
     assert forced["code"] == 0 and (root / "out/a.jpg").read_bytes()[:2] == b"\xff\xd8"

@@ -215,7 +215,7 @@ def test_output_modified_outside_nbpipe_is_left_unless_forced(project, build, ru
     build(root)
     (root / "out" / "cover.png").write_bytes(b"my retouched cover")
     left = build(root)
-    assert (left["left"], left["rendered"], left["code"]) == (1, 0, 0)
+    assert (left["kept"], left["rendered"], left["code"]) == (1, 0, 0)
     assert (root / "out" / "cover.png").read_bytes() == b"my retouched cover"
     assert run("-C", str(root), "build", "--backend", "preview", "--check").code == 1
     forced = build(root, "--force", "cover")
@@ -236,9 +236,9 @@ def test_a_frame_declared_again_replaces_its_own_orphaned_output(make_project, b
     (root / "nbpipe.yaml").write_text(both + "  c: {prompt: a storm}\n")
     build(root, "a")  # c is not built yet: its output is still the orphan nbpipe left
     again = build(root)
-    assert (again["rendered"], again["left"]) == (1, 0)
+    assert (again["rendered"], again["kept"]) == (1, 0)
     (root / "out" / "c.png").write_bytes(b"my retouched c")  # the user's bytes: left alone
-    assert build(root)["left"] == 1
+    assert build(root)["kept"] == 1
 
 
 def test_frame_selection_builds_upstreams_too(project, build):
@@ -252,8 +252,8 @@ def test_frame_selection_builds_upstreams_too(project, build):
 def test_json_summary_shape(project, build):
     summary = build(project("aria-lookbook"))
     assert set(summary) - {"events", "code"} == {
-        "event", "rendered", "restored", "fresh", "failed", "skipped", "left", "spent_usd",
-        "saved_usd"}
+        "event", "rendered", "restored", "fresh", "failed", "skipped", "kept", "left",
+        "spent_usd", "spent_earlier_usd", "saved_usd"}
 
 
 def test_lock_is_sorted_stable_and_matches_its_schema(project, build):

@@ -85,7 +85,7 @@ def test_recovery_is_concurrent_and_bounded(fake_hiapi, build, make_project, mon
     root = make_project(many)
     monkeypatch.setenv("NBPIPE_HIAPI_TIMEOUT", "0.2")
     fake_hiapi.faults.add("task", *["stuck"] * 6)
-    assert build(root)["failed"] == 6
+    assert build(root)["left"] == 6
     monkeypatch.setenv("NBPIPE_HIAPI_TIMEOUT", "30")
     monkeypatch.setenv("NBPIPE_RECOVER_TIMEOUT", "1.5")
     (root / "nbpipe.yaml").write_text(many.split("  t0")[0] + "  other: {prompt: x}\n")
@@ -142,7 +142,9 @@ def test_an_expired_left_over_task_is_closed_counted_lost_and_rendered_anew(
     fake_hiapi.faults.add("download", *["gone"] * 2)  # the URL, and the renewed one
     summary = build(root)
     assert (summary["code"], summary["lost"], summary["rendered"]) == (0, 1, 1)
-    assert summary["spent_usd"] == summary["lost_usd"] == 0.05
+    # the dead task was reported (left out) by the build that sent it: 0 here; 0.05 is b anew
+    assert (summary["spent_usd"], summary["lost_usd"], summary["spent_earlier_usd"]) == \
+        (0.05, 0, 0)
     assert any(n.startswith("lost      b") for n in notes(summary))
     assert fake_hiapi.counts["creates"] == 3  # b's dead task is closed: a new one
     assert journal(root).open == {}
@@ -158,7 +160,7 @@ def test_an_image_that_vanishes_while_writing_is_lost_not_rendered(fake_hiapi, b
     monkeypatch.setattr(Blobs, "copy_verified", lambda self, digest, dest: False)
     summary = build(root)
     assert (summary["rendered"], summary["failed"], summary["lost"]) == (0, 1, 1)
-    assert summary["spent_usd"] == 0
+    assert summary["spent_usd"] == summary["lost_usd"] == 0.05  # paid: lost is inside spent
 
 
 def test_identical_requests_are_sent_once_and_planned_as_restores(fake_hiapi, run, build,
@@ -253,7 +255,7 @@ def test_writing_commands_wait_for_a_build(make_project, tmp_path):
 def test_a_file_input_changed_after_keying_is_not_sent(fake_gemini, build, make_project,
                                                        monkeypatch):
     """12.11: the bytes read at render time were not checked against the keyed digest."""
-    from nbpipe.engine import build as build_module
+    from nbpipe.engine import renderer as build_module
     from tests.conftest import tiny_png
 
     root = make_project(ONE.replace("Nano-Banana}", "Nano-Banana-2}").replace(
@@ -302,6 +304,6 @@ def test_an_output_a_killed_build_wrote_is_replaced_after_an_edit(fake_gemini, b
     (root / "nbpipe.yaml").write_text((root / "nbpipe.yaml").read_text().replace(
         "a lighthouse", "a storm"))
     edited = build(root)
-    assert (edited["rendered"], edited["left"], edited["code"]) == (1, 0, 0)
+    assert (edited["rendered"], edited["kept"], edited["code"]) == (1, 0, 0)
     (root / "out" / "a.png").write_bytes(b"my retouched a")  # bytes no cache keeps: left
-    assert (build(root)["left"], (root / "out" / "a.png").read_bytes()) == (1, b"my retouched a")
+    assert (build(root)["kept"], (root / "out" / "a.png").read_bytes()) == (1, b"my retouched a")

@@ -10,6 +10,7 @@ from PIL import Image
 
 from nbpipe.backends.base import Rendered
 from nbpipe.engine.build import Build, BuildOptions
+from nbpipe.events import Summary
 from nbpipe.ops.maintain import gc
 from nbpipe.plan.planner import open_project
 from nbpipe.query.inspect import explain, list_takes, pin
@@ -17,7 +18,6 @@ from nbpipe.store.cache import Cache
 from nbpipe.store.journal import Journal
 from nbpipe.store.lock import Lock
 from nbpipe.store.state import State
-from nbpipe.ui.events import Summary
 
 
 def png(seed: int) -> bytes:
@@ -47,16 +47,7 @@ class CountingBackend:
 
 
 class Quiet:
-    def start(self, *a):
-        pass
-
-    def frame(self, *a):
-        pass
-
-    def note(self, *a):
-        pass
-
-    def summary(self, *a):
+    def emit(self, event):
         pass
 
 

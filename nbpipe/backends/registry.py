@@ -1,0 +1,112 @@
+"""One registry of backend specs: every fact about a provider the rest of nbpipe needs.
+
+A provider is one module that defines `SPEC` (a `BackendSpec`) plus its models in the catalogue
+data. The built-in ones are named in names.py (name → module), so their names cost no import
+(the no-op fast path checks `--backend` against them); a spec is imported when first asked for.
+A third-party package registers more through the entry-point group `nbpipe.backends`
+(name = the backend's name, value = `package.module:SPEC`), read with importlib.metadata.
+
+Lanes are how the engine talks to a provider, each with its journal protocol (DESIGN.md):
+`call` (synchronous, not idempotent: the journal holds the exact body before sending; a lost
+reply may be billed: announced, counted, never silently resent), `task` (an id to poll,
+journalled the moment it is known and collected by any later build) and `batch` (many requests
+under one job id; declared here, driven by a later engine).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from enum import StrEnum
+from functools import cache
+from typing import TYPE_CHECKING, NamedTuple
+
+from nbpipe.backends.names import BUILTIN, NAMES
+
+if TYPE_CHECKING:  # the specs' types only: importing them costs the provider modules
+    from importlib.metadata import EntryPoint
+
+    from nbpipe.backends.base import Backend
+    from nbpipe.plan.frame import Request
+
+GROUP = "nbpipe.backends"
+
+
+class Lane(StrEnum):
+    CALL = "call"  # one synchronous request; a lost reply may have been billed
+    TASK = "task"  # an id to poll; resumable after a crash
+    BATCH = "batch"  # many requests under one job id
+
+
+class Inputs(StrEnum):
+    """How input images travel."""
+
+    INLINE = "inline"  # their bytes, in the request body
+    URL = "url"  # URLs the provider fetches (nbpipe shares them from the remote cache)
+    LOCAL = "local"  # nothing travels: rendered on this machine
+
+
+class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module cheaply
+    """A provider as nbpipe knows it. `open(jobs, rpm)`: a ready backend (UsageError when its
+    key is missing); `describe(request, image stand-ins, media types)`: the exact body a build
+    would send (the media types are each input's, by its bytes; a body that names none ignores
+    them);
+    `endpoint(model)`: what `show` says it calls. Default jobs come from the catalogue."""
+
+    name: str
+    lanes: tuple[Lane, ...]
+    inputs: Inputs
+    key_env: tuple[str, ...]  # the variables that may hold its API key, first wins
+    base_url_env: str | None  # the variable that points nbpipe at another server
+    payload_style: str  # what `show` prints where an image payload goes
+    open: Callable[[int, int | None], Backend]
+    describe: Callable[[Request, list[str], list[str] | None], dict[str, object]]
+    endpoint: Callable[[str], str]
+    paid: bool = True  # False: free (preview), nothing to collect or to count
+
+    @property
+    def lane(self) -> Lane:
+        """The lane a render goes by (the first the provider offers)."""
+        return self.lanes[0]
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a paid request sent can be collected later instead of sent again."""
+        return self.paid and self.lane is not Lane.CALL
+
+    @property
+    def unrepeatable(self) -> bool:
+        """Whether a paid request sent is paid whatever happens to its reply (the call lane)."""
+        return self.paid and self.lane is Lane.CALL
+
+
+def names() -> tuple[str, ...]:
+    """Every backend's name: the built-in ones, then those of installed packages."""
+    return NAMES + tuple(sorted(n for n in _plugins() if n not in BUILTIN))
+
+
+@cache
+def spec(name: str) -> BackendSpec:
+    """The spec of backend `name` (KeyError if there is none)."""
+    if name in BUILTIN:
+        found = importlib.import_module(BUILTIN[name]).SPEC
+    else:
+        found = _plugins()[name].load()
+    if not isinstance(found, BackendSpec) or found.name != name:
+        raise KeyError(f"{name}: not a backend spec")
+    return found
+
+
+def resumable(name: str) -> bool:
+    return spec(name).resumable
+
+
+def unrepeatable(name: str) -> bool:
+    return spec(name).unrepeatable
+
+
+@cache
+def _plugins() -> dict[str, EntryPoint]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=GROUP)}

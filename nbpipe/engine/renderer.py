@@ -1,0 +1,202 @@
+"""The never-pay-twice unit: journal, backend call, settle.
+
+Every paid request goes through here, whether a frame of this build sends it or the recovery
+collects one an earlier build left: the journal learns of it before anything is sent (the
+intent, then the exact body), the backend is called under that journal entry, and the entry is
+settled by the outcome (done, failed, closed, or kept open for a later build to collect for
+free). The money it moved is charged to the frame (`Teller`) as this build reports it: a
+request this build sent is its spending; one an earlier build sent is that build's, or, if it
+died before saying so, "paid by an interrupted build".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from nbpipe.backends.base import Backend, InputData, Job, TaskStillOut
+from nbpipe.backends.images import verify_image_async
+from nbpipe.backends.registry import resumable, unrepeatable
+from nbpipe.engine.flights import key_of
+from nbpipe.engine.inflight import InFlight
+from nbpipe.engine.inputs import input_data
+from nbpipe.engine.telling import Charge, Teller
+from nbpipe.errors import FrameFailed, ImageLost, NbpipeError, TaskFailed
+from nbpipe.events import Billing
+from nbpipe.ops.push import Deferred, Pusher
+from nbpipe.plan.budget import Budget
+from nbpipe.plan.frame import Frame
+from nbpipe.plan.planner import Project, Step
+from nbpipe.store.cache import Cache, Take
+from nbpipe.store.journal import Entry, Journal
+from nbpipe.store.remote import Remote
+
+OpenBackend = Callable[[str, int, int | None], Backend]  # name, jobs, rpm → a ready backend
+
+
+@dataclass
+class Backends:
+    """The backends this build opened, each once, through the injected factory."""
+
+    open: OpenBackend
+    jobs: Callable[[str], int]
+    rpm: Callable[[str], int | None]
+    opened: dict[str, Backend] = field(default_factory=dict)
+
+    def get(self, name: str) -> Backend:
+        if name not in self.opened:
+            self.opened[name] = self.open(name, self.jobs(name), self.rpm(name))
+        return self.opened[name]
+
+    def account(self, name: str) -> str | None:
+        """Who this build pays from on `name`; None when it cannot send there (no key)."""
+        try:
+            return self.get(name).account
+        except NbpipeError:
+            return None
+
+    async def aclose(self) -> None:
+        for backend in self.opened.values():
+            await backend.aclose()
+
+
+@dataclass
+class Renderer:
+    project: Project
+    cache: Cache
+    journal: Journal
+    remote: Remote | None
+    backends: Backends
+    budget: Budget
+    teller: Teller
+    inflight: InFlight
+    force: bool = False
+    pusher: Pusher | Deferred | None = None  # sends, or offline marks, the new images
+    mine: set[tuple[str, int]] = field(default_factory=set)  # entries this build opened
+
+    async def render(self, step: Step, release: Callable[[], None]) -> Take:
+        """Send the frame's request (or re-attach to the open entry of its key) into the
+        cache; its money charged to the frame, however it ends."""
+        frame = step.frame
+        key = key_of(frame)
+        lifetime = self.project.loaded.manifest.cache.url_lifetime
+        inputs = [input_data(image, frame.backend, self.project.loaded.root, self.cache,
+                             self.remote, lifetime) for image in frame.inputs]
+        entry = self._entry(step)
+        take_no = entry.take
+        job = Job(take=take_no, cost=frame.cost, resume_task=entry.task_id, body=entry.body,
+                  on_send=lambda body: self.journal.sent(key, take_no, body),
+                  on_task=lambda task_id: self.journal.task(key, take_no, task_id),
+                  on_finished=release)
+        try:
+            with self.inflight.sending(frame, frame.cost):
+                take = await self.fetch(frame, inputs, job)
+        except asyncio.CancelledError:  # Ctrl-C past the grace: a task it leaves out is said
+            self.left_out(frame, entry)
+            raise
+        except TaskFailed:
+            self.journal.failed(key, take_no)
+            raise
+        except ImageLost as exc:
+            self.teller.charge(frame.name, self.lost(entry, frame.cost, f"{frame.name}: {exc}"))
+            raise FrameFailed(str(exc)) from None
+        except (NbpipeError, OSError) as exc:
+            self._settle(frame, entry, exc)
+            raise
+        self.teller.charge(frame.name, self.owed(entry, max(Decimal(take.cost_usd),
+                                                            self.budget.measure(frame))))
+        return take
+
+    def _entry(self, step: Step) -> Entry:
+        """The journal entry this render goes under: an open one of this key (its task is
+        re-attached, its create resent byte for byte), else a new take's intent."""
+        frame = step.frame
+        key = key_of(frame)
+        account = self.backends.get(frame.backend).account
+        entry = self.journal.open_for(key, frame.backend, account)
+        if entry is None:  # a new take, under a number never used for this key anywhere
+            known = [t for t, _ in self.remote.takes(key)] \
+                if self.remote is not None and step.action == "render" and self.force else []
+            take_no = self.cache.allocate_take(key, known)
+            self.journal.intent(key, take_no, frame.name, frame.backend, frame.record(),
+                                account)
+            self.mine.add((key, take_no))
+            entry = self.journal.open[(key, take_no)]
+        else:
+            self.resends(entry)
+        return entry
+
+    def resends(self, entry: Entry) -> None:
+        """This build sends the entry's create (again, byte for byte): whether it makes the
+        task or finds it, the payment is this build's to report."""
+        if entry.task_id is None and resumable(entry.backend):
+            self.mine.add((entry.key, entry.take))
+
+    async def fetch(self, frame: Frame, inputs: list[InputData], job: Job,
+                    record: dict[str, object] | None = None) -> Take:
+        """Render (or re-attach) into the cache: verified, committed, indexed, journalled,
+        and pushed. `record`: the request as journalled, for a task an earlier build left."""
+        record = record or frame.record()
+        key = key_of(frame)
+        started = time.time()
+        with self.cache.writer() as sink:
+            rendered = await self.backends.get(frame.backend).render(frame.request, inputs,
+                                                                      sink, job)
+            sink.flush()
+            fmt = await verify_image_async(sink.path)  # only images enter the cache
+            digest = sink.commit()
+        take = Take(digest=digest, backend=frame.backend, model=frame.model, format=fmt,
+                    cost_usd=str(rendered.cost), created=started, task_id=rendered.task_id,
+                    url=rendered.url, url_expires=rendered.url_expires, take=job.take)
+        self.cache.add_take(key, record, take)  # paid for: safe before anything else
+        if self.pusher is not None:  # also an earlier build's task: the team paid for it too
+            self.pusher.push(key, take, record)  # remembered, then sent in the background
+        self.journal.done(key, job.take, digest)
+        return take
+
+    def owed(self, entry: Entry, price: Decimal, billing: Billing | None = None,
+             left: bool = False) -> Charge:
+        """What this build reports for the request of `entry`: its own request's price; an
+        earlier build's, if that build never reported it (it died); else nothing."""
+        if entry.reported:
+            return Charge(Decimal(0), billing=billing, left=left)
+        if (entry.key, entry.take) in self.mine:
+            return Charge(price, billing=billing, left=left)
+        return Charge(price, earlier=True, billing=billing, left=left)
+
+    def lost(self, entry: Entry, price: Decimal, message: str) -> Charge:
+        """A paid task whose image is gone: close it; render anew next time."""
+        charge = self.owed(entry, price, Billing.LOST)
+        self.journal.closed(entry.key, entry.take, "image lost")
+        self.teller.note(f"lost      {message}; the next render is a new task")
+        return charge
+
+    def _settle(self, frame: Frame, entry: Entry, exc: Exception) -> None:
+        """After a render failed: close its journal entry if it will never bring an image, so
+        no later build replays it; keep (and report, once) the ones a later build can still
+        collect for free."""
+        if (entry.key, entry.take) not in self.journal.open:
+            return  # done
+        unknown = isinstance(exc, FrameFailed) and (exc.retry_later or exc.maybe_billed)
+        if unrepeatable(frame.backend):
+            if isinstance(exc, FrameFailed) and exc.maybe_billed:
+                self.teller.charge(frame.name, self.owed(entry, frame.cost, Billing.MAYBE))
+            self.journal.closed(entry.key, entry.take, f"no image: {exc}")
+        elif entry.task_id is None and (entry.body is None or not unknown):
+            self.journal.closed(entry.key, entry.take, f"no task: {exc}")
+        else:  # a task, or a create whose reply was lost: the next build collects it
+            self.left_out(frame, entry, isinstance(exc, TaskStillOut))
+
+    def left_out(self, frame: Frame, entry: Entry, left: bool = True) -> bool:
+        """A paid request of this frame still out as the build ends it: charged to the frame
+        and marked reported in the journal, so the build that collects it does not count it
+        again. `left`: the frame ends `left` (a timeout, Ctrl-C past the grace), not failed."""
+        if (entry.key, entry.take) not in self.journal.open or not resumable(entry.backend) \
+                or not entry.task_id:
+            return False  # no task: a create whose reply was lost is its resender's to count
+        self.teller.charge(frame.name, self.owed(entry, self.budget.measure(frame), left=left))
+        self.journal.reported(entry.key, entry.take)
+        return True
