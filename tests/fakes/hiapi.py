@@ -115,6 +115,7 @@ class FakeHiApi(FakeServer):
         self.key_window = DAY
         self.pause_create = Pause()
         self.created_keys: list[str] = []  # the Idempotency-Key of every task really created
+        self.forgotten_keys: list[str] = []  # keys that created again after the window
         self.redirect_to = ""  # where the `redirect` fault sends a client
         self._lock = threading.Lock()
 
@@ -200,7 +201,7 @@ class FakeHiApi(FakeServer):
             known = self.idempotency.get((account, key)) if key else None
             if known and self.clock - known[2] >= self.key_window:
                 del self.idempotency[(account, key)]  # forgotten: this create is a new task
-                self.count("keys forgotten")
+                self.forgotten_keys.append(key)
                 known = None
             if known:
                 known_digest, task_id, _ = known
