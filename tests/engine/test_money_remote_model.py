@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real processes: minutes
+
 from tests.engine.money_model import ci_settings, walk
 from tests.engine.money_remote_model import RemoteMoneyMachine
 
