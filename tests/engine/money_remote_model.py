@@ -415,6 +415,10 @@ class RemoteMoneyMachine(MoneyMachine):
         self.paid_anyway = False
         self._look_at_caches()
 
+    def _can_pay(self) -> bool:
+        """Only with the remote answering: otherwise a build renders nothing new."""
+        return self.mode == "up" and super()._can_pay()
+
     def _quiescent(self) -> bool:
         """No journal entry open in either clone (both pay at the same fakes)."""
         return super()._quiescent() and not self._open_requests(self.clone)

@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass
 
 from nbpipe.catalog import builtin, today
-from tests.fakes.pause import Pause
 from tests.fakes.server import BIG_NUMBER, DEEP_JSON, FakeServer, Handler, image_bytes
 
 
@@ -80,7 +79,6 @@ class FakeGemini(FakeServer):
         self.bodies: list[dict] = []
         self.billed: list[Billed] = []
         self.delay = 0.0
-        self.pause_generate = Pause()  # holds the next billed request's reply (tests/fakes/pause.py)
         self.redirect_to = ""  # where the `redirect` fault sends a client
 
     def dispatch(self, request: Handler, method: str) -> None:
@@ -136,8 +134,6 @@ class FakeGemini(FakeServer):
             self.billed.append(billed)
             billed.number = len(self.bodies)
         self.count("generates")
-        if self.pause_generate.hold():  # billed; the reply waits, then is lost
-            return request.drop()
         if self.delay:
             time.sleep(self.delay)
         if fault == "drop":

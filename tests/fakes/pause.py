@@ -1,10 +1,10 @@
 """A reply a fake holds back until the test lets it go: the moment between a request arriving
 (and being billed) and its reply, made as long as a test needs, with no clock involved.
 
-    pause = Pause(); fake.pause_create = pause; ...; assert pause.wait_arrived(60); kill ...;
-    pause.release()
+    fake.pause_create.arm(); start a build; assert fake.pause_create.wait_arrived(60);
+    kill it; fake.pause_create.release()
 
-Each fake that takes one holds the next request of its endpoint only (`arm` again for another).
+It holds the next request that reaches it only (`arm` again for another).
 """
 
 from __future__ import annotations
