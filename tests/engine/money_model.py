@@ -26,9 +26,11 @@ request. After every step the invariants hold:
   `spent_usd + spent_earlier_usd` (issue 27 item 1: events = summary);
 - at a quiescent point (a complete build, no journal entry open), Σ over every build of
   `spent_usd + spent_earlier_usd` equals what the fakes billed (HiAPI: every task created, but
-  a failed one; Gemini: every request that made an image, delivered or lost), less exactly the
-  Gemini requests a killed build had journalled as sent that the fake never billed (the next
-  build must count them as possibly billed: it cannot know). A kill -9'd build prints no
+  a failed one; Gemini: every request that made an image, delivered or lost), with two exact
+  excuses: a Gemini request a killed build had journalled as sent that the fake never billed
+  (the next build must count it as possibly billed: it cannot know), and a HiAPI task billed for
+  a create whose reply never came and whose resend came after HiAPI forgot its key (a new task:
+  the first is billed without any build able to know). A kill -9'd build prints no
   summary: its paid requests are the next build's `spent_earlier_usd` (issue 27 item 2).
   `NBPIPE_MODEL_REPORTING=0` turns these two off (to measure other checks on an engine that
   does not keep them yet);
