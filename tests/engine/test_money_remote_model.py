@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow  # real processes: minutes
 from tests.engine.money_model import ci_settings, walk
 from tests.engine.money_remote_model import RemoteMoneyMachine
 
-RemoteMoneyMachine.TestCase.settings = ci_settings(examples=6, steps=10)
+RemoteMoneyMachine.TestCase.settings = ci_settings(examples=3, steps=10)
 test_money_remote_invariants = RemoteMoneyMachine.TestCase
 
 WALKS = {
