@@ -344,7 +344,8 @@ class MoneyMachine(RuleBasedStateMachine):
         """Tasks no build can know it paid for: a create whose reply never came (a kill), its
         resend a day later a new task since HiAPI forgot the key; the earlier task is billed."""
         forgotten, under = set(self.fake.forgotten_keys), {}
-        for task, key in zip(list(self.fake.tasks.values()), list(self.fake.created_keys)):
+        for task, key in zip(list(self.fake.tasks.values()), list(self.fake.created_keys),
+                             strict=False):
             if key in forgotten:
                 under.setdefault(key, []).append(task)
         return self._cost([t for tasks in under.values() for t in tasks[:-1]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.slow  # real processes: minutes
-
 from tests.engine.money_model import BIBLES, MoneyMachine, ci_settings, walk
+
+pytestmark = pytest.mark.slow  # real processes: minutes
 
 MoneyMachine.TestCase.settings = ci_settings(examples=4, steps=12)  # the walks carry the rest
 test_money_invariants = MoneyMachine.TestCase

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.slow  # real processes: minutes
-
 from tests.engine.money_model import ci_settings, walk
 from tests.engine.money_remote_model import RemoteMoneyMachine
+
+pytestmark = pytest.mark.slow  # real processes: minutes
 
 RemoteMoneyMachine.TestCase.settings = ci_settings(examples=3, steps=10)
 test_money_remote_invariants = RemoteMoneyMachine.TestCase
