@@ -4,7 +4,16 @@ kind of project edit with profiles, so CI covers them whatever the bounded run h
 Five walks stage what a careless edit of the safety code breaks (issue 27 item 11; each names the
 mutation it kills, measured by hand): the body journalled after the create, an Idempotency-Key
 without the take number, the budget measured at manifest prices, the fast path ignoring open
-journal entries, gc ignoring its grace period."""
+journal entries, gc ignoring its grace period. Measured (each a one-line change, reverted):
+
+    body journalled after the create   walks "a create killed ...", "a failed task ...",
+                                       "a killed --force ...", and the random run
+    Idempotency-Key without the take   walks "a failed task ...", "a killed --force ...",
+                                       "gc inside the grace" (plan != spend), random runs
+    budget at manifest prices          walk "manifest prices below list, beside a cap"
+    fast path ignoring the journal     walk "a killed --force ...", and the random run
+    gc ignoring its grace              walk "gc inside the grace"
+"""
 
 from __future__ import annotations
 
