@@ -731,6 +731,9 @@ class MoneyMachine(RuleBasedStateMachine):
         for task in self.fake.tasks.values():
             if task.outcome == "stuck":
                 task.outcome = "success"
+        if name not in self.prompts:  # removed by an earlier step: declared again
+            self.prompts[name] = "a lighthouse"
+            self._write()
         if self._run("build").returncode != 0:
             return
         self._complete()
