@@ -2,9 +2,13 @@
 
     python benchmarks/money_soak.py --examples 2000 --steps 12
     python benchmarks/money_soak.py --machine remote --minutes 15   # + a shared S3, 2 clones
+    python benchmarks/money_soak.py --seed 1234567   # the draws of a run that printed that seed
+
+It prints the seed it drew first (batch i of a --minutes run uses seed + i): a violation can be
+drawn again with --seed (real processes race, so a timing-bound one may not recur).
 
 Prints the examples run, the steps taken, the complete builds checked, the builds whose spend
-was checked against `plan`'s total, and the first invariant
+was checked against `plan`'s total, the Σ reported = Σ billed checks, and the first invariant
 violation found with the steps that led to it, if any. `--shrink` lets hypothesis shrink it to a
 smaller reproduction first (minutes with real processes, and a failure that depends on timing
 may not fail again on the way: hypothesis then reports it as flaky, with the original error).
@@ -13,13 +17,14 @@ may not fail again on the way: hypothesis then reports it as flaky, with the ori
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hypothesis import HealthCheck, Phase, Verbosity, settings
+from hypothesis import HealthCheck, Phase, Verbosity, seed, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from tests.engine.money_model import MoneyMachine
@@ -47,9 +52,13 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--shrink", action="store_true", help="shrink a failure first")
     parser.add_argument("--verbose", action="store_true", help="print every step")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="draw as the run that printed this seed did (default: a fresh one)")
     args = parser.parse_args()
+    drawn = args.seed if args.seed is not None else random.SystemRandom().randrange(2 ** 32)
+    print(f"seed {drawn} (again: --seed {drawn})", flush=True)
     counts = {"examples": 0, "steps": 0, "complete builds checked": 0,
-              "spends checked against plan": 0}
+              "spends checked against plan": 0, "reported = billed checks": 0}
     if args.machine == "remote":
         counts["remote checks (settled)"] = 0
     started = time.monotonic()
@@ -69,15 +78,18 @@ def main() -> int:
                 failures.append((sys.exc_info()[1], list(getattr(self, "trace", []))))
             counts["complete builds checked"] += self.checks
             counts["spends checked against plan"] += self.plans
+            counts["reported = billed checks"] += self.tallies
             if "remote checks (settled)" in counts:
                 counts["remote checks (settled)"] += self.remote_checks
             super().teardown()
             print(" · ".join(f"{v} {k}" for k, v in counts.items()), flush=True)  # progress
 
     failure = None
-    left = args.examples
+    left, batches = args.examples, 0
     while left > 0 and failure is None:
         batch = min(left, args.batch) if args.minutes else left
+        seed(drawn + batches)(Counted)  # a fresh draw per batch, each named by the seed
+        batches += 1
         try:
             run_state_machine_as_test(Counted, settings=settings(
                 max_examples=batch, stateful_step_count=args.steps, deadline=None,
@@ -90,7 +102,7 @@ def main() -> int:
         if args.minutes and time.monotonic() - started > args.minutes * 60:
             break
     elapsed = time.monotonic() - started
-    print(" · ".join(f"{v} {k}" for k, v in counts.items()) + f" · {elapsed:.0f} s")
+    print(" · ".join(f"{v} {k}" for k, v in counts.items()) + f" · {elapsed:.0f} s · seed {drawn}")
     if failure is None:
         print("invariant violations: 0")
     else:

@@ -38,7 +38,7 @@ from types import SimpleNamespace
 from hypothesis import strategies as st
 from hypothesis.stateful import RULE_MARKER, initialize, invariant, precondition, rule
 
-from tests.engine.money_model import MoneyMachine
+from tests.engine.money_model import MoneyMachine, with_json
 from tests.fakes.team_remote import FAILURES, TeamRemote
 
 OUTAGES = st.sampled_from([None, *FAILURES])  # a rule's command meets the remote like this
@@ -131,6 +131,7 @@ class RemoteMoneyMachine(MoneyMachine):
         return self._run_at(self.root, *args)
 
     def _run_at(self, root: Path, *args: str) -> subprocess.CompletedProcess:
+        args = with_json(args)
         held, mark = self._remote()[0], self._mark()
         excused = self._open_requests(root)  # a resend of an earlier build's request
         if "--force" in args:
@@ -146,6 +147,7 @@ class RemoteMoneyMachine(MoneyMachine):
         if done.returncode:
             self._note("  " + (done.stdout + done.stderr).strip().replace("\n", "\n    "))
         self._exit_ok(done.returncode, done.stderr + done.stdout, (root.name, *args))
+        self._account(args, done.stdout)
         if root == self.root:  # the cache the invariants look at
             self._note_gc(args, done.stdout)
         for _, frame in self._paid_since(mark):
@@ -348,7 +350,7 @@ class RemoteMoneyMachine(MoneyMachine):
             flip = None
         tasks, billed = len(self.fake.tasks), len(self.gemini.billed)
         procs = [subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build",
-                                   "-j", "4"], env=self._env(), stdout=subprocess.PIPE,
+                                   "-j", "4", "--json"], env=self._env(), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
                  for root in (self.root, self.clone)]
         if flip:
@@ -360,6 +362,7 @@ class RemoteMoneyMachine(MoneyMachine):
             self._note(f"{root.name}$ nbpipe build -j 4 (both) → {proc.returncode}\n    "
                        + (out + err).strip().replace("\n", "\n    "))
             self._exit_ok(proc.returncode, err + out, (root.name, "build", "both"))
+            self._account(("build",), out)
         if flip == "plug":
             self.remote.restore()
         # Neither knows what the other is sending: a request new to both may be paid by both
@@ -412,6 +415,14 @@ class RemoteMoneyMachine(MoneyMachine):
         self.paid_anyway = False
         self._look_at_caches()
 
+    def _can_pay(self) -> bool:
+        """Only with the remote answering: otherwise a build renders nothing new."""
+        return self.mode == "up" and super()._can_pay()
+
+    def _quiescent(self) -> bool:
+        """No journal entry open in either clone (both pay at the same fakes)."""
+        return super()._quiescent() and not self._open_requests(self.clone)
+
     @staticmethod
     def _open_requests(root: Path | None) -> set[tuple]:
         """The frame requests a clone's journal holds open."""
@@ -456,6 +467,7 @@ class RemoteMoneyMachine(MoneyMachine):
             task = self.fake.tasks.get(entry.task_id or "")
             assert task is not None and task.outcome == "stuck", \
                 ("an open journal entry after a complete build", entry, self._story())
+        self._tally()
         lock = self._lock_at(root)
         assert set(lock) == self.clone_frames, (sorted(lock), self._story())
         for entry in lock.values():

@@ -1,6 +1,19 @@
 """The money state machine (tests/engine/money_model.py) in CI: a fixed seed, a bounded run, and
 fixed walks through the Gemini faults, interrupts, gc/pin/pull beside a live build and every
-kind of project edit with profiles, so CI covers them whatever the bounded run happens to draw."""
+kind of project edit with profiles, so CI covers them whatever the bounded run happens to draw.
+Five walks stage what a careless edit of the safety code breaks (issue 27 item 11; each names the
+mutation it kills, measured by hand): the body journalled after the create, an Idempotency-Key
+without the take number, the budget measured at manifest prices, the fast path ignoring open
+journal entries, gc ignoring its grace period. Measured (each a one-line change, reverted):
+
+    body journalled after the create   walks "a create killed ...", "a failed task ...",
+                                       "a killed --force ...", and the random run
+    Idempotency-Key without the take   walks "a failed task ...", "a killed --force ...",
+                                       "gc inside the grace" (plan != spend), random runs
+    budget at manifest prices          walk "manifest prices below list, beside a cap"
+    fast path ignoring the journal     walk "a killed --force ...", and the random run
+    gc ignoring its grace              walk "gc inside the grace"
+"""
 
 from __future__ import annotations
 
@@ -8,7 +21,9 @@ import pytest
 
 from tests.engine.money_model import BIBLES, MoneyMachine, ci_settings, walk
 
-MoneyMachine.TestCase.settings = ci_settings(examples=10, steps=12)
+pytestmark = pytest.mark.slow  # real processes: minutes
+
+MoneyMachine.TestCase.settings = ci_settings(examples=4, steps=12)  # the walks carry the rest
 test_money_invariants = MoneyMachine.TestCase
 
 WALKS = {
@@ -60,6 +75,39 @@ WALKS = {
         lambda m: m.settle(),
         lambda m: m.gc_and_pin(),
         lambda m: m.build(jobs=4, cap=None, force=None, profile="hero"),
+    ],
+    # the body journalled after the create: the killed create's entry has no body, so no build
+    # resends it once no frame wants it; it stays open, its paid image never collected
+    "a create killed at HiAPI, its frame changed": [
+        lambda m: m.kill_at_create(name="a", away=True),
+        lambda m: m.settle(),
+    ],
+    # an Idempotency-Key without the take number: the rebuild replays the failed task
+    "a failed task, then a rebuild": [
+        lambda m: m.fail_then_rebuild(name="b"),
+        lambda m: m.a_day_passes(),
+        lambda m: m.kill_at_create(name="c", away=False),
+        lambda m: m.a_day_passes(),  # its resend is a new task now: HiAPI forgot the key
+        lambda m: m.settle(),
+    ],
+    # the budget measured at manifest prices: the cap lets through list-price bills past it
+    "manifest prices below list, beside a cap": [
+        lambda m: m.cheap_prices(on=True),
+        lambda m: m.build(jobs=4, cap="0.1", force=None),
+        lambda m: m.edit_prompt(name="a", words="a storm"),
+        lambda m: m.build(jobs=1, cap="0.05", force=None, profile="hero"),
+        lambda m: m.cheap_prices(on=False),
+        lambda m: m.settle(),
+    ],
+    # the fast path ignoring open journal entries: "nothing to do" with a paid task out
+    "a killed --force, then a build that looks like a no-op": [
+        lambda m: m.noop_after_a_killed_force(name="a"),
+    ],
+    # gc ignoring its grace period: the image not yet indexed goes
+    "gc inside the grace": [
+        lambda m: m.gc_inside_grace(),
+        lambda m: m.build(jobs=4, cap=None, force=None),
+        lambda m: m.gc_and_pin(),
     ],
 }
 

@@ -10,7 +10,9 @@ import pytest
 from tests.engine.money_model import ci_settings, walk
 from tests.engine.money_remote_model import RemoteMoneyMachine
 
-RemoteMoneyMachine.TestCase.settings = ci_settings(examples=6, steps=10)
+pytestmark = pytest.mark.slow  # real processes: minutes
+
+RemoteMoneyMachine.TestCase.settings = ci_settings(examples=3, steps=10)
 test_money_remote_invariants = RemoteMoneyMachine.TestCase
 
 WALKS = {

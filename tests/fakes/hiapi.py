@@ -21,6 +21,12 @@ validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
               redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
               malformed:NAME (see MALFORMED)
 
+Idempotency keys are remembered for `key_window` seconds (HiAPI: about 24 h) of the fake's own
+clock, which only the test moves (`advance(seconds)`): a create after that window is a new,
+billed task, as at HiAPI, so a client that re-creates instead of polling a task it knows pays
+twice. `pause_create` (tests/fakes/pause.py), once armed, holds the next create after the task
+is made (billed) and loses its reply: the moment a kill lands between sending and hearing.
+
 Accounts: `add_account(key)` makes another valid key. A task belongs to the account that
 created it; polled with another account's key it answers 404, as documented.
 
@@ -39,7 +45,10 @@ import time
 from dataclasses import dataclass, field
 
 from nbpipe.catalog import builtin, today
+from tests.fakes.pause import Pause
 from tests.fakes.server import BIG_NUMBER, DEEP_JSON, FakeServer, Handler, image_bytes
+
+DAY = 86400.0  # how long HiAPI remembers an Idempotency-Key (about 24 h)
 
 
 def models() -> dict[str, dict]:
@@ -100,14 +109,23 @@ class FakeHiApi(FakeServer):
         self.latency = latency
         self.make_image = make_image or (lambda fmt, task_id: image_bytes(fmt, task_id, image_size))
         self.tasks: dict[str, Task] = {}
-        # (account, Idempotency-Key) → (body digest, task id): keys are per account
-        self.idempotency: dict[tuple[str, str], tuple[str, str]] = {}
+        # (account, Idempotency-Key) → (body digest, task id, when): keys are per account
+        self.idempotency: dict[tuple[str, str], tuple[str, str, float]] = {}
+        self.clock = 0.0  # seconds of the fake's own time: only `advance` moves it
+        self.key_window = DAY
+        self.pause_create = Pause()
         self.created_keys: list[str] = []  # the Idempotency-Key of every task really created
+        self.forgotten_keys: list[str] = []  # keys that created again after the window
         self.redirect_to = ""  # where the `redirect` fault sends a client
         self._lock = threading.Lock()
 
     def add_account(self, key: str) -> None:
         self.keys.add(key)
+
+    def advance(self, seconds: float) -> None:
+        """Time passes at HiAPI: keys older than the window are forgotten."""
+        with self._lock:
+            self.clock += seconds
 
     # --- routing ------------------------------------------------------------------------------
 
@@ -180,8 +198,13 @@ class FakeHiApi(FakeServer):
         digest = hashlib.sha256(raw).hexdigest()
         account = caller(request)
         with self._lock:
-            if key and (account, key) in self.idempotency:
-                known_digest, task_id = self.idempotency[(account, key)]
+            known = self.idempotency.get((account, key)) if key else None
+            if known and self.clock - known[2] >= self.key_window:
+                del self.idempotency[(account, key)]  # forgotten: this create is a new task
+                self.forgotten_keys.append(key)
+                known = None
+            if known:
+                known_digest, task_id, _ = known
                 if known_digest != digest:
                     return self._error(request, 422, "IDEMPOTENCY_KEY_MISMATCH",
                                        "Idempotency-Key reused with another body")
@@ -196,9 +219,11 @@ class FakeHiApi(FakeServer):
                                     {"Idempotent-Replay": "true"})
             task = self._new_task(body, account)
             if key:
-                self.idempotency[(account, key)] = (digest, task.task_id)
+                self.idempotency[(account, key)] = (digest, task.task_id, self.clock)
             self.created_keys.append(key or "")
         self.count("creates")
+        if self.pause_create.hold():  # billed; the reply waits, then is lost
+            return request.drop()
         if fault == "drop":  # the task exists and is billed; the reply is lost
             return request.drop()
         if fault == "echo-id":
