@@ -106,6 +106,36 @@ def tiny_png() -> bytes:
         "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 
 
+def read_until(stream, text: str, timeout: float = 120) -> str:
+    """Read a command's lines (a text pipe) until one holds `text`: the command has said it, so
+    it is at that point. Returns what was read, for the test's own checks. The timeout only
+    fails a test that would otherwise hang (a thread reads: a pipe's readline cannot time out)."""
+    import queue
+    import threading
+
+    lines: queue.Queue[str] = queue.Queue()
+
+    def reader() -> None:
+        for line in iter(stream.readline, ""):
+            lines.put(line)
+            if text in line:
+                break
+        lines.put("")  # the end, or the line sought
+
+    threading.Thread(target=reader, daemon=True).start()
+    said = []
+    while True:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"the command never said {text!r}; it said {''.join(said)!r}")
+        if not line:
+            break
+        said.append(line)
+    assert said and text in said[-1], f"the command ended without {text!r}: {''.join(said)!r}"
+    return "".join(said)
+
+
 os.environ.pop("NBPIPE_CACHE_DIR", None)
 
 
