@@ -106,6 +106,17 @@ def tiny_png() -> bytes:
         "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 
 
+def wait_for(condition, timeout: float = 120) -> None:
+    """Return once `condition()` holds (polled). The timeout only fails a test that would
+    otherwise hang: no test passes or fails by how long something takes."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def read_until(stream, text: str, timeout: float = 120) -> str:
     """Read a command's lines (a text pipe) until one holds `text`: the command has said it, so
     it is at that point. Returns what was read, for the test's own checks. The timeout only
@@ -128,7 +139,8 @@ def read_until(stream, text: str, timeout: float = 120) -> str:
         try:
             line = lines.get(timeout=timeout)
         except queue.Empty:
-            raise AssertionError(f"the command never said {text!r}; it said {''.join(said)!r}")
+            raise AssertionError(f"the command never said {text!r}; it said "
+                                 f"{''.join(said)!r}") from None
         if not line:
             break
         said.append(line)

@@ -50,13 +50,15 @@ def sha(data: bytes) -> str:
 
 
 def hiapi_env(fake: FakeHiApi, **extra: str) -> dict:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "HIAPI_API_KEY": fake.key, "HIAPI_BASE_URL": fake.url,
+    return {**os.environ, "PYTHONUNBUFFERED": "1",
+            "HIAPI_API_KEY": fake.key, "HIAPI_BASE_URL": fake.url,
             "NBPIPE_HIAPI_POLL_DELAY": "0", "NBPIPE_HIAPI_POLL_INTERVAL": "0.02",
             "NBPIPE_RETRY_BASE": "0.01", "NBPIPE_RECOVER_TIMEOUT": "20", **extra}
 
 
 def gemini_env(fake: FakeGemini, **extra: str) -> dict:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GEMINI_API_KEY": fake.key, "GOOGLE_GEMINI_BASE_URL": fake.url,
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "GEMINI_API_KEY": fake.key, "GOOGLE_GEMINI_BASE_URL": fake.url,
            "NBPIPE_RETRY_BASE": "0.01", **extra}
     env.pop("GOOGLE_API_KEY", None)
     return env
@@ -328,7 +330,7 @@ def test_gc_beside_a_build_on_a_shared_cache_removes_no_paid_image(tmp_path):
         waited = [read_until(gc.stderr, "waiting for another nbpipe build") for gc in gcs]
         fake.holds.release()
         code, said = finish(build, (0,))
-        gc_said = [w + finish(gc, (0,))[1] for w, gc in zip(waited, gcs)]
+        gc_said = [w + finish(gc, (0,))[1] for w, gc in zip(waited, gcs, strict=True)]
         assert all("waiting for another nbpipe build" in s for s in gc_said), gc_said
         assert fake.counts["creates"] == 5
         for root in (a, b):
@@ -396,8 +398,9 @@ def test_ctrl_c_while_waiting_for_the_lock_exits_130(tmp_path):
         first = start_until(fake, "creates", 3, a, env, "build", "-j", "3")
         commands = (["build"], ["gc", "--older-than", "0s"], ["pin", "a", "1"])
         waiting = [start(a, env, *args) for args in commands]
-        for proc, args in zip(waiting, commands):  # a build says it on stdout, the others on
-            read_until(proc.stdout if args == ["build"] else proc.stderr,  # stderr
+        for proc, args in zip(waiting, commands, strict=True):
+            # a build says it on stdout, the other commands on stderr
+            read_until(proc.stdout if args == ["build"] else proc.stderr,
                        "waiting for another nbpipe build")
             proc.send_signal(signal.SIGINT)
         # 130, or death by SIGINT, which a shell also reports as 130: CPython ends a process
