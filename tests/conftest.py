@@ -18,6 +18,44 @@ EXAMPLES_DIR = REPO / "projects"  # read only: tests work on copies (see copy_ex
 BUILD_STATE = ("out", ".nbpipe", "nbpipe.lock")
 
 
+# The slow tier (marker `slow`, registered in pyproject.toml): real-process model runs, fuzzers
+# and property tests, crash, interrupt and scale runs, whole-workflow runs. `pytest -m "not
+# slow"` leaves them out: the edit loop. README's test command runs them all. One list, here,
+# so each file says nothing of its tier and a new slow test is one line: a path, or a
+# path::test name (every parameter of it).
+SLOW = {
+    "tests/engine/test_money_model.py": "the money model: hypothesis drives real CLI processes",
+    "tests/engine/test_money_remote_model.py": "the money model with a team remote",
+    "tests/engine/test_gate_property.py": "the gate property test (hundreds of examples)",
+    "tests/manifest/test_fuzz.py": "the manifest fuzzer",
+    "tests/manifest/test_templates.py::test_any_template_renders_or_faults": "template fuzzer",
+    "tests/security/test_store_fuzz.py": "the store fuzzer",
+    "tests/backends/test_replies.py::test_any_reply_ends_in_a_result_or_an_nbpipe_error":
+        "the reply fuzzer",
+    "tests/engine/test_hostile.py": "kill -9, Ctrl-C and concurrent commands, real processes",
+    "tests/engine/test_interrupt.py": "Ctrl-C and kill -9 in real processes",
+    "tests/engine/test_scale.py::test_kill_9_at_random_moments_never_pays_twice": "crash runs",
+    "tests/engine/test_scale.py::test_ctrl_c_collects_what_is_in_flight_and_exits_130":
+        "a Ctrl-C in a real process",
+    "tests/engine/test_disk_faults.py::test_two_builds_at_once_on_one_project_and_one_cache":
+        "three real builds at once",
+    "tests/backends/test_delays.py": "real processes run against the server's delays",
+    "tests/backends/test_hiapi_faults.py::"
+    "test_retries_stop_at_the_retry_deadline_and_honour_retry_after_below_it":
+        "waits out real Retry-After pauses",
+    "tests/test_newcomer.py": "a fresh clone, used as a newcomer would",
+    "tests/engine/test_prloop.py": "the CI workflow script end to end (git, a remote)",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        path = Path(str(item.path)).relative_to(REPO).as_posix()
+        if path in SLOW or f"{path}::{item.originalname}" in SLOW:
+            item.add_marker(pytest.mark.slow)
+
+
 def copy_example(name: str, root: Path) -> Path:
     """A fresh copy of example project `name` at `root`: what is declared, no build state."""
     shutil.copytree(EXAMPLES_DIR / name, root, ignore=shutil.ignore_patterns(*BUILD_STATE))
