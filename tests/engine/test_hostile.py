@@ -24,13 +24,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_until
+from tests.conftest import read_until, wait_for
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.hiapi import FakeHiApi
 from tests.samples import THREE, on_gemini
@@ -89,13 +88,6 @@ def finish(proc: subprocess.Popen, allowed=OK) -> tuple[int, str]:
 
 def nbpipe(root: Path, env: dict, *args: str, allowed=OK) -> tuple[int, str]:
     return finish(start(root, env, *args), allowed)
-
-
-def wait_for(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def project(root: Path, manifest: str) -> Path:
