@@ -19,8 +19,9 @@ BUILD_STATE = ("out", ".nbpipe", "nbpipe.lock")
 
 
 # The slow tier (marker `slow`, registered in pyproject.toml): real-process model runs, fuzzers
-# and property tests, crash, interrupt and scale runs, whole-workflow runs. `pytest -m "not
-# slow"` leaves them out: the edit loop. README's test command runs them all. One list, here,
+# and property tests, crash, interrupt and scale runs, whole-workflow runs, and every test that
+# drives a real Chromium (the `browser` fixture). `pytest -m "not slow"` leaves them out: the
+# edit loop. README's test command runs them all. One list, here,
 # so each file says nothing of its tier and a new slow test is one line: a path, or a
 # path::test name (every parameter of it).
 SLOW = {
@@ -52,7 +53,8 @@ SLOW = {
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         path = Path(str(item.path)).relative_to(REPO).as_posix()
-        if path in SLOW or f"{path}::{item.originalname}" in SLOW:
+        if path in SLOW or f"{path}::{item.originalname}" in SLOW or \
+                "browser" in getattr(item, "fixturenames", ()):  # a real Chromium
             item.add_marker(pytest.mark.slow)
 
 
