@@ -10,11 +10,10 @@ from nbpipe.errors import UsageError
 from nbpipe.manifest.source import did_you_mean
 from nbpipe.money import fmt_usd
 from nbpipe.plan.planner import Plan, Project, Step, output_is_ours
-from nbpipe.query.view import plan_project
+from nbpipe.query.view import open_store, plan_project
 from nbpipe.store.known import StoreKnown
 from nbpipe.store.lock import LockEntry
 from nbpipe.store.outputs import write_output
-from nbpipe.store.workspace import open_store
 
 
 def _frame_name(project: Project, name: str) -> str:
