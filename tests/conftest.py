@@ -18,6 +18,46 @@ EXAMPLES_DIR = REPO / "projects"  # read only: tests work on copies (see copy_ex
 BUILD_STATE = ("out", ".nbpipe", "nbpipe.lock")
 
 
+# The slow tier (marker `slow`, registered in pyproject.toml): real-process model runs, fuzzers
+# and property tests, crash, interrupt and scale runs, whole-workflow runs, and every test that
+# drives a real Chromium (the `browser` fixture). `pytest -m "not slow"` leaves them out: the
+# edit loop. README's test command runs them all. One list, here,
+# so each file says nothing of its tier and a new slow test is one line: a path, or a
+# path::test name (every parameter of it).
+SLOW = {
+    "tests/engine/test_money_model.py": "the money model: hypothesis drives real CLI processes",
+    "tests/engine/test_money_remote_model.py": "the money model with a team remote",
+    "tests/engine/test_gate_property.py": "the gate property test (hundreds of examples)",
+    "tests/manifest/test_fuzz.py": "the manifest fuzzer",
+    "tests/manifest/test_templates.py::test_any_template_renders_or_faults": "template fuzzer",
+    "tests/security/test_store_fuzz.py": "the store fuzzer",
+    "tests/backends/test_replies.py::test_any_reply_ends_in_a_result_or_an_nbpipe_error":
+        "the reply fuzzer",
+    "tests/engine/test_hostile.py": "kill -9, Ctrl-C and concurrent commands, real processes",
+    "tests/engine/test_interrupt.py": "Ctrl-C and kill -9 in real processes",
+    "tests/engine/test_scale.py::test_kill_9_at_random_moments_never_pays_twice": "crash runs",
+    "tests/engine/test_scale.py::test_ctrl_c_collects_what_is_in_flight_and_exits_130":
+        "a Ctrl-C in a real process",
+    "tests/engine/test_disk_faults.py::test_two_builds_at_once_on_one_project_and_one_cache":
+        "three real builds at once",
+    "tests/backends/test_delays.py": "real processes run against the server's delays",
+    "tests/backends/test_hiapi_faults.py::"
+    "test_retries_stop_at_the_retry_deadline_and_honour_retry_after_below_it":
+        "waits out real Retry-After pauses",
+    "tests/test_newcomer.py": "a fresh clone, used as a newcomer would",
+    "tests/engine/test_prloop.py": "the CI workflow script end to end (git, a remote)",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        path = Path(str(item.path)).relative_to(REPO).as_posix()
+        if path in SLOW or f"{path}::{item.originalname}" in SLOW or \
+                "browser" in getattr(item, "fixturenames", ()):  # a real Chromium
+            item.add_marker(pytest.mark.slow)
+
+
 def copy_example(name: str, root: Path) -> Path:
     """A fresh copy of example project `name` at `root`: what is declared, no build state."""
     shutil.copytree(EXAMPLES_DIR / name, root, ignore=shutil.ignore_patterns(*BUILD_STATE))
@@ -104,6 +144,48 @@ def tiny_png() -> bytes:
 
     return base64.b64decode(
         "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    """Return once `condition()` holds (polled). The timeout only fails a test that would
+    otherwise hang: no test passes or fails by how long something takes."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def read_until(stream, text: str, timeout: float = 120) -> str:
+    """Read a command's lines (a text pipe) until one holds `text`: the command has said it, so
+    it is at that point. Returns what was read, for the test's own checks. The timeout only
+    fails a test that would otherwise hang (a thread reads: a pipe's readline cannot time out)."""
+    import queue
+    import threading
+
+    lines: queue.Queue[str] = queue.Queue()
+
+    def reader() -> None:
+        for line in iter(stream.readline, ""):
+            lines.put(line)
+            if text in line:
+                break
+        lines.put("")  # the end, or the line sought
+
+    threading.Thread(target=reader, daemon=True).start()
+    said = []
+    while True:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"the command never said {text!r}; it said "
+                                 f"{''.join(said)!r}") from None
+        if not line:
+            break
+        said.append(line)
+    assert said and text in said[-1], f"the command ended without {text!r}: {''.join(said)!r}"
+    return "".join(said)
 
 
 os.environ.pop("NBPIPE_CACHE_DIR", None)

@@ -8,8 +8,9 @@ import json
 import os
 
 import pytest
+from filelock import FileLock
 
-from tests.conftest import copy_example, on_preview
+from tests.conftest import copy_example, on_preview, read_until
 
 
 @pytest.fixture
@@ -114,12 +115,22 @@ def test_two_builds_at_once_on_one_project_and_one_cache(tmp_path, monkeypatch):
     roots = [tmp_path / "a", tmp_path / "b"]
     for root in roots:
         on_preview(copy_example("sneaker-colorways", root))
-    env = {**os.environ, "NBPIPE_CACHE_DIR": str(shared)}
+    env = {**os.environ, "NBPIPE_CACHE_DIR": str(shared), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "nbpipe", "build", "--backend", "preview", "-j", "2"]
-    procs = [subprocess.Popen([*cmd[:3], "-C", str(root), *cmd[3:]], env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for root in (roots[0], roots[0], roots[1])]
-    results = [p.communicate(timeout=120) for p in procs]
+    # The test holds the shared cache until all three wait (a's first build for the cache, its
+    # second for the project, b's for the cache), so they meet whatever the machine's load.
+    shared.mkdir()
+    held = FileLock(str(shared / "build.lock"))
+    held.acquire()
+    try:
+        procs = [subprocess.Popen([*cmd[:3], "-C", str(root), *cmd[3:]], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for root in (roots[0], roots[0], roots[1])]
+        waited = [read_until(p.stdout, "waiting for another nbpipe build") for p in procs]
+    finally:
+        held.release()
+    results = [(said + out, err) for said, (out, err) in
+               zip(waited, (p.communicate(timeout=120) for p in procs), strict=True)]
     assert [p.returncode for p in procs] == [0, 0, 0], results
     for root in roots:
         lock = json.loads((root / "nbpipe.lock").read_text())

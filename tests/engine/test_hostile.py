@@ -10,6 +10,10 @@ and requests billed at the fake, exit codes, files on disk and the lock.
 4. an --offline build of a project with a remote (moto on loopback), stopped (kill -9, Ctrl-C)
    while a create's reply is lost and tasks are stuck; the next build (with `nbpipe push` beside
    it) must bring every image to the remote, and a clone must pay nothing.
+
+Every moment a test acts at is held, not timed: the fakes keep a request (or a task) waiting
+until the test releases it (`fake.holds`), and a command is known to be at a point by what it
+said there. Nothing depends on a process being slow or fast enough.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import read_until, wait_for
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.hiapi import FakeHiApi
 from tests.samples import THREE, on_gemini
@@ -45,13 +49,15 @@ def sha(data: bytes) -> str:
 
 
 def hiapi_env(fake: FakeHiApi, **extra: str) -> dict:
-    return {**os.environ, "HIAPI_API_KEY": fake.key, "HIAPI_BASE_URL": fake.url,
+    return {**os.environ, "PYTHONUNBUFFERED": "1",
+            "HIAPI_API_KEY": fake.key, "HIAPI_BASE_URL": fake.url,
             "NBPIPE_HIAPI_POLL_DELAY": "0", "NBPIPE_HIAPI_POLL_INTERVAL": "0.02",
             "NBPIPE_RETRY_BASE": "0.01", "NBPIPE_RECOVER_TIMEOUT": "20", **extra}
 
 
 def gemini_env(fake: FakeGemini, **extra: str) -> dict:
-    env = {**os.environ, "GEMINI_API_KEY": fake.key, "GOOGLE_GEMINI_BASE_URL": fake.url,
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "GEMINI_API_KEY": fake.key, "GOOGLE_GEMINI_BASE_URL": fake.url,
            "NBPIPE_RETRY_BASE": "0.01", **extra}
     env.pop("GOOGLE_API_KEY", None)
     return env
@@ -82,13 +88,6 @@ def finish(proc: subprocess.Popen, allowed=OK) -> tuple[int, str]:
 
 def nbpipe(root: Path, env: dict, *args: str, allowed=OK) -> tuple[int, str]:
     return finish(start(root, env, *args), allowed)
-
-
-def wait_for(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def project(root: Path, manifest: str) -> Path:
@@ -145,31 +144,39 @@ def pins_the_tasks(root: Path, fake: FakeHiApi) -> None:
 
 # --- 1. kill -9 around a lost create reply ----------------------------------------------------
 
-# (what to wait for at the fake, how many, then how long) before the SIGKILL
-MOMENTS = {"before any create": ("requests", 1, 0.0),
-           "as the first task is created": ("creates", 1, 0.0),
-           "just after the lost reply": ("creates", 1, 0.03),
-           "while the resent creates are answered": ("creates", 2, 0.1),
-           "while polling": ("creates", 3, 0.3)}
+CREATE, POLL = "POST /v1/tasks", "GET /v1/tasks/"
+# where the fake holds the build when it is killed: (point, requests let through first); the
+# three creates at -j 3 each lose their reply, and each is then sent again (a replay)
+MOMENTS = {"before any create": (CREATE, 0),
+           "as the first task is created": (CREATE, 1),
+           "just after the lost replies": (CREATE, 3),
+           "while the resent creates are answered": (CREATE, 4),
+           "while polling": (POLL, 0)}
+
+
+def kill_held(fake, point: str, after: int, root: Path, env: dict, *args: str) -> None:
+    """Start a command, hold it at `point` once `after` requests went through there, kill -9 it
+    there (unless it ended first), then let the fake serve what it held."""
+    fake.holds.hold(point, after)
+    proc = start(root, env, *args)
+    fake.holds.wait_held(point, unless=lambda: proc.poll() is not None)
+    proc.kill()
+    finish(proc)
+    fake.holds.release()
+    fake.wait_idle()  # a held request reached the fake: it is served, for a dead client
 
 
 @pytest.mark.parametrize("moment", sorted(MOMENTS))
 def test_kill_9_around_lost_create_replies_pays_each_request_once(moment, tmp_path):
-    what, count, after = MOMENTS[moment]
+    point, after = MOMENTS[moment]
     with FakeHiApi() as fake:
         env = hiapi_env(fake)
         root = project(tmp_path / "p", THREE)
         fake.faults.add("create", "drop", "drop", "drop")  # every first reply is lost
-        proc = start_until(fake, what, count, root, env, "build", "-j", "3")
-        time.sleep(after)
-        proc.kill()
-        finish(proc)
+        kill_held(fake, point, after, root, env, "build", "-j", "3")
         # the resumed build loses its replies too, and is killed once a create reaches the fake
         fake.faults.add("create", "drop", "drop", "drop")
-        second = start_until(fake, "requests", 1, root, env, "build", "-j", "2")
-        time.sleep(0.2)
-        second.kill()
-        finish(second)
+        kill_held(fake, CREATE, 1, root, env, "build", "-j", "2")
         codes = settle(root, env, ["", "1", "3"])
         assert one_task_per_request(fake) == {"a lighthouse": 1, "a harbour": 1, "a pier": 1}
         assert set(lock_frames(root)) == {"a", "b", "c"}
@@ -181,22 +188,25 @@ def test_kill_9_around_lost_create_replies_pays_each_request_once(moment, tmp_pa
               f"settle codes {codes}, lock {len(lock_frames(root))}")
 
 
-@pytest.mark.parametrize("after", [0.0, 0.2, 0.6])
+@pytest.mark.parametrize("after", [0, 1, 3])
 def test_kill_9_during_a_lost_gemini_reply_bills_each_lost_image_once_more_at_most(after,
                                                                                    tmp_path):
     """A lost Gemini reply is billed (and nothing can resume it); a kill while requests are in
-    flight loses those too. Each request is billed at most once more than the images lost."""
+    flight loses those too. Each request is billed at most once more than the images lost.
+    The kill lands once `after` billed replies went back (the first one lost), the next ones
+    held at the fake."""
     with FakeGemini() as fake:
         env = gemini_env(fake)
         root = project(tmp_path / "p", on_gemini(THREE))
         fake.faults.add("generate", "drop")
-        fake.delay = 0.4
-        proc = start_until(fake, "generates", 1, root, env, "build", "-j", "3")
-        time.sleep(after)
+        fake.holds.hold("reply", after)
+        proc = start(root, env, "build", "-j", "3")
+        fake.holds.wait_held("reply", unless=lambda: proc.poll() is not None)
         proc.kill()
         finish(proc)
         sent_before_kill = len(fake.billed)
-        fake.delay = 0
+        fake.holds.release()
+        fake.wait_idle()
         cached = blobs(root)  # what the killed build kept
         codes = settle(root, env, ["3", "1", ""])
         billed = Counter(b.prompt for b in fake.billed if b.paid_image)
@@ -213,7 +223,7 @@ def test_kill_9_during_a_lost_gemini_reply_bills_each_lost_image_once_more_at_mo
         assert set(lock_frames(root)) == {"a", "b", "c"}
         generates = fake.counts["generates"]
         assert nbpipe(root, env, "build")[0] == 0 and fake.counts["generates"] == generates
-        print(f"[gemini kill +{after}s] billed {dict(billed)}, in flight at kill "
+        print(f"[gemini kill after {after} replies] billed {dict(billed)}, in flight at kill "
               f"{sent_before_kill}, settle codes {codes}")
 
 
@@ -224,17 +234,21 @@ def test_ctrl_c_with_ten_stuck_tasks_then_a_build_collects_every_paid_image(pres
     """Ten frames at -j 10, three of whose create replies are lost, every task stuck past
     NBPIPE_INTERRUPT_GRACE: exit 130; once the tasks finish, a build pays nothing and pins all."""
     with FakeHiApi() as fake:
-        env = hiapi_env(fake, NBPIPE_INTERRUPT_GRACE="0.5")
+        # a second press must land inside the grace period, whatever the load: make it long
+        env = hiapi_env(fake, NBPIPE_INTERRUPT_GRACE="0.5" if presses == 1 else "600")
         root = project(tmp_path / "p", TEN)
         fake.faults.add("create", "drop", None, "drop", None, "drop")
         fake.faults.add("task", *["stuck"] * 10)
         proc = start(root, env, "build", "-j", "10")
         wait_for(lambda: fake.counts.get("creates", 0) == 10 and fake.counts["replays"] == 3
                  and fake.counts.get("polls", 0) >= 10)
-        for _ in range(presses):
+        heard = ""
+        for press in range(presses):
             proc.send_signal(signal.SIGINT)
-            time.sleep(0.3)
+            if press < presses - 1:  # the build has taken this press before the next one
+                heard += read_until(proc.stdout, "interrupted: nothing new is sent")
         code, said = finish(proc)
+        said += heard
         assert code == 130, said
         assert (root / ".nbpipe" / "state.json").is_file()
         for task in fake.tasks.values():
@@ -257,14 +271,19 @@ def test_ctrl_c_with_ten_stuck_tasks_then_a_build_collects_every_paid_image(pres
 # --- 3. two commands at once on one cache -----------------------------------------------------
 
 def two_at_once(first: Path, second: Path, env: dict, fake: FakeHiApi) -> list[tuple[int, str]]:
-    """Start a build of `first`; once its task exists, a build of `second`; both results."""
+    """Start a build of `first`, its tasks held; once one exists, a build of `second`; once that
+    one waits for the first, release the tasks. Both results."""
+    fake.holds.hold("tasks")
     one = start_until(fake, "creates", 1, first, env, "build")
     two = start(second, env, "build")
-    return [finish(one, (0,)), finish(two, (0,))]
+    waited = read_until(two.stdout, "waiting for another nbpipe build")
+    fake.holds.release()
+    code, said = finish(two, (0,))
+    return [finish(one, (0,)), (code, waited + said)]
 
 
 def test_two_projects_sharing_a_cache_pay_once_for_one_request(tmp_path):
-    with FakeHiApi(latency=1.5) as fake:
+    with FakeHiApi() as fake:
         env = hiapi_env(fake, NBPIPE_CACHE_DIR=str(tmp_path / "shared"))
         a = project(tmp_path / "a", THREE)
         b = project(tmp_path / "b", THREE)
@@ -277,7 +296,7 @@ def test_two_projects_sharing_a_cache_pay_once_for_one_request(tmp_path):
 
 
 def test_two_builds_of_one_project_at_once_pay_once(tmp_path):
-    with FakeHiApi(latency=1.5) as fake:
+    with FakeHiApi() as fake:
         env = hiapi_env(fake)
         a = project(tmp_path / "a", THREE)
         (_, said_one), (_, said_two) = two_at_once(a, a, env, fake)
@@ -291,16 +310,19 @@ def test_two_builds_of_one_project_at_once_pay_once(tmp_path):
 def test_gc_beside_a_build_on_a_shared_cache_removes_no_paid_image(tmp_path):
     """Project a is built; project b (same cache) builds new requests while gc --older-than 0s
     runs in a and in b: gc waits for the build, and removes nothing either lock pins."""
-    with FakeHiApi(latency=1.5) as fake:
+    with FakeHiApi() as fake:
         env = hiapi_env(fake, NBPIPE_CACHE_DIR=str(tmp_path / "shared"))
         a = project(tmp_path / "a", THREE)
         assert nbpipe(a, env, "build", "-j", "3")[0] == 0
         b = project(tmp_path / "b", THREE.replace("a pier", "a quay").replace(
             "a harbour", "a dock"))
+        fake.holds.hold("tasks")  # b's build holds the cache until both gcs wait for it
         build = start_until(fake, "creates", 5, b, env, "build", "-j", "3")
         gcs = [start(root, env, "gc", "--older-than", "0s") for root in (a, b)]
+        waited = [read_until(gc.stderr, "waiting for another nbpipe build") for gc in gcs]
+        fake.holds.release()
         code, said = finish(build, (0,))
-        gc_said = [finish(gc, (0,))[1] for gc in gcs]
+        gc_said = [w + finish(gc, (0,))[1] for w, gc in zip(waited, gcs, strict=True)]
         assert all("waiting for another nbpipe build" in s for s in gc_said), gc_said
         assert fake.counts["creates"] == 5
         for root in (a, b):
@@ -316,14 +338,16 @@ def test_gc_beside_a_build_on_a_shared_cache_removes_no_paid_image(tmp_path):
 def test_gc_after_a_killed_build_on_a_shared_cache(tmp_path):
     """b is killed with its tasks in flight; gc --older-than 0s from a; b's next build resumes
     its tasks from the journal and pays nothing."""
-    with FakeHiApi(latency=1.0) as fake:
+    with FakeHiApi() as fake:
         env = hiapi_env(fake, NBPIPE_CACHE_DIR=str(tmp_path / "shared"))
         a = project(tmp_path / "a", THREE)
         b = project(tmp_path / "b", THREE.replace("a pier", "a quay"))
         assert nbpipe(a, env, "build", "-j", "3")[0] == 0
+        fake.holds.hold("tasks")  # in flight when b is killed
         build = start_until(fake, "creates", 4, b, env, "build", "-j", "3")
         build.kill()
         finish(build)
+        fake.holds.release()
         code, said = nbpipe(a, env, "gc", "--older-than", "0s", allowed=(0,))
         assert nbpipe(b, env, "build")[0] == 0
         assert fake.counts["creates"] == 4, said
@@ -337,16 +361,18 @@ def test_gc_after_a_killed_build_on_a_shared_cache(tmp_path):
 def test_a_build_waiting_on_a_shared_cache_collects_the_tasks_of_one_killed_there(tmp_path):
     """a is killed with its three tasks in flight while b (same cache, same requests) waits for
     it: b gets the lock, re-attaches to a's tasks, and pays nothing; so does a's next build."""
-    with FakeHiApi(latency=1.0) as fake:
+    with FakeHiApi() as fake:
         env = hiapi_env(fake, NBPIPE_CACHE_DIR=str(tmp_path / "shared"))
         a = project(tmp_path / "a", THREE)
         b = project(tmp_path / "b", THREE)
+        fake.holds.hold("tasks")  # a holds the cache, its tasks in flight, until it is killed
         first = start_until(fake, "creates", 3, a, env, "build", "-j", "3")
         second = start(b, env, "build", "-j", "3")
         waited = first_line(second.stdout)
         assert "waiting for another nbpipe build" in waited
         first.kill()
         finish(first)
+        fake.holds.release()
         code, said = finish(second, (0,))
         assert nbpipe(a, env, "build")[0] == 0
         assert one_task_per_request(fake) == {"a lighthouse": 1, "a harbour": 1, "a pier": 1}
@@ -357,19 +383,23 @@ def test_a_build_waiting_on_a_shared_cache_collects_the_tasks_of_one_killed_ther
 
 
 def test_ctrl_c_while_waiting_for_the_lock_exits_130(tmp_path):
-    with FakeHiApi(latency=1.5) as fake:
+    with FakeHiApi() as fake:
         env = hiapi_env(fake)
         a = project(tmp_path / "a", THREE)
+        fake.holds.hold("tasks")  # the first build holds the lock until the others are stopped
         first = start_until(fake, "creates", 3, a, env, "build", "-j", "3")
-        waiting = [start(a, env, *args) for args in
-                   (["build"], ["gc", "--older-than", "0s"], ["pin", "a", "1"])]
-        time.sleep(1.0)
-        for proc in waiting:
+        commands = (["build"], ["gc", "--older-than", "0s"], ["pin", "a", "1"])
+        waiting = [start(a, env, *args) for args in commands]
+        for proc, args in zip(waiting, commands, strict=True):
+            # a build says it on stdout, the other commands on stderr
+            read_until(proc.stdout if args == ["build"] else proc.stderr,
+                       "waiting for another nbpipe build")
             proc.send_signal(signal.SIGINT)
         # 130, or death by SIGINT, which a shell also reports as 130: CPython ends a process
         # that way, whatever it exits with, when the Ctrl-C landed inside an eval() (a
         # namedtuple being made while importing), though nbpipe handled it
         codes = [finish(proc, (130, -signal.SIGINT))[0] for proc in waiting]
+        fake.holds.release()
         code, said = finish(first, (0,))
         no_wait = nbpipe(a, env, "build", "--no-wait")
         assert fake.counts["creates"] == 3
@@ -383,15 +413,17 @@ def test_a_shared_cache_used_with_two_hiapi_keys_loses_no_paid_task(killed, tmp_
     it cannot see a's tasks (HiAPI answers 404 to another account, and takes a's Idempotency-Key
     as new), so it must leave them alone. a's next build collects them: 3 tasks for a, 3 for b,
     every succeeded task in the cache. (It lost them before the journal named the account.)"""
-    with FakeHiApi(latency=1.0) as fake:
+    with FakeHiApi() as fake:
         fake.add_account("sk-second-account")
         env = hiapi_env(fake, NBPIPE_CACHE_DIR=str(tmp_path / "shared"))
         a = project(tmp_path / "a", THREE)
         b = project(tmp_path / "b", THREE.replace("a ", "one "))
         what, count = ("creates", 3) if killed.startswith("as") else ("polls", 6)
+        fake.holds.hold("tasks")  # a's tasks are in flight when it is killed
         first = start_until(fake, what, count, a, env, "build", "-j", "3")
         first.kill()
         finish(first)
+        fake.holds.release()
         code, said_b = nbpipe(b, {**env, "HIAPI_API_KEY": "sk-second-account"}, "build", "-j", "3")
         code, said_a = nbpipe(a, env, "build")
         print(f"[two keys, a killed {killed}] creates {fake.counts['creates']}")

@@ -1,5 +1,8 @@
 """Ctrl-C and kill -9 in real processes (issue 12.5, issue 17.1): exit 130, state saved, HiAPI
-tasks resumed for free, Gemini requests in flight waited for, or announced and counted."""
+tasks resumed for free, Gemini requests in flight waited for, or announced and counted.
+
+The fakes hold the tasks and the billed replies until a test releases them, and a second Ctrl-C
+is sent once the build said it took the first: nothing here depends on a clock."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import read_until
 from tests.samples import journal
 
 FOUR = """\
@@ -33,7 +37,7 @@ def project(tmp_path: Path, backend: str, model: str) -> Path:
 def start(root: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build", "-j", "4"],
                             env={**os.environ, "NBPIPE_INTERRUPT_GRACE": "1",
-                                 "NBPIPE_RETRY_BASE": "0.01", **env},
+                                 "NBPIPE_RETRY_BASE": "0.01", "PYTHONUNBUFFERED": "1", **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -56,7 +60,8 @@ def rebuild(root: Path, env: dict) -> dict:
 def slow_hiapi():
     from tests.fakes.hiapi import FakeHiApi
 
-    with FakeHiApi(latency=60) as fake:
+    with FakeHiApi() as fake:
+        fake.holds.hold("tasks")  # longer than any grace period: until the test releases them
         yield fake, {"HIAPI_API_KEY": fake.key, "HIAPI_BASE_URL": fake.url,
                      "NBPIPE_HIAPI_POLL_DELAY": "0.1", "NBPIPE_HIAPI_POLL_INTERVAL": "0.1"}
 
@@ -66,7 +71,7 @@ def slow_gemini():
     from tests.fakes.gemini import FakeGemini
 
     with FakeGemini() as fake:
-        fake.delay = 4.0
+        fake.holds.hold("reply")  # billed; the replies come when the test releases them
         yield fake, {"GEMINI_API_KEY": fake.key, "GOOGLE_GEMINI_BASE_URL": fake.url}
 
 
@@ -97,16 +102,21 @@ def test_ctrl_c_with_long_hiapi_tasks_exits_130_and_the_next_build_pays_nothing(
     """12.5: tasks longer than the grace period, or a second Ctrl-C: KeyError, exit 3, and the
     state not saved."""
     fake, env = slow_hiapi
+    if presses == 2:  # the second press lands inside the grace period, whatever the load
+        env = {**env, "NBPIPE_INTERRUPT_GRACE": "600"}
     root, proc = four_in_flight(tmp_path, fake, env, "hiapi", "Nano-Banana", "creates")
-    for _ in range(presses):
+    heard = ""
+    for press in range(presses):
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
+        if press < presses - 1:
+            heard = read_until(proc.stdout, "interrupted: nothing new is sent")
     out, err = proc.communicate(timeout=60)
+    out = heard + out
     assert proc.returncode == 130, err
     assert "Traceback" not in err + out
     assert (root / ".nbpipe" / "state.json").is_file()
     assert len(journal(root).open) == 4  # every task kept
-    fake.latency = 0
+    fake.holds.release()
     summary = rebuild(root, env)
     assert summary["rendered"] == 4 and fake.counts["creates"] == 4
 
@@ -115,10 +125,11 @@ def test_ctrl_c_waits_for_gemini_requests_in_flight(gemini_sent):
     """17.1: in-flight requests were dropped after the grace period, then paid again."""
     fake, env, root, proc = gemini_sent
     proc.send_signal(signal.SIGINT)
+    heard = read_until(proc.stdout, "already sent")
+    assert "waiting for 4 Gemini request(s) (USD 0.268) already sent" in heard
+    fake.holds.release()  # the replies come only now: the build waited for them
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "waiting for 4 Gemini request(s) (USD 0.268) already sent" in out
-    fake.delay = 0
     summary = rebuild(root, env)
     assert (summary["rendered"], fake.counts["generates"]) == (0, 4)  # 0 re-sent
 
@@ -126,9 +137,10 @@ def test_ctrl_c_waits_for_gemini_requests_in_flight(gemini_sent):
 def test_a_second_ctrl_c_abandons_gemini_requests_with_a_warning(gemini_sent):
     fake, env, root, proc = gemini_sent
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    heard = read_until(proc.stdout, "already sent")  # the first press taken, replies held
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
+    out = heard + out
     assert proc.returncode == 130, err
     assert "warning: abandoning 4 Gemini request(s) (USD 0.268): they may have been billed" in out
     # closing them while iterating the in-flight dict raised in the signal callback (a traceback
@@ -143,7 +155,7 @@ def test_after_kill_9_gemini_requests_in_flight_are_announced_and_counted(gemini
     fake, env, root, proc = gemini_sent
     proc.kill()
     proc.communicate(timeout=30)
-    fake.delay = 0
+    fake.holds.release()
     summary = rebuild(root, env)
     assert any(n.startswith("4 Gemini request(s) were in flight when an earlier build stopped")
                and "may have been billed (USD 0.268)" in n for n in summary["notes"])
@@ -161,13 +173,15 @@ def test_a_second_ctrl_c_closes_an_abandoned_edit_of_another_frame(slow_gemini, 
     (root / "nbpipe.yaml").write_text(
         "version: 1\ndefaults: {backend: gemini, model: gemini-3.1-flash-image}\n"
         "targets:\n  a: {prompt: a lighthouse}\n  b: {prompt: paint it red, inputs: [a]}\n")
-    fake.delay = 1.0
+    fake.holds.release()
+    fake.holds.hold("reply", after=1)  # a's reply comes back; b's, the edit, is held
     proc = start(root, env)
-    wait_for(lambda: fake.counts.get("generates", 0) == 2)
+    fake.holds.wait_held("reply", unless=lambda: proc.poll() is not None)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    heard = read_until(proc.stdout, "already sent")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
+    out = heard + out
     assert proc.returncode == 130, err
     assert "abandoning 1 Gemini request(s)" in out, out
     assert journal(root).open == {}

@@ -94,7 +94,7 @@ def test_recovery_is_concurrent_and_bounded(fake_hiapi, build, make_project, mon
     started = time.monotonic()
     summary = build(root)
     elapsed = time.monotonic() - started
-    assert elapsed < 10, elapsed  # one bound for all six, not 6 x 30 s
+    assert elapsed < 60, elapsed  # one bound for all six, not 6 x 30 s (room for a loaded machine)
     assert any("6 task(s) of earlier builds still out" in n for n in notes(summary)), notes(summary)
     assert len(journal(root).open) == 6  # still there for the next build
     unstick(fake_hiapi)

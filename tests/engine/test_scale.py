@@ -8,11 +8,11 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import read_until, wait_for
 from tests.fakes.hiapi import FakeHiApi
 
 
@@ -59,24 +59,31 @@ def test_keep_going_is_the_default(fake_hiapi, run, make_project):
 def test_a_second_build_waits_or_fails_with_no_wait(run, make_project):
     root = make_project(grid(2).replace("backend: hiapi", "backend: preview"))
     (root / ".nbpipe").mkdir()
-    holder = subprocess.Popen(  # another process holds the project for a moment
-        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+    holder = subprocess.Popen(  # another process holds the project until its stdin closes
+        [sys.executable, "-c", "import sys; from filelock import FileLock; "
          "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
-         "time.sleep(1.0)", str(root / ".nbpipe" / "build.lock")],
-        stdout=subprocess.PIPE, text=True)
+         "sys.stdin.read()", str(root / ".nbpipe" / "build.lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"
     refused = run("-C", str(root), "build", "--no-wait")
     assert refused.code == 1 and "another nbpipe build holds" in refused.err
-    waited = run("-C", str(root), "build")
-    holder.wait()
-    assert waited.code == 0
-    assert waited.out.startswith("waiting for another nbpipe build to finish")
+    waiting = subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build"],
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = read_until(waiting.stdout, "waiting for another nbpipe build to finish")
+    assert waiting.poll() is None  # it waits, as long as the lock is held
+    holder.stdin.close()
+    holder.wait(timeout=60)
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, err
+    assert first.startswith("waiting for another nbpipe build to finish")
+    assert "2 rendered" in out
 
 
-def _nbpipe(root: Path, fake: FakeHiApi, *args: str) -> subprocess.Popen:
+def _nbpipe(root: Path, fake: FakeHiApi, *args: str, **extra: str) -> subprocess.Popen:
     env = {**os.environ, "HIAPI_API_KEY": fake.key, "HIAPI_BASE_URL": fake.url,
            "NBPIPE_HIAPI_POLL_DELAY": "0.05", "NBPIPE_HIAPI_POLL_INTERVAL": "0.05",
-           "NBPIPE_RETRY_BASE": "0.01"}
+           "NBPIPE_RETRY_BASE": "0.01", "PYTHONUNBUFFERED": "1", **extra}
     return subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build", *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -95,16 +102,26 @@ def _check_complete(root: Path, fake: FakeHiApi, frames: int) -> None:
     assert leftovers == []
 
 
+# where a build may be when it is killed: a create, a poll or a download reaching the server
+MOMENTS = ("POST /v1/tasks", "GET /v1/tasks/", "GET /files/")
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_kill_9_at_random_moments_never_pays_twice(seed, make_project):
+    """Three builds killed at moments the seed draws (the n-th create, poll or download held
+    at the fake: the same moments on any machine), then builds until one ends well."""
     rng = random.Random(seed)
     root = make_project(grid(12))
-    with FakeHiApi(latency=0.4) as fake:
+    with FakeHiApi() as fake:
         for _ in range(3):
+            point = rng.choice(MOMENTS)
+            fake.holds.hold(point, after=rng.randrange(8))
             proc = _nbpipe(root, fake, "-j", "4")
-            time.sleep(rng.uniform(0.05, 0.6))
+            fake.holds.wait_held(point, unless=lambda proc=proc: proc.poll() is not None)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            fake.holds.release()
+            fake.wait_idle()
         for _ in range(3):
             done = _nbpipe(root, fake, "-j", "4")
             out, err = done.communicate(timeout=60)
@@ -116,13 +133,15 @@ def test_kill_9_at_random_moments_never_pays_twice(seed, make_project):
 
 def test_ctrl_c_collects_what_is_in_flight_and_exits_130(make_project):
     root = make_project(grid(8))
-    with FakeHiApi(latency=0.6) as fake:
-        proc = _nbpipe(root, fake, "-j", "4")
-        deadline = time.monotonic() + 20
-        while fake.counts["creates"] < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)  # four tasks in flight, none done yet
+    with FakeHiApi() as fake:
+        fake.holds.hold("tasks")  # four tasks in flight, none done, until the ^C is taken
+        proc = _nbpipe(root, fake, "-j", "4", NBPIPE_INTERRUPT_GRACE="600")
+        wait_for(lambda: fake.counts["creates"] >= 4 or proc.poll() is not None)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        heard = read_until(proc.stdout, "interrupted: nothing new is sent")
+        fake.holds.release()  # the grace period collects them (600 s: never the clock's doing)
+        out, err = proc.communicate(timeout=120)
+        out = heard + out
         assert proc.returncode == 130, out + err
         assert "interrupted: nothing new is sent" in out
         assert fake.counts["creates"] == 4  # nothing new after Ctrl-C

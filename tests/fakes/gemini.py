@@ -7,7 +7,8 @@ models answer JPEG (real Pro often does). Key by `x-goog-api-key` or `?key=`. Fa
 
     generate: 429 500 503 drop badkey 403 safety prompt-blocked no-image
 
-`delay` (seconds) holds every billed reply that long (Gemini Pro takes 20-40 s); `generates`
+`holds.hold("reply")` keeps every billed reply until the test releases it; `delay` (seconds)
+holds every billed reply that long (Gemini Pro takes 20-40 s); `generates`
 counts the requests billed, and `billed` says of each what it asked, which fault it met and which
 image it sent (a lost reply, `drop`, is billed for an image nobody received). More faults:
               slow(the reply drips in) gzip(labelled gzip, not compressed)
@@ -136,6 +137,7 @@ class FakeGemini(FakeServer):
         self.count("generates")
         if self.delay:
             time.sleep(self.delay)
+        self.holds.passing("reply")  # billed, the reply held until the test releases it
         if fault == "drop":
             return request.drop()
         if fault == "echo-escaped":  # JSON escapes: the key is only there once parsed

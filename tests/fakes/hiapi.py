@@ -284,7 +284,8 @@ class FakeHiApi(FakeServer):
 
     def _advance(self, task: Task) -> None:
         task.polls += 1
-        if task.status in ("success", "fail") or task.outcome == "stuck":
+        if task.status in ("success", "fail") or task.outcome == "stuck" or \
+                self.holds.holding("tasks"):  # held tasks stay queued until released
             return
         if self.latency is not None:
             progress = (time.monotonic() - task.started) / self.latency if self.latency else 1

@@ -55,12 +55,10 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        self.gzip_lie, self.reason = False, None  # one handler serves a whole connection
-        self.fake.dispatch(self, "GET")
+        self.fake.serve(self, "GET")
 
     def do_POST(self) -> None:
-        self.gzip_lie, self.reason = False, None
-        self.fake.dispatch(self, "POST")
+        self.fake.serve(self, "POST")
 
     # helpers for the fakes
     def body(self) -> bytes:
@@ -116,6 +114,85 @@ class Handler(BaseHTTPRequestHandler):
         self.drop()
 
 
+class Holds:
+    """Points where a fake keeps a request (or a task) waiting until the test releases it, so a
+    test decides when a reply comes: never a clock, whatever the load on the machine.
+
+        fake.holds.hold("POST /v1/tasks", after=3)  # let three creates through, hold the rest
+        fake.holds.wait_held("POST /v1/tasks", 1)    # the command is now waiting right there
+        fake.holds.release()                         # every point opens, now and later
+
+    A point is a prefix of the label the fake passes: "METHOD /route" for every request
+    (`FakeServer.serve`), or a name of the fake's own ("tasks" for HiAPI tasks to finish,
+    "reply" for a billed Gemini reply)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._closed: dict[str, int] = {}  # point → how many more may pass before it holds
+        self._waiting: Counter[str] = Counter()  # point → requests held there now
+        self._held: Counter[str] = Counter()  # point → requests ever held there
+
+    def hold(self, point: str, after: int = 0) -> None:
+        """Hold everything that reaches `point`, once `after` more have gone through."""
+        with self._cond:
+            self._closed[point] = after
+
+    def release(self, point: str | None = None) -> None:
+        """Open `point` (every point if None): what waits there goes on, and so will the rest."""
+        with self._cond:
+            if point is None:
+                self._closed.clear()
+            else:
+                self._closed.pop(point, None)
+            self._cond.notify_all()
+
+    def holding(self, label: str) -> bool:
+        """Whether `label` would be held now (for state a fake keeps, as a task's status)."""
+        with self._cond:
+            return self._point(label) is not None
+
+    def passing(self, label: str) -> None:
+        """Called by a fake at `label`: wait there while a point holds it."""
+        with self._cond:
+            point = self._point(label, passing=True)
+            if point is None:
+                return
+            self._waiting[point] += 1
+            self._held[point] += 1
+            self._cond.notify_all()
+            try:
+                # the guard only ends a wait that a failed test would leave forever
+                self._cond.wait_for(lambda: point not in self._closed, timeout=600)
+            finally:
+                self._waiting[point] -= 1
+                self._cond.notify_all()
+
+    def waiting(self, point: str) -> int:
+        with self._cond:
+            return self._waiting[point]
+
+    def wait_held(self, point: str, count: int = 1, timeout: float = 120,
+                  unless=lambda: False) -> None:
+        """Return once `count` requests wait at `point` (or `unless()` is true: say a command
+        ended). The timeout only fails a test that would otherwise hang."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._waiting[point] < count and not unless():
+                left = deadline - time.monotonic()
+                assert left > 0, f"nothing held at {point!r}: {dict(self._waiting)}"
+                self._cond.wait(min(left, 0.05))  # unless() is polled; held requests notify
+
+    def _point(self, label: str, passing: bool = False) -> str | None:
+        for point, after in self._closed.items():
+            if label.startswith(point):
+                if after > 0:
+                    if passing:
+                        self._closed[point] = after - 1
+                    continue
+                return point
+        return None
+
+
 class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients that hang up (timeouts, kill -9) are part of the tests
@@ -126,6 +203,9 @@ class FakeServer:
 
     def __init__(self):
         self.faults = Faults()
+        self.holds = Holds()
+        self.active = 0  # requests being served now (see wait_idle)
+        self._idle = threading.Condition()
         self.counts: Counter = Counter()
         self.lock = threading.Lock()
         handler = type("BoundHandler", (Handler,), {"fake": self})
@@ -147,8 +227,27 @@ class FakeServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.holds.release()  # nothing stays held past the test
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def serve(self, request: Handler, method: str) -> None:
+        """Every request: wait while a hold at "METHOD /route" keeps it, then dispatch."""
+        request.gzip_lie, request.reason = False, None  # one handler serves a whole connection
+        with self._idle:
+            self.active += 1
+        try:
+            self.holds.passing(f"{method} {request.route()}")
+            self.dispatch(request, method)
+        finally:
+            with self._idle:
+                self.active -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 120) -> None:
+        """Return once no request is being served (say, those a release let go have ended)."""
+        with self._idle:
+            assert self._idle.wait_for(lambda: self.active == 0, timeout), "the fake stays busy"
 
     def dispatch(self, request: Handler, method: str) -> None:
         raise NotImplementedError

@@ -17,7 +17,7 @@ def test_billion_frame_matrix_is_refused_before_expanding(tmp_path):
     start = time.perf_counter()
     with pytest.raises(ManifestError) as info:
         expand(parse_manifest(text, tmp_path))
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 10  # expanding would take hours; room for load
     assert "expands to 1,000,000,000 frames" in info.value.diagnostics[0].message
 
 
