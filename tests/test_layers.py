@@ -60,3 +60,23 @@ def test_networkx_stays_in_the_graph_module():
                  if path.name != "graph.py" and any(name.split(".")[0] == "networkx"
                                                     for name in _imports(path))]
     assert offenders == []
+
+
+MAX_METHODS, MAX_LINES = 15, 200  # DESIGN.md: a class past these has two jobs
+
+
+def _class_sizes() -> list[tuple[str, int, int]]:
+    sizes = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                methods = sum(isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+                              for n in node.body)
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                sizes.append((f"{path.relative_to(PACKAGE.parent)}:{node.name}", methods, lines))
+    return sizes
+
+
+def test_no_class_has_two_jobs():
+    assert [(name, methods, lines) for name, methods, lines in _class_sizes()
+            if methods > MAX_METHODS or lines > MAX_LINES] == []
