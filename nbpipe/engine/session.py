@@ -6,30 +6,28 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nbpipe.engine.build import Build, BuildOptions
 from nbpipe.errors import EXIT_FAILED, EXIT_OK
 from nbpipe.events import Note, Reporter
 from nbpipe.money import fmt_usd
 from nbpipe.plan.planner import Project, make_plan
+from nbpipe.settings import Settings, current
 from nbpipe.store.known import StoreKnown
 from nbpipe.store.workspace import Workspace
 from nbpipe.ui.events import JsonEvents, TextEvents
 
-if TYPE_CHECKING:
-    from nbpipe.settings import Settings
-
 
 def run_build(project: Project, cache_dir: Path, options: BuildOptions, as_json: bool,
               wait: bool = True, settings: Settings | None = None) -> int:
+    settings = settings or current()
     events = _events(as_json, len(project.select(options.patterns)))
     with Workspace.opened(project.loaded.root, cache_dir, project, write=True, wait=wait,
                           note=_say(events), journal=True, offline=options.offline,
                           settings=settings) as space:
         assert space.journal is not None  # opened with journal=True
         summary = Build(project, space.cache, space.lock, space.state, space.journal, events,
-                        options, remote=space.remote).run()
+                        options, remote=space.remote, settings=settings).run()
     return summary.exit_code  # frames skipped or left out are missing: CI must not look green
 
 

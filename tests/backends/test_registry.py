@@ -14,7 +14,7 @@ from nbpipe.backends.registry import BackendSpec, Inputs, Lane
 
 SPEC = BackendSpec(name="acme", lanes=(Lane.TASK,), inputs=Inputs.INLINE, key_env=("ACME_KEY",),
                    base_url_env="ACME_BASE_URL", payload_style="bytes",
-                   open=lambda jobs, rpm: None,  # type: ignore[arg-type,return-value]
+                   open=lambda jobs, rpm, settings: None,  # type: ignore[arg-type,return-value]
                    describe=lambda request, images: {"prompt": request.prompt},
                    endpoint=lambda model: f"POST /acme/{model}")
 WRONG = SPEC._replace(name="other")
