@@ -85,7 +85,7 @@ def idempotency_key(frame_key: str, take: int, body: str) -> str:
 
 @dataclass(frozen=True)
 class HiApiSettings:
-    """Where and how to talk to HiAPI; from the environment, tests shrink the times."""
+    """Where and how to talk to HiAPI; from the Settings (`of`), tests shrink the times."""
 
     api_key: str
     base_url: str = DEFAULT_BASE_URL
