@@ -101,7 +101,7 @@ class Settings(NamedTuple):
         read = _Reader(os.environ if env is None else env)
         return Settings(
             cache_dir=read.path("NBPIPE_CACHE_DIR"),
-            backend=read.choice("NBPIPE_BACKEND", BACKENDS),
+            backend=read.backend("NBPIPE_BACKEND"),
             profile=read.text("NBPIPE_PROFILE"),
             remote=read.text("NBPIPE_REMOTE"),
             remote_endpoint=read.text("NBPIPE_REMOTE_ENDPOINT"),
@@ -189,6 +189,16 @@ class _Reader:
     def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
         return self._parsed(name, lambda raw: raw if raw in choices else None,
                             f"must be one of {', '.join(choices)}")
+
+    def backend(self, name: str) -> str | None:
+        """A backend's name: a built-in one costs nothing; any other is looked for among those
+        installed packages register (entry points, read only then)."""
+        raw = self.text(name)
+        if raw is None or raw.strip() in BACKENDS:
+            return self.choice(name, BACKENDS)
+        from nbpipe.backends.registry import names
+
+        return self.choice(name, names())
 
 
 def _usage(message: str, hint: str) -> "UsageError":

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from nbpipe.backends.base import Backend
     from nbpipe.plan.frame import Frame
+    from nbpipe.settings import Settings
 
 
 def describe_request(frame: Frame, mimes: list[str] | None = None) -> dict[str, object]:
@@ -28,11 +29,14 @@ def default_jobs(name: str) -> int:
     return builtin().jobs().get(name, 4)
 
 
-def open_backend(name: str, jobs: int = 4, rpm: int | None = None) -> Backend:
-    """A ready backend by name, with one pooled HTTP client; UsageError if it has no key."""
+def open_backend(name: str, jobs: int = 4, rpm: int | None = None,
+                 settings: Settings | None = None) -> Backend:
+    """A ready backend by name, with one pooled HTTP client, configured from `settings` (the
+    command's when not given); UsageError if it has no key."""
     from nbpipe.backends.registry import spec
+    from nbpipe.settings import current
 
-    return spec(name).open(jobs, rpm)
+    return spec(name).open(jobs, rpm, settings or current())
 
 
 def endpoint(frame: Frame) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import os
 from dataclasses import dataclass, field
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
@@ -20,7 +19,6 @@ from nbpipe.backends.http import (
     Retryable,
     RetryPolicy,
     api_key,
-    env_number,
     pooled_client,
     short,
 )
@@ -34,6 +32,7 @@ from nbpipe.backends.replies import (
 )
 from nbpipe.errors import BuildStopped, FrameFailed, ModelUnknown
 from nbpipe.plan.frame import Request
+from nbpipe.settings import Settings
 
 PAYLOAD_STYLE = "base64 data"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -82,20 +81,19 @@ class GeminiSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @staticmethod
-    def from_env(env: dict[str, str] | None = None) -> GeminiSettings:
-        env = dict(os.environ if env is None else env)
-        key = api_key(env, KEY_VARS, "gemini")
-        base = env.get("GOOGLE_GEMINI_BASE_URL", DEFAULT_BASE_URL).rstrip("/")
+    def of(settings: Settings) -> GeminiSettings:
+        """Gemini's part of the settings; UsageError when no key is set."""
+        key = api_key(settings.gemini_key, KEY_VARS, "gemini")
+        base = (settings.gemini_base_url or DEFAULT_BASE_URL).rstrip("/")
         version = "v1beta"
         for suffix in ("/v1beta", "/v1"):
             if base.endswith(suffix):
                 base, version = base.removesuffix(suffix), suffix[1:]
-        version = env.get("NBPIPE_GEMINI_API_VERSION", version)
         return GeminiSettings(
-            api_key=key, base_url=base, api_version=version,
-            max_bytes=int(env_number(env, "NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
-            call_timeout=env_number(env, "NBPIPE_CALL_TIMEOUT", 300.0),
-            retry=RetryPolicy.from_env(env))
+            api_key=key, base_url=base, api_version=settings.gemini_api_version or version,
+            max_bytes=settings.max_image_bytes,
+            call_timeout=settings.call_timeout or 300.0,
+            retry=RetryPolicy.of(settings))
 
 
 class GeminiBackend(HttpBackend):
@@ -204,9 +202,9 @@ def _b64(data: str) -> bytes:
         raise FrameFailed("Gemini's image data is not valid base64") from None
 
 
-def open_gemini(jobs: int, rpm: int | None) -> GeminiBackend:
-    settings = GeminiSettings.from_env()  # first: a missing key is said before anything opens
-    return GeminiBackend(settings, pooled_client(jobs), RateLimiter(rpm))
+def open_gemini(jobs: int, rpm: int | None, settings: Settings) -> GeminiBackend:
+    mine = GeminiSettings.of(settings)  # first: a missing key is said before anything opens
+    return GeminiBackend(mine, pooled_client(jobs), RateLimiter(rpm))
 
 
 SPEC = BackendSpec(name="gemini", lanes=(Lane.CALL,), inputs=Inputs.INLINE, key_env=KEY_VARS,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import re
 import statistics
 import time
@@ -33,7 +32,6 @@ from nbpipe.backends.http import (
     RetryPolicy,
     api_key,
     download,
-    env_number,
     output_url,
     pooled_client,
     short,
@@ -50,6 +48,7 @@ from nbpipe.backends.replies import (
 )
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, ModelUnknown, TaskFailed, UsageError
 from nbpipe.plan.frame import Request
+from nbpipe.settings import Settings, current
 
 R = TypeVar("R", bound=Reply)
 PAYLOAD_STYLE = "https URL"
@@ -86,7 +85,7 @@ def idempotency_key(frame_key: str, take: int, body: str) -> str:
 
 @dataclass(frozen=True)
 class HiApiSettings:
-    """Where and how to talk to HiAPI; from the environment, tests shrink the times."""
+    """Where and how to talk to HiAPI; from the Settings (`of`), tests shrink the times."""
 
     api_key: str
     base_url: str = DEFAULT_BASE_URL
@@ -99,23 +98,19 @@ class HiApiSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @staticmethod
-    def from_env(env: dict[str, str] | None = None) -> HiApiSettings:
-        env = dict(os.environ if env is None else env)
-        key = api_key(env, KEY_VARS, "hiapi")
-        base = env.get("HIAPI_BASE_URL", DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
-
-        def number(name: str, default: float) -> float:
-            return env_number(env, name, default)
-
+    def of(settings: Settings) -> HiApiSettings:
+        """HiAPI's part of the settings; UsageError when no key is set."""
+        key = api_key(settings.hiapi_key, KEY_VARS, "hiapi")
+        base = (settings.hiapi_base_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
         return HiApiSettings(
             api_key=key, base_url=base,
-            poll_delay=number("NBPIPE_HIAPI_POLL_DELAY", 5.0),
-            poll_interval=number("NBPIPE_HIAPI_POLL_INTERVAL", 3.0),
-            task_timeout=number("NBPIPE_HIAPI_TIMEOUT", 600.0),
-            max_bytes=int(number("NBPIPE_MAX_IMAGE_BYTES", 64 << 20)),
-            download_timeout=number("NBPIPE_DOWNLOAD_TIMEOUT", 300.0),
-            call_timeout=number("NBPIPE_CALL_TIMEOUT", 60.0),
-            retry=RetryPolicy.from_env(env))
+            poll_delay=settings.hiapi_poll_delay,
+            poll_interval=settings.hiapi_poll_interval,
+            task_timeout=settings.hiapi_timeout,
+            max_bytes=settings.max_image_bytes,
+            download_timeout=settings.download_timeout,
+            call_timeout=settings.call_timeout or 60.0,
+            retry=RetryPolicy.of(settings))
 
 
 class HiApiBackend(HttpBackend):
@@ -339,9 +334,9 @@ async def _pause(seconds: float, deadline: float) -> None:
     await asyncio.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
 
 
-def open_hiapi(jobs: int, rpm: int | None) -> HiApiBackend:
-    settings = HiApiSettings.from_env()  # first: a missing key is said before anything opens
-    return HiApiBackend(settings, pooled_client(jobs), RateLimiter(rpm))
+def open_hiapi(jobs: int, rpm: int | None, settings: Settings) -> HiApiBackend:
+    mine = HiApiSettings.of(settings)  # first: a missing key is said before anything opens
+    return HiApiBackend(mine, pooled_client(jobs), RateLimiter(rpm))
 
 
 SPEC = BackendSpec(name="hiapi", lanes=(Lane.TASK,), inputs=Inputs.URL, key_env=KEY_VARS,
@@ -352,7 +347,7 @@ SPEC = BackendSpec(name="hiapi", lanes=(Lane.TASK,), inputs=Inputs.URL, key_env=
 def fetch_price_list() -> tuple[str, object]:
     """HiAPI's public pricing catalogue, decoded: (where it came from, the JSON document).
     UsageError if it cannot be read; its content is the caller's to judge."""
-    base = os.environ.get("NBPIPE_PRICING_URL", PRICING_URL).rstrip("/")
+    base = (current().pricing_url or PRICING_URL).rstrip("/")
     try:
         response = httpx.get(f"{base}/api/pricing", timeout=15.0, follow_redirects=True)
         response.raise_for_status()

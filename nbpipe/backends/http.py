@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
@@ -23,31 +23,23 @@ from nbpipe.backends.base import Sink
 from nbpipe.backends.replies import ReplyProblem, parse_json, scrub
 from nbpipe.errors import BuildStopped, FrameFailed, UsageError
 
+if TYPE_CHECKING:
+    from nbpipe.settings import Secret, Settings
+
 T = TypeVar("T")
 RETRY_DEADLINE_VAR = "NBPIPE_RETRY_DEADLINE"
 DEFAULT_RETRY_DEADLINE = 300.0  # seconds for every attempt at one call, sleeps included
 MAX_REDIRECTS = 5  # download hops; API calls follow none
 
 
-def api_key(env: dict[str, str], names: tuple[str, ...], backend: str) -> str:
-    """The first key set among `names`, or a usage error that says how to go on without one."""
-    key = next((env[v] for v in names if env.get(v)), None)
-    if not key:
+def api_key(key: Secret | None, names: tuple[str, ...], backend: str) -> str:
+    """The key's text, or a usage error that says how to go on without one (`names`: the
+    variables that may hold it, from the backend's spec)."""
+    if key is None:
         raise UsageError(f"{names[0]} is not set, so nothing can be rendered on {backend}",
                          f"set {names[0]} (or {names[1]}), or build offline with "
                          "--backend preview")
-    return key
-
-
-def env_number(env: dict[str, str], name: str, default: float) -> float:
-    """A finite, non-negative number from the environment (a NaN timeout would never expire)."""
-    try:
-        value = float(env[name]) if env.get(name) else default
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise UsageError(f"{name} must be a number of 0 or more, not {env[name]!r}")
-    return value
+    return key.reveal()
 
 
 def pooled_client(jobs: int) -> httpx.AsyncClient:
@@ -208,11 +200,9 @@ class RetryPolicy:
     deadline: float = DEFAULT_RETRY_DEADLINE
 
     @staticmethod
-    def from_env(env: dict[str, str]) -> RetryPolicy:
-        """The policy both backends use, its times read from the environment."""
-        return RetryPolicy(base=env_number(env, "NBPIPE_RETRY_BASE", 1.0),
-                           deadline=env_number(env, RETRY_DEADLINE_VAR,
-                                               DEFAULT_RETRY_DEADLINE))
+    def of(settings: Settings) -> RetryPolicy:
+        """The policy both backends use, its times from the settings."""
+        return RetryPolicy(base=settings.retry_base, deadline=settings.retry_deadline)
 
     async def run(self, attempt: Callable[[], Awaitable[T]], deadline: float | None = None,
                   limit: str = "") -> T:

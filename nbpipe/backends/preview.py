@@ -146,5 +146,5 @@ class PreviewBackend:
 
 SPEC = BackendSpec(name="preview", lanes=(Lane.CALL,), inputs=Inputs.LOCAL, key_env=(),
                    base_url_env=None, payload_style=PAYLOAD_STYLE,
-                   open=lambda jobs, rpm: PreviewBackend(), describe=render_request,
+                   open=lambda jobs, rpm, settings: PreviewBackend(), describe=render_request,
                    endpoint=lambda model: "local preview renderer (offline)", paid=False)

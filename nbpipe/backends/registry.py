@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the specs' types only: importing them costs the provider mo
 
     from nbpipe.backends.base import Backend
     from nbpipe.plan.frame import Request
+    from nbpipe.settings import Settings
 
 GROUP = "nbpipe.backends"
 
@@ -47,10 +48,10 @@ class Inputs(StrEnum):
 
 
 class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module cheaply
-    """A provider as nbpipe knows it. `open(jobs, rpm)`: a ready backend (UsageError when its
-    key is missing); `describe(request, image stand-ins, media types)`: the exact body a build
-    would send (the media types are each input's, by its bytes; a body that names none ignores
-    them);
+    """A provider as nbpipe knows it. `open(jobs, rpm, settings)`: a ready backend, configured
+    from the settings (UsageError when its key is missing); `describe(request, image
+    stand-ins, media types)`: the exact body a build would send (the media types are each
+    input's, by its bytes; a body that names none ignores them);
     `endpoint(model)`: what `show` says it calls. Default jobs come from the catalogue."""
 
     name: str
@@ -59,7 +60,7 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
     key_env: tuple[str, ...]  # the variables that may hold its API key, first wins
     base_url_env: str | None  # the variable that points nbpipe at another server
     payload_style: str  # what `show` prints where an image payload goes
-    open: Callable[[int, int | None], Backend]
+    open: Callable[[int, int | None, Settings], Backend]
     describe: Callable[[Request, list[str], list[str] | None], dict[str, object]]
     endpoint: Callable[[str], str]
     paid: bool = True  # False: free (preview), nothing to collect or to count

@@ -168,8 +168,8 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
                             remote_errors=remote_errors, force=force)
     project = edge.project(backend, profile, warn=True)
     if check:
-        return run_check(project, edge.cache_dir(), frames, as_json)
-    code = run_build(project, edge.cache_dir(), options, as_json, wait=not no_wait)
+        return run_check(project, edge.cache_dir(), frames, as_json, edge.settings)
+    code = run_build(project, edge.cache_dir(), options, as_json, not no_wait, edge.settings)
     if with_report:
         from nbpipe.ui.report import report_path, write_report
 

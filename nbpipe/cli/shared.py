@@ -17,6 +17,8 @@ from nbpipe.launch import Early, cache_dir
 from nbpipe.settings import BACKENDS, Settings
 
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
     from nbpipe.engine.noop import Verdict
     from nbpipe.plan.planner import Project
 
@@ -113,9 +115,38 @@ def _from_settings(name: str) -> Callable[[click.Context, click.Parameter, str |
     return fill
 
 
+class BackendChoice(click.Choice[str]):
+    """--backend's choices: the built-in backends (names.py, free) and those installed packages
+    register through the `nbpipe.backends` entry points, read only when a name is not a
+    built-in one or the choices are shown (the registry caches them)."""
+
+    def __init__(self) -> None:
+        super().__init__(BACKENDS)
+
+    def _every(self) -> None:
+        from nbpipe.backends.registry import names
+
+        self.choices = names()
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        if value not in BACKENDS:
+            self._every()
+        return super().convert(value, param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str | None:
+        self._every()
+        return super().get_metavar(param, ctx)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[CompletionItem]:
+        self._every()
+        return super().shell_complete(ctx, param, incomplete)
+
+
 def backend_option(help_text: str | None = None) -> Callable[[F], F]:
     """--backend; default: $NBPIPE_BACKEND."""
-    return click.option("--backend", type=click.Choice(BACKENDS), help=help_text,
+    return click.option("--backend", type=BackendChoice(), help=help_text,
                         callback=_from_settings("backend"))
 
 

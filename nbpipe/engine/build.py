@@ -33,7 +33,7 @@ from nbpipe.engine.finish import (
 from nbpipe.engine.flights import Flights
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.materializer import Materializer
-from nbpipe.engine.recover import Recovery, entry_frame, seconds
+from nbpipe.engine.recover import Recovery, entry_frame
 from nbpipe.engine.renderer import Backends, OpenBackend, Renderer
 from nbpipe.engine.scheduler import Scheduler, said_at_end
 from nbpipe.engine.stop import Stop
@@ -44,6 +44,7 @@ from nbpipe.ops.push import pusher_for
 from nbpipe.plan.budget import Budget
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Project, Step, make_plan
+from nbpipe.settings import Settings, current
 from nbpipe.store.cache import Cache
 from nbpipe.store.journal import Journal
 from nbpipe.store.known import StoreKnown
@@ -60,8 +61,8 @@ class BuildOptions:
     jobs: int | None = None  # frames in flight per backend; None: the manifest's or the default
     max_cost: Decimal | None = None  # None: the manifest's max_cost, if any
     fail_fast: bool = False
-    grace: float = field(default_factory=lambda: seconds("NBPIPE_INTERRUPT_GRACE", 10.0))
-    # seconds to keep collecting tasks after Ctrl-C (calls in flight are waited for)
+    grace: float | None = None  # seconds to keep collecting tasks after Ctrl-C (calls in
+    # flight are waited for); None: the settings' interrupt_grace
     offline: bool = False  # never touch the remote cache
     trust_prices: bool = False  # measure the budget in the manifest's `pricing:` as it stands
     remote_errors: str = "fail"  # "render": pay for a frame even when the remote may hold it
@@ -83,7 +84,8 @@ class Build:
     options: BuildOptions
     remote: Remote | None = None
     backends: dict[str, Backend] = field(default_factory=dict)
-    open_backend: OpenBackend = open_backend
+    open_backend: OpenBackend | None = None  # None: the registry's, given `settings`
+    settings: Settings = field(default_factory=current)  # the command's, parsed at the edge
     tally: Tally = field(init=False)
     stop: Stop = field(default_factory=Stop)
     walk: Scheduler = field(init=False)
@@ -96,7 +98,8 @@ class Build:
     def run(self) -> Summary:
         frames = self.project.select(self.options.patterns)
         self._sweep(frames)
-        opened = Backends(self.open_backend, self._jobs, self._rpm, dict(self.backends))
+        opened = Backends(self.open_backend or self._open, self._jobs, self._rpm,
+                          dict(self.backends))
         self._preflight(frames, opened)
         self._say_remote()
         with ExitStack() as stack:  # every thread pool closes here, however the build ends
@@ -141,11 +144,12 @@ class Build:
                                     self.remote, known, teller, remote_io, options.force,
                                     self.pulled)
         recovery = Recovery(self.journal, self.project.catalog, budget, flights, renderer,
-                            teller, self.stop)
+                            teller, self.stop, self.settings.recover_timeout)
         recovery.announce_unknown()
         slots = {b: asyncio.Semaphore(self._jobs(b)) for b in self._backend_names()}
+        grace = self.settings.interrupt_grace if options.grace is None else options.grace
         return Scheduler(renderer, materializer, recovery, teller, self.stop, flights, inflight,
-                         budget, slots, known, self.remote, options.grace, options.force,
+                         budget, slots, known, self.remote, grace, options.force,
                          options.fail_fast, options.remote_errors, self.decided)
 
     def _backend_names(self) -> set[str]:
@@ -175,6 +179,9 @@ class Build:
         for folder in {(root / f.output).parent for f in frames}:
             for partial in folder.glob(".*.part") if folder.is_dir() else ():
                 partial.unlink(missing_ok=True)
+
+    def _open(self, name: str, jobs: int, rpm: int | None) -> Backend:
+        return open_backend(name, jobs, rpm, self.settings)
 
     def _jobs(self, backend: str) -> int:
         limits = self.project.loaded.manifest.limits.get(backend)

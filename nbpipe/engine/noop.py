@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from nbpipe import __version__, plan
-from nbpipe.filestat import is_racy, stat_of
+from nbpipe.filestat import Stat, is_racy, stat_of
 from nbpipe.settings import Settings, current
 from nbpipe.store import marks
 from nbpipe.store.state import State
@@ -81,7 +81,7 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-def _code(previous: dict | None) -> dict:
+def _code(previous: object) -> Json:
     stats = code_stats()
     if isinstance(previous, dict) and previous.get("stats") == stats and previous.get("digest"):
         return previous  # computed once per install, not once per build
@@ -94,14 +94,17 @@ def _code_unchanged(recorded: object) -> bool:
     return recorded.get("stats") == code_stats() or recorded.get("digest") == code_digest()
 
 
+Json = dict[str, object]  # a fingerprint, or a part of one, as state.json holds it
+
+
 # Modules whose upgrade may change what a manifest plans to (their top files' stats are kept).
 KEY_LIBRARIES = ("jinja2", "ruamel.yaml", "pydantic", "pydantic_core")
 
 
-def _libraries() -> dict[str, list] | None:
+def _libraries() -> dict[str, list[object]] | None:
     """Each key library's file → its stat, as loaded by this (planning) process; None if one
     is not loaded or has no file: then nothing proves the next process runs the same one."""
-    found: dict[str, list] = {}
+    found: dict[str, list[object]] = {}
     for name in KEY_LIBRARIES:
         path = getattr(sys.modules.get(name), "__file__", None)
         stat = stat_of(path) if isinstance(path, str) else None
@@ -117,21 +120,21 @@ def _libraries_unchanged(recorded: object) -> bool:
         for path, stat in recorded.items())
 
 
-def fingerprint_options(backend: str | None, profile: str | None) -> dict:
+def fingerprint_options(backend: str | None, profile: str | None) -> Json:
     """The build options a fingerprint holds: a build with other ones may plan otherwise."""
     return {"backend": backend, "profile": profile}
 
 
-def _with_env(options: dict, settings: Settings | None = None) -> dict:
+def _with_env(options: Json, settings: Settings | None = None) -> Json:
     """The options beside the settings the planner reads (Settings.planned): a build run with
     other values may plan differently."""
     return {**options, "env": (settings or current()).planned()}
 
 
-def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
+def fingerprint(root: Path, options: Json, manifest_digest: str, reads: dict[str, Stat | None],
                 lock_text: str, outputs: list[str], frames: int,
-                previous: dict | None = None, until: dt.date | None = None,
-                remote: str | None = None, settings: Settings | None = None) -> dict | None:
+                previous: object = None, until: dt.date | None = None,
+                remote: str | None = None, settings: Settings | None = None) -> Json | None:
     """What the next build compares, or None if what the planner read has changed since (or
     cannot be proven unchanged): `reads` maps each file hashed into a key to its stat then,
     `outputs` are the paths the lock pins (their stats are in the stat cache), `remote` is the
@@ -147,7 +150,7 @@ def fingerprint(root: Path, options: dict, manifest_digest: str, reads: dict,
     libraries = _libraries()
     if libraries is None:
         return None
-    code = _code((previous or {}).get("code"))
+    code = _code(previous.get("code") if isinstance(previous, dict) else None)
     return {"nbpipe": __version__, "python": sys.version, "libraries": libraries,
             "schema": plan.KEY_SCHEMA, "code": code,
             "checkout": list(stat_of(root / MANIFEST) or ()),
@@ -180,7 +183,7 @@ def _waiting_push(folder: Path, remote: object) -> bool:
         return False
 
 
-def _marks_for(entry: os.DirEntry, remote: object) -> bool:
+def _marks_for(entry: os.DirEntry[str], remote: object) -> bool:
     mark = marks.parse(entry.name)
     if mark is None:
         return False
@@ -217,13 +220,13 @@ class Verdict(NamedTuple):
     asked: tuple[str, str, str | None, str | None] = ("", "", None, None)
 
 
-def still_fresh(root: Path, options: dict, journal: Path,
+def still_fresh(root: Path, options: Json, journal: Path,
                 settings: Settings | None = None) -> int | None:
     """The number of frames if provably nothing changed since the last all-fresh build."""
     return check(root, options, journal, settings).fresh
 
 
-def check(root: Path, options: dict, journal: Path, settings: Settings | None = None) -> Verdict:
+def check(root: Path, options: Json, journal: Path, settings: Settings | None = None) -> Verdict:
     """Whether provably nothing changed since the last all-fresh build, and if not, why.
 
     `journal` is the cache's journal: a build killed after the fingerprint was written may have
@@ -253,7 +256,7 @@ def check(root: Path, options: dict, journal: Path, settings: Settings | None = 
         Verdict(None, "the fingerprint names no frame count")
 
 
-def _settings_changed(fp: dict, options: dict, settings: Settings) -> str | None:
+def _settings_changed(fp: Json, options: Json, settings: Settings) -> str | None:
     if fp.get("nbpipe") != __version__:
         return f"nbpipe's version changed (to {__version__})"
     if fp.get("schema") != plan.KEY_SCHEMA:
@@ -266,17 +269,19 @@ def _settings_changed(fp: dict, options: dict, settings: Settings) -> str | None
     return None
 
 
-def _changed_settings(recorded: object, now: dict) -> str:
+def _changed_settings(recorded: object, now: Json) -> str:
     """Which build options (--backend, --profile) or planner settings differ, by name."""
-    before: dict = recorded if isinstance(recorded, dict) else {}
+    before: Json = recorded if isinstance(recorded, dict) else {}
     raw = before.get("env")
-    env: dict = raw if isinstance(raw, dict) else {}
+    env: Json = raw if isinstance(raw, dict) else {}
     changed = [f"--{name}" for name in ("backend", "profile") if before.get(name) != now[name]]
-    changed += [name for name, value in now["env"].items() if env.get(name) != value]
+    planned = now["env"]  # Settings.planned(), always a dict
+    assert isinstance(planned, dict)
+    changed += [name for name, value in planned.items() if env.get(name) != value]
     return ", ".join(changed) or "the options"
 
 
-def _project_changed(root: Path, fp: dict, state: State) -> str | None:
+def _project_changed(root: Path, fp: Json, state: State) -> str | None:
     checkout = fp.get("checkout")
     if not checkout or checkout != list(stat_of(root / MANIFEST) or ()):
         return f"{MANIFEST}'s stat changed (edited, touched, or another checkout)"
@@ -291,7 +296,7 @@ def _project_changed(root: Path, fp: dict, state: State) -> str | None:
     return _files_changed(root, fp, state)
 
 
-def _files_changed(root: Path, fp: dict, state: State) -> str | None:
+def _files_changed(root: Path, fp: Json, state: State) -> str | None:
     inputs, outputs = fp.get("inputs"), fp.get("outputs")
     if not isinstance(inputs, dict) or not isinstance(outputs, list):
         return "the fingerprint lists no inputs or outputs"

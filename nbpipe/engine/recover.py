@@ -14,7 +14,6 @@ earlier build reported (it died) is "paid by an interrupted build", one it repor
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -36,15 +35,6 @@ from nbpipe.store.journal import Entry, Journal
 RECOVER_TIMEOUT = 300.0  # seconds for collecting what earlier builds left, all tasks together
 
 
-def seconds(name: str, default: float) -> float:
-    """A duration from the environment; the default when it is unset, not a number or < 0."""
-    try:
-        value = float(os.environ.get(name) or default)
-    except ValueError:
-        return default
-    return value if value >= 0 else default  # nan fails the comparison too
-
-
 @dataclass
 class Recovery:
     journal: Journal
@@ -54,6 +44,7 @@ class Recovery:
     renderer: Renderer
     teller: Teller
     stop: Stop
+    bound: float = RECOVER_TIMEOUT  # seconds for all of them (Settings.recover_timeout)
     _tried: set[tuple[str, int]] = field(default_factory=set)  # entries already tried
     _foreign: set[tuple[str, int]] = field(default_factory=set)  # another key's creates, said
 
@@ -88,7 +79,7 @@ class Recovery:
                               and (e.key, e.take) not in self._tried])
         if not entries or self.stop:
             return
-        bound = seconds("NBPIPE_RECOVER_TIMEOUT", RECOVER_TIMEOUT)
+        bound = self.bound
         flights = []
         for entry in entries:
             if self.flights.busy(entry.key) and not after:
