@@ -56,6 +56,9 @@ class Job:
     body: str | None = None  # a create already sent (journalled): resend exactly these bytes
     on_send: Callable[[str], None] = lambda body: None  # journal the wire body before sending
     on_task: Callable[[str], None] = lambda task_id: None
+    # A first create answered as a replay: the task is another build's (a clone on another
+    # cache sent the same request under the same account), which pays for it and says so.
+    on_replayed: Callable[[], None] = lambda: None
     on_finished: Callable[[], None] = lambda: None  # the remote work is done: only fetching is left
 
 

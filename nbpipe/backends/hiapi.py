@@ -155,8 +155,13 @@ class HiApiBackend(HttpBackend):
             body = job.body or wire(create_body(request, [_url_of(i) for i in inputs]))
             job.on_send(body)  # durable before the first byte leaves
             key = idempotency_key(str(request.key), job.take, body)
-            task_id = await self.settings.retry.run(lambda: self._create(body, key))
+            attempts: list[bool] = []  # one per create sent: was it answered as a replay?
+            task_id = await self.settings.retry.run(lambda: self._create(body, key, attempts))
             job.on_task(task_id)
+            if job.body is None and attempts == [True]:
+                # Replayed at its first sending: the task is another build's. After a retry
+                # the replay may answer our own lost first attempt, which we paid for.
+                job.on_replayed()
         # A task left by an earlier build has usually finished long ago: look at once.
         first = 0.0 if job.resume_task else self.first_poll(request.model)
         task = await self._wait(task_id, first)
@@ -186,10 +191,12 @@ class HiApiBackend(HttpBackend):
         await download(self.client, url, sink, self.settings.max_bytes,
                        self.settings.download_timeout)
 
-    async def _create(self, body: str, key: str) -> str:
+    async def _create(self, body: str, key: str, attempts: list[bool]) -> str:
         url = f"{self.settings.base_url}/v1/tasks"
+        attempts.append(False)
         answer = await self.exchange("POST", url, {**self._headers(), "Idempotency-Key": key},
                                      body)
+        attempts[-1] = answer.replayed
         if answer.status == 404:
             if _said_by_hiapi(answer) is None:
                 raise self.endpoint_missing(url, NOT_HIAPI)

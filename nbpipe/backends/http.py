@@ -81,6 +81,7 @@ class Answer:
     delay: float | None  # Retry-After, in seconds
     body: Any = None
     problem: str | None = None
+    replayed: bool = False  # `Idempotent-Replay: true`: the original reply, nothing new billed
 
 
 class HttpBackend:
@@ -141,7 +142,8 @@ class HttpBackend:
             except ReplyProblem as exc:
                 problem = str(exc)
         return Answer(response.status_code, scrub(response.reason_phrase, secret),
-                      retry_after(response.headers), parsed, problem)
+                      retry_after(response.headers), parsed, problem,
+                      response.headers.get("Idempotent-Replay", "").lower() == "true")
 
     def endpoint_missing(self, url: str, why: str) -> BuildStopped:
         """A 404 that is not the API's word about what the request names (`why` says how it

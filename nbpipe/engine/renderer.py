@@ -90,6 +90,7 @@ class Renderer:
         job = Job(take=take_no, cost=frame.cost, resume_task=entry.task_id, body=entry.body,
                   on_send=lambda body: self.journal.sent(key, take_no, body),
                   on_task=lambda task_id: self.journal.task(key, take_no, task_id),
+                  on_replayed=lambda: self.journal.reported(key, take_no),
                   on_finished=release)
         try:
             with self.inflight.sending(frame, frame.cost):

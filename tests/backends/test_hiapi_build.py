@@ -239,3 +239,27 @@ def test_a_long_prompt_reaches_a_model_whose_limit_nobody_states(fake_hiapi, bui
                         f"targets:\n  a: {{prompt: '{long}'}}\n")
     summary = build(root)
     assert (summary["rendered"], summary["failed"]) == (1, 0)
+
+
+def test_a_create_another_build_already_paid_for_is_reported_by_that_build_only(
+        fake_hiapi, build, tmp_path):
+    """Two clones on their own caches, one account: the second's create is answered as a
+    replay of the first's task (HiAPI bills nothing new). The first reports the money; the
+    second reports 0, so the team's summaries add up to the bill."""
+    first = build(copy("aria-lookbook", tmp_path / "one"))
+    second = build(copy("aria-lookbook", tmp_path / "two"))
+    assert fake_hiapi.counts["creates"] == 3 and fake_hiapi.counts["replays"] == 3
+    assert (first["rendered"], second["rendered"]) == (3, 3)
+    assert first["spent_usd"] == 0.15
+    assert (second["spent_usd"], second["spent_earlier_usd"]) == (0.0, 0.0)
+    assert sum(e["cost_usd"] for e in second["events"] if e["event"] == "frame") == 0
+
+
+def test_a_replay_after_a_lost_reply_is_still_this_builds_own_payment(fake_hiapi, build,
+                                                                       make_project):
+    """The first create's reply is lost (billed), the retry is answered as a replay: that
+    task is this build's own, and its money is reported here."""
+    fake_hiapi.faults.add("create", "drop")
+    summary = build(make_project(TWO))
+    assert fake_hiapi.counts["replays"] == 1
+    assert summary["spent_usd"] == 0.1
