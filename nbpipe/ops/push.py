@@ -34,12 +34,20 @@ class Pusher:
     left: pushes marked in the cache, and once per remote, the takes the project had before it
     used this remote (`catch_up`)."""
 
+    remote: Remote
+    cache: Cache
+    state: State
+    pool: ThreadPoolExecutor
+    jobs: list[tuple[str, str, Future[None]]]  # key, digest, the upload
+    caught_up: int | None  # takes catch_up found missing; None: not known
+    left_over: int | None  # pushes not done, once finished
+
     def __init__(self, remote: Remote, cache: Cache, state: State, workers: int = 4):
         self.remote, self.cache, self.state = remote, cache, state
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nbpipe-push")
-        self.jobs: list[tuple[str, str, Future]] = []
-        self.caught_up: int | None = None  # takes catch_up found missing; None: not known
-        self.left_over: int | None = None  # pushes not done, once finished
+        self.jobs = []
+        self.caught_up = None
+        self.left_over = None
         # The marks in the cache say what is left to push; older nbpipe kept a list in the
         # state instead: its entries become marks here (push), and the list goes.
         left = [tuple(p) for p in state.data.pop("unpushed", [])]
@@ -122,6 +130,11 @@ class Deferred:
     """The pusher of an --offline build of a project that has a remote: each new image is
     marked for that remote, not sent (offline touches no network). The next build with the
     remote, or `nbpipe push`, sends it: an image paid for offline still reaches the team."""
+
+    url: str
+    cache: Cache
+    state: State
+    marked: int  # images marked for the remote by this build
 
     def __init__(self, url: str, cache: Cache, state: State):
         self.url, self.cache, self.state, self.marked = url, cache, state, 0
