@@ -15,6 +15,7 @@ from nbpipe.errors import Diagnostic
 from nbpipe.manifest.declared import ResolvedTarget, Setting
 from nbpipe.manifest.load import Loaded
 from nbpipe.manifest.models import Bible, Profile, Target
+from nbpipe.manifest.patches import PatchProblem, checked_patch
 from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.manifest.templates import Template, TemplateFault
 
@@ -222,7 +223,10 @@ class _Checks(_Located):
                        "use one of them per target (a variant can become a matrix axis)",
                        at_key=True)
         self._check_names(matrix, variants)
-        patches = self._patches(variants, template)
+        source = m["prompt"].value if "prompt" in m else \
+            self.loaded.manifest.templates.get(template_name or "")
+        what = f"template '{template_name}'" if template_name else "the prompt"
+        patches = self._patches(variants, template, source, what)
         inputs = m.get("inputs")
         input_settings = [Setting(v, (*inputs.path, i)) for i, v in enumerate(inputs.value)] \
             if inputs else []
@@ -249,8 +253,10 @@ class _Checks(_Located):
                            f"use", f"rename it; templates already see {', '.join(RESERVED_VARS)}",
                            at_key=True)
 
-    def _patches(self, variants: Setting | None, template: Template | None) -> dict[str, Template]:
-        """Each variant's patch, compiled: Jinja in its string leaves renders per frame."""
+    def _patches(self, variants: Setting | None, template: Template | None, source: Any,
+                 what: str) -> dict[str, Template]:
+        """Each variant's patch, checked against the prompt's keys (`+key` adds one on
+        purpose) and compiled: Jinja in its string leaves renders per frame."""
         patches: dict[str, Template] = {}
         if variants is None:
             return patches
@@ -261,7 +267,13 @@ class _Checks(_Located):
             if template is not None and not template.is_json:
                 self.error(at, "a patch needs a JSON-structured (mapping) prompt",
                            "use vars to vary a text prompt")
-            elif (compiled := compile_template(variant.patch, at, self.loaded, self.diags)):
+                continue
+            problems: list[PatchProblem] = []
+            patch = checked_patch(source, variant.patch, problems)
+            for problem in problems if isinstance(source, dict) else ():  # else: reported
+                self.error((*at, *problem.path), problem.message(vname, what), problem.hint,
+                           at_key=True)
+            if (compiled := compile_template(patch, at, self.loaded, self.diags)):
                 patches[vname] = compiled
         return patches
 

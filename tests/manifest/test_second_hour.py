@@ -1,0 +1,46 @@
+"""Issue #23's manifest items: what a user hits once the first manifest works (patch typos,
+inherited tiers, matrix × variants, edits fanned over a matrix, case-only output collisions)."""
+
+from __future__ import annotations
+
+import json
+
+PATCHES = """\
+version: 1
+defaults: {backend: preview}
+templates:
+  packshot:
+    subject: {name: shoe}
+    environment: {background: white seamless}
+targets:
+  shoe:
+    template: packshot
+    variants:
+      trail:
+        patch:
+          environment: {background: forest trail, +weather: mist}
+          +lighting: dusk
+"""
+
+
+def _prompt(run, root, frame):
+    shown = run("-C", str(root), "show", frame, "--json")
+    assert shown.code == 0, shown.err
+    return json.loads(json.loads(shown.out)["request"]["prompt"])
+
+
+def test_a_plus_marks_a_patch_key_as_new_on_purpose_and_is_not_sent(make_project, run):
+    root = make_project(PATCHES)
+    assert _prompt(run, root, "shoe/trail") == {
+        "subject": {"name": "shoe"},
+        "environment": {"background": "forest trail", "weather": "mist"},
+        "lighting": "dusk"}
+
+
+def test_a_new_patch_key_without_the_plus_is_an_error(make_project, run):
+    root = make_project(PATCHES.replace("+lighting", "lighting"))
+    result = run("validate", cwd=root)
+    assert result.code == 2
+    assert "variant 'trail' patches 'lighting', which template 'packshot' does not have" \
+        in result.err
+    assert "write '+lighting'" in result.err
