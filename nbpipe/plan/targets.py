@@ -72,7 +72,7 @@ class Targets:
         spec = self._model(target, backend, settings) if backend else None
         if backend is None or spec is None:
             return None
-        params, ext = self._params(spec, settings)
+        params, ext = self._params(spec, settings, target.name)
         inputs = self.inputs.of(target, spec)
         if self.findings.reported != before:
             return None
@@ -138,7 +138,8 @@ class Targets:
         model = settings.get("model")
         return self.declared.builtin_draft or bool(model and model.path[0] == "profiles")
 
-    def _params(self, spec: ModelSpec, settings: dict[str, Setting]) -> tuple[dict[str, str], str]:
+    def _params(self, spec: ModelSpec, settings: dict[str, Setting],
+                target: str) -> tuple[dict[str, str], str]:
         params: dict[str, str] = {}
         who = ("model", spec.name)
         resolution = settings.get("resolution")
@@ -146,6 +147,17 @@ class Targets:
                 resolution.path[0] != "profiles" and resolution.value not in spec.resolutions:
             # e.g. draft moves a 2K Pro frame to a model that takes no resolution at all
             resolution = None
+        if resolution is not None and resolution.path[0] == "defaults":
+            if not spec.resolutions:  # a default follows the model, as a profile's does
+                resolution = None
+            elif resolution.value not in spec.resolutions:
+                self.findings.error(resolution.path, f"resolution '{resolution.value}' (from "
+                                    f"defaults) is not taken by {spec.name}, the model of {{who}}",
+                                    f"{spec.name} takes {', '.join(spec.resolutions)}; set "
+                                    "`resolution:` on the target, or `resolution: null`",
+                                    who=("target", target),
+                                    key=f"default tier {resolution.value} on {spec.name}")
+                resolution = None
         ratio = settings.get("aspect_ratio")
         if ratio is not None:
             if ratio.value in spec.aspect_ratios:

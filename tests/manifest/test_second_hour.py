@@ -44,3 +44,31 @@ def test_a_new_patch_key_without_the_plus_is_an_error(make_project, run):
     assert "variant 'trail' patches 'lighting', which template 'packshot' does not have" \
         in result.err
     assert "write '+lighting'" in result.err
+
+
+TIERS = """\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana-Pro, resolution: 2K}
+targets:
+  hero: {prompt: a hero shot}
+  thumb: {prompt: a thumbnail, model: Nano-Banana}
+  plain: {prompt: a plain shot, resolution: null}
+"""
+
+
+def test_a_default_resolution_follows_the_model_and_null_unsets_it(make_project, run):
+    root = make_project(TIERS)
+    shown = {name: json.loads(run("-C", str(root), "show", name, "--json").out)
+             for name in ("hero", "thumb", "plain")}
+    assert shown["hero"]["params"]["resolution"] == "2K"
+    assert "resolution" not in shown["thumb"]["params"]  # Nano-Banana has no tiers
+    assert shown["plain"]["params"]["resolution"] == "1K"  # the model's own default tier
+
+
+def test_an_explicit_resolution_on_a_model_without_tiers_is_still_an_error(make_project, run):
+    root = make_project(TIERS.replace("model: Nano-Banana}", "model: Nano-Banana, "
+                                      "resolution: 2K}"))
+    result = run("validate", cwd=root)
+    assert result.code == 2
+    assert result.err.startswith("nbpipe.yaml:5:64: error: a resolution is not taken by model "
+                                 "'Nano-Banana'"), result.err
