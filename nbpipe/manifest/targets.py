@@ -220,10 +220,6 @@ class _Checks(_Located):
                        did_you_mean(bible.value, self.bibles) or _available("bibles", self.bibles))
         self._check_vars(m["vars"])
         matrix, variants = m.get("matrix"), m.get("variants")
-        if matrix and variants:
-            self.error(variants.path, f"target '{name}' has both a matrix and variants",
-                       "use one of them per target (a variant can become a matrix axis)",
-                       at_key=True)
         self._check_names(matrix, variants)
         source = m["prompt"].value if "prompt" in m else \
             self.loaded.manifest.templates.get(template_name or "")

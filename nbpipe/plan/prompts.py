@@ -33,8 +33,8 @@ class Prompts:
         try:
             rendered = target.template.render(context)
             if spec.patch is not None:
-                where = f"the patch of variant '{spec.variant}'"
-                at = (*target.variants_path, spec.variant, "patch")
+                where = f"the patch of variant '{spec.variant_name}'"
+                at = (*target.variants_path, spec.variant_name, "patch")
                 rendered = merge_patch(rendered, spec.patch.render(context))
         except TemplateFault as fault:
             self._fault(spec, fault, where, at, context)

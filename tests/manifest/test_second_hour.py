@@ -72,3 +72,44 @@ def test_an_explicit_resolution_on_a_model_without_tiers_is_still_an_error(make_
     assert result.code == 2
     assert result.err.startswith("nbpipe.yaml:5:64: error: a resolution is not taken by model "
                                  "'Nano-Banana'"), result.err
+
+
+CROSS = """\
+version: 1
+defaults: {backend: preview}
+templates:
+  packshot:
+    subject: {name: shoe, color: "{{ color }}"}
+    environment: {background: white seamless}
+targets:
+  shoe:
+    template: packshot
+    output: "out/{target}/{variant}-{color}.{ext}"
+    matrix: {color: [red, glacier blue]}
+    variants:
+      studio: {}
+      trail:
+        patch: {environment: {background: "forest trail, {{ color }} accents"}}
+        aspect_ratio: "9:16"
+"""
+
+
+def test_a_matrix_with_variants_makes_their_cross_product(make_project, run):
+    root = make_project(CROSS)
+    listed = json.loads(run("-C", str(root), "plan", "--json").out)
+    assert [(s["frame"], s["output"]) for s in listed["frames"]] == [
+        ("shoe/red/studio", "out/shoe/red/studio-red.png"),
+        ("shoe/red/trail", "out/shoe/red/trail-red.png"),
+        ("shoe/glacier-blue/studio", "out/shoe/glacier-blue/studio-glacier-blue.png"),
+        ("shoe/glacier-blue/trail", "out/shoe/glacier-blue/trail-glacier-blue.png")]
+    shown = json.loads(run("-C", str(root), "show", "shoe/glacier-blue/trail", "--json").out)
+    assert shown["params"]["aspect_ratio"] == "9:16"
+    assert json.loads(shown["request"]["prompt"])["environment"] == {
+        "background": "forest trail, glacier blue accents"}
+
+
+def test_max_frames_counts_the_cross_product(make_project, run):
+    root = make_project(CROSS + "max_frames: 3\n")
+    result = run("validate", cwd=root)
+    assert result.code == 2
+    assert "the manifest expands to 4 frames, more than max_frames (3)" in result.err
