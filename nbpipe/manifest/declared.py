@@ -55,6 +55,8 @@ class FrameSpec:
     settings: dict[str, Setting] = field(default_factory=dict)  # FRAME_SETTINGS it overrides
     patch: Template | None = None  # rendered like the template's own leaves, then merged
     variant_name: str = ""  # its variant's name in `variants:` ("" for none)
+    inputs: tuple[Setting, ...] = ()  # as declared (the variant's, else the target's): Jinja
+    # in them renders with the frame's vars, like the prompt
 
 
 @dataclass

@@ -88,8 +88,9 @@ def _check_size(loaded: Loaded, targets: dict[str, ResolvedTarget],
 def _frames(target: ResolvedTarget) -> list[FrameSpec]:
     """The matrix's frames (`target/red`), each variant's (`target/matte`), or with both their
     cross product (`target/red/matte`); else the one frame named like the target."""
-    cells = _cells(target, target.matrix) if target.matrix else [FrameSpec(target.name, target, "",
-                                                            dict(target.vars))]
+    inputs = tuple(target.inputs)
+    cells = _cells(target, target.matrix, inputs) if target.matrix else \
+        [FrameSpec(target.name, target, "", dict(target.vars), inputs=inputs)]
     if not target.variants:
         return cells
     return [FrameSpec(
@@ -97,11 +98,14 @@ def _frames(target: ResolvedTarget) -> list[FrameSpec]:
         {**cell.vars, **v.vars}, cell.bindings, {**cell.settings, **{
             key: Setting(getattr(v, key), (*target.variants_path, vname, key))
             for key in FRAME_SETTINGS if getattr(v, key) is not None}},
-        target.patches.get(vname), vname) for cell in cells
-        for vname, v in target.variants.items()]
+        target.patches.get(vname), vname, inputs if v.inputs is None else tuple(
+            Setting(ref, (*target.variants_path, vname, "inputs", i))
+            for i, ref in enumerate(v.inputs)))
+        for cell in cells for vname, v in target.variants.items()]
 
 
-def _cells(target: ResolvedTarget, matrix: dict[str, list[Any]]) -> list[FrameSpec]:
+def _cells(target: ResolvedTarget, matrix: dict[str, list[Any]],
+           inputs: tuple[Setting, ...]) -> list[FrameSpec]:
     """One frame per combination of the matrix's values."""
     axes = list(matrix)
     specs: list[FrameSpec] = []
@@ -114,5 +118,6 @@ def _cells(target: ResolvedTarget, matrix: dict[str, list[Any]]) -> list[FrameSp
                     if axis in FRAME_SETTINGS}
         specs.append(FrameSpec(f"{target.name}/{suffix}", target, suffix,
                                {**target.vars, **binding},
-                               {a: name_part(v) for a, v in binding.items()}, settings))
+                               {a: name_part(v) for a, v in binding.items()}, settings,
+                               inputs=inputs))
     return specs

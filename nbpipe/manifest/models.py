@@ -78,6 +78,9 @@ class Variant(_TiersAsText):
     aspect_ratio: str | None = Field(
         default=None, description='width:height, one the model takes; quote it in YAML')
     resolution: str | None = None
+    inputs: list[str] | None = Field(
+        default=None, description="input images of this variant's frames, instead of the "
+        "target's")
 
 
 class Target(Params):
@@ -98,7 +101,8 @@ class Target(Params):
     variants: dict[str, Variant] | None = None
     inputs: list[str] | None = Field(
         default=None,
-        description="input images: other targets or frames (an edit), or project files")
+        description="input images: other targets or frames (an edit), or project files; "
+        "rendered like a prompt, so `master/{{ color }}` follows the frame's matrix value")
 
 
 class Profile(_TiersAsText):

@@ -3,7 +3,7 @@ across backends) and unique frame names and output paths."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from nbpipe.manifest.declared import Declared
 from nbpipe.manifest.source import Path
@@ -14,16 +14,20 @@ from nbpipe.plan.targets import PlanKey, TargetPlan
 
 
 def check_graph(all_plans: Mapping[PlanKey, TargetPlan | None], findings: Findings,
-                uploads: bool) -> None:
+                uploads: bool, frames: Iterable[tuple[str, TargetPlan]]) -> None:
+    """Backends that cannot fetch each other's images, and cycles between frames (`frames`:
+    each frame's name and plan)."""
     plans: dict[str, TargetPlan] = {}  # per target: the first of its frames' plans
     for (name, _), plan in all_plans.items():
         if plan is not None:
             plans.setdefault(name, plan)
     needs: dict[tuple[str, str], Path] = {}  # (dependant, upstream) → where it is declared
-    for name, plan in plans.items():
+    edges: dict[tuple[str, str], Path] = {}  # the same between frames
+    for frame, plan in frames:  # every frame's inputs: they may follow a matrix value
         for image, path in plan.inputs:
             if image.kind == "frame":
-                needs.setdefault((name, image.ref.split("/")[0]), path)
+                needs.setdefault((frame.split("/")[0], image.ref.split("/")[0]), path)
+                edges.setdefault((frame, image.ref), path)
     for (name, upstream), path in needs.items():
         mine, theirs = plans.get(name), plans.get(upstream)
         if mine and theirs and mine.spec.transport == "url" and \
@@ -31,9 +35,10 @@ def check_graph(all_plans: Mapping[PlanKey, TargetPlan | None], findings: Findin
             findings.error(path, f"'{name}' renders on {mine.backend}, which fetches its input "
                            f"'{upstream}' by URL, but '{upstream}' renders on {theirs.backend}",
                            "render both on the same backend")
-    cycle = graph.find_cycle(list(needs))
+    needs = {pair: path for pair, path in needs.items() if pair[0] != pair[1]}
+    cycle = graph.find_cycle(list(edges))
     if cycle:
-        findings.error(needs[(cycle[0], cycle[1])], f"input cycle: {' -> '.join(cycle)}",
+        findings.error(edges[(cycle[0], cycle[1])], f"input cycle: {' -> '.join(cycle)}",
                        "an edit cannot depend on its own output")
 
 

@@ -113,3 +113,56 @@ def test_max_frames_counts_the_cross_product(make_project, run):
     result = run("validate", cwd=root)
     assert result.code == 2
     assert "the manifest expands to 4 frames, more than max_frames (3)" in result.err
+
+
+FANNED = """\
+version: 1
+defaults: {backend: preview}
+targets:
+  master:
+    prompt: "a {{ color }} running shoe on white"
+    matrix: {color: [red, glacier blue]}
+  retouch:
+    inputs: ["master/{{ color }}"]
+    prompt: "remove the dust from the {{ color }} shoe"
+    model: Nano-Banana-2
+    matrix: {color: [red, glacier blue]}
+    variants:
+      clean: {}
+      crop:
+        inputs: ["retouch/{{ color }}/clean"]
+"""
+
+
+def test_an_edit_fans_out_over_a_matrix_and_a_variant_sets_its_inputs(make_project, run, build):
+    root = make_project(FANNED)
+    plan = json.loads(run("-C", str(root), "plan", "--json").out)
+    waits = {s["frame"]: s["reason"] for s in plan["frames"] if s["action"] == "blocked"}
+    assert waits == {
+        "retouch/red/clean": "waits on master/red",
+        "retouch/red/crop": "waits on retouch/red/clean",
+        "retouch/glacier-blue/clean": "waits on master/glacier-blue",  # the value, slugged
+        "retouch/glacier-blue/crop": "waits on retouch/glacier-blue/clean"}
+    summary = build(root)
+    assert summary["code"] == 0, summary["err"]
+    lock = json.loads((root / "nbpipe.lock").read_text())["frames"]
+    assert len(lock) == 6
+    shown = json.loads(run("-C", str(root), "show", "retouch/glacier-blue/clean", "--json").out)
+    assert [i["ref"] for i in shown["inputs"]] == ["master/glacier-blue"]
+
+
+def test_a_fanned_input_naming_no_frame_says_frame_not_file(make_project, run):
+    root = make_project(FANNED.replace('"master/{{ color }}"', '"master/{{ color }}-2"'))
+    result = run("validate", cwd=root)
+    assert result.code == 2
+    assert "target 'master' has no frame 'master/red-2'" in result.err
+    assert "hint: did you mean 'master/red'?" in result.err
+    assert "file" not in result.err
+
+
+def test_an_error_in_an_upstream_matrix_target_does_not_cascade(make_project, run):
+    root = make_project(FANNED.replace("a {{ color }} running", "a {{ colour }} running"))
+    result = run("validate", cwd=root)
+    assert result.code == 2
+    assert result.err.count("error:") == 1, result.err
+    assert "undefined variable 'colour'" in result.err
