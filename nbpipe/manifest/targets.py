@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import string
+import unicodedata
 from typing import Any
 
 from nbpipe.errors import Diagnostic
@@ -68,6 +69,10 @@ def name_part(value: Any) -> str:
 
 def _name_part_ok(part: str) -> bool:
     return bool(part) and part not in (".", "..") and not _BAD_PART.search(part)
+
+
+def _folded(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _available(kind: str, names: Any) -> str:
@@ -309,6 +314,7 @@ class _Checks(_Located):
 
     def _check_axis(self, at: Path, axis: str, values: list[Any]) -> None:
         seen: dict[str, Any] = {}
+        folded: dict[str, Any] = {}  # as macOS and Windows compare file names
         if axis in RESERVED_AXES:
             self.error((*at, axis), f"matrix axis '{axis}' is reserved for nbpipe's own use",
                        f"rename it; {', '.join(RESERVED_AXES)} are nbpipe's names", at_key=True)
@@ -322,6 +328,10 @@ class _Checks(_Located):
                            f"the frame-name part '{part}'", "names and paths keep only letters, "
                            "digits, '_', '.' and '-' (other characters become '-'): make them "
                            "differ there")
+            elif (other := folded.setdefault(_folded(part), value)) != value:
+                self.error((*at, axis, i), f"matrix values {other!r} and {value!r} make "
+                           f"file names that differ only by case or Unicode form", "macOS and "
+                           "Windows see one file: make them differ in letters")
 
     def _check_output(self, output: Setting, matrix: Setting | None) -> None:
         allowed = ["frame", "target", "variant", "ext", "profile",

@@ -3,6 +3,7 @@ across backends) and unique frame names and output paths."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping
 
 from nbpipe.manifest.declared import Declared
@@ -53,11 +54,26 @@ def check_unique(declared: Declared, frames: list[Frame], findings: Findings) ->
                            at_key=True)
             return
         names.add(spec.name)
-    seen: dict[str, str] = {}
+    seen: dict[str, Frame] = {}
     for frame in frames:
-        other = seen.setdefault(frame.output, frame.name)
-        if other != frame.name:
-            setting = declared.targets[frame.target].params["output"]
-            findings.error(setting.path, f"frames '{other}' and '{frame.name}' both write "
+        other = seen.setdefault(folded(frame.output), frame)
+        if other is frame:
+            continue
+        setting = declared.targets[frame.target].params["output"]
+        written = setting.path != ("defaults", "output") or declared.loaded.manifest.defaults.output
+        if other.output == frame.output:
+            findings.error(setting.path, f"frames '{other.name}' and '{frame.name}' both write "
                            f"'{frame.output}'", "put {frame} (or a matrix variable) in `output`")
-            return
+        else:
+            findings.error(setting.path if written else ("targets", frame.target),
+                           f"frames '{other.name}' and '{frame.name}' write "
+                           f"'{other.output}' and '{frame.output}', one file on macOS and "
+                           "Windows", "their names differ only by case or Unicode form: make "
+                           "the names differ in letters, not only in capitals or accents' form",
+                           at_key=not written)
+        return
+
+
+def folded(path: str) -> str:
+    """A path as a case-insensitive, normalising file system (macOS, Windows) sees it."""
+    return unicodedata.normalize("NFC", path).casefold()
