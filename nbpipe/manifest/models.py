@@ -48,7 +48,8 @@ class Params(_TiersAsText):
     output_format: str | None = Field(default=None, description="png | jpeg (jpg is the same)")
     output: str | None = Field(
         default=None,
-        description="output path pattern: {frame} {target} {variant} {ext} and matrix variables")
+        description="output path pattern: {frame} {target} {variant} {ext}, the request's "
+        "{model} {aspect_ratio} {resolution}, and matrix variables")
 
 
 

@@ -22,6 +22,10 @@ from nbpipe.manifest.templates import Template, TemplateFault
 
 PARAMS = ("backend", "model", "aspect_ratio", "resolution", "output_format", "output")
 DEFAULT_OUTPUT = "out/{frame}.{ext}"
+# What an output pattern may name besides matrix axes: the last three are the frame's request
+# settings, as sent (channel crops in folders: `out/{aspect_ratio}/{frame}.{ext}`).
+OUTPUT_FIELDS = ("frame", "target", "variant", "ext", "profile", "model", "aspect_ratio",
+                 "resolution")
 RESERVED_VARS = ("bible", "bibles", "target", "frame")
 # A matrix axis is a template variable and an output placeholder: it may not shadow either.
 RESERVED_AXES = (*RESERVED_VARS, "variant", "ext", "profile")
@@ -207,6 +211,7 @@ class _Checks(_Located):
 
     templates: dict[str, Template]  # the manifest's `templates:`, those that compiled
     bibles: dict[str, Bible]
+    reported_outputs: set[tuple[Path, tuple[str, ...]]]
 
     def __init__(self, loaded: Loaded, diags: list[Diagnostic], templates: dict[str, Template],
                  bibles: dict[str, Bible]) -> None:
@@ -214,6 +219,7 @@ class _Checks(_Located):
         self.diags = diags
         self.templates = templates
         self.bibles = bibles
+        self.reported_outputs = set()
 
     def target(self, name: str, m: dict[str, Setting]) -> ResolvedTarget | None:
         """The resolved target; None if it has nothing to render (`broken` if it has errors)."""
@@ -334,15 +340,20 @@ class _Checks(_Located):
                            "Windows see one file: make them differ in letters")
 
     def _check_output(self, output: Setting, matrix: Setting | None) -> None:
-        allowed = ["frame", "target", "variant", "ext", "profile",
-                   *(matrix.value if matrix else ())]
+        allowed = [*OUTPUT_FIELDS, *(matrix.value if matrix else ())]
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(output.value) if f is not None]
         except ValueError as exc:
             self.error(output.path, f"output pattern is malformed: {exc}",
                        "placeholders look like {frame}; write {{ or }} for a literal brace")
             return
-        for name in fields:
-            if name not in allowed:
-                self.error(output.path, f"unknown placeholder {{{name}}} in output pattern",
-                           did_you_mean(name, allowed) or f"use one of {{{'}, {'.join(allowed)}}}")
+        unknown = [n for n in dict.fromkeys(fields) if n not in allowed]
+        if unknown and (output.path, tuple(unknown)) not in self.reported_outputs:
+            # a pattern in `defaults` is shared: one error for it, not one per target
+            self.reported_outputs.add((output.path, tuple(unknown)))
+            hints = [(f"{{{n}}}: " if len(unknown) > 1 else "") + hint for n in unknown
+                     if (hint := did_you_mean(n, allowed))]
+            self.error(output.path, f"unknown placeholder{'s' if len(unknown) > 1 else ''} "
+                       f"{', '.join(f'{{{n}}}' for n in unknown)} in output pattern",
+                       "; ".join(hints) or
+                       f"use one of {{{'}, {'.join(allowed)}}}")

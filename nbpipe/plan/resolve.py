@@ -79,7 +79,8 @@ class Resolver:
             if plan is not None:
                 planned.append((spec.name, plan))
             output = None if spec.target.broken else \
-                self.outputs.path(spec, plan.ext if plan else "png")
+                self.outputs.path(spec, plan.ext if plan else "png",
+                                  {"model": plan.spec.name, **plan.params} if plan else None)
             if plan and rendered is not None and output is not None:
                 frame = self._frame(spec, plan, rendered, output)
                 if frame is not None:

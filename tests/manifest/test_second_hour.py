@@ -166,3 +166,17 @@ def test_an_error_in_an_upstream_matrix_target_does_not_cascade(make_project, ru
     assert result.code == 2
     assert result.err.count("error:") == 1, result.err
     assert "undefined variable 'colour'" in result.err
+
+
+def test_an_output_pattern_may_name_the_request_settings_as_sent(make_project, run):
+    root = make_project("""\
+version: 1
+defaults: {backend: preview, model: Nano-Banana-2, output: "out/{aspect_ratio}/{resolution}/{frame}.{ext}"}
+targets:
+  banner:
+    prompt: a banner
+    matrix: {aspect_ratio: ["1:1", "9:16"]}
+""")
+    listed = json.loads(run("-C", str(root), "plan", "--json").out)
+    assert [s["output"] for s in listed["frames"]] == [
+        "out/1-1/1K/banner/1-1.png", "out/9-16/1K/banner/9-16.png"]
