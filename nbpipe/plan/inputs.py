@@ -62,6 +62,13 @@ class Inputs:
             return []
         if spec.max_inputs and target.bible:
             images += self._references(target.bible)
+        elif target.bible and (bible := self.declared.bibles.get(target.bible)) and \
+                bible.references:
+            self.findings.warn(("bibles", target.bible, "references"), f"the references of "
+                               f"bible '{target.bible}' are not sent to {spec.name}, which takes "
+                               "no input images", "identity rests on the text alone there; "
+                               f"{' or '.join(self._takers(spec.backend)) or 'no model here'} "
+                               "would send them", "warning")
         self._check_transport(spec, images)
         if len(images) > spec.max_inputs > 0:
             self.findings.error(inputs[0].path if inputs else target.path,
@@ -106,9 +113,13 @@ class Inputs:
             self.findings.error(path, f"input '{ref}' has {size:,} bytes; {model} takes at most "
                                 f"{limit:,} per image", "downscale or recompress it")
 
+    def _takers(self, backend: str) -> list[str]:
+        """The models in service on `backend` that take input images."""
+        return [m for m, s in self.catalog.in_service(backend, self.today).items()
+                if s.max_inputs]
+
     def _edit_models_hint(self, backend: str) -> str:
-        takers = [m for m, s in self.catalog.in_service(backend, self.today).items()
-                  if s.max_inputs]
+        takers = self._takers(backend)
         return f"use {' or '.join(takers)} for edits" if takers \
             else "pick a model that takes images"
 

@@ -180,3 +180,26 @@ targets:
     listed = json.loads(run("-C", str(root), "plan", "--json").out)
     assert [s["output"] for s in listed["frames"]] == [
         "out/1-1/1K/banner/1-1.png", "out/9-16/1K/banner/9-16.png"]
+
+
+def test_bible_references_a_model_cannot_take_are_a_warning_said_once(make_project, run):
+    root = make_project("""\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana}
+bibles:
+  mira:
+    text: Mira, a field engineer
+    references: [https://example.com/mira.png]
+targets:
+  hero: {prompt: "{{ bible }} at work", bible: mira}
+  side: {prompt: "{{ bible }} at rest", bible: mira}
+""")
+    result = run("validate", cwd=root)
+    assert result.code == 0, result.err
+    assert result.err == """\
+nbpipe.yaml:6:17: warning: the references of bible 'mira' are not sent to Nano-Banana, which \
+takes no input images
+    6 |     references: [https://example.com/mira.png]
+      |                 ^
+hint: identity rests on the text alone there; Nano-Banana-2 or Nano-Banana-Pro would send them
+"""
