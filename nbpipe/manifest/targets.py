@@ -171,7 +171,7 @@ class _Inheritance(_Located):
                     variables.update(value)
                 elif value is not None:
                     merged[key] = Setting(value, ("targets", name, key))
-                elif key in PARAMS:  # an explicit `null` unsets what defaults or a parent set
+                elif key != "vars":  # an explicit `null` unsets what defaults or a parent set
                     merged.pop(key, None)
         if wins:
             merged.update(overrides)

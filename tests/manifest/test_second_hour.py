@@ -203,3 +203,17 @@ takes no input images
       |                 ^
 hint: identity rests on the text alone there; Nano-Banana-2 or Nano-Banana-Pro would send them
 """
+
+
+def test_null_unsets_what_a_parent_set(make_project, run):
+    root = make_project("""\
+version: 1
+defaults: {backend: preview}
+templates:
+  scene: "Scene: {{ scene }}"
+targets:
+  base: {template: scene, vars: {scene: a workshop}, matrix: {light: [dawn, dusk]}}
+  one: {extends: base, template: null, matrix: null, prompt: "one shot"}
+""")
+    listed = json.loads(run("-C", str(root), "plan", "--json").out)
+    assert [s["frame"] for s in listed["frames"]] == ["base/dawn", "base/dusk", "one"]
