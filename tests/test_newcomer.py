@@ -3,6 +3,7 @@ project of their own from `nbpipe init`, built on the offline preview backend.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -181,3 +182,47 @@ def test_readmes_environment_table_names_every_variable_nbpipe_reads():
     table = README[README.index("## Environment"):]
     table = table[:table.index("\n## ", 1)]
     assert sorted(n for n in names if f"`{n}`" not in table) == []
+
+
+FANNED_EDITS = """
+  mug-table:                    # an edit per colour: mug-table/red edits mug/red
+    inputs: ["mug/{{ color }}"]
+    prompt: "Place this {{ color }} mug on a rustic breakfast table, morning light."
+    model: Nano-Banana-2
+    matrix:
+      color: [red, blue, sage]
+    variants:
+      wide: {}
+      close:                    # and a second edit of that colour's first
+        inputs: ["mug-table/{{ color }}/wide"]
+        aspect_ratio: "1:1"
+"""
+
+
+def test_a_matrix_fanned_edit_chain_on_the_preview_lane(clone, tmp_path):
+    """Issue #23 item 4: per-colourway edit chains in one target (inputs rendered with the
+    frame's matrix value, a variant with its own inputs), built offline on the preview lane;
+    a change to the colourways' template makes every chain follow, through its upstream."""
+    env = {**nbpipe_on_path(clone, tmp_path), "NBPIPE_BACKEND": "preview"}
+    mine = tmp_path / "shop"
+    mine.mkdir()
+    steps = ["nbpipe init", "sed -i 's/  backend: preview/  backend: hiapi/' nbpipe.yaml",
+             f"cat >> nbpipe.yaml <<'EOF'\n{FANNED_EDITS}EOF", "nbpipe validate", "nbpipe build"]
+    for command in steps:
+        done = sh(command, mine, env)
+        assert done.returncode == 0, f"{command}:\n{done.stdout}{done.stderr}"
+        assert "warning" not in done.stderr and "Traceback" not in done.stderr
+    lane = mine / "out" / "@preview"
+    assert sorted(p.relative_to(lane).as_posix() for p in lane.rglob("mug-table/*/*.png")) == [
+        f"mug-table/{color}/{shot}.png" for color in ("blue", "red", "sage")
+        for shot in ("close", "wide")]
+    plan = json.loads(sh("nbpipe plan --json", mine, env).stdout)
+    assert plan["summary"]["fresh"] == 10
+    sh("sed -i 's/light oak table/slate counter/' nbpipe.yaml", mine, env)
+    plan = json.loads(sh("nbpipe plan --json", mine, env).stdout)
+    waits = {s["frame"]: s["reason"] for s in plan["frames"] if s["action"] == "blocked"}
+    assert waits == {f"mug-table/{c}/wide": f"waits on mug/{c}" for c in ("red", "blue", "sage")} \
+        | {f"mug-table/{c}/close": f"waits on mug-table/{c}/wide" for c in ("red", "blue", "sage")}
+    built = sh("nbpipe build", mine, env)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "9 rendered · 0 restored · 1 fresh" in built.stdout + built.stderr

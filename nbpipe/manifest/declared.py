@@ -48,11 +48,15 @@ class FrameSpec:
 
     name: str
     target: ResolvedTarget
-    variant: str  # the part of the name after "target/" ("" for a single-frame target)
+    variant: str  # the part of the name after "target/" ("red", "matte", "red/matte"; "" for
+    # a single-frame target): `{variant}` in output patterns
     vars: dict[str, Any]
     bindings: dict[str, str] = field(default_factory=dict)  # axis → value as in names, paths
     settings: dict[str, Setting] = field(default_factory=dict)  # FRAME_SETTINGS it overrides
     patch: Template | None = None  # rendered like the template's own leaves, then merged
+    variant_name: str = ""  # its variant's name in `variants:` ("" for none)
+    inputs: tuple[Setting, ...] = ()  # as declared (the variant's, else the target's): Jinja
+    # in them renders with the frame's vars, like the prompt
 
 
 @dataclass

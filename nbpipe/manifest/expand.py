@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 from nbpipe.errors import Diagnostic, ManifestError
 from nbpipe.manifest.declared import Declared, FrameSpec, ResolvedTarget, Setting, section_name
@@ -54,9 +55,8 @@ def _compile_templates(loaded: Loaded, diags: list[Diagnostic]) -> dict[str, Tem
 
 
 def _count(target: ResolvedTarget) -> int:
-    if target.matrix:
-        return math.prod(len(values) for values in target.matrix.values())
-    return len(target.variants) if target.variants else 1
+    count = math.prod(len(values) for values in target.matrix.values()) if target.matrix else 1
+    return count * len(target.variants) if target.variants else count
 
 
 def frames_ceiling() -> int:
@@ -86,24 +86,38 @@ def _check_size(loaded: Loaded, targets: dict[str, ResolvedTarget],
 
 
 def _frames(target: ResolvedTarget) -> list[FrameSpec]:
-    name = target.name
-    if target.matrix:
-        axes = list(target.matrix)
-        specs: list[FrameSpec] = []
-        indexed = [list(enumerate(values)) for values in target.matrix.values()]
-        for combo in itertools.product(*indexed):
-            binding = {axis: value for axis, (_, value) in zip(axes, combo, strict=True)}
-            suffix = "-".join(name_part(v) for _, v in combo)
-            settings = {axis: Setting(str(value), (*target.matrix_path, axis, i))
-                        for axis, (i, value) in zip(axes, combo, strict=True)
-                        if axis in FRAME_SETTINGS}
-            specs.append(FrameSpec(f"{name}/{suffix}", target, suffix, {**target.vars, **binding},
-                                   {a: name_part(v) for a, v in binding.items()}, settings))
-        return specs
-    if target.variants:
-        return [FrameSpec(f"{name}/{vname}", target, vname, {**target.vars, **v.vars},
-                          patch=target.patches.get(vname), settings={
-                              key: Setting(getattr(v, key), (*target.variants_path, vname, key))
-                              for key in FRAME_SETTINGS if getattr(v, key) is not None})
-                for vname, v in target.variants.items()]
-    return [FrameSpec(name, target, "", dict(target.vars))]
+    """The matrix's frames (`target/red`), each variant's (`target/matte`), or with both their
+    cross product (`target/red/matte`); else the one frame named like the target."""
+    inputs = tuple(target.inputs)
+    cells = _cells(target, target.matrix, inputs) if target.matrix else \
+        [FrameSpec(target.name, target, "", dict(target.vars), inputs=inputs)]
+    if not target.variants:
+        return cells
+    return [FrameSpec(
+        f"{cell.name}/{vname}", target, f"{cell.variant}/{vname}" if cell.variant else vname,
+        {**cell.vars, **v.vars}, cell.bindings, {**cell.settings, **{
+            key: Setting(getattr(v, key), (*target.variants_path, vname, key))
+            for key in FRAME_SETTINGS if getattr(v, key) is not None}},
+        target.patches.get(vname), vname, inputs if v.inputs is None else tuple(
+            Setting(ref, (*target.variants_path, vname, "inputs", i))
+            for i, ref in enumerate(v.inputs)))
+        for cell in cells for vname, v in target.variants.items()]
+
+
+def _cells(target: ResolvedTarget, matrix: dict[str, list[Any]],
+           inputs: tuple[Setting, ...]) -> list[FrameSpec]:
+    """One frame per combination of the matrix's values."""
+    axes = list(matrix)
+    specs: list[FrameSpec] = []
+    indexed = [list(enumerate(values)) for values in matrix.values()]
+    for combo in itertools.product(*indexed):
+        binding = {axis: value for axis, (_, value) in zip(axes, combo, strict=True)}
+        suffix = "-".join(name_part(v) for _, v in combo)
+        settings = {axis: Setting(str(value), (*target.matrix_path, axis, i))
+                    for axis, (i, value) in zip(axes, combo, strict=True)
+                    if axis in FRAME_SETTINGS}
+        specs.append(FrameSpec(f"{target.name}/{suffix}", target, suffix,
+                               {**target.vars, **binding},
+                               {a: name_part(v) for a, v in binding.items()}, settings,
+                               inputs=inputs))
+    return specs

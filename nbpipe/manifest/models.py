@@ -48,7 +48,8 @@ class Params(_TiersAsText):
     output_format: str | None = Field(default=None, description="png | jpeg (jpg is the same)")
     output: str | None = Field(
         default=None,
-        description="output path pattern: {frame} {target} {variant} {ext} and matrix variables")
+        description="output path pattern: {frame} {target} {variant} {ext}, the request's "
+        "{model} {aspect_ratio} {resolution}, and matrix variables")
 
 
 
@@ -78,6 +79,9 @@ class Variant(_TiersAsText):
     aspect_ratio: str | None = Field(
         default=None, description='width:height, one the model takes; quote it in YAML')
     resolution: str | None = None
+    inputs: list[str] | None = Field(
+        default=None, description="input images of this variant's frames, instead of the "
+        "target's")
 
 
 class Target(Params):
@@ -98,7 +102,8 @@ class Target(Params):
     variants: dict[str, Variant] | None = None
     inputs: list[str] | None = Field(
         default=None,
-        description="input images: other targets or frames (an edit), or project files")
+        description="input images: other targets or frames (an edit), or project files; "
+        "rendered like a prompt, so `master/{{ color }}` follows the frame's matrix value")
 
 
 class Profile(_TiersAsText):

@@ -9,17 +9,23 @@ from __future__ import annotations
 import fnmatch
 import re
 import string
+import unicodedata
 from typing import Any
 
 from nbpipe.errors import Diagnostic
 from nbpipe.manifest.declared import ResolvedTarget, Setting
 from nbpipe.manifest.load import Loaded
 from nbpipe.manifest.models import Bible, Profile, Target
+from nbpipe.manifest.patches import PatchProblem, checked_patch
 from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.manifest.templates import Template, TemplateFault
 
 PARAMS = ("backend", "model", "aspect_ratio", "resolution", "output_format", "output")
 DEFAULT_OUTPUT = "out/{frame}.{ext}"
+# What an output pattern may name besides matrix axes: the last three are the frame's request
+# settings, as sent (channel crops in folders: `out/{aspect_ratio}/{frame}.{ext}`).
+OUTPUT_FIELDS = ("frame", "target", "variant", "ext", "profile", "model", "aspect_ratio",
+                 "resolution")
 RESERVED_VARS = ("bible", "bibles", "target", "frame")
 # A matrix axis is a template variable and an output placeholder: it may not shadow either.
 RESERVED_AXES = (*RESERVED_VARS, "variant", "ext", "profile")
@@ -67,6 +73,10 @@ def name_part(value: Any) -> str:
 
 def _name_part_ok(part: str) -> bool:
     return bool(part) and part not in (".", "..") and not _BAD_PART.search(part)
+
+
+def _folded(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _available(kind: str, names: Any) -> str:
@@ -161,6 +171,8 @@ class _Inheritance(_Located):
                     variables.update(value)
                 elif value is not None:
                     merged[key] = Setting(value, ("targets", name, key))
+                elif key != "vars":  # an explicit `null` unsets what defaults or a parent set
+                    merged.pop(key, None)
         if wins:
             merged.update(overrides)
         merged["vars"] = Setting(variables, ("targets", chain[0], "vars"))
@@ -199,6 +211,7 @@ class _Checks(_Located):
 
     templates: dict[str, Template]  # the manifest's `templates:`, those that compiled
     bibles: dict[str, Bible]
+    reported_outputs: set[tuple[Path, tuple[str, ...]]]
 
     def __init__(self, loaded: Loaded, diags: list[Diagnostic], templates: dict[str, Template],
                  bibles: dict[str, Bible]) -> None:
@@ -206,6 +219,7 @@ class _Checks(_Located):
         self.diags = diags
         self.templates = templates
         self.bibles = bibles
+        self.reported_outputs = set()
 
     def target(self, name: str, m: dict[str, Setting]) -> ResolvedTarget | None:
         """The resolved target; None if it has nothing to render (`broken` if it has errors)."""
@@ -217,12 +231,11 @@ class _Checks(_Located):
                        did_you_mean(bible.value, self.bibles) or _available("bibles", self.bibles))
         self._check_vars(m["vars"])
         matrix, variants = m.get("matrix"), m.get("variants")
-        if matrix and variants:
-            self.error(variants.path, f"target '{name}' has both a matrix and variants",
-                       "use one of them per target (a variant can become a matrix axis)",
-                       at_key=True)
         self._check_names(matrix, variants)
-        patches = self._patches(variants, template)
+        source = m["prompt"].value if "prompt" in m else \
+            self.loaded.manifest.templates.get(template_name or "")
+        what = f"template '{template_name}'" if template_name else "the prompt"
+        patches = self._patches(variants, template, source, what)
         inputs = m.get("inputs")
         input_settings = [Setting(v, (*inputs.path, i)) for i, v in enumerate(inputs.value)] \
             if inputs else []
@@ -249,8 +262,10 @@ class _Checks(_Located):
                            f"use", f"rename it; templates already see {', '.join(RESERVED_VARS)}",
                            at_key=True)
 
-    def _patches(self, variants: Setting | None, template: Template | None) -> dict[str, Template]:
-        """Each variant's patch, compiled: Jinja in its string leaves renders per frame."""
+    def _patches(self, variants: Setting | None, template: Template | None, source: Any,
+                 what: str) -> dict[str, Template]:
+        """Each variant's patch, checked against the prompt's keys (`+key` adds one on
+        purpose) and compiled: Jinja in its string leaves renders per frame."""
         patches: dict[str, Template] = {}
         if variants is None:
             return patches
@@ -261,7 +276,13 @@ class _Checks(_Located):
             if template is not None and not template.is_json:
                 self.error(at, "a patch needs a JSON-structured (mapping) prompt",
                            "use vars to vary a text prompt")
-            elif (compiled := compile_template(variant.patch, at, self.loaded, self.diags)):
+                continue
+            problems: list[PatchProblem] = []
+            patch = checked_patch(source, variant.patch, problems)
+            for problem in problems if isinstance(source, dict) else ():  # else: reported
+                self.error((*at, *problem.path), problem.message(vname, what), problem.hint,
+                           at_key=True)
+            if (compiled := compile_template(patch, at, self.loaded, self.diags)):
                 patches[vname] = compiled
         return patches
 
@@ -299,6 +320,7 @@ class _Checks(_Located):
 
     def _check_axis(self, at: Path, axis: str, values: list[Any]) -> None:
         seen: dict[str, Any] = {}
+        folded: dict[str, Any] = {}  # as macOS and Windows compare file names
         if axis in RESERVED_AXES:
             self.error((*at, axis), f"matrix axis '{axis}' is reserved for nbpipe's own use",
                        f"rename it; {', '.join(RESERVED_AXES)} are nbpipe's names", at_key=True)
@@ -312,17 +334,26 @@ class _Checks(_Located):
                            f"the frame-name part '{part}'", "names and paths keep only letters, "
                            "digits, '_', '.' and '-' (other characters become '-'): make them "
                            "differ there")
+            elif (other := folded.setdefault(_folded(part), value)) != value:
+                self.error((*at, axis, i), f"matrix values {other!r} and {value!r} make "
+                           f"file names that differ only by case or Unicode form", "macOS and "
+                           "Windows see one file: make them differ in letters")
 
     def _check_output(self, output: Setting, matrix: Setting | None) -> None:
-        allowed = ["frame", "target", "variant", "ext", "profile",
-                   *(matrix.value if matrix else ())]
+        allowed = [*OUTPUT_FIELDS, *(matrix.value if matrix else ())]
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(output.value) if f is not None]
         except ValueError as exc:
             self.error(output.path, f"output pattern is malformed: {exc}",
                        "placeholders look like {frame}; write {{ or }} for a literal brace")
             return
-        for name in fields:
-            if name not in allowed:
-                self.error(output.path, f"unknown placeholder {{{name}}} in output pattern",
-                           did_you_mean(name, allowed) or f"use one of {{{'}, {'.join(allowed)}}}")
+        unknown = [n for n in dict.fromkeys(fields) if n not in allowed]
+        if unknown and (output.path, tuple(unknown)) not in self.reported_outputs:
+            # a pattern in `defaults` is shared: one error for it, not one per target
+            self.reported_outputs.add((output.path, tuple(unknown)))
+            hints = [(f"{{{n}}}: " if len(unknown) > 1 else "") + hint for n in unknown
+                     if (hint := did_you_mean(n, allowed))]
+            self.error(output.path, f"unknown placeholder{'s' if len(unknown) > 1 else ''} "
+                       f"{', '.join(f'{{{n}}}' for n in unknown)} in output pattern",
+                       "; ".join(hints) or
+                       f"use one of {{{'}, {'.join(allowed)}}}")

@@ -36,16 +36,56 @@ def explain(problem: str, line: int, col: int, context_line: int | None,
         quoted = _quote_flow_value(text, col)
         if quoted:
             return SyntaxHint(line, col, f"YAML syntax: {problem}", quoted)
+    previous = next((n for n in range(line - 1, 0, -1)
+                     if lines[n - 1].strip() and not lines[n - 1].lstrip().startswith("#")), 0)
+    if problem.startswith("expected <block end>, but found") and context_line:
+        return _misaligned(line, previous, context_line, lines)
     if problem.startswith("mapping values are not allowed"):
         quoted = _quote_value(text, col)
         if quoted:
             return SyntaxHint(line, col, f"YAML syntax: {problem}", quoted)
-        previous = next((n for n in range(line - 1, 0, -1)
-                         if lines[n - 1].strip() and not lines[n - 1].lstrip().startswith("#")), 0)
         missing = _missing_colon(previous, lines) if previous else None
         if missing:
             return missing
+        deeper = _under_a_value(line, previous, lines)
+        if deeper:
+            return deeper
     return SyntaxHint(line, col, f"YAML syntax: {problem}", None)
+
+
+def _indent(text: str) -> int:
+    """The 1-based column where a line's content starts."""
+    return len(text) - len(text.lstrip()) + 1
+
+
+def _key(text: str) -> str:
+    found = _KEY.match(text.lstrip().removeprefix("- "))
+    return found.group() if found else text.strip()[:20]
+
+
+def _misaligned(line: int, previous: int, context: int, lines: list[str]) -> SyntaxHint:
+    """A key indented to a column no mapping around it uses."""
+    text = lines[line - 1]
+    col, key = _indent(text), _key(text)
+    columns = {_indent(lines[n - 1]): n for n in (previous, context) if 0 < n < line}
+    choices = " or ".join(f"column {c} (like '{_key(lines[n - 1])}' on line {n})"
+                          for c, n in sorted(columns.items()) if c != col)
+    return SyntaxHint(line, col, f"YAML syntax: '{key}' on line {line} is indented to column "
+                      f"{col}, which no key around it uses",
+                      f"YAML reads nesting from indentation: move it to {choices}" if choices
+                      else "line it up with the keys of the mapping it belongs to")
+
+
+def _under_a_value(line: int, previous: int, lines: list[str]) -> SyntaxHint | None:
+    """`model: Nano-Banana` then a deeper `output: x`: the key reads as more of the value."""
+    above, text = lines[previous - 1] if previous else "", lines[line - 1]
+    key = _KEY.match(above.lstrip())
+    if not key or not above.lstrip()[key.end():].startswith(": ") or \
+            _indent(text) <= _indent(above):
+        return None
+    return SyntaxHint(line, _indent(text), f"YAML syntax: '{_key(text)}' on line {line} is "
+                      f"indented under '{key.group()}', which already has a value",
+                      f"line it up with '{key.group()}' (column {_indent(above)})")
 
 
 def _quote_value(text: str, col: int) -> str | None:

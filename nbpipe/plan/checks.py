@@ -3,7 +3,8 @@ across backends) and unique frame names and output paths."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Iterable, Mapping
 
 from nbpipe.manifest.declared import Declared
 from nbpipe.manifest.source import Path
@@ -14,16 +15,20 @@ from nbpipe.plan.targets import PlanKey, TargetPlan
 
 
 def check_graph(all_plans: Mapping[PlanKey, TargetPlan | None], findings: Findings,
-                uploads: bool) -> None:
+                uploads: bool, frames: Iterable[tuple[str, TargetPlan]]) -> None:
+    """Backends that cannot fetch each other's images, and cycles between frames (`frames`:
+    each frame's name and plan)."""
     plans: dict[str, TargetPlan] = {}  # per target: the first of its frames' plans
     for (name, _), plan in all_plans.items():
         if plan is not None:
             plans.setdefault(name, plan)
     needs: dict[tuple[str, str], Path] = {}  # (dependant, upstream) → where it is declared
-    for name, plan in plans.items():
+    edges: dict[tuple[str, str], Path] = {}  # the same between frames
+    for frame, plan in frames:  # every frame's inputs: they may follow a matrix value
         for image, path in plan.inputs:
             if image.kind == "frame":
-                needs.setdefault((name, image.ref.split("/")[0]), path)
+                needs.setdefault((frame.split("/")[0], image.ref.split("/")[0]), path)
+                edges.setdefault((frame, image.ref), path)
     for (name, upstream), path in needs.items():
         mine, theirs = plans.get(name), plans.get(upstream)
         if mine and theirs and mine.spec.transport == "url" and \
@@ -31,9 +36,10 @@ def check_graph(all_plans: Mapping[PlanKey, TargetPlan | None], findings: Findin
             findings.error(path, f"'{name}' renders on {mine.backend}, which fetches its input "
                            f"'{upstream}' by URL, but '{upstream}' renders on {theirs.backend}",
                            "render both on the same backend")
-    cycle = graph.find_cycle(list(needs))
+    needs = {pair: path for pair, path in needs.items() if pair[0] != pair[1]}
+    cycle = graph.find_cycle(list(edges))
     if cycle:
-        findings.error(needs[(cycle[0], cycle[1])], f"input cycle: {' -> '.join(cycle)}",
+        findings.error(edges[(cycle[0], cycle[1])], f"input cycle: {' -> '.join(cycle)}",
                        "an edit cannot depend on its own output")
 
 
@@ -48,11 +54,26 @@ def check_unique(declared: Declared, frames: list[Frame], findings: Findings) ->
                            at_key=True)
             return
         names.add(spec.name)
-    seen: dict[str, str] = {}
+    seen: dict[str, Frame] = {}
     for frame in frames:
-        other = seen.setdefault(frame.output, frame.name)
-        if other != frame.name:
-            setting = declared.targets[frame.target].params["output"]
-            findings.error(setting.path, f"frames '{other}' and '{frame.name}' both write "
+        other = seen.setdefault(folded(frame.output), frame)
+        if other is frame:
+            continue
+        setting = declared.targets[frame.target].params["output"]
+        written = setting.path != ("defaults", "output") or declared.loaded.manifest.defaults.output
+        if other.output == frame.output:
+            findings.error(setting.path, f"frames '{other.name}' and '{frame.name}' both write "
                            f"'{frame.output}'", "put {frame} (or a matrix variable) in `output`")
-            return
+        else:
+            findings.error(setting.path if written else ("targets", frame.target),
+                           f"frames '{other.name}' and '{frame.name}' write "
+                           f"'{other.output}' and '{frame.output}', one file on macOS and "
+                           "Windows", "their names differ only by case or Unicode form: make "
+                           "the names differ in letters, not only in capitals or accents' form",
+                           at_key=not written)
+        return
+
+
+def folded(path: str) -> str:
+    """A path as a case-insensitive, normalising file system (macOS, Windows) sees it."""
+    return unicodedata.normalize("NFC", path).casefold()

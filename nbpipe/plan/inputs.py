@@ -9,6 +9,7 @@ from typing import Literal
 
 from nbpipe.catalog import Catalog, ModelSpec
 from nbpipe.manifest.declared import Declared, ResolvedTarget, Setting
+from nbpipe.manifest.expand import name_part
 from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.plan.findings import Findings
 from nbpipe.plan.frame import InputImage, url_digest
@@ -50,18 +51,27 @@ class Inputs:
         self.declared_targets = set(declared.loaded.manifest.targets) | \
             declared.loaded.broken_targets
 
-    def of(self, target: ResolvedTarget, spec: ModelSpec) -> list[tuple[InputImage, Path]]:
-        """The images a target sends to model `spec`, each with where it is declared."""
-        images = [(img, s.path) for s in target.inputs if (img := self._input(s))]
+    def of(self, target: ResolvedTarget, spec: ModelSpec,
+           inputs: tuple[Setting, ...]) -> list[tuple[InputImage, Path]]:
+        """The images a frame of `target` sends to model `spec` (its `inputs` as rendered for
+        it, then its bible's references), each with where it is declared."""
+        images = [(img, s.path) for s in inputs if (img := self._input(s))]
         if images and spec.max_inputs == 0:
-            self.findings.error(target.inputs[0].path, f"{spec.name} takes no input images "
+            self.findings.error(inputs[0].path, f"{spec.name} takes no input images "
                                 "(text-to-image only)", self._edit_models_hint(spec.backend))
             return []
         if spec.max_inputs and target.bible:
             images += self._references(target.bible)
+        elif target.bible and (bible := self.declared.bibles.get(target.bible)) and \
+                bible.references:
+            self.findings.warn(("bibles", target.bible, "references"), f"the references of "
+                               f"bible '{target.bible}' are not sent to {spec.name}, which takes "
+                               "no input images", "identity rests on the text alone there; "
+                               f"{' or '.join(self._takers(spec.backend)) or 'no model here'} "
+                               "would send them", "warning")
         self._check_transport(spec, images)
         if len(images) > spec.max_inputs > 0:
-            self.findings.error(target.inputs[0].path if target.inputs else target.path,
+            self.findings.error(inputs[0].path if inputs else target.path,
                                 f"target '{target.name}' sends {len(images)} input images; "
                                 f"{spec.name} takes at most {spec.max_inputs}",
                                 "bible references count too")
@@ -103,9 +113,13 @@ class Inputs:
             self.findings.error(path, f"input '{ref}' has {size:,} bytes; {model} takes at most "
                                 f"{limit:,} per image", "downscale or recompress it")
 
+    def _takers(self, backend: str) -> list[str]:
+        """The models in service on `backend` that take input images."""
+        return [m for m, s in self.catalog.in_service(backend, self.today).items()
+                if s.max_inputs]
+
     def _edit_models_hint(self, backend: str) -> str:
-        takers = [m for m, s in self.catalog.in_service(backend, self.today).items()
-                  if s.max_inputs]
+        takers = self._takers(backend)
         return f"use {' or '.join(takers)} for edits" if takers \
             else "pick a model that takes images"
 
@@ -115,6 +129,9 @@ class Inputs:
             return InputImage("url", ref, url_digest(ref))
         if ref in self.frame_names:
             return InputImage("frame", ref, None)
+        owner, _, rest = ref.partition("/")
+        if rest and owner in self.declared_targets and not self._a_file(ref):
+            return self._frame_input(owner, rest, setting)
         if ref in self.frames_of:
             frames = self.frames_of[ref]
             if len(frames) == 1:
@@ -131,6 +148,31 @@ class Inputs:
                                 "or file", did_you_mean(ref, names))
             return None
         return self._file_input(ref, setting.path)
+
+    def _a_file(self, ref: str) -> bool:
+        """A project file or an output whose folder happens to share a target's name."""
+        return self.outputs.writer(ref) is not None or \
+            os.path.lexists(os.path.join(self.project.root, ref))
+
+    def _frame_input(self, owner: str, rest: str, setting: Setting) -> InputImage | None:
+        """`target/...`: one of that target's frames, named as written or by its matrix values
+        as rendered (`master/glacier blue` is `master/glacier-blue`); never a file."""
+        slug = "/".join([owner, *(name_part(part) for part in rest.split("/"))])
+        if slug in self.frame_names:
+            return InputImage("frame", slug, None)
+        ref = setting.value
+        own = self.frames_of.get(owner, [])
+        if not own:
+            return None  # that target has errors of its own, already reported
+        under = [f for f in own if f.startswith(f"{slug}/")]
+        if under:
+            self.findings.error(setting.path, f"input '{ref}' makes {len(under)} frames; "
+                                "name one", f"for example '{under[0]}'")
+            return None
+        self.findings.error(setting.path, f"target '{owner}' has no frame '{ref}'",
+                            did_you_mean(slug, own) or f"its frames: {', '.join(own[:6])}"
+                            + (", ..." if len(own) > 6 else ""))
+        return None
 
     def _file_input(self, ref: str, path: Path, role: Role = "input") -> InputImage | None:
         """A project file, or the frame that writes it: an output used as an input is an edge

@@ -4,10 +4,12 @@ frame writes a path another frame names as its input."""
 from __future__ import annotations
 
 from nbpipe.manifest.declared import Declared, FrameSpec
+from nbpipe.manifest.expand import name_part
 from nbpipe.plan.findings import Findings
 from nbpipe.plan.paths import PathRefused, ProjectDir, relative_path
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
+SENT = ("model", "aspect_ratio", "resolution")  # request settings an output pattern may name
 
 
 class Outputs:
@@ -24,16 +26,20 @@ class Outputs:
         self.findings = findings
         self._written = None
 
-    def path(self, spec: FrameSpec, ext: str) -> str | None:
-        """The frame's output path for an image of extension `ext`; None (reported) if refused."""
+    def path(self, spec: FrameSpec, ext: str, sent: dict[str, str] | None = None) -> str | None:
+        """The frame's output path for an image of extension `ext` and request settings `sent`
+        (model, aspect_ratio, resolution); None (reported) if refused."""
         setting = spec.target.params["output"]
         try:
-            return self.project.check_output(setting.value.format_map(self._fields(spec, ext)))
+            fields = {**self._fields(spec, ext), **_slugged(sent or {})}
+            return self.project.check_output(setting.value.format_map(fields))
         except PathRefused as exc:
             self.findings.error(setting.path, f"output of {{who}} refused: {exc}",
                                 "outputs must stay inside the project, e.g. out/{frame}.{ext}",
                                 who=("frame", spec.name), key="output refused")
-        except (KeyError, ValueError, IndexError) as exc:
+        except KeyError:
+            pass  # an unknown placeholder: the manifest's checks reported it, once per pattern
+        except (ValueError, IndexError) as exc:
             self.findings.error(setting.path, f"output pattern cannot be filled: {exc}")
         return None
 
@@ -61,5 +67,15 @@ class Outputs:
         return self._written
 
     def _fields(self, spec: FrameSpec, ext: str) -> dict[str, str]:
+        """The placeholders a pattern may use; the request settings as declared (the planner
+        passes them as sent)."""
+        declared = {key: str(s.value) for key in SENT
+                    if (s := spec.settings.get(key) or spec.target.params.get(key)) is not None}
         return {"frame": spec.name, "target": spec.target.name, "variant": spec.variant,
-                "ext": ext, "profile": self.declared.section or "", **spec.bindings}
+                "ext": ext, "profile": self.declared.section or "", **dict.fromkeys(SENT, ""),
+                **_slugged(declared), **spec.bindings}
+
+
+def _slugged(settings: dict[str, str]) -> dict[str, str]:
+    """Request settings as path parts: `9:16` → `9-16`, like a matrix value."""
+    return {key: name_part(value) for key, value in settings.items() if key in SENT}

@@ -1,13 +1,13 @@
 """Each frame's prompt: its target's template (or inline prompt) rendered with the frame's vars
-and bibles, then its variant's merge patch."""
+and bibles, then its variant's merge patch; and its inputs, rendered the same way."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from nbpipe.manifest.declared import FrameSpec
+from nbpipe.manifest.declared import FrameSpec, Setting
 from nbpipe.manifest.source import Path, did_you_mean
-from nbpipe.manifest.templates import TemplateFault, merge_patch
+from nbpipe.manifest.templates import Template, TemplateFault, merge_patch
 from nbpipe.plan.findings import Findings
 
 
@@ -16,25 +16,60 @@ class Prompts:
 
     findings: Findings
     bible_texts: dict[str, str]
+    _inputs: dict[str, Template | TemplateFault]  # an input's text, compiled once
 
     def __init__(self, findings: Findings, bible_texts: dict[str, str]) -> None:
         self.findings = findings
         self.bible_texts = bible_texts
+        self._inputs = {}
 
-    def render(self, spec: FrameSpec) -> Any:
-        """The rendered string or mapping; None (reported) when the template fails."""
+    def _context(self, spec: FrameSpec) -> dict[str, Any]:
         target = spec.target
         context = {**spec.vars, "bibles": self.bible_texts, "target": target.name,
                    "frame": spec.name}
         if target.bible:
             context["bible"] = self.bible_texts.get(target.bible, "")
+        return context
+
+    def inputs(self, spec: FrameSpec) -> tuple[Setting, ...] | None:
+        """The frame's inputs with their Jinja rendered (`master/{{ color }}` → `master/red`);
+        None (reported) when one fails."""
+        context, rendered = self._context(spec), []
+        for setting in spec.inputs:
+            text: str = setting.value
+            if "{" not in text:
+                rendered.append(setting)
+                continue
+            try:
+                compiled = self._compiled(text)
+                rendered.append(Setting(compiled.render(context), setting.path))
+            except TemplateFault as fault:
+                self._fault(spec, fault, "the input", setting.path, context)
+                return None
+        return tuple(rendered)
+
+    def _compiled(self, text: str) -> Template:
+        if text not in self._inputs:
+            try:
+                self._inputs[text] = Template(text)
+            except TemplateFault as fault:
+                self._inputs[text] = fault
+        found = self._inputs[text]
+        if isinstance(found, TemplateFault):
+            raise found
+        return found
+
+    def render(self, spec: FrameSpec) -> Any:
+        """The rendered string or mapping; None (reported) when the template fails."""
+        target = spec.target
+        context = self._context(spec)
         where = f"template '{target.template_name}'" if target.template_name else "prompt"
         at = target.template_path
         try:
             rendered = target.template.render(context)
             if spec.patch is not None:
-                where = f"the patch of variant '{spec.variant}'"
-                at = (*target.variants_path, spec.variant, "patch")
+                where = f"the patch of variant '{spec.variant_name}'"
+                at = (*target.variants_path, spec.variant_name, "patch")
                 rendered = merge_patch(rendered, spec.patch.render(context))
         except TemplateFault as fault:
             self._fault(spec, fault, where, at, context)

@@ -106,7 +106,7 @@ def _param_changes(old: dict[str, Any], new: dict[str, str]) -> list[tuple[str, 
 def _prompt_lines(old: dict[str, Any], frame: Frame) -> list[str]:
     before, after = old.get("prompt_json"), frame.prompt_json
     if isinstance(before, dict) and isinstance(after, dict):
-        lines = [f"prompt {path}: {_show(a)} → {_show(b)}"
+        lines = [f"prompt {path}: {_value_diff(a, b)}"  # a long leaf (a bible): word diff
                  for path, a, b in json_diff(before, after)]
         if lines:
             return lines

@@ -70,17 +70,22 @@ class Resolver:
 
     def resolve(self) -> list[Frame]:
         frames: list[Frame] = []
+        planned: list[tuple[str, TargetPlan]] = []
         for spec in self.declared.frames:
             # Every check runs on every frame, whatever else failed: one pass finds it all.
-            plan = self.targets.plan(spec)
+            inputs = self.prompts.inputs(spec)
+            plan = self.targets.plan(spec, inputs) if inputs is not None else None
             rendered = self.prompts.render(spec)
+            if plan is not None:
+                planned.append((spec.name, plan))
             output = None if spec.target.broken else \
-                self.outputs.path(spec, plan.ext if plan else "png")
+                self.outputs.path(spec, plan.ext if plan else "png",
+                                  {"model": plan.spec.name, **plan.params} if plan else None)
             if plan and rendered is not None and output is not None:
                 frame = self._frame(spec, plan, rendered, output)
                 if frame is not None:
                     frames.append(frame)
-        check_graph(self.targets.plans, self.findings, self.uploads)
+        check_graph(self.targets.plans, self.findings, self.uploads, planned)
         check_unique(self.declared, frames, self.findings)
         self.findings.raise_any()
         return frames

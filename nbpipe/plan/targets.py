@@ -55,28 +55,31 @@ class Targets:
         self.profile_wins = bool(profile and profile.wins)
         self.plans = {}
 
-    def plan(self, spec: FrameSpec) -> TargetPlan | None:
-        """The plan of a frame's target under the frame's own settings (matrix axes, variants)."""
+    def plan(self, spec: FrameSpec, inputs: tuple[Setting, ...]) -> TargetPlan | None:
+        """The plan of a frame's target under the frame's own settings (matrix axes, variants)
+        and its inputs as rendered for it."""
         target = spec.target
         settings = {k: s for k, s in spec.settings.items()
                     if not (self.profile_wins and k in target.params
                             and target.params[k].path[0] == "profiles")}
-        key = (target.name, tuple(sorted((k, s.value) for k, s in settings.items())))
+        refs = ("inputs", tuple((s.value, s.path) for s in inputs))
+        key = (target.name, (*sorted((k, s.value) for k, s in settings.items()), refs))
         if key not in self.plans:
-            self.plans[key] = self._target(target, {**target.params, **settings})
+            self.plans[key] = self._target(target, {**target.params, **settings}, inputs)
         return self.plans[key]
 
-    def _target(self, target: ResolvedTarget, settings: dict[str, Setting]) -> TargetPlan | None:
+    def _target(self, target: ResolvedTarget, settings: dict[str, Setting],
+                inputs: tuple[Setting, ...]) -> TargetPlan | None:
         before = self.findings.reported
         backend = self._backend(target)
-        spec = self._model(target, backend, settings) if backend else None
+        spec = self._model(target, backend, settings, bool(inputs)) if backend else None
         if backend is None or spec is None:
             return None
-        params, ext = self._params(spec, settings)
-        inputs = self.inputs.of(target, spec)
+        params, ext = self._params(spec, settings, target.name)
+        images = self.inputs.of(target, spec, inputs)
         if self.findings.reported != before:
             return None
-        return TargetPlan(backend, spec, params, ext, spec.price(params.get("resolution")), inputs)
+        return TargetPlan(backend, spec, params, ext, spec.price(params.get("resolution")), images)
 
     def _backend(self, target: ResolvedTarget) -> str | None:
         if self.backend_override:
@@ -92,10 +95,10 @@ class Targets:
             return None
         return value
 
-    def _model(self, target: ResolvedTarget, backend: str,
-               settings: dict[str, Setting]) -> ModelSpec | None:
+    def _model(self, target: ResolvedTarget, backend: str, settings: dict[str, Setting],
+               needs_inputs: bool) -> ModelSpec | None:
         if self.declared.builtin_draft:
-            return self._cheapest(backend, needs_inputs=bool(target.inputs))
+            return self._cheapest(backend, needs_inputs)
         setting = settings.get("model")
         name: str = setting.value if setting else self.catalog.default_model(backend)
         spec = self.catalog.get(backend, name)
@@ -138,7 +141,8 @@ class Targets:
         model = settings.get("model")
         return self.declared.builtin_draft or bool(model and model.path[0] == "profiles")
 
-    def _params(self, spec: ModelSpec, settings: dict[str, Setting]) -> tuple[dict[str, str], str]:
+    def _params(self, spec: ModelSpec, settings: dict[str, Setting],
+                target: str) -> tuple[dict[str, str], str]:
         params: dict[str, str] = {}
         who = ("model", spec.name)
         resolution = settings.get("resolution")
@@ -146,6 +150,17 @@ class Targets:
                 resolution.path[0] != "profiles" and resolution.value not in spec.resolutions:
             # e.g. draft moves a 2K Pro frame to a model that takes no resolution at all
             resolution = None
+        if resolution is not None and resolution.path[0] == "defaults":
+            if not spec.resolutions:  # a default follows the model, as a profile's does
+                resolution = None
+            elif resolution.value not in spec.resolutions:
+                self.findings.error(resolution.path, f"resolution '{resolution.value}' (from "
+                                    f"defaults) is not taken by {spec.name}, the model of {{who}}",
+                                    f"{spec.name} takes {', '.join(spec.resolutions)}; set "
+                                    "`resolution:` on the target, or `resolution: null`",
+                                    who=("target", target),
+                                    key=f"default tier {resolution.value} on {spec.name}")
+                resolution = None
         ratio = settings.get("aspect_ratio")
         if ratio is not None:
             if ratio.value in spec.aspect_ratios:

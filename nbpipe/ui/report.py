@@ -139,7 +139,7 @@ def _section(target: str, project: Project, cards: dict[str, Card]) -> Section:
     mine = [c for name, c in cards.items() if project.frames[name].target == target]
     bible = project.declared.bibles.get(declared.bible) if declared.bible else None
     info = {"name": declared.bible, "text": bible.text, "markers": bible.markers} if bible else None
-    if declared.matrix:
+    if declared.matrix and not declared.variants:  # a cross product is listed, not a grid
         return _grid(target, declared.matrix, cards, mine, info)
     if declared.variants:
         return Section(target, "variants", mine, info)

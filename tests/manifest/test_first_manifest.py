@@ -16,7 +16,7 @@ targets:
     template: product
     vars: {color: red, weather: rain}
     variants:
-      wet: {patch: {environment: {weather: "{{ weather }}", note: "{{ color | upper }}"}}}
+      wet: {patch: {environment: {weather: "{{ weather }}", +note: "{{ color | upper }}"}}}
       plain: {patch: {environment: null}}
 """
 
@@ -38,7 +38,7 @@ def test_an_undefined_variable_in_a_patch_is_located_in_the_patch(make_project, 
     assert result.err == """\
 nbpipe.yaml:12:44: error: undefined variable 'wether' in the patch of variant 'wet' (frame \
 'mug/wet')
-   12 |       wet: {patch: {environment: {weather: "{{ wether }}", note: "{{ color | upper }}"}}}
+   12 |       wet: {patch: {environment: {weather: "{{ wether }}", +note: "{{ color | upper }}"}}}
       |                                            ^
 hint: did you mean 'weather'?
 1 error
