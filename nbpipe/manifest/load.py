@@ -14,6 +14,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedOrderedMap
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -22,6 +23,7 @@ from nbpipe.errors import Diagnostic, ManifestError
 from nbpipe.manifest import yaml_hints
 from nbpipe.manifest.models import ALLOWED_KEYS, Manifest
 from nbpipe.manifest.source import Path, SourceMap, describe, did_you_mean
+from nbpipe.projectfile import MANIFEST_CAP, FileRefused, read_inside
 
 MANIFEST_NAME = "nbpipe.yaml"
 MAX_VALUES = 1_000_000  # alias bombs expand to billions of values; real manifests hold thousands
@@ -48,11 +50,17 @@ class Loaded:
 
 
 def load_manifest(root: FsPath, name: str = MANIFEST_NAME, partial: bool = False) -> Loaded:
-    """Read and validate `root/name`; errors name the file as the user would type it."""
+    """Read and validate `root/name`; errors name the file as the user would type it.
+    A manifest that leads out of the project (a symbolic link), is not a regular file or is
+    larger than MANIFEST_CAP is refused unread: its lines are never quoted (SECURITY.md)."""
     path = root / name
     label = name if str(root) in (".", "") else str(path)
     try:
-        raw = path.read_bytes()
+        raw = read_inside(root, path, MANIFEST_CAP)
+    except FileRefused as exc:
+        raise ManifestError([Diagnostic(label, 0, 0, f"not read: it {exc}",
+                                        "nbpipe reads only a regular file inside the project "
+                                        "as its manifest")]) from None
     except FileNotFoundError:
         # The hint's init must land where the manifest was looked for, not in the shell's cwd.
         hint = "run `nbpipe init` to start a project here, or `nbpipe -C DIR` to use one " \
@@ -108,7 +116,8 @@ def _decode(raw: bytes, name: str) -> str:
         line = raw[: exc.start].count(b"\n") + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise ManifestError([Diagnostic(name, line, col, "the manifest is not valid UTF-8 text",
-                                        f"byte 0x{raw[exc.start]:02x} cannot start a character")]) from None
+                                        f"byte 0x{raw[exc.start]:02x} cannot start a "
+                                        "character")]) from None
 
 
 _DUPLICATE = re.compile(r'found duplicate key "(.*)" with value')
@@ -124,7 +133,8 @@ def _parse_yaml(text: str, source: SourceMap) -> Any:
         if dup:
             first = exc.context_mark.line + 1 if exc.context_mark else None
             hint = f"the mapping starts at line {first}" if first else None
-            raise ManifestError([source.at(line, col, f"duplicate key '{dup.group(1)}'", hint)]) from None
+            raise ManifestError([source.at(line, col, f"duplicate key '{dup.group(1)}'",
+                                           hint)]) from None
         problem = (exc.problem or "invalid YAML").strip()
         context = exc.context_mark.line + 1 if exc.context_mark else None
         said = yaml_hints.explain(problem, line, col, context, source.lines)
@@ -168,7 +178,8 @@ class _Plain:
             raise ManifestError([self.source.diagnostic(
                 path, f"the manifest is nested more than {MAX_DEPTH} levels deep")])
         tag = getattr(getattr(node, "tag", None), "value", None)
-        if isinstance(node, (dict, list)) and tag not in _PLAIN_TAGS or isinstance(node, (set, CommentedOrderedMap)):
+        if isinstance(node, (dict, list)) and tag not in _PLAIN_TAGS \
+                or isinstance(node, (set, CommentedOrderedMap)):
             raise ManifestError([self.source.diagnostic(
                 path, f"YAML tag '{_short_tag(tag, node)}' is not supported",
                 "use plain strings, numbers, booleans, lists and mappings (mappings keep their "
@@ -284,7 +295,8 @@ def _branch_fits(tag: str, node: Any) -> bool:
     """Does the union member named `tag` (pydantic's loc entry) match the value's shape?"""
     tag = tag.removeprefix("constrained-")  # a number with bounds, e.g. a price
     if tag in _SCALAR_TAGS:
-        return isinstance(node, _SCALAR_TAGS[tag]) and not (tag != "bool" and isinstance(node, bool))
+        return isinstance(node, _SCALAR_TAGS[tag]) \
+            and not (tag != "bool" and isinstance(node, bool))
     if tag.startswith("list["):
         return isinstance(node, list)
     return isinstance(node, dict)  # dict[...] or a model name
@@ -343,7 +355,7 @@ def _translate(exc: ValidationError, data: dict, source: SourceMap) -> list[Diag
     walked = [(error, *_walk(data, error["loc"])) for error in exc.errors(include_url=False)]
     # Where some union member fits the value, the other members' complaints are noise.
     fitting = {union for _, _, union, fits in walked if union is not None and fits}
-    by_path: dict[Path, list[dict]] = {}
+    by_path: dict[Path, list[ErrorDetails]] = {}
     for error, path, union, fits in walked:
         if union in fitting and not fits:
             continue
@@ -351,7 +363,7 @@ def _translate(exc: ValidationError, data: dict, source: SourceMap) -> list[Diag
     return [_one(path, errors, source) for path, errors in by_path.items()]
 
 
-def _one(path: Path, errors: list[dict], source: SourceMap) -> Diagnostic:
+def _one(path: Path, errors: list[ErrorDetails], source: SourceMap) -> Diagnostic:
     error = errors[0]
     kind = error["type"]
     parent, key = path[:-1], path[-1] if path else None

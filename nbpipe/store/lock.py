@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, 
 
 from nbpipe.catalog import builtin
 from nbpipe.errors import UsageError, warn
+from nbpipe.projectfile import LOCK_CAP, FileRefused, read_inside
 from nbpipe.relpath import PathRefused, output_path
 from nbpipe.store import jsontext
 from nbpipe.store.cache import atomic_write
@@ -106,13 +107,20 @@ class Lock:
     def load(root: Path, profile: str | None = None) -> Lock:
         path = root / LOCK_NAME
         try:
-            text = path.read_text("utf-8")
+            text = read_inside(root, path, LOCK_CAP).decode("utf-8")
         except FileNotFoundError:
             return Lock(profile=profile)
+        except FileRefused as exc:  # a committed symlink to a secret or to /dev/zero
+            raise UsageError(f"{path} not read: it {exc}",
+                             "nbpipe reads only a regular file inside the project as its "
+                             "lock") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
         try:
-            return Lock.parse(jsontext.loads(text), profile, text, str(path))
+            doc = jsontext.loads(text)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            return Lock.parse(doc, profile, text, str(path))
         except ValueError as exc:
             raise UsageError(f"{path} is not a valid lock file ({exc})",
                              "a merge conflict? resolve it, or delete the file and rebuild "
@@ -158,9 +166,9 @@ class Lock:
         path = root / LOCK_NAME
         text = self.text()
         try:
-            if path.read_text("utf-8") == text:
+            if read_inside(root, path, LOCK_CAP) == text.encode("utf-8"):
                 return False
-        except (OSError, UnicodeDecodeError):
+        except (OSError, FileRefused):
             pass
         atomic_write(path, text.encode("utf-8"))
         return True
@@ -181,8 +189,8 @@ def _checked(frames: dict, where: str, text: str) -> dict[str, LockEntry]:
             out[name] = found
             continue
         line = _line_of(text, name)
-        warn(f"{LOCK_NAME}{f':{line}' if line else ''}: entry of frame '{name[:80]}' ignored: {found} "
-             "(the frame is treated as not pinned)", where)
+        warn(f"{LOCK_NAME}{f':{line}' if line else ''}: entry of frame '{name[:80]}' ignored: "
+             f"{found} (the frame is treated as not pinned)", where)
     return out
 
 
