@@ -14,9 +14,11 @@ from pathlib import Path
 from nbpipe.catalog import FLAT, Catalog, ModelSpec, builtin
 from nbpipe.errors import UsageError, warn
 from nbpipe.plan.planner import Plan, Project
+from nbpipe.projectfile import FileRefused, read_capped
 from nbpipe.store.cache import atomic_write
 
 PRICES_FILE = "prices.json"
+PRICES_CAP = 1 << 20  # a price list is a few kilobytes; what HiAPI sends is capped alike
 
 
 MAX_PRICE = 100  # USD per image: far above any real price; a larger one is damage, not a price
@@ -26,11 +28,11 @@ def _stored(cache_dir: Path) -> dict | None:
     """The refreshed catalogue, checked like every cached file (the cache may be shared): a file
     of the wrong shape is set aside with a warning, and the built-in table stays in force."""
     path = cache_dir / PRICES_FILE
-    try:
-        doc = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
+    try:  # bounded, not followed, never blocking: another user of the cache may plant a FIFO
+        doc = json.loads(read_capped(path, PRICES_CAP).decode("utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError, FileRefused, RecursionError):
         doc = None
     if _valid(doc):
         return doc
