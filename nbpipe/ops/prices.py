@@ -127,9 +127,31 @@ def parse_catalogue(doc: object) -> dict[str, object]:
         prices = {r: tiers.get(r, base) for r in spec.resolutions} if spec.resolutions \
             else {FLAT: base}
         listed = {r: float(p) for r, p in prices.items() if p is not None}
-        if len(listed) == len(prices):
+        odd = [f"{r} USD {p}" for r, p in prices.items()
+               if p is not None and not _plausible(p, spec.price(None if r == FLAT else r))]
+        if odd:
+            warn(f"the price list gives {spec.name} {', '.join(odd)[:200]}: more than "
+                 f"{PLAUSIBLE}x off its built-in price (or past USD {MAX_PRICE}); set aside, "
+                 "its price in force stays as it was")
+        elif len(listed) == len(prices):
             out[spec.name] = listed if spec.resolutions else listed[FLAT]
     return out
+
+
+# A refreshed price is believed within this factor of the built-in one, and never above
+# MAX_PRICE: HiAPI's prices move by tens of percent, a price of 0 or x1000 is a broken or a
+# hostile reply (the budget measures with the higher of the two prices anyway).
+PLAUSIBLE = 10
+
+
+def _plausible(price: Decimal, builtin_price: Decimal) -> bool:
+    """Whether a refreshed price lies between the built-in floor (built-in / PLAUSIBLE, above
+    0) and the ceiling (built-in x PLAUSIBLE, at most MAX_PRICE)."""
+    if price <= 0 or price > MAX_PRICE:
+        return False
+    if builtin_price <= 0:
+        return True  # nothing to compare with
+    return builtin_price / PLAUSIBLE <= price <= builtin_price * PLAUSIBLE
 
 
 def _dig(node: object, *keys: str) -> object:
