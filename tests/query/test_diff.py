@@ -239,3 +239,17 @@ def test_the_markdown_budget_counts_bytes_not_characters(name, detail, count):
                         ("prompt changed",), (detail,), before=entry) for i in range(count)]
     text = diff_markdown(Diff("main", "c" * 40, frames))
     assert len(text.encode()) < 1 << 20
+
+
+def test_names_and_text_like_addresses_are_no_links_in_markdown():
+    """Issue #22, finding 12: a target named like a domain is no link in a job summary."""
+    from nbpipe.query.diff import Diff, FrameDiff
+    from nbpipe.ui.diff_format import _md, diff_markdown
+
+    frame = FrameDiff("www.pay-here.example", "removed", "removed", "no longer declared")
+    text = diff_markdown(Diff("main", "c" * 40, [frame]))
+    assert "| `www.pay-here.example` |" in text
+    said = _md("see https://evil.example or www.evil.example, ask me@evil.example")
+    assert not re.search(r"https?://|www\.|@", said)
+    assert said.replace("&#46;", ".").replace("&#58;", ":").replace("&#64;", "@") == \
+        "see https://evil.example or www.evil.example, ask me@evil.example"
