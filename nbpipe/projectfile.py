@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["LOCK_CAP", "MANIFEST_CAP", "FileRefused", "inside", "read_capped", "read_inside"]
+__all__ = ["LOCK_CAP", "MANIFEST_CAP", "FileRefused", "inside", "open_regular", "read_capped",
+           "read_inside"]
 
 MANIFEST_CAP = 16 << 20  # 16 MiB: real manifests are kilobytes; the loader's own budgets follow
 LOCK_CAP = 512 << 20  # 512 MiB: a lock holds ~300 bytes a frame, so a million frames fit
@@ -57,6 +59,18 @@ def read_capped(path: Path | str, cap: int) -> bytes:
     if len(data) > cap:  # grew while it was read
         raise FileRefused(f"is larger than {_size(cap)}")
     return data
+
+
+def open_regular(path: Path | str, follow: bool = False) -> BinaryIO:
+    """`path` opened for reading when it is a regular file (not followed if it is a symbolic
+    link, unless `follow`; without blocking on a FIFO); FileRefused otherwise. For a stream
+    copy of a file too large to cap (a blob), whose end a regular file guarantees."""
+    fd = os.open(path, _OPEN & ~getattr(os, "O_NOFOLLOW", 0) if follow else _OPEN)
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise FileRefused("is not a regular file (a device, a pipe or a folder)")
+    return handle
 
 
 def _size(count: int) -> str:

@@ -36,10 +36,12 @@ from pathlib import Path
 
 import diskcache
 
+from nbpipe.projectfile import LOCK_CAP, FileRefused, open_regular, read_capped
 from nbpipe.store import marks
 from nbpipe.store.marks import remote_id
 
 CHUNK = 1 << 20
+BLOB_CAP = 1 << 30  # a blob read whole; images are far smaller (HiAPI's are capped at 64 MiB)
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -238,8 +240,8 @@ class Cache:
         if not is_digest(digest):
             return None
         try:
-            data = self.blob_path(digest).read_bytes()
-        except OSError:
+            data = read_capped(self.blob_path(digest), BLOB_CAP)  # a shared cache: no FIFO
+        except (OSError, FileRefused):
             return None
         if hashlib.sha256(data).hexdigest() != digest:
             self.blob_path(digest).unlink(missing_ok=True)
@@ -251,8 +253,8 @@ class Cache:
         if not is_digest(digest):
             return False
         try:
-            source = open(self.blob_path(digest), "rb")
-        except OSError:
+            source = open_regular(self.blob_path(digest))  # not /dev/zero: a copy must end
+        except (OSError, FileRefused):
             return False
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
@@ -432,13 +434,13 @@ class Cache:
                 continue
             key, digest, named = mark
             try:  # the remote is inside; a name's id not its own is no mark nbpipe clears
-                inside = path.read_bytes().decode()
+                inside = read_capped(path, 1 << 16).decode()
                 if named not in (None, remote_id(inside)):
                     continue
                 if remote is None or inside == remote:
                     when = path.stat().st_mtime
                     found[key, digest] = min(when, found.get((key, digest), when))
-            except (OSError, UnicodeDecodeError):
+            except (OSError, UnicodeDecodeError, FileRefused):
                 continue
         return sorted(found, key=found.__getitem__)
 
@@ -468,8 +470,8 @@ class Cache:
         pinned: set[str] = set()
         for path in (self.root / "pins").glob("*.json"):
             try:
-                pinned.update(json.loads(path.read_text("utf-8")).get("digests", []))
-            except (OSError, ValueError, AttributeError):
+                pinned.update(json.loads(read_capped(path, LOCK_CAP)).get("digests", []))
+            except (OSError, ValueError, AttributeError, FileRefused):
                 continue
         return pinned
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbpipe.catalog import builtin
+from nbpipe.projectfile import LOCK_CAP, FileRefused, read_capped
 from nbpipe.store.cache import atomic_write, is_digest
 
 
@@ -61,8 +62,8 @@ class Journal:
 
     def _replay(self) -> None:
         try:
-            lines = self.path.read_text("utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
+            lines = read_capped(self.path, LOCK_CAP).decode("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError, FileRefused):  # a FIFO or /dev/zero planted
             return
         for line in lines:
             try:
