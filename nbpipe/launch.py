@@ -112,12 +112,25 @@ def fast_noop(argv: list[str], found: Early | None = None) -> int | None:
     return 0
 
 
+def _tolerant_streams() -> None:
+    """A console that cannot encode a character (ASCII, cp1252) shows it escaped: a frame
+    named in another script must not end a paid build with exit 3 while printing its line."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot change its error handler
+                pass
+
+
 def entry() -> None:
     """The console script and `python -m nbpipe`: the early answer, else the CLI's."""
     try:
         from nbpipe import interrupts  # (importing `signal` takes a while: a Ctrl-C may land)
 
         interrupts.install()
+        _tolerant_streams()
         argv = sys.argv[1:]
         found = probe(argv) if sys.stdout is not None else Early()
         code = fast_noop(argv, found)

@@ -349,16 +349,41 @@ def open_hiapi(jobs: int, rpm: int | None, settings: Settings) -> HiApiBackend:
 SPEC = BackendSpec(name="hiapi", lanes=(Lane.TASK,), inputs=Inputs.URL, key_env=KEY_VARS,
                    base_url_env="HIAPI_BASE_URL", payload_style=PAYLOAD_STYLE, open=open_hiapi,
                    describe=create_body, endpoint=lambda model: "POST /v1/tasks")
+PRICE_LIST_BYTES = 1 << 20  # the real list is a few tens of kilobytes
+PRICE_LIST_SECONDS = 30.0  # for the whole reply: a server that drips bytes cannot hang `models`
 
 
 def fetch_price_list() -> tuple[str, object]:
     """HiAPI's public pricing catalogue, decoded: (where it came from, the JSON document).
-    UsageError if it cannot be read; its content is the caller's to judge."""
+    UsageError if it cannot be read within PRICE_LIST_SECONDS and PRICE_LIST_BYTES, or is a
+    redirect (not followed: the list is asked of one place); its content is the caller's to
+    judge."""
     base = (current().pricing_url or PRICING_URL).rstrip("/")
     try:
-        response = httpx.get(f"{base}/api/pricing", timeout=15.0, follow_redirects=True)
-        response.raise_for_status()
-        return base, response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        raise UsageError(f"could not refresh prices from {base}: {type(exc).__name__}",
+        return base, json.loads(_price_list_bytes(f"{base}/api/pricing"))
+    except (httpx.HTTPError, ValueError, RecursionError, _TooMuch) as exc:
+        why = str(exc) if isinstance(exc, _TooMuch) else type(exc).__name__
+        raise UsageError(f"could not refresh prices from {base}: {why}",
                          "the table in use stays as it was") from None
+
+
+class _TooMuch(Exception):
+    """The price list broke a bound (size, time) or redirected."""
+
+
+def _price_list_bytes(url: str) -> bytes:
+    deadline = time.monotonic() + PRICE_LIST_SECONDS
+    data = bytearray()
+    with httpx.stream("GET", url, timeout=min(15.0, PRICE_LIST_SECONDS),
+                      follow_redirects=False) as response:
+        if response.is_redirect:
+            raise _TooMuch(f"redirected to {response.headers.get('location', '?')[:200]}, "
+                           "not followed")
+        response.raise_for_status()
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > PRICE_LIST_BYTES:
+                raise _TooMuch(f"the reply is larger than {PRICE_LIST_BYTES:,} bytes")
+            if time.monotonic() > deadline:
+                raise _TooMuch(f"no full reply within {PRICE_LIST_SECONDS:.0f} s")
+    return bytes(data)

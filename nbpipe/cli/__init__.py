@@ -8,6 +8,7 @@ The settings are parsed once, here or by the early path (launch.py), and handed 
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
@@ -16,7 +17,14 @@ import click
 from nbpipe import __version__
 from nbpipe.cli import building, maintenance, pages, remote, setup
 from nbpipe.cli.shared import Edge
-from nbpipe.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, NbpipeError
+from nbpipe.errors import (
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    NbpipeError,
+)
 from nbpipe.launch import Early, project_root
 from nbpipe.settings import Settings, using
 
@@ -70,12 +78,34 @@ def main(argv: list[str] | None = None, early: Early | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK  # `nbpipe plan | head` is not an error
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT:
+            return _internal()
+        click.echo(f"error: {_denied(exc)}", err=True)
+        return EXIT_FAILED
     except Exception:
-        import traceback
+        return _internal()
 
-        traceback.print_exc()
-        click.echo("internal error: this is a bug in nbpipe; please report it", err=True)
-        return EXIT_INTERNAL
+
+# What the file system refuses (SECURITY.md, "A read-only project or cache"): the place, not
+# nbpipe, is at fault; what was already done (paid, written) is kept.
+_ENVIRONMENT = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                          errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG,
+                          errno.ELOOP, errno.EMLINK, errno.ETXTBSY, errno.EBUSY, errno.EIO})
+
+
+def _denied(exc: OSError) -> str:
+    where = f" {exc.filename}" if exc.filename else " a file"
+    return f"cannot use{where}: {exc.strerror or exc}\nhint: nbpipe writes to the project " \
+        "folder and its cache: check that both are writable and have free space"
+
+
+def _internal() -> int:
+    import traceback
+
+    traceback.print_exc()
+    click.echo("internal error: this is a bug in nbpipe; please report it", err=True)
+    return EXIT_INTERNAL
 
 
 def wants_json(argv: list[str]) -> bool:

@@ -33,12 +33,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
 from nbpipe import __version__, plan
 from nbpipe.filestat import Stat, is_racy, stat_of
+from nbpipe.projectfile import LOCK_CAP, MANIFEST_CAP, FileRefused, read_capped
 from nbpipe.settings import Settings, current
 from nbpipe.store import marks
 from nbpipe.store.state import State
@@ -56,6 +58,31 @@ def _sha(path: Path) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+# A state file, a mark: what the fast path reads beside the manifest and the lock, bounded too.
+STATE_CAP = LOCK_CAP
+MARK_CAP = 1 << 16
+_CAPS = {MANIFEST: MANIFEST_CAP, LOCK: LOCK_CAP}
+
+
+def _project_sha(root: Path, name: str) -> str | None:
+    """The digest of project file `name` when it is a regular file, not a symbolic link, within
+    its cap; else None, so nothing the fast path compares it to matches: a committed
+    `nbpipe.yaml -> /dev/zero` is neither read forever nor trusted (the full path refuses it)."""
+    try:
+        return hashlib.sha256(read_capped(root / name, _CAPS.get(name, LOCK_CAP))).hexdigest()
+    except (OSError, FileRefused):
+        return None
+
+
+def _plain_file(path: Path, cap: int) -> bool:
+    """Whether `path` is a regular file, not a symbolic link, of at most `cap` bytes."""
+    try:
+        info = os.lstat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size <= cap
 
 
 def _package_files() -> list[str]:
@@ -115,8 +142,10 @@ def _libraries() -> dict[str, list[object]] | None:
 
 
 def _libraries_unchanged(recorded: object) -> bool:
+    # A library that is not there matches nothing: a forged state naming made-up paths with
+    # empty stats must not pass for the libraries that planned.
     return isinstance(recorded, dict) and len(recorded) == len(KEY_LIBRARIES) and all(
-        isinstance(path, str) and list(stat_of(path) or ()) == stat
+        isinstance(path, str) and (now := stat_of(path)) is not None and list(now) == stat
         for path, stat in recorded.items())
 
 
@@ -139,7 +168,7 @@ def fingerprint(root: Path, options: Json, manifest_digest: str, reads: dict[str
     cannot be proven unchanged): `reads` maps each file hashed into a key to its stat then,
     `outputs` are the paths the lock pins (their stats are in the stat cache), `remote` is the
     id of the project's remote cache (store.cache.remote_id), None without one."""
-    if manifest_digest != _sha(root / MANIFEST):
+    if manifest_digest != _project_sha(root, MANIFEST):
         return None  # saved while this build ran: the next one must plan from the new bytes
     inputs = {}
     for rel, planned in reads.items():
@@ -192,9 +221,9 @@ def _marks_for(entry: os.DirEntry[str], remote: object) -> bool:
     if mark[2] not in (None, remote):
         return False  # another remote's (an older nbpipe's mark names none)
     try:  # the remote is inside, as the full path reads it (store.cache.Cache.unpushed)
-        with open(entry.path, "rb") as handle:
-            return marks.remote_id(handle.read().decode()) == remote
-    except (OSError, UnicodeDecodeError):
+        # Bounded, and never blocking: another user of a shared cache can put a FIFO here.
+        return marks.remote_id(read_capped(entry.path, MARK_CAP).decode()) == remote
+    except (OSError, UnicodeDecodeError, FileRefused):
         return False  # unreadable: the full path cannot send it either
 
 
@@ -239,6 +268,8 @@ def check(root: Path, options: Json, journal: Path, settings: Settings | None = 
         pass  # no journal: nothing was ever left in flight
     except (OSError, ValueError):
         return Verdict(None, f"the journal cannot be read ({journal})")  # the full path says why
+    if not _plain_file(root / ".nbpipe" / "state.json", STATE_CAP):
+        return Verdict(None, "no state, or one that is not a plain file (a symbolic link?)")
     state = State(root, fast=True)
     fp = state.data.get("fingerprint")
     if not isinstance(fp, dict):
@@ -282,14 +313,17 @@ def _changed_settings(recorded: object, now: Json) -> str:
 
 
 def _project_changed(root: Path, fp: Json, state: State) -> str | None:
+    for name in (MANIFEST, LOCK):
+        if os.path.islink(root / name):  # its stat may be foreseeable (a runner's file)
+            return f"{name} is a symbolic link: the full path checks where it leads"
     checkout = fp.get("checkout")
     if not checkout or checkout != list(stat_of(root / MANIFEST) or ()):
         return f"{MANIFEST}'s stat changed (edited, touched, or another checkout)"
     if fp.get("catalogue") != _sha(CATALOGUE):
         return "the model catalogue changed"
-    if fp.get("manifest") != _sha(root / MANIFEST):
+    if fp.get("manifest") != _project_sha(root, MANIFEST):
         return f"{MANIFEST} changed"
-    if fp.get("lock") != _sha(root / LOCK):
+    if fp.get("lock") != _project_sha(root, LOCK):
         return f"{LOCK} changed"
     if _expired(fp.get("until")):
         return "a frame's model nears its shutdown"

@@ -24,6 +24,7 @@ from nbpipe.errors import Diagnostic, ManifestError
 from nbpipe.manifest import yaml_hints
 from nbpipe.manifest.models import ALLOWED_KEYS, Manifest
 from nbpipe.manifest.source import Path, SourceMap, describe, did_you_mean
+from nbpipe.projectfile import MANIFEST_CAP, FileRefused, read_inside
 
 MANIFEST_NAME = "nbpipe.yaml"
 MAX_VALUES = 1_000_000  # alias bombs expand to billions of values; real manifests hold thousands
@@ -50,11 +51,17 @@ class Loaded:
 
 
 def load_manifest(root: FsPath, name: str = MANIFEST_NAME, partial: bool = False) -> Loaded:
-    """Read and validate `root/name`; errors name the file as the user would type it."""
+    """Read and validate `root/name`; errors name the file as the user would type it.
+    A manifest that leads out of the project (a symbolic link), is not a regular file or is
+    larger than MANIFEST_CAP is refused unread: its lines are never quoted (SECURITY.md)."""
     path = root / name
     label = name if str(root) in (".", "") else str(path)
     try:
-        raw = path.read_bytes()
+        raw = read_inside(root, path, MANIFEST_CAP)
+    except FileRefused as exc:
+        raise ManifestError([Diagnostic(label, 0, 0, f"not read: it {exc}",
+                                        "nbpipe reads only a regular file inside the project "
+                                        "as its manifest")]) from None
     except FileNotFoundError:
         # The hint's init must land where the manifest was looked for, not in the shell's cwd.
         hint = "run `nbpipe init` to start a project here, or `nbpipe -C DIR` to use one " \

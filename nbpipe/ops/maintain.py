@@ -234,7 +234,7 @@ def pins_in_git(root: Path, refs: tuple[str, ...]) -> tuple[set[str], list[str]]
     import subprocess
 
     from nbpipe.store import jsontext
-    from nbpipe.store.gitref import git, repo_path, show
+    from nbpipe.store.gitref import git, repo_path, resolve, show
 
     repo_path(root, why="gc --remote reads the locks of git refs to know what is pinned")
     try:
@@ -244,7 +244,10 @@ def pins_in_git(root: Path, refs: tuple[str, ...]) -> tuple[set[str], list[str]]
         raise UsageError(f"cannot list the git refs of {root}") from None
     pinned: set[str] = set()
     for ref in names:
-        data = show(root, ref, "nbpipe.lock")
+        # A ref given by the user is resolved to its commit first: `--refs=--output=FILE` is
+        # refused, not passed to git as an option, and a misspelt ref is an error, not a ref
+        # that pins nothing (whose images gc would then delete).
+        data = show(root, resolve(root, ref) if refs else ref, "nbpipe.lock")
         try:
             doc = jsontext.loads(data) if data is not None else None
         except ValueError:

@@ -14,20 +14,22 @@ from nbpipe.catalog import FLAT, Catalog, ModelSpec, builtin
 from nbpipe.errors import UsageError, warn
 from nbpipe.files import atomic_write
 from nbpipe.plan.planner import Plan, Project
-from nbpipe.store.records import valid_price_list
+from nbpipe.projectfile import FileRefused, read_capped
+from nbpipe.store.records import MAX_PRICE, valid_price_list
 
 PRICES_FILE = "prices.json"
+PRICES_CAP = 1 << 20  # a price list is a few kilobytes; what HiAPI sends is capped alike
 
 
 def _stored(cache_dir: Path) -> dict | None:
     """The refreshed catalogue, checked like every cached file (the cache may be shared): a file
     of the wrong shape is set aside with a warning, and the built-in table stays in force."""
     path = cache_dir / PRICES_FILE
-    try:
-        doc = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
+    try:  # bounded, not followed, never blocking: another user of the cache may plant a FIFO
+        doc = json.loads(read_capped(path, PRICES_CAP).decode("utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError, FileRefused, RecursionError):
         doc = None
     if valid_price_list(doc):
         return doc
@@ -101,9 +103,31 @@ def parse_catalogue(doc: object) -> dict[str, object]:
         prices = {r: tiers.get(r, base) for r in spec.resolutions} if spec.resolutions \
             else {FLAT: base}
         listed = {r: float(p) for r, p in prices.items() if p is not None}
-        if len(listed) == len(prices):
+        odd = [f"{r} USD {p}" for r, p in prices.items()
+               if p is not None and not _plausible(p, spec.price(None if r == FLAT else r))]
+        if odd:
+            warn(f"the price list gives {spec.name} {', '.join(odd)[:200]}: more than "
+                 f"{PLAUSIBLE}x off its built-in price (or past USD {MAX_PRICE}); set aside, "
+                 "its price in force stays as it was")
+        elif len(listed) == len(prices):
             out[spec.name] = listed if spec.resolutions else listed[FLAT]
     return out
+
+
+# A refreshed price is believed within this factor of the built-in one, and never above
+# MAX_PRICE: HiAPI's prices move by tens of percent, a price of 0 or x1000 is a broken or a
+# hostile reply (the budget measures with the higher of the two prices anyway).
+PLAUSIBLE = 10
+
+
+def _plausible(price: Decimal, builtin_price: Decimal) -> bool:
+    """Whether a refreshed price lies between the built-in floor (built-in / PLAUSIBLE, above
+    0) and the ceiling (built-in x PLAUSIBLE, at most MAX_PRICE)."""
+    if price <= 0 or price > MAX_PRICE:
+        return False
+    if builtin_price <= 0:
+        return True  # nothing to compare with
+    return builtin_price / PLAUSIBLE <= price <= builtin_price * PLAUSIBLE
 
 
 def _dig(node: object, *keys: str) -> object:

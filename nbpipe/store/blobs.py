@@ -12,8 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from nbpipe.files import AtomicFile, is_sha256
+from nbpipe.projectfile import FileRefused, open_regular, read_capped
 
 CHUNK = 1 << 20
+
+BLOB_CAP = 1 << 30  # a blob read whole; images are far smaller (HiAPI's are capped at 64 MiB)
 
 
 class BlobWriter:
@@ -100,8 +103,8 @@ class Blobs:
         if not is_sha256(digest):
             return None
         try:
-            data = self.path(digest).read_bytes()
-        except OSError:
+            data = read_capped(self.path(digest), BLOB_CAP)  # a shared cache: no FIFO
+        except (OSError, FileRefused):
             return None
         if hashlib.sha256(data).hexdigest() != digest:
             self.path(digest).unlink(missing_ok=True)
@@ -113,8 +116,8 @@ class Blobs:
         if not is_sha256(digest):
             return False
         try:
-            source = open(self.path(digest), "rb")
-        except OSError:
+            source = open_regular(self.path(digest))  # not /dev/zero: a copy must end
+        except (OSError, FileRefused):
             return False
         temp = AtomicFile(dest.parent, f".{dest.name}.")
         try:

@@ -15,8 +15,11 @@ from pathlib import Path
 from nbpipe.errors import UsageError
 from nbpipe.files import is_sha256
 from nbpipe.plan.paths import PathRefused, relative_path
+from nbpipe.projectfile import LOCK_CAP
 from nbpipe.store import jsontext
-from nbpipe.store.lock import LOCK_NAME, Lock, LockEntry
+from nbpipe.store.lock import LOCK_NAME, Lock
+
+MAX_NAME = 200  # characters of a model or backend name in a BASE lock (the page shows them)
 
 
 def git(root: Path, *args: str, binary: bool = False) -> str | bytes:
@@ -114,7 +117,12 @@ def show(root: Path, commit: str, rel: str) -> bytes | None:
 
 
 def lock_at(root: Path, commit: str, profile: str | None) -> Lock:
-    """nbpipe.lock as committed at `commit` (empty when there was none), validated."""
+    """nbpipe.lock as committed at `commit` (empty when there was none), validated; one
+    larger than the working tree's cap (projectfile.LOCK_CAP) is refused unread."""
+    size = _size_at(root, commit, LOCK_NAME)
+    if size is not None and size > LOCK_CAP:
+        raise UsageError(f"nbpipe.lock at {commit[:12]} is larger than {LOCK_CAP >> 20} MiB: "
+                         "not read")
     data = show(root, commit, LOCK_NAME)
     if data is None:
         return Lock(profile=profile)
@@ -133,8 +141,18 @@ def lock_at(root: Path, commit: str, profile: str | None) -> Lock:
     return lock
 
 
-def entry_problem(entry: LockEntry) -> str | None:
+def _size_at(root: Path, commit: str, rel: str) -> int | None:
+    try:
+        return int(str(git(root, "cat-file", "-s", f"{commit}:{repo_path(root, rel)}")))
+    except (OSError, ValueError, subprocess.CalledProcessError):
+        return None
+
+
+def entry_problem(entry) -> str | None:
     """Why a lock entry cannot be trusted to name a blob or a path, or None."""
+    if not all(isinstance(text, str) and len(text) <= MAX_NAME for text in
+               (entry.model, entry.backend)):
+        return f"has a model or backend name of more than {MAX_NAME} characters"
     if not is_sha256(entry.key):
         return "has a key that is not a SHA-256"
     if not is_sha256(entry.digest):

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nbpipe.files import atomic_write
+from nbpipe.projectfile import LOCK_CAP, FileRefused, read_capped
 from nbpipe.store.records import IntentLine, SentLine, TaskLine, journal_line
 
 
@@ -72,8 +73,8 @@ class Journal:
 
     def _replay(self) -> None:
         try:
-            lines = self.path.read_text("utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
+            lines = read_capped(self.path, LOCK_CAP).decode("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError, FileRefused):  # a FIFO or /dev/zero planted
             return
         for line in lines:
             try:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from nbpipe.catalog import builtin
 from nbpipe.errors import UsageError, warn
 from nbpipe.files import atomic_write
+from nbpipe.projectfile import LOCK_CAP, FileRefused, read_inside
 from nbpipe.relpath import PathRefused, output_path
 from nbpipe.store import jsontext
 from nbpipe.store.records import Sha256
@@ -107,9 +108,13 @@ class Lock:
     def load(root: Path, profile: str | None = None) -> Lock:
         path = root / LOCK_NAME
         try:
-            text = path.read_text("utf-8")
+            text = read_inside(root, path, LOCK_CAP).decode("utf-8")
         except FileNotFoundError:
             return Lock(profile=profile)
+        except FileRefused as exc:  # a committed symlink to a secret or to /dev/zero
+            raise UsageError(f"{path} not read: it {exc}",
+                             "nbpipe reads only a regular file inside the project as its "
+                             "lock") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read {path}: {exc}") from None
         try:
@@ -162,9 +167,9 @@ class Lock:
         path = root / LOCK_NAME
         text = self.text()
         try:
-            if path.read_text("utf-8") == text:
+            if read_inside(root, path, LOCK_CAP) == text.encode("utf-8"):
                 return False
-        except (OSError, UnicodeDecodeError):
+        except (OSError, FileRefused):
             pass
         atomic_write(path, text.encode("utf-8"))
         return True

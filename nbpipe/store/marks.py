@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 from nbpipe.files import atomic_write, is_sha256
+from nbpipe.projectfile import FileRefused, read_capped
 
 
 def remote_id(url: str) -> str:
@@ -52,13 +53,13 @@ class Marks:
                 continue
             key, digest, named = mark
             try:  # the remote is inside; a name's id not its own is no mark nbpipe clears
-                inside = path.read_bytes().decode()
+                inside = read_capped(path, 1 << 16).decode()
                 if named not in (None, remote_id(inside)):
                     continue
                 if remote is None or inside == remote:
                     when = path.stat().st_mtime
                     found[key, digest] = min(when, found.get((key, digest), when))
-            except (OSError, UnicodeDecodeError):
+            except (OSError, UnicodeDecodeError, FileRefused):
                 continue
         return sorted(found, key=found.__getitem__)
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from nbpipe.files import atomic_write
+from nbpipe.projectfile import LOCK_CAP, FileRefused, read_capped
 
 
 class Pins:
@@ -28,8 +29,8 @@ class Pins:
         pinned: set[str] = set()
         for path in self.folder.glob("*.json"):
             try:
-                digests = json.loads(path.read_text("utf-8")).get("digests", [])
-            except (OSError, ValueError, AttributeError):
+                digests = json.loads(read_capped(path, LOCK_CAP)).get("digests", [])
+            except (OSError, ValueError, AttributeError, FileRefused):
                 continue
             if isinstance(digests, list):
                 pinned.update(d for d in digests if isinstance(d, str))

@@ -21,6 +21,7 @@ from typing import Any
 
 from nbpipe.files import atomic_write, is_sha256
 from nbpipe.filestat import Stat, stat_of
+from nbpipe.projectfile import LOCK_CAP, FileRefused, open_regular, read_capped
 
 __all__ = ["STATE_VERSION", "Stat", "State", "file_sha256", "stat_of"]
 
@@ -30,9 +31,9 @@ STAT_FIELDS = 4  # an entry is [*Stat, digest]; one of another length (an older 
 
 def file_sha256(path: str | Path) -> str | None:
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path, follow=True) as handle:  # a FIFO output must not stall
             return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError:
+    except (OSError, FileRefused):
         return None
 
 
@@ -59,8 +60,8 @@ class State:
     @staticmethod
     def _read(path: Path, fast: bool) -> dict[str, Any]:
         try:
-            data = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError):
+            data = json.loads(read_capped(path, LOCK_CAP).decode("utf-8"))  # a FIFO, /dev/zero
+        except (OSError, ValueError, FileRefused):
             return {}
         if not fast:
             from nbpipe.store.records import read_state

@@ -90,7 +90,7 @@ def diff_markdown(diff: Diff, review_url: str | None = None) -> str:
     size = sum(_bytes(line) + 1 for line in lines)
     details = []
     for n, f in enumerate(diff.frames):
-        name = f"[{_md(f.name)}]({url}#{quote(anchor(f.name))})" if url else _md(f.name)
+        name = f"[{_name(f.name)}]({url}#{quote(anchor(f.name))})" if url else _name(f.name)
         model = _md(model_label(f.after)) if f.after else ""
         row = (f"| {name} | {f.status} | {f.state} | {_md('; '.join(f.causes) or f.reason)} | "
                f"{model} | {'USD ' + fmt_usd(f.cost) if f.cost else ''} |")
@@ -123,9 +123,22 @@ def _bytes(text: str) -> int:
 
 
 def _md(text: str) -> str:
-    """Plain text in a Markdown table cell: no HTML, no links, no cell breaks."""
+    """Plain text in a Markdown table cell: no HTML, no links, no cell breaks. GitHub links
+    `www.x`, `scheme://x` and `a@b.c` in text by itself: their '.', ':' and '@' are written as
+    character references, which it shows as the characters but does not link."""
     flat = " ".join(str(text).split())
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
+    escaped = _MD_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
+    return _AUTOLINK.sub(lambda m: _REFERENCE[m.group()], escaped)
+
+
+_AUTOLINK = re.compile(r"(?<=[wW]{3})\.|:(?=//)|@")
+_REFERENCE = {".": "&#46;", ":": "&#58;", "@": "&#64;"}
+
+
+def _name(name: str) -> str:
+    """A frame's name in a table cell: a code span, where GitHub makes nothing a link (a
+    target may be named like a domain: `www.pay-here.example`)."""
+    return "`" + _code(name).replace("|", "\\|") + "`"
 
 
 def _code(text: str) -> str:

@@ -15,7 +15,10 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from nbpipe.errors import UsageError
 from nbpipe.files import atomic_write, is_sha256
+from nbpipe.projectfile import inside
+from nbpipe.store import gitref
 
 THUMB_PX = 360
 Source = Callable[[], bytes | None]
@@ -60,6 +63,37 @@ class Thumbs:
             return False
         _publish(target, out.getvalue())
         return True
+
+
+def project_thumbs(root: Path, folder: Path, page_dir: Path, px: int = THUMB_PX,
+                   inline: bool = False) -> Thumbs:
+    """Thumbnails in `folder` for a page in `page_dir`, with the guards every page of the
+    project needs: neither folder leads out of the project through a symbolic link (a pull
+    request commits `out -> ~/.ssh`), and thumbnails git tracks there are remade, never shown
+    (a pull request committed them: they would stand for the images it changed)."""
+    for place in (page_dir, folder):
+        refuse_outside(root, place)
+    committed = _in_repository(root) and gitref.tracks(root, folder)
+    return Thumbs(folder, page_dir, px, inline, reuse=not committed)
+
+
+def _in_repository(root: Path) -> bool:
+    """Whether a git checkout holds `root` (no commit can have put files in one that is not;
+    gitref.tracks answers "maybe" when git will not say, e.g. a checkout another user owns)."""
+    here = Path(os.path.abspath(root))
+    return any((folder / ".git").exists() for folder in (here, *here.parents))
+
+
+def refuse_outside(root: Path, folder: Path) -> None:
+    """UsageError when `folder` is in the project by its name but leads out of it through a
+    symbolic link. A folder the user names outside the project is theirs to choose."""
+    named = os.path.abspath(folder)
+    base = os.path.abspath(root)
+    if (named == base or named.startswith(base.rstrip(os.sep) + os.sep)) \
+            and not inside(root, folder):
+        raise UsageError(f"{folder} leads out of the project through a symbolic link: "
+                         "nbpipe writes no page there",
+                         "remove the link, or name a folder outside the project with --out")
 
 
 def environment() -> Environment:

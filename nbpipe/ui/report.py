@@ -19,10 +19,11 @@ from pathlib import Path
 from nbpipe.manifest.expand import name_part
 from nbpipe.money import fmt_usd
 from nbpipe.plan.planner import Project, Step
+from nbpipe.projectfile import inside
 from nbpipe.query.view import plan_project
 from nbpipe.store.cache import Cache
 from nbpipe.store.workspace import Workspace
-from nbpipe.ui.page import Thumbs, asset, csp, environment, write_page
+from nbpipe.ui.page import Thumbs, asset, csp, environment, project_thumbs, write_page
 
 
 @dataclass
@@ -59,7 +60,7 @@ def write_report(project: Project, cache_dir: Path, out: Path) -> Path:
     plan = plan_project(project, cache_dir, ())
     with Workspace.opened(root, cache_dir, project, create=False, offline=True) as space:
         cache, lock, state = space.cache, space.lock, space.state
-        thumbs = Thumbs(page.parent / "report-thumbs", page.parent)
+        thumbs = project_thumbs(root, page.parent / "report-thumbs", page.parent)
         failed = state.data.get("failed", {})
         cards = {s.frame.name: _card(s, project, cache, lock, failed, thumbs, page.parent)
                  for s in plan.steps}
@@ -108,7 +109,8 @@ def _card(step: Step, project: Project, cache: Cache, lock, failed: dict, thumbs
     frame = step.frame
     entry = lock.entries.get(frame.name)
     output = project.loaded.root / (entry.output if entry else frame.output)
-    on_disk = entry is not None and output.is_file()
+    # an output committed as a link out of the project is neither read nor linked to
+    on_disk = entry is not None and output.is_file() and inside(project.loaded.root, output)
     state, detail = _state(step, failed, on_disk)
     resolution = frame.params.get("resolution", "")
     card = Card(frame.name, f"{frame.model} {resolution}".strip(), fmt_usd(frame.cost), state,

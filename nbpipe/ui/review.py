@@ -19,13 +19,14 @@ from nbpipe.money import fmt_usd
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Project
 from nbpipe.plan.reasons import word_ops
+from nbpipe.projectfile import inside
 from nbpipe.query.diff import Diff, FrameDiff, diff_project
 from nbpipe.store import gitref
 from nbpipe.store.cache import Cache
 from nbpipe.store.state import file_sha256
 from nbpipe.store.workspace import open_remote
 from nbpipe.ui.diff_format import anchor, model_label, summary_line
-from nbpipe.ui.page import Thumbs, asset, csp, environment, write_page
+from nbpipe.ui.page import Thumbs, asset, csp, environment, project_thumbs, write_page
 
 REVIEW_PX = 768
 
@@ -74,7 +75,7 @@ class _Images:
             data = self._local(digest)
             if data is None and gitref.safe_relative(output):
                 path = self.root / output
-                if file_sha256(path) == digest:
+                if inside(self.root, path) and file_sha256(path) == digest:
                     data = path.read_bytes()
             return data or self._remote(digest)
         return read
@@ -100,9 +101,7 @@ def write_review(project: Project, cache_dir: Path, base: str | None, out: Path,
     folder = out if out.is_absolute() else root / out
     diff = diff_project(project, cache_dir, base, offline)
     kept = cache_dir / "thumbs" if self_contained else folder / "thumbs"
-    # thumbnails a pull request committed there would be shown as the images it changed
-    thumbs = Thumbs(kept, folder, REVIEW_PX, inline=self_contained,
-                    reuse=not gitref.tracks(root, kept))
+    thumbs = project_thumbs(root, kept, folder, REVIEW_PX, inline=self_contained)
     images = _Images(project, cache_dir, diff.commit, offline)
     try:
         entries = [_entry(f, thumbs, images, preview) for f in diff.frames]

@@ -272,3 +272,15 @@ def test_review_on_the_preview_lane_shows_only_the_changed_frame(previewed, run)
     result = run("-C", str(previewed), "review", "main", "--backend", "preview")
     assert result.code == 0, result.err
     assert result.out.endswith("(1 changed frame)\n")
+def test_names_and_text_like_addresses_are_no_links_in_markdown():
+    """Issue #22, finding 12: a target named like a domain is no link in a job summary."""
+    from nbpipe.query.diff import Diff, FrameDiff
+    from nbpipe.ui.diff_format import _md, diff_markdown
+
+    frame = FrameDiff("www.pay-here.example", "removed", "removed", "no longer declared")
+    text = diff_markdown(Diff("main", "c" * 40, [frame]))
+    assert "| `www.pay-here.example` |" in text
+    said = _md("see https://evil.example or www.evil.example, ask me@evil.example")
+    assert not re.search(r"https?://|www\.|@", said)
+    assert said.replace("&#46;", ".").replace("&#58;", ":").replace("&#64;", "@") == \
+        "see https://evil.example or www.evil.example, ask me@evil.example"

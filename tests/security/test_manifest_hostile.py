@@ -141,3 +141,65 @@ def test_a_local_remote_named_by_the_runner_works(tmp_path, run, monkeypatch, ma
     assert result.code == 0, result.err
     assert len(list((shared / "blobs").iterdir())) == 1
     assert len(list((shared / "takes").rglob("*.json"))) == 1
+
+
+# --- symbolic links, special files, oversized files in every position (issue #22) ----------
+
+def _plant(path, kind: str, outside) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "link-out":
+        outside.write_text("machine github.com password hunter2\n")
+        path.symlink_to(outside)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        with open(path, "wb") as handle:
+            handle.truncate(40 << 20)
+
+
+@pytest.mark.parametrize("kind", ["link-out", "dev-zero", "fifo", "folder", "huge"])
+@pytest.mark.parametrize("where", ["nbpipe.yaml", "input", "reference", "output folder"])
+def test_a_link_special_or_huge_file_in_any_position_is_a_clean_refusal(tmp_path, run, where,
+                                                                         kind):
+    """0 exit 3, no stall, nothing quoted from outside: every position the manifest names."""
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "nbpipe.yaml").write_text(
+        "version: 1\ndefaults: {backend: preview}\n"
+        "bibles:\n  mira: {text: tall, references: [refs/face.png]}\n"
+        "targets:\n  hero: {prompt: a kite, bible: mira, model: Nano-Banana-2, "
+        "output: out/hero.png}\n"
+        "  edit: {prompt: brighter, inputs: [in.png], model: Nano-Banana-2, "
+        "output: out/edit.png}\n")
+    from tests.conftest import tiny_png
+
+    for name in ("refs/face.png", "in.png"):
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_bytes(tiny_png())
+    path = {"nbpipe.yaml": root / "nbpipe.yaml", "input": root / "in.png",
+            "reference": root / "refs" / "face.png", "output folder": root / "out"}[where]
+    if path.is_dir():
+        path.rmdir()
+    elif path.exists():
+        path.unlink()
+    _plant(path, kind, tmp_path / "secret")
+    for command in (("validate",), ("plan",), ("build",)):
+        start = time.perf_counter()
+        result = run("-C", str(root), *command)
+        assert time.perf_counter() - start < 20
+        assert result.code in (0, 1, 2), (command, result.err)
+        assert "hunter2" not in result.out + result.err
+        if where != "output folder":
+            assert result.code == 2, (command, result.err)
+        elif kind in ("link-out", "dev-zero"):
+            assert result.code == 2 and "symbolic link" in result.err, (command, result.err)
+        else:  # a FIFO, a folder or a file where the folder must be: a write fails, or works
+            assert result.err.count("error:") <= 1, result.err
+    if kind == "link-out":
+        assert (tmp_path / "secret").read_text() == "machine github.com password hunter2\n"

@@ -176,3 +176,89 @@ def _retarget(value, old: Path, new: Path):
     if isinstance(value, dict):
         return {k: _retarget(v, old, new) for k, v in value.items()}
     return value
+
+
+# --- symbolic links, special files and oversized files in every position (issue #22) -------
+
+POSITIONS = ["nbpipe.yaml", "nbpipe.lock", ".nbpipe/state.json", ".nbpipe/prices.json",
+             ".nbpipe/journal.jsonl", ".nbpipe/build.lock", ".nbpipe/index/cache.db", "blob",
+             "pin", "out/a.png", "out/e.png"]
+KINDS = ["link-out", "dev-zero", "fifo", "folder", "huge"]
+HUGE = 40 << 20  # sparse: costs no disk; past the manifest's cap, under the lock's
+
+
+def _position(root: Path, where: str) -> Path:
+    if where == "blob":
+        return next((root / ".nbpipe" / "blobs").glob("*/*"))
+    if where == "pin":
+        return next((root / ".nbpipe" / "pins").glob("*.json"))
+    return root / where
+
+
+def plant(root: Path, where: str, kind: str, sentinel: Path) -> None:
+    """Put a hostile thing of `kind` where nbpipe reads `where`."""
+    path = _position(root, where)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    if kind == "link-out":
+        path.symlink_to(sentinel / "victim.png")
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        (path / "inside").mkdir(parents=True)
+    else:
+        with open(path, "wb") as handle:
+            handle.truncate(HUGE)
+
+
+class _Stalled(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("where", POSITIONS)
+def test_a_link_special_or_huge_file_anywhere_never_crashes_stalls_nor_reaches_out(
+        built, where, kind):
+    """0 exit 3, no command stalled (a FIFO, /dev/zero), and the sentinel beside the project
+    neither read into the output nor written (SECURITY.md, "What a shared cache's other users
+    can do")."""
+    import resource
+    import signal
+
+    def stalled(*_):
+        raise _Stalled
+
+    # an unbounded read of /dev/zero fails this test with MemoryError, not the machine
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (min(4 << 30, hard), hard))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "project"
+        shutil.copytree(built, root, symlinks=True)
+        sentinel = Path(tmp) / "sentinel"
+        sentinel.mkdir()
+        (sentinel / "victim.png").write_bytes((root / "out" / "a.png").read_bytes())
+        (sentinel / "other.txt").write_text("keep me")
+        before = snapshot(sentinel)
+        plant(root, where, kind, sentinel)
+        previous = signal.signal(signal.SIGALRM, stalled)
+        try:
+            for command in (["build", "--check"], ["build"], ["build", "*"], ["plan"],
+                            ["pull"], ["report"], ["clean", "--orphans"], ["gc"]):
+                signal.alarm(60)
+                try:
+                    code = nbpipe("-C", str(root), *command)
+                except _Stalled:
+                    pytest.fail(f"{command} stalled on {where} as {kind}")
+                finally:
+                    signal.alarm(0)
+                assert code != EXIT_INTERNAL, (where, kind, command)
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        assert snapshot(sentinel) == before
+        assert sorted(p.name for p in Path(tmp).iterdir()) == ["project", "sentinel"]
