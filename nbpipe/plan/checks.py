@@ -11,6 +11,7 @@ from nbpipe.plan import graph
 from nbpipe.plan.findings import Findings
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.targets import PlanKey, TargetPlan
+from nbpipe.relpath import fold_path
 
 
 def check_graph(all_plans: Mapping[PlanKey, TargetPlan | None], findings: Findings,
@@ -48,11 +49,13 @@ def check_unique(declared: Declared, frames: list[Frame], findings: Findings) ->
                            at_key=True)
             return
         names.add(spec.name)
-    seen: dict[str, str] = {}
+    seen: dict[str, Frame] = {}  # folded output path → the first frame writing it
     for frame in frames:
-        other = seen.setdefault(frame.output, frame.name)
-        if other != frame.name:
+        other = seen.setdefault(fold_path(frame.output), frame)
+        if other.name != frame.name:
             setting = declared.targets[frame.target].params["output"]
-            findings.error(setting.path, f"frames '{other}' and '{frame.name}' both write "
-                           f"'{frame.output}'", "put {frame} (or a matrix variable) in `output`")
+            same = f"both write '{frame.output}'" if other.output == frame.output else \
+                f"write '{other.output}' and '{frame.output}', one file on macOS and Windows"
+            findings.error(setting.path, f"frames '{other.name}' and '{frame.name}' {same}",
+                           "put {frame} (or a matrix variable) in `output`")
             return
