@@ -72,6 +72,29 @@ class PromptLimits(_Strict):
 Price = Annotated[Decimal, WithJsonSchema({"type": "number"})]
 
 
+class TokenPrices(_Strict):
+    """What a model bills per token on top of its image price (Gemini: the prompt, each input
+    image, and the model's thinking), with the limits that bound how many tokens a request can
+    use. The budget reserves the most a request can cost from these (plan/budget.py)."""
+
+    input_usd_per_million: Price = Field(
+        ge=0, description="USD per million input tokens (prompt text and input images)")
+    thinking_usd_per_million: Price = Field(
+        ge=0, description="USD per million thinking (text output) tokens")
+    max_input_tokens: int = Field(gt=0, description="the model's input token limit")
+    max_thinking_tokens: int = Field(
+        gt=0, description="the most thinking a request can bill: its output token limit")
+    tokens_per_input_image: int = Field(gt=0, description="input tokens one image counts")
+    source: str
+
+    def bound(self, prompt_bytes: int, images: int) -> Decimal:
+        """The most a request can bill in tokens: a token covers at least one UTF-8 byte of the
+        prompt, input within the model's limit, and thinking within its output limit."""
+        used = min(prompt_bytes + images * self.tokens_per_input_image, self.max_input_tokens)
+        return (used * self.input_usd_per_million +
+                self.max_thinking_tokens * self.thinking_usd_per_million) / 1_000_000
+
+
 class ModelEntry(_Strict):
     """One model of one backend, as the vendor documents it."""
 
@@ -93,6 +116,8 @@ class ModelEntry(_Strict):
         description="canonical format → the wire value; null = the model chooses")
     inputs: InputLimits
     prompt: PromptLimits = PromptLimits()
+    tokens: TokenPrices | None = Field(
+        default=None, description="per-token billing on top of the image price; null = none")
     confirmed: list[Fact] = Field(default_factory=list,
                                   description="the facts the vendor's docs state")
     source: str
@@ -179,6 +204,7 @@ class ModelSpec:
     title: str | None = None
     confirmed: frozenset[str] = frozenset()
     price_source: str = "built-in"
+    tokens: TokenPrices | None = None  # billed on top of `prices`; None: the image price is all
 
     def price(self, resolution: str | None) -> Decimal:
         if FLAT in self.prices:
@@ -317,7 +343,7 @@ def _spec(backend: str, name: str, entry: ModelEntry, transport: str) -> ModelSp
         shutdown=entry.shutdown, replacement=entry.replacement, transport=transport,
         input_max_bytes=entry.inputs.max_bytes,
         input_types=tuple(entry.inputs.types) if entry.inputs.types else None,
-        title=entry.title, confirmed=frozenset(entry.confirmed))
+        title=entry.title, confirmed=frozenset(entry.confirmed), tokens=entry.tokens)
 
 
 def from_file(doc: CatalogFile) -> Catalog:
@@ -329,7 +355,7 @@ def from_file(doc: CatalogFile) -> Catalog:
                   for model, entry in backend.models.items()]
         for other in backend.stands_in_for:
             specs += [replace(_spec(name, model, entry, backend.input_transport),
-                              prices=MappingProxyType({FLAT: Decimal(0)}))
+                              prices=MappingProxyType({FLAT: Decimal(0)}), tokens=None)
                       for model, entry in doc.backends[other].models.items()]
     catalog = Catalog(tuple(specs), MappingProxyType(dict(doc.backends)), doc.default_backend,
                       MappingProxyType(dict(doc.tiers)))

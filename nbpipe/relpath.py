@@ -5,6 +5,7 @@ since a lock or a state file can be as hostile as a manifest."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 MAX_PART_BYTES = 255  # a file name longer than this fails at write time (ENAMETOOLONG)
 MAX_PATH_BYTES = 1024
@@ -12,6 +13,11 @@ MAX_PATH_BYTES = 1024
 RESERVED_FILES = ("nbpipe.yaml", "nbpipe.lock")
 RESERVED_DIRS = (".nbpipe", ".git")
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# HFS+ ignores these code points in names (the list git checks), so `.g\u200cit` is `.git` there.
+_HFS_IGNORED = re.compile("[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]")
+# An NTFS 8.3 short name: up to 6 characters of the long name (or 2 and 4 hex digits), ~N, and
+# up to 3 of its extension; `GIT~1` opens `.git`, `NBPIPE~1.LOC` opens `nbpipe.lock`.
+_SHORT_NAME = re.compile(r"^([^~.]{1,6})~[0-9]+(?:\.([^.]{1,3}))?$")
 
 
 class PathRefused(Exception):
@@ -33,14 +39,53 @@ def relative_path(text: str) -> str:
     return "/".join(parts)
 
 
+def fold_name(part: str) -> str:
+    """A file name as NTFS, HFS+ and APFS resolve it, so names they open as the same file compare
+    equal: an NTFS stream (`name:evil`, `name::$INDEX_ALLOCATION`) is `name`, HFS+'s ignored
+    zero-width code points are dropped, case and Unicode normalization are folded, and trailing
+    dots and spaces go (Windows strips them)."""
+    name = _HFS_IGNORED.sub("", part.split(":", 1)[0])
+    return unicodedata.normalize("NFC", name).casefold().rstrip(". ")
+
+
+def fold_path(rel: str) -> str:
+    """A project-relative path with each name folded (`fold_name`): two outputs with the same
+    folded path are one file on macOS or Windows."""
+    return "/".join(fold_name(part) for part in rel.split("/"))
+
+
+def _short_name_of(folded: str, name: str) -> bool:
+    """Whether `folded` can be the NTFS 8.3 short name of the file `name`."""
+    match = _SHORT_NAME.match(folded)
+    if match is None:
+        return False
+    stem, dot, ext = name.lstrip(".").rpartition(".")
+    stem, ext = (stem.replace(".", ""), ext[:3]) if dot else (ext, "")
+    base = match[1]
+    hashed = len(base) == 6 and base[:2] == stem[:2] and \
+        all(c in "0123456789abcdef" for c in base[2:])
+    return (match[2] or "") == ext and (stem.startswith(base) or hashed)
+
+
+def _reserved(rel: str) -> bool:
+    """Whether an output at `rel` would be one of nbpipe's or git's own files on any of the file
+    systems a project is checked out on (ext4, NTFS, HFS+, APFS)."""
+    parts = [fold_name(part) for part in rel.split("/")]
+    if parts[0] in RESERVED_DIRS or any(_short_name_of(parts[0], d) for d in RESERVED_DIRS):
+        return True
+    return len(parts) == 1 and (parts[0] in RESERVED_FILES or
+                                any(_short_name_of(parts[0], f) for f in RESERVED_FILES))
+
+
 def output_path(text: str) -> str:
     """A path nbpipe may write an image to: relative, inside, not one of nbpipe's or git's own
-    files, and short enough for the file system."""
+    files under any spelling a file system resolves to them, and short enough for the file
+    system."""
     rel = relative_path(text)
     parts = rel.split("/")
-    # Compared case-folded: on macOS and Windows `.GIT/hooks` is `.git/hooks`.
-    first, whole = parts[0].casefold().rstrip(". "), rel.casefold()
-    if whole in RESERVED_FILES or first in RESERVED_DIRS:
+    if any(fold_name(part) in ("", "..") for part in parts):
+        raise PathRefused(f"'{rel}' has a name Windows reads as '.' or '..'")
+    if _reserved(rel):
         raise PathRefused(f"'{rel}' is nbpipe's or git's own file; an output may not replace it")
     long = next((p for p in parts if len(p.encode("utf-8", "replace")) > MAX_PART_BYTES), None)
     if long is not None:

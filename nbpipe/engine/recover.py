@@ -192,7 +192,7 @@ def entry_frame(entry: Entry, catalog: Catalog) -> Frame:
     found = request.get("params")
     params = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
     return Frame(name=entry.frame, target=entry.frame, backend=entry.backend,
-                 model=str(request.get("model")), prompt=str(request.get("prompt")),
+                 model=str(request.get("model")), parts=(str(request.get("prompt")),),
                  params=params, inputs=_inputs_of(request), output="", key=entry.key,
                  cost=entry_price(entry, catalog))
 

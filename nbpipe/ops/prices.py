@@ -74,12 +74,19 @@ def budget_note(cache_dir: Path, plan: Plan) -> str | None:
     from nbpipe.plan.budget import Budget
 
     budget = Budget(None, list_prices(cache_dir))
-    measured = sum((budget.measure(s.frame) for s in plan.steps if s.action == "render"),
-                   Decimal(0))
+    renders = [s.frame for s in plan.steps if s.action == "render"]
+    measured = sum((budget.reservation(f) for f in renders), Decimal(0))
+    tokens = sum((budget.tokens(f) for f in renders), Decimal(0))
     if measured <= plan.cost:
         return None
-    return (f"--max-cost counts USD {fmt_usd(measured)} for these renders, at list prices above "
-            "the ones shown (--trust-manifest-prices counts the ones shown)")
+    listed = measured - tokens > plan.cost
+    why = ["at list prices above the ones shown"] if listed else []
+    if tokens:  # Gemini bills prompt, input images and thinking on top: reserved at the most
+        why.append(f"with up to USD {fmt_usd(tokens)} of input and thinking tokens billed on "
+                   "top of the image prices")
+    trust = " (--trust-manifest-prices counts the ones shown)" if listed else ""
+    return f"--max-cost counts USD {fmt_usd(measured)} for these renders, " \
+        f"{' and '.join(why)}{trust}"
 
 
 def parse_catalogue(doc: object) -> dict[str, object]:

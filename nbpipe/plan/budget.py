@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from nbpipe.catalog import Catalog
+from nbpipe.catalog import Catalog, builtin
 from nbpipe.plan.frame import Frame
 
 
@@ -15,7 +15,9 @@ class Budget:
     (`list_prices`: built-in or refreshed, whichever is higher), whatever the manifest's
     `pricing:` says, since the manifest may come from a pull request. Only the person running
     the build can say otherwise (`trust=True`, `--trust-manifest-prices`). A manifest may raise
-    prices; it never lowers the measure.
+    prices; it never lowers the measure. Where a model bills tokens on top of the image
+    (Gemini: prompt, input images, thinking), a render also reserves the most those can bill,
+    from the catalogue's token prices and limits.
     """
 
     cap: Decimal | None
@@ -33,14 +35,29 @@ class Budget:
         self.refused: list[str] = []
 
     def measure(self, frame: Frame) -> Decimal:
-        """What a render of `frame` counts against the cap."""
+        """What a render of `frame` costs at list price, for its image (what a build counts as
+        spent; `reservation` adds the tokens billed on top)."""
         spec = self.list_prices.get(frame.backend, frame.model) if self.list_prices else None
         if self.trust or spec is None:
             return frame.cost
         return max(frame.cost, spec.price(frame.params.get("resolution")))
 
+    def tokens(self, frame: Frame) -> Decimal:
+        """The most `frame`'s request can bill in tokens on top of its image (Gemini: prompt,
+        input images, thinking); 0 where a model bills per image only. No `pricing:` or trust
+        waives it: a manifest cannot price tokens."""
+        spec = (self.list_prices or builtin()).get(frame.backend, frame.model)
+        if spec is None or spec.tokens is None:
+            return Decimal(0)
+        size = sum(len(part.encode("utf-8", "surrogatepass")) for part in frame.parts)
+        return spec.tokens.bound(size, len(frame.inputs))
+
+    def reservation(self, frame: Frame) -> Decimal:
+        """What a render of `frame` counts against the cap: the most it can bill."""
+        return self.measure(frame) + self.tokens(frame)
+
     def reserve(self, frame: Frame) -> bool:
-        price = self.measure(frame)
+        price = self.reservation(frame)
         if self.cap is not None and self.reserved + price > self.cap:
             self.refused.append(frame.name)
             return False
@@ -50,4 +67,4 @@ class Budget:
     def owe(self, frame: Frame) -> None:
         """Count a request that may already be paid (sent, never answered) against the cap, in
         the same measure as a render; past the cap too: that money may be gone already."""
-        self.reserved += self.measure(frame)
+        self.reserved += self.reservation(frame)

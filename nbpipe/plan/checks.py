@@ -3,7 +3,6 @@ across backends) and unique frame names and output paths."""
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable, Mapping
 
 from nbpipe.manifest.declared import Declared
@@ -12,6 +11,7 @@ from nbpipe.plan import graph
 from nbpipe.plan.findings import Findings
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.targets import PlanKey, TargetPlan
+from nbpipe.relpath import fold_path
 
 
 def check_graph(all_plans: Mapping[PlanKey, TargetPlan | None], findings: Findings,
@@ -56,7 +56,7 @@ def check_unique(declared: Declared, frames: list[Frame], findings: Findings) ->
         names.add(spec.name)
     seen: dict[str, Frame] = {}
     for frame in frames:
-        other = seen.setdefault(folded(frame.output), frame)
+        other = seen.setdefault(fold_path(frame.output), frame)  # as NTFS or APFS sees it
         if other is frame:
             continue
         setting = declared.targets[frame.target].params["output"]
@@ -73,7 +73,3 @@ def check_unique(declared: Declared, frames: list[Frame], findings: Findings) ->
                            at_key=not written)
         return
 
-
-def folded(path: str) -> str:
-    """A path as a case-insensitive, normalising file system (macOS, Windows) sees it."""
-    return unicodedata.normalize("NFC", path).casefold()

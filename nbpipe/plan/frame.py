@@ -99,18 +99,34 @@ class Frame:
     target: str
     backend: str
     model: str
-    prompt: str
+    # The prompt as sent, in pieces joined on use: a long piece many frames repeat (a bible's
+    # text) is one object shared by all of them, so memory grows with the frames, not with
+    # frames × prompt length (12,000 frames × a 119k-character bible took 1.47 GB).
+    parts: tuple[str, ...]
     params: dict[str, str]
     inputs: tuple[InputImage, ...]
     output: str  # project-relative POSIX path
     cost: Decimal
-    prompt_json: dict[str, Any] | None = None  # the rendered mapping of a JSON-structured prompt
+    is_json: bool = False  # a JSON-structured prompt: the text is its mapping as JSON
     bible: str | None = None
     template: str | None = None
     vars: dict[str, Any] = field(default_factory=dict)
     markers: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict)  # "bible"/"template" → SHA-256 of text
     key: str | None = None
+
+    @property
+    def prompt(self) -> str:
+        """The prompt text exactly as sent (built from `parts` on each use, never kept)."""
+        return self.parts[0] if len(self.parts) == 1 else "".join(self.parts)
+
+    @property
+    def prompt_json(self) -> dict[str, Any] | None:
+        """The rendered mapping of a JSON-structured prompt, read back from the text sent."""
+        if not self.is_json:
+            return None
+        value = json.loads(self.prompt)
+        return value if isinstance(value, dict) else None
 
     @property
     def request(self) -> Request:
@@ -121,8 +137,10 @@ class Frame:
     def record(self) -> dict[str, Any]:
         """The request as stored beside its takes, so `explain` can diff a later request
         (`frame` only names it, for gc: the key never depends on names)."""
+        prompt = self.prompt
         return {"frame": self.name, "backend": self.backend, "model": self.model,
-                "prompt": self.prompt, "prompt_json": self.prompt_json, "params": self.params,
+                "prompt": prompt, "prompt_json": json.loads(prompt) if self.is_json else None,
+                "params": self.params,
                 "inputs": [{"kind": i.kind, "ref": i.ref, "role": i.role, "digest": i.digest}
                            for i in self.inputs],
                 "bible": self.bible, "template": self.template, "vars": self.vars,

@@ -3,6 +3,7 @@ and bibles, then its variant's merge patch; and its inputs, rendered the same wa
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from nbpipe.manifest.declared import FrameSpec, Setting
@@ -88,3 +89,39 @@ class Prompts:
             hint = did_you_mean(fault.missing, context) or \
                 f"add `{fault.missing}` to the vars of target '{target.name}'"
         self.findings.error((*at, *fault.subpath), message, hint, who=("frame", spec.name))
+
+
+# Shorter repeats cost less to keep per frame than to look for in every prompt.
+MIN_SHARED = 256
+
+
+class SharedText:
+    """Long texts many prompts repeat, held once: each bible's text, as it is and as it reads
+    inside a JSON-structured prompt. `split` cuts a prompt into parts around them, so frames
+    share one copy of their bible instead of each holding its own (the prompt sent is the
+    parts joined, unchanged)."""
+
+    pieces: list[str]  # longest first: a bible that contains another is found whole
+
+    def __init__(self, texts: list[str]) -> None:
+        found = {text for text in texts if len(text) >= MIN_SHARED}
+        found |= {escaped for text in found
+                  if (escaped := json.dumps(text, ensure_ascii=False)[1:-1]) != text}
+        self.pieces = sorted(found, key=len, reverse=True)
+
+    def split(self, prompt: str) -> tuple[str, ...]:
+        """`prompt` as parts whose join is `prompt`; each repeat found is the shared object."""
+        parts: list[str] = []
+        self._split(prompt, parts)
+        return tuple(parts)
+
+    def _split(self, text: str, parts: list[str]) -> None:
+        for piece in self.pieces:
+            at = text.find(piece) if len(text) >= len(piece) else -1
+            if at >= 0:
+                self._split(text[:at], parts)
+                parts.append(piece)
+                self._split(text[at + len(piece):], parts)
+                return
+        if text:
+            parts.append(text)

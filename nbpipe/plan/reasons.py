@@ -111,7 +111,7 @@ def _prompt_lines(old: dict[str, Any], frame: Frame) -> list[str]:
         if lines:
             return lines
         return ["prompt: same fields, different JSON text (key order?)"]
-    return [f"prompt: {word_diff(str(old.get('prompt', '')), frame.prompt)}"]
+    return [f"prompt: {word_diff(str(old.get('prompt', '')), frame.prompt, what='prompt')}"]
 
 
 def json_diff(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
@@ -128,9 +128,48 @@ def json_diff(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
     return [] if old == new else [(path or "(root)", old, new)]
 
 
+# SequenceMatcher is quadratic in the words it compares (a 30,000-word prompt took 54 s): it
+# only sees what differs once the common head and tail are cut off, and only up to this many
+# word pairs; past that the diff says "long ... changed" (a reason, not a full diff).
+MAX_DIFF_PAIRS = 200_000
+
+
+def _common_ends(a: list[str], b: list[str]) -> tuple[int, int]:
+    """How many words the two share at their start, and then at their end (linear)."""
+    head = 0
+    limit = min(len(a), len(b))
+    while head < limit and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < limit - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    return head, tail
+
+
+def _too_long(a: list[str], b: list[str]) -> int | None:
+    """The first differing word's index when the middle is past MAX_DIFF_PAIRS, else None."""
+    head, tail = _common_ends(a, b)
+    if (len(a) - head - tail) * (len(b) - head - tail) > MAX_DIFF_PAIRS:
+        return head
+    return None
+
+
 def word_ops(old: str, new: str) -> list[tuple[str, str]]:
-    """The word diff as (op, words) runs, op in "equal", "delete", "insert"."""
+    """The word diff as (op, words) runs, op in "equal", "delete", "insert"; a middle too long
+    to diff word by word is one delete and one insert."""
     a, b = old.split(), new.split()
+    head, tail = _common_ends(a, b)
+    mid_a, mid_b = a[head:len(a) - tail], b[head:len(b) - tail]
+    out: list[tuple[str, str]] = [("equal", " ".join(a[:head]))] if head else []
+    if len(mid_a) * len(mid_b) > MAX_DIFF_PAIRS:
+        out += [("delete", " ".join(mid_a))] if mid_a else []
+        out += [("insert", " ".join(mid_b))] if mid_b else []
+    else:
+        out += _matched_ops(mid_a, mid_b)
+    return out + ([("equal", " ".join(a[len(a) - tail:]))] if tail else [])
+
+
+def _matched_ops(a: list[str], b: list[str]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         if op == "equal":
@@ -143,8 +182,13 @@ def word_ops(old: str, new: str) -> list[tuple[str, str]]:
     return out
 
 
-def word_diff(old: str, new: str, context: int = 3) -> str:
-    """A compact word diff: unchanged runs shortened to `context` words, [-old-] {+new+}."""
+def word_diff(old: str, new: str, context: int = 3, what: str = "text") -> str:
+    """A compact word diff: unchanged runs shortened to `context` words, [-old-] {+new+}; a
+    change too long to diff is named with its size (`what` says which text)."""
+    words_new = new.split()
+    first = _too_long(old.split(), words_new)
+    if first is not None:
+        return f"long {what} changed ({len(words_new)} words; they differ from word {first + 1})"
     ops = word_ops(old, new)
     parts: list[str] = []
     for n, (op, text) in enumerate(ops):

@@ -23,7 +23,7 @@ from nbpipe.plan.frame import Frame, Request, canonical_json
 from nbpipe.plan.inputs import Inputs
 from nbpipe.plan.outputs import Outputs
 from nbpipe.plan.paths import ProjectDir
-from nbpipe.plan.prompts import Prompts
+from nbpipe.plan.prompts import Prompts, SharedText
 from nbpipe.plan.targets import TargetPlan, Targets
 
 # Where a model's prompt limit is unconfirmed: about its 32k-token input window, so a 50 MB
@@ -46,6 +46,7 @@ class Resolver:
     warnings: dict[Diagnostic, None]  # for the user; they fail nothing
     targets: Targets
     prompts: Prompts
+    shared: SharedText
     outputs: Outputs
     bible_sha: dict[str, str]
     template_sha: dict[str, str]
@@ -64,6 +65,7 @@ class Resolver:
         self.targets = Targets(declared, catalog, self.findings, inputs, when, backend)
         bible_texts = {name: b.text for name, b in declared.bibles.items()}
         self.prompts = Prompts(self.findings, bible_texts)
+        self.shared = SharedText(list(bible_texts.values()))
         self.bible_sha = {name: _sha(text) for name, text in bible_texts.items()}
         self.template_sha = {name: _sha(canonical_json(source)) for name, source
                              in declared.loaded.manifest.templates.items()}
@@ -105,8 +107,8 @@ class Resolver:
         inputs = tuple(i for i, _ in plan.inputs)
         return Frame(
             name=spec.name, target=target.name, backend=plan.backend, model=plan.spec.name,
-            prompt=prompt, params=plan.params, inputs=inputs, output=output, cost=plan.cost,
-            prompt_json=rendered if isinstance(rendered, dict) else None,
+            parts=self.shared.split(prompt), params=plan.params, inputs=inputs, output=output,
+            cost=plan.cost, is_json=isinstance(rendered, dict),
             bible=target.bible, template=target.template_name, vars=spec.vars,
             markers=tuple(self.declared.bibles[target.bible].markers) if target.bible else (),
             sources=self._sources(target),

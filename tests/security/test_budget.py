@@ -4,6 +4,7 @@ nor a shared cache can lower (SECURITY.md, "The budget rule")."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 
@@ -69,7 +70,12 @@ def test_a_possibly_billed_request_is_reserved_at_list_price(trust, rendered, fa
     reserved at the manifest's 0.01, so a's resend (0.067 more) was let through a 0.13 cap."""
     root = make_project(GEMINI_CHEAP)
     leave_an_unanswered_request(root, "a")
-    result = build(root, "--max-cost", "0.13", *trust)
+    from nbpipe.catalog import builtin
+    from nbpipe.plan.budget import Budget
+    from nbpipe.plan.planner import open_project
+
+    tokens = Budget(None, builtin()).tokens(open_project(root).frames["a"])  # each, on top
+    result = build(root, "--max-cost", str(Decimal("0.13") + 2 * tokens), *trust)
     assert (result["rendered"], fake_gemini.counts.get("generates", 0)) == (rendered, rendered)
     assert (result["skipped"], result["maybe_billed"]) == (1 - rendered, 1)
 
