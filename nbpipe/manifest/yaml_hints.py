@@ -77,7 +77,7 @@ def _misaligned(line: int, previous: int, context: int, lines: list[str]) -> Syn
 
 
 def _under_a_value(line: int, previous: int, lines: list[str]) -> SyntaxHint | None:
-    """`model: Nano-Banana` then a deeper `output: x`: the key reads as more of the value."""
+    """`model: M` then a deeper `output: x`: the key reads as more of the value."""
     above, text = lines[previous - 1] if previous else "", lines[line - 1]
     key = _KEY.match(above.lstrip())
     if not key or not above.lstrip()[key.end():].startswith(": ") or \

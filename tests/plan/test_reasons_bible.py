@@ -16,8 +16,8 @@ NEW = OLD.replace("rust-orange", "forest-green")
 def _frame(bible: str) -> Frame:
     prompt = {"subject": {"identity": bible, "pose": "kneeling"}}
     return Frame(name="shoe/red", target="shoe", backend="preview", model="Nano-Banana",
-                 prompt=json.dumps(prompt), params={}, inputs=(), output="out/shoe/red.png",
-                 cost=Decimal(0), prompt_json=prompt, bible="mira", template="product",
+                 parts=(json.dumps(prompt),), params={}, inputs=(), output="out/shoe/red.png",
+                 cost=Decimal(0), is_json=True, bible="mira", template="product",
                  vars={}, sources={"bible": "new", "template": "t"}, key="k")
 
 
