@@ -79,6 +79,24 @@ def wire(body: dict[str, object]) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
+def would_send(body: str, request: Request, inputs: int) -> bool:
+    """Whether `body`, journalled by an earlier build, is the create a build would send for
+    `request` now. The journal sits in a cache others may write (a team disk, a CI cache
+    restore): a body resent from it is paid from this build's key, so it must be this build's
+    own, byte for byte. Only the input images' URLs may differ (they are signed anew for each
+    build; their images are in the key), as long as there is one per input."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    task_input = doc.get("input") if isinstance(doc, dict) else None
+    urls = task_input.get("image_input", []) if isinstance(task_input, dict) else None
+    if not isinstance(urls, list) or len(urls) != inputs or \
+            not all(isinstance(url, str) for url in urls):
+        return False
+    return wire(create_body(request, urls)) == body
+
+
 def idempotency_key(frame_key: str, take: int, body: str) -> str:
     digest = hashlib.sha256(body.encode()).hexdigest()[:16]
     return f"nbpipe-{frame_key}-{take}-{digest}"
@@ -346,7 +364,8 @@ def open_hiapi(jobs: int, rpm: int | None) -> HiApiBackend:
 
 SPEC = BackendSpec(name="hiapi", lanes=(Lane.TASK,), inputs=Inputs.URL, key_env=KEY_VARS,
                    base_url_env="HIAPI_BASE_URL", payload_style=PAYLOAD_STYLE, open=open_hiapi,
-                   describe=create_body, endpoint=lambda model: "POST /v1/tasks")
+                   describe=create_body, endpoint=lambda model: "POST /v1/tasks",
+                   would_send=would_send)
 
 
 def fetch_price_list() -> tuple[str, object]:
