@@ -25,6 +25,7 @@ import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink, TaskStillOut
 from nbpipe.backends.http import (
+    AddressRefused,
     Answer,
     DownloadGone,
     HttpBackend,
@@ -206,8 +207,17 @@ class HiApiBackend(HttpBackend):
         truncate = getattr(sink, "truncate", None)
         if truncate is not None:
             truncate()  # a retried download starts again from the first byte
-        await download(self.client, url, sink, self.settings.max_bytes,
-                       self.settings.download_timeout)
+        try:
+            await download(self.client, url, sink, self.settings.max_bytes,
+                           self.settings.download_timeout, self.settings.base_url)
+        except AddressRefused as exc:
+            # The image is paid: closing the entry would make the next build pay for a new
+            # task whose URL this server would hand out just the same. Kept open (the frame
+            # ends `left`), each later build polls it for free and collects it once HiAPI
+            # hands out a URL on a public address.
+            raise TaskStillOut(f"refused to download the task's image: {exc}; the task is "
+                               "paid, so it stays in the journal for a later build to "
+                               "collect") from None
 
     async def _create(self, body: str, key: str) -> str:
         url = f"{self.settings.base_url}/v1/tasks"
