@@ -18,6 +18,7 @@ import re
 import statistics
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -29,6 +30,7 @@ from nbpipe.backends.http import (
     Answer,
     DownloadGone,
     HttpBackend,
+    NotConnected,
     RateLimiter,
     Retryable,
     RetryPolicy,
@@ -179,7 +181,8 @@ class HiApiBackend(HttpBackend):
             body = job.body or wire(create_body(request, [_url_of(i) for i in inputs]))
             job.on_send(body)  # durable before the first byte leaves
             key = idempotency_key(str(request.key), job.take, body)
-            task_id = await self.settings.retry.run(lambda: self._create(body, key))
+            task_id = await send_create(self.settings.retry, lambda: self._create(body, key),
+                                        first=job.body is None)
             job.on_task(task_id)
         # A task left by an earlier build has usually finished long ago: look at once.
         first = 0.0 if job.resume_task else self.first_poll(request.model)
@@ -326,6 +329,33 @@ def _said_by_hiapi(answer: Answer) -> HiEnvelope[object] | None:
     one comes from something else at the base URL (a proxy, another service, a wrong path)."""
     envelope = _envelope(answer)
     return envelope if envelope is not None and envelope.code == answer.status else None
+
+
+async def send_create(retry: RetryPolicy, create: Callable[[], Awaitable[str]],
+                      first: bool) -> str:
+    """Send a create (retried by `retry`): its task id. If no attempt ever connected (refused,
+    DNS failure, connect timeout) and no earlier build sent this body (`first`), nothing was
+    sent: the failure says so and is final for this take, so its journal entry is closed, not
+    kept as a create whose reply was lost for the next build to resend and wait on."""
+    connected = False
+
+    async def attempt() -> str:
+        nonlocal connected
+        try:
+            return await create()
+        except NotConnected:
+            raise
+        except BaseException:
+            connected = True  # bytes may have left: the create may exist
+            raise
+
+    try:
+        return await retry.run(attempt)
+    except FrameFailed as exc:
+        if first and not connected and exc.retry_later:
+            raise FrameFailed(f"HiAPI could not be reached, so nothing was sent ({exc})") \
+                from None
+        raise
 
 
 def _url_of(image: InputData) -> str:

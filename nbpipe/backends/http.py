@@ -199,6 +199,10 @@ class Retryable(Exception):
         self.delay = delay
 
 
+class NotConnected(Retryable):
+    """No connection was made (refused, DNS failure, connect timeout): nothing was sent."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded retries with jittered exponential backoff (tests shrink the times): at most
@@ -426,7 +430,9 @@ async def _save(response: httpx.Response, sink: Sink, max_bytes: int) -> int:
 def network_error(exc: httpx.TransportError, request_sent_safe: bool) -> Exception:
     """Translate a transport failure: retry when repeating cannot bill twice, else fail."""
     what = type(exc).__name__
-    if request_sent_safe or isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return NotConnected(f"network error ({what})")
+    if request_sent_safe:
         return Retryable(f"network error ({what})")
     return FrameFailed(f"network error ({what}) after the request was sent; not retried, "
                        "since the outcome is unknown and a retry could be billed twice",
