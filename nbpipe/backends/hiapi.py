@@ -17,6 +17,7 @@ import re
 import statistics
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -24,9 +25,11 @@ import httpx
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink, TaskStillOut
 from nbpipe.backends.http import (
+    AddressRefused,
     Answer,
     DownloadGone,
     HttpBackend,
+    NotConnected,
     RateLimiter,
     Retryable,
     RetryPolicy,
@@ -76,6 +79,24 @@ def create_body(request: Request, image_urls: list[str],
 def wire(body: dict[str, object]) -> str:
     """The bytes a create sends (and the journal keeps, to resend exactly)."""
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def would_send(body: str, request: Request, inputs: int) -> bool:
+    """Whether `body`, journalled by an earlier build, is the create a build would send for
+    `request` now. The journal sits in a cache others may write (a team disk, a CI cache
+    restore): a body resent from it is paid from this build's key, so it must be this build's
+    own, byte for byte. Only the input images' URLs may differ (they are signed anew for each
+    build; their images are in the key), as long as there is one per input."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    task_input = doc.get("input") if isinstance(doc, dict) else None
+    urls = task_input.get("image_input", []) if isinstance(task_input, dict) else None
+    if not isinstance(urls, list) or len(urls) != inputs or \
+            not all(isinstance(url, str) for url in urls):
+        return False
+    return wire(create_body(request, urls)) == body
 
 
 def idempotency_key(frame_key: str, take: int, body: str) -> str:
@@ -155,8 +176,10 @@ class HiApiBackend(HttpBackend):
             body = job.body or wire(create_body(request, [_url_of(i) for i in inputs]))
             job.on_send(body)  # durable before the first byte leaves
             key = idempotency_key(str(request.key), job.take, body)
-            attempts: list[bool] = []  # one per create sent: was it answered as a replay?
-            task_id = await self.settings.retry.run(lambda: self._create(body, key, attempts))
+            attempts: list[bool] = []  # one per create that reached HiAPI: a replay?
+            task_id = await send_create(self.settings.retry,
+                                        lambda: self._create(body, key, attempts),
+                                        first=job.body is None)
             job.on_task(task_id)
             if job.body is None and attempts == [True]:
                 # Replayed at its first sending: the task is another build's. After a retry
@@ -188,14 +211,27 @@ class HiApiBackend(HttpBackend):
         truncate = getattr(sink, "truncate", None)
         if truncate is not None:
             truncate()  # a retried download starts again from the first byte
-        await download(self.client, url, sink, self.settings.max_bytes,
-                       self.settings.download_timeout)
+        try:
+            await download(self.client, url, sink, self.settings.max_bytes,
+                           self.settings.download_timeout, self.settings.base_url)
+        except AddressRefused as exc:
+            # The image is paid: closing the entry would make the next build pay for a new
+            # task whose URL this server would hand out just the same. Kept open (the frame
+            # ends `left`), each later build polls it for free and collects it once HiAPI
+            # hands out a URL on a public address.
+            raise TaskStillOut(f"refused to download the task's image: {exc}; the task is "
+                               "paid, so it stays in the journal for a later build to "
+                               "collect") from None
 
     async def _create(self, body: str, key: str, attempts: list[bool]) -> str:
         url = f"{self.settings.base_url}/v1/tasks"
         attempts.append(False)
-        answer = await self.exchange("POST", url, {**self._headers(), "Idempotency-Key": key},
-                                     body)
+        try:
+            answer = await self.exchange("POST", url,
+                                         {**self._headers(), "Idempotency-Key": key}, body)
+        except NotConnected:
+            attempts.pop()  # nothing reached HiAPI: this attempt made no task of ours
+            raise
         attempts[-1] = answer.replayed
         if answer.status == 404:
             if _said_by_hiapi(answer) is None:
@@ -302,6 +338,33 @@ def _said_by_hiapi(answer: Answer) -> HiEnvelope[object] | None:
     return envelope if envelope is not None and envelope.code == answer.status else None
 
 
+async def send_create(retry: RetryPolicy, create: Callable[[], Awaitable[str]],
+                      first: bool) -> str:
+    """Send a create (retried by `retry`): its task id. If no attempt ever connected (refused,
+    DNS failure, connect timeout) and no earlier build sent this body (`first`), nothing was
+    sent: the failure says so and is final for this take, so its journal entry is closed, not
+    kept as a create whose reply was lost for the next build to resend and wait on."""
+    connected = False
+
+    async def attempt() -> str:
+        nonlocal connected
+        try:
+            return await create()
+        except NotConnected:
+            raise
+        except BaseException:
+            connected = True  # bytes may have left: the create may exist
+            raise
+
+    try:
+        return await retry.run(attempt)
+    except FrameFailed as exc:
+        if first and not connected and exc.retry_later:
+            raise FrameFailed(f"HiAPI could not be reached, so nothing was sent ({exc})") \
+                from None
+        raise
+
+
 def _url_of(image: InputData) -> str:
     if image.url and (image.url_expires is None or image.url_expires > time.time() + 60):
         return image.url
@@ -348,7 +411,9 @@ def open_hiapi(jobs: int, rpm: int | None, settings: Settings) -> HiApiBackend:
 
 SPEC = BackendSpec(name="hiapi", lanes=(Lane.TASK,), inputs=Inputs.URL, key_env=KEY_VARS,
                    base_url_env="HIAPI_BASE_URL", payload_style=PAYLOAD_STYLE, open=open_hiapi,
-                   describe=create_body, endpoint=lambda model: "POST /v1/tasks")
+                   describe=create_body, endpoint=lambda model: "POST /v1/tasks",
+                   would_send=would_send)
+
 PRICE_LIST_BYTES = 1 << 20  # the real list is a few tens of kilobytes
 PRICE_LIST_SECONDS = 30.0  # for the whole reply: a server that drips bytes cannot hang `models`
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import hashlib
+import ipaddress
 import math
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -191,6 +193,10 @@ class Retryable(Exception):
         self.delay = delay
 
 
+class NotConnected(Retryable):
+    """No connection was made (refused, DNS failure, connect timeout): nothing was sent."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded retries with jittered exponential backoff (tests shrink the times): at most
@@ -311,9 +317,66 @@ def output_url(url: str) -> httpx.URL:
     return parsed
 
 
+class AddressRefused(Exception):
+    """An output URL leads to an address nbpipe does not fetch from (see `check_address`)."""
+
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def address_kind(address: Address) -> str | None:
+    """None for a public address; else the kind of the private one."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"  # 169.254.169.254: the cloud's metadata service, and its keys
+    return None if address.is_global and not address.is_multicast else "private"
+
+
+async def _addresses(host: str, port: int) -> list[Address]:
+    """Every address `host` resolves to (Retryable when it does not resolve now)."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port,
+                                                             type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise Retryable(f"download failed: cannot resolve {short(host, 60)} "
+                        f"({type(exc).__name__})") from None
+    return [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in found]
+
+
+async def check_address(url: httpx.URL, base_url: str | None) -> None:
+    """Refuse an output URL (or a redirect hop) that leads to a loopback, link-local or
+    private address, before anything connects: a server's answer must not make nbpipe fetch
+    from the machine's own services or the cloud metadata service. Every address the host
+    resolves to is checked. A kind the configured base URL itself resolves to is allowed (a
+    HiAPI on loopback, as in tests, or on the company network hands out URLs there)."""
+    found = await _addresses(url.host, url.port or (443 if url.scheme == "https" else 80))
+    kinds = {address_kind(a) for a in found} - {None}
+    if not kinds:
+        return
+    allowed: set[str | None] = set()
+    if base_url:
+        base = httpx.URL(base_url)
+        try:
+            allowed = {address_kind(a) for a in await _addresses(base.host, base.port or 443)}
+        except Retryable:
+            pass  # a base URL that does not resolve vouches for no kind
+    refused = sorted(str(k) for k in kinds - allowed)
+    if refused:
+        raise AddressRefused(f"{shown_url(str(url))} resolves to a {' and '.join(refused)} "
+                             "address, and the base URL does not")
+
+
 async def download(client: httpx.AsyncClient, url: str, sink: Sink, max_bytes: int,
-                   total_timeout: float) -> int:
-    """Stream `url` into the sink, refusing non-http(s) URLs, oversized and endless bodies.
+                   total_timeout: float, base_url: str | None = None) -> int:
+    """Stream `url` into the sink, refusing non-http(s) URLs, private addresses (unless
+    `base_url` is of their kind: `check_address`), oversized and endless bodies.
 
     Output URLs carry no credentials (nothing but the URL is sent), so redirects are followed,
     here and nowhere else: at most MAX_REDIRECTS hops, each one checked like the first URL.
@@ -322,6 +385,7 @@ async def download(client: httpx.AsyncClient, url: str, sink: Sink, max_bytes: i
     try:
         async with asyncio.timeout(total_timeout):
             for _hop in range(MAX_REDIRECTS + 1):
+                await check_address(target, base_url)
                 async with client.stream("GET", target, follow_redirects=False) as response:
                     if not response.has_redirect_location:
                         return await _save(response, sink, max_bytes)
@@ -358,7 +422,9 @@ async def _save(response: httpx.Response, sink: Sink, max_bytes: int) -> int:
 def network_error(exc: httpx.TransportError, request_sent_safe: bool) -> Exception:
     """Translate a transport failure: retry when repeating cannot bill twice, else fail."""
     what = type(exc).__name__
-    if request_sent_safe or isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return NotConnected(f"network error ({what})")
+    if request_sent_safe:
         return Retryable(f"network error ({what})")
     return FrameFailed(f"network error ({what}) after the request was sent; not retried, "
                        "since the outcome is unknown and a retry could be billed twice",

@@ -64,6 +64,9 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
     describe: Callable[[Request, list[str], list[str] | None], dict[str, object]]
     endpoint: Callable[[str], str]
     paid: bool = True  # False: free (preview), nothing to collect or to count
+    # whether a journalled create body is the one a build would send now for a request with
+    # that many inputs (byte for byte but for the inputs' URLs); None: a body is never resent
+    would_send: Callable[[str, Request, int], bool] | None = None
 
     @property
     def lane(self) -> Lane:

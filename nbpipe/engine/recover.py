@@ -21,7 +21,7 @@ from nbpipe.backends.base import Job
 from nbpipe.backends.registry import resumable, unrepeatable
 from nbpipe.catalog import Catalog
 from nbpipe.engine.flights import Flights, Landing
-from nbpipe.engine.renderer import Renderer
+from nbpipe.engine.renderer import Renderer, would_send
 from nbpipe.engine.stop import Stop
 from nbpipe.engine.telling import Teller
 from nbpipe.errors import ImageLost, NbpipeError, TaskFailed
@@ -47,6 +47,7 @@ class Recovery:
     bound: float = RECOVER_TIMEOUT  # seconds for all of them (Settings.recover_timeout)
     _tried: set[tuple[str, int]] = field(default_factory=set)  # entries already tried
     _foreign: set[tuple[str, int]] = field(default_factory=set)  # another key's creates, said
+    _aside: set[tuple[str, int]] = field(default_factory=set)  # entries set aside, said
 
     def announce_unknown(self) -> None:
         """Calls an earlier build sent and never heard back from (kill -9, a crash): they may
@@ -74,9 +75,9 @@ class Recovery:
         within the build's -j, and within a total time bound: what is still out then stays in
         the journal for the next build. `after`: once the frames are done, the tasks they left
         (a bad download), even under a key a frame sent."""
-        entries = self._ours([e for e in self.journal.open.values()
-                              if resumable(e.backend) and (e.task_id or e.body)
-                              and (e.key, e.take) not in self._tried])
+        entries = self._sendable(self._ours([e for e in self.journal.open.values()
+                                             if resumable(e.backend) and (e.task_id or e.body)
+                                             and (e.key, e.take) not in self._tried]), after)
         if not entries or self.stop:
             return
         bound = self.bound
@@ -132,9 +133,33 @@ class Recovery:
                              "to collect")
         return ours
 
+    def _sendable(self, entries: list[Entry], after: bool) -> list[Entry]:
+        """The entries this build may act on. The journal sits in a cache others may write: a
+        create is resent only if its body is the one a frame of this build makes now (else
+        a planted line would spend this build's money on any request), and a task is polled
+        unless it claims one of this build's keys with another body (its image would land
+        under that key). The rest are set aside, open for the build that made them; said at
+        the end, when the frames keyed during the build have taken theirs."""
+        frames = self.renderer.frames()
+        keep: list[Entry] = []
+        aside: list[Entry] = []
+        for entry in entries:
+            frame = frames.get(entry.key)
+            ok = would_send(entry, frame) if frame is not None else entry.task_id is not None
+            (keep if ok else aside).append(entry)
+        new = [e for e in aside if (e.key, e.take) not in self._aside]
+        if after and new:
+            self._aside |= {(e.key, e.take) for e in new}
+            names = ", ".join(sorted({e.frame[:60] for e in new})[:8])
+            self.teller.note(f"{len(new)} journal entr{'y' if len(new) == 1 else 'ies'} this "
+                             f"project does not make ({names}): not resent; left in the "
+                             "journal for the project that made them")
+        return keep
+
     async def _collect_one(self, entry: Entry, flight: asyncio.Future[Landing | None],
                            slots: dict[str, asyncio.Semaphore]) -> None:
-        frame = entry_frame(entry, self.catalog)
+        own = self.renderer.frames().get(entry.key)  # the budget measures what is sent
+        frame = own or entry_frame(entry, self.catalog)
         what = f"task {entry.task_id}" if entry.task_id else "a create whose reply was lost"
         if frame.request.key != entry.key:  # the Idempotency-Key would differ: a new payment
             self.teller.note(f"{what} of an earlier build of {entry.frame}: its journal record "
@@ -146,7 +171,7 @@ class Recovery:
                              not self.budget.reserve(frame)):
                 return flight.set_result(None)
             try:
-                take = await self._resume(entry, frame, what)
+                take = await self._resume(entry, frame, what, None if own else entry.request)
             except asyncio.CancelledError:
                 flight.set_result(None)
                 raise
@@ -155,7 +180,8 @@ class Recovery:
             self.teller.note(f"recovered {entry.frame}: the image of task {take.task_id}, "
                              "paid for by an earlier build, is in the cache")
 
-    async def _resume(self, entry: Entry, frame: Frame, what: str) -> Take | None:
+    async def _resume(self, entry: Entry, frame: Frame, what: str,
+                      record: dict[str, object] | None) -> Take | None:
         """Re-attach to the entry's task (or resend its create byte for byte): its image, or
         None with the reason said and the entry closed where no image will come of it."""
         job = Job(take=entry.take, cost=frame.cost, resume_task=entry.task_id, body=entry.body,
@@ -163,7 +189,7 @@ class Recovery:
         self.renderer.resends(entry)
         charge = self.renderer.owed(entry, frame.cost)
         try:
-            take = await self.renderer.fetch(frame, [], job, entry.request)
+            take = await self.renderer.fetch(frame, [], job, record)
         except TaskFailed as exc:
             self.journal.failed(entry.key, entry.take)
             self.teller.note(f"{what} of an earlier build of {entry.frame} failed: {exc}")

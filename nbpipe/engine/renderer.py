@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from nbpipe.backends.base import Backend, InputData, Job, TaskStillOut
 from nbpipe.backends.images import verify_image_async
-from nbpipe.backends.registry import resumable, unrepeatable
+from nbpipe.backends.registry import resumable, spec, unrepeatable
 from nbpipe.engine.flights import key_of
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.inputs import input_data
@@ -76,6 +76,7 @@ class Renderer:
     force: bool = False
     pusher: Pusher | Deferred | None = None  # sends, or offline marks, the new images
     mine: set[tuple[str, int]] = field(default_factory=set)  # entries this build opened
+    sent_keys: dict[str, Frame] = field(default_factory=dict)  # keys its frames rendered
 
     async def render(self, step: Step, release: Callable[[], None]) -> Take:
         """Send the frame's request (or re-attach to the open entry of its key) into the
@@ -116,12 +117,16 @@ class Renderer:
         re-attached, its create resent byte for byte), else a new take's intent."""
         frame = step.frame
         key = key_of(frame)
+        self.sent_keys[key] = frame
         account = self.backends.get(frame.backend).account
-        entry = self.journal.open_for(key, frame.backend, account)
+        entry = self.journal.open_for(key, frame.backend, account,
+                                      lambda found: would_send(found, frame))
         if entry is None:  # a new take, under a number never used for this key anywhere
             known = [t for t, _ in self.remote.takes(key)] \
                 if self.remote is not None and step.action == "render" and self.force else []
             take_no = self.cache.allocate_take(key, known)
+            while (key, take_no) in self.journal.open:  # held by an entry set aside
+                take_no = self.cache.allocate_take(key, known)
             self.journal.intent(key, take_no, frame.name, frame.backend, frame.record(),
                                 account)
             self.mine.add((key, take_no))
@@ -129,6 +134,10 @@ class Renderer:
         else:
             self.resends(entry)
         return entry
+
+    def frames(self) -> dict[str, Frame]:
+        """This build's frames by key: those keyed from the start, and those keyed since."""
+        return {**{f.key: f for f in self.project.frames.values() if f.key}, **self.sent_keys}
 
     def resends(self, entry: Entry) -> None:
         """This build sends the entry's create (again, byte for byte): whether it makes the
@@ -201,3 +210,17 @@ class Renderer:
         self.teller.charge(frame.name, self.owed(entry, self.budget.measure(frame), left=left))
         self.journal.reported(entry.key, entry.take)
         return True
+
+
+def would_send(entry: Entry, frame: Frame) -> bool:
+    """Whether this build would send the journalled create of `entry` for `frame` now. The
+    journal lives in the cache, which others may write: an entry's body is resent (paid from
+    this build's key) only if it is the body this frame makes, and a task whose body is not
+    is not collected into this frame either (its image was made from another request). An
+    entry with no body has nothing to resend: its task, if any, is only polled."""
+    if entry.key != frame.key or entry.backend != frame.backend:
+        return False
+    if entry.body is None:
+        return True
+    check = spec(frame.backend).would_send
+    return check is not None and check(entry.body, frame.request, len(frame.inputs))

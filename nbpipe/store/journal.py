@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -137,11 +138,12 @@ class Journal:
         if (key, take) in self.open:
             self._write({"op": "closed", "key": key, "take": take, "why": why})
 
-    def open_for(self, key: str, backend: str, account: str | None) -> Entry | None:
+    def open_for(self, key: str, backend: str, account: str | None,
+                 accept: Callable[[Entry], bool] = lambda entry: True) -> Entry | None:
         """The open entry a render of this key, paid from `account`, re-attaches to (its take,
-        task and body)."""
-        entries = [e for e in self.open.values()
-                   if e.key == key and e.backend == backend and e.belongs_to(account)]
+        task and body); `accept`: whether the render may take that entry's body for its own."""
+        entries = [e for e in self.open.values() if e.key == key and e.backend == backend
+                   and e.belongs_to(account) and accept(e)]
         return min(entries, key=lambda e: e.take) if entries else None
 
     def close(self) -> None:

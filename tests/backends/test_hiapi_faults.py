@@ -71,8 +71,9 @@ def test_a_task_of_another_account_is_left_for_its_key_and_never_paid_twice(
 def test_with_no_key_a_lost_create_waits_for_the_key_and_is_not_called_another_key_s(
         fake_hiapi, build, make_project, monkeypatch):
     """A create whose reply was lost stays open; a build with no HiAPI key (the project now
-    renders on preview) cannot resend it, and says so: no account is known, so it is not
-    "another API key's"."""
+    renders on preview) does not resend it, and says so: not as "another API key's" (no
+    account is known), but as a request this project no longer makes (issue #22 finding 1: a
+    journalled create is resent only by a build whose frame makes that body now)."""
     root = make_project(ONE)
     fake_hiapi.faults.add("create", "drop", *["503"] * 12)  # created; reply lost; resends fail
     assert build(root)["failed"] == 1 and fake_hiapi.counts["creates"] == 1
@@ -82,9 +83,8 @@ def test_with_no_key_a_lost_create_waits_for_the_key_and_is_not_called_another_k
     monkeypatch.delenv("HIAPI_API_KEY")
     summary = build(root)
     assert summary["rendered"] == 1 and fake_hiapi.counts["creates"] == 1
-    assert notes(summary) == ["a create whose reply was lost of an earlier build of a is still "
-                              "out: HIAPI_API_KEY is not set, so nothing can be rendered on "
-                              "hiapi"]
+    assert notes(summary) == ["1 journal entry this project does not make (a): not resent; "
+                              "left in the journal for the project that made them"]
     assert list(journal(root).open) == [(entry.key, entry.take)]  # for a build with the key
 
 

@@ -8,6 +8,7 @@ validation answering 400 INVALID_REQUEST. Faults are scripted per endpoint:
     create:   429 503 drop(after creating) 400 401 402 404(no such model) 409 echo-id
     poll:     429 503 drop garbage retry-later(503 with Retry-After: 3600)
     task:     fail stuck weird(an unknown status first) fileurl (applied to the next task created)
+              url:URL(the output URL it hands out, e.g. one on a link-local address)
               vanish(HiAPI forgets the task: every poll answers 404 NOT_FOUND)
               echo-fail echo-url(the key in error.code/message, in a non-http output URL)
               msstamps(`completed` in milliseconds: an absurd latency) isostamps(as strings)
@@ -247,6 +248,8 @@ class FakeHiApi(FakeServer):
             task.echo = outcome
         elif outcome == "badurl":
             task.url = "http://[::1"
+        elif outcome and outcome.startswith("url:"):  # url:ADDRESS: the output URL it hands out
+            task.url = outcome.removeprefix("url:")
         elif outcome in ("msstamps", "isostamps"):
             task.stamps = outcome.removesuffix("stamps")
         elif outcome in ("msexpiry", "ttlexpiry"):
