@@ -271,7 +271,7 @@ def branch_pins(root: Path) -> set[str]:
         return set()
 
 
-def _remote_age(info: dict) -> float:
+def _remote_age(info: dict[str, object]) -> float:
     """Seconds since a remote object was written; 0 (young: kept) when the store says nothing."""
     stamp = info.get("LastModified") or info.get("mtime") or info.get("updated")
     when = getattr(stamp, "timestamp", None)  # a datetime, whatever its class

@@ -9,6 +9,7 @@ import json
 import os
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 from nbpipe.catalog import FLAT, Catalog, ModelSpec, builtin
 from nbpipe.errors import UsageError, warn
@@ -21,7 +22,7 @@ PRICES_FILE = "prices.json"
 PRICES_CAP = 1 << 20  # a price list is a few kilobytes; what HiAPI sends is capped alike
 
 
-def _stored(cache_dir: Path) -> dict | None:
+def _stored(cache_dir: Path) -> dict[str, Any] | None:
     """The refreshed catalogue, checked like every cached file (the cache may be shared): a file
     of the wrong shape is set aside with a warning, and the built-in table stays in force."""
     path = cache_dir / PRICES_FILE
@@ -31,7 +32,7 @@ def _stored(cache_dir: Path) -> dict | None:
         return None
     except (OSError, ValueError, FileRefused, RecursionError):
         doc = None
-    if valid_price_list(doc):
+    if valid_price_list(doc) and isinstance(doc, dict):
         return doc
     warn(f"{path} is not a valid price list; set aside as {PRICES_FILE}.invalid, the built-in "
          "table is in force (`nbpipe models --refresh` fetches it again)", str(path))

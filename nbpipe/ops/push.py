@@ -4,13 +4,13 @@ fails a build. What could not be pushed is remembered and retried by the next bu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nbpipe.errors import UsageError
-from nbpipe.plan.frame import format_of_path
+from nbpipe.plan.frame import Frame, format_of_path
 from nbpipe.settings import Settings
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.lock import Lock
@@ -28,6 +28,12 @@ def no_remote() -> UsageError:
     return UsageError("no remote cache is configured",
                       "set `cache: {remote: s3://bucket/prefix}` or NBPIPE_REMOTE")
 
+
+
+class Notes(Protocol):
+    """Where a pusher says what it does (the build's tally, or a command's stderr)."""
+
+    def note(self, text: str) -> None: ...
 
 class Pusher:
     """Sends a build's new images to the remote in the background, and what earlier builds
@@ -59,7 +65,7 @@ class Pusher:
             else:
                 self.push(key, take, cache.index.request(key) or {})
 
-    def catch_up(self, frames, lock: Lock, events) -> None:
+    def catch_up(self, frames: Iterable[Frame], lock: Lock, events: Notes) -> None:
         """Send the takes the remote lacks of `frames` and of every key `lock` pins (an edit is
         keyed only once its upstream is built; another profile's frames are not in `frames`),
         once per remote (state.json says when it was done): takes made before the project had
@@ -86,14 +92,14 @@ class Pusher:
         the next build (a pool left to itself would send them all before the process ends)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def push(self, key: str, take: Take, request: dict) -> None:
+    def push(self, key: str, take: Take, request: dict[str, Any]) -> None:
         """Remember the push durably, then send it in the background: a build killed before it
         is sent leaves it to the next build."""
         self.cache.mark_unpushed(key, take.digest, self.remote.url)
         self.jobs.append((key, take.digest,
                           self.pool.submit(self.remote.push, key, take, request, self.cache)))
 
-    def finish(self, events, interrupted: bool = False) -> int:
+    def finish(self, events: Notes, interrupted: bool = False) -> int:
         """Wait for the pushes (interrupted: only for those already started); report the ones
         not done (their marks stay, for the next build or `nbpipe push`)."""
         self.pool.shutdown(wait=True, cancel_futures=interrupted)
@@ -139,11 +145,11 @@ class Deferred:
     def __init__(self, url: str, cache: Cache, state: State):
         self.url, self.cache, self.state, self.marked = url, cache, state, 0
 
-    def push(self, key: str, take: Take, request: dict) -> None:
+    def push(self, key: str, take: Take, request: dict[str, Any]) -> None:
         self.cache.mark_unpushed(key, take.digest, self.url)
         self.marked += 1
 
-    def finish(self, events, interrupted: bool = False) -> int:
+    def finish(self, events: Notes, interrupted: bool = False) -> int:
         if self.marked:
             events.note(f"remote: offline; {self.marked} new image(s) to push: the next build "
                         "with the remote, or `nbpipe push`, sends them")
@@ -154,7 +160,7 @@ class Deferred:
 
 
 def pusher_for(remote: Remote | None, url: str | None, cache: Cache, state: State,
-               frames, lock: Lock, events) -> Pusher | Deferred | None:
+               frames: Iterable[Frame], lock: Lock, events: Notes) -> Pusher | Deferred | None:
     """What sends a build's new images to the project's remote at `url` (None: it has none);
     `remote` is that remote opened, or None offline; `frames` are all the project's, `lock`
     its pins (every profile's)."""
@@ -172,7 +178,8 @@ def pusher_for(remote: Remote | None, url: str | None, cache: Cache, state: Stat
     return Deferred(url, cache, state) if url else None
 
 
-def _project_takes(frames, lock: Lock, cache: Cache):
+def _project_takes(frames: Iterable[Frame], lock: Lock,
+                   cache: Cache) -> Iterator[tuple[str, Take, dict[str, Any]]]:
     """(key, take, request) of every local take of the project's frames and of every key its
     lock pins (every profile's)."""
     keys = {frame.key: frame.record() for frame in frames if frame.key}
@@ -210,7 +217,7 @@ def pull_project(project: Project, cache_dir: Path, patterns: tuple[str, ...],
     return lines
 
 
-def push_all(project, cache: Cache, remote: Remote, lock: Lock) -> tuple[int, int]:
+def push_all(project: Project, cache: Cache, remote: Remote, lock: Lock) -> tuple[int, int]:
     """Send every local take of the project's frames and pins (`lock`, every profile's) that
     the remote lacks: (sent, present).
     Marks of pushes still to do to this remote are cleared; another remote's are not."""
@@ -227,7 +234,8 @@ def push_all(project, cache: Cache, remote: Remote, lock: Lock) -> tuple[int, in
     return sent, present
 
 
-def pull(project, cache: Cache, remote: Remote | None, lock, state, frames) -> list[str]:
+def pull(project: Project, cache: Cache, remote: Remote | None, lock: Lock, state: State,
+         frames: Iterable[Frame]) -> list[str]:
     """Write every selected frame's pinned image, from the local cache or the remote."""
     lines = []
     for frame in frames:

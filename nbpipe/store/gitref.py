@@ -17,7 +17,7 @@ from nbpipe.files import is_sha256
 from nbpipe.plan.paths import PathRefused, relative_path
 from nbpipe.projectfile import LOCK_CAP
 from nbpipe.store import jsontext
-from nbpipe.store.lock import LOCK_NAME, Lock
+from nbpipe.store.lock import LOCK_NAME, Lock, LockEntry
 
 MAX_NAME = 200  # characters of a model or backend name in a BASE lock (the page shows them)
 
@@ -148,7 +148,7 @@ def _size_at(root: Path, commit: str, rel: str) -> int | None:
         return None
 
 
-def entry_problem(entry) -> str | None:
+def entry_problem(entry: LockEntry) -> str | None:
     """Why a lock entry cannot be trusted to name a blob or a path, or None."""
     if not all(isinstance(text, str) and len(text) <= MAX_NAME for text in
                (entry.model, entry.backend)):
