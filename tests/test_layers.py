@@ -80,3 +80,54 @@ def _class_sizes() -> list[tuple[str, int, int]]:
 def test_no_class_has_two_jobs():
     assert [(name, methods, lines) for name, methods, lines in _class_sizes()
             if methods > MAX_METHODS or lines > MAX_LINES] == []
+
+
+def _assigned(cls_node: ast.ClassDef) -> set[str]:
+    """Names a class's methods assign as `self.NAME`."""
+    names: set[str] = set()
+    for method in cls_node.body:
+        if isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(method):
+                targets = node.targets if isinstance(node, ast.Assign) else \
+                    [node.target] if isinstance(node, ast.AnnAssign | ast.AugAssign) else []
+                names |= {e.attr for t in targets for e in ast.walk(t)
+                          if isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name)
+                          and e.value.id == "self"}
+    return names
+
+
+def _declares(cls: type, name: str) -> bool:
+    """Declared on the class or a base: an annotation, a class attribute, a slot, a dataclass
+    field; or set by a third-party base's own code (click's, Jinja's), which nbpipe cannot
+    annotate."""
+    for base in cls.__mro__:
+        if name in vars(base).get("__annotations__", {}) or name in vars(base) \
+                or name in getattr(base, "__slots__", ()):
+            return True
+        if not base.__module__.startswith("nbpipe") and any(
+                name in getattr(getattr(member, "__code__", None), "co_names", ())
+                for member in vars(base).values()):
+            return True
+    return False
+
+
+def test_every_attribute_is_declared():
+    """DESIGN.md: every attribute a class sets is declared at class level, so a reader sees a
+    class's whole state in one place (and mypy checks its type)."""
+    import importlib
+
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module_name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        module_name = module_name.removesuffix(".__init__")
+        nodes = [n for n in ast.walk(ast.parse(path.read_text("utf-8")))
+                 if isinstance(n, ast.ClassDef)]
+        if not nodes:
+            continue
+        module = importlib.import_module(module_name)
+        for node in nodes:
+            cls = getattr(module, node.name, None)
+            if isinstance(cls, type):  # a class nested in a function is left out
+                missing += [f"{module_name}.{node.name}.{name}" for name in
+                            sorted(_assigned(node)) if not _declares(cls, name)]
+    assert missing == []

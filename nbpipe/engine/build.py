@@ -133,7 +133,8 @@ class Build:
         options = self.options
         teller = Teller(self.tally)
         flights = Flights()
-        budget = Budget(self._cap(), list_prices(self.cache.root), options.trust_prices)
+        budget = Budget(_cap(options, self.project), list_prices(self.cache.root),
+                        options.trust_prices)
         inflight = InFlight(self.journal, teller)
         renderer = Renderer(self.project, self.cache, self.journal, self.remote, opened, budget,
                             teller, inflight, options.force)
@@ -156,12 +157,6 @@ class Build:
         """Every backend a frame or a journal entry of this build may send to."""
         return set(NAMES) | {f.backend for f in self.project.frames.values()} | \
             {e.backend for e in self.journal.open.values()}
-
-    def _cap(self) -> Decimal | None:
-        if self.options.max_cost is not None:
-            return self.options.max_cost  # --max-cost says it outright
-        declared = self.project.loaded.manifest.max_cost
-        return Decimal(str(declared)) if declared is not None else None
 
     def _say_remote(self) -> None:
         if self.remote is None or not self.remote.unreachable:
@@ -253,3 +248,11 @@ class Build:
 
     def _remote_url(self) -> str | None:
         return remote_url(self.project.loaded.manifest.cache.remote)
+
+
+def _cap(options: BuildOptions, project: Project) -> Decimal | None:
+    """What the build may spend: --max-cost says it outright; else the manifest's max_cost."""
+    if options.max_cost is not None:
+        return options.max_cost
+    declared = project.loaded.manifest.max_cost
+    return Decimal(str(declared)) if declared is not None else None

@@ -28,6 +28,12 @@ class Thumbs:
     """JPEG thumbnails in `folder`, named by the image's digest, so a rebuilt page only makes
     the new ones. `of` answers a link relative to the page, or a data: URI when `inline`."""
 
+    folder: Path
+    page_dir: Path
+    px: int  # the longer side of a thumbnail
+    inline: bool
+    reuse: bool  # a thumbnail already there is trusted (not when git tracks the folder)
+
     def __init__(self, folder: Path, page_dir: Path, px: int = THUMB_PX, inline: bool = False,
                  reuse: bool = True):
         """`reuse=False`: remake every thumbnail (the folder may hold files nbpipe did not make,

@@ -23,6 +23,7 @@ from nbpipe.projectfile import inside
 from nbpipe.query.diff import Diff, FrameDiff, diff_project
 from nbpipe.store import gitref
 from nbpipe.store.cache import Cache
+from nbpipe.store.remote import Remote
 from nbpipe.store.state import file_sha256
 from nbpipe.store.workspace import open_remote
 from nbpipe.ui.diff_format import anchor, model_label, summary_line
@@ -58,6 +59,11 @@ class Entry:
 
 class _Images:
     """Where an image of a digest can be read from, cheapest first; every source verified."""
+
+    root: Path
+    commit: str  # BASE, resolved
+    cache: Cache
+    remote: Remote | None
 
     def __init__(self, project: Project, cache_dir: Path, commit: str, offline: bool):
         self.root = project.loaded.root
