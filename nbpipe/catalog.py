@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from nbpipe.errors import UsageError
 from nbpipe.settings import current
 
 FLAT = "*"  # the price key of a model without resolution tiers
@@ -382,11 +383,39 @@ def data_text() -> str:
 
 @functools.cache
 def builtin() -> Catalog:
-    """The packaged catalogue (parsed once per process)."""
+    """The packaged catalogue, with the entries of backends installed packages register
+    (parsed once per process)."""
     try:
-        return from_file(parse(data_text()))
+        doc = parse(data_text())
+        plugins = _plugin_entries(set(doc.backends))
+        if plugins:
+            doc = doc.model_copy(update={"backends": {**doc.backends, **plugins}})
+        return from_file(doc)
     except ValueError as exc:
         raise CatalogBroken(f"{DATA_FILE}: {exc}") from None
+
+
+def _plugin_entries(built_in: set[str]) -> dict[str, BackendEntry]:
+    """The catalogue entries of third-party backends (the `nbpipe.backends` entry-point group,
+    each spec's `catalog`): their models are data too, checked as catalog.json's are. A
+    package whose entry cannot be loaded or read is a usage error naming it (not nbpipe's
+    bug)."""
+    from importlib.metadata import entry_points
+
+    from nbpipe.backends.names import GROUP
+
+    found: dict[str, BackendEntry] = {}
+    for point in entry_points(group=GROUP):
+        if point.name in built_in:
+            continue  # a built-in name is never a package's to redefine
+        try:
+            entry = getattr(point.load(), "catalog", None)
+            if entry is not None:
+                found[point.name] = BackendEntry.model_validate(entry)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise UsageError(f"backend '{point.name}' of an installed package ({point.value}) "
+                             f"cannot be used: {exc}", "fix or uninstall that package") from None
+    return found
 
 
 def schema_text() -> str:

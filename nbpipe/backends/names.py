@@ -4,3 +4,4 @@ no-op fast path (launch.py) may check --backend against them for free. registry.
 BUILTIN = {"hiapi": "nbpipe.backends.hiapi", "gemini": "nbpipe.backends.gemini",
            "preview": "nbpipe.backends.preview"}
 NAMES = tuple(BUILTIN)
+GROUP = "nbpipe.backends"  # the entry-point group third-party packages register backends in

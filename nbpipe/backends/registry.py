@@ -16,12 +16,12 @@ under one job id; declared here, driven by a later engine).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from functools import cache
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from nbpipe.backends.names import BUILTIN, NAMES
+from nbpipe.backends.names import BUILTIN, GROUP, NAMES
 
 if TYPE_CHECKING:  # the specs' types only: importing them costs the provider modules
     from importlib.metadata import EntryPoint
@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # the specs' types only: importing them costs the provider mo
     from nbpipe.plan.frame import Request
     from nbpipe.settings import Settings
 
-GROUP = "nbpipe.backends"
 
 
 class Lane(StrEnum):
@@ -67,6 +66,9 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
     # whether a journalled create body is the one a build would send now for a request with
     # that many inputs (byte for byte but for the inputs' URLs); None: a body is never resent
     would_send: Callable[[str, Request, int], bool] | None = None
+    # A third-party backend's models, prices and limits: its entry in catalog.json's shape
+    # (`backends.<name>`), merged into the catalogue; a built-in backend's live in catalog.json.
+    catalog: Mapping[str, Any] | None = None
 
     @property
     def lane(self) -> Lane:

@@ -3,6 +3,7 @@ group `nbpipe.backends`."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
@@ -105,3 +106,91 @@ def test_an_unknown_backend_is_still_refused_with_the_installed_ones_named(insta
     with pytest.raises(UsageError, match="must be one of hiapi, gemini, preview, acme, not"):
         Settings.from_env({"NBPIPE_BACKEND": "nowhere"})
     assert Settings.from_env({"NBPIPE_BACKEND": "acme"}).backend == "acme"
+
+
+class _Acme:
+    """A third-party backend as a package would ship it: draws a PNG, bills its price."""
+
+    name = "acme"
+    account = "acme-test"
+    sent: list[str] = []
+
+    async def render(self, request, inputs, sink, job):
+        import io
+
+        from PIL import Image
+
+        from nbpipe.backends.base import Rendered
+
+        _Acme.sent.append(request.prompt)
+        data = io.BytesIO()
+        Image.new("RGB", (8, 8), (200, 40, 40)).save(data, "PNG")
+        sink.write(data.getvalue())
+        return Rendered(task_id=None, cost=job.cost)
+
+    async def aclose(self) -> None:
+        pass
+
+
+ACME_MODELS = {
+    "title": "Acme Images", "default_model": "acme-1", "jobs": 2, "input_transport": "inline",
+    "models": {"acme-1": {"status": "ga", "prices": "0.02", "aspect_ratios": ["1:1"],
+                          "output_formats": {"png": "png"}, "inputs": {"max": 0},
+                          "source": "the package's own docs"}}}
+RENDERING = BackendSpec(
+    name="acme", lanes=(Lane.CALL,), inputs=Inputs.INLINE, key_env=("ACME_KEY",),
+    base_url_env=None, payload_style="bytes", open=lambda jobs, rpm, settings: _Acme(),
+    describe=lambda request, images, mimes: {"prompt": request.prompt},
+    endpoint=lambda model: f"POST /acme/{model}", catalog=ACME_MODELS)
+
+
+@pytest.fixture
+def rendering(monkeypatch):
+    """`acme` installed with its catalogue entry: models, prices and limits as data."""
+    import importlib.metadata
+
+    from nbpipe import catalog
+
+    found = [EntryPoint("acme", f"{__name__}:RENDERING", registry.GROUP)]
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None: found if group == registry.GROUP else [])
+    for cached in (registry._plugins, registry.spec, catalog.builtin):
+        cached.cache_clear()
+    _Acme.sent.clear()
+    yield
+    for cached in (registry._plugins, registry.spec, catalog.builtin):
+        cached.cache_clear()
+
+
+ACME = """\
+version: 1
+defaults: {backend: acme, model: acme-1, aspect_ratio: "1:1"}
+targets:
+  a: {prompt: "a cabin"}
+  b: {prompt: "a lake"}
+"""
+
+
+def test_an_installed_backend_brings_its_models_and_renders_through_the_engine(
+        rendering, run, make_project):
+    """One module plus catalogue data: plan prices it from the package's entry, build sends
+    each request once through the call lane, and a second build sends nothing."""
+    root = make_project(ACME)
+    plan = json.loads(run("-C", str(root), "plan", "--json").out)
+    assert plan["summary"]["cost_usd"] == 0.04
+    first = run("-C", str(root), "build", "--json")
+    assert first.code == 0, first.err
+    assert json.loads(first.out.splitlines()[-1])["spent_usd"] == 0.04
+    assert sorted(_Acme.sent) == ["a cabin", "a lake"]
+    again = run("-C", str(root), "build", "--json")
+    assert json.loads(again.out.splitlines()[-1])["rendered"] == 0 and len(_Acme.sent) == 2
+    wrong = make_project(ACME.replace("model: acme-1", "model: acme-2"))
+    assert "acme-1" in run("-C", str(wrong), "validate").err  # a located error, a hint
+
+
+def test_a_package_whose_catalogue_entry_is_broken_is_named(rendering, monkeypatch, run,
+                                                            make_project):
+    broken = RENDERING._replace(catalog={"title": "Acme"})
+    monkeypatch.setattr(sys.modules[__name__], "RENDERING", broken)
+    result = run("-C", str(make_project(ACME)), "plan")
+    assert result.code == 2 and "backend 'acme' of an installed package" in result.err
