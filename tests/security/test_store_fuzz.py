@@ -147,12 +147,7 @@ def test_a_damaged_store_never_crashes_nor_reaches_outside(built, which):
     @given(how=damage(sentinel_shape))
     def check(how):
         with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp) / "project"
-            shutil.copytree(built, root, symlinks=True)
-            sentinel = Path(tmp) / "sentinel"
-            sentinel.mkdir()
-            (sentinel / "victim.png").write_bytes((root / "out" / "a.png").read_bytes())
-            (sentinel / "other.txt").write_text("keep me")
+            root, sentinel = _project_beside_a_sentinel(built, Path(tmp))
             how = (how[0], how[1], _retarget(how[2], sentinel_shape, sentinel))
             apply(root, which, how)
             before = snapshot(sentinel)
@@ -237,12 +232,7 @@ def test_a_link_special_or_huge_file_anywhere_never_crashes_stalls_nor_reaches_o
     resource.setrlimit(resource.RLIMIT_AS, (min(4 << 30, hard), hard))
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "project"
-        shutil.copytree(built, root, symlinks=True)
-        sentinel = Path(tmp) / "sentinel"
-        sentinel.mkdir()
-        (sentinel / "victim.png").write_bytes((root / "out" / "a.png").read_bytes())
-        (sentinel / "other.txt").write_text("keep me")
+        root, sentinel = _project_beside_a_sentinel(built, Path(tmp))
         before = snapshot(sentinel)
         plant(root, where, kind, sentinel)
         previous = signal.signal(signal.SIGALRM, stalled)
@@ -262,3 +252,14 @@ def test_a_link_special_or_huge_file_anywhere_never_crashes_stalls_nor_reaches_o
             resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
         assert snapshot(sentinel) == before
         assert sorted(p.name for p in Path(tmp).iterdir()) == ["project", "sentinel"]
+
+
+def _project_beside_a_sentinel(built: Path, tmp: Path) -> tuple[Path, Path]:
+    """A copy of the built project, and beside it a folder nothing may read or write."""
+    root = tmp / "project"
+    shutil.copytree(built, root, symlinks=True)
+    sentinel = tmp / "sentinel"
+    sentinel.mkdir()
+    (sentinel / "victim.png").write_bytes((root / "out" / "a.png").read_bytes())
+    (sentinel / "other.txt").write_text("keep me")
+    return root, sentinel
