@@ -59,6 +59,9 @@ class Job:
     # A first create answered as a replay: the task is another build's (a clone on another
     # cache sent the same request under the same account), which pays for it and says so.
     on_replayed: Callable[[], None] = lambda: None
+    # A create answered with a new task: billed now to this build's account, whatever an
+    # (untrusted) journal says was reported before.
+    on_created: Callable[[], None] = lambda: None
     on_finished: Callable[[], None] = lambda: None  # the remote work is done: only fetching is left
 
 

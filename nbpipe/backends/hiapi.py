@@ -134,6 +134,10 @@ class HiApiSettings:
             retry=RetryPolicy.of(settings))
 
 
+# Answers to a create that say HiAPI processed nothing: busy with the same key, rate limit,
+# unavailable (api-facts.md); the create is retried.
+NOT_PROCESSED = frozenset({409, 429, 503})
+
 class HiApiBackend(HttpBackend):
     name = "hiapi"
     label = "HiAPI"
@@ -180,11 +184,15 @@ class HiApiBackend(HttpBackend):
             task_id = await send_create(self.settings.retry,
                                         lambda: self._create(body, key, attempts),
                                         first=job.body is None)
-            job.on_task(task_id)
-            if job.body is None and attempts == [True]:
-                # Replayed at its first sending: the task is another build's. After a retry
-                # the replay may answer our own lost first attempt, which we paid for.
+            if job.body is None and attempts and all(attempts):
+                # Every create that HiAPI processed was answered as a replay, and no earlier
+                # build of ours sent this body: the task is another build's (said before the
+                # task id, so a crash between the two never counts it as ours). A create
+                # whose reply was lost (False) may be the one that made it: then it is ours.
                 job.on_replayed()
+            elif attempts and not attempts[-1]:
+                job.on_created()  # a new task, billed now to this build's account
+            job.on_task(task_id)
         # A task left by an earlier build has usually finished long ago: look at once.
         first = 0.0 if job.resume_task else self.first_poll(request.model)
         task = await self._wait(task_id, first)
@@ -233,6 +241,8 @@ class HiApiBackend(HttpBackend):
             attempts.pop()  # nothing reached HiAPI: this attempt made no task of ours
             raise
         attempts[-1] = answer.replayed
+        if answer.status in NOT_PROCESSED:
+            attempts.pop()  # HiAPI says it made nothing of this attempt (it is retried)
         if answer.status == 404:
             if _said_by_hiapi(answer) is None:
                 raise self.endpoint_missing(url, NOT_HIAPI)

@@ -184,10 +184,11 @@ class Recovery:
                       record: dict[str, object] | None) -> Take | None:
         """Re-attach to the entry's task (or resend its create byte for byte): its image, or
         None with the reason said and the entry closed where no image will come of it."""
+        slot = (entry.key, entry.take)
         job = Job(take=entry.take, cost=frame.cost, resume_task=entry.task_id, body=entry.body,
-                  on_task=lambda task_id: self.journal.task(entry.key, entry.take, task_id))
+                  on_task=lambda task_id: self.journal.task(entry.key, entry.take, task_id),
+                  on_created=lambda: self.renderer.created.add(slot))
         self.renderer.resends(entry)
-        charge = self.renderer.owed(entry, frame.cost)
         try:
             take = await self.renderer.fetch(frame, [], job, record)
         except TaskFailed as exc:
@@ -204,6 +205,7 @@ class Recovery:
         except (NbpipeError, OSError) as exc:
             self.teller.note(f"{what} of an earlier build of {entry.frame} is still out: {exc}")
         else:
+            charge = self.renderer.owed(entry, frame.cost)  # after: a new task is this build's
             if charge.cost:
                 self.teller.entry(frame, Status.RENDERED, "collected a task an earlier "
                                   "build left", charge)

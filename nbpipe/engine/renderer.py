@@ -76,6 +76,7 @@ class Renderer:
     force: bool = False
     pusher: Pusher | Deferred | None = None  # sends, or offline marks, the new images
     mine: set[tuple[str, int]] = field(default_factory=set)  # entries this build opened
+    created: set[tuple[str, int]] = field(default_factory=set)  # new tasks this build paid for
     sent_keys: dict[str, Frame] = field(default_factory=dict)  # keys its frames rendered
 
     async def render(self, step: Step, release: Callable[[], None]) -> Take:
@@ -92,6 +93,7 @@ class Renderer:
                   on_send=lambda body: self.journal.sent(key, take_no, body),
                   on_task=lambda task_id: self.journal.task(key, take_no, task_id),
                   on_replayed=lambda: self.journal.reported(key, take_no),
+                  on_created=lambda: self.created.add((key, take_no)),
                   on_finished=release)
         try:
             with self.inflight.sending(frame, frame.cost):
@@ -170,7 +172,10 @@ class Renderer:
     def owed(self, entry: Entry, price: Decimal, billing: Billing | None = None,
              left: bool = False) -> Charge:
         """What this build reports for the request of `entry`: its own request's price; an
-        earlier build's, if that build never reported it (it died); else nothing."""
+        earlier build's, if that build never reported it (it died); else nothing. A new task
+        this build's create made is its own, whatever the (untrusted) journal says."""
+        if (entry.key, entry.take) in self.created:
+            return Charge(price, billing=billing, left=left)
         if entry.reported:
             return Charge(Decimal(0), billing=billing, left=left)
         if (entry.key, entry.take) in self.mine:

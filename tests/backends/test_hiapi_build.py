@@ -263,3 +263,14 @@ def test_a_replay_after_a_lost_reply_is_still_this_builds_own_payment(fake_hiapi
     summary = build(make_project(TWO))
     assert fake_hiapi.counts["replays"] == 1
     assert summary["spent_usd"] == 0.1
+
+
+def test_a_replay_after_a_409_is_still_another_builds_task(fake_hiapi, build, tmp_path):
+    """A clone's create meets 409 (the first build's create of the same key still running:
+    HiAPI processed nothing of it), then a replay: the task is the first build's, reported
+    there once."""
+    first = build(copy("aria-lookbook", tmp_path / "one"))
+    fake_hiapi.faults.add("create", "409")
+    second = build(copy("aria-lookbook", tmp_path / "two"))
+    assert fake_hiapi.counts["creates"] == 3
+    assert (first["spent_usd"], second["spent_usd"]) == (0.15, 0.0)

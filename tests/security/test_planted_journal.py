@@ -134,3 +134,19 @@ def test_a_create_of_the_victims_own_body_is_still_resent_once(tmp_path):
             ["a harbour", "a lighthouse", "a pier"], said
         assert not SET_ASIDE.search(said), said
         assert fake.counts["replays"] == 0 and len(fake.tasks) == 3
+
+
+def test_a_planted_reported_line_never_hides_what_the_victim_pays(tmp_path):
+    """A planted entry of the victim's own body with a planted `reported` record: the resent
+    create makes a new task under the victim's key, and that payment is the victim's build's
+    to report, whatever the journal claims."""
+    keys, body = victim_keys(tmp_path)
+    with FakeHiApi() as fake:
+        cache = tmp_path / "shared"
+        plant(cache, keys["a"], 1, body)
+        with (cache / "journal.jsonl").open("a") as journal:
+            journal.write(json.dumps({"op": "reported", "key": keys["a"], "take": 1}) + "\n")
+        root = project(tmp_path / "victim", THREE)
+        code, said = nbpipe(root, hiapi_env(fake, NBPIPE_CACHE_DIR=str(cache)), "build",
+                            allowed=(0,))
+        assert spent(said) == bill(fake) == Decimal("0.15"), said[-1500:]
