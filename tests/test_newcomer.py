@@ -142,7 +142,7 @@ def test_the_pr_loop_on_the_preview_lane_without_a_remote(clone, tmp_path):
     assert "No remote cache is configured" in text
     diff = text[text.index("### nbpipe diff"):]
     assert "**3 changed · nothing to render**" in diff, text
-    assert re.findall(r"^\| (\S+) \| changed \| rendered \|", diff, re.M) == \
+    assert re.findall(r"^\| `(\S+)` \| changed \| rendered \|", diff, re.M) == \
         ["mug/red", "mug/blue", "mug/sage"]
     assert "studio" not in diff
     assert (mine / "review" / "index.html").is_file()

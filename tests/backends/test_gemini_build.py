@@ -104,7 +104,8 @@ def test_model_limits_are_checked_before_sending(fake_gemini, run, make_project)
     root = make_project(ONE.replace("gemini-3.1-flash-image,", "gemini-3-pro-image, "
                                     "resolution: '512',"))
     result = run("-C", str(root), "build")
-    assert result.code == 2 and "resolution '512' is not taken by model" in result.err
+    assert result.code == 2 and "resolution '512'" in result.err
+    assert "gemini-3-pro-image takes 1K, 2K, 4K" in result.err
     assert fake_gemini.counts["requests"] == 0
 
 

@@ -145,7 +145,7 @@ def test_pull_request_pays_once_and_main_restores_it(origin, bucket, fake_hiapi,
     assert fake_hiapi.counts["creates"] == 9  # exactly the three changed frames
     text = summary.read_text()
     assert "### nbpipe plan" in text and "2 changed · 1 added · 1 removed · nothing to render" in text
-    assert "| workshop | changed | rendered | bible 'mira' changed | Nano-Banana |  |" in text
+    assert "| `workshop` | changed | rendered | bible 'mira' changed | Nano-Banana |  |" in text
     pr_lock = json.loads((pr / "nbpipe.lock").read_text())["frames"]
 
     page = browser.new_page()
