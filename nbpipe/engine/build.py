@@ -235,6 +235,16 @@ class Build:
                 charge = self.walk.teller.charges.pop(frame.name)
                 self.walk.teller.entry(frame, Status.LEFT, "still out as the build ended",
                                        charge)
+        # A frame cancelled after its task was charged and marked reported (Ctrl-C past the
+        # grace) says no event of its own: its charge is said here, or no build would say it.
+        for name, charge in list(self.walk.teller.charges.items()):
+            cancelled = self.project.frames.get(name) or next(
+                (entry_frame(e, self.project.catalog) for e in self.journal.open.values()
+                 if e.frame == name), None)
+            if cancelled is not None:
+                del self.walk.teller.charges[name]
+                self.walk.teller.entry(cancelled, Status.LEFT, "still out as the build ended",
+                                       charge)
 
     def _complete(self, frames: list[Frame], pusher: object) -> bool:
         # Complete from each frame's outcome, never from counters: an interrupted frame has
