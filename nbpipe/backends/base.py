@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
-from nbpipe.errors import FrameFailed
+from nbpipe.errors import BuildStopped, FrameFailed
 from nbpipe.plan.frame import InputImage, Request
 
 
@@ -27,6 +27,13 @@ class TaskStillOut(FrameFailed):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retry_later=True)
+
+
+class StoppedMaybeSent(BuildStopped):
+    """A refusal that stops the build (key refused, balance spent, model unknown) met by the
+    retry of a create whose earlier attempt lost its reply: that attempt may have made a paid
+    task, so its journal entry stays open and the next build resends the same body under the
+    same Idempotency-Key, collecting that task (if it exists) without paying again."""
 
 
 class Sink(Protocol):

@@ -23,7 +23,14 @@ from typing import TypeVar
 
 import httpx
 
-from nbpipe.backends.base import InputData, Job, Rendered, Sink, TaskStillOut
+from nbpipe.backends.base import (
+    InputData,
+    Job,
+    Rendered,
+    Sink,
+    StoppedMaybeSent,
+    TaskStillOut,
+)
 from nbpipe.backends.http import (
     AddressRefused,
     Answer,
@@ -31,6 +38,7 @@ from nbpipe.backends.http import (
     HttpBackend,
     NotConnected,
     RateLimiter,
+    ReplyLost,
     Retryable,
     RetryPolicy,
     api_key,
@@ -353,14 +361,19 @@ async def send_create(retry: RetryPolicy, create: Callable[[], Awaitable[str]],
     """Send a create (retried by `retry`): its task id. If no attempt ever connected (refused,
     DNS failure, connect timeout) and no earlier build sent this body (`first`), nothing was
     sent: the failure says so and is final for this take, so its journal entry is closed, not
-    kept as a create whose reply was lost for the next build to resend and wait on."""
-    connected = False
+    kept as a create whose reply was lost for the next build to resend and wait on. If an
+    attempt lost its reply, the create may exist (and be paid) whatever the later attempts were
+    told: the failure says so, so the entry stays open for the next build to resend."""
+    connected = lost = False
 
     async def attempt() -> str:
-        nonlocal connected
+        nonlocal connected, lost
         try:
             return await create()
         except NotConnected:
+            raise
+        except ReplyLost:
+            connected = lost = True
             raise
         except BaseException:
             connected = True  # bytes may have left: the create may exist
@@ -369,9 +382,19 @@ async def send_create(retry: RetryPolicy, create: Callable[[], Awaitable[str]],
     try:
         return await retry.run(attempt)
     except FrameFailed as exc:
+        if lost and not (exc.retry_later or exc.maybe_billed):
+            raise FrameFailed(f"{exc}; an earlier attempt lost its reply, so its task may "
+                              "exist: the next build resends it under the same "
+                              "Idempotency-Key", retry_later=True) from exc
         if first and not connected and exc.retry_later:
             raise FrameFailed(f"HiAPI could not be reached, so nothing was sent ({exc})") \
                 from None
+        raise
+    except BuildStopped as exc:
+        if lost:
+            raise StoppedMaybeSent(f"{exc}; an earlier attempt of a create lost its reply, so "
+                                   "its task may exist: the next build resends it under the "
+                                   "same Idempotency-Key and pays nothing more") from exc
         raise
 
 

@@ -134,9 +134,9 @@ class HttpBackend:
         except TimeoutError:  # a reply that drips in, each byte within httpx's read timeout
             late = f"{self.label} took over {self.settings.call_timeout:g} s to answer"
             if self.repeatable:
-                raise Retryable(late) from None
+                raise ReplyLost(late) from None
             raise FrameFailed(f"{late}; not retried, since the request may have been "
-                              "billed") from None
+                              "billed", maybe_billed=True) from None
         parsed = None
         if problem is None:
             try:
@@ -195,6 +195,11 @@ class Retryable(Exception):
 
 class NotConnected(Retryable):
     """No connection was made (refused, DNS failure, connect timeout): nothing was sent."""
+
+
+class ReplyLost(Retryable):
+    """The request may have left but no answer came (a dropped connection, a call timeout):
+    what it asked for may have been done, and billed."""
 
 
 @dataclass(frozen=True)
@@ -425,7 +430,7 @@ def network_error(exc: httpx.TransportError, request_sent_safe: bool) -> Excepti
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         return NotConnected(f"network error ({what})")
     if request_sent_safe:
-        return Retryable(f"network error ({what})")
+        return ReplyLost(f"network error ({what})")
     return FrameFailed(f"network error ({what}) after the request was sent; not retried, "
                        "since the outcome is unknown and a retry could be billed twice",
                        maybe_billed=True)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from nbpipe.backends.base import Backend, InputData, Job, TaskStillOut
+from nbpipe.backends.base import Backend, InputData, Job, StoppedMaybeSent, TaskStillOut
 from nbpipe.backends.images import verify_image_async
 from nbpipe.backends.registry import resumable, spec, unrepeatable
 from nbpipe.engine.flights import key_of
@@ -195,7 +195,8 @@ class Renderer:
         collect for free."""
         if (entry.key, entry.take) not in self.journal.open:
             return  # done
-        unknown = isinstance(exc, FrameFailed) and (exc.retry_later or exc.maybe_billed)
+        unknown = isinstance(exc, StoppedMaybeSent) or \
+            (isinstance(exc, FrameFailed) and (exc.retry_later or exc.maybe_billed))
         if unrepeatable(frame.backend):
             if isinstance(exc, FrameFailed) and exc.maybe_billed:
                 self.teller.charge(frame.name, self.owed(entry, frame.cost, Billing.MAYBE))
