@@ -16,7 +16,7 @@ under one job id; declared here, driven by a later engine).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping, Sequence
 from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -63,9 +63,11 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
     describe: Callable[[Request, list[str], list[str] | None], dict[str, object]]
     endpoint: Callable[[str], str]
     paid: bool = True  # False: free (preview), nothing to collect or to count
-    # whether a journalled create body is the one a build would send now for a request with
-    # that many inputs (byte for byte but for the inputs' URLs); None: a body is never resent
-    would_send: Callable[[str, Request, int], bool] | None = None
+    # whether a journalled create body is the one a build would send now for a request (byte
+    # for byte, but for the inputs' URLs: each one of those this build would send for that
+    # input, one container per input). Required of a `task` lane: without it a create whose
+    # reply was lost is never resent, and its frame pays again. None: a body is never resent.
+    would_send: Callable[[str, Request, Sequence[Container[str]]], bool] | None = None
     # A third-party backend's models, prices and limits: its entry in catalog.json's shape
     # (`backends.<name>`), merged into the catalogue; a built-in backend's live in catalog.json.
     catalog: Mapping[str, Any] | None = None
