@@ -95,13 +95,25 @@ def names() -> tuple[str, ...]:
 
 @cache
 def spec(name: str) -> BackendSpec:
-    """The spec of backend `name` (KeyError if there is none)."""
+    """The spec of backend `name` (KeyError if there is none; UsageError, naming the package,
+    for a paid `task` lane without `would_send`)."""
     if name in BUILTIN:
-        found = importlib.import_module(BUILTIN[name]).SPEC
+        where = BUILTIN[name]
+        found = importlib.import_module(where).SPEC
     else:
-        found = _plugins()[name].load()
+        point = _plugins()[name]
+        where, found = point.value, point.load()
     if not isinstance(found, BackendSpec) or found.name != name:
         raise KeyError(f"{name}: not a backend spec")
+    if found.paid and found.lane is Lane.TASK and found.would_send is None:
+        # without it a create whose reply was lost is never resent under its Idempotency-Key:
+        # its frame pays for a new task, every time a build crashes mid-create
+        from nbpipe.errors import UsageError
+
+        raise UsageError(f"backend '{name}' of an installed package ({where}) cannot be "
+                         "used: its lane is 'task' but its BackendSpec gives no would_send, "
+                         "so a create whose reply was lost would be paid again",
+                         "fix or uninstall that package")
     return found
 
 
