@@ -177,7 +177,8 @@ class Recovery:
             except asyncio.CancelledError:
                 flight.set_result(None)
                 raise
-        flight.set_result(Landing(take, entry.frame, True) if take else None)
+        flight.set_result(Landing(take, entry.frame, True, self._resent(entry)) if take
+                          else None)
         if take is not None:
             payer = "resent (paid by this build)" if self._resent(entry) else \
                 "paid for by an earlier build"

@@ -189,7 +189,8 @@ def test_a_journalled_create_of_the_frames_own_url_is_resent_and_said_paid_by_th
         code, said = nbpipe(root, hiapi_env(fake, NBPIPE_CACHE_DIR=str(cache)), "build")
         assert code == 0 and len(fake.tasks) == 1 and not SET_ASIDE.search(said), said
         assert spent(said) == bill(fake), said
-        assert "paid for by an earlier build" not in said, said
+        assert "paid for by an earlier build" not in said and "· free" not in said, said
+        assert "resent (paid by this build)" in said, said
 
 
 def test_a_paid_task_whose_body_differs_cosmetically_is_collected_not_paid_again(tmp_path):
