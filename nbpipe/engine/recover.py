@@ -138,9 +138,11 @@ class Recovery:
         """The entries this build may act on. The journal sits in a cache others may write: a
         create is resent only if its body is the one a frame of this build makes now (else
         a planted line would spend this build's money on any request), and a task is polled
-        unless it claims one of this build's keys with another body (its image would land
-        under that key). The rest are set aside, open for the build that made them; said at
-        the end, when the frames keyed during the build have taken theirs."""
+        unless it claims one of this build's keys with another body and a journalled request
+        that is not that key's (its image would land under that key; a task of the key's own
+        request is polled whatever its body's bytes: a poll is free). The rest are set aside,
+        open for the build that made them; said at the end, when the frames keyed during the
+        build have taken theirs."""
         frames = self.renderer.frames()
         keep: list[Entry] = []
         aside: list[Entry] = []
