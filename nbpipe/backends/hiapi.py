@@ -17,7 +17,7 @@ import re
 import statistics
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -89,20 +89,23 @@ def wire(body: dict[str, object]) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
-def would_send(body: str, request: Request, inputs: int) -> bool:
+def would_send(body: str, request: Request, inputs: Sequence[Container[str]]) -> bool:
     """Whether `body`, journalled by an earlier build, is the create a build would send for
     `request` now. The journal sits in a cache others may write (a team disk, a CI cache
     restore): a body resent from it is paid from this build's key, so it must be this build's
     own, byte for byte. Only the input images' URLs may differ (they are signed anew for each
-    build; their images are in the key), as long as there is one per input."""
+    build; their images are in the key), and each only to a URL this build would send for that
+    input (`inputs`, one per input image): another URL would make the paid image from an image
+    that is not the frame's."""
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):
         return False
     task_input = doc.get("input") if isinstance(doc, dict) else None
     urls = task_input.get("image_input", []) if isinstance(task_input, dict) else None
-    if not isinstance(urls, list) or len(urls) != inputs or \
-            not all(isinstance(url, str) for url in urls):
+    if not isinstance(urls, list) or len(urls) != len(inputs) or \
+            not all(isinstance(url, str) and url in known
+                    for url, known in zip(urls, inputs, strict=False)):
         return False
     return wire(create_body(request, urls)) == body
 

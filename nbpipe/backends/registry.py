@@ -16,7 +16,7 @@ under one job id; declared here, driven by a later engine).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping, Sequence
 from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -63,9 +63,11 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
     describe: Callable[[Request, list[str], list[str] | None], dict[str, object]]
     endpoint: Callable[[str], str]
     paid: bool = True  # False: free (preview), nothing to collect or to count
-    # whether a journalled create body is the one a build would send now for a request with
-    # that many inputs (byte for byte but for the inputs' URLs); None: a body is never resent
-    would_send: Callable[[str, Request, int], bool] | None = None
+    # whether a journalled create body is the one a build would send now for a request (byte
+    # for byte, but for the inputs' URLs: each one of those this build would send for that
+    # input, one container per input). Required of a `task` lane: without it a create whose
+    # reply was lost is never resent, and its frame pays again. None: a body is never resent.
+    would_send: Callable[[str, Request, Sequence[Container[str]]], bool] | None = None
     # A third-party backend's models, prices and limits: its entry in catalog.json's shape
     # (`backends.<name>`), merged into the catalogue; a built-in backend's live in catalog.json.
     catalog: Mapping[str, Any] | None = None
@@ -93,13 +95,25 @@ def names() -> tuple[str, ...]:
 
 @cache
 def spec(name: str) -> BackendSpec:
-    """The spec of backend `name` (KeyError if there is none)."""
+    """The spec of backend `name` (KeyError if there is none; UsageError, naming the package,
+    for a paid `task` lane without `would_send`)."""
     if name in BUILTIN:
-        found = importlib.import_module(BUILTIN[name]).SPEC
+        where = BUILTIN[name]
+        found = importlib.import_module(where).SPEC
     else:
-        found = _plugins()[name].load()
+        point = _plugins()[name]
+        where, found = point.value, point.load()
     if not isinstance(found, BackendSpec) or found.name != name:
         raise KeyError(f"{name}: not a backend spec")
+    if found.paid and found.lane is Lane.TASK and found.would_send is None:
+        # without it a create whose reply was lost is never resent under its Idempotency-Key:
+        # its frame pays for a new task, every time a build crashes mid-create
+        from nbpipe.errors import UsageError
+
+        raise UsageError(f"backend '{name}' of an installed package ({where}) cannot be "
+                         "used: its lane is 'task' but its BackendSpec gives no would_send, "
+                         "so a create whose reply was lost would be paid again",
+                         "fix or uninstall that package")
     return found
 
 

@@ -36,6 +36,7 @@ class Landing:
     take: Take
     leader: str  # the frame that sent it (or the earlier build's frame, for a recovery)
     recovered: bool  # paid by an earlier build
+    resent: bool = False  # recovered by resending its create: paid by this build
 
 
 class Flights:

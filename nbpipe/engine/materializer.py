@@ -70,7 +70,9 @@ class Materializer:
         self.pin(frame, take.digest, Decimal(take.cost_usd), output)
         if landing.recovered:
             self.teller.frame(step, Status.RENDERED,
-                              f"the task an earlier build sent for {leader} · free", output)
+                              f"the task an earlier build sent for {leader} · "
+                              f"{'resent (paid by this build)' if landing.resent else 'free'}",
+                              output)
         else:
             self.teller.frame(step, Status.RESTORED, f"same request as {leader} · free", output,
                               saved=frame.cost)

@@ -20,15 +20,16 @@ from decimal import Decimal
 from nbpipe.backends.base import Job
 from nbpipe.backends.registry import resumable, unrepeatable
 from nbpipe.catalog import Catalog
+from nbpipe.engine.entries import entry_frame as entry_frame  # build.py reads it here
 from nbpipe.engine.flights import Flights, Landing
-from nbpipe.engine.renderer import Renderer, would_send
+from nbpipe.engine.renderer import Renderer
 from nbpipe.engine.stop import Stop
 from nbpipe.engine.telling import Teller
 from nbpipe.errors import ImageLost, NbpipeError, TaskFailed
 from nbpipe.events import Billing, Status
 from nbpipe.money import fmt_usd
 from nbpipe.plan.budget import Budget
-from nbpipe.plan.frame import Frame, InputImage
+from nbpipe.plan.frame import Frame
 from nbpipe.store.cache import Take
 from nbpipe.store.journal import Entry, Journal
 
@@ -137,15 +138,18 @@ class Recovery:
         """The entries this build may act on. The journal sits in a cache others may write: a
         create is resent only if its body is the one a frame of this build makes now (else
         a planted line would spend this build's money on any request), and a task is polled
-        unless it claims one of this build's keys with another body (its image would land
-        under that key). The rest are set aside, open for the build that made them; said at
-        the end, when the frames keyed during the build have taken theirs."""
+        unless it claims one of this build's keys with another body and a journalled request
+        that is not that key's (its image would land under that key; a task of the key's own
+        request is polled whatever its body's bytes: a poll is free). The rest are set aside,
+        open for the build that made them; said at the end, when the frames keyed during the
+        build have taken theirs."""
         frames = self.renderer.frames()
         keep: list[Entry] = []
         aside: list[Entry] = []
         for entry in entries:
             frame = frames.get(entry.key)
-            ok = would_send(entry, frame) if frame is not None else entry.task_id is not None
+            ok = entry.task_id is not None if frame is None else \
+                self.renderer.sendable(entry, frame)
             (keep if ok else aside).append(entry)
         new = [e for e in aside if (e.key, e.take) not in self._aside]
         if after and new:
@@ -175,10 +179,17 @@ class Recovery:
             except asyncio.CancelledError:
                 flight.set_result(None)
                 raise
-        flight.set_result(Landing(take, entry.frame, True) if take else None)
+        flight.set_result(Landing(take, entry.frame, True, self._resent(entry)) if take
+                          else None)
         if take is not None:
+            payer = "resent (paid by this build)" if self._resent(entry) else \
+                "paid for by an earlier build"
             self.teller.note(f"recovered {entry.frame}: the image of task {take.task_id}, "
-                             "paid for by an earlier build, is in the cache")
+                             f"{payer}, is in the cache")
+
+    def _resent(self, entry: Entry) -> bool:
+        """Whether this build sent the entry's create (again): its payment is this build's."""
+        return (entry.key, entry.take) in self.renderer.mine
 
     async def _resume(self, entry: Entry, frame: Frame, what: str,
                       record: dict[str, object] | None) -> Take | None:
@@ -207,41 +218,9 @@ class Recovery:
         else:
             charge = self.renderer.owed(entry, frame.cost)  # after: a new task is this build's
             if charge.cost:
-                self.teller.entry(frame, Status.RENDERED, "collected a task an earlier "
-                                  "build left", charge)
+                self.teller.entry(frame, Status.RENDERED, "resent (paid by this build) a create "
+                                  "an earlier build journalled" if self._resent(entry) else
+                                  "collected a task an earlier build left", charge)
             return take
         return None
 
-
-def entry_frame(entry: Entry, catalog: Catalog) -> Frame:
-    """The frame a journal entry was made for, rebuilt from its record (no output: a recovered
-    image goes to the cache; a frame of the build that wants it follows the flight)."""
-    request = entry.request
-    found = request.get("params")
-    params = {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
-    return Frame(name=entry.frame, target=entry.frame, backend=entry.backend,
-                 model=str(request.get("model")), parts=(str(request.get("prompt")),),
-                 params=params, inputs=_inputs_of(request), output="", key=entry.key,
-                 cost=entry_price(entry, catalog))
-
-
-def entry_price(entry: Entry, catalog: Catalog) -> Decimal:
-    spec = catalog.get(entry.backend, str(entry.request.get("model")))
-    params = entry.request.get("params") or {}
-    try:
-        return spec.price(params.get("resolution")) if spec else Decimal(0)
-    except Exception:
-        return Decimal(0)
-
-
-def _inputs_of(record: dict[str, object]) -> tuple[InputImage, ...]:
-    """The input images of a journalled request record (untrusted: odd entries are dropped,
-    and then the key check refuses the entry)."""
-    out = []
-    docs = record.get("inputs")
-    for doc in docs if isinstance(docs, list) else []:
-        if isinstance(doc, dict) and doc.get("kind") in ("frame", "file", "url") and \
-                isinstance(doc.get("ref"), str) and isinstance(doc.get("digest"), str):
-            out.append(InputImage(doc["kind"], doc["ref"], doc["digest"],
-                                  "reference" if doc.get("role") == "reference" else "input"))
-    return tuple(out)

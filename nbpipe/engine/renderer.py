@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from nbpipe.backends.base import Backend, InputData, Job, StoppedMaybeSent, TaskStillOut
 from nbpipe.backends.images import verify_image_async
 from nbpipe.backends.registry import resumable, spec, unrepeatable
+from nbpipe.engine.entries import recorded_key
 from nbpipe.engine.flights import key_of
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.inputs import input_data
@@ -28,7 +29,7 @@ from nbpipe.errors import FrameFailed, ImageLost, NbpipeError, TaskFailed
 from nbpipe.events import Billing
 from nbpipe.ops.push import Deferred, Pusher
 from nbpipe.plan.budget import Budget
-from nbpipe.plan.frame import Frame
+from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Project, Step
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.journal import Entry, Journal
@@ -122,7 +123,7 @@ class Renderer:
         self.sent_keys[key] = frame
         account = self.backends.get(frame.backend).account
         entry = self.journal.open_for(key, frame.backend, account,
-                                      lambda found: would_send(found, frame))
+                                      lambda found: self.sendable(found, frame))
         if entry is None:  # a new take, under a number never used for this key anywhere
             known = [t for t, _ in self.remote.takes(key)] \
                 if self.remote is not None and step.action == "render" and self.force else []
@@ -136,6 +137,11 @@ class Renderer:
         else:
             self.resends(entry)
         return entry
+
+    def sendable(self, entry: Entry, frame: Frame) -> bool:
+        """Whether this build may take `entry` for `frame` (see `would_send`)."""
+        return would_send(entry, frame, [SentUrls(image, self.cache, self.remote)
+                                         for image in frame.inputs])
 
     def frames(self) -> dict[str, Frame]:
         """This build's frames by key: those keyed from the start, and those keyed since."""
@@ -218,15 +224,42 @@ class Renderer:
         return True
 
 
-def would_send(entry: Entry, frame: Frame) -> bool:
+def would_send(entry: Entry, frame: Frame, urls: Sequence[Container[str]]) -> bool:
     """Whether this build would send the journalled create of `entry` for `frame` now. The
     journal lives in the cache, which others may write: an entry's body is resent (paid from
-    this build's key) only if it is the body this frame makes, and a task whose body is not
+    this build's key) only if it is the body this frame makes, its input URLs among `urls`
+    (one container per input: those this build would send for it), and a task whose body is not
     is not collected into this frame either (its image was made from another request). An
-    entry with no body has nothing to resend: its task, if any, is only polled."""
+    entry with no body has nothing to resend: its task, if any, is only polled; nor has one
+    with a task of its own request (an earlier nbpipe may have written its body otherwise)."""
     if entry.key != frame.key or entry.backend != frame.backend:
         return False
     if entry.body is None:
         return True
+    if entry.task_id is not None and recorded_key(entry) == entry.key:
+        return True  # this request's own paid task: a poll is free, and nothing is resent
     check = spec(frame.backend).would_send
-    return check is not None and check(entry.body, frame.request, len(frame.inputs))
+    return check is not None and check(entry.body, frame.request, urls)
+
+
+@dataclass(frozen=True)
+class SentUrls:
+    """The URLs this build would send for one input image: a URL input's own; for a project
+    file or an upstream frame's image, where the backend serves those bytes (an upstream
+    take's URL) or where this build shares them from the remote cache (signed anew). A URL
+    anywhere else would make the frame's paid image from some other image."""
+
+    image: InputImage
+    cache: Cache
+    remote: Remote | None
+
+    def __contains__(self, url: object) -> bool:
+        if not isinstance(url, str):
+            return False
+        if self.image.kind == "url":
+            return url == self.image.ref
+        digest = self.image.digest
+        if not digest:
+            return False
+        return url == self.cache.served_at(digest)[0] or \
+            (self.remote is not None and self.remote.shares(digest, url))

@@ -24,6 +24,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from nbpipe.errors import NbpipeError
 from nbpipe.settings import Settings, current
@@ -80,6 +81,11 @@ def _open_fs(url: str, endpoint_url: str | None) -> tuple[Any, str]:
     if s3:
         fs.retries = 1  # botocore retries (above); s3fs would retry each retry again
     return fs, str(root).rstrip("/")
+
+
+def _place(url: str) -> tuple[str, str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc, parts.path
 
 
 class Remote:
@@ -179,6 +185,15 @@ class Remote:
         except Exception as exc:
             self._unreachable_by(exc)
             raise RemoteUnavailable(_why(exc)) from None
+
+    def shares(self, digest: str, url: str) -> bool:
+        """Whether `url` is one `share` hands out for `digest`, signed at any time (only the
+        query, the signature, differs). Signing is local: nothing is sent or uploaded."""
+        try:
+            signed = str(self.fs.sign(f"{self.root}/blobs/{digest}", expiration=60))
+        except Exception:
+            return False
+        return _place(signed) == _place(url)
 
     def push(self, key: str, take: Take, request: dict[str, Any], cache: Cache) -> None:
         """Blob first, then the record: a record never points at a missing blob. Raises

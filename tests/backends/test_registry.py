@@ -17,8 +17,10 @@ SPEC = BackendSpec(name="acme", lanes=(Lane.TASK,), inputs=Inputs.INLINE, key_en
                    base_url_env="ACME_BASE_URL", payload_style="bytes",
                    open=lambda jobs, rpm, settings: None,  # type: ignore[arg-type,return-value]
                    describe=lambda request, images: {"prompt": request.prompt},
-                   endpoint=lambda model: f"POST /acme/{model}")
+                   endpoint=lambda model: f"POST /acme/{model}",
+                   would_send=lambda body, request, urls: body == request.prompt)
 WRONG = SPEC._replace(name="other")
+UNSENDABLE = SPEC._replace(would_send=None)  # a task lane that cannot say what it resends
 
 
 @pytest.fixture
@@ -51,6 +53,23 @@ def test_an_entry_point_that_names_another_backend_is_refused(plugins):
         registry.spec("wrong")
     with pytest.raises(KeyError):
         registry.spec("nowhere")
+
+
+def test_a_task_lane_without_would_send_is_refused_naming_its_package(monkeypatch):
+    """Without would_send a journalled create is never resent: after a crash its frame pays
+    for a new task. Refused at registration, the package named."""
+    from nbpipe.errors import UsageError
+
+    found = {"acme": EntryPoint("acme", f"{__name__}:UNSENDABLE", registry.GROUP)}
+    monkeypatch.setattr(registry, "_plugins", lambda: found)
+    registry.spec.cache_clear()
+    try:
+        with pytest.raises(UsageError, match=rf"'acme' of an installed package \({__name__}:"
+                                             r"UNSENDABLE\).*no would_send"):
+            registry.spec("acme")
+        assert not registry.spec("gemini").would_send  # a call lane resends nothing
+    finally:
+        registry.spec.cache_clear()
 
 
 def test_the_built_in_names_cost_no_import():
@@ -186,6 +205,16 @@ def test_an_installed_backend_brings_its_models_and_renders_through_the_engine(
     assert json.loads(again.out.splitlines()[-1])["rendered"] == 0 and len(_Acme.sent) == 2
     wrong = make_project(ACME.replace("model: acme-1", "model: acme-2"))
     assert "acme-1" in run("-C", str(wrong), "validate").err  # a located error, a hint
+
+
+def test_the_cli_names_a_task_lane_package_without_would_send(rendering, monkeypatch, run,
+                                                              make_project):
+    unsendable = RENDERING._replace(lanes=(Lane.TASK,), would_send=None)
+    monkeypatch.setattr(sys.modules[__name__], "RENDERING", unsendable)
+    result = run("-C", str(make_project(ACME)), "build")
+    assert result.code == 2 and "Traceback" not in result.err, result
+    assert "backend 'acme' of an installed package" in result.err + result.out, result
+    assert "would_send" in result.err + result.out and not _Acme.sent, result
 
 
 def test_a_package_whose_catalogue_entry_is_broken_is_named(rendering, monkeypatch, run,

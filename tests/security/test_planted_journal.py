@@ -150,3 +150,77 @@ def test_a_planted_reported_line_never_hides_what_the_victim_pays(tmp_path):
         code, said = nbpipe(root, hiapi_env(fake, NBPIPE_CACHE_DIR=str(cache)), "build",
                             allowed=(0,))
         assert spent(said) == bill(fake) == Decimal("0.15"), said[-1500:]
+EDIT = """\
+version: 1
+defaults: {backend: hiapi, model: Nano-Banana-2, resolution: 1K}
+targets:
+  e: {prompt: make it night, inputs: ["https://example.com/ref.png"]}
+"""
+
+
+def journal_of(cache: Path, frame, body: str, task_id: str | None = None) -> None:
+    """The journal an earlier build of `frame` (its own intent, under its own key) would leave,
+    with `body` as the create it sent and `task_id` as the task it got."""
+    lines = [{"op": "intent", "key": frame.key, "take": 1, "frame": frame.name,
+              "backend": "hiapi", "request": frame.record()},
+             {"op": "sent", "key": frame.key, "take": 1, "body": body}]
+    if task_id:
+        lines.append({"op": "task", "key": frame.key, "take": 1, "task_id": task_id})
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "journal.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_a_planted_body_with_another_input_url_is_not_resent(tmp_path):
+    """The planted body is the victim's edit frame's own but for its input, an attacker's URL:
+    resent, the victim would pay for an image of the attacker's input, cached under its key.
+    It is set aside; the frame is sent with its own URL."""
+    from nbpipe.backends.hiapi import create_body, wire
+    from nbpipe.plan.planner import open_project
+
+    root = project(tmp_path / "victim", EDIT)
+    frame = open_project(root).frames["e"]
+    cache = tmp_path / "shared"
+    journal_of(cache, frame, wire(create_body(frame.request, ["https://evil.example/x.png"])))
+    with FakeHiApi() as fake:
+        code, said = nbpipe(root, hiapi_env(fake, NBPIPE_CACHE_DIR=str(cache)), "build")
+        sent = [t.input.get("image_input") for t in fake.tasks.values()]
+        assert sent == [["https://example.com/ref.png"]], said[-3000:]
+        assert code == 0 and SET_ASIDE.search(said), said[-3000:]
+
+
+def test_a_journalled_create_of_the_frames_own_url_is_resent_and_said_paid_by_this_build(
+        tmp_path):
+    """A create whose reply was lost, with the frame's own input URL, is resent (once); the
+    summary counts it, and the build says this build pays for it."""
+    from nbpipe.backends.hiapi import create_body, wire
+    from nbpipe.plan.planner import open_project
+
+    root = project(tmp_path / "victim", EDIT)
+    frame = open_project(root).frames["e"]
+    cache = tmp_path / "shared"
+    journal_of(cache, frame, wire(create_body(frame.request, ["https://example.com/ref.png"])))
+    with FakeHiApi() as fake:
+        code, said = nbpipe(root, hiapi_env(fake, NBPIPE_CACHE_DIR=str(cache)), "build")
+        assert code == 0 and len(fake.tasks) == 1 and not SET_ASIDE.search(said), said
+        assert spent(said) == bill(fake), said
+        assert "paid for by an earlier build" not in said and "· free" not in said, said
+        assert "resent (paid by this build)" in said, said
+
+
+def test_a_paid_task_whose_body_differs_cosmetically_is_collected_not_paid_again(tmp_path):
+    """An earlier build (another nbpipe version, say) journalled frame a's create with other
+    whitespace, and got its task: polling is free, so the task is collected into a; only b
+    and c are created."""
+    from nbpipe.backends.hiapi import create_body
+    from nbpipe.plan.planner import open_project
+
+    root = project(tmp_path / "victim", THREE)
+    frame = open_project(root).frames["a"]
+    body = create_body(frame.request, [])
+    cache = tmp_path / "shared"
+    with FakeHiApi() as fake:
+        task = fake._new_task(json.loads(json.dumps(body)), fake.key)
+        journal_of(cache, frame, json.dumps(body, indent=2), task.task_id)
+        code, said = nbpipe(root, hiapi_env(fake, NBPIPE_CACHE_DIR=str(cache)), "build")
+        assert code == 0 and not SET_ASIDE.search(said), said[-3000:]
+        assert len(fake.tasks) == 3 and fake.counts["creates"] == 2, said[-3000:]
