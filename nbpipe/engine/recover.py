@@ -135,14 +135,10 @@ class Recovery:
         return ours
 
     def _sendable(self, entries: list[Entry], after: bool) -> list[Entry]:
-        """The entries this build may act on. The journal sits in a cache others may write: a
-        create is resent only if its body is the one a frame of this build makes now (else
-        a planted line would spend this build's money on any request), and a task is polled
-        unless it claims one of this build's keys with another body and a journalled request
-        that is not that key's (its image would land under that key; a task of the key's own
-        request is polled whatever its body's bytes: a poll is free). The rest are set aside,
-        open for the build that made them; said at the end, when the frames keyed during the
-        build have taken theirs."""
+        """The entries this build may act on (the journal sits in a cache others may write): a
+        create is resent only if its body is one a frame of this build makes now; a task is
+        polled (free) unless it claims one of this build's keys for another request. The rest
+        are set aside for the build that made them, and said at the end."""
         frames = self.renderer.frames()
         keep: list[Entry] = []
         aside: list[Entry] = []
@@ -151,6 +147,8 @@ class Recovery:
             ok = entry.task_id is not None if frame is None else \
                 self.renderer.sendable(entry, frame)
             (keep if ok else aside).append(entry)
+        if after:
+            aside = self._abandon_own(aside, {f.name for f in frames.values()})
         new = [e for e in aside if (e.key, e.take) not in self._aside]
         if after and new:
             self._aside |= {(e.key, e.take) for e in new}
@@ -159,6 +157,24 @@ class Recovery:
                              f"project does not make ({names}): not resent; left in the "
                              "journal for the project that made them")
         return keep
+
+    def _abandon_own(self, aside: list[Entry], names: set[str]) -> list[Entry]:
+        """This project's own lost creates set aside (its account, one of its frames): a body
+        it no longer makes, never resent; closed (open for good, they would keep the no-op
+        fast path off) and counted as possibly billed."""
+        kept: list[Entry] = []
+        for entry in aside:
+            account = self.renderer.backends.account(entry.backend)
+            if entry.task_id is None and entry.frame in names and account is not None \
+                    and entry.account == account:
+                frame = entry_frame(entry, self.catalog)
+                charge = self.renderer.owed(entry, frame.cost, Billing.MAYBE)
+                self.journal.closed(entry.key, entry.take, "its frame changed; not resent")
+                self.teller.entry(frame, Status.FAILED, "a lost create of a request this "
+                                  "project no longer makes: not resent; may be billed", charge)
+            else:
+                kept.append(entry)
+        return kept
 
     async def _collect_one(self, entry: Entry, flight: asyncio.Future[Landing | None],
                            slots: dict[str, asyncio.Semaphore]) -> None:
@@ -179,17 +195,13 @@ class Recovery:
             except asyncio.CancelledError:
                 flight.set_result(None)
                 raise
-        flight.set_result(Landing(take, entry.frame, True, self._resent(entry)) if take
+        flight.set_result(Landing(take, entry.frame, True, _resent(self.renderer, entry)) if take
                           else None)
         if take is not None:
-            payer = "resent (paid by this build)" if self._resent(entry) else \
+            payer = "resent (paid by this build)" if _resent(self.renderer, entry) else \
                 "paid for by an earlier build"
             self.teller.note(f"recovered {entry.frame}: the image of task {take.task_id}, "
                              f"{payer}, is in the cache")
-
-    def _resent(self, entry: Entry) -> bool:
-        """Whether this build sent the entry's create (again): its payment is this build's."""
-        return (entry.key, entry.take) in self.renderer.mine
 
     async def _resume(self, entry: Entry, frame: Frame, what: str,
                       record: dict[str, object] | None) -> Take | None:
@@ -218,9 +230,13 @@ class Recovery:
         else:
             charge = self.renderer.owed(entry, frame.cost)  # after: a new task is this build's
             if charge.cost:
-                self.teller.entry(frame, Status.RENDERED, "resent (paid by this build) a create "
-                                  "an earlier build journalled" if self._resent(entry) else
-                                  "collected a task an earlier build left", charge)
+                said = "resent (paid by this build) a create an earlier build journalled" \
+                    if _resent(self.renderer, entry) else "collected a task an earlier build left"
+                self.teller.entry(frame, Status.RENDERED, said, charge)
             return take
         return None
 
+
+def _resent(renderer: Renderer, entry: Entry) -> bool:
+    """Whether this build sent the entry's create (again): its payment is this build's."""
+    return (entry.key, entry.take) in renderer.mine

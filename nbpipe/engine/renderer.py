@@ -33,7 +33,7 @@ from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Project, Step
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.journal import Entry, Journal
-from nbpipe.store.remote import Remote
+from nbpipe.store.remote import Remote, shares
 
 OpenBackend = Callable[[str, int, int | None], Backend]  # name, jobs, rpm → a ready backend
 
@@ -262,4 +262,4 @@ class SentUrls:
         if not digest:
             return False
         return url == self.cache.served_at(digest)[0] or \
-            (self.remote is not None and self.remote.shares(digest, url))
+            (self.remote is not None and shares(self.remote, digest, url))

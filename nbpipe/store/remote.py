@@ -186,15 +186,6 @@ class Remote:
             self._unreachable_by(exc)
             raise RemoteUnavailable(_why(exc)) from None
 
-    def shares(self, digest: str, url: str) -> bool:
-        """Whether `url` is one `share` hands out for `digest`, signed at any time (only the
-        query, the signature, differs). Signing is local: nothing is sent or uploaded."""
-        try:
-            signed = str(self.fs.sign(f"{self.root}/blobs/{digest}", expiration=60))
-        except Exception:
-            return False
-        return _place(signed) == _place(url)
-
     def push(self, key: str, take: Take, request: dict[str, Any], cache: Cache) -> None:
         """Blob first, then the record: a record never points at a missing blob. Raises
         RemoteUnavailable, at once if the remote already failed this command (the caller
@@ -266,3 +257,13 @@ def configured(root: Path, manifest_remote: str | None, manifest_endpoint: str |
     if offline or not url:
         return None
     return Remote(url, settings.remote_endpoint or manifest_endpoint)
+
+
+def shares(remote: Remote, digest: str, url: str) -> bool:
+    """Whether `url` is one `remote.share` hands out for `digest`, signed at any time (only
+    the query, the signature, differs). Signing is local: nothing is sent or uploaded."""
+    try:
+        signed = str(remote.fs.sign(f"{remote.root}/blobs/{digest}", expiration=60))
+    except Exception:  # any store's own failure to sign: then it is no URL of ours
+        return False
+    return _place(signed) == _place(url)
