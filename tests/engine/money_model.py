@@ -222,6 +222,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.reported = Decimal(0)  # Σ spent_usd + spent_earlier_usd over every build
         self.unbilled = Decimal(0)  # Gemini requests journalled as sent, never billed
         self.excused: set[tuple] = set()  # the journal entries `unbilled` counts
+        self._killed: list[tuple[int, list]] = []  # killed builds' Gemini entries, to judge
         self.tallies = 0  # Σ reported = Σ billed checks made
         self.said: list[str] = []  # each command and what it printed: the story of a failure
         (self.root / "refs" / "x.png").write_bytes(pool_png(self.input))
@@ -275,12 +276,14 @@ class MoneyMachine(RuleBasedStateMachine):
         return env
 
     def _popen(self, *args: str) -> subprocess.Popen:
+        self._judge_unbilled()
         args = with_json(args)
         return subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(self.root), *args],
                                 env=self._env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
 
     def _run(self, *args: str) -> subprocess.CompletedProcess:
+        self._judge_unbilled()
         args = with_json(args)
         done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(self.root), *args],
                               env=self._env(), capture_output=True, text=True, timeout=120)
@@ -329,6 +332,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     def _tally(self) -> None:
         """Σ reported = Σ billed, at a quiescent point."""
+        self._judge_unbilled()
         if not REPORTING or not self._quiescent():
             return
         self.tallies += 1
@@ -353,18 +357,28 @@ class MoneyMachine(RuleBasedStateMachine):
 
     def _unbilled_after_kill(self, first: int) -> None:
         """A killed build's Gemini requests that the journal holds as sent (the next build
-        must count them as possibly billed) and the fake never billed: the excuse, exactly."""
-        made = Counter(self._gemini_frame(b) for b in list(self.gemini.billed)[first:]
-                       if b.paid_image)
-        for slot, entry in self._journal().items():
-            if entry.backend == "gemini" and entry.task_id is None and slot not in self.excused:
-                self.excused.add(slot)
+        must count them as possibly billed) and the fake never billed: the excuse, exactly.
+        Judged when the next command starts (`_judge_unbilled`): a request the killed build
+        sent is billed when the fake reads it, which may be after the kill."""
+        entries = [(slot, entry) for slot, entry in self._journal().items()
+                   if entry.backend == "gemini" and entry.task_id is None
+                   and slot not in self.excused]
+        self.excused |= {slot for slot, _ in entries}
+        self._killed.append((first, [entry for _, entry in entries]))
+
+    def _judge_unbilled(self) -> None:
+        for first, entries in self._killed:
+            self.gemini.wait_idle()
+            made = Counter(self._gemini_frame(b) for b in list(self.gemini.billed)[first:]
+                           if b.paid_image)
+            for entry in entries:
                 frame = record_frame(entry.request)
                 if made[frame]:
                     made[frame] -= 1
                 else:
                     self.unbilled += price("gemini", entry.request.get("model"),
                                            (entry.request.get("params") or {}).get("resolution"))
+        self._killed.clear()
 
     def _note_gc(self, args, out: str) -> None:
         if args and args[0] == "gc":

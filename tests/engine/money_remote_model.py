@@ -138,6 +138,7 @@ class RemoteMoneyMachine(MoneyMachine):
             profile = args[args.index("--profile") + 1] if "--profile" in args else None
             excused.add(self.frames(profile).get(args[args.index("--force") + 1]))
         anyway = "--remote-errors=render" in args and self.mode != "up"
+        self._judge_unbilled()
         tasks = len(self.fake.tasks)
         started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), *args],
@@ -348,6 +349,7 @@ class RemoteMoneyMachine(MoneyMachine):
         back) while they run."""
         if flip == "plug" and self.mode != "unplugged":
             flip = None
+        self._judge_unbilled()
         tasks, billed = len(self.fake.tasks), len(self.gemini.billed)
         procs = [subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build",
                                    "-j", "4", "--json"], env=self._env(), stdout=subprocess.PIPE,
