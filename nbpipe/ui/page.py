@@ -62,6 +62,8 @@ class Thumbs:
             if data is None:
                 return False
             with Image.open(io.BytesIO(data)) as image:
+                if image.width * image.height > max_pixels():
+                    return False  # no model makes it: a decode would cost gigabytes, not a page
                 image.thumbnail((self.px, self.px))
                 out = io.BytesIO()
                 image.convert("RGB").save(out, "JPEG", quality=82)
@@ -69,6 +71,15 @@ class Thumbs:
             return False
         _publish(target, out.getvalue())
         return True
+
+
+def max_pixels() -> int:
+    """The most pixels an image a page shows may have: a square of the catalogue's largest
+    tier (4K: 4096 x 4096). Pillow's own bound is about 179 million, 1.4 GB to decode."""
+    from nbpipe.catalog import builtin
+
+    side = max(builtin().tiers.values(), default=4096)
+    return side * side
 
 
 def project_thumbs(root: Path, folder: Path, page_dir: Path, px: int = THUMB_PX,
