@@ -113,14 +113,10 @@ class GeminiBackend(HttpBackend):
         body = generate_body(request, [base64.b64encode(data).decode() for data in images],
                              [i.mime for i in inputs])
         reply = await self.settings.retry.run(lambda: self._generate(request.model, body))
-        try:
-            image = _image(reply)
-            if len(image) > self.settings.max_bytes:
-                raise FrameFailed(f"the image is {len(image):,} bytes, over the "
-                                  f"{self.settings.max_bytes:,}-byte cap")
-        except FrameFailed as exc:  # reported, so the money is counted once
-            raise FrameFailed(f"{exc} (Gemini answered HTTP 200: the request is billed)",
-                              maybe_billed=True) from None
+        image = _image(reply)
+        if len(image) > self.settings.max_bytes:
+            raise FrameFailed(f"the image is {len(image):,} bytes, over the "
+                              f"{self.settings.max_bytes:,}-byte cap")
         sink.write(image)
         return Rendered(task_id=None, cost=job.cost)
 
@@ -135,7 +131,7 @@ class GeminiBackend(HttpBackend):
             return validate(GeminiReply, answer.body)
         except ReplyProblem as exc:  # a 200 is billed: asking again would pay twice
             raise FrameFailed(f"Gemini answered HTTP 200 with {exc}; not retried, since the "
-                              "request is billed", maybe_billed=True) from None
+                              "request may have been billed") from None
 
     def _error(self, answer: Answer, model: str, url: str) -> Exception:
         status = answer.status

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.samples import GEMINI_ONE, ONE, failures, journal
+from tests.samples import ONE, journal
 
 
 def money(*summaries: dict) -> Decimal:
@@ -57,27 +57,3 @@ def test_a_lost_create_rejected_on_retry_is_collected_not_paid_again(fake_hiapi,
     bill = fake_hiapi.counts["creates"] * price_of(first, second)
     assert bill > 0 and money(first, second) == bill
     assert build(root)["fresh"] == 1 and fake_hiapi.counts["creates"] == 1
-
-
-@pytest.mark.parametrize("fault", ["garbled", "no-image", "safety", "held"])
-def test_a_gemini_call_billed_without_an_image_is_reported_by_its_build(
-        fake_gemini, build, make_project, monkeypatch, fault):
-    """Sent and answered (a 200 that is not JSON, or holds no image) or sent and not answered
-    within the call timeout (held at the fake after billing): the build that sent it says it
-    spent the money, as possibly billed; a clean build then pays once more, and no more."""
-    root = make_project(GEMINI_ONE)
-    if fault == "held":
-        monkeypatch.setenv("NBPIPE_CALL_TIMEOUT", "0.5")
-        fake_gemini.holds.hold("reply")  # billed; the reply never comes while the build waits
-    else:
-        fake_gemini.faults.add("generate", fault)
-    first = build(root)
-    assert fake_gemini.counts["generates"] == 1 and "billed" in failures(first)["a"]
-    fake_gemini.holds.release()
-    monkeypatch.delenv("NBPIPE_CALL_TIMEOUT", raising=False)
-    second = build(root)
-    assert second["rendered"] == 1 and fake_gemini.counts["generates"] == 2
-    price = Decimal(str(second["spent_usd"]))
-    assert price > 0 and Decimal(str(first["spent_usd"])) == price
-    assert (first["maybe_billed"], Decimal(str(first["maybe_billed_usd"]))) == (1, price)
-    assert money(first, second) == fake_gemini.counts["generates"] * price  # billed == reported

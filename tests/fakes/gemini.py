@@ -13,7 +13,7 @@ counts the requests billed, and `billed` says of each what it asked, which fault
 image it sent (a lost reply, `drop`, is billed for an image nobody received). More faults:
               slow(the reply drips in) gzip(labelled gzip, not compressed)
               redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
-              malformed:NAME (see MALFORMED) garbled(billed; a 200 that is not JSON)
+              malformed:NAME (see MALFORMED)
               echo-text echo-escaped echo-finish echo-block echo-error (the key comes back in
               a text part, JSON-escaped, finishReason, blockReason, or an error's fields)
 """
@@ -140,8 +140,6 @@ class FakeGemini(FakeServer):
         self.holds.passing("reply")  # billed, the reply held until the test releases it
         if fault == "drop":
             return request.drop()
-        if fault == "garbled":  # billed, and its 200 is not JSON
-            return request.send(200, raw=b'{"candidates": [')
         if fault == "echo-escaped":  # JSON escapes: the key is only there once parsed
             escaped = "".join(f"\\u{ord(c):04x}" for c in self.key)
             return request.send(200, raw=('{"candidates": [{"content": {"parts": [{"text": '
