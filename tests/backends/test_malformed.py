@@ -10,7 +10,7 @@ from tests.samples import GEMINI_ONE, ONE, failures
 GAVE_UP = "gave up after 5 attempts: "
 NOT_GZIP = "a body that does not decode as its Content-Encoding says"
 SHAPE = "a body that does not match the documented shape"
-BILLED = "; not retried, since the request is billed"  # a 200: Gemini bills it
+BILLED = "; not retried, since the request may have been billed"
 
 HIAPI = [  # endpoint, fault, the frame's reason
     ("create", "gzip", f"{GAVE_UP}HiAPI answered HTTP 200 with {NOT_GZIP}"),
