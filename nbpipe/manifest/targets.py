@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import re
 import string
-import unicodedata
 from typing import Any
 
 from nbpipe.errors import Diagnostic
@@ -19,6 +18,7 @@ from nbpipe.manifest.models import Bible, Profile, Target
 from nbpipe.manifest.patches import PatchProblem, checked_patch
 from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.manifest.templates import Template, TemplateFault
+from nbpipe.relpath import fold_name
 
 PARAMS = ("backend", "model", "aspect_ratio", "resolution", "output_format", "output")
 DEFAULT_OUTPUT = "out/{frame}.{ext}"
@@ -73,10 +73,6 @@ def name_part(value: Any) -> str:
 
 def _name_part_ok(part: str) -> bool:
     return bool(part) and part not in (".", "..") and not _BAD_PART.search(part)
-
-
-def _folded(name: str) -> str:
-    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _available(kind: str, names: Any) -> str:
@@ -334,7 +330,7 @@ class _Checks(_Located):
                            f"the frame-name part '{part}'", "names and paths keep only letters, "
                            "digits, '_', '.' and '-' (other characters become '-'): make them "
                            "differ there")
-            elif (other := folded.setdefault(_folded(part), value)) != value:
+            elif (other := folded.setdefault(fold_name(part), value)) != value:
                 self.error((*at, axis, i), f"matrix values {other!r} and {value!r} make "
                            f"file names that differ only by case or Unicode form", "macOS and "
                            "Windows see one file: make them differ in letters")
