@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -505,3 +506,37 @@ def test_an_offline_build_stopped_during_a_lost_reply_reaches_the_team_paid_once
         print(f"[offline, {stop}] creates {fake.counts['creates']}, replays "
               f"{fake.counts['replays']}, held {fake.counts['held replays']}, remote blobs "
               f"{len(on_remote)}, marks left {len(marks(a))}")
+
+
+# --- two clones on their own caches, one killed while its replies are lost ---------------------
+
+def summary_of(said: str) -> dict:
+    """The last JSON line a `build --json` printed: its summary."""
+    return json.loads([line for line in said.splitlines() if line.startswith("{")][-1])
+
+
+def test_a_clone_killed_during_lost_replies_and_another_clone_pay_once_and_say_it_once(
+        tmp_path):
+    """A is killed -9 while the fake has billed its three creates and lost every reply; B, a
+    clone on a cache of its own (no shared journal), then sends the same three requests under
+    the same account: HiAPI replays A's tasks. A builds again and collects them. One task per
+    request at the fake, and the summaries together report each payment exactly once."""
+    with FakeHiApi() as fake:
+        env = hiapi_env(fake)
+        a = project(tmp_path / "a", THREE)
+        b = project(tmp_path / "b", THREE)
+        fake.faults.add("create", "drop", "drop", "drop")  # billed, every reply lost
+        kill_held(fake, CREATE, 3, a, env, "build", "-j", "3")
+        code_b, said_b = nbpipe(b, env, "build", "--json")
+        code_a, said_a = nbpipe(a, env, "build", "--json")
+        one, two = summary_of(said_b), summary_of(said_a)
+        reported = sum(Decimal(str(s[k])) for s in (one, two)
+                       for k in ("spent_usd", "spent_earlier_usd"))
+        assert one_task_per_request(fake) == {"a lighthouse": 1, "a harbour": 1, "a pier": 1}
+        assert (code_a, code_b, fake.counts["creates"]) == (0, 0, 3)
+        assert reported == Decimal("0.15"), (one, two)  # three Nano-Banana tasks, once each
+        assert lock_frames(a) == lock_frames(b) and len(lock_frames(a)) == 3
+        pins_the_tasks(a, fake)
+        print(f"[two clones, A killed in lost replies] creates {fake.counts['creates']}, "
+              f"replays {fake.counts['replays']}, B spent {one['spent_usd']}, "
+              f"A spent {two['spent_usd']} + earlier {two['spent_earlier_usd']}")
