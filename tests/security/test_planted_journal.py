@@ -170,17 +170,24 @@ def journal_of(cache: Path, frame, body: str, task_id: str | None = None) -> Non
     (cache / "journal.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def test_a_planted_body_with_another_input_url_is_not_resent(tmp_path):
-    """The planted body is the victim's edit frame's own but for its input, an attacker's URL:
-    resent, the victim would pay for an image of the attacker's input, cached under its key.
-    It is set aside; the frame is sent with its own URL."""
+def edit_journalled(tmp_path: Path, url: str) -> tuple[Path, Path]:
+    """The victim's edit project, and a shared cache whose journal holds a create of its frame
+    `e` whose reply was lost, sent with `url` as the input."""
     from nbpipe.backends.hiapi import create_body, wire
     from nbpipe.plan.planner import open_project
 
     root = project(tmp_path / "victim", EDIT)
     frame = open_project(root).frames["e"]
     cache = tmp_path / "shared"
-    journal_of(cache, frame, wire(create_body(frame.request, ["https://evil.example/x.png"])))
+    journal_of(cache, frame, wire(create_body(frame.request, [url])))
+    return root, cache
+
+
+def test_a_planted_body_with_another_input_url_is_not_resent(tmp_path):
+    """The planted body is the victim's edit frame's own but for its input, an attacker's URL:
+    resent, the victim would pay for an image of the attacker's input, cached under its key.
+    It is set aside; the frame is sent with its own URL."""
+    root, cache = edit_journalled(tmp_path, "https://evil.example/x.png")
     with FakeHiApi() as fake:
         code, said = nbpipe(root, hiapi_env(fake, NBPIPE_CACHE_DIR=str(cache)), "build")
         sent = [t.input.get("image_input") for t in fake.tasks.values()]
@@ -192,13 +199,7 @@ def test_a_journalled_create_of_the_frames_own_url_is_resent_and_said_paid_by_th
         tmp_path):
     """A create whose reply was lost, with the frame's own input URL, is resent (once); the
     summary counts it, and the build says this build pays for it."""
-    from nbpipe.backends.hiapi import create_body, wire
-    from nbpipe.plan.planner import open_project
-
-    root = project(tmp_path / "victim", EDIT)
-    frame = open_project(root).frames["e"]
-    cache = tmp_path / "shared"
-    journal_of(cache, frame, wire(create_body(frame.request, ["https://example.com/ref.png"])))
+    root, cache = edit_journalled(tmp_path, "https://example.com/ref.png")
     with FakeHiApi() as fake:
         code, said = nbpipe(root, hiapi_env(fake, NBPIPE_CACHE_DIR=str(cache)), "build")
         assert code == 0 and len(fake.tasks) == 1 and not SET_ASIDE.search(said), said
