@@ -400,12 +400,10 @@ def _plugin_entries(built_in: set[str]) -> dict[str, BackendEntry]:
     each spec's `catalog`): their models are data too, checked as catalog.json's are. A
     package whose entry cannot be loaded or read is a usage error naming it (not nbpipe's
     bug)."""
-    from importlib.metadata import entry_points
-
-    from nbpipe.backends.names import GROUP
+    from nbpipe.backends.names import installed
 
     found: dict[str, BackendEntry] = {}
-    for point in entry_points(group=GROUP):
+    for point in installed().values():
         if point.name in built_in:
             continue  # a built-in name is never a package's to redefine
         try:

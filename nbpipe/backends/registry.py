@@ -21,10 +21,9 @@ from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from nbpipe.backends.names import BUILTIN, GROUP, NAMES
+from nbpipe.backends.names import BUILTIN, NAMES, installed
 
 if TYPE_CHECKING:  # the specs' types only: importing them costs the provider modules
-    from importlib.metadata import EntryPoint
 
     from nbpipe.backends.base import Backend
     from nbpipe.plan.frame import Request
@@ -125,8 +124,4 @@ def unrepeatable(name: str) -> bool:
     return spec(name).unrepeatable
 
 
-@cache
-def _plugins() -> dict[str, EntryPoint]:
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
+_plugins = installed  # the one lookup of installed backends (names.py)
