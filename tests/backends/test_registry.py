@@ -11,6 +11,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from nbpipe.backends import registry
+from nbpipe.backends.names import GROUP
 from nbpipe.backends.registry import BackendSpec, Inputs, Lane
 
 SPEC = BackendSpec(name="acme", lanes=(Lane.TASK,), inputs=Inputs.INLINE, key_env=("ACME_KEY",),
@@ -25,8 +26,8 @@ UNSENDABLE = SPEC._replace(would_send=None)  # a task lane that cannot say what 
 
 @pytest.fixture
 def plugins(monkeypatch):
-    found = {"acme": EntryPoint("acme", f"{__name__}:SPEC", registry.GROUP),
-             "wrong": EntryPoint("wrong", f"{__name__}:WRONG", registry.GROUP)}
+    found = {"acme": EntryPoint("acme", f"{__name__}:SPEC", GROUP),
+             "wrong": EntryPoint("wrong", f"{__name__}:WRONG", GROUP)}
     monkeypatch.setattr(registry, "_plugins", lambda: found)
     registry.spec.cache_clear()
     yield
@@ -60,7 +61,7 @@ def test_a_task_lane_without_would_send_is_refused_naming_its_package(monkeypatc
     for a new task. Refused at registration, the package named."""
     from nbpipe.errors import UsageError
 
-    found = {"acme": EntryPoint("acme", f"{__name__}:UNSENDABLE", registry.GROUP)}
+    found = {"acme": EntryPoint("acme", f"{__name__}:UNSENDABLE", GROUP)}
     monkeypatch.setattr(registry, "_plugins", lambda: found)
     registry.spec.cache_clear()
     try:
@@ -86,9 +87,9 @@ def installed(monkeypatch):
     """A package that registers `acme` through the real entry-point lookup."""
     import importlib.metadata
 
-    found = [EntryPoint("acme", f"{__name__}:SPEC", registry.GROUP)]
+    found = [EntryPoint("acme", f"{__name__}:SPEC", GROUP)]
     monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda group=None: found if group == registry.GROUP else [])
+                        lambda group=None: found if group == GROUP else [])
     registry._plugins.cache_clear()
     registry.spec.cache_clear()
     yield
@@ -170,9 +171,9 @@ def rendering(monkeypatch):
 
     from nbpipe import catalog
 
-    found = [EntryPoint("acme", f"{__name__}:RENDERING", registry.GROUP)]
+    found = [EntryPoint("acme", f"{__name__}:RENDERING", GROUP)]
     monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda group=None: found if group == registry.GROUP else [])
+                        lambda group=None: found if group == GROUP else [])
     for cached in (registry._plugins, registry.spec, catalog.builtin):
         cached.cache_clear()
     _Acme.sent.clear()
