@@ -33,7 +33,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import stat
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -61,7 +60,6 @@ def _sha(path: Path) -> str | None:
 
 
 # A state file, a mark: what the fast path reads beside the manifest and the lock, bounded too.
-STATE_CAP = LOCK_CAP
 MARK_CAP = 1 << 16
 _CAPS = {MANIFEST: MANIFEST_CAP, LOCK: LOCK_CAP}
 
@@ -74,15 +72,6 @@ def _project_sha(root: Path, name: str) -> str | None:
         return hashlib.sha256(read_capped(root / name, _CAPS.get(name, LOCK_CAP))).hexdigest()
     except (OSError, FileRefused):
         return None
-
-
-def _plain_file(path: Path, cap: int) -> bool:
-    """Whether `path` is a regular file, not a symbolic link, of at most `cap` bytes."""
-    try:
-        info = os.lstat(path)
-    except (OSError, ValueError):
-        return False
-    return stat.S_ISREG(info.st_mode) and info.st_size <= cap
 
 
 def _package_files() -> list[str]:
@@ -268,12 +257,11 @@ def check(root: Path, options: Json, journal: Path, settings: Settings | None = 
         pass  # no journal: nothing was ever left in flight
     except (OSError, ValueError):
         return Verdict(None, f"the journal cannot be read ({journal})")  # the full path says why
-    if not _plain_file(root / ".nbpipe" / "state.json", STATE_CAP):
-        return Verdict(None, "no state, or one that is not a plain file (a symbolic link?)")
-    state = State(root, fast=True)
+    state = State(root, fast=True)  # read bounded, as a regular file only, never followed
     fp = state.data.get("fingerprint")
     if not isinstance(fp, dict):
-        return Verdict(None, "no fingerprint: the last build was not all fresh, or none ran")
+        return Verdict(None, "no fingerprint: the last build was not all fresh, or none ran, "
+                             "or the state is not a plain file")
     if state.data.get("unpushed") or \
             _waiting_push(journal.parent / "unpushed", fp.get("remote", True)):
         # images still to send to the remote cache, which a build killed after marking them
