@@ -58,13 +58,13 @@ class Recovery:
         if not unknown:
             return
         frames = [entry_frame(e, self.catalog) for e in unknown]
-        cost = sum((f.cost for f in frames), Decimal(0))
+        cost = sum((self.renderer.budget.measure(f) for f in frames), Decimal(0))
         names = ", ".join(sorted({e.frame for e in unknown})[:8])
         self.teller.note(f"{len(unknown)} Gemini request(s) were in flight when an earlier build "
                          f"stopped ({names}): they may have been billed (USD {fmt_usd(cost)}); "
                          "frames still needed are sent again")
         for entry, frame in zip(unknown, frames, strict=True):
-            charge = self.renderer.owed(entry, frame.cost, Billing.MAYBE)
+            charge = self.renderer.owed(entry, frame, Billing.MAYBE)
             self.journal.closed(entry.key, entry.take, "outcome unknown after a crash")
             self.teller.entry(frame, Status.FAILED, "in flight when an earlier build stopped: "
                               "it may have been billed", charge)
@@ -105,7 +105,7 @@ class Recovery:
         """Tasks no build reported yet (their build died) are this build's to report."""
         for entry in entries:
             frame = entry_frame(entry, self.catalog)
-            charge = self.renderer.owed(entry, frame.cost, left=True)
+            charge = self.renderer.owed(entry, frame, left=True)
             if charge.cost:
                 self.journal.reported(entry.key, entry.take)
                 self.teller.entry(frame, Status.LEFT, "a task of an interrupted build, still "
@@ -168,7 +168,7 @@ class Recovery:
             if entry.task_id is None and entry.frame in names and account is not None \
                     and entry.account == account:
                 frame = entry_frame(entry, self.catalog)
-                charge = self.renderer.owed(entry, frame.cost, Billing.MAYBE)
+                charge = self.renderer.owed(entry, frame, Billing.MAYBE)
                 self.journal.closed(entry.key, entry.take, "its frame changed; not resent")
                 self.teller.entry(frame, Status.FAILED, "a lost create of a request this "
                                   "project no longer makes: not resent; may be billed", charge)
@@ -223,12 +223,12 @@ class Recovery:
                                  "another API key and is not this account's: left for a build "
                                  "with that key to collect")  # its own key may still see it
                 return None
-            lost = self.renderer.lost(entry, frame.cost, f"{entry.frame}: {exc}")
+            lost = self.renderer.lost(entry, frame, f"{entry.frame}: {exc}")
             self.teller.entry(frame, Status.FAILED, f"lost: {exc}", lost)
         except (NbpipeError, OSError) as exc:
             self.teller.note(f"{what} of an earlier build of {entry.frame} is still out: {exc}")
         else:
-            charge = self.renderer.owed(entry, frame.cost)  # after: a new task is this build's
+            charge = self.renderer.owed(entry, frame)  # after: a new task is this build's
             if charge.cost:
                 said = "resent (paid by this build) a create an earlier build journalled" \
                     if _resent(self.renderer, entry) else "collected a task an earlier build left"

@@ -97,7 +97,7 @@ class Renderer:
                   on_created=lambda: self.created.add((key, take_no)),
                   on_finished=release)
         try:
-            with self.inflight.sending(frame, frame.cost):
+            with self.inflight.sending(frame, self.budget.measure(frame)):
                 take = await self.fetch(frame, inputs, job)
         except asyncio.CancelledError:  # Ctrl-C past the grace: a task it leaves out is said
             self.left_out(frame, entry)
@@ -106,13 +106,12 @@ class Renderer:
             self.journal.failed(key, take_no)
             raise
         except ImageLost as exc:
-            self.teller.charge(frame.name, self.lost(entry, frame.cost, f"{frame.name}: {exc}"))
+            self.teller.charge(frame.name, self.lost(entry, frame, f"{frame.name}: {exc}"))
             raise FrameFailed(str(exc)) from None
         except (NbpipeError, OSError) as exc:
             self._settle(frame, entry, exc)
             raise
-        self.teller.charge(frame.name, self.owed(entry, max(Decimal(take.cost_usd),
-                                                            self.budget.measure(frame))))
+        self.teller.charge(frame.name, self.owed(entry, frame))
         return take
 
     def _entry(self, step: Step) -> Entry:
@@ -175,11 +174,15 @@ class Renderer:
         self.journal.done(key, job.take, digest)
         return take
 
-    def owed(self, entry: Entry, price: Decimal, billing: Billing | None = None,
+    def owed(self, entry: Entry, frame: Frame, billing: Billing | None = None,
              left: bool = False) -> Charge:
-        """What this build reports for the request of `entry`: its own request's price; an
-        earlier build's, if that build never reported it (it died); else nothing. A new task
-        this build's create made is its own, whatever the (untrusted) journal says."""
+        """What this build reports for the request of `entry`, made for `frame`: its own
+        request's price; an earlier build's, if that build never reported it (it died); else
+        nothing. A new task this build's create made is its own, whatever the (untrusted)
+        journal says. Every charge is priced here, at the budget's measure (the list price at
+        least: a manifest's `pricing:` may come from a pull request), however the request
+        ended."""
+        price = self.budget.measure(frame)
         if (entry.key, entry.take) in self.created:
             return Charge(price, billing=billing, left=left)
         if entry.reported:
@@ -188,9 +191,9 @@ class Renderer:
             return Charge(price, billing=billing, left=left)
         return Charge(price, earlier=True, billing=billing, left=left)
 
-    def lost(self, entry: Entry, price: Decimal, message: str) -> Charge:
+    def lost(self, entry: Entry, frame: Frame, message: str) -> Charge:
         """A paid task whose image is gone: close it; render anew next time."""
-        charge = self.owed(entry, price, Billing.LOST)
+        charge = self.owed(entry, frame, Billing.LOST)
         self.journal.closed(entry.key, entry.take, "image lost")
         self.teller.note(f"lost      {message}; the next render is a new task")
         return charge
@@ -205,7 +208,7 @@ class Renderer:
             (isinstance(exc, FrameFailed) and (exc.retry_later or exc.maybe_billed))
         if unrepeatable(frame.backend):
             if isinstance(exc, FrameFailed) and exc.maybe_billed:
-                self.teller.charge(frame.name, self.owed(entry, frame.cost, Billing.MAYBE))
+                self.teller.charge(frame.name, self.owed(entry, frame, Billing.MAYBE))
             self.journal.closed(entry.key, entry.take, f"no image: {exc}")
         elif entry.task_id is None and (entry.body is None or not unknown):
             self.journal.closed(entry.key, entry.take, f"no task: {exc}")
@@ -219,7 +222,7 @@ class Renderer:
         if (entry.key, entry.take) not in self.journal.open or not resumable(entry.backend) \
                 or not entry.task_id:
             return False  # no task: a create whose reply was lost is its resender's to count
-        self.teller.charge(frame.name, self.owed(entry, self.budget.measure(frame), left=left))
+        self.teller.charge(frame.name, self.owed(entry, frame, left=left))
         self.journal.reported(entry.key, entry.take)
         return True
 
