@@ -178,7 +178,7 @@ class Tally:
 
     def emit(self, event: Event) -> None:
         if isinstance(event, FrameDone):
-            self._count(event)
+            count(self.summary, event)
         self.sink.emit(event)
 
     def note(self, text: str) -> None:
@@ -190,20 +190,22 @@ class Tally:
         self.sink.emit(BuildEnded(self.summary))
         return self.summary
 
-    def _count(self, event: FrameDone) -> None:
-        s = self.summary
-        if not event.journal:
-            _COUNTS[event.status](s)
-        if event.earlier:
-            s.spent_earlier += event.cost
-        else:
-            s.spent += event.cost
-        s.saved += event.saved
-        if event.status is Status.LEFT and not event.earlier:
-            s.left_usd += event.cost
-        if event.billing is Billing.LOST:
-            s.lost += 1
-            s.lost_usd += event.cost
-        elif event.billing is Billing.MAYBE:
-            s.maybe_billed += 1
-            s.maybe_billed_usd += event.cost
+
+def count(s: Summary, event: FrameDone) -> None:
+    """Add one frame event to a summary: the one counting, for the tally and for a sink that
+    shows a running total (the live display)."""
+    if not event.journal:
+        _COUNTS[event.status](s)
+    if event.earlier:
+        s.spent_earlier += event.cost
+    else:
+        s.spent += event.cost
+    s.saved += event.saved
+    if event.status is Status.LEFT and not event.earlier:
+        s.left_usd += event.cost
+    if event.billing is Billing.LOST:
+        s.lost += 1
+        s.lost_usd += event.cost
+    elif event.billing is Billing.MAYBE:
+        s.maybe_billed += 1
+        s.maybe_billed_usd += event.cost

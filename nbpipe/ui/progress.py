@@ -5,14 +5,13 @@ events; the money it shows is the events' own cost (the Tally's, never recompute
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from nbpipe.events import BuildEnded, Event, FrameDone, FrameStarted, Note, Status
+from nbpipe.events import BuildEnded, Event, FrameDone, FrameStarted, Note, Status, Summary, count
 from nbpipe.money import fmt_usd
 from nbpipe.ui.events import text_status
 
@@ -24,8 +23,7 @@ class LiveEvents:
     total: int
     started: dict[str, float]
     durations: list[float]
-    counts: dict[Status, int]
-    spent: Decimal
+    running: Summary  # so far, counted as the tally counts (events.count)
     live: Live
 
     def __init__(self, total: int, console: Console | None = None) -> None:
@@ -33,8 +31,7 @@ class LiveEvents:
         self.total = total
         self.started = {}
         self.durations = []
-        self.counts = dict.fromkeys(Status, 0)
-        self.spent = Decimal(0)
+        self.running = Summary()
         self.live = Live(self._panel(), console=self.console, refresh_per_second=4,
                          transient=True, get_renderable=self._panel)
         self.live.start()
@@ -54,21 +51,19 @@ class LiveEvents:
         began = self.started.pop(event.frame, None)
         if began is not None and event.status is Status.RENDERED:
             self.durations.append(time.monotonic() - began)
-        self.spent += event.cost
-        if not event.journal:
-            self.counts[event.status] += 1
+        count(self.running, event)
         if event.status is not Status.FRESH and not event.journal:
             colour = COLOURS.get(event.status, "yellow")
             self.console.print(Text(f"{text_status(event):<9}", style=colour)
                                + Text(f"{event.frame}  {event.detail}"))
 
     def _panel(self) -> Group:
-        done = sum(self.counts.values())
+        s = self.running
+        done = s.rendered + s.restored + s.fresh + s.failed + s.skipped + s.kept + s.left
         now = time.monotonic()
-        line = Text(f"{done}/{self.total} frames · {self.counts[Status.RENDERED]} rendered · "
-                    f"{self.counts[Status.RESTORED]} restored · {len(self.started)} in flight · "
-                    f"{self.counts[Status.FAILED]} failed · spent USD {fmt_usd(self.spent)}"
-                    f"{self._eta(done)}")
+        line = Text(f"{done}/{self.total} frames · {s.rendered} rendered · {s.restored} "
+                    f"restored · {len(self.started)} in flight · {s.failed} failed · spent USD "
+                    f"{fmt_usd(s.spent)}{self._eta(done)}")
         slow = sorted(self.started.items(), key=lambda item: item[1])[:3]
         table = Table.grid(padding=(0, 2))
         for name, began in slow:
