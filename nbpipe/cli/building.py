@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from nbpipe.cli.shared import AS_JSON, OFFLINE, Edge, F, Usd, target
-from nbpipe.errors import EXIT_OK, UsageError
+from nbpipe.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     from nbpipe.engine.build import BuildOptions
@@ -161,6 +161,7 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
         if edge.settings.explain:
             click.echo(f"nbpipe: the no-op fast path missed: {found.why}", err=True)
     from nbpipe.engine.session import run_build, run_check
+    from nbpipe.ui.sinks import noted, say_check, sink_for
 
     options = build_options(frames, backend, profile, jobs=jobs, max_cost=max_cost,
                             trust_prices=trust_prices, fail_fast=fail_fast,
@@ -168,8 +169,13 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
                             remote_errors=remote_errors, force=force)
     project = edge.project(backend, profile, warn=True)
     if check:
-        return run_check(project, edge.cache_dir(), frames, as_json, edge.settings)
-    code = run_build(project, edge.cache_dir(), options, as_json, not no_wait, edge.settings)
+        plan = run_check(project, edge.cache_dir(), frames, noted(sink_for(as_json, 0)),
+                         edge.settings)
+        return EXIT_FAILED if say_check(plan, as_json) else EXIT_OK
+    events = sink_for(as_json, len(project.select(options.patterns)))
+    summary = run_build(project, edge.cache_dir(), options, events, noted(events),
+                        not no_wait, edge.settings)
+    code = summary.exit_code  # frames skipped or left out are missing: CI must not look green
     if with_report:
         from nbpipe.ui.report import report_path, write_report
 
