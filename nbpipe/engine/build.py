@@ -33,14 +33,13 @@ from nbpipe.engine.finish import (
 from nbpipe.engine.flights import Flights
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.materializer import Materializer
+from nbpipe.engine.pusher import pusher_for
 from nbpipe.engine.recover import Recovery, entry_frame
 from nbpipe.engine.renderer import Backends, OpenBackend, Renderer
 from nbpipe.engine.scheduler import Scheduler, said_at_end
 from nbpipe.engine.stop import Stop
 from nbpipe.engine.telling import Teller
 from nbpipe.events import Reporter, Status, Summary, Tally
-from nbpipe.ops.prices import list_prices
-from nbpipe.ops.push import pusher_for
 from nbpipe.plan.budget import Budget
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Project, Step, make_plan
@@ -49,6 +48,7 @@ from nbpipe.store.cache import Cache
 from nbpipe.store.journal import Journal
 from nbpipe.store.known import StoreKnown
 from nbpipe.store.lock import Lock
+from nbpipe.store.prices import list_prices
 from nbpipe.store.remote import Remote, remote_url
 from nbpipe.store.state import State
 

@@ -24,10 +24,10 @@ from nbpipe.engine.entries import recorded_key
 from nbpipe.engine.flights import key_of
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.inputs import input_data
+from nbpipe.engine.pusher import Deferred, Pusher
 from nbpipe.engine.telling import Charge, Teller
 from nbpipe.errors import FrameFailed, ImageLost, NbpipeError, TaskFailed
 from nbpipe.events import Billing
-from nbpipe.ops.push import Deferred, Pusher
 from nbpipe.plan.budget import Budget
 from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Project, Step

@@ -167,7 +167,7 @@ def _checked(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(unpushed, list):
         out["unpushed"] = [p for p in unpushed if isinstance(p, list) and len(p) == 2
                            and is_sha256(p[0]) and is_sha256(p[1])]
-    if isinstance(data.get("synced"), str):  # the remote every take was sent to (ops/push.py)
+    if isinstance(data.get("synced"), str):  # the remote every take was sent to (engine/pusher.py)
         out["synced"] = data["synced"]
     fingerprint = data.get("fingerprint")
     if _is_fingerprint(fingerprint):

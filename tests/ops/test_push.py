@@ -1,10 +1,10 @@
-"""The background pusher (nbpipe/ops/push.py) on its own: what an interrupted build leaves."""
+"""The background pusher (nbpipe/engine/pusher.py) on its own: what an interrupted build leaves."""
 
 from __future__ import annotations
 
 import threading
 
-from nbpipe.ops.push import Pusher
+from nbpipe.engine.pusher import Pusher
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.state import State
 from tests.conftest import wait_for
