@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Protocol
 
 from nbpipe.errors import BuildStopped, FrameFailed
@@ -58,7 +57,6 @@ class Job:
     is known."""
 
     take: int = 1
-    cost: Decimal = Decimal(0)  # the catalogue's price of the request
     resume_task: str | None = None
     body: str | None = None  # a create already sent (journalled): resend exactly these bytes
     on_send: Callable[[str], None] = lambda body: None  # journal the wire body before sending
@@ -74,10 +72,11 @@ class Job:
 
 @dataclass(frozen=True)
 class Rendered:
-    """What a backend reports about an image it wrote into the sink."""
+    """What a backend reports about an image it wrote into the sink. No price: the build
+    prices every request itself, from the catalogue (`Renderer.owed`), so a backend (a
+    plug-in among them) cannot make a build's numbers disagree."""
 
     task_id: str | None
-    cost: Decimal
     url: str | None = None  # where the output can be fetched again (HiAPI), until url_expires
     url_expires: float | None = None
 

@@ -118,7 +118,7 @@ class GeminiBackend(HttpBackend):
             raise FrameFailed(f"the image is {len(image):,} bytes, over the "
                               f"{self.settings.max_bytes:,}-byte cap")
         sink.write(image)
-        return Rendered(task_id=None, cost=job.cost)
+        return Rendered(task_id=None)
 
     async def _generate(self, model: str, body: dict[str, object]) -> GeminiReply:
         url = f"{self.settings.base_url}/{self.settings.api_version}/models/{model}:generateContent"

@@ -224,7 +224,7 @@ class HiApiBackend(HttpBackend):
             except DownloadGone as exc:
                 raise ImageLost(f"task {task_id} succeeded (paid) but its output URL is gone "
                                 f"({exc}); HiAPI keeps outputs about 7 days") from None
-        return Rendered(task_id=task_id, cost=job.cost, url=url, url_expires=expires)
+        return Rendered(task_id=task_id, url=url, url_expires=expires)
 
     async def _download(self, url: str, sink: Sink) -> None:
         truncate = getattr(sink, "truncate", None)

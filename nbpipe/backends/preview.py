@@ -15,7 +15,6 @@ import io
 import json
 import textwrap
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from nbpipe.backends.base import InputData, Job, Rendered, Sink
@@ -138,7 +137,7 @@ class PreviewBackend:
                      job: Job) -> Rendered:
         images = [i.data for i in inputs if i.data is not None]
         sink.write(await asyncio.to_thread(draw, request, images, job.take))
-        return Rendered(task_id=None, cost=Decimal(0))
+        return Rendered(task_id=None)
 
     async def aclose(self) -> None:
         return None

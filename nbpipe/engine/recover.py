@@ -208,7 +208,7 @@ class Recovery:
         """Re-attach to the entry's task (or resend its create byte for byte): its image, or
         None with the reason said and the entry closed where no image will come of it."""
         slot = (entry.key, entry.take)
-        job = Job(take=entry.take, cost=frame.cost, resume_task=entry.task_id, body=entry.body,
+        job = Job(take=entry.take, resume_task=entry.task_id, body=entry.body,
                   on_task=lambda task_id: self.journal.task(entry.key, entry.take, task_id),
                   on_created=lambda: self.renderer.created.add(slot))
         self.renderer.resends(entry)

@@ -146,7 +146,7 @@ class _Acme:
         data = io.BytesIO()
         Image.new("RGB", (8, 8), (200, 40, 40)).save(data, "PNG")
         sink.write(data.getvalue())
-        return Rendered(task_id=None, cost=job.cost)
+        return Rendered(task_id=None)
 
     async def aclose(self) -> None:
         pass

@@ -61,7 +61,7 @@ class Scripted:
     async def render(self, request: object, inputs: list[object], sink: io.RawIOBase,
                      job: Job) -> Rendered:
         step = self.script.pop(0)
-        price = job.cost
+        price = HIAPI_PRICE if self.name == "hiapi" else GEMINI_PRICE  # the provider's bill
         if job.resume_task:
             self.resumed.append(job.resume_task)
             task = job.resume_task
@@ -89,7 +89,7 @@ class Scripted:
         if step == "image-lost":
             raise ImageLost(f"task {task}: its output URL is gone")
         sink.write(png())
-        return Rendered(task if self.name == "hiapi" else None, price)
+        return Rendered(task if self.name == "hiapi" else None)
 
     def body(self, request: object) -> str:
         """The body a render of `request` sends: HiAPI's own (a journalled create is resent

@@ -40,7 +40,7 @@ class CountingBackend:
     async def render(self, request, inputs, sink, job):
         self.calls.append(request.prompt)
         sink.write(self.bytes_for(request, len(self.calls)))
-        return Rendered(f"task-{len(self.calls)}", Decimal("0.05"))
+        return Rendered(f"task-{len(self.calls)}")
 
     async def aclose(self):
         pass
@@ -85,13 +85,16 @@ def test_early_cutoff_when_upstream_rerenders_to_identical_bytes(make_project):
 
 
 def test_spend_and_savings_are_counted(make_project):
-    root = make_project(CHAIN.format(base="a cabin"))
+    # a build prices each render by the catalogue (or the manifest's `pricing:`), never by
+    # what a backend says it cost: the preview lane is priced here so there is money to count
+    priced = CHAIN.replace("targets:", "pricing: {{preview: {{Nano-Banana-2: 0.05}}}}\ntargets:")
+    root = make_project(priced.format(base="a cabin"))
     backend = CountingBackend(lambda request, n: png(n))
     first = build(root, backend)
     assert (first.spent, first.saved) == (Decimal("0.10"), Decimal(0))
     (root / "out" / "golden.png").unlink()
     second = build(root, backend)
-    assert (second.rendered, second.restored, second.saved) == (0, 1, Decimal(0))  # preview price
+    assert (second.rendered, second.restored, second.saved) == (0, 1, Decimal("0.05"))
 
 
 def test_force_adds_a_take_and_pin_goes_back_for_free(make_project):
