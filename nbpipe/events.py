@@ -45,7 +45,7 @@ class Billing(StrEnum):
     """Money shown apart from `spent` (each is a subset of it, or of `spent_earlier`)."""
 
     LOST = "lost"  # paid, and its image is gone
-    MAYBE = "maybe_billed"  # sent without idempotency, no reply: it may have been billed
+    MAYBE = "maybe_billed"  # sent without idempotency, no usable reply: it may have been billed
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class Summary:
     interrupted: bool = False
     lost: int = 0  # paid images gone (inside spent / spent_earlier)
     lost_usd: Decimal = ZERO
-    maybe_billed: int = 0  # requests with no reply that may have been billed (inside too)
+    maybe_billed: int = 0  # requests with no usable reply that may have been billed (inside too)
     maybe_billed_usd: Decimal = ZERO
 
     @property
@@ -139,7 +139,7 @@ class Summary:
             money.append(f"lost USD {fmt_usd(self.lost_usd)} ({self.lost} paid image(s) gone)")
         if self.maybe_billed:
             money.append(f"possibly billed USD {fmt_usd(self.maybe_billed_usd)} "
-                         f"({self.maybe_billed} request(s) with no reply)")
+                         f"({self.maybe_billed} request(s) with no usable reply)")
         return " · ".join(counts + money) + f" · saved USD {fmt_usd(self.saved)}"
 
 

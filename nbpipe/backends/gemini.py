@@ -114,9 +114,10 @@ class GeminiBackend(HttpBackend):
                              [i.mime for i in inputs])
         reply = await self.settings.retry.run(lambda: self._generate(request.model, body))
         image = _image(reply)
-        if len(image) > self.settings.max_bytes:
+        if len(image) > self.settings.max_bytes:  # made, so billed
             raise FrameFailed(f"the image is {len(image):,} bytes, over the "
-                              f"{self.settings.max_bytes:,}-byte cap")
+                              f"{self.settings.max_bytes:,}-byte cap; not retried, since "
+                              "the image was made and may have been billed", maybe_billed=True)
         sink.write(image)
         return Rendered(task_id=None)
 
@@ -129,9 +130,9 @@ class GeminiBackend(HttpBackend):
             if answer.problem:
                 raise ReplyProblem(answer.problem)
             return validate(GeminiReply, answer.body)
-        except ReplyProblem as exc:  # a 200 is billed: asking again would pay twice
+        except ReplyProblem as exc:  # a 200 may carry a billed image: asking again pays twice
             raise FrameFailed(f"Gemini answered HTTP 200 with {exc}; not retried, since the "
-                              "request may have been billed") from None
+                              "request may have been billed", maybe_billed=True) from None
 
     def _error(self, answer: Answer, model: str, url: str) -> Exception:
         status = answer.status
@@ -170,7 +171,11 @@ def _retry_delay(error: GeminiError) -> float | None:
 
 
 def _image(reply: GeminiReply) -> bytes:
-    """The first non-thought inline image of the reply, or FrameFailed saying why there is none."""
+    """The first non-thought inline image of the reply, or FrameFailed saying why there is none.
+
+    Policy: Google prices image output per image, so a well-formed 200 without one (a block, a
+    finishReason, text only) bills no image and is not counted as spent; an image part that
+    cannot be decoded was made, and is counted as possibly billed."""
     if not reply.candidates:
         reason = reply.promptFeedback.blockReason if reply.promptFeedback else None
         raise FrameFailed(f"Gemini blocked the prompt ({short(reason, 60)})" if reason
@@ -199,7 +204,8 @@ def _b64(data: str) -> bytes:
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise FrameFailed("Gemini's image data is not valid base64") from None
+        raise FrameFailed("Gemini's image data is not valid base64; not retried, since the "
+                          "image was made and may have been billed", maybe_billed=True) from None
 
 
 def open_gemini(jobs: int, rpm: int | None, settings: Settings) -> GeminiBackend:

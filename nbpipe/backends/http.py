@@ -136,7 +136,7 @@ class HttpBackend:
             if self.repeatable:
                 raise ReplyLost(late) from None
             raise FrameFailed(f"{late}; not retried, since the request may have been "
-                              "billed") from None
+                              "billed", maybe_billed=True) from None
         parsed = None
         if problem is None:
             try:

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.samples import ONE, journal
+from tests.samples import GEMINI_ONE, ONE, failures, journal
 
 
 def money(*summaries: dict) -> Decimal:
@@ -57,3 +57,43 @@ def test_a_lost_create_rejected_on_retry_is_collected_not_paid_again(fake_hiapi,
     bill = fake_hiapi.counts["creates"] * price_of(first, second)
     assert bill > 0 and money(first, second) == bill
     assert build(root)["fresh"] == 1 and fake_hiapi.counts["creates"] == 1
+
+
+def billed_images(fake_gemini) -> int:
+    """Images Google made and billed (delivered, or lost on the way back)."""
+    return sum(1 for b in fake_gemini.billed if b.paid_image)
+
+
+@pytest.mark.parametrize("fault", ["garbled", "bad-base64", "over-cap", "held",
+                                   "no-image", "safety", "prompt-blocked"])
+def test_a_gemini_call_that_brings_no_usable_image_is_reported_as_billed(
+        fake_gemini, build, make_project, monkeypatch, fault):
+    """After a request left: an image the build could not use (its 200 cut short, its data not
+    base64, over the size cap, its reply not back within the call timeout) was made, so the
+    build that sent it reports it, as possibly billed. A well-formed 200 without an image (a
+    block, text only) bills no image (Google prices per image) and is not counted. Either way a
+    clean build then pays once more, and what the builds report is what the fake billed."""
+    root = make_project(GEMINI_ONE)
+    if fault == "held":
+        monkeypatch.setenv("NBPIPE_CALL_TIMEOUT", "0.5")
+        fake_gemini.holds.hold("reply")  # billed; the reply never comes while the build waits
+    elif fault == "over-cap":
+        monkeypatch.setenv("NBPIPE_MAX_IMAGE_BYTES", "16")
+    else:
+        fake_gemini.faults.add("generate", fault)
+    first = build(root)
+    assert first["failed"] == 1 and fake_gemini.counts["generates"] == 1
+    made = fault not in ("no-image", "safety", "prompt-blocked")
+    assert ("may have been billed" in failures(first)["a"]) is made
+    fake_gemini.holds.release()
+    for var in ("NBPIPE_CALL_TIMEOUT", "NBPIPE_MAX_IMAGE_BYTES"):
+        monkeypatch.delenv(var, raising=False)
+    second = build(root)
+    assert second["rendered"] == 1 and fake_gemini.counts["generates"] == 2
+    price = Decimal(str(second["spent_usd"]))
+    assert price > 0 and first.get("maybe_billed", 0) == int(made)
+    assert Decimal(str(first.get("maybe_billed_usd", 0))) == Decimal(str(first["spent_usd"])) == \
+        (price if made else 0)
+    fake_gemini.wait_idle()  # the held reply's image is made once released
+    assert billed_images(fake_gemini) == 1 + made
+    assert money(first, second) == billed_images(fake_gemini) * price  # billed == reported

@@ -13,7 +13,8 @@ counts the requests billed, and `billed` says of each what it asked, which fault
 image it sent (a lost reply, `drop`, is billed for an image nobody received). More faults:
               slow(the reply drips in) gzip(labelled gzip, not compressed)
               redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
-              malformed:NAME (see MALFORMED)
+              malformed:NAME (see MALFORMED) garbled(an image billed; its 200 is not JSON)
+              bad-base64(an image billed; its data is not base64)
               echo-text echo-escaped echo-finish echo-block echo-error (the key comes back in
               a text part, JSON-escaped, finishReason, blockReason, or an error's fields)
 """
@@ -140,6 +141,9 @@ class FakeGemini(FakeServer):
         self.holds.passing("reply")  # billed, the reply held until the test releases it
         if fault == "drop":
             return request.drop()
+        if fault == "garbled":  # made and billed; the 200 that carries it is cut short
+            billed.image = image_bytes(spec["mime"], str(billed.number))
+            return request.send(200, raw=b'{"candidates": [')
         if fault == "echo-escaped":  # JSON escapes: the key is only there once parsed
             escaped = "".join(f"\\u{ord(c):04x}" for c in self.key)
             return request.send(200, raw=('{"candidates": [{"content": {"parts": [{"text": '
@@ -164,6 +168,8 @@ class FakeGemini(FakeServer):
             seed = str(billed.number) + json.dumps(body)[:40]
             billed.image = image_bytes(spec["mime"], seed)
             data = base64.b64encode(billed.image).decode()
+            if fault == "bad-base64":
+                data = "*" + data
             parts.append({"inlineData": {"mimeType": f"image/{spec['mime']}", "data": data}})
         return {"candidates": [{"content": {"role": "model", "parts": parts},
                                 "finishReason": "STOP", "index": 0}],
