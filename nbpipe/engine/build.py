@@ -34,7 +34,7 @@ from nbpipe.engine.flights import Flights
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.materializer import Materializer
 from nbpipe.engine.pusher import pusher_for
-from nbpipe.engine.recover import Recovery, entry_frame
+from nbpipe.engine.recover import Recovery, entry_frame, say_kept
 from nbpipe.engine.renderer import Backends, OpenBackend, Renderer
 from nbpipe.engine.scheduler import Scheduler, said_at_end
 from nbpipe.engine.stop import Stop
@@ -147,6 +147,7 @@ class Build:
         recovery = Recovery(self.journal, self.project.catalog, budget, flights, renderer,
                             teller, self.stop, self.settings.recover_timeout)
         recovery.announce_unknown()
+        say_kept(self.journal, teller)
         slots = {b: asyncio.Semaphore(self._jobs(b)) for b in self._backend_names()}
         grace = self.settings.interrupt_grace if options.grace is None else options.grace
         return Scheduler(renderer, materializer, recovery, teller, self.stop, flights, inflight,

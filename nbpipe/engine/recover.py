@@ -237,6 +237,19 @@ class Recovery:
         return None
 
 
+def say_kept(journal: Journal, teller: Teller) -> None:
+    """Entries of a backend or model this nbpipe does not know stay in the journal for one that
+    does (their tasks are paid for): say so, once a build, so a user who removed a plug-in
+    knows why the no-op fast path stays off and how to collect them."""
+    if not journal.kept:
+        return
+    names = sorted({f"{r.get('backend')}/{r.get('request', {}).get('model')}"[:60]
+                    for r, *_ in journal.kept.values()})
+    teller.note(f"{len(journal.kept)} journal entr{'y' if len(journal.kept) == 1 else 'ies'} "
+                f"of a backend or model this nbpipe does not know ({', '.join(names[:8])}): "
+                "kept, not sent; a build with that plug-in or model collects them")
+
+
 def _resent(renderer: Renderer, entry: Entry) -> bool:
     """Whether this build sent the entry's create (again): its payment is this build's."""
     return (entry.key, entry.take) in renderer.mine

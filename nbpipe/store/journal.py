@@ -18,7 +18,10 @@ no task and no body is a synchronous request (Gemini) whose outcome is unknown: 
 been billed. Each line is read through its strict model (store/records.py): the known
 fields' types are checked, an unknown field is allowed (a field a newer nbpipe adds leaves the
 line readable; the model keeps it in `model_extra`). Lines that do not parse or hold the wrong
-types (a torn last write, a hand edit) are skipped. `account` (a digest of the API key that
+types (a torn last write, a hand edit) are skipped, except an intent this nbpipe cannot act on
+(its backend is a plug-in not installed here, its model left the catalogue): that entry's lines
+are kept as they are, through every compaction, for a build that can collect its task; they are
+never resent from here. `account` (a digest of the API key that
 sends it) keeps a journal shared by projects with different keys honest: only a build paying
 from that account resumes an entry (HiAPI answers another account's task with 404, and takes
 its Idempotency-Key as new). The journal lives in the cache (`journal.jsonl`) and is compacted
@@ -36,7 +39,14 @@ from typing import Any, TextIO
 
 from nbpipe.files import atomic_write
 from nbpipe.projectfile import LOCK_CAP, FileRefused, read_capped
-from nbpipe.store.records import IntentLine, SentLine, TaskLine, journal_line
+from nbpipe.store.records import (
+    IntentLine,
+    JournalLine,
+    SentLine,
+    TaskLine,
+    journal_line,
+    unknown_request,
+)
 
 
 @dataclass
@@ -64,11 +74,13 @@ class Journal:
 
     path: Path
     open: dict[tuple[str, int], Entry]
+    kept: dict[tuple[str, int], list[dict[str, Any]]]  # entries this nbpipe cannot act on
     _handle: TextIO | None
 
     def __init__(self, path: Path):
         self.path = path
         self.open = {}
+        self.kept = {}
         self._handle = None
         self._replay()
 
@@ -80,15 +92,39 @@ class Journal:
         for line in lines:
             try:
                 record = json.loads(line)
-                self._apply(record)
             except ValueError:
                 continue  # a torn write at a crash; everything before it stands
+            try:
+                self._apply(record)
+            except ValueError:
+                self._keep(record)
+
+    def _keep(self, record: object) -> None:
+        """A line `_apply` refused: kept if it belongs to an entry of a backend or model this
+        nbpipe does not know (another nbpipe may collect its paid task); else skipped (a hand
+        edit, a damaged line)."""
+        try:
+            line = JournalLine.model_validate(record)
+        except ValueError:
+            return
+        slot = (line.key, line.take)
+        if line.op == "intent" and slot not in self.open and isinstance(record, dict) and \
+                isinstance(record.get("backend"), str) and unknown_request(record):
+            self.kept[slot] = [record]
+        elif slot in self.kept and isinstance(record, dict):
+            self.kept[slot].append(record)
 
     def _apply(self, record: object) -> None:
         """Replay one line; ValueError when it is not one a build can act on (its model in
         store/records.py: unknown fields are kept and ignored, known ones checked)."""
         line = journal_line(record)
         slot = (line.key, line.take)
+        if slot in self.kept:  # an entry another nbpipe can act on: its lines go along
+            if line.op in ("done", "failed", "closed"):
+                del self.kept[slot]
+            elif isinstance(record, dict):
+                self.kept[slot].append(record)
+            return
         if isinstance(line, IntentLine):
             self.open[slot] = Entry(line.key, line.take, line.frame, line.backend, line.request,
                                     account=line.account)
@@ -165,6 +201,8 @@ class Journal:
                               "task_id": entry.task_id})
             if entry.reported:
                 lines.append({"op": "reported", "key": entry.key, "take": entry.take})
+        lines += [record for slot, records in self.kept.items() if slot not in self.open
+                  for record in records]
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in lines).encode())
 
 

@@ -135,6 +135,15 @@ def journal_line(doc: object) -> JournalLine:
     return line if model is None else model.model_validate(doc)
 
 
+def unknown_request(record: dict[str, Any]) -> bool:
+    """An intent of a digest key whose backend or model this nbpipe's catalogue does not hold (a
+    plug-in not installed here, a model since retired): not damage; another nbpipe may act on
+    it."""
+    request, key = record.get("request"), record.get("key")
+    return isinstance(request, dict) and isinstance(key, str) and is_sha256(key) and \
+        builtin().get(str(record.get("backend")), str(request.get("model"))) is None
+
+
 def _sound_request(backend: str, request: dict[str, Any]) -> bool:
     spec = builtin().get(backend, str(request.get("model")))
     params = request.get("params", {})

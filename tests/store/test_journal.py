@@ -1,0 +1,73 @@
+"""The journal keeps every paid task it cannot act on: an entry of a plug-in that is not
+installed here, or of a model that left the catalogue, survives compaction as it was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nbpipe.store.journal import Journal
+
+KEY = "a" * 64
+OURS = "b" * 64
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write(path: Path, records: list[object]) -> None:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n"
+                            for r in records))
+
+
+ACME = [{"op": "intent", "key": KEY, "take": 1, "frame": "hero", "backend": "acme",
+         "request": {"model": "acme-1", "prompt": "a kite", "params": {}}, "account": "x"},
+        {"op": "sent", "key": KEY, "take": 1, "body": "{\"prompt\": \"a kite\"}"},
+        {"op": "task", "key": KEY, "take": 1, "task_id": "acme-task-7"}]
+HIAPI = {"op": "intent", "key": OURS, "take": 1, "frame": "a", "backend": "hiapi",
+         "request": {"model": "Nano-Banana", "prompt": "x", "params": {}}}
+
+
+def test_an_entry_of_a_backend_not_installed_survives_compaction(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    write(path, [ACME[0], HIAPI, ACME[1], "{torn", {"op": "done", "key": OURS, "take": 1,
+                                                      "digest": "c" * 64}, ACME[2]])
+    journal = Journal(path)
+    assert journal.open == {} and list(journal.kept) == [(KEY, 1)]
+    journal.close()
+    assert lines(path) == ACME  # as it was, never acted on here
+    again = Journal(path)
+    again.close()
+    assert lines(path) == ACME  # and again
+
+
+def test_a_model_that_left_the_catalogue_is_kept_too(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    gone = {**HIAPI, "request": {"model": "Nano-Banana-0", "prompt": "x", "params": {}}}
+    write(path, [gone])
+    Journal(path).close()
+    assert lines(path) == [gone]
+
+
+def test_its_outcome_closes_it_and_damage_is_not_kept(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    bad_shape = {**HIAPI, "key": OURS, "request": {"model": "Nano-Banana", "prompt": 5}}
+    write(path, [*ACME, {"op": "closed", "key": KEY, "take": 1, "why": "collected"},
+                 bad_shape, {**ACME[0], "key": "not-a-digest"}, {"op": "intent"}])
+    journal = Journal(path)
+    assert journal.kept == {} and journal.open == {}
+    journal.close()
+    assert path.read_text() == ""
+
+
+def test_a_build_says_what_it_keeps_and_keeps_it(make_project, run):
+    root = make_project("version: 1\ntargets:\n  a: {prompt: a red kite}\n")
+    path = root / ".nbpipe" / "journal.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path, ACME)
+    result = run("-C", str(root), "build", "--backend", "preview")
+    assert result.code == 0, result
+    assert "1 journal entry of a backend or model this nbpipe does not know (acme/acme-1): " \
+        "kept, not sent; a build with that plug-in or model collects them" in result.out + result.err
+    assert lines(path) == ACME
