@@ -121,7 +121,9 @@ class Build:
                 self._finish(frames)
         for said in said_at_end(self.walk.budget, self.stop):
             self.tally.note(said)
-        return self.tally.end(self.stop.interrupted)
+        summary = self.tally.end(self.stop.interrupted)
+        self.journal.summary_said()  # only now: a build that dies before said nothing
+        return summary
 
     async def _walk(self, frames: list[Frame], opened: Backends) -> None:
         try:

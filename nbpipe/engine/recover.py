@@ -107,7 +107,7 @@ class Recovery:
             frame = entry_frame(entry, self.catalog)
             charge = self.renderer.owed(entry, frame, left=True)
             if charge.cost:
-                self.journal.reported(entry.key, entry.take)
+                self.journal.counting(entry.key, entry.take)
                 self.teller.entry(frame, Status.LEFT, "a task of an interrupted build, still "
                                   "out", charge)
 

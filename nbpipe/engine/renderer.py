@@ -225,7 +225,7 @@ class Renderer:
                 or not entry.task_id:
             return False  # no task: a create whose reply was lost is its resender's to count
         self.teller.charge(frame.name, self.owed(entry, frame, left=left))
-        self.journal.reported(entry.key, entry.take)
+        self.journal.counting(entry.key, entry.take)
         return True
 
 

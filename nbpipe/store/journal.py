@@ -75,12 +75,14 @@ class Journal:
     path: Path
     open: dict[tuple[str, int], Entry]
     kept: dict[tuple[str, int], list[dict[str, Any]]]  # entries this nbpipe cannot act on
+    _unsaid: list[tuple[str, int]]  # counted by a summary not said yet
     _handle: TextIO | None
 
     def __init__(self, path: Path):
         self.path = path
         self.open = {}
         self.kept = {}
+        self._unsaid = []
         self._handle = None
         self._replay()
 
@@ -165,9 +167,27 @@ class Journal:
         self._write({"op": "failed", "key": key, "take": take})
 
     def reported(self, key: str, take: int) -> None:
-        """A summary counted this open entry's cost: no later build counts it again."""
+        """Another build's summary counts this open entry's cost (HiAPI answered its create as
+        a replay: the task is that build's): no later build counts it."""
         if (key, take) in self.open and not self.open[(key, take)].reported:
             self._write({"op": "reported", "key": key, "take": take})
+
+    def counting(self, key: str, take: int) -> None:
+        """This build's summary counts this open entry's cost: no later build counts it again,
+        once that summary is said (`summary_said`). Until then the mark is this build's only:
+        a build that dies first (a Ctrl-C as it ends, a kill) said nothing, and the build that
+        collects the task reports it."""
+        slot = (key, take)
+        if slot in self.open and not self.open[slot].reported:
+            self.open[slot].reported = True
+            self._unsaid.append(slot)
+
+    def summary_said(self) -> None:
+        """The summary that counted the entries marked by `counting` is out: record them."""
+        unsaid, self._unsaid = self._unsaid, []
+        for slot in unsaid:
+            if slot in self.open:
+                self._write({"op": "reported", "key": slot[0], "take": slot[1]})
 
     def closed(self, key: str, take: int, why: str) -> None:
         """No image will come of this entry: the request was refused, or its outcome is lost."""
@@ -199,7 +219,7 @@ class Journal:
             if entry.task_id:
                 lines.append({"op": "task", "key": entry.key, "take": entry.take,
                               "task_id": entry.task_id})
-            if entry.reported:
+            if entry.reported and (entry.key, entry.take) not in self._unsaid:
                 lines.append({"op": "reported", "key": entry.key, "take": entry.take})
         lines += [record for slot, records in self.kept.items() if slot not in self.open
                   for record in records]

@@ -20,7 +20,7 @@ from nbpipe.backends.base import Job, Rendered, TaskStillOut
 from nbpipe.backends.hiapi import create_body, wire
 from nbpipe.engine.build import Build, BuildOptions
 from nbpipe.errors import FrameFailed, ImageLost
-from nbpipe.events import Event, FrameDone, Status, Summary
+from nbpipe.events import BuildEnded, Event, FrameDone, Status, Summary
 from nbpipe.plan.frame import Request
 from nbpipe.plan.planner import open_project
 from nbpipe.store.cache import Cache
@@ -246,3 +246,36 @@ def test_money_across_builds_is_never_reported_twice_nor_dropped(make_project):
         reported += summary.spent + summary.spent_earlier
     assert hiapi.billed == 2 * HIAPI_PRICE and reported == hiapi.billed
     assert open_entries(root) == []
+
+
+@dataclass
+class DiesAtTheSummary(Recorded):
+    """A Ctrl-C that lands as the build says its summary: nothing of it is said."""
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, BuildEnded):
+            raise KeyboardInterrupt
+        super().emit(event)
+
+
+def test_a_task_left_out_by_a_build_that_dies_before_its_summary_is_reported_next(
+        make_project):
+    """The journal marks a left-out task reported only once the summary that counts it is
+    said: a build interrupted before that said nothing, and the build that collects the task
+    reports it (invariant 2: once, not never)."""
+    root = make_project(HIAPI)
+    hiapi = Scripted("hiapi", ["still-out", "still-out", "ok"])
+    project = open_project(root)
+    cache = Cache(root / ".nbpipe")
+    journal = Journal(root / ".nbpipe" / "journal.jsonl")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Build(project, cache, Lock.load(root), State(root), journal, DiesAtTheSummary(),
+                  BuildOptions(), open_backend=lambda name, jobs, rpm: hiapi).run()
+    finally:
+        journal.close()
+        cache.close()
+    (entry,) = open_entries(root)
+    assert not entry.reported  # nothing said it
+    second, _ = build(root, hiapi)
+    assert second.rendered == 1 and second.spent_earlier == HIAPI_PRICE == hiapi.billed
