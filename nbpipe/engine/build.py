@@ -34,7 +34,7 @@ from nbpipe.engine.flights import Flights
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.materializer import Materializer
 from nbpipe.engine.pusher import pusher_for
-from nbpipe.engine.recover import Recovery, entry_frame, say_kept
+from nbpipe.engine.recover import Recovery, entry_frame, report_unreported, say_kept
 from nbpipe.engine.renderer import Backends, OpenBackend, Renderer
 from nbpipe.engine.scheduler import Scheduler, said_at_end
 from nbpipe.engine.stop import Stop
@@ -148,6 +148,8 @@ class Build:
                                     self.pulled)
         recovery = Recovery(self.journal, self.project.catalog, budget, flights, renderer,
                             teller, self.stop, self.settings.recover_timeout)
+        # first: what this build ends from here on waits for its own summary
+        report_unreported(self.journal, renderer, teller, self.project.catalog)
         recovery.announce_unknown()
         say_kept(self.journal, teller)
         slots = {b: asyncio.Semaphore(self._jobs(b)) for b in self._backend_names()}

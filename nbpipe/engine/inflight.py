@@ -59,6 +59,6 @@ class InFlight:
         entry = next((e for e in self.journal.open.values()
                       if e.frame == name and unrepeatable(e.backend)), None)
         if entry is not None:
-            self.journal.closed(entry.key, entry.take, why)
+            self.journal.closed(entry.key, entry.take, why, billed=True)
         cost = self.prices.pop(name, Decimal(0))
         self.teller.charge(name, Charge(cost, billing=Billing.MAYBE))

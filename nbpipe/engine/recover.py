@@ -65,7 +65,7 @@ class Recovery:
                          "frames still needed are sent again")
         for entry, frame in zip(unknown, frames, strict=True):
             charge = self.renderer.owed(entry, frame, Billing.MAYBE)
-            self.journal.closed(entry.key, entry.take, "outcome unknown after a crash")
+            self.journal.closed(entry.key, entry.take, "outcome unknown after a crash", True)
             self.teller.entry(frame, Status.FAILED, "in flight when an earlier build stopped: "
                               "it may have been billed", charge)
             self.budget.owe(frame)  # the cap covers what may be spent
@@ -169,7 +169,8 @@ class Recovery:
                     and entry.account == account:
                 frame = entry_frame(entry, self.catalog)
                 charge = self.renderer.owed(entry, frame, Billing.MAYBE)
-                self.journal.closed(entry.key, entry.take, "its frame changed; not resent")
+                self.journal.closed(entry.key, entry.take, "its frame changed; not resent",
+                                    billed=True)
                 self.teller.entry(frame, Status.FAILED, "a lost create of a request this "
                                   "project no longer makes: not resent; may be billed", charge)
             else:
@@ -235,6 +236,20 @@ class Recovery:
                 self.teller.entry(frame, Status.RENDERED, said, charge)
             return take
         return None
+
+
+def report_unreported(journal: Journal, renderer: Renderer, teller: Teller,
+                      catalog: Catalog) -> None:
+    """Requests an earlier build paid for and ended (its image came, or it may have been
+    billed) but never reported: it died before its summary. This build's summary says them,
+    as spent earlier; then the journal lets them go."""
+    for entry in list(journal.unreported.values()):
+        frame = entry_frame(entry, catalog)
+        done = entry.ended == "done"
+        charge = renderer.owed(entry, frame, None if done else Billing.MAYBE)
+        teller.entry(frame, Status.RENDERED if done else Status.FAILED,
+                     "paid by an earlier build that stopped before its summary"
+                     + ("" if done else "; it may have been billed"), charge)
 
 
 def say_kept(journal: Journal, teller: Teller) -> None:

@@ -196,7 +196,7 @@ class Renderer:
     def lost(self, entry: Entry, frame: Frame, message: str) -> Charge:
         """A paid task whose image is gone: close it; render anew next time."""
         charge = self.owed(entry, frame, Billing.LOST)
-        self.journal.closed(entry.key, entry.take, "image lost")
+        self.journal.closed(entry.key, entry.take, "image lost", billed=True)
         self.teller.note(f"lost      {message}; the next render is a new task")
         return charge
 
@@ -209,9 +209,10 @@ class Renderer:
         unknown = isinstance(exc, StoppedMaybeSent) or \
             (isinstance(exc, FrameFailed) and (exc.retry_later or exc.maybe_billed))
         if unrepeatable(frame.backend):
-            if isinstance(exc, FrameFailed) and exc.maybe_billed:
+            billed = isinstance(exc, FrameFailed) and exc.maybe_billed
+            if billed:
                 self.teller.charge(frame.name, self.owed(entry, frame, Billing.MAYBE))
-            self.journal.closed(entry.key, entry.take, f"no image: {exc}")
+            self.journal.closed(entry.key, entry.take, f"no image: {exc}", billed)
         elif entry.task_id is None and (entry.body is None or not unknown):
             self.journal.closed(entry.key, entry.take, f"no task: {exc}")
         else:  # a task, or a create whose reply was lost: the next build collects it

@@ -7,7 +7,8 @@ One JSON line per event, appended and fsync'd before the build moves on:
     {"op": "task",   "key", "take", "task_id"}                      as soon as the id is known
     {"op": "done",   "key", "take", "digest"}                       once the image is in the cache
     {"op": "failed", "key", "take"}                                 the task itself failed
-    {"op": "closed", "key", "take", "why"}       no image will come of it (refused, lost, gone)
+    {"op": "closed", "key", "take", "why", "billed"?}  no image will come of it (refused,
+                                                 lost, gone); `billed`: it may have cost money
     {"op": "reported", "key", "take"}            a build's summary counted its cost
 
 A build after a crash, kill -9 or Ctrl-C reads the journal and re-attaches to every task that
@@ -26,6 +27,11 @@ sends it) keeps a journal shared by projects with different keys honest: only a 
 from that account resumes an entry (HiAPI answers another account's task with 404, and takes
 its Idempotency-Key as new). The journal lives in the cache (`journal.jsonl`) and is compacted
 to its open entries at the end of each build.
+
+Money is said once, by a summary: an entry whose request cost money (its image done, or closed
+as billed) stays in the journal, `unreported`, until a summary that counted it is said
+(`summary_said` writes `reported`). A build killed between paying and its summary said nothing,
+so the next build reports what it paid (as spent by an earlier build).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class Entry:
     body: str | None = None  # the create exactly as sent (HiAPI), to resend byte for byte
     account: str | None = None  # who pays (backends.http.account_of); None: an older journal
     reported: bool = False  # a build's summary counted its cost: the collecting build does not
+    ended: str = ""  # unreported only: "done" (its image came) or "closed" (billed, no image)
 
     def belongs_to(self, account: str | None) -> bool:
         """May a build paying from `account` resume this entry? (An entry of an older journal
@@ -75,13 +82,15 @@ class Journal:
     path: Path
     open: dict[tuple[str, int], Entry]
     kept: dict[tuple[str, int], list[dict[str, Any]]]  # entries this nbpipe cannot act on
-    _unsaid: list[tuple[str, int]]  # counted by a summary not said yet
+    unreported: dict[tuple[str, int], Entry]  # ended, paid, and in no summary said yet
+    _unsaid: list[tuple[str, int]]  # open entries counted by a summary not said yet
     _handle: TextIO | None
 
     def __init__(self, path: Path):
         self.path = path
         self.open = {}
         self.kept = {}
+        self.unreported = {}
         self._unsaid = []
         self._handle = None
         self._replay()
@@ -134,19 +143,36 @@ class Journal:
             self.open[slot].body = line.body
         elif isinstance(line, TaskLine) and slot in self.open:
             self.open[slot].task_id = line.task_id
-        elif line.op == "reported" and slot in self.open:
-            self.open[slot].reported = True
+        elif line.op == "reported":
+            if slot in self.open:
+                self.open[slot].reported = True
+            self.unreported.pop(slot, None)
         elif line.op in ("done", "failed", "closed"):
-            self.open.pop(slot, None)
+            self._end(slot, line.op, line.op == "done" or (line.model_extra or {}).get("billed")
+                      is True)
+
+    def _end(self, slot: tuple[str, int], op: str, paid: bool) -> None:
+        """An entry is over; if it cost money no summary has said yet, it waits for one."""
+        entry = self.open.pop(slot, None)
+        if entry is not None and paid and not entry.reported:
+            entry.ended = "done" if op == "done" else "closed"
+            self.unreported[slot] = entry
 
     def _write(self, record: dict[str, Any]) -> None:
+        self._write_all([record])
+
+    def _write_all(self, records: list[dict[str, Any]]) -> None:
+        """Append and fsync (once), then apply: a line is acted on only once it is durable."""
+        if not records:
+            return
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.path, "a", encoding="utf-8")
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         self._handle.flush()
         os.fsync(self._handle.fileno())
-        self._apply(record)
+        for record in records:
+            self._apply(record)
 
     def intent(self, key: str, take: int, frame: str, backend: str, request: dict[str, Any],
                account: str | None = None) -> None:
@@ -183,16 +209,18 @@ class Journal:
             self._unsaid.append(slot)
 
     def summary_said(self) -> None:
-        """The summary that counted the entries marked by `counting` is out: record them."""
+        """A build's summary is out: it counted every entry marked by `counting` and every
+        unreported one (its own renders, and an earlier build's it reported): record them."""
         unsaid, self._unsaid = self._unsaid, []
-        for slot in unsaid:
-            if slot in self.open:
-                self._write({"op": "reported", "key": slot[0], "take": slot[1]})
+        slots = [s for s in unsaid if s in self.open] + list(self.unreported)
+        self._write_all([{"op": "reported", "key": key, "take": take} for key, take in slots])
 
-    def closed(self, key: str, take: int, why: str) -> None:
-        """No image will come of this entry: the request was refused, or its outcome is lost."""
+    def closed(self, key: str, take: int, why: str, billed: bool = False) -> None:
+        """No image will come of this entry: the request was refused, or its outcome is lost.
+        `billed`: it may have cost money (a summary must say it)."""
         if (key, take) in self.open:
-            self._write({"op": "closed", "key": key, "take": take, "why": why})
+            self._write({"op": "closed", "key": key, "take": take, "why": why,
+                         **({"billed": True} if billed else {})})
 
     def open_for(self, key: str, backend: str, account: str | None,
                  accept: Callable[[Entry], bool] = lambda entry: True) -> Entry | None:
@@ -221,6 +249,10 @@ class Journal:
                               "task_id": entry.task_id})
             if entry.reported and (entry.key, entry.take) not in self._unsaid:
                 lines.append({"op": "reported", "key": entry.key, "take": entry.take})
+        for entry in self.unreported.values():  # paid; said by no summary yet
+            lines += [_intent(entry.key, entry.take, entry.frame, entry.backend, entry.request,
+                              entry.account),
+                      {"op": entry.ended, "key": entry.key, "take": entry.take, "billed": True}]
         lines += [record for slot, records in self.kept.items() if slot not in self.open
                   for record in records]
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in lines).encode())

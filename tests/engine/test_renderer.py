@@ -279,3 +279,38 @@ def test_a_task_left_out_by_a_build_that_dies_before_its_summary_is_reported_nex
     assert not entry.reported  # nothing said it
     second, _ = build(root, hiapi)
     assert second.rendered == 1 and second.spent_earlier == HIAPI_PRICE == hiapi.billed
+
+
+def dies_at_the_summary(root: Path, backend: Scripted) -> None:
+    project = open_project(root)
+    cache = Cache(root / ".nbpipe")
+    journal = Journal(root / ".nbpipe" / "journal.jsonl")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Build(project, cache, Lock.load(root), State(root), journal, DiesAtTheSummary(),
+                  BuildOptions(), open_backend=lambda name, jobs, rpm: backend).run()
+    finally:
+        journal.close()
+        cache.close()
+
+
+@pytest.mark.parametrize("manifest, backend, script, price", [
+    (HIAPI, "hiapi", ["ok"], HIAPI_PRICE),  # its image came
+    (GEMINI, "gemini", ["lost-reply", "ok"], GEMINI_PRICE),  # closed, possibly billed
+])
+def test_what_a_build_paid_and_never_said_is_said_by_the_next(make_project, manifest, backend,
+                                                               script, price):
+    """A build killed after it paid for a request and ended it, but before its summary (a
+    Ctrl-C or kill as it ends), said nothing: the next build reports it, once, as spent
+    earlier; the one after reports nothing."""
+    root = make_project(manifest)
+    provider = Scripted(backend, script)
+    dies_at_the_summary(root, provider)
+    second, said = build(root, provider)
+    (earlier,) = [e for e in said.frames() if e.journal]
+    assert (earlier.earlier, earlier.cost) == (True, price)
+    assert second.spent_earlier == price
+    assert second.spent + second.spent_earlier == provider.billed  # invariant 2
+    third, _ = build(root, provider)
+    assert (third.spent, third.spent_earlier) == (0, 0)
+    assert Journal(root / ".nbpipe" / "journal.jsonl").unreported == {}

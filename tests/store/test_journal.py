@@ -32,7 +32,8 @@ HIAPI = {"op": "intent", "key": OURS, "take": 1, "frame": "a", "backend": "hiapi
 def test_an_entry_of_a_backend_not_installed_survives_compaction(tmp_path):
     path = tmp_path / "journal.jsonl"
     write(path, [ACME[0], HIAPI, ACME[1], "{torn", {"op": "done", "key": OURS, "take": 1,
-                                                      "digest": "c" * 64}, ACME[2]])
+                                                      "digest": "c" * 64}, ACME[2],
+                 {"op": "reported", "key": OURS, "take": 1}])
     journal = Journal(path)
     assert journal.open == {} and list(journal.kept) == [(KEY, 1)]
     journal.close()
@@ -71,3 +72,34 @@ def test_a_build_says_what_it_keeps_and_keeps_it(make_project, run):
     assert "1 journal entry of a backend or model this nbpipe does not know (acme/acme-1): " \
         "kept, not sent; a build with that plug-in or model collects them" in result.out + result.err
     assert lines(path) == ACME
+
+
+def test_a_paid_request_waits_in_the_journal_until_a_summary_says_it(tmp_path):
+    """Its image done (or closed as billed), but no summary said yet (the build was killed):
+    the entry survives compaction for the next build to report; `summary_said` lets it go."""
+    path = tmp_path / "journal.jsonl"
+    gemini = {**HIAPI, "key": KEY, "backend": "gemini",
+              "request": {"model": "gemini-3.1-flash-image", "prompt": "y", "params": {}}}
+    write(path, [HIAPI, gemini, {"op": "done", "key": OURS, "take": 1, "digest": "c" * 64},
+                 {"op": "closed", "key": KEY, "take": 1, "why": "lost", "billed": True}])
+    journal = Journal(path)
+    assert journal.open == {}
+    assert {slot: e.ended for slot, e in journal.unreported.items()} == \
+        {(OURS, 1): "done", (KEY, 1): "closed"}
+    journal.close()
+    again = Journal(path)  # compacted, and read back the same
+    assert {slot: e.ended for slot, e in again.unreported.items()} == \
+        {(OURS, 1): "done", (KEY, 1): "closed"}
+    again.summary_said()
+    again.close()
+    assert path.read_text() == "" and Journal(path).unreported == {}
+
+
+def test_a_request_closed_unbilled_or_already_reported_is_let_go(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    other = {**HIAPI, "key": KEY}
+    write(path, [HIAPI, other, {"op": "reported", "key": OURS, "take": 1},
+                 {"op": "done", "key": OURS, "take": 1, "digest": "c" * 64},
+                 {"op": "closed", "key": KEY, "take": 1, "why": "HTTP 400"}])
+    journal = Journal(path)
+    assert journal.unreported == {} and journal.open == {}
