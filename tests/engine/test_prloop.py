@@ -376,9 +376,9 @@ def test_a_main_that_committed_its_own_lock_meanwhile_is_built_again_and_pushed(
     """The newer main changed the manifest and committed the lock of the one frame its author
     built: the replay conflicts, so the job builds that main (restoring what it paid for) and
     pushes a lock that matches its manifest."""
-    meanwhile = (f"sed -i 's/a rainy street/a rainy street at night/' nbpipe.yaml\n"
-                 f"\"$PY\" -m nbpipe build street\ngit add -A\n"
-                 f"git commit -q -m 'street at night'\ngit push -q origin main\n")
+    meanwhile = ("sed -i 's/a rainy street/a rainy street at night/' nbpipe.yaml\n"
+                 "\"$PY\" -m nbpipe build street\ngit add -A\n"
+                 "git commit -q -m 'street at night'\ngit push -q origin main\n")
     done, job = main_job(origin, dev, tmp_path, meanwhile)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "main also changed the lock or outputs: building again on it" in done.stdout
