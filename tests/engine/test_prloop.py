@@ -211,6 +211,10 @@ def test_the_workflow_runs_the_script_in_each_mode_it_has():
     upload = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-art"))
     assert job["env"]["NBPIPE_REVIEW_DIR"] == "${{ github.workspace }}/review"
     assert upload["with"]["path"] == "review/index.html"
+    # main's job pushes (write access), one at a time, never cancelled mid-build
+    main = workflow["jobs"]["main"]
+    assert main["permissions"] == {"contents": "write"}
+    assert main["concurrency"]["cancel-in-progress"] is False
     bad = subprocess.run(["bash", str(SCRIPT), "deploy"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
 
