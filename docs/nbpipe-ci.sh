@@ -9,6 +9,7 @@
 #                       whose new frames are preview placeholders; spends nothing
 #   nbpipe-ci.sh main   after a merge: build (everything the pull request paid for is restored
 #                       from the remote cache: 0 renders), then commit nbpipe.lock and outputs
+#                       and push (never forced; main moved meanwhile: see push_main)
 #
 # Settings (environment): NBPIPE (the command, default `nbpipe`), NBPIPE_PROJECT (the project
 # folder, default .), NBPIPE_BASE (the git ref to compare with, default origin/$GITHUB_BASE_REF),
@@ -36,6 +37,72 @@ plan_summary() {
     text="${text%$'\n'*}"$'\n'"… cut here (${#text} bytes shown): \`nbpipe plan\` prints all of it"
   fi
   printf '### nbpipe plan\n\n<pre>\n%s\n</pre>\n\n' "$text" >> "$summary"
+}
+
+# main: build, then commit the lock and outputs; $committed says whether there was anything.
+# Never called as a condition: `set -e` does not apply inside a function that is.
+build_and_commit() {
+  "${nbpipe[@]}" build --max-cost "$max_cost"
+  git add -A -- .
+  git reset -q -- .nbpipe  # the lock and outputs; never the local cache, ignored or not
+  committed=no
+  if ! git diff --cached --quiet; then
+    "${as_bot[@]}" commit -q -m "nbpipe build [skip ci]"
+    committed=yes
+  fi
+}
+
+# main: push the nbpipe commit (HEAD, one commit) to $1, never forced. A push rejected because
+# the branch moved during the job (another merge, an earlier run's commit): fetch it and replay
+# the commit onto it (rebase --onto HEAD~1: a shallow checkout is enough), then push again, at
+# most 3 times in all. A replay that conflicts (the newer main committed its own lock or
+# outputs) is aborted and the build runs again on the newer main: it restores every image this
+# job paid for from the cache (0 renders) and renders only what that main changed, which its own
+# run would otherwise render (and then finds done). Not "skip the push and leave it to that run":
+# the commit that moved main may start no run at all (an earlier run's `[skip ci]` commit, which
+# the workflow's one-at-a-time main jobs make the usual case), and main would keep a lock that
+# does not match its manifest. A push that fails while the branch has not moved (permissions,
+# protection) fails the job at once.
+push_main() {
+  local target=$1 attempt log status upstream
+  for attempt in 1 2 3; do
+    status=0
+    log=$(git push -q origin "HEAD:$target" 2>&1) || status=$?
+    if [ "$status" -eq 0 ]; then
+      echo "nbpipe: pushed the lock and outputs to $target"
+      return 0
+    fi
+    upstream=
+    if git fetch -q origin "$target" 2> /dev/null; then
+      upstream=$(git rev-parse FETCH_HEAD)
+    fi
+    if [ -z "$upstream" ] || git merge-base --is-ancestor "$upstream" HEAD; then
+      printf '%s\n' "$log" >&2
+      echo "nbpipe: the push to $target failed, and not because $target moved" >&2
+      return "$status"
+    fi
+    [ "$attempt" -lt 3 ] || break
+    echo "nbpipe: $target moved to ${upstream:0:12} during this job: replaying the nbpipe commit onto it"
+    if "${as_bot[@]}" rebase -q --onto "$upstream" HEAD~1 > /dev/null 2>&1; then
+      if [ "$(git rev-parse HEAD)" = "$upstream" ]; then
+        echo "nbpipe: $target already has this lock and these outputs: nothing to push"
+        return 0
+      fi
+    else
+      git rebase --abort 2> /dev/null || true  # a replay that never started: as a conflict
+      echo "nbpipe: $target also changed the lock or outputs: building again on it (what this" \
+           "job paid for is restored from the cache)"
+      git reset -q --hard "$upstream"
+      build_and_commit
+      if [ "$committed" = no ]; then
+        echo "nbpipe: $target already has the lock and outputs of its manifest: nothing to push"
+        return 0
+      fi
+    fi
+  done
+  echo "nbpipe: $target moved 3 times during this job: not pushed. Nothing paid is lost: the" \
+       "images are in the cache (and the remote cache), and the next run on $target restores them" >&2
+  return 1
 }
 
 case "$mode" in
@@ -79,19 +146,17 @@ case "$mode" in
     printf 'main renders them after the merge.\n' >> "$summary"
     ;;
   main)
-    "${nbpipe[@]}" build --max-cost "$max_cost"
-    git add -A -- .
-    git reset -q -- .nbpipe  # the lock and outputs; never the local cache, ignored or not
-    if git diff --cached --quiet; then
+    target=${NBPIPE_COMMIT_PUSH:-$(git rev-parse --abbrev-ref HEAD)}
+    # a CI checkout has no git identity: the commit and a replay of it need one
+    as_bot=(git -c user.name="${GIT_AUTHOR_NAME:-nbpipe}"
+                -c user.email="${GIT_AUTHOR_EMAIL:-nbpipe@users.noreply.github.com}")
+    build_and_commit
+    if [ "$committed" = no ]; then
       echo "nbpipe: lock and outputs already up to date"
       exit 0
     fi
-    git -c user.name="${GIT_AUTHOR_NAME:-nbpipe}" \
-        -c user.email="${GIT_AUTHOR_EMAIL:-nbpipe@users.noreply.github.com}" \
-        commit -q -m "nbpipe build [skip ci]"
-    target=${NBPIPE_COMMIT_PUSH:-$(git rev-parse --abbrev-ref HEAD)}
     if [ "$target" != "no" ]; then
-      git push -q origin "HEAD:$target"
+      push_main "$target"
     fi
     ;;
   *)

@@ -17,7 +17,7 @@ of a frame no longer declared, a request with no reply): its cost is counted, th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -99,6 +99,8 @@ class Summary:
     lost_usd: Decimal = ZERO
     maybe_billed: int = 0  # requests with no usable reply that may have been billed (inside too)
     maybe_billed_usd: Decimal = ZERO
+    # frames not selected, downstream of an image this build changed, and stale now
+    stale_downstream: tuple[str, ...] = ()
 
     @property
     def noop(self) -> bool:
@@ -121,7 +123,9 @@ class Summary:
                 **({"left_usd": usd(self.left_usd)} if self.left else {}),
                 **({"lost": self.lost, "lost_usd": usd(self.lost_usd)} if self.lost else {}),
                 **({"maybe_billed": self.maybe_billed,
-                    "maybe_billed_usd": usd(self.maybe_billed_usd)} if self.maybe_billed else {})}
+                    "maybe_billed_usd": usd(self.maybe_billed_usd)} if self.maybe_billed else {}),
+                **({"stale_downstream": list(self.stale_downstream)}
+                   if self.stale_downstream else {})}
 
     def line(self) -> str:
         if self.noop:
@@ -184,11 +188,25 @@ class Tally:
     def note(self, text: str) -> None:
         self.emit(Note(text))
 
+    def stale_downstream(self, frames: Sequence[str], command: str) -> None:
+        """Frames this build did not select and left stale downstream of an image it changed:
+        in the summary, and said once (`command` brings them up to date)."""
+        self.summary.stale_downstream = tuple(frames)
+        self.note(downstream_text(frames, command))
+
     def end(self, interrupted: bool) -> Summary:
         """The build is over: the summary, said once."""
         self.summary.interrupted = interrupted
         self.sink.emit(BuildEnded(self.summary))
         return self.summary
+
+
+def downstream_text(frames: Sequence[str], command: str) -> str:
+    n, one = len(frames), len(frames) == 1
+    names = ", ".join(frames[:8]) + (f", … ({n} in all)" if n > 8 else "")
+    return (f"{n} frame{'' if one else 's'} downstream of what this build changed "
+            f"{'is' if one else 'are'} now stale: {names} (not selected; run `{command}` to "
+            f"bring {'it' if one else 'them'} up to date)")
 
 
 def count(s: Summary, event: FrameDone) -> None:

@@ -29,6 +29,7 @@ from nbpipe.engine.finish import (
     record_pins,
     remember_outcomes,
     save_lock,
+    say_stale_downstream,
 )
 from nbpipe.engine.flights import Flights
 from nbpipe.engine.inflight import InFlight
@@ -97,6 +98,7 @@ class Build:
 
     def run(self) -> Summary:
         frames = self.project.select(self.options.patterns)
+        pinned = {name: entry.digest for name, entry in self.lock.entries.items()}
         self._sweep(frames)
         opened = Backends(self.open_backend or self._open, self._jobs, self._rpm,
                           dict(self.backends))
@@ -121,6 +123,9 @@ class Build:
                 self._finish(frames)
         for said in said_at_end(self.walk.budget, self.stop):
             self.tally.note(said)
+        if self.options.patterns and not self.stop.interrupted:  # dependants it did not select
+            say_stale_downstream(self.project, StoreKnown(self.lock, self.cache, self.state),
+                                 frames, self.lock, pinned, self.tally)
         summary = self.tally.end(self.stop.interrupted)
         self.journal.summary_said()  # only now: a build that dies before said nothing
         return summary

@@ -3,7 +3,8 @@
 A module of its own because its order is a promise apart from the walk's: frames no longer
 declared are unpinned (their files become orphans only if nbpipe wrote them), the lock is saved
 whole before the shared cache learns its pins, and what the report shows later (the last
-failures, running totals) is kept whatever happened. The no-op fingerprint, which needs the
+failures, running totals) is kept whatever happened. A build of some frames also says which
+frames it left stale behind it. The no-op fingerprint, which needs the
 walk's outcomes, is made here from them.
 """
 
@@ -18,8 +19,9 @@ from nbpipe.catalog import Catalog
 from nbpipe.engine.noop import fingerprint, fingerprint_options
 from nbpipe.errors import NbpipeError
 from nbpipe.events import Summary, Tally
+from nbpipe.plan.downstream import stale_downstream
 from nbpipe.plan.frame import Frame
-from nbpipe.plan.planner import Project
+from nbpipe.plan.planner import Known, Project
 from nbpipe.store.cache import Cache
 from nbpipe.store.lock import Lock
 from nbpipe.store.marks import remote_id
@@ -75,6 +77,17 @@ def record_pins(cache: Cache, root: Path, lock: Lock, events: Tally) -> None:
     except OSError as exc:
         events.note(f"{disk_message(exc)}: gc in other projects sharing this cache may "
                     "not see this project's pins until the next build")
+
+
+def say_stale_downstream(project: Project, known: Known, frames: list[Frame], lock: Lock,
+                         pinned_before: Mapping[str, str], events: Tally) -> None:
+    """After a build of some frames: the frames it did not select that depend on an image it
+    changed (its pin moved) and are stale now, said once and put in the summary."""
+    changed = [f.name for f in frames if (entry := lock.entries.get(f.name)) is not None
+               and entry.digest != pinned_before.get(f.name)]
+    stale = stale_downstream(project, known, changed, [f.name for f in frames])
+    if stale:
+        events.stale_downstream(stale, f"nbpipe build{project.flags}")
 
 
 def quiet_until(catalog: Catalog, frames: list[Frame]) -> dt.date | None:

@@ -39,6 +39,16 @@ def closure(dependencies: dict[str, tuple[str, ...]], selected: Iterable[str]) -
     return out
 
 
+def dependants(dependencies: dict[str, tuple[str, ...]], of: Iterable[str]) -> set[str]:
+    """Every node that depends on one of `of`, transitively (an edit of an edit of it)."""
+    g = nx.DiGraph((up, node) for node, ups in dependencies.items() for up in ups)
+    out: set[str] = set()
+    for name in of:
+        if name in g:
+            out |= nx.descendants(g, name)
+    return out
+
+
 def render_graph(frames: Mapping[str, Frame], fmt: str) -> str:
     """The frame graph as Mermaid or Graphviz DOT: frames, input files, and edit edges."""
     ids: dict[str, str] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ from tests.store.test_remote import bucket  # noqa: F401 - moto's S3 server
 from tests.ui.test_report import browser  # noqa: F401 - the headless Chromium fixture
 
 SCRIPT = REPO / "docs" / "nbpipe-ci.sh"
+needs_git = pytest.mark.skipif(shutil.which("git") is None,
+                               reason="git is not installed: these jobs clone, commit and push")
 MANIFEST = """\
 version: 1
 name: pr-loop
@@ -84,6 +87,7 @@ def colour(data: bytes) -> tuple[int, ...]:
         return image.convert("RGB").getpixel((image.width // 2, image.height // 2))
 
 
+@needs_git
 def test_pull_request_pays_once_and_main_restores_it(origin, bucket, fake_hiapi,
                                                      browser, tmp_path):
     dev = tmp_path / "dev"
@@ -207,10 +211,15 @@ def test_the_workflow_runs_the_script_in_each_mode_it_has():
     upload = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-art"))
     assert job["env"]["NBPIPE_REVIEW_DIR"] == "${{ github.workspace }}/review"
     assert upload["with"]["path"] == "review/index.html"
+    # main's job pushes (write access), one at a time, never cancelled mid-build
+    main = workflow["jobs"]["main"]
+    assert main["permissions"] == {"contents": "write"}
+    assert main["concurrency"]["cancel-in-progress"] is False
     bad = subprocess.run(["bash", str(SCRIPT), "deploy"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
 
 
+@needs_git
 def test_a_pull_request_over_budget_is_red_and_says_why(identity, bucket, fake_hiapi,
                                                         tmp_path):
     repo = tmp_path / "repo"
@@ -256,6 +265,7 @@ def test_the_job_summary_stays_under_1_mib_with_a_huge_plan(tmp_path):
     assert "tile/00000 render &lt;new frame&gt; 0.05\n" in text and "`nbpipe plan` prints all" in text
 
 
+@needs_git
 def test_main_commits_the_lock_and_outputs_never_the_local_cache(identity, tmp_path):
     """`git add -A` committed .nbpipe/ (every paid image, the index) in a repository that does
     not ignore it."""
@@ -286,3 +296,126 @@ def test_a_failed_build_is_in_the_summary_even_when_a_later_step_fails(tmp_path)
                          capture_output=True, text=True)
     assert job.returncode != 0
     assert "**nbpipe build failed (exit 1)**" in summary.read_text()
+
+
+# main's push when main moved during the job: a developer pushes while the job's build runs
+# (the job's `nbpipe` is the real one, then the developer's push: no timing involved)
+ON_PREVIEW = MANIFEST.replace("backend: hiapi", "backend: preview")
+THEN = """\
+#!/usr/bin/env bash
+"$PY" -m nbpipe "$@" || exit
+if [ "$1" = build ] && [ -f "$MEANWHILE" ]; then  # once: the job's first build
+  mv "$MEANWHILE" "$MEANWHILE.ran"
+  (cd "$DEV" && export GIT_AUTHOR_NAME=dev GIT_COMMITTER_NAME=dev \
+     GIT_AUTHOR_EMAIL=dev@example.com GIT_COMMITTER_EMAIL=dev@example.com && bash -e "$MEANWHILE.ran")
+fi
+"""
+
+
+@pytest.fixture
+def dev(origin, tmp_path) -> Path:
+    """A developer's clone; main holds the storyboard, with no lock yet."""
+    dev = tmp_path / "dev"
+    subprocess.run(["git", "clone", "-q", str(origin), str(dev)], check=True, capture_output=True)
+    git(dev, "symbolic-ref", "HEAD", "refs/heads/main")
+    (dev / "nbpipe.yaml").write_text(ON_PREVIEW)
+    (dev / ".gitignore").write_text(".nbpipe/\n")
+    git(dev, "add", ".")
+    git(dev, "commit", "-q", "-m", "storyboard")
+    git(dev, "push", "-q", "origin", "main")
+    return dev
+
+
+def main_job(origin: Path, dev: Path, tmp_path: Path, meanwhile: str = "",
+             pre_push: str = "") -> tuple[subprocess.CompletedProcess, Path]:
+    """The main job in a shallow clone (as actions/checkout makes it) with no git identity;
+    `meanwhile` runs in the developer's clone right after the job's first build, `pre_push`
+    in the job's clone each time it pushes."""
+    job = tmp_path / "ci-main"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", origin.as_uri(), str(job)],
+                   check=True, capture_output=True)
+    then = tmp_path / "nbpipe-then.sh"
+    then.write_text(THEN)
+    if meanwhile:
+        (tmp_path / "meanwhile.sh").write_text(meanwhile)
+    if pre_push:
+        hook = job / ".git" / "hooks" / "pre-push"
+        hook.write_text(f"#!/usr/bin/env bash\ncat > /dev/null\n"
+                        f"unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE\n{pre_push}")
+        hook.chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_", "NBPIPE_"))}
+    env |= {"HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1", "PY": sys.executable,
+            "NBPIPE": f"bash {then}", "MEANWHILE": str(tmp_path / "meanwhile.sh"),
+            "DEV": str(dev), "GITHUB_STEP_SUMMARY": str(tmp_path / "main.md")}
+    done = subprocess.run(["bash", str(SCRIPT), "main"], cwd=job, env=env, capture_output=True,
+                          text=True)
+    return done, job
+
+
+def subjects(origin: Path) -> list[str]:
+    return git(origin, "log", "--format=%s", "main").splitlines()
+
+
+@needs_git
+def test_main_replays_its_commit_onto_a_main_that_moved_during_the_build(origin, dev, tmp_path):
+    """The push was rejected and the job failed when anyone pushed to main while it built."""
+    meanwhile = ("echo 'Storyboard notes' > NOTES.md\ngit add NOTES.md\n"
+                 "git commit -q -m notes\ngit push -q origin main\n")
+    done, job = main_job(origin, dev, tmp_path, meanwhile)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "nbpipe: main moved to " in done.stdout and "pushed the lock and outputs" in done.stdout
+    assert subjects(origin) == ["nbpipe build [skip ci]", "notes", "storyboard"]
+    committed = json.loads(git(origin, "show", "main:nbpipe.lock"))
+    assert committed == json.loads((job / "nbpipe.lock").read_text())
+    assert len(committed["frames"]) == 6
+    assert git(origin, "show", "main:NOTES.md") == "Storyboard notes\n"
+
+
+@needs_git
+def test_a_main_that_committed_its_own_lock_meanwhile_is_built_again_and_pushed(origin, dev,
+                                                                                tmp_path):
+    """The newer main changed the manifest and committed the lock of the one frame its author
+    built: the replay conflicts, so the job builds that main (restoring what it paid for) and
+    pushes a lock that matches its manifest."""
+    meanwhile = ("sed -i 's/a rainy street/a rainy street at night/' nbpipe.yaml\n"
+                 "\"$PY\" -m nbpipe build street\ngit add -A\n"
+                 "git commit -q -m 'street at night'\ngit push -q origin main\n")
+    done, job = main_job(origin, dev, tmp_path, meanwhile)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "main also changed the lock or outputs: building again on it" in done.stdout
+    assert "0 rendered · 5 restored · 1 fresh" in done.stdout  # nothing rendered twice
+    assert subjects(origin) == ["nbpipe build [skip ci]", "street at night", "storyboard"]
+    committed = json.loads(git(origin, "show", "main:nbpipe.lock"))
+    assert committed == json.loads((job / "nbpipe.lock").read_text())
+    mine = json.loads((dev / "nbpipe.lock").read_text())["frames"]
+    assert committed["frames"]["street"] == mine["street"] and len(committed["frames"]) == 6
+    fresh = clone(origin, tmp_path / "after")  # what main holds is up to date: nothing stale
+    check = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(fresh), "build", "--check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@needs_git
+def test_main_gives_up_after_three_pushes_if_main_keeps_moving(origin, dev, tmp_path):
+    moves = (f"git -C {dev} -c user.name=dev -c user.email=dev@example.com "
+             f"commit -q --allow-empty -m moved\ngit -C {dev} push -q origin main\n")
+    done, _ = main_job(origin, dev, tmp_path, pre_push=moves)
+    assert done.returncode == 1
+    assert "nbpipe: main moved 3 times during this job: not pushed. Nothing paid is lost" \
+        in done.stderr
+    assert subjects(origin) == ["moved"] * 3 + ["storyboard"]  # never forced over them
+
+
+@needs_git
+def test_a_push_refused_while_main_stood_still_fails_at_once(origin, dev, tmp_path):
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'main is protected' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    done, _ = main_job(origin, dev, tmp_path)
+    assert done.returncode == 1
+    assert "main is protected" in done.stderr
+    assert "nbpipe: the push to main failed, and not because main moved" in done.stderr
+    assert "moved to" not in done.stdout and subjects(origin) == ["storyboard"]

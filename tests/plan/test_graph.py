@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nbpipe.plan.graph import build_order, closure, find_cycle
+from nbpipe.plan.graph import build_order, closure, dependants, find_cycle
 from tests.conftest import tiny_png
 
 
@@ -39,6 +39,7 @@ def test_build_order_is_stable_and_respects_dependencies():
     deps = {"c": ("a",), "a": (), "b": (), "d": ("c", "b")}
     assert build_order(deps) == ["a", "c", "b", "d"]
     assert closure(deps, ["d"]) == {"a", "b", "c", "d"}
+    assert dependants(deps, ["a"]) == {"c", "d"} and dependants(deps, ["d", "x"]) == set()
     assert find_cycle([("a", "b"), ("b", "a")]) == ["a", "b", "a"]
     assert find_cycle([("a", "b")]) is None
 
