@@ -76,39 +76,25 @@ class Entry:
         return self.account is None or self.account == account
 
 
-class Journal:
-    """The journal file of one cache, and the entries in it that are still open."""
+class Entries:
+    """The journal as read: its open entries, the paid ones no summary has said yet, and those
+    this nbpipe cannot act on (kept as they were). Each line applies here, once durable."""
 
-    path: Path
     open: dict[tuple[str, int], Entry]
     kept: dict[tuple[str, int], list[dict[str, Any]]]  # entries this nbpipe cannot act on
     unreported: dict[tuple[str, int], Entry]  # ended, paid, and in no summary said yet
-    _unsaid: list[tuple[str, int]]  # open entries counted by a summary not said yet
-    _handle: TextIO | None
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self) -> None:
         self.open = {}
         self.kept = {}
         self.unreported = {}
-        self._unsaid = []
-        self._handle = None
-        self._replay()
 
-    def _replay(self) -> None:
+    def replay(self, record: object) -> None:
+        """Apply a line read back; one a build cannot act on is kept or skipped (`_keep`)."""
         try:
-            lines = read_capped(self.path, LOCK_CAP).decode("utf-8").splitlines()
-        except (OSError, UnicodeDecodeError, FileRefused):  # a FIFO or /dev/zero planted
-            return
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a torn write at a crash; everything before it stands
-            try:
-                self._apply(record)
-            except ValueError:
-                self._keep(record)
+            self.apply(record)
+        except ValueError:
+            self._keep(record)
 
     def _keep(self, record: object) -> None:
         """A line `_apply` refused: kept if it belongs to an entry of a backend or model this
@@ -125,7 +111,7 @@ class Journal:
         elif slot in self.kept and isinstance(record, dict):
             self.kept[slot].append(record)
 
-    def _apply(self, record: object) -> None:
+    def apply(self, record: object) -> None:
         """Replay one line; ValueError when it is not one a build can act on (its model in
         store/records.py: unknown fields are kept and ignored, known ones checked)."""
         line = journal_line(record)
@@ -158,6 +144,63 @@ class Journal:
             entry.ended = "done" if op == "done" else "closed"
             self.unreported[slot] = entry
 
+    def lines(self, unsaid: set[tuple[str, int]]) -> list[dict[str, Any]]:
+        """What compaction keeps: the open entries, the paid ones no summary said, and the
+        kept ones, each in as few lines as replay needs. `unsaid`: entries marked reported
+        by a summary that was never said (they stay unreported)."""
+        lines: list[dict[str, Any]] = []
+        for entry in self.open.values():
+            lines.append(_intent(entry.key, entry.take, entry.frame, entry.backend,
+                                 entry.request, entry.account))
+            if entry.body is not None:
+                lines.append({"op": "sent", "key": entry.key, "take": entry.take,
+                              "body": entry.body})
+            if entry.task_id:
+                lines.append({"op": "task", "key": entry.key, "take": entry.take,
+                              "task_id": entry.task_id})
+            if entry.reported and (entry.key, entry.take) not in unsaid:
+                lines.append({"op": "reported", "key": entry.key, "take": entry.take})
+        for entry in self.unreported.values():  # paid; said by no summary yet
+            lines += [_intent(entry.key, entry.take, entry.frame, entry.backend, entry.request,
+                              entry.account),
+                      {"op": entry.ended, "key": entry.key, "take": entry.take, "billed": True}]
+        return lines + [record for slot, records in self.kept.items() if slot not in self.open
+                        for record in records]
+
+
+class Journal:
+    """The journal file of one cache, and the entries in it (`open`, `unreported`, `kept`: the
+    same dicts as its `Entries`)."""
+
+    path: Path
+    entries: Entries
+    open: dict[tuple[str, int], Entry]
+    kept: dict[tuple[str, int], list[dict[str, Any]]]
+    unreported: dict[tuple[str, int], Entry]
+    _unsaid: list[tuple[str, int]]  # open entries counted by a summary not said yet
+    _handle: TextIO | None
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries = Entries()
+        self.open, self.kept = self.entries.open, self.entries.kept
+        self.unreported = self.entries.unreported
+        self._unsaid = []
+        self._handle = None
+        self._replay()
+
+    def _replay(self) -> None:
+        try:
+            lines = read_capped(self.path, LOCK_CAP).decode("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError, FileRefused):  # a FIFO or /dev/zero planted
+            return
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a torn write at a crash; everything before it stands
+            self.entries.replay(record)
+
     def _write(self, record: dict[str, Any]) -> None:
         self._write_all([record])
 
@@ -172,7 +215,7 @@ class Journal:
         self._handle.flush()
         os.fsync(self._handle.fileno())
         for record in records:
-            self._apply(record)
+            self.entries.apply(record)
 
     def intent(self, key: str, take: int, frame: str, backend: str, request: dict[str, Any],
                account: str | None = None) -> None:
@@ -237,24 +280,7 @@ class Journal:
             self._handle = None
         if not self.path.exists():
             return
-        lines: list[dict[str, Any]] = []
-        for entry in self.open.values():
-            lines.append(_intent(entry.key, entry.take, entry.frame, entry.backend,
-                                 entry.request, entry.account))
-            if entry.body is not None:
-                lines.append({"op": "sent", "key": entry.key, "take": entry.take,
-                              "body": entry.body})
-            if entry.task_id:
-                lines.append({"op": "task", "key": entry.key, "take": entry.take,
-                              "task_id": entry.task_id})
-            if entry.reported and (entry.key, entry.take) not in self._unsaid:
-                lines.append({"op": "reported", "key": entry.key, "take": entry.take})
-        for entry in self.unreported.values():  # paid; said by no summary yet
-            lines += [_intent(entry.key, entry.take, entry.frame, entry.backend, entry.request,
-                              entry.account),
-                      {"op": entry.ended, "key": entry.key, "take": entry.take, "billed": True}]
-        lines += [record for slot, records in self.kept.items() if slot not in self.open
-                  for record in records]
+        lines = self.entries.lines(unsaid=set(self._unsaid))
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in lines).encode())
 
 
