@@ -209,6 +209,8 @@ class Committed:
     def _listing(self) -> dict[str, tuple[str, int]]:
         if self._files is None:
             self._files = {}
+            if not _is_object_id(self.commit):  # resolved by `resolve`: never an option
+                return self._files
             try:
                 prefix = repo_path(self.root)
                 tree = self.commit if prefix == "." else f"{self.commit}:{prefix}"
