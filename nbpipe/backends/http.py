@@ -13,6 +13,7 @@ import ipaddress
 import math
 import socket
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -340,8 +341,9 @@ def address_kind(address: Address) -> str | None:
     return None if address.is_global and not address.is_multicast else "private"
 
 
-async def _addresses(host: str, port: int) -> list[Address]:
-    """Every address `host` resolves to (Retryable when it does not resolve now)."""
+async def lookup(host: str, port: int) -> list[Address]:
+    """Every address `host` resolves to (Retryable when it does not resolve now): the look-up
+    `check_address` judges; what a connection reaches is judged again (`check_peer`)."""
     try:
         return [ipaddress.ip_address(host)]
     except ValueError:
@@ -361,27 +363,78 @@ async def check_address(url: httpx.URL, base_url: str | None) -> None:
     from the machine's own services or the cloud metadata service. Every address the host
     resolves to is checked. A kind the configured base URL itself resolves to is allowed (a
     HiAPI on loopback, as in tests, or on the company network hands out URLs there)."""
-    found = await _addresses(url.host, url.port or (443 if url.scheme == "https" else 80))
+    found = await lookup(url.host, url.port or (443 if url.scheme == "https" else 80))
     kinds = {address_kind(a) for a in found} - {None}
-    if not kinds:
+    if kinds:
+        _refuse(url, kinds - await _allowed(base_url))
+
+
+async def check_peer(response: httpx.Response, url: httpx.URL, base_url: str | None) -> None:
+    """Judge the address the response came from, as `check_address` judged the look-up,
+    before its body is read: httpx resolves the host again to connect, and a DNS-rebinding
+    server answers a public address to the check and 169.254.169.254 to the connection.
+
+    Why the peer is judged rather than the connection pinned to the address checked (a URL
+    with the IP, the host in Host and SNI): httpcore's CONNECT tunnel ignores an SNI
+    override (an https download through a proxy would check the IP's certificate), its pool
+    keys connections by IP whatever their SNI, and the host's other addresses would go
+    untried. Judging the peer covers whatever reached it: a second address, a pooled
+    connection. What it does not stop: the GET (no credentials, nothing but the URL) reaches
+    the address; its answer is never read. Through a proxy the peer is the proxy, which
+    resolves the host itself: only the look-up is judged there."""
+    if _proxied(url):
         return
-    allowed: set[str | None] = set()
-    if base_url:
-        base = httpx.URL(base_url)
-        try:
-            allowed = {address_kind(a) for a in await _addresses(base.host, base.port or 443)}
-        except Retryable:
-            pass  # a base URL that does not resolve vouches for no kind
-    refused = sorted(str(k) for k in kinds - allowed)
+    stream = response.extensions.get("network_stream")
+    peer = _address(stream.get_extra_info("server_addr") if stream is not None else None)
+    if peer is None:
+        raise AddressRefused(f"{shown_url(str(url))}: the address it connected to is unknown")
+    kind: set[str | None] = {address_kind(peer)} - {None}
+    if kind:
+        _refuse(url, kind - await _allowed(base_url))
+
+
+def _refuse(url: httpx.URL, refused: set[str | None]) -> None:
     if refused:
-        raise AddressRefused(f"{shown_url(str(url))} resolves to a {' and '.join(refused)} "
-                             "address, and the base URL does not")
+        raise AddressRefused(f"{shown_url(str(url))} resolves to a "
+                             f"{' and '.join(sorted(str(k) for k in refused))} address, and "
+                             "the base URL does not")
+
+
+async def _allowed(base_url: str | None) -> set[str | None]:
+    """The kinds of address the configured base URL resolves to."""
+    if not base_url:
+        return set()
+    base = httpx.URL(base_url)
+    try:
+        return {address_kind(a) for a in await lookup(base.host, base.port or 443)}
+    except Retryable:
+        return set()  # a base URL that does not resolve vouches for no kind
+
+
+def _address(peer: object) -> Address | None:
+    """The IP of a socket's peer address (host, port[, flow, scope]), or None."""
+    if not isinstance(peer, tuple) or not peer:
+        return None
+    try:
+        return ipaddress.ip_address(str(peer[0]).partition("%")[0])
+    except ValueError:
+        return None
+
+
+def _proxied(url: httpx.URL) -> bool:
+    """Whether the environment sends `url` through a proxy (as httpx reads it: the
+    *_PROXY and NO_PROXY variables)."""
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(url.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(url.host)
 
 
 async def download(client: httpx.AsyncClient, url: str, sink: Sink, max_bytes: int,
                    total_timeout: float, base_url: str | None = None) -> int:
     """Stream `url` into the sink, refusing non-http(s) URLs, private addresses (unless
-    `base_url` is of their kind: `check_address`), oversized and endless bodies.
+    `base_url` is of their kind: `check_address` before connecting, `check_peer` after),
+    oversized and endless bodies.
 
     Output URLs carry no credentials (nothing but the URL is sent), so redirects are followed,
     here and nowhere else: at most MAX_REDIRECTS hops, each one checked like the first URL.
@@ -392,6 +445,7 @@ async def download(client: httpx.AsyncClient, url: str, sink: Sink, max_bytes: i
             for _hop in range(MAX_REDIRECTS + 1):
                 await check_address(target, base_url)
                 async with client.stream("GET", target, follow_redirects=False) as response:
+                    await check_peer(response, target, base_url)
                     if not response.has_redirect_location:
                         return await _save(response, sink, max_bytes)
                     target = output_url(str(response.url.join(response.headers["location"])))

@@ -67,7 +67,7 @@ class Pusher:
         queued = {job[:2] for job in self.jobs}
         for key, take, request in project_takes(frames, lock, self.cache):
             if take.digest not in self.remote.digests(key) and (key, take.digest) not in queued:
-                self.push(key, take, request)
+                self.push(key, take, request())
                 self.caught_up += 1
         if self.caught_up:  # the end of the build waits for them: say why up front
             events.note(f"remote: sending {self.caught_up} image(s) it lacks (made before this "

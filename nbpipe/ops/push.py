@@ -65,7 +65,7 @@ def push_all(project: Project, cache: Cache, remote: Remote, lock: Lock) -> tupl
         if take.digest in remote.digests(key):
             present += 1
         else:
-            remote.push(key, take, request, cache)
+            remote.push(key, take, request(), cache)
             sent += 1
         if (key, take.digest) in waiting:
             cache.mark_pushed(key, take.digest, remote.url)

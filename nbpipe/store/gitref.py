@@ -17,6 +17,7 @@ from nbpipe.files import is_sha256
 from nbpipe.plan.paths import PathRefused, relative_path
 from nbpipe.projectfile import LOCK_CAP
 from nbpipe.store import jsontext
+from nbpipe.store.blobs import BLOB_CAP
 from nbpipe.store.lock import LOCK_NAME, Lock, LockEntry
 
 MAX_NAME = 200  # characters of a model or backend name in a BASE lock (the page shows them)
@@ -172,11 +173,114 @@ def safe_relative(path: str) -> bool:
         return False
 
 
-def committed_image(root: Path, commit: str, output: str, digest: str) -> bytes | None:
-    """The output file committed at `commit`, if its bytes are the pinned image."""
-    if not safe_relative(output):
+class Committed:
+    """The project's files as committed at one commit, read by two git processes whatever
+    their number (a BASE lock of thousands of entries cost two each): one `git ls-tree` lists
+    the project's files with their object ids and sizes, one `git cat-file --batch` is fed
+    the ids of those read. Only ids from that listing reach git's input, never a path from a
+    lock; a file over BLOB_CAP, or anything but a regular blob (a symbolic link, a
+    submodule), is not read. A file is used only if its bytes hash to the pinned digest."""
+
+    root: Path
+    commit: str
+    _files: dict[str, tuple[str, int]] | None  # project-relative path: (object id, size)
+    _reader: subprocess.Popen[bytes] | None
+    _broken: bool  # cat-file died or said something unexpected: read no more
+
+    def __init__(self, root: Path, commit: str):
+        self.root = root
+        self.commit = commit
+        self._files = None
+        self._reader = None
+        self._broken = False
+
+    def image(self, output: str, digest: str) -> bytes | None:
+        """The output file committed at the commit, if its bytes are the pinned image."""
+        if not safe_relative(output):
+            return None
+        found = self._listing().get(output)
+        if found is None or found[1] > BLOB_CAP:
+            return None
+        data = self._read(*found)
+        if data is None or hashlib.sha256(data).hexdigest() != digest:
+            return None
+        return data
+
+    def _listing(self) -> dict[str, tuple[str, int]]:
+        if self._files is None:
+            self._files = {}
+            if not _is_object_id(self.commit):  # resolved by `resolve`: never an option
+                return self._files
+            try:
+                prefix = repo_path(self.root)
+                tree = self.commit if prefix == "." else f"{self.commit}:{prefix}"
+                listed = git(self.root, "ls-tree", "-r", "-z", "--long", "--full-tree", tree,
+                             binary=True)
+            except (OSError, UsageError, subprocess.CalledProcessError):
+                return self._files
+            if isinstance(listed, bytes):
+                self._files = dict(filter(None, map(_listed, listed.split(b"\0"))))
+        return self._files
+
+    def _read(self, oid: str, size: int) -> bytes | None:
+        reader = self._open()
+        if reader is None or reader.stdin is None or reader.stdout is None:
+            return None
+        try:
+            reader.stdin.write(oid.encode("ascii") + b"\n")
+            reader.stdin.flush()
+            header = reader.stdout.readline(200).split()
+            if header != [oid.encode("ascii"), b"blob", str(size).encode("ascii")]:
+                raise OSError("unexpected answer")
+            data = reader.stdout.read(size + 1)
+            if len(data) != size + 1 or not data.endswith(b"\n"):
+                raise OSError("short answer")
+        except (OSError, ValueError):
+            self._broken = True
+            self.close()
+            return None
+        return data[:-1]
+
+    def _open(self) -> subprocess.Popen[bytes] | None:
+        if self._reader is None and not self._broken:
+            try:
+                self._reader = subprocess.Popen(
+                    ["git", "-C", str(self.root), "cat-file", "--batch"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            except OSError:
+                self._broken = True
+        return self._reader
+
+    def close(self) -> None:
+        """End the cat-file process (it exits when its input closes)."""
+        reader, self._reader = self._reader, None
+        if reader is None:
+            return
+        try:
+            if reader.stdin is not None:
+                reader.stdin.close()
+            reader.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            reader.kill()
+            reader.wait()
+        finally:
+            if reader.stdout is not None:
+                reader.stdout.close()
+
+
+def _listed(line: bytes) -> tuple[str, tuple[str, int]] | None:
+    """One `ls-tree --long` line (MODE TYPE ID SIZE\tPATH) as (path, (id, size)); regular
+    blobs only."""
+    info, _, name = line.partition(b"\t")
+    fields = info.split()
+    if len(fields) != 4 or fields[0] not in (b"100644", b"100755") or fields[1] != b"blob":
         return None
-    data = show(root, commit, output)
-    if data is None or hashlib.sha256(data).hexdigest() != digest:
+    oid, size = fields[2].decode("ascii", "replace"), fields[3]
+    if not (_is_object_id(oid) and size.isdigit()):
         return None
-    return data
+    return name.decode("utf-8", "surrogateescape"), (oid, int(size))
+
+
+def _is_object_id(text: str) -> bool:
+    """A git object id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits."""
+    return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)

@@ -3,9 +3,10 @@
 Each frame shows the image BASE pinned beside the one the working tree holds (side by side,
 swipe or onion skin), the prompt diff, the reason, the model and the cost; a frame still to
 render says so. BASE's image comes from the local cache, else the output file committed at BASE
-(`git show`), else the remote cache; every one is used only if its bytes hash to the pinned
-digest. Thumbnails are kept by digest (report's code), so a rebuilt page only makes new ones.
-`--self-contained` inlines them: one HTML file to upload as a CI artifact.
+(gitref.Committed: two git processes for all of them), else the remote cache; every one is
+used only if its bytes hash to the pinned digest. Thumbnails are kept by digest (report's
+code), so a rebuilt page only makes new ones. `--self-contained` inlines them: one HTML file
+to upload as a CI artifact.
 """
 
 from __future__ import annotations
@@ -61,19 +62,19 @@ class _Images:
     """Where an image of a digest can be read from, cheapest first; every source verified."""
 
     root: Path
-    commit: str  # BASE, resolved
+    committed: gitref.Committed  # the files committed at BASE
     cache: Cache
     remote: Remote | None
 
     def __init__(self, project: Project, cache_dir: Path, commit: str, offline: bool):
         self.root = project.loaded.root
-        self.commit = commit
+        self.committed = gitref.Committed(self.root, commit)
         self.cache = Cache(cache_dir, create=False)
         self.remote = open_remote(project, offline)
 
     def before(self, digest: str, output: str):
         return lambda: (self._local(digest)
-                        or gitref.committed_image(self.root, self.commit, output, digest)
+                        or self.committed.image(output, digest)
                         or self._remote(digest))
 
     def after(self, digest: str, output: str):
@@ -94,6 +95,7 @@ class _Images:
         return self.remote.read_verified(digest) if self.remote and is_sha256(digest) else None
 
     def close(self) -> None:
+        self.committed.close()
         self.cache.close()
 
 

@@ -200,3 +200,71 @@ def test_thumbnails_a_pull_request_committed_are_not_shown(project, run, self_co
     page = (project / "out" / "review" / "index.html").read_text()
     assert base64.b64encode(spoof.getvalue()).decode() not in page
     assert not any(t.read_bytes() == spoof.getvalue() for t in kept.glob("*.jpg"))
+
+
+REMOVED = 2000
+
+
+def removed_frames_at_base(root: Path, run, repo: Path | None = None) -> list[bytes]:
+    """BASE pins `hero` and REMOVED frames the manifest no longer declares; three of them have
+    their image committed, a fourth a file that is not its pinned image. The working tree pins
+    `hero` only, and no cache holds the removed frames' images. The repository is `repo`
+    (default: the project)."""
+    import io
+
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    (root / "nbpipe.yaml").write_text(
+        "version: 1\ndefaults: {backend: preview}\n"
+        "targets:\n  hero: {prompt: a red kite, output: out/hero.png}\n")
+    (root / ".gitignore").write_text(".nbpipe/\nout/review/\n")
+    git(repo or root, "init", "-q", "-b", "main")
+    assert run("-C", str(root), "build").code == 0
+    now = json.loads((root / "nbpipe.lock").read_text())
+    images = []
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200), (9, 9, 9)]):
+        data = io.BytesIO()
+        Image.new("RGB", (16, 16), colour).save(data, "PNG")
+        images.append(data.getvalue())
+        (root / "out" / f"old-{i}.png").write_bytes(images[-1])
+    base = dict(now["frames"])
+    for i in range(REMOVED):
+        digest = hashlib.sha256(images[i] if i < 3 else b"other %d" % i).hexdigest()
+        base[f"old-{i}"] = {**now["frames"]["hero"], "output": f"out/old-{i}.png",
+                            "key": hashlib.sha256(b"key %d" % i).hexdigest(), "digest": digest}
+    (root / "nbpipe.lock").write_text(json.dumps({**now, "frames": base}))
+    git(root, "add", ".")
+    git(root, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "base")
+    (root / "nbpipe.lock").write_text(json.dumps(now))
+    return images
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_git_runs_a_bounded_number_of_times_whatever_the_size_of_base(tmp_path, run,
+                                                                      monkeypatch, nested):
+    """BASE's committed image was read with two git processes per frame (`rev-parse`, `show`):
+    a BASE lock of thousands of removed frames ran thousands of them. Now two in all read
+    BASE's files; the page is the same."""
+    import os
+    import re
+    import shutil
+    import stat
+
+    root = tmp_path / "project" / ("art" if nested else "")
+    removed_frames_at_base(root, run, tmp_path / "project")
+    calls = tmp_path / "git-calls"
+    wrapper = tmp_path / "bin" / "git"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {shutil.which("git")} "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    result = run("-C", str(root), "review", "HEAD")
+    assert result.code == 0, result.err
+    assert result.out.endswith(f"out/review/index.html ({REMOVED} changed frames)\n")
+    ran = calls.read_text().splitlines()
+    assert len(ran) <= 20, ran[:30]  # a constant (12 today); it was 4,000 and more
+    html = (root / "out" / "review" / "index.html").read_text()
+    shown = set(re.findall(r'alt="(old-\d+) before"', html))
+    assert shown == {"old-0", "old-1", "old-2"}  # old-3's committed file is not its image
+    assert html.count('<section class="frame"') == REMOVED
