@@ -123,3 +123,31 @@ def test_state_totals_count_a_request_once_when_its_build_dies_at_the_summary(ma
     totals = State(root).data["totals"]
     assert Decimal(totals["spent_usd"]) + Decimal(totals.get("spent_earlier_usd", "0")) == \
         hiapi.billed
+
+
+def test_a_task_counted_as_left_then_collected_is_not_reported_again(make_project,
+                                                                     monkeypatch):
+    """Journal.summary_said wrote `reported` only for counted entries still open: one counted
+    as left out and then collected in the same build ended `done` with no `reported` line, so
+    when compaction did not happen (a full disk: _close_journal swallows the OSError; a kill
+    after the summary) it read back as unreported and the next build reported it again."""
+    root = make_project(HIAPI)
+    hiapi = Scripted("hiapi", ["still-out", "ok"])  # left out, then its end-of-build poll
+    project, cache = open_project(root), Cache(root / ".nbpipe")
+    journal = Journal(root / ".nbpipe" / "journal.jsonl")
+    try:
+        first = Build(project, cache, Lock.load(root), State(root), journal, Recorded(),
+                      BuildOptions(), open_backend=lambda name, jobs, rpm: hiapi).run()
+        with monkeypatch.context() as patch:  # compaction fails, as on a full disk
+            patch.setattr("nbpipe.store.journal.atomic_write", fail_to_write)
+            with pytest.raises(OSError):
+                journal.close()  # (the workspace's _close_journal swallows it)
+    finally:
+        cache.close()
+    assert first.spent == HIAPI_PRICE == hiapi.billed  # said, once, as left out
+    second, _ = build(root, hiapi)
+    assert first.spent + second.spent + second.spent_earlier == hiapi.billed
+
+
+def fail_to_write(path: Path, data: bytes) -> None:
+    raise OSError(28, "No space left on device")
