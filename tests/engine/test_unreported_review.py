@@ -3,6 +3,7 @@ in a shared cache, which others write, can make a build say or do."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from nbpipe.store.cache import Cache
 from nbpipe.store.journal import Journal
 from nbpipe.store.lock import Lock
 from nbpipe.store.state import State
+from nbpipe.ui.events import TextEvents
 from tests.engine.test_renderer import (
     HIAPI,
     HIAPI_PRICE,
@@ -151,3 +153,24 @@ def test_a_task_counted_as_left_then_collected_is_not_reported_again(make_projec
 
 def fail_to_write(path: Path, data: bytes) -> None:
     raise OSError(28, "No space left on device")
+
+
+@pytest.mark.xfail(strict=True, reason="review2 finding 8: report_unreported says its entries "
+                   "only as journal events, which the text sinks leave to a note ('its note "
+                   "said it'), and it says no note: a text build prints 'USD 0.05 paid by an "
+                   "interrupted build' and nothing naming the frame or why")
+def test_a_text_build_names_the_requests_an_earlier_build_paid_and_never_said(make_project):
+    root = make_project(HIAPI.replace("  a:", "  lighthouse-17:"))
+    hiapi = Scripted("hiapi", ["ok"])
+    dies_at_the_summary(root, hiapi)
+    out = io.StringIO()
+    project, cache = open_project(root), Cache(root / ".nbpipe")
+    journal = Journal(root / ".nbpipe" / "journal.jsonl")
+    try:
+        summary = Build(project, cache, Lock.load(root), State(root), journal, TextEvents(out),
+                        BuildOptions(), open_backend=lambda name, jobs, rpm: hiapi).run()
+    finally:
+        journal.close()
+        cache.close()
+    assert summary.spent_earlier == HIAPI_PRICE
+    assert any("lighthouse-17" in line for line in out.getvalue().splitlines())
