@@ -45,6 +45,7 @@ from typing import Any, TextIO
 
 from nbpipe.files import atomic_write
 from nbpipe.projectfile import LOCK_CAP, FileRefused, read_capped
+from nbpipe.store import jsontext
 from nbpipe.store.records import (
     IntentLine,
     JournalLine,
@@ -196,7 +197,7 @@ class Journal:
             return
         for line in lines:
             try:
-                record = json.loads(line)
+                record = jsontext.loads(line)  # a shared cache's: nesting deep enough to crash
             except ValueError:
                 continue  # a torn write at a crash; everything before it stands
             self.entries.replay(record)

@@ -34,3 +34,15 @@ def test_a_journal_over_the_read_cap_is_never_erased(tmp_path, monkeypatch):
     Journal(path).close()  # a build on this cache
     monkeypatch.undo()
     assert (KEY, 1) in Journal(path).open  # the paid task is still there to collect
+
+
+def test_a_line_nested_too_deeply_is_skipped_not_a_crash(tmp_path):
+    """A journal line nested deep enough to exhaust the stack (a shared cache's planted line)
+    raised RecursionError out of Journal() (json.loads): every build on that cache ended with
+    a traceback, exit 3 (review2). It is read through store.jsontext, as other untrusted
+    JSON is: skipped, and the lines around it stand."""
+    path = tmp_path / "journal.jsonl"
+    ours = {"op": "intent", "key": KEY, "take": 1, "frame": "a", "backend": "hiapi",
+            "request": {"model": "Nano-Banana", "prompt": "a lighthouse", "params": {}}}
+    path.write_text("[" * 200_000 + "]" * 200_000 + "\n" + json.dumps(ours) + "\n")
+    assert (KEY, 1) in Journal(path).open
