@@ -127,7 +127,8 @@ class Renderer:
             known = [t for t, _ in self.remote.takes(key)] \
                 if self.remote is not None and step.action == "render" and self.force else []
             take_no = self.cache.allocate_take(key, known)
-            while (key, take_no) in self.journal.open:  # held by an entry set aside
+            # held by an entry set aside, or kept for another nbpipe (the journal is shared)
+            while (key, take_no) in self.journal.open or (key, take_no) in self.journal.kept:
                 take_no = self.cache.allocate_take(key, known)
             self.journal.intent(key, take_no, frame.name, frame.backend, frame.record(),
                                 account)

@@ -45,6 +45,7 @@ from typing import Any, TextIO
 
 from nbpipe.files import atomic_write
 from nbpipe.projectfile import LOCK_CAP, FileRefused, read_capped
+from nbpipe.store import jsontext
 from nbpipe.store.records import (
     IntentLine,
     JournalLine,
@@ -196,7 +197,7 @@ class Journal:
             return
         for line in lines:
             try:
-                record = json.loads(line)
+                record = jsontext.loads(line)  # a shared cache's: nesting deep enough to crash
             except ValueError:
                 continue  # a torn write at a crash; everything before it stands
             self.entries.replay(record)
@@ -255,7 +256,8 @@ class Journal:
         """A build's summary is out: it counted every entry marked by `counting` and every
         unreported one (its own renders, and an earlier build's it reported): record them."""
         unsaid, self._unsaid = self._unsaid, []
-        slots = [s for s in unsaid if s in self.open] + list(self.unreported)
+        # an entry counted, then ended in this build, too: its `done` line reads back unsaid
+        slots = unsaid + [s for s in self.unreported if s not in unsaid]
         self._write_all([{"op": "reported", "key": key, "take": take} for key, take in slots])
 
     def closed(self, key: str, take: int, why: str, billed: bool = False) -> None:

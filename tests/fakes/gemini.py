@@ -15,6 +15,7 @@ image it sent (a lost reply, `drop`, is billed for an image nobody received). Mo
               redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
               malformed:NAME (see MALFORMED) garbled(an image billed; its 200 is not JSON)
               bad-base64(an image billed; its data is not base64)
+              truncated(an image billed; its data, valid base64, is the image's first half)
               echo-text echo-escaped echo-finish echo-block echo-error (the key comes back in
               a text part, JSON-escaped, finishReason, blockReason, or an error's fields)
 """
@@ -170,6 +171,8 @@ class FakeGemini(FakeServer):
             data = base64.b64encode(billed.image).decode()
             if fault == "bad-base64":
                 data = "*" + data
+            if fault == "truncated":
+                data = base64.b64encode(billed.image[:len(billed.image) // 2]).decode()
             parts.append({"inlineData": {"mimeType": f"image/{spec['mime']}", "data": data}})
         return {"candidates": [{"content": {"role": "model", "parts": parts},
                                 "finishReason": "STOP", "index": 0}],
