@@ -60,6 +60,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.fake.serve(self, "POST")
 
+    def do_DELETE(self) -> None:  # the Gemini Batch and Files APIs delete resources
+        self.fake.serve(self, "DELETE")
+
     # helpers for the fakes
     def body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
