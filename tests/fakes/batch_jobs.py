@@ -63,9 +63,9 @@ class BatchJob:
 
     def stats(self) -> dict[str, str]:
         """batchStats: int64 counts as strings, zero counts left out (proto3 JSON)."""
-        ok, failed = self.answered["ok"], self.answered["failed"]
-        counts = {"requestCount": len(self.lines), "successfulRequestCount": ok,
-                  "failedRequestCount": failed, "pendingRequestCount": len(self.lines) - ok - failed}
+        ok, failed, total = self.answered["ok"], self.answered["failed"], len(self.lines)
+        counts = {"requestCount": total, "successfulRequestCount": ok,
+                  "failedRequestCount": failed, "pendingRequestCount": total - ok - failed}
         return {k: str(v) for k, v in counts.items() if v}
 
     def operation(self, stamp: Callable[[float], str]) -> dict:

@@ -114,7 +114,8 @@ class FakeFiles:
             meta.get("displayName") or meta.get("display_name") or ""))
         with self.owner.lock:
             self.uploads[stored.id] = Upload(stored, size)
-        url = f"{self.owner.url}/upload/v1beta/files?upload_id={stored.id}&upload_protocol=resumable"
+        url = (f"{self.owner.url}/upload/v1beta/files?upload_id={stored.id}"
+               "&upload_protocol=resumable")
         request.send(200, raw=b"", headers={"X-Goog-Upload-URL": url,
                                             "X-Goog-Upload-Status": "active"})
 
@@ -122,27 +123,34 @@ class FakeFiles:
         data = request.body()
         upload = self.uploads.get(request.query().get("upload_id", ""))
         if upload is None:
-            return self.owner.refuse(request, 404, "NOT_FOUND", "no such upload")
+            return self._refuse(request, 404, "NOT_FOUND", "no such upload")
         command = {c.strip() for c in request.headers.get("X-Goog-Upload-Command", "").split(",")}
         offset = request.headers.get("X-Goog-Upload-Offset", "")
         if "upload" not in command or offset != str(len(upload.file.data)):
-            return self.owner.refuse(request, 400, "INVALID_ARGUMENT",
+            return self._refuse(request, 400, "INVALID_ARGUMENT",
                                      f"bad upload command {sorted(command)} at offset {offset}")
         upload.file.data += data
         if len(upload.file.data) > min(upload.size, self.cap):
             del self.uploads[upload.file.id]
-            return self.owner.refuse(request, 400, "INVALID_ARGUMENT",
+            return self._refuse(request, 400, "INVALID_ARGUMENT",
                                      "more bytes than the upload declared")
         if "finalize" not in command:
             return request.send(200, raw=b"", headers={"X-Goog-Upload-Status": "active"})
         del self.uploads[upload.file.id]
         if len(upload.file.data) != upload.size:
-            return self.owner.refuse(request, 400, "INVALID_ARGUMENT",
+            return self._refuse(request, 400, "INVALID_ARGUMENT",
                                      "the upload ended short of its declared size")
         with self.owner.lock:
             self.files[upload.file.id] = upload.file
         self.owner.count("uploads")
         request.send(200, {"file": self.resource(upload.file)},
+                     headers={"X-Goog-Upload-Status": "final"})
+
+    @staticmethod
+    def _refuse(request: Handler, status: int, kind: str, message: str) -> None:
+        """A refused chunk. The SDK resends a chunk whose reply lacks X-Goog-Upload-Status
+        (after 1, 2, 4 s): the service's own replies always carry it."""
+        request.send(status, {"error": {"code": status, "message": message, "status": kind}},
                      headers={"X-Goog-Upload-Status": "final"})
 
     def _download(self, request: Handler, stored: StoredFile) -> None:
