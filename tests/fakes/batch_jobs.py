@@ -122,27 +122,28 @@ def jsonl_lines(data: bytes) -> list[Line] | str:
     return lines or "the input file holds no requests"
 
 
-def finish(fake: FakeGeminiBatch, job: BatchJob) -> None:
-    """Answer every line (the next `batch-line` fault each), bill each image made, and keep
-    the results, shuffled, inline or as a generated JSONL file."""
-    results = [_answer(fake, job, line, fake.faults.next("batch-line")) for line in job.lines]
+def finish(fake: FakeGeminiBatch, job: BatchJob) -> tuple[dict, dict[str, int]]:
+    """Answer every line (the next `batch-line` fault each) and bill each image made: the
+    job's output (the results shuffled, inline or as a generated JSONL file) and its counts."""
+    answers = [_answer(fake, job, line, fake.faults.next("batch-line")) for line in job.lines]
+    results = [result for result, _ in answers]
+    counts = {"ok": sum(ok for _, ok in answers), "failed": sum(not ok for _, ok in answers)}
     random.Random(job.id).shuffle(results)
     if job.source == "inline":
-        job.output = {"inlinedResponses": {"inlinedResponses": results}}
-    else:
-        text = "".join(json.dumps(r) + "\n" for r in results)
-        stored = fake.files.generated(text.encode(), "application/jsonl",
-                                      f"{job.display_name} responses")
-        job.output = {"responsesFile": stored.name}
+        return {"inlinedResponses": {"inlinedResponses": results}}, counts
+    text = "".join(json.dumps(r) + "\n" for r in results)
+    stored = fake.files.generated(text.encode(), "application/jsonl",
+                                  f"{job.display_name} responses")
+    return {"responsesFile": stored.name}, counts
 
 
-def _answer(fake: FakeGeminiBatch, job: BatchJob, line: Line, fault: str | None) -> dict:
+def _answer(fake: FakeGeminiBatch, job: BatchJob, line: Line,
+            fault: str | None) -> tuple[dict, bool]:
     label = {"key": line.key} if job.source == "file" else \
         {"metadata": line.metadata} if line.metadata is not None and fault != "no-metadata" \
         else {}
     if fault in LINE_ERRORS:
-        job.answered["failed"] += 1
-        return {**label, "error": LINE_ERRORS[fault]}
+        return {**label, "error": LINE_ERRORS[fault]}, False
     # No batch prices in nbpipe's catalogue: half the standard one, as api-facts.md says
     # ("50 % of the standard price"; its rounded Flash figures are within a cent of this).
     billed = Billed(_prompt(line.request), fault, model=job.model, lane="batch",
@@ -153,5 +154,4 @@ def _answer(fake: FakeGeminiBatch, job: BatchJob, line: Line, fault: str | None)
         fake.billed.append(billed)
         billed.number = len(fake.bodies)
     fake.count("generates")
-    job.answered["ok"] += 1
-    return {**label, "response": fake._reply(line.request, job.spec, billed)}
+    return {**label, "response": fake._reply(line.request, job.spec, billed)}, True

@@ -97,7 +97,7 @@ class FakeGeminiBatch(FakeGemini):
             if method == "DELETE":
                 job.deleted = True
                 return request.send(200, {})
-            return request.send(200, job.operation(self.stamp))
+            return request.send(200, self.show(job))
         return self.refuse(request, 404, "NOT_FOUND", "no such method")
 
     def _create(self, request: Handler, model: str, fault: str | None) -> None:
@@ -139,7 +139,7 @@ class FakeGeminiBatch(FakeGemini):
         self.holds.passing("batch-created")  # the job exists; its reply held
         if fault == "drop":
             return request.drop()
-        request.send(200, job.operation(self.stamp))
+        request.send(200, self.show(job))
 
     def _lines(self, config: object) -> list[Line] | str:
         if not isinstance(config, dict):
@@ -166,7 +166,7 @@ class FakeGeminiBatch(FakeGemini):
         if start is None:
             return self.refuse(request, 400, "INVALID_ARGUMENT", "bad pageToken")
         page = shown[start:start + size]
-        reply: dict = {"operations": [j.operation(self.stamp) for j in page]}
+        reply: dict = {"operations": [self.show(j) for j in page]}
         if start + size < len(shown):  # the token names the next job: stable under creates
             reply["nextPageToken"] = base64.urlsafe_b64encode(
                 shown[start + size].id.encode()).decode()
@@ -186,14 +186,13 @@ class FakeGeminiBatch(FakeGemini):
         job = self.jobs[name.removeprefix("batches/")]
         state = state.removeprefix("BATCH_STATE_")
         assert state in STATES and not job.done, (job.name, job.state, state)
-        job.updated = self.hours
-        if state == "SUCCEEDED":
-            finish(self, job)
-        elif state == "FAILED":
-            job.error = {"code": 13, "message": message}
-        job.state = state
-        if state in TERMINAL:
-            job.ended = self.hours
+        output, counts = finish(self, job) if state == "SUCCEEDED" else (None, job.answered)
+        with self.lock:  # a client polling meanwhile sees the job before or after, never half
+            job.output, job.answered, job.state, job.updated = output, counts, state, self.hours
+            if state == "FAILED":
+                job.error = {"code": 13, "message": message}
+            if state in TERMINAL:
+                job.ended = self.hours
         return job
 
     def finish_all(self) -> list[BatchJob]:
@@ -213,6 +212,11 @@ class FakeGeminiBatch(FakeGemini):
 
     def _open(self) -> Iterator[BatchJob]:
         return iter([j for j in list(self.jobs.values()) if not j.done])
+
+    def show(self, job: BatchJob) -> dict:
+        """The job's Operation, read whole (the test may be moving it on)."""
+        with self.lock:
+            return job.operation(self.stamp)
 
     def stamp(self, hours: float) -> str:
         """A fake-clock time as the API writes it (RFC 3339, Z)."""

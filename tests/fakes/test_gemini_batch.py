@@ -80,6 +80,10 @@ def test_inline_batch_walks_pending_running_succeeded(fake, version):
     assert billed["cat"].usd == image_price(MODEL, {"generationConfig": {
         "imageConfig": {"imageSize": "2K"}}}) / 2 == Decimal("0.0505")
     assert billed["cat"].image == image.data and fake.creates == [job.name]
+    client.models.generate_content(  # the same server still answers generateContent
+        model=MODEL, contents="a cat", config=types.GenerateContentConfig(
+            image_config=types.ImageConfig(image_size="2K")))
+    assert (fake.billed[-1].lane, fake.billed[-1].usd) == ("standard", Decimal("0.101"))
 
 
 def test_file_batch_uploads_its_requests_and_downloads_results_by_key(fake, tmp_path):
@@ -275,3 +279,33 @@ def test_an_upload_session_is_its_own_credential_and_checks_offsets(fake):
     assert last.headers["X-Goog-Upload-Status"] == "final"
     assert last.json()["file"]["sizeBytes"] == "4"
     assert httpx.get(f"{fake.url}/v1beta/{last.json()['file']['name']}").status_code == 400
+
+
+def test_finish_all_ends_jobs_as_the_faults_say(fake):
+    from google.genai import types
+
+    client = sdk(fake)
+    names = [client.batches.create(model=MODEL, src=[request("x", "k")],
+                                   config={"display_name": f"job-{i}"}).name for i in range(4)]
+    fake.faults.add("batch-job", None, "fail", "cancel", "expire")
+    assert [j.name for j in fake.finish_all()] == names
+    states = [client.batches.get(name=name).state for name in names]
+    assert states == [types.JobState.JOB_STATE_SUCCEEDED, types.JobState.JOB_STATE_FAILED,
+                      types.JobState.JOB_STATE_CANCELLED, types.JobState.JOB_STATE_EXPIRED]
+    assert [b.batch for b in fake.billed] == names[:1] and fake.finish_all() == []
+
+
+def test_line_faults_reach_the_sdk(fake):
+    from google.genai import types
+
+    client = sdk(fake)
+    job = client.batches.create(model=MODEL, src=[request(w, w) for w in ("a", "b", "c")],
+                                config={"display_name": "faults"})
+    fake.faults.add("batch-line", "safety", "no-image", "no-metadata")
+    fake.advance(job.name, "SUCCEEDED")
+    answers = client.batches.get(name=job.name).dest.inlined_responses
+    by_key = {r.metadata["key"] if r.metadata else None: r.response for r in answers}
+    assert by_key["a"].candidates[0].finish_reason == types.FinishReason.IMAGE_SAFETY
+    assert all(p.inline_data is None for p in by_key["b"].candidates[0].content.parts)
+    assert by_key[None].candidates[0].content.parts[-1].inline_data  # made, billed, unnamed
+    assert [b.paid_image for b in fake.billed] == [False, False, True]
