@@ -29,6 +29,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 
 from nbpipe.catalog import builtin, today
 from tests.fakes.server import BIG_NUMBER, DEEP_JSON, FakeServer, Handler, image_bytes
@@ -67,6 +68,10 @@ class Billed:
     number: int = 0  # 1 for the first request billed: seeds its image (one of its own)
     image: bytes = b""  # the image the reply carried, if it carried one
     model: str = ""  # the model named in the URL (part of the request, not of the body)
+    lane: str = "standard"  # or "batch": a line of a batch job (gemini_batch.py)
+    usd: Decimal = Decimal(0)  # the catalogue's price of the image asked for, in this lane
+    batch: str = ""  # the batch job's name ("batches/ID"), for a batch line
+    key: str = ""  # the batch line's key, as its client named it
 
     @property
     def paid_image(self) -> bool:
@@ -131,7 +136,7 @@ class FakeGemini(FakeServer):
         problem = validate(body, spec)
         if problem:
             return self._error(request, 400, "INVALID_ARGUMENT", problem)
-        billed = Billed(_prompt(body), fault, model=model)
+        billed = Billed(_prompt(body), fault, model=model, usd=image_price(model, body))
         with self.lock:
             self.bodies.append(body)
             self.billed.append(billed)
@@ -182,6 +187,13 @@ class FakeGemini(FakeServer):
                details: list | None = None) -> None:
         request.send(status, {"error": {"code": status, "message": message, "status": kind,
                                         **({"details": details} if details else {})}})
+
+
+def image_price(model: str, body: dict) -> Decimal:
+    """The catalogue's standard price of the image a valid request asks for."""
+    size = ((body.get("generationConfig") or {}).get("imageConfig") or {}).get("imageSize")
+    spec = builtin().get("gemini", model)
+    return spec.price(size) if spec is not None else Decimal(0)
 
 
 def _prompt(body: dict) -> str:

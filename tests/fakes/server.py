@@ -60,6 +60,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.fake.serve(self, "POST")
 
+    def do_DELETE(self) -> None:  # the Gemini Batch and Files APIs delete resources
+        self.fake.serve(self, "DELETE")
+
     # helpers for the fakes
     def body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -211,7 +214,9 @@ class FakeServer:
         handler = type("BoundHandler", (Handler,), {"fake": self})
         self.httpd = _QuietServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # shutdown() waits for the loop's next poll: 0.5 s by default, at every test's end
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
+                                       daemon=True)
 
     @property
     def url(self) -> str:
