@@ -25,6 +25,7 @@ from nbpipe.backends.base import Backend
 from nbpipe.backends.names import NAMES
 from nbpipe.engine.finish import (
     drop_undeclared,
+    end_build,
     fingerprint_for,
     record_pins,
     remember_outcomes,
@@ -126,9 +127,9 @@ class Build:
         if self.options.patterns and not self.stop.interrupted:  # dependants it did not select
             say_stale_downstream(self.project, StoreKnown(self.lock, self.cache, self.state),
                                  frames, self.lock, pinned, self.tally)
-        summary = self.tally.end(self.stop.interrupted)
-        self.journal.summary_said()  # only now: a build that dies before said nothing
-        return summary
+        # only now are the journal's marks and the totals recorded: a build that dies first
+        # said nothing, and the next build says its money
+        return end_build(self.tally, self.journal, self.state, self.stop.interrupted)
 
     async def _walk(self, frames: list[Frame], opened: Backends) -> None:
         try:
@@ -219,7 +220,7 @@ class Build:
         """Pin what was built, drop frames no longer declared, and remember file stats."""
         walk = self.walk
         drop_undeclared(self.lock, self.project.frames, self.state, self.tally)
-        remember_outcomes(self.state, frames, walk.failed, self.tally.summary)
+        remember_outcomes(self.state, frames, walk.failed)
         save_lock(self.lock, self.project.loaded.root)
         pusher = walk.renderer.pusher
         if pusher is not None:

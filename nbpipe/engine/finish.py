@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
+from nbpipe import interrupts
 from nbpipe.catalog import Catalog
 from nbpipe.engine.noop import fingerprint, fingerprint_options
 from nbpipe.errors import NbpipeError
@@ -23,6 +24,7 @@ from nbpipe.plan.downstream import stale_downstream
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Known, Project
 from nbpipe.store.cache import Cache
+from nbpipe.store.journal import Journal
 from nbpipe.store.lock import Lock
 from nbpipe.store.marks import remote_id
 from nbpipe.store.outputs import disk_message
@@ -48,18 +50,37 @@ def drop_undeclared(lock: Lock, declared: Mapping[str, Frame], state: State,
             state.orphans.pop(pinned.output, None)
 
 
-def remember_outcomes(state: State, frames: list[Frame], failed: dict[str, str],
-                      summary: Summary) -> None:
-    """What the report shows later: the last failures, and running totals."""
+def remember_outcomes(state: State, frames: list[Frame], failed: dict[str, str]) -> None:
+    """What the report shows later: the last failures."""
     names = {f.name for f in frames}
     kept = {k: v for k, v in state.data.get("failed", {}).items() if k not in names}
     state.data["failed"] = {**kept, **failed}
+    state.changed = True
+
+
+def end_build(tally: Tally, journal: Journal, state: State, interrupted: bool) -> Summary:
+    """Say the summary, then record that it was said: the journal's `reported` marks and the
+    state's running totals. Ctrl-C is held off in between: a press after the print but before
+    the record would have the next build say the same money again."""
+    with interrupts.held():
+        summary = tally.end(interrupted)
+        journal.summary_said()
+        _add_totals(state, summary)
+    return summary
+
+
+def _add_totals(state: State, summary: Summary) -> None:
+    """Running totals for the report, counted only with a summary said."""
     totals = state.data.setdefault("totals", {"spent_usd": "0", "saved_usd": "0"})
     totals["spent_usd"] = str(Decimal(totals["spent_usd"]) + summary.spent)
     totals["saved_usd"] = str(Decimal(totals["saved_usd"]) + summary.saved)
     earlier = Decimal(totals.get("spent_earlier_usd", "0")) + summary.spent_earlier
     totals["spent_earlier_usd"] = str(earlier)  # paid by builds that died before saying so
     state.changed = True
+    try:
+        state.save()
+    except OSError:
+        pass  # a cache of figures for the report: the money was said
 
 
 def save_lock(lock: Lock, root: Path) -> None:

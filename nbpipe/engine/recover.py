@@ -240,16 +240,28 @@ class Recovery:
 
 def report_unreported(journal: Journal, renderer: Renderer, teller: Teller,
                       catalog: Catalog) -> None:
-    """Requests an earlier build paid for and ended (its image came, or it may have been
-    billed) but never reported: it died before its summary. This build's summary says them,
-    as spent earlier; then the journal lets them go."""
-    for entry in list(journal.unreported.values()):
+    """Requests an earlier build paid for from this build's account and ended (its image
+    came, or it may have been billed) but never reported: it died before its summary. This
+    build's summary says them, as spent earlier; then the journal lets them go. Another
+    account's (a cache shared by projects with other keys, or lines planted there) are not
+    this build's money: left for a build paying from that account."""
+    ours = [e for e in journal.unreported.values() if e.account is not None
+            and e.account == renderer.backends.account(e.backend)]
+    if not ours:
+        return
+    charges = []
+    for entry in ours:
         frame = entry_frame(entry, catalog)
         done = entry.ended == "done"
-        charge = renderer.owed(entry, frame, None if done else Billing.MAYBE)
+        charges.append(renderer.owed(entry, frame, None if done else Billing.MAYBE))
         teller.entry(frame, Status.RENDERED if done else Status.FAILED,
                      "paid by an earlier build that stopped before its summary"
-                     + ("" if done else "; it may have been billed"), charge)
+                     + ("" if done else "; it may have been billed"), charges[-1])
+        journal.counting(entry.key, entry.take)
+    names = ", ".join(sorted({e.frame[:60] for e in ours})[:8])
+    teller.note(f"{len(ours)} request(s) an earlier build paid for and stopped before saying "
+                f"({names}): USD {fmt_usd(sum((c.cost for c in charges), Decimal(0)))}, "
+                "counted here as spent earlier")
 
 
 def say_kept(journal: Journal, teller: Teller) -> None:

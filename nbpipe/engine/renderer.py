@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 from nbpipe.backends.base import Backend, InputData, Job, StoppedMaybeSent, TaskStillOut
 from nbpipe.backends.images import verify_image_async
@@ -164,7 +165,7 @@ class Renderer:
             rendered = await self.backends.get(frame.backend).render(frame.request, inputs,
                                                                       sink, job)
             sink.flush()
-            fmt = await verify_image_async(sink.path)  # only images enter the cache
+            fmt = await self._verified(frame, sink.path)  # only images enter the cache
             digest = sink.commit()
         # priced as the build reports it (owed), so a restore later saves what was spent
         take = Take(digest=digest, backend=frame.backend, model=frame.model, format=fmt,
@@ -176,6 +177,16 @@ class Renderer:
             self.pusher.push(key, take, record)  # remembered, then sent in the background
         self.journal.done(key, job.take, digest)
         return take
+
+    async def _verified(self, frame: Frame, path: Path) -> str:
+        """The image's format; a call-lane image that does not verify was made, so billed."""
+        try:
+            return await verify_image_async(path)
+        except FrameFailed as exc:
+            if not unrepeatable(frame.backend):
+                raise
+            raise FrameFailed(f"{exc}; not retried, since the image was made and may have "
+                              "been billed", maybe_billed=True) from None
 
     def owed(self, entry: Entry, frame: Frame, billing: Billing | None = None,
              left: bool = False) -> Charge:

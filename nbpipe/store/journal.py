@@ -178,7 +178,8 @@ class Journal:
     open: dict[tuple[str, int], Entry]
     kept: dict[tuple[str, int], list[dict[str, Any]]]
     unreported: dict[tuple[str, int], Entry]
-    _unsaid: list[tuple[str, int]]  # open entries counted by a summary not said yet
+    _unsaid: list[tuple[str, int]]  # entries counted by a summary not said yet
+    _earlier: frozenset[tuple[str, int]]  # unreported as read: ended by earlier builds
     _handle: TextIO | None
 
     def __init__(self, path: Path):
@@ -189,6 +190,7 @@ class Journal:
         self._unsaid = []
         self._handle = None
         self._replay()
+        self._earlier = frozenset(self.unreported)
 
     def _replay(self) -> None:
         try:
@@ -243,21 +245,26 @@ class Journal:
             self._write({"op": "reported", "key": key, "take": take})
 
     def counting(self, key: str, take: int) -> None:
-        """This build's summary counts this open entry's cost: no later build counts it again,
-        once that summary is said (`summary_said`). Until then the mark is this build's only:
-        a build that dies first (a Ctrl-C as it ends, a kill) said nothing, and the build that
-        collects the task reports it."""
+        """This build's summary counts this entry's cost (an open one it leaves out, or an
+        unreported one an earlier build ended): no later build counts it again, once that
+        summary is said (`summary_said`). Until then the mark is this build's only: a build
+        that dies first (a Ctrl-C as it ends, a kill) said nothing, and the next one says it."""
         slot = (key, take)
+        if slot in self._unsaid:
+            return
         if slot in self.open and not self.open[slot].reported:
             self.open[slot].reported = True
             self._unsaid.append(slot)
+        elif slot in self.unreported:
+            self._unsaid.append(slot)
 
     def summary_said(self) -> None:
-        """A build's summary is out: it counted every entry marked by `counting` and every
-        unreported one (its own renders, and an earlier build's it reported): record them."""
+        """A build's summary is out: record what it counted, the entries marked by `counting`
+        (also one counted, then ended: its `done` line reads back unsaid) and the paid ones
+        this build ended. Another's unreported entries (another account's, on a shared
+        cache) stay for a build that says them."""
         unsaid, self._unsaid = self._unsaid, []
-        # an entry counted, then ended in this build, too: its `done` line reads back unsaid
-        slots = unsaid + [s for s in self.unreported if s not in unsaid]
+        slots = unsaid + [s for s in self.unreported if s not in unsaid and s not in self._earlier]
         self._write_all([{"op": "reported", "key": key, "take": take} for key, take in slots])
 
     def closed(self, key: str, take: int, why: str, billed: bool = False) -> None:

@@ -99,10 +99,6 @@ def test_a_gemini_call_that_brings_no_usable_image_is_reported_as_billed(
     assert money(first, second) == billed_images(fake_gemini) * price  # billed == reported
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding 3: a Gemini image that decodes from "
-                   "base64 but is not a whole image (verify_image in Renderer.fetch) was made "
-                   "and billed, yet its FrameFailed carries no maybe_billed: the entry is "
-                   "closed unbilled and no build reports it (reported < billed)")
 def test_a_gemini_image_that_does_not_verify_is_reported_as_billed(fake_gemini, build,
                                                                    make_project):
     root = make_project(GEMINI_ONE)

@@ -47,10 +47,6 @@ def their_intent(account: str | None) -> dict:
     return record if account is None else {**record, "account": account}
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding 1: report_unreported reports every "
-                   "unreported entry of the journal, whoever paid for it; a paid entry of "
-                   "another account (or two planted lines in a shared cache) is said as this "
-                   "build's spent_earlier_usd")
 @pytest.mark.parametrize("ended", [
     {"op": "done", "key": THEIRS, "take": 1, "digest": "e" * 64},
     {"op": "closed", "key": THEIRS, "take": 1, "why": "lost", "billed": True},
@@ -88,10 +84,6 @@ class CtrlCAfterTheSummary(Recorded):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding 4: a Ctrl-C that lands after the "
-                   "summary is printed and before Journal.summary_said (Build.run) leaves the "
-                   "entries it said unreported: the next build says them again as spent "
-                   "earlier (reported twice)")
 def test_a_ctrl_c_just_after_the_summary_does_not_make_the_next_build_say_it_again(
         make_project):
     root = make_project(HIAPI)
@@ -112,11 +104,6 @@ def test_a_ctrl_c_just_after_the_summary_does_not_make_the_next_build_say_it_aga
     assert said.spent + second.spent + second.spent_earlier == hiapi.billed  # once
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding 5: the state's totals are saved in "
-                   "Build._finish, before the summary; a build that dies between the two (at "
-                   "its summary, or planning the stale-downstream note) counted the request in "
-                   "totals, and the next build, which reports it as spent earlier, counts it "
-                   "again")
 def test_state_totals_count_a_request_once_when_its_build_dies_at_the_summary(make_project):
     root = make_project(HIAPI)
     hiapi = Scripted("hiapi", ["ok"])
@@ -155,10 +142,6 @@ def fail_to_write(path: Path, data: bytes) -> None:
     raise OSError(28, "No space left on device")
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding 8: report_unreported says its entries "
-                   "only as journal events, which the text sinks leave to a note ('its note "
-                   "said it'), and it says no note: a text build prints 'USD 0.05 paid by an "
-                   "interrupted build' and nothing naming the frame or why")
 def test_a_text_build_names_the_requests_an_earlier_build_paid_and_never_said(make_project):
     root = make_project(HIAPI.replace("  a:", "  lighthouse-17:"))
     hiapi = Scripted("hiapi", ["ok"])

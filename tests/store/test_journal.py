@@ -90,6 +90,10 @@ def test_a_paid_request_waits_in_the_journal_until_a_summary_says_it(tmp_path):
     again = Journal(path)  # compacted, and read back the same
     assert {slot: e.ended for slot, e in again.unreported.items()} == \
         {(OURS, 1): "done", (KEY, 1): "closed"}
+    again.summary_said()  # a build that counted neither (another account's, say)
+    assert again.unreported.keys() == {(OURS, 1), (KEY, 1)}
+    for key, take in list(again.unreported):
+        again.counting(key, take)
     again.summary_said()
     again.close()
     assert path.read_text() == "" and Journal(path).unreported == {}
