@@ -267,7 +267,11 @@ def report_unreported(journal: Journal, renderer: Renderer, teller: Teller,
 def say_kept(journal: Journal, teller: Teller) -> None:
     """Entries of a backend or model this nbpipe does not know stay in the journal for one that
     does (their tasks are paid for): say so, once a build, so a user who removed a plug-in
-    knows why the no-op fast path stays off and how to collect them."""
+    knows why the no-op fast path stays off and how to collect them. A journal that could
+    not be read whole is said too: it is left as it is."""
+    if journal.problem:
+        teller.note(f"warning: the journal {journal.path} {journal.problem}: it is left as it "
+                    "is (not compacted); tasks recorded past that point are not collected")
     if not journal.kept:
         return
     names = sorted({f"{r.get('backend')}/{r.get('request', {}).get('model')}"[:60]

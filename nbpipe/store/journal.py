@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from nbpipe.files import atomic_write
-from nbpipe.projectfile import LOCK_CAP, FileRefused, read_capped
+from nbpipe.projectfile import FileRefused, open_regular
 from nbpipe.store import jsontext
 from nbpipe.store.records import (
     IntentLine,
@@ -181,6 +181,7 @@ class Journal:
     _unsaid: list[tuple[str, int]]  # entries counted by a summary not said yet
     _earlier: frozenset[tuple[str, int]]  # unreported as read: ended by earlier builds
     _handle: TextIO | None
+    problem: str | None  # why the file was not read whole: it is then never compacted
 
     def __init__(self, path: Path):
         self.path = path
@@ -189,20 +190,27 @@ class Journal:
         self.unreported = self.entries.unreported
         self._unsaid = []
         self._handle = None
+        self.problem = None
         self._replay()
         self._earlier = frozenset(self.unreported)
 
     def _replay(self) -> None:
+        """Read line by line (a big build's journal can hold GiBs of prompts before its one
+        compaction); what cannot be read whole is said (`problem`) and never compacted over."""
         try:
-            lines = read_capped(self.path, LOCK_CAP).decode("utf-8").splitlines()
-        except (OSError, UnicodeDecodeError, FileRefused):  # a FIFO or /dev/zero planted
+            handle = open_regular(self.path)
+        except FileNotFoundError:
             return
-        for line in lines:
-            try:
-                record = jsontext.loads(line)  # a shared cache's: nesting deep enough to crash
-            except ValueError:
-                continue  # a torn write at a crash; everything before it stands
-            self.entries.replay(record)
+        except (OSError, FileRefused) as exc:  # a FIFO or a device planted, a folder
+            self.problem = f"cannot be read ({exc})"
+            return
+        with handle:
+            for line in _lines(handle, self):
+                try:
+                    record = jsontext.loads(line.decode("utf-8"))  # nesting deep enough to crash
+                except ValueError:
+                    continue  # a torn write at a crash; everything before it stands
+                self.entries.replay(record)
 
     def _write(self, record: dict[str, Any]) -> None:
         self._write_all([record])
@@ -287,10 +295,29 @@ class Journal:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-        if not self.path.exists():
-            return
+        if not self.path.exists() or self.problem:
+            return  # never compacted over what was not read
         lines = self.entries.lines(unsaid=set(self._unsaid))
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in lines).encode())
+
+
+JOURNAL_CAP = 8 << 30  # 8 GiB read at most: a big build's prompts, not a planted endless file
+LINE_CAP = 64 << 20  # a line longer than this is not one nbpipe wrote (a prompt is capped)
+
+
+def _lines(handle: BinaryIO, journal: Journal) -> Iterator[bytes]:
+    """The journal's lines, each at most LINE_CAP (a longer one is skipped whole), to
+    JOURNAL_CAP in all; past it, `journal.problem` says so and reading stops."""
+    total, inside_long = 0, False
+    while line := handle.readline(LINE_CAP + 1):
+        total += len(line)
+        if total > JOURNAL_CAP:
+            journal.problem = f"is larger than {JOURNAL_CAP >> 30} GiB; only its start was read"
+            return
+        if inside_long or (len(line) > LINE_CAP and not line.endswith(b"\n")):
+            inside_long = not line.endswith(b"\n")  # an over-long line is skipped to its end
+            continue
+        yield line
 
 
 def _intent(key: str, take: int, frame: str, backend: str, request: dict[str, Any],

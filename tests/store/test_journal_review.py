@@ -9,16 +9,14 @@ import pytest
 from nbpipe.store.journal import Journal
 
 KEY = "b" * 64
-CAP = 1 << 16  # stands for LOCK_CAP (512 MiB), which a real journal reaches as below
+CAP = 1 << 16  # stands for JOURNAL_CAP (8 GiB)
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding 10: a journal over the read cap "
-                   "(LOCK_CAP, 512 MiB: ~4,400 Gemini intents of a 119k-character bible, all "
-                   "written before the one compaction at the end of a build, so a kill -9 late "
-                   "in a big build leaves one) reads as empty, and close() then compacts that "
-                   "empty reading over it: every open task, possibly billed call and unreported "
-                   "payment in it is erased without a word")
 def test_a_journal_over_the_read_cap_is_never_erased(tmp_path, monkeypatch):
+    """A journal over the read cap read as empty, and close() compacted that empty reading over
+    it: every open task, possibly billed call and unreported payment in it erased (review2,
+    finding 10; ~4,400 Gemini intents of a 119k-character bible reached 512 MiB). It is read
+    line by line now, to a far larger cap, and a journal not read whole is never compacted."""
     path = tmp_path / "journal.jsonl"
     paid = [{"op": "intent", "key": KEY, "take": 1, "frame": "a", "backend": "hiapi",
              "request": {"model": "Nano-Banana", "prompt": "a lighthouse", "params": {}}},
@@ -30,10 +28,26 @@ def test_a_journal_over_the_read_cap_is_never_erased(tmp_path, monkeypatch):
     bulk += [{"op": "done", "key": r["key"], "take": 1, "digest": "c" * 64} for r in bulk]
     path.write_text("".join(json.dumps(r) + "\n" for r in [*paid, *bulk]))
     assert path.stat().st_size > CAP
-    monkeypatch.setattr("nbpipe.store.journal.LOCK_CAP", CAP)
-    Journal(path).close()  # a build on this cache
+    before = path.read_bytes()
+    monkeypatch.setattr("nbpipe.store.journal.JOURNAL_CAP", CAP)
+    capped = Journal(path)  # a build on this cache
+    assert (KEY, 1) in capped.open and "only its start was read" in (capped.problem or "")
+    capped.close()
     monkeypatch.undo()
-    assert (KEY, 1) in Journal(path).open  # the paid task is still there to collect
+    assert path.read_bytes() == before  # not compacted over
+    whole = Journal(path)
+    assert (KEY, 1) in whole.open and len(whole.unreported) == 40 and whole.problem is None
+
+
+def test_an_over_long_line_is_skipped_and_the_rest_stands(tmp_path, monkeypatch):
+    path = tmp_path / "journal.jsonl"
+    ours = {"op": "intent", "key": KEY, "take": 1, "frame": "a", "backend": "hiapi",
+            "request": {"model": "Nano-Banana", "prompt": "a lighthouse", "params": {}}}
+    monkeypatch.setattr("nbpipe.store.journal.LINE_CAP", 300)
+    tail = {**ours, "key": "e" * 64}  # the end of an over-long line is not a line of its own
+    path.write_text(" " * 301 + json.dumps(tail) + "\n" + json.dumps(ours) + "\n")
+    journal = Journal(path)
+    assert list(journal.open) == [(KEY, 1)] and journal.problem is None
 
 
 def test_a_line_nested_too_deeply_is_skipped_not_a_crash(tmp_path):
