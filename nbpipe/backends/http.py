@@ -49,8 +49,35 @@ def pooled_client(jobs: int) -> httpx.AsyncClient:
     """The one HTTP client a backend sends through, pooled for `jobs` frames in flight."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(connect=15.0, read=120.0, write=60.0, pool=None),
-        limits=httpx.Limits(max_connections=max(4, jobs * 2)),
+        transport=Routed(httpx.Limits(max_connections=max(4, jobs * 2))), trust_env=False,
         follow_redirects=False)  # see HttpBackend.exchange and http.download
+
+
+class Routed(httpx.AsyncBaseTransport):
+    """Each request sent directly or through the environment's proxy as `proxy_for` decides,
+    the decision `check_peer` makes too: httpx's own reading of NO_PROXY differs from
+    urllib's (a leading dot, its `all://*.host` form), and a peer judged on the wrong reading
+    is the proxy (every download refused) or goes unjudged (DNS rebinding unchecked)."""
+
+    def __init__(self, limits: httpx.Limits):
+        self.limits = limits
+        self.direct = httpx.AsyncHTTPTransport(limits=limits)
+        self.proxies: dict[str, httpx.AsyncHTTPTransport] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.transport_for(request.url).handle_async_request(request)
+
+    def transport_for(self, url: httpx.URL) -> httpx.AsyncHTTPTransport:
+        proxy = proxy_for(url)
+        if proxy is None:
+            return self.direct
+        if proxy not in self.proxies:
+            self.proxies[proxy] = httpx.AsyncHTTPTransport(proxy=proxy, limits=self.limits)
+        return self.proxies[proxy]
+
+    async def aclose(self) -> None:
+        for transport in (self.direct, *self.proxies.values()):
+            await transport.aclose()
 
 
 class RateLimiter:
@@ -382,7 +409,7 @@ async def check_peer(response: httpx.Response, url: httpx.URL, base_url: str | N
     connection. What it does not stop: the GET (no credentials, nothing but the URL) reaches
     the address; its answer is never read. Through a proxy the peer is the proxy, which
     resolves the host itself: only the look-up is judged there."""
-    if _proxied(url):
+    if proxy_for(url) is not None:
         return
     stream = response.extensions.get("network_stream")
     peer = _address(stream.get_extra_info("server_addr") if stream is not None else None)
@@ -421,13 +448,15 @@ def _address(peer: object) -> Address | None:
         return None
 
 
-def _proxied(url: httpx.URL) -> bool:
-    """Whether the environment sends `url` through a proxy (as httpx reads it: the
-    *_PROXY and NO_PROXY variables)."""
+def proxy_for(url: httpx.URL) -> str | None:
+    """The proxy the environment names for `url` (*_PROXY, less NO_PROXY, read as urllib
+    reads them), or None: the one decision `Routed` connects by and `check_peer` judges by."""
     proxies = urllib.request.getproxies_environment()
-    if not (proxies.get(url.scheme) or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass(url.host)
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # no stub
+    if not proxy or bypass(url.host, proxies):
+        return None
+    return proxy
 
 
 async def download(client: httpx.AsyncClient, url: str, sink: Sink, max_bytes: int,

@@ -11,19 +11,18 @@ import httpcore
 import httpx
 import pytest
 
-from nbpipe.backends.http import _proxied
+from nbpipe.backends.http import Routed, pooled_client, proxy_for
 
 
-def httpx_proxies(url: httpx.URL) -> bool:
-    """Whether the client nbpipe downloads with (trust_env, as pooled_client) uses a proxy."""
-    client = httpx.AsyncClient()
-    pool = client._transport_for_url(url)._pool  # type: ignore[attr-defined]
-    return isinstance(pool, (httpcore.AsyncHTTPProxy, httpcore.AsyncSOCKSProxy))
+def client_proxies(url: httpx.URL) -> bool:
+    """Whether the client nbpipe sends and downloads with uses a proxy for `url`."""
+    client = pooled_client(1)
+    transport = client._transport_for_url(url)  # what httpx itself picks for the URL
+    if isinstance(transport, Routed):
+        transport = transport.transport_for(url)
+    return isinstance(transport._pool, (httpcore.AsyncHTTPProxy, httpcore.AsyncSOCKSProxy))
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding 6: backends/http._proxied decides "
-                   "'through a proxy' with urllib's NO_PROXY rules while httpx connects by its "
-                   "own; they differ on a leading-dot entry and on httpx's all://*.host form")
 @pytest.mark.parametrize("no_proxy, url", [
     (".cdn.example", "https://cdn.example/x.png"),  # httpx: proxied; urllib: bypassed
     ("all://*.cdn.example", "https://a.cdn.example/x.png"),  # httpx: direct; urllib: proxied
@@ -34,4 +33,4 @@ def test_the_peer_check_knows_a_proxy_as_the_client_does(monkeypatch, no_proxy, 
     monkeypatch.setenv("HTTPS_PROXY", "http://10.0.0.5:3128")
     monkeypatch.setenv("NO_PROXY", no_proxy)
     target = httpx.URL(url)
-    assert _proxied(target) == httpx_proxies(target)
+    assert (proxy_for(target) is not None) == client_proxies(target)
