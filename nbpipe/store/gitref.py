@@ -230,6 +230,8 @@ class Committed:
             reader.stdin.write(oid.encode("ascii") + b"\n")
             reader.stdin.flush()
             header = reader.stdout.readline(200).split()
+            if header == [oid.encode("ascii"), b"missing"]:
+                return None  # not in this clone (a shallow or partial one): the next may be
             if header != [oid.encode("ascii"), b"blob", str(size).encode("ascii")]:
                 raise OSError("unexpected answer")
             data = reader.stdout.read(size + 1)
