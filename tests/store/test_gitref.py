@@ -32,10 +32,11 @@ def test_an_object_missing_from_the_clone_skips_that_image_only(tmp_path):
     git(root, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "x")
     commit = git(root, "rev-parse", "HEAD")
     gone = git(root, "rev-parse", "HEAD:out/a.png")
-    (root / ".git" / "objects" / gone[:2] / gone[2:]).unlink()
     committed = Committed(root, commit)
     try:
         digest = {name: hashlib.sha256(data).hexdigest() for name, data in images.items()}
+        assert committed.image("out/b.png", digest["out/b.png"]) == images["out/b.png"]
+        (root / ".git" / "objects" / gone[:2] / gone[2:]).unlink()  # listed, then gone
         assert committed.image("out/a.png", digest["out/a.png"]) is None
         assert committed.image("out/b.png", digest["out/b.png"]) == images["out/b.png"]
     finally:
