@@ -41,3 +41,19 @@ def test_a_preview_build_killed_at_its_summary_leaves_the_journal_empty_after_th
     assert Journal(root / ".nbpipe" / "journal.jsonl").unreported  # the killed build's render
     build(root, preview)
     assert (root / ".nbpipe" / "journal.jsonl").stat().st_size == 0
+
+
+@pytest.mark.xfail(strict=True, reason="review3: Journal.counting marks an open entry reported "
+                   "in memory; when the same build then collects it (done), Entries._end sees "
+                   "`reported` and drops it, so a build that dies before its summary compacts "
+                   "it away: its money is never said by any build")
+def test_a_task_counted_as_left_then_collected_by_a_build_killed_at_its_summary_is_said(
+        make_project):
+    """Counted as left out (its `reported` mark is in memory only, until the summary is said),
+    then collected at the end of the same build: the build dies at its summary, and compaction
+    must keep the entry for the next build to say."""
+    root = make_project(HIAPI)
+    hiapi = Scripted("hiapi", ["still-out", "ok"])  # left out, then its end-of-build poll
+    dies_at_the_summary(root, hiapi)
+    second, _ = build(root, hiapi)
+    assert second.spent_earlier == HIAPI_PRICE == hiapi.billed
