@@ -456,7 +456,7 @@ def proxy_for(url: httpx.URL) -> str | None:
     bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # no stub
     if not proxy or bypass(url.host, proxies):
         return None
-    return proxy
+    return proxy if "://" in proxy else f"http://{proxy}"  # `host:port`, as httpx read it
 
 
 async def download(client: httpx.AsyncClient, url: str, sink: Sink, max_bytes: int,
