@@ -20,20 +20,6 @@ set -euo pipefail
 
 mode=${1:?usage: nbpipe-ci.sh pr|fork|main}
 
-# USD this project's builds have said they spent: nbpipe's running total (.nbpipe/state.json,
-# counted with each summary said), so a job's builds together stay within NBPIPE_MAX_COST.
-said_spent() {
-  python3 - <<'PY'
-import json
-from decimal import Decimal
-
-try:
-    with open(".nbpipe/state.json", encoding="utf-8") as state:
-        print(Decimal(str(json.load(state)["totals"]["spent_usd"])))
-except (OSError, ValueError, LookupError, TypeError, ArithmeticError):
-    print(0)
-PY
-}
 read -r -a nbpipe <<< "${NBPIPE:-nbpipe}"
 cd "${NBPIPE_PROJECT:-.}"
 summary=${GITHUB_STEP_SUMMARY:-/dev/stdout}
@@ -56,13 +42,25 @@ plan_summary() {
 
 # main: build within what is left of NBPIPE_MAX_COST for the whole job (it may build again on a
 # newer main: see push_main), then commit the lock and outputs; $committed says whether there
-# was anything. Never called as a condition: `set -e` does not apply inside a function that is.
+# was anything. What a build spent is read from its own summary line ("spent USD X"), so
+# nothing the cache restored can raise the job's cap. Never called as a condition: `set -e`
+# does not apply inside a function that is.
+spent=0
 build_and_commit() {
-  local left
-  left=$(python3 -c 'import sys; from decimal import Decimal as D
-print(max(D(sys.argv[1]) - (D(sys.argv[2]) - D(sys.argv[3])), D(0)))' \
-         "$max_cost" "$(said_spent)" "$spent_before")
-  "${nbpipe[@]}" build --max-cost "$left"
+  local left log status
+  left=$(awk -v cap="$max_cost" -v spent="$spent" \
+         'BEGIN { left = cap - spent; if (left < 0) left = 0; printf "%.6f", left }')
+  log=$(mktemp)
+  set +e
+  "${nbpipe[@]}" build --max-cost "$left" | tee "$log"
+  status=${PIPESTATUS[0]}
+  set -e
+  spent=$(awk -v spent="$spent" '
+    { while (match($0, /spent USD [0-9.,]+/)) { last = substr($0, RSTART + 10, RLENGTH - 10)
+                                              $0 = substr($0, RSTART + RLENGTH) } }
+    END { gsub(/,/, "", last); printf "%.6f", spent + last }' "$log")
+  rm -f "$log"
+  [ "$status" -eq 0 ] || exit "$status"
   git add -A -- .
   git reset -q -- .nbpipe  # the lock and outputs; never the local cache, ignored or not
   committed=no
@@ -170,7 +168,6 @@ case "$mode" in
     # a CI checkout has no git identity: the commit and a replay of it need one
     as_bot=(git -c user.name="${GIT_AUTHOR_NAME:-nbpipe}"
                 -c user.email="${GIT_AUTHOR_EMAIL:-nbpipe@users.noreply.github.com}")
-    spent_before=$(said_spent)  # a restored cache may hold earlier jobs' totals
     build_and_commit
     if [ "$committed" = no ]; then
       echo "nbpipe: lock and outputs already up to date"

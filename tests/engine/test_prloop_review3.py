@@ -21,12 +21,6 @@ from tests.engine.test_prloop import (  # noqa: F401 - fixtures
 
 
 @needs_git
-@pytest.mark.xfail(strict=True, reason="review3: said_spent reads totals.spent_usd from a "
-                   "state.json nbpipe itself drops (another STATE_VERSION, as after an nbpipe "
-                   "upgrade with a restored actions/cache; totals of the wrong shape): nbpipe's "
-                   "totals restart at 0, so `said now - said before` is negative and the "
-                   "rebuild's --max-cost is NBPIPE_MAX_COST plus the stale total: the job "
-                   "spends past its cap")
 def test_a_stale_state_restored_by_the_cache_never_raises_the_jobs_cap(origin, fake_hiapi,
                                                                        tmp_path):
     dev = tmp_path / "dev"
