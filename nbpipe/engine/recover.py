@@ -53,8 +53,9 @@ class Recovery:
     def announce_unknown(self) -> None:
         """Calls an earlier build sent and never heard back from (kill -9, a crash): they may
         have been billed. Say so, count them, and only then send again."""
-        unknown = [e for e in self.journal.open.values()
-                   if unrepeatable(e.backend) and e.task_id is None]
+        unknown = [e for e in self.journal.open.values()  # this account's: another's is left
+                   if unrepeatable(e.backend) and e.task_id is None
+                   and e.belongs_to(self.renderer.backends.account(e.backend))]
         if not unknown:
             return
         frames = [entry_frame(e, self.catalog) for e in unknown]
@@ -245,8 +246,8 @@ def report_unreported(journal: Journal, renderer: Renderer, teller: Teller,
     build's summary says them, as spent earlier; then the journal lets them go. Another
     account's (a cache shared by projects with other keys, or lines planted there) are not
     this build's money: left for a build paying from that account."""
-    ours = [e for e in journal.unreported.values() if e.account is not None
-            and e.account == renderer.backends.account(e.backend)]
+    ours = [e for e in journal.unreported.values()
+            if e.belongs_to(renderer.backends.account(e.backend))]
     if not ours:
         return
     charges = []

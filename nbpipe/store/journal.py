@@ -84,11 +84,13 @@ class Entries:
     open: dict[tuple[str, int], Entry]
     kept: dict[tuple[str, int], list[dict[str, Any]]]  # entries this nbpipe cannot act on
     unreported: dict[tuple[str, int], Entry]  # ended, paid, and in no summary said yet
+    unsaid: list[tuple[str, int]]  # counted by this build's summary, not said yet (memory only)
 
     def __init__(self) -> None:
         self.open = {}
         self.kept = {}
         self.unreported = {}
+        self.unsaid = []
 
     def replay(self, record: object) -> None:
         """Apply a line read back; one a build cannot act on is kept or skipped (`_keep`)."""
@@ -141,14 +143,15 @@ class Entries:
     def _end(self, slot: tuple[str, int], op: str, paid: bool) -> None:
         """An entry is over; if it cost money no summary has said yet, it waits for one."""
         entry = self.open.pop(slot, None)
-        if entry is not None and paid and not entry.reported:
+        # `reported` only in memory (counted by a summary not said yet) is not said: it waits
+        if entry is not None and paid and (not entry.reported or slot in self.unsaid):
             entry.ended = "done" if op == "done" else "closed"
             self.unreported[slot] = entry
 
-    def lines(self, unsaid: set[tuple[str, int]]) -> list[dict[str, Any]]:
+    def lines(self) -> list[dict[str, Any]]:
         """What compaction keeps: the open entries, the paid ones no summary said, and the
-        kept ones, each in as few lines as replay needs. `unsaid`: entries marked reported
-        by a summary that was never said (they stay unreported)."""
+        kept ones, each in as few lines as replay needs (a `reported` mark of a summary never
+        said is not one)."""
         lines: list[dict[str, Any]] = []
         for entry in self.open.values():
             lines.append(_intent(entry.key, entry.take, entry.frame, entry.backend,
@@ -159,7 +162,7 @@ class Entries:
             if entry.task_id:
                 lines.append({"op": "task", "key": entry.key, "take": entry.take,
                               "task_id": entry.task_id})
-            if entry.reported and (entry.key, entry.take) not in unsaid:
+            if entry.reported and (entry.key, entry.take) not in self.unsaid:
                 lines.append({"op": "reported", "key": entry.key, "take": entry.take})
         for entry in self.unreported.values():  # paid; said by no summary yet
             lines += [_intent(entry.key, entry.take, entry.frame, entry.backend, entry.request,
@@ -178,7 +181,6 @@ class Journal:
     open: dict[tuple[str, int], Entry]
     kept: dict[tuple[str, int], list[dict[str, Any]]]
     unreported: dict[tuple[str, int], Entry]
-    _unsaid: list[tuple[str, int]]  # entries counted by a summary not said yet
     _earlier: frozenset[tuple[str, int]]  # unreported as read: ended by earlier builds
     _handle: TextIO | None
     problem: str | None  # why the file was not read whole: it is then never compacted
@@ -188,7 +190,6 @@ class Journal:
         self.entries = Entries()
         self.open, self.kept = self.entries.open, self.entries.kept
         self.unreported = self.entries.unreported
-        self._unsaid = []
         self._handle = None
         self.problem = None
         self._replay()
@@ -258,20 +259,21 @@ class Journal:
         summary is said (`summary_said`). Until then the mark is this build's only: a build
         that dies first (a Ctrl-C as it ends, a kill) said nothing, and the next one says it."""
         slot = (key, take)
-        if slot in self._unsaid:
+        unsaid = self.entries.unsaid
+        if slot in unsaid:
             return
         if slot in self.open and not self.open[slot].reported:
             self.open[slot].reported = True
-            self._unsaid.append(slot)
+            unsaid.append(slot)
         elif slot in self.unreported:
-            self._unsaid.append(slot)
+            unsaid.append(slot)
 
     def summary_said(self) -> None:
         """A build's summary is out: record what it counted, the entries marked by `counting`
         (also one counted, then ended: its `done` line reads back unsaid) and the paid ones
         this build ended. Another's unreported entries (another account's, on a shared
         cache) stay for a build that says them."""
-        unsaid, self._unsaid = self._unsaid, []
+        unsaid, self.entries.unsaid = self.entries.unsaid, []
         slots = unsaid + [s for s in self.unreported if s not in unsaid and s not in self._earlier]
         self._write_all([{"op": "reported", "key": key, "take": take} for key, take in slots])
 
@@ -297,7 +299,7 @@ class Journal:
             self._handle = None
         if not self.path.exists() or self.problem:
             return  # never compacted over what was not read
-        lines = self.entries.lines(unsaid=set(self._unsaid))
+        lines = self.entries.lines()
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in lines).encode())
 
 
