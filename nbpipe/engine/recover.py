@@ -271,8 +271,9 @@ def say_kept(journal: Journal, teller: Teller) -> None:
     knows why the no-op fast path stays off and how to collect them. A journal that could
     not be read whole is said too: it is left as it is."""
     if journal.problem:
-        teller.note(f"warning: the journal {journal.path} {journal.problem}: it is left as it "
-                    "is (not compacted); tasks recorded past that point are not collected")
+        teller.note(f"warning: the journal {journal.path} {journal.problem}: what was read of "
+                    "it is kept in a new journal; tasks recorded in the rest are not collected "
+                    "(look at that file before deleting it)")
     if not journal.kept:
         return
     names = sorted({f"{r.get('backend')}/{r.get('request', {}).get('model')}"[:60]

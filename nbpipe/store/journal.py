@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,7 @@ class Journal:
     unreported: dict[tuple[str, int], Entry]
     _earlier: frozenset[tuple[str, int]]  # unreported as read: ended by earlier builds
     _handle: TextIO | None
-    problem: str | None  # why the file was not read whole: it is then never compacted
+    problem: str | None  # why the file was not read whole (it was then set aside)
 
     def __init__(self, path: Path):
         self.path = path
@@ -193,11 +194,13 @@ class Journal:
         self._handle = None
         self.problem = None
         self._replay()
+        if self.problem:
+            self._set_aside()
         self._earlier = frozenset(self.unreported)
 
     def _replay(self) -> None:
         """Read line by line (a big build's journal can hold GiBs of prompts before its one
-        compaction); what cannot be read whole is said (`problem`) and never compacted over."""
+        compaction); what cannot be read whole is said (`problem`) and set aside."""
         try:
             handle = open_regular(self.path)
         except FileNotFoundError:
@@ -212,6 +215,15 @@ class Journal:
                 except ValueError:
                     continue  # a torn write at a crash; everything before it stands
                 self.entries.replay(record)
+
+    def _set_aside(self) -> None:
+        """A journal not read whole is never compacted over (its unread part may name paid
+        tasks) nor appended to (past its cap no build would read what this one records): it is
+        moved aside, kept for the user, and a new one begins with what was read. Renaming does
+        not follow a link, and a FIFO or device planted there is moved aside the same way."""
+        aside = self.path.with_name(f"{self.path.name}.unread-{time.time_ns()}")
+        os.replace(self.path, aside)  # an OSError here stops the build: nothing safe to write
+        self.problem = f"{self.problem}; set aside as {aside.name}"
 
     def _write(self, record: dict[str, Any]) -> None:
         self._write_all([record])
@@ -297,8 +309,8 @@ class Journal:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-        if not self.path.exists() or self.problem:
-            return  # never compacted over what was not read
+        if not self.path.exists() and not self.problem:
+            return  # (set aside: what was read goes on in a new journal)
         lines = self.entries.lines()
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in lines).encode())
 

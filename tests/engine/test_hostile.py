@@ -203,9 +203,12 @@ def test_kill_9_during_a_lost_gemini_reply_bills_each_lost_image_once_more_at_mo
         fake.holds.hold("reply", after)
         proc = start(root, env, "build", "-j", "3")
         fake.holds.wait_held("reply", unless=lambda: proc.poll() is not None)
+        # every frame's request read (billed) before the kill: one still on its way would be
+        # billed at any moment after it, and could not be told from the next build's
+        wait_for(lambda: len(fake.billed) >= 3 or proc.poll() is not None)
         proc.kill()
         finish(proc)
-        sent_before_kill = len(fake.billed)
+        sent_before_kill = len(fake.billed)  # the killed build's, every one
         fake.holds.release()
         fake.wait_idle()
         cached = blobs(root)  # what the killed build kept

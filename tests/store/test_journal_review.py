@@ -16,7 +16,7 @@ def test_a_journal_over_the_read_cap_is_never_erased(tmp_path, monkeypatch):
     """A journal over the read cap read as empty, and close() compacted that empty reading over
     it: every open task, possibly billed call and unreported payment in it erased (review2,
     finding 10; ~4,400 Gemini intents of a 119k-character bible reached 512 MiB). It is read
-    line by line now, to a far larger cap, and a journal not read whole is never compacted."""
+    line by line now, to a far larger cap, and a journal not read whole is set aside whole."""
     path = tmp_path / "journal.jsonl"
     paid = [{"op": "intent", "key": KEY, "take": 1, "frame": "a", "backend": "hiapi",
              "request": {"model": "Nano-Banana", "prompt": "a lighthouse", "params": {}}},
@@ -32,11 +32,13 @@ def test_a_journal_over_the_read_cap_is_never_erased(tmp_path, monkeypatch):
     monkeypatch.setattr("nbpipe.store.journal.JOURNAL_CAP", CAP)
     capped = Journal(path)  # a build on this cache
     assert (KEY, 1) in capped.open and "only its start was read" in (capped.problem or "")
+    assert "set aside as journal.jsonl.unread-" in (capped.problem or "")
     capped.close()
     monkeypatch.undo()
-    assert path.read_bytes() == before  # not compacted over
-    whole = Journal(path)
-    assert (KEY, 1) in whole.open and len(whole.unreported) == 40 and whole.problem is None
+    (aside,) = path.parent.glob("journal.jsonl.unread-*")
+    assert aside.read_bytes() == before  # set aside whole, never compacted over
+    again = Journal(path)  # what was read goes on in a new journal
+    assert (KEY, 1) in again.open and again.problem is None
 
 
 def test_an_over_long_line_is_skipped_and_the_rest_stands(tmp_path, monkeypatch):
