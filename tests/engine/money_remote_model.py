@@ -436,9 +436,12 @@ class RemoteMoneyMachine(MoneyMachine):
         return {_frame_request(e.request) for e in journal.open.values()}
 
     def _look_at_caches(self) -> None:
+        """The images the caches hold, every one paid for: but for what `gc_inside_grace`
+        planted (a blob no build made, no take names: nothing to push)."""
+        planted = {path.name for path in self.young}
         for root in (self.root, self.clone):
             if root is not None:
-                self.seen |= self._blobs(root)
+                self.seen |= self._blobs(root) - planted
 
     def _observe(self) -> None:
         """MoneyMachine notes what its cache has held (`cached`: a paid image is kept there);
