@@ -59,6 +59,10 @@ class Routed(httpx.AsyncBaseTransport):
     urllib's (a leading dot, its `all://*.host` form), and a peer judged on the wrong reading
     is the proxy (every download refused) or goes unjudged (DNS rebinding unchecked)."""
 
+    limits: httpx.Limits
+    direct: httpx.AsyncHTTPTransport
+    proxies: dict[str, httpx.AsyncHTTPTransport]  # by proxy URL, made when first used
+
     def __init__(self, limits: httpx.Limits):
         self.limits = limits
         self.direct = httpx.AsyncHTTPTransport(limits=limits)

@@ -195,7 +195,7 @@ class Journal:
         self.problem = None
         self._replay()
         if self.problem:
-            self._set_aside()
+            self.problem += f"; set aside as {_set_aside(self.path)}"
         self._earlier = frozenset(self.unreported)
 
     def _replay(self) -> None:
@@ -215,15 +215,6 @@ class Journal:
                 except ValueError:
                     continue  # a torn write at a crash; everything before it stands
                 self.entries.replay(record)
-
-    def _set_aside(self) -> None:
-        """A journal not read whole is never compacted over (its unread part may name paid
-        tasks) nor appended to (past its cap no build would read what this one records): it is
-        moved aside, kept for the user, and a new one begins with what was read. Renaming does
-        not follow a link, and a FIFO or device planted there is moved aside the same way."""
-        aside = self.path.with_name(f"{self.path.name}.unread-{time.time_ns()}")
-        os.replace(self.path, aside)  # an OSError here stops the build: nothing safe to write
-        self.problem = f"{self.problem}; set aside as {aside.name}"
 
     def _write(self, record: dict[str, Any]) -> None:
         self._write_all([record])
@@ -313,6 +304,16 @@ class Journal:
             return  # (set aside: what was read goes on in a new journal)
         lines = self.entries.lines()
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in lines).encode())
+
+
+def _set_aside(path: Path) -> str:
+    """A journal not read whole is never compacted over (its unread part may name paid tasks)
+    nor appended to (past its cap no build would read what this one records): it is moved
+    aside, kept for the user, and a new one begins with what was read. Renaming does not
+    follow a link, and a FIFO or device planted there is moved aside the same way."""
+    aside = path.with_name(f"{path.name}.unread-{time.time_ns()}")
+    os.replace(path, aside)  # an OSError here stops the build: nothing safe to write
+    return aside.name
 
 
 JOURNAL_CAP = 8 << 30  # 8 GiB read at most: a big build's prompts, not a planted endless file
