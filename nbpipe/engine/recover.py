@@ -31,7 +31,7 @@ from nbpipe.money import fmt_usd
 from nbpipe.plan.budget import Budget
 from nbpipe.plan.frame import Frame
 from nbpipe.store.cache import Take
-from nbpipe.store.journal import Entry, Journal
+from nbpipe.store.journal import Entry, Journal, project_mark
 
 RECOVER_TIMEOUT = 300.0  # seconds for collecting what earlier builds left, all tasks together
 
@@ -149,7 +149,8 @@ class Recovery:
                 self.renderer.sendable(entry, frame)
             (keep if ok else aside).append(entry)
         if after:
-            aside = self._abandon_own(aside, {f.name for f in frames.values()})
+            aside = abandon_own(aside, {f.name for f in frames.values()}, self.renderer,
+                                self.journal, self.teller, self.catalog)
         new = [e for e in aside if (e.key, e.take) not in self._aside]
         if after and new:
             self._aside |= {(e.key, e.take) for e in new}
@@ -158,25 +159,6 @@ class Recovery:
                              f"project does not make ({names}): not resent; left in the "
                              "journal for the project that made them")
         return keep
-
-    def _abandon_own(self, aside: list[Entry], names: set[str]) -> list[Entry]:
-        """This project's own lost creates set aside (its account, one of its frames): a body
-        it no longer makes, never resent; closed (open for good, they would keep the no-op
-        fast path off) and counted as possibly billed."""
-        kept: list[Entry] = []
-        for entry in aside:
-            account = self.renderer.backends.account(entry.backend)
-            if entry.task_id is None and entry.frame in names and account is not None \
-                    and entry.account == account:
-                frame = entry_frame(entry, self.catalog)
-                charge = self.renderer.owed(entry, frame, Billing.MAYBE)
-                self.journal.closed(entry.key, entry.take, "its frame changed; not resent",
-                                    billed=True)
-                self.teller.entry(frame, Status.FAILED, "a lost create of a request this "
-                                  "project no longer makes: not resent; may be billed", charge)
-            else:
-                kept.append(entry)
-        return kept
 
     async def _collect_one(self, entry: Entry, flight: asyncio.Future[Landing | None],
                            slots: dict[str, asyncio.Semaphore]) -> None:
@@ -237,6 +219,28 @@ class Recovery:
                 self.teller.entry(frame, Status.RENDERED, said, charge)
             return take
         return None
+
+
+def abandon_own(aside: list[Entry], names: set[str], renderer: Renderer, journal: Journal,
+                teller: Teller, catalog: Catalog) -> list[Entry]:
+    """This project's own lost creates set aside (its account; one of its frames, or sent
+    by this project for a frame it no longer declares): a body it no longer makes, never
+    resent; closed (open for good, they would keep the no-op fast path off) and counted as
+    possibly billed."""
+    kept: list[Entry] = []
+    here = project_mark(renderer.project.loaded.root)
+    for entry in aside:
+        account = renderer.backends.account(entry.backend)
+        if entry.task_id is None and (entry.frame in names or entry.project == here) \
+                and account is not None and entry.account == account:
+            frame = entry_frame(entry, catalog)
+            charge = renderer.owed(entry, frame, Billing.MAYBE)
+            journal.closed(entry.key, entry.take, "its frame changed; not resent", billed=True)
+            teller.entry(frame, Status.FAILED, "a lost create of a request this project no "
+                         "longer makes: not resent; may be billed", charge)
+        else:
+            kept.append(entry)
+    return kept
 
 
 def report_unreported(journal: Journal, renderer: Renderer, teller: Teller,

@@ -33,7 +33,7 @@ from nbpipe.plan.budget import Budget
 from nbpipe.plan.frame import Frame, InputImage
 from nbpipe.plan.planner import Project, Step
 from nbpipe.store.cache import Cache, Take
-from nbpipe.store.journal import Entry, Journal
+from nbpipe.store.journal import Entry, Journal, project_mark
 from nbpipe.store.remote import Remote, shares
 
 OpenBackend = Callable[[str, int, int | None], Backend]  # name, jobs, rpm → a ready backend
@@ -132,7 +132,7 @@ class Renderer:
             while (key, take_no) in self.journal.open or (key, take_no) in self.journal.kept:
                 take_no = self.cache.allocate_take(key, known)
             self.journal.intent(key, take_no, frame.name, frame.backend, frame.record(),
-                                account)
+                                account, project_mark(self.project.loaded.root))
             self.mine.add((key, take_no))
             entry = self.journal.open[(key, take_no)]
         else:

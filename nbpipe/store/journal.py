@@ -36,6 +36,7 @@ so the next build reports what it paid (as spent by an earlier build).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -71,6 +72,7 @@ class Entry:
     account: str | None = None  # who pays (backends.http.account_of); None: an older journal
     reported: bool = False  # a build's summary counted its cost: the collecting build does not
     ended: str = ""  # unreported only: "done" (its image came) or "closed" (billed, no image)
+    project: str | None = None  # the project that sent it (project_mark); None: an older one
 
     def belongs_to(self, account: str | None) -> bool:
         """May a build paying from `account` resume this entry? (An entry of an older journal
@@ -128,7 +130,7 @@ class Entries:
             return
         if isinstance(line, IntentLine):
             self.open[slot] = Entry(line.key, line.take, line.frame, line.backend, line.request,
-                                    account=line.account)
+                                    account=line.account, project=line.project)
         elif isinstance(line, SentLine) and slot in self.open:
             self.open[slot].body = line.body
         elif isinstance(line, TaskLine) and slot in self.open:
@@ -156,7 +158,7 @@ class Entries:
         lines: list[dict[str, Any]] = []
         for entry in self.open.values():
             lines.append(_intent(entry.key, entry.take, entry.frame, entry.backend,
-                                 entry.request, entry.account))
+                                 entry.request, entry.account, entry.project))
             if entry.body is not None:
                 lines.append({"op": "sent", "key": entry.key, "take": entry.take,
                               "body": entry.body})
@@ -167,7 +169,7 @@ class Entries:
                 lines.append({"op": "reported", "key": entry.key, "take": entry.take})
         for entry in self.unreported.values():  # paid; said by no summary yet
             lines += [_intent(entry.key, entry.take, entry.frame, entry.backend, entry.request,
-                              entry.account),
+                              entry.account, entry.project),
                       {"op": entry.ended, "key": entry.key, "take": entry.take, "billed": True}]
         return lines + [record for slot, records in self.kept.items() if slot not in self.open
                         for record in records]
@@ -233,9 +235,9 @@ class Journal:
             self.entries.apply(record)
 
     def intent(self, key: str, take: int, frame: str, backend: str, request: dict[str, Any],
-               account: str | None = None) -> None:
+               account: str | None = None, project: str | None = None) -> None:
         if (key, take) not in self.open:
-            self._write(_intent(key, take, frame, backend, request, account))
+            self._write(_intent(key, take, frame, backend, request, account, project))
 
     def sent(self, key: str, take: int, body: str) -> None:
         if (key, take) in self.open and self.open[(key, take)].body != body:
@@ -336,8 +338,15 @@ def _lines(handle: BinaryIO, journal: Journal) -> Iterator[bytes]:
 
 
 def _intent(key: str, take: int, frame: str, backend: str, request: dict[str, Any],
-            account: str | None) -> dict[str, Any]:
+            account: str | None, project: str | None = None) -> dict[str, Any]:
     record = {"op": "intent", "key": key, "take": take, "frame": frame, "backend": backend,
               "request": request}
-    return record if account is None else {**record, "account": account}
+    return {**record, **({"account": account} if account is not None else {}),
+            **({"project": project} if project is not None else {})}
+
+
+def project_mark(root: Path) -> str:
+    """Which project sent an entry (a cache, and so its journal, may be shared): a digest of
+    its folder, so a build can tell its own entries of a frame it no longer declares."""
+    return hashlib.sha256(str(root.resolve()).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 

@@ -107,6 +107,7 @@ class IntentLine(JournalLine):
     backend: str
     request: dict[str, Any]
     account: Annotated[str | None, BeforeValidator(_text_or_none)] = None
+    project: Annotated[str | None, BeforeValidator(_text_or_none)] = None  # journal.project_mark
 
     @model_validator(mode="after")
     def _sound(self) -> IntentLine:
