@@ -305,3 +305,21 @@ def test_what_a_build_paid_and_never_said_is_said_by_the_next(make_project, mani
     third, _ = build(root, provider)
     assert (third.spent, third.spent_earlier) == (0, 0)
     assert Journal(root / ".nbpipe" / "journal.jsonl").unreported == {}
+
+
+def test_a_lost_create_of_a_target_since_removed_is_closed_and_said_once(make_project):
+    """A create lost at a kill, then its target removed from the manifest: the entry names a
+    frame this project no longer declares, which a build once left in the journal for ever
+    ("the project that made them"), keeping the no-op fast path off. The journal records which
+    project sent it: its own entry is closed, never resent, and said once as possibly billed
+    (found by a fresh-seed money soak, seed 375280334)."""
+    root = make_project(HIAPI)
+    hiapi = Scripted("hiapi", ["crash-after-send", "ok"])
+    crash(root, hiapi)  # sent, maybe billed; the reply never heard
+    (root / "nbpipe.yaml").write_text(HIAPI.replace("a: {prompt: a lighthouse}",
+                                                    "z: {prompt: a harbour}"))
+    summary, said = build(root, hiapi)
+    (closed,) = [e for e in said.frames() if e.journal]
+    assert (closed.frame, closed.billing, closed.cost) == ("a", "maybe_billed", HIAPI_PRICE)
+    assert summary.spent + summary.spent_earlier == hiapi.billed == 2 * HIAPI_PRICE
+    assert open_entries(root) == [] and hiapi.bodies == ["create 1", "create 1"]
