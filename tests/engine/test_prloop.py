@@ -436,9 +436,11 @@ git push -q origin main
 """
 
 
-@needs_git
-def test_main_spends_at_most_nbpipe_max_cost_in_all_when_it_builds_again(origin, fake_hiapi,
-                                                                         tmp_path):
+def main_job_that_builds_again(origin: Path, tmp_path: Path,
+                               restored: dict | None = None) -> subprocess.CompletedProcess:
+    """The main job under a USD 0.30 cap on six HiAPI frames, while a developer pushes a changed
+    manifest and lock as it first pushes (its replay conflicts: it builds again).
+    `restored`: a state.json a CI cache restored into the job's clone first."""
     dev = tmp_path / "dev"
     subprocess.run(["git", "clone", "-q", str(origin), str(dev)], check=True,
                    capture_output=True)
@@ -451,6 +453,9 @@ def test_main_spends_at_most_nbpipe_max_cost_in_all_when_it_builds_again(origin,
     job = tmp_path / "ci-main"
     subprocess.run(["git", "clone", "-q", "--depth", "1", origin.as_uri(), str(job)],
                    check=True, capture_output=True)
+    if restored is not None:
+        (job / ".nbpipe").mkdir()
+        (job / ".nbpipe" / "state.json").write_text(json.dumps(restored))
     hook = job / ".git" / "hooks" / "pre-push"  # the developer pushes as the job first pushes
     hook.write_text(DEV_MOVES_ONCE)
     hook.chmod(0o755)
@@ -460,8 +465,14 @@ def test_main_spends_at_most_nbpipe_max_cost_in_all_when_it_builds_again(origin,
            "NBPIPE": f"{sys.executable} -m nbpipe", "NBPIPE_MAX_COST": "0.3",
            "DEV": str(dev), "MOVED": str(tmp_path / "moved"),
            "GITHUB_STEP_SUMMARY": str(tmp_path / "main.md")}
-    done = subprocess.run(["bash", str(SCRIPT), "main"], cwd=job, env=env, capture_output=True,
+    return subprocess.run(["bash", str(SCRIPT), "main"], cwd=job, env=env, capture_output=True,
                           text=True)
+
+
+@needs_git
+def test_main_spends_at_most_nbpipe_max_cost_in_all_when_it_builds_again(origin, fake_hiapi,
+                                                                         tmp_path):
+    done = main_job_that_builds_again(origin, tmp_path)
     assert "building again on it" in done.stdout  # the replay conflicted (both added the lock)
     assert fake_hiapi.counts["creates"] * 0.05 <= 0.3 + 1e-9, done.stdout
     # the newer main's frame does not fit what is left: the job fails as a build over its cap
