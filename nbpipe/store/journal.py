@@ -36,6 +36,7 @@ so the next build reports what it paid (as spent by an earlier build).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -345,6 +346,7 @@ def _intent(key: str, take: int, frame: str, backend: str, request: dict[str, An
             **({"project": project} if project is not None else {})}
 
 
+@functools.lru_cache(maxsize=8)  # asked at every render's intent: resolve and hash once
 def project_mark(root: Path) -> str:
     """Which project sent an entry (a cache, and so its journal, may be shared): a digest of
     its folder, so a build can tell its own entries of a frame it no longer declares."""
