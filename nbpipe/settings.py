@@ -71,6 +71,7 @@ class Settings(NamedTuple):
     gc_grace: float = 3600.0  # NBPIPE_GC_GRACE: a blob younger than this is never collected
     recover_timeout: float = 300.0  # NBPIPE_RECOVER_TIMEOUT: collecting what builds left
     interrupt_grace: float = 10.0  # NBPIPE_INTERRUPT_GRACE: after Ctrl-C, for tasks in flight
+    batch_poll_interval: float = 30.0  # NBPIPE_BATCH_POLL_INTERVAL: seconds between job polls
     # backends
     hiapi_key: Secret | None = None  # HIAPI_API_KEY, else HIAPI_TOKEN
     gemini_key: Secret | None = None  # GEMINI_API_KEY, else GOOGLE_API_KEY
@@ -111,6 +112,7 @@ class Settings(NamedTuple):
             gc_grace=read.number("NBPIPE_GC_GRACE", 3600.0),
             recover_timeout=read.number("NBPIPE_RECOVER_TIMEOUT", 300.0),
             interrupt_grace=read.number("NBPIPE_INTERRUPT_GRACE", 10.0),
+            batch_poll_interval=read.number("NBPIPE_BATCH_POLL_INTERVAL", 30.0),
             hiapi_key=read.secret("HIAPI_API_KEY", "HIAPI_TOKEN"),
             gemini_key=read.secret("GEMINI_API_KEY", "GOOGLE_API_KEY"),
             hiapi_base_url=read.text("HIAPI_BASE_URL"),

@@ -57,6 +57,7 @@ class Job:
     is known."""
 
     take: int = 1
+    lane: str = "standard"  # the frame's lane (not in its key): "batch" goes in a job
     resume_task: str | None = None
     body: str | None = None  # a create already sent (journalled): resend exactly these bytes
     on_send: Callable[[str], None] = lambda body: None  # journal the wire body before sending

@@ -11,7 +11,8 @@ import binascii
 import math
 from dataclasses import dataclass, field
 
-from nbpipe.backends.base import InputData, Job, Rendered, Sink
+from nbpipe.backends.base import Backend, InputData, Job, Rendered, Sink
+from nbpipe.backends.batch import Batches
 from nbpipe.backends.http import (
     Answer,
     HttpBackend,
@@ -113,7 +114,7 @@ class GeminiBackend(HttpBackend):
         body = generate_body(request, [base64.b64encode(data).decode() for data in images],
                              [i.mime for i in inputs])
         reply = await self.settings.retry.run(lambda: self._generate(request.model, body))
-        image = _image(reply)
+        image = reply_image(reply)
         if len(image) > self.settings.max_bytes:  # made, so billed
             raise FrameFailed(f"the image is {len(image):,} bytes, over the "
                               f"{self.settings.max_bytes:,}-byte cap; not retried, since "
@@ -125,7 +126,7 @@ class GeminiBackend(HttpBackend):
         url = f"{self.settings.base_url}/{self.settings.api_version}/models/{model}:generateContent"
         answer = await self.exchange("POST", url, {"x-goog-api-key": self.settings.api_key}, body)
         if answer.status != 200:
-            raise self._error(answer, model, url)
+            raise self.error(answer, model, url)
         try:
             if answer.problem:
                 raise ReplyProblem(answer.problem)
@@ -134,7 +135,7 @@ class GeminiBackend(HttpBackend):
             raise FrameFailed(f"Gemini answered HTTP 200 with {exc}; not retried, since the "
                               "request may have been billed", maybe_billed=True) from None
 
-    def _error(self, answer: Answer, model: str, url: str) -> Exception:
+    def error(self, answer: Answer, model: str, url: str) -> Exception:
         status = answer.status
         try:
             error = validate(GeminiErrorBody, answer.body).error or GeminiError()
@@ -170,7 +171,7 @@ def _retry_delay(error: GeminiError) -> float | None:
     return None
 
 
-def _image(reply: GeminiReply) -> bytes:
+def reply_image(reply: GeminiReply) -> bytes:
     """The first non-thought inline image of the reply, or FrameFailed saying why there is none.
 
     Policy: Google prices image output per image, so a well-formed 200 without one (a block, a
@@ -213,7 +214,17 @@ def open_gemini(jobs: int, rpm: int | None, settings: Settings) -> GeminiBackend
     return GeminiBackend(mine, pooled_client(jobs), RateLimiter(rpm))
 
 
-SPEC = BackendSpec(name="gemini", lanes=(Lane.CALL,), inputs=Inputs.INLINE, key_env=KEY_VARS,
+def _batches(backend: Backend) -> Batches:
+    from nbpipe.backends.gemini_batch import GeminiBatches  # it imports this module
+
+    if not isinstance(backend, GeminiBackend):
+        raise TypeError(f"not a Gemini backend: {backend!r}")
+    return GeminiBatches(backend)
+
+
+SPEC = BackendSpec(name="gemini", lanes=(Lane.CALL, Lane.BATCH), inputs=Inputs.INLINE,
+                   key_env=KEY_VARS,
                    base_url_env="GOOGLE_GEMINI_BASE_URL", payload_style=PAYLOAD_STYLE,
                    open=open_gemini, describe=generate_body,
-                   endpoint=lambda model: f"POST /v1beta/models/{model}:generateContent")
+                   endpoint=lambda model: f"POST /v1beta/models/{model}:generateContent",
+                   batch=_batches)

@@ -10,7 +10,9 @@ Lanes are how the engine talks to a provider, each with its journal protocol (DE
 `call` (synchronous, not idempotent: the journal holds the exact body before sending; a lost
 reply may be billed: announced, counted, never silently resent), `task` (an id to poll,
 journalled the moment it is known and collected by any later build) and `batch` (many requests
-under one job id; declared here, driven by a later engine).
+under one job, journalled before it is created and found again by its name; engine/batches.py).
+A provider's first lane is how a frame on the standard lane renders; `batch` is a lane a frame
+may ask for (`lane: batch`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from nbpipe.backends.names import BUILTIN, NAMES, installed
 if TYPE_CHECKING:  # the specs' types only: importing them costs the provider modules
 
     from nbpipe.backends.base import Backend
+    from nbpipe.backends.batch import Batches
     from nbpipe.plan.frame import Request
     from nbpipe.settings import Settings
 
@@ -70,6 +73,8 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
     # A third-party backend's models, prices and limits: its entry in catalog.json's shape
     # (`backends.<name>`), merged into the catalogue; a built-in backend's live in catalog.json.
     catalog: Mapping[str, Any] | None = None
+    # The batch lane's client over an opened backend (required of a spec that lists Lane.BATCH)
+    batch: Callable[[Backend], Batches] | None = None
 
     @property
     def lane(self) -> Lane:

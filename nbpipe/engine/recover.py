@@ -54,7 +54,8 @@ class Recovery:
         """Calls an earlier build sent and never heard back from (kill -9, a crash): they may
         have been billed. Say so, count them, and only then send again."""
         unknown = [e for e in self.journal.open.values()  # this account's: another's is left
-                   if unrepeatable(e.backend) and e.task_id is None
+                   # (a batch request waits in its job: batchlog.py finds it again)
+                   if unrepeatable(e.backend) and e.task_id is None and e.lane != "batch"
                    and e.belongs_to(self.renderer.backends.account(e.backend))]
         if not unknown:
             return

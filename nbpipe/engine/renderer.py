@@ -21,13 +21,14 @@ from pathlib import Path
 from nbpipe.backends.base import Backend, InputData, Job, StoppedMaybeSent, TaskStillOut
 from nbpipe.backends.images import verify_image_async
 from nbpipe.backends.registry import resumable, spec, unrepeatable
+from nbpipe.engine.batches import BatchLane
 from nbpipe.engine.entries import recorded_key
 from nbpipe.engine.flights import key_of
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.inputs import input_data
 from nbpipe.engine.pusher import Deferred, Pusher
 from nbpipe.engine.telling import Charge, Teller
-from nbpipe.errors import FrameFailed, ImageLost, NbpipeError, TaskFailed
+from nbpipe.errors import BatchPending, FrameFailed, ImageLost, NbpipeError, TaskFailed
 from nbpipe.events import Billing
 from nbpipe.plan.budget import Budget
 from nbpipe.plan.frame import Frame, InputImage
@@ -80,6 +81,7 @@ class Renderer:
     mine: set[tuple[str, int]] = field(default_factory=set)  # entries this build opened
     created: set[tuple[str, int]] = field(default_factory=set)  # new tasks this build paid for
     sent_keys: dict[str, Frame] = field(default_factory=dict)  # keys its frames rendered
+    batch: BatchLane | None = None  # how frames on the batch lane are sent
 
     async def render(self, step: Step, release: Callable[[], None]) -> Take:
         """Send the frame's request (or re-attach to the open entry of its key) into the
@@ -91,7 +93,7 @@ class Renderer:
                              self.remote, lifetime) for image in frame.inputs]
         entry = self._entry(step)
         take_no = entry.take
-        job = Job(take=take_no, resume_task=entry.task_id, body=entry.body,
+        job = Job(take=take_no, lane=entry.lane, resume_task=entry.task_id, body=entry.body,
                   on_send=lambda body: self.journal.sent(key, take_no, body),
                   on_task=lambda task_id: self.journal.task(key, take_no, task_id),
                   on_replayed=lambda: self.journal.reported(key, take_no),
@@ -132,7 +134,7 @@ class Renderer:
             while (key, take_no) in self.journal.open or (key, take_no) in self.journal.kept:
                 take_no = self.cache.allocate_take(key, known)
             self.journal.intent(key, take_no, frame.name, frame.backend, frame.record(),
-                                account, project_mark(self.project.loaded.root))
+                                account, project_mark(self.project.loaded.root), frame.lane)
             self.mine.add((key, take_no))
             entry = self.journal.open[(key, take_no)]
         else:
@@ -162,8 +164,11 @@ class Renderer:
         key = key_of(frame)
         started = time.time()
         with self.cache.writer() as sink:
-            rendered = await self.backends.get(frame.backend).render(frame.request, inputs,
-                                                                      sink, job)
+            if job.lane == "batch":  # an entry sent in a job is collected from it, whatever
+                rendered = await self._batch().render(frame, key, inputs, sink, job)  # the lane now
+            else:
+                rendered = await self.backends.get(frame.backend).render(frame.request, inputs,
+                                                                          sink, job)
             sink.flush()
             fmt = await self._verified(frame, sink.path)  # only images enter the cache
             digest = sink.commit()
@@ -197,6 +202,8 @@ class Renderer:
         least: a manifest's `pricing:` may come from a pull request), however the request
         ended."""
         price = self.budget.measure(frame)
+        if entry.lane == "batch":  # billed as its job runs: said by the build that collects it
+            return Charge(Decimal(0) if entry.reported else price, billing=billing, left=left)
         if (entry.key, entry.take) in self.created:
             return Charge(price, billing=billing, left=left)
         if entry.reported:
@@ -218,6 +225,8 @@ class Renderer:
         collect for free."""
         if (entry.key, entry.take) not in self.journal.open:
             return  # done
+        if entry.lane == "batch":
+            return self._settle_batch(frame, entry, exc)
         unknown = isinstance(exc, StoppedMaybeSent) or \
             (isinstance(exc, FrameFailed) and (exc.retry_later or exc.maybe_billed))
         if unrepeatable(frame.backend):
@@ -229,6 +238,21 @@ class Renderer:
             self.journal.closed(entry.key, entry.take, f"no task: {exc}")
         else:  # a task, or a create whose reply was lost: the next build collects it
             self.left_out(frame, entry, isinstance(exc, TaskStillOut))
+
+    def _settle_batch(self, frame: Frame, entry: Entry, exc: Exception) -> None:
+        """A batch request that brought no image: still in a running job (kept: any later
+        build collects it), else closed; one whose image was made but is unusable may be
+        billed, and is said."""
+        if isinstance(exc, BatchPending) or not isinstance(exc, FrameFailed):
+            return
+        if exc.maybe_billed:
+            self.teller.charge(frame.name, self.owed(entry, frame, Billing.MAYBE))
+        self.journal.closed(entry.key, entry.take, f"no image: {exc}", exc.maybe_billed)
+
+    def _batch(self) -> BatchLane:
+        if self.batch is None:
+            raise FrameFailed("this build has no batch lane")
+        return self.batch
 
     def left_out(self, frame: Frame, entry: Entry, left: bool = True) -> bool:
         """A paid request of this frame still out as the build ends it: charged to the frame

@@ -114,6 +114,7 @@ class Frame:
     markers: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict)  # "bible"/"template" → SHA-256 of text
     key: str | None = None
+    lane: str = "standard"  # how it is sent (standard, batch, flex): not in its key
 
     @property
     def prompt(self) -> str:
