@@ -25,6 +25,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from nbpipe.backends.base import Backend, InputData, Job, Rendered, Sink
 from nbpipe.backends.batch import Batches, CreateLost, JobState, JobView, LineResult
@@ -52,6 +53,7 @@ class Member:
     job: Job  # the renderer's: its take, and how to journal the job's name
     body: dict[str, object]
     result: asyncio.Future[LineResult | None]  # None: not waited for (pending)
+    price: Decimal = Decimal(0)  # at the lane's price, as the build measures it
     name: str | None = None  # the server's job name, once known
 
 
@@ -81,12 +83,12 @@ class BatchLane:
         await self._guarded(members, self._create(first.backend, first.model, members, attempt))
 
     async def render(self, frame: Frame, key: str, inputs: list[InputData], sink: Sink,
-                     job: Job) -> Rendered:
+                     job: Job, price: Decimal) -> Rendered:
         """The frame's image from a batch job: one its journal entry names (re-attached), or
         a new one this frame is queued for."""
         loop = asyncio.get_running_loop()
         member = Member(frame, key, job, self.client_of(frame.backend).line(frame.request, inputs),
-                        loop.create_future())
+                        loop.create_future(), price)
         job.on_finished()  # a job's wait holds no slot of the backend's -j
         if job.resume_task:
             self.follower.watch(job.resume_task, [member])
@@ -162,7 +164,8 @@ class BatchLane:
         if display not in self.log.jobs:  # journalled before it exists: never made twice
             self.log.job(BatchJob(display, backend, model, self.account_of(backend),
                                   tuple((m.key, m.job.take) for m in members), attempt,
-                                  time.time()))
+                                  time.time(), usd=str(sum((m.price for m in members),
+                                                           Decimal(0)))))
         client = self.client_of(backend)
         try:
             view = await client.create(model, display,

@@ -165,7 +165,8 @@ class Renderer:
         started = time.time()
         with self.cache.writer() as sink:
             if job.lane == "batch":  # an entry sent in a job is collected from it, whatever
-                rendered = await self._batch().render(frame, key, inputs, sink, job)  # the lane now
+                rendered = await self._batch().render(frame, key, inputs, sink, job,  # the lane
+                                                      self.budget.measure(frame))  # now
             else:
                 rendered = await self.backends.get(frame.backend).render(frame.request, inputs,
                                                                           sink, job)

@@ -49,6 +49,7 @@ class _Job(_Line):
     members: list[tuple[str, int]] = Field(min_length=1)
     attempt: int = Field(1, ge=1)
     at: float = 0.0
+    usd: str = "0"  # what its requests cost at the lane's price, as the build measured them
 
 
 class _Created(_Line):
@@ -77,6 +78,7 @@ class BatchJob:
     attempt: int = 1
     at: float = 0.0
     name: str | None = None
+    usd: str = "0"
 
 
 class BatchLog:
@@ -101,7 +103,7 @@ class BatchLog:
         if isinstance(line, _Job):
             self.jobs[line.display] = BatchJob(line.display, line.backend, line.model,
                                                line.account, tuple(line.members), line.attempt,
-                                               line.at)
+                                               line.at, usd=line.usd)
         elif line.display in self.jobs:
             if isinstance(line, _Created):
                 self.jobs[line.display].name = line.name
@@ -119,10 +121,7 @@ class BatchLog:
         self._apply(record)
 
     def job(self, job: BatchJob) -> None:
-        self._write({"op": "job", "display": job.display, "backend": job.backend,
-                     "model": job.model, "account": job.account,
-                     "members": [list(m) for m in job.members], "attempt": job.attempt,
-                     "at": job.at or time.time()})
+        self._write(_job_line(job))
 
     def created(self, display: str, name: str) -> None:
         if display in self.jobs and self.jobs[display].name != name:
@@ -147,13 +146,16 @@ class BatchLog:
         keep = [j for j in self.jobs.values() if any(m in open_slots for m in j.members)]
         lines = []
         for job in keep:
-            lines.append({"op": "job", "display": job.display, "backend": job.backend,
-                          "model": job.model, "account": job.account,
-                          "members": [list(m) for m in job.members], "attempt": job.attempt,
-                          "at": job.at})
+            lines.append(_job_line(job))
             if job.name:
                 lines.append({"op": "created", "display": job.display, "name": job.name})
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in lines).encode())
+
+
+def _job_line(job: BatchJob) -> dict[str, object]:
+    return {"op": "job", "display": job.display, "backend": job.backend, "model": job.model,
+            "account": job.account, "members": [list(m) for m in job.members],
+            "attempt": job.attempt, "at": job.at or time.time(), "usd": job.usd}
 
 
 def _read(path: Path) -> Iterator[object]:

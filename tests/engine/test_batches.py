@@ -125,7 +125,7 @@ class Harness:
                       on_task=lambda name: self.tasks.__setitem__(key, name),
                       on_created=lambda: self.created.add(key))
             try:
-                await lane.render(f, key, [], sink, job)
+                await lane.render(f, key, [], sink, job, f.cost)
                 return sink.getvalue()
             except FrameFailed as exc:
                 return exc
