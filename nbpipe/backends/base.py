@@ -58,6 +58,7 @@ class Job:
 
     take: int = 1
     lane: str = "standard"  # the frame's lane (not in its key): "batch" goes in a job
+    wait: bool = True  # batch: wait for the job to end (False: one look, then pending)
     resume_task: str | None = None
     body: str | None = None  # a create already sent (journalled): resend exactly these bytes
     on_send: Callable[[str], None] = lambda body: None  # journal the wire body before sending

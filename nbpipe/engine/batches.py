@@ -32,7 +32,7 @@ from nbpipe.backends.batch import Batches, CreateLost, JobState, JobView, LineRe
 from nbpipe.backends.registry import spec
 from nbpipe.engine.parking import Parking
 from nbpipe.engine.stop import Stop
-from nbpipe.errors import BatchPending, FrameFailed, NbpipeError
+from nbpipe.errors import BatchPending, FrameFailed, NbpipeError, TaskFailed
 from nbpipe.plan.frame import Frame
 from nbpipe.store.batchlog import BatchJob, BatchLog
 
@@ -96,14 +96,17 @@ class BatchLane:
             self.queue.append(member)
             if self._timer is None:
                 self._timer = loop.call_later(GATHER, self.flush_soon)
-        with self.parking.parked():
+        if job.wait:  # a frame of the walk: parked while it waits
+            with self.parking.parked():
+                result = await member.result
+        else:  # the recovery, taking a look: never counted as a frame
             result = await member.result
         if result is None:
             raise BatchPending(f"in batch job {member.name or '(being looked for)'}, still "
                                "running; a later `nbpipe build` collects it")
-        if result.image is None:
-            raise FrameFailed(f"{result.error or 'no image'} (batch job {member.name})",
-                              maybe_billed=result.billed)
+        if result.image is None:  # the job's last word on it: its entry ends (renderer)
+            raise TaskFailed(f"{result.error or 'no image'} (batch job {member.name})",
+                             maybe_billed=result.billed)
         sink.write(result.image)
         return Rendered(task_id=member.name)
 
@@ -246,7 +249,11 @@ class Follower:
                 self._progress(view)
                 if view.state.ended:
                     break
-                if not self.wait or self.stop or not await self._slept():
+                members = self.waiting.get(name, [])
+                self._end([m for m in members if not m.job.wait], None)  # a look was all
+                self.waiting[name] = [m for m in members if m.job.wait]
+                if not self.wait or not self.waiting[name] or self.stop or \
+                        not await self._slept():
                     self.left.add(name)
                     return self._end(self.waiting.pop(name, []), None)
             await self._ended(view, client)

@@ -79,7 +79,7 @@ class Recovery:
         the journal for the next build. `after`: once the frames are done, the tasks they left
         (a bad download), even under a key a frame sent."""
         entries = self._sendable(self._ours([e for e in self.journal.open.values()
-                                             if resumable(e.backend) and (e.task_id or e.body)
+                                             if _collectable(e)
                                              and (e.key, e.take) not in self._tried]), after)
         if not entries or self.stop:
             return
@@ -193,7 +193,8 @@ class Recovery:
         """Re-attach to the entry's task (or resend its create byte for byte): its image, or
         None with the reason said and the entry closed where no image will come of it."""
         slot = (entry.key, entry.take)
-        job = Job(take=entry.take, resume_task=entry.task_id, body=entry.body,
+        job = Job(take=entry.take, lane=entry.lane, wait=False, resume_task=entry.task_id,
+                  body=entry.body,
                   on_task=lambda task_id: self.journal.task(entry.key, entry.take, task_id),
                   on_created=lambda: self.renderer.created.add(slot))
         self.renderer.resends(entry)
@@ -286,6 +287,14 @@ def say_kept(journal: Journal, teller: Teller) -> None:
     teller.note(f"{len(journal.kept)} journal entr{'y' if len(journal.kept) == 1 else 'ies'} "
                 f"of a backend or model this nbpipe does not know ({', '.join(names[:8])}): "
                 "kept, not sent; a build with that plug-in or model collects them")
+
+
+def _collectable(entry: Entry) -> bool:
+    """An entry a later build may collect: a task (or a create under an idempotency key) of
+    a resumable backend, or a request in a batch job whose name is known (a look is free)."""
+    if entry.lane == "batch":
+        return entry.task_id is not None
+    return resumable(entry.backend) and bool(entry.task_id or entry.body)
 
 
 def _resent(renderer: Renderer, entry: Entry) -> bool:

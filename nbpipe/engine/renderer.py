@@ -105,8 +105,12 @@ class Renderer:
         except asyncio.CancelledError:  # Ctrl-C past the grace: a task it leaves out is said
             self.left_out(frame, entry)
             raise
-        except TaskFailed:
-            self.journal.failed(key, take_no)
+        except TaskFailed as exc:
+            if exc.maybe_billed:  # a batch line whose image was made but is unusable
+                self.teller.charge(frame.name, self.owed(entry, frame, Billing.MAYBE))
+                self.journal.closed(key, take_no, f"no image: {exc}", billed=True)
+            else:
+                self.journal.failed(key, take_no)
             raise
         except ImageLost as exc:
             self.teller.charge(frame.name, self.lost(entry, frame, f"{frame.name}: {exc}"))
