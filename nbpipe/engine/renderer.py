@@ -107,8 +107,7 @@ class Renderer:
             raise
         except TaskFailed as exc:
             if exc.maybe_billed:  # a batch line whose image was made but is unusable
-                self.teller.charge(frame.name, self.owed(entry, frame, Billing.MAYBE))
-                self.journal.closed(key, take_no, f"no image: {exc}", billed=True)
+                self._settle_batch(frame, entry, exc)
             else:
                 self.journal.failed(key, take_no)
             raise
