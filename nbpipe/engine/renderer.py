@@ -168,7 +168,7 @@ class Renderer:
         started = time.time()
         with self.cache.writer() as sink:
             if job.lane == "batch":  # an entry sent in a job is collected from it, whatever
-                rendered = await self._batch().render(frame, key, inputs, sink, job,  # the lane
+                rendered = await _lane(self.batch).render(frame, key, inputs, sink, job,  # lane
                                                       self.budget.measure(frame))  # now
             else:
                 rendered = await self.backends.get(frame.backend).render(frame.request, inputs,
@@ -253,11 +253,6 @@ class Renderer:
             self.teller.charge(frame.name, self.owed(entry, frame, Billing.MAYBE))
         self.journal.closed(entry.key, entry.take, f"no image: {exc}", exc.maybe_billed)
 
-    def _batch(self) -> BatchLane:
-        if self.batch is None:
-            raise FrameFailed("this build has no batch lane")
-        return self.batch
-
     def left_out(self, frame: Frame, entry: Entry, left: bool = True) -> bool:
         """A paid request of this frame still out as the build ends it: charged to the frame
         and marked reported in the journal, so the build that collects it does not count it
@@ -268,6 +263,12 @@ class Renderer:
         self.teller.charge(frame.name, self.owed(entry, frame, left=left))
         self.journal.counting(entry.key, entry.take)
         return True
+
+
+def _lane(batch: BatchLane | None) -> BatchLane:
+    if batch is None:
+        raise FrameFailed("this build has no batch lane")
+    return batch
 
 
 def would_send(entry: Entry, frame: Frame, urls: Sequence[Container[str]]) -> bool:
