@@ -57,6 +57,8 @@ class Job:
     is known."""
 
     take: int = 1
+    lane: str = "standard"  # how to send it (standard, batch, flex): not in the Request, since
+    # the image is the same; the backend sends it as the provider asks (Gemini: serviceTier)
     resume_task: str | None = None
     body: str | None = None  # a create already sent (journalled): resend exactly these bytes
     on_send: Callable[[str], None] = lambda body: None  # journal the wire body before sending
