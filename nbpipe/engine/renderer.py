@@ -91,7 +91,7 @@ class Renderer:
                              self.remote, lifetime) for image in frame.inputs]
         entry = self._entry(step)
         take_no = entry.take
-        job = Job(take=take_no, resume_task=entry.task_id, body=entry.body,
+        job = Job(take=take_no, resume_task=entry.task_id, body=entry.body, lane=frame.lane,
                   on_send=lambda body: self.journal.sent(key, take_no, body),
                   on_task=lambda task_id: self.journal.task(key, take_no, task_id),
                   on_replayed=lambda: self.journal.reported(key, take_no),
@@ -171,7 +171,7 @@ class Renderer:
         take = Take(digest=digest, backend=frame.backend, model=frame.model, format=fmt,
                     cost_usd=str(self.budget.measure(frame)), created=started,
                     task_id=rendered.task_id, url=rendered.url,
-                    url_expires=rendered.url_expires, take=job.take)
+                    url_expires=rendered.url_expires, take=job.take, lane=frame.lane)
         self.cache.add_take(key, record, take)  # paid for: safe before anything else
         if self.pusher is not None:  # also an earlier build's task: the team paid for it too
             self.pusher.push(key, take, record)  # remembered, then sent in the background
