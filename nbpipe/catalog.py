@@ -39,7 +39,7 @@ from pydantic import (
 )
 
 from nbpipe.errors import UsageError
-from nbpipe.settings import current
+from nbpipe.settings import LANES, current
 
 FLAT = "*"  # the price key of a model without resolution tiers
 WARN_DAYS = 30  # a shutdown this close is a warning on plan and build
@@ -49,8 +49,7 @@ FORMATS = ("png", "jpeg")
 FORMAT_ALIASES = {"jpg": "jpeg"}
 EXTENSIONS = {"png": "png", "jpeg": "jpg"}
 
-STANDARD = "standard"  # the lane every model takes: one call per image, at its list price
-LANES = (STANDARD, "batch", "flex")  # every lane nbpipe knows, in the order it shows them
+STANDARD = LANES[0]  # the lane every model takes: one call per image, at its list price
 
 DATA_FILE = "data/catalog.json"
 SCHEMA_FILE = "data/catalog.schema.json"
