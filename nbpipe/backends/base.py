@@ -57,7 +57,9 @@ class Job:
     is known."""
 
     take: int = 1
-    lane: str = "standard"  # the frame's lane (not in its key): "batch" goes in a job
+    lane: str = "standard"  # how to send it (standard, batch, flex): not in the Request, since
+    # the image is the same; the backend sends it as the provider asks (Gemini: serviceTier);
+    # "batch" goes in a job (engine/batches.py)
     wait: bool = True  # batch: wait for the job to end (False: one look, then pending)
     resume_task: str | None = None
     body: str | None = None  # a create already sent (journalled): resend exactly these bytes

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Container, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -92,6 +92,7 @@ class Renderer:
         inputs = [input_data(image, frame.backend, self.project.loaded.root, self.cache,
                              self.remote, lifetime) for image in frame.inputs]
         entry = self._entry(step)
+        frame = replace(frame, lane=entry.lane)  # an entry sent in a job is a job's, priced so
         take_no = entry.take
         job = Job(take=take_no, lane=entry.lane, resume_task=entry.task_id, body=entry.body,
                   on_send=lambda body: self.journal.sent(key, take_no, body),
@@ -180,7 +181,7 @@ class Renderer:
         take = Take(digest=digest, backend=frame.backend, model=frame.model, format=fmt,
                     cost_usd=str(self.budget.measure(frame)), created=started,
                     task_id=rendered.task_id, url=rendered.url,
-                    url_expires=rendered.url_expires, take=job.take)
+                    url_expires=rendered.url_expires, take=job.take, lane=job.lane)
         self.cache.add_take(key, record, take)  # paid for: safe before anything else
         if self.pusher is not None:  # also an earlier build's task: the team paid for it too
             self.pusher.push(key, take, record)  # remembered, then sent in the background

@@ -70,6 +70,7 @@ class TakeRecord(BaseModel):
     url: str | None = None
     url_expires: Finite | None = None
     take: Annotated[int, Field(gt=0)] | None = None
+    lane: Literal["standard", "batch", "flex"] = "standard"  # older records: standard
 
 
 class RemoteTakeRecord(BaseModel):
