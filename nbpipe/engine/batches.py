@@ -105,8 +105,9 @@ class BatchLane:
             raise BatchPending(f"in batch job {member.name or '(being looked for)'}, still "
                                "running; a later `nbpipe build` collects it")
         if result.image is None:  # the job's last word on it: its entry ends (renderer)
-            raise TaskFailed(f"{result.error or 'no image'} (batch job {member.name})",
-                             maybe_billed=result.billed)
+            said = result.error or "no image"
+            raise TaskFailed(said if str(member.name) in said else
+                             f"{said} (batch job {member.name})", maybe_billed=result.billed)
         sink.write(result.image)
         return Rendered(task_id=member.name)
 

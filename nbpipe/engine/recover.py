@@ -78,8 +78,9 @@ class Recovery:
         within the build's -j, and within a total time bound: what is still out then stays in
         the journal for the next build. `after`: once the frames are done, the tasks they left
         (a bad download), even under a key a frame sent."""
+        frames = self.renderer.frames()
         entries = self._sendable(self._ours([e for e in self.journal.open.values()
-                                             if _collectable(e)
+                                             if _collectable(e, frames)
                                              and (e.key, e.take) not in self._tried]), after)
         if not entries or self.stop:
             return
@@ -289,11 +290,12 @@ def say_kept(journal: Journal, teller: Teller) -> None:
                 "kept, not sent; a build with that plug-in or model collects them")
 
 
-def _collectable(entry: Entry) -> bool:
+def _collectable(entry: Entry, frames: dict[str, Frame]) -> bool:
     """An entry a later build may collect: a task (or a create under an idempotency key) of
-    a resumable backend, or a request in a batch job whose name is known (a look is free)."""
+    a resumable backend, or a request in a batch job whose name is known (a look is free) that
+    no frame of this build makes (a frame's own goes with it: pending, failed or collected)."""
     if entry.lane == "batch":
-        return entry.task_id is not None
+        return entry.task_id is not None and entry.key not in frames
     return resumable(entry.backend) and bool(entry.task_id or entry.body)
 
 

@@ -79,9 +79,9 @@ class BatchMoneyMachine(RuleBasedStateMachine):
         assert done.returncode in (0, 1), self._story()
         events = [json.loads(line) for line in done.stdout.splitlines()]
         summary = events[-1]
-        frames = sum((Decimal(e.get("cost_usd") or 0) for e in events[:-1]
+        frames = sum((Decimal(str(e.get("cost_usd") or 0)) for e in events[:-1]
                       if e.get("event") == "frame"), Decimal(0))
-        spent = Decimal(summary["spent_usd"]) + Decimal(summary["spent_earlier_usd"])
+        spent = Decimal(str(summary["spent_usd"])) + Decimal(str(summary["spent_earlier_usd"]))
         assert frames == spent, self._story()  # a build's events add up to its summary
         self.reported += spent
         return summary
@@ -113,7 +113,7 @@ class BatchMoneyMachine(RuleBasedStateMachine):
     @rule()
     def build_no_wait(self):
         summary = self._run("--no-wait")
-        assert Decimal(summary["spent_usd"]) <= self._billed(), self._story()
+        assert Decimal(str(summary["spent_usd"])) <= self._billed(), self._story()
 
     @rule()
     def jobs_end(self):

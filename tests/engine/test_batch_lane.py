@@ -31,6 +31,10 @@ targets:
 """
 
 
+def usd(value) -> Decimal:
+    return Decimal(str(value))
+
+
 def billed(fake) -> Decimal:
     return sum((Decimal(str(b.usd)) for b in fake.billed), Decimal(0))
 
@@ -46,11 +50,11 @@ def test_six_frames_on_two_models_make_two_jobs_at_half_price_then_nothing(
     root = make_project(TWO_MODELS)
     standard = run("-C", str(root), "plan", "--json", "--lane", "standard")
     assert standard.code == 0, standard.err
-    plan_usd = Decimal(json.loads(standard.out)["total_usd"])
+    plan_usd = Decimal(str(json.loads(standard.out)["summary"]["cost_usd"]))
     first = build(root)
     assert first["code"] == 0, first["err"]
     assert first["rendered"] == 6 and len(fake.creates) == 2 and standard_calls(fake) == 0
-    assert Decimal(first["spent_usd"]) == billed(fake)
+    assert usd(first["spent_usd"]) == billed(fake)
     assert abs(billed(fake) - plan_usd / 2) <= Decimal("0.01")
     lock = json.loads((root / "nbpipe.lock").read_text())
     assert {e.get("lane") for e in _entries(lock)} == {"batch"}
@@ -74,7 +78,7 @@ def test_a_lost_create_reply_is_found_by_name_no_second_job(make_project, build,
     first = build(root)
     assert first["code"] == 0, first["err"]
     assert first["rendered"] == 2 and len(fake.creates) == 1
-    assert Decimal(first["spent_usd"]) == billed(fake)
+    assert usd(first["spent_usd"]) == billed(fake)
 
 
 def test_an_expired_job_is_sent_again_exactly_once(make_project, build, fake_gemini_batch):
@@ -85,7 +89,7 @@ def test_an_expired_job_is_sent_again_exactly_once(make_project, build, fake_gem
     first = build(root)
     assert first["code"] == 0, first["err"]
     assert len(fake.creates) == 2 and first["rendered"] == 2
-    assert Decimal(first["spent_usd"]) == billed(fake)
+    assert usd(first["spent_usd"]) == billed(fake)
 
 
 def test_an_expired_job_twice_fails_its_frames_with_the_reason(make_project, build,
@@ -98,7 +102,7 @@ def test_an_expired_job_twice_fails_its_frames_with_the_reason(make_project, bui
     assert first["code"] == 1 and first["failed"] == 2 and len(fake.creates) == 2
     failed = [e for e in first["events"] if e.get("status") == "failed"]
     assert all("expired" in e["detail"] for e in failed)
-    assert Decimal(first["spent_usd"]) == billed(fake) == 0
+    assert usd(first["spent_usd"]) == billed(fake) == 0
 
 
 def test_no_wait_leaves_frames_pending_and_a_later_build_collects_with_no_create(
@@ -108,7 +112,7 @@ def test_no_wait_leaves_frames_pending_and_a_later_build_collects_with_no_create
     first = build(root, "--no-wait")
     assert first["code"] == 0, first["err"]
     assert first["pending"] == 2 and first["rendered"] == 0 and len(fake.creates) == 1
-    assert Decimal(first["spent_usd"]) == 0
+    assert usd(first["spent_usd"]) == 0
     listed = run("-C", str(root), "batches", "--json")
     assert listed.code == 0, listed.err
     [job] = [json.loads(line) for line in listed.out.splitlines()]
@@ -120,7 +124,7 @@ def test_no_wait_leaves_frames_pending_and_a_later_build_collects_with_no_create
     second = build(root)
     assert second["code"] == 0, second["err"]
     assert second["rendered"] == 2 and len(fake.creates) == 1
-    assert Decimal(second["spent_usd"]) == billed(fake) > 0
+    assert usd(second["spent_usd"]) == billed(fake) > 0
     assert run("-C", str(root), "batches").out.strip() == "no batch jobs open"
 
 
@@ -137,7 +141,7 @@ def test_a_line_error_fails_its_frame_and_the_next_build_sends_only_it(
     second = build(root)
     assert second["code"] == 0 and second["rendered"] == 1
     assert len(fake.creates) == 2 and len(fake.jobs[fake.creates[1].split("/")[1]].lines) == 1
-    assert Decimal(first["spent_usd"]) + Decimal(second["spent_usd"]) == billed(fake)
+    assert usd(first["spent_usd"]) + usd(second["spent_usd"]) == billed(fake)
 
 
 def test_a_job_cancelled_by_the_user_fails_its_frames(make_project, build, run,
@@ -173,4 +177,4 @@ def test_kill_9_while_waiting_then_the_next_build_collects_with_no_new_job(
     after = build(root)
     assert after["code"] == 0, after["err"]
     assert after["rendered"] == 2 and len(fake.creates) == 1
-    assert Decimal(after["spent_usd"]) == billed(fake)
+    assert usd(after["spent_usd"]) == billed(fake)
