@@ -42,6 +42,7 @@ FLEX = "flex"  # the lane, and the serviceTier value that asks for it
 # A flex request the server sheds (429/503) is asked again within the same deadline as any
 # call; shedding is flex's normal answer under load, so more attempts than a standard call's.
 FLEX_ATTEMPTS = 12
+CALL_LANES = ("standard", FLEX)  # the lanes one generateContent call sends
 FINISH_REASONS = {
     "IMAGE_SAFETY": "the image was blocked by safety filters",
     "IMAGE_PROHIBITED_CONTENT": "the image was blocked as prohibited content",
@@ -115,6 +116,9 @@ class GeminiBackend(HttpBackend):
 
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered:
+        if job.lane not in CALL_LANES:  # sent as a call, it would be billed at standard price
+            raise FrameFailed(f"a {job.lane}-lane frame is sent in a batch job, never as one "
+                              "generateContent call (that would bill the standard price)")
         images = [i.data for i in inputs if i.data is not None]
         if len(images) < len(inputs):
             missing = [i.image.ref for i in inputs if i.data is None]

@@ -5,10 +5,17 @@ from."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 
+import pytest
+
+from nbpipe.backends import open_backend
+from nbpipe.backends.base import Job
 from nbpipe.catalog import builtin
+from nbpipe.errors import FrameFailed
+from nbpipe.plan.frame import Request
 from tests.samples import failures
 
 FLEX = """\
@@ -86,3 +93,26 @@ def test_show_prints_the_flex_body(fake_gemini, run, make_project):
     assert (shown["lane"], shown["request"]["serviceTier"]) == ("flex", "flex")
     text = run("-C", str(root), "show", "a", "--lane", "standard").out
     assert "serviceTier" not in text and "on the flex lane" not in text
+
+
+def test_a_batch_lane_frame_is_never_sent_as_a_call(fake_gemini):
+    """Sent as one generateContent, a batch-lane request would be billed at the standard price
+    while the build counts the batch price: the backend refuses it before sending."""
+    async def send(lane: str) -> None:
+        backend = open_backend("gemini")
+        try:
+            await backend.render(Request("gemini", "gemini-3.1-flash-image", "x",
+                                         {"resolution": "1K"}), [], _Sink(), Job(lane=lane))
+        finally:
+            await backend.aclose()
+
+    with pytest.raises(FrameFailed, match="batch-lane frame is sent in a batch job"):
+        asyncio.run(send("batch"))
+    assert fake_gemini.counts["requests"] == 0
+    asyncio.run(send("flex"))
+    assert fake_gemini.counts["generates"] == 1
+
+
+class _Sink:
+    def write(self, chunk: bytes) -> None:
+        pass
