@@ -52,13 +52,11 @@ class InputData:
 
 @dataclass(frozen=True)
 class Job:
-    """One render attempt: which take it is (for the Idempotency-Key), what it is priced at, a
-    task to re-attach to instead of creating one, and where to report a task id the moment it
-    is known."""
+    """One render attempt: which take it is (for the Idempotency-Key), a task to re-attach to
+    instead of creating one, where to report a task id the moment it is known, and the lane
+    it goes on."""
 
     take: int = 1
-    lane: str = "standard"  # how to send it (standard, batch, flex): not in the Request, since
-    # the image is the same; the backend sends it as the provider asks (Gemini: serviceTier)
     resume_task: str | None = None
     body: str | None = None  # a create already sent (journalled): resend exactly these bytes
     on_send: Callable[[str], None] = lambda body: None  # journal the wire body before sending
@@ -70,6 +68,9 @@ class Job:
     # (untrusted) journal says was reported before.
     on_created: Callable[[], None] = lambda: None
     on_finished: Callable[[], None] = lambda: None  # the remote work is done: only fetching is left
+    # How to send it (standard, batch, flex): not in the Request, since the image is the same;
+    # the backend says it as its provider asks (Gemini's flex: `serviceTier`).
+    lane: str = "standard"
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,8 @@ def test_the_lane_flag_sends_a_standard_manifest_flex(fake_gemini, build, make_p
 
 
 def test_a_shed_flex_request_is_asked_again(fake_gemini, build, make_project):
-    for _ in range(7):  # more than a standard call's five attempts
-        fake_gemini.faults.add("generate", "flex-shed")
+    for shed in ["flex-shed", "flex-shed:429"] * 4:  # more than a standard call's 5 attempts
+        fake_gemini.faults.add("generate", shed)
     summary = build(make_project(FLEX.replace("  b: {prompt: a blue shoe}\n", "")))
     assert (summary["rendered"], summary["failed"]) == (1, 0), summary["out"]
     assert fake_gemini.counts["generates"] == 1  # shed requests are not billed
@@ -116,3 +116,12 @@ def test_a_batch_lane_frame_is_never_sent_as_a_call(fake_gemini):
 class _Sink:
     def write(self, chunk: bytes) -> None:
         pass
+
+
+def test_a_flex_request_shed_past_its_retries_fails_unbilled(fake_gemini, build, make_project):
+    for _ in range(20):
+        fake_gemini.faults.add("generate", "flex-shed")
+    summary = build(make_project(FLEX.replace("  b: {prompt: a blue shoe}\n", "")))
+    assert summary["failed"] == 1 and fake_gemini.counts["generates"] == 0
+    (message,) = failures(summary).values()
+    assert message.startswith("gave up after 12 attempts") and "503" in message

@@ -6,7 +6,8 @@ API does. Replies carry a thought part and a text part before the image, as real
 models answer JPEG (real Pro often does). Key by `x-goog-api-key` or `?key=`. Faults, scripted:
 
     generate: 429 500 503 drop badkey 403 safety prompt-blocked no-image
-              flex-shed (a flex request shed: 503 UNAVAILABLE; script it n times)
+              flex-shed flex-shed:429 (a flex request shed: 503 UNAVAILABLE, or 429
+              RESOURCE_EXHAUSTED; script it n times)
               flex-refused (a flex request refused: 400 naming serviceTier)
 
 A body may ask for a tier with `serviceTier` (standard, flex, priority; as google-genai sends
@@ -146,6 +147,9 @@ class FakeGemini(FakeServer):
         if lane == "flex" and fault == "flex-shed":
             return self._error(request, 503, "UNAVAILABLE", "The service is currently "
                                "unavailable for the flex tier; try again later.")
+        if lane == "flex" and fault == "flex-shed:429":
+            return self._error(request, 429, "RESOURCE_EXHAUSTED", "Flex capacity exhausted; "
+                               "try again later.")
         if lane == "flex" and (fault == "flex-refused" or "flex" not in spec["lanes"]):
             return self._error(request, 400, "INVALID_ARGUMENT", f"serviceTier FLEX is not "
                                f"supported for models/{model}.")
