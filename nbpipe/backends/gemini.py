@@ -184,9 +184,10 @@ class GeminiBackend(HttpBackend):
 def _refuses_flex(answer: Answer, error: Exception) -> bool:
     """A 400 that names the tier: the server does not take flex for this model (the catalogue
     marks flex unconfirmed for image models). Any other 400 is the request's own fault."""
+    if answer.status != 400 or type(error) is not FrameFailed:  # a refused key stays so
+        return False
     said = str(error).lower()
-    return answer.status == 400 and any(w in said for w in ("servicetier", "service_tier",
-                                                            "service tier", "flex"))
+    return any(w in said for w in ("servicetier", "service_tier", "service tier", "flex"))
 
 
 def _retry_delay(error: GeminiError) -> float | None:
