@@ -175,7 +175,8 @@ def test_the_starter_manifest_names_only_models_in_service():
 def _readme_table() -> str:
     """README's model table, made from the catalogue: models in service, then the shut-down."""
     when = catalog.today()
-    rows = ["| backend | model | status | takes | USD per image |", "|---|---|---|---|---|"]
+    rows = ["| backend | model | status | takes | USD per image | lanes |",
+            "|---|---|---|---|---|---|"]
     gone = []
     for backend in ("hiapi", "gemini"):
         for spec in builtin().models[backend].values():
@@ -188,10 +189,19 @@ def _readme_table() -> str:
                 else "; no `resolution`"
             prices = " / ".join(format(spec.prices[r], "f") for r in spec.resolutions) \
                 if spec.resolutions else format(spec.price(None), "f")
-            rows.append(f"| {backend} | {spec.name} | {spec.status}{since} | {takes} | {prices} |")
-    rows.append("| preview | any of the above | | the same limits, offline | 0 |")
+            lanes = ", ".join(_lane_cell(spec, name) for name in spec.lanes[1:]) or \
+                "standard only"
+            rows.append(f"| {backend} | {spec.name} | {spec.status}{since} | {takes} | {prices} "
+                        f"| {lanes} |")
+    rows.append("| preview | any of the above | | the same limits, offline | 0 | standard only |")
     return "\n".join(rows) + "\n\nShut down (a manifest naming one is an error that names its " \
         f"replacement): {', '.join(gone)}.\n"
+
+
+def _lane_cell(spec, lane: str) -> str:
+    tiers = spec.resolutions or (None,)
+    prices = " / ".join(format(spec.price(r, lane), "f") for r in tiers)
+    return f"{lane} {prices}" + ("" if spec.lane(lane).confirmed else " (unconfirmed)")
 
 
 def test_readme_model_table_is_made_from_the_catalogue():

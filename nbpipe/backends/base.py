@@ -52,9 +52,9 @@ class InputData:
 
 @dataclass(frozen=True)
 class Job:
-    """One render attempt: which take it is (for the Idempotency-Key), what it is priced at, a
-    task to re-attach to instead of creating one, and where to report a task id the moment it
-    is known."""
+    """One render attempt: which take it is (for the Idempotency-Key), a task to re-attach to
+    instead of creating one, where to report a task id the moment it is known, and the lane
+    it goes on."""
 
     take: int = 1
     lane: str = "standard"  # how to send it (standard, batch, flex): not in the Request, since

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from nbpipe.backends.base import Backend, InputData, Job, Rendered, Sink
 from nbpipe.backends.batch import Batches
@@ -39,6 +39,11 @@ PAYLOAD_STYLE = "base64 data"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+FLEX = "flex"  # the lane, and the serviceTier value that asks for it
+# A flex request the server sheds (429/503) is asked again within the same deadline as any
+# call; shedding is flex's normal answer under load, so more attempts than a standard call's.
+FLEX_ATTEMPTS = 12
+CALL_LANES = ("standard", FLEX)  # the lanes one generateContent call sends
 FINISH_REASONS = {
     "IMAGE_SAFETY": "the image was blocked by safety filters",
     "IMAGE_PROHIBITED_CONTENT": "the image was blocked as prohibited content",
@@ -70,6 +75,12 @@ def generate_body(request: Request, image_data: list[str],
     if image_config:
         config["imageConfig"] = image_config
     return {"contents": [{"role": "user", "parts": parts}], "generationConfig": config}
+
+
+def on_lane(body: dict[str, object], lane: str) -> dict[str, object]:
+    """The body as sent on `lane`: Flex is the same request with `serviceTier: "flex"` (the
+    proto's JSON name, as google-genai sends it); standard and batch name no tier."""
+    return {**body, "serviceTier": FLEX} if lane == FLEX else body
 
 
 @dataclass(frozen=True)
@@ -106,14 +117,20 @@ class GeminiBackend(HttpBackend):
 
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered:
+        if job.lane not in CALL_LANES:  # sent as a call, it would be billed at standard price
+            raise FrameFailed(f"a {job.lane}-lane frame is sent in a batch job, never as one "
+                              "generateContent call (that would bill the standard price)")
         images = [i.data for i in inputs if i.data is not None]
         if len(images) < len(inputs):
             missing = [i.image.ref for i in inputs if i.data is None]
             raise FrameFailed("Gemini takes input images inline; no bytes for "
                               + ", ".join(missing))
-        body = generate_body(request, [base64.b64encode(data).decode() for data in images],
-                             [i.mime for i in inputs])
-        reply = await self.settings.retry.run(lambda: self._generate(request.model, body))
+        body = on_lane(generate_body(request, [base64.b64encode(data).decode() for data in images],
+                                     [i.mime for i in inputs]), job.lane)
+        retry = self.settings.retry
+        if job.lane == FLEX:
+            retry = replace(retry, attempts=max(retry.attempts, FLEX_ATTEMPTS))
+        reply = await retry.run(lambda: self._generate(request.model, body, job.lane))
         image = reply_image(reply)
         if len(image) > self.settings.max_bytes:  # made, so billed
             raise FrameFailed(f"the image is {len(image):,} bytes, over the "
@@ -122,11 +139,16 @@ class GeminiBackend(HttpBackend):
         sink.write(image)
         return Rendered(task_id=None)
 
-    async def _generate(self, model: str, body: dict[str, object]) -> GeminiReply:
+    async def _generate(self, model: str, body: dict[str, object],
+                        lane: str = "standard") -> GeminiReply:
         url = f"{self.settings.base_url}/{self.settings.api_version}/models/{model}:generateContent"
         answer = await self.exchange("POST", url, {"x-goog-api-key": self.settings.api_key}, body)
         if answer.status != 200:
-            raise self.error(answer, model, url)
+            error = self.error(answer, model, url)
+            if lane == FLEX and _refuses_flex(answer, error):
+                error = FrameFailed(f"this model does not take the flex lane: {error} (send it "
+                                    "on the standard or batch lane: `lane:` in the manifest)")
+            raise error
         try:
             if answer.problem:
                 raise ReplyProblem(answer.problem)
@@ -158,6 +180,15 @@ class GeminiBackend(HttpBackend):
             return Retryable(f"Gemini answered HTTP {kind}: {message}",
                              _retry_delay(error) or answer.delay)
         return FrameFailed(f"Gemini rejected the request (HTTP {kind}): {message}")
+
+
+def _refuses_flex(answer: Answer, error: Exception) -> bool:
+    """A 400 that names the tier: the server does not take flex for this model (the catalogue
+    marks flex unconfirmed for image models). Any other 400 is the request's own fault."""
+    if answer.status != 400 or type(error) is not FrameFailed:  # a refused key stays so
+        return False
+    said = str(error).lower()
+    return any(w in said for w in ("servicetier", "service_tier", "service tier", "flex"))
 
 
 def _retry_delay(error: GeminiError) -> float | None:
@@ -225,6 +256,6 @@ def _batches(backend: Backend) -> Batches:
 SPEC = BackendSpec(name="gemini", lanes=(Lane.CALL, Lane.BATCH), inputs=Inputs.INLINE,
                    key_env=KEY_VARS,
                    base_url_env="GOOGLE_GEMINI_BASE_URL", payload_style=PAYLOAD_STYLE,
-                   open=open_gemini, describe=generate_body,
+                   open=open_gemini, describe=generate_body, on_lane=on_lane,
                    endpoint=lambda model: f"POST /v1beta/models/{model}:generateContent",
                    batch=_batches)

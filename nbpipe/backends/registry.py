@@ -48,6 +48,11 @@ class Inputs(StrEnum):
     LOCAL = "local"  # nothing travels: rendered on this machine
 
 
+def same_body(body: dict[str, object], lane: str) -> dict[str, object]:
+    """A provider whose request names no lane: the body is the same on each."""
+    return body
+
+
 class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module cheaply
     """A provider as nbpipe knows it. `open(jobs, rpm, settings)`: a ready backend, configured
     from the settings (UsageError when its key is missing); `describe(request, image
@@ -75,6 +80,10 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
     catalog: Mapping[str, Any] | None = None
     # The batch lane's client over an opened backend (required of a spec that lists Lane.BATCH)
     batch: Callable[[Backend], Batches] | None = None
+    # How the body of a call names its pricing lane (Gemini's flex: `serviceTier`), used both
+    # when sending and by `show`, so what `show` prints is what is sent. The catalogue says
+    # which lanes a model takes; a lane the body does not name leaves it as it is.
+    on_lane: Callable[[dict[str, object], str], dict[str, object]] = same_body
 
     @property
     def lane(self) -> Lane:

@@ -161,6 +161,7 @@ PROFILE = click.option("--profile", metavar="NAME", callback=_from_settings("pro
 
 
 def _lane(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """--lane, else NBPIPE_LANE, kept on the Edge for `Edge.project` (see `Edge.lane`)."""
     edge = Edge.of(ctx)
     edge.lane = value if value is not None else edge.settings.lane
 

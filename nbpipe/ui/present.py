@@ -108,21 +108,22 @@ def price_hints(catalog, plan: Plan) -> list[str]:
     """Where the same model costs less at an equal or higher tier (HiAPI prices some 2K below
     1K)."""
     hints = []
-    paying: dict[tuple[str, str, str], int] = {}
+    paying: dict[tuple[str, str, str, str], int] = {}
     for step in plan.steps:
         resolution = step.frame.params.get("resolution")
         if resolution and step.cost > 0:
-            slot = (step.frame.backend, step.frame.model, resolution)
+            slot = (step.frame.backend, step.frame.model, resolution, step.frame.lane)
             paying[slot] = paying.get(slot, 0) + 1
-    for (backend, model, resolution), count in paying.items():
+    for (backend, model, resolution, lane), count in paying.items():
         spec = catalog.get(backend, model)
-        now = spec.price(resolution)
+        price = {r: spec.price(r, lane) for r in spec.resolutions}  # on the frames' own lane
+        now = price[resolution]
         higher = spec.resolutions[spec.resolutions.index(resolution) + 1:]
-        cheaper = [r for r in higher if spec.price(r) < now]
+        cheaper = [r for r in higher if price[r] < now]
         if cheaper:
-            best = min(cheaper, key=spec.price)
-            saving = (now - spec.price(best)) * count
-            hints.append(f"{model} at {best} costs USD {fmt_usd(spec.price(best))}, less than at "
+            best = min(cheaper, key=price.__getitem__)
+            saving = (now - price[best]) * count
+            hints.append(f"{model} at {best} costs USD {fmt_usd(price[best])}, less than at "
                          f"{resolution} (USD {fmt_usd(now)}): `resolution: {best}` would save "
                          f"USD {fmt_usd(saving)} on {count} frame{'s' * (count != 1)}")
     return hints
