@@ -7,6 +7,12 @@ USD per image as Decimal (sums of floats print as 0.37000000000000005). A manife
 overrides prices, never limits. A limit the vendors leave unconfirmed may be None: the server
 is then the judge, and nbpipe does not refuse what may be valid.
 
+Lanes: every model takes the standard lane (one `generateContent` call per image, at `prices`).
+A model may list more under `lanes` with their own prices per tier: `batch` (the provider's
+batch API) and `flex` (a cheaper, sheddable synchronous tier). Where a lane's price is not
+stated by the vendor for this model, `confirmed: false` says so (`nbpipe models` marks it). A
+manifest's `pricing:` overrides the standard lane only; the other lanes keep their list prices.
+
 A model is shut down from its `shutdown` date on; "today" is the UTC date, or NBPIPE_TODAY
 (YYYY-MM-DD) so tests and rehearsals can move the clock.
 """
@@ -33,7 +39,7 @@ from pydantic import (
 )
 
 from nbpipe.errors import UsageError
-from nbpipe.settings import current
+from nbpipe.settings import LANES, current
 
 FLAT = "*"  # the price key of a model without resolution tiers
 WARN_DAYS = 30  # a shutdown this close is a warning on plan and build
@@ -42,6 +48,8 @@ WARN_DAYS = 30  # a shutdown this close is a warning on plan and build
 FORMATS = ("png", "jpeg")
 FORMAT_ALIASES = {"jpg": "jpeg"}
 EXTENSIONS = {"png": "png", "jpeg": "jpg"}
+
+STANDARD = LANES[0]  # the lane every model takes: one call per image, at its list price
 
 DATA_FILE = "data/catalog.json"
 SCHEMA_FILE = "data/catalog.schema.json"
@@ -96,6 +104,18 @@ class TokenPrices(_Strict):
                 self.max_thinking_tokens * self.thinking_usd_per_million) / 1_000_000
 
 
+class LaneEntry(_Strict):
+    """A lane a model takes beyond the standard one: its price per image, how soon it answers,
+    and whether the vendor's docs state that this model takes it at that price."""
+
+    prices: Price | dict[str, Price] = Field(
+        description="USD per image on this lane: one flat price, or one per resolution tier")
+    turnaround: str | None = Field(default=None, description="how soon results come, in words")
+    confirmed: bool = Field(default=True,
+                            description="false: the vendor does not state it for this model")
+    source: str
+
+
 class ModelEntry(_Strict):
     """One model of one backend, as the vendor documents it."""
 
@@ -119,17 +139,20 @@ class ModelEntry(_Strict):
     prompt: PromptLimits = PromptLimits()
     tokens: TokenPrices | None = Field(
         default=None, description="per-token billing on top of the image price; null = none")
+    lanes: dict[Literal["batch", "flex"], LaneEntry] = Field(
+        default_factory=dict, description="lanes beyond standard it takes, with their prices")
     confirmed: list[Fact] = Field(default_factory=list,
                                   description="the facts the vendor's docs state")
     source: str
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelEntry:
-        if isinstance(self.prices, dict):
-            if sorted(self.prices) != sorted(self.resolutions):
-                raise ValueError("tiered prices must name exactly the model's resolutions")
-        elif self.resolutions:
-            raise ValueError("a model with resolutions needs a price per resolution")
+        for prices in (self.prices, *(lane.prices for lane in self.lanes.values())):
+            if isinstance(prices, dict):
+                if sorted(prices) != sorted(self.resolutions):
+                    raise ValueError("tiered prices must name exactly the model's resolutions")
+            elif self.resolutions:
+                raise ValueError("a model with resolutions needs a price per resolution")
         if (self.default_resolution is None) != (not self.resolutions) or \
                 (self.default_resolution and self.default_resolution not in self.resolutions):
             raise ValueError("default_resolution must be one of the resolutions (and only then)")
@@ -182,6 +205,15 @@ class CatalogFile(_Strict):
 # --- what the rest of nbpipe uses ----------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Lane:
+    """A lane beyond standard as a model takes it: resolution (or FLAT) → USD per image."""
+
+    prices: Mapping[str, Decimal]
+    turnaround: str | None = None
+    confirmed: bool = True
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One model of one backend: what a request to it may contain, its price per image, and
     where it is in its life. `price_source` says where the prices in force come from."""
@@ -206,11 +238,26 @@ class ModelSpec:
     confirmed: frozenset[str] = frozenset()
     price_source: str = "built-in"
     tokens: TokenPrices | None = None  # billed on top of `prices`; None: the image price is all
+    other_lanes: Mapping[str, Lane] = field(default_factory=dict)  # lanes beyond standard
 
-    def price(self, resolution: str | None) -> Decimal:
-        if FLAT in self.prices:
-            return self.prices[FLAT]
-        return self.prices.get(resolution or self.default_resolution or "", Decimal(0))
+    @property
+    def lanes(self) -> tuple[str, ...]:
+        """The lanes it takes, standard first."""
+        return (STANDARD, *(lane for lane in LANES if lane in self.other_lanes))
+
+    def lane(self, name: str) -> Lane | None:
+        """A lane beyond standard it takes (None: not taken, or standard itself)."""
+        return self.other_lanes.get(name)
+
+    def price(self, resolution: str | None, lane: str = STANDARD) -> Decimal:
+        """USD per image at `resolution` (None: its default tier) on `lane`. A lane it does
+        not take is priced as standard: the planner refuses such a frame, and a lane read from
+        an untrusted lock must never make a measure lower than the list price."""
+        other = self.other_lanes.get(lane)
+        prices = self.prices if other is None else other.prices
+        if FLAT in prices:
+            return prices[FLAT]
+        return prices.get(resolution or self.default_resolution or "", Decimal(0))
 
     def shut_down(self, today: dt.date) -> bool:
         """Does the API refuse it by now? The date decides, so a stale status cannot lie."""
@@ -297,7 +344,8 @@ class Catalog:
 
     def with_prices(self, pricing: Mapping[str, Mapping[str, object]],
                     source: str = "nbpipe.yaml `pricing:`") -> Catalog:
-        """A copy with `pricing:` applied: {backend: {model: price | {resolution: price}}}."""
+        """A copy with `pricing:` applied: {backend: {model: price | {resolution: price}}}, to
+        the standard lane (a lane's own list prices stay: they are the vendor's discount)."""
         specs = []
         for backend, models in self.models.items():
             for spec in models.values():
@@ -331,32 +379,41 @@ def _overridden(spec: ModelSpec, override: object) -> dict[str, Decimal] | None:
     return None if override is None else {FLAT: Decimal(str(override))}
 
 
+def _prices(prices: Decimal | dict[str, Decimal]) -> Mapping[str, Decimal]:
+    tiers = prices if isinstance(prices, dict) else {FLAT: prices}
+    return MappingProxyType({k: Decimal(str(v)) for k, v in tiers.items()})
+
+
 def _spec(backend: str, name: str, entry: ModelEntry, transport: str) -> ModelSpec:
-    prices = entry.prices if isinstance(entry.prices, dict) else {FLAT: entry.prices}
+    lanes = {str(n): Lane(_prices(lane.prices), lane.turnaround, lane.confirmed)
+             for n, lane in entry.lanes.items()}
     return ModelSpec(
         backend=backend, name=name, max_inputs=entry.inputs.max,
         aspect_ratios=tuple(entry.aspect_ratios), resolutions=tuple(entry.resolutions),
         default_resolution=entry.default_resolution,
         formats=MappingProxyType({str(k): v for k, v in entry.output_formats.items()})
         if entry.output_formats else None,
-        prices=MappingProxyType({k: Decimal(str(v)) for k, v in prices.items()}),
+        prices=_prices(entry.prices),
         prompt_max=entry.prompt.max_chars, status=entry.status, released=entry.released,
         shutdown=entry.shutdown, replacement=entry.replacement, transport=transport,
         input_max_bytes=entry.inputs.max_bytes,
         input_types=tuple(entry.inputs.types) if entry.inputs.types else None,
-        title=entry.title, confirmed=frozenset(entry.confirmed), tokens=entry.tokens)
+        title=entry.title, confirmed=frozenset(entry.confirmed), tokens=entry.tokens,
+        other_lanes=MappingProxyType(lanes))
 
 
 def from_file(doc: CatalogFile) -> Catalog:
     """The runtime catalogue of a validated file; a stand-in backend gets free copies of the
-    models it imitates (the backend is in the frame key, so its images never pass for real)."""
+    models it imitates (the backend is in the frame key, so its images never pass for real), on
+    the standard lane only (it has no batch API and no flex tier to imitate)."""
     specs: list[ModelSpec] = []
     for name, backend in doc.backends.items():
         specs += [_spec(name, model, entry, backend.input_transport)
                   for model, entry in backend.models.items()]
         for other in backend.stands_in_for:
             specs += [replace(_spec(name, model, entry, backend.input_transport),
-                              prices=MappingProxyType({FLAT: Decimal(0)}), tokens=None)
+                              prices=MappingProxyType({FLAT: Decimal(0)}), tokens=None,
+                              other_lanes=MappingProxyType({}))
                       for model, entry in doc.backends[other].models.items()]
     catalog = Catalog(tuple(specs), MappingProxyType(dict(doc.backends)), doc.default_backend,
                       MappingProxyType(dict(doc.tiers)))

@@ -78,6 +78,14 @@ class TaskFailed(FrameFailed):
     """The backend's task reached a terminal failure; its id need not be kept for resuming."""
 
 
+class BatchPending(FrameFailed):
+    """The frame's request is in a batch job still running (the build did not wait, or was
+    stopped): journalled, paid only if it runs; any later build collects it. Not a failure."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_later=True)
+
+
 class ImageLost(FrameFailed):
     """The task succeeded, so it was paid for, but its image is gone (an expired output URL),
     or HiAPI answers 404 for the task (another account's, or dropped), so whatever it made is

@@ -39,6 +39,7 @@ class Status(StrEnum):
     SKIPPED = "skipped"  # not sent: over budget, a stop, an upstream not built
     KEPT = "kept"  # its output was modified outside nbpipe: left alone
     LEFT = "left"  # a paid task still out at the end (Ctrl-C past the grace, a timeout)
+    PENDING = "pending"  # in a batch job still running: a later build collects it
 
 
 class Billing(StrEnum):
@@ -90,6 +91,7 @@ class Summary:
     skipped: int = 0
     kept: int = 0  # outputs modified outside nbpipe, left alone
     left: int = 0  # paid tasks still out at the end: the next build collects them
+    pending: int = 0  # in batch jobs still running (not waited for): a later build collects
     left_usd: Decimal = ZERO
     spent: Decimal = ZERO  # every paid request this build sent
     spent_earlier: Decimal = ZERO  # paid by an interrupted build, found in the journal
@@ -105,7 +107,8 @@ class Summary:
     @property
     def noop(self) -> bool:
         return not (self.rendered or self.restored or self.failed or self.skipped or self.kept
-                    or self.left or self.lost or self.maybe_billed or self.spent_earlier)
+                    or self.left or self.pending or self.lost or self.maybe_billed
+                    or self.spent_earlier)
 
     @property
     def exit_code(self) -> int:
@@ -118,7 +121,8 @@ class Summary:
     def as_json(self) -> dict[str, object]:
         return {"event": "summary", "rendered": self.rendered, "restored": self.restored,
                 "fresh": self.fresh, "failed": self.failed, "skipped": self.skipped,
-                "kept": self.kept, "left": self.left, "spent_usd": usd(self.spent),
+                "kept": self.kept, "left": self.left, "pending": self.pending,
+                "spent_usd": usd(self.spent),
                 "spent_earlier_usd": usd(self.spent_earlier), "saved_usd": usd(self.saved),
                 **({"left_usd": usd(self.left_usd)} if self.left else {}),
                 **({"lost": self.lost, "lost_usd": usd(self.lost_usd)} if self.lost else {}),
@@ -132,7 +136,8 @@ class Summary:
             return f"nothing to do: {self.fresh} frame{'s' * (self.fresh != 1)} fresh"
         counts = [f"{self.rendered} rendered", f"{self.restored} restored", f"{self.fresh} fresh"]
         counts += [f"{n} {what}" for n, what in ((self.failed, "failed"), (self.skipped, "skipped"),
-                                                 (self.kept, "left alone")) if n]
+                                                 (self.kept, "left alone"),
+                                                 (self.pending, "pending in batch jobs")) if n]
         money = [f"spent USD {fmt_usd(self.spent)}"]
         if self.left:
             money.append(f"USD {fmt_usd(self.left_usd)} in {self.left} task(s) still out; the "
@@ -169,6 +174,7 @@ _COUNTS: dict[Status, Callable[[Summary], None]] = {
     Status.SKIPPED: lambda s: setattr(s, "skipped", s.skipped + 1),
     Status.KEPT: lambda s: setattr(s, "kept", s.kept + 1),
     Status.LEFT: lambda s: setattr(s, "left", s.left + 1),
+    Status.PENDING: lambda s: setattr(s, "pending", s.pending + 1),
 }
 
 

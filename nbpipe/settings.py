@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from nbpipe.errors import UsageError
 
 BACKENDS = NAMES  # --backend's choices and NBPIPE_BACKEND's: the built-in backends
+# --lane's choices and NBPIPE_LANE's, standard first (the catalogue says which model takes which)
+LANES = ("standard", "batch", "flex")
 FLAGS = {**dict.fromkeys(("1", "true", "yes", "on"), True),
          **dict.fromkeys(("0", "false", "no", "off"), False)}
 T = TypeVar("T")
@@ -62,6 +64,7 @@ class Settings(NamedTuple):
     cache_dir: Path | None = None  # NBPIPE_CACHE_DIR: a cache shared by projects
     backend: str | None = None  # NBPIPE_BACKEND: --backend's default
     profile: str | None = None  # NBPIPE_PROFILE: --profile's default
+    lane: str | None = None  # NBPIPE_LANE: --lane's default (None: the manifest's lanes)
     remote: str | None = None  # NBPIPE_REMOTE: over the manifest's cache.remote
     remote_endpoint: str | None = None  # NBPIPE_REMOTE_ENDPOINT: over cache.endpoint_url
     max_frames: int | None = None  # NBPIPE_MAX_FRAMES: how far a manifest may raise max_frames
@@ -71,6 +74,7 @@ class Settings(NamedTuple):
     gc_grace: float = 3600.0  # NBPIPE_GC_GRACE: a blob younger than this is never collected
     recover_timeout: float = 300.0  # NBPIPE_RECOVER_TIMEOUT: collecting what builds left
     interrupt_grace: float = 10.0  # NBPIPE_INTERRUPT_GRACE: after Ctrl-C, for tasks in flight
+    batch_poll_interval: float = 30.0  # NBPIPE_BATCH_POLL_INTERVAL: seconds between job polls
     # backends
     hiapi_key: Secret | None = None  # HIAPI_API_KEY, else HIAPI_TOKEN
     gemini_key: Secret | None = None  # GEMINI_API_KEY, else GOOGLE_API_KEY
@@ -103,6 +107,7 @@ class Settings(NamedTuple):
             cache_dir=read.path("NBPIPE_CACHE_DIR"),
             backend=read.backend("NBPIPE_BACKEND"),
             profile=read.text("NBPIPE_PROFILE"),
+            lane=read.choice("NBPIPE_LANE", LANES),
             remote=read.text("NBPIPE_REMOTE"),
             remote_endpoint=read.text("NBPIPE_REMOTE_ENDPOINT"),
             max_frames=read.whole("NBPIPE_MAX_FRAMES", least=1),
@@ -111,6 +116,7 @@ class Settings(NamedTuple):
             gc_grace=read.number("NBPIPE_GC_GRACE", 3600.0),
             recover_timeout=read.number("NBPIPE_RECOVER_TIMEOUT", 300.0),
             interrupt_grace=read.number("NBPIPE_INTERRUPT_GRACE", 10.0),
+            batch_poll_interval=read.number("NBPIPE_BATCH_POLL_INTERVAL", 30.0),
             hiapi_key=read.secret("HIAPI_API_KEY", "HIAPI_TOKEN"),
             gemini_key=read.secret("GEMINI_API_KEY", "GOOGLE_API_KEY"),
             hiapi_base_url=read.text("HIAPI_BASE_URL"),

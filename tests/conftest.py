@@ -215,3 +215,18 @@ def fake_gemini(monkeypatch):
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)
         monkeypatch.setenv("NBPIPE_RETRY_BASE", "0.01")
         yield fake
+
+
+@pytest.fixture
+def fake_gemini_batch(monkeypatch):
+    """A running fake Gemini with the Batch and Files APIs; nbpipe pointed at it, polling fast."""
+    from tests.fakes.gemini_batch import FakeGeminiBatch
+
+    with FakeGeminiBatch() as fake:
+        monkeypatch.setenv("GEMINI_API_KEY", fake.key)
+        monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)
+        monkeypatch.setenv("NBPIPE_RETRY_BASE", "0.01")
+        monkeypatch.setenv("NBPIPE_BATCH_POLL_INTERVAL", "0.01")
+        yield fake
+

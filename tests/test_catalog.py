@@ -37,6 +37,9 @@ def _facts() -> dict[str, set[str]]:
         for spec in models.values():
             facts["model"].add(spec.name)
             facts["price"] |= {format(p.normalize(), "f") for p in spec.prices.values() if p}
+            for lane in spec.lanes[1:]:
+                facts["price"] |= {format(p.normalize(), "f")
+                                   for p in spec.other_lanes[lane].prices.values() if p}
             facts["tier"] |= set(spec.resolutions)
             facts["ratio"] |= set(spec.aspect_ratios) - {"auto"}
             facts["limit"] |= {str(n) for n in (spec.prompt_max, spec.input_max_bytes) if n}
@@ -110,10 +113,16 @@ def _model(doc: dict, name: str) -> dict:
     (lambda d: _model(d, "gemini-3-pro-image").update(status="retired"),
      "a retired model needs its shutdown date"),
     (lambda d: _model(d, "gemini-3-pro-image").update(resolutions=["1K", "2K", "8K"],
-                                                     prices={"1K": 1, "2K": 1, "8K": 1}),
+                                                     prices={"1K": 1, "2K": 1, "8K": 1},
+                                                     lanes={}),
      "unknown tiers ['8K']"),
     (lambda d: _model(d, "gemini-3-pro-image").update(shutdown="soon"), "shutdown"),
     (lambda d: d["backends"]["gemini"].update(colour="blue"), "colour"),
+    (lambda d: _model(d, "gemini-3-pro-image")["lanes"]["batch"].update(prices={"1K": 0.1}),
+     "tiered prices must name exactly the model's resolutions"),
+    (lambda d: _model(d, "gemini-3-pro-image")["lanes"].update(priority={"prices": 1,
+                                                                         "source": "x"}),
+     "priority"),
 ])
 def test_the_loader_refuses_an_inconsistent_catalogue(mutate, words):
     doc = _doc()
@@ -166,7 +175,8 @@ def test_the_starter_manifest_names_only_models_in_service():
 def _readme_table() -> str:
     """README's model table, made from the catalogue: models in service, then the shut-down."""
     when = catalog.today()
-    rows = ["| backend | model | status | takes | USD per image |", "|---|---|---|---|---|"]
+    rows = ["| backend | model | status | takes | USD per image | lanes |",
+            "|---|---|---|---|---|---|"]
     gone = []
     for backend in ("hiapi", "gemini"):
         for spec in builtin().models[backend].values():
@@ -179,10 +189,19 @@ def _readme_table() -> str:
                 else "; no `resolution`"
             prices = " / ".join(format(spec.prices[r], "f") for r in spec.resolutions) \
                 if spec.resolutions else format(spec.price(None), "f")
-            rows.append(f"| {backend} | {spec.name} | {spec.status}{since} | {takes} | {prices} |")
-    rows.append("| preview | any of the above | | the same limits, offline | 0 |")
+            lanes = ", ".join(_lane_cell(spec, name) for name in spec.lanes[1:]) or \
+                "standard only"
+            rows.append(f"| {backend} | {spec.name} | {spec.status}{since} | {takes} | {prices} "
+                        f"| {lanes} |")
+    rows.append("| preview | any of the above | | the same limits, offline | 0 | standard only |")
     return "\n".join(rows) + "\n\nShut down (a manifest naming one is an error that names its " \
         f"replacement): {', '.join(gone)}.\n"
+
+
+def _lane_cell(spec, lane: str) -> str:
+    tiers = spec.resolutions or (None,)
+    prices = " / ".join(format(spec.price(r, lane), "f") for r in tiers)
+    return f"{lane} {prices}" + ("" if spec.lane(lane).confirmed else " (unconfirmed)")
 
 
 def test_readme_model_table_is_made_from_the_catalogue():
@@ -220,3 +239,31 @@ def test_the_schema_does_not_depend_on_the_installed_pydantic():
     prices = schema["$defs"]["ModelEntry"]["properties"]["prices"]
     assert prices["anyOf"] == [{"type": "number"}, {"additionalProperties": {"type": "number"},
                                                     "type": "object"}]
+
+
+def test_lanes_are_data_with_their_own_prices():
+    from decimal import Decimal
+
+    pro = builtin().get("gemini", "gemini-3-pro-image")
+    assert pro.lanes == ("standard", "batch", "flex")
+    for tier in pro.resolutions:  # the vendor's discount: half the standard price
+        assert pro.price(tier, "batch") == pro.price(tier, "flex") == pro.price(tier) / 2
+    assert pro.price(None, "batch") == pro.price("1K") / 2  # the default tier
+    assert pro.lane("batch").confirmed and not pro.lane("flex").confirmed
+    assert pro.lane("standard") is None
+    for backend in ("hiapi", "preview"):
+        assert {s.lanes for s in builtin().models[backend].values()} == {("standard",)}
+    # A lane a model does not take is priced as standard, never lower (an untrusted lock).
+    nano = builtin().get("hiapi", "Nano-Banana")
+    assert nano.price(None, "batch") == nano.price(None) == Decimal("0.05")
+
+
+def test_a_price_override_applies_to_the_standard_lane_only():
+    from decimal import Decimal
+
+    base = builtin().get("gemini", "gemini-3-pro-image")
+    spec = builtin().with_prices({"gemini": {"gemini-3-pro-image": {"4K": 1}}}) \
+        .get("gemini", "gemini-3-pro-image")
+    assert spec.price("4K") == Decimal(1)
+    assert spec.price("4K", "batch") == base.price("4K", "batch")
+    assert spec.lanes == base.lanes

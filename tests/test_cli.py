@@ -39,7 +39,7 @@ def test_example_plan_json(project, run, example):
     assert doc["summary"]["frames"] == len(doc["frames"])
     for frame in doc["frames"]:
         assert set(frame) == {"frame", "target", "action", "reason", "backend", "model",
-                              "cost_usd", "key", "output"}
+                              "lane", "cost_usd", "key", "output"}
         assert frame["action"] in ("render", "blocked")
         assert (frame["key"] is None) == (frame["action"] == "blocked")
 

@@ -18,8 +18,9 @@ def describe_request(frame: Frame, mimes: list[str] | None = None) -> dict[str, 
     from nbpipe.backends.registry import spec
 
     found = spec(frame.backend)
-    return found.describe(frame.request, [describe_image(image, found.payload_style)
-                                          for image in frame.inputs], mimes)
+    return found.on_lane(found.describe(frame.request, [describe_image(image, found.payload_style)
+                                                        for image in frame.inputs], mimes),
+                         frame.lane)
 
 
 def default_jobs(name: str) -> int:

@@ -52,11 +52,15 @@ class InputData:
 
 @dataclass(frozen=True)
 class Job:
-    """One render attempt: which take it is (for the Idempotency-Key), what it is priced at, a
-    task to re-attach to instead of creating one, and where to report a task id the moment it
-    is known."""
+    """One render attempt: which take it is (for the Idempotency-Key), a task to re-attach to
+    instead of creating one, where to report a task id the moment it is known, and the lane
+    it goes on."""
 
     take: int = 1
+    lane: str = "standard"  # how to send it (standard, batch, flex): not in the Request, since
+    # the image is the same; the backend sends it as the provider asks (Gemini: serviceTier);
+    # "batch" goes in a job (engine/batches.py)
+    wait: bool = True  # batch: wait for the job to end (False: one look, then pending)
     resume_task: str | None = None
     body: str | None = None  # a create already sent (journalled): resend exactly these bytes
     on_send: Callable[[str], None] = lambda body: None  # journal the wire body before sending

@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from nbpipe.backends.base import InputData, Job, Rendered, Sink
+from nbpipe.backends.base import Backend, InputData, Job, Rendered, Sink
+from nbpipe.backends.batch import Batches
 from nbpipe.backends.http import (
     Answer,
     HttpBackend,
@@ -38,6 +39,11 @@ PAYLOAD_STYLE = "base64 data"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+FLEX = "flex"  # the lane, and the serviceTier value that asks for it
+# A flex request the server sheds (429/503) is asked again within the same deadline as any
+# call; shedding is flex's normal answer under load, so more attempts than a standard call's.
+FLEX_ATTEMPTS = 12
+CALL_LANES = ("standard", FLEX)  # the lanes one generateContent call sends
 FINISH_REASONS = {
     "IMAGE_SAFETY": "the image was blocked by safety filters",
     "IMAGE_PROHIBITED_CONTENT": "the image was blocked as prohibited content",
@@ -69,6 +75,12 @@ def generate_body(request: Request, image_data: list[str],
     if image_config:
         config["imageConfig"] = image_config
     return {"contents": [{"role": "user", "parts": parts}], "generationConfig": config}
+
+
+def on_lane(body: dict[str, object], lane: str) -> dict[str, object]:
+    """The body as sent on `lane`: Flex is the same request with `serviceTier: "flex"` (the
+    proto's JSON name, as google-genai sends it); standard and batch name no tier."""
+    return {**body, "serviceTier": FLEX} if lane == FLEX else body
 
 
 @dataclass(frozen=True)
@@ -105,15 +117,21 @@ class GeminiBackend(HttpBackend):
 
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered:
+        if job.lane not in CALL_LANES:  # sent as a call, it would be billed at standard price
+            raise FrameFailed(f"a {job.lane}-lane frame is sent in a batch job, never as one "
+                              "generateContent call (that would bill the standard price)")
         images = [i.data for i in inputs if i.data is not None]
         if len(images) < len(inputs):
             missing = [i.image.ref for i in inputs if i.data is None]
             raise FrameFailed("Gemini takes input images inline; no bytes for "
                               + ", ".join(missing))
-        body = generate_body(request, [base64.b64encode(data).decode() for data in images],
-                             [i.mime for i in inputs])
-        reply = await self.settings.retry.run(lambda: self._generate(request.model, body))
-        image = _image(reply)
+        body = on_lane(generate_body(request, [base64.b64encode(data).decode() for data in images],
+                                     [i.mime for i in inputs]), job.lane)
+        retry = self.settings.retry
+        if job.lane == FLEX:
+            retry = replace(retry, attempts=max(retry.attempts, FLEX_ATTEMPTS))
+        reply = await retry.run(lambda: self._generate(request.model, body, job.lane))
+        image = reply_image(reply)
         if len(image) > self.settings.max_bytes:  # made, so billed
             raise FrameFailed(f"the image is {len(image):,} bytes, over the "
                               f"{self.settings.max_bytes:,}-byte cap; not retried, since "
@@ -121,11 +139,16 @@ class GeminiBackend(HttpBackend):
         sink.write(image)
         return Rendered(task_id=None)
 
-    async def _generate(self, model: str, body: dict[str, object]) -> GeminiReply:
+    async def _generate(self, model: str, body: dict[str, object],
+                        lane: str = "standard") -> GeminiReply:
         url = f"{self.settings.base_url}/{self.settings.api_version}/models/{model}:generateContent"
         answer = await self.exchange("POST", url, {"x-goog-api-key": self.settings.api_key}, body)
         if answer.status != 200:
-            raise self._error(answer, model, url)
+            error = self.error(answer, model, url)
+            if lane == FLEX and _refuses_flex(answer, error):
+                error = FrameFailed(f"this model does not take the flex lane: {error} (send it "
+                                    "on the standard or batch lane: `lane:` in the manifest)")
+            raise error
         try:
             if answer.problem:
                 raise ReplyProblem(answer.problem)
@@ -134,7 +157,7 @@ class GeminiBackend(HttpBackend):
             raise FrameFailed(f"Gemini answered HTTP 200 with {exc}; not retried, since the "
                               "request may have been billed", maybe_billed=True) from None
 
-    def _error(self, answer: Answer, model: str, url: str) -> Exception:
+    def error(self, answer: Answer, model: str, url: str) -> Exception:
         status = answer.status
         try:
             error = validate(GeminiErrorBody, answer.body).error or GeminiError()
@@ -159,6 +182,15 @@ class GeminiBackend(HttpBackend):
         return FrameFailed(f"Gemini rejected the request (HTTP {kind}): {message}")
 
 
+def _refuses_flex(answer: Answer, error: Exception) -> bool:
+    """A 400 that names the tier: the server does not take flex for this model (the catalogue
+    marks flex unconfirmed for image models). Any other 400 is the request's own fault."""
+    if answer.status != 400 or type(error) is not FrameFailed:  # a refused key stays so
+        return False
+    said = str(error).lower()
+    return any(w in said for w in ("servicetier", "service_tier", "service tier", "flex"))
+
+
 def _retry_delay(error: GeminiError) -> float | None:
     for detail in error.details or []:
         if (detail.type or "").endswith("google.rpc.RetryInfo"):
@@ -170,7 +202,7 @@ def _retry_delay(error: GeminiError) -> float | None:
     return None
 
 
-def _image(reply: GeminiReply) -> bytes:
+def reply_image(reply: GeminiReply) -> bytes:
     """The first non-thought inline image of the reply, or FrameFailed saying why there is none.
 
     Policy: Google prices image output per image, so a well-formed 200 without one (a block, a
@@ -213,7 +245,17 @@ def open_gemini(jobs: int, rpm: int | None, settings: Settings) -> GeminiBackend
     return GeminiBackend(mine, pooled_client(jobs), RateLimiter(rpm))
 
 
-SPEC = BackendSpec(name="gemini", lanes=(Lane.CALL,), inputs=Inputs.INLINE, key_env=KEY_VARS,
+def _batches(backend: Backend) -> Batches:
+    from nbpipe.backends.gemini_batch import GeminiBatches  # it imports this module
+
+    if not isinstance(backend, GeminiBackend):
+        raise TypeError(f"not a Gemini backend: {backend!r}")
+    return GeminiBatches(backend)
+
+
+SPEC = BackendSpec(name="gemini", lanes=(Lane.CALL, Lane.BATCH), inputs=Inputs.INLINE,
+                   key_env=KEY_VARS,
                    base_url_env="GOOGLE_GEMINI_BASE_URL", payload_style=PAYLOAD_STYLE,
-                   open=open_gemini, describe=generate_body,
-                   endpoint=lambda model: f"POST /v1beta/models/{model}:generateContent")
+                   open=open_gemini, describe=generate_body, on_lane=on_lane,
+                   endpoint=lambda model: f"POST /v1beta/models/{model}:generateContent",
+                   batch=_batches)

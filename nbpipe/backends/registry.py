@@ -10,7 +10,9 @@ Lanes are how the engine talks to a provider, each with its journal protocol (DE
 `call` (synchronous, not idempotent: the journal holds the exact body before sending; a lost
 reply may be billed: announced, counted, never silently resent), `task` (an id to poll,
 journalled the moment it is known and collected by any later build) and `batch` (many requests
-under one job id; declared here, driven by a later engine).
+under one job, journalled before it is created and found again by its name; engine/batches.py).
+A provider's first lane is how a frame on the standard lane renders; `batch` is a lane a frame
+may ask for (`lane: batch`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from nbpipe.backends.names import BUILTIN, NAMES, installed
 if TYPE_CHECKING:  # the specs' types only: importing them costs the provider modules
 
     from nbpipe.backends.base import Backend
+    from nbpipe.backends.batch import Batches
     from nbpipe.plan.frame import Request
     from nbpipe.settings import Settings
 
@@ -43,6 +46,11 @@ class Inputs(StrEnum):
     INLINE = "inline"  # their bytes, in the request body
     URL = "url"  # URLs the provider fetches (nbpipe shares them from the remote cache)
     LOCAL = "local"  # nothing travels: rendered on this machine
+
+
+def same_body(body: dict[str, object], lane: str) -> dict[str, object]:
+    """A provider whose request names no lane: the body is the same on each."""
+    return body
 
 
 class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module cheaply
@@ -70,6 +78,12 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
     # A third-party backend's models, prices and limits: its entry in catalog.json's shape
     # (`backends.<name>`), merged into the catalogue; a built-in backend's live in catalog.json.
     catalog: Mapping[str, Any] | None = None
+    # The batch lane's client over an opened backend (required of a spec that lists Lane.BATCH)
+    batch: Callable[[Backend], Batches] | None = None
+    # How the body of a call names its pricing lane (Gemini's flex: `serviceTier`), used both
+    # when sending and by `show`, so what `show` prints is what is sent. The catalogue says
+    # which lanes a model takes; a lane the body does not name leaves it as it is.
+    on_lane: Callable[[dict[str, object], str], dict[str, object]] = same_body
 
     @property
     def lane(self) -> Lane:

@@ -94,7 +94,7 @@ def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None,
 def build_options(frames: tuple[str, ...], backend: str | None, profile: str | None, *,
                   jobs: int | None, max_cost: Decimal | None, trust_prices: bool,
                   fail_fast: bool, keep_going: bool, offline: bool, remote_errors: str,
-                  force: bool) -> BuildOptions:
+                  force: bool, wait: bool = True) -> BuildOptions:
     """The one place a command line becomes the engine's BuildOptions."""
     from nbpipe.engine.build import BuildOptions
 
@@ -102,7 +102,8 @@ def build_options(frames: tuple[str, ...], backend: str | None, profile: str | N
         raise UsageError("--fail-fast and --keep-going contradict each other")
     return BuildOptions(patterns=frames, force=force, backend=backend, jobs=jobs,
                         max_cost=max_cost, fail_fast=fail_fast, profile=profile,
-                        offline=offline, trust_prices=trust_prices, remote_errors=remote_errors)
+                        offline=offline, trust_prices=trust_prices, remote_errors=remote_errors,
+                        wait=wait)
 
 
 def build_flags(command: F) -> F:
@@ -133,7 +134,9 @@ BUILD_FLAGS = [
 @click.argument("frames", nargs=-1)
 @target("Render every frame on this backend.")
 @build_flags
-@click.option("--no-wait", is_flag=True, help="Fail at once if another build holds the project.")
+@click.option("--no-wait", is_flag=True, help="Wait for nothing: fail at once if another build "
+              "holds the project, and leave batch jobs running (their frames end `pending`; "
+              "a later build collects them).")
 @click.option("--offline", is_flag=True, help="Never touch the remote cache.")
 @click.option("--remote-errors", type=click.Choice(["fail", "render"]), default="fail",
               show_default=True, help="When the remote cache cannot be read: fail the frames "
@@ -166,7 +169,7 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
     options = build_options(frames, backend, profile, jobs=jobs, max_cost=max_cost,
                             trust_prices=trust_prices, fail_fast=fail_fast,
                             keep_going=keep_going, offline=offline,
-                            remote_errors=remote_errors, force=force)
+                            remote_errors=remote_errors, force=force, wait=not no_wait)
     project = edge.project(backend, profile, warn=True)
     if check:
         plan = run_check(project, edge.cache_dir(), frames, noted(sink_for(as_json, 0)),

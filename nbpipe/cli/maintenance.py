@@ -100,4 +100,35 @@ def clean(ctx: click.Context, orphans: bool, dry_run: bool) -> int:
     return EXIT_OK
 
 
-COMMANDS = (takes, pin, which, gc, clean)
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
+@click.pass_context
+def batches(ctx: click.Context, as_json: bool) -> int:
+    """The batch jobs builds left open (lane: batch): name, model, frames, state, age, cost."""
+    if ctx.invoked_subcommand is not None:
+        return EXIT_OK
+    from nbpipe.ops.batches import open_jobs
+    from nbpipe.ui.batches import jobs_json, jobs_text
+
+    edge = Edge.of(ctx)
+    rows = open_jobs(edge.cache_dir(), edge.settings)
+    click.echo(jobs_json(rows) if as_json else jobs_text(rows))
+    return EXIT_OK
+
+
+@batches.command("cancel")
+@click.argument("name")
+@click.pass_context
+def cancel_batch(ctx: click.Context, name: str) -> int:
+    """Cancel the job NAME (as `nbpipe batches` prints it): its frames fail at the next
+    build, which still collects every request the job answered."""
+    from nbpipe.ops.batches import cancel
+    from nbpipe.ui.batches import jobs_text
+
+    edge = Edge.of(ctx)
+    row = cancel(edge.cache_dir(), edge.settings, name)
+    click.echo(f"cancelled {row.name}\n" + jobs_text([row]))
+    return EXIT_OK
+
+
+COMMANDS = (takes, pin, which, gc, clean, batches)

@@ -14,7 +14,7 @@ import click
 
 from nbpipe.errors import UsageError
 from nbpipe.launch import Early, cache_dir
-from nbpipe.settings import BACKENDS, Settings
+from nbpipe.settings import BACKENDS, LANES, Settings
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -36,6 +36,10 @@ class Edge:
     early: Early = field(default_factory=Early)
     warned: set[object] = field(default_factory=set)
     asked: Path | None = None  # -C as given; None: `root` was found upward (launch.project_root)
+    # --lane, else NBPIPE_LANE: every command that plans frames plans them on it (None: the
+    # manifest's lanes). Kept here, not passed along: it changes prices and waits, not images,
+    # so no command but those that plan needs to hear of it.
+    lane: str | None = None
 
     @staticmethod
     def of(ctx: click.Context) -> Edge:
@@ -71,7 +75,8 @@ class Edge:
 
         if not os.path.isdir(self.root):  # not Path.is_dir: that raises on a name too long
             raise UsageError(f"no such directory: {self.root}")
-        project = open_project(self.root, backend, profile, current_catalog(self.cache_dir()))
+        project = open_project(self.root, backend, profile, current_catalog(self.cache_dir()),
+                               self.lane)
         for warning in project.warnings if warn else ():
             if warning not in self.warned:
                 self.warned.add(warning)
@@ -155,10 +160,22 @@ PROFILE = click.option("--profile", metavar="NAME", callback=_from_settings("pro
                        "default: $NBPIPE_PROFILE.")
 
 
+def _lane(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """--lane, else NBPIPE_LANE, kept on the Edge for `Edge.project` (see `Edge.lane`)."""
+    edge = Edge.of(ctx)
+    edge.lane = value if value is not None else edge.settings.lane
+
+
+LANE = click.option("--lane", type=click.Choice(LANES), callback=_lane, expose_value=False,
+                    help="Send every frame on this lane: standard, batch (half price, within "
+                    "24 h) or flex (half price, best effort), where its model takes it; "
+                    "default: $NBPIPE_LANE, else the manifest's `lane:`.")
+
+
 def target(help_text: str | None = None) -> Callable[[F], F]:
-    """--backend and --profile: what the frames are planned as."""
+    """--backend, --profile and --lane: what the frames are planned as."""
     def apply(command: F) -> F:
-        return backend_option(help_text)(PROFILE(command))
+        return backend_option(help_text)(PROFILE(LANE(command)))
     return apply
 
 

@@ -14,6 +14,7 @@ request carries), telling.py (each frame's event and its money), stop.py (one st
 from __future__ import annotations
 
 import asyncio
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from nbpipe import interrupts
 from nbpipe.backends import default_jobs, open_backend
 from nbpipe.backends.base import Backend
 from nbpipe.backends.names import NAMES
+from nbpipe.engine.batches import BatchLane, batch_client
 from nbpipe.engine.finish import (
     drop_undeclared,
     end_build,
@@ -35,6 +37,7 @@ from nbpipe.engine.finish import (
 from nbpipe.engine.flights import Flights
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.materializer import Materializer
+from nbpipe.engine.parking import Parking
 from nbpipe.engine.pusher import pusher_for
 from nbpipe.engine.recover import Recovery, entry_frame, report_unreported, say_kept
 from nbpipe.engine.renderer import Backends, OpenBackend, Renderer
@@ -46,6 +49,7 @@ from nbpipe.plan.budget import Budget
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Project, Step, make_plan
 from nbpipe.settings import Settings, current
+from nbpipe.store.batchlog import BATCHES, BatchLog
 from nbpipe.store.cache import Cache
 from nbpipe.store.journal import Journal
 from nbpipe.store.known import StoreKnown
@@ -69,6 +73,7 @@ class BuildOptions:
     trust_prices: bool = False  # measure the budget in the manifest's `pricing:` as it stands
     remote_errors: str = "fail"  # "render": pay for a frame even when the remote may hold it
     profile: str | None = None
+    wait: bool = True  # wait for batch jobs (False: --no-wait, their frames end pending)
 
 
 @dataclass
@@ -146,6 +151,8 @@ class Build:
         inflight = InFlight(self.journal, teller)
         renderer = Renderer(self.project, self.cache, self.journal, self.remote, opened, budget,
                             teller, inflight, options.force)
+        renderer.batch = batch_lane(self.journal, opened, self.stop, teller, options.wait,
+                                    self.settings.batch_poll_interval)
         renderer.pusher = pusher_for(self.remote, self._remote_url(), self.cache, self.state,
                                      self.project.frames.values(), self.lock, self.tally)
         known = StoreKnown(self.lock, self.cache, self.state, self.remote)
@@ -162,7 +169,8 @@ class Build:
         grace = self.settings.interrupt_grace if options.grace is None else options.grace
         return Scheduler(renderer, materializer, recovery, teller, self.stop, flights, inflight,
                          budget, slots, known, self.remote, grace, options.force,
-                         options.fail_fast, options.remote_errors, self.decided)
+                         options.fail_fast, options.remote_errors, self.decided,
+                         renderer.batch.parking)
 
     def _backend_names(self) -> set[str]:
         """Every backend a frame or a journal entry of this build may send to."""
@@ -222,6 +230,7 @@ class Build:
         drop_undeclared(self.lock, self.project.frames, self.state, self.tally)
         remember_outcomes(self.state, frames, walk.failed)
         save_lock(self.lock, self.project.loaded.root)
+        close_batches(walk.renderer.batch, self.journal, self.tally)
         pusher = walk.renderer.pusher
         if pusher is not None:
             pusher.finish(self.tally, self.stop.interrupted)
@@ -229,7 +238,7 @@ class Build:
         self.state.set_fingerprint(fingerprint_for(
             self.project, self.lock, self.state, frames,
             (self.options.backend, self.options.profile), self._remote_url(),
-            self._complete(frames, pusher)))
+            _complete(self, frames, pusher)))
         try:
             self.state.save()
         except OSError:
@@ -257,18 +266,40 @@ class Build:
                 self.walk.teller.entry(cancelled, Status.LEFT, "still out as the build ended",
                                        charge)
 
-    def _complete(self, frames: list[Frame], pusher: object) -> bool:
-        # Complete from each frame's outcome, never from counters: an interrupted frame has
-        # none. Open journal entries keep the fast path off until they are collected, and so
-        # does work left for the remote (a push not done, a catch-up not yet possible).
-        settled = getattr(pusher, "settled", None)
-        return not self.options.patterns and not self.options.force and \
-            not self.stop.interrupted and not self.journal.open and \
-            (settled is None or settled()) and len(frames) == len(self.project.frames) and \
-            all(self.walk.outcomes.get(f.name) and f.name in self.lock.entries for f in frames)
-
     def _remote_url(self) -> str | None:
         return remote_url(self.project.loaded.manifest.cache.remote)
+
+
+def _complete(build: Build, frames: list[Frame], pusher: object) -> bool:
+    """Whether the no-op fast path may trust this build's outcome."""
+    # Complete from each frame's outcome, never from counters: an interrupted frame has
+    # none. Open journal entries keep the fast path off until they are collected, and so
+    # does work left for the remote (a push not done, a catch-up not yet possible).
+    settled = getattr(pusher, "settled", None)
+    return not build.options.patterns and not build.options.force and \
+        not build.stop.interrupted and not build.journal.open and \
+        (settled is None or settled()) and len(frames) == len(build.project.frames) and \
+        all(build.walk.outcomes.get(f.name) and f.name in build.lock.entries for f in frames)
+
+
+def batch_lane(journal: Journal, opened: Backends, stop: Stop, teller: Teller, wait: bool,
+               poll: float) -> BatchLane:
+    """This build's batch lane: its jobs' log beside the journal, each backend's batch client
+    made once, when first needed."""
+    clients = functools.cache(lambda name: batch_client(opened.get(name)))
+    return BatchLane(BatchLog(journal.path.with_name(BATCHES)), clients, opened.account, stop,
+                     teller.note, Parking(), wait, poll)
+
+
+def close_batches(lane: BatchLane | None, journal: Journal, tally: Tally) -> None:
+    """Say the batch jobs this build leaves running, and compact their log."""
+    if lane is not None:
+        left = lane.close()
+        if left:
+            names = ", ".join(left[:4]) + (" …" if len(left) > 4 else "")
+            tally.note(f"{len(left)} batch job{'s' * (len(left) != 1)} keep running ({names}); "
+                       "`nbpipe build` collects them (`nbpipe batches` lists them)")
+        lane.log.close(set(journal.open))
 
 
 def _cap(options: BuildOptions, project: Project) -> Decimal | None:

@@ -31,14 +31,14 @@ def _frame(entry: Entry, cost: Decimal) -> Frame:
     return Frame(name=entry.frame, target=entry.frame, backend=entry.backend,
                  model=str(request.get("model")), parts=(str(request.get("prompt")),),
                  params=params, inputs=_inputs_of(request), output="", key=entry.key,
-                 cost=cost)
+                 cost=cost, lane=entry.lane)
 
 
 def entry_price(entry: Entry, catalog: Catalog) -> Decimal:
     spec = catalog.get(entry.backend, str(entry.request.get("model")))
     params = entry.request.get("params") or {}
     try:
-        return spec.price(params.get("resolution")) if spec else Decimal(0)
+        return spec.price(params.get("resolution"), entry.lane) if spec else Decimal(0)
     except Exception:
         return Decimal(0)
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 
+from nbpipe.catalog import STANDARD
 from nbpipe.engine.flights import Landing, key_of
 from nbpipe.engine.telling import Teller
 from nbpipe.errors import FrameFailed
@@ -110,7 +111,17 @@ class Materializer:
     def pin(self, frame: Frame, digest: str, cost: Decimal, output: str | None) -> None:
         self.lock.entries[frame.name] = LockEntry(
             key=key_of(frame), output=output or frame.output, digest=digest, backend=frame.backend,
-            model=frame.model, cost_usd=float(cost))
+            model=frame.model, cost_usd=float(cost), lane=self._lane_of(frame, digest))
+
+    def _lane_of(self, frame: Frame, digest: str) -> str | None:
+        """The lane the pinned take was sent on (None: standard), which its cost follows: the
+        lock's word for a take it pins already, else the take's own, else the frame's."""
+        key = key_of(frame)
+        entry = self.lock.entries.get(frame.name)
+        if entry and entry.key == key and entry.digest == digest:
+            return entry.lane
+        lane = next((t.lane for t in self.cache.takes(key) if t.digest == digest), frame.lane)
+        return None if lane == STANDARD else lane
 
     def _locked_cost(self, frame: Frame) -> Decimal:
         entry = self.lock.entries.get(frame.name)

@@ -54,7 +54,8 @@ class Recovery:
         """Calls an earlier build sent and never heard back from (kill -9, a crash): they may
         have been billed. Say so, count them, and only then send again."""
         unknown = [e for e in self.journal.open.values()  # this account's: another's is left
-                   if unrepeatable(e.backend) and e.task_id is None
+                   # (a batch request waits in its job: batchlog.py finds it again)
+                   if unrepeatable(e.backend) and e.task_id is None and e.lane != "batch"
                    and e.belongs_to(self.renderer.backends.account(e.backend))]
         if not unknown:
             return
@@ -77,8 +78,9 @@ class Recovery:
         within the build's -j, and within a total time bound: what is still out then stays in
         the journal for the next build. `after`: once the frames are done, the tasks they left
         (a bad download), even under a key a frame sent."""
+        frames = self.renderer.frames()
         entries = self._sendable(self._ours([e for e in self.journal.open.values()
-                                             if resumable(e.backend) and (e.task_id or e.body)
+                                             if _collectable(e, frames)
                                              and (e.key, e.take) not in self._tried]), after)
         if not entries or self.stop:
             return
@@ -192,7 +194,8 @@ class Recovery:
         """Re-attach to the entry's task (or resend its create byte for byte): its image, or
         None with the reason said and the entry closed where no image will come of it."""
         slot = (entry.key, entry.take)
-        job = Job(take=entry.take, resume_task=entry.task_id, body=entry.body,
+        job = Job(take=entry.take, lane=entry.lane, wait=False, resume_task=entry.task_id,
+                  body=entry.body,
                   on_task=lambda task_id: self.journal.task(entry.key, entry.take, task_id),
                   on_created=lambda: self.renderer.created.add(slot))
         self.renderer.resends(entry)
@@ -285,6 +288,15 @@ def say_kept(journal: Journal, teller: Teller) -> None:
     teller.note(f"{len(journal.kept)} journal entr{'y' if len(journal.kept) == 1 else 'ies'} "
                 f"of a backend or model this nbpipe does not know ({', '.join(names[:8])}): "
                 "kept, not sent; a build with that plug-in or model collects them")
+
+
+def _collectable(entry: Entry, frames: dict[str, Frame]) -> bool:
+    """An entry a later build may collect: a task (or a create under an idempotency key) of
+    a resumable backend, or a request in a batch job whose name is known (a look is free) that
+    no frame of this build makes (a frame's own goes with it: pending, failed or collected)."""
+    if entry.lane == "batch":
+        return entry.task_id is not None and entry.key not in frames
+    return resumable(entry.backend) and bool(entry.task_id or entry.body)
 
 
 def _resent(renderer: Renderer, entry: Entry) -> bool:

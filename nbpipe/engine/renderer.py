@@ -14,20 +14,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Container, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
 from nbpipe.backends.base import Backend, InputData, Job, StoppedMaybeSent, TaskStillOut
 from nbpipe.backends.images import verify_image_async
 from nbpipe.backends.registry import resumable, spec, unrepeatable
+from nbpipe.engine.batches import BatchLane
 from nbpipe.engine.entries import recorded_key
 from nbpipe.engine.flights import key_of
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.inputs import input_data
 from nbpipe.engine.pusher import Deferred, Pusher
 from nbpipe.engine.telling import Charge, Teller
-from nbpipe.errors import FrameFailed, ImageLost, NbpipeError, TaskFailed
+from nbpipe.errors import BatchPending, FrameFailed, ImageLost, NbpipeError, TaskFailed
 from nbpipe.events import Billing
 from nbpipe.plan.budget import Budget
 from nbpipe.plan.frame import Frame, InputImage
@@ -80,6 +81,7 @@ class Renderer:
     mine: set[tuple[str, int]] = field(default_factory=set)  # entries this build opened
     created: set[tuple[str, int]] = field(default_factory=set)  # new tasks this build paid for
     sent_keys: dict[str, Frame] = field(default_factory=dict)  # keys its frames rendered
+    batch: BatchLane | None = None  # how frames on the batch lane are sent
 
     async def render(self, step: Step, release: Callable[[], None]) -> Take:
         """Send the frame's request (or re-attach to the open entry of its key) into the
@@ -90,8 +92,9 @@ class Renderer:
         inputs = [input_data(image, frame.backend, self.project.loaded.root, self.cache,
                              self.remote, lifetime) for image in frame.inputs]
         entry = self._entry(step)
+        frame = replace(frame, lane=entry.lane)  # an entry sent in a job is a job's, priced so
         take_no = entry.take
-        job = Job(take=take_no, resume_task=entry.task_id, body=entry.body,
+        job = Job(take=take_no, lane=entry.lane, resume_task=entry.task_id, body=entry.body,
                   on_send=lambda body: self.journal.sent(key, take_no, body),
                   on_task=lambda task_id: self.journal.task(key, take_no, task_id),
                   on_replayed=lambda: self.journal.reported(key, take_no),
@@ -103,8 +106,11 @@ class Renderer:
         except asyncio.CancelledError:  # Ctrl-C past the grace: a task it leaves out is said
             self.left_out(frame, entry)
             raise
-        except TaskFailed:
-            self.journal.failed(key, take_no)
+        except TaskFailed as exc:
+            if exc.maybe_billed:  # a batch line whose image was made but is unusable
+                self._settle_batch(frame, entry, exc)
+            else:
+                self.journal.failed(key, take_no)
             raise
         except ImageLost as exc:
             self.teller.charge(frame.name, self.lost(entry, frame, f"{frame.name}: {exc}"))
@@ -132,7 +138,7 @@ class Renderer:
             while (key, take_no) in self.journal.open or (key, take_no) in self.journal.kept:
                 take_no = self.cache.allocate_take(key, known)
             self.journal.intent(key, take_no, frame.name, frame.backend, frame.record(),
-                                account, project_mark(self.project.loaded.root))
+                                account, project_mark(self.project.loaded.root), frame.lane)
             self.mine.add((key, take_no))
             entry = self.journal.open[(key, take_no)]
         else:
@@ -162,8 +168,12 @@ class Renderer:
         key = key_of(frame)
         started = time.time()
         with self.cache.writer() as sink:
-            rendered = await self.backends.get(frame.backend).render(frame.request, inputs,
-                                                                      sink, job)
+            if job.lane == "batch":  # an entry sent in a job is collected from it, whatever
+                rendered = await _lane(self.batch).render(frame, key, inputs, sink, job,  # lane
+                                                      self.budget.measure(frame))  # now
+            else:
+                rendered = await self.backends.get(frame.backend).render(frame.request, inputs,
+                                                                          sink, job)
             sink.flush()
             fmt = await self._verified(frame, sink.path)  # only images enter the cache
             digest = sink.commit()
@@ -171,7 +181,7 @@ class Renderer:
         take = Take(digest=digest, backend=frame.backend, model=frame.model, format=fmt,
                     cost_usd=str(self.budget.measure(frame)), created=started,
                     task_id=rendered.task_id, url=rendered.url,
-                    url_expires=rendered.url_expires, take=job.take)
+                    url_expires=rendered.url_expires, take=job.take, lane=job.lane)
         self.cache.add_take(key, record, take)  # paid for: safe before anything else
         if self.pusher is not None:  # also an earlier build's task: the team paid for it too
             self.pusher.push(key, take, record)  # remembered, then sent in the background
@@ -197,6 +207,8 @@ class Renderer:
         least: a manifest's `pricing:` may come from a pull request), however the request
         ended."""
         price = self.budget.measure(frame)
+        if entry.lane == "batch":  # billed as its job runs: said by the build that collects it
+            return Charge(Decimal(0) if entry.reported else price, billing=billing, left=left)
         if (entry.key, entry.take) in self.created:
             return Charge(price, billing=billing, left=left)
         if entry.reported:
@@ -218,6 +230,8 @@ class Renderer:
         collect for free."""
         if (entry.key, entry.take) not in self.journal.open:
             return  # done
+        if entry.lane == "batch":
+            return self._settle_batch(frame, entry, exc)
         unknown = isinstance(exc, StoppedMaybeSent) or \
             (isinstance(exc, FrameFailed) and (exc.retry_later or exc.maybe_billed))
         if unrepeatable(frame.backend):
@@ -230,6 +244,16 @@ class Renderer:
         else:  # a task, or a create whose reply was lost: the next build collects it
             self.left_out(frame, entry, isinstance(exc, TaskStillOut))
 
+    def _settle_batch(self, frame: Frame, entry: Entry, exc: Exception) -> None:
+        """A batch request that brought no image: still in a running job (kept: any later
+        build collects it), else closed; one whose image was made but is unusable may be
+        billed, and is said."""
+        if isinstance(exc, BatchPending) or not isinstance(exc, FrameFailed):
+            return
+        if exc.maybe_billed:
+            self.teller.charge(frame.name, self.owed(entry, frame, Billing.MAYBE))
+        self.journal.closed(entry.key, entry.take, f"no image: {exc}", exc.maybe_billed)
+
     def left_out(self, frame: Frame, entry: Entry, left: bool = True) -> bool:
         """A paid request of this frame still out as the build ends it: charged to the frame
         and marked reported in the journal, so the build that collects it does not count it
@@ -240,6 +264,12 @@ class Renderer:
         self.teller.charge(frame.name, self.owed(entry, frame, left=left))
         self.journal.counting(entry.key, entry.take)
         return True
+
+
+def _lane(batch: BatchLane | None) -> BatchLane:
+    if batch is None:
+        raise FrameFailed("this build has no batch lane")
+    return batch
 
 
 def would_send(entry: Entry, frame: Frame, urls: Sequence[Container[str]]) -> bool:

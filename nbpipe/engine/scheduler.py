@@ -19,11 +19,12 @@ from decimal import Decimal
 from nbpipe.engine.flights import EMPTY, STOPPED, Flights
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.materializer import Materializer
+from nbpipe.engine.parking import Parking
 from nbpipe.engine.recover import Recovery
 from nbpipe.engine.renderer import Renderer
 from nbpipe.engine.stop import Stop
 from nbpipe.engine.telling import Teller
-from nbpipe.errors import BuildStopped, FrameFailed, NbpipeError
+from nbpipe.errors import BatchPending, BuildStopped, FrameFailed, NbpipeError
 from nbpipe.events import Status
 from nbpipe.money import fmt_usd
 from nbpipe.plan.budget import Budget
@@ -55,6 +56,7 @@ class Scheduler:
     fail_fast: bool = False
     remote_errors: str = "fail"
     decided: dict[str, Step] = field(default_factory=dict)  # the preflight's steps to keep
+    parking: Parking = field(default_factory=Parking)  # when the walk waits on batch jobs only
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     outcomes: dict[str, str | None] = field(default_factory=dict)  # frame → digest it holds
     failed: dict[str, str] = field(default_factory=dict)  # frame → why, for the report
@@ -67,6 +69,7 @@ class Scheduler:
             loop.add_signal_handler(signal.SIGINT, self._interrupt, main)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # not the main thread, or no signals here: Ctrl-C then stops at once
+        self.parking.start(len(frames))
         loop_tasks = [asyncio.ensure_future(self.recovery.collect(self.slots))]
         for f in frames:
             self.tasks[f.name] = asyncio.ensure_future(self._one(f, done))
@@ -121,6 +124,7 @@ class Scheduler:
                               if self._left(frame) else "its request may have been billed"))
             raise
         finally:  # dependants never wait on a frame that was cancelled
+            self.parking.finished()
             if not done[frame.name].done():
                 done[frame.name].set_result(None)
             self.outcomes.setdefault(frame.name, None)
@@ -132,7 +136,8 @@ class Scheduler:
     async def _one_frame(self, frame: Frame, done: Done) -> None:
         digests = {}
         for upstream in frame.upstreams:
-            held = await done[upstream]
+            with self.parking.parked():
+                held = await done[upstream]
             if held is None:
                 self.teller.frame(Step(frame, "blocked", f"upstream {upstream} not built"),
                                   Status.SKIPPED, f"upstream {upstream} was not built")
@@ -145,6 +150,8 @@ class Scheduler:
         digest: str | None = None
         try:
             digest = await self._act(step)
+        except BatchPending as exc:
+            self.teller.frame(step, Status.PENDING, str(exc))
         except BuildStopped as exc:
             first = self.stop.set(str(exc))  # frames in flight meet the same stop: say it once
             self._fail(step, str(exc) if first or self.stop.why != str(exc)
@@ -167,7 +174,8 @@ class Scheduler:
             return None
         if step.action == "restore" and step.digest and await self.materializer.restore(step):
             return step.digest
-        landing = await self.flights.wait(frame.key or "", lambda: self.stop.why)
+        with self.parking.parked():  # the frame sending it may be waiting for a batch job
+            landing = await self.flights.wait(frame.key or "", lambda: self.stop.why)
         if landing is STOPPED:
             self._skip_stopped(step)
             return None

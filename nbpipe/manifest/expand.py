@@ -25,6 +25,8 @@ __all__ = ["Declared", "FrameSpec", "ResolvedTarget", "Setting", "compile_templa
 
 # Settings a matrix axis or a variant may vary per frame (channel crops: 1:1, 9:16, 21:9).
 FRAME_SETTINGS = ("model", "aspect_ratio", "resolution")
+# A variant may also send its frames on another lane (hero shots now, the rest in a batch).
+VARIANT_SETTINGS = (*FRAME_SETTINGS, "lane")
 MAX_FRAMES_CEILING = 100_000  # what a manifest may raise max_frames to; NBPIPE_MAX_FRAMES lifts it
 
 
@@ -97,7 +99,7 @@ def _frames(target: ResolvedTarget) -> list[FrameSpec]:
         f"{cell.name}/{vname}", target, f"{cell.variant}/{vname}" if cell.variant else vname,
         {**cell.vars, **v.vars}, cell.bindings, {**cell.settings, **{
             key: Setting(getattr(v, key), (*target.variants_path, vname, key))
-            for key in FRAME_SETTINGS if getattr(v, key) is not None}},
+            for key in VARIANT_SETTINGS if getattr(v, key) is not None}},
         target.patches.get(vname), vname, inputs if v.inputs is None else tuple(
             Setting(ref, (*target.variants_path, vname, "inputs", i))
             for i, ref in enumerate(v.inputs)))

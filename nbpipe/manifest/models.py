@@ -15,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt
 Scalar = str | int | float | bool
 Axis = Annotated[list[Scalar], Field(min_length=1)]
 JsonPrompt = dict[str, Any]
+# How a frame's request is sent and priced (the catalogue lists the lanes each model takes).
+LaneName = Literal["standard", "batch", "flex"]
+LANE_HELP = ("standard (one call per image) | batch (the provider's batch API: half price, "
+             "results within 24 h) | flex (a cheaper best-effort call); `nbpipe models` lists "
+             "the lanes each model takes")
 
 DEFAULT_MAX_FRAMES = 100_000
 
@@ -46,6 +51,7 @@ class Params(_TiersAsText):
     resolution: str | None = Field(
         default=None, description="a resolution tier of the model; `nbpipe models` lists them")
     output_format: str | None = Field(default=None, description="png | jpeg (jpg is the same)")
+    lane: LaneName | None = Field(default=None, description=LANE_HELP)
     output: str | None = Field(
         default=None,
         description="output path pattern: {frame} {target} {variant} {ext}, the request's "
@@ -79,6 +85,7 @@ class Variant(_TiersAsText):
     aspect_ratio: str | None = Field(
         default=None, description='width:height, one the model takes; quote it in YAML')
     resolution: str | None = None
+    lane: LaneName | None = Field(default=None, description=LANE_HELP)
     inputs: list[str] | None = Field(
         default=None, description="input images of this variant's frames, instead of the "
         "target's")
@@ -113,6 +120,7 @@ class Profile(_TiersAsText):
     model: str | None = None
     resolution: str | None = None
     aspect_ratio: str | None = None
+    lane: LaneName | None = Field(default=None, description=LANE_HELP)
     output: str | None = Field(
         default=None, description="output pattern while this profile is active "
         "(default: the usual one with the profile name as a folder)")

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from nbpipe.catalog import FLAT, Catalog, ModelSpec, builtin
+from nbpipe.catalog import FLAT, Catalog, Lane, ModelSpec, builtin
 from nbpipe.errors import UsageError, warn
 from nbpipe.files import atomic_write
 from nbpipe.plan.planner import Plan, Project
@@ -134,11 +135,31 @@ def _usd(value: Decimal) -> str:  # a catalogue price exactly as listed, no zero
     return format(value.normalize(), "f")
 
 
-def _prices(spec: ModelSpec) -> str:
-    if FLAT in spec.prices:
-        return _usd(spec.prices[FLAT])
-    return " · ".join(f"{r} {_usd(spec.prices[r]) if r in spec.prices else '?'}"
+def _prices(spec: ModelSpec, prices: Mapping[str, Decimal] | None = None) -> str:
+    prices = spec.prices if prices is None else prices
+    if FLAT in prices:
+        return _usd(prices[FLAT])
+    return " · ".join(f"{r} {_usd(prices[r]) if r in prices else '?'}"
                       for r in spec.resolutions)
+
+
+def _lanes(spec: ModelSpec) -> str:
+    """The lanes it takes, a lane the vendor does not confirm for it marked '?'."""
+    return " · ".join(name + ("" if (lane := spec.lane(name)) is None or lane.confirmed
+                              else "?") for name in spec.lanes)
+
+
+def _lane_lines(specs: list[ModelSpec]) -> list[str]:
+    """Each lane beyond standard: its prices per tier and how soon it answers."""
+    lines = []
+    for spec in specs:
+        for name in spec.lanes[1:]:
+            lane = spec.other_lanes[name]
+            said = [lane.turnaround or ""] + ([] if lane.confirmed else
+                                              ["unconfirmed for this model"])
+            lines.append(f"  {spec.name} on {name}: USD {_prices(spec, lane.prices)}"
+                         f" ({'; '.join(s for s in said if s)})")
+    return lines
 
 
 def _status(spec: ModelSpec, today: dt.date) -> str:
@@ -171,9 +192,10 @@ def _listed(catalog: Catalog, backend: str | None) -> list[ModelSpec]:
 
 def models_table(catalog: Catalog, backend: str | None, today: dt.date) -> str:
     """One row per model: status and dates, prices per tier and their source, input limits."""
-    rows = [("BACKEND", "MODEL", "STATUS", "USD PER IMAGE", "PRICES FROM", "TAKES")]
-    rows += [(s.backend, s.name, _status(s, today), _prices(s), s.price_source, _limits(s))
-             for s in _listed(catalog, backend)]
+    listed = _listed(catalog, backend)
+    rows = [("BACKEND", "MODEL", "STATUS", "USD PER IMAGE", "PRICES FROM", "TAKES", "LANES")]
+    rows += [(s.backend, s.name, _status(s, today), _prices(s), s.price_source, _limits(s),
+              _lanes(s)) for s in listed]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in rows]
@@ -181,7 +203,11 @@ def models_table(catalog: Catalog, backend: str | None, today: dt.date) -> str:
     for name in stand_ins:
         lines.append(f"{name}: every model of {', '.join(catalog.backends[name].stands_in_for)} "
                      "with the same limits, free (`--backend " + name + "` lists them)")
-    lines.append("? = a limit the vendor's docs do not confirm")
+    lanes = _lane_lines([s for s in listed if not s.shut_down(today)])
+    if lanes:
+        lines += ["lanes beyond standard (`lane:` in nbpipe.yaml, or --lane), USD per image:",
+                  *lanes]
+    lines.append("? = a limit or lane the vendor's docs do not confirm")
     return "\n".join(lines)
 
 
@@ -190,8 +216,7 @@ def models_json(catalog: Catalog, backend: str | None, today: dt.date) -> str:
         "backend": s.backend, "model": s.name, "title": s.title, "status": s.status,
         "lifecycle": s.lifecycle(today), "released": _date(s.released),
         "shutdown": _date(s.shutdown), "replacement": s.replacement,
-        "prices": float(s.prices[FLAT]) if FLAT in s.prices else
-        {k: float(v) for k, v in s.prices.items()}, "price_source": s.price_source,
+        "prices": _json_prices(s.prices), "price_source": s.price_source,
         "resolutions": list(s.resolutions), "default_resolution": s.default_resolution,
         "aspect_ratios": list(s.aspect_ratios),
         "output_formats": dict(s.formats) if s.formats is not None else None,
@@ -199,7 +224,17 @@ def models_json(catalog: Catalog, backend: str | None, today: dt.date) -> str:
                    "max_bytes": s.input_max_bytes,
                    "types": list(s.input_types) if s.input_types else None},
         "prompt_max_chars": s.prompt_max, "confirmed": sorted(s.confirmed),
+        "lanes": {name: _lane_json(s.other_lanes[name]) for name in s.lanes[1:]},
     } for s in _listed(catalog, backend)]}, indent=2, ensure_ascii=False)
+
+
+def _json_prices(prices: Mapping[str, Decimal]) -> float | dict[str, float]:
+    return float(prices[FLAT]) if FLAT in prices else {k: float(v) for k, v in prices.items()}
+
+
+def _lane_json(lane: Lane) -> dict[str, object]:
+    return {"prices": _json_prices(lane.prices), "turnaround": lane.turnaround,
+            "confirmed": lane.confirmed}
 
 
 def _date(value: dt.date | None) -> str | None:

@@ -18,6 +18,11 @@ class Budget:
     prices; it never lowers the measure. Where a model bills tokens on top of the image
     (Gemini: prompt, input images, thinking), a render also reserves the most those can bill,
     from the catalogue's token prices and limits.
+
+    Lanes: a frame is measured at its lane's list price (`Frame.lane`; batch and flex are
+    half the standard price on Gemini). `pricing:` overrides the standard lane only: on the
+    other lanes a frame's cost is already the lane's list price. Tokens are reserved at the
+    standard token prices on every lane, an upper bound where a lane bills them for less.
     """
 
     cap: Decimal | None
@@ -35,12 +40,12 @@ class Budget:
         self.refused: list[str] = []
 
     def measure(self, frame: Frame) -> Decimal:
-        """What a render of `frame` costs at list price, for its image (what a build counts as
-        spent; `reservation` adds the tokens billed on top)."""
+        """What a render of `frame` costs at list price on its lane, for its image (what a build
+        counts as spent; `reservation` adds the tokens billed on top)."""
         spec = self.list_prices.get(frame.backend, frame.model) if self.list_prices else None
         if self.trust or spec is None:
             return frame.cost
-        return max(frame.cost, spec.price(frame.params.get("resolution")))
+        return max(frame.cost, spec.price(frame.params.get("resolution"), frame.lane))
 
     def tokens(self, frame: Frame) -> Decimal:
         """The most `frame`'s request can bill in tokens on top of its image (Gemini: prompt,

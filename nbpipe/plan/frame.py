@@ -106,7 +106,10 @@ class Frame:
     params: dict[str, str]
     inputs: tuple[InputImage, ...]
     output: str  # project-relative POSIX path
-    cost: Decimal
+    cost: Decimal  # USD per image on its lane
+    # How the request is sent (standard, batch, flex): not in the key, since the request is
+    # the same and so is the image; it changes only the price and the wait.
+    lane: str = "standard"
     is_json: bool = False  # a JSON-structured prompt: the text is its mapping as JSON
     bible: str | None = None
     template: str | None = None

@@ -21,7 +21,7 @@ from nbpipe.plan import graph
 from nbpipe.plan.frame import Frame, format_of_path
 from nbpipe.plan.reasons import Change, changes, short_reason
 from nbpipe.plan.resolve import Resolver
-from nbpipe.settings import current
+from nbpipe.settings import LANES, current
 
 # What a manifest's `cache.remote` may name: object stores. A folder on this machine (file://,
 # a bare path) or another fsspec protocol would let a pull request's manifest write the
@@ -44,6 +44,7 @@ class Project:
     # every project file whose bytes went into a key, with its stat from before the read
     # (None: the stat proves nothing, see nbpipe.filestat)
     reads: dict[str, Stat | None] = field(default_factory=dict)
+    lane: str | None = None  # `--lane` / NBPIPE_LANE: every frame's lane (None: the manifest's)
 
     @property
     def loaded(self) -> Loaded:
@@ -78,7 +79,8 @@ class Project:
     def flags(self) -> str:
         """The flags that select this build (" --profile draft --backend preview"), so a hint
         that names a command names the same build."""
-        chosen = (("--profile", self.declared.profile), ("--backend", self.declared.backend))
+        chosen = (("--profile", self.declared.profile), ("--backend", self.declared.backend),
+                  ("--lane", self.lane))
         return "".join(f" {flag} {value}" for flag, value in chosen if value)
 
     def targets(self) -> list[str]:
@@ -86,14 +88,19 @@ class Project:
 
 
 def open_project(root: FsPath, backend: str | None = None, profile: str | None = None,
-                 catalog: Catalog | None = None) -> Project:
+                 catalog: Catalog | None = None, lane: str | None = None) -> Project:
     """Load, expand and resolve the manifest in `root` under a profile (None: the default);
     ManifestError lists every problem. `catalog` replaces the built-in prices (a refreshed
-    catalogue); the manifest's `pricing:` still overrides it."""
+    catalogue); the manifest's `pricing:` still overrides it. `lane` (--lane) puts every
+    frame on that lane, as `backend` puts it on that backend; unlike a backend it moves no
+    output (the images are the same)."""
     names = builtin().names
     if backend is not None and backend not in names:
         raise UsageError(f"unknown backend '{backend}'",
                          did_you_mean(backend, names) or f"use one of {', '.join(names)}")
+    if lane is not None and lane not in LANES:
+        raise UsageError(f"unknown lane '{lane}'",
+                         did_you_mean(lane, LANES) or f"use one of {', '.join(LANES)}")
     loaded = load_manifest(root, partial=True)
     _check_profile(loaded, profile)
     catalog = (catalog or builtin()).with_prices(loaded.manifest.pricing)
@@ -102,12 +109,12 @@ def open_project(root: FsPath, backend: str | None = None, profile: str | None =
     declared.diags[:0] = _check_pricing(loaded) + _check_limits(loaded) + \
         _check_profiles(loaded) + _check_remote(loaded)
     uploads = bool(current().remote or loaded.manifest.cache.remote)
-    resolver = Resolver(declared, catalog, backend, uploads, today())
+    resolver = Resolver(declared, catalog, backend, uploads, today(), lane)
     frames = resolver.resolve()
     by_name = {f.name: f for f in frames}
     order = graph.build_order({f.name: f.upstreams for f in frames})
     return Project(declared, catalog, {name: by_name[name] for name in order},
-                   tuple(resolver.warnings), dict(resolver.project.reads))
+                   tuple(resolver.warnings), dict(resolver.project.reads), lane)
 
 
 def _overrides(loaded: Loaded, profile: str | None, backend: str | None, default: str) -> bool:

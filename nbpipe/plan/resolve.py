@@ -52,7 +52,8 @@ class Resolver:
     template_sha: dict[str, str]
 
     def __init__(self, declared: Declared, catalog: Catalog, backend: str | None = None,
-                 uploads: bool = False, today: dt.date | None = None) -> None:
+                 uploads: bool = False, today: dt.date | None = None,
+                 lane: str | None = None) -> None:
         when = today or catalog_today()  # lifecycles are judged on this date
         self.declared = declared
         self.source = declared.loaded.source
@@ -62,7 +63,7 @@ class Resolver:
         self.warnings = self.findings.warnings
         self.outputs = Outputs(declared, self.project, self.findings)
         inputs = Inputs(declared, catalog, self.findings, self.outputs, when, uploads)
-        self.targets = Targets(declared, catalog, self.findings, inputs, when, backend)
+        self.targets = Targets(declared, catalog, self.findings, inputs, when, backend, lane)
         bible_texts = {name: b.text for name, b in declared.bibles.items()}
         self.prompts = Prompts(self.findings, bible_texts)
         self.shared = SharedText(list(bible_texts.values()))
@@ -108,7 +109,7 @@ class Resolver:
         return Frame(
             name=spec.name, target=target.name, backend=plan.backend, model=plan.spec.name,
             parts=self.shared.split(prompt), params=plan.params, inputs=inputs, output=output,
-            cost=plan.cost, is_json=isinstance(rendered, dict),
+            cost=plan.cost, lane=plan.lane, is_json=isinstance(rendered, dict),
             bible=target.bible, template=target.template_name, vars=spec.vars,
             markers=tuple(self.declared.bibles[target.bible].markers) if target.bible else (),
             sources=self._sources(target),

@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from nbpipe.catalog import EXTENSIONS, FORMAT_ALIASES, FORMATS, Catalog, ModelSpec
+from nbpipe.catalog import EXTENSIONS, FORMAT_ALIASES, FORMATS, STANDARD, Catalog, ModelSpec
 from nbpipe.manifest.declared import Declared, FrameSpec, ResolvedTarget, Setting
 from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.plan.findings import Findings
@@ -26,8 +26,9 @@ class TargetPlan:
     spec: ModelSpec
     params: dict[str, str]
     ext: str
-    cost: Decimal
+    cost: Decimal  # the price of its lane
     inputs: list[tuple[InputImage, Path]]
+    lane: str = STANDARD
 
 
 class Targets:
@@ -40,17 +41,19 @@ class Targets:
     inputs: Inputs
     today: dt.date  # lifecycles are judged on this date
     backend_override: str | None  # `--backend`
+    lane_override: str | None  # `--lane` / NBPIPE_LANE
     profile_wins: bool  # the profile's settings beat the targets' own
     plans: dict[PlanKey, TargetPlan | None]
 
     def __init__(self, declared: Declared, catalog: Catalog, findings: Findings, inputs: Inputs,
-                 today: dt.date, backend: str | None) -> None:
+                 today: dt.date, backend: str | None, lane: str | None = None) -> None:
         self.declared = declared
         self.catalog = catalog
         self.findings = findings
         self.inputs = inputs
         self.today = today
         self.backend_override = backend
+        self.lane_override = lane
         profile = declared.loaded.manifest.profiles.get(declared.profile or "")
         self.profile_wins = bool(profile and profile.wins)
         self.plans = {}
@@ -76,10 +79,38 @@ class Targets:
         if backend is None or spec is None:
             return None
         params, ext = self._params(spec, settings, target.name)
+        lane = self._lane(target, spec, settings)
         images = self.inputs.of(target, spec, inputs)
         if self.findings.reported != before:
             return None
-        return TargetPlan(backend, spec, params, ext, spec.price(params.get("resolution")), images)
+        return TargetPlan(backend, spec, params, ext, spec.price(params.get("resolution"), lane),
+                          images, lane)
+
+    def _lane(self, target: ResolvedTarget, spec: ModelSpec, settings: dict[str, Setting]) -> str:
+        """The frame's lane: `--lane` / NBPIPE_LANE over the manifest's (a variant, the target,
+        a profile, `defaults`), else standard. A lane the model's catalogue entry does not list
+        is an error where it was chosen (the flag's: at the model)."""
+        setting = settings.get("lane")
+        lane: str = self.lane_override or (setting.value if setting else STANDARD)
+        if lane in spec.lanes:
+            return lane
+        takers = sorted({s.name for models in self.catalog.models.values()
+                         for s in models.values()
+                         if lane in s.lanes and not s.shut_down(self.today)})
+        hint = f"{spec.name} takes {', '.join(spec.lanes)}; " + \
+            (f"models that take {lane}: {', '.join(takers)}" if takers
+             else f"no model in service takes {lane}")
+        if setting is not None and not self.lane_override:
+            if setting.path[0] == "profiles":
+                hint += "; or name the targets the profile applies to (`targets:`)"
+            self.findings.error(setting.path, f"{{who}} does not take the {lane} lane", hint,
+                                who=("model", spec.name))
+            return STANDARD
+        where = settings["model"].path if "model" in settings else target.path
+        self.findings.error(where, f"--lane {lane}: {{who}} does not take the {lane} lane",
+                            f"{hint}; drop --lane, and set `lane:` in the manifest where it "
+                            "applies", who=("model", spec.name))
+        return STANDARD
 
     def _backend(self, target: ResolvedTarget) -> str | None:
         if self.backend_override:

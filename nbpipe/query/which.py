@@ -12,8 +12,6 @@ from pathlib import Path
 from nbpipe.errors import UsageError
 from nbpipe.store.cache import Cache
 
-LANE = "standard"  # the one lane there is; a priority lane would be recorded with the take
-
 
 @dataclass(frozen=True)
 class Provenance:
@@ -61,6 +59,6 @@ def _of_key(cache: Cache, key: str, digest: str) -> list[Provenance]:
     request = cache.index.request(key) or {}  # a stored record is untrusted: take only what is text
     frame, prompt = request.get("frame"), request.get("prompt")
     return [Provenance(frame if isinstance(frame, str) else None, number, key, t.backend,
-                       t.model, LANE, prompt if isinstance(prompt, str) else None, t.created,
+                       t.model, t.lane, prompt if isinstance(prompt, str) else None, t.created,
                        Decimal(t.cost_usd), t.task_id)
             for number, t in enumerate(takes, 1) if t.digest == digest]

@@ -74,6 +74,7 @@ class Entry:
     reported: bool = False  # a build's summary counted its cost: the collecting build does not
     ended: str = ""  # unreported only: "done" (its image came) or "closed" (billed, no image)
     project: str | None = None  # the project that sent it (project_mark); None: an older one
+    lane: str = "standard"  # "batch": sent inside a batch job (batchlog.py), its task the job
 
     def belongs_to(self, account: str | None) -> bool:
         """May a build paying from `account` resume this entry? (An entry of an older journal
@@ -131,7 +132,7 @@ class Entries:
             return
         if isinstance(line, IntentLine):
             self.open[slot] = Entry(line.key, line.take, line.frame, line.backend, line.request,
-                                    account=line.account, project=line.project)
+                                    account=line.account, project=line.project, lane=line.lane)
         elif isinstance(line, SentLine) and slot in self.open:
             self.open[slot].body = line.body
         elif isinstance(line, TaskLine) and slot in self.open:
@@ -159,7 +160,7 @@ class Entries:
         lines: list[dict[str, Any]] = []
         for entry in self.open.values():
             lines.append(_intent(entry.key, entry.take, entry.frame, entry.backend,
-                                 entry.request, entry.account, entry.project))
+                                 entry.request, entry.account, entry.project, entry.lane))
             if entry.body is not None:
                 lines.append({"op": "sent", "key": entry.key, "take": entry.take,
                               "body": entry.body})
@@ -236,9 +237,10 @@ class Journal:
             self.entries.apply(record)
 
     def intent(self, key: str, take: int, frame: str, backend: str, request: dict[str, Any],
-               account: str | None = None, project: str | None = None) -> None:
+               account: str | None = None, project: str | None = None,
+               lane: str = "standard") -> None:
         if (key, take) not in self.open:
-            self._write(_intent(key, take, frame, backend, request, account, project))
+            self._write(_intent(key, take, frame, backend, request, account, project, lane))
 
     def sent(self, key: str, take: int, body: str) -> None:
         if (key, take) in self.open and self.open[(key, take)].body != body:
@@ -339,11 +341,13 @@ def _lines(handle: BinaryIO, journal: Journal) -> Iterator[bytes]:
 
 
 def _intent(key: str, take: int, frame: str, backend: str, request: dict[str, Any],
-            account: str | None, project: str | None = None) -> dict[str, Any]:
+            account: str | None, project: str | None = None,
+            lane: str = "standard") -> dict[str, Any]:
     record = {"op": "intent", "key": key, "take": take, "frame": frame, "backend": backend,
               "request": request}
     return {**record, **({"account": account} if account is not None else {}),
-            **({"project": project} if project is not None else {})}
+            **({"project": project} if project is not None else {}),
+            **({"lane": lane} if lane != "standard" else {})}
 
 
 @functools.lru_cache(maxsize=8)  # asked at every render's intent: resolve and hash once

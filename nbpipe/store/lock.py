@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -36,6 +36,7 @@ class LockEntry:
     backend: str
     model: str
     cost_usd: float
+    lane: str | None = None  # the lane its take was sent on; None: standard (and older locks)
 
 
 class _StoredEntry(BaseModel):
@@ -49,6 +50,12 @@ class _StoredEntry(BaseModel):
     backend: str
     model: str
     cost_usd: float
+    lane: Literal["standard", "batch", "flex"] | None = None
+
+    @field_validator("lane")
+    @classmethod
+    def _unsaid(cls, value: str | None) -> str | None:
+        return None if value == "standard" else value
 
     @field_validator("output")
     @classmethod
@@ -196,10 +203,15 @@ def _checked(frames: dict[str, Any], where: str, text: str) -> dict[str, LockEnt
     return out
 
 
+def _fields(entry: LockEntry) -> dict[str, Any]:
+    """An entry as written: the standard lane unsaid, so a lock without lanes reads as before."""
+    return {k: v for k, v in vars(entry).items() if not (k == "lane" and v is None)}
+
+
 def _section(entries: dict[str, LockEntry], indent: str) -> str:
     if not entries:
         return "{}"
     lines = [f"{indent}  {json.dumps(name, ensure_ascii=False)}: "
-             f"{json.dumps(vars(entry), sort_keys=True, ensure_ascii=False)}"
+             f"{json.dumps(_fields(entry), sort_keys=True, ensure_ascii=False)}"
              for name, entry in sorted(entries.items())]
     return "{\n" + ",\n".join(lines) + f"\n{indent}}}"

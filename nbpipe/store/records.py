@@ -13,7 +13,7 @@ on disk are unchanged: these models only read them.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -70,6 +70,7 @@ class TakeRecord(BaseModel):
     url: str | None = None
     url_expires: Finite | None = None
     take: Annotated[int, Field(gt=0)] | None = None
+    lane: Literal["standard", "batch", "flex"] = "standard"  # older records: standard
 
 
 class RemoteTakeRecord(BaseModel):
@@ -108,6 +109,7 @@ class IntentLine(JournalLine):
     request: dict[str, Any]
     account: Annotated[str | None, BeforeValidator(_text_or_none)] = None
     project: Annotated[str | None, BeforeValidator(_text_or_none)] = None  # journal.project_mark
+    lane: Literal["standard", "batch", "flex"] = "standard"  # how it is sent (batch: in a job)
 
     @model_validator(mode="after")
     def _sound(self) -> IntentLine:

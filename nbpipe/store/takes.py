@@ -42,6 +42,7 @@ class Take:
     url: str | None = None  # where the backend serves it (HiAPI), usable as an edit's input
     url_expires: float | None = None
     take: int | None = None  # its number among the key's takes, the same on every machine
+    lane: str = "standard"  # how it was sent (standard, batch, flex): what it cost follows it
 
     @staticmethod
     def from_json(doc: object) -> Take:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+from nbpipe.catalog import STANDARD
 from nbpipe.money import fmt_usd, usd
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import ACTIONS, Plan, Step
@@ -13,11 +14,15 @@ PLAN_JSON_VERSION = 1  # of `plan --json`'s shape: raised when a field changes o
 
 
 def plan_table(plan: Plan) -> str:
-    header = ("FRAME", "ACTION", "REASON", "BACKEND", "MODEL", "COST")
+    """One row per frame; a LANE column where any frame is sent on a lane other than standard
+    (COST is that lane's price)."""
+    lanes = any(s.frame.lane != STANDARD for s in plan.steps)
+    header = ("FRAME", "ACTION", "REASON", "BACKEND", "MODEL", *(("LANE",) * lanes), "COST")
     rows = [header] + [(s.frame.name, s.action, s.reason, s.frame.backend, _model(s.frame),
-                        fmt_usd(s.cost)) for s in plan.steps]
+                        *((s.frame.lane,) * lanes), fmt_usd(s.cost)) for s in plan.steps]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i < 5 else cell.rjust(w)
+    last = len(header) - 1
+    lines = ["  ".join(cell.ljust(w) if i < last else cell.rjust(w)
                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
              for row in rows]
     return "\n".join(lines + [plan_totals(plan)])
@@ -44,14 +49,15 @@ def plan_json(plan: Plan) -> str:
 def _step_json(step: Step) -> dict:
     f = step.frame
     return {"frame": f.name, "target": f.target, "action": step.action, "reason": step.reason,
-            "backend": f.backend, "model": f.model, "cost_usd": usd(step.cost), "key": f.key,
+            "backend": f.backend, "model": f.model, "lane": f.lane, "cost_usd": usd(step.cost),
+            "key": f.key,
             "output": f.output}
 
 
 def show_json(frame: Frame, endpoint: str, request: dict) -> str:
     return json.dumps({
         "frame": frame.name, "target": frame.target, "key": frame.key, "backend": frame.backend,
-        "endpoint": endpoint, "model": frame.model, "params": frame.params,
+        "endpoint": endpoint, "model": frame.model, "params": frame.params, "lane": frame.lane,
         "cost_usd": usd(frame.cost), "output": frame.output,
         "inputs": [{"kind": i.kind, "ref": i.ref, "role": i.role, "sha256": i.digest,
                     "sha256_of": "url" if i.kind == "url" else "image"} for i in frame.inputs],
@@ -64,7 +70,8 @@ def show_text(frame: Frame, endpoint: str, request: dict) -> str:
     lines = [f"frame    {frame.name}{target}",
              f"key      {key}",
              f"backend  {frame.backend}: {endpoint}",
-             f"model    {_model(frame)}  · USD {fmt_usd(frame.cost)} per image",
+             f"model    {_model(frame)}  · USD {fmt_usd(frame.cost)} per image"
+             + (f" on the {frame.lane} lane" if frame.lane != STANDARD else ""),
              f"output   {frame.output}"]
     for image in frame.inputs:
         if image.kind == "url":  # its bytes are never fetched: the key follows the URL's text
@@ -101,21 +108,22 @@ def price_hints(catalog, plan: Plan) -> list[str]:
     """Where the same model costs less at an equal or higher tier (HiAPI prices some 2K below
     1K)."""
     hints = []
-    paying: dict[tuple[str, str, str], int] = {}
+    paying: dict[tuple[str, str, str, str], int] = {}
     for step in plan.steps:
         resolution = step.frame.params.get("resolution")
         if resolution and step.cost > 0:
-            slot = (step.frame.backend, step.frame.model, resolution)
+            slot = (step.frame.backend, step.frame.model, resolution, step.frame.lane)
             paying[slot] = paying.get(slot, 0) + 1
-    for (backend, model, resolution), count in paying.items():
+    for (backend, model, resolution, lane), count in paying.items():
         spec = catalog.get(backend, model)
-        now = spec.price(resolution)
+        price = {r: spec.price(r, lane) for r in spec.resolutions}  # on the frames' own lane
+        now = price[resolution]
         higher = spec.resolutions[spec.resolutions.index(resolution) + 1:]
-        cheaper = [r for r in higher if spec.price(r) < now]
+        cheaper = [r for r in higher if price[r] < now]
         if cheaper:
-            best = min(cheaper, key=spec.price)
-            saving = (now - spec.price(best)) * count
-            hints.append(f"{model} at {best} costs USD {fmt_usd(spec.price(best))}, less than at "
+            best = min(cheaper, key=price.__getitem__)
+            saving = (now - price[best]) * count
+            hints.append(f"{model} at {best} costs USD {fmt_usd(price[best])}, less than at "
                          f"{resolution} (USD {fmt_usd(now)}): `resolution: {best}` would save "
                          f"USD {fmt_usd(saving)} on {count} frame{'s' * (count != 1)}")
     return hints

@@ -155,3 +155,22 @@ def test_a_catalogue_edit_ends_the_no_op_path(make_project, run, monkeypatch, tm
     finally:
         catalog.builtin.cache_clear()
     assert result.code == 0 and "warning: model 'gemini-3-pro-image' shuts down" in result.err
+
+
+def test_models_shows_each_models_lanes_and_their_prices(run, tmp_path):
+    out = run("-C", str(tmp_path), "models").out
+    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("gemini")}
+    assert rows["gemini-3-pro-image"].endswith("standard · batch · flex?")  # flex unconfirmed
+    assert all(line.rstrip().endswith("standard") for line in out.splitlines()
+               if line.startswith("hiapi"))
+    assert "  gemini-3-pro-image on batch: USD 1K 0.067 · 2K 0.067 · 4K 0.12 (24 h target" in out
+    assert "gemini-3-pro-image on flex: USD 1K 0.067 · 2K 0.067 · 4K 0.12 (" in out
+    assert "unconfirmed for this model)" in out.split("on flex:")[1].splitlines()[0]
+    assert "preview-image on" not in out and "-preview on" not in out  # shut down: unsaid
+    doc = json.loads(run("-C", str(tmp_path), "models", "--json").out)
+    pro = next(m for m in doc["models"] if m["model"] == "gemini-3-pro-image")
+    assert pro["lanes"]["batch"] == {"prices": {"1K": 0.067, "2K": 0.067, "4K": 0.12},
+                                     "turnaround": "24 h target, most batches finish sooner",
+                                     "confirmed": True}
+    assert pro["lanes"]["flex"]["confirmed"] is False
+    assert next(m for m in doc["models"] if m["model"] == "Nano-Banana")["lanes"] == {}

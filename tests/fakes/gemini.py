@@ -6,6 +6,13 @@ API does. Replies carry a thought part and a text part before the image, as real
 models answer JPEG (real Pro often does). Key by `x-goog-api-key` or `?key=`. Faults, scripted:
 
     generate: 429 500 503 drop badkey 403 safety prompt-blocked no-image
+              flex-shed flex-shed:429 (a flex request shed: 503 UNAVAILABLE, or 429
+              RESOURCE_EXHAUSTED; script it n times)
+              flex-refused (a flex request refused: 400 naming serviceTier)
+
+A body may ask for a tier with `serviceTier` (standard, flex, priority; as google-genai sends
+it): a model whose catalogue entry does not list flex refuses flex with a 400, and a flex image
+is billed at the catalogue's flex price (`billed[i].lane`, `.usd`).
 
 `holds.hold("reply")` keeps every billed reply until the test releases it; `delay` (seconds)
 holds every billed reply that long (Gemini Pro takes 20-40 s); `generates`
@@ -40,7 +47,7 @@ def models(when: dt.date | None = None) -> dict[str, dict]:
     return {name: {"sizes": list(spec.resolutions) or None, "ratios": list(spec.aspect_ratios),
                    "max_images": spec.max_inputs, "max_bytes": spec.input_max_bytes,
                    "mimes": set(spec.input_types or ()),
-                   "mime": "jpeg" if "-pro-" in name else "png"}
+                   "mime": "jpeg" if "-pro-" in name else "png", "lanes": spec.lanes}
             for name, spec in builtin().in_service("gemini", when or today()).items()}
 
 ROUTE = re.compile(r"^/(v1beta|v1)/models/([^/:]+):generateContent$")
@@ -136,7 +143,18 @@ class FakeGemini(FakeServer):
         problem = validate(body, spec)
         if problem:
             return self._error(request, 400, "INVALID_ARGUMENT", problem)
-        billed = Billed(_prompt(body), fault, model=model, usd=image_price(model, body))
+        lane = tier(body)
+        if lane == "flex" and fault == "flex-shed":
+            return self._error(request, 503, "UNAVAILABLE", "The service is currently "
+                               "unavailable for the flex tier; try again later.")
+        if lane == "flex" and fault == "flex-shed:429":
+            return self._error(request, 429, "RESOURCE_EXHAUSTED", "Flex capacity exhausted; "
+                               "try again later.")
+        if lane == "flex" and (fault == "flex-refused" or "flex" not in spec["lanes"]):
+            return self._error(request, 400, "INVALID_ARGUMENT", f"serviceTier FLEX is not "
+                               f"supported for models/{model}.")
+        billed = Billed(_prompt(body), fault, model=model, lane=lane,
+                        usd=image_price(model, body, lane))
         with self.lock:
             self.bodies.append(body)
             self.billed.append(billed)
@@ -189,11 +207,21 @@ class FakeGemini(FakeServer):
                                         **({"details": details} if details else {})}})
 
 
-def image_price(model: str, body: dict) -> Decimal:
-    """The catalogue's standard price of the image a valid request asks for."""
+def image_price(model: str, body: dict, lane: str = "standard") -> Decimal:
+    """The catalogue's price of the image a valid request asks for, on `lane`."""
     size = ((body.get("generationConfig") or {}).get("imageConfig") or {}).get("imageSize")
     spec = builtin().get("gemini", model)
-    return spec.price(size) if spec is not None else Decimal(0)
+    return spec.price(size, lane) if spec is not None else Decimal(0)
+
+
+TIERS = {"unspecified": "standard", "standard": "standard", "flex": "flex",
+         "priority": "priority"}
+
+
+def tier(body: dict) -> str:
+    """The lane a valid body asks for by its `serviceTier` (case-insensitive, as the enum is)."""
+    said = body.get("serviceTier")
+    return TIERS[said.lower()] if isinstance(said, str) else "standard"
 
 
 def _prompt(body: dict) -> str:
@@ -234,6 +262,9 @@ def validate(body: dict, spec: dict) -> str | None:
         return f"unsupported aspectRatio {ratio!r}"
     if size is not None and (spec["sizes"] is None or size not in spec["sizes"]):
         return f"unsupported imageSize {size!r}"
+    said = body.get("serviceTier")
+    if said is not None and (not isinstance(said, str) or said.lower() not in TIERS):
+        return f"Invalid value at 'service_tier' ({said!r})"
     modalities = config.get("responseModalities") or ["TEXT", "IMAGE"]
     if "IMAGE" not in modalities:
         return "responseModalities must include IMAGE for an image model"

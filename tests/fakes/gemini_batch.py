@@ -27,6 +27,7 @@ Faults, scripted (`fake.faults.add(endpoint, ...)`):
                   no-metadata (an inline response without its metadata: reported on the forum)
     batch-job:    fail cancel expire (how `finish_all` ends the next job; default SUCCEEDED)
 `holds.hold("batch-created")` keeps a create's reply after the job exists (a crash there).
+`end_at_poll = N` ends each job at its Nth GET (for a build running in the test's process).
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class FakeGeminiBatch(FakeGemini):
         self.max_jobs = 100  # pending or running at once, per project
         self.page_size = 50  # when a list names none
         self.files = FakeFiles(self)
+        # A build in this process cannot wait for the test to end its jobs: with this set, a
+        # job ends (as `finish_all` would end it) at its Nth GET. Counted, never timed.
+        self.end_at_poll: int | None = None
+        self.polls: dict[str, int] = {}
 
     def dispatch(self, request: Handler, method: str) -> None:
         path = request.route()
@@ -97,6 +102,7 @@ class FakeGeminiBatch(FakeGemini):
             if method == "DELETE":
                 job.deleted = True
                 return request.send(200, {})
+            self._polled(job)
             return request.send(200, self.show(job))
         return self.refuse(request, 404, "NOT_FOUND", "no such method")
 
@@ -209,6 +215,15 @@ class FakeGeminiBatch(FakeGemini):
             if self.hours - job.created > EXPIRY_HOURS:
                 self.advance(job.name, "EXPIRED")
         self.files.expire()
+
+    def _polled(self, job: BatchJob) -> None:
+        with self.lock:
+            self.polls[job.name] = seen = self.polls.get(job.name, 0) + 1
+        self.count("polls")
+        if self.end_at_poll is not None and seen >= self.end_at_poll and not job.done:
+            ends = {None: "SUCCEEDED", "fail": "FAILED", "cancel": "CANCELLED",
+                    "expire": "EXPIRED"}
+            self.advance(job.name, ends[self.faults.next("batch-job")])
 
     def _open(self) -> Iterator[BatchJob]:
         return iter([j for j in list(self.jobs.values()) if not j.done])

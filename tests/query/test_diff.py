@@ -284,3 +284,22 @@ def test_names_and_text_like_addresses_are_no_links_in_markdown():
     assert not re.search(r"https?://|www\.|@", said)
     assert said.replace("&#46;", ".").replace("&#58;", ":").replace("&#64;", "@") == \
         "see https://evil.example or www.evil.example, ask me@evil.example"
+
+
+def test_diff_counts_what_is_left_to_pay_at_the_lanes_price(make_project, run, identity):
+    from decimal import Decimal
+
+    from nbpipe.catalog import builtin
+
+    flash = builtin().get("gemini", "gemini-3.1-flash-image")
+    root = make_project("version: 1\ndefaults: {backend: gemini, model: gemini-3.1-flash-image,"
+                        " lane: batch}\ntargets:\n  a: {prompt: x}\n  b: {prompt: y}\n",
+                        {".gitignore": b".nbpipe/\n"})
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "main")
+    doc = json.loads(run("-C", str(root), "diff", "main", "--format", "json").out)
+    assert Decimal(str(doc["summary"]["cost_usd"])) == 2 * flash.price("1K", "batch")
+    doc = json.loads(run("-C", str(root), "diff", "main", "--format", "json",
+                         "--lane", "standard").out)
+    assert Decimal(str(doc["summary"]["cost_usd"])) == 2 * flash.price("1K")

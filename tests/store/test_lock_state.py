@@ -56,3 +56,22 @@ def test_corrupt_state_is_ignored(tmp_path):
     (tmp_path / ".nbpipe").mkdir()
     (tmp_path / ".nbpipe" / "state.json").write_text("{not json")
     assert State(tmp_path).data == {"outputs": {}}
+
+
+def test_the_lock_says_a_takes_lane_and_reads_a_lock_without_one(tmp_path):
+    import json
+
+    entry = dict(key="a" * 64, output="out/a.png", digest="b" * 64, backend="gemini",
+                 model="gemini-3-pro-image", cost_usd=0.067)
+    lock = Lock({"a": LockEntry(**entry, lane="batch"), "b": LockEntry(**entry)})
+    lock.save(tmp_path)
+    doc = json.loads((tmp_path / "nbpipe.lock").read_text())
+    assert doc["frames"]["a"]["lane"] == "batch" and "lane" not in doc["frames"]["b"]
+    again = Lock.load(tmp_path)
+    assert (again.entries["a"].lane, again.entries["b"].lane) == ("batch", None)
+    # written by hand as standard: the same as unsaid; a lane nbpipe does not know: ignored
+    doc["frames"]["b"]["lane"] = "standard"
+    doc["frames"]["a"]["lane"] = "overnight"
+    (tmp_path / "nbpipe.lock").write_text(json.dumps(doc))
+    read = Lock.load(tmp_path)
+    assert read.entries["b"].lane is None and "a" not in read.entries

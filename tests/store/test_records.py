@@ -110,3 +110,12 @@ def test_price_lists():
     assert not valid_price_list({"hiapi": {"no such model": 0.1}})
     assert not valid_price_list({"hiapi": {}, "fetched": 5})
     assert not valid_price_list([])
+
+
+def test_a_take_says_its_lane_and_an_older_record_is_standard():
+    doc = {"digest": "a" * 64, "backend": "gemini", "model": "m", "format": "png",
+           "cost_usd": "0.03", "created": 1.0}
+    assert Take.from_json(doc).lane == "standard"
+    assert Take.from_json({**doc, "lane": "flex"}).lane == "flex"
+    with pytest.raises(ValueError):  # a damaged record is a miss
+        Take.from_json({**doc, "lane": 5})
