@@ -6,11 +6,16 @@ whole lock."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from nbpipe.launch import probe
+from tests.conftest import REPO
+from tests.engine.test_prloop import clone, git, identity, needs_git, origin  # noqa: F401
 
 COLOURS = ["red", "blue", "green", "yellow", "black", "white", "teal", "pink"]
 PLACES = ["harbour", "forest", "desert", "city", "cave", "glacier", "market", "bridge",
@@ -20,7 +25,8 @@ PLACES = ["harbour", "forest", "desert", "city", "cave", "glacier", "market", "b
 MANIFEST = f"""\
 version: 1
 name: shards
-defaults: {{backend: hiapi, model: Nano-Banana, aspect_ratio: "1:1", output: "out/{{frame}}.{{ext}}"}}
+defaults:
+  {{backend: hiapi, model: Nano-Banana, aspect_ratio: "1:1", output: "out/{{frame}}.{{ext}}"}}
 targets:
   shoe: {{prompt: "a {{{{ colour }}}} running shoe", matrix: {{colour: {COLOURS}}}}}
   trail:
@@ -170,3 +176,78 @@ def test_nbpipe_shard_keeps_a_plain_build_off_the_fast_path(run, tmp_path, monke
     assert probe(["-C", str(root), "build"]).summary is None  # a share is planned, and said
     said = run("-C", str(root), "build").out.strip()
     assert said.startswith("nothing to do: ") and said.endswith(" frames in other shards")
+
+
+def sharded_workflow() -> dict:
+    """The matrix workflow docs/ci.md gives, as GitHub would read it."""
+    from ruamel.yaml import YAML
+
+    text = (REPO / "docs" / "ci.md").read_text("utf-8")
+    section = text[text.index("## Sharding a big build across runners"):]
+    block = section[section.index("```yaml\n") + 8:]
+    return YAML(typ="safe").load(block[:block.index("```")])
+
+
+def test_the_sharded_workflow_runs_n_shards_then_one_restore_that_commits():
+    workflow = sharded_workflow()
+    shard, restore = workflow["jobs"]["shard"], workflow["jobs"]["restore"]
+    assert shard["strategy"]["matrix"]["shard"] == [1, 2, 3, 4]
+    assert shard["strategy"]["fail-fast"] is False
+    assert restore["needs"] == "shard" and restore["permissions"] == {"contents": "write"}
+    assert workflow["concurrency"] == {"group": "nbpipe-main", "cancel-in-progress": False}
+    step = next(s for s in shard["steps"] if "nbpipe build" in s.get("run", ""))
+    assert step["env"]["NBPIPE_SHARD"] == "${{ matrix.shard }}/${{ strategy.job-total }}"
+    last = restore["steps"][-1]
+    assert (last["run"], last["env"]["NBPIPE_MAX_COST"]) == ("bash .github/nbpipe-ci.sh main", "0")
+
+
+@needs_git
+def test_the_sharded_workflow_pays_each_frame_once_and_commits_the_whole_lock(
+        team, fake_hiapi, origin, tmp_path):
+    """docs/ci.md's matrix, its steps' own scripts run here: three shard jobs, each in a fresh
+    clone, then the restore job (nbpipe-ci.sh main) in another; a bare repository as GitHub."""
+    dev = tmp_path / "dev"
+    subprocess.run(["git", "clone", "-q", str(origin), str(dev)], check=True, capture_output=True)
+    git(dev, "symbolic-ref", "HEAD", "refs/heads/main")
+    (dev / "nbpipe.yaml").write_text(MANIFEST)
+    (dev / ".gitignore").write_text(".nbpipe/\n")
+    git(dev, "add", ".")
+    git(dev, "commit", "-q", "-m", "catalogue")
+    git(dev, "push", "-q", "origin", "main")
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "nbpipe").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m nbpipe "$@"\n')
+    (shim / "nbpipe").chmod(0o755)
+    path = f"{shim}{os.pathsep}{os.environ['PATH']}"
+
+    workflow = sharded_workflow()
+    step = next(s for s in workflow["jobs"]["shard"]["steps"]
+                if "nbpipe build" in s.get("run", ""))
+    total = 3
+    for k in range(1, total + 1):
+        job = clone(origin, tmp_path / f"shard-{k}")
+        env = {**os.environ, "PATH": path, "NBPIPE_SHARD": f"{k}/{total}",
+               "NBPIPE_MAX_COST": "1"}
+        done = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=job, env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "frames in other shards" in done.stdout
+        assert git(job, "status", "--porcelain") != ""  # its lock changed: never committed
+    assert fake_hiapi.counts["creates"] == 30
+
+    restore = workflow["jobs"]["restore"]["steps"][-1]
+    job = clone(origin, tmp_path / "restore")
+    env = {**os.environ, "NBPIPE": f"{sys.executable} -m nbpipe",
+           **{k: v for k, v in restore["env"].items() if "${{" not in v}}  # secrets: the fakes'
+    done = subprocess.run(["bash", str(REPO / "docs" / "nbpipe-ci.sh"), "main"], cwd=job,
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "30 restored" in done.stdout and "0 rendered" in done.stdout
+    assert fake_hiapi.counts["creates"] == 30  # the restore job paid for nothing
+    git(dev, "pull", "-q")
+    assert len(locked(dev)) == 30
+    assert git(dev, "log", "-1", "--format=%s").strip() == "nbpipe build [skip ci]"
+    for k in range(1, total + 1):  # each frame pinned to the take its shard rendered
+        mine = locked(tmp_path / f"shard-{k}")
+        assert {n: locked(dev)[n]["digest"] for n in mine} == \
+            {n: e["digest"] for n, e in mine.items()}
