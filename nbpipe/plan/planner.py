@@ -44,6 +44,9 @@ class Project:
     # every project file whose bytes went into a key, with its stat from before the read
     # (None: the stat proves nothing, see nbpipe.filestat)
     reads: dict[str, Stat | None] = field(default_factory=dict)
+    # each frame's shard, by the count of shards (`share`; the frames never change)
+    shard_numbers: dict[int, dict[str, int]] = field(default_factory=dict, compare=False,
+                                                     repr=False)
 
     @property
     def loaded(self) -> Loaded:
@@ -69,7 +72,12 @@ class Project:
     def share(self, patterns: Sequence[str], shard: Shard | None) -> tuple[list[Frame], int]:
         """The selected frames (`select`) that `shard` builds (all of them with None), and how
         many selected frames other shards build (nbpipe/plan/shards.py says which)."""
-        return shards.share(self.frames, self.select(patterns), shard)
+        if shard is None:
+            return self.select(patterns), 0
+        numbers = self.shard_numbers.get(shard.total)
+        if numbers is None:  # made once: a build asks twice (its display's total, its walk)
+            numbers = self.shard_numbers[shard.total] = shards.numbers(self.frames, shard.total)
+        return shards.share(self.frames, self.select(patterns), shard, numbers)
 
     def _miss_hint(self, pattern: str) -> str | None:
         target = pattern.partition("/")[0]

@@ -50,14 +50,20 @@ def assign(dependencies: Mapping[str, Sequence[str]], keys: Mapping[str, str | N
     return shards
 
 
-def share(frames: Mapping[str, Frame], selected: list[Frame],
-          shard: Shard | None) -> tuple[list[Frame], int]:
+def numbers(frames: Mapping[str, Frame], total: int) -> dict[str, int]:
+    """Each frame's 1-based shard of `total`; `frames`: every frame of the project, so the
+    groups are the project's whatever was selected, and a frame's shard never depends on the
+    command line's globs."""
+    return assign({name: f.upstreams for name, f in frames.items()},
+                  {name: f.key for name, f in frames.items()}, total)
+
+
+def share(frames: Mapping[str, Frame], selected: list[Frame], shard: Shard | None,
+          known: Mapping[str, int] | None = None) -> tuple[list[Frame], int]:
     """The frames of `selected` in `shard` (in their order), and how many of `selected` the
-    other shards hold. `frames` is every frame of the project: the groups are the project's,
-    whatever was selected, so a frame's shard never depends on the command line's globs."""
+    other shards hold. `known`: `numbers(frames, shard.total)` if already made."""
     if shard is None:
         return selected, 0
-    number = assign({name: f.upstreams for name, f in frames.items()},
-                    {name: f.key for name, f in frames.items()}, shard.total)
+    number = numbers(frames, shard.total) if known is None else known
     mine = [f for f in selected if number[f.name] == shard.number]
     return mine, len(selected) - len(mine)
