@@ -115,6 +115,25 @@ def test_three_shards_render_disjoint_shares_and_a_plain_build_restores_them_all
             {n: (e["key"], e["digest"]) for n, e in shard_lock.items()}
 
 
+def test_a_restore_at_a_cap_of_0_pays_for_nothing_a_shard_did_not_push(
+        team, fake_hiapi, build, tmp_path):
+    """docs/ci.md's restore job runs at NBPIPE_MAX_COST 0: a share missing from the remote
+    (its job never ran) is skipped and the job is red, never rendered there."""
+    pushed = set()
+    for k in (1, 2):
+        result = build(runner(tmp_path, f"shard-{k}"), "--shard", f"{k}/3")
+        assert result["code"] == 0, result["err"]
+        pushed |= set(statuses(result))
+    creates = fake_hiapi.counts["creates"]
+    result = build(runner(tmp_path, "restore"), "--max-cost", "0")
+    assert result["code"] == 1
+    assert fake_hiapi.counts["creates"] == creates  # nothing sent
+    seen = statuses(result)
+    assert {n for n, status in seen.items() if status == "restored"} == pushed
+    assert seen.keys() - pushed and all(seen[n] == "skipped" for n in seen.keys() - pushed)
+    assert result["rendered"] == 0 and result["spent_usd"] == 0
+
+
 def test_shards_in_one_checkout_take_turns_and_add_up_to_the_whole_lock(build, run, tmp_path):
     root = runner(tmp_path, "one", PREVIEW)
     first = build(root, "--shard", "1/2")
