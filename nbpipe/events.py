@@ -103,6 +103,7 @@ class Summary:
     maybe_billed_usd: Decimal = ZERO
     # frames not selected, downstream of an image this build changed, and stale now
     stale_downstream: tuple[str, ...] = ()
+    other_shards: int = 0  # selected frames that other shards build (`--shard K/N`): not failed
 
     @property
     def noop(self) -> bool:
@@ -129,15 +130,20 @@ class Summary:
                 **({"maybe_billed": self.maybe_billed,
                     "maybe_billed_usd": usd(self.maybe_billed_usd)} if self.maybe_billed else {}),
                 **({"stale_downstream": list(self.stale_downstream)}
-                   if self.stale_downstream else {})}
+                   if self.stale_downstream else {}),
+                **({"other_shards": self.other_shards} if self.other_shards else {})}
 
     def line(self) -> str:
+        others = [f"{self.other_shards} frame{'s' * (self.other_shards != 1)} in other shards"
+                  ] if self.other_shards else []
         if self.noop:
-            return f"nothing to do: {self.fresh} frame{'s' * (self.fresh != 1)} fresh"
+            return " · ".join([f"nothing to do: {self.fresh} frame{'s' * (self.fresh != 1)} "
+                               "fresh", *others])
         counts = [f"{self.rendered} rendered", f"{self.restored} restored", f"{self.fresh} fresh"]
         counts += [f"{n} {what}" for n, what in ((self.failed, "failed"), (self.skipped, "skipped"),
                                                  (self.kept, "left alone"),
                                                  (self.pending, "pending in batch jobs")) if n]
+        counts += others
         money = [f"spent USD {fmt_usd(self.spent)}"]
         if self.left:
             money.append(f"USD {fmt_usd(self.left_usd)} in {self.left} task(s) still out; the "

@@ -84,7 +84,7 @@ def probe(argv: list[str]) -> Early:
     except Exception:  # a bad variable: the CLI says so in its words
         return Early()
     root, flags = plain
-    if not os.path.isdir(root):
+    if not os.path.isdir(root) or settings.shard is not None:  # NBPIPE_SHARD: a share, planned
         return Early(settings=settings)
     from nbpipe.engine.noop import noop_summary, verdict
     from nbpipe.settings import using

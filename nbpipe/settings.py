@@ -57,6 +57,32 @@ class Secret:
         return hash(self._text)
 
 
+class Shard(NamedTuple):
+    """`--shard K/N` (or NBPIPE_SHARD): the K-th of N shares of a build's frames, 1-based as
+    Playwright spells it. Which frames a share holds: nbpipe/plan/shards.py."""
+
+    number: int  # K, from 1
+    total: int  # N
+
+    def __str__(self) -> str:
+        return f"{self.number}/{self.total}"
+
+
+SHARD_WANTS = "must be K/N, whole numbers with 1 <= K <= N (like 2/3)"
+
+
+def parse_shard(raw: str) -> Shard | None:
+    """The one reader of K/N; None for anything else (0/3, 4/3, 1/0, -1/2, 1.5/2, 2)."""
+    k, slash, n = raw.strip().partition("/")
+    parts = (k.strip(), n.strip())
+    # ASCII digits only (int() takes other scripts' digits), and few: a count past a million
+    # shards is no matrix a CI runs, and a long run of digits is slow to convert
+    if not slash or not all(p.isascii() and p.isdigit() and len(p) <= 6 for p in parts):
+        return None
+    index, count = int(parts[0]), int(parts[1])
+    return Shard(index, count) if 1 <= index <= count else None
+
+
 class Settings(NamedTuple):
     """The environment, parsed. None for a backend's own default (HiAPI and Gemini differ)."""
 
@@ -70,6 +96,7 @@ class Settings(NamedTuple):
     max_frames: int | None = None  # NBPIPE_MAX_FRAMES: how far a manifest may raise max_frames
     today: dt.date | None = None  # NBPIPE_TODAY: the date lifecycles are judged on
     explain: bool = False  # NBPIPE_EXPLAIN: say on stderr why the no-op fast path missed
+    shard: Shard | None = None  # NBPIPE_SHARD: --shard's default (build, plan)
     # maintenance and the engine
     gc_grace: float = 3600.0  # NBPIPE_GC_GRACE: a blob younger than this is never collected
     recover_timeout: float = 300.0  # NBPIPE_RECOVER_TIMEOUT: collecting what builds left
@@ -113,6 +140,7 @@ class Settings(NamedTuple):
             max_frames=read.whole("NBPIPE_MAX_FRAMES", least=1),
             today=read.date("NBPIPE_TODAY"),
             explain=read.flag("NBPIPE_EXPLAIN"),
+            shard=read.shard("NBPIPE_SHARD"),
             gc_grace=read.number("NBPIPE_GC_GRACE", 3600.0),
             recover_timeout=read.number("NBPIPE_RECOVER_TIMEOUT", 300.0),
             interrupt_grace=read.number("NBPIPE_INTERRUPT_GRACE", 10.0),
@@ -191,6 +219,9 @@ class _Reader:
     def flag(self, name: str) -> bool:
         said = self._parsed(name, lambda raw: FLAGS.get(raw.lower()), "must be 1 or 0")
         return bool(said)
+
+    def shard(self, name: str) -> Shard | None:
+        return self._parsed(name, parse_shard, SHARD_WANTS)
 
     def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
         return self._parsed(name, lambda raw: raw if raw in choices else None,

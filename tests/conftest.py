@@ -46,6 +46,9 @@ SLOW = {
         "waits out real Retry-After pauses",
     "tests/test_newcomer.py": "a fresh clone, used as a newcomer would",
     "tests/engine/test_prloop.py": "the CI workflow script end to end (git, a remote)",
+    "tests/engine/test_shards.py::"
+    "test_the_sharded_workflow_pays_each_frame_once_and_commits_the_whole_lock":
+        "docs/ci.md's sharded workflow end to end (git, a remote)",
 }
 
 

@@ -34,6 +34,7 @@ BAD = {
     "NBPIPE_TODAY": ("June", "='June' is not a date"),
     "NBPIPE_EXPLAIN": ("maybe", "must be 1 or 0, not 'maybe'"),
     "NBPIPE_BACKEND": ("dalle", "must be one of hiapi, gemini, preview, not 'dalle'"),
+    "NBPIPE_SHARD": ("0/3", "must be K/N, whole numbers with 1 <= K <= N (like 2/3), not '0/3'"),
 }
 
 
@@ -91,12 +92,20 @@ def test_values_are_parsed():
         "NBPIPE_CACHE_DIR": "/tmp/c", "NBPIPE_BACKEND": "gemini", "NBPIPE_PROFILE": "draft",
         "NBPIPE_MAX_FRAMES": "12", "NBPIPE_TODAY": "2026-06-01", "NBPIPE_EXPLAIN": "yes",
         "NBPIPE_GC_GRACE": "0", "NBPIPE_CALL_TIMEOUT": "2.5", "NBPIPE_MAX_IMAGE_BYTES": "1024",
-        "HIAPI_TOKEN": "t", "GOOGLE_API_KEY": "g", "GEMINI_API_KEY": "k"})
+        "HIAPI_TOKEN": "t", "GOOGLE_API_KEY": "g", "GEMINI_API_KEY": "k", "NBPIPE_SHARD": " 2/3 "})
     assert got.cache_dir == Path("/tmp/c") and (got.backend, got.profile) == ("gemini", "draft")
     assert (got.max_frames, got.today, got.explain) == (12, dt.date(2026, 6, 1), True)
     assert (got.gc_grace, got.call_timeout, got.max_image_bytes) == (0.0, 2.5, 1024)
     assert got.hiapi_key == Secret("t") and got.gemini_key is not None
     assert got.gemini_key.reveal() == "k"  # GEMINI_API_KEY before GOOGLE_API_KEY
+    assert got.shard == (2, 3) and str(got.shard) == "2/3"
+
+
+@pytest.mark.parametrize("value", ["0/3", "4/3", "1/0", "0/0", "-1/2", "1.5/2", "2", "/3",
+                                   "1/", "a/b", "1/2/3", "\u0663/\u0663", "1/1234567", "+1/2"])
+def test_a_shard_is_k_of_n_from_1(value):
+    with pytest.raises(UsageError, match="NBPIPE_SHARD must be K/N"):
+        Settings.from_env({"NBPIPE_SHARD": value})
 
 
 def test_keys_are_never_shown():

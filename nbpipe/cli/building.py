@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from nbpipe.cli.shared import AS_JSON, OFFLINE, Edge, F, Usd, target
+from nbpipe.cli.shared import AS_JSON, OFFLINE, SHARD, Edge, F, Usd, target
 from nbpipe.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     from nbpipe.engine.build import BuildOptions
+    from nbpipe.settings import Shard
 
 
 @click.command()
@@ -40,9 +41,10 @@ def validate(ctx: click.Context) -> int:
 @click.option("--compare", metavar="A,B,...", help="Cost per frame under several profiles "
               "('default' is the manifest without one).")
 @OFFLINE
+@SHARD
 @click.pass_context
 def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: str | None,
-         profile: str | None, compare: str | None, offline: bool) -> int:
+         profile: str | None, compare: str | None, offline: bool, shard: Shard | None) -> int:
     """What a build would do, why, and what it would cost. FRAMES take globs: 'shoe/*'."""
     from nbpipe.ops.prices import budget_note, price_source
     from nbpipe.query.view import plan_project
@@ -52,11 +54,11 @@ def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: st
     if compare:
         names = [n.strip() for n in compare.split(",") if n.strip()]
         plans = {n: plan_project(edge.project(backend, None if n == "default" else n, True),
-                                 edge.cache_dir(), frames, offline) for n in names}
+                                 edge.cache_dir(), frames, offline, shard) for n in names}
         click.echo(present.compare_json(plans) if as_json else present.compare_table(plans))
         return EXIT_OK
     project = edge.project(backend, profile, warn=True)
-    result = plan_project(project, edge.cache_dir(), frames, offline)
+    result = plan_project(project, edge.cache_dir(), frames, offline, shard)
     if as_json:
         click.echo(present.plan_json(result))
         return EXIT_OK
@@ -94,7 +96,7 @@ def show(ctx: click.Context, frame: str, as_json: bool, backend: str | None,
 def build_options(frames: tuple[str, ...], backend: str | None, profile: str | None, *,
                   jobs: int | None, max_cost: Decimal | None, trust_prices: bool,
                   fail_fast: bool, keep_going: bool, offline: bool, remote_errors: str,
-                  force: bool, wait: bool = True) -> BuildOptions:
+                  force: bool, wait: bool = True, shard: Shard | None = None) -> BuildOptions:
     """The one place a command line becomes the engine's BuildOptions."""
     from nbpipe.engine.build import BuildOptions
 
@@ -103,7 +105,7 @@ def build_options(frames: tuple[str, ...], backend: str | None, profile: str | N
     return BuildOptions(patterns=frames, force=force, backend=backend, jobs=jobs,
                         max_cost=max_cost, fail_fast=fail_fast, profile=profile,
                         offline=offline, trust_prices=trust_prices, remote_errors=remote_errors,
-                        wait=wait)
+                        wait=wait, shard=shard)
 
 
 def build_flags(command: F) -> F:
@@ -141,7 +143,9 @@ BUILD_FLAGS = [
 @click.option("--remote-errors", type=click.Choice(["fail", "render"]), default="fail",
               show_default=True, help="When the remote cache cannot be read: fail the frames "
               "that would render (the team may own their images), or render them anyway.")
-@click.option("--check", is_flag=True, help="Render nothing; exit 1 if any frame is not fresh.")
+@click.option("--check", is_flag=True, help="Render nothing; exit 1 if any frame is not fresh "
+              "(with --shard: any frame of that shard).")
+@SHARD
 @click.option("--force", is_flag=True, help="Render a new take even when fresh; overwrite "
               "outputs modified outside nbpipe.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines events; the last is the summary.")
@@ -151,10 +155,11 @@ BUILD_FLAGS = [
 def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, profile: str | None,
           jobs: int | None, max_cost: Decimal | None, trust_prices: bool, fail_fast: bool,
           keep_going: bool, no_wait: bool, offline: bool, remote_errors: str, check: bool,
-          force: bool, as_json: bool, with_report: bool) -> int:
+          shard: Shard | None, force: bool, as_json: bool, with_report: bool) -> int:
     """Restore or render what changed, in dependency order, and update nbpipe.lock."""
     edge = Edge.of(ctx)
-    if not frames and not force and not with_report:
+    # a shard plans its share (the fast path knows nothing of shares, and counts every frame)
+    if not frames and not force and not with_report and shard is None:
         from nbpipe.engine.noop import noop_summary
 
         found = edge.verdict(backend, profile)
@@ -169,13 +174,14 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
     options = build_options(frames, backend, profile, jobs=jobs, max_cost=max_cost,
                             trust_prices=trust_prices, fail_fast=fail_fast,
                             keep_going=keep_going, offline=offline,
-                            remote_errors=remote_errors, force=force, wait=not no_wait)
+                            remote_errors=remote_errors, force=force, wait=not no_wait,
+                            shard=shard)
     project = edge.project(backend, profile, warn=True)
     if check:
         plan = run_check(project, edge.cache_dir(), frames, noted(sink_for(as_json, 0)),
-                         edge.settings)
+                         edge.settings, shard)
         return EXIT_FAILED if say_check(plan, as_json) else EXIT_OK
-    events = sink_for(as_json, len(project.select(options.patterns)))
+    events = sink_for(as_json, len(project.share(options.patterns, shard)[0]))
     summary = run_build(project, edge.cache_dir(), options, events, noted(events),
                         not no_wait, edge.settings)
     code = summary.exit_code  # frames skipped or left out are missing: CI must not look green

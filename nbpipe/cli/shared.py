@@ -14,7 +14,7 @@ import click
 
 from nbpipe.errors import UsageError
 from nbpipe.launch import Early, cache_dir
-from nbpipe.settings import BACKENDS, LANES, Settings
+from nbpipe.settings import BACKENDS, LANES, SHARD_WANTS, Settings, Shard, parse_shard
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
@@ -178,6 +178,25 @@ def target(help_text: str | None = None) -> Callable[[F], F]:
         return backend_option(help_text)(PROFILE(LANE(command)))
     return apply
 
+
+class ShardType(click.ParamType):
+    """K/N: the K-th of N shares of the frames (1-based, as Playwright spells it)."""
+
+    name = "K/N"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> Shard:
+        if isinstance(value, Shard):
+            return value
+        shard = parse_shard(str(value))
+        if shard is None:
+            self.fail(f"{SHARD_WANTS}, not {str(value)!r}", param, ctx)
+        return shard
+
+
+SHARD = click.option("--shard", type=ShardType(), metavar="K/N", callback=_from_settings("shard"),
+                     help="Only the K-th of N shares of the frames (1-based; a whole edit chain "
+                     "is in one share); default: $NBPIPE_SHARD.")
 
 AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 OFFLINE = click.option("--offline", is_flag=True, help="Do not look at the remote cache.")

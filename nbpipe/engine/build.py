@@ -48,7 +48,7 @@ from nbpipe.events import Reporter, Status, Summary, Tally
 from nbpipe.plan.budget import Budget
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Project, Step, make_plan
-from nbpipe.settings import Settings, current
+from nbpipe.settings import Settings, Shard, current
 from nbpipe.store.batchlog import BATCHES, BatchLog
 from nbpipe.store.cache import Cache
 from nbpipe.store.journal import Journal
@@ -74,6 +74,7 @@ class BuildOptions:
     remote_errors: str = "fail"  # "render": pay for a frame even when the remote may hold it
     profile: str | None = None
     wait: bool = True  # wait for batch jobs (False: --no-wait, their frames end pending)
+    shard: Shard | None = None  # build only this shard's frames (nbpipe/plan/shards.py)
 
 
 @dataclass
@@ -103,7 +104,8 @@ class Build:
         self.tally = Tally(self.events)
 
     def run(self) -> Summary:
-        frames = self.project.select(self.options.patterns)
+        frames, others = self.project.share(self.options.patterns, self.options.shard)
+        self.tally.summary.other_shards = others  # not failed, not fresh: another runner's
         pinned = {name: entry.digest for name, entry in self.lock.entries.items()}
         self._sweep(frames)
         opened = Backends(self.open_backend or self._open, self._jobs, self._rpm,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from nbpipe.engine.build import Build, BuildOptions
 from nbpipe.events import Reporter, Summary
 from nbpipe.plan.planner import Plan, Project, make_plan
-from nbpipe.settings import Settings, current
+from nbpipe.settings import Settings, Shard, current
 from nbpipe.store.known import StoreKnown
 from nbpipe.store.workspace import Workspace
 
@@ -27,11 +28,14 @@ def run_build(project: Project, cache_dir: Path, options: BuildOptions, events: 
 
 
 def run_check(project: Project, cache_dir: Path, patterns: tuple[str, ...],
-              note: Callable[[str], None], settings: Settings | None = None) -> Plan:
-    """The CI gate's plan against the lock and outputs, rendering nothing. It saves the stat
-    cache, so it holds the build lock like every command that writes."""
+              note: Callable[[str], None], settings: Settings | None = None,
+              shard: Shard | None = None) -> Plan:
+    """The CI gate's plan against the lock and outputs, rendering nothing: with `shard`, of
+    that shard's frames only (what that shard's build would have made fresh). It saves the
+    stat cache, so it holds the build lock like every command that writes."""
+    frames, others = project.share(patterns, shard)
     with Workspace.opened(project.loaded.root, cache_dir, project, write=True, note=note,
                           offline=True, settings=settings) as space:
-        plan = make_plan(project.select(patterns), StoreKnown(space.lock, space.cache, space.state))
+        plan = make_plan(frames, StoreKnown(space.lock, space.cache, space.state))
         space.state.save()
-    return plan
+    return replace(plan, shard=shard, others=others)

@@ -49,6 +49,15 @@ def dependants(dependencies: dict[str, tuple[str, ...]], of: Iterable[str]) -> s
     return out
 
 
+def components(nodes: Iterable[str], links: Iterable[tuple[str, str]]) -> list[set[str]]:
+    """The nodes in groups joined by links, either way round (a directed graph's weakly
+    connected components); a node with no link is a group of its own."""
+    g = nx.Graph()
+    g.add_nodes_from(nodes)
+    g.add_edges_from(links)
+    return [set(group) for group in nx.connected_components(g)]
+
+
 def render_graph(frames: Mapping[str, Frame], fmt: str) -> str:
     """The frame graph as Mermaid or Graphviz DOT: frames, input files, and edit edges."""
     ids: dict[str, str] = {}

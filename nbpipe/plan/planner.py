@@ -17,11 +17,11 @@ from nbpipe.manifest.expand import expand
 from nbpipe.manifest.load import Loaded, load_manifest
 from nbpipe.manifest.source import did_you_mean
 from nbpipe.money import usd
-from nbpipe.plan import graph
+from nbpipe.plan import graph, shards
 from nbpipe.plan.frame import Frame, format_of_path
 from nbpipe.plan.reasons import Change, changes, short_reason
 from nbpipe.plan.resolve import Resolver
-from nbpipe.settings import LANES, current
+from nbpipe.settings import LANES, Shard, current
 
 # What a manifest's `cache.remote` may name: object stores. A folder on this machine (file://,
 # a bare path) or another fsspec protocol would let a pull request's manifest write the
@@ -45,6 +45,9 @@ class Project:
     # (None: the stat proves nothing, see nbpipe.filestat)
     reads: dict[str, Stat | None] = field(default_factory=dict)
     lane: str | None = None  # `--lane` / NBPIPE_LANE: every frame's lane (None: the manifest's)
+    # each frame's shard, by the count of shards (`share`; the frames never change)
+    shard_numbers: dict[int, dict[str, int]] = field(default_factory=dict, compare=False,
+                                                     repr=False)
 
     @property
     def loaded(self) -> Loaded:
@@ -66,6 +69,16 @@ class Project:
             chosen.update(hits)
         wanted = graph.closure(self.dependencies(), chosen)
         return [f for n, f in self.frames.items() if n in wanted]
+
+    def share(self, patterns: Sequence[str], shard: Shard | None) -> tuple[list[Frame], int]:
+        """The selected frames (`select`) that `shard` builds (all of them with None), and how
+        many selected frames other shards build (nbpipe/plan/shards.py says which)."""
+        if shard is None:
+            return self.select(patterns), 0
+        numbers = self.shard_numbers.get(shard.total)
+        if numbers is None:  # made once: a build asks twice (its display's total, its walk)
+            numbers = self.shard_numbers[shard.total] = shards.numbers(self.frames, shard.total)
+        return shards.share(self.frames, self.select(patterns), shard, numbers)
 
     def _miss_hint(self, pattern: str) -> str | None:
         target = pattern.partition("/")[0]
@@ -281,6 +294,8 @@ class Step:
 @dataclass(frozen=True)
 class Plan:
     steps: list[Step]
+    shard: Shard | None = None  # planned for this shard (`--shard K/N`) only
+    others: int = 0  # selected frames that other shards build, not planned here
 
     def count(self, action: Action) -> int:
         return sum(1 for s in self.steps if s.action == action)
@@ -290,8 +305,9 @@ class Plan:
         return sum((s.cost for s in self.steps), Decimal(0))
 
     def summary(self) -> dict[str, Any]:
+        sharded = {"shard": str(self.shard), "other_shards": self.others} if self.shard else {}
         return {"frames": len(self.steps), **{a: self.count(a) for a in ACTIONS},
-                "cost_usd": usd(self.cost)}
+                "cost_usd": usd(self.cost), **sharded}
 
 
 def decide(frame: Frame, known: Known, force: bool = False) -> Step:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Plan, Project, Step, make_plan
+from nbpipe.settings import Shard
 from nbpipe.store.known import StoreKnown
 from nbpipe.store.workspace import known_store
 
@@ -35,8 +36,9 @@ def _remote_said(step: Step, known: StoreKnown, unknown: bool) -> Step:
 
 
 def plan_project(project: Project, cache_dir: Path, patterns: tuple[str, ...],
-                 offline: bool = False) -> Plan:
+                 offline: bool = False, shard: Shard | None = None) -> Plan:
     """The plan against what happened before (the lock, the caches, the outputs); writes
-    nothing."""
+    nothing. With `shard`, of that shard's frames only."""
+    frames, others = project.share(patterns, shard)
     with known_store(project, cache_dir, offline) as known:
-        return plan_with(known, project.select(patterns))
+        return replace(plan_with(known, frames), shard=shard, others=others)

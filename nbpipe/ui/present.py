@@ -31,8 +31,10 @@ def plan_table(plan: Plan) -> str:
 def plan_totals(plan: Plan) -> str:
     counts = " · ".join(f"{plan.count(a)} {a}" for a in ACTIONS if plan.count(a))
     frames = len(plan.steps)
+    sharded = f" · {plan.others} in other shards (this is shard {plan.shard})" \
+        if plan.shard else ""
     return (f"{frames} frame{'s' if frames != 1 else ''}"
-            f"{': ' + counts if counts else ''} · USD {fmt_usd(plan.cost)} to spend")
+            f"{': ' + counts if counts else ''} · USD {fmt_usd(plan.cost)} to spend{sharded}")
 
 
 def _model(frame: Frame) -> str:

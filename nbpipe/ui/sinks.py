@@ -33,16 +33,21 @@ def noted(sink: Reporter) -> Callable[[str], None]:
 def say_check(plan: Plan, as_json: bool) -> bool:
     """Print what `build --check` found; whether anything is stale."""
     stale = [s for s in plan.steps if s.action != "fresh"]
+    # under --shard only this shard's frames are checked: say so, and how many it left out
+    sharded = f" of shard {plan.shard} ({plan.others} in other shards, not checked here)" \
+        if plan.shard else ""
     if as_json:
         print(json.dumps({"event": "check", "fresh": len(plan.steps) - len(stale),
                           "stale": [{"frame": s.frame.name, "action": s.action,
-                                     "reason": s.reason} for s in stale]}))
+                                     "reason": s.reason} for s in stale],
+                          **({"shard": str(plan.shard), "other_shards": plan.others}
+                             if plan.shard else {})}))
     elif stale:
-        print(f"{len(stale)} of {len(plan.steps)} frames not fresh "
+        print(f"{len(stale)} of {len(plan.steps)} frames{sharded} not fresh "
               f"(a build would spend USD {fmt_usd(plan.cost)}):")
         width = max(len(s.frame.name) for s in stale)
         for s in stale:
             print(f"  {s.action:<8} {s.frame.name:<{width}}  {s.reason}")
     else:
-        print(f"all {len(plan.steps)} frames fresh")
+        print(f"all {len(plan.steps)} frames{sharded} fresh")
     return bool(stale)
