@@ -16,7 +16,8 @@ under one job id; declared here, driven by a later engine).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -70,6 +71,12 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
     # A third-party backend's models, prices and limits: its entry in catalog.json's shape
     # (`backends.<name>`), merged into the catalogue; a built-in backend's live in catalog.json.
     catalog: Mapping[str, Any] | None = None
+    label: str = ""  # the service as messages name it ("OpenAI"); "" for its name
+
+    @property
+    def shown(self) -> str:
+        """How messages name the provider."""
+        return self.label or self.name
 
     @property
     def lane(self) -> Lane:
@@ -114,6 +121,12 @@ def spec(name: str) -> BackendSpec:
                          "so a create whose reply was lost would be paid again",
                          "fix or uninstall that package")
     return found
+
+
+def counted(backends: Iterable[str]) -> str:
+    """'4 Gemini and 1 OpenAI': how many of each provider, as messages say it."""
+    tally = Counter(spec(name).shown for name in backends)
+    return " and ".join(f"{count} {label}" for label, count in sorted(tally.items()))
 
 
 def resumable(name: str) -> bool:

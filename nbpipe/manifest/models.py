@@ -38,18 +38,25 @@ class Params(_TiersAsText):
     """Render settings a target inherits from `defaults` (and from the target it `extends`)."""
 
     backend: str | None = Field(
-        default=None, description="hiapi | gemini | preview (offline, free)")
+        default=None, description="hiapi | gemini | openai | preview (offline, free)")
     model: str | None = Field(
         default=None, description="a model of the backend; `nbpipe models` lists them")
     aspect_ratio: str | None = Field(
         default=None, description="width:height as the model lists it, e.g. 3:2; quote it in YAML")
     resolution: str | None = Field(
         default=None, description="a resolution tier of the model; `nbpipe models` lists them")
-    output_format: str | None = Field(default=None, description="png | jpeg (jpg is the same)")
+    output_format: str | None = Field(
+        default=None, description="png | jpeg (jpg is the same) | webp, as the model takes")
     output: str | None = Field(
         default=None,
         description="output path pattern: {frame} {target} {variant} {ext}, the request's "
         "{model} {aspect_ratio} {resolution}, and matrix variables")
+    quality: str | None = Field(
+        default=None, description="a quality level, where the model takes one (OpenAI: low | "
+        "medium | high; its 2.5 models also xhigh | max); `nbpipe models` lists them")
+    background: str | None = Field(
+        default=None, description="auto | opaque | transparent (png or webp output), where "
+        "the model takes it")
 
 
 

@@ -20,7 +20,8 @@ from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.manifest.templates import Template, TemplateFault
 from nbpipe.relpath import fold_name
 
-PARAMS = ("backend", "model", "aspect_ratio", "resolution", "output_format", "output")
+PARAMS = ("backend", "model", "aspect_ratio", "resolution", "output_format", "output",
+          "quality", "background")
 DEFAULT_OUTPUT = "out/{frame}.{ext}"
 # What an output pattern may name besides matrix axes: the last three are the frame's request
 # settings, as sent (channel crops in folders: `out/{aspect_ratio}/{frame}.{ext}`).

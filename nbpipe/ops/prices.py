@@ -137,8 +137,8 @@ def _usd(value: Decimal) -> str:  # a catalogue price exactly as listed, no zero
 def _prices(spec: ModelSpec) -> str:
     if FLAT in spec.prices:
         return _usd(spec.prices[FLAT])
-    return " · ".join(f"{r} {_usd(spec.prices[r]) if r in spec.prices else '?'}"
-                      for r in spec.resolutions)
+    keys = spec.price_keys if spec.qualities else spec.resolutions
+    return " · ".join(f"{r} {_usd(spec.prices[r]) if r in spec.prices else '?'}" for r in keys)
 
 
 def _status(spec: ModelSpec, today: dt.date) -> str:

@@ -13,6 +13,7 @@ from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.plan.findings import Findings
 from nbpipe.plan.frame import InputImage
 from nbpipe.plan.inputs import Inputs
+from nbpipe.plan.sizing import request_extras
 
 # A target and the per-frame settings (matrix axes, variants) that change its plan.
 PlanKey = tuple[str, tuple[tuple[str, object], ...]]
@@ -79,7 +80,7 @@ class Targets:
         images = self.inputs.of(target, spec, inputs)
         if self.findings.reported != before:
             return None
-        return TargetPlan(backend, spec, params, ext, spec.price(params.get("resolution")), images)
+        return TargetPlan(backend, spec, params, ext, spec.price_of(params), images)
 
     def _backend(self, target: ResolvedTarget) -> str | None:
         if self.backend_override:
@@ -182,7 +183,9 @@ class Targets:
             tier = resolution.value if resolution else spec.default_resolution
             if tier is not None:
                 params["resolution"] = tier
-        return params, self._format(settings.get("output_format"), spec, params)
+        ext = self._format(settings.get("output_format"), spec, params)
+        request_extras(spec, settings, params, ext, self.findings, self.catalog.tiers)
+        return params, ext
 
     def _format(self, setting: Setting | None, spec: ModelSpec, params: dict[str, str]) -> str:
         wanted: str = setting.value if setting else "png"
@@ -190,9 +193,14 @@ class Targets:
         if setting is not None and canonical not in FORMATS:
             self.findings.error(setting.path, f"unknown output format '{wanted}'",
                                 did_you_mean(wanted, [*FORMATS, *FORMAT_ALIASES])
-                                or "use png or jpeg")
+                                or f"use {', '.join(FORMATS)}")
             return "png"
-        if spec.formats is not None:
+        if spec.formats is not None and canonical not in spec.formats and setting is not None:
+            self.findings.error(setting.path, f"output format '{wanted}' is not taken by "
+                                "{who}", f"{spec.name} takes {', '.join(spec.formats)}",
+                                who=("model", spec.name))
+            return "png"
+        if spec.formats is not None and canonical in spec.formats:
             params["output_format"] = spec.formats[canonical]
         elif setting is not None:  # never sent: the key could not tell png from jpeg
             self.findings.error(setting.path, f"{spec.name} takes no output format (the model "
