@@ -215,3 +215,14 @@ def fake_gemini(monkeypatch):
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)
         monkeypatch.setenv("NBPIPE_RETRY_BASE", "0.01")
         yield fake
+
+
+@pytest.fixture
+def fake_openai(monkeypatch):
+    from tests.fakes.openai import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        monkeypatch.setenv("OPENAI_API_KEY", fake.key)
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base)
+        monkeypatch.setenv("NBPIPE_RETRY_BASE", "0.01")
+        yield fake
