@@ -61,8 +61,8 @@ def request_body(request: Request, images: list[str],
 
 
 def endpoint(model: str) -> str:
-    return ("POST /v1/images/generations (an edit: POST /v1/images/edits, multipart with "
-            f"image[]) for {model}")
+    """What `show` says a frame calls (the model is in the body)."""
+    return "POST /v1/images/generations, or /v1/images/edits (multipart) for a frame with inputs"
 
 
 @dataclass(frozen=True)
