@@ -11,8 +11,9 @@ test can see whether the bytes reached the output untouched. Faults, scripted on
     429 (Retry-After and x-ratelimit headers) quota(429 insufficient_quota) 500 503
     drop(billed, the reply lost) moderation(400 moderation_blocked, not billed) badkey(401)
 
-`holds.hold("reply")` keeps every billed reply until the test releases it; `billed` says of
-each request billed what it asked, its price (the catalogue's) and the image it sent.
+`holds.hold("reply")` keeps every billed reply until the test releases it; `delay` (seconds)
+slows each; `billed` says of each request billed what it asked, its price (the catalogue's)
+and the image it sent (a lost reply, `drop`, is billed for an image nobody received).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class Billed:
     fault: str | None
     usd: Decimal
     inputs: list[bytes] = field(default_factory=list)  # the input files, in order
+    body: dict = field(default_factory=dict)  # its fields as sent (files as their digests)
     number: int = 0
     image: bytes = b""
 
@@ -102,6 +104,7 @@ class FakeOpenAI(FakeServer):
         self.today = today
         self.billed: list[Billed] = []
         self.bodies: list[dict] = []  # every accepted request's fields (files as their digests)
+        self.delay = 0.0  # seconds each billed reply takes (a build to interrupt meanwhile)
 
     @property
     def base(self) -> str:
@@ -145,12 +148,12 @@ class FakeOpenAI(FakeServer):
         if fault == "moderation":
             raise Refused(400, "Your request was rejected by the safety system.",
                           code="moderation_blocked", kind="image_generation_user_error")
+        body = {**fields, **({"image[]": [sha(f) for f in files]} if files else {})}
         with self.lock:
-            self.bodies.append({**fields, **({"image[]": [sha(f) for f in files]} if files
-                                             else {})})
+            self.bodies.append(body)
         return Billed(endpoint, spec.name, str(fields["prompt"]), params, fault,
                       spec.price_of({**params, "resolution": self._tier(spec, params["size"])}),
-                      files)
+                      files, body)
 
     def _limited(self, request: Handler) -> None:
         request.send(429, {"error": {"message": "Rate limit reached for images per minute.",
@@ -288,6 +291,8 @@ class FakeOpenAI(FakeServer):
         self.count("billed")
         seed = f"{billed.number}:{billed.prompt}"
         billed.image = made_image(billed.params["output_format"], seed)
+        if self.delay:
+            time.sleep(self.delay)
         self.holds.passing("reply")  # billed, the reply held until the test releases it
         if billed.fault == "drop":
             return request.drop()
