@@ -21,7 +21,7 @@ from nbpipe.store.records import MAX_PRICE
 def price_source(cache_dir: Path, project: Project) -> str:
     doc = stored(cache_dir)
     source = f"HiAPI catalogue fetched {doc.get('fetched', '?')}" if doc \
-        else "built-in table (HiAPI and Gemini list prices, 2026)"
+        else "built-in table (the vendors' list prices, 2026)"
     overrides = sum(len(models) for models in project.loaded.manifest.pricing.values())
     overridden = f"; {overrides} model price(s) overridden by the manifest" if overrides else ""
     return source + overridden
