@@ -150,12 +150,10 @@ def test_a_refused_key_or_spent_quota_stops_the_build(fault, says, fake_openai, 
     assert fake_openai.counts["requests"] == 1
 
 
-def test_a_400_names_the_parameter(fake_openai, build, make_project, monkeypatch):
+def test_a_400_names_the_parameter(fake_openai, build, make_project):
     """What nbpipe did not check (a prompt the catalogue allows, a server with a tighter
     rule) comes back as the server's 400, its `param` named, once."""
-    import tests.fakes.openai as fake_module
-
-    monkeypatch.setattr(fake_module, "MAX_PROMPT", 5)
+    fake_openai.prompt_max = 5
     summary = build(make_project(ONE))
     assert failures(summary) == {"a": "OpenAI rejected the request (HTTP 400 "
                                       "string_above_max_length, parameter 'prompt'): Prompt too "
@@ -177,3 +175,14 @@ def test_models_lists_openai_with_prices_per_quality_and_size(run):
     out = run("models", "--backend", "openai").out
     assert "gpt-image-2" in out and "gpt-image-1.5" in out and "gpt-image-1-mini" in out
     assert "low/1536x1024 0.013" in out and "high/4K" in out
+
+
+def test_preview_stands_in_for_openai_free_in_the_size_and_format_asked(build, make_project,
+                                                                         run):
+    root = make_project(PROJECT, {"refs/logo.png": tiny_png()})
+    summary = build(root, "--backend", "preview")
+    assert (summary["rendered"], summary["spent_usd"]) == (4, 0)
+    with Image.open(root / "out/@preview/poster.webp") as poster:
+        assert (poster.format, poster.size) == ("WEBP", (2048, 1152))
+    with Image.open(root / "out/@preview/hero.png") as hero:
+        assert hero.size == (1536, 1024)
