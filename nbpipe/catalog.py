@@ -150,7 +150,8 @@ class ModelEntry(_Strict):
     output_formats: dict[Literal["png", "jpeg", "webp"], str] | None = Field(
         description="canonical format → the wire value; null = the model chooses")
     qualities: list[str] = Field(
-        default_factory=list, description="quality levels it takes; empty: it takes none")
+        default_factory=list, description="quality levels it takes, cheapest first; empty: "
+        "it takes none")
     default_quality: str | None = Field(
         default=None, description="the quality sent when the manifest names none")
     sizes: dict[str, str] | None = Field(

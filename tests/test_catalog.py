@@ -168,17 +168,26 @@ def _readme_table() -> str:
     when = catalog.today()
     rows = ["| backend | model | status | takes | USD per image |", "|---|---|---|---|---|"]
     gone = []
-    for backend in ("hiapi", "gemini"):
+    for backend in ("hiapi", "gemini", "openai"):
         for spec in builtin().models[backend].values():
             if spec.shut_down(when):
-                gone.append(f"{spec.name} ({spec.shutdown}, use {spec.replacement})")
+                use = " or ".join((str(spec.replacement), *spec.also_replaced_by))
+                gone.append(f"{spec.name} ({spec.shutdown}, use {use})")
                 continue
             since = f" since {spec.released}" if spec.released else ""
             takes = f"up to {spec.max_inputs} input images" if spec.max_inputs else "text only"
             takes += "; " + " / ".join(spec.resolutions) if spec.resolutions \
                 else "; no `resolution`"
-            prices = " / ".join(format(spec.prices[r], "f") for r in spec.resolutions) \
-                if spec.resolutions else format(spec.price(None), "f")
+            if not spec.qualities:
+                prices = " / ".join(format(spec.prices[r], "f") for r in spec.resolutions) \
+                    if spec.resolutions else format(spec.price(None), "f")
+            else:  # per quality (the columns), at each size or tier
+                takes += f"; ratios {' '.join(spec.aspect_ratios)}; quality " + \
+                    " / ".join(spec.qualities)
+                classes = spec.resolutions or sorted(set((spec.sizes or {}).values()))
+                prices = "; ".join(f"{c}: " + " / ".join(format(spec.prices[f"{q}/{c}"], "f")
+                                                         for q in spec.qualities)
+                                   for c in classes)
             rows.append(f"| {backend} | {spec.name} | {spec.status}{since} | {takes} | {prices} |")
     rows.append("| preview | any of the above | | the same limits, offline | 0 |")
     return "\n".join(rows) + "\n\nShut down (a manifest naming one is an error that names its " \

@@ -15,10 +15,15 @@ DEFAULT_LONG_SIDE = 1024  # a model that takes no tier: about a megapixel
 
 
 def request_extras(spec: ModelSpec, settings: Mapping[str, Setting], params: dict[str, str],
-                   ext: str, findings: Findings, tiers: Mapping[str, int]) -> None:
+                   ext: str, findings: Findings, tiers: Mapping[str, int],
+                   draft: bool = False) -> None:
     """Add `quality`, `size` and `background` to `params` where the model takes them (always
-    sent where it does: the request, and so the key, says what is paid for)."""
-    _quality(spec, settings.get("quality"), params, findings)
+    sent where it does: the request, and so the key, says what is paid for). `draft`: the
+    built-in draft profile, which renders at the model's lowest quality, whatever is set."""
+    if draft and spec.qualities:
+        params["quality"] = spec.qualities[0]  # the catalogue lists them cheapest first
+    else:
+        _quality(spec, settings.get("quality"), params, findings)
     tier = params.get("resolution")
     size = spec.size_for(params.get("aspect_ratio"), tier,
                          tiers.get(tier or "", DEFAULT_LONG_SIDE))

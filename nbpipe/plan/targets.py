@@ -184,7 +184,8 @@ class Targets:
             if tier is not None:
                 params["resolution"] = tier
         ext = self._format(settings.get("output_format"), spec, params)
-        request_extras(spec, settings, params, ext, self.findings, self.catalog.tiers)
+        request_extras(spec, settings, params, ext, self.findings, self.catalog.tiers,
+                       self.declared.builtin_draft)
         return params, ext
 
     def _format(self, setting: Setting | None, spec: ModelSpec, params: dict[str, str]) -> str:

@@ -91,3 +91,12 @@ def test_quality_is_part_of_the_key_and_the_price(run, make_project):
         keys[quality], costs[quality] = shown["key"], shown["cost_usd"]
     assert keys["low"] != keys["high"]
     assert (costs["low"], costs["high"]) == (0.009, 0.133)
+
+
+def test_the_built_in_draft_profile_renders_at_the_lowest_quality_of_the_cheapest_model(
+        run, make_project):
+    root = make_project("version: 1\ntargets:\n  a: {prompt: x, backend: openai, "
+                        "model: gpt-image-2, quality: high}\n")
+    shown = json.loads(run("-C", str(root), "show", "a", "--json", "--profile", "draft").out)
+    assert (shown["model"], shown["params"]["quality"], shown["cost_usd"]) == \
+        ("gpt-image-1-mini", "low", 0.005)
