@@ -186,3 +186,19 @@ def test_preview_stands_in_for_openai_free_in_the_size_and_format_asked(build, m
         assert (poster.format, poster.size) == ("WEBP", (2048, 1152))
     with Image.open(root / "out/@preview/hero.png") as hero:
         assert hero.size == (1536, 1024)
+
+
+def test_without_its_key_a_build_stops_naming_the_one_variable(run, make_project, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    result = run("-C", str(make_project(ONE)), "build")
+    assert result.code == 2 and "OPENAI_API_KEY is not set" in result.err
+    assert "set OPENAI_API_KEY, or build offline with --backend preview" in result.err
+
+
+def test_openai_retry_after_ms_is_read_before_retry_after():
+    import httpx
+
+    from nbpipe.backends.http import retry_after
+
+    assert retry_after(httpx.Headers({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
+    assert retry_after(httpx.Headers({"retry-after-ms": "soon", "retry-after": "9"})) == 9.0
