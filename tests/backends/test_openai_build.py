@@ -202,3 +202,40 @@ def test_openai_retry_after_ms_is_read_before_retry_after():
 
     assert retry_after(httpx.Headers({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
     assert retry_after(httpx.Headers({"retry-after-ms": "soon", "retry-after": "9"})) == 9.0
+
+
+SHAPE = "OpenAI answered HTTP 200 with a body that does not match the documented shape"
+BILLED = "; not retried, since the request may have been billed"
+
+
+@pytest.mark.parametrize("fault, reason", [
+    ("malformed:data-dict", f"{SHAPE} (data: Input should be a valid list){BILLED}"),
+    ("malformed:b64-int", f"{SHAPE} (data.0.b64_json: Input should be a valid string){BILLED}"),
+    ("malformed:no-b64", f"OpenAI's reply holds no image (no data[0].b64_json){BILLED}"),
+    ("malformed:empty-data", f"OpenAI's reply holds no image (no data[0].b64_json){BILLED}"),
+    ("malformed:bad-base64", "OpenAI's image data is not valid base64; not retried, since the "
+                             "image was made and may have been billed"),
+    ("malformed:not-an-image", "the server's bytes are not an image (they start b'hello'); not "
+                               "retried, since the image was made and may have been billed"),
+    ("malformed:bignum", f"OpenAI answered HTTP 200 with a body that is not JSON{BILLED}"),
+    ("malformed:deep", f"OpenAI answered HTTP 200 with a body that is not JSON{BILLED}"),
+])
+def test_a_billed_reply_of_the_wrong_shape_fails_the_frame_counted_never_a_crash(
+        fault, reason, fake_openai, build, make_project):
+    fake_openai.faults.add("images", fault)
+    summary = build(make_project(ONE))
+    assert summary["code"] == 1 and failures(summary) == {"a": reason}
+    assert "Traceback" not in summary["err"] and "internal error" not in summary["err"]
+    assert len(fake_openai.billed) == 1 and spent(summary) == billed(fake_openai)
+
+
+def test_an_error_of_the_wrong_shape_or_echoing_the_key_is_read_safely(fake_openai, build,
+                                                                       make_project):
+    fake_openai.faults.add("images", "bad-400", "echo-key")
+    root = make_project(ONE)
+    first = build(root)
+    assert failures(first) == {"a": "OpenAI rejected the request (HTTP 400): Bad Request"}
+    second = build(root)
+    said = failures(second)["a"]
+    assert fake_openai.key not in second["out"] + second["err"] and "[redacted]" in said
+    assert spent(first, second) == 0 and fake_openai.billed == []

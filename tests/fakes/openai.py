@@ -10,6 +10,8 @@ test can see whether the bytes reached the output untouched. Faults, scripted on
 
     429 (Retry-After and x-ratelimit headers) quota(429 insufficient_quota) 500 503
     drop(billed, the reply lost) moderation(400 moderation_blocked, not billed) badkey(401)
+    malformed:NAME (billed: a 200 of the wrong shape, see MALFORMED) bad-400(an error whose
+    fields have the wrong types) echo-key(a 400 whose message and param carry the key)
 
 `holds.hold("reply")` keeps every billed reply until the test releases it; `delay` (seconds)
 slows each; `billed` says of each request billed what it asked, its price (the catalogue's)
@@ -33,13 +35,23 @@ from decimal import Decimal
 
 from nbpipe.catalog import ModelSpec, builtin, today
 from nbpipe.imagefmt import sniff
-from tests.fakes.server import FakeServer, Handler
+from tests.fakes.server import BIG_NUMBER, DEEP_JSON, FakeServer, Handler
 
 GENERATE_FIELDS = {"model", "prompt", "n", "size", "quality", "background", "output_format",
                    "output_compression", "moderation", "user", "partial_images", "stream",
                    "response_format", "style"}
 EDIT_FIELDS = GENERATE_FIELDS - {"moderation", "style"} | {"input_fidelity"}
 C2PA = b"c2pa manifest store: made by the fake OpenAI"  # the payload of each PNG's caBX chunk
+MALFORMED = {  # name → the raw 200 a billed request gets (an image made, its reply unusable)
+    "data-dict": {"created": 1, "data": {"0": {"b64_json": "AAAA"}}},
+    "b64-int": {"created": 1, "data": [{"b64_json": 5}]},
+    "no-b64": {"created": 1, "data": [{"url": "https://example.com/x.png"}]},
+    "empty-data": {"created": 1, "data": []},
+    "bad-base64": {"created": 1, "data": [{"b64_json": "*not base64*"}]},
+    "not-an-image": {"created": 1, "data": [{"b64_json": base64.b64encode(b"hello").decode()}]},
+    "bignum": BIG_NUMBER,
+    "deep": DEEP_JSON,
+}
 
 
 def sha(data: bytes) -> str:
@@ -139,6 +151,13 @@ class FakeOpenAI(FakeServer):
         if fault == "quota":
             raise Refused(429, "You exceeded your current quota, please check your plan and "
                           "billing details.", code="insufficient_quota", kind="insufficient_quota")
+        if fault == "bad-400":
+            request.send(400, {"error": {"message": ["a", "list"], "type": 5, "param": {},
+                                         "code": [1]}})
+            return None
+        if fault == "echo-key":
+            raise Refused(400, f"Invalid key {self.key}", param=f"x-{self.key}",
+                          code=f"c-{self.key}")
         if fault in ("500", "503"):
             raise Refused(int(fault), "The server had an error while processing your request.",
                           kind="server_error")
@@ -296,6 +315,10 @@ class FakeOpenAI(FakeServer):
         self.holds.passing("reply")  # billed, the reply held until the test releases it
         if billed.fault == "drop":
             return request.drop()
+        if billed.fault and billed.fault.startswith("malformed:"):
+            reply = MALFORMED[billed.fault.removeprefix("malformed:")]
+            return request.send(200, raw=reply if isinstance(reply, bytes)
+                                else json.dumps(reply).encode())
         p = billed.params
         request.send(200, {
             "created": int(time.time()), "background": p["background"],
