@@ -48,6 +48,7 @@ class InFlight:
             yield
         finally:
             self.prices.pop(frame.name, None)
+            self.backends.pop(frame.name, None)
 
     def text(self) -> str:
         cost = sum(self.prices.values(), Decimal(0))

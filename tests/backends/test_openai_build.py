@@ -239,3 +239,10 @@ def test_an_error_of_the_wrong_shape_or_echoing_the_key_is_read_safely(fake_open
     said = failures(second)["a"]
     assert fake_openai.key not in second["out"] + second["err"] and "[redacted]" in said
     assert spent(first, second) == 0 and fake_openai.billed == []
+
+
+def test_calls_in_flight_are_counted_by_provider_in_words():
+    from nbpipe.backends.registry import counted
+
+    assert counted(["openai", "gemini", "openai"]) == "1 Gemini and 2 OpenAI"
+    assert counted(["gemini"] * 4) == "4 Gemini"  # as the Gemini-only messages always said
