@@ -89,6 +89,8 @@ class Variant(_TiersAsText):
     inputs: list[str] | None = Field(
         default=None, description="input images of this variant's frames, instead of the "
         "target's")
+    quality: str | None = Field(
+        default=None, description="a quality level of the model, for this variant's frames")
 
 
 class Target(Params):
@@ -105,7 +107,7 @@ class Target(Params):
     matrix: dict[str, Axis] | None = Field(
         default=None,
         description="cartesian product of values; frame names join the values with '-'; "
-        "an axis named model, aspect_ratio or resolution sets that per frame")
+        "an axis named model, aspect_ratio, resolution or quality sets that per frame")
     variants: dict[str, Variant] | None = None
     inputs: list[str] | None = Field(
         default=None,
@@ -126,6 +128,9 @@ class Profile(_TiersAsText):
     targets: list[str] | None = Field(
         default=None, description="globs of target names it applies to")
     wins: bool = Field(default=False, description="override what targets set explicitly too")
+    quality: str | None = Field(
+        default=None, description="a quality level, on the targets whose model takes one "
+        "(the others are left as they are)")
 
 
 

@@ -30,7 +30,7 @@ OUTPUT_FIELDS = ("frame", "target", "variant", "ext", "profile", "model", "aspec
 RESERVED_VARS = ("bible", "bibles", "target", "frame")
 # A matrix axis is a template variable and an output placeholder: it may not shadow either.
 RESERVED_AXES = (*RESERVED_VARS, "variant", "ext", "profile")
-PROFILE_SETTINGS = ("backend", "model", "resolution", "aspect_ratio")
+PROFILE_SETTINGS = ("backend", "model", "resolution", "aspect_ratio", "quality")
 MAX_NAME = 100  # characters of a target name (it becomes a file name: 255 bytes at most)
 MAX_EXTENDS = 32  # links in an `extends` chain: deeper is a mistake, or an attempt to stall CI
 _TARGET_NAME = re.compile(r"^\w[\w.-]*$")

@@ -12,6 +12,9 @@ from nbpipe.manifest.declared import Setting
 from nbpipe.plan.findings import Findings
 
 DEFAULT_LONG_SIDE = 1024  # a model that takes no tier: about a megapixel
+# Where a quality set for many targets comes from: on a model that takes none it is left out,
+# not an error (a project mixing OpenAI and Gemini sets `defaults: quality:` once)
+FOLLOWS_THE_MODEL = ("defaults", "profiles")
 
 
 def request_extras(spec: ModelSpec, settings: Mapping[str, Setting], params: dict[str, str],
@@ -36,7 +39,7 @@ def _quality(spec: ModelSpec, setting: Setting | None, params: dict[str, str],
              findings: Findings) -> None:
     who = ("model", spec.name)
     if not spec.qualities:
-        if setting is not None and setting.path[0] != "defaults":  # a default follows the model
+        if setting is not None and setting.path[0] not in FOLLOWS_THE_MODEL:
             findings.error(setting.path, "a quality is not taken by {who}",
                            "remove `quality`, or pick a model with quality levels (`nbpipe "
                            "models` lists them)", who=who)

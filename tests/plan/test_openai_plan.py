@@ -100,3 +100,32 @@ def test_the_built_in_draft_profile_renders_at_the_lowest_quality_of_the_cheapes
     shown = json.loads(run("-C", str(root), "show", "a", "--json", "--profile", "draft").out)
     assert (shown["model"], shown["params"]["quality"], shown["cost_usd"]) == \
         ("gpt-image-1-mini", "low", 0.005)
+
+
+QUALITIES = """\
+version: 1
+defaults: {backend: openai, model: gpt-image-1.5}
+profiles:
+  hero: {quality: high}
+targets:
+  a: {prompt: x, matrix: {quality: [low, high]}}
+  b: {prompt: y, variants: {rough: {quality: low}, final: {quality: high}}}
+  c: {prompt: w}
+  g: {prompt: z, backend: gemini, model: gemini-3.1-flash-image}
+"""
+
+
+def test_a_matrix_axis_a_variant_or_a_profile_sets_the_quality(run, make_project):
+    root = make_project(QUALITIES)
+    costs = {}
+    for profile in (None, "hero"):
+        args = ["-C", str(root), "plan", "--json", *(["--profile", profile] if profile else [])]
+        result = run(*args)
+        assert result.code == 0, result.err
+        frames = json.loads(result.out)["frames"]
+        costs[profile] = {f["frame"]: f["cost_usd"] for f in frames}
+    assert costs[None] == {"a/low": 0.009, "a/high": 0.133, "b/rough": 0.009,
+                           "b/final": 0.133, "c": 0.034, "g": 0.067}
+    # the profile fills in what targets leave unset; the Gemini target takes no quality
+    assert (costs["hero"]["c"], costs["hero"]["a/low"], costs["hero"]["g"]) == \
+        (0.133, 0.009, 0.067)
