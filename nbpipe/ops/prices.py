@@ -143,7 +143,8 @@ def _prices(spec: ModelSpec) -> str:
 
 def _status(spec: ModelSpec, today: dt.date) -> str:
     if spec.shut_down(today):
-        return f"retired {spec.shutdown}" + (f" → {spec.replacement}" if spec.replacement else "")
+        instead = " / ".join(filter(None, (spec.replacement, *spec.also_replaced_by)))
+        return f"retired {spec.shutdown}" + (f" → {instead}" if instead else "")
     since = f" since {spec.released}" if spec.released else ""
     ends = f", shuts down {spec.shutdown}" if spec.shutdown else ""
     return f"{spec.status}{since}{ends}"

@@ -175,6 +175,7 @@ def test_models_lists_openai_with_prices_per_quality_and_size(run):
     out = run("models", "--backend", "openai").out
     assert "gpt-image-2" in out and "gpt-image-1.5" in out and "gpt-image-1-mini" in out
     assert "low/1536x1024 0.013" in out and "high/4K" in out
+    assert "retired 2026-10-23 → gpt-image-2.5-sunburst / gpt-image-2.5-flare" in out
 
 
 def test_preview_stands_in_for_openai_free_in_the_size_and_format_asked(build, make_project,
