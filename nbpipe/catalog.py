@@ -185,6 +185,11 @@ class ModelEntry(_Strict):
             raise ValueError("a retired model needs its shutdown date")
         if self.sizes is not None and sorted(self.sizes) != sorted(self.aspect_ratios):
             raise ValueError("sizes must name exactly the model's aspect ratios")
+        if self.free_size is not None and (self.sizes is not None or any(
+                self.free_size.size(r, self.free_size.max_side) is None
+                for r in self.aspect_ratios)):
+            raise ValueError("free_size must make a size of every aspect ratio, and excludes "
+                             "fixed sizes")
         return self
 
     def _priced_by_quality(self) -> None:

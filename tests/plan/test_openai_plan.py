@@ -129,3 +129,16 @@ def test_a_matrix_axis_a_variant_or_a_profile_sets_the_quality(run, make_project
     # the profile fills in what targets leave unset; the Gemini target takes no quality
     assert (costs["hero"]["c"], costs["hero"]["a/low"], costs["hero"]["g"]) == \
         (0.133, 0.009, 0.067)
+
+
+def test_the_catalogue_refuses_a_size_rule_that_leaves_a_ratio_without_a_size():
+    from pydantic import ValidationError
+
+    from nbpipe.catalog import ModelEntry, data_text
+
+    entry = json.loads(data_text())["backends"]["openai"]["models"]["gpt-image-2"]
+    ModelEntry.model_validate(entry)
+    with pytest.raises(ValidationError, match="free_size must make a size of every"):
+        ModelEntry.model_validate({**entry, "aspect_ratios": [*entry["aspect_ratios"], "4:1"]})
+    with pytest.raises(ValidationError, match="prices must name exactly each quality/size"):
+        ModelEntry.model_validate({**entry, "prices": {"low/1K": 0.006}})
