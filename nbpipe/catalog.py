@@ -45,9 +45,10 @@ FLAT = "*"  # the price key of a model without resolution tiers
 WARN_DAYS = 30  # a shutdown this close is a warning on plan and build
 
 # Canonical output formats the manifest speaks; each model maps them to its own wire enum.
-FORMATS = ("png", "jpeg")
+FORMATS = ("png", "jpeg", "webp")
 FORMAT_ALIASES = {"jpg": "jpeg"}
-EXTENSIONS = {"png": "png", "jpeg": "jpg"}
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+ALPHA_FORMATS = ("png", "webp")  # the canonical formats that can carry a transparent background
 
 STANDARD = LANES[0]  # the lane every model takes: one call per image, at its list price
 
@@ -55,7 +56,8 @@ DATA_FILE = "data/catalog.json"
 SCHEMA_FILE = "data/catalog.schema.json"
 
 Fact = Literal["status", "released", "shutdown", "replacement", "prices", "resolutions",
-               "aspect_ratios", "output_formats", "inputs", "prompt"]
+               "aspect_ratios", "output_formats", "inputs", "prompt", "qualities", "sizes",
+               "backgrounds"]
 
 
 # --- the file's shape (its JSON Schema is generated from these) ---------------------------------
@@ -116,6 +118,35 @@ class LaneEntry(_Strict):
     source: str
 
 
+class FreeSize(_Strict):
+    """A model that takes any WIDTHxHEIGHT within limits (OpenAI's gpt-image-2): nbpipe sends
+    the size of the manifest's aspect ratio with its long side at the resolution tier's
+    (`tiers`), shrunk to the limits, each side a multiple of `multiple`."""
+
+    multiple: int = Field(gt=0, description="each side a multiple of this")
+    max_ratio: float = Field(ge=1, description="the long side over the short one, at most")
+    max_side: int = Field(gt=0, description="pixels of the long side, at most")
+    max_pixels: int = Field(gt=0, description="width times height, at most")
+
+    def size(self, ratio: str, long_side: int) -> str | None:
+        """WIDTHxHEIGHT for `ratio` (W:H) at `long_side`, or None if the ratio is out of range."""
+        w, _, h = ratio.partition(":")
+        if not (w.isdigit() and h.isdigit()) or not int(w) or not int(h):
+            return None
+        rw, rh = int(w), int(h)
+        if max(rw, rh) > self.max_ratio * min(rw, rh):
+            return None
+        long_side = min(long_side, self.max_side)
+        short = long_side * min(rw, rh) / max(rw, rh)
+        scale = min(1.0, (self.max_pixels / (long_side * short)) ** 0.5)
+        sides = [self._fit(long_side * scale), self._fit(short * scale)]
+        width, height = sides if rw >= rh else sides[::-1]
+        return f"{width}x{height}"
+
+    def _fit(self, side: float) -> int:  # down to the multiple: the limits stay kept
+        return max(self.multiple, int(side) // self.multiple * self.multiple)
+
+
 class ModelEntry(_Strict):
     """One model of one backend, as the vendor documents it."""
 
@@ -127,14 +158,29 @@ class ModelEntry(_Strict):
         default=None, description="from this date on the API refuses it")
     replacement: str | None = Field(
         default=None, description="the model of the same backend to use instead")
+    also_replaced_by: list[str] = Field(
+        default_factory=list, description="other models of the same backend that replace it")
     prices: Price | dict[str, Price] = Field(
-        description="USD per image: one flat price, or one per resolution tier")
+        description="USD per image: one flat price, one per resolution tier, or one per "
+        "`quality/size` (a model with qualities; size: its tier, or its WIDTHxHEIGHT)")
     resolutions: list[str] = Field(default_factory=list,
                                    description="empty: the model takes no resolution at all")
     default_resolution: str | None = None
     aspect_ratios: list[str]
-    output_formats: dict[Literal["png", "jpeg"], str] | None = Field(
+    output_formats: dict[Literal["png", "jpeg", "webp"], str] | None = Field(
         description="canonical format → the wire value; null = the model chooses")
+    qualities: list[str] = Field(
+        default_factory=list, description="quality levels it takes, cheapest first; empty: "
+        "it takes none")
+    default_quality: str | None = Field(
+        default=None, description="the quality sent when the manifest names none")
+    sizes: dict[str, str] | None = Field(
+        default=None, description="aspect ratio → the WIDTHxHEIGHT sent for it (a model that "
+        "takes a few fixed sizes); null: the ratio is sent as it is, or `free_size` decides")
+    free_size: FreeSize | None = Field(
+        default=None, description="a model that takes any size within limits")
+    backgrounds: list[str] = Field(
+        default_factory=list, description="`background` values it takes; empty: none")
     inputs: InputLimits
     prompt: PromptLimits = PromptLimits()
     tokens: TokenPrices | None = Field(
@@ -147,18 +193,41 @@ class ModelEntry(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelEntry:
-        for prices in (self.prices, *(lane.prices for lane in self.lanes.values())):
-            if isinstance(prices, dict):
-                if sorted(prices) != sorted(self.resolutions):
-                    raise ValueError("tiered prices must name exactly the model's resolutions")
-            elif self.resolutions:
-                raise ValueError("a model with resolutions needs a price per resolution")
+        if self.qualities:
+            self._priced_by_quality()
+        else:
+            for prices in (self.prices, *(lane.prices for lane in self.lanes.values())):
+                if isinstance(prices, dict):
+                    if sorted(prices) != sorted(self.resolutions):
+                        raise ValueError("tiered prices must name exactly the model's "
+                                         "resolutions")
+                elif self.resolutions:
+                    raise ValueError("a model with resolutions needs a price per resolution")
         if (self.default_resolution is None) != (not self.resolutions) or \
                 (self.default_resolution and self.default_resolution not in self.resolutions):
             raise ValueError("default_resolution must be one of the resolutions (and only then)")
         if self.status == "retired" and self.shutdown is None:
             raise ValueError("a retired model needs its shutdown date")
+        if self.sizes is not None and sorted(self.sizes) != sorted(self.aspect_ratios):
+            raise ValueError("sizes must name exactly the model's aspect ratios")
+        if self.free_size is not None and (self.sizes is not None or any(
+                self.free_size.size(r, self.free_size.max_side) is None
+                for r in self.aspect_ratios)):
+            raise ValueError("free_size must make a size of every aspect ratio, and excludes "
+                             "fixed sizes")
         return self
+
+    def _priced_by_quality(self) -> None:
+        """A model with quality levels is priced per level and size class: `quality/tier`
+        with resolution tiers, else `quality/WIDTHxHEIGHT` for each of its fixed sizes."""
+        if (self.default_quality not in self.qualities) or self.sizes is None and \
+                not self.resolutions:
+            raise ValueError("a model with qualities needs a default_quality among them, and "
+                             "fixed sizes or resolution tiers")
+        classes = self.resolutions or sorted(set((self.sizes or {}).values()))
+        wanted = sorted(f"{q}/{c}" for q in self.qualities for c in classes)
+        if not isinstance(self.prices, dict) or sorted(self.prices) != wanted:
+            raise ValueError(f"prices must name exactly each quality/size class: {wanted}")
 
 
 class BackendEntry(_Strict):
@@ -196,9 +265,10 @@ class CatalogFile(_Strict):
                 unknown = set(entry.resolutions) - set(self.tiers)
                 if unknown:
                     raise ValueError(f"{name}/{model}: unknown tiers {sorted(unknown)}")
-                if entry.replacement is not None and entry.replacement not in backend.models:
-                    raise ValueError(f"{name}/{model}: replacement '{entry.replacement}' is not "
-                                     f"a {name} model")
+                for other in filter(None, (entry.replacement, *entry.also_replaced_by)):
+                    if other not in backend.models:
+                        raise ValueError(f"{name}/{model}: replacement '{other}' is not a "
+                                         f"{name} model")
         return self
 
 
@@ -231,6 +301,7 @@ class ModelSpec:
     released: dt.date | None = None
     shutdown: dt.date | None = None
     replacement: str | None = None
+    also_replaced_by: tuple[str, ...] = ()  # other replacements, named beside `replacement`
     transport: str = "any"  # how input images travel: url | inline | any
     input_max_bytes: int | None = None
     input_types: tuple[str, ...] | None = None
@@ -239,6 +310,11 @@ class ModelSpec:
     price_source: str = "built-in"
     tokens: TokenPrices | None = None  # billed on top of `prices`; None: the image price is all
     other_lanes: Mapping[str, Lane] = field(default_factory=dict)  # lanes beyond standard
+    qualities: tuple[str, ...] = ()  # () = sending a quality is an error
+    default_quality: str | None = None
+    sizes: Mapping[str, str] | None = None  # aspect ratio → the WIDTHxHEIGHT sent
+    free_size: FreeSize | None = None
+    backgrounds: tuple[str, ...] = ()
 
     @property
     def lanes(self) -> tuple[str, ...]:
@@ -249,15 +325,61 @@ class ModelSpec:
         """A lane beyond standard it takes (None: not taken, or standard itself)."""
         return self.other_lanes.get(name)
 
-    def price(self, resolution: str | None, lane: str = STANDARD) -> Decimal:
-        """USD per image at `resolution` (None: its default tier) on `lane`. A lane it does
-        not take is priced as standard: the planner refuses such a frame, and a lane read from
-        an untrusted lock must never make a measure lower than the list price."""
+    def _table(self, lane: str) -> Mapping[str, Decimal]:
+        """Its prices on `lane`. A lane it does not take is priced as standard: the planner
+        refuses such a frame, and a lane read from an untrusted lock must never make a measure
+        lower than the list price."""
         other = self.other_lanes.get(lane)
-        prices = self.prices if other is None else other.prices
-        if FLAT in prices:
-            return prices[FLAT]
-        return prices.get(resolution or self.default_resolution or "", Decimal(0))
+        return self.prices if other is None else other.prices
+
+    @property
+    def price_keys(self) -> tuple[str, ...]:
+        """What its prices are named by (a manifest's `pricing:` too): its resolution tiers,
+        or `quality/size` pairs for a model with quality levels; () for one flat price."""
+        if not self.qualities:
+            return self.resolutions
+        classes = self.resolutions or tuple(sorted(set((self.sizes or {}).values())))
+        return tuple(f"{q}/{c}" for q in self.qualities for c in classes)
+
+    def price_at(self, key: str) -> Decimal:
+        """Its standard price under one of its price keys (FLAT: at its defaults)."""
+        if FLAT in self.prices or key == FLAT:
+            return self.price(None)
+        found = self.prices.get(key)
+        return found if found is not None else self.price(key)
+
+    def price(self, resolution: str | None, lane: str = STANDARD) -> Decimal:
+        """USD per image at a resolution tier (None: its default) on `lane` (at the default
+        quality, for a model with levels)."""
+        table = self._table(lane)
+        if FLAT in table:
+            return table[FLAT]
+        tier = resolution or self.default_resolution or ""
+        if self.qualities:
+            return self.price_of({"resolution": tier} if tier else {}, lane)
+        return table.get(tier, Decimal(0))
+
+    def price_of(self, params: Mapping[str, str], lane: str = STANDARD) -> Decimal:
+        """The price of a request with these params (as sent) on `lane`. A model priced per
+        quality and size is looked up by both; a pair the table lacks (an untrusted journal
+        record) costs the model's highest price: a budget must never count it as free."""
+        if not self.qualities:
+            return self.price(params.get("resolution"), lane)
+        table = self._table(lane)
+        size = params.get("resolution") or self.default_resolution if self.resolutions \
+            else params.get("size")
+        quality = params.get("quality") or self.default_quality
+        found = table.get(f"{quality}/{size}")
+        return found if found is not None else max(table.values(), default=Decimal(0))
+
+    def size_for(self, ratio: str | None, tier: str | None, long_side: int) -> str | None:
+        """The WIDTHxHEIGHT to send for an aspect ratio (None: square) at a tier of
+        `long_side` pixels; None where the model is sent no size or cannot make this one."""
+        if self.sizes is not None:
+            return self.sizes.get(ratio or "1:1")
+        if self.free_size is not None and tier is not None:
+            return self.free_size.size(ratio or "1:1", long_side)
+        return None
 
     def shut_down(self, today: dt.date) -> bool:
         """Does the API refuse it by now? The date decides, so a stale status cannot lie."""
@@ -335,7 +457,10 @@ class Catalog:
             return None
         chain = self.successor(spec, when)
         via = f", via '{chain[0].name}'" if len(chain) > 1 else ""
-        hint = f"use '{chain[-1].name}' (its replacement{via})" if chain \
+        others = [o for o in spec.also_replaced_by
+                  if (found := self.get(spec.backend, o)) and not found.shut_down(when)]
+        more = "".join(f" or '{o}'" for o in others)
+        hint = f"use '{chain[-1].name}' (its replacement{via}){more}" if chain \
             else "`nbpipe models` lists the models in service"
         if left is None:
             return "error", f"model '{spec.name}' was shut down on {spec.shutdown}", hint
@@ -362,9 +487,8 @@ class Catalog:
             for spec in models.values():
                 theirs = other.get(backend, spec.name)
                 if theirs is not None:
-                    tiers = spec.resolutions or (FLAT,)
-                    prices = {t: max(spec.price(None if t == FLAT else t),
-                                     theirs.price(None if t == FLAT else t)) for t in tiers}
+                    tiers = spec.price_keys or (FLAT,)
+                    prices = {t: max(spec.price_at(t), theirs.price_at(t)) for t in tiers}
                     spec = replace(spec, prices=MappingProxyType(prices))
                 specs.append(spec)
         return Catalog(tuple(specs), self.backends, self.default_backend, self.tiers)
@@ -374,8 +498,9 @@ def _overridden(spec: ModelSpec, override: object) -> dict[str, Decimal] | None:
     """The prices of `spec` with an override applied; None if it names none of its prices.
     Only tiers the model has count, so no override can leave a tier unpriced (free)."""
     if isinstance(override, Mapping):
-        tiers = {r: Decimal(str(p)) for r, p in override.items() if r in spec.resolutions}
-        return {**{r: spec.price(r) for r in spec.resolutions}, **tiers} if tiers else None
+        keys = spec.price_keys
+        tiers = {r: Decimal(str(p)) for r, p in override.items() if r in keys}
+        return {**{r: spec.price_at(r) for r in keys}, **tiers} if tiers else None
     return None if override is None else {FLAT: Decimal(str(override))}
 
 
@@ -395,11 +520,15 @@ def _spec(backend: str, name: str, entry: ModelEntry, transport: str) -> ModelSp
         if entry.output_formats else None,
         prices=_prices(entry.prices),
         prompt_max=entry.prompt.max_chars, status=entry.status, released=entry.released,
-        shutdown=entry.shutdown, replacement=entry.replacement, transport=transport,
+        shutdown=entry.shutdown, replacement=entry.replacement,
+        also_replaced_by=tuple(entry.also_replaced_by), transport=transport,
         input_max_bytes=entry.inputs.max_bytes,
         input_types=tuple(entry.inputs.types) if entry.inputs.types else None,
         title=entry.title, confirmed=frozenset(entry.confirmed), tokens=entry.tokens,
-        other_lanes=MappingProxyType(lanes))
+        other_lanes=MappingProxyType(lanes),
+        qualities=tuple(entry.qualities), default_quality=entry.default_quality,
+        sizes=MappingProxyType(dict(entry.sizes)) if entry.sizes is not None else None,
+        free_size=entry.free_size, backgrounds=tuple(entry.backgrounds))
 
 
 def from_file(doc: CatalogFile) -> Catalog:

@@ -108,6 +108,8 @@ class Settings(NamedTuple):
     hiapi_base_url: str | None = None  # HIAPI_BASE_URL
     gemini_base_url: str | None = None  # GOOGLE_GEMINI_BASE_URL
     gemini_api_version: str | None = None  # NBPIPE_GEMINI_API_VERSION
+    openai_key: Secret | None = None  # OPENAI_API_KEY
+    openai_base_url: str | None = None  # OPENAI_BASE_URL, as the official SDK reads it
     pricing_url: str | None = None  # NBPIPE_PRICING_URL: HiAPI's public price list
     hiapi_poll_delay: float = 5.0  # NBPIPE_HIAPI_POLL_DELAY
     hiapi_poll_interval: float = 3.0  # NBPIPE_HIAPI_POLL_INTERVAL
@@ -150,6 +152,8 @@ class Settings(NamedTuple):
             hiapi_base_url=read.text("HIAPI_BASE_URL"),
             gemini_base_url=read.text("GOOGLE_GEMINI_BASE_URL"),
             gemini_api_version=read.text("NBPIPE_GEMINI_API_VERSION"),
+            openai_key=read.secret("OPENAI_API_KEY"),
+            openai_base_url=read.text("OPENAI_BASE_URL"),
             pricing_url=read.text("NBPIPE_PRICING_URL"),
             hiapi_poll_delay=read.number("NBPIPE_HIAPI_POLL_DELAY", 5.0),
             hiapi_poll_interval=read.number("NBPIPE_HIAPI_POLL_INTERVAL", 3.0),

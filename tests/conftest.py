@@ -35,6 +35,7 @@ SLOW = {
         "the reply fuzzer",
     "tests/engine/test_hostile.py": "kill -9, Ctrl-C and concurrent commands, real processes",
     "tests/engine/test_interrupt.py": "Ctrl-C and kill -9 in real processes",
+    "tests/engine/test_openai_interrupt.py": "OpenAI calls: Ctrl-C and kill -9, real processes",
     "tests/engine/test_scale.py::test_kill_9_at_random_moments_never_pays_twice": "crash runs",
     "tests/engine/test_scale.py::test_ctrl_c_collects_what_is_in_flight_and_exits_130":
         "a Ctrl-C in a real process",
@@ -233,3 +234,13 @@ def fake_gemini_batch(monkeypatch):
         monkeypatch.setenv("NBPIPE_BATCH_POLL_INTERVAL", "0.01")
         yield fake
 
+
+@pytest.fixture
+def fake_openai(monkeypatch):
+    from tests.fakes.openai import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        monkeypatch.setenv("OPENAI_API_KEY", fake.key)
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.base)
+        monkeypatch.setenv("NBPIPE_RETRY_BASE", "0.01")
+        yield fake

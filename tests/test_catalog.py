@@ -147,7 +147,7 @@ def test_lifecycle_follows_the_dates_and_the_replacement_chain():
 
 
 def test_the_preview_backend_stands_in_for_every_model_free():
-    real = {n for b in ("hiapi", "gemini") for n in builtin().models[b]}
+    real = {n for b in builtin().names if b != "preview" for n in builtin().models[b]}
     preview = builtin().models["preview"]
     assert set(preview) == real
     assert all(spec.price("4K") == 0 for spec in preview.values())
@@ -178,17 +178,26 @@ def _readme_table() -> str:
     rows = ["| backend | model | status | takes | USD per image | lanes |",
             "|---|---|---|---|---|---|"]
     gone = []
-    for backend in ("hiapi", "gemini"):
+    for backend in ("hiapi", "gemini", "openai"):
         for spec in builtin().models[backend].values():
             if spec.shut_down(when):
-                gone.append(f"{spec.name} ({spec.shutdown}, use {spec.replacement})")
+                use = " or ".join((str(spec.replacement), *spec.also_replaced_by))
+                gone.append(f"{spec.name} ({spec.shutdown}, use {use})")
                 continue
             since = f" since {spec.released}" if spec.released else ""
             takes = f"up to {spec.max_inputs} input images" if spec.max_inputs else "text only"
             takes += "; " + " / ".join(spec.resolutions) if spec.resolutions \
                 else "; no `resolution`"
-            prices = " / ".join(format(spec.prices[r], "f") for r in spec.resolutions) \
-                if spec.resolutions else format(spec.price(None), "f")
+            if not spec.qualities:
+                prices = " / ".join(format(spec.prices[r], "f") for r in spec.resolutions) \
+                    if spec.resolutions else format(spec.price(None), "f")
+            else:  # per quality (the columns), at each size or tier
+                takes += f"; ratios {' '.join(spec.aspect_ratios)}; quality " + \
+                    " / ".join(spec.qualities)
+                classes = spec.resolutions or sorted(set((spec.sizes or {}).values()))
+                prices = "; ".join(f"{c}: " + " / ".join(format(spec.prices[f"{q}/{c}"], "f")
+                                                         for q in spec.qualities)
+                                   for c in classes)
             lanes = ", ".join(_lane_cell(spec, name) for name in spec.lanes[1:]) or \
                 "standard only"
             rows.append(f"| {backend} | {spec.name} | {spec.status}{since} | {takes} | {prices} "

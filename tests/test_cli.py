@@ -26,7 +26,7 @@ workshop      render  new frame  hiapi    Nano-Banana         0.05
 rooftop       render  new frame  hiapi    Nano-Banana         0.05
 rooftop-hero  render  new frame  hiapi    Nano-Banana-Pro 1K  0.17
 5 frames: 5 render · USD 0.37 to spend
-prices: built-in table (HiAPI and Gemini list prices, 2026)
+prices: built-in table (the vendors' list prices, 2026)
 """
 
 

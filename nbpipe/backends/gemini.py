@@ -258,4 +258,4 @@ SPEC = BackendSpec(name="gemini", lanes=(Lane.CALL, Lane.BATCH), inputs=Inputs.I
                    base_url_env="GOOGLE_GEMINI_BASE_URL", payload_style=PAYLOAD_STYLE,
                    open=open_gemini, describe=generate_body, on_lane=on_lane,
                    endpoint=lambda model: f"POST /v1beta/models/{model}:generateContent",
-                   batch=_batches)
+                   batch=_batches, label="Gemini")

@@ -39,16 +39,17 @@ def api_key(key: Secret | None, names: tuple[str, ...], backend: str) -> str:
     """The key's text, or a usage error that says how to go on without one (`names`: the
     variables that may hold it, from the backend's spec)."""
     if key is None:
+        also = f" (or {names[1]})" if len(names) > 1 else ""
         raise UsageError(f"{names[0]} is not set, so nothing can be rendered on {backend}",
-                         f"set {names[0]} (or {names[1]}), or build offline with "
-                         "--backend preview")
+                         f"set {names[0]}{also}, or build offline with --backend preview")
     return key.reveal()
 
 
-def pooled_client(jobs: int) -> httpx.AsyncClient:
-    """The one HTTP client a backend sends through, pooled for `jobs` frames in flight."""
+def pooled_client(jobs: int, read: float = 120.0) -> httpx.AsyncClient:
+    """The one HTTP client a backend sends through, pooled for `jobs` frames in flight;
+    `read`: seconds the server may stay silent."""
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=15.0, read=120.0, write=60.0, pool=None),
+        timeout=httpx.Timeout(connect=15.0, read=read, write=60.0, pool=None),
         transport=Routed(httpx.Limits(max_connections=max(4, jobs * 2))), trust_env=False,
         follow_redirects=False)  # see HttpBackend.exchange and http.download
 
@@ -105,6 +106,14 @@ class RateLimiter:
 
 
 @dataclass(frozen=True)
+class Form:
+    """A multipart/form-data body: text fields, then files as (field, (name, bytes, type))."""
+
+    fields: dict[str, str]
+    files: list[tuple[str, tuple[str, bytes, str]]]
+
+
+@dataclass(frozen=True)
 class Answer:
     """A server's reply as a backend reads it. The body is parsed and scrubbed of the key;
     `problem` says why there is no body (not JSON, too big). Nothing here came from the
@@ -142,8 +151,10 @@ class HttpBackend:
         await self.client.aclose()
 
     async def exchange(self, method: str, url: str, headers: dict[str, str],
-                       body: dict[str, object] | str | None = None) -> Answer:
-        """Send one API request and read its reply, translating every httpx failure.
+                       body: dict[str, object] | str | None = None,
+                       form: Form | None = None) -> Answer:
+        """Send one API request and read its reply, translating every httpx failure. `body`
+        goes as JSON (a str: its exact bytes); `form` as multipart/form-data instead.
 
         Redirects are refused, whatever their origin: the documented APIs never redirect, a
         redirected POST is ambiguous about what was billed, and following one would carry the
@@ -157,7 +168,9 @@ class HttpBackend:
         try:
             async with asyncio.timeout(self.settings.call_timeout), \
                     self.client.stream(method, url, follow_redirects=False, content=content,
-                                       json=payload, headers=headers) as response:
+                                       json=payload, headers=headers,
+                                       data=form.fields if form else None,
+                                       files=form.files if form else None) as response:
                 if 300 <= response.status_code < 400:
                     raise FrameFailed(self._redirect_refused(response))
                 raw, problem = await _read_reply(response, 2 * self.settings.max_bytes + (1 << 20))
@@ -301,7 +314,14 @@ def _left(end: float) -> float:
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
-    """Retry-After in seconds, from either of its forms (seconds, or an HTTP date)."""
+    """Retry-After in seconds, from either of its forms (seconds, or an HTTP date), or
+    OpenAI's `retry-after-ms` (milliseconds, read first, as its SDK does)."""
+    millis = headers.get("retry-after-ms")
+    try:
+        if millis:
+            return float(millis) / 1000
+    except ValueError:
+        pass
     value = headers.get("retry-after")
     if not value:
         return None

@@ -38,6 +38,9 @@ def render_request(request: Request, images: list[str],
 
 
 def image_size(params: dict[str, str]) -> tuple[int, int]:
+    width, _, height = params.get("size", "").partition("x")
+    if width.isdigit() and height.isdigit() and 0 < int(width) * int(height) <= 1 << 24:
+        return int(width), int(height)  # the exact size a model is sent (OpenAI's)
     long_side = builtin().tiers.get(params.get("resolution", ""), UNTIERED_PX)
     ratio = params.get("aspect_ratio", "auto")
     w, _, h = ratio.partition(":")
@@ -48,7 +51,8 @@ def image_size(params: dict[str, str]) -> tuple[int, int]:
 
 
 def output_format(request: Request) -> str:
-    return "jpeg" if request.params.get("output_format") in ("jpeg", "jpg") else "png"
+    return {"jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}.get(
+        request.params.get("output_format", ""), "png")
 
 
 def prompt_lines(prompt: str, columns: int, rows: int) -> list[str]:
@@ -107,6 +111,8 @@ def draw(request: Request, inputs: list[bytes], take: int = 1) -> bytes:
     out = io.BytesIO()
     if output_format(request) == "jpeg":
         image.save(out, "JPEG", quality=85)
+    elif output_format(request) == "webp":
+        image.save(out, "WEBP", quality=85)
     else:
         image.save(out, "PNG", compress_level=6)
     return out.getvalue()

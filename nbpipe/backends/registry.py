@@ -18,7 +18,8 @@ may ask for (`lane: batch`).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -84,6 +85,12 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
     # when sending and by `show`, so what `show` prints is what is sent. The catalogue says
     # which lanes a model takes; a lane the body does not name leaves it as it is.
     on_lane: Callable[[dict[str, object], str], dict[str, object]] = same_body
+    label: str = ""  # the service as messages name it ("OpenAI"); "" for its name
+
+    @property
+    def shown(self) -> str:
+        """How messages name the provider."""
+        return self.label or self.name
 
     @property
     def lane(self) -> Lane:
@@ -128,6 +135,12 @@ def spec(name: str) -> BackendSpec:
                          "so a create whose reply was lost would be paid again",
                          "fix or uninstall that package")
     return found
+
+
+def counted(backends: Iterable[str]) -> str:
+    """'4 Gemini and 1 OpenAI': how many of each provider, as messages say it."""
+    tally = Counter(spec(name).shown for name in backends)
+    return " and ".join(f"{count} {label}" for label, count in sorted(tally.items()))
 
 
 def resumable(name: str) -> bool:

@@ -175,3 +175,26 @@ class GeminiError(Reply):
 
 class GeminiErrorBody(Reply):
     error: GeminiError | None = None
+
+
+# --- OpenAI Images ------------------------------------------------------------------------------
+
+class OpenAIImage(Reply):
+    b64_json: str | None = None
+
+
+class OpenAIImages(Reply):
+    """`{created, data: [{b64_json}], usage}`: gpt-image models always answer base64."""
+
+    data: list[OpenAIImage]
+
+
+class OpenAIError(Reply):
+    message: Words = None
+    type: Words = None
+    param: Words = None
+    code: Words = None
+
+
+class OpenAIErrorBody(Reply):
+    error: OpenAIError | None = None

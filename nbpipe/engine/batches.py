@@ -38,7 +38,7 @@ from nbpipe.store.batchlog import BatchJob, BatchLog
 
 MAX_LINES = 1000  # requests per job: a failed job costs its frames one turnaround, not all
 ATTEMPTS = 2  # an expired or failed job is sent again once
-TICK = 0.2  # seconds between two looks at the stop while waiting to poll
+TICK_MS = 200  # between two looks at the stop while waiting to poll
 GATHER = 30.0  # seconds at most a queued frame waits for the walk to park (a safety net)
 ENDS = {JobState.FAILED: "failed", JobState.EXPIRED: "expired (not run within 48 h)",
         JobState.CANCELLED: "was cancelled"}
@@ -269,7 +269,7 @@ class Follower:
         while (left := end - time.monotonic()) > 0:
             if self.stop:
                 return False
-            await asyncio.sleep(min(TICK, left))
+            await asyncio.sleep(min(TICK_MS / 1000, left))
         return not self.stop
 
     def _progress(self, view: JobView) -> None:

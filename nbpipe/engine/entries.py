@@ -38,7 +38,7 @@ def entry_price(entry: Entry, catalog: Catalog) -> Decimal:
     spec = catalog.get(entry.backend, str(entry.request.get("model")))
     params = entry.request.get("params") or {}
     try:
-        return spec.price(params.get("resolution"), entry.lane) if spec else Decimal(0)
+        return spec.price_of(params, entry.lane) if spec else Decimal(0)
     except Exception:
         return Decimal(0)
 

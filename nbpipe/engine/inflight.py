@@ -1,6 +1,7 @@
 """Requests of the call lane in flight: sent, not yet answered, and possibly paid already.
 
-A module of its own because these requests follow other rules than tasks: a call (Gemini) has
+A module of its own because these requests follow other rules than tasks: a call (Gemini,
+OpenAI) has
 no task and no idempotency, so a request sent is a request paid and a lost reply cannot be
 fetched again. At Ctrl-C they are waited for (not cancelled with the rest); abandoned at a
 second Ctrl-C, they are charged to their frames as possibly billed and their journal entries
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from nbpipe.backends.registry import unrepeatable
+from nbpipe.backends.registry import counted, unrepeatable
 from nbpipe.engine.telling import Charge, Teller
 from nbpipe.events import Billing
 from nbpipe.money import fmt_usd
@@ -29,6 +30,7 @@ class InFlight:
     journal: Journal
     teller: Teller
     prices: dict[str, Decimal] = field(default_factory=dict)
+    backends: dict[str, str] = field(default_factory=dict)  # frame → its backend
 
     def __bool__(self) -> bool:
         return bool(self.prices)
@@ -41,14 +43,17 @@ class InFlight:
         """Around a render: a call is in flight until it returns, however it ends."""
         if unrepeatable(frame.backend):
             self.prices[frame.name] = price
+            self.backends[frame.name] = frame.backend
         try:
             yield
         finally:
             self.prices.pop(frame.name, None)
+            self.backends.pop(frame.name, None)
 
     def text(self) -> str:
         cost = sum(self.prices.values(), Decimal(0))
-        return f"{len(self.prices)} Gemini request(s) (USD {fmt_usd(cost)})"
+        calls = counted(self.backends[name] for name in self.prices)
+        return f"{calls} request(s) (USD {fmt_usd(cost)})"
 
     def abandon(self, why: str) -> None:
         for name in list(self.prices):  # close pops each one

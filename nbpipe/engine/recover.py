@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from nbpipe.backends.base import Job
-from nbpipe.backends.registry import resumable, unrepeatable
+from nbpipe.backends.registry import counted, resumable, unrepeatable
 from nbpipe.catalog import Catalog
 from nbpipe.engine.entries import entry_frame as entry_frame  # build.py reads it here
 from nbpipe.engine.flights import Flights, Landing
@@ -62,7 +62,8 @@ class Recovery:
         frames = [entry_frame(e, self.catalog) for e in unknown]
         cost = sum((self.renderer.budget.measure(f) for f in frames), Decimal(0))
         names = ", ".join(sorted({e.frame for e in unknown})[:8])
-        self.teller.note(f"{len(unknown)} Gemini request(s) were in flight when an earlier build "
+        self.teller.note(f"{counted(e.backend for e in unknown)} request(s) were in flight "
+                         "when an earlier build "
                          f"stopped ({names}): they may have been billed (USD {fmt_usd(cost)}); "
                          "frames still needed are sent again")
         for entry, frame in zip(unknown, frames, strict=True):

@@ -24,7 +24,7 @@ __all__ = ["Declared", "FrameSpec", "ResolvedTarget", "Setting", "compile_templa
            "frames_ceiling", "name_part", "section_name"]
 
 # Settings a matrix axis or a variant may vary per frame (channel crops: 1:1, 9:16, 21:9).
-FRAME_SETTINGS = ("model", "aspect_ratio", "resolution")
+FRAME_SETTINGS = ("model", "aspect_ratio", "resolution", "quality")
 # A variant may also send its frames on another lane (hero shots now, the rest in a batch).
 VARIANT_SETTINGS = (*FRAME_SETTINGS, "lane")
 MAX_FRAMES_CEILING = 100_000  # what a manifest may raise max_frames to; NBPIPE_MAX_FRAMES lifts it

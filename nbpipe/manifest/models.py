@@ -43,19 +43,26 @@ class Params(_TiersAsText):
     """Render settings a target inherits from `defaults` (and from the target it `extends`)."""
 
     backend: str | None = Field(
-        default=None, description="hiapi | gemini | preview (offline, free)")
+        default=None, description="hiapi | gemini | openai | preview (offline, free)")
     model: str | None = Field(
         default=None, description="a model of the backend; `nbpipe models` lists them")
     aspect_ratio: str | None = Field(
         default=None, description="width:height as the model lists it, e.g. 3:2; quote it in YAML")
     resolution: str | None = Field(
         default=None, description="a resolution tier of the model; `nbpipe models` lists them")
-    output_format: str | None = Field(default=None, description="png | jpeg (jpg is the same)")
+    output_format: str | None = Field(
+        default=None, description="png | jpeg (jpg is the same) | webp, as the model takes")
     lane: LaneName | None = Field(default=None, description=LANE_HELP)
     output: str | None = Field(
         default=None,
         description="output path pattern: {frame} {target} {variant} {ext}, the request's "
         "{model} {aspect_ratio} {resolution}, and matrix variables")
+    quality: str | None = Field(
+        default=None, description="a quality level, where the model takes one (OpenAI: low | "
+        "medium | high; its 2.5 models also xhigh | max); `nbpipe models` lists them")
+    background: str | None = Field(
+        default=None, description="auto | opaque | transparent (png or webp output), where "
+        "the model takes it")
 
 
 
@@ -89,6 +96,8 @@ class Variant(_TiersAsText):
     inputs: list[str] | None = Field(
         default=None, description="input images of this variant's frames, instead of the "
         "target's")
+    quality: str | None = Field(
+        default=None, description="a quality level of the model, for this variant's frames")
 
 
 class Target(Params):
@@ -105,7 +114,7 @@ class Target(Params):
     matrix: dict[str, Axis] | None = Field(
         default=None,
         description="cartesian product of values; frame names join the values with '-'; "
-        "an axis named model, aspect_ratio or resolution sets that per frame")
+        "an axis named model, aspect_ratio, resolution or quality sets that per frame")
     variants: dict[str, Variant] | None = None
     inputs: list[str] | None = Field(
         default=None,
@@ -127,6 +136,9 @@ class Profile(_TiersAsText):
     targets: list[str] | None = Field(
         default=None, description="globs of target names it applies to")
     wins: bool = Field(default=False, description="override what targets set explicitly too")
+    quality: str | None = Field(
+        default=None, description="a quality level, on the targets whose model takes one "
+        "(the others are left as they are)")
 
 
 

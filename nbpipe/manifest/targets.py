@@ -20,7 +20,8 @@ from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.manifest.templates import Template, TemplateFault
 from nbpipe.relpath import fold_name
 
-PARAMS = ("backend", "model", "aspect_ratio", "resolution", "output_format", "lane", "output")
+PARAMS = ("backend", "model", "aspect_ratio", "resolution", "output_format", "lane", "output",
+          "quality", "background")
 DEFAULT_OUTPUT = "out/{frame}.{ext}"
 # What an output pattern may name besides matrix axes: the last three are the frame's request
 # settings, as sent (channel crops in folders: `out/{aspect_ratio}/{frame}.{ext}`).
@@ -29,7 +30,7 @@ OUTPUT_FIELDS = ("frame", "target", "variant", "ext", "profile", "model", "aspec
 RESERVED_VARS = ("bible", "bibles", "target", "frame")
 # A matrix axis is a template variable and an output placeholder: it may not shadow either.
 RESERVED_AXES = (*RESERVED_VARS, "variant", "ext", "profile")
-PROFILE_SETTINGS = ("backend", "model", "resolution", "aspect_ratio", "lane")
+PROFILE_SETTINGS = ("backend", "model", "resolution", "aspect_ratio", "lane", "quality")
 MAX_NAME = 100  # characters of a target name (it becomes a file name: 255 bytes at most)
 MAX_EXTENDS = 32  # links in an `extends` chain: deeper is a mistake, or an attempt to stall CI
 _TARGET_NAME = re.compile(r"^\w[\w.-]*$")

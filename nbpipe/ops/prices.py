@@ -22,7 +22,7 @@ from nbpipe.store.records import MAX_PRICE
 def price_source(cache_dir: Path, project: Project) -> str:
     doc = stored(cache_dir)
     source = f"HiAPI catalogue fetched {doc.get('fetched', '?')}" if doc \
-        else "built-in table (HiAPI and Gemini list prices, 2026)"
+        else "built-in table (the vendors' list prices, 2026)"
     overrides = sum(len(models) for models in project.loaded.manifest.pricing.values())
     overridden = f"; {overrides} model price(s) overridden by the manifest" if overrides else ""
     return source + overridden
@@ -139,8 +139,8 @@ def _prices(spec: ModelSpec, prices: Mapping[str, Decimal] | None = None) -> str
     prices = spec.prices if prices is None else prices
     if FLAT in prices:
         return _usd(prices[FLAT])
-    return " · ".join(f"{r} {_usd(prices[r]) if r in prices else '?'}"
-                      for r in spec.resolutions)
+    keys = spec.price_keys if spec.qualities else spec.resolutions
+    return " · ".join(f"{r} {_usd(prices[r]) if r in prices else '?'}" for r in keys)
 
 
 def _lanes(spec: ModelSpec) -> str:
@@ -164,7 +164,8 @@ def _lane_lines(specs: list[ModelSpec]) -> list[str]:
 
 def _status(spec: ModelSpec, today: dt.date) -> str:
     if spec.shut_down(today):
-        return f"retired {spec.shutdown}" + (f" → {spec.replacement}" if spec.replacement else "")
+        instead = " / ".join(filter(None, (spec.replacement, *spec.also_replaced_by)))
+        return f"retired {spec.shutdown}" + (f" → {instead}" if instead else "")
     since = f" since {spec.released}" if spec.released else ""
     ends = f", shuts down {spec.shutdown}" if spec.shutdown else ""
     return f"{spec.status}{since}{ends}"

@@ -45,7 +45,7 @@ class Budget:
         spec = self.list_prices.get(frame.backend, frame.model) if self.list_prices else None
         if self.trust or spec is None:
             return frame.cost
-        return max(frame.cost, spec.price(frame.params.get("resolution"), frame.lane))
+        return max(frame.cost, spec.price_of(frame.params, frame.lane))
 
     def tokens(self, frame: Frame) -> Decimal:
         """The most `frame`'s request can bill in tokens on top of its image (Gemini: prompt,

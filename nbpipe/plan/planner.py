@@ -202,14 +202,14 @@ def _check_pricing(loaded: Loaded) -> list[Diagnostic]:
             elif price == {}:
                 diags.append(source.diagnostic(
                     path, f"pricing for {model} names no price",
-                    f"name its tiers: {', '.join(spec.resolutions)}" if spec.resolutions
+                    f"name its tiers: {', '.join(spec.price_keys)}" if spec.price_keys
                     else "it has one flat price: give a number", at_key=True))
             elif isinstance(price, dict):
                 for resolution in price:
-                    if resolution not in spec.resolutions:
+                    if resolution not in spec.price_keys:
                         diags.append(source.diagnostic(
                             (*path, resolution), f"{model} has no resolution '{resolution}'",
-                            f"its tiers: {', '.join(spec.resolutions)}" if spec.resolutions
+                            f"its tiers: {', '.join(spec.price_keys)}" if spec.price_keys
                             else "it has one flat price: give a number", at_key=True))
     return diags
 

@@ -13,6 +13,7 @@ from nbpipe.manifest.source import Path, did_you_mean
 from nbpipe.plan.findings import Findings
 from nbpipe.plan.frame import InputImage
 from nbpipe.plan.inputs import Inputs
+from nbpipe.plan.sizing import request_extras
 
 # A target and the per-frame settings (matrix axes, variants) that change its plan.
 PlanKey = tuple[str, tuple[tuple[str, object], ...]]
@@ -79,38 +80,12 @@ class Targets:
         if backend is None or spec is None:
             return None
         params, ext = self._params(spec, settings, target.name)
-        lane = self._lane(target, spec, settings)
+        lane = lane_of(self, target, spec, settings)
         images = self.inputs.of(target, spec, inputs)
         if self.findings.reported != before:
             return None
-        return TargetPlan(backend, spec, params, ext, spec.price(params.get("resolution"), lane),
+        return TargetPlan(backend, spec, params, ext, spec.price_of(params, lane),
                           images, lane)
-
-    def _lane(self, target: ResolvedTarget, spec: ModelSpec, settings: dict[str, Setting]) -> str:
-        """The frame's lane: `--lane` / NBPIPE_LANE over the manifest's (a variant, the target,
-        a profile, `defaults`), else standard. A lane the model's catalogue entry does not list
-        is an error where it was chosen (the flag's: at the model)."""
-        setting = settings.get("lane")
-        lane: str = self.lane_override or (setting.value if setting else STANDARD)
-        if lane in spec.lanes:
-            return lane
-        takers = sorted({s.name for models in self.catalog.models.values()
-                         for s in models.values()
-                         if lane in s.lanes and not s.shut_down(self.today)})
-        hint = f"{spec.name} takes {', '.join(spec.lanes)}; " + \
-            (f"models that take {lane}: {', '.join(takers)}" if takers
-             else f"no model in service takes {lane}")
-        if setting is not None and not self.lane_override:
-            if setting.path[0] == "profiles":
-                hint += "; or name the targets the profile applies to (`targets:`)"
-            self.findings.error(setting.path, f"{{who}} does not take the {lane} lane", hint,
-                                who=("model", spec.name))
-            return STANDARD
-        where = settings["model"].path if "model" in settings else target.path
-        self.findings.error(where, f"--lane {lane}: {{who}} does not take the {lane} lane",
-                            f"{hint}; drop --lane, and set `lane:` in the manifest where it "
-                            "applies", who=("model", spec.name))
-        return STANDARD
 
     def _backend(self, target: ResolvedTarget) -> str | None:
         if self.backend_override:
@@ -213,7 +188,10 @@ class Targets:
             tier = resolution.value if resolution else spec.default_resolution
             if tier is not None:
                 params["resolution"] = tier
-        return params, self._format(settings.get("output_format"), spec, params)
+        ext = self._format(settings.get("output_format"), spec, params)
+        request_extras(spec, settings, params, ext, self.findings, self.catalog.tiers,
+                       self.declared.builtin_draft)
+        return params, ext
 
     def _format(self, setting: Setting | None, spec: ModelSpec, params: dict[str, str]) -> str:
         wanted: str = setting.value if setting else "png"
@@ -221,12 +199,45 @@ class Targets:
         if setting is not None and canonical not in FORMATS:
             self.findings.error(setting.path, f"unknown output format '{wanted}'",
                                 did_you_mean(wanted, [*FORMATS, *FORMAT_ALIASES])
-                                or "use png or jpeg")
+                                or f"use {', '.join(FORMATS)}")
             return "png"
-        if spec.formats is not None:
+        if spec.formats is not None and canonical not in spec.formats and setting is not None:
+            self.findings.error(setting.path, f"output format '{wanted}' is not taken by "
+                                "{who}", f"{spec.name} takes {', '.join(spec.formats)}",
+                                who=("model", spec.name))
+            return "png"
+        if spec.formats is not None and canonical in spec.formats:
             params["output_format"] = spec.formats[canonical]
         elif setting is not None:  # never sent: the key could not tell png from jpeg
             self.findings.error(setting.path, f"{spec.name} takes no output format (the model "
                                 "chooses it, and nbpipe names the file after the bytes it gets)",
                                 "remove `output_format` for this model")
         return EXTENSIONS[canonical]
+
+
+def lane_of(targets: Targets, target: ResolvedTarget, spec: ModelSpec,
+             settings: dict[str, Setting]) -> str:
+    """The frame's lane: `--lane` / NBPIPE_LANE over the manifest's (a variant, the target,
+    a profile, `defaults`), else standard. A lane the model's catalogue entry does not list
+    is an error where it was chosen (the flag's: at the model)."""
+    setting = settings.get("lane")
+    lane: str = targets.lane_override or (setting.value if setting else STANDARD)
+    if lane in spec.lanes:
+        return lane
+    takers = sorted({s.name for models in targets.catalog.models.values()
+                     for s in models.values()
+                     if lane in s.lanes and not s.shut_down(targets.today)})
+    hint = f"{spec.name} takes {', '.join(spec.lanes)}; " + \
+        (f"models that take {lane}: {', '.join(takers)}" if takers
+         else f"no model in service takes {lane}")
+    if setting is not None and not targets.lane_override:
+        if setting.path[0] == "profiles":
+            hint += "; or name the targets the profile applies to (`targets:`)"
+        targets.findings.error(setting.path, f"{{who}} does not take the {lane} lane", hint,
+                            who=("model", spec.name))
+        return STANDARD
+    where = settings["model"].path if "model" in settings else target.path
+    targets.findings.error(where, f"--lane {lane}: {{who}} does not take the {lane} lane",
+                        f"{hint}; drop --lane, and set `lane:` in the manifest where it "
+                        "applies", who=("model", spec.name))
+    return STANDARD

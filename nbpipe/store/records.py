@@ -155,7 +155,7 @@ def _sound_request(backend: str, request: dict[str, Any]) -> bool:
         return False
     return params.get("aspect_ratio", spec.aspect_ratios[0]) in spec.aspect_ratios and \
         params.get("resolution", "") in ("", *spec.resolutions) and \
-        params.get("output_format", "png") in ("png", "jpeg", "jpg")
+        params.get("output_format", "png") in ("png", "jpeg", "jpg", "webp")
 
 
 # --- the refreshed price list (prices.json) --------------------------------------------------

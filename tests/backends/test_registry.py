@@ -11,7 +11,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from nbpipe.backends import registry
-from nbpipe.backends.names import GROUP
+from nbpipe.backends.names import GROUP, NAMES
 from nbpipe.backends.registry import BackendSpec, Inputs, Lane
 
 SPEC = BackendSpec(name="acme", lanes=(Lane.TASK,), inputs=Inputs.INLINE, key_env=("ACME_KEY",),
@@ -41,10 +41,13 @@ def test_the_built_in_backends_and_their_lanes():
     preview = registry.spec("preview")
     assert not (preview.paid or preview.resumable or preview.unrepeatable)
     assert registry.spec("gemini").endpoint("m") == "POST /v1beta/models/m:generateContent"
+    openai = registry.spec("openai")  # no idempotency key: a lost reply is never resent
+    assert openai.unrepeatable and not openai.resumable and openai.inputs is Inputs.INLINE
+    assert openai.key_env == ("OPENAI_API_KEY",) and openai.base_url_env == "OPENAI_BASE_URL"
 
 
 def test_a_third_party_backend_registers_through_the_entry_point_group(plugins):
-    assert registry.names() == ("hiapi", "gemini", "preview", "acme", "wrong")
+    assert registry.names() == (*NAMES, "acme", "wrong")
     acme = registry.spec("acme")
     assert acme is SPEC and acme.resumable and acme.endpoint("x") == "POST /acme/x"
 
@@ -79,7 +82,7 @@ def test_the_built_in_names_cost_no_import():
             "'dataclasses') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert out.strip() == "('hiapi', 'gemini', 'preview') []"
+    assert out.strip() == f"{NAMES} []" and NAMES[:3] == ('hiapi', 'gemini', 'preview')
 
 
 @pytest.fixture
@@ -123,7 +126,7 @@ def test_an_unknown_backend_is_still_refused_with_the_installed_ones_named(insta
     from nbpipe.errors import UsageError
     from nbpipe.settings import Settings
 
-    with pytest.raises(UsageError, match="must be one of hiapi, gemini, preview, acme, not"):
+    with pytest.raises(UsageError, match=f"must be one of {', '.join(NAMES)}, acme, not"):
         Settings.from_env({"NBPIPE_BACKEND": "nowhere"})
     assert Settings.from_env({"NBPIPE_BACKEND": "acme"}).backend == "acme"
 

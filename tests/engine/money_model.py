@@ -16,6 +16,10 @@ request. After every step the invariants hold:
   Ctrl-C while it was in flight), plus the times gc removed every image it had;
 - every Gemini image the fake sent in a reply is in the cache, unless the build receiving it was
   killed or abandoned (one Ctrl-C waits for Gemini requests in flight: they are paid);
+- OpenAI (a call lane too: no idempotency key, a lost reply billed) is held to the Gemini rules
+  above: a generation and an edit of a project file, its lost replies, refusals and moderation
+  blocks; every one of its billed requests is in Σ billed, a killed build's journalled and
+  never billed ones are excused as Gemini's are;
 - a build with --max-cost C made new tasks and generateContent calls worth at most C;
 - a build with no fault queued, no task left over and no cap or --force spends exactly what
   `plan` said just before: the fakes bill that total (each at the catalogue's price of its model
@@ -81,6 +85,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from nbpipe.catalog import builtin
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.hiapi import DAY, FakeHiApi
+from tests.fakes.openai import FakeOpenAI
 from tests.fakes.server import image_bytes
 
 HIAPI_MODEL = "Nano-Banana"
@@ -96,7 +101,14 @@ FAULTS = {"lost create reply": ("create", "drop"), "429": ("create", "429"),
           "gemini lost reply": ("generate", "drop"), "gemini 429": ("generate", "429"),
           "gemini 503": ("generate", "503"), "gemini safety": ("generate", "safety"),
           "gemini prompt blocked": ("generate", "prompt-blocked"),
-          "gemini no image": ("generate", "no-image")}
+          "gemini no image": ("generate", "no-image"),
+          # OpenAI (endpoint "images"): a lost reply is billed; refusals are retried; a
+          # moderation block bills nothing
+          "openai lost reply": ("images", "drop"), "openai 429": ("images", "429"),
+          "openai 503": ("images", "503"), "openai moderation": ("images", "moderation")}
+OPENAI_MODEL = "gpt-image-1-mini"  # at quality low, 1024x1024: USD 0.005 an image
+OPENAI_WORDS = ["a paper crane", "a glass crane", "a crane at dusk"]
+OE_PROMPT = "the crane in this photo, in gold"  # target oe: an edit of refs/x.png
 GEMINI_WORDS = ["a red kite", "a blue kite", "a paper moon"]
 THINGS = ["boat", "kite", "lighthouse"]  # template `at`: "a {{ thing }} at {{ time }}"
 TIMES = ["dawn", "noon", "dusk", "night"]  # v's time, and the values m's matrix draws from
@@ -115,7 +127,7 @@ pricing:
 """
 PROFILES = """\
 profiles:
-  draft: {targets: ["[!g]*"], model: Nano-Banana, wins: true}
+  draft: {targets: ["[!go]*"], model: Nano-Banana, wins: true}
   hero: {targets: ["g*", s], backend: gemini, model: %s, wins: true}
 bibles:
   mira: {text: %s}
@@ -199,6 +211,9 @@ class MoneyMachine(RuleBasedStateMachine):
         (self.root / "refs").mkdir(parents=True)
         self.fake = FakeHiApi().__enter__()
         self.gemini = FakeGemini().__enter__()
+        self.openai = FakeOpenAI().__enter__()
+        self.openai_prompt = OPENAI_WORDS[0]  # target o1 (oe edits refs/x.png)
+        self.openai_abandoned: set[int] = set()  # OpenAI replies (billed numbers) unwaited for
         self.prompts = {"a": "a lighthouse", "b": "a harbour", "c": "a lighthouse"}  # HiAPI
         self.gemini_prompts = {"g1": "a red kite", "g2": "a red kite"}
         self.vars = {"thing": "boat", "time": "dawn"}  # target v: template `at`
@@ -231,6 +246,7 @@ class MoneyMachine(RuleBasedStateMachine):
     def teardown(self):
         self.fake.__exit__(None, None, None)
         self.gemini.__exit__(None, None, None)
+        self.openai.__exit__(None, None, None)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- the project --------------------------------------------------------------------------
@@ -250,6 +266,9 @@ class MoneyMachine(RuleBasedStateMachine):
                   for name, p in self.gemini_prompts.items()]
         lines += [f"  gi: {{prompt: {json.dumps(GI_PROMPT)}, inputs: [refs/x.png], "
                   f"backend: gemini, model: {GEMINI_MODEL}}}"]
+        openai = f"backend: openai, model: {OPENAI_MODEL}, quality: low"
+        lines += [f"  o1: {{prompt: {json.dumps(self.openai_prompt)}, {openai}}}",
+                  f"  oe: {{prompt: {json.dumps(OE_PROMPT)}, inputs: [refs/x.png], {openai}}}"]
         (self.root / "nbpipe.yaml").write_text("\n".join(lines) + "\n")
 
     def frames(self, profile: str | None = None) -> dict[str, tuple]:
@@ -261,6 +280,8 @@ class MoneyMachine(RuleBasedStateMachine):
         out = {f: ("hiapi", HIAPI_MODEL, p, ()) for f, p in hiapi.items()}
         out |= {f: ("gemini", GEMINI_MODEL, p, ()) for f, p in self.gemini_prompts.items()}
         out["gi"] = ("gemini", GEMINI_MODEL, GI_PROMPT, (sha(pool_png(self.input)),))
+        out["o1"] = ("openai", OPENAI_MODEL, self.openai_prompt, ())
+        out["oe"] = ("openai", OPENAI_MODEL, OE_PROMPT, (sha(pool_png(self.input)),))
         if profile == "hero":
             out |= {f: ("gemini", PRO_MODEL, *out[f][2:]) for f in out
                     if f == "s" or f.startswith("g")}
@@ -269,6 +290,7 @@ class MoneyMachine(RuleBasedStateMachine):
     def _env(self) -> dict:
         env = {**os.environ, "HIAPI_API_KEY": self.fake.key, "HIAPI_BASE_URL": self.fake.url,
                "GEMINI_API_KEY": self.gemini.key, "GOOGLE_GEMINI_BASE_URL": self.gemini.url,
+               "OPENAI_API_KEY": self.openai.key, "OPENAI_BASE_URL": self.openai.base,
                "NBPIPE_HIAPI_POLL_DELAY": "0", "NBPIPE_HIAPI_POLL_INTERVAL": "0.02",
                "NBPIPE_RETRY_BASE": "0.01", "NBPIPE_HIAPI_TIMEOUT": "1.5",
                "NBPIPE_RECOVER_TIMEOUT": "3", "NBPIPE_INTERRUPT_GRACE": "0.5"}
@@ -322,9 +344,11 @@ class MoneyMachine(RuleBasedStateMachine):
 
     def _billed(self) -> Decimal:
         """What the fakes billed so far: every HiAPI task but a failed one; every Gemini
-        request that made an image (delivered, or lost on the way back)."""
+        request that made an image (delivered, or lost on the way back); every OpenAI request
+        the fake billed (it bills only those that made an image)."""
         return self._cost([t for t in list(self.fake.tasks.values()) if t.outcome != "fail"],
-                          [b for b in list(self.gemini.billed) if b.paid_image])
+                          [b for b in list(self.gemini.billed) if b.paid_image],
+                          list(self.openai.billed))
 
     def _quiescent(self) -> bool:
         """No request is out: no journal entry open (every paid request has had its build)."""
@@ -355,29 +379,31 @@ class MoneyMachine(RuleBasedStateMachine):
         return self._cost([t for tasks in under.values() for t in tasks[:-1]
                            if t.outcome != "fail"], [])
 
-    def _unbilled_after_kill(self, first: int) -> None:
+    def _unbilled_after_kill(self, first: int, first_call: int) -> None:
         """A killed build's Gemini requests that the journal holds as sent (the next build
         must count them as possibly billed) and the fake never billed: the excuse, exactly.
         Judged when the next command starts (`_judge_unbilled`): a request the killed build
         sent is billed when the fake reads it, which may be after the kill."""
         entries = [(slot, entry) for slot, entry in self._journal().items()
-                   if entry.backend == "gemini" and entry.task_id is None
+                   if entry.backend in ("gemini", "openai") and entry.task_id is None
                    and slot not in self.excused]
         self.excused |= {slot for slot, _ in entries}
-        self._killed.append((first, [entry for _, entry in entries]))
+        self._killed.append((first, first_call, [entry for _, entry in entries]))
 
     def _judge_unbilled(self) -> None:
-        for first, entries in self._killed:
+        for first, first_call, entries in self._killed:
             self.gemini.wait_idle()
+            self.openai.wait_idle()
             made = Counter(self._gemini_frame(b) for b in list(self.gemini.billed)[first:]
                            if b.paid_image)
+            made.update(self._openai_frame(b) for b in list(self.openai.billed)[first_call:])
             for entry in entries:
-                frame = record_frame(entry.request)
+                frame = (entry.backend, *record_frame(entry.request)[1:])
                 if made[frame]:
                     made[frame] -= 1
                 else:
-                    self.unbilled += price("gemini", entry.request.get("model"),
-                                           (entry.request.get("params") or {}).get("resolution"))
+                    self.unbilled += builtin().get(entry.backend, entry.request.get("model")) \
+                        .price_of(entry.request.get("params") or {})
         self._killed.clear()
 
     def _note_gc(self, args, out: str) -> None:
@@ -398,8 +424,12 @@ class MoneyMachine(RuleBasedStateMachine):
     def _story(self) -> str:
         return "\n".join(self.said[-10:])
 
+    def _sent(self) -> tuple[int, int, int]:
+        """How many HiAPI tasks, Gemini and OpenAI requests the fakes have billed so far."""
+        return len(self.fake.tasks), len(self.gemini.billed), len(self.openai.billed)
+
     def _generates(self) -> int:
-        return self.gemini.counts.get("generates", 0)
+        return self.gemini.counts.get("generates", 0) + self.openai.counts.get("billed", 0)
 
     # --- what the fakes received --------------------------------------------------------------
 
@@ -410,6 +440,12 @@ class MoneyMachine(RuleBasedStateMachine):
         body = self.gemini.bodies[billed.number - 1]
         return f"gemini {billed.model} " + json.dumps(_canonical(body), sort_keys=True)
 
+    def _openai_request(self, billed) -> str:
+        return f"openai {billed.endpoint} " + json.dumps(billed.body, sort_keys=True)
+
+    def _openai_frame(self, billed) -> tuple:
+        return "openai", billed.model, billed.prompt, tuple(sha(i) for i in billed.inputs)
+
     def _hiapi_frame(self, task) -> tuple:
         return "hiapi", task.model, task.input["prompt"], ()
 
@@ -419,10 +455,11 @@ class MoneyMachine(RuleBasedStateMachine):
                        for p in parts if "inlineData" in p)
         return "gemini", billed.model, billed.prompt, inputs
 
-    def _cost(self, tasks, billed) -> Decimal:
-        """What the fakes bill for these tasks and generateContent calls."""
+    def _cost(self, tasks, billed, calls=()) -> Decimal:
+        """What the fakes bill for these tasks, generateContent calls and OpenAI calls (each
+        at the catalogue's price of its quality and size, as the fake priced it)."""
         total = sum((price("hiapi", t.model, t.input.get("resolution")) for t in tasks),
-                    Decimal(0))
+                    Decimal(0)) + sum((c.usd for c in calls), Decimal(0))
         for b in billed:
             config = self.gemini.bodies[b.number - 1].get("generationConfig", {})
             total += price("gemini", b.model, config.get("imageConfig", {}).get("imageSize"))
@@ -439,6 +476,11 @@ class MoneyMachine(RuleBasedStateMachine):
     @rule(name=st.sampled_from(["g1", "g2"]), words=st.sampled_from(GEMINI_WORDS))
     def edit_gemini_prompt(self, name, words):
         self.gemini_prompts[name] = words
+        self._write()
+
+    @rule(words=st.sampled_from(OPENAI_WORDS))
+    def edit_openai_prompt(self, words):
+        self.openai_prompt = words
         self._write()
 
     @rule(change=st.sampled_from([*(("thing", t) for t in THINGS),
@@ -511,7 +553,8 @@ class MoneyMachine(RuleBasedStateMachine):
     @rule(fault=st.sampled_from(sorted(FAULTS)))
     def inject(self, fault):
         endpoint, *faults = FAULTS[fault]
-        (self.gemini if endpoint == "generate" else self.fake).faults.add(endpoint, *faults)
+        fake = {"generate": self.gemini, "images": self.openai}.get(endpoint, self.fake)
+        fake.faults.add(endpoint, *faults)
 
     @rule(jobs=st.sampled_from([1, 4]), cap=st.sampled_from([None, "0.05", "0.1", "0.2"]),
           force=st.sampled_from([None, "a", "b", "g1", "v", "m", "gi"]),
@@ -527,19 +570,20 @@ class MoneyMachine(RuleBasedStateMachine):
         if frame in frames:
             args += ["--force", frame]
         planned = None if cap or "--force" in args else self._planned(profile)
-        tasks, billed = len(self.fake.tasks), len(self.gemini.billed)
+        tasks, billed, calls = self._sent()
         done = self._run(*args)
         new_tasks, new_billed = list(self.fake.tasks.values())[tasks:], self.gemini.billed[billed:]
+        new_calls = self.openai.billed[calls:]
         if "--force" in args:  # the forced frame's request may be paid once more
             self.forced.update({self._hiapi_request(t) for t in new_tasks
                                 if self._hiapi_frame(t) == frames[frame]} |
                                {self._gemini_request(b) for b in new_billed
                                 if self._gemini_frame(b) == frames[frame]})
         if cap:
-            assert self._cost(new_tasks, new_billed) <= Decimal(cap), \
-                (len(new_tasks), len(new_billed), cap, self._story())
+            assert self._cost(new_tasks, new_billed, new_calls) <= Decimal(cap), \
+                (len(new_tasks), len(new_billed), len(new_calls), cap, self._story())
         if planned is not None:
-            self._spent_as_planned(planned, done, self._cost(new_tasks, new_billed))
+            self._spent_as_planned(planned, done, self._cost(new_tasks, new_billed, new_calls))
         if done.returncode == 0 and "--force" not in args:
             self._complete(profile)
 
@@ -553,7 +597,8 @@ class MoneyMachine(RuleBasedStateMachine):
         """plan's total, when the next build is to spend exactly that: no fault queued at
         either fake, no task left stuck, no journal entry left open by an interrupted build
         (plan prices every frame it will render; one whose task is already paid costs less)."""
-        queued = any(q for fake in (self.fake, self.gemini) for q in fake.faults._queues.values())
+        queued = any(q for fake in (self.fake, self.gemini, self.openai)
+                     for q in fake.faults._queues.values())
         if queued or any(t.outcome == "stuck" for t in self.fake.tasks.values()) or \
                 self._journal() or self.cheap:  # plan prices in the manifest's `pricing:`
             return None
@@ -580,8 +625,8 @@ class MoneyMachine(RuleBasedStateMachine):
         """kill -9 (presses 0) or Ctrl-C once or twice at a random moment, with a HiAPI task
         stuck and Gemini replies slow (something in flight to interrupt)."""
         self.fake.faults.add("task", "stuck")
-        self.gemini.delay = SLOW_GEMINI
-        first = len(self.gemini.billed)
+        self.gemini.delay = self.openai.delay = SLOW_GEMINI
+        first, first_call = len(self.gemini.billed), len(self.openai.billed)
         try:
             proc = self._popen("build", "-j", "4", *(["--profile", profile] if profile else []))
             time.sleep(moment)
@@ -592,33 +637,34 @@ class MoneyMachine(RuleBasedStateMachine):
                 time.sleep(0.1)
             out, err = proc.communicate(timeout=120)
         finally:
-            self.gemini.delay = 0.0
-        if presses != 1:  # one Ctrl-C waits for Gemini requests in flight: they are paid
+            self.gemini.delay = self.openai.delay = 0.0
+        if presses != 1:  # one Ctrl-C waits for calls in flight: they are paid
             self.abandoned |= {b.number for b in self.gemini.billed[first:]}
+            self.openai_abandoned |= {b.number for b in self.openai.billed[first_call:]}
         self._exit_ok(proc.returncode if presses else 130, err + out,
                       ("build", f"^C x{presses}" if presses else "kill -9"))
         self._account(("build",), out)
-        self._unbilled_after_kill(first)
+        self._unbilled_after_kill(first, first_call)
 
     @rule()
     def settle(self):
         """The faults stop and slow tasks finish: a build or two must complete, and then every
         invariant of a complete build holds."""
-        for fake in (self.fake, self.gemini):
+        for fake in (self.fake, self.gemini, self.openai):
             for queue in fake.faults._queues.values():
                 queue.clear()
-        self.gemini.delay = 0.0
+        self.gemini.delay = self.openai.delay = 0.0
         for task in self.fake.tasks.values():
             if task.outcome == "stuck":
                 task.outcome = "success"
         planned = self._planned(None)  # when no journal entry is left open
-        tasks, billed = len(self.fake.tasks), len(self.gemini.billed)
+        tasks, billed, calls = self._sent()
         for _ in range(3):
             done = self._run("build", "--json")
             if planned is not None:
                 new_tasks = list(self.fake.tasks.values())[tasks:]
-                self._spent_as_planned(planned, done, self._cost(new_tasks,
-                                                                 self.gemini.billed[billed:]))
+                self._spent_as_planned(planned, done, self._cost(
+                    new_tasks, self.gemini.billed[billed:], self.openai.billed[calls:]))
                 planned = None
             if done.returncode == 0:
                 return self._complete()
@@ -666,16 +712,17 @@ class MoneyMachine(RuleBasedStateMachine):
     # --- rules: where a careless edit of the safety code would show -----------------------------
 
     def _quiet(self) -> None:
-        """No fault queued at either fake, no reply slowed."""
-        for fake in (self.fake, self.gemini):
+        """No fault queued at any fake, no reply slowed."""
+        for fake in (self.fake, self.gemini, self.openai):
             for queue in fake.faults._queues.values():
                 queue.clear()
-        self.gemini.delay = 0.0
+        self.gemini.delay = self.openai.delay = 0.0
 
     def _kill_at_create(self, *args: str) -> None:
         """Run `nbpipe build ARGS` and kill -9 it while its first create is at HiAPI: the task
         is made (billed), its reply not yet back; only the journal knows of it."""
         pause, first = self.fake.pause_create, len(self.gemini.billed)
+        first_call = len(self.openai.billed)
         pause.arm()
         try:
             proc = self._popen("build", "-j", "1", *args)
@@ -686,7 +733,7 @@ class MoneyMachine(RuleBasedStateMachine):
             pause.release()
         self._exit_ok(130, err + out, ("build", *args, "killed at a create"))
         assert arrived, ("the build sent no create", out, err)
-        self._unbilled_after_kill(first)
+        self._unbilled_after_kill(first, first_call)
 
     def _can_pay(self) -> bool:
         """A build may send requests now (no journal entry open to collect first)."""
@@ -818,6 +865,9 @@ class MoneyMachine(RuleBasedStateMachine):
         for billed in list(self.gemini.billed):
             if billed.image:
                 yield self._gemini_request(billed), self._gemini_frame(billed), sha(billed.image)
+        for billed in list(self.openai.billed):
+            if billed.image:
+                yield self._openai_request(billed), self._openai_frame(billed), sha(billed.image)
 
     @invariant()
     def never_paid_twice(self):
@@ -845,6 +895,16 @@ class MoneyMachine(RuleBasedStateMachine):
         for request, n in billed.items():
             assert n <= 1 + self.forced[request] + lost[request] + self.regained[request], \
                 ("Gemini paid twice", request, n, self._story())
+        calls, lost = Counter(), Counter()
+        for b in list(self.openai.billed):
+            request = self._openai_request(b)
+            calls[request] += 1
+            if b.fault == "drop" or (b.number in self.openai_abandoned and
+                                     sha(b.image) not in self.cached):
+                lost[request] += 1
+        for request, n in calls.items():
+            assert n <= 1 + self.forced[request] + lost[request] + self.regained[request], \
+                ("OpenAI paid twice", request, n, self._story())
 
     @invariant()
     def young_images_survive(self):
@@ -859,6 +919,10 @@ class MoneyMachine(RuleBasedStateMachine):
             if b.image and b.number not in self.abandoned:
                 assert sha(b.image) in self.cached, ("a Gemini image sent, not cached", b.prompt,
                                                     self._story())
+        for b in list(self.openai.billed):
+            if b.fault != "drop" and b.number not in self.openai_abandoned:
+                assert sha(b.image) in self.cached, ("an OpenAI image sent, not cached",
+                                                    b.prompt, self._story())
         from nbpipe.store.cache import Cache
 
         if not (self.root / ".nbpipe").is_dir():

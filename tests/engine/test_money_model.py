@@ -76,6 +76,21 @@ WALKS = {
         lambda m: m.gc_and_pin(),
         lambda m: m.build(jobs=4, cap=None, force=None, profile="hero"),
     ],
+    "openai faults, an edit among them": [
+        lambda m: m.inject(fault="openai lost reply"),
+        lambda m: m.build(jobs=4, cap=None, force=None),  # o1 or oe: its reply lost, billed
+        lambda m: m.inject(fault="openai moderation"),
+        lambda m: m.inject(fault="openai 429"),
+        lambda m: m.edit_openai_prompt(words="a glass crane"),
+        lambda m: m.rewrite_input(image=1, same_stat=False),  # the edit's input: a new request
+        lambda m: m.build(jobs=1, cap="0.2", force=None),
+        lambda m: m.inject(fault="openai 503"),
+        lambda m: m.edit_openai_prompt(words="a crane at dusk"),
+        lambda m: m.interrupt(moment=1.0, presses=0),  # kill -9, OpenAI calls in flight
+        lambda m: m.edit_openai_prompt(words="a paper crane"),
+        lambda m: m.interrupt(moment=1.0, presses=1),  # one Ctrl-C waits for them
+        lambda m: m.settle(),
+    ],
     # the body journalled after the create: the killed create's entry has no body, so no build
     # resends it once no frame wants it; it stays open, its paid image never collected
     "a create killed at HiAPI, its frame changed": [
