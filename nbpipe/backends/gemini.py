@@ -216,4 +216,5 @@ def open_gemini(jobs: int, rpm: int | None, settings: Settings) -> GeminiBackend
 SPEC = BackendSpec(name="gemini", lanes=(Lane.CALL,), inputs=Inputs.INLINE, key_env=KEY_VARS,
                    base_url_env="GOOGLE_GEMINI_BASE_URL", payload_style=PAYLOAD_STYLE,
                    open=open_gemini, describe=generate_body,
-                   endpoint=lambda model: f"POST /v1beta/models/{model}:generateContent")
+                   endpoint=lambda model: f"POST /v1beta/models/{model}:generateContent",
+                   label="Gemini")

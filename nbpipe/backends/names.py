@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
 BUILTIN = {"hiapi": "nbpipe.backends.hiapi", "gemini": "nbpipe.backends.gemini",
-           "preview": "nbpipe.backends.preview"}
+           "fal": "nbpipe.backends.fal", "preview": "nbpipe.backends.preview"}
 NAMES = tuple(BUILTIN)
 GROUP = "nbpipe.backends"  # the entry-point group third-party packages register backends in
 

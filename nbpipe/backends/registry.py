@@ -10,7 +10,10 @@ Lanes are how the engine talks to a provider, each with its journal protocol (DE
 `call` (synchronous, not idempotent: the journal holds the exact body before sending; a lost
 reply may be billed: announced, counted, never silently resent), `task` (an id to poll,
 journalled the moment it is known and collected by any later build) and `batch` (many requests
-under one job id; declared here, driven by a later engine).
+under one job id; declared here, driven by a later engine). A `task` lane's create is resent
+after a lost reply only where the provider makes that safe (`BackendSpec.idempotent`: HiAPI's
+Idempotency-Key); where it cannot (fal's queue), a create with no id known is treated as a
+call's lost reply (`unfindable`).
 """
 
 from __future__ import annotations
@@ -70,6 +73,17 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
     # A third-party backend's models, prices and limits: its entry in catalog.json's shape
     # (`backends.<name>`), merged into the catalogue; a built-in backend's live in catalog.json.
     catalog: Mapping[str, Any] | None = None
+    # Whether a create sent again after its reply was lost finds the request the first one
+    # made (HiAPI's Idempotency-Key) instead of making, and billing, a new one. False (fal's
+    # queue has no such key): a create whose id never came may have been billed and can never
+    # be found again: it is announced, counted and closed, never resent (`unfindable`), so
+    # `would_send` is not needed. A call lane resends nothing either way.
+    idempotent: bool = True
+    label: str = ""  # how messages name the service ("Gemini"); empty: by its name
+
+    @property
+    def said_as(self) -> str:
+        return self.label or self.name
 
     @property
     def lane(self) -> Lane:
@@ -86,6 +100,14 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
         """Whether a paid request sent is paid whatever happens to its reply (the call lane)."""
         return self.paid and self.lane is Lane.CALL
 
+    @property
+    def unfindable(self) -> bool:
+        """Whether a paid create whose reply was lost (no id known) can never be found again,
+        so may have been billed and is never resent: every call, and a `task` lane's create
+        where the provider has no idempotency key (fal). Its journal entry holds the body it
+        sent (a task lane) or only its intent (a call: nothing marks a call as not yet sent)."""
+        return self.unrepeatable or (self.paid and self.lane is Lane.TASK and not self.idempotent)
+
 
 def names() -> tuple[str, ...]:
     """Every backend's name: the built-in ones, then those of installed packages."""
@@ -95,7 +117,7 @@ def names() -> tuple[str, ...]:
 @cache
 def spec(name: str) -> BackendSpec:
     """The spec of backend `name` (KeyError if there is none; UsageError, naming the package,
-    for a paid `task` lane without `would_send`)."""
+    for a paid `task` lane with idempotent creates and no `would_send`)."""
     if name in BUILTIN:
         where = BUILTIN[name]
         found = importlib.import_module(where).SPEC
@@ -104,7 +126,7 @@ def spec(name: str) -> BackendSpec:
         where, found = point.value, point.load()
     if not isinstance(found, BackendSpec) or found.name != name:
         raise KeyError(f"{name}: not a backend spec")
-    if found.paid and found.lane is Lane.TASK and found.would_send is None:
+    if found.paid and found.lane is Lane.TASK and found.idempotent and found.would_send is None:
         # without it a create whose reply was lost is never resent under its Idempotency-Key:
         # its frame pays for a new task, every time a build crashes mid-create
         from nbpipe.errors import UsageError
@@ -122,6 +144,10 @@ def resumable(name: str) -> bool:
 
 def unrepeatable(name: str) -> bool:
     return spec(name).unrepeatable
+
+
+def unfindable(name: str) -> bool:
+    return spec(name).unfindable
 
 
 _plugins = installed  # the one lookup of installed backends (names.py)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nbpipe.backends.base import Backend, InputData, Job, StoppedMaybeSent, TaskStillOut
 from nbpipe.backends.images import verify_image_async
-from nbpipe.backends.registry import resumable, spec, unrepeatable
+from nbpipe.backends.registry import resumable, spec, unfindable, unrepeatable
 from nbpipe.engine.entries import recorded_key
 from nbpipe.engine.flights import key_of
 from nbpipe.engine.inflight import InFlight
@@ -101,7 +101,8 @@ class Renderer:
             with self.inflight.sending(frame, self.budget.measure(frame)):
                 take = await self.fetch(frame, inputs, job)
         except asyncio.CancelledError:  # Ctrl-C past the grace: a task it leaves out is said
-            self.left_out(frame, entry)
+            if not self.left_out(frame, entry):
+                self.cut_off(frame, entry)
             raise
         except TaskFailed:
             self.journal.failed(key, take_no)
@@ -220,7 +221,7 @@ class Renderer:
             return  # done
         unknown = isinstance(exc, StoppedMaybeSent) or \
             (isinstance(exc, FrameFailed) and (exc.retry_later or exc.maybe_billed))
-        if unrepeatable(frame.backend):
+        if unrepeatable(frame.backend) or (entry.task_id is None and unfindable(frame.backend)):
             billed = isinstance(exc, FrameFailed) and exc.maybe_billed
             if billed:
                 self.teller.charge(frame.name, self.owed(entry, frame, Billing.MAYBE))
@@ -229,6 +230,17 @@ class Renderer:
             self.journal.closed(entry.key, entry.take, f"no task: {exc}")
         else:  # a task, or a create whose reply was lost: the next build collects it
             self.left_out(frame, entry, isinstance(exc, TaskStillOut))
+
+    def cut_off(self, frame: Frame, entry: Entry) -> None:
+        """A create without an idempotency key stopped after its body was journalled and
+        before its id came (Ctrl-C past the grace): it may be queued and billed, and nothing
+        can find it again. Charged as possibly billed and closed, so no build sends it again
+        unannounced nor counts it twice."""
+        if (entry.key, entry.take) in self.journal.open and entry.task_id is None and \
+                entry.body is not None and unfindable(entry.backend) and \
+                not unrepeatable(entry.backend):  # a call in flight is InFlight's to close
+            self.teller.charge(frame.name, self.owed(entry, frame, Billing.MAYBE))
+            self.journal.closed(entry.key, entry.take, "stopped before its id came", True)
 
     def left_out(self, frame: Frame, entry: Entry, left: bool = True) -> bool:
         """A paid request of this frame still out as the build ends it: charged to the frame
