@@ -25,7 +25,8 @@ Faults, consumed in order:
     result: 503 drop
     media: expired(404: the URL no longer serves)
 Holds: the point "queue" keeps every request IN_QUEUE while it holds (queue latency, as long as
-the test wants); "POST /..." holds a submit before it is queued.
+the test wants); "submitted" holds a submit's reply once it is queued (a kill then lands
+between sending and hearing); "POST /..." holds a submit before it is read.
 
 `tls=True` serves https with a throwaway certificate for 127.0.0.1 (`cert_file`: its PEM, for
 a client to trust): fal-client speaks only https.
@@ -92,6 +93,7 @@ class FakeFal(FakeServer):
         self.submitted: list[dict] = []  # every body queued, in order
         self._lock = threading.Lock()
         self.cert_file = ""
+        self.answer_base = ""  # where the submit's reply says to poll: its own URL unless set
         if tls:
             self._serve_tls()
 
@@ -156,11 +158,12 @@ class FakeFal(FakeServer):
             return request.send(422, {"detail": [{"loc": ["body"], "msg": "Input should be a "
                                                   "valid dictionary", "type": "dict_type"}]})
         queued = self._queue(model, body, caller(request))
+        self.holds.passing("submitted")  # queued; the reply waits while the test holds it
         if fault == "lost":  # queued and (once done) billed; the reply never comes
             return request.drop()
         if fault == "garbage":
             return request.send(200, raw=b"<html>gateway</html>", content_type="text/html")
-        base = f"{self.url}/{queued.app}/requests/{queued.request_id}"
+        base = f"{self.answer_base or self.url}/{queued.app}/requests/{queued.request_id}"
         request.send(200, {"request_id": queued.request_id, "response_url": base,
                            "status_url": f"{base}/status", "cancel_url": f"{base}/cancel",
                            "queue_position": 0})
