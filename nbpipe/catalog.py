@@ -115,6 +115,9 @@ class ModelEntry(_Strict):
     aspect_ratios: list[str]
     output_formats: dict[Literal["png", "jpeg"], str] | None = Field(
         description="canonical format → the wire value; null = the model chooses")
+    sizes: dict[str, str] | None = Field(
+        default=None, description="aspect ratio → the size the API takes for it instead (fal's "
+        "image_size presets); null = the ratio is sent as it is")
     inputs: InputLimits
     prompt: PromptLimits = PromptLimits()
     tokens: TokenPrices | None = Field(
@@ -133,6 +136,8 @@ class ModelEntry(_Strict):
         if (self.default_resolution is None) != (not self.resolutions) or \
                 (self.default_resolution and self.default_resolution not in self.resolutions):
             raise ValueError("default_resolution must be one of the resolutions (and only then)")
+        if self.sizes is not None and sorted(self.sizes) != sorted(self.aspect_ratios):
+            raise ValueError("sizes must name exactly the model's aspect ratios")
         if self.status == "retired" and self.shutdown is None:
             raise ValueError("a retired model needs its shutdown date")
         return self
@@ -206,6 +211,7 @@ class ModelSpec:
     confirmed: frozenset[str] = frozenset()
     price_source: str = "built-in"
     tokens: TokenPrices | None = None  # billed on top of `prices`; None: the image price is all
+    sizes: Mapping[str, str] | None = None  # aspect ratio → the API's size for it; None: as is
 
     def price(self, resolution: str | None) -> Decimal:
         if FLAT in self.prices:
@@ -344,7 +350,8 @@ def _spec(backend: str, name: str, entry: ModelEntry, transport: str) -> ModelSp
         shutdown=entry.shutdown, replacement=entry.replacement, transport=transport,
         input_max_bytes=entry.inputs.max_bytes,
         input_types=tuple(entry.inputs.types) if entry.inputs.types else None,
-        title=entry.title, confirmed=frozenset(entry.confirmed), tokens=entry.tokens)
+        title=entry.title, confirmed=frozenset(entry.confirmed), tokens=entry.tokens,
+        sizes=MappingProxyType(dict(entry.sizes)) if entry.sizes is not None else None)
 
 
 def from_file(doc: CatalogFile) -> Catalog:

@@ -138,7 +138,7 @@ def test_lifecycle_follows_the_dates_and_the_replacement_chain():
 
 
 def test_the_preview_backend_stands_in_for_every_model_free():
-    real = {n for b in ("hiapi", "gemini") for n in builtin().models[b]}
+    real = {n for b in ("hiapi", "gemini", "fal") for n in builtin().models[b]}
     preview = builtin().models["preview"]
     assert set(preview) == real
     assert all(spec.price("4K") == 0 for spec in preview.values())

@@ -45,6 +45,7 @@ from nbpipe.backends.replies import (
     ReplyProblem,
     validate,
 )
+from nbpipe.catalog import builtin
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, ModelUnknown, TaskFailed
 from nbpipe.plan.frame import Request
 from nbpipe.settings import Settings
@@ -52,9 +53,6 @@ from nbpipe.settings import Settings
 PAYLOAD_STYLE = "data URI"
 DEFAULT_BASE_URL = "https://queue.fal.run"
 KEY_VARS = ("FAL_KEY",)
-# FLUX's size presets (fal's `image_size` enum), by the aspect ratio nbpipe speaks
-IMAGE_SIZES = {"1:1": "square_hd", "4:3": "landscape_4_3", "3:4": "portrait_4_3",
-               "16:9": "landscape_16_9", "9:16": "portrait_16_9"}
 RETRY_SUBMIT = frozenset({429, 500, 503})  # fal queued nothing: the submit is tried again
 LOST_SUBMIT = frozenset({502, 504})  # a gateway lost the queue's answer: it may be queued
 PENDING = frozenset({"IN_QUEUE", "IN_PROGRESS"})
@@ -62,16 +60,19 @@ PENDING = frozenset({"IN_QUEUE", "IN_PROGRESS"})
 
 def submit_body(request: Request, images: list[str],
                 mimes: list[str] | None = None) -> dict[str, object]:
-    """The submit's JSON. An edit (a frame with an input image: Kontext) names its image and
-    its aspect ratio; a text-to-image FLUX model takes a size preset instead."""
+    """The submit's JSON. A model with size presets in the catalogue (FLUX) takes the preset
+    of the frame's aspect ratio as `image_size`; another (Kontext) takes the ratio as it is. An
+    edit names its one input image."""
     body: dict[str, object] = {"prompt": request.prompt}
-    ratio = request.params.get("aspect_ratio")
     if images:
         body["image_url"] = images[0]
-        if ratio:
-            body["aspect_ratio"] = ratio
+    ratio = request.params.get("aspect_ratio")
+    model = builtin().get("fal", request.model)
+    sizes = model.sizes if model is not None else None
+    if ratio and sizes:
+        body["image_size"] = sizes.get(ratio, ratio)
     elif ratio:
-        body["image_size"] = IMAGE_SIZES.get(ratio, ratio)
+        body["aspect_ratio"] = ratio
     if "output_format" in request.params:
         body["output_format"] = request.params["output_format"]
     return body

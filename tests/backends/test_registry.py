@@ -35,7 +35,7 @@ def plugins(monkeypatch):
 
 
 def test_the_built_in_backends_and_their_lanes():
-    assert registry.names()[:3] == ("hiapi", "gemini", "preview")
+    assert registry.names()[:4] == ("hiapi", "gemini", "fal", "preview")
     assert (registry.spec("hiapi").lane, registry.spec("hiapi").inputs) == (Lane.TASK, Inputs.URL)
     assert registry.spec("gemini").unrepeatable and not registry.spec("gemini").resumable
     preview = registry.spec("preview")
@@ -44,7 +44,7 @@ def test_the_built_in_backends_and_their_lanes():
 
 
 def test_a_third_party_backend_registers_through_the_entry_point_group(plugins):
-    assert registry.names() == ("hiapi", "gemini", "preview", "acme", "wrong")
+    assert registry.names() == ("hiapi", "gemini", "fal", "preview", "acme", "wrong")
     acme = registry.spec("acme")
     assert acme is SPEC and acme.resumable and acme.endpoint("x") == "POST /acme/x"
 
@@ -79,7 +79,7 @@ def test_the_built_in_names_cost_no_import():
             "'dataclasses') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert out.strip() == "('hiapi', 'gemini', 'preview') []"
+    assert out.strip() == "('hiapi', 'gemini', 'fal', 'preview') []"
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_an_unknown_backend_is_still_refused_with_the_installed_ones_named(insta
     from nbpipe.errors import UsageError
     from nbpipe.settings import Settings
 
-    with pytest.raises(UsageError, match="must be one of hiapi, gemini, preview, acme, not"):
+    with pytest.raises(UsageError, match="must be one of hiapi, gemini, fal, preview, acme, not"):
         Settings.from_env({"NBPIPE_BACKEND": "nowhere"})
     assert Settings.from_env({"NBPIPE_BACKEND": "acme"}).backend == "acme"
 

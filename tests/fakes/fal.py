@@ -10,13 +10,15 @@
     PUT  /{owner}/{app}/requests/{id}/cancel → 202 while IN_QUEUE, else 400
     GET  /media/{id}.{ext}                   → the image (its URL expires: fault `expired`)
 
-Status and result URLs use the owner and app only (fal-ai/flux/dev → fal-ai/flux), as fal's
-do: a client that builds them from the model id polls a 404. Strict: the input is checked per
-model as fal's schemas state it (at the result, where fal's runner answers), unknown models
-answer 404 at submit, another account's request 404 at every poll.
+Status and result URLs use the owner and app only (owner/app/path → owner/app), as fal's do:
+a client that builds them from the model id polls a 404. Strict: the input is checked per model
+as fal's schemas state it (at the result, where fal's runner answers), with the models and
+limits of nbpipe's catalogue; unknown models answer 404 at submit, another account's request
+404 at every poll.
 
-Money: a request that completes with an image is billed (FLUX per megapixel, rounded up; Kontext
-per image), `billed` lists each; a request refused (422) or failed on fal's side (5xx) is not.
+Money: a request that completes with an image is billed, `billed` lists each: a model with size
+presets (FLUX) per megapixel, rounded up, at the catalogue's price; another (Kontext) per image.
+A request refused (422) or failed on fal's side (5xx) is not billed.
 
 Faults, consumed in order:
     submit: lost (queued and billed, the reply dropped) 429 500 503 502 401 garbage(200, not JSON)
@@ -45,19 +47,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from nbpipe.catalog import ModelSpec, builtin, today
 from tests.fakes.server import FakeServer, Handler, image_bytes
 
-PER_MEGAPIXEL = {"fal-ai/flux/dev": Decimal("0.025"), "fal-ai/flux-pro/v1.1": Decimal("0.04")}
-PER_IMAGE = {"fal-ai/flux-pro/kontext": Decimal("0.04")}
 SIZES = {"square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
          "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768),
-         "landscape_16_9": (1024, 576)}
-KONTEXT_RATIOS = {"21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"}
+         "landscape_16_9": (1024, 576)}  # fal's image_size presets
 FLUX_FIELDS = {"prompt", "image_size", "num_inference_steps", "guidance_scale", "seed",
                "num_images", "output_format", "enable_safety_checker", "sync_mode",
                "acceleration"}
-KONTEXT_FIELDS = {"prompt", "image_url", "aspect_ratio", "seed", "guidance_scale", "num_images",
-                  "output_format", "safety_tolerance", "sync_mode", "enhance_prompt"}
+EDIT_FIELDS = {"prompt", "image_url", "aspect_ratio", "seed", "guidance_scale", "num_images",
+               "output_format", "safety_tolerance", "sync_mode", "enhance_prompt"}
 MEGAPIXEL = 1 << 20  # fal prices a 1024x1024 image at one megapixel's rate
 
 
@@ -148,7 +148,7 @@ class FakeFal(FakeServer):
                                 {"Retry-After": "0"})
         if fault == "401":
             return request.send(401, {"detail": f"Invalid key {self.key}"})
-        if model not in PER_MEGAPIXEL and model not in PER_IMAGE:
+        if model not in models():
             return request.send(404, {"detail": f"Application '{model}' not found"})
         try:
             body = json.loads(raw)
@@ -297,11 +297,17 @@ def size_of(queued: Queued) -> tuple[int, int]:
     return SIZES.get(size, (1024, 768))
 
 
+def models() -> dict[str, ModelSpec]:
+    """The fal models in service today, as nbpipe's catalogue states them."""
+    return builtin().in_service("fal", today())
+
+
 def price(queued: Queued) -> Decimal:
-    if queued.model in PER_IMAGE:
-        return PER_IMAGE[queued.model]
+    spec = models()[queued.model]
+    if not spec.sizes:
+        return spec.price(None)
     width, height = size_of(queued)
-    return PER_MEGAPIXEL[queued.model] * math.ceil(width * height / MEGAPIXEL)
+    return spec.price(None) * math.ceil(width * height / MEGAPIXEL)
 
 
 def validate(model: str, body: dict) -> list[dict]:
@@ -311,9 +317,9 @@ def validate(model: str, body: dict) -> list[dict]:
     def refuse(where: str, msg: str, kind: str) -> None:
         problems.append({"loc": ["body", where], "msg": msg, "type": kind})
 
-    kontext = model in PER_IMAGE
-    allowed = KONTEXT_FIELDS if kontext else FLUX_FIELDS
-    for name in sorted(set(body) - allowed):
+    spec = models()[model]
+    edit = spec.max_inputs > 0
+    for name in sorted(set(body) - (EDIT_FIELDS if edit else FLUX_FIELDS)):
         refuse(name, "Extra inputs are not permitted", "extra_forbidden")
     if not isinstance(body.get("prompt"), str) or not body["prompt"]:
         refuse("prompt", "Field required", "missing")
@@ -321,16 +327,16 @@ def validate(model: str, body: dict) -> list[dict]:
         problems.append({"loc": ["body", "prompt"], "msg": "The content was flagged by a "
                          "content checker.", "type": "content_policy_violation",
                          "categories": ["violence"]})
-    if kontext:
+    if edit:
         url = body.get("image_url")
         if not isinstance(url, str) or not url.startswith(("https://", "http://", "data:")):
             refuse("image_url", "Field required", "missing")
-        if "aspect_ratio" in body and body["aspect_ratio"] not in KONTEXT_RATIOS:
+        if "aspect_ratio" in body and body["aspect_ratio"] not in spec.aspect_ratios:
             refuse("aspect_ratio", "Input should be one of the listed ratios", "enum")
     elif "image_size" in body and not (isinstance(body["image_size"], dict) or
                                        body["image_size"] in SIZES):
         refuse("image_size", "Input should be a size preset or {width, height}", "enum")
-    if body.get("output_format", "jpeg") not in ("jpeg", "png"):
+    if body.get("output_format", "jpeg") not in (spec.formats or {}).values():
         refuse("output_format", "Input should be 'jpeg' or 'png'", "enum")
     return problems
 
