@@ -18,8 +18,6 @@ import pytest
 from tests.fakes.fal import FakeFal
 from tests.samples import journal
 
-pytestmark = pytest.mark.slow
-
 FOUR = """\
 version: 1
 defaults: {backend: fal, model: fal-ai/flux/dev}
