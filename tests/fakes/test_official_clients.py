@@ -221,9 +221,9 @@ def subprocess_error(fake, key: str) -> str:
 
     env = {**os.environ, "FAL_KEY": key, "FAL_QUEUE_RUN_HOST": fake.host,
            "SSL_CERT_FILE": fake.cert_file}
-    done = subprocess.run([sys.executable, "-c", "import fal_client\n"
-                           "try:\n fal_client.submit('fal-ai/flux/dev', arguments={'prompt': 'x'})\n"
-                           "except fal_client.client.FalClientHTTPError as e:\n"
-                           " print(e.status_code)"], env=env, capture_output=True, text=True,
-                          timeout=120)
+    script = ("import fal_client\ntry:\n"
+              " fal_client.submit('fal-ai/flux/dev', arguments={'prompt': 'x'})\n"
+              "except fal_client.client.FalClientHTTPError as e:\n print(e.status_code)")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
     return done.stdout
