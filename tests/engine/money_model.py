@@ -1,5 +1,5 @@
 """A model-based test of the money invariants (issue 12): real `nbpipe` processes against the
-fake HiAPI and the fake Gemini, driven by a hypothesis state machine that edits the project (a
+fake HiAPI, the fake Gemini and the fake fal queue, driven by a hypothesis state machine that edits the project (a
 prompt, a template's var, a matrix value, a bible, a file input — also with its old size and
 mtime put back; adds and removes targets and matrix values), builds (with -j, --max-cost,
 --force, a profile), injects faults, kills builds with SIGKILL and SIGINT, and runs gc, pin and
@@ -14,6 +14,9 @@ request. After every step the invariants hold:
 - no Gemini request was billed for an image more often than once plus its forced takes, plus
   its images that were lost (a dropped reply, or a build killed or abandoned with a second
   Ctrl-C while it was in flight), plus the times gc removed every image it had;
+- no fal request was queued more often than once, plus those whose id never reached a build (a
+  lost submit reply, a kill before it came: possibly billed, never resent within the build) or
+  whose image never came (flagged, an expired URL), plus the times gc removed every image it had;
 - every Gemini image the fake sent in a reply is in the cache, unless the build receiving it was
   killed or abandoned (one Ctrl-C waits for Gemini requests in flight: they are paid);
 - a build with --max-cost C made new tasks and generateContent calls worth at most C;
@@ -26,8 +29,9 @@ request. After every step the invariants hold:
   `spent_usd + spent_earlier_usd` (issue 27 item 1: events = summary);
 - at a quiescent point (a complete build, no journal entry open), Σ over every build of
   `spent_usd + spent_earlier_usd` equals what the fakes billed (HiAPI: every task created, but
-  a failed one; Gemini: every request that made an image, delivered or lost), with two exact
-  excuses: a Gemini request a killed build had journalled as sent that the fake never billed
+  a failed one; Gemini: every request that made an image, delivered or lost; fal: every
+  request queued that makes an image), with two exact excuses: a Gemini request (or a fal
+  submit) a killed build had journalled as sent that the fake never billed
   (the next build must count it as possibly billed: it cannot know), and a HiAPI task billed for
   a create whose reply never came and whose resend came after HiAPI forgot its key (a new task:
   the first is billed without any build able to know). A kill -9'd build prints no
@@ -79,6 +83,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from nbpipe.catalog import builtin
+from tests.fakes.fal import FakeFal
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.hiapi import DAY, FakeHiApi
 from tests.fakes.server import image_bytes
@@ -87,6 +92,9 @@ HIAPI_MODEL = "Nano-Banana"
 # Issue 27 items 1-2 (events = summary; Σ reported = Σ billed), checked after every build.
 REPORTING = os.environ.get("NBPIPE_MODEL_REPORTING", "1") != "0"
 GEMINI_MODEL = "gemini-3.1-flash-image"
+FAL_MODEL = "fal-ai/flux/dev"  # target f1
+FAL_EDIT = "fal-ai/flux-pro/kontext"  # target fe: an edit of refs/x.png on fal
+FE_PROMPT = "the kite in this photo, in fog"
 PRO_MODEL = "gemini-3-pro-image"  # where the `hero` profile moves the Gemini targets and `s`
 FAULTS = {"lost create reply": ("create", "drop"), "429": ("create", "429"),
           "503": ("create", "503"), "task fail": ("task", "fail"),
@@ -96,8 +104,15 @@ FAULTS = {"lost create reply": ("create", "drop"), "429": ("create", "429"),
           "gemini lost reply": ("generate", "drop"), "gemini 429": ("generate", "429"),
           "gemini 503": ("generate", "503"), "gemini safety": ("generate", "safety"),
           "gemini prompt blocked": ("generate", "prompt-blocked"),
-          "gemini no image": ("generate", "no-image")}
+          "gemini no image": ("generate", "no-image"),
+          # fal (endpoints "submit", "request", "media"): a lost submit reply may be billed,
+          # never resent; refusals before queueing are retried
+          "fal lost submit": ("submit", "lost"), "fal 429": ("submit", "429"),
+          "fal gateway": ("submit", "502"), "fal nsfw": ("request", "nsfw"),
+          "fal runner failure": ("request", "fail"), "fal expired URL": ("media", "expired")}
+FAL_ENDPOINTS = {"submit", "request", "media"}
 GEMINI_WORDS = ["a red kite", "a blue kite", "a paper moon"]
+FAL_WORDS = ["a pier at dawn", "a pier at dusk", "a jetty in rain"]
 THINGS = ["boat", "kite", "lighthouse"]  # template `at`: "a {{ thing }} at {{ time }}"
 TIMES = ["dawn", "noon", "dusk", "night"]  # v's time, and the values m's matrix draws from
 BIBLES = ["Mira, a field engineer in a rust-orange beanie",
@@ -115,7 +130,7 @@ pricing:
 """
 PROFILES = """\
 profiles:
-  draft: {targets: ["[!g]*"], model: Nano-Banana, wins: true}
+  draft: {targets: ["[!gf]*"], model: Nano-Banana, wins: true}
   hero: {targets: ["g*", s], backend: gemini, model: %s, wins: true}
 bibles:
   mira: {text: %s}
@@ -181,6 +196,14 @@ def with_json(args) -> tuple:
     return args
 
 
+def _fal_canonical(body: dict) -> dict:
+    """A fal body with its input image's data URI replaced by the digest of its bytes."""
+    url = body.get("image_url")
+    if isinstance(url, str) and url.startswith("data:"):
+        return {**body, "image_url": "sha256:" + sha(base64.b64decode(url.partition(",")[2]))}
+    return body
+
+
 def _canonical(node):
     """A Gemini body with each inline image's base64 replaced by the digest of its bytes."""
     if isinstance(node, dict):
@@ -199,6 +222,8 @@ class MoneyMachine(RuleBasedStateMachine):
         (self.root / "refs").mkdir(parents=True)
         self.fake = FakeHiApi().__enter__()
         self.gemini = FakeGemini().__enter__()
+        self.fal = FakeFal().__enter__()
+        self.fal_prompt = "a pier at dawn"  # target f1, on fal
         self.prompts = {"a": "a lighthouse", "b": "a harbour", "c": "a lighthouse"}  # HiAPI
         self.gemini_prompts = {"g1": "a red kite", "g2": "a red kite"}
         self.vars = {"thing": "boat", "time": "dawn"}  # target v: template `at`
@@ -231,6 +256,7 @@ class MoneyMachine(RuleBasedStateMachine):
     def teardown(self):
         self.fake.__exit__(None, None, None)
         self.gemini.__exit__(None, None, None)
+        self.fal.__exit__(None, None, None)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- the project --------------------------------------------------------------------------
@@ -250,6 +276,10 @@ class MoneyMachine(RuleBasedStateMachine):
                   for name, p in self.gemini_prompts.items()]
         lines += [f"  gi: {{prompt: {json.dumps(GI_PROMPT)}, inputs: [refs/x.png], "
                   f"backend: gemini, model: {GEMINI_MODEL}}}"]
+        lines += [f"  f1: {{prompt: {json.dumps(getattr(self, 'fal_prompt', 'a pier'))}, "
+                  f"backend: fal, model: {FAL_MODEL}}}",
+                  f"  fe: {{prompt: {json.dumps(FE_PROMPT)}, inputs: [refs/x.png], "
+                  f"backend: fal, model: {FAL_EDIT}}}"]
         (self.root / "nbpipe.yaml").write_text("\n".join(lines) + "\n")
 
     def frames(self, profile: str | None = None) -> dict[str, tuple]:
@@ -261,6 +291,8 @@ class MoneyMachine(RuleBasedStateMachine):
         out = {f: ("hiapi", HIAPI_MODEL, p, ()) for f, p in hiapi.items()}
         out |= {f: ("gemini", GEMINI_MODEL, p, ()) for f, p in self.gemini_prompts.items()}
         out["gi"] = ("gemini", GEMINI_MODEL, GI_PROMPT, (sha(pool_png(self.input)),))
+        out["f1"] = ("fal", FAL_MODEL, self.fal_prompt, ())
+        out["fe"] = ("fal", FAL_EDIT, FE_PROMPT, (sha(pool_png(self.input)),))
         if profile == "hero":
             out |= {f: ("gemini", PRO_MODEL, *out[f][2:]) for f in out
                     if f == "s" or f.startswith("g")}
@@ -271,7 +303,9 @@ class MoneyMachine(RuleBasedStateMachine):
                "GEMINI_API_KEY": self.gemini.key, "GOOGLE_GEMINI_BASE_URL": self.gemini.url,
                "NBPIPE_HIAPI_POLL_DELAY": "0", "NBPIPE_HIAPI_POLL_INTERVAL": "0.02",
                "NBPIPE_RETRY_BASE": "0.01", "NBPIPE_HIAPI_TIMEOUT": "1.5",
-               "NBPIPE_RECOVER_TIMEOUT": "3", "NBPIPE_INTERRUPT_GRACE": "0.5"}
+               "NBPIPE_RECOVER_TIMEOUT": "3", "NBPIPE_INTERRUPT_GRACE": "0.5",
+               "FAL_KEY": self.fal.key, "FAL_BASE_URL": self.fal.url,
+               "NBPIPE_FAL_POLL_INTERVAL": "0.02", "NBPIPE_FAL_TIMEOUT": "1.5"}
         env.pop("GOOGLE_API_KEY", None)
         return env
 
@@ -324,7 +358,8 @@ class MoneyMachine(RuleBasedStateMachine):
         """What the fakes billed so far: every HiAPI task but a failed one; every Gemini
         request that made an image (delivered, or lost on the way back)."""
         return self._cost([t for t in list(self.fake.tasks.values()) if t.outcome != "fail"],
-                          [b for b in list(self.gemini.billed) if b.paid_image])
+                          [b for b in list(self.gemini.billed) if b.paid_image],
+                          list(self.fal.billed))
 
     def _quiescent(self) -> bool:
         """No request is out: no journal entry open (every paid request has had its build)."""
@@ -340,7 +375,8 @@ class MoneyMachine(RuleBasedStateMachine):
         assert self.reported == billed + self.unbilled - unknowable, \
             ("Σ reported != Σ billed", f"builds reported USD {self.reported}",
              f"the fakes billed USD {billed}",
-             f"excused: USD {self.unbilled} journalled as sent and never billed (Gemini), "
+             f"excused: USD {self.unbilled} journalled as sent and never billed (Gemini, "
+             "fal), "
              f"USD {unknowable} billed for a create whose key HiAPI forgot before its resend "
              "(HiAPI)", self._story())
 
@@ -361,22 +397,25 @@ class MoneyMachine(RuleBasedStateMachine):
         Judged when the next command starts (`_judge_unbilled`): a request the killed build
         sent is billed when the fake reads it, which may be after the kill."""
         entries = [(slot, entry) for slot, entry in self._journal().items()
-                   if entry.backend == "gemini" and entry.task_id is None
-                   and slot not in self.excused]
+                   if entry.task_id is None and slot not in self.excused and
+                   (entry.backend == "gemini" or (entry.backend == "fal" and entry.body))]
         self.excused |= {slot for slot, _ in entries}
-        self._killed.append((first, [entry for _, entry in entries]))
+        self._killed.append((first, self._fal_first, [entry for _, entry in entries]))
 
     def _judge_unbilled(self) -> None:
-        for first, entries in self._killed:
+        for first, fal_first, entries in self._killed:
             self.gemini.wait_idle()
+            self.fal.wait_idle()
             made = Counter(self._gemini_frame(b) for b in list(self.gemini.billed)[first:]
                            if b.paid_image)
+            made.update(self._fal_frame(self.fal.requests[b.request_id])
+                        for b in list(self.fal.billed)[fal_first:])
             for entry in entries:
                 frame = record_frame(entry.request)
                 if made[frame]:
                     made[frame] -= 1
                 else:
-                    self.unbilled += price("gemini", entry.request.get("model"),
+                    self.unbilled += price(entry.backend, entry.request.get("model"),
                                            (entry.request.get("params") or {}).get("resolution"))
         self._killed.clear()
 
@@ -401,6 +440,13 @@ class MoneyMachine(RuleBasedStateMachine):
     def _generates(self) -> int:
         return self.gemini.counts.get("generates", 0)
 
+    def _submits(self) -> int:
+        return self.fal.counts.get("submits", 0)
+
+    @property
+    def _fal_first(self) -> int:
+        return len(self.fal.billed)
+
     # --- what the fakes received --------------------------------------------------------------
 
     def _hiapi_request(self, task) -> str:
@@ -419,10 +465,19 @@ class MoneyMachine(RuleBasedStateMachine):
                        for p in parts if "inlineData" in p)
         return "gemini", billed.model, billed.prompt, inputs
 
-    def _cost(self, tasks, billed) -> Decimal:
-        """What the fakes bill for these tasks and generateContent calls."""
+    def _fal_request(self, queued) -> str:
+        return "fal " + json.dumps({"model": queued.model, "body": _fal_canonical(queued.body)},
+                                   sort_keys=True)
+
+    def _fal_frame(self, queued) -> tuple:
+        url = queued.body.get("image_url")
+        inputs = (sha(base64.b64decode(url.partition(",")[2])),) if url else ()
+        return "fal", queued.model, queued.body.get("prompt"), inputs
+
+    def _cost(self, tasks, billed, fal=()) -> Decimal:
+        """What the fakes bill for these tasks, generateContent calls and fal requests."""
         total = sum((price("hiapi", t.model, t.input.get("resolution")) for t in tasks),
-                    Decimal(0))
+                    Decimal(0)) + sum((b.usd for b in fal), Decimal(0))
         for b in billed:
             config = self.gemini.bodies[b.number - 1].get("generationConfig", {})
             total += price("gemini", b.model, config.get("imageConfig", {}).get("imageSize"))
@@ -439,6 +494,11 @@ class MoneyMachine(RuleBasedStateMachine):
     @rule(name=st.sampled_from(["g1", "g2"]), words=st.sampled_from(GEMINI_WORDS))
     def edit_gemini_prompt(self, name, words):
         self.gemini_prompts[name] = words
+        self._write()
+
+    @rule(words=st.sampled_from(FAL_WORDS))
+    def edit_fal_prompt(self, words):
+        self.fal_prompt = words
         self._write()
 
     @rule(change=st.sampled_from([*(("thing", t) for t in THINGS),
@@ -511,7 +571,9 @@ class MoneyMachine(RuleBasedStateMachine):
     @rule(fault=st.sampled_from(sorted(FAULTS)))
     def inject(self, fault):
         endpoint, *faults = FAULTS[fault]
-        (self.gemini if endpoint == "generate" else self.fake).faults.add(endpoint, *faults)
+        fake = self.gemini if endpoint == "generate" else \
+            self.fal if endpoint in FAL_ENDPOINTS else self.fake
+        fake.faults.add(endpoint, *faults)
 
     @rule(jobs=st.sampled_from([1, 4]), cap=st.sampled_from([None, "0.05", "0.1", "0.2"]),
           force=st.sampled_from([None, "a", "b", "g1", "v", "m", "gi"]),
@@ -527,19 +589,20 @@ class MoneyMachine(RuleBasedStateMachine):
         if frame in frames:
             args += ["--force", frame]
         planned = None if cap or "--force" in args else self._planned(profile)
-        tasks, billed = len(self.fake.tasks), len(self.gemini.billed)
+        tasks, billed, fal = len(self.fake.tasks), len(self.gemini.billed), self._fal_first
         done = self._run(*args)
         new_tasks, new_billed = list(self.fake.tasks.values())[tasks:], self.gemini.billed[billed:]
+        new_fal = self.fal.billed[fal:]
         if "--force" in args:  # the forced frame's request may be paid once more
             self.forced.update({self._hiapi_request(t) for t in new_tasks
                                 if self._hiapi_frame(t) == frames[frame]} |
                                {self._gemini_request(b) for b in new_billed
                                 if self._gemini_frame(b) == frames[frame]})
         if cap:
-            assert self._cost(new_tasks, new_billed) <= Decimal(cap), \
-                (len(new_tasks), len(new_billed), cap, self._story())
+            assert self._cost(new_tasks, new_billed, new_fal) <= Decimal(cap), \
+                (len(new_tasks), len(new_billed), len(new_fal), cap, self._story())
         if planned is not None:
-            self._spent_as_planned(planned, done, self._cost(new_tasks, new_billed))
+            self._spent_as_planned(planned, done, self._cost(new_tasks, new_billed, new_fal))
         if done.returncode == 0 and "--force" not in args:
             self._complete(profile)
 
@@ -553,7 +616,8 @@ class MoneyMachine(RuleBasedStateMachine):
         """plan's total, when the next build is to spend exactly that: no fault queued at
         either fake, no task left stuck, no journal entry left open by an interrupted build
         (plan prices every frame it will render; one whose task is already paid costs less)."""
-        queued = any(q for fake in (self.fake, self.gemini) for q in fake.faults._queues.values())
+        queued = any(q for fake in (self.fake, self.gemini, self.fal)
+                     for q in fake.faults._queues.values())
         if queued or any(t.outcome == "stuck" for t in self.fake.tasks.values()) or \
                 self._journal() or self.cheap:  # plan prices in the manifest's `pricing:`
             return None
@@ -581,6 +645,7 @@ class MoneyMachine(RuleBasedStateMachine):
         stuck and Gemini replies slow (something in flight to interrupt)."""
         self.fake.faults.add("task", "stuck")
         self.gemini.delay = SLOW_GEMINI
+        self.fal.holds.hold("queue")  # fal's requests stay queued while the build runs
         first = len(self.gemini.billed)
         try:
             proc = self._popen("build", "-j", "4", *(["--profile", profile] if profile else []))
@@ -593,6 +658,7 @@ class MoneyMachine(RuleBasedStateMachine):
             out, err = proc.communicate(timeout=120)
         finally:
             self.gemini.delay = 0.0
+            self.fal.holds.release()
         if presses != 1:  # one Ctrl-C waits for Gemini requests in flight: they are paid
             self.abandoned |= {b.number for b in self.gemini.billed[first:]}
         self._exit_ok(proc.returncode if presses else 130, err + out,
@@ -604,7 +670,7 @@ class MoneyMachine(RuleBasedStateMachine):
     def settle(self):
         """The faults stop and slow tasks finish: a build or two must complete, and then every
         invariant of a complete build holds."""
-        for fake in (self.fake, self.gemini):
+        for fake in (self.fake, self.gemini, self.fal):
             for queue in fake.faults._queues.values():
                 queue.clear()
         self.gemini.delay = 0.0
@@ -612,13 +678,13 @@ class MoneyMachine(RuleBasedStateMachine):
             if task.outcome == "stuck":
                 task.outcome = "success"
         planned = self._planned(None)  # when no journal entry is left open
-        tasks, billed = len(self.fake.tasks), len(self.gemini.billed)
+        tasks, billed, fal = len(self.fake.tasks), len(self.gemini.billed), self._fal_first
         for _ in range(3):
             done = self._run("build", "--json")
             if planned is not None:
                 new_tasks = list(self.fake.tasks.values())[tasks:]
-                self._spent_as_planned(planned, done, self._cost(new_tasks,
-                                                                 self.gemini.billed[billed:]))
+                self._spent_as_planned(planned, done, self._cost(
+                    new_tasks, self.gemini.billed[billed:], self.fal.billed[fal:]))
                 planned = None
             if done.returncode == 0:
                 return self._complete()
@@ -666,8 +732,8 @@ class MoneyMachine(RuleBasedStateMachine):
     # --- rules: where a careless edit of the safety code would show -----------------------------
 
     def _quiet(self) -> None:
-        """No fault queued at either fake, no reply slowed."""
-        for fake in (self.fake, self.gemini):
+        """No fault queued at any fake, no reply slowed."""
+        for fake in (self.fake, self.gemini, self.fal):
             for queue in fake.faults._queues.values():
                 queue.clear()
         self.gemini.delay = 0.0
@@ -818,6 +884,9 @@ class MoneyMachine(RuleBasedStateMachine):
         for billed in list(self.gemini.billed):
             if billed.image:
                 yield self._gemini_request(billed), self._gemini_frame(billed), sha(billed.image)
+        for queued in list(self.fal.requests.values()):
+            if queued.billed:
+                yield self._fal_request(queued), self._fal_frame(queued), sha(queued.image())
 
     @invariant()
     def never_paid_twice(self):
@@ -845,6 +914,16 @@ class MoneyMachine(RuleBasedStateMachine):
         for request, n in billed.items():
             assert n <= 1 + self.forced[request] + lost[request] + self.regained[request], \
                 ("Gemini paid twice", request, n, self._story())
+        submitted, unknown = Counter(), Counter()
+        for queued in list(self.fal.requests.values()):
+            request = self._fal_request(queued)
+            submitted[request] += 1
+            # its id never reached a build (a lost reply, a kill), or its image never came
+            if not queued.polls or queued.outcome != "ok" or queued.media_faults:
+                unknown[request] += 1
+        for request, n in submitted.items():
+            assert n <= 1 + unknown[request] + self.regained[request], \
+                ("fal queued one request twice", request, n, self._story())
 
     @invariant()
     def young_images_survive(self):
@@ -914,7 +993,8 @@ class MoneyMachine(RuleBasedStateMachine):
             assert sha(data) == entry["digest"], (entry, self._story())
         assert not list(self.root.rglob("*.part"))
         assert list((self.root / ".nbpipe" / "tmp").iterdir()) == []
-        before = self.fake.counts.get("creates", 0), self._generates()
+        before = self.fake.counts.get("creates", 0), self._generates(), self._submits()
         self._run("build", *(["--profile", profile] if profile else []))
-        assert (self.fake.counts.get("creates", 0), self._generates()) == before, \
+        assert (self.fake.counts.get("creates", 0), self._generates(), self._submits()) == \
+            before, \
             ("a build after a clean build paid", profile, self._story())

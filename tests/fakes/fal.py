@@ -16,12 +16,14 @@ as fal's schemas state it (at the result, where fal's runner answers), with the 
 limits of nbpipe's catalogue; unknown models answer 404 at submit, another account's request
 404 at every poll.
 
-Money: a request that completes with an image is billed, `billed` lists each: a model with size
-presets (FLUX) per megapixel, rounded up, at the catalogue's price; another (Kontext) per image.
-A request refused (422) or failed on fal's side (5xx) is not billed.
+Money: a request queued that will make an image is billed (once queued, fal runs it: it is
+never dropped, whoever asks for it later), `billed` lists each: a model with size presets (FLUX)
+per megapixel, rounded up, at the catalogue's price; another (Kontext) per image. A request
+refused (422) or failed on fal's side (5xx) is not billed.
 
 Faults, consumed in order:
-    submit: lost (queued and billed, the reply dropped) 429 500 503 502 401 garbage(200, not JSON)
+    submit: lost (queued, the reply dropped) 502 (queued, a gateway's error page instead of the
+            reply) garbage(queued, 200 not JSON) 429 500 503 401 (nothing queued)
     request: nsfw fail(a 500 runner failure, not billed) (applied to the next request submitted)
     status: 429 503 drop
     result: 503 drop
@@ -81,6 +83,11 @@ class Queued:
     cancelled: bool = False
     billed: bool = False
     problems: list = field(default_factory=list)
+    media_faults: list = field(default_factory=list)  # what each download of its image met
+
+    def image(self) -> bytes:
+        """The image it makes (a real one, distinct per request)."""
+        return image_bytes(self.body.get("output_format", "jpeg"), self.request_id)
 
 
 class FakeFal(FakeServer):
@@ -141,7 +148,7 @@ class FakeFal(FakeServer):
     def _submit(self, request: Handler, model: str) -> None:
         raw = request.body()
         fault = self.faults.next("submit")
-        if fault in ("429", "500", "503", "502"):
+        if fault in ("429", "500", "503"):
             return request.send(int(fault), {"detail": "try again",
                                              "error_type": "runner_scheduling_failure"}
                                 if fault != "429" else {"detail": "Too many requests"},
@@ -163,6 +170,9 @@ class FakeFal(FakeServer):
             return request.drop()
         if fault == "garbage":
             return request.send(200, raw=b"<html>gateway</html>", content_type="text/html")
+        if fault == "502":  # queued; a gateway lost the queue's answer on the way back
+            return request.send(502, raw=b"<html>nginx: bad gateway</html>",
+                                content_type="text/html")
         base = f"{self.answer_base or self.url}/{queued.app}/requests/{queued.request_id}"
         request.send(200, {"request_id": queued.request_id, "response_url": base,
                            "status_url": f"{base}/status", "cancel_url": f"{base}/cancel",
@@ -178,6 +188,11 @@ class FakeFal(FakeServer):
         with self._lock:
             self.requests[request_id] = queued
             self.submitted.append(body)
+            if queued.outcome != "fail" and not queued.problems:
+                # queued is as good as billed: fal never drops a request, and runs it whether
+                # or not anyone asks for it again
+                queued.billed = True
+                self.billed.append(Bill(request_id, model, price(queued)))
         self.count("submits")
         return queued
 
@@ -223,9 +238,6 @@ class FakeFal(FakeServer):
         if queued.status == "COMPLETED" or self.holds.holding("queue") or queued.cancelled:
             return
         queued.status = "IN_PROGRESS" if queued.status == "IN_QUEUE" else "COMPLETED"
-        if queued.status == "COMPLETED" and queued.outcome != "fail" and not queued.problems:
-            queued.billed = True
-            self.billed.append(Bill(queued.request_id, queued.model, price(queued)))
 
     def _result(self, request: Handler, app: str, request_id: str) -> None:
         self.count("results")
@@ -268,10 +280,14 @@ class FakeFal(FakeServer):
         self.count("downloads")
         request_id, _, ext = name.partition(".")
         queued = self.requests.get(request_id)
-        if self.faults.next("media") == "expired" or queued is None or not queued.billed:
+        fault = self.faults.next("media")
+        if queued is not None and fault:
+            queued.media_faults.append(fault)
+        if fault == "expired" or queued is None or queued.status != "COMPLETED" or \
+                not queued.billed:
             return request.send(404, raw=b"expired", content_type="text/plain")
-        data = image_bytes("jpeg" if ext == "jpg" else "png", request_id)
-        request.send(200, raw=data, content_type="image/jpeg" if ext == "jpg" else "image/png")
+        request.send(200, raw=queued.image(),
+                     content_type="image/jpeg" if ext == "jpg" else "image/png")
 
     # --- TLS ----------------------------------------------------------------------------------
 
