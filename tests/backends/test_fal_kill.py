@@ -111,3 +111,33 @@ def test_after_kill_9_submits_without_a_reply_are_announced_counted_and_sent_onc
     assert journal(root).open == {}
     again = rebuild(root, env)
     assert "maybe_billed" not in again and fake.counts["submits"] == 9
+
+
+def test_ctrl_c_past_the_grace_with_submits_unanswered_counts_them_once(fal_env, tmp_path):
+    """Submits cut off after their body was journalled and before their id came: each may be
+    queued and billed. The interrupted build charges them as possibly billed and closes them;
+    the next build neither announces nor counts them again, and sends each once."""
+    import signal
+
+    from tests.conftest import read_until
+
+    fake, env = fal_env
+    fake.holds.hold("submitted")
+    root = project(tmp_path)
+    proc = start(root, {**env, "NBPIPE_INTERRUPT_GRACE": "0.2"})
+    try:
+        fake.holds.wait_held("submitted", 4)
+        proc.send_signal(signal.SIGINT)
+        heard = read_until(proc.stdout, "interrupted")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            killed(proc)
+    assert proc.returncode == 130, err
+    assert "possibly billed USD 0.10 (4 request(s)" in heard + out, heard + out
+    fake.holds.release()
+    fake.wait_idle()
+    assert journal(root).open == {}
+    summary = rebuild(root, env)
+    assert "maybe_billed" not in summary and not any("in flight" in n for n in summary["notes"])
+    assert summary["rendered"] == 5 and fake.counts["submits"] == 9
