@@ -216,3 +216,33 @@ def test_models_lists_fal_s_three_models(run):
     assert result.code == 0, result.err
     found = {m["model"] for m in json.loads(result.out)["models"]}
     assert found == {"fal-ai/flux/dev", "fal-ai/flux-pro/v1.1", "fal-ai/flux-pro/kontext"}
+
+
+def with_c2pa(fmt: str, request_id: str) -> bytes:
+    """A PNG carrying a C2PA manifest store chunk (`caBX`, a JUMBF box) after its header, as a
+    vendor embeds provenance."""
+    import struct
+    import zlib
+
+    from tests.fakes.server import image_bytes
+
+    png = image_bytes("png", request_id)
+    data = b"\x00\x00\x00\x1ajumb\x00\x00\x00\x12jumdc2pa" + request_id.encode()[:8]
+    chunk = struct.pack(">I", len(data)) + b"caBX" + data + \
+        struct.pack(">I", zlib.crc32(b"caBX" + data))
+    end_of_header = 8 + 25  # the signature, then IHDR (length, type, 13 bytes, crc)
+    return png[:end_of_header] + chunk + png[end_of_header:]
+
+
+def test_fal_s_bytes_are_kept_untouched_with_their_c2pa_provenance(monkeypatch, build,
+                                                                  make_project):
+    with FakeFal(make_image=with_c2pa) as fake:
+        monkeypatch.setenv("FAL_KEY", fake.key)
+        monkeypatch.setenv("FAL_BASE_URL", fake.url)
+        monkeypatch.setenv("NBPIPE_FAL_POLL_INTERVAL", "0.01")
+        root = make_project(TWO.replace("  b: {prompt: a harbour}\n", ""))
+        summary = build(root)
+        assert summary["rendered"] == 1, summary["err"]
+        [queued] = fake.requests.values()
+        written = (root / "out" / "a.png").read_bytes()
+        assert b"caBX" in written and written == queued.image()

@@ -45,6 +45,7 @@ import ssl
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -84,15 +85,18 @@ class Queued:
     billed: bool = False
     problems: list = field(default_factory=list)
     media_faults: list = field(default_factory=list)  # what each download of its image met
+    make: Callable[[str, str], bytes] = image_bytes  # (format, request id) → its bytes
 
     def image(self) -> bytes:
         """The image it makes (a real one, distinct per request)."""
-        return image_bytes(self.body.get("output_format", "jpeg"), self.request_id)
+        return self.make(self.body.get("output_format", "jpeg"), self.request_id)
 
 
 class FakeFal(FakeServer):
-    def __init__(self, key: str = "fal-fake-key-id:fal-fake-secret", tls: bool = False):
+    def __init__(self, key: str = "fal-fake-key-id:fal-fake-secret", tls: bool = False,
+                 make_image: Callable[[str, str], bytes] = image_bytes):
         super().__init__()
+        self.make_image = make_image
         self.key = key
         self.keys = {key}
         self.requests: dict[str, Queued] = {}
@@ -180,7 +184,8 @@ class FakeFal(FakeServer):
 
     def _queue(self, model: str, body: dict, owner: str) -> Queued:
         request_id = str(uuid.uuid4())
-        queued = Queued(request_id, model, "/".join(model.split("/")[:2]), body, owner)
+        queued = Queued(request_id, model, "/".join(model.split("/")[:2]), body, owner,
+                        make=self.make_image)
         outcome = self.faults.next("request")
         if outcome in ("nsfw", "fail"):
             queued.outcome = outcome
