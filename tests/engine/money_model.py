@@ -1,11 +1,11 @@
 """A model-based test of the money invariants (issue 12): real `nbpipe` processes against the
-fake HiAPI, the fake Gemini and the fake fal queue, driven by a hypothesis state machine that edits the project (a
-prompt, a template's var, a matrix value, a bible, a file input — also with its old size and
-mtime put back; adds and removes targets and matrix values), builds (with -j, --max-cost,
---force, a profile), injects faults, kills builds with SIGKILL and SIGINT, and runs gc, pin and
-pull after a build and beside a live one. A *request* is what the fake received that makes it
-distinct (model, prompt, parameters, the digest of each input image): payments are counted per
-request. After every step the invariants hold:
+fake HiAPI, the fake Gemini and the fake fal queue, driven by a hypothesis state machine that
+edits the project (a prompt, a template's var, a matrix value, a bible, a file input — also
+with its old size and mtime put back; adds and removes targets and matrix values), builds
+(with -j, --max-cost, --force, a profile), injects faults, kills builds with SIGKILL and SIGINT,
+and runs gc, pin and pull after a build and beside a live one. A *request* is what the fake
+received that makes it distinct (model, prompt, parameters, the digest of each input image):
+payments are counted per request. After every step the invariants hold:
 
 - no traceback, and exit codes only 0, 1, 2 or 130;
 - the fake HiAPI never created two tasks under one Idempotency-Key, and no request was paid
