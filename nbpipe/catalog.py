@@ -60,6 +60,8 @@ class InputLimits(_Strict):
     """Input images a model takes: how many (0 = text-to-image only), how big, which types."""
 
     max: int = Field(ge=0)
+    min: int = Field(default=0, ge=0,
+                     description="input images it needs: an edit model refuses a request without")
     max_bytes: int | None = Field(default=None, gt=0, description="per image; null = not checked")
     types: list[str] | None = Field(default=None, description="MIME types; null = not checked")
 
@@ -212,6 +214,7 @@ class ModelSpec:
     price_source: str = "built-in"
     tokens: TokenPrices | None = None  # billed on top of `prices`; None: the image price is all
     sizes: Mapping[str, str] | None = None  # aspect ratio → the API's size for it; None: as is
+    min_inputs: int = 0  # input images it needs (an edit model: 1)
 
     def price(self, resolution: str | None) -> Decimal:
         if FLAT in self.prices:
@@ -340,7 +343,7 @@ def _overridden(spec: ModelSpec, override: object) -> dict[str, Decimal] | None:
 def _spec(backend: str, name: str, entry: ModelEntry, transport: str) -> ModelSpec:
     prices = entry.prices if isinstance(entry.prices, dict) else {FLAT: entry.prices}
     return ModelSpec(
-        backend=backend, name=name, max_inputs=entry.inputs.max,
+        backend=backend, name=name, max_inputs=entry.inputs.max, min_inputs=entry.inputs.min,
         aspect_ratios=tuple(entry.aspect_ratios), resolutions=tuple(entry.resolutions),
         default_resolution=entry.default_resolution,
         formats=MappingProxyType({str(k): v for k, v in entry.output_formats.items()})

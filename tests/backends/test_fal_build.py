@@ -246,3 +246,11 @@ def test_fal_s_bytes_are_kept_untouched_with_their_c2pa_provenance(monkeypatch, 
         [queued] = fake.requests.values()
         written = (root / "out" / "a.png").read_bytes()
         assert b"caBX" in written and written == queued.image()
+
+
+def test_an_edit_model_without_an_input_image_is_a_located_plan_error(run, make_project):
+    root = make_project(TWO + "  k: {prompt: paint it red, model: fal-ai/flux-pro/kontext}\n")
+    result = run("-C", str(root), "plan")
+    assert result.code == 2
+    assert "nbpipe.yaml:6:6: error: fal-ai/flux-pro/kontext is an edit model: it needs 1 " \
+        "input image(s), and target 'k' sends 0" in result.err, result.err
