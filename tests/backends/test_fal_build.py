@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +57,11 @@ def test_a_project_with_an_edit_submits_once_per_frame_spends_what_fal_billed(
     assert (second["rendered"], second["fresh"]) == (0, 3)
     assert fake_fal.counts["requests"] == requests  # a rebuild sends nothing at all
     assert journal(root).open == {}
+    import jsonschema
+
+    schema = Path(__file__).parents[2] / "schemas" / "nbpipe.lock.schema.json"
+    jsonschema.validate(json.loads((root / "nbpipe.lock").read_text()),
+                        json.loads(schema.read_text()))
 
 
 def test_bodies_name_sizes_formats_and_the_edit_s_image(fake_fal, build, make_project):
