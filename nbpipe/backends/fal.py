@@ -204,8 +204,8 @@ class FalBackend(HttpBackend):
                     raise ReplyProblem(answer.problem)
                 return checked(validate(FalQueued, answer.body), self.settings.base_url)
             except (ReplyProblem, TaskFailed) as exc:  # queued, maybe, and out of reach
-                raise FrameFailed(f"fal accepted the submit but its reply has {exc}; not sent "
-                                  "again: the request may be queued and billed",
+                raise FrameFailed(f"fal accepted the submit but its reply is unusable ({exc}); "
+                                  "not sent again: the request may be queued and billed",
                                   maybe_billed=True) from None
         if answer.status == 404:
             detail = _error(answer).detail

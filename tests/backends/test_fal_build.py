@@ -260,3 +260,10 @@ def test_an_edit_model_without_an_input_image_is_a_located_plan_error(run, make_
     assert result.code == 2
     assert "nbpipe.yaml:6:6: error: fal-ai/flux-pro/kontext is an edit model: it needs 1 " \
         "input image(s), and target 'k' sends 0" in result.err, result.err
+
+
+def test_a_model_fal_does_not_know_stops_the_build_naming_it(fake_fal, build, make_project):
+    fake_fal.faults.add("submit", "404")
+    summary = build(make_project(TWO), "-j", "1")
+    assert summary["rendered"] == 0 and fake_fal.counts["submits"] == 0
+    assert "fal does not know model 'fal-ai/flux/dev'" in summary["out"], summary["out"]

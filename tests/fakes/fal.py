@@ -23,7 +23,7 @@ refused (422) or failed on fal's side (5xx) is not billed.
 
 Faults, consumed in order:
     submit: lost (queued, the reply dropped) 502 (queued, a gateway's error page instead of the
-            reply) garbage(queued, 200 not JSON) 429 500 503 401 (nothing queued)
+            reply) garbage(queued, 200 not JSON) 429 500 503 401 404 (nothing queued)
     request: nsfw fail(a 500 runner failure, not billed) (applied to the next request submitted)
     status: 429 503 drop
     result: 503 drop
@@ -159,7 +159,7 @@ class FakeFal(FakeServer):
                                 {"Retry-After": "0"})
         if fault == "401":
             return request.send(401, {"detail": f"Invalid key {self.key}"})
-        if model not in models():
+        if model not in models() or fault == "404":
             return request.send(404, {"detail": f"Application '{model}' not found"})
         try:
             body = json.loads(raw)
