@@ -70,6 +70,8 @@ class InputLimits(_Strict):
     """Input images a model takes: how many (0 = text-to-image only), how big, which types."""
 
     max: int = Field(ge=0)
+    min: int = Field(default=0, ge=0,
+                     description="input images it needs: an edit model refuses a request without")
     max_bytes: int | None = Field(default=None, gt=0, description="per image; null = not checked")
     types: list[str] | None = Field(default=None, description="MIME types; null = not checked")
 
@@ -175,8 +177,9 @@ class ModelEntry(_Strict):
     default_quality: str | None = Field(
         default=None, description="the quality sent when the manifest names none")
     sizes: dict[str, str] | None = Field(
-        default=None, description="aspect ratio → the WIDTHxHEIGHT sent for it (a model that "
-        "takes a few fixed sizes); null: the ratio is sent as it is, or `free_size` decides")
+        default=None, description="aspect ratio → the size the API takes for it instead (a "
+        "model that takes a few fixed sizes: OpenAI's WIDTHxHEIGHT, fal's image_size presets); "
+        "null: the ratio is sent as it is, or `free_size` decides")
     free_size: FreeSize | None = Field(
         default=None, description="a model that takes any size within limits")
     backgrounds: list[str] = Field(
@@ -206,6 +209,8 @@ class ModelEntry(_Strict):
         if (self.default_resolution is None) != (not self.resolutions) or \
                 (self.default_resolution and self.default_resolution not in self.resolutions):
             raise ValueError("default_resolution must be one of the resolutions (and only then)")
+        if self.sizes is not None and sorted(self.sizes) != sorted(self.aspect_ratios):
+            raise ValueError("sizes must name exactly the model's aspect ratios")
         if self.status == "retired" and self.shutdown is None:
             raise ValueError("a retired model needs its shutdown date")
         if self.sizes is not None and sorted(self.sizes) != sorted(self.aspect_ratios):
@@ -312,9 +317,10 @@ class ModelSpec:
     other_lanes: Mapping[str, Lane] = field(default_factory=dict)  # lanes beyond standard
     qualities: tuple[str, ...] = ()  # () = sending a quality is an error
     default_quality: str | None = None
-    sizes: Mapping[str, str] | None = None  # aspect ratio → the WIDTHxHEIGHT sent
+    sizes: Mapping[str, str] | None = None  # aspect ratio → the size sent (WIDTHxHEIGHT, a preset)
     free_size: FreeSize | None = None
     backgrounds: tuple[str, ...] = ()
+    min_inputs: int = 0  # input images it needs (an edit model: 1)
 
     @property
     def lanes(self) -> tuple[str, ...]:
@@ -513,7 +519,7 @@ def _spec(backend: str, name: str, entry: ModelEntry, transport: str) -> ModelSp
     lanes = {str(n): Lane(_prices(lane.prices), lane.turnaround, lane.confirmed)
              for n, lane in entry.lanes.items()}
     return ModelSpec(
-        backend=backend, name=name, max_inputs=entry.inputs.max,
+        backend=backend, name=name, max_inputs=entry.inputs.max, min_inputs=entry.inputs.min,
         aspect_ratios=tuple(entry.aspect_ratios), resolutions=tuple(entry.resolutions),
         default_resolution=entry.default_resolution,
         formats=MappingProxyType({str(k): v for k, v in entry.output_formats.items()})

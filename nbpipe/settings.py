@@ -114,6 +114,10 @@ class Settings(NamedTuple):
     hiapi_poll_delay: float = 5.0  # NBPIPE_HIAPI_POLL_DELAY
     hiapi_poll_interval: float = 3.0  # NBPIPE_HIAPI_POLL_INTERVAL
     hiapi_timeout: float = 600.0  # NBPIPE_HIAPI_TIMEOUT: one task, then resumed next build
+    fal_key: Secret | None = None  # FAL_KEY
+    fal_base_url: str | None = None  # FAL_BASE_URL: the queue's root (https://queue.fal.run)
+    fal_poll_interval: float = 1.0  # NBPIPE_FAL_POLL_INTERVAL
+    fal_timeout: float = 600.0  # NBPIPE_FAL_TIMEOUT: one request, then collected next build
     call_timeout: float | None = None  # NBPIPE_CALL_TIMEOUT: HiAPI 60 s, Gemini 300 s
     download_timeout: float = 300.0  # NBPIPE_DOWNLOAD_TIMEOUT
     max_image_bytes: int = 64 << 20  # NBPIPE_MAX_IMAGE_BYTES
@@ -158,6 +162,10 @@ class Settings(NamedTuple):
             hiapi_poll_delay=read.number("NBPIPE_HIAPI_POLL_DELAY", 5.0),
             hiapi_poll_interval=read.number("NBPIPE_HIAPI_POLL_INTERVAL", 3.0),
             hiapi_timeout=read.number("NBPIPE_HIAPI_TIMEOUT", 600.0),
+            fal_key=read.secret("FAL_KEY"),
+            fal_base_url=read.text("FAL_BASE_URL"),
+            fal_poll_interval=read.number("NBPIPE_FAL_POLL_INTERVAL", 1.0),
+            fal_timeout=read.number("NBPIPE_FAL_TIMEOUT", 600.0),
             call_timeout=read.maybe_number("NBPIPE_CALL_TIMEOUT"),
             download_timeout=read.number("NBPIPE_DOWNLOAD_TIMEOUT", 300.0),
             max_image_bytes=read.whole("NBPIPE_MAX_IMAGE_BYTES", least=1) or 64 << 20,

@@ -36,6 +36,7 @@ SLOW = {
     "tests/engine/test_hostile.py": "kill -9, Ctrl-C and concurrent commands, real processes",
     "tests/engine/test_interrupt.py": "Ctrl-C and kill -9 in real processes",
     "tests/engine/test_openai_interrupt.py": "OpenAI calls: Ctrl-C and kill -9, real processes",
+    "tests/backends/test_fal_kill.py": "kill -9 in real builds on fal's queue",
     "tests/engine/test_scale.py::test_kill_9_at_random_moments_never_pays_twice": "crash runs",
     "tests/engine/test_scale.py::test_ctrl_c_collects_what_is_in_flight_and_exits_130":
         "a Ctrl-C in a real process",

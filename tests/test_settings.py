@@ -33,7 +33,7 @@ BAD = {
     "NBPIPE_MAX_IMAGE_BYTES": ("1.5", "must be a whole number of 1 or more, not '1.5'"),
     "NBPIPE_TODAY": ("June", "='June' is not a date"),
     "NBPIPE_EXPLAIN": ("maybe", "must be 1 or 0, not 'maybe'"),
-    "NBPIPE_BACKEND": ("dalle", "must be one of hiapi, gemini, preview, openai, not 'dalle'"),
+    "NBPIPE_BACKEND": ("dalle", "must be one of hiapi, gemini, fal, preview, openai, not 'dalle'"),
     "NBPIPE_SHARD": ("0/3", "must be K/N, whole numbers with 1 <= K <= N (like 2/3), not '0/3'"),
 }
 

@@ -39,9 +39,9 @@ def api_key(key: Secret | None, names: tuple[str, ...], backend: str) -> str:
     """The key's text, or a usage error that says how to go on without one (`names`: the
     variables that may hold it, from the backend's spec)."""
     if key is None:
-        also = f" (or {names[1]})" if len(names) > 1 else ""
+        others = f" (or {', '.join(names[1:])})" if len(names) > 1 else ""
         raise UsageError(f"{names[0]} is not set, so nothing can be rendered on {backend}",
-                         f"set {names[0]}{also}, or build offline with --backend preview")
+                         f"set {names[0]}{others}, or build offline with --backend preview")
     return key.reveal()
 
 

@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
 BUILTIN = {"hiapi": "nbpipe.backends.hiapi", "gemini": "nbpipe.backends.gemini",
-           "preview": "nbpipe.backends.preview", "openai": "nbpipe.backends.openai"}
+           "fal": "nbpipe.backends.fal", "preview": "nbpipe.backends.preview",
+           "openai": "nbpipe.backends.openai"}
 NAMES = tuple(BUILTIN)
 GROUP = "nbpipe.backends"  # the entry-point group third-party packages register backends in
 

@@ -13,6 +13,9 @@ journalled the moment it is known and collected by any later build) and `batch` 
 under one job, journalled before it is created and found again by its name; engine/batches.py).
 A provider's first lane is how a frame on the standard lane renders; `batch` is a lane a frame
 may ask for (`lane: batch`).
+A `task` lane's create is resent after a lost reply only where the provider makes that safe
+(`BackendSpec.idempotent`: HiAPI's Idempotency-Key); where it cannot (fal's queue), a create
+with no id known is treated as a call's lost reply (`unfindable`).
 """
 
 from __future__ import annotations
@@ -85,6 +88,12 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
     # when sending and by `show`, so what `show` prints is what is sent. The catalogue says
     # which lanes a model takes; a lane the body does not name leaves it as it is.
     on_lane: Callable[[dict[str, object], str], dict[str, object]] = same_body
+    # Whether a create sent again after its reply was lost finds the request the first one
+    # made (HiAPI's Idempotency-Key) instead of making, and billing, a new one. False (fal's
+    # queue has no such key): a create whose id never came may have been billed and can never
+    # be found again: it is announced, counted and closed, never resent (`unfindable`), so
+    # `would_send` is not needed. A call lane resends nothing either way.
+    idempotent: bool = True
     label: str = ""  # the service as messages name it ("OpenAI"); "" for its name
 
     @property
@@ -107,6 +116,14 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
         """Whether a paid request sent is paid whatever happens to its reply (the call lane)."""
         return self.paid and self.lane is Lane.CALL
 
+    @property
+    def unfindable(self) -> bool:
+        """Whether a paid create whose reply was lost (no id known) can never be found again,
+        so may have been billed and is never resent: every call, and a `task` lane's create
+        where the provider has no idempotency key (fal). Its journal entry holds the body it
+        sent (a task lane) or only its intent (a call: nothing marks a call as not yet sent)."""
+        return self.unrepeatable or (self.paid and self.lane is Lane.TASK and not self.idempotent)
+
 
 def names() -> tuple[str, ...]:
     """Every backend's name: the built-in ones, then those of installed packages."""
@@ -116,7 +133,7 @@ def names() -> tuple[str, ...]:
 @cache
 def spec(name: str) -> BackendSpec:
     """The spec of backend `name` (KeyError if there is none; UsageError, naming the package,
-    for a paid `task` lane without `would_send`)."""
+    for a paid `task` lane with idempotent creates and no `would_send`)."""
     if name in BUILTIN:
         where = BUILTIN[name]
         found = importlib.import_module(where).SPEC
@@ -125,7 +142,7 @@ def spec(name: str) -> BackendSpec:
         where, found = point.value, point.load()
     if not isinstance(found, BackendSpec) or found.name != name:
         raise KeyError(f"{name}: not a backend spec")
-    if found.paid and found.lane is Lane.TASK and found.would_send is None:
+    if found.paid and found.lane is Lane.TASK and found.idempotent and found.would_send is None:
         # without it a create whose reply was lost is never resent under its Idempotency-Key:
         # its frame pays for a new task, every time a build crashes mid-create
         from nbpipe.errors import UsageError
@@ -149,6 +166,10 @@ def resumable(name: str) -> bool:
 
 def unrepeatable(name: str) -> bool:
     return spec(name).unrepeatable
+
+
+def unfindable(name: str) -> bool:
+    return spec(name).unfindable
 
 
 _plugins = installed  # the one lookup of installed backends (names.py)

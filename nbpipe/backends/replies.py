@@ -198,3 +198,51 @@ class OpenAIError(Reply):
 
 class OpenAIErrorBody(Reply):
     error: OpenAIError | None = None
+
+
+# --- fal's queue --------------------------------------------------------------------------------
+
+# A request id as fal hands them out (a UUID): a safe alphabet, as it is shown and journalled.
+FAL_REQUEST_ID = r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$"
+
+
+class FalQueued(Reply):
+    """The submit's reply: the request's id and the URLs to poll and fetch it at (used as
+    given, never built: fal's docs say so)."""
+
+    request_id: str = Field(pattern=FAL_REQUEST_ID)
+    status_url: str
+    response_url: str
+
+
+class FalStatus(Reply):
+    status: str
+    queue_position: Annotated[StrictInt | None, WrapValidator(_or_none)] = None
+    error: Words = None
+    error_type: Words = None
+
+
+class FalImage(Reply):
+    url: str
+    content_type: Words = None
+
+
+class FalResult(Reply):
+    images: list[FalImage]
+    has_nsfw_concepts: list[StrictBool | None] | None = None
+
+
+class FalProblem(Reply):
+    """One entry of a model error's `detail` list: where (`loc`), what (`msg`), `type`."""
+
+    loc: list[str | int] | None = None
+    msg: Words = None
+    type: Words = None
+
+
+class FalError(Reply):
+    """fal's error body: `detail` is a list of problems (model errors: validation, content
+    policy) or one string (request errors), with `error_type` beside it."""
+
+    detail: list[FalProblem] | str | None = None
+    error_type: Words = None

@@ -1,11 +1,12 @@
-"""What earlier builds left in the journal: paid HiAPI tasks to collect, Gemini requests to own.
+"""What earlier builds left in the journal: paid tasks to collect, lost requests to own.
 
 A build killed, interrupted or rebuilt with a changed manifest may leave requests it paid for
 and never collected. This module is the one place that turns those journal entries back into
 work: each HiAPI task (or create whose reply was lost) is collected into the cache, for free,
 concurrently within the build's -j and within one time bound for all of them
-(NBPIPE_RECOVER_TIMEOUT); each Gemini request whose reply never came is announced, counted as
-possibly billed and reserved against the budget before anything is sent again. The scheduler
+(NBPIPE_RECOVER_TIMEOUT); each Gemini request whose reply never came (and each fal submit
+that no request id came back for) is announced, counted as possibly billed and reserved against
+the budget before anything is sent again. The scheduler
 only starts it and lets frames with the same key follow its flights. It sends through the
 renderer, the one never-pay-twice unit, and says the money of each entry once: an entry no
 earlier build reported (it died) is "paid by an interrupted build", one it reported costs 0.
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from nbpipe.backends.base import Job
-from nbpipe.backends.registry import counted, resumable, unrepeatable
+from nbpipe.backends.registry import resumable, spec, unfindable, unrepeatable
 from nbpipe.catalog import Catalog
 from nbpipe.engine.entries import entry_frame as entry_frame  # build.py reads it here
 from nbpipe.engine.flights import Flights, Landing
@@ -51,21 +52,21 @@ class Recovery:
     _aside: set[tuple[str, int]] = field(default_factory=set)  # entries set aside, said
 
     def announce_unknown(self) -> None:
-        """Calls an earlier build sent and never heard back from (kill -9, a crash): they may
-        have been billed. Say so, count them, and only then send again."""
+        """Calls an earlier build sent and never heard back from (kill -9, a crash), and
+        creates it sent without an idempotency key and no id came back for: they may have been
+        billed and can never be found. Say so, count them, and only then send again."""
         unknown = [e for e in self.journal.open.values()  # this account's: another's is left
-                   # (a batch request waits in its job: batchlog.py finds it again)
-                   if unrepeatable(e.backend) and e.task_id is None and e.lane != "batch"
-                   and e.belongs_to(self.renderer.backends.account(e.backend))]
-        if not unknown:
-            return
+                   if maybe_sent(e) and e.belongs_to(self.renderer.backends.account(e.backend))]
+        for backend in sorted({e.backend for e in unknown}):
+            self._announce([e for e in unknown if e.backend == backend])
+
+    def _announce(self, unknown: list[Entry]) -> None:
         frames = [entry_frame(e, self.catalog) for e in unknown]
         cost = sum((self.renderer.budget.measure(f) for f in frames), Decimal(0))
         names = ", ".join(sorted({e.frame for e in unknown})[:8])
-        self.teller.note(f"{counted(e.backend for e in unknown)} request(s) were in flight "
-                         "when an earlier build "
-                         f"stopped ({names}): they may have been billed (USD {fmt_usd(cost)}); "
-                         "frames still needed are sent again")
+        self.teller.note(f"{len(unknown)} {spec(unknown[0].backend).shown} request(s) were "
+                         f"in flight when an earlier build stopped ({names}): they may have been "
+                         f"billed (USD {fmt_usd(cost)}); frames still needed are sent again")
         for entry, frame in zip(unknown, frames, strict=True):
             charge = self.renderer.owed(entry, frame, Billing.MAYBE)
             self.journal.closed(entry.key, entry.take, "outcome unknown after a crash", True)
@@ -297,7 +298,17 @@ def _collectable(entry: Entry, frames: dict[str, Frame]) -> bool:
     no frame of this build makes (a frame's own goes with it: pending, failed or collected)."""
     if entry.lane == "batch":
         return entry.task_id is not None and entry.key not in frames
-    return resumable(entry.backend) and bool(entry.task_id or entry.body)
+    return resumable(entry.backend) and bool(entry.task_id or entry.body) and \
+        not maybe_sent(entry)
+
+
+def maybe_sent(entry: Entry) -> bool:
+    """Whether `entry` is a request that may have been sent (and billed) and can never be
+    found: a call with no reply (its intent alone says it may have left), or a create without
+    an idempotency key whose body was journalled and whose id never came. (A request in a
+    batch job waits in it: batchlog.py finds the job again.)"""
+    return entry.task_id is None and entry.lane != "batch" and unfindable(entry.backend) and \
+        (unrepeatable(entry.backend) or entry.body is not None)
 
 
 def _resent(renderer: Renderer, entry: Entry) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nbpipe.backends.base import Backend, InputData, Job, StoppedMaybeSent, TaskStillOut
 from nbpipe.backends.images import verify_image_async
-from nbpipe.backends.registry import resumable, spec, unrepeatable
+from nbpipe.backends.registry import resumable, spec, unfindable, unrepeatable
 from nbpipe.engine.batches import BatchLane
 from nbpipe.engine.entries import recorded_key
 from nbpipe.engine.flights import key_of
@@ -104,11 +104,12 @@ class Renderer:
             with self.inflight.sending(frame, self.budget.measure(frame)):
                 take = await self.fetch(frame, inputs, job)
         except asyncio.CancelledError:  # Ctrl-C past the grace: a task it leaves out is said
-            self.left_out(frame, entry)
+            if not self.left_out(frame, entry):
+                self.cut_off(frame, entry)
             raise
         except TaskFailed as exc:
             if exc.maybe_billed:  # a batch line whose image was made but is unusable
-                self._settle_batch(frame, entry, exc)
+                settle_batch(self, frame, entry, exc)
             else:
                 self.journal.failed(key, take_no)
             raise
@@ -231,10 +232,10 @@ class Renderer:
         if (entry.key, entry.take) not in self.journal.open:
             return  # done
         if entry.lane == "batch":
-            return self._settle_batch(frame, entry, exc)
+            return settle_batch(self, frame, entry, exc)
         unknown = isinstance(exc, StoppedMaybeSent) or \
             (isinstance(exc, FrameFailed) and (exc.retry_later or exc.maybe_billed))
-        if unrepeatable(frame.backend):
+        if unrepeatable(frame.backend) or (entry.task_id is None and unfindable(frame.backend)):
             billed = isinstance(exc, FrameFailed) and exc.maybe_billed
             if billed:
                 self.teller.charge(frame.name, self.owed(entry, frame, Billing.MAYBE))
@@ -244,15 +245,16 @@ class Renderer:
         else:  # a task, or a create whose reply was lost: the next build collects it
             self.left_out(frame, entry, isinstance(exc, TaskStillOut))
 
-    def _settle_batch(self, frame: Frame, entry: Entry, exc: Exception) -> None:
-        """A batch request that brought no image: still in a running job (kept: any later
-        build collects it), else closed; one whose image was made but is unusable may be
-        billed, and is said."""
-        if isinstance(exc, BatchPending) or not isinstance(exc, FrameFailed):
-            return
-        if exc.maybe_billed:
+    def cut_off(self, frame: Frame, entry: Entry) -> None:
+        """A create without an idempotency key stopped after its body was journalled and
+        before its id came (Ctrl-C past the grace): it may be queued and billed, and nothing
+        can find it again. Charged as possibly billed and closed, so no build sends it again
+        unannounced nor counts it twice."""
+        if (entry.key, entry.take) in self.journal.open and entry.task_id is None and \
+                entry.body is not None and unfindable(entry.backend) and \
+                not unrepeatable(entry.backend):  # a call in flight is InFlight's to close
             self.teller.charge(frame.name, self.owed(entry, frame, Billing.MAYBE))
-        self.journal.closed(entry.key, entry.take, f"no image: {exc}", exc.maybe_billed)
+            self.journal.closed(entry.key, entry.take, "stopped before its id came", True)
 
     def left_out(self, frame: Frame, entry: Entry, left: bool = True) -> bool:
         """A paid request of this frame still out as the build ends it: charged to the frame
@@ -264,6 +266,17 @@ class Renderer:
         self.teller.charge(frame.name, self.owed(entry, frame, left=left))
         self.journal.counting(entry.key, entry.take)
         return True
+
+
+def settle_batch(renderer: Renderer, frame: Frame, entry: Entry, exc: Exception) -> None:
+    """A batch request that brought no image: still in a running job (kept: any later
+    build collects it), else closed; one whose image was made but is unusable may be
+    billed, and is said."""
+    if isinstance(exc, BatchPending) or not isinstance(exc, FrameFailed):
+        return
+    if exc.maybe_billed:
+        renderer.teller.charge(frame.name, renderer.owed(entry, frame, Billing.MAYBE))
+    renderer.journal.closed(entry.key, entry.take, f"no image: {exc}", exc.maybe_billed)
 
 
 def _lane(batch: BatchLane | None) -> BatchLane:

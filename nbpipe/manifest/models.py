@@ -43,7 +43,7 @@ class Params(_TiersAsText):
     """Render settings a target inherits from `defaults` (and from the target it `extends`)."""
 
     backend: str | None = Field(
-        default=None, description="hiapi | gemini | openai | preview (offline, free)")
+        default=None, description="hiapi | gemini | openai | fal | preview (offline, free)")
     model: str | None = Field(
         default=None, description="a model of the backend; `nbpipe models` lists them")
     aspect_ratio: str | None = Field(

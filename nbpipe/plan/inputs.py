@@ -70,6 +70,11 @@ class Inputs:
                                f"{' or '.join(self._takers(spec.backend)) or 'no model here'} "
                                "would send them", "warning")
         self._check_transport(spec, images)
+        if len(images) < spec.min_inputs:
+            self.findings.error(inputs[0].path if inputs else target.path,
+                                f"{spec.name} is an edit model: it needs {spec.min_inputs} input "
+                                f"image(s), and target '{target.name}' sends {len(images)}",
+                                "give the target `inputs:`, or pick a text-to-image model")
         if len(images) > spec.max_inputs > 0:
             self.findings.error(inputs[0].path if inputs else target.path,
                                 f"target '{target.name}' sends {len(images)} input images; "

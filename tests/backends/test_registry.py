@@ -35,7 +35,7 @@ def plugins(monkeypatch):
 
 
 def test_the_built_in_backends_and_their_lanes():
-    assert registry.names()[:3] == ("hiapi", "gemini", "preview")
+    assert registry.names()[:4] == ("hiapi", "gemini", "fal", "preview")
     assert (registry.spec("hiapi").lane, registry.spec("hiapi").inputs) == (Lane.TASK, Inputs.URL)
     assert registry.spec("gemini").unrepeatable and not registry.spec("gemini").resumable
     preview = registry.spec("preview")
@@ -82,7 +82,7 @@ def test_the_built_in_names_cost_no_import():
             "'dataclasses') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert out.strip() == f"{NAMES} []" and NAMES[:3] == ('hiapi', 'gemini', 'preview')
+    assert out.strip() == f"{NAMES} []" and NAMES[:2] == ('hiapi', 'gemini')
 
 
 @pytest.fixture

@@ -252,7 +252,7 @@ def test_frame_selection_builds_upstreams_too(project, build):
 def test_json_summary_shape(project, build):
     summary = build(project("aria-lookbook"))
     assert set(summary) - {"events", "code"} == {
-        "event", "rendered", "restored", "fresh", "failed", "skipped", "kept", "left",
+        "event", "rendered", "restored", "fresh", "failed", "skipped", "kept", "left", "pending",
         "spent_usd", "spent_earlier_usd", "saved_usd"}
 
 

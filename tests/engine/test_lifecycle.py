@@ -71,8 +71,8 @@ def test_models_lists_status_dates_prices_and_limits(run, tmp_path):
     result = run("-C", str(tmp_path), "models")
     assert result.code == 0
     rows = {line.split()[1]: line for line in result.out.splitlines()[1:]
-            if line.startswith(("hiapi", "gemini"))}
-    assert set(rows) == {n for b in ("hiapi", "gemini") for n in builtin().models[b]}
+            if line.startswith(("hiapi", "gemini", "fal"))}
+    assert set(rows) == {n for b in ("hiapi", "gemini", "fal") for n in builtin().models[b]}
     assert "ga since 2026-05-28" in rows["gemini-3-pro-image"]
     assert "1K 0.134 · 2K 0.134 · 4K 0.24" in rows["gemini-3-pro-image"]
     assert "≤14 images (inline)" in rows["gemini-3-pro-image"]

@@ -39,6 +39,23 @@ WALKS = {
         lambda m: m.build(jobs=4, cap=None, force="g1"),
         lambda m: m.settle(),
     ],
+    "fal faults, a kill with fal requests queued": [
+        lambda m: m.inject(fault="fal lost submit"),
+        lambda m: m.build(jobs=4, cap=None, force=None),  # f1 or fe: possibly billed, not resent
+        lambda m: m.inject(fault="fal 429"),
+        lambda m: m.inject(fault="fal nsfw"),
+        lambda m: m.edit_fal_prompt(words="a pier at dusk"),
+        lambda m: m.build(jobs=1, cap="0.2", force=None),
+        lambda m: m.inject(fault="fal expired URL"),
+        lambda m: m.inject(fault="fal gateway"),
+        lambda m: m.build(jobs=4, cap=None, force=None),
+        lambda m: m.edit_fal_prompt(words="a jetty in rain"),
+        lambda m: m.rewrite_input(image=3, same_stat=False),  # fe: a new edit
+        lambda m: m.interrupt(moment=1.0, presses=0),  # kill -9, fal's queue held
+        lambda m: m.build(jobs=4, cap=None, force=None),  # collected: 0 new submits for them
+        lambda m: m.inject(fault="fal runner failure"),
+        lambda m: m.settle(),
+    ],
     "interrupts with Gemini in flight": [
         lambda m: m.edit_gemini_prompt(name="g1", words="a blue kite"),
         lambda m: m.interrupt(moment=1.0, presses=2),

@@ -63,6 +63,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:  # the Gemini Batch and Files APIs delete resources
         self.fake.serve(self, "DELETE")
 
+    def do_PUT(self) -> None:  # fal's queue cancels a request with PUT
+        self.fake.serve(self, "PUT")
+
     # helpers for the fakes
     def body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)

@@ -136,3 +136,94 @@ def test_genai_sdk_gets_404_for_a_retired_model(retired):
             client.models.generate_content(model=retired, contents="x")
         assert (info.value.code, info.value.status) == (404, "NOT_FOUND")
         assert fake.counts.get("generates", 0) == 0
+
+
+# fal-client reads its queue host from FAL_QUEUE_RUN_HOST once, when imported, and speaks only
+# https: each run is a fresh process pointed at the fake, served over TLS with a throwaway
+# certificate that the process trusts (SSL_CERT_FILE, which httpx reads).
+FAL_SCRIPT = """
+import json, sys
+import fal_client
+import httpx
+
+calls = json.loads(sys.argv[1])
+out = {}
+handle = fal_client.submit(calls["model"], arguments=calls["arguments"])
+out["events"] = [type(e).__name__ for e in handle.iter_events(interval=0.01)]
+try:
+    result = handle.get()
+    out["result"] = result
+    out["image"] = httpx.get(result["images"][0]["url"]).content[:8].hex()
+except fal_client.client.FalClientHTTPError as exc:
+    out["error"] = [exc.status_code, exc.message]
+try:
+    fal_client.status(calls["model"], "no-such-request")
+except fal_client.client.FalClientHTTPError as exc:
+    out["unknown"] = exc.status_code
+print(json.dumps(out))
+"""
+
+
+def run_fal_client(fake, model: str, arguments: dict, key: str | None = None) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FAL_KEY": key or fake.key, "FAL_QUEUE_RUN_HOST": fake.host,
+           "SSL_CERT_FILE": fake.cert_file}
+    done = subprocess.run([sys.executable, "-c", FAL_SCRIPT,
+                           json.dumps({"model": model, "arguments": arguments})],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_fal_client_submits_polls_and_fetches_over_tls():
+    from tests.fakes.fal import FakeFal
+
+    with FakeFal(tls=True) as fake:
+        out = run_fal_client(fake, "fal-ai/flux/dev", {"prompt": "a cat",
+                                                        "image_size": "square_hd",
+                                                        "output_format": "png"})
+        assert out["events"][-1] == "Completed" and set(out["events"]) <= \
+            {"Queued", "InProgress", "Completed"}
+        image = out["result"]["images"][0]
+        assert (image["width"], image["height"], image["content_type"]) == \
+            (1024, 1024, "image/png")
+        assert out["image"] == "89504e470d0a1a0a"  # a real PNG, from the URL it was handed
+        assert out["result"]["has_nsfw_concepts"] == [False]
+        assert out["unknown"] == 404
+        # status and result were asked at the URLs the submit answered (owner/app only)
+        assert [q.app for q in fake.requests.values()] == ["fal-ai/flux"]
+        assert len(fake.billed) == 1 and fake.billed[0].usd == fake.spent()
+
+
+def test_fal_client_sees_fal_s_validation_errors_and_a_refused_key():
+    from tests.fakes.fal import FakeFal
+
+    with FakeFal(tls=True) as fake:
+        out = run_fal_client(fake, "fal-ai/flux-pro/kontext", {"prompt": "night",
+                                                                "aspect_ratio": "5:4"})
+        status, detail = out["error"]
+        assert status == 422
+        assert {(tuple(d["loc"]), d["type"]) for d in detail} == {
+            (("body", "image_url"), "missing"), (("body", "aspect_ratio"), "enum")}
+        assert fake.billed == []  # refused: nothing billed
+        bad = subprocess_error(fake, "wrong-key")
+        assert "401" in bad
+
+
+def subprocess_error(fake, key: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FAL_KEY": key, "FAL_QUEUE_RUN_HOST": fake.host,
+           "SSL_CERT_FILE": fake.cert_file}
+    script = ("import fal_client\ntry:\n"
+              " fal_client.submit('fal-ai/flux/dev', arguments={'prompt': 'x'})\n"
+              "except fal_client.client.FalClientHTTPError as e:\n print(e.status_code)")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    return done.stdout
