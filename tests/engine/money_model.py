@@ -1,11 +1,11 @@
 """A model-based test of the money invariants (issue 12): real `nbpipe` processes against the
-fake HiAPI and the fake Gemini, driven by a hypothesis state machine that edits the project (a
-prompt, a template's var, a matrix value, a bible, a file input — also with its old size and
-mtime put back; adds and removes targets and matrix values), builds (with -j, --max-cost,
---force, a profile), injects faults, kills builds with SIGKILL and SIGINT, and runs gc, pin and
-pull after a build and beside a live one. A *request* is what the fake received that makes it
-distinct (model, prompt, parameters, the digest of each input image): payments are counted per
-request. After every step the invariants hold:
+fake HiAPI, the fake Gemini, the fake OpenAI and the fake fal queue, driven by a hypothesis
+state machine that edits the project (a prompt, a template's var, a matrix value, a bible, a
+file input — also with its old size and mtime put back; adds and removes targets and matrix
+values), builds (with -j, --max-cost, --force, a profile), injects faults, kills builds with
+SIGKILL and SIGINT, and runs gc, pin and pull after a build and beside a live one. A *request*
+is what the fake received that makes it distinct (model, prompt, parameters, the digest of each
+input image): payments are counted per request. After every step the invariants hold:
 
 - no traceback, and exit codes only 0, 1, 2 or 130;
 - the fake HiAPI never created two tasks under one Idempotency-Key, and no request was paid
@@ -20,7 +20,11 @@ request. After every step the invariants hold:
   above: a generation and an edit of a project file, its lost replies, refusals and moderation
   blocks; every one of its billed requests is in Σ billed, a killed build's journalled and
   never billed ones are excused as Gemini's are;
-- a build with --max-cost C made new tasks and generateContent calls worth at most C;
+- no fal request was queued more often than once, plus those whose id never reached a build (a
+  lost submit reply, a kill before it came: possibly billed, never resent within the build) or
+  whose image never came (flagged, an expired URL), plus the times gc removed every image it had;
+- a build with --max-cost C made new tasks, generateContent, OpenAI and fal requests worth at
+  most C;
 - a build with no fault queued, no task left over and no cap or --force spends exactly what
   `plan` said just before: the fakes bill that total (each at the catalogue's price of its model
   and resolution), and the build's summary says so;
@@ -30,8 +34,9 @@ request. After every step the invariants hold:
   `spent_usd + spent_earlier_usd` (issue 27 item 1: events = summary);
 - at a quiescent point (a complete build, no journal entry open), Σ over every build of
   `spent_usd + spent_earlier_usd` equals what the fakes billed (HiAPI: every task created, but
-  a failed one; Gemini: every request that made an image, delivered or lost), with two exact
-  excuses: a Gemini request a killed build had journalled as sent that the fake never billed
+  a failed one; Gemini and OpenAI: every request that made an image, delivered or lost; fal:
+  every request queued that makes an image), with two exact excuses: a Gemini or OpenAI request
+  (or a fal submit) a killed build had journalled as sent that the fake never billed
   (the next build must count it as possibly billed: it cannot know), and a HiAPI task billed for
   a create whose reply never came and whose resend came after HiAPI forgot its key (a new task:
   the first is billed without any build able to know). A kill -9'd build prints no
@@ -83,6 +88,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from nbpipe.catalog import builtin
+from tests.fakes.fal import FakeFal
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.hiapi import DAY, FakeHiApi
 from tests.fakes.openai import FakeOpenAI
@@ -93,6 +99,9 @@ HIAPI_MODEL = "Nano-Banana"
 REPORTING = os.environ.get("NBPIPE_MODEL_REPORTING", "1") != "0"
 GEMINI_MODEL = "gemini-3.1-flash-image"
 PRO_MODEL = "gemini-3-pro-image"  # where the `hero` profile moves the Gemini targets and `s`
+FAL_MODEL = "fal-ai/flux/dev"  # target f1
+FAL_EDIT = "fal-ai/flux-pro/kontext"  # target fe: an edit of refs/x.png on fal
+FE_PROMPT = "the kite in this photo, in fog"
 FAULTS = {"lost create reply": ("create", "drop"), "429": ("create", "429"),
           "503": ("create", "503"), "task fail": ("task", "fail"),
           "slow task": ("task", "stuck"), "expired URL": ("download", "gone", "gone"),
@@ -105,11 +114,18 @@ FAULTS = {"lost create reply": ("create", "drop"), "429": ("create", "429"),
           # OpenAI (endpoint "images"): a lost reply is billed; refusals are retried; a
           # moderation block bills nothing
           "openai lost reply": ("images", "drop"), "openai 429": ("images", "429"),
-          "openai 503": ("images", "503"), "openai moderation": ("images", "moderation")}
+          "openai 503": ("images", "503"), "openai moderation": ("images", "moderation"),
+          # fal (endpoints "submit", "request", "media"): a lost submit reply may be billed,
+          # never resent; refusals before queueing are retried
+          "fal lost submit": ("submit", "lost"), "fal 429": ("submit", "429"),
+          "fal gateway": ("submit", "502"), "fal nsfw": ("request", "nsfw"),
+          "fal runner failure": ("request", "fail"), "fal expired URL": ("media", "expired")}
+FAL_ENDPOINTS = {"submit", "request", "media"}
 OPENAI_MODEL = "gpt-image-1-mini"  # at quality low, 1024x1024: USD 0.005 an image
 OPENAI_WORDS = ["a paper crane", "a glass crane", "a crane at dusk"]
 OE_PROMPT = "the crane in this photo, in gold"  # target oe: an edit of refs/x.png
 GEMINI_WORDS = ["a red kite", "a blue kite", "a paper moon"]
+FAL_WORDS = ["a pier at dawn", "a pier at dusk", "a jetty in rain"]
 THINGS = ["boat", "kite", "lighthouse"]  # template `at`: "a {{ thing }} at {{ time }}"
 TIMES = ["dawn", "noon", "dusk", "night"]  # v's time, and the values m's matrix draws from
 BIBLES = ["Mira, a field engineer in a rust-orange beanie",
@@ -127,7 +143,7 @@ pricing:
 """
 PROFILES = """\
 profiles:
-  draft: {targets: ["[!go]*"], model: Nano-Banana, wins: true}
+  draft: {targets: ["[!gof]*"], model: Nano-Banana, wins: true}
   hero: {targets: ["g*", s], backend: gemini, model: %s, wins: true}
 bibles:
   mira: {text: %s}
@@ -201,6 +217,14 @@ def _canonical(node):
     return [_canonical(v) for v in node] if isinstance(node, list) else node
 
 
+def _fal_canonical(body: dict) -> dict:
+    """A fal body with its input image's data URI replaced by the digest of its bytes."""
+    url = body.get("image_url")
+    if isinstance(url, str) and url.startswith("data:"):
+        return {**body, "image_url": "sha256:" + sha(base64.b64decode(url.partition(",")[2]))}
+    return body
+
+
 class MoneyMachine(RuleBasedStateMachine):
     """The project, the fakes, and what a correct nbpipe may have paid for."""
 
@@ -214,6 +238,8 @@ class MoneyMachine(RuleBasedStateMachine):
         self.openai = FakeOpenAI().__enter__()
         self.openai_prompt = OPENAI_WORDS[0]  # target o1 (oe edits refs/x.png)
         self.openai_abandoned: set[int] = set()  # OpenAI replies (billed numbers) unwaited for
+        self.fal = FakeFal().__enter__()
+        self.fal_prompt = FAL_WORDS[0]  # target f1, on fal (fe edits refs/x.png)
         self.prompts = {"a": "a lighthouse", "b": "a harbour", "c": "a lighthouse"}  # HiAPI
         self.gemini_prompts = {"g1": "a red kite", "g2": "a red kite"}
         self.vars = {"thing": "boat", "time": "dawn"}  # target v: template `at`
@@ -235,9 +261,10 @@ class MoneyMachine(RuleBasedStateMachine):
         self.forgotten: Counter = Counter()  # request → creates resent after HiAPI forgot its key
         self.young: set[Path] = set()  # images committed, not indexed: inside gc's grace
         self.reported = Decimal(0)  # Σ spent_usd + spent_earlier_usd over every build
-        self.unbilled = Decimal(0)  # Gemini requests journalled as sent, never billed
+        self.unbilled = Decimal(0)  # Gemini/OpenAI/fal requests journalled as sent, never billed
         self.excused: set[tuple] = set()  # the journal entries `unbilled` counts
-        self._killed: list[tuple[int, list]] = []  # killed builds' Gemini entries, to judge
+        # killed builds' call and fal entries, with what each fake had billed before the build
+        self._killed: list[tuple[tuple[int, ...], list]] = []
         self.tallies = 0  # Σ reported = Σ billed checks made
         self.said: list[str] = []  # each command and what it printed: the story of a failure
         (self.root / "refs" / "x.png").write_bytes(pool_png(self.input))
@@ -247,6 +274,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self.fake.__exit__(None, None, None)
         self.gemini.__exit__(None, None, None)
         self.openai.__exit__(None, None, None)
+        self.fal.__exit__(None, None, None)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # --- the project --------------------------------------------------------------------------
@@ -269,6 +297,10 @@ class MoneyMachine(RuleBasedStateMachine):
         openai = f"backend: openai, model: {OPENAI_MODEL}, quality: low"
         lines += [f"  o1: {{prompt: {json.dumps(self.openai_prompt)}, {openai}}}",
                   f"  oe: {{prompt: {json.dumps(OE_PROMPT)}, inputs: [refs/x.png], {openai}}}"]
+        lines += [f"  f1: {{prompt: {json.dumps(getattr(self, 'fal_prompt', 'a pier'))}, "
+                  f"backend: fal, model: {FAL_MODEL}}}",
+                  f"  fe: {{prompt: {json.dumps(FE_PROMPT)}, inputs: [refs/x.png], "
+                  f"backend: fal, model: {FAL_EDIT}}}"]
         (self.root / "nbpipe.yaml").write_text("\n".join(lines) + "\n")
 
     def frames(self, profile: str | None = None) -> dict[str, tuple]:
@@ -282,6 +314,8 @@ class MoneyMachine(RuleBasedStateMachine):
         out["gi"] = ("gemini", GEMINI_MODEL, GI_PROMPT, (sha(pool_png(self.input)),))
         out["o1"] = ("openai", OPENAI_MODEL, self.openai_prompt, ())
         out["oe"] = ("openai", OPENAI_MODEL, OE_PROMPT, (sha(pool_png(self.input)),))
+        out["f1"] = ("fal", FAL_MODEL, self.fal_prompt, ())
+        out["fe"] = ("fal", FAL_EDIT, FE_PROMPT, (sha(pool_png(self.input)),))
         if profile == "hero":
             out |= {f: ("gemini", PRO_MODEL, *out[f][2:]) for f in out
                     if f == "s" or f.startswith("g")}
@@ -293,7 +327,9 @@ class MoneyMachine(RuleBasedStateMachine):
                "OPENAI_API_KEY": self.openai.key, "OPENAI_BASE_URL": self.openai.base,
                "NBPIPE_HIAPI_POLL_DELAY": "0", "NBPIPE_HIAPI_POLL_INTERVAL": "0.02",
                "NBPIPE_RETRY_BASE": "0.01", "NBPIPE_HIAPI_TIMEOUT": "1.5",
-               "NBPIPE_RECOVER_TIMEOUT": "3", "NBPIPE_INTERRUPT_GRACE": "0.5"}
+               "NBPIPE_RECOVER_TIMEOUT": "3", "NBPIPE_INTERRUPT_GRACE": "0.5",
+               "FAL_KEY": self.fal.key, "FAL_BASE_URL": self.fal.url,
+               "NBPIPE_FAL_POLL_INTERVAL": "0.02", "NBPIPE_FAL_TIMEOUT": "1.5"}
         env.pop("GOOGLE_API_KEY", None)
         return env
 
@@ -345,10 +381,11 @@ class MoneyMachine(RuleBasedStateMachine):
     def _billed(self) -> Decimal:
         """What the fakes billed so far: every HiAPI task but a failed one; every Gemini
         request that made an image (delivered, or lost on the way back); every OpenAI request
-        the fake billed (it bills only those that made an image)."""
+        the fake billed (it bills only those that made an image); every fal request queued that
+        makes an image."""
         return self._cost([t for t in list(self.fake.tasks.values()) if t.outcome != "fail"],
                           [b for b in list(self.gemini.billed) if b.paid_image],
-                          list(self.openai.billed))
+                          list(self.openai.billed), list(self.fal.billed))
 
     def _quiescent(self) -> bool:
         """No request is out: no journal entry open (every paid request has had its build)."""
@@ -364,7 +401,8 @@ class MoneyMachine(RuleBasedStateMachine):
         assert self.reported == billed + self.unbilled - unknowable, \
             ("Σ reported != Σ billed", f"builds reported USD {self.reported}",
              f"the fakes billed USD {billed}",
-             f"excused: USD {self.unbilled} journalled as sent and never billed (Gemini), "
+             f"excused: USD {self.unbilled} journalled as sent and never billed (Gemini, "
+             "OpenAI, fal), "
              f"USD {unknowable} billed for a create whose key HiAPI forgot before its resend "
              "(HiAPI)", self._story())
 
@@ -379,24 +417,29 @@ class MoneyMachine(RuleBasedStateMachine):
         return self._cost([t for tasks in under.values() for t in tasks[:-1]
                            if t.outcome != "fail"], [])
 
-    def _unbilled_after_kill(self, first: int, first_call: int) -> None:
-        """A killed build's Gemini requests that the journal holds as sent (the next build
-        must count them as possibly billed) and the fake never billed: the excuse, exactly.
-        Judged when the next command starts (`_judge_unbilled`): a request the killed build
-        sent is billed when the fake reads it, which may be after the kill."""
+    def _unbilled_after_kill(self, sent: tuple[int, ...]) -> None:
+        """A killed build's Gemini and OpenAI requests (and fal submits) that the journal holds
+        as sent (the next build must count them as possibly billed) and the fake never billed:
+        the excuse, exactly. `sent` is `_sent()` before the build. Judged when the next command
+        starts (`_judge_unbilled`): a request the killed build sent is billed when the fake
+        reads it, which may be after the kill."""
         entries = [(slot, entry) for slot, entry in self._journal().items()
-                   if entry.backend in ("gemini", "openai") and entry.task_id is None
-                   and slot not in self.excused]
+                   if entry.task_id is None and slot not in self.excused and
+                   (entry.backend in ("gemini", "openai") or
+                    (entry.backend == "fal" and entry.body))]
         self.excused |= {slot for slot, _ in entries}
-        self._killed.append((first, first_call, [entry for _, entry in entries]))
+        self._killed.append((sent, [entry for _, entry in entries]))
 
     def _judge_unbilled(self) -> None:
-        for first, first_call, entries in self._killed:
+        for (_, first, first_call, first_fal), entries in self._killed:
             self.gemini.wait_idle()
             self.openai.wait_idle()
+            self.fal.wait_idle()
             made = Counter(self._gemini_frame(b) for b in list(self.gemini.billed)[first:]
                            if b.paid_image)
             made.update(self._openai_frame(b) for b in list(self.openai.billed)[first_call:])
+            made.update(self._fal_frame(self.fal.requests[b.request_id])
+                        for b in list(self.fal.billed)[first_fal:])
             for entry in entries:
                 frame = (entry.backend, *record_frame(entry.request)[1:])
                 if made[frame]:
@@ -424,12 +467,16 @@ class MoneyMachine(RuleBasedStateMachine):
     def _story(self) -> str:
         return "\n".join(self.said[-10:])
 
-    def _sent(self) -> tuple[int, int, int]:
-        """How many HiAPI tasks, Gemini and OpenAI requests the fakes have billed so far."""
-        return len(self.fake.tasks), len(self.gemini.billed), len(self.openai.billed)
+    def _sent(self) -> tuple[int, int, int, int]:
+        """How many HiAPI tasks, Gemini, OpenAI and fal requests the fakes have billed so far."""
+        return len(self.fake.tasks), len(self.gemini.billed), len(self.openai.billed), \
+            len(self.fal.billed)
 
     def _generates(self) -> int:
         return self.gemini.counts.get("generates", 0) + self.openai.counts.get("billed", 0)
+
+    def _submits(self) -> int:
+        return self.fal.counts.get("submits", 0)
 
     # --- what the fakes received --------------------------------------------------------------
 
@@ -446,6 +493,15 @@ class MoneyMachine(RuleBasedStateMachine):
     def _openai_frame(self, billed) -> tuple:
         return "openai", billed.model, billed.prompt, tuple(sha(i) for i in billed.inputs)
 
+    def _fal_request(self, queued) -> str:
+        return "fal " + json.dumps({"model": queued.model, "body": _fal_canonical(queued.body)},
+                                   sort_keys=True)
+
+    def _fal_frame(self, queued) -> tuple:
+        url = queued.body.get("image_url")
+        inputs = (sha(base64.b64decode(url.partition(",")[2])),) if url else ()
+        return "fal", queued.model, queued.body.get("prompt"), inputs
+
     def _hiapi_frame(self, task) -> tuple:
         return "hiapi", task.model, task.input["prompt"], ()
 
@@ -455,11 +511,13 @@ class MoneyMachine(RuleBasedStateMachine):
                        for p in parts if "inlineData" in p)
         return "gemini", billed.model, billed.prompt, inputs
 
-    def _cost(self, tasks, billed, calls=()) -> Decimal:
-        """What the fakes bill for these tasks, generateContent calls and OpenAI calls (each
-        at the catalogue's price of its quality and size, as the fake priced it)."""
+    def _cost(self, tasks, billed, calls=(), fal=()) -> Decimal:
+        """What the fakes bill for these tasks, generateContent calls, OpenAI calls (each at
+        the catalogue's price of its quality and size, as the fake priced it) and fal
+        requests (as the fake priced each)."""
         total = sum((price("hiapi", t.model, t.input.get("resolution")) for t in tasks),
-                    Decimal(0)) + sum((c.usd for c in calls), Decimal(0))
+                    Decimal(0)) + sum((c.usd for c in calls), Decimal(0)) + \
+            sum((b.usd for b in fal), Decimal(0))
         for b in billed:
             config = self.gemini.bodies[b.number - 1].get("generationConfig", {})
             total += price("gemini", b.model, config.get("imageConfig", {}).get("imageSize"))
@@ -481,6 +539,11 @@ class MoneyMachine(RuleBasedStateMachine):
     @rule(words=st.sampled_from(OPENAI_WORDS))
     def edit_openai_prompt(self, words):
         self.openai_prompt = words
+        self._write()
+
+    @rule(words=st.sampled_from(FAL_WORDS))
+    def edit_fal_prompt(self, words):
+        self.fal_prompt = words
         self._write()
 
     @rule(change=st.sampled_from([*(("thing", t) for t in THINGS),
@@ -553,7 +616,8 @@ class MoneyMachine(RuleBasedStateMachine):
     @rule(fault=st.sampled_from(sorted(FAULTS)))
     def inject(self, fault):
         endpoint, *faults = FAULTS[fault]
-        fake = {"generate": self.gemini, "images": self.openai}.get(endpoint, self.fake)
+        fake = {"generate": self.gemini, "images": self.openai,
+                **dict.fromkeys(FAL_ENDPOINTS, self.fal)}.get(endpoint, self.fake)
         fake.faults.add(endpoint, *faults)
 
     @rule(jobs=st.sampled_from([1, 4]), cap=st.sampled_from([None, "0.05", "0.1", "0.2"]),
@@ -570,20 +634,22 @@ class MoneyMachine(RuleBasedStateMachine):
         if frame in frames:
             args += ["--force", frame]
         planned = None if cap or "--force" in args else self._planned(profile)
-        tasks, billed, calls = self._sent()
+        tasks, billed, calls, fal = self._sent()
         done = self._run(*args)
         new_tasks, new_billed = list(self.fake.tasks.values())[tasks:], self.gemini.billed[billed:]
-        new_calls = self.openai.billed[calls:]
+        new_calls, new_fal = self.openai.billed[calls:], self.fal.billed[fal:]
         if "--force" in args:  # the forced frame's request may be paid once more
             self.forced.update({self._hiapi_request(t) for t in new_tasks
                                 if self._hiapi_frame(t) == frames[frame]} |
                                {self._gemini_request(b) for b in new_billed
                                 if self._gemini_frame(b) == frames[frame]})
         if cap:
-            assert self._cost(new_tasks, new_billed, new_calls) <= Decimal(cap), \
-                (len(new_tasks), len(new_billed), len(new_calls), cap, self._story())
+            assert self._cost(new_tasks, new_billed, new_calls, new_fal) <= Decimal(cap), \
+                (len(new_tasks), len(new_billed), len(new_calls), len(new_fal), cap,
+                 self._story())
         if planned is not None:
-            self._spent_as_planned(planned, done, self._cost(new_tasks, new_billed, new_calls))
+            self._spent_as_planned(planned, done,
+                                   self._cost(new_tasks, new_billed, new_calls, new_fal))
         if done.returncode == 0 and "--force" not in args:
             self._complete(profile)
 
@@ -597,7 +663,7 @@ class MoneyMachine(RuleBasedStateMachine):
         """plan's total, when the next build is to spend exactly that: no fault queued at
         either fake, no task left stuck, no journal entry left open by an interrupted build
         (plan prices every frame it will render; one whose task is already paid costs less)."""
-        queued = any(q for fake in (self.fake, self.gemini, self.openai)
+        queued = any(q for fake in (self.fake, self.gemini, self.openai, self.fal)
                      for q in fake.faults._queues.values())
         if queued or any(t.outcome == "stuck" for t in self.fake.tasks.values()) or \
                 self._journal() or self.cheap:  # plan prices in the manifest's `pricing:`
@@ -623,10 +689,12 @@ class MoneyMachine(RuleBasedStateMachine):
           profile=st.sampled_from([None, None, "hero"]))
     def interrupt(self, moment, presses, profile=None):
         """kill -9 (presses 0) or Ctrl-C once or twice at a random moment, with a HiAPI task
-        stuck and Gemini replies slow (something in flight to interrupt)."""
+        stuck, Gemini and OpenAI replies slow and fal's requests held in its queue (something in
+        flight to interrupt)."""
         self.fake.faults.add("task", "stuck")
         self.gemini.delay = self.openai.delay = SLOW_GEMINI
-        first, first_call = len(self.gemini.billed), len(self.openai.billed)
+        self.fal.holds.hold("queue")  # fal's requests stay queued while the build runs
+        sent = self._sent()
         try:
             proc = self._popen("build", "-j", "4", *(["--profile", profile] if profile else []))
             time.sleep(moment)
@@ -638,19 +706,20 @@ class MoneyMachine(RuleBasedStateMachine):
             out, err = proc.communicate(timeout=120)
         finally:
             self.gemini.delay = self.openai.delay = 0.0
+            self.fal.holds.release()
         if presses != 1:  # one Ctrl-C waits for calls in flight: they are paid
-            self.abandoned |= {b.number for b in self.gemini.billed[first:]}
-            self.openai_abandoned |= {b.number for b in self.openai.billed[first_call:]}
+            self.abandoned |= {b.number for b in self.gemini.billed[sent[1]:]}
+            self.openai_abandoned |= {b.number for b in self.openai.billed[sent[2]:]}
         self._exit_ok(proc.returncode if presses else 130, err + out,
                       ("build", f"^C x{presses}" if presses else "kill -9"))
         self._account(("build",), out)
-        self._unbilled_after_kill(first, first_call)
+        self._unbilled_after_kill(sent)
 
     @rule()
     def settle(self):
         """The faults stop and slow tasks finish: a build or two must complete, and then every
         invariant of a complete build holds."""
-        for fake in (self.fake, self.gemini, self.openai):
+        for fake in (self.fake, self.gemini, self.openai, self.fal):
             for queue in fake.faults._queues.values():
                 queue.clear()
         self.gemini.delay = self.openai.delay = 0.0
@@ -658,13 +727,14 @@ class MoneyMachine(RuleBasedStateMachine):
             if task.outcome == "stuck":
                 task.outcome = "success"
         planned = self._planned(None)  # when no journal entry is left open
-        tasks, billed, calls = self._sent()
+        tasks, billed, calls, fal = self._sent()
         for _ in range(3):
             done = self._run("build", "--json")
             if planned is not None:
                 new_tasks = list(self.fake.tasks.values())[tasks:]
                 self._spent_as_planned(planned, done, self._cost(
-                    new_tasks, self.gemini.billed[billed:], self.openai.billed[calls:]))
+                    new_tasks, self.gemini.billed[billed:], self.openai.billed[calls:],
+                    self.fal.billed[fal:]))
                 planned = None
             if done.returncode == 0:
                 return self._complete()
@@ -713,7 +783,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     def _quiet(self) -> None:
         """No fault queued at any fake, no reply slowed."""
-        for fake in (self.fake, self.gemini, self.openai):
+        for fake in (self.fake, self.gemini, self.openai, self.fal):
             for queue in fake.faults._queues.values():
                 queue.clear()
         self.gemini.delay = self.openai.delay = 0.0
@@ -721,8 +791,7 @@ class MoneyMachine(RuleBasedStateMachine):
     def _kill_at_create(self, *args: str) -> None:
         """Run `nbpipe build ARGS` and kill -9 it while its first create is at HiAPI: the task
         is made (billed), its reply not yet back; only the journal knows of it."""
-        pause, first = self.fake.pause_create, len(self.gemini.billed)
-        first_call = len(self.openai.billed)
+        pause, sent = self.fake.pause_create, self._sent()
         pause.arm()
         try:
             proc = self._popen("build", "-j", "1", *args)
@@ -733,7 +802,7 @@ class MoneyMachine(RuleBasedStateMachine):
             pause.release()
         self._exit_ok(130, err + out, ("build", *args, "killed at a create"))
         assert arrived, ("the build sent no create", out, err)
-        self._unbilled_after_kill(first, first_call)
+        self._unbilled_after_kill(sent)
 
     def _can_pay(self) -> bool:
         """A build may send requests now (no journal entry open to collect first)."""
@@ -868,6 +937,9 @@ class MoneyMachine(RuleBasedStateMachine):
         for billed in list(self.openai.billed):
             if billed.image:
                 yield self._openai_request(billed), self._openai_frame(billed), sha(billed.image)
+        for queued in list(self.fal.requests.values()):
+            if queued.billed:
+                yield self._fal_request(queued), self._fal_frame(queued), sha(queued.image())
 
     @invariant()
     def never_paid_twice(self):
@@ -905,6 +977,16 @@ class MoneyMachine(RuleBasedStateMachine):
         for request, n in calls.items():
             assert n <= 1 + self.forced[request] + lost[request] + self.regained[request], \
                 ("OpenAI paid twice", request, n, self._story())
+        submitted, unknown = Counter(), Counter()
+        for queued in list(self.fal.requests.values()):
+            request = self._fal_request(queued)
+            submitted[request] += 1
+            # its id never reached a build (a lost reply, a kill), or its image never came
+            if not queued.polls or queued.outcome != "ok" or queued.media_faults:
+                unknown[request] += 1
+        for request, n in submitted.items():
+            assert n <= 1 + unknown[request] + self.regained[request], \
+                ("fal queued one request twice", request, n, self._story())
 
     @invariant()
     def young_images_survive(self):
@@ -978,7 +1060,7 @@ class MoneyMachine(RuleBasedStateMachine):
             assert sha(data) == entry["digest"], (entry, self._story())
         assert not list(self.root.rglob("*.part"))
         assert list((self.root / ".nbpipe" / "tmp").iterdir()) == []
-        before = self.fake.counts.get("creates", 0), self._generates()
+        before = self.fake.counts.get("creates", 0), self._generates(), self._submits()
         self._run("build", *(["--profile", profile] if profile else []))
-        assert (self.fake.counts.get("creates", 0), self._generates()) == before, \
-            ("a build after a clean build paid", profile, self._story())
+        assert (self.fake.counts.get("creates", 0), self._generates(), self._submits()) == \
+            before, ("a build after a clean build paid", profile, self._story())
