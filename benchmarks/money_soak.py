@@ -28,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hypothesis import HealthCheck, Phase, Verbosity, seed, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from tests.engine.money_model import MoneyMachine
-
 MACHINES = {"local": "tests.engine.money_model:MoneyMachine",
             "remote": "tests.engine.money_remote_model:RemoteMoneyMachine",
             "batch": "tests.engine.money_batch_model:BatchMoneyMachine"}
