@@ -152,9 +152,9 @@ class BatchMoneyMachine(RuleBasedStateMachine):
                                 env=self._env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
-            wait_for(lambda: proc.poll() is not None or
-                     (len(self.fake.creates) > creates if at_create
-                      else self.fake.counts["polls"] > polls))
+            # at a create, or (nothing left to create) while it waits, or when it has ended
+            wait_for(lambda: proc.poll() is not None or self.fake.counts["polls"] > polls or
+                     (at_create and len(self.fake.creates) > creates))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
