@@ -60,7 +60,6 @@ def test_force_no_wait_then_a_plain_build_collects_and_reports_the_paid_take(
     for _ in range(3):
         later = build(root)
         total += reported(later)
-    takes = run("-C", str(root), "takes", "a1")
     listed = run("-C", str(root), "batches", "--json")
     assert total == billed(fake), f"reported {total} != billed {billed(fake)}; " \
         f"batches still open: {listed.out}"
@@ -96,7 +95,6 @@ def test_kill_at_create_then_a_prompt_edit_still_collects_the_paid_job(make_proj
         fake.finish_all()
         total += reported(build(root))
     listed = run("-C", str(root), "batches", "--json")
-    journal = (root / ".nbpipe" / "journal.jsonl")
     assert total == billed(fake), f"reported {total} != billed {billed(fake)}; " \
         f"creates {fake.creates}; batches: {listed.out}"
 
@@ -190,8 +188,8 @@ targets:
   b1: {prompt: a batch one}
   b2: {prompt: another batch one}
 """)
-    out = build(root, "--fail-fast")
-    assert len(fake.creates) == 0, f"job created after the stop: {fake.creates}"
+    stopped = build(root, "--fail-fast")
+    assert stopped["code"] == 1 and len(fake.creates) == 0, f"job created after the stop: {fake.creates}"
 
 
 def test_a_job_the_server_no_longer_knows_fails_its_frames_and_is_sent_again(
