@@ -189,7 +189,7 @@ targets:
   b2: {prompt: another batch one}
 """)
     stopped = build(root, "--fail-fast")
-    assert stopped["code"] == 1 and len(fake.creates) == 0, f"job created after the stop: {fake.creates}"
+    assert stopped["code"] == 1 and len(fake.creates) == 0, f"job made after a stop: {fake.creates}"
 
 
 def test_a_job_the_server_no_longer_knows_fails_its_frames_and_is_sent_again(
