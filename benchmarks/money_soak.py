@@ -2,6 +2,7 @@
 
     python benchmarks/money_soak.py --examples 2000 --steps 12
     python benchmarks/money_soak.py --machine remote --minutes 15   # + a shared S3, 2 clones
+    python benchmarks/money_soak.py --machine batch --minutes 10    # the Gemini batch lane
     python benchmarks/money_soak.py --seed 1234567   # the draws of a run that printed that seed
 
 It prints the seed it drew first (batch i of a --minutes run uses seed + i): a violation can be
@@ -27,13 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hypothesis import HealthCheck, Phase, Verbosity, seed, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from tests.engine.money_model import MoneyMachine
-
 MACHINES = {"local": "tests.engine.money_model:MoneyMachine",
-            "remote": "tests.engine.money_remote_model:RemoteMoneyMachine"}
+            "remote": "tests.engine.money_remote_model:RemoteMoneyMachine",
+            "batch": "tests.engine.money_batch_model:BatchMoneyMachine"}
 
 
-def machine(name: str) -> type[MoneyMachine]:
+def machine(name: str) -> type:
     import importlib
 
     module, _, cls = MACHINES[name].partition(":")
@@ -45,7 +45,8 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--machine", choices=sorted(MACHINES), default="local",
-                        help="remote: with a loopback S3 remote and a second clone")
+                        help="remote: with a loopback S3 remote and a second clone; batch: the "
+                        "Gemini batch lane")
     parser.add_argument("--minutes", type=float, default=None,
                         help="run batches of --batch examples, each with a fresh seed, until "
                         "this long has passed (or --examples are done)")

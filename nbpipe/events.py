@@ -73,6 +73,7 @@ class FrameDone:
     billing: Billing | None = None
     earlier: bool = False  # `cost` was paid by an interrupted build (spent_earlier)
     journal: bool = False  # a journal entry, not a frame of this build: not counted as one
+    lane: str = "standard"  # how its request goes (standard, batch, flex)
 
 
 @dataclass(frozen=True)

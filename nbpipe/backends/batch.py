@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from nbpipe.backends.base import InputData
+from nbpipe.errors import FrameFailed
 from nbpipe.plan.frame import Request
 
 
@@ -61,6 +62,11 @@ class LineResult:
     billed: bool = False
 
 
+class JobGone(FrameFailed):
+    """The server no longer knows the job (deleted, or purged): nothing of it can be collected;
+    its requests fail, and a later build sends them again."""
+
+
 class CreateLost(Exception):
     """A create whose reply never came: the job may exist. Find it by its display name."""
 
@@ -77,8 +83,9 @@ class Batches(Protocol):
         """Create one job of `lines` (key, body); CreateLost when the reply is lost."""
         ...
 
-    async def find(self, display: str) -> JobView | None:
-        """The newest job of this account with that display name."""
+    async def find(self, display: str, pages: int | None = None) -> JobView | None:
+        """The newest job of this account with that display name, looking through at most
+        `pages` pages of its jobs, newest first (None: all of them)."""
         ...
 
     async def get(self, name: str) -> JobView: ...

@@ -20,7 +20,7 @@ import httpx
 from pydantic import BeforeValidator, Field
 
 from nbpipe.backends.base import InputData
-from nbpipe.backends.batch import CreateLost, JobState, JobView, LineResult
+from nbpipe.backends.batch import CreateLost, JobGone, JobState, JobView, LineResult
 from nbpipe.backends.gemini import GeminiBackend, generate_body, reply_image
 from nbpipe.backends.http import network_error, short
 from nbpipe.backends.replies import GeminiReply, Reply, ReplyProblem, parse_json, validate
@@ -28,8 +28,11 @@ from nbpipe.errors import FrameFailed
 from nbpipe.plan.frame import Request
 
 INLINE_CAP = 19 << 20  # bytes of a create's body: Google refuses over 20 MB
+# Requests a job sends inline at most: its answers come back in the job itself, every image in
+# one reply (and in every listing of the job): a few fit any reply cap; more go as a file.
+INLINE_LINES = 4
 RESULTS_CAP = 8 << 30  # a results file holds every image of the job, base64
-PAGE = 100  # jobs a list page asks for
+PAGE = 10  # jobs a list page asks for (each may carry its inline answers, images and all)
 JOB_NAME = r"^batches/[A-Za-z0-9_-]{1,128}$"
 FILE_NAME = r"^files/[A-Za-z0-9_-]{1,128}$"
 
@@ -118,7 +121,7 @@ class GeminiBatches:
         inline = {"requests": {"requests": [{"request": body, "metadata": {"key": key}}
                                             for key, body in lines]}}
         body: dict[str, object] = {"batch": {"displayName": display, "inputConfig": inline}}
-        if len(json.dumps(body)) > INLINE_CAP:
+        if len(lines) > INLINE_LINES or len(json.dumps(body)) > INLINE_CAP:
             jsonl = "".join(json.dumps({"key": key, "request": request}) + "\n"
                             for key, request in lines)
             name = await self._upload(jsonl.encode(), display)
@@ -133,9 +136,9 @@ class GeminiBatches:
             raise
         return self._view(answer)
 
-    async def find(self, display: str) -> JobView | None:
+    async def find(self, display: str, pages: int | None = None) -> JobView | None:
         token: str | None = None
-        for _ in range(1000):  # 100,000 jobs: a server that pages for ever is not followed
+        for _ in range(min(pages or 1000, 1000)):  # a server that pages for ever is not followed
             query = httpx.QueryParams({"pageSize": PAGE, **({"pageToken": token} if token else {})})
             try:
                 page = validate(_Page, await self._get(f"{self._root}/batches?{query}"))
@@ -154,7 +157,9 @@ class GeminiBatches:
         return None
 
     async def get(self, name: str) -> JobView:
-        return self._view(await self._get(f"{self._root}/{_checked(name, JOB_NAME)}"))
+        url = f"{self._root}/{_checked(name, JOB_NAME)}"
+        return self._view(await self.backend.settings.retry.run(
+            lambda: self._ask("GET", url, None, "", gone=name)))
 
     async def cancel(self, name: str) -> None:
         url = f"{self._root}/{_checked(name, JOB_NAME)}:cancel"
@@ -166,10 +171,10 @@ class GeminiBatches:
             return {}
         found: dict[str, LineResult] = {}
         if output.inlinedResponses is not None:
-            for item in output.inlinedResponses.inlinedResponses or []:
-                key = (item.metadata or {}).get("key")
-                if isinstance(key, str):
-                    found[key] = _result(item.response, item.error)
+            for i, item in enumerate(output.inlinedResponses.inlinedResponses or []):
+                key = (item.metadata or {}).get("key")  # "#…": an answer that lost its key
+                found[key if isinstance(key, str) and not key.startswith("#") else f"#{i}"] = \
+                    _result(item.response, item.error)
         if output.responsesFile:
             for raw in (await self._download(output.responsesFile)).splitlines():
                 key, result = _file_line(raw)
@@ -200,8 +205,11 @@ class GeminiBatches:
         return await self.backend.settings.retry.run(lambda: self._ask("GET", url, None, ""))
 
     async def _ask(self, method: str, url: str, body: dict[str, object] | None,
-                   model: str) -> Any:
+                   model: str, gone: str | None = None) -> Any:
         answer = await self.backend.exchange(method, url, self._key(), body)
+        if answer.status == 404 and gone is not None:
+            raise JobGone(f"the server no longer knows batch job {gone} (deleted, or purged): "
+                          "its requests are sent again by a later build")
         if answer.status != 200:
             raise self.backend.error(answer, model, url)
         if answer.problem:

@@ -23,21 +23,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from nbpipe.backends.base import Backend, InputData, Job, Rendered, Sink
-from nbpipe.backends.batch import Batches, CreateLost, JobState, JobView, LineResult
+from nbpipe.backends.batch import Batches, CreateLost, JobGone, JobState, JobView, LineResult
 from nbpipe.backends.registry import spec
 from nbpipe.engine.parking import Parking
 from nbpipe.engine.stop import Stop
 from nbpipe.errors import BatchPending, FrameFailed, NbpipeError, TaskFailed
 from nbpipe.plan.frame import Frame
 from nbpipe.store.batchlog import BatchJob, BatchLog
+from nbpipe.store.journal import Journal
 
 MAX_LINES = 1000  # requests per job: a failed job costs its frames one turnaround, not all
 ATTEMPTS = 2  # an expired or failed job is sent again once
+RECENT_PAGES = 3  # of the account's newest jobs, looked through before a job is created
 TICK_MS = 200  # between two looks at the stop while waiting to poll
 GATHER = 30.0  # seconds at most a queued frame waits for the walk to park (a safety net)
 ENDS = {JobState.FAILED: "failed", JobState.EXPIRED: "expired (not run within 48 h)",
@@ -95,7 +97,7 @@ class BatchLane:
         else:
             self.queue.append(member)
             if self._timer is None:
-                self._timer = loop.call_later(GATHER, self.flush_soon)
+                self._timer = loop.call_later(GATHER, self._gathered)
         if job.wait:  # a frame of the walk: parked while it waits
             with self.parking.parked():
                 result = await member.result
@@ -115,18 +117,33 @@ class BatchLane:
         if self.queue and (self._flush is None or self._flush.done()):
             self._flush = asyncio.ensure_future(self._send_queue())
 
+    def _gathered(self) -> None:  # the safety net fired: a new one for the next queue
+        self._timer = None
+        self.flush_soon()
+
     async def _send_queue(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        queue, self.queue = self.queue, []
+        while self.queue:  # frames queued while a create was out go in the next round
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            queue, self.queue = self.queue, []
+            if self.stop:  # fail-fast, a refused key, Ctrl-C: nothing new is sent
+                self._end(queue, LineResult(error=f"not sent: {self.stop.skipped_why()}"))
+                continue
+            try:
+                await self._send(queue)
+            finally:  # one the round could not reach (no job named) waits for a later build
+                self._end([m for m in queue if m.name is None], None)
+
+    async def _send(self, queue: list[Member]) -> None:
         fresh: dict[tuple[str, str], list[Member]] = {}
         lost: dict[str, list[Member]] = {}
         for member in queue:
             journalled = self.log.of((member.key, member.job.take))
-            if journalled is not None:  # a create whose reply was lost: find it first
+            if journalled is not None and (journalled.backend, journalled.model) == \
+                    (member.frame.backend, member.frame.model):  # a lost create: find it
                 lost.setdefault(journalled.display, []).append(member)
-            else:
+            else:  # (a log line naming another model is not this request's: untrusted)
                 fresh.setdefault((member.frame.backend, member.frame.model), []).append(member)
         for display, members in lost.items():
             await self._guarded(members, self._refind(self.log.jobs[display], members))
@@ -134,13 +151,12 @@ class BatchLane:
             for start in range(0, len(members), MAX_LINES):
                 chunk = members[start:start + MAX_LINES]
                 await self._guarded(chunk, self._create(backend, model, chunk, 1))
-        self.flush_soon()  # frames queued while this one was sending
 
     async def _guarded(self, members: list[Member], sending: Awaitable[None]) -> None:
         """Run one create (or re-find); what it cannot send fails only its own frames."""
         try:
             await sending
-        except NbpipeError as exc:
+        except (NbpipeError, OSError) as exc:
             self._end(members, LineResult(error=str(exc)))
 
     async def _refind(self, journalled: BatchJob, members: list[Member]) -> None:
@@ -171,6 +187,15 @@ class BatchLane:
                                   time.time(), usd=str(sum((m.price for m in members),
                                                            Decimal(0)))))
         client = self.client_of(backend)
+        try:  # made by a build on a cache since lost? (best effort: the journal is the rule)
+            made = await client.find(display, RECENT_PAGES)
+        except NbpipeError:
+            made = None
+        if made is not None and made.state not in (JobState.FAILED, JobState.EXPIRED):
+            self.note(f"batch job {made.name} of these very requests exists already (made by "
+                      "a build whose journal this cache does not hold): re-attached, not made "
+                      "again")
+            return self._created(display, made, members)
         try:
             view = await client.create(model, display,
                                        [(m.key, m.body) for m in members])
@@ -242,11 +267,14 @@ class Follower:
 
     async def _follow(self, name: str, backend: str) -> None:
         """Poll the job to its end (or only once, not waiting), then hand each member its
-        result. A poll that fails leaves the job to a later build."""
+        result. A poll that fails leaves the job to a later build; no member is left waiting."""
         client = self.client_of(backend)
         try:
             while True:
                 view = await client.get(name)
+                if view.name != name:  # an answer about another job is no word on this one
+                    raise FrameFailed(f"the server answered about {view.name} when asked "
+                                      f"about {name}")
                 self._progress(view)
                 if view.state.ended:
                     break
@@ -256,11 +284,17 @@ class Follower:
                 if not self.wait or not self.waiting[name] or self.stop or \
                         not await self._slept():
                     self.left.add(name)
-                    return self._end(self.waiting.pop(name, []), None)
-            await self._ended(view, client)
-        except NbpipeError as exc:
+                    return
+            results = await client.results(view) \
+                if view.state in (JobState.SUCCEEDED, JobState.CANCELLED) else {}
+            await self._ended(view, results)
+        except JobGone as exc:  # deleted, or purged: nothing to collect; sent again later
+            self.note(f"batch job {name}: {exc}")
+            self._end(self.waiting.pop(name, []), LineResult(error=str(exc)))
+        except (NbpipeError, OSError) as exc:
             self.note(f"batch job {name}: {exc}; it stays journalled for a later build")
             self.left.add(name)
+        finally:
             self._end(self.waiting.pop(name, []), None)
 
     async def _slept(self) -> bool:
@@ -277,19 +311,18 @@ class Follower:
             self.said[view.name] = view.progress
             self.note(f"batch job {view.name}: {view.progress}")
 
-    async def _ended(self, view: JobView, client: Batches) -> None:
+    async def _ended(self, view: JobView, results: dict[str, LineResult]) -> None:
         members = self.waiting.pop(view.name, [])
-        results = await client.results(view) \
-            if view.state in (JobState.SUCCEEDED, JobState.CANCELLED) else {}
         journalled = next((j for j in self.log.jobs.values() if j.name == view.name), None)
+        results = _unkeyed(results, journalled)
         again = []
         for member in members:
             found = results.get(member.key)
             if found is not None:
                 _settle(member, found)
             elif view.state is JobState.SUCCEEDED:
-                _settle(member, LineResult(error=f"batch job {view.name} answered no line for "
-                                           "this request"))
+                _settle(member, results.get(UNKEYED) or LineResult(
+                    error=f"batch job {view.name} answered no line for this request"))
             elif view.state is JobState.CANCELLED:
                 _settle(member, LineResult(error=f"batch job {view.name} was cancelled before "
                                            "it answered this request"))
@@ -298,7 +331,7 @@ class Follower:
         if journalled is not None:
             self.log.ended(journalled.display, view.state.value)
         attempt = journalled.attempt if journalled is not None else 1
-        if again and attempt < ATTEMPTS:
+        if again and attempt < ATTEMPTS and not self.stop:
             self.note(f"batch job {view.name} {ENDS[view.state]}"
                       + (f" ({view.error})" if view.error else "")
                       + f"; sending its {len(again)} request(s) again in a new job")
@@ -318,9 +351,59 @@ class Follower:
         return sorted(self.left)
 
 
+UNKEYED = "#unkeyed"  # a member's answer when the job answered one line without its key
+
+
+def _unkeyed(results: dict[str, LineResult], job: BatchJob | None) -> dict[str, LineResult]:
+    """Results by key, with what a job answered without a key (Google's inline responses can
+    lose their metadata) placed where it can be: given to the one request of the job left
+    without an answer when exactly one is, else said as possibly billed for every request
+    without an answer (an image may have been made and billed for it)."""
+    loose = [r for k, r in results.items() if k.startswith("#")]
+    keyed = {k: r for k, r in results.items() if not k.startswith("#")}
+    if not loose:
+        return keyed
+    missing = {key for key, _ in job.members} - set(keyed) if job is not None else set()
+    if len(missing) == 1 and len(loose) == 1:
+        return {**keyed, missing.pop(): loose[0]}
+    return {**keyed, UNKEYED: LineResult(error="the batch job answered a request without its "
+                                         "key, so its image cannot be matched; it may have been "
+                                         "billed", billed=True)}
+
+
 def _settle(member: Member, result: LineResult | None) -> None:
     if not member.result.done():
         member.result.set_result(result)
+
+
+async def adopt(batch: BatchLane | None, journal: Journal, sent: Container[str]) -> None:
+    """Batch entries no frame of this build sent (a frame since edited away or removed, a take
+    a `--force` left, a create killed before its reply) and whose job's name was never
+    journalled: their job is looked for by its journalled name, its name journalled as their
+    task (the recovery then collects them, paid as they are), or, when the server lists none,
+    they are closed: never created, so never billed."""
+    if batch is None:
+        return
+    lane, found = batch, dict[str, JobView | None]()
+    for entry in list(journal.open.values()):
+        if entry.lane != "batch" or entry.task_id is not None or entry.key in sent or \
+                not entry.belongs_to(lane.account_of(entry.backend)):
+            continue
+        job = lane.log.of((entry.key, entry.take))
+        if job is None:  # journalled, never put in a job: never sent
+            journal.closed(entry.key, entry.take, "never sent in a batch job")
+            continue
+        try:
+            if job.display not in found:
+                found[job.display] = await lane.client_of(job.backend).find(job.display)
+        except NbpipeError:
+            continue  # looked for again by a later build
+        view = found[job.display]
+        if view is None:
+            journal.closed(entry.key, entry.take, "its batch job was never created")
+        else:
+            lane.log.created(job.display, view.name)
+            journal.task(entry.key, entry.take, view.name)
 
 
 def display_name(members: list[tuple[str, int]], attempt: int) -> str:

@@ -299,8 +299,10 @@ def close_batches(lane: BatchLane | None, journal: Journal, tally: Tally) -> Non
         left = lane.close()
         if left:
             names = ", ".join(left[:4]) + (" …" if len(left) > 4 else "")
-            tally.note(f"{len(left)} batch job{'s' * (len(left) != 1)} keep running ({names}); "
-                       "`nbpipe build` collects them (`nbpipe batches` lists them)")
+            one = len(left) == 1
+            tally.note(f"{len(left)} batch job{'' if one else 's'} keep{'s' if one else ''} "
+                       f"running ({names}); `nbpipe build` collects {'it' if one else 'them'} "
+                       "(`nbpipe batches` lists them)")
         lane.log.close(set(journal.open))
 
 

@@ -360,7 +360,8 @@ def noop_summary(fresh: int, check: bool = False, as_json: bool = False) -> str:
         import json
 
         return json.dumps({"event": "summary", "rendered": 0, "restored": 0, "fresh": fresh,
-                           "failed": 0, "skipped": 0, "kept": 0, "left": 0, "spent_usd": 0.0,
+                           "failed": 0, "skipped": 0, "kept": 0, "left": 0, "pending": 0,
+                           "spent_usd": 0.0,
                            "spent_earlier_usd": 0.0, "saved_usd": 0.0})
     if check:
         return f"all {fresh} frames fresh"

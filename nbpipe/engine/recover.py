@@ -80,7 +80,8 @@ class Recovery:
         within the build's -j, and within a total time bound: what is still out then stays in
         the journal for the next build. `after`: once the frames are done, the tasks they left
         (a bad download), even under a key a frame sent."""
-        frames = self.renderer.frames()
+        # after the walk, a batch entry no frame sent is collected (a frame fresh on another take)
+        frames = self.renderer.sent_keys if after else self.renderer.frames()
         entries = self._sendable(self._ours([e for e in self.journal.open.values()
                                              if _collectable(e, frames)
                                              and (e.key, e.take) not in self._tried]), after)

@@ -22,7 +22,7 @@ from nbpipe.backends.base import Backend, InputData, Job, StoppedMaybeSent, Task
 from nbpipe.backends.images import verify_image_async
 from nbpipe.backends.registry import resumable, spec, unfindable, unrepeatable
 from nbpipe.engine.batches import BatchLane
-from nbpipe.engine.entries import recorded_key
+from nbpipe.engine.entries import entry_price, recorded_key
 from nbpipe.engine.flights import key_of
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.inputs import input_data
@@ -92,7 +92,8 @@ class Renderer:
         inputs = [input_data(image, frame.backend, self.project.loaded.root, self.cache,
                              self.remote, lifetime) for image in frame.inputs]
         entry = self._entry(step)
-        frame = replace(frame, lane=entry.lane)  # an entry sent in a job is a job's, priced so
+        if entry.lane != frame.lane:  # an entry sent in a job is the job's, and priced so
+            frame = replace(frame, lane=entry.lane, cost=entry_price(entry, self.project.catalog))
         take_no = entry.take
         job = Job(take=take_no, lane=entry.lane, resume_task=entry.task_id, body=entry.body,
                   on_send=lambda body: self.journal.sent(key, take_no, body),

@@ -16,6 +16,7 @@ import signal
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from nbpipe.engine.batches import adopt
 from nbpipe.engine.flights import EMPTY, STOPPED, Flights
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.materializer import Materializer
@@ -71,8 +72,7 @@ class Scheduler:
             pass  # not the main thread, or no signals here: Ctrl-C then stops at once
         self.parking.start(len(frames))
         loop_tasks = [asyncio.ensure_future(self.recovery.collect(self.slots))]
-        for f in frames:
-            self.tasks[f.name] = asyncio.ensure_future(self._one(f, done))
+        self.tasks.update({f.name: asyncio.ensure_future(self._one(f, done)) for f in frames})
         try:
             # return_exceptions: a frame stopped after the grace period must not end the wait
             # for the call-lane requests still in flight
@@ -80,6 +80,7 @@ class Scheduler:
                                                 return_exceptions=True):
                 if isinstance(outcome, Exception):
                     raise outcome
+            await adopt(self.renderer.batch, self.renderer.journal, self.renderer.sent_keys)
             await self.recovery.collect(self.slots, after=True)  # tasks this build's frames left
         finally:
             try:

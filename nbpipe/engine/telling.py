@@ -60,7 +60,8 @@ class Teller:
         self.tally.emit(FrameDone(
             frame.name, status, detail, output or frame.output, frame.backend, frame.model,
             charge.cost if charge else ZERO, step.action, step.reason, frame.key, saved,
-            charge.billing if charge else None, charge.earlier if charge else False))
+            charge.billing if charge else None, charge.earlier if charge else False,
+            lane=frame.lane))
 
     def entry(self, frame: Frame, status: Status, detail: str, charge: Charge) -> None:
         """A journal entry no frame of this build stands for (an earlier build's request):
@@ -68,4 +69,4 @@ class Teller:
         self.tally.emit(FrameDone(frame.name, status, detail, frame.output, frame.backend,
                                   frame.model, charge.cost, "recover", "", frame.key,
                                   billing=charge.billing, earlier=charge.earlier,
-                                  journal=True))
+                                  journal=True, lane=frame.lane))

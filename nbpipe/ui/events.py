@@ -48,7 +48,7 @@ def frame_json(event: FrameDone) -> dict[str, object]:
     return {"event": "frame", "frame": event.frame, "status": str(event.status),
             "action": event.action, "reason": event.reason, "detail": event.detail,
             "key": event.key, "output": event.output, "backend": event.backend,
-            "model": event.model, "cost_usd": usd(event.cost),
+            "model": event.model, "lane": event.lane, "cost_usd": usd(event.cost),
             **({"billing": str(event.billing)} if event.billing else {}),
             **({"earlier": True} if event.earlier else {}),
             **({"journal": True} if event.journal else {})}

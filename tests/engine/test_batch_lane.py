@@ -178,3 +178,26 @@ def test_kill_9_while_waiting_then_the_next_build_collects_with_no_new_job(
     assert after["code"] == 0, after["err"]
     assert after["rendered"] == 2 and len(fake.creates) == 1
     assert usd(after["spent_usd"]) == billed(fake)
+
+
+def test_ctrl_c_while_waiting_leaves_the_jobs_running_and_exits_130(make_project, build,
+                                                                    fake_gemini_batch):
+    fake = fake_gemini_batch
+    root = make_project(ONE_MODEL)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: fake.counts["polls"] >= 1)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "1 batch job keeps running" in out and "`nbpipe build` collects it" in out
+    assert "2 pending in batch jobs" in out
+    fake.finish_all()
+    after = build(root)
+    assert after["code"] == 0 and after["rendered"] == 2 and len(fake.creates) == 1
+    assert usd(after["spent_usd"]) == billed(fake)

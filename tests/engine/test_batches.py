@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nbpipe.backends.base import InputData, Job
-from nbpipe.backends.batch import CreateLost, JobState, JobView, LineResult
+from nbpipe.backends.batch import CreateLost, JobGone, JobState, JobView, LineResult
 from nbpipe.engine.batches import BatchLane, display_name
 from nbpipe.engine.parking import Parking
 from nbpipe.engine.stop import Stop
@@ -43,6 +43,7 @@ class ScriptedBatches:
     jobs: dict[str, Job_] = field(default_factory=dict)
     creates: int = 0
     gets: int = 0
+    finds: int = 0
     finished: asyncio.Event | None = None
     auto_finish: bool = True  # end a job at its first poll
 
@@ -64,7 +65,8 @@ class ScriptedBatches:
             raise CreateLost("network error after the request was sent")
         return view
 
-    async def find(self, display: str) -> JobView | None:
+    async def find(self, display: str, pages: int | None = None) -> JobView | None:
+        self.finds += 1
         found = [j.view for j in self.jobs.values() if j.view.display == display]
         return found[-1] if found else None
 
@@ -192,7 +194,7 @@ def test_a_create_never_made_waits_for_the_next_build_which_looks_first(harness,
 
 def test_after_a_kill_while_created_the_next_build_finds_the_job_it_made(harness, tmp_path):
     harness.client.create_faults = ["lost"]
-    harness.client.find = lambda display: _raise()  # type: ignore[method-assign,assignment]
+    harness.client.find = lambda display, pages=None: _raise()  # type: ignore[method-assign,assignment]
     frames = [frame(1)]
     got = asyncio.run(harness.run(harness.lane(), frames))
     assert isinstance(got["f1"], BatchPending) and harness.client.creates == 1
@@ -264,3 +266,129 @@ def test_the_display_name_is_the_set_of_requests_and_the_attempt():
     assert display_name([("a", 1), ("b", 1)], 1) == display_name([("b", 1), ("a", 1)], 1)
     assert display_name([("a", 1)], 1) != display_name([("a", 1)], 2)
     assert display_name([("a", 1)], 1) != display_name([("a", 2)], 1)
+
+
+def test_a_job_made_by_a_build_whose_journal_is_lost_is_found_not_made_again(harness, tmp_path):
+    frames = [frame(1), frame(2)]
+    asyncio.run(harness.run(harness.lane(wait=False), frames))
+    assert harness.client.creates == 1
+    fresh = Harness(BatchLog(tmp_path / "elsewhere.jsonl"), harness.client)  # a cache since lost
+    got = asyncio.run(fresh.run(fresh.lane(), frames))
+    assert harness.client.creates == 1 and all(isinstance(v, bytes) for v in got.values())
+
+
+# --- what an independent review found (each hung a build, or paid twice) --------------------
+
+def test_a_results_download_that_fails_leaves_the_frame_pending_not_hung(harness):
+    async def failing(job):
+        raise FrameFailed("the batch results file could not be read (HTTP 503)",
+                          retry_later=True)
+    harness.client.results = failing  # type: ignore[method-assign]
+
+    async def go():
+        return await asyncio.wait_for(harness.run(harness.lane(), [frame(1)]), 10)
+
+    assert isinstance(asyncio.run(go())["f1"], BatchPending)
+
+
+def test_a_reply_about_another_job_is_no_word_on_this_one(harness):
+    get = harness.client.get
+
+    async def renamed(name):
+        view = await get(name)
+        return JobView("batches/other", view.display, view.model, view.state, view.total)
+    harness.client.get = renamed  # type: ignore[method-assign]
+
+    async def go():
+        return await asyncio.wait_for(harness.run(harness.lane(), [frame(1)]), 10)
+
+    assert isinstance(asyncio.run(go())["f1"], BatchPending)
+
+
+def test_a_log_write_that_fails_fails_the_frame_unsent(harness):
+    def full(job):
+        raise OSError(28, "No space left on device")
+    harness.log.job = full  # type: ignore[method-assign]
+
+    async def go():
+        return await asyncio.wait_for(harness.run(harness.lane(), [frame(1)]), 10)
+
+    got = asyncio.run(go())["f1"]
+    assert isinstance(got, FrameFailed) and "No space" in str(got)
+    assert harness.client.creates == 0
+
+
+def test_a_job_the_server_no_longer_knows_fails_its_frames(harness):
+    harness.client.auto_finish = False
+    asyncio.run(harness.run(harness.lane(wait=False), [frame(1)]))
+
+    async def gone(name):
+        raise JobGone(f"the server no longer knows batch job {name}")
+    harness.client.get = gone  # type: ignore[method-assign]
+    got = asyncio.run(harness.run(harness.lane(), [frame(1)], resume=dict(harness.tasks)))
+    assert isinstance(got["f1"], FrameFailed) and "no longer knows" in str(got["f1"])
+
+
+def test_a_stopped_build_creates_no_job(harness):
+    harness.stop.set("f0 failed and --fail-fast is on")
+    got = asyncio.run(harness.run(harness.lane(), [frame(1)]))
+    assert isinstance(got["f1"], FrameFailed) and harness.client.creates == 0
+
+
+def test_an_answer_without_its_key_goes_to_the_one_request_left(harness, tmp_path):
+    results = harness.client.results
+
+    async def keyless(job):
+        found = await results(job)
+        key = frame(2).key or ""
+        return {**{k: v for k, v in found.items() if k != key}, "#0": found[key]}
+    harness.client.results = keyless  # type: ignore[method-assign]
+    got = asyncio.run(harness.run(harness.lane(), [frame(1), frame(2)]))
+    assert got["f2"] == f"image of {frame(2).key}".encode()
+
+
+def test_answers_without_keys_that_cannot_be_placed_are_possibly_billed(harness):
+    results = harness.client.results
+
+    async def keyless(job):
+        found = await results(job)
+        return {f"#{i}": r for i, r in enumerate(found.values())}
+    harness.client.results = keyless  # type: ignore[method-assign]
+    got = asyncio.run(harness.run(harness.lane(), [frame(1), frame(2)]))
+    assert all(isinstance(v, FrameFailed) and v.maybe_billed for v in got.values())
+
+
+def test_a_frame_queued_while_a_create_is_out_goes_in_the_next_round_at_once(harness,
+                                                                             monkeypatch):
+    import nbpipe.engine.batches as lanes
+
+    monkeypatch.setattr(lanes, "GATHER", 600.0)  # the safety net never fires here
+    create = harness.client.create
+    creating, go_on = asyncio.Event(), asyncio.Event()
+
+    async def held(model, display, lines):
+        creating.set()
+        await go_on.wait()
+        return await create(model, display, lines)
+    harness.client.create = held  # type: ignore[method-assign]
+
+    async def go():
+        lane = harness.lane()
+        lane.parking.start(1)  # the second frame is not in the walk yet
+
+        async def one(f):
+            job = Job(take=1, lane="batch")
+            try:
+                return await lane.render(f, f.key or "", [], io.BytesIO(), job, f.cost)
+            finally:
+                lane.parking.finished()
+        first = asyncio.ensure_future(one(frame(1)))
+        await creating.wait()
+        lane.parking.active += 1  # now it is (its upstream ended, say), while the create is out
+        second = asyncio.ensure_future(one(frame(2)))
+        await asyncio.sleep(0)
+        go_on.set()
+        return await asyncio.wait_for(asyncio.gather(first, second), 10)
+
+    asyncio.run(go())
+    assert harness.client.creates == 2

@@ -144,10 +144,8 @@ def _answer(fake: FakeGeminiBatch, job: BatchJob, line: Line,
         else {}
     if fault in LINE_ERRORS:
         return {**label, "error": LINE_ERRORS[fault]}, False
-    # No batch prices in nbpipe's catalogue: half the standard one, as api-facts.md says
-    # ("50 % of the standard price"; its rounded Flash figures are within a cent of this).
     billed = Billed(_prompt(line.request), fault, model=job.model, lane="batch",
-                    usd=image_price(job.model, line.request) / 2, batch=job.name,
+                    usd=image_price(job.model, line.request, "batch"), batch=job.name,
                     key=line.key or (line.metadata or {}).get("key", ""))
     with fake.lock:
         fake.bodies.append(line.request)
