@@ -22,6 +22,7 @@ from nbpipe.backends.base import Backend, InputData, Job, StoppedMaybeSent, Task
 from nbpipe.backends.images import verify_image_async
 from nbpipe.backends.registry import resumable, spec, unfindable, unrepeatable
 from nbpipe.engine.batches import BatchLane
+from nbpipe.engine.claiming import Claimant, peer_take
 from nbpipe.engine.entries import recorded_key
 from nbpipe.engine.flights import key_of
 from nbpipe.engine.inflight import InFlight
@@ -82,6 +83,8 @@ class Renderer:
     created: set[tuple[str, int]] = field(default_factory=set)  # new tasks this build paid for
     sent_keys: dict[str, Frame] = field(default_factory=dict)  # keys its frames rendered
     batch: BatchLane | None = None  # how frames on the batch lane are sent
+    claimant: Claimant | None = None  # claims on the team remote (None: no remote)
+    peers: set[str] = field(default_factory=set)  # keys another runner rendered meanwhile
 
     async def render(self, step: Step, release: Callable[[], None]) -> Take:
         """Send the frame's request (or re-attach to the open entry of its key) into the
@@ -100,6 +103,31 @@ class Renderer:
                   on_replayed=lambda: self.journal.reported(key, take_no),
                   on_created=lambda: self.created.add((key, take_no)),
                   on_finished=release)
+        if (theirs := await self._claim(key, entry)) is not None:
+            return theirs
+        try:
+            return await self._send(frame, entry, inputs, job)
+        except BaseException:
+            if self.claimant is not None:  # a runner waiting for it claims it now
+                self.claimant.failed(key)
+            raise
+
+    async def _claim(self, key: str, entry: Entry) -> Take | None:
+        """Claim the key before its create goes out: None, send it; a take, another runner
+        made it meanwhile (restored here, free; the journal's intent closed unsent). A task
+        already made is only polled (free), and a batch line is the job's: neither claimed."""
+        if self.claimant is None or entry.task_id is not None or entry.lane == "batch":
+            return None
+        take = await self.claimant.claim(
+            key, lambda digest: peer_take(self.remote, self.cache, key, digest))
+        if take is not None:
+            self.journal.closed(key, entry.take, "made by another runner meanwhile")
+            self.peers.add(key)
+        return take
+
+    async def _send(self, frame: Frame, entry: Entry, inputs: list[InputData],
+                    job: Job) -> Take:
+        key, take_no = entry.key, entry.take
         try:
             with self.inflight.sending(frame, self.budget.measure(frame)):
                 take = await self.fetch(frame, inputs, job)

@@ -214,6 +214,8 @@ class Scheduler:
             self.teller.start(step)
             take = await self.renderer.render(step, release)
             self.flights.landed(frame.key or "", take, frame.name)
+            if frame.key in self.renderer.peers:  # another runner's, restored: nothing paid
+                return self.materializer.claimed(step, take)
             return self._written(step, take.digest, take.format, take.cost_usd)
         finally:
             release()
