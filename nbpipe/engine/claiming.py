@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -110,6 +111,18 @@ class Claimant:
             self.off = why
             self.note(f"warning: remote: claims are off ({why}); another runner building the "
                       "same frames now may pay for them too")
+
+
+@contextmanager
+def freed_on_failure(claimant: Claimant | None, key: str) -> Iterator[None]:
+    """Release the key's claim if the request in this block brings no image (else the pusher
+    releases it once the take is on the remote)."""
+    try:
+        yield
+    except BaseException:
+        if claimant is not None:
+            claimant.failed(key)
+        raise
 
 
 async def peer_take(remote: Remote | None, cache: Cache, key: str, digest: str) -> Take | None:

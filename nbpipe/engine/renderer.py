@@ -22,7 +22,7 @@ from nbpipe.backends.base import Backend, InputData, Job, StoppedMaybeSent, Task
 from nbpipe.backends.images import verify_image_async
 from nbpipe.backends.registry import resumable, spec, unfindable, unrepeatable
 from nbpipe.engine.batches import BatchLane
-from nbpipe.engine.claiming import Claimant, peer_take
+from nbpipe.engine.claiming import Claimant, freed_on_failure, peer_take
 from nbpipe.engine.entries import recorded_key
 from nbpipe.engine.flights import key_of
 from nbpipe.engine.inflight import InFlight
@@ -103,27 +103,10 @@ class Renderer:
                   on_replayed=lambda: self.journal.reported(key, take_no),
                   on_created=lambda: self.created.add((key, take_no)),
                   on_finished=release)
-        if (theirs := await self._claim(key, entry)) is not None:
+        if (theirs := await claimed_elsewhere(self, key, entry)) is not None:
             return theirs
-        try:
+        with freed_on_failure(self.claimant, key):  # a runner waiting for it claims it then
             return await self._send(frame, entry, inputs, job)
-        except BaseException:
-            if self.claimant is not None:  # a runner waiting for it claims it now
-                self.claimant.failed(key)
-            raise
-
-    async def _claim(self, key: str, entry: Entry) -> Take | None:
-        """Claim the key before its create goes out: None, send it; a take, another runner
-        made it meanwhile (restored here, free; the journal's intent closed unsent). A task
-        already made is only polled (free), and a batch line is the job's: neither claimed."""
-        if self.claimant is None or entry.task_id is not None or entry.lane == "batch":
-            return None
-        take = await self.claimant.claim(
-            key, lambda digest: peer_take(self.remote, self.cache, key, digest))
-        if take is not None:
-            self.journal.closed(key, entry.take, "made by another runner meanwhile")
-            self.peers.add(key)
-        return take
 
     async def _send(self, frame: Frame, entry: Entry, inputs: list[InputData],
                     job: Job) -> Take:
@@ -204,7 +187,7 @@ class Renderer:
                 rendered = await self.backends.get(frame.backend).render(frame.request, inputs,
                                                                           sink, job)
             sink.flush()
-            fmt = await self._verified(frame, sink.path)  # only images enter the cache
+            fmt = await verified(frame, sink.path)  # only images enter the cache
             digest = sink.commit()
         # priced as the build reports it (owed), so a restore later saves what was spent
         take = Take(digest=digest, backend=frame.backend, model=frame.model, format=fmt,
@@ -216,16 +199,6 @@ class Renderer:
             self.pusher.push(key, take, record)  # remembered, then sent in the background
         self.journal.done(key, job.take, digest)
         return take
-
-    async def _verified(self, frame: Frame, path: Path) -> str:
-        """The image's format; a call-lane image that does not verify was made, so billed."""
-        try:
-            return await verify_image_async(path)
-        except FrameFailed as exc:
-            if not unrepeatable(frame.backend):
-                raise
-            raise FrameFailed(f"{exc}; not retried, since the image was made and may have "
-                              "been billed", maybe_billed=True) from None
 
     def owed(self, entry: Entry, frame: Frame, billing: Billing | None = None,
              left: bool = False) -> Charge:
@@ -294,6 +267,31 @@ class Renderer:
         self.teller.charge(frame.name, self.owed(entry, frame, left=left))
         self.journal.counting(entry.key, entry.take)
         return True
+
+
+async def claimed_elsewhere(renderer: Renderer, key: str, entry: Entry) -> Take | None:
+    """Claim the key before its create goes out: None, send it; a take, another runner
+    made it meanwhile (restored here, free; the journal's intent closed unsent). A task
+    already made is only polled (free), and a batch line is the job's: neither claimed."""
+    if renderer.claimant is None or entry.task_id is not None or entry.lane == "batch":
+        return None
+    take = await renderer.claimant.claim(
+        key, lambda digest: peer_take(renderer.remote, renderer.cache, key, digest))
+    if take is not None:
+        renderer.journal.closed(key, entry.take, "made by another runner meanwhile")
+        renderer.peers.add(key)
+    return take
+
+
+async def verified(frame: Frame, path: Path) -> str:
+    """The image's format; a call-lane image that does not verify was made, so billed."""
+    try:
+        return await verify_image_async(path)
+    except FrameFailed as exc:
+        if not unrepeatable(frame.backend):
+            raise
+        raise FrameFailed(f"{exc}; not retried, since the image was made and may have "
+                          "been billed", maybe_billed=True) from None
 
 
 def settle_batch(renderer: Renderer, frame: Frame, entry: Entry, exc: Exception) -> None:
