@@ -272,11 +272,21 @@ class Renderer:
 async def claimed_elsewhere(renderer: Renderer, key: str, entry: Entry) -> Take | None:
     """Claim the key before its create goes out: None, send it; a take, another runner
     made it meanwhile (restored here, free; the journal's intent closed unsent). A task
-    already made is only polled (free), and a batch line is the job's: neither claimed."""
-    if renderer.claimant is None or entry.task_id is not None or entry.lane == "batch":
+    already made is only polled (free), and a batch line is the job's: neither claimed; nor
+    is anything on a remote this build found unreachable (it said so, and pays anyway only
+    when told to: --remote-errors=render)."""
+    remote = renderer.remote
+    if renderer.claimant is None or entry.task_id is not None or entry.lane == "batch" or \
+            remote is None or remote.unreachable:
         return None
-    take = await renderer.claimant.claim(
-        key, lambda digest: peer_take(renderer.remote, renderer.cache, key, digest))
+    # the takes the plan already weighed are no other runner's new one (--force renders anew)
+    planned = set(remote.digests(key))
+
+    async def new_take(digest: str) -> Take | None:
+        if digest in planned:
+            return None
+        return await peer_take(remote, renderer.cache, key, digest)
+    take = await renderer.claimant.claim(key, new_take)
     if take is not None:
         renderer.journal.closed(key, entry.take, "made by another runner meanwhile")
         renderer.peers.add(key)

@@ -121,3 +121,14 @@ def test_a_killed_runners_claims_are_taken_over_within_the_lease(
         assert (fake.counts["creates"], fake.counts["replays"]) == (20, 20)
     else:  # the documented worst case: each call the dead runner had out is paid twice
         assert fake.counts["generates"] == 40
+
+
+def test_force_renders_anew_past_a_take_the_remote_had(team, fake_hiapi, build, tmp_path):
+    """A claim waits for another runner's new take, never for one the plan already weighed:
+    --force pays for a new take even though the remote holds one (and claims it first)."""
+    first = build(clone(tmp_path, "a", "hiapi"))
+    assert first["rendered"] == 20
+    again = build(clone(tmp_path, "b", "hiapi"), "--force", "scene/red-kite")
+    assert again["rendered"] == 1 and again["restored"] == 0, again["err"]
+    assert fake_hiapi.counts["creates"] == 21
+    assert team.objects("claims") == []
