@@ -26,9 +26,11 @@ SCENES = [f"{colour} {thing}" for colour in ("red", "blue", "green", "amber")
 
 def manifest(backend: str) -> str:
     model = {"hiapi": "Nano-Banana", "gemini": "gemini-3.1-flash-image"}[backend]
+    output = "out/{frame}.{ext}"
     return ("version: 1\nname: claims\n"
-            f"defaults: {{backend: {backend}, model: {model}, output: \"out/{{frame}}.{{ext}}\"}}\n"
-            f"targets:\n  scene: {{prompt: \"a {{{{ s }}}}\", matrix: {{s: {json.dumps(SCENES)}}}}}\n")
+            f"defaults: {{backend: {backend}, model: {model}, output: \"{output}\"}}\n"
+            "targets:\n"
+            f"  scene: {{prompt: \"a {{{{ s }}}}\", matrix: {{s: {json.dumps(SCENES)}}}}}\n")
 
 
 def clone(tmp_path: Path, name: str, backend: str) -> Path:

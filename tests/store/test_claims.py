@@ -102,7 +102,7 @@ def test_a_waiter_restores_the_take_of_a_live_claim_and_never_takes_it_over(team
         assert not waiting.done()
         push_record(team)  # the holder's take lands, then its claim goes (pusher.py)
         holder.leases.release(KEY)
-        return await waiting, waiter.leases.held
+        return await asyncio.wait_for(waiting, 60), waiter.leases.held
 
     try:
         take, held = asyncio.run(scene())
@@ -125,7 +125,8 @@ def test_an_expired_lease_is_taken_over_with_one_conditional_write(team, monkeyp
         return None
 
     try:
-        assert asyncio.run(waiter.claim(KEY, nothing)) is None  # taken over: this one sends
+        # taken over (the bound only fails a test that would wait for ever): this one sends
+        assert asyncio.run(asyncio.wait_for(waiter.claim(KEY, nothing), 60)) is None
         assert KEY in waiter.leases.held
         assert dead.renew(KEY, etag) is None  # the dead runner's ETag is gone
     finally:
@@ -148,7 +149,7 @@ def test_a_claim_released_without_a_take_is_claimed_by_the_waiter(team, monkeypa
         await asyncio.sleep(0.3)
         assert not waiting.done()
         failing.release(KEY, etag)  # its request brought no image
-        return await waiting
+        return await asyncio.wait_for(waiting, 60)
 
     try:
         assert asyncio.run(scene()) is None and KEY in waiter.leases.held
