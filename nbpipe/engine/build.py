@@ -160,7 +160,7 @@ class Build:
                                      self.project.frames.values(), self.lock, self.tally)
         if isinstance(renderer.pusher, Pusher):  # claims are released as takes are pushed
             renderer.claimant = claimant_for(self.remote, self.settings.claim_lease,
-                                             self.tally.note)
+                                             self.tally.note, lambda: self.stop.why)
             renderer.pusher.claims = renderer.claimant.leases if renderer.claimant else None
         known = StoreKnown(self.lock, self.cache, self.state, self.remote)
         materializer = Materializer(self.project, self.cache, self.lock, self.state,

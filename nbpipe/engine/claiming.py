@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from nbpipe.errors import BuildStopped
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.claims import ClaimStore, Leases
 from nbpipe.store.remote import Remote
@@ -36,6 +37,7 @@ class Claimant:
     store: ClaimStore
     leases: Leases
     note: Callable[[str], None]  # says a warning, once
+    stopped: Callable[[], str | None] = lambda: None  # why the build sends nothing new now
     off: str | None = None  # why claims are off for this build (None: on, or not yet probed)
     probed: bool = False
     _probing: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -52,6 +54,8 @@ class Claimant:
             return None
         try:
             return await self._claim(key, found)
+        except BuildStopped:
+            raise
         except Exception as exc:  # the remote is away: send unclaimed rather than wait
             self._turn_off(f"the remote failed ({type(exc).__name__}: {str(exc)[:80]})")
             return None
@@ -59,6 +63,8 @@ class Claimant:
     async def _claim(self, key: str, found: Found[T]) -> T | None:
         seen: tuple[str, float] | None = None  # the claim's ETag, and since when we see it
         while True:
+            if why := self.stopped():  # stopped while waiting: nothing new is sent
+                raise BuildStopped(why)
             etag = await _io(self.store.create, key)
             if etag is None and seen is not None and \
                     time.monotonic() - seen[1] >= self.store.lease:
@@ -144,11 +150,11 @@ async def _io(call: Callable[..., T], *args: object) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, call, *args)
 
 
-def claimant_for(remote: Remote | None, lease: float,
-                 note: Callable[[str], None]) -> Claimant | None:
+def claimant_for(remote: Remote | None, lease: float, note: Callable[[str], None],
+                 stopped: Callable[[], str | None] = lambda: None) -> Claimant | None:
     """The claims of a build on `remote` (None: no remote, no claims); probed, and said if they
     are off, when the build first sends."""
     if remote is None:
         return None
     store = ClaimStore(remote, max(lease, MIN_LEASE))
-    return Claimant(store, Leases(store), note)
+    return Claimant(store, Leases(store), note, stopped)

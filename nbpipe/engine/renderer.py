@@ -29,7 +29,14 @@ from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.inputs import input_data
 from nbpipe.engine.pusher import Deferred, Pusher
 from nbpipe.engine.telling import Charge, Teller
-from nbpipe.errors import BatchPending, FrameFailed, ImageLost, NbpipeError, TaskFailed
+from nbpipe.errors import (
+    BatchPending,
+    BuildStopped,
+    FrameFailed,
+    ImageLost,
+    NbpipeError,
+    TaskFailed,
+)
 from nbpipe.events import Billing
 from nbpipe.plan.budget import Budget
 from nbpipe.plan.frame import Frame, InputImage
@@ -286,7 +293,11 @@ async def claimed_elsewhere(renderer: Renderer, key: str, entry: Entry) -> Take 
         if digest in planned:
             return None
         return await peer_take(remote, renderer.cache, key, digest)
-    take = await renderer.claimant.claim(key, new_take)
+    try:
+        take = await renderer.claimant.claim(key, new_take)
+    except (BuildStopped, asyncio.CancelledError):  # stopped while waiting: never sent
+        renderer.journal.closed(key, entry.take, "not sent: the build stopped")
+        raise
     if take is not None:
         renderer.journal.closed(key, entry.take, "made by another runner meanwhile")
         renderer.peers.add(key)

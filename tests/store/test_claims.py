@@ -223,3 +223,30 @@ def test_a_folder_remote_has_no_claims_and_says_so_once(tmp_path):
     assert len(said) == 1 and "S3's API" in said[0]
     assert not (tmp_path / "team" / "claims").exists()
     assert claimant_for(None, 60, said.append) is None  # no remote: no claims
+
+
+def test_a_waiter_sends_nothing_once_the_build_is_stopped(team, monkeypatch):
+    """Ctrl-C (or a refused key) while a runner waits on another's claim: it does not take the
+    claim over and pay once the wait ends; it stops."""
+    from nbpipe.errors import BuildStopped
+
+    remote = opened(team, monkeypatch)
+    ClaimStore(remote, 60, "live").create(KEY)  # held, and not lapsing within this test
+    asked: list[int] = []
+
+    def stopped() -> str | None:
+        asked.append(1)
+        return "interrupted" if len(asked) > 2 else None  # after two looks at the claim
+
+    waiter = claimant_for(remote, 60, lambda text: None, stopped)
+    assert waiter is not None
+
+    async def nothing(digest: str) -> None:
+        return None
+
+    try:
+        with pytest.raises(BuildStopped, match="interrupted"):
+            asyncio.run(asyncio.wait_for(waiter.claim(KEY, nothing), 60))
+        assert waiter.leases.held == {}
+    finally:
+        waiter.close()
