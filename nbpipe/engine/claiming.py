@@ -94,8 +94,12 @@ class Claimant:
         return None
 
     def failed(self, key: str) -> None:
-        """The request of `key` brought no image: a runner waiting for it claims it now."""
-        self.leases.release(key)
+        """The request of `key` brought no image: a runner waiting for it claims it now
+        (released off the event loop: a remote that does not answer takes seconds)."""
+        try:
+            asyncio.get_running_loop().run_in_executor(None, self.leases.release, key)
+        except RuntimeError:  # no loop running: release here
+            self.leases.release(key)
 
     def close(self) -> None:
         self.leases.close()
@@ -115,6 +119,7 @@ class Claimant:
     def _turn_off(self, why: str) -> None:
         if self.off is None:
             self.off = why
+            self.leases.abandon()
             self.note(f"warning: remote: claims are off ({why}); another runner building the "
                       "same frames now may pay for them too")
 

@@ -166,24 +166,35 @@ class Leases:
                                                 daemon=True)
                 self._thread.start()
 
-    def release(self, key: str) -> None:
-        """Remove our claim of `key`, if we hold one (best effort: it lapses otherwise)."""
+    def release(self, key: str) -> bool:
+        """Remove our claim of `key`, if we hold one; False if the remote did not answer (the
+        claim then lapses within the lease)."""
         with self._lock:  # never while a renewal of it is out: that would change its ETag
             etag = self.held.pop(key, None)
             if etag is None:
-                return
+                return True
             try:
                 self.store.release(key, etag)
             except Exception:
-                pass  # the remote is away: the claim lapses within the lease
+                return False
+        return True
+
+    def abandon(self) -> None:
+        """Stop renewing and forget every claim: the remote failed, and each try of a remote
+        that does not answer costs seconds; the claims lapse within the lease."""
+        self._stopping.set()
+        with self._lock:
+            self.held.clear()
 
     def close(self) -> None:
-        """Release every claim still held and stop renewing (the build ends)."""
+        """Release every claim still held and stop renewing (the build ends); once the remote
+        fails to answer, the rest are left to lapse."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join()
         for key in list(self.held):
-            self.release(key)
+            if not self.release(key):
+                self.abandon()
 
     def _renew(self) -> None:
         while not self._stopping.wait(self.store.lease / 3):

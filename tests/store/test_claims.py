@@ -250,3 +250,29 @@ def test_a_waiter_sends_nothing_once_the_build_is_stopped(team, monkeypatch):
         assert waiter.leases.held == {}
     finally:
         waiter.close()
+
+
+def test_a_remote_that_fails_mid_build_turns_claims_off_once_and_sends_unclaimed(
+        team, monkeypatch):
+    remote = opened(team, monkeypatch)
+    said: list[str] = []
+    claimant = claimant_for(remote, 60, said.append)
+    assert claimant is not None
+
+    async def nothing(digest: str) -> None:
+        return None
+
+    async def scene() -> list[object]:
+        first = await claimant.claim(KEY, nothing)  # held
+        team.unplug()  # the network goes while the claim is held
+        return [first, await claimant.claim("c" * 64, nothing),
+                await claimant.claim("d" * 64, nothing)]
+
+    try:
+        assert asyncio.run(asyncio.wait_for(scene(), 120)) == [None, None, None]
+        assert claimant.leases.held == {}  # forgotten: not renewed nor released, it lapses
+    finally:
+        claimant.close()  # tries nothing more of a remote that does not answer
+        team.restore()
+    assert len(said) == 1 and "claims are off (the remote failed" in said[0]
+    assert team.objects("claims") == [f"cache/claims/{KEY}"]  # left to lapse
