@@ -62,10 +62,11 @@ class Claimant:
 
     async def _claim(self, key: str, found: Found[T]) -> T | None:
         seen: tuple[str, float] | None = None  # the claim's ETag, and since when we see it
+        free = True  # worth a create-only write: no claim seen yet, or the one seen went
         while True:
             if why := self.stopped():  # stopped while waiting: nothing new is sent
                 raise BuildStopped(why)
-            etag = await _io(self.store.create, key)
+            etag = await _io(self.store.create, key) if free else None
             if etag is None and seen is not None and \
                     time.monotonic() - seen[1] >= self.store.lease:
                 etag = await _io(self.store.renew, key, seen[0])  # lapsed: take it over
@@ -80,6 +81,7 @@ class Claimant:
             if take is not None:
                 return take
             current = await _io(self.store.look, key)
+            free = current is None
             if current is None:
                 continue  # released with no take (its request failed): claim it
             if seen is None or seen[0] != current:
