@@ -26,7 +26,7 @@ targets:
 NUMBERS = ["NBPIPE_GC_GRACE", "NBPIPE_RECOVER_TIMEOUT", "NBPIPE_INTERRUPT_GRACE",
            "NBPIPE_HIAPI_POLL_DELAY", "NBPIPE_HIAPI_POLL_INTERVAL", "NBPIPE_HIAPI_TIMEOUT",
            "NBPIPE_CALL_TIMEOUT", "NBPIPE_DOWNLOAD_TIMEOUT", "NBPIPE_RETRY_BASE",
-           "NBPIPE_RETRY_DEADLINE"]
+           "NBPIPE_RETRY_DEADLINE", "NBPIPE_CLAIM_LEASE"]
 BAD = {
     **dict.fromkeys(NUMBERS, ("soon", "must be a number of 0 or more, not 'soon'")),
     "NBPIPE_MAX_FRAMES": ("0", "must be a whole number of 1 or more, not '0'"),

@@ -25,6 +25,7 @@ from nbpipe.backends import default_jobs, open_backend
 from nbpipe.backends.base import Backend
 from nbpipe.backends.names import NAMES
 from nbpipe.engine.batches import BatchLane, batch_client
+from nbpipe.engine.claiming import claimant_for
 from nbpipe.engine.finish import (
     drop_undeclared,
     end_build,
@@ -38,7 +39,7 @@ from nbpipe.engine.flights import Flights
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.materializer import Materializer
 from nbpipe.engine.parking import Parking
-from nbpipe.engine.pusher import pusher_for
+from nbpipe.engine.pusher import Pusher, pusher_for
 from nbpipe.engine.recover import Recovery, entry_frame, report_unreported, say_kept
 from nbpipe.engine.renderer import Backends, OpenBackend, Renderer
 from nbpipe.engine.scheduler import Scheduler, said_at_end
@@ -157,6 +158,10 @@ class Build:
                                     self.settings.batch_poll_interval)
         renderer.pusher = pusher_for(self.remote, self._remote_url(), self.cache, self.state,
                                      self.project.frames.values(), self.lock, self.tally)
+        if isinstance(renderer.pusher, Pusher):  # claims are released as takes are pushed
+            renderer.claimant = claimant_for(self.remote, self.settings.claim_lease,
+                                             self.tally.note, lambda: self.stop.why)
+            renderer.pusher.claims = renderer.claimant.leases if renderer.claimant else None
         known = StoreKnown(self.lock, self.cache, self.state, self.remote)
         materializer = Materializer(self.project, self.cache, self.lock, self.state,
                                     self.remote, known, teller, remote_io, options.force,
@@ -236,6 +241,8 @@ class Build:
         pusher = walk.renderer.pusher
         if pusher is not None:
             pusher.finish(self.tally, self.stop.interrupted)
+        if walk.renderer.claimant is not None:  # pushed or not, no claim outlives the build
+            walk.renderer.claimant.close()
         record_pins(self.cache, self.project.loaded.root, self.lock, self.tally)
         self.state.set_fingerprint(fingerprint_for(
             self.project, self.lock, self.state, frames,

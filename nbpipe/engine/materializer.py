@@ -20,7 +20,7 @@ from nbpipe.errors import FrameFailed
 from nbpipe.events import Status
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Project, Step, output_is_ours
-from nbpipe.store.cache import Cache
+from nbpipe.store.cache import Cache, Take
 from nbpipe.store.known import StoreKnown
 from nbpipe.store.lock import Lock, LockEntry
 from nbpipe.store.outputs import write_output
@@ -77,6 +77,31 @@ class Materializer:
         else:
             self.teller.frame(step, Status.RESTORED, f"same request as {leader} · free", output,
                               saved=frame.cost)
+        return take.digest
+
+    def rendered(self, step: Step, take: Take) -> str:
+        """A paid image in the cache: write it to the frame's output and pin it."""
+        frame = step.frame
+        output = frame.output_for(take.format)
+        if not self.write(frame, output, take.digest):  # paid, and not to be had
+            self.teller.lost(frame.name)
+            raise FrameFailed(f"the image of {frame.name} vanished from the cache while writing")
+        self.pin(frame, take.digest, Decimal(take.cost_usd), output)
+        where = f" as {output}" if output != frame.output else ""
+        self.teller.frame(step, Status.RENDERED,
+                          f"{step.reason} · {frame.backend} {frame.model}{where}", output)
+        return take.digest
+
+    def claimed(self, step: Step, take: Take) -> str:
+        """The take another runner made of this frame's request while this build waited on
+        its claim (engine/claiming.py): in the cache already; written and pinned, free."""
+        frame = step.frame
+        output = frame.output_for(take.format)
+        if not self.write(frame, output, take.digest):
+            raise FrameFailed(f"the image of {frame.name} vanished from the cache while writing")
+        self.pin(frame, take.digest, Decimal(take.cost_usd), output)
+        self.teller.frame(step, Status.RESTORED, f"{step.reason} · made by another runner "
+                          "meanwhile · from the remote cache, free", output, saved=frame.cost)
         return take.digest
 
     async def _fetch_remote(self, frame: Frame, digest: str) -> bool:

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from nbpipe.plan.frame import Frame
 from nbpipe.store.cache import Cache, Take
+from nbpipe.store.claims import Leases
 from nbpipe.store.lock import Lock
 from nbpipe.store.owned import project_takes
 from nbpipe.store.remote import Remote, RemoteUnavailable
@@ -33,9 +34,11 @@ class Pusher:
     jobs: list[tuple[str, str, Future[None]]]  # key, digest, the upload
     caught_up: int | None  # takes catch_up found missing; None: not known
     left_over: int | None  # pushes not done, once finished
+    claims: Leases | None  # this build's claims: a key's is released once its take is pushed
 
     def __init__(self, remote: Remote, cache: Cache, state: State, workers: int = 4):
         self.remote, self.cache, self.state = remote, cache, state
+        self.claims = None
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nbpipe-push")
         self.jobs = []
         self.caught_up = None
@@ -82,8 +85,12 @@ class Pusher:
         """Remember the push durably, then send it in the background: a build killed before it
         is sent leaves it to the next build."""
         self.cache.mark_unpushed(key, take.digest, self.remote.url)
-        self.jobs.append((key, take.digest,
-                          self.pool.submit(self.remote.push, key, take, request, self.cache)))
+        self.jobs.append((key, take.digest, self.pool.submit(self._send, key, take, request)))
+
+    def _send(self, key: str, take: Take, request: dict[str, Any]) -> None:
+        self.remote.push(key, take, request, self.cache)
+        if self.claims is not None:  # the take is there for a runner waiting on the claim
+            self.claims.release(key)
 
     def finish(self, events: Notes, interrupted: bool = False) -> int:
         """Wait for the pushes (interrupted: only for those already started); report the ones

@@ -22,13 +22,21 @@ from nbpipe.backends.base import Backend, InputData, Job, StoppedMaybeSent, Task
 from nbpipe.backends.images import verify_image_async
 from nbpipe.backends.registry import resumable, spec, unfindable, unrepeatable
 from nbpipe.engine.batches import BatchLane
+from nbpipe.engine.claiming import Claimant, freed_on_failure, peer_take
 from nbpipe.engine.entries import entry_price, recorded_key
 from nbpipe.engine.flights import key_of
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.inputs import input_data
 from nbpipe.engine.pusher import Deferred, Pusher
 from nbpipe.engine.telling import Charge, Teller
-from nbpipe.errors import BatchPending, FrameFailed, ImageLost, NbpipeError, TaskFailed
+from nbpipe.errors import (
+    BatchPending,
+    BuildStopped,
+    FrameFailed,
+    ImageLost,
+    NbpipeError,
+    TaskFailed,
+)
 from nbpipe.events import Billing
 from nbpipe.plan.budget import Budget
 from nbpipe.plan.frame import Frame, InputImage
@@ -82,6 +90,8 @@ class Renderer:
     created: set[tuple[str, int]] = field(default_factory=set)  # new tasks this build paid for
     sent_keys: dict[str, Frame] = field(default_factory=dict)  # keys its frames rendered
     batch: BatchLane | None = None  # how frames on the batch lane are sent
+    claimant: Claimant | None = None  # claims on the team remote (None: no remote)
+    peers: set[str] = field(default_factory=set)  # keys another runner rendered meanwhile
 
     async def render(self, step: Step, release: Callable[[], None]) -> Take:
         """Send the frame's request (or re-attach to the open entry of its key) into the
@@ -101,6 +111,14 @@ class Renderer:
                   on_replayed=lambda: self.journal.reported(key, take_no),
                   on_created=lambda: self.created.add((key, take_no)),
                   on_finished=release)
+        if (theirs := await claimed_elsewhere(self, key, entry)) is not None:
+            return theirs
+        with freed_on_failure(self.claimant, key):  # a runner waiting for it claims it then
+            return await self._send(frame, entry, inputs, job)
+
+    async def _send(self, frame: Frame, entry: Entry, inputs: list[InputData],
+                    job: Job) -> Take:
+        key, take_no = entry.key, entry.take
         try:
             with self.inflight.sending(frame, self.budget.measure(frame)):
                 take = await self.fetch(frame, inputs, job)
@@ -177,7 +195,7 @@ class Renderer:
                 rendered = await self.backends.get(frame.backend).render(frame.request, inputs,
                                                                           sink, job)
             sink.flush()
-            fmt = await self._verified(frame, sink.path)  # only images enter the cache
+            fmt = await verified(frame, sink.path)  # only images enter the cache
             digest = sink.commit()
         # priced as the build reports it (owed), so a restore later saves what was spent
         take = Take(digest=digest, backend=frame.backend, model=frame.model, format=fmt,
@@ -189,16 +207,6 @@ class Renderer:
             self.pusher.push(key, take, record)  # remembered, then sent in the background
         self.journal.done(key, job.take, digest)
         return take
-
-    async def _verified(self, frame: Frame, path: Path) -> str:
-        """The image's format; a call-lane image that does not verify was made, so billed."""
-        try:
-            return await verify_image_async(path)
-        except FrameFailed as exc:
-            if not unrepeatable(frame.backend):
-                raise
-            raise FrameFailed(f"{exc}; not retried, since the image was made and may have "
-                              "been billed", maybe_billed=True) from None
 
     def owed(self, entry: Entry, frame: Frame, billing: Billing | None = None,
              left: bool = False) -> Charge:
@@ -267,6 +275,45 @@ class Renderer:
         self.teller.charge(frame.name, self.owed(entry, frame, left=left))
         self.journal.counting(entry.key, entry.take)
         return True
+
+
+async def claimed_elsewhere(renderer: Renderer, key: str, entry: Entry) -> Take | None:
+    """Claim the key before its create goes out: None, send it; a take, another runner
+    made it meanwhile (restored here, free; the journal's intent closed unsent). A task
+    already made is only polled (free), and a batch line is the job's: neither claimed; nor
+    is anything on a remote this build found unreachable (it said so, and pays anyway only
+    when told to: --remote-errors=render)."""
+    remote = renderer.remote
+    if renderer.claimant is None or entry.task_id is not None or entry.lane == "batch" or \
+            remote is None or remote.unreachable:
+        return None
+    # the takes the plan already weighed are no other runner's new one (--force renders anew)
+    planned = set(remote.digests(key))
+
+    async def new_take(digest: str) -> Take | None:
+        if digest in planned:
+            return None
+        return await peer_take(remote, renderer.cache, key, digest)
+    try:
+        take = await renderer.claimant.claim(key, new_take)
+    except (BuildStopped, asyncio.CancelledError):  # stopped while waiting: never sent
+        renderer.journal.closed(key, entry.take, "not sent: the build stopped")
+        raise
+    if take is not None:
+        renderer.journal.closed(key, entry.take, "made by another runner meanwhile")
+        renderer.peers.add(key)
+    return take
+
+
+async def verified(frame: Frame, path: Path) -> str:
+    """The image's format; a call-lane image that does not verify was made, so billed."""
+    try:
+        return await verify_image_async(path)
+    except FrameFailed as exc:
+        if not unrepeatable(frame.backend):
+            raise
+        raise FrameFailed(f"{exc}; not retried, since the image was made and may have "
+                          "been billed", maybe_billed=True) from None
 
 
 def settle_batch(renderer: Renderer, frame: Frame, entry: Entry, exc: Exception) -> None:

@@ -215,22 +215,11 @@ class Scheduler:
             self.teller.start(step)
             take = await self.renderer.render(step, release)
             self.flights.landed(frame.key or "", take, frame.name)
-            return self._written(step, take.digest, take.format, take.cost_usd)
+            if frame.key in self.renderer.peers:  # another runner's, restored: nothing paid
+                return self.materializer.claimed(step, take)
+            return self.materializer.rendered(step, take)
         finally:
             release()
-
-    def _written(self, step: Step, digest: str, fmt: str, cost: str) -> str:
-        """A paid image in the cache: write it to the frame's output and pin it."""
-        frame = step.frame
-        output = frame.output_for(fmt)
-        if not self.materializer.write(frame, output, digest):  # paid, and not to be had
-            self.teller.lost(frame.name)
-            raise FrameFailed(f"the image of {frame.name} vanished from the cache while writing")
-        self.materializer.pin(frame, digest, Decimal(cost), output)
-        where = f" as {output}" if output != frame.output else ""
-        self.teller.frame(step, Status.RENDERED,
-                          f"{step.reason} · {frame.backend} {frame.model}{where}", output)
-        return digest
 
     def _fail(self, step: Step, message: str) -> None:
         self.failed[step.frame.name] = message

@@ -349,8 +349,12 @@ class RemoteMoneyMachine(MoneyMachine):
         back) while they run."""
         if flip == "plug" and self.mode != "unplugged":
             flip = None
+        # claims hold while the remote answers throughout and no fault is queued at the fakes
+        # (a reply lost to a fault may have been billed: its claim is released, README says)
+        claimed = flip is None and self.mode == "up" and not self._faults_queued()
         self._judge_unbilled()
-        tasks, billed = len(self.fake.tasks), len(self.gemini.billed)
+        tasks, billed, calls = len(self.fake.tasks), len(self.gemini.billed), \
+            len(self.openai.billed)
         procs = [subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build",
                                    "-j", "4", "--json"], env=self._env(), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
@@ -367,12 +371,24 @@ class RemoteMoneyMachine(MoneyMachine):
             self._account(("build",), out)
         if flip == "plug":
             self.remote.restore()
-        # Neither knows what the other is sending: a request new to both may be paid by both
-        # (HiAPI collapses it when their take numbers agree; Gemini has no Idempotency-Key).
-        # Only a lease on the remote would prevent it: not promised, so not a violation.
-        paid = Counter([*map(self._hiapi_request, list(self.fake.tasks.values())[tasks:]),
-                        *map(self._gemini_request, self.gemini.billed[billed:])])
-        self.forced.update({request: n - 1 for request, n in paid.items() if n > 1})
+        # Each claims a request's key on the remote before paying (engine/claiming.py): a
+        # request new to both is paid once, unless an earlier build's journal held it open (a
+        # task is re-attached unclaimed) or claims could not hold (the cable pulled, a fault).
+        new_tasks = list(self.fake.tasks.values())[tasks:]
+        paid = Counter([*((self._hiapi_request(t), self._hiapi_frame(t)) for t in new_tasks),
+                        *((self._gemini_request(b), self._gemini_frame(b))
+                          for b in self.gemini.billed[billed:]),
+                        *((self._openai_request(c), self._openai_frame(c))
+                          for c in self.openai.billed[calls:])])
+        twice = {pair: n for pair, n in paid.items() if n > 1}
+        if claimed:
+            assert all(frame in self.open_before for _, frame in twice), \
+                (f"paid twice by two runners at once: {twice}", self._story())
+        self.forced.update({request: n - 1 for (request, _), n in twice.items()})
+
+    def _faults_queued(self) -> bool:
+        return any(queue for fake in (self.fake, self.gemini, self.openai)
+                   for queue in fake.faults._queues.values())
 
     @rule()
     def settle(self):

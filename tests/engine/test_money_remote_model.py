@@ -58,6 +58,16 @@ WALKS = {
         lambda m: m.interrupt(moment=0.8, presses=1),
         lambda m: m.settle(),
     ],
+    "both clones at once with claims: each request paid once": [
+        lambda m: m.start(shared=False),
+        lambda m: m.clone_project(fresh=False),
+        lambda m: m.build_both(moment=0.0, flip=None),
+        lambda m: m.edit_prompt(name="a", words="a lighthouse in fog"),
+        lambda m: m.edit_prompt(name="b", words="a boat at dawn"),
+        lambda m: m.clone_project(fresh=False),
+        lambda m: m.build_both(moment=0.0, flip=None),
+        lambda m: m.settle(),
+    ],
 }
 
 

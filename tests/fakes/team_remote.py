@@ -51,7 +51,7 @@ class TeamRemote:
     def close(self) -> None:
         self.restore()
         self.cable.__exit__(None, None, None)
-        names = self.objects("blobs") + self.objects("takes")
+        names = self.objects("blobs") + self.objects("takes") + self.objects("claims")
         for at in range(0, len(names), 1000):  # moto keeps them in memory: a soak is long
             self.s3.delete_objects(Bucket=self.bucket, Delete={
                 "Objects": [{"Key": name} for name in names[at:at + 1000]]})
