@@ -84,10 +84,10 @@ def read_hiapi(reply: Answer) -> str:
 def read_gemini(reply: Answer) -> str:
     backend = gemini.GeminiBackend(gemini.GeminiSettings(api_key=KEY), client=None)
     if reply.status != 200:
-        raise backend._error(reply, "gemini-3.1-flash-image", "https://g.test/v1beta/models/m")
+        raise backend.error(reply, "gemini-3.1-flash-image", "https://g.test/v1beta/models/m")
     if reply.problem:
         raise ReplyProblem(reply.problem)
-    return repr(gemini._image(validate(gemini.GeminiReply, reply.body)))
+    return repr(gemini.reply_image(validate(gemini.GeminiReply, reply.body)))
 
 
 @SETTINGS
