@@ -7,7 +7,8 @@ collected by the next one, for free. fal has no idempotency key: a submit whose 
 cannot be found again, and sending it again could queue (and bill) a second request. So a
 submit is never resent after its body may have left: it is announced as possibly billed,
 counted, and closed (registry: `idempotent=False`). Only answers that say nothing was queued
-(429, 500, 503, and no connection at all) are tried again.
+(429, a 500 or 503 carrying fal's JSON error with its error_type, and no connection at all)
+are tried again; any other 5xx is a lost reply.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ from nbpipe.settings import Settings
 PAYLOAD_STYLE = "data URI"
 DEFAULT_BASE_URL = "https://queue.fal.run"
 KEY_VARS = ("FAL_KEY",)
-RETRY_SUBMIT = frozenset({429, 500, 503})  # fal queued nothing: the submit is tried again
-LOST_SUBMIT = frozenset({502, 504})  # a gateway lost the queue's answer: it may be queued
+RETRY_SUBMIT = frozenset({429})  # fal queued nothing: the submit is tried again
+# fal's own refusal to queue, when its JSON body says so (an error_type): tried again. Any other
+# 5xx (a gateway's 502/504, Cloudflare's 520/524, a proxy's page) may have come after the
+# request was queued: a lost reply.
+REFUSED_SUBMIT = frozenset({500, 503})
 PENDING = frozenset({"IN_QUEUE", "IN_PROGRESS"})
 
 
@@ -212,7 +216,7 @@ class FalBackend(HttpBackend):
             if isinstance(detail, str) and model in detail:
                 raise ModelUnknown("fal", model)
             raise self.endpoint_missing(url, f"not fal's answer about model '{model}'")
-        if answer.status in LOST_SUBMIT:
+        if answer.status >= 500 and not _refused_to_queue(answer):
             raise FrameFailed(f"fal's gateway answered the submit with {self._said(answer)}; "
                               "not sent again: the request may be queued and billed",
                               maybe_billed=True)
@@ -302,6 +306,11 @@ class FalBackend(HttpBackend):
         except AddressRefused as exc:
             raise TaskStillOut(f"refused to download the request's image: {exc}; it is paid, "
                                "so it stays in the journal for a later build") from None
+
+
+def _refused_to_queue(answer: Answer) -> bool:
+    """A 5xx that is fal's own word that nothing was queued: 500/503 with fal's JSON error."""
+    return answer.status in REFUSED_SUBMIT and _error(answer).error_type is not None
 
 
 def _error(answer: Answer) -> FalError:
