@@ -260,7 +260,9 @@ class FalBackend(HttpBackend):
                                     "sent with another account's key, or fal dropped it; if it "
                                     "had completed, its image is lost")
             elif status.status not in PENDING:  # COMPLETED, or one we don't know: ask
-                return await self.settings.retry.run(lambda: self._result(queued))
+                result = await self.settings.retry.run(lambda: self._result(queued))
+                if result is not None:
+                    return result
             if time.monotonic() >= deadline:
                 raise TaskStillOut(f"request {queued.request_id} is still queued after "
                                    f"{self.settings.task_timeout:.0f} s; the next build "
@@ -280,7 +282,9 @@ class FalBackend(HttpBackend):
         except ReplyProblem as exc:  # a proxy's page, a mangled body: a GET, so ask again
             raise Retryable(f"fal answered a status poll with {exc}") from None
 
-    async def _result(self, queued: Queued) -> FalResult:
+    async def _result(self, queued: Queued) -> FalResult | None:
+        """The request's result; None while fal says it has none yet (a 400 "still in
+        progress", a 404): the request stays queued and paid, so it is polled on."""
         answer = await self.exchange("GET", queued.response_url, self._headers())
         if answer.status == 200:
             try:
@@ -292,9 +296,11 @@ class FalBackend(HttpBackend):
         error = _error(answer)
         if answer.status in (401, 403, 429) or (answer.status >= 500 and not error.error_type):
             raise self._refused(answer, "the result fetch")
-        # fal's own word on the request: its model refused it (422: validation, content
-        # policy) or it failed on fal's side (5xx with an error_type: not billed)
-        raise TaskFailed(f"request {queued.request_id} failed: {self._said(answer)}")
+        if answer.status == 422 or answer.status >= 500:
+            # fal's own word on the request: its model refused it (422: validation, content
+            # policy) or it failed on fal's side (5xx with an error_type: not billed)
+            raise TaskFailed(f"request {queued.request_id} failed: {self._said(answer)}")
+        return None  # no word that it failed: a failed mark would drop a paid request
 
     async def _download(self, url: str, sink: Sink) -> None:
         truncate = getattr(sink, "truncate", None)
