@@ -89,32 +89,45 @@ def wire(body: dict[str, object]) -> str:
 @dataclass(frozen=True)
 class Queued:
     """A request in fal's queue: its id and where to poll and fetch it. Journalled as its
-    `handle` (one line, space-separated: URLs hold no spaces)."""
+    `handle`, a JSON object (URLs may hold any character; an older nbpipe's handle, the three
+    space-separated, is still read)."""
 
     request_id: str
     status_url: str
     response_url: str
 
     def handle(self) -> str:
-        return f"{self.request_id} {self.status_url} {self.response_url}"
+        return json.dumps({"request_id": self.request_id, "status_url": self.status_url,
+                           "response_url": self.response_url}, separators=(",", ":"))
 
     @staticmethod
     def of(handle: str, base_url: str) -> Queued:
-        """A journalled handle read back (the journal is untrusted: TaskFailed if it is not
-        one this build would poll)."""
-        parts = handle.split(" ")
+        """A journalled handle read back. The journal is untrusted: TaskFailed if it is not one
+        this nbpipe journalled; TaskStillOut (left open, paid) if its URLs are off the queue at
+        `base_url`: the key is not sent there, and a build pointed at their origin collects it."""
         try:
-            queued = validate(FalQueued, dict(zip(("request_id", "status_url", "response_url"),
-                                                  parts, strict=True)))
-        except (ValueError, ReplyProblem):
+            queued = validate(FalQueued, _handle_fields(handle))
+        except (ValueError, RecursionError, ReplyProblem):
             raise TaskFailed(f"the request to collect, {short(handle, 60)!r}, is not a fal "
                              "request this nbpipe journalled") from None
-        return checked(queued, base_url)
+        off = _off_origin(queued, base_url)
+        if off is not None:
+            raise TaskStillOut(f"request {queued.request_id} was queued at {_origin(off)}, "
+                               f"not at {base_url}: the key is not sent there; it stays in the "
+                               "journal, paid, for a build whose FAL_BASE_URL is "
+                               f"{_origin(off)} to collect")
+        return Queued(queued.request_id, queued.status_url, queued.response_url)
 
 
-def checked(queued: FalQueued, base_url: str) -> Queued:
-    """The request's URLs, if they are on the queue's own origin: the key goes to them, so a
-    reply (or a journal line) naming another host must not draw it there."""
+def _handle_fields(handle: str) -> object:
+    if handle.startswith("{"):
+        return json.loads(handle)
+    return dict(zip(("request_id", "status_url", "response_url"), handle.split(" "),
+                    strict=True))
+
+
+def _off_origin(queued: FalQueued, base_url: str) -> str | None:
+    """The first of the request's URLs not on the queue's own origin, if any."""
     base = httpx.URL(base_url)
     for url in (queued.status_url, queued.response_url):
         try:
@@ -123,8 +136,25 @@ def checked(queued: FalQueued, base_url: str) -> Queued:
             target = None
         if target is None or (target.scheme, target.host, target.port) != \
                 (base.scheme, base.host, base.port):
-            raise TaskFailed(f"fal's reply names {short(url, 80)!r} to poll, not a URL of "
-                             f"the queue at {base_url}: the key is not sent there")
+            return url
+    return None
+
+
+def _origin(url: str) -> str:
+    try:
+        target = httpx.URL(url)
+        return f"{target.scheme}://{target.netloc.decode('ascii', 'replace')}"
+    except (httpx.InvalidURL, UnicodeError):
+        return "its origin"
+
+
+def checked(queued: FalQueued, base_url: str) -> Queued:
+    """The submit's reply, if its URLs are on the queue's own origin: the key goes to them, so
+    a reply naming another host must not draw it there (TaskFailed)."""
+    off = _off_origin(queued, base_url)
+    if off is not None:
+        raise TaskFailed(f"fal's reply names {short(off, 80)!r} to poll, not a URL of the queue "
+                         f"at {base_url}: the key is not sent there")
     return Queued(queued.request_id, queued.status_url, queued.response_url)
 
 

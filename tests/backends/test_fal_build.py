@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nbpipe.backends import registry
+from nbpipe.backends.base import TaskStillOut
 from nbpipe.backends.fal import Queued, checked
 from nbpipe.backends.replies import FalQueued
 from nbpipe.errors import TaskFailed
@@ -198,6 +199,9 @@ def test_urls_on_another_host_are_never_polled_with_the_key():
         Queued("r1", good.status_url, good.response_url)
     with pytest.raises(TaskFailed, match="not a fal request"):
         Queued.of("r1 only-two", base)
+    elsewhere = Queued("r1", "https://evil.example/r1/status", good.response_url).handle()
+    with pytest.raises(TaskStillOut, match="whose FAL_BASE_URL is https://evil.example"):
+        Queued.of(elsewhere, base)  # paid, maybe: left open, and the key not sent there
 
 
 def test_a_submit_reply_naming_another_host_is_possibly_billed(fake_fal, build, make_project):
