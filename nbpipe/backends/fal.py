@@ -46,7 +46,6 @@ from nbpipe.backends.replies import (
     ReplyProblem,
     validate,
 )
-from nbpipe.catalog import builtin
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, ModelUnknown, TaskFailed
 from nbpipe.plan.frame import Request
 from nbpipe.settings import Settings
@@ -64,17 +63,17 @@ PENDING = frozenset({"IN_QUEUE", "IN_PROGRESS"})
 
 def submit_body(request: Request, images: list[str],
                 mimes: list[str] | None = None) -> dict[str, object]:
-    """The submit's JSON. A model with size presets in the catalogue (FLUX) takes the preset
-    of the frame's aspect ratio as `image_size`; another (Kontext) takes the ratio as it is. An
-    edit names its one input image."""
+    """The submit's JSON, from the request alone (the key holds all that reaches the image). A
+    model with size presets in the catalogue (FLUX) was given the preset of the frame's aspect
+    ratio as its `size` at plan time, sent as `image_size`; another (Kontext) takes the ratio as
+    it is. An edit names its one input image."""
     body: dict[str, object] = {"prompt": request.prompt}
     if images:
         body["image_url"] = images[0]
+    size = request.params.get("size")
     ratio = request.params.get("aspect_ratio")
-    model = builtin().get("fal", request.model)
-    sizes = model.sizes if model is not None else None
-    if ratio and sizes:
-        body["image_size"] = sizes.get(ratio, ratio)
+    if size:
+        body["image_size"] = size
     elif ratio:
         body["aspect_ratio"] = ratio
     if "output_format" in request.params:

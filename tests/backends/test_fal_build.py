@@ -271,3 +271,17 @@ def test_a_model_fal_does_not_know_stops_the_build_naming_it(fake_fal, build, ma
     summary = build(make_project(TWO), "-j", "1")
     assert summary["rendered"] == 0 and fake_fal.counts["submits"] == 0
     assert "fal does not know model 'fal-ai/flux/dev'" in summary["out"], summary["out"]
+
+
+def test_the_submit_sends_the_size_the_key_holds_and_nothing_the_key_does_not(
+        fake_fal, build, make_project):
+    """The preset is chosen at plan time, from the project's catalogue, into the request (and
+    so the key); the backend reads no catalogue of its own. A FLUX frame without a ratio is
+    sent the square preset its key names, not left to fal's default (landscape_4_3)."""
+    from nbpipe.backends.fal import submit_body
+    from nbpipe.plan.frame import Request
+
+    build(make_project(TWO))
+    assert [body.get("image_size") for body in fake_fal.submitted] == ["square_hd"] * 2
+    asked = Request("fal", "fal-ai/flux/dev", "p", {"aspect_ratio": "16:9", "size": "custom"})
+    assert submit_body(asked, [])["image_size"] == "custom"
