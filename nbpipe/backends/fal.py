@@ -28,7 +28,6 @@ from nbpipe.backends.http import (
     DownloadGone,
     HttpBackend,
     RateLimiter,
-    ReplyLost,
     Retryable,
     RetryPolicy,
     api_key,
@@ -185,7 +184,9 @@ class FalBackend(HttpBackend):
     name = "fal"
     label = "fal"
     base_var = "FAL_BASE_URL"
-    repeatable = True  # polls and fetches are GETs; the submit handles a lost reply itself
+    # a submit has no idempotency key: its lost reply may be billed. Only the GETs (polls,
+    # result fetches) say they may be asked again, each where it is sent.
+    repeatable = False
     settings: FalSettings
 
     def _headers(self) -> dict[str, str]:
@@ -222,10 +223,12 @@ class FalBackend(HttpBackend):
         async def attempt() -> Queued:
             try:
                 answer = await self.exchange("POST", url, self._headers(), body)
-            except ReplyLost as exc:
-                raise FrameFailed(f"fal's queue sent no reply to the submit ({exc}); not sent "
-                                  "again: fal has no idempotency key, so the request may be "
-                                  "queued and billed", maybe_billed=True) from None
+            except FrameFailed as exc:
+                if not exc.maybe_billed:
+                    raise
+                raise FrameFailed(f"fal's queue sent no reply to the submit ({exc}); fal has "
+                                  "no idempotency key, so the request may be queued and billed",
+                                  maybe_billed=True) from None
             return self._queued(answer, model, url)
 
         return await self.settings.retry.run(attempt)
@@ -299,7 +302,8 @@ class FalBackend(HttpBackend):
             await _pause(self.settings.poll_interval, deadline)
 
     async def _status(self, queued: Queued) -> FalStatus | None:
-        answer = await self.exchange("GET", queued.status_url, self._headers())
+        answer = await self.exchange("GET", queued.status_url, self._headers(),
+                                     repeatable=True)
         if answer.status == 404:
             return None
         if answer.status not in (200, 202):
@@ -314,7 +318,8 @@ class FalBackend(HttpBackend):
     async def _result(self, queued: Queued) -> FalResult | None:
         """The request's result; None while fal says it has none yet (a 400 "still in
         progress", a 404): the request stays queued and paid, so it is polled on."""
-        answer = await self.exchange("GET", queued.response_url, self._headers())
+        answer = await self.exchange("GET", queued.response_url, self._headers(),
+                                     repeatable=True)
         if answer.status == 200:
             try:
                 if answer.problem:

@@ -285,3 +285,31 @@ def test_the_submit_sends_the_size_the_key_holds_and_nothing_the_key_does_not(
     assert [body.get("image_size") for body in fake_fal.submitted] == ["square_hd"] * 2
     asked = Request("fal", "fal-ai/flux/dev", "p", {"aspect_ratio": "16:9", "size": "custom"})
     assert submit_body(asked, [])["image_size"] == "custom"
+
+
+def test_a_request_not_said_repeatable_is_never_resent_when_its_reply_is_lost():
+    """No idempotency key at fal: a POST sent through the backend without saying otherwise (a
+    submit, or any request added later) is possibly billed when its reply is lost; only the
+    GETs that say so are asked again."""
+    import asyncio
+
+    from nbpipe.backends.fal import FalBackend, FalSettings
+    from nbpipe.backends.http import ReplyLost, pooled_client
+    from nbpipe.errors import FrameFailed
+
+    async def lost(fake: FakeFal, **how) -> Exception:
+        backend = FalBackend(FalSettings(api_key=fake.key, base_url=fake.url), pooled_client(1))
+        try:
+            await backend.exchange("POST", f"{fake.url}/fal-ai/flux/dev",
+                                   {"Authorization": f"Key {fake.key}"}, {"prompt": "p"}, **how)
+        except Exception as exc:  # the test looks at what it is
+            return exc
+        finally:
+            await backend.aclose()
+        raise AssertionError("the reply came")
+
+    with FakeFal() as fake:
+        fake.faults.add("submit", "lost", "lost")
+        unsaid = asyncio.run(lost(fake))
+        assert isinstance(unsaid, FrameFailed) and unsaid.maybe_billed
+        assert isinstance(asyncio.run(lost(fake, repeatable=True)), ReplyLost)

@@ -28,7 +28,7 @@ def said(summary: dict) -> Decimal:
 
 
 def test_paid_requests_stay_open_for_their_base_url_when_it_is_spelled_differently(
-        fal_env, tmp_path):  # noqa: F811
+        fal_env, tmp_path):
     fake, env = fal_env
     fake.holds.hold("queue")
     root = project(tmp_path)
