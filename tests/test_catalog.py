@@ -175,17 +175,20 @@ def test_the_starter_manifest_names_only_models_in_service():
 def _readme_table() -> str:
     """README's model table, made from the catalogue: models in service, then the shut-down."""
     when = catalog.today()
-    rows = ["| backend | model | status | takes | USD per image | lanes |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| backend | model | status | takes | USD per image, at the sizes nbpipe sends "
+            "| lanes |", "|---|---|---|---|---|---|"]
     gone = []
-    for backend in ("hiapi", "gemini", "openai"):
-        for spec in builtin().models[backend].values():
+    for backend, models in builtin().models.items():
+        if backend == "preview":  # its own row: it takes any model of the others
+            continue
+        for spec in models.values():
             if spec.shut_down(when):
                 use = " or ".join((str(spec.replacement), *spec.also_replaced_by))
                 gone.append(f"{spec.name} ({spec.shutdown}, use {use})")
                 continue
             since = f" since {spec.released}" if spec.released else ""
-            takes = f"up to {spec.max_inputs} input images" if spec.max_inputs else "text only"
+            takes = f"up to {spec.max_inputs} input image{'s' * (spec.max_inputs > 1)}" \
+                if spec.max_inputs else "text only"
             takes += "; " + " / ".join(spec.resolutions) if spec.resolutions \
                 else "; no `resolution`"
             if not spec.qualities:
@@ -198,6 +201,8 @@ def _readme_table() -> str:
                 prices = "; ".join(f"{c}: " + " / ".join(format(spec.prices[f"{q}/{c}"], "f")
                                                          for q in spec.qualities)
                                    for c in classes)
+            if "prices" not in spec.confirmed:
+                prices += " (unconfirmed)"
             lanes = ", ".join(_lane_cell(spec, name) for name in spec.lanes[1:]) or \
                 "standard only"
             rows.append(f"| {backend} | {spec.name} | {spec.status}{since} | {takes} | {prices} "

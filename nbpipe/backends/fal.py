@@ -7,7 +7,8 @@ collected by the next one, for free. fal has no idempotency key: a submit whose 
 cannot be found again, and sending it again could queue (and bill) a second request. So a
 submit is never resent after its body may have left: it is announced as possibly billed,
 counted, and closed (registry: `idempotent=False`). Only answers that say nothing was queued
-(429, 500, 503, and no connection at all) are tried again.
+(429, a 500 or 503 carrying fal's JSON error with its error_type, and no connection at all)
+are tried again; any other 5xx is a lost reply.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from nbpipe.backends.http import (
     DownloadGone,
     HttpBackend,
     RateLimiter,
-    ReplyLost,
     Retryable,
     RetryPolicy,
     api_key,
@@ -45,7 +45,6 @@ from nbpipe.backends.replies import (
     ReplyProblem,
     validate,
 )
-from nbpipe.catalog import builtin
 from nbpipe.errors import BuildStopped, FrameFailed, ImageLost, ModelUnknown, TaskFailed
 from nbpipe.plan.frame import Request
 from nbpipe.settings import Settings
@@ -53,24 +52,27 @@ from nbpipe.settings import Settings
 PAYLOAD_STYLE = "data URI"
 DEFAULT_BASE_URL = "https://queue.fal.run"
 KEY_VARS = ("FAL_KEY",)
-RETRY_SUBMIT = frozenset({429, 500, 503})  # fal queued nothing: the submit is tried again
-LOST_SUBMIT = frozenset({502, 504})  # a gateway lost the queue's answer: it may be queued
+RETRY_SUBMIT = frozenset({429})  # fal queued nothing: the submit is tried again
+# fal's own refusal to queue, when its JSON body says so (an error_type): tried again. Any other
+# 5xx (a gateway's 502/504, Cloudflare's 520/524, a proxy's page) may have come after the
+# request was queued: a lost reply.
+REFUSED_SUBMIT = frozenset({500, 503})
 PENDING = frozenset({"IN_QUEUE", "IN_PROGRESS"})
 
 
 def submit_body(request: Request, images: list[str],
                 mimes: list[str] | None = None) -> dict[str, object]:
-    """The submit's JSON. A model with size presets in the catalogue (FLUX) takes the preset
-    of the frame's aspect ratio as `image_size`; another (Kontext) takes the ratio as it is. An
-    edit names its one input image."""
+    """The submit's JSON, from the request alone (the key holds all that reaches the image). A
+    model with size presets in the catalogue (FLUX) was given the preset of the frame's aspect
+    ratio as its `size` at plan time, sent as `image_size`; another (Kontext) takes the ratio as
+    it is. An edit names its one input image."""
     body: dict[str, object] = {"prompt": request.prompt}
     if images:
         body["image_url"] = images[0]
+    size = request.params.get("size")
     ratio = request.params.get("aspect_ratio")
-    model = builtin().get("fal", request.model)
-    sizes = model.sizes if model is not None else None
-    if ratio and sizes:
-        body["image_size"] = sizes.get(ratio, ratio)
+    if size:
+        body["image_size"] = size
     elif ratio:
         body["aspect_ratio"] = ratio
     if "output_format" in request.params:
@@ -85,32 +87,45 @@ def wire(body: dict[str, object]) -> str:
 @dataclass(frozen=True)
 class Queued:
     """A request in fal's queue: its id and where to poll and fetch it. Journalled as its
-    `handle` (one line, space-separated: URLs hold no spaces)."""
+    `handle`, a JSON object (URLs may hold any character; an older nbpipe's handle, the three
+    space-separated, is still read)."""
 
     request_id: str
     status_url: str
     response_url: str
 
     def handle(self) -> str:
-        return f"{self.request_id} {self.status_url} {self.response_url}"
+        return json.dumps({"request_id": self.request_id, "status_url": self.status_url,
+                           "response_url": self.response_url}, separators=(",", ":"))
 
     @staticmethod
     def of(handle: str, base_url: str) -> Queued:
-        """A journalled handle read back (the journal is untrusted: TaskFailed if it is not
-        one this build would poll)."""
-        parts = handle.split(" ")
+        """A journalled handle read back. The journal is untrusted: TaskFailed if it is not one
+        this nbpipe journalled; TaskStillOut (left open, paid) if its URLs are off the queue at
+        `base_url`: the key is not sent there, and a build pointed at their origin collects it."""
         try:
-            queued = validate(FalQueued, dict(zip(("request_id", "status_url", "response_url"),
-                                                  parts, strict=True)))
-        except (ValueError, ReplyProblem):
+            queued = validate(FalQueued, _handle_fields(handle))
+        except (ValueError, RecursionError, ReplyProblem):
             raise TaskFailed(f"the request to collect, {short(handle, 60)!r}, is not a fal "
                              "request this nbpipe journalled") from None
-        return checked(queued, base_url)
+        off = _off_origin(queued, base_url)
+        if off is not None:
+            raise TaskStillOut(f"request {queued.request_id} was queued at {_origin(off)}, "
+                               f"not at {base_url}: the key is not sent there; it stays in the "
+                               "journal, paid, for a build whose FAL_BASE_URL is "
+                               f"{_origin(off)} to collect")
+        return Queued(queued.request_id, queued.status_url, queued.response_url)
 
 
-def checked(queued: FalQueued, base_url: str) -> Queued:
-    """The request's URLs, if they are on the queue's own origin: the key goes to them, so a
-    reply (or a journal line) naming another host must not draw it there."""
+def _handle_fields(handle: str) -> object:
+    if handle.startswith("{"):
+        return json.loads(handle)
+    return dict(zip(("request_id", "status_url", "response_url"), handle.split(" "),
+                    strict=True))
+
+
+def _off_origin(queued: FalQueued, base_url: str) -> str | None:
+    """The first of the request's URLs not on the queue's own origin, if any."""
     base = httpx.URL(base_url)
     for url in (queued.status_url, queued.response_url):
         try:
@@ -119,8 +134,25 @@ def checked(queued: FalQueued, base_url: str) -> Queued:
             target = None
         if target is None or (target.scheme, target.host, target.port) != \
                 (base.scheme, base.host, base.port):
-            raise TaskFailed(f"fal's reply names {short(url, 80)!r} to poll, not a URL of "
-                             f"the queue at {base_url}: the key is not sent there")
+            return url
+    return None
+
+
+def _origin(url: str) -> str:
+    try:
+        target = httpx.URL(url)
+        return f"{target.scheme}://{target.netloc.decode('ascii', 'replace')}"
+    except (httpx.InvalidURL, UnicodeError):
+        return "its origin"
+
+
+def checked(queued: FalQueued, base_url: str) -> Queued:
+    """The submit's reply, if its URLs are on the queue's own origin: the key goes to them, so
+    a reply naming another host must not draw it there (TaskFailed)."""
+    off = _off_origin(queued, base_url)
+    if off is not None:
+        raise TaskFailed(f"fal's reply names {short(off, 80)!r} to poll, not a URL of the queue "
+                         f"at {base_url}: the key is not sent there")
     return Queued(queued.request_id, queued.status_url, queued.response_url)
 
 
@@ -152,7 +184,9 @@ class FalBackend(HttpBackend):
     name = "fal"
     label = "fal"
     base_var = "FAL_BASE_URL"
-    repeatable = True  # polls and fetches are GETs; the submit handles a lost reply itself
+    # a submit has no idempotency key: its lost reply may be billed. Only the GETs (polls,
+    # result fetches) say they may be asked again, each where it is sent.
+    repeatable = False
     settings: FalSettings
 
     def _headers(self) -> dict[str, str]:
@@ -189,10 +223,12 @@ class FalBackend(HttpBackend):
         async def attempt() -> Queued:
             try:
                 answer = await self.exchange("POST", url, self._headers(), body)
-            except ReplyLost as exc:
-                raise FrameFailed(f"fal's queue sent no reply to the submit ({exc}); not sent "
-                                  "again: fal has no idempotency key, so the request may be "
-                                  "queued and billed", maybe_billed=True) from None
+            except FrameFailed as exc:
+                if not exc.maybe_billed:
+                    raise
+                raise FrameFailed(f"fal's queue sent no reply to the submit ({exc}); fal has "
+                                  "no idempotency key, so the request may be queued and billed",
+                                  maybe_billed=True) from None
             return self._queued(answer, model, url)
 
         return await self.settings.retry.run(attempt)
@@ -212,7 +248,7 @@ class FalBackend(HttpBackend):
             if isinstance(detail, str) and model in detail:
                 raise ModelUnknown("fal", model)
             raise self.endpoint_missing(url, f"not fal's answer about model '{model}'")
-        if answer.status in LOST_SUBMIT:
+        if answer.status >= 500 and not _refused_to_queue(answer):
             raise FrameFailed(f"fal's gateway answered the submit with {self._said(answer)}; "
                               "not sent again: the request may be queued and billed",
                               maybe_billed=True)
@@ -256,7 +292,9 @@ class FalBackend(HttpBackend):
                                     "sent with another account's key, or fal dropped it; if it "
                                     "had completed, its image is lost")
             elif status.status not in PENDING:  # COMPLETED, or one we don't know: ask
-                return await self.settings.retry.run(lambda: self._result(queued))
+                result = await self.settings.retry.run(lambda: self._result(queued))
+                if result is not None:
+                    return result
             if time.monotonic() >= deadline:
                 raise TaskStillOut(f"request {queued.request_id} is still queued after "
                                    f"{self.settings.task_timeout:.0f} s; the next build "
@@ -264,7 +302,8 @@ class FalBackend(HttpBackend):
             await _pause(self.settings.poll_interval, deadline)
 
     async def _status(self, queued: Queued) -> FalStatus | None:
-        answer = await self.exchange("GET", queued.status_url, self._headers())
+        answer = await self.exchange("GET", queued.status_url, self._headers(),
+                                     repeatable=True)
         if answer.status == 404:
             return None
         if answer.status not in (200, 202):
@@ -276,8 +315,11 @@ class FalBackend(HttpBackend):
         except ReplyProblem as exc:  # a proxy's page, a mangled body: a GET, so ask again
             raise Retryable(f"fal answered a status poll with {exc}") from None
 
-    async def _result(self, queued: Queued) -> FalResult:
-        answer = await self.exchange("GET", queued.response_url, self._headers())
+    async def _result(self, queued: Queued) -> FalResult | None:
+        """The request's result; None while fal says it has none yet (a 400 "still in
+        progress", a 404): the request stays queued and paid, so it is polled on."""
+        answer = await self.exchange("GET", queued.response_url, self._headers(),
+                                     repeatable=True)
         if answer.status == 200:
             try:
                 if answer.problem:
@@ -288,9 +330,11 @@ class FalBackend(HttpBackend):
         error = _error(answer)
         if answer.status in (401, 403, 429) or (answer.status >= 500 and not error.error_type):
             raise self._refused(answer, "the result fetch")
-        # fal's own word on the request: its model refused it (422: validation, content
-        # policy) or it failed on fal's side (5xx with an error_type: not billed)
-        raise TaskFailed(f"request {queued.request_id} failed: {self._said(answer)}")
+        if answer.status == 422 or answer.status >= 500:
+            # fal's own word on the request: its model refused it (422: validation, content
+            # policy) or it failed on fal's side (5xx with an error_type: not billed)
+            raise TaskFailed(f"request {queued.request_id} failed: {self._said(answer)}")
+        return None  # no word that it failed: a failed mark would drop a paid request
 
     async def _download(self, url: str, sink: Sink) -> None:
         truncate = getattr(sink, "truncate", None)
@@ -302,6 +346,11 @@ class FalBackend(HttpBackend):
         except AddressRefused as exc:
             raise TaskStillOut(f"refused to download the request's image: {exc}; it is paid, "
                                "so it stays in the journal for a later build") from None
+
+
+def _refused_to_queue(answer: Answer) -> bool:
+    """A 5xx that is fal's own word that nothing was queued: 500/503 with fal's JSON error."""
+    return answer.status in REFUSED_SUBMIT and _error(answer).error_type is not None
 
 
 def _error(answer: Answer) -> FalError:

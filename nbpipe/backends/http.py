@@ -152,9 +152,10 @@ class HttpBackend:
 
     async def exchange(self, method: str, url: str, headers: dict[str, str],
                        body: dict[str, object] | str | None = None,
-                       form: Form | None = None) -> Answer:
+                       form: Form | None = None, repeatable: bool | None = None) -> Answer:
         """Send one API request and read its reply, translating every httpx failure. `body`
         goes as JSON (a str: its exact bytes); `form` as multipart/form-data instead.
+        `repeatable` says of this request what the backend's `repeatable` says of its own.
 
         Redirects are refused, whatever their origin: the documented APIs never redirect, a
         redirected POST is ambiguous about what was billed, and following one would carry the
@@ -162,6 +163,7 @@ class HttpBackend:
         """
         await self.limiter.wait()
         secret = self.settings.api_key
+        safe = self.repeatable if repeatable is None else repeatable
         content, payload = (body.encode(), None) if isinstance(body, str) else (None, body)
         if content is not None:  # exact wire bytes (a journalled create is resent as it was)
             headers = {**headers, "Content-Type": "application/json"}
@@ -175,10 +177,10 @@ class HttpBackend:
                     raise FrameFailed(self._redirect_refused(response))
                 raw, problem = await _read_reply(response, 2 * self.settings.max_bytes + (1 << 20))
         except httpx.TransportError as exc:
-            raise network_error(exc, self.repeatable) from None
+            raise network_error(exc, safe) from None
         except TimeoutError:  # a reply that drips in, each byte within httpx's read timeout
             late = f"{self.label} took over {self.settings.call_timeout:g} s to answer"
-            if self.repeatable:
+            if safe:
                 raise ReplyLost(late) from None
             raise FrameFailed(f"{late}; not retried, since the request may have been "
                               "billed", maybe_billed=True) from None

@@ -5,7 +5,10 @@ base64, and is written as the server made it: never re-encoded, so any provenanc
 
 A call with no idempotency key: a reply lost after the body left may have been billed, so it is
 never sent again within the build (the official SDK retries twice by default, and so can pay
-three times; nbpipe does not). A refusal (429, 5xx) made nothing, and is retried.
+three times; nbpipe does not). Only an answer that shows nothing ran is retried: 408, 429, and
+OpenAI's own JSON error on a 503 (overloaded). Any other 5xx, and any 5xx that is not OpenAI's
+JSON (a CDN's page: 502, 504, 524), may come after the image was made: it is a lost reply,
+possibly billed, never resent.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ from nbpipe.settings import Settings
 PAYLOAD_STYLE = "file"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 KEY_VARS = ("OPENAI_API_KEY",)
-RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+RETRY_STATUSES = frozenset({408, 429})  # the request was not taken: nothing ran
+# OpenAI's own error body on these says it shed the request before running it (overloaded)
+RETRY_WITH_ERROR_BODY = frozenset({503})
 # Request params sent as fields of the same name; the rest (aspect_ratio, resolution) chose
 # the size and stay in the key only.
 SENT = ("size", "quality", "output_format", "background")
@@ -133,9 +138,10 @@ class OpenAIBackend(HttpBackend):
     def _error(self, answer: Answer, model: str, url: str) -> Exception:
         status = answer.status
         try:
-            error = validate(OpenAIErrorBody, answer.body).error or OpenAIError()
+            own = validate(OpenAIErrorBody, answer.body).error
         except ReplyProblem:  # the status alone decides what to do
-            error = OpenAIError()
+            own = None
+        error = own or OpenAIError()
         code = short(error.code, 60) if error.code is not None else ""
         message = short(error.message or answer.reason)
         kind = f"{status} {code}" if code else str(status)
@@ -156,8 +162,12 @@ class OpenAIBackend(HttpBackend):
         if code == "moderation_blocked":
             return FrameFailed(f"OpenAI's moderation blocked the request (HTTP {kind}): "
                                f"{message}; change the prompt or the input images")
-        if status in RETRY_STATUSES:
+        if status in RETRY_STATUSES or (status in RETRY_WITH_ERROR_BODY and own is not None):
             return Retryable(f"OpenAI answered HTTP {kind}: {message}", answer.delay)
+        if status >= 500:  # a gateway's or a failed run's answer: the image may have been made
+            return FrameFailed(f"OpenAI answered HTTP {kind}: {message}; not retried, since the "
+                               "image may have been made and billed before the answer was lost",
+                               maybe_billed=True)
         where = f", parameter '{short(error.param, 60)}'" if error.param is not None else ""
         return FrameFailed(f"OpenAI rejected the request (HTTP {kind}{where}): {message}")
 

@@ -9,7 +9,10 @@ ignored; fields it reads are typed, so a list where a string belongs is caught h
 
 from __future__ import annotations
 
+import functools
 import json
+import re
+import urllib.parse
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
@@ -48,12 +51,30 @@ def parse_json(raw: bytes, secret: str | None) -> Any:
         raise ReplyProblem("a body that is not JSON") from None
 
 
+@functools.lru_cache(maxsize=8)
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """What of `secret` a server may echo, longest first: the key, its secret half when it is
+    a pair (fal's `id:secret`: the id alone is no credential), and each of those
+    percent-encoded (either hex case), as a URL or a form echoes it."""
+    forms = {secret}
+    half = secret.partition(":")[2]
+    if len(half) >= 8:  # a shorter half would redact ordinary words, and is no real secret
+        forms.add(half)
+    for form in list(forms):
+        quoted = urllib.parse.quote(form, safe="")
+        forms.update({quoted, re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), quoted)})
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
 def scrub(value: Any, secret: str | None) -> Any:
-    """`value` with `secret` replaced in every string it holds: servers echo keys back."""
+    """`value` with `secret` (in any form `secret_forms` names) replaced in every string it
+    holds: servers echo keys back."""
     if not secret:
         return value
     if isinstance(value, str):
-        return value.replace(secret, REDACTED)
+        for form in secret_forms(secret):
+            value = value.replace(form, REDACTED)
+        return value
     if isinstance(value, list):
         return [scrub(item, secret) for item in value]
     if isinstance(value, dict):

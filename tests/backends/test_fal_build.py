@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nbpipe.backends import registry
+from nbpipe.backends.base import TaskStillOut
 from nbpipe.backends.fal import Queued, checked
 from nbpipe.backends.replies import FalQueued
 from nbpipe.errors import TaskFailed
@@ -198,6 +199,9 @@ def test_urls_on_another_host_are_never_polled_with_the_key():
         Queued("r1", good.status_url, good.response_url)
     with pytest.raises(TaskFailed, match="not a fal request"):
         Queued.of("r1 only-two", base)
+    elsewhere = Queued("r1", "https://evil.example/r1/status", good.response_url).handle()
+    with pytest.raises(TaskStillOut, match="whose FAL_BASE_URL is https://evil.example"):
+        Queued.of(elsewhere, base)  # paid, maybe: left open, and the key not sent there
 
 
 def test_a_submit_reply_naming_another_host_is_possibly_billed(fake_fal, build, make_project):
@@ -267,3 +271,45 @@ def test_a_model_fal_does_not_know_stops_the_build_naming_it(fake_fal, build, ma
     summary = build(make_project(TWO), "-j", "1")
     assert summary["rendered"] == 0 and fake_fal.counts["submits"] == 0
     assert "fal does not know model 'fal-ai/flux/dev'" in summary["out"], summary["out"]
+
+
+def test_the_submit_sends_the_size_the_key_holds_and_nothing_the_key_does_not(
+        fake_fal, build, make_project):
+    """The preset is chosen at plan time, from the project's catalogue, into the request (and
+    so the key); the backend reads no catalogue of its own. A FLUX frame without a ratio is
+    sent the square preset its key names, not left to fal's default (landscape_4_3)."""
+    from nbpipe.backends.fal import submit_body
+    from nbpipe.plan.frame import Request
+
+    build(make_project(TWO))
+    assert [body.get("image_size") for body in fake_fal.submitted] == ["square_hd"] * 2
+    asked = Request("fal", "fal-ai/flux/dev", "p", {"aspect_ratio": "16:9", "size": "custom"})
+    assert submit_body(asked, [])["image_size"] == "custom"
+
+
+def test_a_request_not_said_repeatable_is_never_resent_when_its_reply_is_lost():
+    """No idempotency key at fal: a POST sent through the backend without saying otherwise (a
+    submit, or any request added later) is possibly billed when its reply is lost; only the
+    GETs that say so are asked again."""
+    import asyncio
+
+    from nbpipe.backends.fal import FalBackend, FalSettings
+    from nbpipe.backends.http import ReplyLost, pooled_client
+    from nbpipe.errors import FrameFailed
+
+    async def lost(fake: FakeFal, **how) -> Exception:
+        backend = FalBackend(FalSettings(api_key=fake.key, base_url=fake.url), pooled_client(1))
+        try:
+            await backend.exchange("POST", f"{fake.url}/fal-ai/flux/dev",
+                                   {"Authorization": f"Key {fake.key}"}, {"prompt": "p"}, **how)
+        except Exception as exc:  # the test looks at what it is
+            return exc
+        finally:
+            await backend.aclose()
+        raise AssertionError("the reply came")
+
+    with FakeFal() as fake:
+        fake.faults.add("submit", "lost", "lost")
+        unsaid = asyncio.run(lost(fake))
+        assert isinstance(unsaid, FrameFailed) and unsaid.maybe_billed
+        assert isinstance(asyncio.run(lost(fake, repeatable=True)), ReplyLost)

@@ -77,7 +77,8 @@ def test_after_kill_9_queued_requests_are_collected_with_no_new_submit(fal_env, 
                  all(q.polls for q in list(fake.requests.values())))
     finally:
         killed(proc)
-    assert {e.task_id.split(" ")[0] for e in journal(root).open.values()} == set(fake.requests)
+    open_ids = {json.loads(e.task_id)["request_id"] for e in journal(root).open.values()}
+    assert open_ids == set(fake.requests)
     fake.holds.release()
     summary = rebuild(root, env)
     assert fake.counts["submits"] == 5  # the 4 queued ones collected, and only the edit sent

@@ -114,13 +114,21 @@ def test_a_reply_not_back_within_the_call_timeout_is_counted_as_billed(
     assert spent(first) == Decimal("0.005") and len(fake_openai.billed) == 1
 
 
-@pytest.mark.parametrize("faults", [("429",), ("500",), ("503",), ("429", "503", "500")])
+@pytest.mark.parametrize("faults", [("429",), ("503",), ("429", "503", "429")])
 def test_refusals_are_retried_and_billed_once(faults, fake_openai, build, make_project):
     fake_openai.faults.add("images", *faults)
     summary = build(make_project(ONE))
     assert summary["rendered"] == 1 and len(fake_openai.billed) == 1
     assert fake_openai.counts["requests"] == len(faults) + 1
     assert spent(summary) == billed(fake_openai)
+
+
+def test_a_500_is_not_resent_and_counted_as_maybe_billed(fake_openai, build, make_project):
+    # OpenAI's 500 says a run failed, not that none started: the image may have been made
+    fake_openai.faults.add("images", "500")
+    summary = build(make_project(ONE))
+    assert fake_openai.counts["requests"] == 1 and summary["failed"] == 1
+    assert "not retried" in failures(summary)["a"] and spent(summary) == Decimal("0.005")
 
 
 @pytest.mark.parametrize("fault, words", [
