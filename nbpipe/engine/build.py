@@ -221,7 +221,7 @@ class Build:
         walk = self.walk
         drop_undeclared(self.lock, self.project.frames, self.state, self.tally)
         remember_outcomes(self.state, frames, walk.failed)
-        save_lock(self.lock, self.project.loaded.root)
+        save_lock(self.lock, self.project.loaded.root, walk.materializer.batch)
         pusher = walk.renderer.pusher
         if pusher is not None:
             pusher.finish(self.tally, self.stop.interrupted)

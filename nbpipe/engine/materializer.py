@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from nbpipe.engine.flights import Landing, key_of
 from nbpipe.engine.telling import Teller
 from nbpipe.errors import FrameFailed
 from nbpipe.events import Status
+from nbpipe.files import SyncBatch
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Project, Step, output_is_ours
 from nbpipe.store.cache import Cache
@@ -39,6 +40,8 @@ class Materializer:
     remote_io: ThreadPoolExecutor  # parallel downloads from the remote cache
     force: bool = False
     pulled: frozenset[str] = frozenset()  # digests the remote served this build
+    # outputs written this build: made durable by one sync before the lock names them
+    batch: SyncBatch = field(default_factory=SyncBatch)
 
     def fresh(self, step: Step) -> str | None:
         frame = step.frame
@@ -105,7 +108,8 @@ class Materializer:
                                   pinned.digest if pinned else None, key_of(frame), self.known):
                 raise FrameFailed(f"a file not made by nbpipe is in the way: {output} (--force "
                                   "overwrites; the image is in the cache)")
-        return write_output(self.cache, self.state, self.project.loaded.root, output, digest)
+        return write_output(self.cache, self.state, self.project.loaded.root, output, digest,
+                            self.batch)
 
     def pin(self, frame: Frame, digest: str, cost: Decimal, output: str | None) -> None:
         self.lock.entries[frame.name] = LockEntry(
