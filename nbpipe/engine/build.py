@@ -102,7 +102,7 @@ class Build:
         pinned = {name: entry.digest for name, entry in self.lock.entries.items()}
         self._sweep(frames)
         opened = Backends(self.open_backend or self._open, self._jobs, self._rpm,
-                          dict(self.backends))
+                          dict(self.backends), self.state.durations)
         self._preflight(frames, opened)
         self._say_remote()
         with ExitStack() as stack:  # every thread pool closes here, however the build ends
@@ -226,6 +226,8 @@ class Build:
         if pusher is not None:
             pusher.finish(self.tally, self.stop.interrupted)
         record_pins(self.cache, self.project.loaded.root, self.lock, self.tally)
+        for name, learned in walk.renderer.backends.durations().items():
+            self.state.set_durations(name, learned)
         self.state.set_fingerprint(fingerprint_for(
             self.project, self.lock, self.state, frames,
             (self.options.backend, self.options.profile), self._remote_url(),
