@@ -90,11 +90,12 @@ class Materializer:
         if not self.cache.has_blob(digest) and not await loop.run_in_executor(
                 self.remote_io, self.remote.fetch, digest, self.cache):
             return False
-        if digest not in {t.digest for t in self.cache.takes(key_of(frame))}:
-            for take, request in await loop.run_in_executor(self.remote_io, self.remote.takes,
-                                                            key_of(frame)):
-                if take.digest == digest:
-                    self.cache.add_take(key_of(frame), request, take)
+        key = key_of(frame)
+        if digest not in {t.digest for t in self.cache.takes(key)}:
+            found = await loop.run_in_executor(self.remote_io, self.remote.listing.take, key,
+                                               digest)
+            if found is not None:
+                self.cache.add_take(key, found[1], found[0])
         return True
 
     def write(self, frame: Frame, output: str, digest: str) -> bool:

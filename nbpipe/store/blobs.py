@@ -135,8 +135,9 @@ class Blobs:
         finally:
             temp.discard()
 
-    def adopt(self, temp: Path, digest: str) -> bool:
-        """Move a downloaded temp file into the store if it hashes to `digest`; else drop it."""
+    def adopt(self, temp: Path, digest: str, batch: SyncBatch | None = None) -> bool:
+        """Move a downloaded temp file into the store if it hashes to `digest`; else drop it.
+        Durable on return, or with a `batch`, at its sync."""
         if not is_sha256(digest):
             temp.unlink(missing_ok=True)
             return False
@@ -145,7 +146,7 @@ class Blobs:
                 actual = hashlib.file_digest(handle, "sha256").hexdigest()
             if actual != digest:
                 return False
-            AtomicFile.of(temp).publish(self.path(digest))
+            AtomicFile.of(temp).publish(self.path(digest), batch)
             return True
         except OSError:
             return False
