@@ -75,6 +75,10 @@ class RemoteTakes:
             self.list_keys([key])
         return self._listed.get(key, set()) | self._seen.get(key, set())
 
+    def known(self, key: str) -> set[str]:
+        """The key's digests found so far, asking nothing."""
+        return self._listed.get(key, set()) | self._seen.get(key, set())
+
     def holds(self, key: str, digest: str) -> bool:
         """Whether the take is known to be on the remote, asking nothing."""
         return digest in self._listed.get(key, ()) or digest in self._seen.get(key, ())

@@ -701,3 +701,15 @@ def test_a_lock_pinning_an_image_the_remote_never_made_for_that_key_restores_not
     assert restored[names[0]]["frame"] == names[0]
     written = json.loads((b / "nbpipe.lock").read_text())["frames"][names[0]]["digest"]
     assert written != other["digest"]  # the frame's own take, found by its key, not the pin
+
+
+def test_restoring_from_the_local_cache_asks_the_remote_nothing(bucket, fake_hiapi, run,
+                                                               tmp_path, monkeypatch):
+    """Outputs deleted, their takes in the local cache: a request per frame to the remote
+    (a LIST of each key) was the price of a local restore with a remote configured."""
+    a = clone(tmp_path, "a")
+    assert build(run, a)["rendered"] == 5
+    shutil.rmtree(a / "out")
+    listed, named = _remote_reads(monkeypatch)
+    assert build(run, a)["restored"] == 5
+    assert (listed, named) == ([], [])
