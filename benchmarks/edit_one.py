@@ -31,8 +31,9 @@ os.environ.setdefault("NBPIPE_MAX_FRAMES", "10000000")
 def _build(root: Path, code: str | None) -> float:
     env = {**os.environ, **({"PYTHONPATH": code} if code else {})}
     start = time.perf_counter()
+    # cwd: `python -m` puts the working folder first on sys.path, before PYTHONPATH
     subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "build"], check=True,
-                   stdout=subprocess.DEVNULL, env=env)
+                   stdout=subprocess.DEVNULL, env=env, cwd=root)
     return time.perf_counter() - start
 
 

@@ -48,8 +48,9 @@ def two_builds(frames: int, jobs: int, latency: float, code: str | None) -> tupl
             (root / "nbpipe.yaml").write_text(tiles(frames).replace("tile {{", prompt + " {{"))
             creates, polls = fake.counts["creates"], fake.counts["polls"]
             start = time.perf_counter()
+            # cwd: `python -m` puts the working folder first on sys.path, before PYTHONPATH
             subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "build", "-j",
-                            str(jobs)], env=env, check=True, stdout=subprocess.DEVNULL)
+                            str(jobs)], env=env, check=True, stdout=subprocess.DEVNULL, cwd=root)
             runs.append((time.perf_counter() - start, fake.counts["creates"] - creates,
                          fake.counts["polls"] - polls))
         return runs[0], runs[1]

@@ -41,8 +41,9 @@ def clone_build(base: Path, name: str, manifest: str, lock: str | None, env: dic
         (root / "nbpipe.lock").write_text(lock)
     run_env = {**env, **({"PYTHONPATH": code} if code else {})}
     start = time.perf_counter()
+    # cwd: `python -m` puts the working folder first on sys.path, before PYTHONPATH
     done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "build", "--json"],
-                          env=run_env, check=True, capture_output=True, text=True)
+                          env=run_env, check=True, capture_output=True, text=True, cwd=root)
     wall = time.perf_counter() - start
     summary = json.loads(done.stdout.splitlines()[-1])
     assert summary["restored"] == frames and summary["rendered"] == 0, summary
