@@ -50,12 +50,13 @@ class RemoteTakes:
     _listed: dict[str, set[str]]
     _seen: dict[str, set[str]]
     _takes: dict[str, dict[str, tuple[Take, dict[str, Any]]]]  # key → digest → record read
+    _missed: set[tuple[str, str]]  # records absent or not valid: not asked again
 
     def __init__(self, fs: Any, root: str, unreachable: Callable[[BaseException], None]):
         self.fs, self.root = fs, root
         self._unreachable = unreachable  # told of every read that failed other than absent
         self._everything = False
-        self._listed, self._seen, self._takes = {}, {}, {}
+        self._listed, self._seen, self._takes, self._missed = {}, {}, {}, set()
 
     def index(self) -> dict[str, set[str]]:
         """frame key → digests of its takes on the remote: the whole remote, listed once (gc,
@@ -94,6 +95,7 @@ class RemoteTakes:
         if key in self._listed:
             self._listed[key].add(digest)
         self._takes.get(key, {}).pop(digest, None)
+        self._missed.discard((key, digest))
 
     def takes(self, key: str) -> TakePairs:
         """All the key's takes with their requests, oldest first (the key listed if it was
@@ -154,7 +156,8 @@ class RemoteTakes:
         seen (it is on the remote), an absent one is not, another failure is unreachable."""
         wanted = {f"{self.root}/takes/{k}/{d}.json": (k, d) for k, digests in
                   wanted_by_key.items() for d in digests
-                  if is_sha256(k) and is_sha256(d) and d not in self._takes.get(k, {})}
+                  if is_sha256(k) and is_sha256(d) and d not in self._takes.get(k, {})
+                  and (k, d) not in self._missed}
         if not wanted:
             return
         try:
@@ -167,9 +170,12 @@ class RemoteTakes:
         for path, (key, digest) in wanted.items():
             raw = found.get(path, FileNotFoundError())
             if isinstance(raw, BaseException):
-                if not isinstance(raw, FileNotFoundError):  # not absent: unknown
+                if not isinstance(raw, FileNotFoundError):  # not absent: unknown, asked again
                     self._unreachable(raw)
-                continue
+                    continue
+                raw = b""
             if (pair := _take_pair(raw)) is not None and pair[0].digest == digest:
                 self._seen.setdefault(key, set()).add(digest)
                 self._takes.setdefault(key, {})[digest] = pair
+            else:
+                self._missed.add((key, digest))
