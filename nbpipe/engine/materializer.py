@@ -54,8 +54,15 @@ class Materializer:
         frame, digest = step.frame, step.digest or ""
         remote = digest in self.pulled or not self.cache.has_blob(digest)
         source = "the remote cache" if remote else "the cache"
-        if not (await self._fetch_remote(frame, digest) and
-                self.write(frame, step.output or frame.output, digest)):
+        output = step.output or frame.output
+        written = await self._fetch_remote(frame, digest) and self.write(frame, output, digest)
+        if not written and self.remote is not None and not self.cache.has_blob(digest):
+            # The copy found the blob damaged and removed it (a power cut before the sync that
+            # makes pulled blobs durable, or a bad disk): the remote may hold it intact.
+            source = "the remote cache"
+            written = await self._fetch_remote(frame, digest) and \
+                self.write(frame, output, digest)
+        if not written:
             return False
         self.pin(frame, digest, self._take_cost(frame, digest), step.output)
         self.teller.frame(step, Status.RESTORED, f"{step.reason} · from {source}, free",

@@ -713,3 +713,22 @@ def test_restoring_from_the_local_cache_asks_the_remote_nothing(bucket, fake_hia
     listed, named = _remote_reads(monkeypatch)
     assert build(run, a)["restored"] == 5
     assert (listed, named) == ([], [])
+
+
+def test_a_damaged_blob_in_the_local_cache_is_fetched_again_not_rendered(bucket, fake_hiapi,
+                                                                         run, tmp_path):
+    """Pulled blobs become durable at the build's one sync: a power cut before it can leave
+    one damaged. Its restore fetches it from the remote again instead of paying."""
+    a = clone(tmp_path, "a")
+    assert build(run, a)["rendered"] == 5
+    b = clone(tmp_path, "b")
+    shutil.copy(a / "nbpipe.lock", b / "nbpipe.lock")
+    assert build(run, b)["restored"] == 5
+    shutil.rmtree(b / "out")
+    for blob in (b / ".nbpipe" / "blobs").rglob("*"):
+        if blob.is_file():
+            blob.write_bytes(b"")  # what a power cut leaves of a file not yet synced
+    again = build(run, b)
+    assert (again["rendered"], again["restored"]) == (0, 5)
+    assert fake_hiapi.counts["creates"] == 5
+    assert run("-C", str(b), "build", "--check", "--offline").code == 0
