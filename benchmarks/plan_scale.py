@@ -2,9 +2,10 @@
 
     python benchmarks/plan_scale.py            # 1k, 10k, 100k frames, median of 5 runs each
 
-Reports the wall time of `nbpipe plan --json` as a fresh process (what a user waits for) and
-of the in-process load+expand+resolve (what the code costs), plus µs per frame, so linearity
-is visible at a glance. The issue's goal: 10,000 frames in under 1.5 s wall.
+Reports the wall time of `nbpipe plan --json` as a fresh process (what a user waits for), its
+peak RSS, and the in-process load+expand+resolve (what the code costs), plus µs per frame, so
+linearity is visible at a glance. Goals: 10,000 frames in under 1.5 s wall; 100,000 frames
+within 11x the wall of 10,000 and within 1 GiB of RSS (issue 26).
 """
 
 from __future__ import annotations
@@ -51,11 +52,15 @@ def write_project(root: Path, rows: int, cols: int) -> None:
     (root / "nbpipe.yaml").write_text(MANIFEST.format(colors=colors, sizes=sizes))
 
 
-def time_cli(root: Path) -> float:
+def time_cli(root: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of one `nbpipe plan --json`."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "plan", "--json"],
-                   check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    proc = subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "plan", "--json"],
+                            stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, proc.returncode
+    return time.perf_counter() - start, usage.ru_maxrss / 1024  # KiB on Linux
 
 
 def time_inprocess(root: Path) -> float:
@@ -67,15 +72,23 @@ def time_inprocess(root: Path) -> float:
 
 
 def main() -> None:
-    print(f"{'frames':>8}  {'cli wall (s)':>12}  {'in-process (s)':>14}  {'µs/frame':>9}")
+    print(f"{'frames':>8}  {'cli wall (s)':>12}  {'peak RSS (MiB)':>14}  {'in-process (s)':>14}"
+          f"  {'µs/frame':>9}")
+    walls = {}
     for rows, cols in SIZES:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             write_project(root, rows, cols)
-            cli = statistics.median(time_cli(root) for _ in range(RUNS))
+            runs = [time_cli(root) for _ in range(RUNS)]
+            cli = statistics.median(r[0] for r in runs)
+            rss = max(r[1] for r in runs)
             inproc = statistics.median(time_inprocess(root) for _ in range(RUNS))
             frames = rows * cols
-            print(f"{frames:>8,}  {cli:>12.3f}  {inproc:>14.3f}  {inproc / frames * 1e6:>9.1f}")
+            walls[frames] = cli
+            print(f"{frames:>8,}  {cli:>12.3f}  {rss:>14.0f}  {inproc:>14.3f}  "
+                  f"{inproc / frames * 1e6:>9.1f}")
+    if 10_000 in walls and 100_000 in walls:
+        print(f"100,000 / 10,000 frames: {walls[100_000] / walls[10_000]:.1f}x (goal <= 11)")
 
 
 if __name__ == "__main__":

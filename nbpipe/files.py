@@ -4,6 +4,8 @@
   what a lock or a journal names is on disk before they name it (temp file in the same folder,
   fsync, `os.replace`, fsync of the folder). The one writer of every cache file, lock, state,
   journal compaction, output and page.
+- `SyncBatch`: many outputs written in one build, made durable by one sync of their file
+  systems before the lock names them (an fsync per output costs more than the copy).
 - `is_sha256`: the one check of a key or digest read from an untrusted place (a lock, an index
   record, a journal line, a remote listing, a mark's name); only such a text ever becomes part
   of a path, so `/etc/x` or `../../x` never does.
@@ -61,14 +63,19 @@ class AtomicFile:
         temp.path = path
         return temp
 
-    def publish(self, target: Path) -> None:
-        """Make the bytes durable, then put them at `target` in one step."""
+    def publish(self, target: Path, batch: SyncBatch | None = None) -> None:
+        """Make the bytes durable, then put them at `target` in one step. With a `batch`, they
+        become durable only at its `sync`: whatever names `target` durably must wait for it."""
         self.handle.flush()
-        os.fsync(self.handle.fileno())
+        if batch is None:
+            os.fsync(self.handle.fileno())
         self.handle.close()
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.path, target)
-        fsync_dir(target.parent)
+        if batch is None:
+            fsync_dir(target.parent)
+        else:
+            batch.add(target.parent)
 
     def discard(self) -> None:
         if not self.handle.closed:
@@ -94,5 +101,48 @@ def fsync_dir(path: Path) -> None:
         return
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SyncBatch:
+    """Files published without an fsync each, made durable together by `sync` (one syncfs of
+    each file system they are on: their bytes and their names). Whatever records them durably
+    (the lock) is written only after `sync`: so it never names a file a power cut can leave
+    empty, as with an fsync per file."""
+
+    folders: set[Path]
+
+    def __init__(self) -> None:
+        self.folders = set()
+
+    def add(self, folder: Path) -> None:
+        self.folders.add(folder)
+
+    def sync(self) -> None:
+        """Make every file published into the batch durable; raises OSError if it cannot."""
+        devices: dict[int, Path] = {}
+        for folder in self.folders:
+            devices.setdefault(os.stat(folder).st_dev, folder)
+        for folder in devices.values():
+            _syncfs(folder)
+        self.folders.clear()
+
+
+def _syncfs(folder: Path) -> None:
+    """Flush the file system holding `folder`: syncfs(2) where there is one (Linux), else a
+    sync of everything (POSIX sync(2) returns only once done on the platforms nbpipe runs on)."""
+    import ctypes  # only a build that wrote outputs pays for the import
+
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs  # the C library nbpipe runs on
+    except (OSError, AttributeError, TypeError):
+        os.sync()
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(folder))
     finally:
         os.close(fd)

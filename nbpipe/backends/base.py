@@ -12,9 +12,9 @@ markers), so nothing outside the key can change an image.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from nbpipe.errors import BuildStopped, FrameFailed
 from nbpipe.plan.frame import InputImage, Request
@@ -100,6 +100,18 @@ class Backend(Protocol):
                      job: Job) -> Rendered: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class LearnsDurations(Protocol):
+    """A task-lane backend that polls around how long each model's tasks take: it learns the
+    durations from its finished tasks (`durations`, model → recent seconds), and the build
+    keeps them in the project's state for the next build to start from (`recall`), so even
+    its first tasks are polled when they are likely done."""
+
+    def durations(self) -> dict[str, list[float]]: ...
+
+    def recall(self, durations: Mapping[str, Sequence[float]]) -> None: ...
 
 
 def describe_image(image: InputImage, style: str) -> str:

@@ -17,7 +17,7 @@ import re
 import statistics
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Container, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -69,6 +69,8 @@ KEY_VARS = ("HIAPI_API_KEY", "HIAPI_TOKEN")
 RETRYABLE_CODES = {"MODEL_UNAVAILABLE", "STORAGE_UNAVAILABLE", "TASK_TIMEOUT",
                    "IDEMPOTENCY_KEY_PROCESSING"}
 MAX_FIRST_POLL = 120.0  # a learned first-poll delay never exceeds this (nor the task timeout)
+LEARNED = 25  # durations kept per model: the median of the recent ones is the expectation
+CLOSE_POLL = 0.25  # seconds: the shortest pause between the polls around a task's expected end
 MS_FROM = 1e11  # an expireAt this large is milliseconds: read as seconds, it is the year 5138
 OUTPUT_LIFETIME = 6 * 86400.0  # outputs are kept ~7 days; assumed a day shorter, to be safe
 
@@ -162,21 +164,31 @@ class HiApiBackend(HttpBackend):
         super().__init__(settings, client, limiter)
         self._latency = {}
 
-    def first_poll(self, model: str) -> float:
-        """When to look first: the typical latency HiAPI reported for this model's recent
-        tasks (its own `created`/`completed` stamps), else the configured delay. The stamps are
-        the server's word, so what is learned from them is bounded: by MAX_FIRST_POLL and by
-        the task timeout (a server answering milliseconds must not make a task sleep decades)."""
+    def expected(self, model: str) -> float | None:
+        """How long this model's tasks typically take: the median of what HiAPI reported for
+        its recent tasks (their own `created`/`completed` stamps); None before three are known.
+        The stamps are the server's word, so what is learned from them is bounded: by
+        MAX_FIRST_POLL and by the task timeout (a server answering milliseconds must not make a
+        task sleep decades)."""
         seen = self._latency.get(model)
         if not seen or len(seen) < 3:
-            return self.settings.poll_delay
+            return None
         typical: float = statistics.median(seen)
-        return min(typical * 1.05, MAX_FIRST_POLL, self.settings.task_timeout)
+        return min(typical, MAX_FIRST_POLL, self.settings.task_timeout)
 
     def _learn(self, model: str, task: HiTask) -> None:
         created, completed = task.created, task.completed
         if created is not None and completed is not None and completed >= created > 0:
-            self._latency.setdefault(model, deque(maxlen=25)).append(completed - created)
+            self._latency.setdefault(model, deque(maxlen=LEARNED)).append(completed - created)
+
+    def durations(self) -> dict[str, list[float]]:
+        return {model: list(seen) for model, seen in self._latency.items()}
+
+    def recall(self, durations: Mapping[str, Sequence[float]]) -> None:
+        """Start from what earlier builds learned (read from the state: bounded at use, like
+        what the server says); what this build learns is added after it."""
+        for model, seen in durations.items():
+            self._latency[model] = deque(seen, maxlen=LEARNED)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.api_key}", "Accept": "application/json"}
@@ -205,8 +217,10 @@ class HiApiBackend(HttpBackend):
                 job.on_created()  # a new task, billed now to this build's account
             job.on_task(task_id)
         # A task left by an earlier build has usually finished long ago: look at once.
-        first = 0.0 if job.resume_task else self.first_poll(request.model)
-        task = await self._wait(task_id, first)
+        pauses = poll_pauses(0.0, None, self.settings.poll_interval) if job.resume_task else \
+            poll_pauses(self.settings.poll_delay, self.expected(request.model),
+                        self.settings.poll_interval)
+        task = await self._wait(task_id, pauses)
         job.on_finished()  # the task's slot can go to the next frame while this one downloads
         self._learn(request.model, task)
         url, expires = _output(task, task_id)
@@ -278,9 +292,9 @@ class HiApiBackend(HttpBackend):
             raise FrameFailed(f"task {task_id}: the reply holds no task")
         return task
 
-    async def _wait(self, task_id: str, first_poll: float) -> HiTask:
+    async def _wait(self, task_id: str, pauses: Iterator[float]) -> HiTask:
         deadline = time.monotonic() + self.settings.task_timeout
-        await _pause(first_poll, deadline)
+        await _pause(next(pauses), deadline)
         unknown = 0
         while True:
             try:
@@ -296,7 +310,7 @@ class HiApiBackend(HttpBackend):
                     raise ImageLost(f"HiAPI no longer knows task {task_id} ({exc}): it was "
                                     "created with another account's key, or HiAPI dropped it; "
                                     "if it had succeeded, its image is lost") from None
-                await _pause(self.settings.poll_interval, deadline)
+                await _pause(next(pauses), deadline)
                 continue
             unknown = 0
             if task.status == "success":
@@ -309,7 +323,7 @@ class HiApiBackend(HttpBackend):
                 raise TaskStillOut(f"task {task_id} is still {short(task.status, 40)} after "
                                    f"{self.settings.task_timeout:.0f} s; the next build resumes "
                                    "it without paying again")
-            await _pause(self.settings.poll_interval, deadline)
+            await _pause(next(pauses), deadline)
 
     def _data(self, answer: Answer, model: type[R]) -> R | None:
         """The reply's `data` as `model`, or the error its status and envelope call for."""
@@ -433,6 +447,26 @@ def expiry(expire_at: float | None, now: float) -> float:
     if expire_at is None or not 1e9 <= expire_at <= now + 366 * 86400:
         return now + OUTPUT_LIFETIME
     return expire_at
+
+
+def poll_pauses(delay: float, expected: float | None, interval: float) -> Iterator[float]:
+    """The pauses before each poll of a task. Not knowing how long its model takes: `delay`,
+    then every `interval`. Knowing it (`expected`, the typical duration of its recent tasks):
+    the first poll when a typical task is done, then close polls (a twentieth of it, at least
+    CLOSE_POLL s) until half as long again has passed, then every `interval`: a task is
+    collected within moments of its end, in a few polls, where the fixed interval cost up to
+    `interval` seconds a task (1.29x the ideal wall time for 10 s tasks)."""
+    if expected is None:
+        yield delay
+    else:
+        yield expected
+        step = min(max(expected / 20, CLOSE_POLL), interval)
+        waited = expected
+        while waited < expected * 1.5:
+            yield step
+            waited += step
+    while True:
+        yield interval
 
 
 async def _pause(seconds: float, deadline: float) -> None:

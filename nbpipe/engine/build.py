@@ -46,6 +46,7 @@ from nbpipe.engine.scheduler import Scheduler, said_at_end
 from nbpipe.engine.stop import Stop
 from nbpipe.engine.telling import Teller
 from nbpipe.events import Reporter, Status, Summary, Tally
+from nbpipe.files import SyncBatch
 from nbpipe.plan.budget import Budget
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Project, Step, make_plan
@@ -100,6 +101,8 @@ class Build:
     walk: Scheduler = field(init=False)
     decided: dict[str, Step] = field(default_factory=dict)  # the preflight's steps to keep
     pulled: frozenset[str] = frozenset()  # digests the remote served this build
+    # blobs pulled and outputs written: made durable by one sync before the lock is saved
+    written: SyncBatch = field(default_factory=SyncBatch)
 
     def __post_init__(self) -> None:
         self.tally = Tally(self.events)
@@ -110,7 +113,7 @@ class Build:
         pinned = {name: entry.digest for name, entry in self.lock.entries.items()}
         self._sweep(frames)
         opened = Backends(self.open_backend or self._open, self._jobs, self._rpm,
-                          dict(self.backends))
+                          dict(self.backends), self.state.durations)
         self._preflight(frames, opened)
         self._say_remote()
         with ExitStack() as stack:  # every thread pool closes here, however the build ends
@@ -165,7 +168,7 @@ class Build:
         known = StoreKnown(self.lock, self.cache, self.state, self.remote)
         materializer = Materializer(self.project, self.cache, self.lock, self.state,
                                     self.remote, known, teller, remote_io, options.force,
-                                    self.pulled)
+                                    self.pulled, self.written)
         recovery = Recovery(self.journal, self.project.catalog, budget, flights, renderer,
                             teller, self.stop, self.settings.recover_timeout)
         # first: what this build ends from here on waits for its own summary
@@ -217,14 +220,13 @@ class Build:
         """Plan once up front: open the backends it will render on, so a missing one stops the
         build before anything happens; frames with no upstream keep this decision."""
         known = StoreKnown(self.lock, self.cache, self.state, self.remote)
-        if self.remote is not None:
+        if self.remote is not None:  # by key: a pinned take by its name, another key's listed
+            pinned = {e.key: e.digest for e in self.lock.entries.values()}
             self.remote.prefetch_takes([f.key for f in frames
-                                        if f.key and not self.cache.takes(f.key)])
+                                        if f.key and not self.cache.takes(f.key)], pinned)
         plan = make_plan(frames, known, lambda frame: self.options.force)
-        if self.remote is not None:  # the images only the remote has, in one concurrent batch
-            self.pulled = frozenset(s.digest for s in plan.steps if s.action == "restore"
-                                    and s.digest and known.remote_only(s.digest))
-            self.remote.fetch_many(sorted(self.pulled), self.cache)
+        if self.remote is not None:
+            self.pulled = pull(self.remote, self.cache, known, plan.steps, self.written)
         self.decided.update({s.frame.name: s for s in plan.steps if not s.frame.upstreams})
         needed = {s.frame.backend for s in plan.steps
                   if s.action == "render" or (s.action == "blocked" and s.frame.key is None)}
@@ -236,7 +238,7 @@ class Build:
         walk = self.walk
         drop_undeclared(self.lock, self.project.frames, self.state, self.tally)
         remember_outcomes(self.state, frames, walk.failed)
-        save_lock(self.lock, self.project.loaded.root)
+        save_lock(self.lock, self.project.loaded.root, self.written)
         close_batches(walk.renderer.batch, self.journal, self.tally)
         pusher = walk.renderer.pusher
         if pusher is not None:
@@ -244,6 +246,8 @@ class Build:
         if walk.renderer.claimant is not None:  # pushed or not, no claim outlives the build
             walk.renderer.claimant.close()
         record_pins(self.cache, self.project.loaded.root, self.lock, self.tally)
+        for name, learned in walk.renderer.backends.durations().items():
+            self.state.set_durations(name, learned)
         self.state.set_fingerprint(fingerprint_for(
             self.project, self.lock, self.state, frames,
             (self.options.backend, self.options.profile), self._remote_url(),
@@ -311,6 +315,22 @@ def close_batches(lane: BatchLane | None, journal: Journal, tally: Tally) -> Non
                        f"running ({names}); `nbpipe build` collects {'it' if one else 'them'} "
                        "(`nbpipe batches` lists them)")
         lane.log.close(set(journal.open))
+
+
+def pull(remote: Remote, cache: Cache, known: StoreKnown, steps: list[Step],
+         written: SyncBatch) -> frozenset[str]:
+    """The images of the restores only the remote has, downloaded in one concurrent batch
+    (durable at the `written` sync), and their takes indexed in one transaction, so later
+    builds know them offline; returns their digests."""
+    pulled = frozenset(s.digest for s in steps
+                       if s.action == "restore" and s.digest and known.remote_only(s.digest))
+    remote.fetch_many(sorted(pulled), cache, written)
+    found = [(key, pair[1], pair[0]) for s in steps
+             if (key := s.frame.key) and (digest := s.digest) in pulled and cache.has_blob(digest)
+             and (pair := remote.listing.take(key, digest)) is not None]
+    if found:
+        cache.index.add_takes(found)
+    return pulled
 
 
 def _cap(options: BuildOptions, project: Project) -> Decimal | None:

@@ -20,6 +20,7 @@ from nbpipe.catalog import Catalog
 from nbpipe.engine.noop import fingerprint, fingerprint_options
 from nbpipe.errors import NbpipeError
 from nbpipe.events import Summary, Tally
+from nbpipe.files import SyncBatch
 from nbpipe.plan.downstream import stale_downstream
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Known, Project
@@ -83,7 +84,14 @@ def _add_totals(state: State, summary: Summary) -> None:
         pass  # a cache of figures for the report: the money was said
 
 
-def save_lock(lock: Lock, root: Path) -> None:
+def save_lock(lock: Lock, root: Path, written: SyncBatch) -> None:
+    """Save the lock once the outputs it names are durable (`written`: those of this build)."""
+    try:
+        written.sync()
+    except OSError as exc:
+        raise NbpipeError(f"{disk_message(exc)}: the outputs written could not be made durable; "
+                          "nbpipe.lock was left as it was, and every image made is in the "
+                          "cache: the next build pins it for free") from None
     try:
         lock.save(root)
     except OSError as exc:  # atomic: the previous lock is still whole

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from nbpipe.catalog import STANDARD
@@ -18,6 +18,7 @@ from nbpipe.engine.flights import Landing, key_of
 from nbpipe.engine.telling import Teller
 from nbpipe.errors import FrameFailed
 from nbpipe.events import Status
+from nbpipe.files import SyncBatch
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Project, Step, output_is_ours
 from nbpipe.store.cache import Cache, Take
@@ -40,6 +41,8 @@ class Materializer:
     remote_io: ThreadPoolExecutor  # parallel downloads from the remote cache
     force: bool = False
     pulled: frozenset[str] = frozenset()  # digests the remote served this build
+    # outputs written this build: made durable by one sync before the lock names them
+    batch: SyncBatch = field(default_factory=SyncBatch)
 
     def fresh(self, step: Step) -> str | None:
         frame = step.frame
@@ -52,8 +55,15 @@ class Materializer:
         frame, digest = step.frame, step.digest or ""
         remote = digest in self.pulled or not self.cache.has_blob(digest)
         source = "the remote cache" if remote else "the cache"
-        if not (await self._fetch_remote(frame, digest) and
-                self.write(frame, step.output or frame.output, digest)):
+        output = step.output or frame.output
+        written = await self._fetch_remote(frame, digest) and self.write(frame, output, digest)
+        if not written and self.remote is not None and not self.cache.has_blob(digest):
+            # The copy found the blob damaged and removed it (a power cut before the sync that
+            # makes pulled blobs durable, or a bad disk): the remote may hold it intact.
+            source = "the remote cache"
+            written = await self._fetch_remote(frame, digest) and \
+                self.write(frame, output, digest)
+        if not written:
             return False
         self.pin(frame, digest, self._take_cost(frame, digest), step.output)
         self.teller.frame(step, Status.RESTORED, f"{step.reason} · from {source}, free",
@@ -113,11 +123,12 @@ class Materializer:
         if not self.cache.has_blob(digest) and not await loop.run_in_executor(
                 self.remote_io, self.remote.fetch, digest, self.cache):
             return False
-        if digest not in {t.digest for t in self.cache.takes(key_of(frame))}:
-            for take, request in await loop.run_in_executor(self.remote_io, self.remote.takes,
-                                                            key_of(frame)):
-                if take.digest == digest:
-                    self.cache.add_take(key_of(frame), request, take)
+        key = key_of(frame)
+        if digest not in {t.digest for t in self.cache.takes(key)}:
+            found = await loop.run_in_executor(self.remote_io, self.remote.listing.take, key,
+                                               digest)
+            if found is not None:
+                self.cache.add_take(key, found[1], found[0])
         return True
 
     def write(self, frame: Frame, output: str, digest: str) -> bool:
@@ -131,7 +142,8 @@ class Materializer:
                                   pinned.digest if pinned else None, key_of(frame), self.known):
                 raise FrameFailed(f"a file not made by nbpipe is in the way: {output} (--force "
                                   "overwrites; the image is in the cache)")
-        return write_output(self.cache, self.state, self.project.loaded.root, output, digest)
+        return write_output(self.cache, self.state, self.project.loaded.root, output, digest,
+                            self.batch)
 
     def pin(self, frame: Frame, digest: str, cost: Decimal, output: str | None) -> None:
         self.lock.entries[frame.name] = LockEntry(

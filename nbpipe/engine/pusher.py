@@ -63,13 +63,18 @@ class Pusher:
         if self.state.data.get("synced") == self.remote.url:
             self.caught_up = 0
             return
-        self.remote.index()  # one listing of the remote's takes
-        if self.remote.unreachable:
-            return  # it cannot say what it lacks: the next build tries again
-        self.caught_up = 0
         queued = {job[:2] for job in self.jobs}
-        for key, take, request in project_takes(frames, lock, self.cache):
-            if take.digest not in self.remote.digests(key) and (key, take.digest) not in queued:
+        holds = self.remote.listing.holds
+        unknown = [(key, take, request) for key, take, request in
+                   project_takes(frames, lock, self.cache)
+                   if (key, take.digest) not in queued and not holds(key, take.digest)]
+        if unknown:  # takes not known to be there (a clone with nothing yet asks nothing)
+            self.remote.index()  # one listing of the remote's takes
+            if self.remote.unreachable:
+                return  # it cannot say what it lacks: the next build tries again
+        self.caught_up = 0
+        for key, take, request in unknown:
+            if not holds(key, take.digest):
                 self.push(key, take, request())
                 self.caught_up += 1
         if self.caught_up:  # the end of the build waits for them: say why up front

@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
-from nbpipe.backends.base import Backend, InputData, Job, StoppedMaybeSent, TaskStillOut
+from nbpipe.backends.base import (
+    Backend,
+    InputData,
+    Job,
+    LearnsDurations,
+    StoppedMaybeSent,
+    TaskStillOut,
+)
 from nbpipe.backends.images import verify_image_async
 from nbpipe.backends.registry import resumable, spec, unfindable, unrepeatable
 from nbpipe.engine.batches import BatchLane
@@ -50,17 +57,27 @@ OpenBackend = Callable[[str, int, int | None], Backend]  # name, jobs, rpm → a
 
 @dataclass
 class Backends:
-    """The backends this build opened, each once, through the injected factory."""
+    """The backends this build opened, each once, through the injected factory; one that
+    learns its task durations starts from `learned` (backend → model → seconds, as the last
+    build left them) and says what it knows at the end (`durations`)."""
 
     open: OpenBackend
     jobs: Callable[[str], int]
     rpm: Callable[[str], int | None]
     opened: dict[str, Backend] = field(default_factory=dict)
+    learned: Mapping[str, Mapping[str, Sequence[float]]] = field(default_factory=dict)
 
     def get(self, name: str) -> Backend:
         if name not in self.opened:
-            self.opened[name] = self.open(name, self.jobs(name), self.rpm(name))
+            backend = self.open(name, self.jobs(name), self.rpm(name))
+            if isinstance(backend, LearnsDurations):
+                backend.recall(self.learned.get(name, {}))
+            self.opened[name] = backend
         return self.opened[name]
+
+    def durations(self) -> dict[str, dict[str, list[float]]]:
+        return {name: backend.durations() for name, backend in self.opened.items()
+                if isinstance(backend, LearnsDurations)}
 
     def account(self, name: str) -> str | None:
         """Who this build pays from on `name`; None when it cannot send there (no key)."""

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from nbpipe.files import AtomicFile, is_sha256
+from nbpipe.files import AtomicFile, SyncBatch, is_sha256
 from nbpipe.projectfile import FileRefused, open_regular, read_capped
 
 CHUNK = 1 << 20
@@ -111,8 +111,9 @@ class Blobs:
             return None
         return data
 
-    def copy_verified(self, digest: str, dest: Path) -> bool:
-        """Atomically write the blob to `dest`, checking its digest on the way; False on a miss."""
+    def copy_verified(self, digest: str, dest: Path, batch: SyncBatch | None = None) -> bool:
+        """Atomically write the blob to `dest`, checking its digest on the way; False on a miss.
+        Durable on return, or with a `batch`, at its sync."""
         if not is_sha256(digest):
             return False
         try:
@@ -129,13 +130,14 @@ class Blobs:
             if hasher.hexdigest() != digest:
                 self.path(digest).unlink(missing_ok=True)
                 return False
-            temp.publish(dest)  # durable before a lock names it
+            temp.publish(dest, batch)  # durable before a lock names it
             return True
         finally:
             temp.discard()
 
-    def adopt(self, temp: Path, digest: str) -> bool:
-        """Move a downloaded temp file into the store if it hashes to `digest`; else drop it."""
+    def adopt(self, temp: Path, digest: str, batch: SyncBatch | None = None) -> bool:
+        """Move a downloaded temp file into the store if it hashes to `digest`; else drop it.
+        Durable on return, or with a `batch`, at its sync."""
         if not is_sha256(digest):
             temp.unlink(missing_ok=True)
             return False
@@ -144,7 +146,7 @@ class Blobs:
                 actual = hashlib.file_digest(handle, "sha256").hexdigest()
             if actual != digest:
                 return False
-            AtomicFile.of(temp).publish(self.path(digest))
+            AtomicFile.of(temp).publish(self.path(digest), batch)
             return True
         except OSError:
             return False

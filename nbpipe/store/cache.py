@@ -72,7 +72,7 @@ class Cache:
         return self.index.takes(key)
 
     def add_take(self, key: str, request: dict[str, Any], take: Take) -> None:
-        self.index.add_take(key, request, take)
+        self.index.add_takes([(key, request, take)])
 
     def allocate_take(self, key: str, known: Sequence[Take] = ()) -> int:
         return self.index.allocate_take(key, known)

@@ -40,8 +40,14 @@ class StoreKnown:
         return remote[-1][0] if remote else None
 
     def take_digests(self, key: str) -> set[str]:
+        """The digests of the key's takes here, and on the remote: asked of it only for a key
+        this cache has no take of (the preflight asked those in one batch). Every image a
+        build here wrote came through this cache, its take indexed: a key's takes here say
+        which files of it are nbpipe's, and a LIST a frame was a request per frame."""
         local = {t.digest for t in self.cache.takes(key)}
-        return local | (self.remote.digests(key) if self.remote else set())
+        if self.remote is None:
+            return local
+        return local | (self.remote.listing.known(key) if local else self.remote.digests(key))
 
     def kept(self, digest: str) -> bool:
         return self.cache.has_blob(digest)

@@ -1,18 +1,23 @@
 """The one output writer shared by build, pin and pull: a verified copy from the cache, atomic
-and fsync'd (so a lock never names a file that a power cut can leave empty), under the
-extension of the image's real format, remembered in the stat cache as nbpipe's own bytes."""
+and durable before a lock names it (so a lock never names a file that a power cut can leave
+empty), under the extension of the image's real format, remembered in the stat cache as
+nbpipe's own bytes. A build writes its outputs into a SyncBatch, made durable by one sync
+before it saves the lock; pin and pull fsync each one."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from nbpipe.files import SyncBatch
 from nbpipe.store.cache import Cache
 from nbpipe.store.state import State
 
 
-def write_output(cache: Cache, state: State, root: Path, output: str, digest: str) -> bool:
-    """Write the image `digest` to `output` (project-relative); False if the cache lacks it."""
-    if not cache.blobs.copy_verified(digest, root / output):
+def write_output(cache: Cache, state: State, root: Path, output: str, digest: str,
+                 batch: SyncBatch | None = None) -> bool:
+    """Write the image `digest` to `output` (project-relative); False if the cache lacks it.
+    With a `batch`, the output is durable only once the batch is synced."""
+    if not cache.blobs.copy_verified(digest, root / output, batch):
         return False
     state.note_output(output, digest)
     return True

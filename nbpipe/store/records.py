@@ -29,7 +29,7 @@ from pydantic import (
 
 from nbpipe.catalog import builtin
 from nbpipe.files import is_sha256
-from nbpipe.store.state import STATE_VERSION, is_rel
+from nbpipe.store.state import STATE_VERSION, is_durations, is_rel
 
 
 def _sha256(value: str) -> str:
@@ -295,4 +295,6 @@ def read_state(doc: object) -> dict[str, Any]:
         out["synced"] = state.synced
     if state.fingerprint is not None:
         out["fingerprint"] = doc["fingerprint"]  # as written: noop.py compares all of it
+    if is_durations(doc.get("durations")):  # plain numbers: one check serves both readers
+        out["durations"] = doc["durations"]
     return out

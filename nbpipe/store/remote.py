@@ -7,8 +7,10 @@ Layout under the remote prefix:
 
 Concurrent writers never corrupt each other: a blob is named by its content, so two writers
 write the same bytes; a take record is written after its blob and never rewritten. Reads trust
-nothing: a downloaded blob must hash to its name, or it is a miss. The remote is listed once per
-build, so planning a thousand frames costs one listing, not a thousand requests.
+nothing: a downloaded blob must hash to its name, or it is a miss. A frame's takes are found by
+key (store/listing.py): a pinned take read by its known name, another key listed under its own
+prefix; a clone that has the lock reads each pinned record and blob by name, in concurrent
+batches.
 
 Storage errors (s3fs, botocore, aiohttp, gcsfs...) are translated here, once: "definitely
 absent" (FileNotFoundError) is a miss; anything else (AccessDenied, SlowDown, a timeout, no
@@ -27,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from nbpipe.errors import NbpipeError
+from nbpipe.files import SyncBatch
 from nbpipe.settings import Settings, current
 from nbpipe.store.cache import Cache, Take
 from nbpipe.store.listing import RemoteTakes, TakePairs
@@ -123,13 +126,14 @@ class Remote:
     def takes(self, key: str) -> TakePairs:
         return self.listing.takes(key)
 
-    def prefetch_takes(self, keys: list[str]) -> None:
-        self.listing.prefetch(keys)
+    def prefetch_takes(self, keys: list[str], pinned: dict[str, str] | None = None) -> None:
+        self.listing.prefetch(keys, pinned)
 
     # --- moving bytes ----------------------------------------------------------------------------
 
-    def fetch_many(self, digests: list[str], cache: Cache) -> None:
-        """Download many blobs concurrently into the cache; each is verified like `fetch`."""
+    def fetch_many(self, digests: list[str], cache: Cache, batch: SyncBatch | None = None) -> None:
+        """Download many blobs concurrently into the cache; each is verified like `fetch`.
+        With a `batch`, they are made durable at its sync (the remote keeps them meanwhile)."""
         digests = [d for d in dict.fromkeys(digests) if not cache.has_blob(d)]
         if not digests:
             return
@@ -141,7 +145,7 @@ class Remote:
         except Exception:
             pass
         for digest, temp in zip(digests, temps, strict=True):
-            cache.blobs.adopt(temp, digest)
+            cache.blobs.adopt(temp, digest, batch)
 
     def fetch(self, digest: str, cache: Cache) -> bool:
         """Download a blob into the local cache, verified by digest; False on any miss."""

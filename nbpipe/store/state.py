@@ -1,10 +1,12 @@
 """The project's local state (`<project>/.nbpipe/state.json`, never committed).
 
-Two things, both about files on this machine:
+Two things about files on this machine, and one about the services it talks to:
 - a stat cache: output path → (size, mtime_ns, ctime_ns, inode, digest), so an unchanged
   output is not re-hashed to learn it is unchanged (see nbpipe.filestat for why the ctime);
 - the no-op fingerprint (engine/noop.py): what the last all-fresh build read. If all of it still
-  holds, nothing can have changed and the build has nothing to do.
+  holds, nothing can have changed and the build has nothing to do;
+- `durations`: backend → model → the seconds its recent tasks took, so the next build polls
+  its first tasks when they are likely done (backends.base.LearnsDurations).
 
 Standard library only at import: the no-op path reads it with `State(root, fast=True)`, its
 own reader (`_checked`); the full path reads it through a strict pydantic model
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -23,10 +26,11 @@ from nbpipe.files import atomic_write, is_sha256
 from nbpipe.filestat import Stat, stat_of
 from nbpipe.projectfile import LOCK_CAP, FileRefused, open_regular, read_capped
 
-__all__ = ["STATE_VERSION", "Stat", "State", "file_sha256", "stat_of"]
+__all__ = ["STATE_VERSION", "Stat", "State", "file_sha256", "is_durations", "stat_of"]
 
 STATE_VERSION = 1
 STAT_FIELDS = 4  # an entry is [*Stat, digest]; one of another length (an older nbpipe) is a miss
+MAX_DURATIONS = 25  # seconds kept per model (the backend keeps as many)
 
 
 def file_sha256(path: str | Path) -> str | None:
@@ -111,6 +115,20 @@ class State:
         orphans: dict[str, str] = self.data.setdefault("orphans", {})
         return orphans
 
+    @property
+    def durations(self) -> dict[str, dict[str, list[float]]]:
+        """backend → model → the seconds its recent tasks took (as read: checked, unbounded
+        in value; whoever polls by them bounds them)."""
+        durations: dict[str, dict[str, list[float]]] = self.data.get("durations", {})
+        return durations
+
+    def set_durations(self, backend: str, learned: dict[str, list[float]]) -> None:
+        kept = {model: [float(s) for s in seen[-MAX_DURATIONS:]]
+                for model, seen in learned.items() if seen}
+        if kept and self.durations.get(backend) != kept:
+            self.data["durations"] = {**self.durations, backend: kept}
+            self.changed = True
+
     def set_fingerprint(self, fingerprint: dict[str, Any] | None) -> None:
         if self.data.get("fingerprint") != fingerprint:
             self.data["fingerprint"] = fingerprint
@@ -172,7 +190,23 @@ def _checked(data: dict[str, Any]) -> dict[str, Any]:
     fingerprint = data.get("fingerprint")
     if _is_fingerprint(fingerprint):
         out["fingerprint"] = fingerprint
+    if is_durations(data.get("durations")):
+        out["durations"] = data["durations"]
     return out
+
+
+def is_durations(value: object) -> bool:
+    """backend → model → at most MAX_DURATIONS finite seconds of 0 or more; a part of another
+    shape is forgotten whole (it is learnt again in one build)."""
+    return isinstance(value, dict) and all(
+        isinstance(models, dict) and all(_is_seconds(seen) for seen in models.values())
+        for models in value.values())
+
+
+def _is_seconds(seen: object) -> bool:
+    return isinstance(seen, list) and len(seen) <= MAX_DURATIONS and all(
+        isinstance(s, int | float) and not isinstance(s, bool) and math.isfinite(s) and s >= 0
+        for s in seen)
 
 
 def _is_amount(value: object) -> bool:

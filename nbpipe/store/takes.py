@@ -164,13 +164,15 @@ class TakeIndex:
         request = self._record(key).get("request")
         return request if isinstance(request, dict) else None
 
-    def add_take(self, key: str, request: dict[str, Any], take: Take) -> None:
+    def add_takes(self, found: Sequence[tuple[str, dict[str, Any], Take]]) -> None:
+        """Index many takes in one transaction (a restore from the remote indexes hundreds)."""
         with self._writing():
-            record = self._record(key)
-            takes = [t for t in _take_docs(record) if t.get("digest") != take.digest]
-            self.db.set(f"key:{key}", {"request": request, "takes": [*takes, asdict(take)]})
-            if take.url:
-                self.db.set(f"url:{take.digest}", [take.url, take.url_expires])
+            for key, request, take in found:
+                record = self._record(key)
+                takes = [t for t in _take_docs(record) if t.get("digest") != take.digest]
+                self.db.set(f"key:{key}", {"request": request, "takes": [*takes, asdict(take)]})
+                if take.url:
+                    self.db.set(f"url:{take.digest}", [take.url, take.url_expires])
 
     def drop_take(self, key: str, digest: str) -> None:
         with self._writing():

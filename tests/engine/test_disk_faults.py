@@ -138,3 +138,67 @@ def test_two_builds_at_once_on_one_project_and_one_cache(tmp_path, monkeypatch):
     text = "".join(out for out, _ in results)
     assert text.count("rendered ") + text.count("restored ") >= 6
     assert "waiting for another nbpipe build" in text
+
+
+def test_restored_outputs_are_synced_once_before_the_lock_names_them(tmp_path, run, make_project,
+                                                                     monkeypatch):
+    """An fsync per restored output made a local restore 39x `cp -r`: the build's outputs are
+    made durable by one sync of their file system, and only then is the lock saved."""
+    import nbpipe.files as files
+    from nbpipe.store.lock import Lock
+
+    monkeypatch.delenv("NBPIPE_CACHE_DIR", raising=False)
+    values = ", ".join(f"v{i}" for i in range(30))
+    root = make_project("version: 1\ndefaults: {backend: preview, model: gemini-3.1-flash-image,"
+                        " resolution: \"512\", aspect_ratio: \"1:1\"}\ntargets:\n  tile:\n"
+                        f"    prompt: \"tile {{{{ v }}}}\"\n    matrix: {{v: [{values}]}}\n")
+    assert run("-C", str(root), "build").code == 0
+    for png in (root / "out").rglob("*.png"):
+        png.unlink()
+    said: list[str] = []
+    real_fsync, real_save = os.fsync, Lock.save
+    real_syncfs = getattr(files, "_syncfs", None)
+
+    def fsync(fd):
+        said.append("fsync")
+        return real_fsync(fd)
+
+    def syncfs(folder):
+        said.append(f"syncfs {folder}")
+        return real_syncfs(folder) if real_syncfs else None
+
+    def save(self, where):
+        said.append("lock")
+        return real_save(self, where)
+    with monkeypatch.context() as m:
+        m.setattr(files.os, "fsync", fsync)
+        m.setattr(files, "_syncfs", syncfs, raising=False)
+        m.setattr(Lock, "save", save)
+        result = run("-C", str(root), "build", "--json")
+    assert json.loads(result.out.splitlines()[-1])["restored"] == 30
+    assert said.count("fsync") < 10, said  # the lock, the state, the journal: not one per output
+    synced = [i for i, s in enumerate(said) if s.startswith("syncfs")]
+    assert len(synced) == 1 and synced[0] < said.index("lock"), said
+    healthy(root, run)
+
+
+def test_outputs_that_cannot_be_made_durable_leave_the_lock_as_it_was(project, run, monkeypatch):
+    import nbpipe.files as files
+
+    assert run("-C", str(project), "build", "--backend", "preview").code == 0
+    previous = (project / "nbpipe.lock").read_text()
+    (project / "out" / "frontal.png").unlink()
+    (project / "nbpipe.yaml").write_text((project / "nbpipe.yaml").read_text()
+                                         .replace("calm neutral", "calm, neutral"))
+
+    def failing(folder):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(folder))
+    with monkeypatch.context() as m:
+        m.setattr(files, "_syncfs", failing, raising=False)
+        result = run("-C", str(project), "build", "--backend", "preview")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "could not be made durable" in result.err and "Input/output error" in result.err
+    assert (project / "nbpipe.lock").read_text() == previous
+    again = run("-C", str(project), "build", "--backend", "preview", "--json")
+    assert json.loads(again.out.splitlines()[-1])["rendered"] == 0
+    healthy(project, run)

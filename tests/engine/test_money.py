@@ -157,7 +157,7 @@ def test_an_image_that_vanishes_while_writing_is_lost_not_rendered(fake_hiapi, b
     from nbpipe.store.blobs import Blobs
 
     root = make_project(ONE)
-    monkeypatch.setattr(Blobs, "copy_verified", lambda self, digest, dest: False)
+    monkeypatch.setattr(Blobs, "copy_verified", lambda self, digest, dest, batch=None: False)
     summary = build(root)
     assert (summary["rendered"], summary["failed"], summary["lost"]) == (0, 1, 1)
     assert summary["spent_usd"] == summary["lost_usd"] == 0.05  # paid: lost is inside spent

@@ -43,6 +43,9 @@ STATE = st.fixed_dictionaries({}, optional={
         "outputs": _maybe(st.lists(_maybe(REL), max_size=2)),
         "manifest": _maybe(st.just(SHA)), "lock": _maybe(st.just(SHA)),
         "frames": ODD, "nbpipe": ODD})),
+    "durations": _maybe(st.dictionaries(st.sampled_from(["hiapi", "x"]), _maybe(
+        st.dictionaries(st.sampled_from(["m", "n"]), _maybe(st.lists(_maybe(st.sampled_from(
+            [10, 10.5, -1, 0, float("inf"), True])), max_size=3)), max_size=2)), max_size=2)),
     "extra": ODD,
 })
 
@@ -62,7 +65,8 @@ def test_state_reads_its_own_writing_byte_for_byte():
            "failed": {"f": "why"}, "totals": {"spent_usd": "0.5", "saved_usd": "0"},
            "unpushed": [[SHA, SHA]], "synced": "s3://x",
            "fingerprint": {"manifest": SHA, "lock": SHA, "frames": 2, "inputs": {"a": [1]},
-                           "outputs": ["out/a.png"], "until": None}}
+                           "outputs": ["out/a.png"], "until": None},
+           "durations": {"hiapi": {"Nano-Banana": [10, 10.5]}}}
     text = json.dumps(doc, separators=(",", ":"))
     assert json.dumps(read_state(json.loads(text)), separators=(",", ":")) == text
 

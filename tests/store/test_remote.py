@@ -627,3 +627,108 @@ def test_the_fast_path_waits_only_for_marks_the_full_path_sends(fake_hiapi, run,
     assert fresh() == 5
     legacy.write_text(ours)
     assert fresh() is None  # the full path sends it
+
+
+def _remote_reads(monkeypatch) -> tuple[list[str], list[str]]:
+    """(prefixes listed, take records read by name) by every Remote of this test, as asked
+    of its filesystem."""
+    from nbpipe.store import remote
+
+    listed: list[str] = []
+    named: list[str] = []
+    real_open = remote._open_fs
+
+    def open_fs(url, endpoint_url):
+        fs, root = real_open(url, endpoint_url)
+        find, cat = fs.find, fs.cat
+
+        def finding(path, *args, **kwargs):
+            listed.append(path.rpartition("/cache/")[2])
+            return find(path, *args, **kwargs)
+
+        def reading(path, *args, **kwargs):
+            paths = path if isinstance(path, list) else [path]
+            named.extend(p.rpartition("/takes/")[2].removesuffix(".json") for p in paths
+                         if "/takes/" in p)
+            return cat(path, *args, **kwargs)
+        fs.find, fs.cat = finding, reading
+        return fs, root
+    monkeypatch.setattr(remote, "_open_fs", open_fs)
+    return listed, named
+
+
+def test_a_clone_with_the_lock_reads_each_pinned_take_by_name_and_lists_nothing(
+        bucket, fake_hiapi, run, tmp_path, monkeypatch):
+    a = clone(tmp_path, "a")
+    assert build(run, a)["rendered"] == 5
+    listed, named = _remote_reads(monkeypatch)
+    b = clone(tmp_path, "b")
+    shutil.copy(a / "nbpipe.lock", b / "nbpipe.lock")
+    second = build(run, b)
+    assert (second["rendered"], second["restored"]) == (0, 5)
+    assert listed == []  # neither the remote's takes nor a key's: the lock names them
+    lock = json.loads((a / "nbpipe.lock").read_text())["frames"]
+    assert sorted(set(named)) == sorted(f"{e['key']}/{e['digest']}" for e in lock.values())
+    assert run("-C", str(b), "build", "--check", "--offline").code == 0  # indexed here
+
+
+def test_a_clone_without_the_lock_lists_its_own_keys_not_the_remote(bucket, fake_hiapi, run,
+                                                                      tmp_path, monkeypatch):
+    assert build(run, clone(tmp_path, "a"))["rendered"] == 5
+    bucket.pipe_file(f"cache/takes/{'c' * 64}/{'d' * 64}.json", b"{}")  # another project's
+    listed, _ = _remote_reads(monkeypatch)
+    second = build(run, clone(tmp_path, "b"))
+    assert (second["rendered"], second["restored"]) == (0, 5)
+    assert "takes" not in listed and len(listed) == 5
+    assert all(prefix.startswith("takes/") and prefix != f"takes/{'c' * 64}"
+               for prefix in listed)
+
+
+def test_a_lock_pinning_an_image_the_remote_never_made_for_that_key_restores_nothing(
+        bucket, fake_hiapi, run, tmp_path):
+    """The lock may come from a pull request: a pin is restored only when the remote holds a
+    take of that very key with that digest (its record, read by name)."""
+    a = clone(tmp_path, "a")
+    assert build(run, a)["rendered"] == 5
+    lock = json.loads((a / "nbpipe.lock").read_text())
+    names = sorted(lock["frames"])
+    first, other = lock["frames"][names[0]], lock["frames"][names[1]]
+    first["digest"] = other["digest"]  # another frame's image, pinned to this frame
+    b = clone(tmp_path, "b")
+    (b / "nbpipe.lock").write_text(json.dumps(lock))
+    second = build(run, b)
+    restored = {e["frame"]: e for e in second["events"] if e.get("status") == "restored"}
+    assert restored[names[0]]["frame"] == names[0]
+    written = json.loads((b / "nbpipe.lock").read_text())["frames"][names[0]]["digest"]
+    assert written != other["digest"]  # the frame's own take, found by its key, not the pin
+
+
+def test_restoring_from_the_local_cache_asks_the_remote_nothing(bucket, fake_hiapi, run,
+                                                               tmp_path, monkeypatch):
+    """Outputs deleted, their takes in the local cache: a request per frame to the remote
+    (a LIST of each key) was the price of a local restore with a remote configured."""
+    a = clone(tmp_path, "a")
+    assert build(run, a)["rendered"] == 5
+    shutil.rmtree(a / "out")
+    listed, named = _remote_reads(monkeypatch)
+    assert build(run, a)["restored"] == 5
+    assert (listed, named) == ([], [])
+
+
+def test_a_damaged_blob_in_the_local_cache_is_fetched_again_not_rendered(bucket, fake_hiapi,
+                                                                         run, tmp_path):
+    """Pulled blobs become durable at the build's one sync: a power cut before it can leave
+    one damaged. Its restore fetches it from the remote again instead of paying."""
+    a = clone(tmp_path, "a")
+    assert build(run, a)["rendered"] == 5
+    b = clone(tmp_path, "b")
+    shutil.copy(a / "nbpipe.lock", b / "nbpipe.lock")
+    assert build(run, b)["restored"] == 5
+    shutil.rmtree(b / "out")
+    for blob in (b / ".nbpipe" / "blobs").rglob("*"):
+        if blob.is_file():
+            blob.write_bytes(b"")  # what a power cut leaves of a file not yet synced
+    again = build(run, b)
+    assert (again["rendered"], again["restored"]) == (0, 5)
+    assert fake_hiapi.counts["creates"] == 5
+    assert run("-C", str(b), "build", "--check", "--offline").code == 0

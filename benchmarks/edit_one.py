@@ -1,0 +1,79 @@
+"""Editing one frame of a large project, side by side with the no-op fast path.
+
+    python benchmarks/edit_one.py                 # 10,000 + 1 frames, median of 5
+    python benchmarks/edit_one.py --before /tmp/old   # also time another copy of nbpipe
+
+A matrix of --frames tiles and one more target, `hero`, on the preview backend, built once.
+Then, each run: the no-op build (nothing changed: the fast path), and a build after an edit of
+hero's prompt (one frame renders, the other 10,000 are planned and found fresh), each a fresh
+process. The goal of issue 26: the edit within 3x the no-op.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from noop import MANIFEST, shape
+
+os.environ.setdefault("NBPIPE_MAX_FRAMES", "10000000")
+
+
+def _build(root: Path, code: str | None) -> float:
+    env = {**os.environ, **({"PYTHONPATH": code} if code else {})}
+    start = time.perf_counter()
+    # cwd: `python -m` puts the working folder first on sys.path, before PYTHONPATH
+    subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "build"], check=True,
+                   stdout=subprocess.DEVNULL, env=env, cwd=root)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=10000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--before", help="a folder holding another nbpipe package (an earlier "
+                        "commit's, from `git archive`), timed the same way in the same run")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="nbpipe-edit-"))
+    try:
+        root = base / "project"
+        root.mkdir()
+        a, b = shape(args.frames)
+        manifest = root / "nbpipe.yaml"
+        manifest.write_text(MANIFEST.format(a=", ".join(a), b=", ".join(b)) +
+                            '  hero:\n    prompt: "a hero tile, version 0"\n')
+        subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "build", "-j", "4"],
+                       check=True, stdout=subprocess.DEVNULL)
+        codes = {"nbpipe": None, **({"--before": args.before} if args.before else {})}
+        times: dict[str, list[float]] = {}
+        edit = 0
+        for _ in range(args.runs):
+            for name, code in codes.items():
+                _build(root, code)  # whatever the last edit left, settled
+                times.setdefault(f"{name}: no-op (fast path)", []).append(_build(root, code))
+                edit += 1
+                manifest.write_text(re.sub(r"version \d+", f"version {edit}",
+                                           manifest.read_text()))
+                times.setdefault(f"{name}: one frame edited", []).append(_build(root, code))
+        print(f"{args.frames + 1:,} frames, median of {args.runs}:")
+        for name, walls in times.items():
+            noop = statistics.median(times[name.split(":")[0] + ": no-op (fast path)"])
+            wall = statistics.median(walls)
+            print(f"  {name:<34} {wall * 1000:7.0f} ms  {wall / noop:5.1f}x the no-op "
+                  "(goal <= 3 for the edit)")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
