@@ -101,8 +101,7 @@ class Build:
     walk: Scheduler = field(init=False)
     decided: dict[str, Step] = field(default_factory=dict)  # the preflight's steps to keep
     pulled: frozenset[str] = frozenset()  # digests the remote served this build
-    # blobs pulled and outputs written: made durable by one sync before the lock is saved
-    written: SyncBatch = field(default_factory=SyncBatch)
+    written: SyncBatch = field(default_factory=SyncBatch)  # all made durable before the lock
 
     def __post_init__(self) -> None:
         self.tally = Tally(self.events)
