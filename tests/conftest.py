@@ -245,3 +245,21 @@ def fake_openai(monkeypatch):
         monkeypatch.setenv("OPENAI_BASE_URL", fake.base)
         monkeypatch.setenv("NBPIPE_RETRY_BASE", "0.01")
         yield fake
+
+
+def point_at_fal(monkeypatch, fake):
+    """Point nbpipe at a fake fal queue (FakeFal or a subclass), polling fast."""
+    monkeypatch.setenv("FAL_KEY", fake.key)
+    monkeypatch.setenv("FAL_BASE_URL", fake.url)
+    monkeypatch.setenv("NBPIPE_FAL_POLL_INTERVAL", "0.01")
+    monkeypatch.setenv("NBPIPE_RETRY_BASE", "0.01")
+
+
+@pytest.fixture
+def fake_fal(monkeypatch):
+    from tests.fakes.fal import FakeFal
+
+    with FakeFal() as fake:
+        point_at_fal(monkeypatch, fake)
+        yield fake
+

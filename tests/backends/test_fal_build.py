@@ -36,15 +36,6 @@ targets:
 """
 
 
-@pytest.fixture
-def fake_fal(monkeypatch):
-    with FakeFal() as fake:
-        monkeypatch.setenv("FAL_KEY", fake.key)
-        monkeypatch.setenv("FAL_BASE_URL", fake.url)
-        monkeypatch.setenv("NBPIPE_FAL_POLL_INTERVAL", "0.01")
-        monkeypatch.setenv("NBPIPE_RETRY_BASE", "0.01")
-        yield fake
-
 
 def test_a_project_with_an_edit_submits_once_per_frame_spends_what_fal_billed(
         fake_fal, build, make_project):

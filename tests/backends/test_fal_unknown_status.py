@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 
+from tests.conftest import point_at_fal
 from tests.fakes.fal import FakeFal
 
 ONE = """\
@@ -28,13 +29,11 @@ class OddStatus(FakeFal):
         return super()._result(request, app, request_id)
 
 
+
 @pytest.fixture
 def odd(monkeypatch):
     with OddStatus() as fake:
-        monkeypatch.setenv("FAL_KEY", fake.key)
-        monkeypatch.setenv("FAL_BASE_URL", fake.url)
-        monkeypatch.setenv("NBPIPE_FAL_POLL_INTERVAL", "0.01")
-        monkeypatch.setenv("NBPIPE_RETRY_BASE", "0.01")
+        point_at_fal(monkeypatch, fake)
         yield fake
 
 

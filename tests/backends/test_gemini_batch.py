@@ -15,19 +15,13 @@ from nbpipe.backends.gemini_batch import GeminiBatches
 from nbpipe.errors import FrameFailed
 from nbpipe.plan.frame import Request
 from nbpipe.settings import current
-from tests.fakes.gemini_batch import FakeGeminiBatch
 
 MODEL = "gemini-3.1-flash-image"
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    with FakeGeminiBatch() as server:
-        monkeypatch.setenv("GEMINI_API_KEY", server.key)
-        monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
-        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.url)
-        monkeypatch.setenv("NBPIPE_RETRY_BASE", "0.01")
-        yield server
+def fake(fake_gemini_batch):
+    return fake_gemini_batch
 
 
 def lines(n: int, batches: GeminiBatches) -> list[tuple[str, dict[str, object]]]:

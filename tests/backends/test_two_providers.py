@@ -6,10 +6,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
-
-from tests.fakes.fal import FakeFal
-
 PROJECT = """\
 version: 1
 targets:
@@ -22,14 +18,6 @@ targets:
              model: fal-ai/flux-pro/kontext}
 """
 
-
-@pytest.fixture
-def fake_fal(monkeypatch):
-    with FakeFal() as fake:
-        monkeypatch.setenv("FAL_KEY", fake.key)
-        monkeypatch.setenv("FAL_BASE_URL", fake.url)
-        monkeypatch.setenv("NBPIPE_FAL_POLL_INTERVAL", "0.01")
-        yield fake
 
 
 def spent(summary: dict) -> Decimal:
