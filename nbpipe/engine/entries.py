@@ -5,6 +5,7 @@ and then the key check refuses the entry."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 from nbpipe.catalog import Catalog
@@ -54,3 +55,11 @@ def _inputs_of(record: dict[str, object]) -> tuple[InputImage, ...]:
             out.append(InputImage(doc["kind"], doc["ref"], doc["digest"],
                                   "reference" if doc.get("role") == "reference" else "input"))
     return tuple(out)
+
+
+def on_its_lane(frame: Frame, entry: Entry, catalog: Catalog) -> Frame:
+    """`frame` as `entry` sent it: a request sent in a batch job is the job's whatever lane the
+    frame is on now (--lane standard after a --no-wait), and is priced on that lane."""
+    if entry.lane == frame.lane:
+        return frame
+    return replace(frame, lane=entry.lane, cost=entry_price(entry, catalog))

@@ -22,6 +22,7 @@ from nbpipe.backends.base import Job
 from nbpipe.backends.registry import resumable, spec, unfindable, unrepeatable
 from nbpipe.catalog import Catalog
 from nbpipe.engine.entries import entry_frame as entry_frame  # build.py reads it here
+from nbpipe.engine.entries import on_its_lane
 from nbpipe.engine.flights import Flights, Landing
 from nbpipe.engine.renderer import Renderer
 from nbpipe.engine.stop import Stop
@@ -168,7 +169,7 @@ class Recovery:
     async def _collect_one(self, entry: Entry, flight: asyncio.Future[Landing | None],
                            slots: dict[str, asyncio.Semaphore]) -> None:
         own = self.renderer.frames().get(entry.key)  # the budget measures what is sent
-        frame = own or entry_frame(entry, self.catalog)
+        frame = on_its_lane(own, entry, self.catalog) if own else entry_frame(entry, self.catalog)
         what = f"task {entry.task_id}" if entry.task_id else "a create whose reply was lost"
         if frame.request.key != entry.key:  # the Idempotency-Key would differ: a new payment
             self.teller.note(f"{what} of an earlier build of {entry.frame}: its journal record "

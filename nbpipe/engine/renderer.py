@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Container, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from nbpipe.backends.images import verify_image_async
 from nbpipe.backends.registry import resumable, spec, unfindable, unrepeatable
 from nbpipe.engine.batches import BatchLane
 from nbpipe.engine.claiming import Claimant, freed_on_failure, peer_take
-from nbpipe.engine.entries import entry_price, recorded_key
+from nbpipe.engine.entries import on_its_lane, recorded_key
 from nbpipe.engine.flights import key_of
 from nbpipe.engine.inflight import InFlight
 from nbpipe.engine.inputs import input_data
@@ -119,8 +119,7 @@ class Renderer:
         inputs = [input_data(image, frame.backend, self.project.loaded.root, self.cache,
                              self.remote, lifetime) for image in frame.inputs]
         entry = self._entry(step)
-        if entry.lane != frame.lane:  # an entry sent in a job is the job's, and priced so
-            frame = replace(frame, lane=entry.lane, cost=entry_price(entry, self.project.catalog))
+        frame = on_its_lane(frame, entry, self.project.catalog)  # a job's entry is the job's
         take_no = entry.take
         job = Job(take=take_no, lane=entry.lane, resume_task=entry.task_id, body=entry.body,
                   on_send=lambda body: self.journal.sent(key, take_no, body),

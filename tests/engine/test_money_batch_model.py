@@ -34,6 +34,14 @@ WALKS = {
         lambda m: m.cancel_one(pick=0),
         lambda m: m.settle(),
     ],
+    "forced takes in jobs, collected by a build on the standard lane (priced on batch)": [
+        lambda m: m.build(polls=1),
+        lambda m: m.force_no_wait(name="a"),
+        lambda m: m.force_no_wait(name="b"),
+        lambda m: m.jobs_end(),
+        lambda m: m.build_on_the_standard_lane(polls=1),
+        lambda m: m.settle(),
+    ],
     "a frame edited away while its job runs (its paid image collected all the same)": [
         lambda m: m.build_no_wait(),
         lambda m: m.edit_prompt(name="c", words="a blue kite"),
