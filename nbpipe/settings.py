@@ -102,6 +102,7 @@ class Settings(NamedTuple):
     recover_timeout: float = 300.0  # NBPIPE_RECOVER_TIMEOUT: collecting what builds left
     interrupt_grace: float = 10.0  # NBPIPE_INTERRUPT_GRACE: after Ctrl-C, for tasks in flight
     batch_poll_interval: float = 30.0  # NBPIPE_BATCH_POLL_INTERVAL: seconds between job polls
+    batch_settle: float = 600.0  # NBPIPE_BATCH_SETTLE: how long an unlisted job may still show
     claim_lease: float = 60.0  # NBPIPE_CLAIM_LEASE: a claim on the remote lapses unrenewed
     # backends
     hiapi_key: Secret | None = None  # HIAPI_API_KEY, else HIAPI_TOKEN
@@ -152,6 +153,7 @@ class Settings(NamedTuple):
             recover_timeout=read.number("NBPIPE_RECOVER_TIMEOUT", 300.0),
             interrupt_grace=read.number("NBPIPE_INTERRUPT_GRACE", 10.0),
             batch_poll_interval=read.number("NBPIPE_BATCH_POLL_INTERVAL", 30.0),
+            batch_settle=read.number("NBPIPE_BATCH_SETTLE", 600.0),
             claim_lease=read.number("NBPIPE_CLAIM_LEASE", 60.0),
             hiapi_key=read.secret("HIAPI_API_KEY", "HIAPI_TOKEN"),
             gemini_key=read.secret("GEMINI_API_KEY", "GOOGLE_API_KEY"),

@@ -8,9 +8,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import hypothesis  # noqa: F401  (imported first: see below)
 import pytest
 
 from nbpipe.cli import main
+
+# hypothesis is imported up front: its pytest plugin imports it at the session's end otherwise,
+# and CPython 3.11.7 can then fail that import ("AST constructor recursion depth mismatch")
+# after a test module that never imported it has run.
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = REPO / "projects"  # read only: tests work on copies (see copy_example)

@@ -67,6 +67,11 @@ class JobGone(FrameFailed):
     its requests fail, and a later build sends them again."""
 
 
+class ResultsGone(FrameFailed):
+    """A job ended and answered, but its results can no longer be read (the file is gone):
+    its images were made, so possibly billed; its requests are sent again by a later build."""
+
+
 class CreateLost(Exception):
     """A create whose reply never came: the job may exist. Find it by its display name."""
 

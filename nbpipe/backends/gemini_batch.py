@@ -20,7 +20,14 @@ import httpx
 from pydantic import BeforeValidator, Field
 
 from nbpipe.backends.base import InputData
-from nbpipe.backends.batch import CreateLost, JobGone, JobState, JobView, LineResult
+from nbpipe.backends.batch import (
+    CreateLost,
+    JobGone,
+    JobState,
+    JobView,
+    LineResult,
+    ResultsGone,
+)
 from nbpipe.backends.gemini import GeminiBackend, generate_body, reply_image
 from nbpipe.backends.http import network_error, short
 from nbpipe.backends.replies import GeminiReply, Reply, ReplyProblem, parse_json, validate
@@ -176,10 +183,10 @@ class GeminiBatches:
                 found[key if isinstance(key, str) and not key.startswith("#") else f"#{i}"] = \
                     _result(item.response, item.error)
         if output.responsesFile:
-            for raw in (await self._download(output.responsesFile)).splitlines():
-                key, result = _file_line(raw)
-                if key is not None:
-                    found[key] = result
+            for i, raw in enumerate((await self._download(output.responsesFile)).splitlines()):
+                key, result = _file_line(raw)  # None: a line that lost its key (or is not JSON)
+                found[key if key is not None and not key.startswith("#") else f"#file{i}"] = \
+                    result
         return found
 
     def _view(self, data: Any) -> JobView:
@@ -259,6 +266,10 @@ class GeminiBatches:
         try:
             async with self.backend.client.stream("GET", url, headers=self._key(),
                                                   follow_redirects=False) as reply:
+                if reply.status_code == 404:  # gone: the job's images were made, and billed
+                    raise ResultsGone(f"Gemini no longer has the batch results file {name} "
+                                      "(HTTP 404): its images were made and may have been "
+                                      "billed; a later build renders them again")
                 if reply.status_code != 200:
                     raise FrameFailed(f"Gemini's batch results file {name} could not be read "
                                       f"(HTTP {reply.status_code})", retry_later=True)
@@ -292,12 +303,15 @@ def _result(response: dict[str, Any] | None, error: _Status | None) -> LineResul
 
 
 def _file_line(raw: bytes) -> tuple[str | None, LineResult]:
+    unknown = LineResult(error="a line of the results file that cannot be read", billed=True)
     try:
         item = json.loads(raw)
     except ValueError:
-        return None, LineResult()
-    if not isinstance(item, dict) or not isinstance(item.get("key"), str):
-        return None, LineResult()
+        return None, unknown
+    if not isinstance(item, dict):
+        return None, unknown
+    if not isinstance(item.get("key"), str):
+        item = {**item, "key": None}
     error = item.get("error")
     status = _Status.model_validate(error) if isinstance(error, dict) else None
     response = item.get("response")

@@ -70,7 +70,7 @@ RETRYABLE_CODES = {"MODEL_UNAVAILABLE", "STORAGE_UNAVAILABLE", "TASK_TIMEOUT",
                    "IDEMPOTENCY_KEY_PROCESSING"}
 MAX_FIRST_POLL = 120.0  # a learned first-poll delay never exceeds this (nor the task timeout)
 LEARNED = 25  # durations kept per model: the median of the recent ones is the expectation
-CLOSE_POLL = 0.25  # seconds: the shortest pause between the polls around a task's expected end
+CLOSE_POLL = 1 / 4  # seconds: the shortest pause between the polls around a task's expected end
 MS_FROM = 1e11  # an expireAt this large is milliseconds: read as seconds, it is the year 5138
 OUTPUT_LIFETIME = 6 * 86400.0  # outputs are kept ~7 days; assumed a day shorter, to be safe
 

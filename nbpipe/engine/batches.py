@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from nbpipe.backends.base import Backend, InputData, Job, Rendered, Sink
-from nbpipe.backends.batch import Batches, CreateLost, JobGone, JobState, JobView, LineResult
+from nbpipe.backends.batch import (
+    Batches,
+    CreateLost,
+    JobGone,
+    JobState,
+    JobView,
+    LineResult,
+    ResultsGone,
+)
 from nbpipe.backends.registry import spec
 from nbpipe.engine.parking import Parking
 from nbpipe.engine.stop import Stop
@@ -69,6 +77,9 @@ class BatchLane:
     parking: Parking
     wait: bool = True
     poll: float = 30.0
+    force: bool = False  # --force: a new take, never found among older jobs
+    project: str = ""  # journal.project_mark: a job's name is its project's (see display_name)
+    settle: float = 600.0  # seconds a job not listed after a lost create reply may still appear
     queue: list[Member] = field(default_factory=list)
     follower: Follower = field(init=False)
     _flush: asyncio.Task[None] | None = None
@@ -108,7 +119,7 @@ class BatchLane:
                                "running; a later `nbpipe build` collects it")
         if result.image is None:  # the job's last word on it: its entry ends (renderer)
             said = result.error or "no image"
-            raise TaskFailed(said if str(member.name) in said else
+            raise TaskFailed(said if member.name is None or member.name in said else
                              f"{said} (batch job {member.name})", maybe_billed=result.billed)
         sink.write(result.image)
         return Rendered(task_id=member.name)
@@ -170,6 +181,10 @@ class BatchLane:
             self.note(f"batch job {journalled.display} could not be looked for ({exc}); a "
                       "later build looks again")
             return self._end(members, None)
+        if view is None and time.time() - journalled.at < self.settle:  # a listing may lag
+            self.note(f"batch job {journalled.display}: its create's reply was lost and the "
+                      "server lists no such job yet; a later build looks again")
+            return self._end(members, None)
         if view is None:
             self.note(f"batch job {journalled.display}: its create's reply was lost and the "
                       "server lists no such job; creating it now")
@@ -180,17 +195,23 @@ class BatchLane:
 
     async def _create(self, backend: str, model: str, members: list[Member], attempt: int,
                       display: str | None = None) -> None:
-        display = display or display_name([(m.key, m.job.take) for m in members], attempt)
+        display = display or display_name([(m.key, m.job.take) for m in members], attempt,
+                                          self.project)
         if display not in self.log.jobs:  # journalled before it exists: never made twice
             self.log.job(BatchJob(display, backend, model, self.account_of(backend),
                                   tuple((m.key, m.job.take) for m in members), attempt,
                                   time.time(), usd=str(sum((m.price for m in members),
                                                            Decimal(0)))))
         client = self.client_of(backend)
+        made = None
         try:  # made by a build on a cache since lost? (best effort: the journal is the rule)
-            made = await client.find(display, RECENT_PAGES)
+            if not self.force:  # (a forced take is a new image: never an older job's)
+                made = await client.find(display, RECENT_PAGES)
         except NbpipeError:
-            made = None
+            pass
+        if self.stop:  # stopped while looking (fail-fast, a refused key, Ctrl-C)
+            self.log.ended(display, "not sent")
+            return self._end(members, LineResult(error=f"not sent: {self.stop.skipped_why()}"))
         if made is not None and made.state not in (JobState.FAILED, JobState.EXPIRED):
             self.note(f"batch job {made.name} of these very requests exists already (made by "
                       "a build whose journal this cache does not hold): re-attached, not made "
@@ -288,9 +309,10 @@ class Follower:
             results = await client.results(view) \
                 if view.state in (JobState.SUCCEEDED, JobState.CANCELLED) else {}
             await self._ended(view, results)
-        except JobGone as exc:  # deleted, or purged: nothing to collect; sent again later
+        except (JobGone, ResultsGone) as exc:  # nothing to collect: sent again later
             self.note(f"batch job {name}: {exc}")
-            self._end(self.waiting.pop(name, []), LineResult(error=str(exc)))
+            self._end(self.waiting.pop(name, []),
+                      LineResult(error=str(exc), billed=isinstance(exc, ResultsGone)))
         except (NbpipeError, OSError) as exc:
             self.note(f"batch job {name}: {exc}; it stays journalled for a later build")
             self.left.add(name)
@@ -328,9 +350,12 @@ class Follower:
                                            "it answered this request"))
             else:
                 again.append(member)
-        if journalled is not None:
-            self.log.ended(journalled.display, view.state.value)
+        # (its log line stays until no entry of it is open: compaction at the build's end)
         attempt = journalled.attempt if journalled is not None else 1
+        looks = [m for m in again if not m.job.wait]  # the recovery's: no frame here wants them
+        self._end(looks, LineResult(error=f"batch job {view.name} {ENDS[view.state]}; not sent "
+                                    "again for a frame this build does not make"))
+        again = [m for m in again if m.job.wait]
         if again and attempt < ATTEMPTS and not self.stop:
             self.note(f"batch job {view.name} {ENDS[view.state]}"
                       + (f" ({view.error})" if view.error else "")
@@ -399,17 +424,21 @@ async def adopt(batch: BatchLane | None, journal: Journal, sent: Container[str])
         except NbpipeError:
             continue  # looked for again by a later build
         view = found[job.display]
-        if view is None:
+        if view is None and time.time() - job.at >= lane.settle:  # not listed, long after
             journal.closed(entry.key, entry.take, "its batch job was never created")
+        elif view is None:
+            continue  # a listing may lag: a later build looks again
         else:
             lane.log.created(job.display, view.name)
             journal.task(entry.key, entry.take, view.name)
 
 
-def display_name(members: list[tuple[str, int]], attempt: int) -> str:
-    """A job's display name: made from the set of requests (key, take) it holds and its
-    attempt, so a build finds the job an earlier one created for exactly these."""
-    digest = hashlib.sha256()
+def display_name(members: list[tuple[str, int]], attempt: int, project: str = "") -> str:
+    """A job's display name: made from the set of requests (key, take) it holds, its attempt
+    and its project, so a build of that project finds the job an earlier one created for
+    exactly these (also when its cache was lost), and another project on the account never
+    takes it for its own."""
+    digest = hashlib.sha256(f"{project}\n".encode())
     for key, take in sorted(members):
         digest.update(f"{key}:{take}\n".encode())
     digest.update(f"attempt {attempt}".encode())

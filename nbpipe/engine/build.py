@@ -53,7 +53,7 @@ from nbpipe.plan.planner import Project, Step, make_plan
 from nbpipe.settings import Settings, Shard, current
 from nbpipe.store.batchlog import BATCHES, BatchLog
 from nbpipe.store.cache import Cache
-from nbpipe.store.journal import Journal
+from nbpipe.store.journal import Journal, project_mark
 from nbpipe.store.known import StoreKnown
 from nbpipe.store.lock import Lock
 from nbpipe.store.prices import list_prices
@@ -156,8 +156,7 @@ class Build:
         inflight = InFlight(self.journal, teller)
         renderer = Renderer(self.project, self.cache, self.journal, self.remote, opened, budget,
                             teller, inflight, options.force)
-        renderer.batch = batch_lane(self.journal, opened, self.stop, teller, options.wait,
-                                    self.settings.batch_poll_interval)
+        renderer.batch = batch_lane(self, opened, teller)
         renderer.pusher = pusher_for(self.remote, self._remote_url(), self.cache, self.state,
                                      self.project.frames.values(), self.lock, self.tally)
         if isinstance(renderer.pusher, Pusher):  # claims are released as takes are pushed
@@ -294,13 +293,14 @@ def _complete(build: Build, frames: list[Frame], pusher: object) -> bool:
         all(build.walk.outcomes.get(f.name) and f.name in build.lock.entries for f in frames)
 
 
-def batch_lane(journal: Journal, opened: Backends, stop: Stop, teller: Teller, wait: bool,
-               poll: float) -> BatchLane:
+def batch_lane(build: Build, opened: Backends, teller: Teller) -> BatchLane:
     """This build's batch lane: its jobs' log beside the journal, each backend's batch client
-    made once, when first needed."""
+    made once, when first needed, its jobs named for this project."""
     clients = functools.cache(lambda name: batch_client(opened.get(name)))
-    return BatchLane(BatchLog(journal.path.with_name(BATCHES)), clients, opened.account, stop,
-                     teller.note, Parking(), wait, poll)
+    return BatchLane(BatchLog(build.journal.path.with_name(BATCHES)), clients, opened.account,
+                     build.stop, teller.note, Parking(), build.options.wait,
+                     build.settings.batch_poll_interval, build.options.force,
+                     project_mark(build.project.loaded.root), build.settings.batch_settle)
 
 
 def close_batches(lane: BatchLane | None, journal: Journal, tally: Tally) -> None:

@@ -28,6 +28,8 @@ T = TypeVar("T")
 MIN_LEASE = 0.5  # seconds: a lease of 0 would renew without pause and lapse at once
 Found = Callable[[str], Awaitable[T | None]]  # a digest on the remote → its take, restored
 
+POLL_MIN_MS = 50  # a waiter's shortest pause between two looks at the remote
+
 
 @dataclass
 class Claimant:
@@ -45,7 +47,7 @@ class Claimant:
     @property
     def poll(self) -> float:
         """Seconds between looks at a key another runner holds."""
-        return max(0.05, min(self.store.lease / 10, 2.0))
+        return max(POLL_MIN_MS / 1000, min(self.store.lease / 10, 2.0))
 
     async def claim(self, key: str, found: Found[T]) -> T | None:
         """None: this runner holds the key's claim now (send the request). Else the take of

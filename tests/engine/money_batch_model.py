@@ -70,6 +70,7 @@ class BatchMoneyMachine(RuleBasedStateMachine):
         env = {**os.environ, "GEMINI_API_KEY": self.fake.key,
                "GOOGLE_GEMINI_BASE_URL": self.fake.url, "NBPIPE_RETRY_BASE": "0.01",
                "NBPIPE_RETRY_DEADLINE": "2", "NBPIPE_BATCH_POLL_INTERVAL": "0.02",
+               "NBPIPE_BATCH_SETTLE": "0",  # the fake lists a job the moment it exists
                "PYTHONPATH": os.pathsep.join(sys.path)}
         env.pop("GOOGLE_API_KEY", None)
         return env

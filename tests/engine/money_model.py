@@ -328,6 +328,7 @@ class MoneyMachine(RuleBasedStateMachine):
                "NBPIPE_HIAPI_POLL_DELAY": "0", "NBPIPE_HIAPI_POLL_INTERVAL": "0.02",
                "NBPIPE_RETRY_BASE": "0.01", "NBPIPE_HIAPI_TIMEOUT": "1.5",
                "NBPIPE_RECOVER_TIMEOUT": "3", "NBPIPE_INTERRUPT_GRACE": "0.5",
+               "NBPIPE_CLAIM_LEASE": "1",  # a killed build's claim lapses at once
                "FAL_KEY": self.fal.key, "FAL_BASE_URL": self.fal.url,
                "NBPIPE_FAL_POLL_INTERVAL": "0.02", "NBPIPE_FAL_TIMEOUT": "1.5"}
         env.pop("GOOGLE_API_KEY", None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from tests.engine.test_batch_lane import billed, usd
+from tests.engine.test_batch_lane import ONE_MODEL, billed, usd
 
 FIVE = """version: 1
 defaults: {backend: gemini, model: gemini-3.1-flash-image, lane: batch}
@@ -235,3 +235,193 @@ def test_lane_switch_after_no_wait_collects_the_job_and_pays_once(make_project, 
     second = build(root, "--lane", "standard")
     assert second["rendered"] == 1 and standard_calls(fake) == 0 and len(fake.creates) == 1
     assert reported(first) + reported(second) == billed(fake)
+
+
+# --- a second review, after the first one's fixes -------------------------------------------
+
+ONLY_A1 = """version: 1
+defaults: {backend: gemini, model: gemini-3.1-flash-image, lane: batch}
+targets:
+  a1: {prompt: a lighthouse at dusk}
+"""
+
+
+def test_orphan_whose_job_failed_is_not_paid_again(make_project, build, fake_gemini_batch):
+    """A frame removed while its job ran; the job FAILS. Nothing of this build wants that
+    request: it must not be sent again in a new, paid job."""
+    fake = fake_gemini_batch
+    root = make_project(ONE_MODEL)
+    first = build(root, "--no-wait")
+    assert first["pending"] == 2 and len(fake.creates) == 1
+    (root / "nbpipe.yaml").write_text(ONLY_A1)
+    fake.end_at_poll = 1
+    fake.faults.add("batch-job", "fail")
+    second = build(root)
+    assert second["code"] == 0
+    # a1 is resent once (attempt 2); a2 was removed: no job should carry it
+    harbour = [b for b in fake.billed if b.prompt == "a harbour at dawn"]
+    assert not harbour, "a removed frame's request was sent again in a new, paid job"
+
+
+def test_orphan_resend_respects_the_budget(make_project, build, fake_gemini_batch):
+    """Same, under --max-cost: the build must never spend past its cap."""
+    fake = fake_gemini_batch
+    root = make_project(ONE_MODEL)
+    build(root, "--no-wait")
+    (root / "nbpipe.yaml").write_text(ONLY_A1)
+    fake.end_at_poll = 1
+    fake.faults.add("batch-job", "fail")
+    second = build(root, "--max-cost", "0.04")
+    harbour = [b for b in fake.billed if b.prompt == "a harbour at dawn"]
+    assert not harbour, "a removed frame's request was paid again in a new job"
+    assert usd(second["spent_usd"]) <= Decimal("0.04")
+
+
+def test_another_project_same_request_is_not_reported_twice(make_project, build,
+                                                            fake_gemini_batch, tmp_path):
+    """Two projects (two caches) on one account, one identical request. The second build's
+    look through the account's newest jobs re-attaches to the first project's job (same display
+    name: it is made from key and take only, and every fresh cache starts at take 1). One image
+    billed; each build reports it as its own spending."""
+    fake = fake_gemini_batch
+    fake.end_at_poll = 1
+    root = make_project(ONLY_A1)
+    first = build(root)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "nbpipe.yaml").write_text(ONLY_A1)
+    second = build(other)
+    assert usd(first["spent_usd"]) + usd(second["spent_usd"]) == billed(fake)
+
+
+def test_force_on_a_fresh_cache_makes_a_new_image(make_project, build, fake_gemini_batch,
+                                                  tmp_path):
+    """Project A renders and --force renders (takes 1, 2). Project B (own cache) renders, then
+    asks for a new take with --force: it is handed A's take-2 job, no new image is made."""
+    fake = fake_gemini_batch
+    fake.end_at_poll = 1
+    root = make_project(ONLY_A1)
+    build(root)
+    build(root, "--force")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "nbpipe.yaml").write_text(ONLY_A1)
+    build(other)
+    before = len(fake.billed)
+    forced = build(other, "--force")
+    assert forced["rendered"] == 1 and len(fake.billed) == before + 1, \
+        "--force made no new image: an old job re-attached"
+
+
+FIVE_B = """version: 1
+defaults: {backend: gemini, model: gemini-3.1-flash-image, lane: batch}
+targets:
+""" + "".join(f"  f{i}: {{prompt: picture number {i}}}\n" for i in range(5))
+
+
+def test_a_results_file_gone_fails_its_frames_as_possibly_billed_then_sent_again(
+        make_project, build, fake_gemini_batch):
+    """A SUCCEEDED job whose responses file can no longer be downloaded (deleted through the
+    Files API, or purged): _download's FrameFailed(retry_later) is taken by _follow as 'stays
+    journalled for a later build', so every build polls, fails the download, exits 0 pending."""
+    fake = fake_gemini_batch
+    root = make_project(FIVE_B)
+    assert build(root, "--no-wait")["pending"] == 5
+    fake.finish_all()
+    with fake.lock:
+        for fid, stored in list(fake.files.files.items()):
+            if stored.source == "GENERATED":
+                del fake.files.files[fid]
+    fake.end_at_poll = 1
+    first = build(root)
+    assert (first["failed"], first["pending"], first["maybe_billed"]) == (5, 0, 5), first["out"]
+    again = build(root)  # sent again, once, in a new job
+    assert (again["rendered"], again["pending"], len(fake.creates)) == (5, 0, 2)
+
+
+def test_build_of_one_frame_does_not_send_another_again(make_project, build, fake_gemini_batch):
+    """Both requests in one job; `build a1` (a selection): a1 resumes the job; a2, outside
+    the selection, is collected by the after-walk pass and, its job having expired, sent again
+    in a job of its own (no budget reservation, not selected)."""
+    fake = fake_gemini_batch
+    root = make_project(ONE_MODEL)
+    build(root, "--no-wait")
+    fake.end_at_poll = 1
+    fake.faults.add("batch-job", "expire", "expire", "expire", "expire")
+    build(root, "a1")
+    assert len(fake.creates) <= 2, f"{len(fake.creates)} jobs: a2 (not selected) sent again"
+
+
+def test_fail_fast_sends_no_second_job_after_the_first_is_refused(make_project, build,
+                                                                  fake_gemini_batch):
+    """Two models, two creates in one round. The first is refused (bad key): its frames fail,
+    the stop is set while the second group's look through the recent jobs is out, and the
+    second create still goes: _send checks the stop only once per round."""
+    from tests.engine.test_batch_lane import TWO_MODELS
+    fake = fake_gemini_batch
+    fake.end_at_poll = 1
+    fake.faults.add("batch-create", "badkey")
+    root = make_project(TWO_MODELS)
+    build(root, "--fail-fast")
+    assert len(fake.creates) == 0, f"job created after the stop: {fake.creates}"
+
+
+def test_adopt_does_not_close_an_entry_whose_job_is_not_listed_yet(make_project, build,
+                                                                   fake_gemini_batch):
+    """kill -9 between the create and its reply; the frame is then edited. The next build's
+    adopt() looks the job up by display name; the listing lags (stood in for here by hiding
+    the job from the list for that one build): adopt closes the entry 'never created' for good.
+    The job runs and bills; no build ever collects or reports it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import wait_for
+    fake = fake_gemini_batch
+    root = make_project(ONLY_A1)
+    fake.holds.hold("batch-created")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(fake.creates) >= 1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        fake.holds.release("batch-created")
+    job = fake.jobs[fake.creates[0].split("/")[1]]
+    (root / "nbpipe.yaml").write_text(ONLY_A1.replace("lighthouse", "harbour"))
+    fake.end_at_poll = 1
+    job.deleted = True  # not listed yet
+    total = usd(build(root)["spent_usd"])
+    job.deleted = False  # listed now
+    fake.finish_all()
+    for _ in range(2):
+        total += usd(build(root)["spent_usd"])
+    assert total == billed(fake), f"reported {total} != billed {billed(fake)}"
+
+
+def test_a_results_file_line_without_its_key_is_paid_once(make_project, build,
+                                                          fake_gemini_batch, monkeypatch):
+    """The no-metadata case, on a results file (5 requests: a file job): a line whose key is
+    missing is dropped by _file_line (key None), never reaches _unkeyed; its frame fails 'answered
+    no line' unbilled, the entry closes, the next build pays again; the first image is never
+    reported."""
+    import tests.fakes.batch_jobs as jobs
+    real = jobs._answer
+    dropped = []
+
+    def answer(fake, job, line, fault):
+        body, ok = real(fake, job, line, fault)
+        if job.source == "file" and not dropped and "response" in body:
+            dropped.append(body.pop("key"))
+        return body, ok
+    monkeypatch.setattr(jobs, "_answer", answer)
+    fake = fake_gemini_batch
+    fake.end_at_poll = 1
+    root = make_project(FIVE)
+    first = build(root)
+    monkeypatch.setattr(jobs, "_answer", real)
+    second = build(root)
+    assert usd(first["spent_usd"]) + usd(second["spent_usd"]) == billed(fake)
