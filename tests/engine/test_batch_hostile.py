@@ -4,8 +4,13 @@ not. Each test's docstring tells the failure as the review found it (before the 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from decimal import Decimal
 
+from tests.conftest import wait_for
 from tests.engine.test_batch_lane import ONE_MODEL, billed, usd
 
 FIVE = """version: 1
@@ -70,24 +75,9 @@ def test_kill_at_create_then_a_prompt_edit_still_collects_the_paid_job(make_proj
     """kill -9 after the job exists but before its reply (no task id journalled), then the
     prompt changes: the old entry is a batch entry with no task; _collectable() says False for
     it and abandon_own/maybe_sent skip batch entries, so no build ever finds its job again."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.conftest import wait_for
     fake = fake_gemini_batch
     root = make_project(ONE.replace("PROMPT", "a lighthouse"))
-    fake.holds.hold("batch-created")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: len(fake.creates) >= 1)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        fake.holds.release("batch-created")
+    kill_at_the_create(fake, root)
     (root / "nbpipe.yaml").write_text(ONE.replace("PROMPT", "a harbour"))
     fake.end_at_poll = 1
     total = Decimal(0)
@@ -372,24 +362,9 @@ def test_adopt_does_not_close_an_entry_whose_job_is_not_listed_yet(make_project,
     adopt() looks the job up by display name; the listing lags (stood in for here by hiding
     the job from the list for that one build): adopt closes the entry 'never created' for good.
     The job runs and bills; no build ever collects or reports it."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.conftest import wait_for
     fake = fake_gemini_batch
     root = make_project(ONLY_A1)
-    fake.holds.hold("batch-created")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: len(fake.creates) >= 1)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        fake.holds.release("batch-created")
+    kill_at_the_create(fake, root)
     job = fake.jobs[fake.creates[0].split("/")[1]]
     (root / "nbpipe.yaml").write_text(ONLY_A1.replace("lighthouse", "harbour"))
     fake.end_at_poll = 1
@@ -425,3 +400,18 @@ def test_a_results_file_line_without_its_key_is_paid_once(make_project, build,
     monkeypatch.setattr(jobs, "_answer", real)
     second = build(root)
     assert usd(first["spent_usd"]) + usd(second["spent_usd"]) == billed(fake)
+
+
+def kill_at_the_create(fake, root) -> None:
+    """`nbpipe build` killed -9 once its first job exists at the fake, its reply held."""
+    fake.holds.hold("batch-created")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(fake.creates) >= 1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        fake.holds.release("batch-created")
+
