@@ -5,8 +5,8 @@ generateContent has no idempotency key: a reply lost after the request was sent 
 carrying Google's own JSON error with status UNAVAILABLE (the request was shed). Any other 5xx
 (Google's 500 INTERNAL, a gateway's 502/504, Cloudflare's 52x, a 5xx page that is not Google's
 JSON) may come after the image was made: it is a lost reply, possibly billed, never resent by
-that build. The batch lane's requests (create, poll, cancel) still retry any 5xx in
-RETRY_STATUSES: a job is found again by its name, so none of them pays twice.
+that build. The batch lane's requests (gemini_batch.py: create, poll, cancel) keep
+RETRY_STATUSES: this policy is the call lane's.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from nbpipe.settings import Settings
 PAYLOAD_STYLE = "base64 data"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-RETRY_STATUSES = {408, 429, 500, 502, 503, 504}  # the batch lane's requests (found by name)
+RETRY_STATUSES = {408, 429, 500, 502, 503, 504}  # the batch lane's requests
 # A generateContent answered with these was refused before it ran: nothing was billed
 CALL_RETRY_STATUSES = frozenset({408, 429})
 # ... and so was one answered 503 with Google's own error of this status (the request was shed)
