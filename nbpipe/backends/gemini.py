@@ -1,7 +1,12 @@
 """Gemini's generateContent: one text part plus inlineData parts; images come back inline.
 
 generateContent has no idempotency key: a reply lost after the request was sent is not retried
-(it may have been billed); a reply the server refused (429, 5xx) is.
+(it may have been billed). Only an answer that shows nothing ran is retried: 408, 429, and a 503
+carrying Google's own JSON error with status UNAVAILABLE (the request was shed). Any other 5xx
+(Google's 500 INTERNAL, a gateway's 502/504, Cloudflare's 52x, a 5xx page that is not Google's
+JSON) may come after the image was made: it is a lost reply, possibly billed, never resent by
+that build. The batch lane's requests (gemini_batch.py: create, poll, cancel) keep
+RETRY_STATUSES: this policy is the call lane's.
 """
 
 from __future__ import annotations
@@ -38,7 +43,11 @@ from nbpipe.settings import Settings
 PAYLOAD_STYLE = "base64 data"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+RETRY_STATUSES = {408, 429, 500, 502, 503, 504}  # the batch lane's requests
+# A generateContent answered with these was refused before it ran: nothing was billed
+CALL_RETRY_STATUSES = frozenset({408, 429})
+# ... and so was one answered 503 with Google's own error of this status (the request was shed)
+SHED = "UNAVAILABLE"
 FLEX = "flex"  # the lane, and the serviceTier value that asks for it
 # A flex request the server sheds (429/503) is asked again within the same deadline as any
 # call; shedding is flex's normal answer under load, so more attempts than a standard call's.
@@ -144,7 +153,7 @@ class GeminiBackend(HttpBackend):
         url = f"{self.settings.base_url}/{self.settings.api_version}/models/{model}:generateContent"
         answer = await self.exchange("POST", url, {"x-goog-api-key": self.settings.api_key}, body)
         if answer.status != 200:
-            error = self.error(answer, model, url)
+            error = self.error(answer, model, url, call=True)
             if lane == FLEX and _refuses_flex(answer, error):
                 error = FrameFailed(f"this model does not take the flex lane: {error} (send it "
                                     "on the standard or batch lane: `lane:` in the manifest)")
@@ -157,7 +166,10 @@ class GeminiBackend(HttpBackend):
             raise FrameFailed(f"Gemini answered HTTP 200 with {exc}; not retried, since the "
                               "request may have been billed", maybe_billed=True) from None
 
-    def error(self, answer: Answer, model: str, url: str) -> Exception:
+    def error(self, answer: Answer, model: str, url: str, call: bool = False) -> Exception:
+        """What `answer` means; `call`: it answered a generateContent (no idempotency key),
+        where only a refusal that shows nothing ran is retried and any other 5xx is a lost
+        reply, possibly billed."""
         status = answer.status
         try:
             error = validate(GeminiErrorBody, answer.body).error or GeminiError()
@@ -176,9 +188,15 @@ class GeminiBackend(HttpBackend):
         if status in (401, 403) or (status == 400 and "api key" in message.lower()):
             return BuildStopped(f"Gemini refused the key (HTTP {kind}: {message}); "
                                 "check GEMINI_API_KEY")
-        if status in RETRY_STATUSES:
+        refused = (status in CALL_RETRY_STATUSES or (status == 503 and error.status == SHED)
+                   if call else status in RETRY_STATUSES)
+        if refused:
             return Retryable(f"Gemini answered HTTP {kind}: {message}",
                              _retry_delay(error) or answer.delay)
+        if call and status >= 500:  # a gateway's or a failed run's answer: maybe made
+            return FrameFailed(f"Gemini answered HTTP {kind}: {message}; not retried, since the "
+                               "image may have been made and billed before the answer was lost",
+                               maybe_billed=True)
         return FrameFailed(f"Gemini rejected the request (HTTP {kind}): {message}")
 
 

@@ -63,11 +63,20 @@ def test_v1_base_path(fake_gemini, build, make_project, monkeypatch):
     assert build(make_project(ONE))["rendered"] == 2
 
 
-@pytest.mark.parametrize("fault", ["429", "500", "503"])
+@pytest.mark.parametrize("fault", ["429", "503"])
 def test_refusals_are_retried(fault, fake_gemini, build, make_project):
     fake_gemini.faults.add("generate", fault)
     summary = build(make_project(ONE))
     assert (summary["rendered"], fake_gemini.counts["generates"]) == (2, 2)
+
+
+def test_a_500_is_not_resent_and_counted_as_maybe_billed(fake_gemini, build, make_project):
+    # Google's 500 INTERNAL says a run failed, not that none started: the image may be made
+    fake_gemini.faults.add("generate", "500")
+    summary = build(make_project(ONE))
+    assert fake_gemini.counts["requests"] == 2 and summary["failed"] == 1
+    assert "not retried" in list(failures(summary).values())[0]
+    assert summary["maybe_billed"] == 1 and summary["spent_usd"] == 0.134  # 2 × 1K Flash
 
 
 def test_a_lost_reply_is_not_retried(fake_gemini, build, make_project):

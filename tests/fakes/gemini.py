@@ -22,6 +22,8 @@ image it sent (a lost reply, `drop`, is billed for an image nobody received). Mo
               redirect(307 to `redirect_to`) redirect-self(307 to the same URL)
               malformed:NAME (see MALFORMED) garbled(an image billed; its 200 is not JSON)
               bad-base64(an image billed; its data is not base64)
+              gateway:NNN (an image billed; a gateway then answers HTTP NNN with an HTML page,
+              as a proxy's 502/504 or Cloudflare's 524 does)
               truncated(an image billed; its data, valid base64, is the image's first half)
               echo-text echo-escaped echo-finish echo-block echo-error (the key comes back in
               a text part, JSON-escaped, finishReason, blockReason, or an error's fields)
@@ -165,6 +167,10 @@ class FakeGemini(FakeServer):
         self.holds.passing("reply")  # billed, the reply held until the test releases it
         if fault == "drop":
             return request.drop()
+        if fault and fault.startswith("gateway:"):  # made and billed; the edge lost the reply
+            billed.image = image_bytes(spec["mime"], str(billed.number))
+            return request.send(int(fault.removeprefix("gateway:")), content_type="text/html",
+                                raw=b"<html><body>upstream error</body></html>")
         if fault == "garbled":  # made and billed; the 200 that carries it is cut short
             billed.image = image_bytes(spec["mime"], str(billed.number))
             return request.send(200, raw=b'{"candidates": [')
