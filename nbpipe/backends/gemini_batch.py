@@ -136,7 +136,7 @@ class GeminiBatches:
         url = f"{self._root}/models/{model}:batchGenerateContent"
         try:
             answer = await self.backend.settings.retry.run(
-                lambda: self._ask("POST", url, body, model))
+                lambda: self._ask("POST", url, body, model, create=True))
         except FrameFailed as exc:
             if exc.maybe_billed:  # sent, no reply: the job may exist
                 raise CreateLost(str(exc)) from None
@@ -212,13 +212,14 @@ class GeminiBatches:
         return await self.backend.settings.retry.run(lambda: self._ask("GET", url, None, ""))
 
     async def _ask(self, method: str, url: str, body: dict[str, object] | None,
-                   model: str, gone: str | None = None) -> Any:
+                   model: str, gone: str | None = None, create: bool = False) -> Any:
         answer = await self.backend.exchange(method, url, self._key(), body)
         if answer.status == 404 and gone is not None:
             raise JobGone(f"the server no longer knows batch job {gone} (deleted, or purged): "
                           "its requests are sent again by a later build")
-        if answer.status != 200:
-            raise self.backend.error(answer, model, url)
+        if answer.status != 200:  # a create, like a call, has no idempotency key: a gateway
+            # 5xx after it left may have made the job (CreateLost: found by its name)
+            raise self.backend.error(answer, model, url, call=create)
         if answer.problem:
             raise FrameFailed(f"Gemini's batch reply is {answer.problem}")
         return answer.body

@@ -81,6 +81,17 @@ def test_a_lost_create_reply_is_found_by_name_no_second_job(make_project, build,
     assert usd(first["spent_usd"]) == billed(fake)
 
 
+def test_a_gateway_5xx_after_the_job_was_made_is_a_lost_reply_not_a_second_job(
+        make_project, build, fake_gemini_batch):
+    fake = fake_gemini_batch
+    fake.end_at_poll = 1
+    fake.faults.add("batch-create", "gateway")
+    first = build(make_project(ONE_MODEL))
+    assert first["code"] == 0, first["err"]
+    assert first["rendered"] == 2 and len(fake.creates) == 1
+    assert usd(first["spent_usd"]) == billed(fake)
+
+
 def test_an_expired_job_is_sent_again_exactly_once(make_project, build, fake_gemini_batch):
     fake = fake_gemini_batch
     fake.end_at_poll = 1

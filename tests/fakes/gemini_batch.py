@@ -22,6 +22,7 @@ deleted job still runs and bills at `finish_all()`.
 Faults, scripted (`fake.faults.add(endpoint, ...)`):
     batch-create: 429 (quota: RESOURCE_EXHAUSTED) 503 badkey
                   drop (the job IS created; the reply is lost: re-attach by displayName)
+                  gateway (the job IS created; a proxy answers 502 HTML)
     batch-line:   error (the line answers {"code": 13, "message"}) invalid (code 3)
                   prompt-blocked safety no-image (as generateContent's faults)
                   no-metadata (an inline response without its metadata: reported on the forum)
@@ -145,6 +146,9 @@ class FakeGeminiBatch(FakeGemini):
         self.holds.passing("batch-created")  # the job exists; its reply held
         if fault == "drop":
             return request.drop()
+        if fault == "gateway":  # a proxy's 502 after the job was made
+            return request.send(502, raw=b"<html><body>502 Bad Gateway</body></html>",
+                                content_type="text/html")
         request.send(200, self.show(job))
 
     def _lines(self, config: object) -> list[Line] | str:
