@@ -114,6 +114,15 @@ class LearnsDurations(Protocol):
     def recall(self, durations: Mapping[str, Sequence[float]]) -> None: ...
 
 
+def input_bytes(inputs: list[InputData], how: str) -> list[bytes]:
+    """Each input's bytes, for a provider that takes them in the request (`how`, e.g. "Gemini
+    takes input images inline"); FrameFailed naming the inputs that have none (a URL input)."""
+    missing = [i.image.ref for i in inputs if i.data is None]
+    if missing:
+        raise FrameFailed(f"{how}; no bytes for " + ", ".join(missing))
+    return [i.data for i in inputs if i.data is not None]
+
+
 def describe_image(image: InputImage, style: str) -> str:
     """The stand-in `show` prints where an image payload will go (a URL goes as it is)."""
     if image.kind == "url":

@@ -13,7 +13,6 @@ are tried again; any other 5xx is a lost reply.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -33,6 +32,7 @@ from nbpipe.backends.http import (
     api_key,
     download,
     output_url,
+    pause_until,
     pooled_client,
     short,
 )
@@ -279,7 +279,7 @@ class FalBackend(HttpBackend):
 
     async def _wait(self, queued: Queued, first: float) -> FalResult:
         deadline = time.monotonic() + self.settings.task_timeout
-        await _pause(first, deadline)
+        await pause_until(first, deadline)
         unknown = 0
         while True:
             status = await self.settings.retry.run(
@@ -299,7 +299,7 @@ class FalBackend(HttpBackend):
                 raise TaskStillOut(f"request {queued.request_id} is still queued after "
                                    f"{self.settings.task_timeout:.0f} s; the next build "
                                    "collects it without paying again")
-            await _pause(self.settings.poll_interval, deadline)
+            await pause_until(self.settings.poll_interval, deadline)
 
     async def _status(self, queued: Queued) -> FalStatus | None:
         answer = await self.exchange("GET", queued.status_url, self._headers(),
@@ -383,9 +383,6 @@ def _image_url(result: FalResult, request_id: str) -> str:
         raise TaskFailed(str(exc)) from None
     return result.images[0].url
 
-
-async def _pause(seconds: float, deadline: float) -> None:
-    await asyncio.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
 
 
 def open_fal(jobs: int, rpm: int | None, settings: Settings) -> FalBackend:

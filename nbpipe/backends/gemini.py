@@ -16,7 +16,7 @@ import binascii
 import math
 from dataclasses import dataclass, field, replace
 
-from nbpipe.backends.base import Backend, InputData, Job, Rendered, Sink
+from nbpipe.backends.base import Backend, InputData, Job, Rendered, Sink, input_bytes
 from nbpipe.backends.batch import Batches
 from nbpipe.backends.http import (
     Answer,
@@ -92,6 +92,13 @@ def on_lane(body: dict[str, object], lane: str) -> dict[str, object]:
     return {**body, "serviceTier": FLEX} if lane == FLEX else body
 
 
+def inline_body(request: Request, inputs: list[InputData]) -> dict[str, object]:
+    """The generateContent body with the inputs' bytes inline (a call's, or a batch line's)."""
+    images = input_bytes(inputs, "Gemini takes input images inline")
+    return generate_body(request, [base64.b64encode(data).decode() for data in images],
+                         [i.mime for i in inputs])
+
+
 @dataclass(frozen=True)
 class GeminiSettings:
     api_key: str
@@ -129,13 +136,7 @@ class GeminiBackend(HttpBackend):
         if job.lane not in CALL_LANES:  # sent as a call, it would be billed at standard price
             raise FrameFailed(f"a {job.lane}-lane frame is sent in a batch job, never as one "
                               "generateContent call (that would bill the standard price)")
-        images = [i.data for i in inputs if i.data is not None]
-        if len(images) < len(inputs):
-            missing = [i.image.ref for i in inputs if i.data is None]
-            raise FrameFailed("Gemini takes input images inline; no bytes for "
-                              + ", ".join(missing))
-        body = on_lane(generate_body(request, [base64.b64encode(data).decode() for data in images],
-                                     [i.mime for i in inputs]), job.lane)
+        body = on_lane(inline_body(request, inputs), job.lane)
         retry = self.settings.retry
         if job.lane == FLEX:
             retry = replace(retry, attempts=max(retry.attempts, FLEX_ATTEMPTS))

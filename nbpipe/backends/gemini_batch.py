@@ -10,7 +10,6 @@ not parse fails that line alone.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from nbpipe.backends.batch import (
     LineResult,
     ResultsGone,
 )
-from nbpipe.backends.gemini import GeminiBackend, generate_body, reply_image
+from nbpipe.backends.gemini import GeminiBackend, inline_body, reply_image
 from nbpipe.backends.http import network_error, short
 from nbpipe.backends.replies import GeminiReply, Reply, ReplyProblem, parse_json, validate
 from nbpipe.errors import FrameFailed
@@ -116,12 +115,7 @@ class GeminiBatches:
         return f"{self.backend.settings.base_url}/{self.backend.settings.api_version}"
 
     def line(self, request: Request, inputs: list[InputData]) -> dict[str, object]:
-        missing = [i.image.ref for i in inputs if i.data is None]
-        if missing:
-            raise FrameFailed("Gemini takes input images inline; no bytes for "
-                              + ", ".join(missing))
-        return generate_body(request, [base64.b64encode(i.data or b"").decode() for i in inputs],
-                             [i.mime for i in inputs])
+        return inline_body(request, inputs)
 
     async def create(self, model: str, display: str,
                      lines: Sequence[tuple[str, dict[str, object]]]) -> JobView:

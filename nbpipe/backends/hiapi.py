@@ -10,7 +10,6 @@ by the next build, never created again.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
@@ -44,6 +43,7 @@ from nbpipe.backends.http import (
     api_key,
     download,
     output_url,
+    pause_until,
     pooled_client,
     short,
 )
@@ -294,7 +294,7 @@ class HiApiBackend(HttpBackend):
 
     async def _wait(self, task_id: str, pauses: Iterator[float]) -> HiTask:
         deadline = time.monotonic() + self.settings.task_timeout
-        await _pause(next(pauses), deadline)
+        await pause_until(next(pauses), deadline)
         unknown = 0
         while True:
             try:
@@ -310,7 +310,7 @@ class HiApiBackend(HttpBackend):
                     raise ImageLost(f"HiAPI no longer knows task {task_id} ({exc}): it was "
                                     "created with another account's key, or HiAPI dropped it; "
                                     "if it had succeeded, its image is lost") from None
-                await _pause(next(pauses), deadline)
+                await pause_until(next(pauses), deadline)
                 continue
             unknown = 0
             if task.status == "success":
@@ -323,7 +323,7 @@ class HiApiBackend(HttpBackend):
                 raise TaskStillOut(f"task {task_id} is still {short(task.status, 40)} after "
                                    f"{self.settings.task_timeout:.0f} s; the next build resumes "
                                    "it without paying again")
-            await _pause(next(pauses), deadline)
+            await pause_until(next(pauses), deadline)
 
     def _data(self, answer: Answer, model: type[R]) -> R | None:
         """The reply's `data` as `model`, or the error its status and envelope call for."""
@@ -468,10 +468,6 @@ def poll_pauses(delay: float, expected: float | None, interval: float) -> Iterat
     while True:
         yield interval
 
-
-async def _pause(seconds: float, deadline: float) -> None:
-    """Sleep `seconds`, but never past the deadline: it is checked before sleeping, not after."""
-    await asyncio.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
 
 
 def open_hiapi(jobs: int, rpm: int | None, settings: Settings) -> HiApiBackend:

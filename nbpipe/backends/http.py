@@ -305,6 +305,12 @@ class RetryPolicy:
         return f"{gave_up}, at {why}: {failed}"
 
 
+async def pause_until(seconds: float, deadline: float) -> None:
+    """Sleep `seconds`, but never past `deadline` (time.monotonic()): it is checked before
+    sleeping, not after (a poll loop's pause)."""
+    await asyncio.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
+
+
 def _asked(exc: BaseException | None) -> float | None:
     """The server's Retry-After on a retryable failure, if it gave a usable one."""
     delay = exc.delay if isinstance(exc, Retryable) else None

@@ -17,7 +17,7 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
-from nbpipe.backends.base import InputData, Job, Rendered, Sink
+from nbpipe.backends.base import InputData, Job, Rendered, Sink, input_bytes
 from nbpipe.backends.http import (
     Answer,
     Form,
@@ -99,10 +99,7 @@ class OpenAIBackend(HttpBackend):
 
     async def render(self, request: Request, inputs: list[InputData], sink: Sink,
                      job: Job) -> Rendered:
-        missing = [i.image.ref for i in inputs if i.data is None]
-        if missing:
-            raise FrameFailed("OpenAI takes input images as files; no bytes for "
-                              + ", ".join(missing))
+        input_bytes(inputs, "OpenAI takes input images as files")
         fields = request_body(request, [])
         if inputs:
             form = Form({k: str(v) for k, v in fields.items()},

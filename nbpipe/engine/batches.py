@@ -139,12 +139,12 @@ class BatchLane:
                 self._timer = None
             queue, self.queue = self.queue, []
             if self.stop:  # fail-fast, a refused key, Ctrl-C: nothing new is sent
-                self._end(queue, LineResult(error=f"not sent: {self.stop.skipped_why()}"))
+                _settle_all(queue, LineResult(error=f"not sent: {self.stop.skipped_why()}"))
                 continue
             try:
                 await self._send(queue)
             finally:  # one the round could not reach (no job named) waits for a later build
-                self._end([m for m in queue if m.name is None], None)
+                _settle_all([m for m in queue if m.name is None], None)
 
     async def _send(self, queue: list[Member]) -> None:
         fresh: dict[tuple[str, str], list[Member]] = {}
@@ -168,7 +168,7 @@ class BatchLane:
         try:
             await sending
         except (NbpipeError, OSError) as exc:
-            self._end(members, LineResult(error=str(exc)))
+            _settle_all(members, LineResult(error=str(exc)))
 
     async def _refind(self, journalled: BatchJob, members: list[Member]) -> None:
         """Members of a job journalled by an earlier build whose create reply never came: the
@@ -180,11 +180,11 @@ class BatchLane:
         except NbpipeError as exc:  # the job may exist: nothing is created until it is found
             self.note(f"batch job {journalled.display} could not be looked for ({exc}); a "
                       "later build looks again")
-            return self._end(members, None)
+            return _settle_all(members, None)
         if view is None and time.time() - journalled.at < self.settle:  # a listing may lag
             self.note(f"batch job {journalled.display}: its create's reply was lost and the "
                       "server lists no such job yet; a later build looks again")
-            return self._end(members, None)
+            return _settle_all(members, None)
         if view is None:
             self.note(f"batch job {journalled.display}: its create's reply was lost and the "
                       "server lists no such job; creating it now")
@@ -211,7 +211,7 @@ class BatchLane:
             pass
         if self.stop:  # stopped while looking (fail-fast, a refused key, Ctrl-C)
             self.log.ended(display, "not sent")
-            return self._end(members, LineResult(error=f"not sent: {self.stop.skipped_why()}"))
+            return _settle_all(members, LineResult(error=f"not sent: {self.stop.skipped_why()}"))
         if made is not None and made.state not in (JobState.FAILED, JobState.EXPIRED):
             self.note(f"batch job {made.name} of these very requests exists already (made by "
                       "a build whose journal this cache does not hold): re-attached, not made "
@@ -227,11 +227,11 @@ class BatchLane:
                 self.note(f"batch job {display}: the create's reply was lost ({exc}) and the "
                           f"jobs could not be listed ({failed}); the next build looks for it "
                           "before creating one")
-                return self._end(members, None)
+                return _settle_all(members, None)
             if found is None:  # not listed (yet): the next build looks again before creating
                 self.note(f"batch job {display}: the create's reply was lost ({exc}) and the "
                           "job is not listed; the next build looks for it before creating one")
-                self._end(members, None)
+                _settle_all(members, None)
                 return
             view = found
         except FrameFailed:
@@ -248,10 +248,6 @@ class BatchLane:
         self.note(f"batch job {view.name}: {len(members)} request(s) on {view.model or '?'}, "
                   f"sent at the batch price ({'waiting for it' if self.wait else 'not waiting'})")
         self.follower.watch(view.name, members)
-
-    def _end(self, members: list[Member], result: LineResult | None) -> None:
-        for member in members:
-            _settle(member, result)
 
     def close(self) -> list[str]:
         """The build is over: the jobs it leaves running."""
@@ -300,7 +296,7 @@ class Follower:
                 if view.state.ended:
                     break
                 members = self.waiting.get(name, [])
-                self._end([m for m in members if not m.job.wait], None)  # a look was all
+                _settle_all([m for m in members if not m.job.wait], None)  # a look was all
                 self.waiting[name] = [m for m in members if m.job.wait]
                 if not self.wait or not self.waiting[name] or self.stop or \
                         not await self._slept():
@@ -311,13 +307,13 @@ class Follower:
             await self._ended(view, results)
         except (JobGone, ResultsGone) as exc:  # nothing to collect: sent again later
             self.note(f"batch job {name}: {exc}")
-            self._end(self.waiting.pop(name, []),
+            _settle_all(self.waiting.pop(name, []),
                       LineResult(error=str(exc), billed=isinstance(exc, ResultsGone)))
         except (NbpipeError, OSError) as exc:
             self.note(f"batch job {name}: {exc}; it stays journalled for a later build")
             self.left.add(name)
         finally:
-            self._end(self.waiting.pop(name, []), None)
+            _settle_all(self.waiting.pop(name, []), None)
 
     async def _slept(self) -> bool:
         """Sleep one poll interval; False if the build stopped meanwhile (Ctrl-C)."""
@@ -353,7 +349,7 @@ class Follower:
         # (its log line stays until no entry of it is open: compaction at the build's end)
         attempt = journalled.attempt if journalled is not None else 1
         looks = [m for m in again if not m.job.wait]  # the recovery's: no frame here wants them
-        self._end(looks, LineResult(error=f"batch job {view.name} {ENDS[view.state]}; not sent "
+        _settle_all(looks, LineResult(error=f"batch job {view.name} {ENDS[view.state]}; not sent "
                                     "again for a frame this build does not make"))
         again = [m for m in again if m.job.wait]
         if again and attempt < ATTEMPTS and not self.stop:
@@ -362,13 +358,9 @@ class Follower:
                       + f"; sending its {len(again)} request(s) again in a new job")
             await self.resend(again, attempt + 1)
         elif again:
-            self._end(again, LineResult(error=f"batch job {view.name} {ENDS[view.state]}"
+            _settle_all(again, LineResult(error=f"batch job {view.name} {ENDS[view.state]}"
                                         + (f": {view.error}" if view.error else "")
                                         + f", on attempt {attempt}; a later build sends it again"))
-
-    def _end(self, members: list[Member], result: LineResult | None) -> None:
-        for member in members:
-            _settle(member, result)
 
     def close(self) -> list[str]:
         for watcher in self.watchers.values():
@@ -394,6 +386,11 @@ def _unkeyed(results: dict[str, LineResult], job: BatchJob | None) -> dict[str, 
     return {**keyed, UNKEYED: LineResult(error="the batch job answered a request without its "
                                          "key, so its image cannot be matched; it may have been "
                                          "billed", billed=True)}
+
+
+def _settle_all(members: list[Member], result: LineResult | None) -> None:
+    for member in members:
+        _settle(member, result)
 
 
 def _settle(member: Member, result: LineResult | None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Parking:
 
     on_idle: Callable[[], None] = lambda: None
     active: int = 0
-    parked_now: int = field(default=0)
+    parked_now: int = 0
 
     def start(self, frames: int) -> None:
         self.active = frames

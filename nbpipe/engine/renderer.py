@@ -344,8 +344,8 @@ def settle_batch(renderer: Renderer, frame: Frame, entry: Entry, exc: Exception)
 
 
 def _lane(batch: BatchLane | None) -> BatchLane:
-    if batch is None:
-        raise FrameFailed("this build has no batch lane")
+    if batch is None:  # pending, never failed: its job (paid) stays for a build that has one
+        raise BatchPending("this build has no batch lane to collect it")
     return batch
 
 

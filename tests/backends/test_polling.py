@@ -40,7 +40,7 @@ def collect(backend: Clocked, monkeypatch, model: str = "Nano-Banana") -> float:
     """Wait for the task as a render does; the virtual seconds it took to be collected."""
     async def pause(seconds: float, deadline: float) -> None:
         backend.now += seconds
-    monkeypatch.setattr(hiapi, "_pause", pause)
+    monkeypatch.setattr(hiapi, "pause_until", pause)
     pauses = poll_pauses(backend.settings.poll_delay, backend.expected(model),
                          backend.settings.poll_interval)
     asyncio.run(backend._wait("tk-1", pauses))
