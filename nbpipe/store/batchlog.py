@@ -86,11 +86,13 @@ class BatchLog:
 
     path: Path
     jobs: dict[str, BatchJob]  # by display name
+    _by_slot: dict[Slot, set[str]]  # slot → the display names of the jobs it was put in
     _handle: TextIO | None
 
     def __init__(self, path: Path):
         self.path = path
         self.jobs = {}
+        self._by_slot = {}
         self._handle = None
         for record in _read(path):
             self._apply(record)
@@ -104,6 +106,8 @@ class BatchLog:
             self.jobs[line.display] = BatchJob(line.display, line.backend, line.model,
                                                line.account, tuple(line.members), line.attempt,
                                                line.at, usd=line.usd)
+            for slot in line.members:  # `of` is asked for every queued frame: kept indexed
+                self._by_slot.setdefault(slot, set()).add(line.display)
         elif line.display in self.jobs:
             if isinstance(line, _Created):
                 self.jobs[line.display].name = line.name
@@ -133,7 +137,7 @@ class BatchLog:
 
     def of(self, slot: Slot) -> BatchJob | None:
         """The newest job `slot` (a journal entry's key and take) was put in."""
-        found = [j for j in self.jobs.values() if slot in j.members]
+        found = [self.jobs[d] for d in self._by_slot.get(slot, ()) if d in self.jobs]
         return max(found, key=lambda j: (j.attempt, j.at)) if found else None
 
     def close(self, open_slots: Collection[Slot]) -> None:
