@@ -108,3 +108,23 @@ def test_a_bad_entry_in_a_section_is_left_out_with_its_line(capsys):
     err = capsys.readouterr().err
     assert "nbpipe.lock:" in err and "entry of frame 'b' ignored: 'output' '../x.png' climbs" \
         in err and "entry of frame 'c' ignored: unknown backend/model 'preview/nope'" in err
+
+
+@pytest.mark.parametrize("fields", [
+    {}, {"lane": "batch"}, {"cost_usd": 0}, {"cost_usd": 1e-7}, {"cost_usd": float("nan")},
+    {"output": 'out/"caf\u00e9"\\\n\x01\u2028\ud800.png', "model": "m\u00fc/\t"},
+    {"backend": None}, {"lane": "flex", "cost_usd": True},
+])
+def test_a_lock_line_is_the_json_of_its_fields(fields):
+    from dataclasses import fields as fields_of
+
+    from nbpipe.store.lock import _line
+
+    entry = LockEntry(**{"key": "a" * 64, "output": "out/a.png", "digest": "b" * 64,
+                         "backend": "gemini", "model": "gemini-3-pro-image", "cost_usd": 0.067,
+                         **fields})
+    written = {k: v for k, v in vars(entry).items() if not (k == "lane" and v is None)}
+    assert _line(entry) == json.dumps(written, sort_keys=True, ensure_ascii=False)
+    # the line names each field by hand: a new one must be written there too
+    assert [f.name for f in fields_of(LockEntry)] == ["key", "output", "digest", "backend",
+                                                       "model", "cost_usd", "lane"]
