@@ -4,6 +4,7 @@ since a lock or a state file can be as hostile as a manifest."""
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -87,6 +88,13 @@ def output_path(text: str) -> str:
     """A path nbpipe may write an image to: relative, inside, not one of nbpipe's or git's own
     files under any spelling a file system resolves to them, and short enough for the file
     system."""
+    return _output_path(text) if isinstance(text, str) else relative_path(text)  # refused
+
+
+# The lock's entries and the planned frames name the same paths: each is checked once. Only a
+# path's text decides the answer (a refusal raises, and is not kept).
+@functools.lru_cache(maxsize=1 << 17)
+def _output_path(text: str) -> str:
     rel = relative_path(text)
     parts = rel.split("/")
     folded = [fold_name(part) for part in parts]
