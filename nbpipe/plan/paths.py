@@ -23,6 +23,8 @@ class ProjectDir:
 
     root: Path
     real_root: Path
+    _prefix: str  # the root as text, ending in a separator: a frame's output path is joined
+    # to it (os.path.join on a Path, 10,000 times, was a tenth of the checks' time)
     _dirs: dict[str, bool]  # folder → whether it really is inside the project
     _digests: dict[str, str]  # relative path → SHA-256 of its bytes
     reads: dict[str, Stat | None]
@@ -30,6 +32,7 @@ class ProjectDir:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.real_root = Path(os.path.realpath(root))
+        self._prefix = os.path.join(root, "")
         self._dirs = {}
         self._digests = {}
         self.reads = {}
@@ -48,7 +51,7 @@ class ProjectDir:
             ok = self._dirs[parent] = self._inside(real)
         if not ok:
             raise PathRefused(f"'{rel}' leads out of the project through a symbolic link")
-        full = os.path.join(self.root, rel)
+        full = self._prefix + rel  # relative and normalised (output_path): a plain join
         if os.path.islink(full) and not self._inside(os.path.realpath(full)):
             raise PathRefused(f"'{rel}' is a symbolic link out of the project")
         return rel
