@@ -37,8 +37,12 @@ def format_of_path(path: str) -> str | None:
     return IMAGE_EXTENSIONS.get(path.rpartition(".")[2].lower())
 
 
+# One encoder for every call: json.dumps builds a new one whenever it is given options.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(value).encode()
 
 
 def url_digest(url: str) -> str:

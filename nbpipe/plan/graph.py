@@ -1,17 +1,32 @@
-"""The frame dependency graph (edits depend on their upstreams). networkx stays in this module."""
+"""The frame dependency graph (edits depend on their upstreams). networkx stays in this module.
+
+A graph without an edge (a project with no edit chain: most of them) is answered without
+networkx, which is then never imported: its import is 0.15 s of every build's start-up.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-
-import networkx as nx  # type: ignore[import-untyped]  # no stubs: types-networkx is no dependency
+from types import ModuleType
 
 from nbpipe.plan.frame import Frame
 
 
+def _nx() -> ModuleType:
+    """networkx, imported on the first graph that has an edge (see the module docstring)."""
+    import networkx  # type: ignore[import-untyped]  # no stubs: types-networkx is no dependency
+
+    module: ModuleType = networkx
+    return module
+
+
 def find_cycle(edges: Iterable[tuple[str, str]]) -> list[str] | None:
     """A cycle as a closed walk [a, b, a] along the edges' direction, or None."""
-    g = nx.DiGraph(edges)
+    pairs = list(edges)
+    if not pairs:
+        return None
+    nx = _nx()
+    g = nx.DiGraph(pairs)
     try:
         cycle = nx.find_cycle(g)
     except nx.NetworkXNoCycle:
@@ -22,6 +37,9 @@ def find_cycle(edges: Iterable[tuple[str, str]]) -> list[str] | None:
 
 def build_order(dependencies: dict[str, tuple[str, ...]]) -> list[str]:
     """Every node after all its dependencies; ties keep the declaration order (stable)."""
+    if not any(dependencies.values()):
+        return list(dependencies)
+    nx = _nx()
     g = nx.DiGraph()
     g.add_nodes_from(dependencies)
     g.add_edges_from((up, node) for node, ups in dependencies.items() for up in ups)
@@ -31,6 +49,9 @@ def build_order(dependencies: dict[str, tuple[str, ...]]) -> list[str]:
 
 def closure(dependencies: dict[str, tuple[str, ...]], selected: Iterable[str]) -> set[str]:
     """The selected nodes plus everything they depend on, transitively."""
+    if not any(dependencies.values()):
+        return set(selected)
+    nx = _nx()
     g = nx.DiGraph((up, node) for node, ups in dependencies.items() for up in ups)
     out = set(selected)
     for name in list(out):
@@ -41,6 +62,9 @@ def closure(dependencies: dict[str, tuple[str, ...]], selected: Iterable[str]) -
 
 def dependants(dependencies: dict[str, tuple[str, ...]], of: Iterable[str]) -> set[str]:
     """Every node that depends on one of `of`, transitively (an edit of an edit of it)."""
+    if not any(dependencies.values()):
+        return set()
+    nx = _nx()
     g = nx.DiGraph((up, node) for node, ups in dependencies.items() for up in ups)
     out: set[str] = set()
     for name in of:
@@ -52,9 +76,13 @@ def dependants(dependencies: dict[str, tuple[str, ...]], of: Iterable[str]) -> s
 def components(nodes: Iterable[str], links: Iterable[tuple[str, str]]) -> list[set[str]]:
     """The nodes in groups joined by links, either way round (a directed graph's weakly
     connected components); a node with no link is a group of its own."""
+    pairs = list(links)
+    if not pairs:
+        return [{node} for node in dict.fromkeys(nodes)]
+    nx = _nx()
     g = nx.Graph()
     g.add_nodes_from(nodes)
-    g.add_edges_from(links)
+    g.add_edges_from(pairs)
     return [set(group) for group in nx.connected_components(g)]
 
 

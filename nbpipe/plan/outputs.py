@@ -19,19 +19,21 @@ class Outputs:
     project: ProjectDir
     findings: Findings
     _written: dict[str, str] | None  # output path → frame, built on first need
+    _slugs: dict[str, str]  # a setting's value → as a path part: a few values, 6 asks a frame
 
     def __init__(self, declared: Declared, project: ProjectDir, findings: Findings) -> None:
         self.declared = declared
         self.project = project
         self.findings = findings
         self._written = None
+        self._slugs = {}
 
     def path(self, spec: FrameSpec, ext: str, sent: dict[str, str] | None = None) -> str | None:
         """The frame's output path for an image of extension `ext` and request settings `sent`
         (model, aspect_ratio, resolution); None (reported) if refused."""
         setting = spec.target.params["output"]
         try:
-            fields = {**self._fields(spec, ext), **_slugged(sent or {})}
+            fields = {**self._fields(spec, ext), **self._slugged(sent or {})}
             return self.project.check_output(setting.value.format_map(fields))
         except PathRefused as exc:
             self.findings.error(setting.path, f"output of {{who}} refused: {exc}",
@@ -73,9 +75,10 @@ class Outputs:
                     if (s := spec.settings.get(key) or spec.target.params.get(key)) is not None}
         return {"frame": spec.name, "target": spec.target.name, "variant": spec.variant,
                 "ext": ext, "profile": self.declared.section or "", **dict.fromkeys(SENT, ""),
-                **_slugged(declared), **spec.bindings}
+                **self._slugged(declared), **spec.bindings}
 
-
-def _slugged(settings: dict[str, str]) -> dict[str, str]:
-    """Request settings as path parts: `9:16` → `9-16`, like a matrix value."""
-    return {key: name_part(value) for key, value in settings.items() if key in SENT}
+    def _slugged(self, settings: dict[str, str]) -> dict[str, str]:
+        """Request settings as path parts: `9:16` → `9-16`, like a matrix value."""
+        slugs = self._slugs
+        return {key: slugs.get(value) or slugs.setdefault(value, name_part(value))
+                for key, value in settings.items() if key in SENT}

@@ -16,6 +16,7 @@ cache may be shared): one that does not validate is skipped.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -36,7 +37,8 @@ SIZE_CAP = 256 << 20  # a log bigger than this is not one nbpipe wrote: read no 
 
 
 class _Line(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # built on first use: most builds read no batch log line (a build with no batch frame)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     display: Name
 
@@ -62,8 +64,10 @@ class _Ended(_Line):
     state: str = ""
 
 
-_ANY: TypeAdapter[_Job | _Created | _Ended] = TypeAdapter(
-    Annotated[_Job | _Created | _Ended, Field(discriminator="op")])
+@functools.cache
+def _any_line() -> TypeAdapter[_Job | _Created | _Ended]:
+    """The validator of a line, made on the first line read (see _Line)."""
+    return TypeAdapter(Annotated[_Job | _Created | _Ended, Field(discriminator="op")])
 
 
 @dataclass
@@ -99,7 +103,7 @@ class BatchLog:
 
     def _apply(self, record: object) -> None:
         try:
-            line = _ANY.validate_python(record)
+            line = _any_line().validate_python(record)
         except ValidationError:
             return
         if isinstance(line, _Job):

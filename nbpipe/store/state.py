@@ -46,6 +46,8 @@ class State:
     once at the end if anything changed."""
 
     root: Path
+    _prefix: str  # the root as text ending in a separator (os.path.join on a Path per output
+    # asked, each build, was a fifth of the planner's look at every output)
     path: Path
     data: dict[str, Any]
     outputs: dict[str, list[Any]]  # rel → [*Stat, digest]
@@ -56,6 +58,7 @@ class State:
         answers before pydantic is imported); else through the strict model of state.json
         (store/records.py). Both drop the same damaged parts."""
         self.root = root
+        self._prefix = os.path.join(root, "")
         self.path = root / ".nbpipe" / "state.json"
         self.data = self._read(self.path, fast)
         self.outputs = self.data.setdefault("outputs", {})
@@ -75,7 +78,7 @@ class State:
 
     def output_digest(self, rel: str) -> str | None:
         """The SHA-256 of an output file (None if missing), re-hashed only if its stat changed."""
-        full = os.path.join(self.root, rel)
+        full = self._full(rel)
         stat = stat_of(full)
         if stat is None:
             return None
@@ -100,10 +103,14 @@ class State:
         return list(known[:STAT_FIELDS]) if known and len(known) == STAT_FIELDS + 1 else None
 
     def note_output(self, rel: str, digest: str, stat: Stat | None = None) -> None:
-        stat = stat or stat_of(os.path.join(self.root, rel))
+        stat = stat or stat_of(self._full(rel))
         if stat is not None:
             self.outputs[rel] = [*stat, digest]
             self.changed = True
+
+    def _full(self, rel: str) -> str:
+        """os.path.join(self.root, rel), as text."""
+        return rel if rel.startswith("/") else self._prefix + rel
 
     def forget_output(self, rel: str) -> None:
         if self.outputs.pop(rel, None) is not None:
@@ -152,9 +159,13 @@ def is_rel(value: object) -> bool:
 
 
 def _is_stat(value: object) -> bool:
-    return isinstance(value, list) and len(value) == STAT_FIELDS + 1 \
-        and is_sha256(value[STAT_FIELDS]) \
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value[:STAT_FIELDS])
+    # Asked of every output on every build: the four fields by hand, not a generator (3x the
+    # time). `type(...) is int`: JSON makes no other int but bool, which is no stat.
+    if type(value) is not list or len(value) != STAT_FIELDS + 1:
+        return False
+    size, mtime, ctime, inode, digest = value
+    return type(size) is int and type(mtime) is int and type(ctime) is int \
+        and type(inode) is int and is_sha256(digest)
 
 
 def _versioned(data: object) -> bool:

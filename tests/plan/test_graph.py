@@ -80,3 +80,29 @@ def test_show_prints_the_url_sent_and_labels_its_hash(make_project, run):
     assert doc["request"]["input"]["image_input"] == ["https://example.com/street.png",
                                                       "https://example.com/mira.png"]
     assert [i["sha256_of"] for i in doc["inputs"]] == ["url", "url"]
+
+
+def test_a_graph_without_edges_is_answered_without_networkx():
+    """Most projects have no edit chain: their builds must not pay networkx's import (0.15 s)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from nbpipe.plan import graph; deps = {'b': (), 'a': (), 'c': ()}; "
+             "print(graph.build_order(deps), sorted(graph.closure(deps, ['a'])), "
+             "graph.dependants(deps, ['a']), graph.find_cycle([]), "
+             "graph.components(deps, []), 'networkx' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "['b', 'a', 'c'] ['a'] set() None [{'b'}, {'a'}, {'c'}] False"
+
+
+def test_edge_free_answers_match_networkx_s():
+    from nbpipe.plan import graph
+
+    deps = {"b": (), "a": (), "c": ()}
+    nx = graph._nx()
+    g = nx.Graph()
+    g.add_nodes_from(deps)
+    assert graph.components(deps, []) == [set(c) for c in nx.connected_components(g)]
+    assert graph.build_order(deps) == list(nx.lexicographical_topological_sort(
+        g.to_directed(), key=list(deps).index))

@@ -55,3 +55,21 @@ def test_outputs_one_file_on_macos_or_windows_collide(tmp_path, run, first, seco
     err = _validate(tmp_path, run, f"  a: {{prompt: x, output: '{first}'}}\n"
                                    f"  b: {{prompt: y, output: '{second}'}}\n")
     assert "frames 'a' and 'b' write" in err and "one file on macOS and Windows" in err
+
+
+def test_a_path_is_checked_once_however_often_it_is_named(monkeypatch):
+    """The lock and the plan name every output: 20,000 checks of a 10,000-frame build."""
+    from nbpipe import relpath
+
+    calls: list[str] = []
+    original = relpath.relative_path
+    monkeypatch.setattr(relpath, "relative_path", lambda text: calls.append(text) or
+                        original(text))
+    relpath._output_path.cache_clear()
+    assert [output_path("out/x.png") for _ in range(3)] == ["out/x.png"] * 3
+    for _ in range(2):
+        with pytest.raises(PathRefused, match="own file"):
+            output_path("nbpipe.lock")
+    with pytest.raises(PathRefused, match="an empty path"):
+        output_path(None)  # type: ignore[arg-type]  # an untrusted value is refused, not hashed
+    assert calls == ["out/x.png", "nbpipe.lock", "nbpipe.lock", None]

@@ -59,3 +59,19 @@ def test_a_fifo_planted_in_its_place_reads_as_empty(tmp_path):
     path = tmp_path / "batches.jsonl"
     os.mkfifo(path)
     assert BatchLog(path).jobs == {}
+
+
+def test_the_line_models_are_built_on_the_first_line_read(tmp_path):
+    """Most builds read no batch log: its validators are not built at import (start-up)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from pathlib import Path; from nbpipe.store import batchlog; "
+             "before = batchlog._Job.__pydantic_complete__; "
+             "log = batchlog.BatchLog(Path(sys.argv[1])); "
+             "print(before, sorted(log.jobs))")
+    log = BatchLog(tmp_path / "batches.jsonl")
+    log.job(job("one", A))
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "batches.jsonl")],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["False", "['one']"]
