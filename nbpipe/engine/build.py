@@ -102,6 +102,7 @@ class Build:
     decided: dict[str, Step] = field(default_factory=dict)  # the preflight's steps to keep
     pulled: frozenset[str] = frozenset()  # digests the remote served this build
     written: SyncBatch = field(default_factory=SyncBatch)  # all made durable before the lock
+    carried: list[str] = field(default_factory=list)  # fresh, not planned (engine/carried.py)
 
     def __post_init__(self) -> None:
         self.tally = Tally(self.events)
@@ -109,6 +110,7 @@ class Build:
     def run(self) -> Summary:
         frames, others = self.project.share(self.options.patterns, self.options.shard)
         self.tally.summary.other_shards = others  # not failed, not fresh: another runner's
+        self.tally.summary.fresh += len(self.carried)
         pinned = {name: entry.digest for name, entry in self.lock.entries.items()}
         self._sweep(frames)
         opened = Backends(self.open_backend or self._open, self._jobs, self._rpm,
@@ -234,7 +236,7 @@ class Build:
     def _finish(self, frames: list[Frame]) -> None:
         """Pin what was built, drop frames no longer declared, and remember file stats."""
         walk = self.walk
-        drop_undeclared(self.lock, self.project.frames, self.state, self.tally)
+        drop_undeclared(self.lock, self.project.frames, self.state, self.tally, self.carried)
         remember_outcomes(self.state, frames, walk.failed)
         save_lock(self.lock, self.project.loaded.root, self.written)
         close_batches(walk.renderer.batch, self.journal, self.tally)
@@ -249,7 +251,7 @@ class Build:
         self.state.set_fingerprint(fingerprint_for(
             self.project, self.lock, self.state, frames,
             (self.options.backend, self.options.profile), self._remote_url(),
-            _complete(self, frames, pusher)))
+            _complete(self, frames, pusher), self.carried))
         try:
             self.state.save()
         except OSError:
