@@ -108,7 +108,6 @@ def build_options(frames: tuple[str, ...], backend: str | None, profile: str | N
                   force: bool, wait: bool = True, shard: Shard | None = None) -> BuildOptions:
     """The one place a command line becomes the engine's BuildOptions."""
     from nbpipe.engine.build import BuildOptions
-    from nbpipe.plan.planner import Project
 
     if fail_fast and keep_going:
         raise UsageError("--fail-fast and --keep-going contradict each other")

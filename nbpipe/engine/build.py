@@ -246,16 +246,7 @@ class Build:
         if walk.renderer.claimant is not None:  # pushed or not, no claim outlives the build
             walk.renderer.claimant.close()
         record_pins(self.cache, self.project.loaded.root, self.lock, self.tally)
-        for name, learned in walk.renderer.backends.durations().items():
-            self.state.set_durations(name, learned)
-        self.state.set_fingerprint(fingerprint_for(
-            self.project, self.lock, self.state, frames,
-            (self.options.backend, self.options.profile), self._remote_url(),
-            _complete(self, frames, pusher), self.carried))
-        try:
-            self.state.save()
-        except OSError:
-            pass  # only a cache of file stats: the next build re-reads the files
+        _remember(self, frames, pusher)
 
     def _report_left(self) -> None:
         """Requests this build sent that are still out and no frame's event said (a frame
@@ -281,6 +272,21 @@ class Build:
 
     def _remote_url(self) -> str | None:
         return remote_url(self.project.loaded.manifest.cache.remote)
+
+
+def _remember(build: Build, frames: list[Frame], pusher: object) -> None:
+    """What the next build reads of this one (state.json): the task durations it learned and
+    the no-op fingerprint."""
+    for name, learned in build.walk.renderer.backends.durations().items():
+        build.state.set_durations(name, learned)
+    build.state.set_fingerprint(fingerprint_for(
+        build.project, build.lock, build.state, frames,
+        (build.options.backend, build.options.profile), build._remote_url(),
+        _complete(build, frames, pusher), build.carried))
+    try:
+        build.state.save()
+    except OSError:
+        pass  # only a cache of file stats: the next build re-reads the files
 
 
 def _complete(build: Build, frames: list[Frame], pusher: object) -> bool:

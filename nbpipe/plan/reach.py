@@ -133,12 +133,13 @@ def reach(data: Mapping[str, Any], before: Digests,
     if now.context != before.context:
         return None
     wanted = needs(data, reads)
+    removed = set(before.targets) - set(now.targets)  # what took their images must say so
     changed = {name for name, digest in now.targets.items() if before.targets.get(name) != digest}
-    again = _dependants(changed, wanted)
+    again = _dependants(changed | removed, wanted)
     planned = _upstreams(again, wanted)
-    if planned is None or len(planned) >= len(now.targets):
+    if planned is None or len(planned - removed) >= len(now.targets):
         return None
-    return frozenset(planned)
+    return frozenset(planned - removed)
 
 
 def _dependants(changed: set[str], wanted: Mapping[str, set[str]]) -> set[str]:
