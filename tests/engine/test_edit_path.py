@@ -252,3 +252,30 @@ def test_a_fingerprint_carried_to_another_checkout_is_not_an_edit_path(twins, ru
     result = run("-C", str(clone), "build")
     assert "the edit path plans" not in result.err
     assert result.code == 0
+
+
+def test_an_edit_of_an_upstream_plans_what_takes_its_image(twins, run):
+    editor = Editor(random.Random(0))
+    twins.write(editor.data)
+    twins.build_and_compare("first")
+    editor.data["targets"]["hero"]["prompt"] = "a hero v9"
+    twins.write(editor.data)
+    twins.build_and_compare("hero edited")
+    assert twins.carried == 1
+    editor.data["targets"]["hero"]["prompt"] = "a hero v10"
+    twins.write(editor.data)
+    result = run("-C", str(twins.fast), "build")
+    assert "the edit path plans 2 targets (edit, hero) and carries 2" in result.err
+    assert "rendered edit  input 'hero' changed" in result.out
+
+
+def test_a_new_frame_writing_a_carried_targets_input_plans_the_whole(twins):
+    """`lone` reads refs/a.png as a file; once a frame writes it, it is an edge to that frame
+    (keyed on the frame's image): `lone` cannot be carried with its old key."""
+    editor = Editor(random.Random(0))
+    twins.write(editor.data)
+    twins.build_and_compare("first")
+    editor.data["targets"]["maker"] = {"prompt": "a reference", "output": "refs/a.{ext}"}
+    twins.write(editor.data)
+    twins.build_and_compare("a frame now writes lone's input")
+    assert twins.carried == 0
