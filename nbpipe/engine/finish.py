@@ -151,7 +151,10 @@ def fingerprint_for(project: Project, lock: Lock, state: State, frames: list[Fra
                        project.loaded.digest, reads, _digest(lock), outputs, len(names),
                        state.data.get("fingerprint"), until,
                        remote_id(url) if url else None,
-                       reach=reach.digests(project.loaded.data).as_json())
+                       reach={**reach.digests(project.loaded.data).as_json(),
+                              "section": project.declared.section,
+                              # a carried target's warning would go unsaid (planner._reached)
+                              "warned": bool(project.warnings)})
 
 
 def _digest(lock: Lock) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -14,7 +13,7 @@ from nbpipe.catalog import Catalog, builtin, today
 from nbpipe.errors import Diagnostic, ManifestError, UsageError
 from nbpipe.filestat import Stat
 from nbpipe.manifest.declared import Declared
-from nbpipe.manifest.expand import expand
+from nbpipe.manifest.expand import expand, section_name
 from nbpipe.manifest.load import Loaded, load_manifest
 from nbpipe.manifest.source import did_you_mean
 from nbpipe.money import usd
@@ -126,14 +125,15 @@ def open_project(root: FsPath, backend: str | None = None, profile: str | None =
     _check_profile(loaded, profile)
     catalog = (catalog or builtin()).with_prices(loaded.manifest.pricing)
     forced = backend if _overrides(loaded, profile, backend, catalog.default_backend) else None
-    only = _reached(loaded, since)
+    section = section_name(profile, forced)
+    only = reach.reached(loaded.data, since, section) if not loaded.diags else None
     if only is not None and since is not None:
         try:
             project = _planned(loaded, catalog, profile, forced, backend, lane, only)
         except ManifestError:
             pass  # said as the whole manifest's plan says it, located and complete
         else:
-            if not _writes_carried_input(loaded, project, only):
+            if reach.carries(loaded.data, only, project.frames.values(), since):
                 return replace(project, carried=frozenset(loaded.manifest.targets) - only,
                                since=since)
     return _planned(loaded, catalog, profile, forced, backend, lane, None)
@@ -151,28 +151,6 @@ def _planned(loaded: Loaded, catalog: Catalog, profile: str | None, forced: str 
     order = graph.build_order({f.name: f.upstreams for f in frames})
     return Project(declared, catalog, {name: by_name[name] for name in order},
                    tuple(resolver.warnings), dict(resolver.project.reads), lane)
-
-
-def _reached(loaded: Loaded, since: Mapping[str, object] | None) -> frozenset[str] | None:
-    """The targets an edit since the fingerprint `since` can reach (None: all of them)."""
-    before = reach.Digests.from_json(since.get("reach")) if since is not None else None
-    reads = since.get("inputs") if since is not None else None
-    if before is None or not isinstance(reads, dict) or loaded.diags:
-        return None
-    return reach.reach(loaded.data, before, set(reads))
-
-
-def _writes_carried_input(loaded: Loaded, project: Project, only: frozenset[str]) -> bool:
-    """Whether a frame planned now writes a file a carried target reads as an input (under
-    any image extension): that input becomes an edge to the frame, which changes the key."""
-    planned = {_stem(f.output) for f in project.frames.values()}
-    entries = loaded.data.get("targets") or {}
-    return any(_stem(os.path.normpath(ref)) in planned for name, entry in entries.items()
-               if name not in only for ref in reach.inputs_of(entry) if isinstance(ref, str))
-
-
-def _stem(path: str) -> str:
-    return path.rpartition(".")[0] if "." in path.rpartition("/")[2] else path
 
 
 def _overrides(loaded: Loaded, profile: str | None, backend: str | None, default: str) -> bool:

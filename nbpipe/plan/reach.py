@@ -2,8 +2,9 @@
 the last complete build proved fresh and nothing since could have changed (the edit path).
 
 A target's frames depend on its own entry, the entries it `extends`, everything outside
-`targets:` (defaults, templates, bibles, profiles, pricing...) and the targets its inputs
-name (an edit is keyed on its upstream's pinned bytes). So each target gets a digest of its
+`targets:` (defaults, templates, bibles, profiles, pricing...) and the targets whose images
+it takes (an edit is keyed on its upstream's pinned bytes), named by its inputs or its
+bible's references. So each target gets a digest of its
 entry with its `extends` chain, the manifest one digest of the rest, and a target is planned
 again when its digest changed, when it is new, when an input reaches a target planned again
 (transitively), or when what it reads cannot be told without planning (an input rendered
@@ -18,9 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+import os
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from nbpipe.plan.frame import Frame
 
 ANY = "*"  # a dependency on whatever any target writes: planned whenever anything is
 
@@ -77,7 +81,7 @@ def digests(data: Mapping[str, Any]) -> Digests:
     return Digests(context, {name: of(name) for name in entries})
 
 
-def inputs_of(entry: Any) -> list[str]:
+def _inputs_of(entry: Any) -> list[str]:
     """The input strings a target entry declares, its variants' too."""
     if not isinstance(entry, Mapping):
         return []
@@ -93,6 +97,21 @@ def _templated(text: str) -> bool:
     return "{{" in text or "{%" in text
 
 
+def _references_of(data: Mapping[str, Any], entry: Any) -> list[str]:
+    """The reference images of the bible a target entry names (plan/inputs.py sends them
+    after its inputs: a frame's output among them is an edge, as an input is)."""
+    bibles = data.get("bibles")
+    name = entry.get("bible") if isinstance(entry, Mapping) else None
+    bible = bibles.get(name) if isinstance(bibles, Mapping) and isinstance(name, str) else None
+    refs = bible.get("references") if isinstance(bible, Mapping) else None
+    return list(refs) if isinstance(refs, list) else []
+
+
+def _images(data: Mapping[str, Any], entry: Any) -> list[Any]:
+    """Every image a target entry names: its inputs and its bible's references."""
+    return [*_inputs_of(entry), *_references_of(data, entry)]
+
+
 def needs(data: Mapping[str, Any], reads: Collection[str]) -> dict[str, set[str]]:
     """Each target → the targets its frames may take an input from (ANY: cannot be told
     without planning). `reads` are the project files the last complete build hashed into keys:
@@ -101,7 +120,9 @@ def needs(data: Mapping[str, Any], reads: Collection[str]) -> dict[str, set[str]
     own: dict[str, set[str]] = {}
     for name, entry in entries.items():
         found = own[name] = set()
-        for ref in inputs_of(entry):
+        for ref in _images(data, entry):
+            if isinstance(ref, str) and ref.startswith(("https://", "http://")):
+                continue  # a URL is keyed on its text, never on a frame
             head = ref.split("/")[0] if isinstance(ref, str) else ""
             if not isinstance(ref, str) or _templated(head):
                 found.add(ANY)
@@ -167,3 +188,39 @@ def _upstreams(again: set[str], wanted: Mapping[str, set[str]]) -> set[str] | No
             planned.add(name)
             todo.append(name)
     return planned
+
+
+def reached(data: Mapping[str, Any], since: Mapping[str, object] | None,
+            section: str | None) -> frozenset[str] | None:
+    """The targets an edit since the fingerprint `since` can reach, planning into the lock
+    section `section` (None: plan them all: no fingerprint of this shape, another section,
+    or a last plan that warned, since the whole plan says its warnings on every build)."""
+    recorded = since.get("reach") if since is not None else None
+    before = Digests.from_json(recorded)
+    reads = since.get("inputs") if since is not None else None
+    if before is None or not isinstance(recorded, dict) or not isinstance(reads, dict) or \
+            recorded.get("warned") is not False or recorded.get("section", "?") != section:
+        return None
+    return reach(data, before, set(reads))
+
+
+def carries(data: Mapping[str, Any], only: frozenset[str], planned: Iterable[Frame],
+            since: Mapping[str, object]) -> bool:
+    """Whether the frames of the targets outside `only` may be carried once those in it are
+    `planned`: no file one side reads is a file the other side writes (under any image
+    extension), which the whole plan would make an edge to its writer, keyed on its image."""
+    frames = list(planned)
+    written = {_stem(f.output) for f in frames}
+    entries = _entries(data)
+    if any(_stem(os.path.normpath(ref)) in written for name, entry in entries.items()
+           if name not in only for ref in _images(data, entry) if isinstance(ref, str)):
+        return False
+    outputs = since.get("outputs")
+    pinned = {_stem(o) for o in outputs if isinstance(o, str)} if isinstance(outputs, list) \
+        else set()
+    return not any(image.kind == "file" and _stem(image.ref) in pinned
+                   for frame in frames for image in frame.inputs)
+
+
+def _stem(path: str) -> str:
+    return path.rpartition(".")[0] if "." in path.rpartition("/")[2] else path
