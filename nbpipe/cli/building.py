@@ -14,6 +14,7 @@ from nbpipe.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     from nbpipe.engine.build import BuildOptions
+    from nbpipe.plan.planner import Project
     from nbpipe.settings import Shard
 
 
@@ -70,6 +71,14 @@ def plan(ctx: click.Context, frames: tuple[str, ...], as_json: bool, backend: st
     if note:
         click.echo(f"budget: {note}")
     return EXIT_OK
+
+
+def _whole(edge: Edge, backend: str | None, profile: str | None) -> Project:
+    """The whole project, for an edit path that cannot carry its frames after all."""
+    if edge.settings.explain:
+        click.echo("nbpipe: the edit path fell back: the lock changed since the check, or a "
+                   "new output meets a carried frame's", err=True)
+    return edge.project(backend, profile, warn=True)
 
 
 @click.command()
@@ -158,6 +167,7 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
           shard: Shard | None, force: bool, as_json: bool, with_report: bool) -> int:
     """Restore or render what changed, in dependency order, and update nbpipe.lock."""
     edge = Edge.of(ctx)
+    since = None  # the edit path's start: the fingerprint, when only the manifest changed
     # a shard plans its share (the fast path knows nothing of shares, and counts every frame)
     if not frames and not force and not with_report and shard is None:
         from nbpipe.engine.noop import noop_summary
@@ -168,6 +178,8 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
             return EXIT_OK
         if edge.settings.explain:
             click.echo(f"nbpipe: the no-op fast path missed: {found.why}", err=True)
+        # not for --check (the CI gate plans every frame) nor --json (an event per frame)
+        since = found.since if not check and not as_json else None
     from nbpipe.engine.session import run_build, run_check
     from nbpipe.ui.sinks import noted, say_check, sink_for
 
@@ -176,14 +188,20 @@ def build(ctx: click.Context, frames: tuple[str, ...], backend: str | None, prof
                             keep_going=keep_going, offline=offline,
                             remote_errors=remote_errors, force=force, wait=not no_wait,
                             shard=shard)
-    project = edge.project(backend, profile, warn=True)
+    project = edge.project(backend, profile, warn=True, since=since)
+    if edge.settings.explain and project.since is not None:
+        planned = sorted({f.target for f in project.frames.values()})
+        click.echo(f"nbpipe: the edit path plans {len(planned)} target"
+                   f"{'s' * (len(planned) != 1)} ({', '.join(planned[:6]) or 'none'}) and "
+                   f"carries {len(project.carried)}", err=True)
     if check:
         plan = run_check(project, edge.cache_dir(), frames, noted(sink_for(as_json, 0)),
                          edge.settings, shard)
         return EXIT_FAILED if say_check(plan, as_json) else EXIT_OK
     events = sink_for(as_json, len(project.share(options.patterns, shard)[0]))
     summary = run_build(project, edge.cache_dir(), options, events, noted(events),
-                        not no_wait, edge.settings)
+                        not no_wait, edge.settings,
+                        lambda: _whole(edge, backend, profile))
     code = summary.exit_code  # frames skipped or left out are missing: CI must not look green
     if with_report:
         from nbpipe.ui.report import report_path, write_report

@@ -67,16 +67,16 @@ class Edge:
         return verdict(self.root, folder, backend, profile, self.settings)
 
     def project(self, backend: str | None = None, profile: str | None = None,
-                warn: bool = False) -> Project:
+                warn: bool = False, since: dict[str, object] | None = None) -> Project:
         """The loaded project; with `warn`, its warnings (a model shutting down soon) go to
-        stderr, each once per command."""
+        stderr, each once per command. `since`: the edit path's fingerprint (open_project)."""
         from nbpipe.ops.prices import current_catalog
         from nbpipe.plan.planner import open_project
 
         if not os.path.isdir(self.root):  # not Path.is_dir: that raises on a name too long
             raise UsageError(f"no such directory: {self.root}")
         project = open_project(self.root, backend, profile, current_catalog(self.cache_dir()),
-                               self.lane)
+                               self.lane, since)
         for warning in project.warnings if warn else ():
             if warning not in self.warned:
                 self.warned.add(warning)

@@ -102,6 +102,7 @@ class Build:
     decided: dict[str, Step] = field(default_factory=dict)  # the preflight's steps to keep
     pulled: frozenset[str] = frozenset()  # digests the remote served this build
     written: SyncBatch = field(default_factory=SyncBatch)  # all made durable before the lock
+    carried: list[str] = field(default_factory=list)  # fresh, not planned (engine/carried.py)
 
     def __post_init__(self) -> None:
         self.tally = Tally(self.events)
@@ -109,6 +110,7 @@ class Build:
     def run(self) -> Summary:
         frames, others = self.project.share(self.options.patterns, self.options.shard)
         self.tally.summary.other_shards = others  # not failed, not fresh: another runner's
+        self.tally.summary.fresh += len(self.carried)
         pinned = {name: entry.digest for name, entry in self.lock.entries.items()}
         self._sweep(frames)
         opened = Backends(self.open_backend or self._open, self._jobs, self._rpm,
@@ -235,7 +237,7 @@ class Build:
     def _finish(self, frames: list[Frame]) -> None:
         """Pin what was built, drop frames no longer declared, and remember file stats."""
         walk = self.walk
-        drop_undeclared(self.lock, self.project.frames, self.state, self.tally)
+        drop_undeclared(self.lock, self.project.frames, self.state, self.tally, self.carried)
         remember_outcomes(self.state, frames, walk.failed)
         save_lock(self.lock, self.project.loaded.root, self.written)
         close_batches(walk.renderer.batch, self.journal, self.tally)
@@ -245,16 +247,7 @@ class Build:
         if walk.renderer.claimant is not None:  # pushed or not, no claim outlives the build
             walk.renderer.claimant.close()
         record_pins(self.cache, self.project.loaded.root, self.lock, self.tally)
-        for name, learned in walk.renderer.backends.durations().items():
-            self.state.set_durations(name, learned)
-        self.state.set_fingerprint(fingerprint_for(
-            self.project, self.lock, self.state, frames,
-            (self.options.backend, self.options.profile), self._remote_url(),
-            _complete(self, frames, pusher)))
-        try:
-            self.state.save()
-        except OSError:
-            pass  # only a cache of file stats: the next build re-reads the files
+        _remember(self, frames, pusher)
 
     def _report_left(self) -> None:
         """Requests this build sent that are still out and no frame's event said (a frame
@@ -280,6 +273,21 @@ class Build:
 
     def _remote_url(self) -> str | None:
         return remote_url(self.project.loaded.manifest.cache.remote)
+
+
+def _remember(build: Build, frames: list[Frame], pusher: object) -> None:
+    """What the next build reads of this one (state.json): the task durations it learned and
+    the no-op fingerprint."""
+    for name, learned in build.walk.renderer.backends.durations().items():
+        build.state.set_durations(name, learned)
+    build.state.set_fingerprint(fingerprint_for(
+        build.project, build.lock, build.state, frames,
+        (build.options.backend, build.options.profile), build._remote_url(),
+        _complete(build, frames, pusher), build.carried))
+    try:
+        build.state.save()
+    except OSError:
+        pass  # only a cache of file stats: the next build re-reads the files
 
 
 def _complete(build: Build, frames: list[Frame], pusher: object) -> bool:

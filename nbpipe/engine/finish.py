@@ -11,7 +11,8 @@ walk's outcomes, is made here from them.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Collection, Mapping
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from nbpipe.engine.noop import fingerprint, fingerprint_options
 from nbpipe.errors import NbpipeError
 from nbpipe.events import Summary, Tally
 from nbpipe.files import SyncBatch
+from nbpipe.filestat import Stat
+from nbpipe.plan import reach
 from nbpipe.plan.downstream import stale_downstream
 from nbpipe.plan.frame import Frame
 from nbpipe.plan.planner import Known, Project
@@ -33,10 +36,11 @@ from nbpipe.store.state import State
 
 
 def drop_undeclared(lock: Lock, declared: Mapping[str, Frame], state: State,
-                    events: Tally) -> None:
-    """Unpin frames no longer declared; a file of theirs becomes an orphan (for `clean
-    --orphans`) only if this machine saw nbpipe write it."""
-    for name in [n for n in lock.entries if n not in declared]:
+                    events: Tally, carried: Collection[str] = ()) -> None:
+    """Unpin frames no longer declared (`carried`: declared, not planned); a file of theirs
+    becomes an orphan (for `clean --orphans`) only if this machine saw nbpipe write it."""
+    kept = set(carried)
+    for name in [n for n in lock.entries if n not in declared and n not in kept]:
         entry = lock.entries.pop(name)
         state.changed = True
         if state.written_digest(entry.output) != entry.digest:
@@ -128,15 +132,50 @@ def quiet_until(catalog: Catalog, frames: list[Frame]) -> dt.date | None:
 
 def fingerprint_for(project: Project, lock: Lock, state: State, frames: list[Frame],
                     options: tuple[str | None, str | None], url: str | None,
-                    complete: bool) -> dict[str, object] | None:
+                    complete: bool, carried: Collection[str] = ()) -> dict[str, object] | None:
     """What lets the next build answer "nothing to do" without planning, or None (`complete`:
     every frame built, nothing left open). `options`: the build's backend and profile; `url`:
     the remote cache, whose marks the fast path waits for (a build killed after marking left
-    them)."""
+    them). `carried`: the frames the edit path kept (engine/carried.py), fresh as the last
+    fingerprint (Project.since) proved them, whose files it still covers."""
     if not complete:
         return None
-    outputs = [lock.entries[f.name].output for f in frames]  # the real paths (.jpg too)
+    names = [*(f.name for f in frames), *carried]
+    outputs = [lock.entries[name].output for name in names]  # the real paths (.jpg too)
+    until = quiet_until(project.catalog, frames)
+    reads: dict[str, Stat | None] = dict(project.reads)
+    if carried and project.since is not None:
+        reads = {**_recorded(project.since.get("inputs")), **reads}
+        until = _sooner(until, project.since.get("until"))
     return fingerprint(project.loaded.root, fingerprint_options(*options),
-                       project.loaded.digest, project.reads, lock.text(), outputs, len(frames),
-                       state.data.get("fingerprint"), quiet_until(project.catalog, frames),
-                       remote_id(url) if url else None)
+                       project.loaded.digest, reads, _digest(lock), outputs, len(names),
+                       state.data.get("fingerprint"), until,
+                       remote_id(url) if url else None,
+                       reach={**reach.digests(project.loaded.data).as_json(),
+                              "section": project.declared.section,
+                              # a carried target's warning would go unsaid (planner._reached)
+                              "warned": bool(project.warnings)})
+
+
+def _digest(lock: Lock) -> str:
+    """The digest of the lock's text: as saved (save_lock ran first), computed otherwise."""
+    return lock.digest or hashlib.sha256(lock.text().encode("utf-8")).hexdigest()
+
+
+def _recorded(inputs: object) -> dict[str, Stat | None]:
+    """The files a fingerprint holds, with their stats then (None: not a stat, which proves
+    nothing, so no fingerprint is made from it)."""
+    if not isinstance(inputs, dict):
+        return {}
+    return {rel: (stat[0], stat[1], stat[2], stat[3]) if isinstance(stat, list) and
+            len(stat) == 4 and all(type(n) is int for n in stat) else None
+            for rel, stat in inputs.items()}
+
+
+def _sooner(until: dt.date | None, recorded: object) -> dt.date | None:
+    """The earlier of two days from which the fast path must plan (a fingerprint's, as text)."""
+    try:
+        day = dt.date.fromisoformat(recorded) if isinstance(recorded, str) else None
+    except ValueError:
+        day = dt.date.min  # unreadable: plan from today on, as the no-op check would
+    return min((d for d in (until, day) if d is not None), default=None)

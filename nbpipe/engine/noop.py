@@ -150,13 +150,15 @@ def _with_env(options: Json, settings: Settings | None = None) -> Json:
 
 
 def fingerprint(root: Path, options: Json, manifest_digest: str, reads: dict[str, Stat | None],
-                lock_text: str, outputs: list[str], frames: int,
+                lock_digest: str, outputs: list[str], frames: int,
                 previous: object = None, until: dt.date | None = None,
-                remote: str | None = None, settings: Settings | None = None) -> Json | None:
+                remote: str | None = None, settings: Settings | None = None,
+                reach: Json | None = None) -> Json | None:
     """What the next build compares, or None if what the planner read has changed since (or
     cannot be proven unchanged): `reads` maps each file hashed into a key to its stat then,
     `outputs` are the paths the lock pins (their stats are in the stat cache), `remote` is the
-    id of the project's remote cache (store.cache.remote_id), None without one."""
+    id of the project's remote cache (store.cache.remote_id), None without one; `reach`: the
+    manifest's digests by target (plan/reach.py Digests), for the edit path."""
     if manifest_digest != _project_sha(root, MANIFEST):
         return None  # saved while this build ran: the next one must plan from the new bytes
     inputs = {}
@@ -172,9 +174,10 @@ def fingerprint(root: Path, options: Json, manifest_digest: str, reads: dict[str
     return {"nbpipe": __version__, "python": sys.version, "libraries": libraries,
             "schema": plan.KEY_SCHEMA, "code": code,
             "checkout": list(stat_of(root / MANIFEST) or ()),
+            "lock_checkout": list(stat_of(root / LOCK) or ()), "reach": reach,
             "catalogue": _sha(CATALOGUE), "options": _with_env(options, settings),
             "frames": frames, "manifest": manifest_digest,
-            "lock": hashlib.sha256(lock_text.encode()).hexdigest(),
+            "lock": lock_digest,
             "inputs": inputs, "outputs": sorted(outputs),
             "until": until.isoformat() if until else None, "remote": remote}
 
@@ -236,6 +239,9 @@ class Verdict(NamedTuple):
     fresh: int | None
     why: str
     asked: tuple[str, str, str | None, str | None] = ("", "", None, None)
+    # When the manifest alone changed: the fingerprint, for the edit path to start from
+    # (plan/planner.py open_project `since`), else None.
+    since: Json | None = None
 
 
 def still_fresh(root: Path, options: Json, journal: Path,
@@ -270,6 +276,9 @@ def check(root: Path, options: Json, journal: Path, settings: Settings | None = 
     why = _settings_changed(fp, options, settings or current()) or _project_changed(root, fp, state)
     if why:
         return Verdict(None, why)
+    why = _manifest_changed(root, fp)
+    if why:
+        return Verdict(None, why, since=fp if _same_lock_checkout(root, fp) else None)
     frames = fp.get("frames")
     return Verdict(frames, "") if isinstance(frames, int) else \
         Verdict(None, "the fingerprint names no frame count")
@@ -301,21 +310,34 @@ def _changed_settings(recorded: object, now: Json) -> str:
 
 
 def _project_changed(root: Path, fp: Json, state: State) -> str | None:
+    """What changed besides the manifest, if anything."""
     for name in (MANIFEST, LOCK):
         if os.path.islink(root / name):  # its stat may be foreseeable (a runner's file)
             return f"{name} is a symbolic link: the full path checks where it leads"
-    checkout = fp.get("checkout")
-    if not checkout or checkout != list(stat_of(root / MANIFEST) or ()):
-        return f"{MANIFEST}'s stat changed (edited, touched, or another checkout)"
     if fp.get("catalogue") != _sha(CATALOGUE):
         return "the model catalogue changed"
-    if fp.get("manifest") != _project_sha(root, MANIFEST):
-        return f"{MANIFEST} changed"
     if fp.get("lock") != _project_sha(root, LOCK):
         return f"{LOCK} changed"
     if _expired(fp.get("until")):
         return "a frame's model nears its shutdown"
     return _files_changed(root, fp, state)
+
+
+def _manifest_changed(root: Path, fp: Json) -> str | None:
+    checkout = fp.get("checkout")
+    if not checkout or checkout != list(stat_of(root / MANIFEST) or ()):
+        return f"{MANIFEST}'s stat changed (edited, touched, or another checkout)"
+    if fp.get("manifest") != _project_sha(root, MANIFEST):
+        return f"{MANIFEST} changed"
+    return None
+
+
+def _same_lock_checkout(root: Path, fp: Json) -> bool:
+    """Whether the lock is the very file the fingerprinting build left (its stat, as the
+    manifest's binds the no-op): a fingerprint in a store carried to another checkout (a CI
+    cache) never lets the edit path carry frames, even when the bytes are the same."""
+    recorded = fp.get("lock_checkout")
+    return isinstance(recorded, list) and recorded == list(stat_of(root / LOCK) or ())
 
 
 def _files_changed(root: Path, fp: Json, state: State) -> str | None:

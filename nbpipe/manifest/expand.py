@@ -30,9 +30,12 @@ VARIANT_SETTINGS = (*FRAME_SETTINGS, "lane")
 MAX_FRAMES_CEILING = 100_000  # what a manifest may raise max_frames to; NBPIPE_MAX_FRAMES lifts it
 
 
-def expand(loaded: Loaded, profile: str | None = None, backend: str | None = None) -> Declared:
+def expand(loaded: Loaded, profile: str | None = None, backend: str | None = None,
+           only: frozenset[str] | None = None) -> Declared:
     """Resolve and expand every target under a profile (None: the default) and a command-line
-    backend override (None: none); a manifest past `max_frames` is refused at once."""
+    backend override (None: none); a manifest past `max_frames` is refused at once. `only`:
+    the targets whose frames are made (plan/reach.py); every target is still resolved and
+    counted, so what the whole manifest declares is checked the same."""
     diags: list[Diagnostic] = list(loaded.diags)  # from targets the loader had to leave out
     manifest = loaded.manifest
     bibles = {name: Bible(text=b) if isinstance(b, str) else b
@@ -42,7 +45,8 @@ def expand(loaded: Loaded, profile: str | None = None, backend: str | None = Non
     targets = resolve_targets(loaded, templates, bibles, diags, profile,
                               section_name(profile, backend))
     _check_size(loaded, targets, diags)
-    frames = [spec for target in targets.values() for spec in _frames(target)]
+    frames = [spec for target in targets.values() if only is None or target.name in only
+              for spec in _frames(target)]
     builtin = profile is not None and profile not in manifest.profiles
     return Declared(loaded, bibles, targets, frames, diags, profile, builtin, backend)
 

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path as FsPath
 from typing import Any, Literal, Protocol
 
 from nbpipe.catalog import Catalog, builtin, today
-from nbpipe.errors import Diagnostic, UsageError
+from nbpipe.errors import Diagnostic, ManifestError, UsageError
 from nbpipe.filestat import Stat
 from nbpipe.manifest.declared import Declared
-from nbpipe.manifest.expand import expand
+from nbpipe.manifest.expand import expand, section_name
 from nbpipe.manifest.load import Loaded, load_manifest
 from nbpipe.manifest.source import did_you_mean
 from nbpipe.money import usd
-from nbpipe.plan import graph, shards
+from nbpipe.plan import graph, reach, shards
 from nbpipe.plan.frame import Frame, format_of_path
 from nbpipe.plan.reasons import Change, changes, short_reason
 from nbpipe.plan.resolve import Resolver
@@ -48,6 +48,10 @@ class Project:
     # each frame's shard, by the count of shards (`share`; the frames never change)
     shard_numbers: dict[int, dict[str, int]] = field(default_factory=dict, compare=False,
                                                      repr=False)
+    # The edit path (plan/reach.py): targets not planned, their frames as the lock pins them,
+    # which the fingerprint `since` proved fresh; a build keeps them and counts them fresh.
+    carried: frozenset[str] = frozenset()
+    since: Mapping[str, object] | None = field(default=None, compare=False, repr=False)
 
     @property
     def loaded(self) -> Loaded:
@@ -101,12 +105,15 @@ class Project:
 
 
 def open_project(root: FsPath, backend: str | None = None, profile: str | None = None,
-                 catalog: Catalog | None = None, lane: str | None = None) -> Project:
+                 catalog: Catalog | None = None, lane: str | None = None,
+                 since: Mapping[str, object] | None = None) -> Project:
     """Load, expand and resolve the manifest in `root` under a profile (None: the default);
     ManifestError lists every problem. `catalog` replaces the built-in prices (a refreshed
     catalogue); the manifest's `pricing:` still overrides it. `lane` (--lane) puts every
     frame on that lane, as `backend` puts it on that backend; unlike a backend it moves no
-    output (the images are the same)."""
+    output (the images are the same). `since`: the fingerprint of the last complete build,
+    when only the manifest changed since (engine/noop.py): the targets the edit cannot reach
+    are then carried, not planned (plan/reach.py); the build checks its lock against it."""
     names = builtin().names
     if backend is not None and backend not in names:
         raise UsageError(f"unknown backend '{backend}'",
@@ -118,7 +125,23 @@ def open_project(root: FsPath, backend: str | None = None, profile: str | None =
     _check_profile(loaded, profile)
     catalog = (catalog or builtin()).with_prices(loaded.manifest.pricing)
     forced = backend if _overrides(loaded, profile, backend, catalog.default_backend) else None
-    declared = expand(loaded, profile, forced)
+    section = section_name(profile, forced)
+    only = reach.reached(loaded.data, since, section) if not loaded.diags else None
+    if only is not None and since is not None:
+        try:
+            project = _planned(loaded, catalog, profile, forced, backend, lane, only)
+        except ManifestError:
+            pass  # said as the whole manifest's plan says it, located and complete
+        else:
+            if reach.carries(loaded.data, only, project.frames.values(), since):
+                return replace(project, carried=frozenset(loaded.manifest.targets) - only,
+                               since=since)
+    return _planned(loaded, catalog, profile, forced, backend, lane, None)
+
+
+def _planned(loaded: Loaded, catalog: Catalog, profile: str | None, forced: str | None,
+             backend: str | None, lane: str | None, only: frozenset[str] | None) -> Project:
+    declared = expand(loaded, profile, forced, only)
     declared.diags[:0] = _check_pricing(loaded) + _check_limits(loaded) + \
         _check_profiles(loaded) + _check_remote(loaded)
     uploads = bool(current().remote or loaded.manifest.cache.remote)
