@@ -26,6 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from noop import MANIFEST, shape
 
 os.environ.setdefault("NBPIPE_MAX_FRAMES", "10000000")
+# An installed nbpipe runs from bytecode: where writing it is turned off (this machine's
+# environment), every run would time compiling nbpipe's own sources, which no user pays.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 def _build(root: Path, code: str | None) -> float:
