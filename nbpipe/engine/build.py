@@ -48,7 +48,7 @@ from nbpipe.engine.telling import Teller
 from nbpipe.events import Reporter, Status, Summary, Tally
 from nbpipe.files import SyncBatch
 from nbpipe.plan.budget import Budget
-from nbpipe.plan.frame import Frame
+from nbpipe.plan.frame import Frame, format_of_path
 from nbpipe.plan.planner import Project, Step, make_plan
 from nbpipe.settings import Settings, Shard, current
 from nbpipe.store.batchlog import BATCHES, BatchLog
@@ -56,6 +56,7 @@ from nbpipe.store.cache import Cache
 from nbpipe.store.journal import Journal, project_mark
 from nbpipe.store.known import StoreKnown
 from nbpipe.store.lock import Lock
+from nbpipe.store.pinned import Pins, fetch_pinned
 from nbpipe.store.prices import list_prices
 from nbpipe.store.remote import Remote, remote_url
 from nbpipe.store.state import State
@@ -218,13 +219,16 @@ class Build:
         """Plan once up front: open the backends it will render on, so a missing one stops the
         build before anything happens; frames with no upstream keep this decision."""
         known = StoreKnown(self.lock, self.cache, self.state, self.remote)
-        if self.remote is not None:  # by key: a pinned take by its name, another key's listed
-            pinned = {e.key: e.digest for e in self.lock.entries.values()}
-            self.remote.prefetch_takes([f.key for f in frames
-                                        if f.key and not self.cache.takes(f.key)], pinned)
+        served: frozenset[str] = frozenset()
+        if self.remote is not None:  # by key: a pinned take by its blob or name, another listed
+            keys = [f.key for f in frames if f.key and not self.cache.takes(f.key)]
+            if not self.options.force:  # forced: every frame renders, no pin is restored
+                served = fetch_pinned(self.remote, pinned_restores(frames, keys, known),
+                                      self.cache, self.written)
+            self.remote.prefetch_takes(keys, {e.key: e.digest for e in self.lock.entries.values()})
         plan = make_plan(frames, known, lambda frame: self.options.force)
         if self.remote is not None:
-            self.pulled = pull(self.remote, self.cache, known, plan.steps, self.written)
+            self.pulled = pull(self.remote, self.cache, known, plan.steps, self.written, served)
         self.decided.update({s.frame.name: s for s in plan.steps if not s.frame.upstreams})
         needed = {s.frame.backend for s in plan.steps
                   if s.action == "render" or (s.action == "blocked" and s.frame.key is None)}
@@ -316,14 +320,29 @@ def close_batches(lane: BatchLane | None, journal: Journal, tally: Tally) -> Non
         lane.log.close(set(journal.open))
 
 
+def pinned_restores(frames: list[Frame], keys: list[str], known: StoreKnown) -> Pins:
+    """key → (pinned digest, the frame's request) of each frame of `keys` (no take of it
+    here) pinned to its own key whose output lacks that image: what the plan restores if the
+    remote proves the pin (planner.decide), never a frame already fresh."""
+    wanted, pins = set(keys), {}
+    for frame in frames:
+        entry = known.locked(frame.name)
+        if frame.key in wanted and entry is not None and entry.key == frame.key and \
+                known.output_digest(frame.output_for(format_of_path(entry.output) or "")) \
+                != entry.digest:
+            pins[frame.key] = (entry.digest, frame.record())
+    return pins
+
+
 def pull(remote: Remote, cache: Cache, known: StoreKnown, steps: list[Step],
-         written: SyncBatch) -> frozenset[str]:
+         written: SyncBatch, served: frozenset[str] = frozenset()) -> frozenset[str]:
     """The images of the restores only the remote has, downloaded in one concurrent batch
-    (durable at the `written` sync), and their takes indexed in one transaction, so later
-    builds know them offline; returns their digests."""
-    pulled = frozenset(s.digest for s in steps
-                       if s.action == "restore" and s.digest and known.remote_only(s.digest))
-    remote.fetch_many(sorted(pulled), cache, written)
+    (durable at the `written` sync) unless `served` before the plan (store/pinned.py), and
+    their takes indexed in one transaction, so later builds know them offline; returns their
+    digests."""
+    pulled = frozenset(s.digest for s in steps if s.action == "restore" and s.digest and
+                       (s.digest in served or known.remote_only(s.digest)))
+    remote.fetch_many(sorted(pulled - served), cache, written)
     found = [(key, pair[1], pair[0]) for s in steps
              if (key := s.frame.key) and (digest := s.digest) in pulled and cache.has_blob(digest)
              and (pair := remote.listing.take(key, digest)) is not None]
