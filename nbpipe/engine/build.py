@@ -219,13 +219,8 @@ class Build:
         """Plan once up front: open the backends it will render on, so a missing one stops the
         build before anything happens; frames with no upstream keep this decision."""
         known = StoreKnown(self.lock, self.cache, self.state, self.remote)
-        served: frozenset[str] = frozenset()
-        if self.remote is not None:  # by key: a pinned take by its blob or name, another listed
-            keys = [f.key for f in frames if f.key and not self.cache.takes(f.key)]
-            if not self.options.force:  # forced: every frame renders, no pin is restored
-                served = fetch_pinned(self.remote, pinned_restores(frames, keys, known),
-                                      self.cache, self.written)
-            self.remote.prefetch_takes(keys, {e.key: e.digest for e in self.lock.entries.values()})
+        served = prefetch(self.remote, frames, known, self.written, self.options.force) \
+            if self.remote is not None else frozenset()
         plan = make_plan(frames, known, lambda frame: self.options.force)
         if self.remote is not None:
             self.pulled = pull(self.remote, self.cache, known, plan.steps, self.written, served)
@@ -318,6 +313,18 @@ def close_batches(lane: BatchLane | None, journal: Journal, tally: Tally) -> Non
                        f"running ({names}); `nbpipe build` collects {'it' if one else 'them'} "
                        "(`nbpipe batches` lists them)")
         lane.log.close(set(journal.open))
+
+
+def prefetch(remote: Remote, frames: list[Frame], known: StoreKnown, written: SyncBatch,
+             force: bool) -> frozenset[str]:
+    """What planning needs of the remote, by key, in concurrent batches: the blob of each pin
+    this build restores, its take proven by the blob's own reply (store/pinned.py); the other
+    pins' records read by name; the other keys listed. Returns the digests downloaded."""
+    keys = [f.key for f in frames if f.key and not known.cache.takes(f.key)]
+    served = frozenset() if force else fetch_pinned(  # forced: no pin is restored
+        remote, pinned_restores(frames, keys, known), known.cache, written)
+    remote.prefetch_takes(keys, {e.key: e.digest for e in known.lock.entries.values()})
+    return served
 
 
 def pinned_restores(frames: list[Frame], keys: list[str], known: StoreKnown) -> Pins:
