@@ -321,9 +321,15 @@ def prefetch(remote: Remote, frames: list[Frame], known: StoreKnown, written: Sy
     this build restores, its take proven by the blob's own reply (store/pinned.py); the other
     pins' records read by name; the other keys listed. Returns the digests downloaded."""
     keys = [f.key for f in frames if f.key and not known.cache.takes(f.key)]
-    served = frozenset() if force else fetch_pinned(  # forced: no pin is restored
-        remote, pinned_restores(frames, keys, known), known.cache, written)
-    remote.prefetch_takes(keys, {e.key: e.digest for e in known.lock.entries.values()})
+    pinned = {e.key: e.digest for e in known.lock.entries.values()}
+    if force:  # every frame renders: no take is restored
+        remote.prefetch_takes(keys, pinned)
+        return frozenset()
+    served = fetch_pinned(remote, pinned_restores(frames, keys, known), known.cache, written)
+    remote.listing.list_keys([k for k in keys if k not in pinned])
+    served |= fetch_pinned(remote, listed_restores(remote, frames, keys, pinned, known),
+                           known.cache, written)
+    remote.prefetch_takes(keys, pinned)  # what is left: records read by name
     return served
 
 
@@ -338,6 +344,20 @@ def pinned_restores(frames: list[Frame], keys: list[str], known: StoreKnown) -> 
                 known.output_digest(frame.output_for(format_of_path(entry.output) or "")) \
                 != entry.digest:
             pins[frame.key] = (entry.digest, frame.record())
+    return pins
+
+
+def listed_restores(remote: Remote, frames: list[Frame], keys: list[str],
+                    pinned: dict[str, str], known: StoreKnown) -> Pins:
+    """key → (digest, the frame's request) of each frame of `keys` no lock entry names whose
+    key the remote holds one take of (listed: a record is under the key) and whose output
+    lacks it: the take the plan restores (planner.decide, the key's best take), proven by its
+    blob's metadata, or else its record, as the blob comes."""
+    wanted, pins = set(keys) - set(pinned), {}
+    for frame in frames:
+        if frame.key in wanted and len(found := remote.listing.known(frame.key)) == 1 and \
+                (digest := next(iter(found))) != known.output_digest(frame.output):
+            pins[frame.key] = (digest, frame.record())
     return pins
 
 

@@ -224,3 +224,40 @@ def test_a_fresh_output_fetches_no_blob(bucket, fake_hiapi, run, tmp_path):
     second = build(run, b)
     assert second["fresh"] == 5
     assert not [p for m, p in bucket.requests if "/blobs/" in p]
+
+
+def test_a_clone_without_the_lock_lists_each_key_and_gets_its_blob_reading_no_record(
+        bucket, fake_hiapi, run, tmp_path):
+    """Without a lock a key's takes are listed under its own prefix; a key with one take
+    restores it from its blob's reply: a LIST and a GET a frame, no record read."""
+    a = clone(tmp_path, "a")
+    assert build(run, a)["rendered"] == 5
+    lock = _lock(a)
+    bucket.requests.clear()
+    b = clone(tmp_path, "b")
+    second = build(run, b)
+    assert (second["rendered"], second["restored"]) == (0, 5)
+    assert _records_read(bucket) == []
+    assert sorted(p for m, p in bucket.requests if "/blobs/" in p) == sorted(
+        f"/{bucket.name}/cache/blobs/{e['digest']}" for e in lock.values())
+    assert len([p for m, p in bucket.requests if "list-type" in p]) == 5
+    assert len(bucket.requests) == 10
+    for frame in lock:
+        assert run("-C", str(b), "takes", frame).out == run("-C", str(a), "takes", frame).out
+
+
+def test_a_key_with_two_takes_reads_their_records_to_choose(bucket, fake_hiapi, run,
+                                                            tmp_path):
+    """Which take a key restores without a lock is its newest, by the records' times: a key
+    with more than one take has its records read, as before."""
+    a = clone(tmp_path, "a")
+    assert build(run, a)["rendered"] == 5
+    frame = sorted(_lock(a))[0]
+    assert build(run, a, "--force", frame)["rendered"] == 1  # a second take of that key
+    newest = _lock(a)[frame]["digest"]
+    bucket.requests.clear()
+    b = clone(tmp_path, "b")
+    second = build(run, b)
+    assert (second["rendered"], second["restored"]) == (0, 5)
+    assert _lock(b)[frame]["digest"] == newest
+    assert len([r for r in _records_read(bucket) if r.startswith(_lock(a)[frame]["key"])]) == 2
