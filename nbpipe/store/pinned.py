@@ -99,9 +99,14 @@ def _download(remote: Remote, temps: dict[str, Path]) -> dict[str, Mapping[str, 
     blobs whose bytes hash to their name. Absent ones and local faults are left out; another
     failure is the remote's (unreachable)."""
     paths = {f"{remote.root}/blobs/{digest}": digest for digest in temps}
-    outcomes = asyncio.run_coroutine_threadsafe(
+    future = asyncio.run_coroutine_threadsafe(  # on s3fs's own loop, with its own client
         _get_all(remote.fs, {path: temps[digest] for path, digest in paths.items()}),
-        remote.fs.loop).result()
+        remote.fs.loop)
+    try:
+        outcomes = future.result()
+    except BaseException:  # Ctrl-C: no GET goes on writing temp files behind us
+        future.cancel()
+        raise
     found: dict[str, Mapping[str, Any]] = {}
     for path, outcome in outcomes.items():
         if isinstance(outcome, tuple):

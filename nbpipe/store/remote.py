@@ -2,15 +2,22 @@
 
 Layout under the remote prefix:
 
-    blobs/<sha256>                   image bytes, content-addressed, written first
+    blobs/<sha256>                   image bytes, content-addressed, written first; on S3 with
+                                     the take it was first pushed as in its own metadata
+                                     (`x-amz-meta-nbpipe-take`: the key and the take's fields
+                                     as compact JSON, never the request; none if over MAX_META)
     takes/<frame key>/<sha256>.json  one immutable record per take: the take and its request
 
 Concurrent writers never corrupt each other: a blob is named by its content, so two writers
-write the same bytes; a take record is written after its blob and never rewritten. Reads trust
-nothing: a downloaded blob must hash to its name, or it is a miss. A frame's takes are found by
-key (store/listing.py): a pinned take read by its known name, another key listed under its own
-prefix; a clone that has the lock reads each pinned record and blob by name, in concurrent
-batches.
+write the same bytes (the first writer's metadata stays: a blob pushed again as another key's
+take, or uploaded by `share` first, names no take of that key); a take record is written after
+its blob and never rewritten. Reads trust nothing: a downloaded blob must hash to its name, or
+it is a miss. A frame's takes are found by key: a take a build restores (a pinned one, or a
+listed key's only take) comes in one GET of its blob whose metadata proves it is a take of
+that key (store/pinned.py), so a clone with the lock makes one request a frame; a take that
+metadata does not prove (older blobs, another key's, a store without metadata: GCS, a folder)
+is proven by its record, read by its known name (store/listing.py), the bytes downloaded by
+name in concurrent batches; another key is listed under its own prefix.
 
 Storage errors (s3fs, botocore, aiohttp, gcsfs...) are translated here, once: "definitely
 absent" (FileNotFoundError) is a miss; anything else (AccessDenied, SlowDown, a timeout, no
