@@ -48,8 +48,9 @@ MAX_META = 1536  # S3 keeps 2 KB of user metadata an object, names and values to
 
 # A remote that does not answer must cost a build seconds, not minutes: botocore's legacy
 # retries (5 attempts with backoff) under s3fs's own (5 more around each) spent ~45 s on every
-# request when connections were dropped. One retry layer, 3 attempts, bounded connects.
-S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60}
+# request when connections were dropped. One retry layer, 3 attempts, bounded connects. A pool
+# of 16 connections: botocore's 10 held back the restore's 16 GETs in flight (store/pinned.py).
+S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "max_pool_connections": 16}
 S3_RETRIES = {"mode": "standard", "total_max_attempts": 3}
 
 
