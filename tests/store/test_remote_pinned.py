@@ -261,3 +261,39 @@ def test_a_key_with_two_takes_reads_their_records_to_choose(bucket, fake_hiapi, 
     assert (second["rendered"], second["restored"]) == (0, 5)
     assert _lock(b)[frame]["digest"] == newest
     assert len([r for r in _records_read(bucket) if r.startswith(_lock(a)[frame]["key"])]) == 2
+
+
+def test_blobs_the_remote_refuses_to_serve_are_unknown_never_a_paid_render(
+        bucket, fake_hiapi, run, tmp_path, monkeypatch):
+    """A GET of a pinned blob answered 403: what the remote holds is unknown. The build says
+    so and pays for nothing; the GETs not yet sent are not sent (one round, not one a frame)."""
+    import s3fs
+
+    call = s3fs.S3FileSystem._call_s3
+    refused: list[str] = []
+
+    async def refusing(self, method, *args, **kwargs):
+        if method == "get_object" and "/blobs/" in kwargs.get("Key", ""):
+            refused.append(kwargs["Key"])
+            raise PermissionError("Access Denied")
+        return await call(self, method, *args, **kwargs)
+
+    from nbpipe.store import pinned
+
+    sent: list[str] = []
+    get = pinned._get
+
+    async def counted(fs, path, temp):
+        sent.append(path)
+        return await get(fs, path, temp)
+
+    a = clone(tmp_path, "a")
+    assert build(run, a)["rendered"] == 5
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", refusing)
+    monkeypatch.setattr(pinned, "_get", counted)
+    monkeypatch.setattr(pinned, "GETS", 1)  # one at a time: the first refusal stops the rest
+    result = run("-C", str(_with_lock(tmp_path, a, "b")), "build")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "remote unavailable (PermissionError: Access Denied)" in result.out
+    assert fake_hiapi.counts["creates"] == 5  # nothing paid twice
+    assert len(sent) == 1
