@@ -297,3 +297,19 @@ def test_blobs_the_remote_refuses_to_serve_are_unknown_never_a_paid_render(
     assert "remote unavailable (PermissionError: Access Denied)" in result.out
     assert fake_hiapi.counts["creates"] == 5  # nothing paid twice
     assert len(sent) == 1
+
+
+def test_a_blob_first_pushed_as_another_keys_take_is_proven_by_this_keys_record(
+        bucket, fake_hiapi, run, tmp_path):
+    """The same bytes rendered for two keys: the blob names the key it was first pushed as, a
+    valid take of that digest, but not this key's. The record under this key decides."""
+    a = clone(tmp_path, "a")
+    assert build(run, a)["rendered"] == 5
+    lock = _lock(a)
+    for entry in lock.values():
+        _rewrite(bucket, entry["digest"], take_metadata("c" * 64, _take(digest=entry["digest"])))
+    bucket.requests.clear()
+    second = build(run, _with_lock(tmp_path, a, "b"))
+    assert (second["rendered"], second["restored"]) == (0, 5)
+    assert sorted(_records_read(bucket)) == sorted(f"{e['key']}/{e['digest']}.json"
+                                                   for e in lock.values())
