@@ -48,7 +48,7 @@ from nbpipe.engine.telling import Teller
 from nbpipe.events import Reporter, Status, Summary, Tally
 from nbpipe.files import SyncBatch
 from nbpipe.plan.budget import Budget
-from nbpipe.plan.frame import Frame
+from nbpipe.plan.frame import Frame, format_of_path
 from nbpipe.plan.planner import Project, Step, make_plan
 from nbpipe.settings import Settings, Shard, current
 from nbpipe.store.batchlog import BATCHES, BatchLog
@@ -56,6 +56,7 @@ from nbpipe.store.cache import Cache
 from nbpipe.store.journal import Journal, project_mark
 from nbpipe.store.known import StoreKnown
 from nbpipe.store.lock import Lock
+from nbpipe.store.pinned import Pins, fetch_pinned
 from nbpipe.store.prices import list_prices
 from nbpipe.store.remote import Remote, remote_url
 from nbpipe.store.state import State
@@ -221,13 +222,11 @@ class Build:
         """Plan once up front: open the backends it will render on, so a missing one stops the
         build before anything happens; frames with no upstream keep this decision."""
         known = StoreKnown(self.lock, self.cache, self.state, self.remote)
-        if self.remote is not None:  # by key: a pinned take by its name, another key's listed
-            pinned = {e.key: e.digest for e in self.lock.entries.values()}
-            self.remote.prefetch_takes([f.key for f in frames
-                                        if f.key and not self.cache.takes(f.key)], pinned)
+        served = prefetch(self.remote, frames, known, self.written, self.options.force) \
+            if self.remote is not None else frozenset()
         plan = make_plan(frames, known, lambda frame: self.options.force)
         if self.remote is not None:
-            self.pulled = pull(self.remote, self.cache, known, plan.steps, self.written)
+            self.pulled = pull(self.remote, self.cache, known, plan.steps, self.written, served)
         self.decided.update({s.frame.name: s for s in plan.steps if not s.frame.upstreams})
         needed = {s.frame.backend for s in plan.steps
                   if s.action == "render" or (s.action == "blocked" and s.frame.key is None)}
@@ -325,14 +324,61 @@ def close_batches(lane: BatchLane | None, journal: Journal, tally: Tally) -> Non
         lane.log.close(set(journal.open))
 
 
+def prefetch(remote: Remote, frames: list[Frame], known: StoreKnown, written: SyncBatch,
+             force: bool) -> frozenset[str]:
+    """What planning needs of the remote, by key, in concurrent batches: the blob of each pin
+    this build restores, its take proven by the blob's own reply (store/pinned.py); the other
+    pins' records read by name; the other keys listed. Returns the digests downloaded."""
+    keys = [f.key for f in frames if f.key and not known.cache.takes(f.key)]
+    pinned = {e.key: e.digest for e in known.lock.entries.values()}
+    if force:  # every frame renders: no take is restored
+        remote.prefetch_takes(keys, pinned)
+        return frozenset()
+    served = fetch_pinned(remote, pinned_restores(frames, keys, known), known.cache, written)
+    remote.listing.list_keys([k for k in keys if k not in pinned])
+    served |= fetch_pinned(remote, listed_restores(remote, frames, keys, pinned, known),
+                           known.cache, written)
+    remote.prefetch_takes(keys, pinned)  # what is left: records read by name
+    return served
+
+
+def pinned_restores(frames: list[Frame], keys: list[str], known: StoreKnown) -> Pins:
+    """key → (pinned digest, the frame's request) of each frame of `keys` (no take of it
+    here) pinned to its own key whose output lacks that image: what the plan restores if the
+    remote proves the pin (planner.decide), never a frame already fresh."""
+    wanted, pins = set(keys), {}
+    for frame in frames:
+        entry = known.locked(frame.name)
+        if frame.key in wanted and entry is not None and entry.key == frame.key and \
+                known.output_digest(frame.output_for(format_of_path(entry.output) or "")) \
+                != entry.digest:
+            pins[frame.key] = (entry.digest, frame.record())
+    return pins
+
+
+def listed_restores(remote: Remote, frames: list[Frame], keys: list[str],
+                    pinned: dict[str, str], known: StoreKnown) -> Pins:
+    """key → (digest, the frame's request) of each frame of `keys` no lock entry names whose
+    key the remote holds one take of (listed: a record is under the key) and whose output
+    lacks it: the take the plan restores (planner.decide, the key's best take), proven by its
+    blob's metadata, or else its record, as the blob comes."""
+    wanted, pins = set(keys) - set(pinned), {}
+    for frame in frames:
+        if frame.key in wanted and len(found := remote.listing.known(frame.key)) == 1 and \
+                (digest := next(iter(found))) != known.output_digest(frame.output):
+            pins[frame.key] = (digest, frame.record())
+    return pins
+
+
 def pull(remote: Remote, cache: Cache, known: StoreKnown, steps: list[Step],
-         written: SyncBatch) -> frozenset[str]:
+         written: SyncBatch, served: frozenset[str] = frozenset()) -> frozenset[str]:
     """The images of the restores only the remote has, downloaded in one concurrent batch
-    (durable at the `written` sync), and their takes indexed in one transaction, so later
-    builds know them offline; returns their digests."""
-    pulled = frozenset(s.digest for s in steps
-                       if s.action == "restore" and s.digest and known.remote_only(s.digest))
-    remote.fetch_many(sorted(pulled), cache, written)
+    (durable at the `written` sync) unless `served` before the plan (store/pinned.py), and
+    their takes indexed in one transaction, so later builds know them offline; returns their
+    digests."""
+    pulled = frozenset(s.digest for s in steps if s.action == "restore" and s.digest and
+                       (s.digest in served or known.remote_only(s.digest)))
+    remote.fetch_many(sorted(pulled - served), cache, written)
     found = [(key, pair[1], pair[0]) for s in steps
              if (key := s.frame.key) and (digest := s.digest) in pulled and cache.has_blob(digest)
              and (pair := remote.listing.take(key, digest)) is not None]

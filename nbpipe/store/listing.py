@@ -1,6 +1,8 @@
 """What a remote cache holds (`takes/<frame key>/<sha256>.json` under its prefix), found by
-key: a take a lock pins is read by its known name (one GET, no listing); the takes of a key
-not pinned are listed under that key's own prefix, never the whole remote's (a build of 1,000
+key: a take a lock pins is read by its known name (one GET, no listing), unless its blob's own
+metadata proved it as the build downloaded that blob (store/pinned.py: `proved`, no record
+read; the request kept with it is the frame's, whose hash the key is); the takes of a key not
+pinned are listed under that key's own prefix, never the whole remote's (a build of 1,000
 frames on a remote of a million takes asks about its 1,000 keys). Each take record is checked
 by its model (store/records.py RemoteTakeRecord); a record that does not validate is a miss.
 The whole remote is listed only by whoever needs all of it (gc, a project's first catch-up)."""
@@ -89,6 +91,12 @@ class RemoteTakes:
         before any record names it)."""
         return any(digest in found for found in (*self._listed.values(), *self._seen.values()))
 
+    def proved(self, key: str, take: Take, request: dict[str, Any]) -> None:
+        """A take of `key` proven by its blob's own metadata (store/pinned.py), with the
+        request of the frame the key is the hash of: its record needs no reading."""
+        self._seen.setdefault(key, set()).add(take.digest)
+        self._takes.setdefault(key, {})[take.digest] = (take, request)
+
     def added(self, key: str, digest: str) -> None:
         """A take this command wrote: known from now on, its record read again if asked."""
         self._seen.setdefault(key, set()).add(digest)
@@ -115,10 +123,10 @@ class RemoteTakes:
         (`pinned`: key → digest) read by its known name; the other keys (and a pin the remote
         lacks) listed under their own prefix, and their records read."""
         keys, pinned = list(dict.fromkeys(keys)), pinned or {}
-        self._read_many({k: [pinned[k]] for k in keys if k in pinned})
+        self.read_many({k: [pinned[k]] for k in keys if k in pinned})
         unknown = [k for k in keys if not self.holds(k, pinned.get(k, ""))]
         self.list_keys(unknown)
-        self._read_many({k: sorted(self._listed.get(k, ())) for k in unknown})
+        self.read_many({k: sorted(self._listed.get(k, ())) for k in unknown})
 
     def list_keys(self, keys: list[str]) -> None:
         """List each key's own prefix (concurrently); a key that fails stays unlisted."""
@@ -132,7 +140,7 @@ class RemoteTakes:
                     self._listed[key] = found.get(key, set())
 
     def read(self, key: str, digests: Iterable[str]) -> None:
-        self._read_many({key: list(digests)})
+        self.read_many({key: list(digests)})
 
     def _find(self, prefix: str) -> dict[str, set[str]] | None:
         """key → digests of the take records under `prefix`; None if it could not be listed."""
@@ -151,7 +159,7 @@ class RemoteTakes:
                 found.setdefault(key, set()).add(digest)
         return found
 
-    def _read_many(self, wanted_by_key: Mapping[str, Iterable[str]]) -> None:
+    def read_many(self, wanted_by_key: Mapping[str, Iterable[str]]) -> None:
         """Read take records by their known names in one concurrent batch; a record found is
         seen (it is on the remote), an absent one is not, another failure is unreachable."""
         wanted = {f"{self.root}/takes/{k}/{d}.json": (k, d) for k, digests in

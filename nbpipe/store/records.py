@@ -1,5 +1,6 @@
 """Every record nbpipe reads back from its store, as a strict model: a take record (the local
-index, the remote's `takes/`), a journal line, the refreshed price list, state.json.
+index, the remote's `takes/`, a remote blob's metadata), a journal line, the refreshed price
+list, state.json.
 
 The store may be shared or tampered with, so nothing read is trusted: a record that does not
 validate is a miss (a take), a skipped line (the journal), a list set aside (prices) or a part
@@ -80,6 +81,18 @@ class RemoteTakeRecord(BaseModel):
 
     take: TakeRecord
     request: dict[str, Any] | None = None
+
+
+class BlobTakeRecord(BaseModel):
+    """A remote blob's own metadata (`x-amz-meta-nbpipe-take`): the key and the take it was
+    first pushed as, never the request (S3 keeps 2 KB of metadata; the request is the frame's,
+    whose hash the key is). Proves nothing alone: the reader checks that it names the key
+    and the digest it asked for."""
+
+    model_config = _STRICT
+
+    key: Sha256
+    take: TakeRecord
 
 
 # --- the journal ------------------------------------------------------------------------------

@@ -2,15 +2,22 @@
 
 Layout under the remote prefix:
 
-    blobs/<sha256>                   image bytes, content-addressed, written first
+    blobs/<sha256>                   image bytes, content-addressed, written first; on S3 with
+                                     the take it was first pushed as in its own metadata
+                                     (`x-amz-meta-nbpipe-take`: the key and the take's fields
+                                     as compact JSON, never the request; none if over MAX_META)
     takes/<frame key>/<sha256>.json  one immutable record per take: the take and its request
 
 Concurrent writers never corrupt each other: a blob is named by its content, so two writers
-write the same bytes; a take record is written after its blob and never rewritten. Reads trust
-nothing: a downloaded blob must hash to its name, or it is a miss. A frame's takes are found by
-key (store/listing.py): a pinned take read by its known name, another key listed under its own
-prefix; a clone that has the lock reads each pinned record and blob by name, in concurrent
-batches.
+write the same bytes (the first writer's metadata stays: a blob pushed again as another key's
+take, or uploaded by `share` first, names no take of that key); a take record is written after
+its blob and never rewritten. Reads trust nothing: a downloaded blob must hash to its name, or
+it is a miss. A frame's takes are found by key: a take a build restores (a pinned one, or a
+listed key's only take) comes in one GET of its blob whose metadata proves it is a take of
+that key (store/pinned.py), so a clone with the lock makes one request a frame; a take that
+metadata does not prove (older blobs, another key's, a store without metadata: GCS, a folder)
+is proven by its record, read by its known name (store/listing.py), the bytes downloaded by
+name in concurrent batches; another key is listed under its own prefix.
 
 Storage errors (s3fs, botocore, aiohttp, gcsfs...) are translated here, once: "definitely
 absent" (FileNotFoundError) is a miss; anything else (AccessDenied, SlowDown, a timeout, no
@@ -35,12 +42,15 @@ from nbpipe.store.cache import Cache, Take
 from nbpipe.store.listing import RemoteTakes, TakePairs
 
 CHUNK = 1 << 20
+TAKE_META = "nbpipe-take"  # a blob's metadata naming the take it was pushed as (x-amz-meta-)
+MAX_META = 1536  # S3 keeps 2 KB of user metadata an object, names and values together
 
 
 # A remote that does not answer must cost a build seconds, not minutes: botocore's legacy
 # retries (5 attempts with backoff) under s3fs's own (5 more around each) spent ~45 s on every
-# request when connections were dropped. One retry layer, 3 attempts, bounded connects.
-S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60}
+# request when connections were dropped. One retry layer, 3 attempts, bounded connects. A pool
+# of 16 connections: botocore's 10 held back the restore's 16 GETs in flight (store/pinned.py).
+S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "max_pool_connections": 16}
 S3_RETRIES = {"mode": "standard", "total_max_attempts": 3}
 
 
@@ -98,6 +108,7 @@ class Remote:
     url: str
     fs: Any  # an fsspec filesystem (no type information)
     root: str
+    s3: bool  # S3's API through s3fs: blobs carry the take they were pushed as (metadata)
     listing: RemoteTakes
     unreachable: str | None  # why the remote could not be read, if it could not
     unwritable: str | None  # why a write failed: later writes are not tried
@@ -105,11 +116,13 @@ class Remote:
     def __init__(self, url: str, endpoint_url: str | None = None):
         self.url = url
         self.fs, self.root = _open_fs(url, endpoint_url)
+        self.s3 = scheme_of(url) in ("s3", "s3a") and hasattr(self.fs, "_call_s3")
         self.unreachable = None
         self.unwritable = None
-        self.listing = RemoteTakes(self.fs, self.root, self._unreachable_by)
+        self.listing = RemoteTakes(self.fs, self.root, self.unreachable_by)
 
-    def _unreachable_by(self, exc: BaseException) -> None:
+    def unreachable_by(self, exc: BaseException) -> None:
+        """A read failed other than "absent": what the remote holds is unknown."""
         self.unreachable = self.unreachable or _why(exc)
 
     # --- what is there (the listing's, here for its many callers) ------------------------------
@@ -162,10 +175,10 @@ class Remote:
         except OSError as exc:
             if _local(exc, cache):
                 raise
-            self._unreachable_by(exc)
+            self.unreachable_by(exc)
             return False
         except Exception as exc:
-            self._unreachable_by(exc)
+            self.unreachable_by(exc)
             return False
         return True
 
@@ -187,7 +200,7 @@ class Remote:
                 self.fs.pipe_file(blob, data)
             return str(self.fs.sign(blob, expiration=lifetime))
         except Exception as exc:
-            self._unreachable_by(exc)
+            self.unreachable_by(exc)
             raise RemoteUnavailable(_why(exc)) from None
 
     def push(self, key: str, take: Take, request: dict[str, Any], cache: Cache) -> None:
@@ -199,8 +212,9 @@ class Remote:
         blob = f"{self.root}/blobs/{take.digest}"
         record = f"{self.root}/takes/{key}/{take.digest}.json"
         try:
-            if not self.fs.exists(blob):
-                self.fs.put_file(str(source), blob)
+            if not self.fs.exists(blob):  # else pushed before: as it was, maybe for another key
+                meta = take_metadata(key, take) if self.s3 else {}
+                self.fs.put_file(str(source), blob, **({"Metadata": meta} if meta else {}))
             if not self.fs.exists(record):
                 doc = {"take": {**asdict(take), "url": None, "url_expires": None},
                        "request": request}
@@ -219,7 +233,7 @@ class Remote:
         except FileNotFoundError:
             return {}
         except Exception as exc:
-            self._unreachable_by(exc)
+            self.unreachable_by(exc)
             raise RemoteUnavailable(_why(exc)) from None
         return {path.rpartition("/")[2]: info for path, info in found.items()}
 
@@ -241,6 +255,16 @@ class Remote:
         why = self.unreachable or self.unwritable
         if why:
             raise RemoteUnavailable(why)
+
+
+def take_metadata(key: str, take: Take) -> dict[str, str]:
+    """The metadata a blob is pushed with on S3: the key and the take it is, so a restore of a
+    pinned take proves it from the blob's own reply (store/pinned.py); {} when too long for
+    S3 (the take's record alone says it then). ASCII JSON: it travels as an HTTP header."""
+    fields = {name: value for name, value in asdict(take).items()
+              if name not in ("url", "url_expires") and value is not None}
+    value = json.dumps({"key": key, "take": fields}, separators=(",", ":"), sort_keys=True)
+    return {TAKE_META: value} if len(TAKE_META) + len(value) <= MAX_META else {}
 
 
 def scheme_of(url: str) -> str:
