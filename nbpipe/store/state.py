@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nbpipe.files import atomic_write, is_sha256
-from nbpipe.filestat import Stat, stat_of
+from nbpipe.filestat import Stat, is_racy, stat_of
 from nbpipe.projectfile import LOCK_CAP, FileRefused, open_regular, read_capped
 
 __all__ = ["STATE_VERSION", "Stat", "State", "file_sha256", "is_durations", "stat_of"]
@@ -39,6 +39,13 @@ def file_sha256(path: str | Path) -> str | None:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except (OSError, FileRefused):
         return None
+
+
+# state.json as the fast reader last read it (engine/noop.py checks it before the build lock;
+# a build that goes on reads it again under the lock), by path: handed once to the next State
+# of that path while the file's stat is the same and not racy, so a 10,000-output state is
+# parsed once a command, not twice.
+_SEEN: dict[Path, tuple[Stat, dict[str, Any]]] = {}
 
 
 class State:
@@ -66,6 +73,11 @@ class State:
 
     @staticmethod
     def _read(path: Path, fast: bool) -> dict[str, Any]:
+        seen = _SEEN.pop(path, None)
+        stat = stat_of(path)  # before the read: a write while reading leaves it stale
+        if not fast and seen is not None and stat is not None and seen[0] == stat and \
+                not is_racy(stat):
+            return seen[1]  # as the fast reader read it: both drop the same damaged parts
         try:
             data = json.loads(read_capped(path, LOCK_CAP).decode("utf-8"))  # a FIFO, /dev/zero
         except (OSError, ValueError, FileRefused):
@@ -74,7 +86,10 @@ class State:
             from nbpipe.store.records import read_state
 
             return read_state(data)
-        return _checked(data) if _versioned(data) else {}
+        checked = _checked(data) if _versioned(data) else {}
+        if stat is not None:
+            _SEEN[path] = (stat, checked)
+        return checked
 
     def output_digest(self, rel: str) -> str | None:
         """The SHA-256 of an output file (None if missing), re-hashed only if its stat changed."""

@@ -128,3 +128,33 @@ def test_a_lock_line_is_the_json_of_its_fields(fields):
     # the line names each field by hand: a new one must be written there too
     assert [f.name for f in fields_of(LockEntry)] == ["key", "output", "digest", "backend",
                                                        "model", "cost_usd", "lane"]
+
+
+def test_state_is_parsed_once_a_command_unless_it_changed_since(tmp_path, monkeypatch):
+    """The no-op check reads state.json (fast) before the build lock; the build reads it again
+    under it: an unchanged, settled file is handed over, a changed one is read again."""
+    import os
+    import time
+
+    import nbpipe.store.state as module
+    from nbpipe.store.state import State
+
+    folder = tmp_path / ".nbpipe"
+    folder.mkdir()
+    path = folder / "state.json"
+    path.write_text('{"version": 1, "failed": {"f": "why"}}')
+    old = time.time() - 5
+    os.utime(path, (old, old))
+    time.sleep(0.12)  # past the racy window: the ctime is the write's
+    reads = []
+    real = module.read_capped
+    monkeypatch.setattr(module, "read_capped", lambda *a: reads.append(a) or real(*a))
+    State(tmp_path, fast=True)
+    assert State(tmp_path).data["failed"] == {"f": "why"}
+    assert len(reads) == 1  # handed over, not parsed again
+    State(tmp_path, fast=True)
+    path.write_text('{"version": 1, "failed": {"g": "another"}}')  # another build, meanwhile
+    assert State(tmp_path).data["failed"] == {"g": "another"}
+    assert len(reads) == 3
+    assert State(tmp_path).data["failed"] == {"g": "another"}  # handed over once only
+    assert len(reads) == 4
