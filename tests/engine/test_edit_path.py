@@ -272,10 +272,16 @@ def test_the_edit_path_ends_as_the_whole_plan_longer(tmp_path, run, monkeypatch)
     assert carried >= 24  # the path under test was taken, often
 
 
-def test_an_edit_of_one_target_plans_it_alone(twins, run):
+def _built(twins: Twins) -> Editor:
+    """The twins built once from the first manifest; its editor."""
     editor = Editor(random.Random(0))
     twins.write(editor.data)
     twins.build_and_compare("first")
+    return editor
+
+
+def test_an_edit_of_one_target_plans_it_alone(twins, run):
+    editor = _built(twins)
     editor.data["targets"]["tile"]["prompt"] = "a tile {{ a }} v9"
     twins.write(editor.data)
     result = run("-C", str(twins.fast), "build")
@@ -290,9 +296,7 @@ def test_a_lock_changed_after_the_check_falls_back_to_the_whole_plan(twins, run,
     lock: carried frames are then not trusted, and the whole project is planned."""
     from nbpipe.engine import carried as module
 
-    editor = Editor(random.Random(0))
-    twins.write(editor.data)
-    twins.build_and_compare("first")
+    editor = _built(twins)
     real = module.carried_frames
 
     def lock_moved(project, lock):
@@ -312,9 +316,7 @@ def test_a_fingerprint_carried_to_another_checkout_is_not_an_edit_path(twins, ru
     the same bytes but is another file: the whole project is planned."""
     import shutil
 
-    editor = Editor(random.Random(0))
-    twins.write(editor.data)
-    twins.build_and_compare("first")
+    editor = _built(twins)
     clone = tmp_path / "clone"
     shutil.copytree(twins.fast, clone)
     editor.data["targets"]["hero"]["prompt"] = "a hero v9"
@@ -325,9 +327,7 @@ def test_a_fingerprint_carried_to_another_checkout_is_not_an_edit_path(twins, ru
 
 
 def test_an_edit_of_an_upstream_plans_what_takes_its_image(twins, run):
-    editor = Editor(random.Random(0))
-    twins.write(editor.data)
-    twins.build_and_compare("first")
+    editor = _built(twins)
     editor.data["targets"]["hero"]["prompt"] = "a hero v9"
     twins.write(editor.data)
     twins.build_and_compare("hero edited")
@@ -342,9 +342,7 @@ def test_an_edit_of_an_upstream_plans_what_takes_its_image(twins, run):
 def test_a_new_frame_writing_a_carried_targets_input_plans_the_whole(twins):
     """`lone` reads refs/a.png as a file; once a frame writes it, it is an edge to that frame
     (keyed on the frame's image): `lone` cannot be carried with its old key."""
-    editor = Editor(random.Random(0))
-    twins.write(editor.data)
-    twins.build_and_compare("first")
+    editor = _built(twins)
     editor.data["targets"]["maker"] = {"prompt": "a reference", "output": "refs/a.{ext}"}
     twins.write(editor.data)
     twins.build_and_compare("a frame now writes lone's input")

@@ -12,6 +12,23 @@ import copy
 from tests.engine.test_edit_path import DEFAULTS, Twins, twins  # noqa: F401 (a fixture)
 
 
+def _portrait_built(twins: Twins, reference: str) -> dict:
+    """A portrait under a bible that references `reference`, built once; the data to edit."""
+    data = _base()
+    data["bibles"] = {"face": {"text": "a face", "references": [reference]}}
+    data["targets"]["portrait"] = {"prompt": "a portrait v0", "bible": "face"}
+    twins.write(data)
+    twins.build_and_compare("first")
+    return copy.deepcopy(data)
+
+
+def _hero_edited_under_a_bible_reference(twins: Twins) -> None:
+    """A bible references hero's output; built once, then hero's prompt edited."""
+    data = _portrait_built(twins, "out/hero.png")
+    data["targets"]["hero"]["prompt"] = "a hero v1"
+    twins.write(data)
+
+
 def _base() -> dict:
     return {"version": 1, "defaults": dict(DEFAULTS), "targets": {
         "hero": {"prompt": "a hero v0"},
@@ -24,14 +41,7 @@ def test_a_bible_reference_to_a_frame_output_is_an_edge_the_edit_path_misses(twi
     (plan/inputs.py _file_input), so a target using the bible is keyed on the upstream's pinned
     image. reach.needs() reads only `inputs`, so after an edit of the upstream the bible user
     is carried, said fresh, with the old key."""
-    data = _base()
-    data["bibles"] = {"face": {"text": "a face", "references": ["out/hero.png"]}}
-    data["targets"]["portrait"] = {"prompt": "a portrait v0", "bible": "face"}
-    twins.write(data)
-    twins.build_and_compare("first")
-    data = copy.deepcopy(data)
-    data["targets"]["hero"]["prompt"] = "a hero v1"
-    twins.write(data)
+    _hero_edited_under_a_bible_reference(twins)
     twins.build_and_compare("the bible's referenced frame edited")
 
 
@@ -65,12 +75,7 @@ def test_a_new_frame_writing_a_carried_targets_bible_reference_plans_the_whole(t
     once a frame writes a file a carried target's bible names as a reference, that reference
     is an edge to the frame (plan/inputs.py _references → _file_input), which changes the
     carried target's key. planner._writes_carried_input looks at `inputs` only."""
-    data = _base()
-    data["bibles"] = {"face": {"text": "a face", "references": ["refs/a.png"]}}
-    data["targets"]["portrait"] = {"prompt": "a portrait v0", "bible": "face"}
-    twins.write(data)
-    twins.build_and_compare("first")
-    data = copy.deepcopy(data)
+    data = _portrait_built(twins, "refs/a.png")
     data["targets"]["maker"] = {"prompt": "a reference", "output": "refs/a.{ext}"}
     twins.write(data)
     twins.build_and_compare("a frame now writes the bible's reference")
@@ -100,14 +105,7 @@ def test_after_the_bible_miss_build_says_nothing_to_do_and_ci_says_stale(twins: 
     stale and fails, on the same files."""
     import shutil
 
-    data = _base()
-    data["bibles"] = {"face": {"text": "a face", "references": ["out/hero.png"]}}
-    data["targets"]["portrait"] = {"prompt": "a portrait v0", "bible": "face"}
-    twins.write(data)
-    twins.build_and_compare("first")
-    data = copy.deepcopy(data)
-    data["targets"]["hero"]["prompt"] = "a hero v1"
-    twins.write(data)
+    _hero_edited_under_a_bible_reference(twins)
     run("-C", str(twins.fast), "build")
     here = run("-C", str(twins.fast), "build", "--check")
     shutil.rmtree(twins.fast / ".nbpipe")  # as a CI checkout has it: no state
