@@ -348,6 +348,8 @@ class Follower:
                 again.append(member)
         # (its log line stays until no entry of it is open: compaction at the build's end)
         attempt = journalled.attempt if journalled is not None else 1
+        if not again:
+            return  # every member answered (a SUCCEEDED or CANCELLED job ends here)
         looks = [m for m in again if not m.job.wait]  # the recovery's: no frame here wants them
         _settle_all(looks, LineResult(error=f"batch job {view.name} {ENDS[view.state]}; not sent "
                                     "again for a frame this build does not make"))

@@ -135,6 +135,10 @@ class Harness:
                 lane.parking.finished()
 
         outcomes = await asyncio.gather(*(one(f) for f in frames))
+        await asyncio.sleep(0)  # a watcher that settled its members ends its own task
+        # A follower never ends in an exception nobody reads (asyncio would print it at exit)
+        assert [w.exception() for w in lane.follower.watchers.values()
+                if w.done() and not w.cancelled() and w.exception()] == []
         lane.close()
         return {f.name: o for f, o in zip(frames, outcomes, strict=True)}
 
