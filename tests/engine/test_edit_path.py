@@ -265,11 +265,11 @@ def test_the_edit_path_ends_as_the_whole_plan(twins, seed):
 def test_the_edit_path_ends_as_the_whole_plan_longer(tmp_path, run, monkeypatch):
     monkeypatch.delenv("NBPIPE_CACHE_DIR", raising=False)
     carried = 0
-    for seed in range(100, 124):  # a walk may end in a manifest that errs or warns for good
+    for seed in range(100, 112):  # a walk may end in a manifest that errs or warns for good
         twins = Twins(tmp_path / str(seed), run, monkeypatch)
-        walk(twins, seed, 30)
+        walk(twins, seed, 25)
         carried += twins.carried
-    assert carried >= 24  # the path under test was taken, often
+    assert carried >= 12  # the path under test was taken, often
 
 
 def _built(twins: Twins) -> Editor:
