@@ -197,11 +197,12 @@ def test_an_output_follows_each_format_it_knows():
         "out/shot.png", "out/shot.jpg", "out/shot.webp"]
 
 
-@pytest.mark.parametrize("output", ["../escaped.png", "out/../../escaped.png", "/tmp/x.png",
+@pytest.mark.parametrize("output", ["../escaped.png", "out/../../escaped.png", "ABSOLUTE",
                                     "nbpipe.lock", ".git/hooks/post-checkout", ".nbpipe/x.png"])
 def test_the_output_writer_refuses_a_path_outside_the_project(tmp_path, output):
     root = tmp_path / "project"
     root.mkdir()
+    output = str(tmp_path / "escaped.png") if output == "ABSOLUTE" else output
     cache = Cache(root / ".nbpipe")
     with cache.writer() as sink:
         sink.write(b"image bytes")
