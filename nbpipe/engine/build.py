@@ -48,8 +48,8 @@ from nbpipe.engine.telling import Teller
 from nbpipe.events import Reporter, Status, Summary, Tally
 from nbpipe.files import SyncBatch
 from nbpipe.plan.budget import Budget
-from nbpipe.plan.frame import Frame, format_of_path
-from nbpipe.plan.planner import Project, Step, make_plan
+from nbpipe.plan.frame import FORMAT_EXTENSIONS, Frame, format_of_path
+from nbpipe.plan.planner import Project, Step, make_plan, output_is_ours
 from nbpipe.settings import Settings, Shard, current
 from nbpipe.store.batchlog import BATCHES, BatchLog
 from nbpipe.store.cache import Cache
@@ -344,14 +344,15 @@ def prefetch(remote: Remote, frames: list[Frame], known: StoreKnown, written: Sy
 
 def pinned_restores(frames: list[Frame], keys: list[str], known: StoreKnown) -> Pins:
     """key → (pinned digest, the frame's request) of each frame of `keys` (no take of it
-    here) pinned to its own key whose output lacks that image: what the plan restores if the
-    remote proves the pin (planner.decide), never a frame already fresh."""
-    wanted, pins = set(keys), {}
+    here) pinned to its own key whose output the plan restores that image to if the remote
+    proves the pin (planner.decide: the path the lock's format names, not holding it, and
+    nbpipe's to replace): never a frame already fresh, nor one blocked."""
+    here, wanted, pins = _here(known), set(keys), {}
     for frame in frames:
         entry = known.locked(frame.name)
         if frame.key in wanted and entry is not None and entry.key == frame.key and \
-                known.output_digest(frame.output_for(format_of_path(entry.output) or "")) \
-                != entry.digest:
+                _replaceable(frame, {frame.output_for(format_of_path(entry.output) or "")},
+                             entry.digest, entry.digest, here):
             pins[frame.key] = (entry.digest, frame.record())
     return pins
 
@@ -359,15 +360,37 @@ def pinned_restores(frames: list[Frame], keys: list[str], known: StoreKnown) -> 
 def listed_restores(remote: Remote, frames: list[Frame], keys: list[str],
                     pinned: dict[str, str], known: StoreKnown) -> Pins:
     """key → (digest, the frame's request) of each frame of `keys` no lock entry names whose
-    key the remote holds one take of (listed: a record is under the key) and whose output
-    lacks it: the take the plan restores (planner.decide, the key's best take), proven by its
-    blob's metadata, or else its record, as the blob comes."""
-    wanted, pins = set(keys) - set(pinned), {}
+    key the remote holds one take of (listed: a record is under the key): the take the plan
+    restores (planner.decide, the key's best take) when its output, under whichever format
+    the take turns out to have (Frame.output_for: the format is known only from the reply),
+    neither holds it nor is in the way; proven by its blob's metadata, or else its record."""
+    here, wanted, pins = _here(known), set(keys) - set(pinned), {}
     for frame in frames:
+        entry = known.locked(frame.name)
         if frame.key in wanted and len(found := remote.listing.known(frame.key)) == 1 and \
-                (digest := next(iter(found))) != known.output_digest(frame.output):
+                _replaceable(frame, {frame.output_for(f) for f in FORMAT_EXTENSIONS},
+                             digest := next(iter(found)), entry.digest if entry else None,
+                             here):
             pins[frame.key] = (digest, frame.record())
     return pins
+
+
+def _here(known: StoreKnown) -> StoreKnown:
+    """What this machine knows alone: asking the remote a frame at a time is what the
+    preflight's batches avoid."""
+    return StoreKnown(known.lock, known.cache, known.state)
+
+
+def _replaceable(frame: Frame, paths: set[str], digest: str, pinned: str | None,
+                 here: StoreKnown) -> bool:
+    """Whether the plan writes `digest` to the frame's output (at any of `paths`) once the
+    remote proves it: none holds it already (fresh), and each is nbpipe's to replace by what
+    this machine knows (planner.output_is_ours). A file only the remote could vouch for is
+    left to the plan, which restores it afterwards (by name) or blocks it, downloading
+    nothing first."""
+    key = frame.key or ""
+    return all((current := here.output_digest(path)) != digest and
+               output_is_ours(path, current, pinned, key, here) for path in paths)
 
 
 def pull(remote: Remote, cache: Cache, known: StoreKnown, steps: list[Step],

@@ -155,12 +155,14 @@ class Frame:
 
     def output_for(self, fmt: str) -> str:
         """The output path for an image of format `fmt`: the extension follows the bytes
-        (Gemini chooses its own format; a JPEG is never written under a .png name)."""
+        (Gemini chooses its own format; a JPEG is never written under a .png name). A format
+        it does not know (a take read from a shared cache or a remote is untrusted) keeps the
+        declared output: never a name made of that text."""
         stem, dot, ext = self.output.rpartition(".")
         known = IMAGE_EXTENSIONS.get(ext.lower())
-        if not dot or known is None or known == fmt:
+        if not dot or known is None or known == fmt or fmt not in FORMAT_EXTENSIONS:
             return self.output
-        return f"{stem}.{FORMAT_EXTENSIONS.get(fmt, fmt)}"
+        return f"{stem}.{FORMAT_EXTENSIONS[fmt]}"
 
     @property
     def upstreams(self) -> tuple[str, ...]:

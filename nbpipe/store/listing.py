@@ -1,11 +1,11 @@
-"""What a remote cache holds (`takes/<frame key>/<sha256>.json` under its prefix), found by
-key: a take a lock pins is read by its known name (one GET, no listing), unless its blob's own
-metadata proved it as the build downloaded that blob (store/pinned.py: `proved`, no record
+"""What a remote cache holds (`takes/<frame key>/<sha256>.json` under its prefix), found by key: a
+take a lock pins is read by its known name (one GET, no listing), unless its blob's own metadata
+proved it as the build downloaded (or HEADed) that blob (store/pinned.py: `proved`, no record
 read; the request kept with it is the frame's, whose hash the key is); the takes of a key not
-pinned are listed under that key's own prefix, never the whole remote's (a build of 1,000
-frames on a remote of a million takes asks about its 1,000 keys). Each take record is checked
-by its model (store/records.py RemoteTakeRecord); a record that does not validate is a miss.
-The whole remote is listed only by whoever needs all of it (gc, a project's first catch-up)."""
+pinned are listed under that key's own prefix, never the whole remote's (a build of 1,000 frames
+on a remote of a million takes asks about its 1,000 keys). Each take record is checked by its
+model (store/records.py RemoteTakeRecord); a record that does not validate is a miss. The whole
+remote is listed only by whoever needs all of it (gc, a project's first catch-up)."""
 
 from __future__ import annotations
 

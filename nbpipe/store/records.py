@@ -56,15 +56,22 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 _STRICT = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
+# The formats a take's bytes can have (nbpipe.imagefmt.sniff decides a take's format): a
+# take's format names its output's extension (Frame.output_for), so any other text, read from
+# a shared cache or a remote, could name a path ("png/../../x").
+ImageFormat = Literal["png", "jpeg", "webp"]
+
+
 class TakeRecord(BaseModel):
-    """A take as stored (store.takes.Take): the digest names a file, the cost is summed."""
+    """A take as stored (store.takes.Take): the digest names a file, the cost is summed, the
+    format is one nbpipe writes."""
 
     model_config = _STRICT
 
     digest: Sha256
     backend: str
     model: str
-    format: str
+    format: ImageFormat
     cost_usd: Money
     created: Finite
     task_id: str | None = None

@@ -14,10 +14,11 @@ take, or uploaded by `share` first, names no take of that key); a take record is
 its blob and never rewritten. Reads trust nothing: a downloaded blob must hash to its name, or
 it is a miss. A frame's takes are found by key: a take a build restores (a pinned one, or a
 listed key's only take) comes in one GET of its blob whose metadata proves it is a take of
-that key (store/pinned.py), so a clone with the lock makes one request a frame; a take that
-metadata does not prove (older blobs, another key's, a store without metadata: GCS, a folder)
-is proven by its record, read by its known name (store/listing.py), the bytes downloaded by
-name in concurrent batches; another key is listed under its own prefix.
+that key (store/pinned.py; a HEAD of it when the bytes are here), so a clone with the lock
+makes one request a frame; a take that metadata does not prove (older blobs, another key's, a
+store without metadata: GCS, a folder) is proven by its record, read by its known name
+(store/listing.py), the bytes downloaded by name in concurrent batches; another key is listed
+under its own prefix.
 
 Storage errors (s3fs, botocore, aiohttp, gcsfs...) are translated here, once: "definitely
 absent" (FileNotFoundError) is a miss; anything else (AccessDenied, SlowDown, a timeout, no

@@ -200,17 +200,37 @@ def test_a_forged_metadata_take_on_a_missing_record_and_a_digest_mismatch_is_a_m
     assert _lock(b)[names[0]]["digest"] != other["digest"]
 
 
-def test_a_blob_already_in_the_local_cache_is_proven_by_its_record_not_fetched(
+def test_a_blob_already_in_the_local_cache_is_proven_by_its_metadata_not_fetched(
         bucket, fake_hiapi, run, tmp_path):
+    """The bytes are here, their take is not: one HEAD of each blob asks its metadata (as
+    the GET of a restore would), no bytes are downloaded and no record is read."""
     a = clone(tmp_path, "a")
     assert build(run, a)["rendered"] == 5
+    lock = _lock(a)
     b = _with_lock(tmp_path, a, "b")
     shutil.copytree(a / ".nbpipe" / "blobs", b / ".nbpipe" / "blobs")  # bytes, no takes
     bucket.requests.clear()
     second = build(run, b)
     assert (second["rendered"], second["restored"]) == (0, 5)
-    assert not [p for m, p in bucket.requests if "/blobs/" in p]
-    assert len(_records_read(bucket)) == 5
+    assert sorted(bucket.requests) == sorted(("HEAD", f"/{bucket.name}/cache/blobs/{e['digest']}")
+                                             for e in lock.values())  # one request a frame
+
+
+def test_a_cached_blob_whose_metadata_proves_nothing_is_proven_by_its_record(
+        bucket, fake_hiapi, run, tmp_path):
+    a = clone(tmp_path, "a")
+    assert build(run, a)["rendered"] == 5
+    lock = _lock(a)
+    for entry in lock.values():
+        _rewrite(bucket, entry["digest"], {})  # an older nbpipe's blobs
+    b = _with_lock(tmp_path, a, "b")
+    shutil.copytree(a / ".nbpipe" / "blobs", b / ".nbpipe" / "blobs")
+    bucket.requests.clear()
+    second = build(run, b)
+    assert (second["rendered"], second["restored"]) == (0, 5)
+    assert sorted(_records_read(bucket)) == sorted(f"{e['key']}/{e['digest']}.json"
+                                                   for e in lock.values())
+    assert not [p for m, p in bucket.requests if m == "GET" and "/blobs/" in p]
 
 
 def test_a_fresh_output_fetches_no_blob(bucket, fake_hiapi, run, tmp_path):
