@@ -11,7 +11,6 @@ process. The goal of issue 26: the edit within 3x the no-op.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -23,16 +22,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _compare import arguments, code_env
 from noop import MANIFEST, shape
 
 os.environ.setdefault("NBPIPE_MAX_FRAMES", "10000000")
-# An installed nbpipe runs from bytecode: where writing it is turned off (this machine's
-# environment), every run would time compiling nbpipe's own sources, which no user pays.
-os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 def _build(root: Path, code: str | None) -> float:
-    env = {**os.environ, **({"PYTHONPATH": code} if code else {})}
+    env = code_env(code)
     start = time.perf_counter()
     # cwd: `python -m` puts the working folder first on sys.path, before PYTHONPATH
     subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "build"], check=True,
@@ -41,12 +38,7 @@ def _build(root: Path, code: str | None) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=10000)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--before", help="a folder holding another nbpipe package (an earlier "
-                        "commit's, from `git archive`), timed the same way in the same run")
-    args = parser.parse_args()
+    args = arguments(__doc__, frames=10000, runs=5)
     base = Path(tempfile.mkdtemp(prefix="nbpipe-edit-"))
     try:
         root = base / "project"

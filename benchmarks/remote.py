@@ -13,7 +13,6 @@ get_object of each name, bytes read into memory): the floor any client pays for 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _compare import arguments, code_env
 from _tiles import PREVIEW_SMALL, tiles
 
 BUCKET, PREFIX = "bench", "cache"
@@ -39,7 +39,7 @@ def clone_build(base: Path, name: str, manifest: str, lock: str | None, env: dic
     (root / "nbpipe.yaml").write_text(manifest)
     if lock is not None:
         (root / "nbpipe.lock").write_text(lock)
-    run_env = {**env, **({"PYTHONPATH": code} if code else {})}
+    run_env = code_env(code, env)
     start = time.perf_counter()
     # cwd: `python -m` puts the working folder first on sys.path, before PYTHONPATH
     done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "build", "--json"],
@@ -76,12 +76,7 @@ def main() -> None:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per S3 request
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=1000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--before", help="a folder holding another nbpipe package (an earlier "
-                        "commit's, from `git archive`), timed the same way in the same run")
-    args = parser.parse_args()
+    args = arguments(__doc__, frames=1000, runs=3)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -13,7 +13,6 @@ against the plain `cp -r`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -25,24 +24,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _compare import arguments, code_env
 from _tiles import PREVIEW_SMALL, tiles
 
 
 def _timed(cmd: list[str], cwd: Path, code: str | None = None) -> tuple[float, str]:
     """`code`: the folder holding the nbpipe package to run (None: this checkout's)."""
-    env = {**os.environ, "PYTHONPATH": code} if code else None
+    env = code_env(code)
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True, env=env)
     return time.perf_counter() - start, done.stdout
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=2000)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--before", help="a folder holding another nbpipe package (an earlier "
-                        "commit's, from `git archive`), timed the same way in the same run")
-    args = parser.parse_args()
+    args = arguments(__doc__, frames=2000, runs=5)
     base = Path(tempfile.mkdtemp(prefix="nbpipe-restore-"))
     try:
         root = base / "project"

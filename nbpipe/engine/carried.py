@@ -10,6 +10,7 @@ the whole project is planned, as if the edit path did not exist.
 from __future__ import annotations
 
 from nbpipe.plan.planner import Project
+from nbpipe.plan.reach import stem
 from nbpipe.relpath import fold_path
 from nbpipe.store.lock import Lock
 
@@ -17,10 +18,6 @@ from nbpipe.store.lock import Lock
 def target_of(frame: str) -> str:
     """The target a frame name belongs to (`shoe/red` → `shoe`)."""
     return frame.partition("/")[0]
-
-
-def _stem(path: str) -> str:
-    return path.rpartition(".")[0] if "." in path.rpartition("/")[2] else path
 
 
 def carried_frames(project: Project, lock: Lock) -> list[str] | None:
@@ -35,9 +32,9 @@ def carried_frames(project: Project, lock: Lock) -> list[str] | None:
     # (a new frame, an edited `output`) can meet a carried frame's.
     moved = [frame.output for frame in project.frames.values()
              if (pinned := lock.entries.get(frame.name)) is None or
-             _stem(pinned.output) != _stem(frame.output)]
+             stem(pinned.output) != stem(frame.output)]
     if moved:
-        theirs = {_stem(fold_path(lock.entries[name].output)) for name in carried}
-        if any(_stem(fold_path(output)) in theirs for output in moved):
+        theirs = {stem(fold_path(lock.entries[name].output)) for name in carried}
+        if any(stem(fold_path(output)) in theirs for output in moved):
             return None
     return carried

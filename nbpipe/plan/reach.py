@@ -210,17 +210,18 @@ def carries(data: Mapping[str, Any], only: frozenset[str], planned: Iterable[Fra
     `planned`: no file one side reads is a file the other side writes (under any image
     extension), which the whole plan would make an edge to its writer, keyed on its image."""
     frames = list(planned)
-    written = {_stem(f.output) for f in frames}
+    written = {stem(f.output) for f in frames}
     entries = _entries(data)
-    if any(_stem(os.path.normpath(ref)) in written for name, entry in entries.items()
+    if any(stem(os.path.normpath(ref)) in written for name, entry in entries.items()
            if name not in only for ref in _images(data, entry) if isinstance(ref, str)):
         return False
     outputs = since.get("outputs")
-    pinned = {_stem(o) for o in outputs if isinstance(o, str)} if isinstance(outputs, list) \
+    pinned = {stem(o) for o in outputs if isinstance(o, str)} if isinstance(outputs, list) \
         else set()
-    return not any(image.kind == "file" and _stem(image.ref) in pinned
+    return not any(image.kind == "file" and stem(image.ref) in pinned
                    for frame in frames for image in frame.inputs)
 
 
-def _stem(path: str) -> str:
+def stem(path: str) -> str:
+    """A path without its extension: one file to the planner under any image extension."""
     return path.rpartition(".")[0] if "." in path.rpartition("/")[2] else path
