@@ -24,8 +24,8 @@ from nbpipe.settings import BACKENDS, Settings
 if TYPE_CHECKING:
     from nbpipe.engine.noop import Verdict
 
-__all__ = ["BACKENDS", "Early", "cache_dir", "entry", "fast_noop", "plain_build", "probe",
-           "project_root"]
+__all__ = ["BACKENDS", "Early", "cache_dir", "collect_less", "entry", "fast_noop", "plain_build",
+           "probe", "project_root", "run"]
 FLAGS = {"--check": "check", "--json": "as_json"}
 MANIFEST = "nbpipe.yaml"
 
@@ -125,7 +125,7 @@ def _tolerant_streams() -> None:
                 pass
 
 
-def _collect_less() -> None:
+def collect_less() -> None:
     """Fewer passes of the cyclic garbage collector on the CLI's path. Planning makes a few
     objects a frame and keeps nearly all of them to the end, so at the default pace (a pass per
     700 new objects, a full pass whenever the heap grew by a quarter) the collector took a
@@ -136,19 +136,46 @@ def _collect_less() -> None:
 
 
 def entry() -> None:
-    """The console script and `python -m nbpipe`: the early answer, else the CLI's."""
-    try:
-        from nbpipe import interrupts  # (importing `signal` takes a while: a Ctrl-C may land)
+    """The console script and `python -m nbpipe`: a warm server's child runs the command when
+    NBPIPE_WARM asks for one (nbpipe/warm); else it runs here."""
+    from nbpipe import interrupts  # (importing `signal` takes a while: a Ctrl-C may land)
 
+    try:
         interrupts.install()
         _tolerant_streams()
-        argv = sys.argv[1:]
+        code = _warm(sys.argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C before the command was handed over
+        sys.stderr.write("interrupted\n")
+        code = 130
+    sys.exit(run(sys.argv[1:]) if code is None else code)
+
+
+def _warm(argv: list[str]) -> int | None:
+    """The exit code of the command run by a warm server's child, or None to run it here."""
+    try:
+        settings = Settings.from_env()
+    except Exception:  # a bad variable: the CLI says so in its words, here
+        return None
+    if not settings.warm:
+        return None
+    from nbpipe.warm.client import run as run_warm
+
+    return run_warm(argv, settings.warm_idle, settings.explain)
+
+
+def run(argv: list[str]) -> int:
+    """The early answer, else the CLI's: the exit code of the command argv."""
+    from nbpipe import interrupts
+
+    try:
+        interrupts.install()
+        _tolerant_streams()
         found = probe(argv) if sys.stdout is not None else Early()
         code = fast_noop(argv, found)
         if code is None:
             from nbpipe.cli import main
 
-            _collect_less()
+            collect_less()
             code = main(argv, found)
     except KeyboardInterrupt:  # Ctrl-C before the CLI's handler was in place
         sys.stderr.write("interrupted\n")
@@ -159,4 +186,4 @@ def entry() -> None:
         # so the interpreter's last flush does not complain a second time.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 1
-    sys.exit(code)
+    return code

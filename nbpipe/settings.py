@@ -97,6 +97,8 @@ class Settings(NamedTuple):
     today: dt.date | None = None  # NBPIPE_TODAY: the date lifecycles are judged on
     explain: bool = False  # NBPIPE_EXPLAIN: say on stderr why the no-op fast path missed
     shard: Shard | None = None  # NBPIPE_SHARD: --shard's default (build, plan)
+    warm: bool = False  # NBPIPE_WARM: commands run by a warm server's child (nbpipe/warm)
+    warm_idle: float = 900.0  # NBPIPE_WARM_IDLE: a warm server exits after this long unused
     # maintenance and the engine
     gc_grace: float = 3600.0  # NBPIPE_GC_GRACE: a blob younger than this is never collected
     recover_timeout: float = 300.0  # NBPIPE_RECOVER_TIMEOUT: collecting what builds left
@@ -149,6 +151,8 @@ class Settings(NamedTuple):
             today=read.date("NBPIPE_TODAY"),
             explain=read.flag("NBPIPE_EXPLAIN"),
             shard=read.shard("NBPIPE_SHARD"),
+            warm=read.flag("NBPIPE_WARM"),
+            warm_idle=read.number("NBPIPE_WARM_IDLE", 900.0),
             gc_grace=read.number("NBPIPE_GC_GRACE", 3600.0),
             recover_timeout=read.number("NBPIPE_RECOVER_TIMEOUT", 300.0),
             interrupt_grace=read.number("NBPIPE_INTERRUPT_GRACE", 10.0),

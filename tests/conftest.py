@@ -199,6 +199,7 @@ def read_until(stream, text: str, timeout: float = 120) -> str:
 
 
 os.environ.pop("NBPIPE_CACHE_DIR", None)
+os.environ.pop("NBPIPE_WARM", None)  # a developer's warm server is not the code under test
 
 
 @pytest.fixture

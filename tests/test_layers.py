@@ -30,7 +30,7 @@ def _offenders(under: str, forbidden: tuple[str, ...], exempt: str | None = None
 
 
 ABOVE_STORE = ("nbpipe.engine", "nbpipe.query", "nbpipe.ops", "nbpipe.ui", "nbpipe.cli",
-               "nbpipe.launch")
+               "nbpipe.launch", "nbpipe.warm")
 
 
 @pytest.mark.parametrize("under, forbidden, exempt", [

@@ -1,0 +1,160 @@
+"""The caller's side: hand the command to a warm server's child, stand in for it, exit as it does.
+
+Until the child's pid comes back nothing has run, so any failure up to there means "run it
+here, cold" (and start a server for the next command). Once the pid came the command is the
+child's: the caller never runs it a second time, whatever happens to the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from nbpipe.warm.place import folder, interpreter_options, key, socket_for
+
+__all__ = ["FORWARDED", "run"]
+
+# The signals a terminal or a supervisor sends to stop a command: the child gets them as a
+# cold command would (Ctrl-C drains the build's requests, a second press stops it).
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+LOST = 1  # the child ended without saying its exit code (it was killed)
+
+
+def supported() -> bool:
+    """Forking with passed descriptors and the peer's uid: Linux."""
+    return hasattr(os, "fork") and hasattr(socket, "send_fds") and \
+        hasattr(socket, "SO_PEERCRED")
+
+
+def run(argv: list[str], idle: float, explain: bool = False) -> int | None:
+    """The exit code of the command run by a warm child; None when no server took it, to be
+    run here (a server is started, unless one is starting, for the next command). `explain`
+    (NBPIPE_EXPLAIN) says on stderr which it was."""
+    place = folder() if supported() else None
+    if place is None or not _streams_open():
+        return None
+    name = key()
+    address = socket_for(place, name)
+    try:
+        cwd = os.getcwd()
+    except OSError:  # a removed working folder: the cold path says so in its words
+        return None
+    relay = _Relay()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(address))
+            _send(sock, {"argv": sys.argv, "cwd": cwd, "env": dict(os.environ),
+                         "umask": _umask()})
+        except OSError:
+            relay.restore()
+            _start(place, name, idle)
+            if explain:
+                sys.stderr.write(f"nbpipe: no warm server at {address}: run here; one starts "
+                                 "for the next command\n")
+            return None
+        return relay.converse(sock, explain)
+
+
+def _streams_open() -> bool:
+    try:
+        return all(os.fstat(fd) is not None for fd in (0, 1, 2))
+    except OSError:
+        return False
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _send(sock: socket.socket, request: dict[str, object]) -> None:
+    payload = json.dumps(request).encode()
+    socket.send_fds(sock, [struct.pack("!I", len(payload)) + payload], [0, 1, 2])
+
+
+class _Relay:
+    """Stands in for the child: forwards the stopping signals, waits for its exit code."""
+
+    __slots__ = ("before", "child", "pending")
+    before: dict[int, Callable[[int, FrameType | None], Any] | int | None]
+    child: int | None
+    pending: list[int]
+
+    def __init__(self) -> None:
+        self.child = None
+        self.pending = []  # pressed before the child's pid came: sent when it does
+        self.before = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
+
+    def _forward(self, signum: int, frame: FrameType | None) -> None:
+        if self.child is None:
+            self.pending.append(signum)
+            return
+        try:
+            os.kill(self.child, signum)
+        except ProcessLookupError:  # it is ending: its exit code is on the way
+            pass
+
+    def restore(self) -> None:
+        for sig, handler in self.before.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+    def converse(self, sock: socket.socket, explain: bool) -> int | None:
+        """The child's exit code, once it is gone; None if no child was made."""
+        lines = sock.makefile("rb")
+        try:
+            hello = _read(lines)
+            if not isinstance(hello, dict) or not isinstance(hello.get("pid"), int):
+                self.restore()
+                return None  # the server went away before forking: nothing ran
+            self.child = hello["pid"]
+            if explain:
+                sys.stderr.write(f"nbpipe: run by the warm server's process {self.child}\n")
+            for signum in self.pending:
+                os.kill(self.child, signum)
+            said = _read(lines)
+            while lines.read(65536):  # until the child is gone (its locks are free)
+                pass
+        except OSError:
+            said = None
+        self.restore()
+        code = said.get("exit") if isinstance(said, dict) else None
+        if not isinstance(code, int):
+            sys.stderr.write("nbpipe: the warm process running this command ended without an "
+                             "exit code (it was killed); run it again with NBPIPE_WARM=0 to "
+                             "run it here\n")
+            return LOST
+        return code
+
+
+def _read(lines: IO[bytes]) -> object:
+    line = lines.readline()
+    try:
+        return json.loads(line) if line else None
+    except ValueError:
+        return None
+
+
+def _start(place: Path, name: str, idle: float) -> None:
+    """A server for the next command, in its own session (a terminal's Ctrl-C is not for it).
+    Not when one of this key failed to start: it would fail again at every command."""
+    if (place / f"{name}.failed").exists():
+        return
+    code = (f"import sys; sys.path[:] = {sys.path!r}\n"
+            "from nbpipe.warm.server import serve\n"
+            f"raise SystemExit(serve({str(place)!r}, {name!r}, {idle!r}))")
+    try:
+        subprocess.Popen([sys.executable, *interpreter_options(), "-c", code], cwd=place,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        pass  # no server this time: every command runs cold, as without NBPIPE_WARM
