@@ -30,14 +30,32 @@ def is_sha256(value: object) -> bool:
 
 
 def _umask() -> int:
-    mask = os.umask(0o022)  # the only way to read it is to set it; done once, at import
+    """The process's umask. Linux tells it in /proc without changing it (another thread may be
+    creating a file that instant); elsewhere the only way to read it is to set it and put it
+    back."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-# mkstemp creates 0600 files; outputs and the lock get the mode a plain open() would give them,
-# so a web server or a teammate on a shared disk can read what the report links to.
-SHAREABLE = 0o666 & ~_umask()
+_MASK: list[int] = []  # read once a process: a warm server's child takes its caller's
+os.register_at_fork(after_in_child=_MASK.clear)
+
+
+def shareable_mode() -> int:
+    """The mode a plain open() would give a new file. mkstemp creates 0600 files; outputs, the
+    lock and pages get this one, so a web server or a teammate on a shared disk can read what
+    the report links to."""
+    if not _MASK:
+        _MASK.append(_umask())
+    return 0o666 & ~_MASK[0]
 
 
 class AtomicFile:
@@ -51,7 +69,7 @@ class AtomicFile:
         folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".part")
         if shareable:
-            os.fchmod(fd, SHAREABLE)
+            os.fchmod(fd, shareable_mode())
         self.handle = os.fdopen(fd, "wb")
         self.path = Path(name)
 

@@ -41,6 +41,9 @@ def run(argv: list[str], idle: float, explain: bool = False) -> int | None:
     (NBPIPE_EXPLAIN) says on stderr which it was."""
     place = folder() if supported() else None
     if place is None or not _streams_open():
+        if explain:
+            sys.stderr.write("nbpipe: no warm server here (it needs Linux, a private runtime "
+                             "folder and open standard streams): run here\n")
         return None
     name = key()
     address = socket_for(place, name)

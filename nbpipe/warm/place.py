@@ -20,7 +20,8 @@ __all__ = ["folder", "interpreter_options", "key", "socket_for"]
 # a server started under other values would behave as another interpreter.
 _STARTUP = ("LANG", "LC_ALL", "LC_CTYPE")
 _PACKAGE = Path(__file__).resolve().parent.parent
-_MAX_SOCKET_PATH = 100  # AF_UNIX paths are cut at 108 bytes on Linux
+_MAX_SOCKET_PATH = 107  # an AF_UNIX path has 108 bytes on Linux, its NUL among them
+_NAME_ROOM = 42  # "/", the key, ".sock", and the pid a starting server binds under first
 
 
 def interpreter_options(argv: list[str] | None = None) -> list[str]:
@@ -96,7 +97,8 @@ def folder(env: dict[str, str] | None = None) -> Path | None:
         return None
     private = stat.S_ISDIR(meta.st_mode) and meta.st_uid == os.getuid() and \
         not meta.st_mode & 0o077
-    return place if private and len(str(place)) + 30 < _MAX_SOCKET_PATH else None
+    fits = len(os.fsencode(place)) + _NAME_ROOM <= _MAX_SOCKET_PATH
+    return place if private and fits else None
 
 
 def socket_for(place: Path, name: str) -> Path:
