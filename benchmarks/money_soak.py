@@ -18,6 +18,7 @@ may not fail again on the way: hypothesis then reports it as flaky, with the ori
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -53,9 +54,13 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--shrink", action="store_true", help="shrink a failure first")
     parser.add_argument("--verbose", action="store_true", help="print every step")
+    parser.add_argument("--warm", action="store_true", help="every build a warm server's child "
+                        "(NBPIPE_WARM=1, one server an example): the local machine only")
     parser.add_argument("--seed", type=int, default=None,
                         help="draw as the run that printed this seed did (default: a fresh one)")
     args = parser.parse_args()
+    if args.warm:
+        os.environ["MONEY_WARM"] = "1"
     drawn = args.seed if args.seed is not None else random.SystemRandom().randrange(2 ** 32)
     print(f"seed {drawn} (again: --seed {drawn})", flush=True)
     counts = {"examples": 0, "steps": 0, "complete builds checked": 0,
