@@ -7,19 +7,19 @@ child's: the caller never runs it a second time, whatever happens to the connect
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import struct
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from nbpipe.warm.place import folder, interpreter_options, key, socket_for
+from nbpipe.warm.place import STARTUP, folder, interpreter_options, key, socket_for
 
 __all__ = ["FORWARDED", "run"]
 
@@ -97,6 +97,7 @@ class _Relay:
         self.child = None
         self.pending = []  # pressed before the child's pid came: sent when it does
         self.before = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
+        self.before[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._suspend)
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         if self.child is None:
@@ -107,23 +108,43 @@ class _Relay:
         except ProcessLookupError:  # it is ending: its exit code is on the way
             pass
 
+    def _suspend(self, signum: int, frame: FrameType | None) -> None:
+        """Ctrl-Z stops the child with its caller, and `fg` continues both, as a cold
+        command is stopped and continued whole."""
+        if self.child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.child, signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT
+        signal.signal(signal.SIGTSTP, self._suspend)
+        if self.child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.child, signal.SIGCONT)
+
     def restore(self) -> None:
+        """The handlers of before; a press that came meanwhile goes to them (no child ran)."""
         for sig, handler in self.before.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for signum in self.pending:
+            os.kill(os.getpid(), signum)
 
     def converse(self, sock: socket.socket, explain: bool) -> int | None:
         """The child's exit code, once it is gone; None if no child was made."""
         lines = sock.makefile("rb")
         try:
             hello = _read(lines)
-            if not isinstance(hello, dict) or not isinstance(hello.get("pid"), int):
-                self.restore()
-                return None  # the server went away before forking: nothing ran
-            self.child = hello["pid"]
-            if explain:
-                sys.stderr.write(f"nbpipe: run by the warm server's process {self.child}\n")
-            for signum in self.pending:
-                os.kill(self.child, signum)
+        except OSError:
+            hello = None
+        if not isinstance(hello, dict) or not isinstance(hello.get("pid"), int):
+            self.restore()
+            return None  # the server went away before forking: nothing ran
+        self.child = hello["pid"]
+        if explain:
+            sys.stderr.write(f"nbpipe: run by the warm server's process {self.child}\n")
+        for signum in self.pending:
+            self._forward(signum, None)
+        self.pending.clear()
+        try:
             said = _read(lines)
             while lines.read(65536):  # until the child is gone (its locks are free)
                 pass
@@ -152,12 +173,17 @@ def _start(place: Path, name: str, idle: float) -> None:
     Not when one of this key failed to start: it would fail again at every command."""
     if (place / f"{name}.failed").exists():
         return
+    import subprocess  # here only: the commands a server takes need none
     code = (f"import sys; sys.path[:] = {sys.path!r}\n"
             "from nbpipe.warm.server import serve\n"
             f"raise SystemExit(serve({str(place)!r}, {name!r}, {idle!r}))")
+    # What the interpreter reads at start, and no more: the server never runs a command, and
+    # holds no key of the caller's (a child takes its caller's whole environment).
+    env = {name: value for name, value in os.environ.items()
+           if name.startswith("PYTHON") or name in STARTUP or name in ("PATH", "HOME", "TMPDIR")}
     try:
         subprocess.Popen([sys.executable, *interpreter_options(), "-c", code], cwd=place,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
     except OSError:
         pass  # no server this time: every command runs cold, as without NBPIPE_WARM

@@ -14,11 +14,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["folder", "interpreter_options", "key", "socket_for"]
+__all__ = ["STARTUP", "folder", "interpreter_options", "key", "socket_for"]
 
 # The variables the interpreter reads once at start (encodings, paths, hash seed, warnings):
 # a server started under other values would behave as another interpreter.
-_STARTUP = ("LANG", "LC_ALL", "LC_CTYPE")
+STARTUP = ("LANG", "LC_ALL", "LC_CTYPE")
 _PACKAGE = Path(__file__).resolve().parent.parent
 _MAX_SOCKET_PATH = 107  # an AF_UNIX path has 108 bytes on Linux, its NUL among them
 _NAME_ROOM = 42  # "/", the key, ".sock", and the pid a starting server binds under first
@@ -46,7 +46,7 @@ def key(env: dict[str, str] | None = None) -> str:
     parts = [sys.executable, sys.version, repr(sys.flags), repr(sorted(sys._xoptions.items())),
              *interpreter_options(), *sys.path,
              *(f"{name}={value}" for name, value in sorted(env.items())
-               if name.startswith("PYTHON") or name in _STARTUP)]
+               if name.startswith("PYTHON") or name in STARTUP)]
     parts += _installed(sys.path) + _sources(_PACKAGE)
     for part in parts:
         digest.update(part.encode("utf-8", "surrogateescape") + b"\0")

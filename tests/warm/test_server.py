@@ -258,3 +258,27 @@ def test_a_caller_of_another_user_is_refused(monkeypatch):
         uid = os.getuid()
         monkeypatch.setattr(server.os, "getuid", lambda: uid + 1)
         assert server._receive(ours) is None
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
+
+
+def test_ctrl_z_stops_the_child_with_its_caller_and_fg_continues_both(
+        warm, held_hiapi, tmp_path):
+    fake, env = held_hiapi
+    _, proc, child = held_build(warm, fake, env, tmp_path)
+    proc.send_signal(signal.SIGTSTP)
+    wait_for(lambda: _state(child) == "T" and _state(proc.pid) == "T")
+    proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: _state(child) != "T" and _state(proc.pid) != "T")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+
+
+def test_the_server_holds_none_of_its_first_callers_keys(warm, tmp_path):
+    warm.run("--version", cwd=tmp_path, HIAPI_API_KEY="sk-secret-of-the-first-caller")
+    wait_for(lambda: warm.servers(), timeout=60)
+    (pid,) = warm.servers()
+    assert b"sk-secret-of-the-first-caller" not in Path(f"/proc/{pid}/environ").read_bytes()
