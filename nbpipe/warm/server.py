@@ -188,27 +188,50 @@ def _become(conn: socket.socket, request: Request) -> int:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
         _adopt(request)
-        conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
     except Exception:  # nothing ran: the caller, told no pid, runs the command itself
         os._exit(1)
+    from nbpipe import interrupts
+
+    interrupts.install()  # the caller forwards a press the moment it has the pid
     threading.Thread(target=_die_with_caller, args=(conn,), daemon=True).start()
+    try:
+        conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
+    except OSError:  # the caller is gone, or may run the command itself: not here
+        os._exit(1)
+    except KeyboardInterrupt:  # (the pid was out: only the caller sends it a press)
+        code = _interrupted()
+    else:
+        code = _command(request.argv[1:])
+    _finish(conn, code)
+    return code
+
+
+def _command(argv: list[str]) -> int:
+    """The command's exit code, as the interpreter would end it."""
     from nbpipe.launch import run
 
     try:
-        code = run(request.argv[1:])
+        return run(argv)
+    except KeyboardInterrupt:  # pressed before the command's own handlers: as cold
+        return _interrupted()
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # as the interpreter would: the traceback, exit 1
+        return exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # the traceback, exit 1
         traceback.print_exc()
-        code = 1
-    _finish(conn, code)
-    return code
+        return 1
+
+
+def _interrupted() -> int:
+    sys.stderr.write("interrupted\n")
+    return 130
 
 
 def _finish(conn: socket.socket, code: int) -> None:
     """End as the interpreter ends a process (its threads joined, its exit handlers run, its
     output flushed), then say the exit code and leave without tearing down the imports: that
-    teardown is the server's cost, not the command's (tens of milliseconds)."""
+    teardown is the server's cost, not the command's (tens of milliseconds). A press now
+    finds the command over: it cannot cut the exit code off."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # What the interpreter's own exit does first: threading's exit hooks (an executor lets
     # its workers go), then a join of every thread that is not a daemon. It has no public
     # name; the interpreter calls it by this one.

@@ -282,3 +282,35 @@ def test_the_server_holds_none_of_its_first_callers_keys(warm, tmp_path):
     wait_for(lambda: warm.servers(), timeout=60)
     (pid,) = warm.servers()
     assert b"sk-secret-of-the-first-caller" not in Path(f"/proc/{pid}/environ").read_bytes()
+
+
+PRESSED_AT_HELLO = """
+import os, sys, time
+from nbpipe.warm import server
+
+SAID = sys.argv[1]  # (the child takes the request's argv)
+
+class Caller:
+    def sendall(self, data):
+        with open(SAID, "ab") as said:
+            said.write(data)
+        if b'"pid"' in data:  # the caller forwards a press the moment it reads the pid
+            raise KeyboardInterrupt
+
+    def recv(self, size):
+        time.sleep(3600)  # the caller stays
+
+fds = [os.dup(0), os.dup(1), os.dup(2)]
+server._become(Caller(), server.Request(["nbpipe", "--version"], os.getcwd(), dict(os.environ),
+                                        0o022, fds))
+"""
+
+
+def test_a_press_forwarded_with_the_pid_ends_the_command_as_cold(tmp_path):
+    """Found by the money soak run warm: two presses 55 ms into a build reached the child
+    before its handlers, and it died with a traceback and no exit code."""
+    said = tmp_path / "said"
+    done = subprocess.run([sys.executable, "-c", PRESSED_AT_HELLO, str(said)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
+    assert said.read_bytes().splitlines()[-1] == b'{"exit": 130}'
