@@ -11,6 +11,9 @@ events' costs always sum to `spent + spent_earlier`:
 - a request an earlier build sent and never reported (it died: kill -9), found in the journal by
   this build, is in `spent_earlier` (`earlier=True`);
 - a request an earlier build already reported costs 0 here.
+A task still out as a build ends, of a provider that bills only a task that lands (fal, HiAPI:
+a failed one costs nothing), costs 0 in that build: its price is its event's `due`, said as
+still out and not counted; the build that collects its image counts it (`spent_earlier`).
 An event with `journal=True` stands for a journal entry no frame of this build carries (a task
 of a frame no longer declared, a request with no reply): its cost is counted, the frame is not.
 """
@@ -74,6 +77,7 @@ class FrameDone:
     earlier: bool = False  # `cost` was paid by an interrupted build (spent_earlier)
     journal: bool = False  # a journal entry, not a frame of this build: not counted as one
     lane: str = "standard"  # how its request goes (standard, batch, flex)
+    due: Decimal = ZERO  # a task still out, not in `cost`: its price if it lands (see above)
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,8 @@ class Summary:
     kept: int = 0  # outputs modified outside nbpipe, left alone
     left: int = 0  # paid tasks still out at the end: the next build collects them
     pending: int = 0  # in batch jobs still running (not waited for): a later build collects
-    left_usd: Decimal = ZERO
+    left_usd: Decimal = ZERO  # what the tasks left out cost, counted here or (`due_usd`) not
+    due_usd: Decimal = ZERO  # tasks still out, not in spent: counted by the build collecting them
     spent: Decimal = ZERO  # every paid request this build sent
     spent_earlier: Decimal = ZERO  # paid by an interrupted build, found in the journal
     saved: Decimal = ZERO
@@ -110,7 +115,7 @@ class Summary:
     def noop(self) -> bool:
         return not (self.rendered or self.restored or self.failed or self.skipped or self.kept
                     or self.left or self.pending or self.lost or self.maybe_billed
-                    or self.spent_earlier)
+                    or self.spent_earlier or self.due_usd)
 
     @property
     def exit_code(self) -> int:
@@ -127,6 +132,7 @@ class Summary:
                 "spent_usd": usd(self.spent),
                 "spent_earlier_usd": usd(self.spent_earlier), "saved_usd": usd(self.saved),
                 **({"left_usd": usd(self.left_usd)} if self.left else {}),
+                **({"due_usd": usd(self.due_usd)} if self.due_usd else {}),
                 **({"lost": self.lost, "lost_usd": usd(self.lost_usd)} if self.lost else {}),
                 **({"maybe_billed": self.maybe_billed,
                     "maybe_billed_usd": usd(self.maybe_billed_usd)} if self.maybe_billed else {}),
@@ -146,9 +152,7 @@ class Summary:
                                                  (self.pending, "pending in batch jobs")) if n]
         counts += others
         money = [f"spent USD {fmt_usd(self.spent)}"]
-        if self.left:
-            money.append(f"USD {fmt_usd(self.left_usd)} in {self.left} task(s) still out; the "
-                         "next build collects them")
+        money += self._still_out()
         if self.spent_earlier:
             money.append(f"USD {fmt_usd(self.spent_earlier)} paid by an interrupted build")
         if self.lost:
@@ -157,6 +161,19 @@ class Summary:
             money.append(f"possibly billed USD {fmt_usd(self.maybe_billed_usd)} "
                          f"({self.maybe_billed} request(s) with no usable reply)")
         return " · ".join(counts + money) + f" · saved USD {fmt_usd(self.saved)}"
+
+    def _still_out(self) -> list[str]:
+        """The tasks left out, and what of them this build's spend does not count."""
+        said = []
+        due = self.due_usd
+        if self.left:
+            uncounted = ", not counted until they land" if due == self.left_usd else ""
+            said.append(f"USD {fmt_usd(self.left_usd)} in {self.left} task(s) still out"
+                        f"{uncounted}; the next build collects them")
+            due = ZERO if uncounted else due
+        if due:
+            said.append(f"USD {fmt_usd(due)} in task(s) still out not counted until they land")
+        return said
 
 
 @dataclass(frozen=True)
@@ -232,8 +249,9 @@ def count(s: Summary, event: FrameDone) -> None:
     else:
         s.spent += event.cost
     s.saved += event.saved
+    s.due_usd += event.due
     if event.status is Status.LEFT and not event.earlier:
-        s.left_usd += event.cost
+        s.left_usd += event.cost + event.due
     if event.billing is Billing.LOST:
         s.lost += 1
         s.lost_usd += event.cost

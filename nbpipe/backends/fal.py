@@ -393,4 +393,4 @@ def open_fal(jobs: int, rpm: int | None, settings: Settings) -> FalBackend:
 SPEC = BackendSpec(name="fal", lanes=(Lane.TASK,), inputs=Inputs.INLINE, key_env=KEY_VARS,
                    base_url_env="FAL_BASE_URL", payload_style=PAYLOAD_STYLE, open=open_fal,
                    describe=submit_body, endpoint=lambda model: f"POST /{model} (fal's queue)",
-                   idempotent=False)
+                   idempotent=False, bills_failures=False)  # "does not bill 5xx failures"

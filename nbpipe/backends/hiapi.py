@@ -478,7 +478,7 @@ def open_hiapi(jobs: int, rpm: int | None, settings: Settings) -> HiApiBackend:
 SPEC = BackendSpec(name="hiapi", lanes=(Lane.TASK,), inputs=Inputs.URL, key_env=KEY_VARS,
                    base_url_env="HIAPI_BASE_URL", payload_style=PAYLOAD_STYLE, open=open_hiapi,
                    describe=create_body, endpoint=lambda model: "POST /v1/tasks",
-                   would_send=would_send)
+                   would_send=would_send, bills_failures=False)  # a `fail` task costs nothing
 
 PRICE_LIST_BYTES = 1 << 20  # the real list is a few tens of kilobytes
 PRICE_LIST_SECONDS = 30.0  # for the whole reply: a server that drips bytes cannot hang `models`

@@ -94,6 +94,12 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
     # be found again: it is announced, counted and closed, never resent (`unfindable`), so
     # `would_send` is not needed. A call lane resends nothing either way.
     idempotent: bool = True
+    # Whether the provider bills a task that fails all the same. False (fal bills no failure
+    # on its side, HiAPI no `fail`): a task still out when a build ends may yet fail and cost
+    # nothing, so that build says its price as due and does not count it; the build that
+    # collects its image counts it (`counted_on_landing`). True (the cautious default): it is
+    # counted by the build that leaves it out. Only a `task` lane leaves tasks out.
+    bills_failures: bool = True
     label: str = ""  # the service as messages name it ("OpenAI"); "" for its name
 
     @property
@@ -123,6 +129,13 @@ class BackendSpec(NamedTuple):  # not a dataclass: launch.py imports this module
         where the provider has no idempotency key (fal). Its journal entry holds the body it
         sent (a task lane) or only its intent (a call: nothing marks a call as not yet sent)."""
         return self.unrepeatable or (self.paid and self.lane is Lane.TASK and not self.idempotent)
+
+
+    @property
+    def counted_on_landing(self) -> bool:
+        """Whether a task of this provider left out by a build is counted only once it lands
+        (by the build that collects its image), not by the build that left it."""
+        return self.resumable and self.lane is Lane.TASK and not self.bills_failures
 
 
 def names() -> tuple[str, ...]:
@@ -170,6 +183,10 @@ def unrepeatable(name: str) -> bool:
 
 def unfindable(name: str) -> bool:
     return spec(name).unfindable
+
+
+def counted_on_landing(name: str) -> bool:
+    return spec(name).counted_on_landing
 
 
 _plugins = installed  # the one lookup of installed backends (names.py)

@@ -24,7 +24,7 @@ from nbpipe.catalog import Catalog
 from nbpipe.engine.entries import entry_frame as entry_frame  # build.py reads it here
 from nbpipe.engine.entries import on_its_lane
 from nbpipe.engine.flights import Flights, Landing
-from nbpipe.engine.renderer import Renderer
+from nbpipe.engine.renderer import Renderer, left_charge
 from nbpipe.engine.stop import Stop
 from nbpipe.engine.telling import Teller
 from nbpipe.errors import ImageLost, NbpipeError, TaskFailed
@@ -109,14 +109,17 @@ class Recovery:
                     flight.set_result(None)
 
     def _still_out(self, entries: list[Entry]) -> None:
-        """Tasks no build reported yet (their build died) are this build's to report."""
+        """Tasks no build reported yet (their build died, or left them uncounted) are this
+        build's to report: counted, or said as due (`left_charge`)."""
         for entry in entries:
             frame = entry_frame(entry, self.catalog)
             charge = self.renderer.owed(entry, frame, left=True)
-            if charge.cost:
-                self.journal.counting(entry.key, entry.take)
-                self.teller.entry(frame, Status.LEFT, "a task of an interrupted build, still "
-                                  "out", charge)
+            if charge.cost and (entry.key, entry.take) not in self.renderer.left:
+                self.renderer.left.add((entry.key, entry.take))
+                charge = left_charge(self.journal, entry, charge)
+                self.teller.entry(frame, Status.LEFT, "a task of an earlier build, still out; "
+                                  "counted when it lands" if charge.due else
+                                  "a task of an interrupted build, still out", charge)
 
     def _ours(self, entries: list[Entry]) -> list[Entry]:
         """The entries this build may try. One sent with another API key (a cache shared by

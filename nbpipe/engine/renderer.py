@@ -27,7 +27,13 @@ from nbpipe.backends.base import (
     TaskStillOut,
 )
 from nbpipe.backends.images import verify_image_async
-from nbpipe.backends.registry import resumable, spec, unfindable, unrepeatable
+from nbpipe.backends.registry import (
+    counted_on_landing,
+    resumable,
+    spec,
+    unfindable,
+    unrepeatable,
+)
 from nbpipe.engine.batches import BatchLane
 from nbpipe.engine.claiming import Claimant, freed_on_failure, peer_take
 from nbpipe.engine.entries import on_its_lane, recorded_key
@@ -109,6 +115,7 @@ class Renderer:
     batch: BatchLane | None = None  # how frames on the batch lane are sent
     claimant: Claimant | None = None  # claims on the team remote (None: no remote)
     peers: set[str] = field(default_factory=set)  # keys another runner rendered meanwhile
+    left: set[tuple[str, int]] = field(default_factory=set)  # tasks it said left out
 
     async def render(self, step: Step, release: Callable[[], None]) -> Take:
         """Send the frame's request (or re-attach to the open entry of its key) into the
@@ -140,7 +147,7 @@ class Renderer:
                 take = await self.fetch(frame, inputs, job)
         except asyncio.CancelledError:  # Ctrl-C past the grace: a task it leaves out is said
             if not self.left_out(frame, entry):
-                self.cut_off(frame, entry)
+                cut_off(self, frame, entry)
             raise
         except TaskFailed as exc:
             if exc.maybe_billed:  # a batch line whose image was made but is unusable
@@ -270,27 +277,43 @@ class Renderer:
         else:  # a task, or a create whose reply was lost: the next build collects it
             self.left_out(frame, entry, isinstance(exc, TaskStillOut))
 
-    def cut_off(self, frame: Frame, entry: Entry) -> None:
-        """A create without an idempotency key stopped after its body was journalled and
-        before its id came (Ctrl-C past the grace): it may be queued and billed, and nothing
-        can find it again. Charged as possibly billed and closed, so no build sends it again
-        unannounced nor counts it twice."""
-        if (entry.key, entry.take) in self.journal.open and entry.task_id is None and \
-                entry.body is not None and unfindable(entry.backend) and \
-                not unrepeatable(entry.backend):  # a call in flight is InFlight's to close
-            self.teller.charge(frame.name, self.owed(entry, frame, Billing.MAYBE))
-            self.journal.closed(entry.key, entry.take, "stopped before its id came", True)
-
     def left_out(self, frame: Frame, entry: Entry, left: bool = True) -> bool:
-        """A paid request of this frame still out as the build ends it: charged to the frame
-        and marked reported in the journal, so the build that collects it does not count it
-        again. `left`: the frame ends `left` (a timeout, Ctrl-C past the grace), not failed."""
-        if (entry.key, entry.take) not in self.journal.open or not resumable(entry.backend) \
-                or not entry.task_id:
+        """A paid request of this frame still out as the build ends it (once): its charge to
+        the frame, counted here or said as due (`left_charge`). `left`: the frame ends `left`
+        (a timeout, Ctrl-C past the grace), not failed."""
+        slot = (entry.key, entry.take)
+        if slot not in self.journal.open or slot in self.left or \
+                not resumable(entry.backend) or not entry.task_id:
             return False  # no task: a create whose reply was lost is its resender's to count
-        self.teller.charge(frame.name, self.owed(entry, frame, left=left))
-        self.journal.counting(entry.key, entry.take)
+        self.left.add(slot)
+        self.teller.charge(frame.name, left_charge(self.journal, entry,
+                                                   self.owed(entry, frame, left=left)))
         return True
+
+
+def left_charge(journal: Journal, entry: Entry, charge: Charge) -> Charge:
+    """How a build that ends with `entry`'s task still out counts `charge`, the task's price
+    as that build reports it. A provider that bills a failed task all the same: counted now,
+    and the journal marks it counted, so the build that collects it counts nothing. One that
+    bills only a task that lands (fal, HiAPI): it may yet fail and cost nothing, so its price
+    is said as due, not counted; the build that collects its image counts it then (as paid
+    by an earlier build), and one that sees it fail counts nothing."""
+    if not counted_on_landing(entry.backend):
+        journal.counting(entry.key, entry.take)
+        return charge
+    return Charge(Decimal(0), billing=charge.billing, left=charge.left, due=charge.cost)
+
+
+def cut_off(renderer: Renderer, frame: Frame, entry: Entry) -> None:
+    """A create without an idempotency key stopped after its body was journalled and before
+    its id came (Ctrl-C past the grace): it may be queued and billed, and nothing can find it
+    again. Charged as possibly billed and closed, so no build sends it again unannounced nor
+    counts it twice."""
+    if (entry.key, entry.take) in renderer.journal.open and entry.task_id is None and \
+            entry.body is not None and unfindable(entry.backend) and \
+            not unrepeatable(entry.backend):  # a call in flight is InFlight's to close
+        renderer.teller.charge(frame.name, renderer.owed(entry, frame, Billing.MAYBE))
+        renderer.journal.closed(entry.key, entry.take, "stopped before its id came", True)
 
 
 async def claimed_elsewhere(renderer: Renderer, key: str, entry: Entry) -> Take | None:

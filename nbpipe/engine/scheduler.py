@@ -119,9 +119,11 @@ class Scheduler:
         try:
             await self._one_frame(frame, done)
         except asyncio.CancelledError:  # the money of a frame stopped mid-render is said
-            if self.teller.charged(frame.name):
+            if charge := self.teller.charged(frame.name):
                 self._fail(Step(frame, "render", "stopped"), "stopped mid-render: "
-                           + ("its task is still out; the next build collects it for free"
+                           + ("its task is still out; the next build collects it and counts "
+                              "it once it lands (a failed one costs nothing)" if charge.due else
+                              "its task is still out; the next build collects it for free"
                               if self._left(frame) else "its request may have been billed"))
             raise
         finally:  # dependants never wait on a frame that was cancelled

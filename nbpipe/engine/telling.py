@@ -24,6 +24,7 @@ class Charge:
     earlier: bool = False  # an interrupted build sent it and never reported it
     billing: Billing | None = None
     left: bool = False  # a paid task still out: the frame ends `left`
+    due: Decimal = Decimal(0)  # a task still out counted only once it lands (FrameDone.due)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Teller:
             frame.name, status, detail, output or frame.output, frame.backend, frame.model,
             charge.cost if charge else ZERO, step.action, step.reason, frame.key, saved,
             charge.billing if charge else None, charge.earlier if charge else False,
-            lane=frame.lane))
+            lane=frame.lane, due=charge.due if charge else ZERO))
 
     def entry(self, frame: Frame, status: Status, detail: str, charge: Charge) -> None:
         """A journal entry no frame of this build stands for (an earlier build's request):
@@ -69,4 +70,4 @@ class Teller:
         self.tally.emit(FrameDone(frame.name, status, detail, frame.output, frame.backend,
                                   frame.model, charge.cost, "recover", "", frame.key,
                                   billing=charge.billing, earlier=charge.earlier,
-                                  journal=True, lane=frame.lane))
+                                  journal=True, lane=frame.lane, due=charge.due))

@@ -44,14 +44,16 @@ def text_status(event: FrameDone) -> str:
 
 
 def frame_json(event: FrameDone) -> dict[str, object]:
-    """A frame event as JSON: `cost_usd` is what this build reports for the frame."""
+    """A frame event as JSON: `cost_usd` is what this build reports for the frame; `due_usd`
+    what a task it left out will cost if it lands (counted by the build that collects it)."""
     return {"event": "frame", "frame": event.frame, "status": str(event.status),
             "action": event.action, "reason": event.reason, "detail": event.detail,
             "key": event.key, "output": event.output, "backend": event.backend,
             "model": event.model, "lane": event.lane, "cost_usd": usd(event.cost),
             **({"billing": str(event.billing)} if event.billing else {}),
             **({"earlier": True} if event.earlier else {}),
-            **({"journal": True} if event.journal else {})}
+            **({"journal": True} if event.journal else {}),
+            **({"due_usd": usd(event.due)} if event.due else {})}
 
 
 class JsonEvents:

@@ -142,9 +142,10 @@ def test_an_expired_left_over_task_is_closed_counted_lost_and_rendered_anew(
     fake_hiapi.faults.add("download", *["gone"] * 2)  # the URL, and the renewed one
     summary = build(root)
     assert (summary["code"], summary["lost"], summary["rendered"]) == (0, 1, 1)
-    # the dead task was reported (left out) by the build that sent it: 0 here; 0.05 is b anew
+    # the dead task was left out uncounted by the build that sent it (HiAPI bills no failed
+    # task): counted here, lost, as paid by that build; 0.05 spent is b anew
     assert (summary["spent_usd"], summary["lost_usd"], summary["spent_earlier_usd"]) == \
-        (0.05, 0, 0)
+        (0.05, 0.05, 0.05)
     assert any(n.startswith("lost      b") for n in notes(summary))
     assert fake_hiapi.counts["creates"] == 3  # b's dead task is closed: a new one
     assert journal(root).open == {}

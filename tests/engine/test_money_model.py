@@ -57,6 +57,13 @@ WALKS = {
         lambda m: m.inject(fault="fal runner failure"),
         lambda m: m.settle(),
     ],
+    # a fresh-seed soak (seed 4069096227): a fal request left out at Ctrl-C was counted by the
+    # build that left it; fal's runner then failed it (unbilled), and the next build paid anew
+    "a fal request left out at Ctrl-C, then failed by fal's runner": [
+        lambda m: m.inject(fault="fal runner failure"),
+        lambda m: m.interrupt(moment=1.5, presses=1),  # fal's queue held past the grace
+        lambda m: m.settle(),  # Σ reported = Σ billed
+    ],
     "interrupts with Gemini in flight": [
         lambda m: m.edit_gemini_prompt(name="g1", words="a blue kite"),
         lambda m: m.interrupt(moment=1.0, presses=2),

@@ -190,13 +190,17 @@ def test_a_task_is_resumed_after_a_crash_and_counted_once_as_earlier(make_projec
     assert [e.status for e in said.frames() if not e.journal] == [Status.RENDERED]
 
 
-def test_a_task_left_out_is_reported_by_its_build_and_free_for_the_collector(make_project):
+def test_a_task_left_out_is_reported_by_its_build_and_free_for_the_collector(make_project,
+                                                                             monkeypatch):
+    """A provider that bills a failed task all the same (a plug-in's default): the build that
+    leaves the task out counts it, and the collector counts nothing."""
+    monkeypatch.setattr("nbpipe.engine.renderer.counted_on_landing", lambda name: False)
     root = make_project(HIAPI)
     hiapi = Scripted("hiapi", ["still-out", "still-out", "ok"])  # its end-of-build poll too
     first, said = build(root, hiapi)
     (event,) = said.frames()
-    assert (event.status, event.cost, first.left, first.left_usd) == \
-        (Status.LEFT, HIAPI_PRICE, 1, HIAPI_PRICE)
+    assert (event.status, event.cost, event.due, first.left, first.left_usd, first.due_usd) == \
+        (Status.LEFT, HIAPI_PRICE, 0, 1, HIAPI_PRICE, 0)
     assert first.spent == HIAPI_PRICE and first.exit_code == 1
     assert "USD 0.05 in 1 task(s) still out; the next build collects them" in first.line()
     (entry,) = open_entries(root)
@@ -207,6 +211,29 @@ def test_a_task_left_out_is_reported_by_its_build_and_free_for_the_collector(mak
     # invariant 2: each paid request in exactly one build's spent + spent_earlier
     assert first.spent + first.spent_earlier + second.spent + second.spent_earlier == \
         hiapi.billed
+
+
+def test_a_task_left_out_is_due_until_it_lands_and_counted_by_its_collector(make_project):
+    """HiAPI bills no failed task: the build that leaves a task out says its price as due, not
+    spent (it may yet fail); the build that collects its image counts it, once."""
+    root = make_project(HIAPI)
+    hiapi = Scripted("hiapi", ["still-out", "still-out", "ok"])  # its end-of-build poll too
+    first, said = build(root, hiapi)
+    (event,) = said.frames()
+    assert (event.status, event.cost, event.due, first.left, first.left_usd, first.due_usd) == \
+        (Status.LEFT, 0, HIAPI_PRICE, 1, HIAPI_PRICE, HIAPI_PRICE)
+    assert (first.spent, first.spent_earlier, first.exit_code) == (0, 0, 1)
+    assert "spent USD 0.00 · USD 0.05 in 1 task(s) still out, not counted until they land; " \
+        "the next build collects them" in first.line()
+    (entry,) = open_entries(root)
+    assert not entry.reported  # the collector counts it
+    second, said = build(root, hiapi)
+    assert hiapi.resumed == ["task-1", "task-1"] and second.rendered == 1
+    assert (second.spent, second.spent_earlier) == (0, HIAPI_PRICE)  # paid by an earlier build
+    assert first.spent + first.spent_earlier + second.spent + second.spent_earlier == \
+        hiapi.billed
+    third, _ = build(root, hiapi)
+    assert (third.spent, third.spent_earlier) == (0, 0)
 
 
 def test_a_lost_image_is_counted_lost_inside_spent(make_project):
