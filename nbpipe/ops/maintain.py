@@ -15,10 +15,11 @@ from nbpipe.ops.push import no_remote
 from nbpipe.plan.paths import PathRefused, ProjectDir
 from nbpipe.settings import Settings, current
 from nbpipe.store.cache import Cache, remove_temp
+from nbpipe.store.journal import unfinished
 from nbpipe.store.lock import Lock
 from nbpipe.store.remote import Remote, RemoteUnavailable
 from nbpipe.store.state import State, file_sha256
-from nbpipe.store.workspace import Workspace, open_remote
+from nbpipe.store.workspace import JOURNAL, Workspace, open_remote
 
 if TYPE_CHECKING:
     from nbpipe.plan.planner import Project
@@ -73,7 +74,7 @@ def collect(root: Path, cache_dir: Path, max_size: str | None, older_than: str |
     with Workspace.opened(root, cache_dir, write=True, note=note, create=False) as space:
         lines = gc(space.cache, space.lock, parse_size(max_size) if max_size else None,
                    parse_age(older_than) if older_than else None, dry_run, branch_pins(root),
-                   grace=settings.gc_grace)
+                   grace=settings.gc_grace, unpinned_yet=unfinished(cache_dir / JOURNAL))
     return [policy(max_size, older_than, default), *lines]
 
 
@@ -101,12 +102,16 @@ def clean(root: Path, cache_dir: Path, dry_run: bool, note: Callable[[str], None
 
 def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
        dry_run: bool, also_pinned: AbstractSet[str] = frozenset(),
-       grace: float | None = None) -> list[str]:
+       grace: float | None = None,
+       unpinned_yet: AbstractSet[tuple[str, int]] = frozenset()) -> list[str]:
     """Remove unpinned takes by age and/or until the blobs fit `max_size`; report lines.
 
     Pinned means pinned by this project's lock or by any project that recorded its pins in
     this (possibly shared) cache. With neither criterion, only unreferenced blobs and stale
-    temp files go: takes are images someone paid for.
+    temp files go: takes are images someone paid for. `unpinned_yet`: the takes (key, number)
+    of renders no build has finished with (journal.unfinished): a build killed before it saved
+    its lock wrote their images to outputs, and the next build pins them for free only while
+    the cache has them (gc would leave those outputs looking like files made outside nbpipe).
     """
     grace = current().gc_grace if grace is None else grace
     pinned = lock.pinned() | cache.pins.all() | also_pinned
@@ -115,13 +120,15 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
     referenced: set[str] = set()
     candidates = []
     unpushed = set(cache.unpushed())  # paid, and not on the team's remote yet: kept for it
-    waiting = 0
+    waiting = unfinished_kept = 0
     for key in cache.index.keys():
         for number, take in enumerate(cache.takes(key), 1):
             referenced.add(take.digest)
             if take.digest in pinned:
                 continue
-            if (key, take.digest) in unpushed:
+            if take.take is not None and (key, take.take) in unpinned_yet:
+                unfinished_kept += 1
+            elif (key, take.digest) in unpushed:
                 waiting += 1
             else:
                 candidates.append(Candidate(key, take.digest, take.created,
@@ -151,7 +158,9 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
     freed = sum(c.size for c in doomed)
     lines.append(f"gc: {len(doomed)} take(s), {freed:,} bytes {'to free' if dry_run else 'freed'}; "
                  f"{len(pinned)} pinned image(s) kept"
-                 + (f"; {waiting} take(s) not yet pushed kept" if waiting else ""))
+                 + (f"; {waiting} take(s) not yet pushed kept" if waiting else "")
+                 + (f"; {unfinished_kept} take(s) of a build that stopped before pinning them "
+                    "kept (the next build pins them)" if unfinished_kept else ""))
     return lines
 
 

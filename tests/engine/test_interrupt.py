@@ -185,3 +185,43 @@ def test_a_second_ctrl_c_closes_an_abandoned_edit_of_another_frame(slow_gemini, 
     assert proc.returncode == 130, err
     assert "abandoning 1 Gemini request(s)" in out, out
     assert journal(root).open == {}
+
+
+def test_gc_after_a_kill_9_keeps_the_images_the_killed_build_wrote_to_outputs(tmp_path):
+    """Found by the money soak: a build killed (-9) after writing one frame's output and before
+    saving the lock, then `gc --older-than 0s`, then a build. gc took the killed build's take
+    (no lock pinned it yet) and its blob, so the next build found a file it could not tell from
+    a user's, left it `kept` and exited 0 with the frame out of the lock."""
+    from tests.fakes.hiapi import FakeHiApi
+
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "nbpipe.yaml").write_text("version: 1\ndefaults: {backend: hiapi, model: Nano-Banana}"
+                                      "\ntargets:\n  a: {prompt: a lighthouse}\n"
+                                      "  b: {prompt: a harbour}\n")
+    with FakeHiApi() as fake:
+        env = {"HIAPI_API_KEY": fake.key, "HIAPI_BASE_URL": fake.url,
+               "NBPIPE_HIAPI_POLL_DELAY": "0", "NBPIPE_HIAPI_POLL_INTERVAL": "0.02"}
+        fake.holds.hold("POST /v1/tasks", after=1)  # a's create goes through; b's is held
+        proc = subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build",
+                                 "-j", "1"], env={**os.environ, **env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            fake.holds.wait_held("POST /v1/tasks", unless=lambda: proc.poll() is not None)
+            wait_for(lambda: (root / "out" / "a.png").is_file())
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+        assert not (root / "nbpipe.lock").exists()  # killed before it pinned anything
+        fake.holds.release()
+        gc = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "gc",
+                             "--older-than", "0s"], env={**os.environ, **env},
+                            capture_output=True, text=True, timeout=120)
+        assert gc.returncode == 0, gc.stderr
+        assert "gc: 0 take(s), 0 bytes freed; 0 pinned image(s) kept; 1 take(s) of a build that " \
+            "stopped before pinning them kept" in gc.stdout, gc.stdout
+        summary = rebuild(root, env)
+        lock = json.loads((root / "nbpipe.lock").read_text())["frames"]
+        assert sorted(lock) == ["a", "b"], (summary, gc.stdout)
+        assert (summary["kept"], summary["fresh"], summary["spent_earlier_usd"]) == (0, 1, 0.05)
+        assert fake.counts["creates"] == 2  # a paid once
