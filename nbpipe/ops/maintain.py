@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nbpipe.errors import UsageError
+from nbpipe.ops.held import held_in_files
 from nbpipe.ops.push import no_remote
 from nbpipe.plan.paths import PathRefused, ProjectDir
 from nbpipe.settings import Settings, current
@@ -74,7 +75,8 @@ def collect(root: Path, cache_dir: Path, max_size: str | None, older_than: str |
     with Workspace.opened(root, cache_dir, write=True, note=note, create=False) as space:
         lines = gc(space.cache, space.lock, parse_size(max_size) if max_size else None,
                    parse_age(older_than) if older_than else None, dry_run, branch_pins(root),
-                   grace=settings.gc_grace, unpinned_yet=unfinished(cache_dir / JOURNAL))
+                   grace=settings.gc_grace, unpinned_yet=unfinished(cache_dir / JOURNAL),
+                   root=root)
     return [policy(max_size, older_than, default), *lines]
 
 
@@ -103,7 +105,8 @@ def clean(root: Path, cache_dir: Path, dry_run: bool, note: Callable[[str], None
 def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
        dry_run: bool, also_pinned: AbstractSet[str] = frozenset(),
        grace: float | None = None,
-       unpinned_yet: AbstractSet[tuple[str, int]] = frozenset()) -> list[str]:
+       unpinned_yet: AbstractSet[tuple[str, int]] = frozenset(),
+       root: Path | None = None) -> list[str]:
     """Remove unpinned takes by age and/or until the blobs fit `max_size`; report lines.
 
     Pinned means pinned by this project's lock or by any project that recorded its pins in
@@ -112,6 +115,8 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
     of renders no build has finished with (journal.unfinished): a build killed before it saved
     its lock wrote their images to outputs, and the next build pins them for free only while
     the cache has them (gc would leave those outputs looking like files made outside nbpipe).
+    `root`: the project, whose files are looked at for the images gc would remove; one a file
+    holds stays (ops/held.py), for the same reason, whatever step came between.
     """
     grace = current().gc_grace if grace is None else grace
     pinned = lock.pinned() | cache.pins.all() | also_pinned
@@ -135,6 +140,11 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
                                             _size(cache.blob_path(take.digest)),
                                             _label(cache, frame_of, key, number)))
     doomed = _choose(candidates, cache, max_size, older_than)
+    held = held_in_files(root, {c.digest: c.size for c in doomed if c.size}, cache.root) \
+        if doomed and root is not None else {}
+    if held:
+        candidates = [c for c in candidates if c.digest not in held]
+        doomed = _choose(candidates, cache, max_size, older_than)
     lines = []
     for c in doomed:
         age = max(0, int((time.time() - c.created) // 86400))
@@ -160,7 +170,10 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
                  f"{len(pinned)} pinned image(s) kept"
                  + (f"; {waiting} take(s) not yet pushed kept" if waiting else "")
                  + (f"; {unfinished_kept} take(s) of a build that stopped before pinning them "
-                    "kept (the next build pins them)" if unfinished_kept else ""))
+                    "kept (the next build pins them)" if unfinished_kept else "")
+                 + (f"; {len(held)} image(s) a file in the project holds kept "
+                    f"({', '.join(sorted(held.values())[:3])}{', …' * (len(held) > 3)})"
+                    if held else ""))
     return lines
 
 

@@ -187,11 +187,14 @@ def test_a_second_ctrl_c_closes_an_abandoned_edit_of_another_frame(slow_gemini, 
     assert journal(root).open == {}
 
 
-def test_gc_after_a_kill_9_keeps_the_images_the_killed_build_wrote_to_outputs(tmp_path):
+@pytest.mark.parametrize("between", [(), ("b",)])
+def test_gc_after_a_kill_9_keeps_the_images_the_killed_build_wrote_to_outputs(between, tmp_path):
     """Found by the money soak: a build killed (-9) after writing one frame's output and before
     saving the lock, then `gc --older-than 0s`, then a build. gc took the killed build's take
     (no lock pinned it yet) and its blob, so the next build found a file it could not tell from
-    a user's, left it `kept` and exited 0 with the frame out of the lock."""
+    a user's, left it `kept` and exited 0 with the frame out of the lock. gc keeps the take
+    while the journal says no build finished with it, and (`between`: a build of another frame
+    said its payment first) while a file in the project holds its image."""
     from tests.fakes.hiapi import FakeHiApi
 
     root = tmp_path / "p"
@@ -199,6 +202,14 @@ def test_gc_after_a_kill_9_keeps_the_images_the_killed_build_wrote_to_outputs(tm
     (root / "nbpipe.yaml").write_text("version: 1\ndefaults: {backend: hiapi, model: Nano-Banana}"
                                       "\ntargets:\n  a: {prompt: a lighthouse}\n"
                                       "  b: {prompt: a harbour}\n")
+
+    def nbpipe(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), *args],
+                              env={**os.environ, **env}, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
     with FakeHiApi() as fake:
         env = {"HIAPI_API_KEY": fake.key, "HIAPI_BASE_URL": fake.url,
                "NBPIPE_HIAPI_POLL_DELAY": "0", "NBPIPE_HIAPI_POLL_INTERVAL": "0.02"}
@@ -214,14 +225,16 @@ def test_gc_after_a_kill_9_keeps_the_images_the_killed_build_wrote_to_outputs(tm
             proc.communicate(timeout=30)
         assert not (root / "nbpipe.lock").exists()  # killed before it pinned anything
         fake.holds.release()
-        gc = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), "gc",
-                             "--older-than", "0s"], env={**os.environ, **env},
-                            capture_output=True, text=True, timeout=120)
-        assert gc.returncode == 0, gc.stderr
-        assert "gc: 0 take(s), 0 bytes freed; 0 pinned image(s) kept; 1 take(s) of a build that " \
-            "stopped before pinning them kept" in gc.stdout, gc.stdout
+        if between:
+            nbpipe("build", *between)
+        gc = nbpipe("gc", "--older-than", "0s").stdout
+        why = "1 image(s) a file in the project holds kept (out/a.png)" if between else \
+            "1 take(s) of a build that stopped before pinning them kept"
+        assert f"gc: 0 take(s), 0 bytes freed; {len(between)} pinned image(s) kept; {why}" \
+            in gc, gc
         summary = rebuild(root, env)
         lock = json.loads((root / "nbpipe.lock").read_text())["frames"]
-        assert sorted(lock) == ["a", "b"], (summary, gc.stdout)
-        assert (summary["kept"], summary["fresh"], summary["spent_earlier_usd"]) == (0, 1, 0.05)
+        assert sorted(lock) == ["a", "b"], (summary, gc)
+        assert (summary["kept"], summary["fresh"]) == (0, 1 + len(between)), summary
+        assert summary["spent_earlier_usd"] == (0 if between else 0.05)
         assert fake.counts["creates"] == 2  # a paid once
