@@ -140,7 +140,8 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
                                             _size(cache.blob_path(take.digest)),
                                             _label(cache, frame_of, key, number)))
     doomed = _choose(candidates, cache, max_size, older_than)
-    held = held_in_files(root, {c.digest: c.size for c in doomed if c.size}, cache.root) \
+    # every candidate looked for, not only these: without them, --max-size may choose others
+    held = held_in_files(root, {c.digest: c.size for c in candidates if c.size}, cache.root) \
         if doomed and root is not None else {}
     if held:
         candidates = [c for c in candidates if c.digest not in held]
@@ -167,14 +168,18 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
         remove_temp(temp)
     freed = sum(c.size for c in doomed)
     lines.append(f"gc: {len(doomed)} take(s), {freed:,} bytes {'to free' if dry_run else 'freed'}; "
-                 f"{len(pinned)} pinned image(s) kept"
-                 + (f"; {waiting} take(s) not yet pushed kept" if waiting else "")
-                 + (f"; {unfinished_kept} take(s) of a build that stopped before pinning them "
-                    "kept (the next build pins them)" if unfinished_kept else "")
-                 + (f"; {len(held)} image(s) a file in the project holds kept "
-                    f"({', '.join(sorted(held.values())[:3])}{', …' * (len(held) > 3)})"
-                    if held else ""))
+                 f"{len(pinned)} pinned image(s) kept" + _also_kept(waiting, unfinished_kept, held))
     return lines
+
+
+def _also_kept(waiting: int, unfinished_kept: int, held: dict[str, str]) -> str:
+    """The unpinned takes gc kept, and why, for its last line."""
+    files = ", ".join(sorted(held.values())[:3]) + ", …" * (len(held) > 3)
+    return ((f"; {waiting} take(s) not yet pushed kept" if waiting else "")
+            + (f"; {unfinished_kept} take(s) of a build that stopped before pinning them kept "
+               "(the next build pins them)" if unfinished_kept else "")
+            + (f"; {len(held)} image(s) a file in the project holds kept ({files})"
+               if held else ""))
 
 
 def _label(cache: Cache, frame_of: dict[str, str], key: str, number: int) -> str:
