@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nbpipe.errors import UsageError
+from nbpipe.ops.held import held_in_files
 from nbpipe.ops.push import no_remote
 from nbpipe.plan.paths import PathRefused, ProjectDir
 from nbpipe.settings import Settings, current
 from nbpipe.store.cache import Cache, remove_temp
+from nbpipe.store.journal import unfinished
 from nbpipe.store.lock import Lock
 from nbpipe.store.remote import Remote, RemoteUnavailable
 from nbpipe.store.state import State, file_sha256
-from nbpipe.store.workspace import Workspace, open_remote
+from nbpipe.store.workspace import JOURNAL, Workspace, open_remote
 
 if TYPE_CHECKING:
     from nbpipe.plan.planner import Project
@@ -73,7 +75,8 @@ def collect(root: Path, cache_dir: Path, max_size: str | None, older_than: str |
     with Workspace.opened(root, cache_dir, write=True, note=note, create=False) as space:
         lines = gc(space.cache, space.lock, parse_size(max_size) if max_size else None,
                    parse_age(older_than) if older_than else None, dry_run, branch_pins(root),
-                   grace=settings.gc_grace)
+                   grace=settings.gc_grace, unpinned_yet=unfinished(cache_dir / JOURNAL),
+                   root=root)
     return [policy(max_size, older_than, default), *lines]
 
 
@@ -101,12 +104,19 @@ def clean(root: Path, cache_dir: Path, dry_run: bool, note: Callable[[str], None
 
 def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
        dry_run: bool, also_pinned: AbstractSet[str] = frozenset(),
-       grace: float | None = None) -> list[str]:
+       grace: float | None = None,
+       unpinned_yet: AbstractSet[tuple[str, int]] = frozenset(),
+       root: Path | None = None) -> list[str]:
     """Remove unpinned takes by age and/or until the blobs fit `max_size`; report lines.
 
     Pinned means pinned by this project's lock or by any project that recorded its pins in
     this (possibly shared) cache. With neither criterion, only unreferenced blobs and stale
-    temp files go: takes are images someone paid for.
+    temp files go: takes are images someone paid for. `unpinned_yet`: the takes (key, number)
+    of renders no build has finished with (journal.unfinished): a build killed before it saved
+    its lock wrote their images to outputs, and the next build pins them for free only while
+    the cache has them (gc would leave those outputs looking like files made outside nbpipe).
+    `root`: the project, whose files are looked at for the images gc would remove; one a file
+    holds stays (ops/held.py), for the same reason, whatever step came between.
     """
     grace = current().gc_grace if grace is None else grace
     pinned = lock.pinned() | cache.pins.all() | also_pinned
@@ -115,19 +125,27 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
     referenced: set[str] = set()
     candidates = []
     unpushed = set(cache.unpushed())  # paid, and not on the team's remote yet: kept for it
-    waiting = 0
+    waiting = unfinished_kept = 0
     for key in cache.index.keys():
         for number, take in enumerate(cache.takes(key), 1):
             referenced.add(take.digest)
             if take.digest in pinned:
                 continue
-            if (key, take.digest) in unpushed:
+            if take.take is not None and (key, take.take) in unpinned_yet:
+                unfinished_kept += 1
+            elif (key, take.digest) in unpushed:
                 waiting += 1
             else:
                 candidates.append(Candidate(key, take.digest, take.created,
                                             _size(cache.blob_path(take.digest)),
                                             _label(cache, frame_of, key, number)))
     doomed = _choose(candidates, cache, max_size, older_than)
+    # every candidate looked for, not only these: without them, --max-size may choose others
+    held = held_in_files(root, {c.digest: c.size for c in candidates if c.size}, cache.root) \
+        if doomed and root is not None else {}
+    if held:
+        candidates = [c for c in candidates if c.digest not in held]
+        doomed = _choose(candidates, cache, max_size, older_than)
     lines = []
     for c in doomed:
         age = max(0, int((time.time() - c.created) // 86400))
@@ -150,9 +168,18 @@ def gc(cache: Cache, lock: Lock, max_size: int | None, older_than: float | None,
         remove_temp(temp)
     freed = sum(c.size for c in doomed)
     lines.append(f"gc: {len(doomed)} take(s), {freed:,} bytes {'to free' if dry_run else 'freed'}; "
-                 f"{len(pinned)} pinned image(s) kept"
-                 + (f"; {waiting} take(s) not yet pushed kept" if waiting else ""))
+                 f"{len(pinned)} pinned image(s) kept" + _also_kept(waiting, unfinished_kept, held))
     return lines
+
+
+def _also_kept(waiting: int, unfinished_kept: int, held: dict[str, str]) -> str:
+    """The unpinned takes gc kept, and why, for its last line."""
+    files = ", ".join(sorted(held.values())[:3]) + ", …" * (len(held) > 3)
+    return ((f"; {waiting} take(s) not yet pushed kept" if waiting else "")
+            + (f"; {unfinished_kept} take(s) of a build that stopped before pinning them kept "
+               "(the next build pins them)" if unfinished_kept else "")
+            + (f"; {len(held)} image(s) a file in the project holds kept ({files})"
+               if held else ""))
 
 
 def _label(cache: Cache, frame_of: dict[str, str], key: str, number: int) -> str:

@@ -196,29 +196,10 @@ class Journal:
         self.open, self.kept = self.entries.open, self.entries.kept
         self.unreported = self.entries.unreported
         self._handle = None
-        self.problem = None
-        self._replay()
+        self.problem = read_into(self.entries, self.path)
         if self.problem:
             self.problem += f"; set aside as {_set_aside(self.path)}"
         self._earlier = frozenset(self.unreported)
-
-    def _replay(self) -> None:
-        """Read line by line (a big build's journal can hold GiBs of prompts before its one
-        compaction); what cannot be read whole is said (`problem`) and set aside."""
-        try:
-            handle = open_regular(self.path)
-        except FileNotFoundError:
-            return
-        except (OSError, FileRefused) as exc:  # a FIFO or a device planted, a folder
-            self.problem = f"cannot be read ({exc})"
-            return
-        with handle:
-            for line in _lines(handle, self):
-                try:
-                    record = jsontext.loads(line.decode("utf-8"))  # nesting deep enough to crash
-                except ValueError:
-                    continue  # a torn write at a crash; everything before it stands
-                self.entries.replay(record)
 
     def _write(self, record: dict[str, Any]) -> None:
         self._write_all([record])
@@ -325,14 +306,44 @@ JOURNAL_CAP = 8 << 30  # 8 GiB read at most: a big build's prompts, not a plante
 LINE_CAP = 64 << 20  # a line longer than this is not one nbpipe wrote (a prompt is capped)
 
 
-def _lines(handle: BinaryIO, journal: Journal) -> Iterator[bytes]:
+def read_into(entries: Entries, path: Path) -> str | None:
+    """Replay the journal at `path` into `entries`, line by line (a big build's journal can
+    hold GiBs of prompts before its one compaction); why it was not read whole, if it was not
+    (None: read whole, or there is none)."""
+    try:
+        handle = open_regular(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, FileRefused) as exc:  # a FIFO or a device planted, a folder
+        return f"cannot be read ({exc})"
+    problems: list[str] = []
+    with handle:
+        for line in _lines(handle, problems):
+            try:
+                record = jsontext.loads(line.decode("utf-8"))  # nesting deep enough to crash
+            except ValueError:
+                continue  # a torn write at a crash; everything before it stands
+            entries.replay(record)
+    return problems[0] if problems else None
+
+
+def unfinished(path: Path) -> set[tuple[str, int]]:
+    """The takes (key, number) of renders no build has finished with: open, or paid and said
+    by no summary yet (a build killed after its image came and before it saved the lock that
+    pins it). Read only: a journal not read whole is left where it is, for the next build."""
+    entries = Entries()
+    read_into(entries, path)
+    return set(entries.open) | set(entries.unreported)
+
+
+def _lines(handle: BinaryIO, problems: list[str]) -> Iterator[bytes]:
     """The journal's lines, each at most LINE_CAP (a longer one is skipped whole), to
-    JOURNAL_CAP in all; past it, `journal.problem` says so and reading stops."""
+    JOURNAL_CAP in all; past it, `problems` says so and reading stops."""
     total, inside_long = 0, False
     while line := handle.readline(LINE_CAP + 1):
         total += len(line)
         if total > JOURNAL_CAP:
-            journal.problem = f"is larger than {JOURNAL_CAP >> 30} GiB; only its start was read"
+            problems.append(f"is larger than {JOURNAL_CAP >> 30} GiB; only its start was read")
             return
         if inside_long or (len(line) > LINE_CAP and not line.endswith(b"\n")):
             inside_long = not line.endswith(b"\n")  # an over-long line is skipped to its end

@@ -185,3 +185,56 @@ def test_a_second_ctrl_c_closes_an_abandoned_edit_of_another_frame(slow_gemini, 
     assert proc.returncode == 130, err
     assert "abandoning 1 Gemini request(s)" in out, out
     assert journal(root).open == {}
+
+
+@pytest.mark.parametrize("between", [(), ("b",)])
+def test_gc_after_a_kill_9_keeps_the_images_the_killed_build_wrote_to_outputs(between, tmp_path):
+    """Found by the money soak: a build killed (-9) after writing one frame's output and before
+    saving the lock, then `gc --older-than 0s`, then a build. gc took the killed build's take
+    (no lock pinned it yet) and its blob, so the next build found a file it could not tell from
+    a user's, left it `kept` and exited 0 with the frame out of the lock. gc keeps the take
+    while the journal says no build finished with it, and (`between`: a build of another frame
+    said its payment first) while a file in the project holds its image."""
+    from tests.fakes.hiapi import FakeHiApi
+
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "nbpipe.yaml").write_text("version: 1\ndefaults: {backend: hiapi, model: Nano-Banana}"
+                                      "\ntargets:\n  a: {prompt: a lighthouse}\n"
+                                      "  b: {prompt: a harbour}\n")
+
+    def nbpipe(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "nbpipe", "-C", str(root), *args],
+                              env={**os.environ, **env}, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    with FakeHiApi() as fake:
+        env = {"HIAPI_API_KEY": fake.key, "HIAPI_BASE_URL": fake.url,
+               "NBPIPE_HIAPI_POLL_DELAY": "0", "NBPIPE_HIAPI_POLL_INTERVAL": "0.02"}
+        fake.holds.hold("POST /v1/tasks", after=1)  # a's create goes through; b's is held
+        proc = subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build",
+                                 "-j", "1"], env={**os.environ, **env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            fake.holds.wait_held("POST /v1/tasks", unless=lambda: proc.poll() is not None)
+            wait_for(lambda: (root / "out" / "a.png").is_file())
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+        assert not (root / "nbpipe.lock").exists()  # killed before it pinned anything
+        fake.holds.release()
+        if between:
+            nbpipe("build", *between)
+        gc = nbpipe("gc", "--older-than", "0s").stdout
+        why = "1 image(s) a file in the project holds kept (out/a.png)" if between else \
+            "1 take(s) of a build that stopped before pinning them kept"
+        assert f"gc: 0 take(s), 0 bytes freed; {len(between)} pinned image(s) kept; {why}" \
+            in gc, gc
+        summary = rebuild(root, env)
+        lock = json.loads((root / "nbpipe.lock").read_text())["frames"]
+        assert sorted(lock) == ["a", "b"], (summary, gc)
+        assert (summary["kept"], summary["fresh"]) == (0, 1 + len(between)), summary
+        assert summary["spent_earlier_usd"] == (0 if between else 0.05)
+        assert fake.counts["creates"] == 2  # a paid once

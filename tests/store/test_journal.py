@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nbpipe.store.journal import Journal
+from nbpipe.store.journal import Journal, unfinished
 
 KEY = "a" * 64
 OURS = "b" * 64
@@ -107,3 +107,24 @@ def test_a_request_closed_unbilled_or_already_reported_is_let_go(tmp_path):
                  {"op": "closed", "key": KEY, "take": 1, "why": "HTTP 400"}])
     journal = Journal(path)
     assert journal.unreported == {} and journal.open == {}
+
+
+def test_unfinished_names_open_and_unsaid_takes_and_moves_nothing(tmp_path, monkeypatch):
+    """What gc keeps (ops/maintain.py): the takes of a build that stopped before pinning them.
+    An entry a summary said, or one closed unbilled, is finished; reading moves no journal
+    aside, even one not read whole (that is the next build's to say)."""
+    path = tmp_path / "journal.jsonl"
+    said, refused, left = ({**HIAPI, "key": k} for k in ("d" * 64, "e" * 64, "f" * 64))
+    write(path, [HIAPI, {"op": "done", "key": OURS, "take": 1, "digest": "c" * 64},
+                 said, {"op": "done", "key": said["key"], "take": 1, "digest": "c" * 64},
+                 {"op": "reported", "key": said["key"], "take": 1},
+                 refused, {"op": "closed", "key": refused["key"], "take": 1, "why": "HTTP 400"},
+                 left, {"op": "task", "key": left["key"], "take": 1, "task_id": "tk-1"}])
+    assert unfinished(path) == {(OURS, 1), (left["key"], 1)}
+    assert unfinished(tmp_path / "none.jsonl") == set()
+    before = path.read_bytes()
+    first_two = sum(len(line) for line in before.splitlines(keepends=True)[:2])
+    monkeypatch.setattr("nbpipe.store.journal.JOURNAL_CAP", first_two)
+    assert unfinished(path) == {(OURS, 1)}  # what was read is kept; nothing is moved
+    assert [p.name for p in tmp_path.iterdir()] == ["journal.jsonl"]
+    assert path.read_bytes() == before
