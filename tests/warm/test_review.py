@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import read_until, wait_for
-from tests.warm.test_server import CABIN, HELD, WARM_SAID, Warm, _alive, held_build, project
+from tests.warm.test_server import HELD, WARM_SAID, Warm, _alive, held_build, project
 
 LOST = "ended without an exit code"
 GUARD = 30  # seconds: only so a caller that never ends fails the test instead of hanging it
@@ -287,7 +287,7 @@ ATTRIBUTES = {
 def test_the_child_has_the_callers_niceness_and_limits(warm, held, tmp_path, attribute):
     fake, env = held
     change, read = ATTRIBUTES[attribute]
-    root = project(tmp_path, HELD)
+    project(tmp_path, HELD)
     warm.ready(tmp_path)
     proc = subprocess.Popen([sys.executable, str(warm.script), "-C", "p", "build"],
                             cwd=tmp_path, env={**warm.env, **env}, preexec_fn=change,
@@ -318,7 +318,8 @@ def test_a_caller_without_network_does_not_build_over_the_servers(warm, hiapi, t
     for mode in ("0", "1"):
         done = subprocess.run(["unshare", "-Urn", sys.executable, str(warm.script), "-C", "p",
                                "build"], cwd=tmp_path,
-                              env={**warm.env, **env, "NBPIPE_WARM": mode, "NBPIPE_RETRY_DEADLINE": "1"},
+                              env={**warm.env, **env, "NBPIPE_WARM": mode,
+                                   "NBPIPE_RETRY_DEADLINE": "1"},
                               capture_output=True, text=True, timeout=120)
         assert fake.counts.get("creates", 0) == 0, (mode, done.stderr)
         assert done.returncode != 0, (mode, done.stderr)
@@ -487,6 +488,20 @@ def test_two_warm_builds_of_one_project_take_turns_at_its_lock(warm, held, tmp_p
         assert second["0"].returncode == second["1"].returncode != 0
     finally:
         fake.holds.release()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert fake.counts["creates"] == 1 and list(root.rglob("hero*.png"))
+
+
+def test_a_server_killed_mid_command_leaves_the_command_to_finish(warm, held, tmp_path):
+    """The child is the command, not the server's: kill -9 of the server changes nothing."""
+    fake, env = held
+    root, proc, child = held_build(warm, fake, env, tmp_path)
+    (server,) = warm.servers()
+    os.kill(server, signal.SIGKILL)
+    wait_for(lambda: not _alive(server))
+    assert _alive(child)
+    fake.holds.release()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert fake.counts["creates"] == 1 and list(root.rglob("hero*.png"))
