@@ -52,19 +52,24 @@ def run(argv: list[str], idle: float, explain: bool = False) -> int | None:
     except OSError:  # a removed working folder: the cold path says so in its words
         return None
     relay = _Relay()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        try:
-            sock.connect(str(address))
-            _send(sock, {"argv": sys.argv, "cwd": cwd, "env": dict(os.environ),
-                         "umask": _umask()})
-        except OSError:
-            relay.restore()
-            _start(place, name, idle)
-            if explain:
-                sys.stderr.write(f"nbpipe: no warm server at {address}: run here; one starts "
-                                 "for the next command\n")
-            return None
-        return relay.converse(sock, explain)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(str(address))
+                _send(sock, {"argv": sys.argv, "cwd": cwd, "env": dict(os.environ),
+                             "umask": _umask()})
+            except OSError:
+                relay.restore()
+                _start(place, name, idle)
+                if explain:
+                    sys.stderr.write(f"nbpipe: no warm server at {address}: run here; one "
+                                     "starts for the next command\n")
+                return None
+            return relay.converse(sock, explain)
+    except _Stopped as stop:  # before any child had the command (closed: one that was
+        relay.restore()       # about to start kills itself): the signal ends it as cold
+        os.kill(os.getpid(), stop.signum)
+        return None
 
 
 def _streams_open() -> bool:
@@ -85,48 +90,56 @@ def _send(sock: socket.socket, request: dict[str, object]) -> None:
     socket.send_fds(sock, [struct.pack("!I", len(payload)) + payload], [0, 1, 2])
 
 
+class _Stopped(Exception):
+    """A stopping signal came while no child had the command yet."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class _Relay:
     """Stands in for the child: forwards the stopping signals, waits for its exit code."""
 
-    __slots__ = ("before", "child", "pending")
+    __slots__ = ("before", "child", "done", "sent")
     before: dict[int, Callable[[int, FrameType | None], Any] | int | None]
     child: int | None
-    pending: list[int]
+    done: bool
+    sent: list[int]
 
     def __init__(self) -> None:
         self.child = None
-        self.pending = []  # pressed before the child's pid came: sent when it does
+        self.done = False  # the exit code came: a signal now finds the command over
+        self.sent = []  # the signals forwarded
         self.before = {sig: signal.signal(sig, self._forward) for sig in FORWARDED}
         self.before[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._suspend)
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
-        if self.child is None:
-            self.pending.append(signum)
+        if self.done:
             return
-        try:
+        if self.child is None:  # nothing is running it: stop here, as a cold command would
+            raise _Stopped(signum)
+        self.sent.append(signum)
+        with contextlib.suppress(ProcessLookupError):  # it is ending: its code is on the way
             os.kill(self.child, signum)
-        except ProcessLookupError:  # it is ending: its exit code is on the way
-            pass
 
     def _suspend(self, signum: int, frame: FrameType | None) -> None:
         """Ctrl-Z stops the child with its caller, and `fg` continues both, as a cold
         command is stopped and continued whole."""
-        if self.child is not None:
+        if self.child is not None and not self.done:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.child, signal.SIGSTOP)
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT
         signal.signal(signal.SIGTSTP, self._suspend)
-        if self.child is not None:
+        if self.child is not None and not self.done:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.child, signal.SIGCONT)
 
     def restore(self) -> None:
-        """The handlers of before; a press that came meanwhile goes to them (no child ran)."""
+        """The handlers of before."""
         for sig, handler in self.before.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        for signum in self.pending:
-            os.kill(os.getpid(), signum)
 
     def converse(self, sock: socket.socket, explain: bool) -> int | None:
         """The child's exit code, once it is gone; None if no child was made."""
@@ -141,23 +154,25 @@ class _Relay:
         self.child = hello["pid"]
         if explain:
             sys.stderr.write(f"nbpipe: run by the warm server's process {self.child}\n")
-        for signum in self.pending:
-            self._forward(signum, None)
-        self.pending.clear()
         try:
             said = _read(lines)
+            self.done = isinstance(said, dict) and "exit" in said
             while lines.read(65536):  # until the child is gone (its locks are free)
                 pass
         except OSError:
             said = None
         self.restore()
         code = said.get("exit") if isinstance(said, dict) else None
-        if not isinstance(code, int):
-            sys.stderr.write("nbpipe: the warm process running this command ended without an "
-                             "exit code (it was killed); run it again with NBPIPE_WARM=0 to "
-                             "run it here\n")
-            return LOST
-        return code
+        if isinstance(code, int):
+            return code
+        ending = [sig for sig in self.sent if sig != signal.SIGINT]
+        if ending:  # it died of the signal passed on: so does its caller, as cold
+            signal.signal(ending[-1], signal.SIG_DFL)
+            os.kill(os.getpid(), ending[-1])
+        sys.stderr.write("nbpipe: the warm process running this command ended without an "
+                         "exit code (it was killed); run it again with NBPIPE_WARM=0 to "
+                         "run it here\n")
+        return LOST
 
 
 def _read(lines: IO[bytes]) -> object:

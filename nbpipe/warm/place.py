@@ -47,10 +47,35 @@ def key(env: dict[str, str] | None = None) -> str:
              *interpreter_options(), *sys.path,
              *(f"{name}={value}" for name, value in sorted(env.items())
                if name.startswith("PYTHON") or name in STARTUP)]
-    parts += _installed(sys.path) + _sources(_PACKAGE)
+    parts += _installed(sys.path) + _sources(_PACKAGE) + _confinement()
     for part in parts:
         digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
     return digest.hexdigest()[:24]
+
+
+def _confinement() -> list[str]:
+    """What the kernel confines this process to, and a fork keeps from its server: its
+    namespaces (network, mounts, ...), root, cgroup, groups, priority and limits. A caller in a
+    sandbox (no network, another root) or run `nice`d gets a server started inside the same,
+    never one that would build for it from outside."""
+    found = [f"groups={sorted(os.getgroups())}", f"nice={os.getpriority(os.PRIO_PROCESS, 0)}"]
+    for kind in ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts", "time"):
+        try:
+            found.append(os.readlink(f"/proc/self/ns/{kind}"))
+        except OSError:
+            found.append(f"{kind}:?")
+    try:
+        root = os.stat("/")
+        found.append(f"root={root.st_dev}:{root.st_ino}")
+        with open("/proc/self/cgroup", encoding="utf-8", errors="replace") as cgroup:
+            found.append(cgroup.read())
+    except OSError:
+        found.append("cgroup:?")
+    import resource
+
+    found += [f"{name}={resource.getrlimit(getattr(resource, name))}"
+              for name in dir(resource) if name.startswith("RLIMIT_")]
+    return found
 
 
 def _installed(paths: list[str]) -> list[str]:

@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import NamedTuple, TextIO
 
 __all__ = ["Request", "serve"]
 
@@ -60,11 +60,11 @@ def serve(place: str, name: str, idle: float) -> int:
     from nbpipe.launch import collect_less
 
     collect_less()
-    request = _accept_until_idle(listener, address, idle)
-    if request is None:
+    conn = _accept_until_idle(listener, address, idle)
+    if conn is None:
         return 0
     os.close(lock)
-    return _become(*request)
+    return _become(conn, _received(conn))
 
 
 def _lock(path: Path) -> int | None:
@@ -106,9 +106,10 @@ def _listen(address: Path) -> socket.socket:
 
 
 def _accept_until_idle(listener: socket.socket, address: Path,
-                       idle: float) -> tuple[socket.socket, Request] | None:
-    """Serve until idle; in a forked child, its connection and request (the parent never
-    returns a request)."""
+                       idle: float) -> socket.socket | None:
+    """Serve until idle; in a forked child, its connection (the server never returns one).
+    The server only accepts and forks: a caller that is slow to say its request, or says a
+    bad one, holds and ends its own child, never the server."""
     mine = os.stat(address).st_ino
     last = time.monotonic()
     while (left := idle - (time.monotonic() - last)) > 0:
@@ -120,10 +121,9 @@ def _accept_until_idle(listener: socket.socket, address: Path,
                 return None  # removed or taken by another server: this one is not found
             continue
         last = time.monotonic()
-        child = _fork(conn)
-        if child is not None:
+        if _same_user(conn) and _fork() == 0:
             listener.close()
-            return conn, child
+            return conn
         conn.close()
     if not _replaced(address, mine):
         address.unlink(missing_ok=True)
@@ -137,50 +137,53 @@ def _replaced(address: Path, inode: int) -> bool:
         return True
 
 
-def _fork(conn: socket.socket) -> Request | None:
-    """In the child, the request to run; in the server, None (the child has it)."""
-    conn.settimeout(10.0)  # a caller that connects and says nothing does not hold the server
-    try:
-        request = _receive(conn)
-    except (OSError, ValueError):
-        return None
-    if request is None:
-        return None
-    try:
-        pid = os.fork()
-    except OSError:
-        pid = -1
-    if pid == 0:
-        conn.settimeout(None)
-        return request
-    for fd in request.fds:
-        os.close(fd)
-    return None
-
-
-def _receive(conn: socket.socket) -> Request | None:
-    """The caller's request, from the caller's own user only."""
+def _same_user(conn: socket.socket) -> bool:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _, uid, _ = struct.unpack("3i", creds)
-    if uid != os.getuid():
-        return None
-    data, fds, flags, _ = socket.recv_fds(conn, 65536, 3)
-    if len(fds) != 3 or flags & socket.MSG_CTRUNC or len(data) < _HEADER.size:
+    return uid == os.getuid()
+
+
+def _fork() -> int:
+    try:
+        return os.fork()
+    except OSError:
+        return -1  # no child this time: the caller, told no pid, runs the command itself
+
+
+def _received(conn: socket.socket) -> Request:
+    """In the child: the caller's request, or the child leaves (the caller, told no pid,
+    runs the command itself); the streams of a bad request are not kept."""
+    fds: list[int] = []
+    try:
+        conn.settimeout(10.0)  # a caller that connects and says nothing ends its own child
+        data, fds, flags, _ = socket.recv_fds(conn, 65536, 3)
+        return _parsed(conn, data, fds, flags)
+    except Exception:
         for fd in fds:
             os.close(fd)
-        return None
+        os._exit(1)
+
+
+def _parsed(conn: socket.socket, data: bytes, fds: list[int], flags: int) -> Request:
+    if len(fds) != 3 or flags & socket.MSG_CTRUNC or len(data) < _HEADER.size:
+        raise ValueError("a request without its three streams")
     (size,) = _HEADER.unpack_from(data)
+    if size > _MAX_REQUEST:
+        raise ValueError("a request too large")
     body = data[_HEADER.size:]
-    while len(body) < size <= _MAX_REQUEST:
+    while len(body) < size:
         more = conn.recv(min(size - len(body), 1 << 20))
         if not more:
-            break
+            raise ValueError("a request cut short")
         body += more
-    if len(body) != size:
-        raise ValueError("a request cut short")
-    raw: dict[str, Any] = json.loads(body)
-    return Request(list(raw["argv"]), str(raw["cwd"]), dict(raw["env"]), int(raw["umask"]),
-                   fds)
+    raw = json.loads(body)
+    argv, cwd, env, umask = raw["argv"], raw["cwd"], raw["env"], raw["umask"]
+    if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv) and argv and
+            isinstance(cwd, str) and isinstance(env, dict) and isinstance(umask, int) and
+            all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+        raise ValueError("a request of the wrong shape")
+    conn.settimeout(None)
+    return Request(argv, cwd, env, umask, fds)
 
 
 def _become(conn: socket.socket, request: Request) -> int:
@@ -193,8 +196,8 @@ def _become(conn: socket.socket, request: Request) -> int:
     from nbpipe import interrupts
 
     interrupts.install()  # the caller forwards a press the moment it has the pid
-    threading.Thread(target=_die_with_caller, args=(conn,), daemon=True).start()
     try:
+        threading.Thread(target=_die_with_caller, args=(conn,), daemon=True).start()
         conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
     except OSError:  # the caller is gone, or may run the command itself: not here
         os._exit(1)
@@ -240,8 +243,8 @@ def _finish(conn: socket.socket, code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError):  # the interpreter's own exit says 120 when it cannot
+            code = 120
     try:
         conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
     finally:
@@ -272,9 +275,13 @@ def _stream(fd: int, like: TextIO | None, mode: str) -> io.TextIOWrapper:
     encoding = like.encoding if like is not None else "utf-8"
     errors = like.errors if like is not None else "strict"
     raw = io.FileIO(fd, mode, closefd=False)
-    buffered = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
-    return io.TextIOWrapper(buffered, encoding=encoding, errors=errors,
-                            line_buffering=fd == 2 or (fd == 1 and os.isatty(fd)))
+    if mode == "r":
+        return io.TextIOWrapper(io.BufferedReader(raw), encoding=encoding, errors=errors)
+    # -u and PYTHONUNBUFFERED (in the key, so the server started with them) write through
+    unbuffered = bool(getattr(like, "write_through", False))
+    return io.TextIOWrapper(io.BufferedWriter(raw), encoding=encoding, errors=errors,
+                            line_buffering=fd == 2 or (fd == 1 and os.isatty(fd)),
+                            write_through=unbuffered)
 
 
 def _die_with_caller(conn: socket.socket) -> None:
