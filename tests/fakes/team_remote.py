@@ -1,5 +1,6 @@
-"""A team's shared remote cache on loopback: moto's S3 server (one bucket per instance) behind a
-cable that can be unplugged, which fails the four ways a real one does:
+"""A team's shared remote cache on loopback: moto's S3 server (tests/fakes/s3.py: one a process, a
+bucket per instance) behind a cable that can be unplugged, which fails the four ways a real one
+does:
 
     unplugged      the network drops every connection, also those of a running command
     dead port      nothing listens at the endpoint (connection refused)
@@ -17,11 +18,12 @@ any check nbpipe is failing.
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
+from tests.fakes.s3 import endpoint as s3_endpoint
 from tests.fakes.cable import Cable
 
 FAILURES = ("unplugged", "dead port", "unknown key", "no permission")
@@ -32,14 +34,9 @@ PREFIX = "cache"
 
 class TeamRemote:
     def __init__(self):
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per S3 request
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        host, port = self.server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
-        self.cable = Cable((host, port)).__enter__()
+        self.endpoint = s3_endpoint()
+        host, _, port = urlsplit(self.endpoint).netloc.partition(":")
+        self.cable = Cable((host, int(port))).__enter__()
         self.bucket = f"team-{uuid.uuid4().hex[:10]}"  # moto keeps buckets per process
         self.url = f"s3://{self.bucket}/{PREFIX}"
         self.s3 = self._client("s3")
@@ -56,7 +53,6 @@ class TeamRemote:
             self.s3.delete_objects(Bucket=self.bucket, Delete={
                 "Objects": [{"Key": name} for name in names[at:at + 1000]]})
         self.s3.delete_bucket(Bucket=self.bucket)
-        self.server.stop()
 
     def _client(self, service: str):
         import boto3
