@@ -28,6 +28,7 @@ from tests.fakes.cable import Cable
 
 FAILURES = ("unplugged", "dead port", "unknown key", "no permission")
 DENIED = ("unknown key", "no permission")
+DOWN = ("unplugged", "dead port")  # no connection: a retry cannot succeed while it lasts
 DEAD = "http://127.0.0.1:9"  # nothing listens there
 PREFIX = "cache"
 
@@ -63,12 +64,18 @@ class TeamRemote:
     # --- its state -----------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
+        """What points a command at the remote as it is now. While the network is down (the
+        cable unplugged, the port dead), one attempt per request (AWS_MAX_ATTEMPTS, which
+        README lets a user set): retrying only waits out botocore's backoff, seconds a command,
+        and each request fails all the same. A command during which the cable is put back
+        goes without it: a retry may then meet the remote."""
         key, secret = {"unknown key": ("AKIAUNKNOWNKEY000000", "not-a-secret"),
                        "no permission": self.outsider}.get(self.mode) or ("test", "test")
         return {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
                 "NBPIPE_REMOTE": self.url,
-                "NBPIPE_REMOTE_ENDPOINT": DEAD if self.mode == "dead port" else self.cable.url}
+                "NBPIPE_REMOTE_ENDPOINT": DEAD if self.mode == "dead port" else self.cable.url,
+                **({"AWS_MAX_ATTEMPTS": "1"} if self.mode in DOWN else {})}
 
     def fail(self, how: str) -> None:
         self.restore()
