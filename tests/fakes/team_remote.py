@@ -23,8 +23,8 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from tests.fakes.s3 import endpoint as s3_endpoint
 from tests.fakes.cable import Cable
+from tests.fakes.s3 import endpoint as s3_endpoint
 
 FAILURES = ("unplugged", "dead port", "unknown key", "no permission")
 DENIED = ("unknown key", "no permission")
