@@ -119,7 +119,11 @@ class _Sink:
         pass
 
 
-def test_a_flex_request_shed_past_its_retries_fails_unbilled(fake_gemini, build, make_project):
+def test_a_flex_request_shed_past_its_retries_fails_unbilled(fake_gemini, build, make_project,
+                                                              monkeypatch):
+    # 12 attempts double the backoff 11 times: at the fixture's base of 0.01 s the pauses
+    # alone came to some 12 s (the count of attempts is what is checked, not the pauses)
+    monkeypatch.setenv("NBPIPE_RETRY_BASE", "0.0001")
     for _ in range(20):
         fake_gemini.faults.add("generate", "flex-shed")
     summary = build(make_project(FLEX.replace("  b: {prompt: a blue shoe}\n", "")))

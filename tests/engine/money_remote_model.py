@@ -355,8 +355,11 @@ class RemoteMoneyMachine(MoneyMachine):
         self._judge_unbilled()
         tasks, billed, calls = len(self.fake.tasks), len(self.gemini.billed), \
             len(self.openai.billed)
+        env = self._env()
+        if flip:  # the remote may come back mid-command: nbpipe's own retries (TeamRemote.env)
+            env.pop("AWS_MAX_ATTEMPTS", None)
         procs = [subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build",
-                                   "-j", "4", "--json"], env=self._env(), stdout=subprocess.PIPE,
+                                   "-j", "4", "--json"], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
                  for root in (self.root, self.clone)]
         if flip:

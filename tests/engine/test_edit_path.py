@@ -31,13 +31,14 @@ def manifest_text(data: dict, comment: int) -> str:
 class Twins:
     """Two copies of one project: `fast` builds as users do, `whole` plans every frame."""
 
-    def __init__(self, base: Path, run, monkeypatch):
+    def __init__(self, base: Path, run, monkeypatch, settle: bool = True):
         self.run, self.monkeypatch = run, monkeypatch
         self.fast, self.whole = base / "fast", base / "whole"
         for root in (self.fast, self.whole):
             (root / "refs").mkdir(parents=True)
             (root / "refs" / "a.png").write_bytes(tiny_png())
-        time.sleep(0.12)  # past the racy window: the reference's stat proves it unchanged
+        if settle:  # else the caller waits, once for many twins
+            time.sleep(0.12)  # past the racy window: the reference's stat proves it unchanged
         self.comment = 0
         self.carried = 0  # builds that took the edit path
 
@@ -265,8 +266,10 @@ def test_the_edit_path_ends_as_the_whole_plan(twins, seed):
 def test_the_edit_path_ends_as_the_whole_plan_longer(tmp_path, run, monkeypatch):
     monkeypatch.delenv("NBPIPE_CACHE_DIR", raising=False)
     carried = 0
-    for seed in range(100, 112):  # a walk may end in a manifest that errs or warns for good
-        twins = Twins(tmp_path / str(seed), run, monkeypatch)
+    seeds = range(100, 112)  # a walk may end in a manifest that errs or warns for good
+    all_twins = [Twins(tmp_path / str(seed), run, monkeypatch, settle=False) for seed in seeds]
+    time.sleep(0.12)  # past the racy window, for every twin's reference at once
+    for seed, twins in zip(seeds, all_twins, strict=True):
         walk(twins, seed, 25)
         carried += twins.carried
     assert carried >= 12  # the path under test was taken, often

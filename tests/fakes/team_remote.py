@@ -1,5 +1,6 @@
-"""A team's shared remote cache on loopback: moto's S3 server (one bucket per instance) behind a
-cable that can be unplugged, which fails the four ways a real one does:
+"""A team's shared remote cache on loopback: moto's S3 server (tests/fakes/s3.py: one a process, a
+bucket per instance) behind a cable that can be unplugged, which fails the four ways a real one
+does:
 
     unplugged      the network drops every connection, also those of a running command
     dead port      nothing listens at the endpoint (connection refused)
@@ -17,29 +18,26 @@ any check nbpipe is failing.
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from tests.fakes.cable import Cable
+from tests.fakes.s3 import endpoint as s3_endpoint
 
 FAILURES = ("unplugged", "dead port", "unknown key", "no permission")
 DENIED = ("unknown key", "no permission")
+DOWN = ("unplugged", "dead port")  # no connection: a retry cannot succeed while it lasts
 DEAD = "http://127.0.0.1:9"  # nothing listens there
 PREFIX = "cache"
 
 
 class TeamRemote:
     def __init__(self):
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per S3 request
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        host, port = self.server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
-        self.cable = Cable((host, port)).__enter__()
+        self.endpoint = s3_endpoint()
+        host, _, port = urlsplit(self.endpoint).netloc.partition(":")
+        self.cable = Cable((host, int(port))).__enter__()
         self.bucket = f"team-{uuid.uuid4().hex[:10]}"  # moto keeps buckets per process
         self.url = f"s3://{self.bucket}/{PREFIX}"
         self.s3 = self._client("s3")
@@ -56,7 +54,6 @@ class TeamRemote:
             self.s3.delete_objects(Bucket=self.bucket, Delete={
                 "Objects": [{"Key": name} for name in names[at:at + 1000]]})
         self.s3.delete_bucket(Bucket=self.bucket)
-        self.server.stop()
 
     def _client(self, service: str):
         import boto3
@@ -67,12 +64,18 @@ class TeamRemote:
     # --- its state -----------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
+        """What points a command at the remote as it is now. While the network is down (the
+        cable unplugged, the port dead), one attempt per request (AWS_MAX_ATTEMPTS, which
+        README lets a user set): retrying only waits out botocore's backoff, seconds a command,
+        and each request fails all the same. A command during which the cable is put back
+        goes without it: a retry may then meet the remote."""
         key, secret = {"unknown key": ("AKIAUNKNOWNKEY000000", "not-a-secret"),
                        "no permission": self.outsider}.get(self.mode) or ("test", "test")
         return {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
                 "NBPIPE_REMOTE": self.url,
-                "NBPIPE_REMOTE_ENDPOINT": DEAD if self.mode == "dead port" else self.cable.url}
+                "NBPIPE_REMOTE_ENDPOINT": DEAD if self.mode == "dead port" else self.cable.url,
+                **({"AWS_MAX_ATTEMPTS": "1"} if self.mode in DOWN else {})}
 
     def fail(self, how: str) -> None:
         self.restore()

@@ -17,7 +17,10 @@ openai = pytest.importorskip("openai")
 
 
 @pytest.fixture
-def fake():
+def fake(monkeypatch):
+    # the SDK's own pause between retries (0.5 s, doubling): what these tests count is the
+    # requests its retries send, not how long it waits before each
+    monkeypatch.setattr(openai._base_client, "INITIAL_RETRY_DELAY", 0.001)
     with FakeOpenAI() as server:
         yield server
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from nbpipe.engine.claiming import Claimant, claimant_for
+from nbpipe.engine.claiming import POLL_MIN_MS, Claimant, claimant_for
 from nbpipe.store.claims import ClaimStore, Leases
 from nbpipe.store.remote import Remote
 
@@ -26,6 +26,14 @@ def team():
     remote = TeamRemote()
     yield remote
     remote.close()
+
+
+@pytest.fixture
+def quick_looks(monkeypatch):
+    """A waiter looks at a claim every 50 ms, not every tenth of its lease: at the 60 s leases
+    that keep a claim from lapsing within a test, 2 s a look was most of the test's time, and
+    how often it looks is not what these tests check."""
+    monkeypatch.setattr(Claimant, "poll", POLL_MIN_MS / 1000)
 
 
 def opened(team, monkeypatch) -> Remote:
@@ -134,7 +142,8 @@ def test_an_expired_lease_is_taken_over_with_one_conditional_write(team, monkeyp
     assert team.objects("claims") == []  # released as the build ends
 
 
-def test_a_claim_released_without_a_take_is_claimed_by_the_waiter(team, monkeypatch):
+def test_a_claim_released_without_a_take_is_claimed_by_the_waiter(team, monkeypatch,
+                                                                  quick_looks):
     remote = opened(team, monkeypatch)
     failing = ClaimStore(remote, 60, "failing")  # a lease that would not lapse in this test
     etag = failing.create(KEY)
@@ -225,7 +234,7 @@ def test_a_folder_remote_has_no_claims_and_says_so_once(tmp_path):
     assert claimant_for(None, 60, said.append) is None  # no remote: no claims
 
 
-def test_a_waiter_sends_nothing_once_the_build_is_stopped(team, monkeypatch):
+def test_a_waiter_sends_nothing_once_the_build_is_stopped(team, monkeypatch, quick_looks):
     """Ctrl-C (or a refused key) while a runner waits on another's claim: it does not take the
     claim over and pay once the wait ends; it stops."""
     from nbpipe.errors import BuildStopped
@@ -254,6 +263,9 @@ def test_a_waiter_sends_nothing_once_the_build_is_stopped(team, monkeypatch):
 
 def test_a_remote_that_fails_mid_build_turns_claims_off_once_and_sends_unclaimed(
         team, monkeypatch):
+    # one attempt per request: with the network gone, botocore's retries only wait out their
+    # backoff (seconds) before the same failure
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     remote = opened(team, monkeypatch)
     said: list[str] = []
     claimant = claimant_for(remote, 60, said.append)

@@ -30,34 +30,52 @@ class Bucket:
 
 @pytest.fixture
 def bucket(monkeypatch):
+    """A bucket of its own on this process's moto server (tests/fakes/s3.py), nbpipe pointed at
+    it; `requests` lists what the server received during the test."""
     import uuid
 
-    from moto.server import ThreadedMotoServer
+    import s3fs
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    from tests.fakes import s3
+
+    endpoint = s3.endpoint()
     name = f"team-{uuid.uuid4().hex[:8]}"  # moto keeps buckets per process: one per test
     for var, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                        "AWS_DEFAULT_REGION": "us-east-1", "NBPIPE_REMOTE": f"s3://{name}/cache",
                        "NBPIPE_REMOTE_ENDPOINT": endpoint}.items():
         monkeypatch.setenv(var, value)
-    import s3fs
-
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
     fs.mkdir(name)
     bucket = Bucket(fs, name)
-    served = server._server.app  # werkzeug asks its server for the app at each request
 
-    def counted(environ, start_response):
+    def counted(environ) -> None:
         query = environ.get("QUERY_STRING", "")
         bucket.requests.append((environ["REQUEST_METHOD"],
                                 environ["PATH_INFO"] + (f"?{query}" if query else "")))
-        return served(environ, start_response)
-    server._server.app = counted
-    yield bucket
-    server.stop()
+    with s3.watching(counted):
+        yield bucket
+
+
+def remote_down(monkeypatch) -> str:
+    """The network is down: nbpipe pointed at a port nothing listens on. Returns the remote's
+    endpoint, for `remote_up`. One attempt per request (AWS_MAX_ATTEMPTS, which README lets a
+    user set): botocore's retries of a refused connection only wait out their backoff, a second
+    or two each, and what these tests check is what nbpipe says and pays once the remote has
+    failed. nbpipe's own three attempts meet a dead port in
+    test_push_with_the_remote_unreachable_says_so and dropped connections in
+    test_a_remote_that_drops_connections_costs_a_build_seconds_not_minutes."""
+    import os
+
+    endpoint = os.environ["NBPIPE_REMOTE_ENDPOINT"]
+    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    return endpoint
+
+
+def remote_up(monkeypatch, endpoint: str) -> None:
+    """The network is back, and nbpipe's own retries with it."""
+    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", endpoint)
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS")
 
 
 def clone(tmp_path: Path, name: str, files=("nbpipe.yaml",)) -> Path:
@@ -93,17 +111,14 @@ def test_second_clone_renders_nothing(bucket, fake_hiapi, run, tmp_path):
 
 def test_a_failed_push_never_fails_the_build_and_the_next_build_sends_it(
         bucket, fake_hiapi, run, tmp_path, monkeypatch):
-    import os
-
     a = clone(tmp_path, "a")
-    endpoint = os.environ["NBPIPE_REMOTE_ENDPOINT"]
-    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")  # the network is down
+    endpoint = remote_down(monkeypatch)
     down = build(run, a, "--remote-errors=render")
     assert down["rendered"] == 5
     notes = [e["message"] for e in down["events"] if e["event"] == "note"]
     assert notes[0].startswith("remote: unreachable (EndpointConnectionError")
     assert notes[1].startswith("remote: 5 image(s) not pushed (EndpointConnectionError)")
-    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", endpoint)
+    remote_up(monkeypatch, endpoint)
     build(run, a)  # nothing to render; it sends what is left
     assert len(bucket.find("cache/blobs")) == 5
     assert build(run, clone(tmp_path, "b"))["rendered"] == 0
@@ -161,10 +176,10 @@ def test_a_project_that_gains_a_remote_sends_it_what_it_had(bucket, fake_hiapi, 
     a = clone(tmp_path, "a")
     assert build(run, a)["rendered"] == 5
     monkeypatch.setenv("NBPIPE_REMOTE", url)
-    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")  # the network is down
+    remote_down(monkeypatch)
     down = build(run, a)
     assert down["fresh"] == 5 and not (a / ".nbpipe" / "unpushed").exists()
-    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", endpoint)
+    remote_up(monkeypatch, endpoint)
     up = build(run, a)
     assert [e["message"] for e in up["events"] if e["event"] == "note"] == [
         "remote: sending 5 image(s) it lacks (made before this project used it, or by another "
@@ -361,7 +376,7 @@ def test_an_unknown_remote_never_silently_becomes_a_paid_render(bucket, fake_hia
     """12.6: every remote read error was a "miss", and so a paid render of an image the team
     already owns."""
     build(run, clone(tmp_path, "a"))
-    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")
+    remote_down(monkeypatch)
     b = clone(tmp_path, "b")
     result = run("-C", str(b), "build")
     assert result.code == 1 and "Traceback" not in result.err
@@ -382,7 +397,7 @@ targets:
   shot: {prompt: "at work", inputs: [refs/face.png]}
   plain: {prompt: "no input"}
 """, {"refs/face.png": tiny_png()})
-    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")
+    remote_down(monkeypatch)
     result = run("-C", str(root), "build", "--remote-errors=render")
     assert result.code == 1 and "Traceback" not in result.err
     assert "failed   shot  remote unavailable" in result.out
@@ -457,7 +472,7 @@ def test_pull_and_plan_with_the_remote_unreachable_say_so(bucket, fake_hiapi, ru
     b = clone(tmp_path, "b", files=())
     shutil.copy(a / "nbpipe.yaml", b / "nbpipe.yaml")
     shutil.copy(a / "nbpipe.lock", b / "nbpipe.lock")
-    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")
+    remote_down(monkeypatch)
     pulled = run("-C", str(b), "pull")
     assert pulled.code == 1
     lines = pulled.out.splitlines()
@@ -548,6 +563,7 @@ targets:
     with Cable((moto.hostname, moto.port)) as cable:
         monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", cable.url)
         cable.unplug()
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # no backoff waited out: see remote_down
         proc = subprocess.Popen([sys.executable, "-m", "nbpipe", "-C", str(root), "build",
                                  "-j", "1", "--remote-errors=render"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
@@ -558,6 +574,7 @@ targets:
         proc.communicate()
         assert len(fake_hiapi.tasks) == 2 and len(list((root / "out").glob("*.png"))) == 1
         cable.plug()
+        monkeypatch.delenv("AWS_MAX_ATTEMPTS")
         for task in fake_hiapi.tasks.values():
             task.outcome = "success"
         build(run, root)
@@ -574,17 +591,14 @@ defaults: {backend: hiapi, model: Nano-Banana}
 targets:
   shot: {prompt: "a lighthouse"}
 """)
-    import os
-
-    endpoint = os.environ["NBPIPE_REMOTE_ENDPOINT"]
-    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", "http://127.0.0.1:9")
+    endpoint = remote_down(monkeypatch)
     build(run, root, "--remote-errors=render")
     (root / "nbpipe.yaml").write_text((root / "nbpipe.yaml").read_text().replace(
         "a lighthouse", "a harbour"))
     build(run, root, "--remote-errors=render")
     gc = run("-C", str(root), "gc", "--older-than", "0s")
     assert gc.code == 0 and "1 take(s) not yet pushed kept" in gc.out, gc.out
-    monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", endpoint)
+    remote_up(monkeypatch, endpoint)
     build(run, root)
     assert len(bucket.find("cache/blobs")) == 2 and fake_hiapi.counts["creates"] == 2
     assert "removed shot, take 1" in run("-C", str(root), "gc", "--older-than", "0s").out

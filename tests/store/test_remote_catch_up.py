@@ -81,10 +81,12 @@ def test_a_no_op_build_never_skips_a_catch_up_still_to_do(bucket, fake_hiapi, ru
         monkeypatch.setenv("NBPIPE_REMOTE", url)
         monkeypatch.setenv("NBPIPE_REMOTE_ENDPOINT", cable.url)
         cable.unplug()
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # no backoff waited out (see remote_down)
         assert build(run, a)["fresh"] == 5
         assert still_fresh(a, {"backend": None, "profile": None},
                            a / ".nbpipe" / "journal.jsonl") is None
         cable.plug()
+        monkeypatch.delenv("AWS_MAX_ATTEMPTS")
         up = build(run, a)
         assert [e["message"] for e in up["events"] if e["event"] == "note"] == [
             "remote: sending 5 image(s) it lacks (made before this project used it, or by "
