@@ -197,8 +197,8 @@ def _become(conn: socket.socket, request: Request) -> int:
 
     interrupts.install()  # the caller forwards a press the moment it has the pid
     try:
-        threading.Thread(target=_die_with_caller, args=(conn,), daemon=True).start()
         conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
+        threading.Thread(target=_die_with_caller, args=(conn,), daemon=True).start()
     except OSError:  # the caller is gone, or may run the command itself: not here
         os._exit(1)
     except KeyboardInterrupt:  # (the pid was out: only the caller sends it a press)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.warm.common import Warm
+
 
 @pytest.fixture
 def short_dir():
@@ -14,3 +16,10 @@ def short_dir():
     folder = Path(tempfile.mkdtemp(prefix="nbw", dir="/tmp"))
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def warm(short_dir):
+    made = Warm(short_dir)
+    yield made
+    made.stop()

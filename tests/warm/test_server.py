@@ -8,7 +8,6 @@ a state, bounded only so a broken server fails instead of hanging)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,98 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import nbpipe
 from nbpipe.warm import server
-from tests.conftest import read_until, wait_for
+from tests.conftest import wait_for
 from tests.samples import journal
-
-CABIN = """\
-version: 1
-defaults: {backend: preview, model: Nano-Banana-2}
-targets:
-  a: {prompt: "a cabin"}
-  b: {prompt: "a lake, {{ t }}", matrix: {t: [dawn, dusk]}}
-"""
-HELD = """\
-version: 1
-defaults: {backend: hiapi, model: Nano-Banana}
-targets:
-  hero: {prompt: "a hero"}
-"""
-WARM_SAID = "run by the warm server's process"
-
-
-class Warm:
-    """A runtime folder, the script, and the environment of warm commands."""
-
-    def __init__(self, folder: Path, idle: float = 120):
-        self.folder = folder
-        self.script = folder / "nbpipe-script"
-        self.script.write_text("from nbpipe.launch import entry\nentry()\n")
-        self.env = {**os.environ, "XDG_RUNTIME_DIR": str(folder), "NBPIPE_WARM": "1",
-                    "NBPIPE_WARM_IDLE": str(idle), "NBPIPE_EXPLAIN": "1",
-                    "PYTHONPATH": str(Path(nbpipe.__file__).parent.parent)}
-
-    def sockets(self) -> list[Path]:
-        return sorted((self.folder / "nbpipe").glob("*.sock"))
-
-    def servers(self) -> list[int]:
-        pids = []
-        for lock in (self.folder / "nbpipe").glob("*.lock"):
-            text = lock.read_text().strip()
-            if text.isdigit() and _alive(int(text)):
-                pids.append(int(text))
-        return pids
-
-    def run(self, *args: str, cwd: Path, warm: bool = True,
-            **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(self.script), *args], cwd=cwd,
-                              env={**self.env, "NBPIPE_WARM": "1" if warm else "0", **env},
-                              capture_output=True, text=True, timeout=120)
-
-    def start(self, *args: str, cwd: Path, **env: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, str(self.script), *args], cwd=cwd,
-                                env={**self.env, **env}, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-
-    def ready(self, cwd: Path) -> None:
-        """A command started the server; return once it listens."""
-        self.run("--version", cwd=cwd)
-        wait_for(lambda: self.sockets(), timeout=60)
-
-    def stop(self) -> None:
-        pids = self.servers()
-        for pid in pids:
-            os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=30)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is gone for our purposes (a child of this test process that ended)
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def warm(short_dir):
-    made = Warm(short_dir)
-    yield made
-    made.stop()
-
-
-def project(base: Path, text: str = CABIN) -> Path:
-    root = base / "p"
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    (root / "nbpipe.yaml").write_text(text)
-    return root
+from tests.warm.common import CABIN, WARM_SAID, Warm, alive, held_build, project
 
 
 def said(done: subprocess.CompletedProcess) -> tuple[int, str, str]:
@@ -176,16 +87,6 @@ def held_hiapi():
                      "NBPIPE_INTERRUPT_GRACE": "0", "NBPIPE_RETRY_BASE": "0.01"}
 
 
-def held_build(warm: Warm, fake, env: dict, base: Path) -> tuple[Path, subprocess.Popen, int]:
-    """A warm build whose HiAPI task is out (held at the fake); its child's pid."""
-    root = project(base, HELD)
-    warm.ready(base)
-    proc = warm.start("-C", "p", "build", cwd=base, PYTHONUNBUFFERED="1", **env)
-    line = read_until(proc.stderr, WARM_SAID)
-    wait_for(lambda: fake.counts.get("creates", 0) == 1)
-    return root, proc, int(line.split(WARM_SAID)[-1].split()[0])
-
-
 def test_ctrl_c_reaches_the_child_and_the_paid_task_is_collected_for_free(
         warm, held_hiapi, tmp_path):
     fake, env = held_hiapi
@@ -194,7 +95,7 @@ def test_ctrl_c_reaches_the_child_and_the_paid_task_is_collected_for_free(
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "still out" in out + err and "Traceback" not in out + err
-    assert not _alive(child)
+    assert not alive(child)
     assert len(journal(root).open) == 1  # the paid task kept
     fake.holds.release()
     done = warm.run("-C", "p", "build", cwd=tmp_path, **env)
@@ -207,7 +108,7 @@ def test_the_child_dies_with_its_caller_and_its_task_is_kept(warm, held_hiapi, t
     root, proc, child = held_build(warm, fake, env, tmp_path)
     proc.kill()  # kill -9: the caller cannot forward anything
     proc.communicate(timeout=60)
-    wait_for(lambda: not _alive(child), timeout=60)
+    wait_for(lambda: not alive(child), timeout=60)
     assert len(journal(root).open) == 1
     fake.holds.release()
     done = warm.run("-C", "p", "build", cwd=tmp_path, warm=False, **env)
@@ -222,7 +123,7 @@ def test_a_dead_servers_socket_is_replaced_and_the_command_runs_here_meanwhile(w
     warm.ready(base)
     (pid,) = warm.servers()
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not _alive(pid))
+    wait_for(lambda: not alive(pid))
     assert warm.sockets()  # left behind, refusing
     done = warm.run("-C", "p", "build", cwd=base)
     assert done.returncode == 0 and WARM_SAID not in done.stderr
