@@ -93,6 +93,8 @@ def _send(sock: socket.socket, request: dict[str, object]) -> None:
 class _Stopped(Exception):
     """A stopping signal came while no child had the command yet."""
 
+    signum: int
+
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum

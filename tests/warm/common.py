@@ -57,10 +57,14 @@ class Warm:
                               env={**self.env, "NBPIPE_WARM": "1" if warm else "0", **env},
                               capture_output=True, text=True, timeout=120)
 
-    def start(self, *args: str, cwd: Path, **env: str) -> subprocess.Popen:
+    def start(self, *args: str, cwd: Path, job: bool = False, **env: str) -> subprocess.Popen:
+        """`job`: in a process group of its own, as a shell starts a job (a process group
+        with no parent outside it, as under CI, is orphaned: the kernel drops a Ctrl-Z sent
+        to it, cold or warm)."""
         return subprocess.Popen([sys.executable, str(self.script), *args], cwd=cwd,
                                 env={**self.env, **env}, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                process_group=0 if job else None)
 
     def ready(self, cwd: Path) -> None:
         """A command started the server; return once it listens."""
@@ -95,11 +99,12 @@ def project(base: Path, text: str = CABIN) -> Path:
     return root
 
 
-def held_build(warm: Warm, fake, env: dict, base: Path) -> tuple[Path, subprocess.Popen, int]:
+def held_build(warm: Warm, fake, env: dict, base: Path,
+               job: bool = False) -> tuple[Path, subprocess.Popen, int]:
     """A warm build whose HiAPI task is out (held at the fake); its child's pid."""
     root = project(base, HELD)
     warm.ready(base)
-    proc = warm.start("-C", "p", "build", cwd=base, PYTHONUNBUFFERED="1", **env)
+    proc = warm.start("-C", "p", "build", cwd=base, job=job, PYTHONUNBUFFERED="1", **env)
     line = read_until(proc.stderr, WARM_SAID)
     wait_for(lambda: fake.counts.get("creates", 0) == 1)
     return root, proc, int(line.split(WARM_SAID)[-1].split()[0])

@@ -168,7 +168,7 @@ def _state(pid: int) -> str:
 def test_ctrl_z_stops_the_child_with_its_caller_and_fg_continues_both(
         warm, held_hiapi, tmp_path):
     fake, env = held_hiapi
-    _, proc, child = held_build(warm, fake, env, tmp_path)
+    _, proc, child = held_build(warm, fake, env, tmp_path, job=True)
     proc.send_signal(signal.SIGTSTP)
     wait_for(lambda: _state(child) == "T" and _state(proc.pid) == "T")
     proc.send_signal(signal.SIGCONT)
