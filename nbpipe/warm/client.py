@@ -196,8 +196,8 @@ def _start(place: Path, name: str, idle: float) -> None:
             f"raise SystemExit(serve({str(place)!r}, {name!r}, {idle!r}))")
     # What the interpreter reads at start, and no more: the server never runs a command, and
     # holds no key of the caller's (a child takes its caller's whole environment).
-    env = {name: value for name, value in os.environ.items()
-           if name.startswith("PYTHON") or name in STARTUP or name in ("PATH", "HOME", "TMPDIR")}
+    env = {var: value for var, value in os.environ.items()
+           if var.startswith("PYTHON") or var in STARTUP or var in ("PATH", "HOME", "TMPDIR")}
     try:
         subprocess.Popen([sys.executable, *interpreter_options(), "-c", code], cwd=place,
                          env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
