@@ -28,6 +28,7 @@ turn an unknown into a paid render unless told to (`--remote-errors=render`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -94,7 +95,31 @@ def _open_fs(url: str, endpoint_url: str | None) -> tuple[Any, str]:
     fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, **options)
     if s3:
         fs.retries = 1  # botocore retries (above); s3fs would retry each retry again
+    loop = getattr(fs, "loop", None)  # an async filesystem's (fsspec's own thread)
+    if isinstance(loop, asyncio.AbstractEventLoop):
+        quiet_orphans(loop)
     return fs, str(root).rstrip("/")
+
+
+def quiet_orphans(loop: asyncio.AbstractEventLoop) -> None:
+    """A connection closed under a request (the remote gone mid-send) leaves aiohttp's task
+    that was writing it with an error nobody awaits; asyncio prints that task's traceback when
+    it is collected. The error is the request's too, and the request's caller translates it
+    (`unreachable`, "not pushed"): the orphan's traceback is not for a user. Other errors
+    still reach the loop's handler."""
+    before = loop.get_exception_handler()
+
+    def handler(where: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if context.get("future") is not None and error is not None and \
+                type(error).__module__.partition(".")[0] == "aiohttp":
+            return
+        if before is not None:
+            before(where, context)
+        else:
+            where.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 def _place(url: str) -> tuple[str, str, str]:
