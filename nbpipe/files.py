@@ -29,7 +29,7 @@ def is_sha256(value: object) -> bool:
     return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process's umask. Linux tells it in /proc without changing it (another thread may be
     creating a file that instant); elsewhere the only way to read it is to set it and put it
     back."""
@@ -54,7 +54,7 @@ def shareable_mode() -> int:
     lock and pages get this one, so a web server or a teammate on a shared disk can read what
     the report links to."""
     if not _MASK:
-        _MASK.append(_umask())
+        _MASK.append(umask())
     return 0o666 & ~_MASK[0]
 
 

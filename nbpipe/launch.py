@@ -75,14 +75,14 @@ class Early(NamedTuple):
     verdict: Verdict | None = None
 
 
-def probe(argv: list[str]) -> Early:
-    """The early answer to argv, or as much as was learnt on the way to none."""
+def probe(argv: list[str], settings: Settings | None = None) -> Early:
+    """The early answer to argv, or as much as was learnt on the way to none. `settings`: the
+    environment, if the entry point already parsed it."""
     plain = plain_build(argv)
     if plain is None:
         return Early()
-    try:
-        settings = Settings.from_env()
-    except Exception:  # a bad variable: the CLI says so in its words
+    settings = settings or _settings()
+    if settings is None:
         return Early()
     root, flags = plain
     if not os.path.isdir(root) or settings.shard is not None:  # NBPIPE_SHARD: a share, planned
@@ -135,42 +135,51 @@ def collect_less() -> None:
     gc.set_threshold(50_000, 20, 10)
 
 
+def _settings() -> Settings | None:
+    try:
+        return Settings.from_env()
+    except Exception:  # a bad variable: the CLI says so in its words
+        return None
+
+
 def entry() -> None:
     """The console script and `python -m nbpipe`: a warm server's child runs the command when
     NBPIPE_WARM asks for one (nbpipe/warm); else it runs here."""
     from nbpipe import interrupts  # (importing `signal` takes a while: a Ctrl-C may land)
 
+    argv = sys.argv[1:]
     try:
         interrupts.install()
         _tolerant_streams()
-        code = _warm(sys.argv[1:])
+        settings = _settings()
+        code = _warm(argv, settings) if settings is not None and settings.warm else None
     except KeyboardInterrupt:  # Ctrl-C before the command was handed over
         sys.stderr.write("interrupted\n")
         code = 130
-    sys.exit(run(sys.argv[1:]) if code is None else code)
+    sys.exit(_run(argv, settings) if code is None else code)
 
 
-def _warm(argv: list[str]) -> int | None:
+def _warm(argv: list[str], settings: Settings) -> int | None:
     """The exit code of the command run by a warm server's child, or None to run it here."""
-    try:
-        settings = Settings.from_env()
-    except Exception:  # a bad variable: the CLI says so in its words, here
-        return None
-    if not settings.warm:
-        return None
     from nbpipe.warm.client import run as run_warm
 
     return run_warm(argv, settings.warm_idle, settings.explain)
 
 
 def run(argv: list[str]) -> int:
-    """The early answer, else the CLI's: the exit code of the command argv."""
+    """The exit code of the command argv, run in this process as entry() runs it (a warm
+    server's child takes its caller's place, then this)."""
     from nbpipe import interrupts
 
+    interrupts.install()
+    _tolerant_streams()
+    return _run(argv, None)
+
+
+def _run(argv: list[str], settings: Settings | None) -> int:
+    """The early answer, else the CLI's."""
     try:
-        interrupts.install()
-        _tolerant_streams()
-        found = probe(argv) if sys.stdout is not None else Early()
+        found = probe(argv, settings) if sys.stdout is not None else Early()
         code = fast_noop(argv, found)
         if code is None:
             from nbpipe.cli import main

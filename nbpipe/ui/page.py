@@ -16,7 +16,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from nbpipe.errors import UsageError
-from nbpipe.files import atomic_write, is_sha256, shareable_mode
+from nbpipe.files import atomic_write, is_sha256
 from nbpipe.projectfile import inside
 from nbpipe.store import gitref
 
@@ -137,6 +137,6 @@ def write_page(page: Path, html: str) -> Path:
 
 
 def _publish(path: Path, data: bytes) -> None:
-    """Atomically, and readable like any file the user makes (a page is meant to be shared)."""
+    """Atomically, and readable like any file the user makes (a page is meant to be shared:
+    atomic_write gives it the mode a plain open() would)."""
     atomic_write(path, data)
-    os.chmod(path, shareable_mode())

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from nbpipe.files import umask
 from nbpipe.warm.place import STARTUP, folder, interpreter_options, key, socket_for
 
 __all__ = ["FORWARDED", "run"]
@@ -57,7 +58,7 @@ def run(argv: list[str], idle: float, explain: bool = False) -> int | None:
             try:
                 sock.connect(str(address))
                 _send(sock, {"argv": sys.argv, "cwd": cwd, "env": dict(os.environ),
-                             "umask": _umask()})
+                             "umask": umask()})
             except OSError:
                 relay.restore()
                 _start(place, name, idle)
@@ -77,12 +78,6 @@ def _streams_open() -> bool:
         return all(os.fstat(fd) is not None for fd in (0, 1, 2))
     except OSError:
         return False
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _send(sock: socket.socket, request: dict[str, object]) -> None:

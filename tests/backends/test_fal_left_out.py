@@ -93,16 +93,9 @@ def left_out(root: Path, fake: FakeFal, env: dict) -> list[dict]:
     return events
 
 
-def project(tmp_path: Path) -> Path:
-    root = tmp_path / "p"
-    root.mkdir()
-    (root / "nbpipe.yaml").write_text(ONE)
-    return root
-
-
-def test_a_request_left_out_that_fal_then_fails_is_counted_by_no_build(held_fal, tmp_path):
+def test_a_request_left_out_that_fal_then_fails_is_counted_by_no_build(held_fal, make_project):
     fake, env = held_fal
-    root = project(tmp_path)
+    root = make_project(ONE)
     fake.faults.add("request", "fail")  # fal's runner will fail it: HTTP 500, unbilled
     first = left_out(root, fake, env)
     assert fake.spent() == 0
@@ -122,9 +115,9 @@ def test_a_request_left_out_that_fal_then_fails_is_counted_by_no_build(held_fal,
     assert journal(root).open == {}
 
 
-def test_a_request_left_out_that_lands_is_counted_once_by_its_collector(held_fal, tmp_path):
+def test_a_request_left_out_that_lands_is_counted_once_by_its_collector(held_fal, make_project):
     fake, env = held_fal
-    root = project(tmp_path)
+    root = make_project(ONE)
     first = left_out(root, fake, env)
     fake.holds.release()  # fal runs it: billed, as the fake did at queueing
     code, second = run_json(root, env)
@@ -142,9 +135,9 @@ def test_a_request_left_out_that_lands_is_counted_once_by_its_collector(held_fal
     assert (code, reported(third), third[-1]["fresh"]) == (0, 0, 1)
 
 
-def test_the_text_says_the_left_request_is_not_counted_until_it_lands(held_fal, tmp_path):
+def test_the_text_says_the_left_request_is_not_counted_until_it_lands(held_fal, make_project):
     fake, env = held_fal
-    root = project(tmp_path)
+    root = make_project(ONE)
     code, first = run(root, env, lambda: polled(fake))
     assert code == 130
     assert "spent USD 0.00 · USD 0.025 in 1 task(s) still out, not counted until they land; " \
